@@ -1,0 +1,122 @@
+"""Errors that reach the user, each carrying the exit code of SPEC §11.
+
+Every error the CLI prints is an ``MgError``: anything else is a bug and is shown
+as one line plus a hint to rerun with ``-v`` for the traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_BLOCKED = 3
+EXIT_LOCK_TIMEOUT = 4
+EXIT_ABORTED = 5
+EXIT_INTERRUPTED = 130
+
+
+class MgError(Exception):
+    """Base of every error meant for the user: a short message and an exit code."""
+
+    exit_code: int = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MgError):
+    """mg.yaml, the environment or the command line is wrong (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(MgError):
+    """The command was called wrongly (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class PluginError(MgError):
+    """A plugin could not be loaded or misbehaves (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class MigrationFileError(MgError):
+    """One or more migration files are invalid; ``problems`` lists them all (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems in migration files:\n  " + "\n  ".join(
+                self.problems
+            )
+        super().__init__(message)
+
+
+class StateError(MgError):
+    """The database state blocks the operation (exit 3)."""
+
+    exit_code = EXIT_BLOCKED
+
+
+class LockTimeout(MgError):
+    """The advisory lock could not be taken in time (exit 4)."""
+
+    exit_code = EXIT_LOCK_TIMEOUT
+
+
+class Aborted(MgError):
+    """The user declined, or confirmation was impossible (exit 5)."""
+
+    exit_code = EXIT_ABORTED
+
+
+class DatabaseError(MgError):
+    """Connecting to or talking with the database failed (exit 1)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class MigrationFailed(MgError):
+    """A migration's SQL failed on the server (exit 1)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class HookFailed(MgError):
+    """A shell hook or a lifecycle plugin refused or failed (exit 1)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class SqlError(MigrationFailed):
+    """The server refused SQL; carries what PostgreSQL said so the engine can name file and line.
+
+    ``position`` is the server's 1-based character offset into the SQL text that was sent,
+    when the server reported one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.server_message = message
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.position = position

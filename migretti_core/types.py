@@ -1,0 +1,213 @@
+"""The data that crosses hooks: frozen, so one plugin cannot corrupt what the next sees."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from migretti_core.hooks import Hooks
+
+Direction = Literal["up", "down"]
+Status = Literal["applied", "failed", "running"]
+Action = Literal["UP", "DOWN", "FIX"]
+Level = Literal["debug", "info", "warning", "error"]
+
+DEFAULT_LOCK_ID = 894321
+DEFAULT_LOCK_TIMEOUT = 600.0
+DEFAULT_HOOK_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """What the configuration hook needs to find and build the configuration.
+
+    ``env_name`` is already resolved (``--env`` wins over ``MG_ENV``); ``config_path`` is
+    ``--config`` or ``MG_CONFIG`` when given, else None for ``./mg.yaml``.
+    """
+
+    cwd: Path
+    config_path: Path | None
+    env_name: str | None
+    environ: Mapping[str, str]
+    known_sections: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged configuration of the selected profile, interpolated.
+
+    ``settings`` is the full merged mapping (read-only); plugins read their own sections
+    from it. ``database`` holds libpq parameters as strings exactly as written, or a single
+    ``url`` key (``MG_DATABASE_URL`` replaces it whole).
+    """
+
+    path: Path | None
+    root: Path
+    env: str | None
+    settings: Mapping[str, Any]
+    database: Mapping[str, Any]
+    migrations_dir: Path
+    seeds_dir: Path
+    lock_id: int = DEFAULT_LOCK_ID
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    protected: bool = False
+    plugins: tuple[str, ...] = ()
+    hooks: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement cut from a larger text; ``line`` is 1-based within that text."""
+
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A parsed migration file.
+
+    ``text`` is the normalised file text (no BOM, LF line ends) the checksum is taken of.
+    ``up_line``/``down_line`` are the 1-based file lines where each section's SQL starts,
+    so a server error position can be turned into a file line.
+    """
+
+    id: str
+    name: str
+    path: Path
+    text: str
+    checksum: str
+    up_sql: str
+    up_line: int
+    down_sql: str | None = None
+    down_line: int | None = None
+    transactional: bool = True
+    title: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    @property
+    def has_down(self) -> bool:
+        return self.down_sql is not None and self.down_sql.strip() != ""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of ``_migrations`` as read from the database."""
+
+    id: str
+    name: str
+    status: str
+    checksum: str | None = None
+    applied_at: datetime | None = None
+    seq: int | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    failed_statement: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryChange:
+    """A change to the history, written by the history hook.
+
+    ``status`` None means the ``_migrations`` row is removed (rollback, ``fix --remove``).
+    Every change with ``log=True`` appends a row to ``_migrations_log`` with ``action``.
+    """
+
+    migration_id: str
+    name: str
+    checksum: str | None
+    action: Action
+    status: Status | None
+    duration_ms: int | None = None
+    error: str | None = None
+    failed_statement: int | None = None
+    log: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ordered migrations one command will run in one direction."""
+
+    direction: Direction
+    steps: tuple[Migration, ...]
+    single_transaction: bool = False
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.steps)
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What happened to one migration of a plan."""
+
+    migration: Migration
+    direction: Direction
+    ok: bool
+    duration_ms: int
+    error: str | None = None
+    dry_run: bool = False
+    executed: bool = True
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the advisory lock we are waiting for."""
+
+    pid: int | None
+    application_name: str | None
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where SQL will run, for people: never holds a password."""
+
+    host: str | None
+    port: str | None
+    dbname: str | None
+    user: str | None
+
+    def describe(self) -> str:
+        host = self.host or "localhost"
+        port = f":{self.port}" if self.port else ""
+        return f"{self.user or '?'}@{host}{port}/{self.dbname or '?'}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A diagnostic for the user or a log: a stable ``name`` plus context ``fields``."""
+
+    name: str
+    level: Level
+    message: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of the current command that plugins may need to respect."""
+
+    verbose: bool = False
+    json_log: bool = False
+    yes: bool = False
+    dry_run: bool = False
+    command: str = ""
+    lock_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """Everything a hook needs about the current run: configuration, options, hooks."""
+
+    config: Config
+    options: Options
+    hooks: Hooks
