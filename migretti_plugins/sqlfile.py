@@ -1,0 +1,295 @@
+"""The migration file format of SPEC §3: discovery, parsing, checksums and new files.
+
+Every problem names the file and line so a user can fix a whole directory in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from migretti_core.errors import MigrationFileError, UsageError
+from migretti_core.types import Migration
+
+FILENAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<name>[^/]+)\.sql")
+ID_RE = re.compile(r"[A-Za-z0-9]{1,26}")
+
+FILENAME_PROBLEM = "file name must be <id>_<name>.sql, the id being 1-26 ASCII letters and digits"
+
+_DIRECTIVE_RE = re.compile(r"\s*--\s*migrate\s*:(?P<value>.*)", re.IGNORECASE)
+_ID_HEADER_RE = re.compile(r"\s*--\s*id\s*:(?P<value>.*)", re.IGNORECASE)
+_TITLE_HEADER_RE = re.compile(r"\s*--\s*migration\s*:(?P<value>.*)", re.IGNORECASE)
+_KNOWN_DIRECTIVES = ("up", "down", "no-transaction")
+_MAX_FILENAME_BYTES = 255
+
+UP = "`-- migrate: up`"
+DOWN = "`-- migrate: down`"
+NO_TRANSACTION = "`-- migrate: no-transaction`"
+
+
+def normalize_text(raw: bytes, path: Path | None = None) -> str:
+    """Decode a file so that BOM and line-ending differences never change its checksum."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        name = path.name if path is not None else "<input>"
+        line = _normalize(raw[: exc.start].decode("utf-8")).count("\n") + 1
+        raise MigrationFileError([f"{name}:{line}: not valid UTF-8 ({exc.reason})"]) from None
+    return _normalize(text)
+
+
+def _normalize(text: str) -> str:
+    text = text.removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def checksum(text: str) -> str:
+    """SHA-256 of the normalised text; equals 0.10's checksum of the raw bytes for LF files."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_blank_or_comment(line: str) -> bool:
+    stripped = line.strip()
+    return stripped == "" or stripped.startswith("--")
+
+
+@dataclass(frozen=True)
+class _Directive:
+    kind: str
+    line: int
+
+
+def _scan_directives(
+    lines: list[str], name: str, problems: list[tuple[int, str]]
+) -> list[_Directive]:
+    found: list[_Directive] = []
+    for number, line in enumerate(lines, start=1):
+        match = _DIRECTIVE_RE.fullmatch(line)
+        if match is None:
+            continue
+        value = match.group("value").strip()
+        kind = value.lower()
+        if kind not in _KNOWN_DIRECTIVES:
+            problems.append(
+                (
+                    number,
+                    f"{name}:{number}: unknown directive `-- migrate: {value}`; "
+                    "expected up, down or no-transaction",
+                )
+            )
+            continue
+        found.append(_Directive(kind, number))
+    return found
+
+
+def parse_migration(path: Path, raw: bytes) -> Migration:
+    """Parse one file, reporting every problem in it at once rather than the first."""
+    name = path.name
+    text = normalize_text(raw, path)
+    problems: list[tuple[int, str]] = []
+
+    match = FILENAME_RE.fullmatch(name)
+    if match is None:
+        problems.append((1, f"{name}:1: {FILENAME_PROBLEM}"))
+        file_id, short_name = "", name.removesuffix(".sql")
+    else:
+        file_id, short_name = match.group("id"), match.group("name")
+
+    lines = text.split("\n")
+    directives = _scan_directives(lines, name, problems)
+    ups = [d.line for d in directives if d.kind == "up"]
+    downs = [d.line for d in directives if d.kind == "down"]
+    no_tx = [d.line for d in directives if d.kind == "no-transaction"]
+    up_marker = ups[0] if ups else None
+
+    if up_marker is None:
+        problems.append((1, f"{name}:1: no {UP} marker"))
+    for at in ups[1:]:
+        problems.append((at, f"{name}:{at}: second {UP} marker (the first is on line {ups[0]})"))
+    for at in downs[1:]:
+        problems.append(
+            (at, f"{name}:{at}: second {DOWN} marker (the first is on line {downs[0]})")
+        )
+    if up_marker is not None:
+        for at in downs:
+            if at < up_marker:
+                problems.append((at, f"{name}:{at}: {DOWN} before {UP}"))
+        for at in no_tx:
+            if at > up_marker:
+                problems.append(
+                    (at, f"{name}:{at}: {NO_TRANSACTION} must come before {UP}, in the header")
+                )
+
+    header_end = up_marker if up_marker is not None else len(lines) + 1
+    directive_lines = {d.line for d in directives}
+    title: str | None = None
+    sql_reported = False
+    for number, line in enumerate(lines[: header_end - 1], start=1):
+        if number in directive_lines or _DIRECTIVE_RE.fullmatch(line):
+            continue
+        id_match = _ID_HEADER_RE.fullmatch(line)
+        title_match = _TITLE_HEADER_RE.fullmatch(line)
+        if id_match is not None:
+            header_id = id_match.group("value").strip()
+            if file_id and header_id != file_id:
+                problems.append(
+                    (
+                        number,
+                        f"{name}:{number}: header id {header_id!r} does not match "
+                        f"the file name's id {file_id!r}",
+                    )
+                )
+        elif title_match is not None and title is None:
+            title = title_match.group("value").strip() or None
+        elif up_marker is not None and not sql_reported and not _is_blank_or_comment(line):
+            sql_reported = True
+            problems.append(
+                (
+                    number,
+                    f"{name}:{number}: SQL before the {UP} marker "
+                    "(only blank lines and -- comments may come first)",
+                )
+            )
+
+    up_sql = ""
+    up_line = 1
+    down_sql: str | None = None
+    down_line: int | None = None
+    if up_marker is not None:
+        starts = _line_starts(lines)
+        markers = sorted(set(ups) | set(downs))
+        up_end = next((m for m in markers if m > up_marker), None)
+        up_line = up_marker + 1
+        up_sql = _section(text, starts, up_marker, up_end)
+        if all(_is_blank_or_comment(line) for line in up_sql.split("\n")):
+            problems.append(
+                (
+                    up_marker,
+                    f"{name}:{up_marker}: empty up section (write the migration's SQL after {UP})",
+                )
+            )
+        down_marker = next((m for m in downs if m > up_marker), None)
+        if down_marker is not None:
+            down_end = next((m for m in markers if m > down_marker), None)
+            down_line = down_marker + 1
+            down_sql = _section(text, starts, down_marker, down_end)
+
+    if problems:
+        problems.sort(key=lambda item: item[0])
+        raise MigrationFileError([message for _, message in problems])
+
+    return Migration(
+        id=file_id,
+        name=short_name,
+        path=path,
+        text=text,
+        checksum=checksum(text),
+        up_sql=up_sql,
+        up_line=up_line,
+        down_sql=down_sql,
+        down_line=down_line,
+        transactional=not no_tx,
+        title=title,
+    )
+
+
+def _line_starts(lines: list[str]) -> list[int]:
+    """Offset of each 1-based line, plus one past the end, for exact slicing."""
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    return starts
+
+
+def _section(text: str, starts: list[int], marker: int, end_marker: int | None) -> str:
+    """The exact text after ``marker``'s line up to ``end_marker``'s line (or EOF)."""
+    begin = min(starts[marker], len(text))
+    end = len(text) if end_marker is None else starts[end_marker - 1]
+    return text[begin:end]
+
+
+def discover(directory: Path) -> list[Path]:
+    """The migration files of a directory, by file name; subdirectories are not migrations."""
+    if not directory.is_dir():
+        return []
+    found = [
+        entry
+        for entry in directory.iterdir()
+        if entry.suffix == ".sql" and not entry.name.startswith(".") and entry.is_file()
+    ]
+    return sorted(found, key=lambda entry: entry.name)
+
+
+def load_directory(directory: Path) -> list[Migration]:
+    """Parse a whole directory, so nothing runs while any file in it is broken."""
+    problems: list[str] = []
+    migrations: list[Migration] = []
+    owners: dict[str, str] = {}
+    for path in discover(directory):
+        match = FILENAME_RE.fullmatch(path.name)
+        if match is not None:
+            file_id = match.group("id")
+            first = owners.setdefault(file_id, path.name)
+            if first != path.name:
+                problems.append(f"{path.name}:1: duplicate id {file_id!r}, also used by {first}")
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            problems.append(f"{path.name}:1: cannot be read: {exc.strerror or exc}")
+            continue
+        try:
+            migrations.append(parse_migration(path, raw))
+        except MigrationFileError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise MigrationFileError(problems)
+    return sorted(migrations, key=lambda m: (m.id, m.name))
+
+
+def slugify(name: str) -> str:
+    """The file-name part of a migration name: lower case, safe on every file system."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not slug:
+        raise UsageError(f"migration name {name!r} gives an empty file name; use letters or digits")
+    return slug
+
+
+def render_template(title: str, id: str) -> str:
+    """The text of a new migration: a header and two empty sections to fill in."""
+    return f"-- migration: {title}\n-- id: {id}\n\n-- migrate: up\n\n-- migrate: down\n"
+
+
+def create_migration_file(directory: Path, title: str, *, id: str | None = None) -> Path:
+    """Write a new migration file, never replacing one and never reusing an id."""
+    from ulid import ULID
+
+    slug = slugify(title)
+    new_id = str(ULID()) if id is None else id
+    if ID_RE.fullmatch(new_id) is None:
+        raise UsageError(f"migration id {new_id!r} must be 1-26 ASCII letters and digits")
+    filename = f"{new_id}_{slug}.sql"
+    if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES:
+        raise UsageError(f"migration name {title!r} is too long for a file name; shorten it")
+    for existing in discover(directory):
+        match = FILENAME_RE.fullmatch(existing.name)
+        if match is not None and match.group("id") == new_id:
+            raise UsageError(f"{existing} already uses id {new_id}; not creating another")
+
+    one_line_title = re.sub(r"[\r\n]+", " ", title)
+    content = render_template(one_line_title, new_id).encode("utf-8")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / filename
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; not overwriting it") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
