@@ -1,0 +1,487 @@
+"""mg.yaml: profiles, ``.env``, ``${VAR}`` interpolation and the typed keys (SPEC §2).
+
+Scalars are read as the text the user wrote (YAML's base loader resolves no types), so
+``password: 0123`` or ``password: yes`` reach the server unchanged; the few typed keys are
+converted here, each error naming the file and the key.
+
+Decisions beyond SPEC §2:
+
+- An empty value (``key:``) means "not set": the default applies, an empty ``hooks`` entry
+  in a profile disables that hook, an empty ``database`` or ``plugins`` is empty.
+- A profile whose ``database`` sets ``url`` replaces the top-level ``database`` whole, so
+  leftover top-level host or password parameters never override the profile's URL.
+- ``database.embedded`` becomes a bool; every other ``database`` value stays a string.
+- ``MG_DATABASE_URL`` or ``MG_LOCK_ID`` set to an empty string count as unset; with
+  ``MG_DATABASE_URL`` set, the file's ``database`` is not interpolated at all.
+- ``Config.protected`` is true for profiles named prod, production or live (any case)
+  whatever ``protected:`` says, and for any profile with ``protected: true``.
+- ``Config.settings`` is the selected profile merged and interpolated (without ``envs``)
+  with values as written; its ``database`` is the effective one. Use the ``Config`` fields
+  for typed values.
+- Duplicate keys in one mapping are an error; YAML merge keys (``<<: *base``) work.
+- ``.env`` is read with python-dotenv's own rules (single quotes keep ``$`` literal).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from migretti_core.errors import ConfigError
+from migretti_core.types import (
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_LOCK_ID,
+    DEFAULT_LOCK_TIMEOUT,
+    Config,
+    ConfigRequest,
+)
+
+if TYPE_CHECKING:
+    from yaml.nodes import Node
+
+DEFAULT_FILE = "mg.yaml"
+CORE_KEYS = frozenset(
+    {
+        "database",
+        "lock_id",
+        "lock_timeout",
+        "hook_timeout",
+        "envs",
+        "hooks",
+        "plugins",
+        "migrations_dir",
+        "seeds_dir",
+        "protected",
+        "embedded",
+    }
+)
+HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
+PROTECTED_NAMES = frozenset({"prod", "production", "live"})
+BIGINT_MIN = -(2**63)
+BIGINT_MAX = 2**63 - 1
+
+_TRUE = frozenset({"true", "yes", "on"})
+_FALSE = frozenset({"false", "no", "off"})
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h)\s*")
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
+
+
+def load_config(request: ConfigRequest) -> Config:
+    """Find, parse, merge and interpolate the configuration for the selected profile."""
+    path, label = _locate(request)
+    root = path.parent if path is not None else _absolute(request.cwd)
+    environ = _merged_environ(root / ".env", request.environ)
+    env_name = request.env_name or None
+    # Without check_unknown (a first pass before config-listed plugins declare their
+    # sections), any top-level key is accepted.
+    valid = CORE_KEYS | request.known_sections if request.check_unknown else None
+
+    data: dict[str, Any] = _parse_yaml(path, label) if path is not None else {}
+    _check_keys(data, valid, label, "")
+    profiles = _profiles(data.get("envs", ""), valid, label)
+    merged = {key: value for key, value in data.items() if key != "envs"}
+    if env_name is not None:
+        if path is None:
+            raise ConfigError(f"profile '{env_name}' is not defined: there is no {label} in {root}")
+        if env_name not in profiles:
+            defined = f"defined: {', '.join(profiles)}" if profiles else "no profiles defined"
+            raise ConfigError(f"profile '{env_name}' is not defined in {label} ({defined})")
+        merged = _merge_profile(merged, profiles[env_name])
+
+    url = environ.get("MG_DATABASE_URL", "")
+    if url:
+        merged.pop("database", None)
+    settings = _interpolate(merged, environ, label, ())
+    database = {"url": url} if url else _database(settings.get("database", ""), label)
+    settings["database"] = database
+
+    lock_id = _lock_id(settings.get("lock_id", ""), label, "lock_id")
+    if environ.get("MG_LOCK_ID", ""):
+        lock_id = _lock_id(environ["MG_LOCK_ID"], "MG_LOCK_ID", "")
+    explicit_protected = _bool(settings.get("protected", ""), label, "protected")
+    protected = explicit_protected or (env_name or "").lower() in PROTECTED_NAMES
+
+    return Config(
+        path=path,
+        root=root,
+        env=env_name,
+        settings=_freeze(settings),
+        database=_freeze(database),
+        migrations_dir=_directory(settings.get("migrations_dir", ""), "migrations", root, label),
+        seeds_dir=_directory(settings.get("seeds_dir", ""), "seeds", root, label),
+        lock_id=lock_id,
+        lock_timeout=_timeout(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT, label, zero=True),
+        hook_timeout=_timeout(settings, "hook_timeout", DEFAULT_HOOK_TIMEOUT, label, zero=False),
+        protected=protected,
+        plugins=_plugins(settings.get("plugins", ""), root, label),
+        hooks=MappingProxyType(_hooks(settings.get("hooks", ""), label)),
+    )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30``, ``1.5``, ``30s``, ``500ms``, ``2m``, ``1h`` or ``1m30s``.
+
+    Raises ValueError for anything else, including negative values.
+    """
+    stripped = text.strip()
+    if re.fullmatch(_NUMBER, stripped):
+        return float(stripped)
+    total = 0.0
+    position = 0
+    while position < len(text):
+        part = _DURATION_PART.match(text, position)
+        if part is None or part.end() == position:
+            raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 500ms, 2m or 1h)")
+        total += float(part.group(1)) * _UNITS[part.group(2)]
+        position = part.end()
+    if not stripped:
+        raise ValueError("empty duration")
+    return total
+
+
+def _locate(request: ConfigRequest) -> tuple[Path | None, str]:
+    """The config file (None when the default one is absent) and its name for messages."""
+    if request.config_path is None:
+        default = _absolute(request.cwd / DEFAULT_FILE)
+        return (default if default.is_file() else None), DEFAULT_FILE
+    label = str(request.config_path)
+    path = _absolute(request.cwd / Path(os.path.expanduser(request.config_path)))
+    if not path.exists():
+        raise ConfigError(f"config file {label} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {label} is not a file")
+    return path, label
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _merged_environ(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """``.env`` values under the real environment: a variable already set always wins."""
+    merged: dict[str, str] = {}
+    if dotenv_path.is_file():
+        from dotenv import dotenv_values
+
+        values = dotenv_values(dotenv_path, encoding="utf-8")
+        merged.update({key: value for key, value in values.items() if value is not None})
+    merged.update(environ)
+    return merged
+
+
+def _parse_yaml(path: Path, label: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+    try:
+        node = yaml.compose(text, Loader=loader)
+        data = _construct(node, set()) if node is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        where = f" at line {line}" if line is not None else ""
+        problem = " ".join(str(exc.problem or exc.context or "unknown problem").split())
+        raise ConfigError(f"{label}: invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if data == "":
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: the top level must be a mapping of keys, not {_kind(data)}")
+    return data
+
+
+def _construct(node: Node, active: set[int]) -> Any:
+    """Plain data from a YAML node: scalars as written, duplicates refused, ``<<`` merged."""
+    from yaml import MarkedYAMLError
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    if isinstance(node, ScalarNode):
+        return node.value
+    if id(node) in active:
+        raise MarkedYAMLError(problem="recursive alias", problem_mark=node.start_mark)
+    active = active | {id(node)}
+    if isinstance(node, SequenceNode):
+        return [_construct(item, active) for item in node.value]
+    if not isinstance(node, MappingNode):
+        raise MarkedYAMLError(problem="unsupported node", problem_mark=node.start_mark)
+    own: dict[str, Any] = {}
+    inherited: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if (
+            isinstance(key_node, ScalarNode)
+            and key_node.style in (None, "")
+            and (key_node.value == "<<")
+        ):
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                merged = _construct(source, active)
+                if not isinstance(merged, dict):
+                    raise MarkedYAMLError(
+                        problem="'<<' expects a mapping or a list of mappings",
+                        problem_mark=source.start_mark,
+                    )
+                for key, value in merged.items():
+                    inherited.setdefault(key, value)
+            continue
+        if not isinstance(key_node, ScalarNode):
+            raise MarkedYAMLError(
+                problem="a key must be a plain string", problem_mark=key_node.start_mark
+            )
+        if key_node.value in own:
+            raise MarkedYAMLError(
+                problem=f"duplicate key '{key_node.value}'", problem_mark=key_node.start_mark
+            )
+        own[key_node.value] = _construct(value_node, active)
+    return {**inherited, **own}
+
+
+def _check_keys(
+    data: Mapping[str, Any], valid: frozenset[str] | None, label: str, where: str
+) -> None:
+    """Refuse unknown keys (``valid`` None accepts any), ``envs`` in a profile, unknown hooks."""
+    prefix = f"{label}: {where}: " if where else f"{label}: "
+    if where and "envs" in data:
+        raise ConfigError(f"{prefix}a profile cannot define 'envs'")
+    choices = sorted(valid - {"envs"} if where else valid) if valid is not None else []
+    for key in data:
+        if valid is None or key in choices:
+            continue
+        close = difflib.get_close_matches(key, choices, n=1)
+        guess = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{prefix}unknown key '{key}'{guess} (valid keys: {', '.join(choices)})")
+    hooks = data.get("hooks", "")
+    if isinstance(hooks, dict):
+        hooks_where = f"{where}.hooks" if where else "hooks"
+        for name in hooks:
+            if name not in HOOK_NAMES:
+                raise ConfigError(
+                    f"{label}: {hooks_where}: unknown hook '{name}' "
+                    f"(valid hooks: {', '.join(HOOK_NAMES)})"
+                )
+
+
+def _profiles(envs: Any, valid: frozenset[str] | None, label: str) -> dict[str, dict[str, Any]]:
+    if envs == "":
+        return {}
+    if not isinstance(envs, dict):
+        raise ConfigError(f"{label}: envs: expected a mapping of profiles, got {_kind(envs)}")
+    profiles: dict[str, dict[str, Any]] = {}
+    for name, profile in envs.items():
+        if profile == "":
+            profile = {}
+        if not isinstance(profile, dict):
+            raise ConfigError(f"{label}: envs.{name}: expected a mapping, got {_kind(profile)}")
+        _check_keys(profile, valid, label, f"envs.{name}")
+        profiles[name] = profile
+    return profiles
+
+
+def _merge_profile(base: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    database = profile.get("database")
+    if isinstance(database, dict) and "url" in database:
+        base = {key: value for key, value in base.items() if key != "database"}
+    return _deep_merge(base, profile)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merged recursively; any other value in ``over`` replaces the base one."""
+    result = dict(base)
+    for key, value in over.items():
+        current = result.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            result[key] = _deep_merge(current, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], label: str, path: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _interpolate(item, environ, label, (*path, key)) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate(item, environ, label, (*path, f"[{index}]"))
+            for index, item in enumerate(value)
+        ]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        key = _key_path(path)
+        if name is None or (default is not None and "${" in default):
+            raise ConfigError(
+                f"{label}: {key}: invalid reference in {_snippet(value, match.start())} "
+                "(use ${VAR} or ${VAR:-default}; write $${ for a literal ${)"
+            )
+        current = environ.get(name)
+        if default is not None and not current:
+            return default
+        if current is None:
+            raise ConfigError(
+                f"{label}: {key}: environment variable {name} is not set",
+                hint=f"set {name}, put it in .env beside {label}, or write ${{{name}:-default}}",
+            )
+        return current
+
+    return _REFERENCE.sub(replace, value)
+
+
+def _key_path(path: tuple[str, ...]) -> str:
+    text = ""
+    for part in path:
+        text += part if part.startswith("[") or not text else f".{part}"
+    return text
+
+
+def _snippet(value: str, start: int) -> str:
+    """The bad ``${...`` reference alone, so a secret around it is not echoed."""
+    end = value.find("}", start)
+    return repr(value[start : end + 1] if end != -1 else value[start : start + 20])
+
+
+def _database(value: Any, label: str) -> dict[str, Any]:
+    if value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{label}: database: expected a mapping of connection parameters "
+            f"(host, port, user, dbname, ... or url), got {_kind(value)}"
+        )
+    database: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"{label}: database.{key}: expected a single value, got {_kind(item)}"
+            )
+        if key == "embedded":
+            database[key] = _bool(item, label, "database.embedded")
+        else:
+            database[key] = item
+    return database
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _lock_id(value: Any, label: str, key: str) -> int:
+    if not _is_set(value):
+        return DEFAULT_LOCK_ID
+    prefix = f"{label}: {key}" if key else label
+    if not isinstance(value, str) or not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        raise ConfigError(f"{prefix}: expected an integer, got {_kind(value)}")
+    number = int(value)
+    if not BIGINT_MIN <= number <= BIGINT_MAX:
+        raise ConfigError(f"{prefix}: {number} is outside the bigint range of advisory locks")
+    return number
+
+
+def _timeout(
+    settings: Mapping[str, Any], key: str, default: float, label: str, *, zero: bool
+) -> float:
+    """Seconds; ``zero`` allows 0 (for the lock: try once, do not wait)."""
+    value = settings.get(key, "")
+    if not _is_set(value):
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"{label}: {key}: expected a duration such as 30s, got {_kind(value)}")
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {key}: {exc}") from None
+    if seconds == 0 and not zero:
+        raise ConfigError(f"{label}: {key}: must be more than zero, got {value!r}")
+    return seconds
+
+
+def _bool(value: Any, label: str, key: str) -> bool:
+    if not _is_set(value):
+        return False
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    raise ConfigError(f"{label}: {key}: expected true or false, got {_kind(value)}")
+
+
+def _directory(value: Any, default: str, root: Path, label: str) -> Path:
+    if not _is_set(value):
+        value = default
+    if not isinstance(value, str):
+        key = "migrations_dir" if default == "migrations" else "seeds_dir"
+        raise ConfigError(f"{label}: {key}: expected a directory path, got {_kind(value)}")
+    return Path(os.path.normpath(root / os.path.expanduser(value)))
+
+
+def _plugins(value: Any, root: Path, label: str) -> tuple[str, ...]:
+    if not _is_set(value):
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigError(f"{label}: plugins: expected a list of names, got {_kind(value)}")
+    plugins: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(
+                f"{label}: plugins[{index}]: expected a module name or .py path, got {_kind(item)}"
+            )
+        name = item.strip()
+        if name.endswith(".py"):
+            name = os.path.normpath(root / os.path.expanduser(name))
+        plugins.append(name)
+    return tuple(plugins)
+
+
+def _hooks(value: Any, label: str) -> dict[str, str]:
+    if not _is_set(value):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{label}: hooks: expected a mapping of event to command, got {_kind(value)}"
+        )
+    hooks: dict[str, str] = {}
+    for name, command in value.items():
+        if not isinstance(command, str):
+            raise ConfigError(
+                f"{label}: hooks.{name}: expected a shell command, got {_kind(command)}"
+            )
+        if command.strip():
+            hooks[name] = command
+    return hooks
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _freeze(value: Any) -> Any:
+    """Read-only copies, so a plugin cannot change what the next one reads."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    return value
