@@ -34,6 +34,7 @@ class ConfigRequest:
     env_name: str | None
     environ: Mapping[str, str]
     known_sections: frozenset[str] = frozenset()
+    check_unknown: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ class Statement:
 class Migration:
     """A parsed migration file.
 
-    ``text`` is the normalised file text (no BOM, LF line ends) the checksum is taken of.
+    ``text`` is the normalised file text (no BOM, LF line ends) the checksum is taken of;
+    ``raw_checksum`` is the checksum of the raw bytes when they differ (BOM or CR), which is
+    what migretti 0.10 recorded for such files.
     ``up_line``/``down_line`` are the 1-based file lines where each section's SQL starts,
     so a server error position can be turned into a file line.
     """
@@ -88,6 +91,7 @@ class Migration:
     down_line: int | None = None
     transactional: bool = True
     title: str | None = None
+    raw_checksum: str | None = None
 
     @property
     def filename(self) -> str:

@@ -1,0 +1,129 @@
+"""One ``mg`` run: the loaded plugins, the configuration (read lazily) and the options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from migretti_core.argv import GlobalOptions
+from migretti_core.errors import MgError
+from migretti_core.hooks import Hooks
+from migretti_core.plugins import (
+    ORIGIN_CONFIG,
+    ORIGIN_OPTION,
+    PluginLoader,
+    parse_name_list,
+)
+from migretti_core.types import Config, ConfigRequest, Event, Level, Options, Session
+
+TRUTHY = ("1", "true", "yes", "on")
+
+
+class App:
+    """Loads plugins in the documented order and hands out sessions to commands."""
+
+    def __init__(
+        self,
+        options: GlobalOptions,
+        environ: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.globals = options
+        self.environ = dict(os.environ if environ is None else environ)
+        self.cwd = cwd or Path.cwd()
+        requested = [p for p in options.plugins if not p.startswith("no:")]
+        requested += parse_name_list(self.environ.get("MG_PLUGINS"))
+        blocked = [p[3:] for p in options.plugins if p.startswith("no:")]
+        blocked += parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))
+        self.options = Options(verbose=options.verbose, json_log=options.json_log, yes=options.yes)
+        self.loader = PluginLoader(
+            blocked=blocked,
+            strict=self.environ.get("MG_STRICT_PLUGINS", "").lower() in TRUTHY,
+            warn=self._warn,
+            trace=self.environ.get("MG_TRACE_PLUGINS", "").lower() in TRUTHY,
+        )
+        self.hooks = Hooks(self.loader.pm)
+        self.hooks.options = self.options
+        self.loader.load_builtins()
+        self.loader.load_entry_points()
+        self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
+        self._config: Config | None = None
+        self._config_error: MgError | None = None
+        self._load_config_plugins()
+
+    def _warn(self, text: str) -> None:
+        self.report("plugin.failed", "warning", text)
+
+    def report(self, name: str, level: Level, message: str, **fields: object) -> None:
+        self.hooks.report(self.options, Event(name, level, message, dict(fields)))
+
+    def _request(self, check_unknown: bool) -> ConfigRequest:
+        config = self.globals.config or self.environ.get("MG_CONFIG") or None
+        return ConfigRequest(
+            cwd=self.cwd,
+            config_path=Path(config) if config else None,
+            env_name=self.globals.env or self.environ.get("MG_ENV") or None,
+            environ=self.environ,
+            known_sections=self.hooks.config_sections(),
+            check_unknown=check_unknown,
+        )
+
+    def _load_config_plugins(self) -> None:
+        """Register ``plugins:`` from mg.yaml, so they can add commands and config sections."""
+        try:
+            preview = self.hooks.load_config(self._request(check_unknown=False))
+        except MgError as exc:
+            self._config_error = exc
+            return
+        if preview.plugins:
+            self.loader.load_modules(preview.plugins, ORIGIN_CONFIG, preview.root)
+
+    def config(self) -> Config:
+        """The configuration of the selected profile; raises the first startup problem."""
+        if self._config is not None:
+            return self._config
+        if self._config_error is not None:
+            raise self._config_error
+        if self.loader.deferred_errors:
+            raise self.loader.deferred_errors[0]
+        self._config = self.hooks.load_config(self._request(check_unknown=True))
+        self._remember_secrets(self._config)
+        self.hooks.configure(self._config)
+        return self._config
+
+    def _remember_secrets(self, config: Config) -> None:
+        """Passwords from the configuration are masked in every event, whatever its source."""
+        database = config.database
+        password = database.get("password")
+        if isinstance(password, str) and password:
+            self.hooks.secrets.add(password)
+        url = database.get("url")
+        if isinstance(url, str) and "://" in url:
+            from urllib.parse import unquote, urlsplit
+
+            try:
+                secret = urlsplit(url).password
+            except ValueError:
+                secret = None
+            if secret:
+                self.hooks.secrets.update({secret, unquote(secret)})
+
+    def session(
+        self,
+        command: str,
+        *,
+        dry_run: bool = False,
+        lock_timeout: float | None = None,
+        yes: bool = False,
+    ) -> Session:
+        self.options = Options(
+            verbose=self.globals.verbose,
+            json_log=self.globals.json_log,
+            yes=self.globals.yes or yes,
+            dry_run=dry_run,
+            command=command,
+            lock_timeout=lock_timeout,
+        )
+        self.hooks.options = self.options
+        return Session(self.config(), self.options, self.hooks)

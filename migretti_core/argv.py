@@ -1,0 +1,75 @@
+"""Global options, accepted before or after the subcommand (``mg --env prod apply`` ==
+``mg apply --env prod``).
+
+They are lifted out of the argument list before click sees it. That keeps one definition for
+every command, including commands added by plugins, and lets ``-p`` load plugins before the
+command line (which plugins may extend) is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VALUE_OPTIONS = {"--env": "env", "--config": "config", "-p": "plugins"}
+FLAG_OPTIONS = {
+    "--json-log": "json_log",
+    "-v": "verbose",
+    "--verbose": "verbose",
+    "-y": "yes",
+    "--yes": "yes",
+}
+
+
+@dataclass
+class GlobalOptions:
+    """What the user said on the command line that applies to every command."""
+
+    env: str | None = None
+    config: str | None = None
+    json_log: bool = False
+    verbose: bool = False
+    yes: bool = False
+    plugins: list[str] = field(default_factory=list)
+
+
+class ArgvError(Exception):
+    """A global option is missing its value."""
+
+
+def extract_globals(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
+    """Split ``argv`` into the global options and what remains for click."""
+    options = GlobalOptions()
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            rest.extend(argv[i:])
+            break
+        name, eq, inline = token.partition("=")
+        if name in VALUE_OPTIONS:
+            if eq:
+                value = inline
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise ArgvError(f"option {name} needs a value")
+            _set(options, VALUE_OPTIONS[name], value)
+        elif token.startswith("-p") and len(token) > 2 and not token.startswith("--"):
+            options.plugins.append(token[2:])
+        elif token in FLAG_OPTIONS:
+            setattr(options, FLAG_OPTIONS[token], True)
+        elif token == "-vv":
+            options.verbose = True
+        else:
+            rest.append(token)
+        i += 1
+    return options, rest
+
+
+def _set(options: GlobalOptions, attr: str, value: str) -> None:
+    if attr == "plugins":
+        options.plugins.append(value)
+    else:
+        setattr(options, attr, value)

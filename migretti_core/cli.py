@@ -1,0 +1,199 @@
+"""The ``mg`` command line (click).
+
+Global options are lifted out of argv first (see ``argv``), plugins are loaded, then the click
+group is built with the builtin commands plus whatever plugins register. Every ``MgError`` is
+printed as a short message with its exit code; a Python traceback only appears with ``-v``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from migretti_core import __version__
+from migretti_core.app import App
+from migretti_core.argv import ArgvError, extract_globals
+from migretti_core.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConfigError,
+    MgError,
+    UsageError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def app_of(ctx: click.Context) -> App:
+    app = ctx.find_object(App)
+    if app is None:  # pragma: no cover - main() always provides one
+        raise UsageError("mg was started without its application context")
+    return app
+
+
+def lock_timeout_option(func: F) -> F:
+    return click.option(
+        "--lock-timeout",
+        metavar="DURATION",
+        help="How long to wait for the migration lock (e.g. 30s, 10m). Default: 10m.",
+    )(func)
+
+
+def dry_run_option(func: F) -> F:
+    return click.option(
+        "--dry-run", is_flag=True, help="Show the plan and try the SQL, then undo everything."
+    )(func)
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Output format.",
+    )(func)
+
+
+def parse_lock_timeout(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from migretti_core.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"--lock-timeout: {exc}") from exc
+
+
+class MgGroup(click.Group):
+    """Lists commands in the order they were added, builtins first."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+GLOBAL_HELP = """SQL-first PostgreSQL schema migrations.
+
+\b
+Global options (before or after the command):
+  --env NAME        select a profile from mg.yaml (env: MG_ENV)
+  --config PATH     configuration file (env: MG_CONFIG; default ./mg.yaml)
+  -p MODULE         load a plugin; -p no:NAME blocks one (env: MG_PLUGINS,
+                    MG_DISABLE_PLUGINS)
+  --json-log        diagnostics as one JSON object per line on stderr
+  -y, --yes         confirm protected environments without asking
+  -v, --verbose     more output, and tracebacks on errors
+
+\b
+Exit codes: 0 ok, 1 migration/database/hook failure, 2 usage or configuration error,
+3 state blocks the operation, 4 lock wait timed out, 5 aborted, 130 interrupted.
+"""
+
+
+def build_cli(app: App) -> click.Group:
+    @click.group(cls=MgGroup, help=GLOBAL_HELP, context_settings=CONTEXT_SETTINGS)
+    @click.version_option(__version__, "--version", prog_name="mg", message="%(prog)s %(version)s")
+    @click.pass_context
+    def cli(ctx: click.Context) -> None:
+        ctx.obj = app
+
+    from migretti_core import commands
+
+    commands.register(cli)
+    app.hooks.register_commands(cli)
+    return cli
+
+
+def _print_error(app: App | None, exc: MgError) -> None:
+    if app is not None:
+        fields: dict[str, object] = {"error": exc.message, "exit_code": exc.exit_code}
+        if exc.hint:
+            fields["hint"] = exc.hint
+        app.report("command.failed", "error", exc.message, **fields)
+    else:
+        print(f"mg: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run ``mg`` and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    app: App | None = None
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        options, rest = extract_globals(args)
+        verbose = options.verbose
+        app = App(options)
+        cli = build_cli(app)
+        result = cli.main(args=rest, prog_name="mg", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except ArgvError as exc:
+        print(f"mg: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("mg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MgError as exc:
+        if verbose:
+            traceback.print_exc()
+        _print_error(app, exc)
+        return exc.exit_code
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        error = MgError(
+            f"unexpected error: {type(exc).__name__}: {exc}",
+            hint="rerun with -v to see the traceback",
+        )
+        _print_error(app, error)
+        return EXIT_FAILURE
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+def init_project(directory: Path, embedded: bool) -> list[Path]:
+    """Write mg.yaml and migrations/ (never overwriting mg.yaml)."""
+    from migretti_core.templates import embedded_config, server_config
+
+    config = directory / "mg.yaml"
+    if config.exists():
+        raise ConfigError(f"{config} already exists; not overwriting it")
+    text = embedded_config() if embedded else server_config()
+    written: list[Path] = []
+    try:
+        with config.open("x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError as exc:
+        raise ConfigError(f"{config} already exists; not overwriting it") from exc
+    written.append(config)
+    migrations = directory / "migrations"
+    if not migrations.exists():
+        migrations.mkdir()
+        written.append(migrations)
+    if embedded:
+        gitignore = directory / ".gitignore"
+        existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+        if ".mg/" not in existing.split():
+            prefix = "" if not existing or existing.endswith("\n") else "\n"
+            with gitignore.open("a", encoding="utf-8") as fh:
+                fh.write(f"{prefix}.mg/\n")
+            written.append(gitignore)
+    return written

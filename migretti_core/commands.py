@@ -1,0 +1,254 @@
+"""The builtin ``mg`` commands: thin click wrappers around the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+from migretti_core import engine
+from migretti_core.cli import (
+    app_of,
+    dry_run_option,
+    format_option,
+    init_project,
+    lock_timeout_option,
+    parse_lock_timeout,
+)
+from migretti_core.errors import EXIT_BLOCKED, UsageError
+
+
+def _emit(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
+    app = app_of(ctx)
+    text = app.hooks.format_result(app.options, kind, data, fmt)
+    click.echo(text)
+
+
+def register(cli: click.Group) -> None:
+    for command in (
+        init,
+        create,
+        apply,
+        up,
+        down,
+        rollback,
+        status,
+        list_,
+        head,
+        verify,
+        fix,
+        plugins,
+    ):
+        cli.add_command(command)
+
+
+@click.command()
+@click.option("--embedded", is_flag=True, help="Use a PostgreSQL server that mg starts itself.")
+@click.pass_context
+def init(ctx: click.Context, embedded: bool) -> None:
+    """Create mg.yaml and migrations/ in the current directory."""
+    app = app_of(ctx)
+    written = init_project(app.cwd, embedded)
+    for path in written:
+        app.report("init.created", "info", f"created {path.name}", path=str(path))
+
+
+@click.command()
+@click.argument("name")
+@click.pass_context
+def create(ctx: click.Context, name: str) -> None:
+    """Create a new migration file migrations/<ULID>_<name>.sql."""
+    app = app_of(ctx)
+    config = app.config()
+    path = app.hooks.create_migration(config, name)
+    click.echo(engine.display_path(path))
+
+
+def _apply(
+    ctx: click.Context,
+    *,
+    dry_run: bool,
+    lock_timeout: str | None,
+    request: engine.ApplyRequest,
+    command: str,
+) -> int:
+    app = app_of(ctx)
+    session = app.session(command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout))
+    return engine.apply(session, request)
+
+
+def _rollback(
+    ctx: click.Context,
+    *,
+    dry_run: bool,
+    lock_timeout: str | None,
+    request: engine.RollbackRequest,
+    command: str,
+) -> int:
+    app = app_of(ctx)
+    session = app.session(command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout))
+    return engine.rollback(session, request)
+
+
+@click.command()
+@click.option("--to", "to", metavar="ID", help="Stop after this migration.")
+@click.option("--allow-out-of-order", is_flag=True, help="Apply pending migrations older than head.")
+@click.option("--no-verify", is_flag=True, help="Do not compare applied files' checksums.")
+@click.option("--single-transaction", is_flag=True, help="Apply the whole plan in one transaction.")
+@dry_run_option
+@lock_timeout_option
+@click.pass_context
+def apply(
+    ctx: click.Context,
+    to: str | None,
+    allow_out_of_order: bool,
+    no_verify: bool,
+    single_transaction: bool,
+    dry_run: bool,
+    lock_timeout: str | None,
+) -> int:
+    """Apply all pending migrations."""
+    request = engine.ApplyRequest(
+        to=to,
+        allow_out_of_order=allow_out_of_order,
+        verify=not no_verify,
+        single_transaction=single_transaction,
+    )
+    return _apply(ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="apply")
+
+
+@click.command()
+@click.option("--allow-out-of-order", is_flag=True, help="Apply it even if older than head.")
+@click.option("--no-verify", is_flag=True, help="Do not compare applied files' checksums.")
+@dry_run_option
+@lock_timeout_option
+@click.pass_context
+def up(
+    ctx: click.Context,
+    allow_out_of_order: bool,
+    no_verify: bool,
+    dry_run: bool,
+    lock_timeout: str | None,
+) -> int:
+    """Apply the next pending migration."""
+    request = engine.ApplyRequest(
+        limit=1, allow_out_of_order=allow_out_of_order, verify=not no_verify
+    )
+    return _apply(ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="up")
+
+
+@click.command()
+@click.option("--allow-missing-down", is_flag=True, help="Without a down section, drop history only.")
+@click.option("--no-verify", is_flag=True, help="Do not compare the file's checksum.")
+@dry_run_option
+@lock_timeout_option
+@click.pass_context
+def down(
+    ctx: click.Context,
+    allow_missing_down: bool,
+    no_verify: bool,
+    dry_run: bool,
+    lock_timeout: str | None,
+) -> int:
+    """Roll back the last applied migration."""
+    request = engine.RollbackRequest(
+        count=1, allow_missing_down=allow_missing_down, verify=not no_verify
+    )
+    return _rollback(
+        ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="down"
+    )
+
+
+@click.command()
+@click.argument("count", type=click.IntRange(min=1), required=False)
+@click.option("--to", "to", metavar="ID", help="Roll back everything applied after this one.")
+@click.option("--allow-missing-down", is_flag=True, help="Without a down section, drop history only.")
+@click.option("--no-verify", is_flag=True, help="Do not compare the files' checksums.")
+@dry_run_option
+@lock_timeout_option
+@click.pass_context
+def rollback(
+    ctx: click.Context,
+    count: int | None,
+    to: str | None,
+    allow_missing_down: bool,
+    no_verify: bool,
+    dry_run: bool,
+    lock_timeout: str | None,
+) -> int:
+    """Roll back the last COUNT applied migrations (default 1), in reverse order of application."""
+    if count is not None and to is not None:
+        raise UsageError("give either COUNT or --to, not both")
+    request = engine.RollbackRequest(
+        count=count if count is not None else 1,
+        to=to,
+        allow_missing_down=allow_missing_down,
+        verify=not no_verify,
+    )
+    return _rollback(
+        ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="rollback"
+    )
+
+
+@click.command()
+@format_option
+@click.pass_context
+def status(ctx: click.Context, fmt: str) -> None:
+    """Counts, current head and every problem."""
+    state = engine.current_state(app_of(ctx).session("status"))
+    _emit(ctx, "status", engine.status_data(state), fmt)
+
+
+@click.command("list")
+@format_option
+@click.pass_context
+def list_(ctx: click.Context, fmt: str) -> None:
+    """Every migration, from files and history together."""
+    state = engine.current_state(app_of(ctx).session("list"))
+    _emit(ctx, "list", [row.as_dict() for row in state.rows()], fmt)
+
+
+@click.command()
+@format_option
+@click.pass_context
+def head(ctx: click.Context, fmt: str) -> None:
+    """The last applied migration."""
+    state = engine.current_state(app_of(ctx).session("head"))
+    _emit(ctx, "head", engine.entry_dict(state.head), fmt)
+
+
+@click.command()
+@format_option
+@click.pass_context
+def verify(ctx: click.Context, fmt: str) -> int:
+    """Check every applied migration against its file (exit 3 on a mismatch)."""
+    state = engine.current_state(app_of(ctx).session("verify"))
+    data = engine.verify_data(state)
+    _emit(ctx, "verify", data, fmt)
+    return 0 if data["ok"] else EXIT_BLOCKED
+
+
+@click.command()
+@click.argument("migration_id", metavar="ID")
+@click.option("--applied", "mode", flag_value="applied", help="You completed it by hand.")
+@click.option("--remove", "mode", flag_value="remove", help="You undid it by hand.")
+@lock_timeout_option
+@click.pass_context
+def fix(ctx: click.Context, migration_id: str, mode: str | None, lock_timeout: str | None) -> int:
+    """Resolve a failed or interrupted migration: --applied or --remove."""
+    if mode is None:
+        raise UsageError("say how it was resolved: --applied or --remove")
+    app = app_of(ctx)
+    session = app.session("fix", lock_timeout=parse_lock_timeout(lock_timeout))
+    return engine.fix(session, migration_id, mode)
+
+
+@click.command()
+@format_option
+@click.pass_context
+def plugins(ctx: click.Context, fmt: str) -> None:
+    """Every plugin: name, origin, version, status and hooks."""
+    app = app_of(ctx)
+    data = [dataclasses.asdict(info) for info in app.loader.infos]
+    _emit(ctx, "plugins", data, fmt)

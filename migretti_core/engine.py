@@ -1,0 +1,718 @@
+"""The engine: turns apply / rollback / fix into a plan and walks it by calling hooks only.
+
+Nothing here knows PostgreSQL, SQL files or YAML; that is the plugins' business. The rules
+of SPEC §5 live here: validate everything before the first change, recompute the plan once
+the lock is held, keep a transactional migration and its history row in one transaction, and
+leave an honest ``running`` or ``failed`` row behind a no-transaction migration.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migretti_core.errors import (
+    Aborted,
+    MgError,
+    MigrationFailed,
+    MigrationFileError,
+    SqlError,
+    StateError,
+    UsageError,
+)
+from migretti_core.state import State, checksum_matches, order_history
+from migretti_core.types import (
+    Direction,
+    Event,
+    HistoryChange,
+    HistoryEntry,
+    Level,
+    Migration,
+    MigrationResult,
+    Plan,
+    Session,
+    Statement,
+)
+
+FIX_HINT = (
+    "resolve it with `mg fix {id} --applied` if you completed it by hand, "
+    "or `mg fix {id} --remove` if you undid it"
+)
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+def report(session: Session, name: str, level: Level, message: str, **fields: Any) -> None:
+    """Emit an event with the run's common context (env, dry_run)."""
+    context: dict[str, Any] = {"env": session.config.env, "dry_run": session.options.dry_run}
+    context.update(fields)
+    session.hooks.report(session.options, Event(name, level, message, context))
+
+
+def display_path(path: Path) -> str:
+    """A path as short as it can be shown: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_migrations(session: Session) -> list[Migration]:
+    """Parse every migration file, reporting all problems of the directory at once."""
+    hooks = session.hooks
+    problems: list[str] = []
+    migrations: list[Migration] = []
+    for path in hooks.discover_migrations(session.config):
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
+            continue
+        try:
+            migrations.append(hooks.parse_migration(path, raw))
+        except MigrationFileError as exc:
+            problems.extend(_prefix_dir(path, p) for p in exc.problems)
+    seen: dict[str, Migration] = {}
+    for migration in sorted(migrations, key=lambda m: (m.id, m.filename)):
+        first = seen.get(migration.id)
+        if first is not None:
+            problems.append(
+                f"{display_path(migration.path)}:1: duplicate id {migration.id}: "
+                f"also used by {display_path(first.path)}"
+            )
+        else:
+            seen[migration.id] = migration
+    if problems:
+        raise MigrationFileError(problems)
+    return sorted(seen.values(), key=lambda m: m.id)
+
+
+def _prefix_dir(path: Path, problem: str) -> str:
+    if problem.startswith(path.name + ":"):
+        return display_path(path.parent / problem)
+    return problem
+
+
+@contextmanager
+def connected(session: Session) -> Iterator[Any]:
+    conn = session.hooks.connect(session)
+    try:
+        yield conn
+    finally:
+        with suppress(Exception):
+            session.hooks.disconnect(session, conn)
+
+
+def read_state(session: Session, conn: Any, migrations: Sequence[Migration]) -> State:
+    history = order_history(session.hooks.history_read(session, conn))
+    return State(tuple(migrations), tuple(history))
+
+
+# --- checks shared by apply and rollback --------------------------------------------------
+
+
+def ensure_not_blocked(state: State) -> None:
+    blocking = state.blocking
+    if not blocking:
+        return
+    lines = []
+    for entry in blocking:
+        what = (
+            "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
+        )
+        detail = ""
+        if entry.failed_statement:
+            detail += f" at statement {entry.failed_statement}"
+        if entry.error:
+            detail += f": {entry.error}"
+        lines.append(f"migration {entry.id} ({entry.name}) {what}{detail}")
+    first = blocking[0].id
+    raise StateError(
+        "; ".join(lines) + "\n  " + FIX_HINT.format(id=first),
+        hint="nothing was changed",
+    )
+
+
+def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> None:
+    """Refuse when an applied migration's file no longer matches what ran."""
+    modified = state.modified
+    if steps is not None:
+        ids = {m.id for m in steps}
+        modified = [(m, e) for m, e in modified if m.id in ids]
+    if not modified:
+        return
+    names = ", ".join(display_path(m.path) for m, _ in modified)
+    raise StateError(
+        f"applied migration changed since it ran: {names}",
+        hint="restore the file, or pass --no-verify to go on anyway",
+    )
+
+
+def validate(session: Session, steps: Sequence[Migration]) -> None:
+    problems: list[str] = []
+    for migration in steps:
+        problems.extend(session.hooks.validate_migration(session, migration))
+    if problems:
+        raise MigrationFileError(problems)
+
+
+# --- planning ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    to: str | None = None
+    limit: int | None = None
+    allow_out_of_order: bool = False
+    verify: bool = True
+    single_transaction: bool = False
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    count: int | None = 1
+    to: str | None = None
+    allow_missing_down: bool = False
+    verify: bool = True
+
+
+def plan_apply(state: State, request: ApplyRequest) -> Plan:
+    ensure_not_blocked(state)
+    if request.verify:
+        ensure_checksums(state)
+    pending = state.pending
+    if request.to is not None:
+        if request.to not in state.by_id:
+            raise UsageError(f"--to {request.to}: no migration file has that id")
+        pending = [m for m in pending if m.id <= request.to]
+    if request.limit is not None:
+        pending = pending[: request.limit]
+    out_of_order = {m.id for m in state.out_of_order}
+    early = [m for m in pending if m.id in out_of_order]
+    if early and not request.allow_out_of_order:
+        raise StateError(
+            "pending migration sorts before the newest applied one ("
+            f"{state.newest_recorded_id}): " + ", ".join(display_path(m.path) for m in early),
+            hint="pass --allow-out-of-order to apply it anyway",
+        )
+    if request.single_transaction:
+        no_tx = [m for m in pending if not m.transactional]
+        if no_tx:
+            raise UsageError(
+                "--single-transaction cannot include no-transaction migrations: "
+                + ", ".join(display_path(m.path) for m in no_tx)
+            )
+    return Plan("up", tuple(pending), single_transaction=request.single_transaction)
+
+
+def plan_rollback(state: State, request: RollbackRequest) -> Plan:
+    ensure_not_blocked(state)
+    applied = list(reversed(state.applied))
+    if request.to is not None:
+        ids = [e.id for e in applied]
+        if request.to not in ids:
+            raise UsageError(f"--to {request.to}: that migration is not applied")
+        chosen = applied[: ids.index(request.to)]
+    else:
+        count = request.count if request.count is not None else 1
+        if count < 1:
+            raise UsageError("the number of migrations to roll back must be at least 1")
+        chosen = applied[:count]
+    by_id = state.by_id
+    steps: list[Migration] = []
+    for entry in chosen:
+        migration = by_id.get(entry.id)
+        if migration is None:
+            raise StateError(
+                f"migration {entry.id} ({entry.name}) is applied but its file is gone, "
+                "so it cannot be rolled back",
+                hint="restore the file from version control",
+            )
+        if not migration.has_down and not request.allow_missing_down:
+            raise StateError(
+                f"{display_path(migration.path)} has no down section",
+                hint="pass --allow-missing-down to remove only its history row",
+            )
+        if request.verify and not checksum_matches(migration, entry):
+            raise StateError(
+                f"applied migration changed since it ran: {display_path(migration.path)}",
+                hint="restore the file, or pass --no-verify to roll back anyway",
+            )
+        steps.append(migration)
+    return Plan("down", tuple(steps))
+
+
+# --- execution ---------------------------------------------------------------------------
+
+
+def _line_of(sql: str, position: int | None, first_line: int) -> int:
+    if not position or position < 1:
+        return first_line
+    return first_line + sql[: position - 1].count("\n")
+
+
+def sql_failure(
+    migration: Migration, exc: SqlError, sql: str, first_line: int, note: str | None = None
+) -> MigrationFailed:
+    line = _line_of(sql, exc.position, first_line)
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    parts = [f"{display_path(migration.path)}:{line}: {exc.server_message}{code}"]
+    if exc.detail:
+        parts.append(f"  DETAIL: {exc.detail}")
+    if exc.hint:
+        parts.append(f"  HINT: {exc.hint}")
+    if note:
+        parts.append(f"  NOTE: {note}")
+    failure = MigrationFailed("\n".join(parts))
+    failure.migration_id = migration.id  # type: ignore[attr-defined]
+    failure.line = line  # type: ignore[attr-defined]
+    return failure
+
+
+def _section(migration: Migration, direction: Direction) -> tuple[str, int]:
+    if direction == "up":
+        return migration.up_sql, migration.up_line
+    return migration.down_sql or "", migration.down_line or migration.up_line
+
+
+_INVALID_INDEX_NOTE = (
+    "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
+    "drop it with DROP INDEX CONCURRENTLY before retrying"
+)
+
+
+def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
+    """Run one migration and record it; return its duration in milliseconds."""
+    hooks = session.hooks
+    sql, first_line = _section(migration, direction)
+    action = "UP" if direction == "up" else "DOWN"
+    status: Any = "applied" if direction == "up" else None
+    started = time.perf_counter()
+
+    def done() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    if migration.transactional:
+        with hooks.transaction(session, conn):
+            if sql.strip():
+                try:
+                    hooks.execute(session, conn, sql)
+                except SqlError as exc:
+                    raise sql_failure(migration, exc, sql, first_line) from exc
+            hooks.history_write(
+                session,
+                conn,
+                HistoryChange(
+                    migration.id, migration.name, migration.checksum, action, status, done()
+                ),
+            )
+        return done()
+
+    statements: list[Statement] = hooks.split_statements(sql) if sql.strip() else []
+    running = HistoryChange(
+        migration.id, migration.name, migration.checksum, action, "running", log=False
+    )
+    hooks.history_write(session, conn, running)
+    for index, statement in enumerate(statements, start=1):
+        try:
+            hooks.execute(session, conn, statement.text)
+        except SqlError as exc:
+            note = _INVALID_INDEX_NOTE if _is_concurrent_index(statement.text) else None
+            failure = sql_failure(
+                migration, exc, statement.text, first_line + statement.line - 1, note
+            )
+            summary = f"{exc.server_message}" + (f" ({exc.sqlstate})" if exc.sqlstate else "")
+            hooks.history_write(
+                session,
+                conn,
+                HistoryChange(
+                    migration.id,
+                    migration.name,
+                    migration.checksum,
+                    action,
+                    "failed",
+                    done(),
+                    error=f"line {failure.line}: {summary}",  # type: ignore[attr-defined]
+                    failed_statement=index,
+                    log=False,
+                ),
+            )
+            failure.message = (
+                f"{failure.message}\n  statement {index} of {len(statements)} failed; "
+                f"migration {migration.id} is now marked failed; "
+                + FIX_HINT.format(id=migration.id)
+            )
+            raise failure from exc
+    hooks.history_write(
+        session,
+        conn,
+        HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
+    )
+    return done()
+
+
+def _is_concurrent_index(sql: str) -> bool:
+    words = " ".join(sql.upper().split())
+    return "INDEX CONCURRENTLY" in words and "DROP INDEX" not in words
+
+
+def run_plan(
+    session: Session, conn: Any, plan: Plan, current: list[Migration] | None = None
+) -> list[MigrationResult]:
+    """Execute the plan step by step, firing the per-migration lifecycle hooks.
+
+    ``current`` receives each migration as it starts, so a caller can name the one that failed.
+    """
+    hooks = session.hooks
+    results: list[MigrationResult] = []
+    total = len(plan.steps)
+    verb = "applied" if plan.direction == "up" else "rolled back"
+    event = "migration.applied" if plan.direction == "up" else "migration.rolled_back"
+
+    def walk() -> None:
+        for index, migration in enumerate(plan.steps, start=1):
+            if current is not None:
+                current.append(migration)
+            hooks.before_migration(session, migration, plan.direction)
+            report(
+                session,
+                "migration.started",
+                "debug",
+                f"[{index}/{total}] {migration.id} {migration.name}",
+                migration_id=migration.id,
+                migration_name=migration.name,
+                direction=plan.direction,
+                index=index,
+                total=total,
+            )
+            duration = run_migration(session, conn, migration, plan.direction)
+            result = MigrationResult(migration, plan.direction, True, duration)
+            results.append(result)
+            report(
+                session,
+                event,
+                "info",
+                f"{verb} {migration.id} {migration.name} ({duration} ms)",
+                migration_id=migration.id,
+                migration_name=migration.name,
+                direction=plan.direction,
+                duration_ms=duration,
+                index=index,
+                total=total,
+            )
+            hooks.after_migration(session, result)
+
+    if plan.single_transaction:
+        with hooks.transaction(session, conn):
+            walk()
+    else:
+        walk()
+    return results
+
+
+# --- confirmation ------------------------------------------------------------------------
+
+
+def confirm(session: Session, plan: Plan | None, what: str) -> None:
+    """Ask a person before SQL runs on a protected target (SPEC §10).
+
+    Plugins may veto; only the user typing ``yes`` or ``--yes`` approves.
+    """
+    hooks = session.hooks
+    if not hooks.is_protected(session):
+        return
+    target = hooks.describe_target(session)
+    lines = [
+        f"{what} on protected environment {session.config.env or '(default)'}: "
+        f"{target.describe()}"
+    ]
+    if plan is not None:
+        for migration in plan.steps:
+            lines.append(f"  {plan.direction:4} {migration.id} {migration.name}")
+    message = "\n".join(lines)
+    report(session, "confirm.required", "warning", message, target=target.describe())
+    if hooks.confirm_vetoed(session, target, plan):
+        raise Aborted("a plugin refused the command on this protected environment")
+    if session.options.yes:
+        return
+    if not sys.stdin.isatty():
+        raise Aborted(
+            f"environment {session.config.env or '(default)'} is protected and there is no "
+            "terminal to confirm on",
+            hint="pass --yes to confirm non-interactively",
+        )
+    if session.options.json_log:
+        print(message, file=sys.stderr)
+    sys.stderr.write("Type 'yes' to continue: ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if answer.strip() != "yes":
+        raise Aborted("not confirmed; nothing was changed")
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@contextmanager
+def locked(session: Session, conn: Any) -> Iterator[None]:
+    timeout = session.options.lock_timeout
+    if timeout is None:
+        timeout = session.config.lock_timeout
+    session.hooks.lock_acquire(session, conn, timeout)
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            session.hooks.lock_release(session, conn)
+
+
+def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
+    for migration in plan.steps:
+        sql, _ = _section(migration, plan.direction)
+        header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
+        if not migration.transactional:
+            header += " [no-transaction]"
+        print(header)
+        print(sql.strip("\n"))
+        print()
+    sys.stdout.flush()
+    results = session.hooks.dry_run(session, conn, plan)
+    failed = 0
+    for result in results:
+        m = result.migration
+        fields = {
+            "migration_id": m.id,
+            "migration_name": m.name,
+            "direction": result.direction,
+            "duration_ms": result.duration_ms,
+        }
+        if not result.executed:
+            report(session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields)
+        elif result.ok:
+            report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
+        else:
+            failed += 1
+            report(
+                session,
+                "dryrun.failed",
+                "error",
+                f"failed: {m.id} {m.name}: {result.error}",
+                error=result.error,
+                **fields,
+            )
+    report(
+        session,
+        "dryrun.finished",
+        "info",
+        f"dry run: {len(results) - failed} ok, {failed} failed; nothing was changed",
+        failed=failed,
+    )
+    return 1 if failed else 0
+
+
+def _execute_plan(
+    session: Session, conn: Any, plan: Plan, replan: Any, confirmed: set[str] | None
+) -> int:
+    """Under the lock: prepare history, recompute the plan, fire hooks, run it."""
+    hooks = session.hooks
+    up = plan.direction == "up"
+    with locked(session, conn):
+        hooks.history_prepare(session, conn)
+        plan = replan()
+        if not plan.steps:
+            report(session, "command.nothing", "info", "nothing to do: already up to date")
+            return 0
+        if confirmed is not None and not set(plan.ids) <= confirmed:
+            raise Aborted("the plan changed while waiting for the lock; run the command again")
+        current: list[Migration] = []
+        try:
+            (hooks.before_apply if up else hooks.before_rollback)(session, plan)
+            results = run_plan(session, conn, plan, current)
+        except MgError as exc:
+            failed = current[-1] if current else None
+            hooks.on_failure(session, plan, failed, exc.message)
+            if failed is not None:
+                m = failed
+                report(
+                    session,
+                    "migration.failed",
+                    "error",
+                    f"migration {m.id} {m.name} failed",
+                    migration_id=m.id,
+                    migration_name=m.name,
+                    direction=plan.direction,
+                    error=exc.message,
+                )
+            raise
+        verb = "applied" if up else "rolled back"
+        report(
+            session,
+            "apply.finished" if up else "rollback.finished",
+            "info",
+            f"{verb} {len(results)} migration{'s' if len(results) != 1 else ''}",
+            count=len(results),
+        )
+        (hooks.after_apply if up else hooks.after_rollback)(session, plan, results)
+    return 0
+
+
+def apply(session: Session, request: ApplyRequest) -> int:
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        plan = plan_apply(state, request)
+        validate(session, plan.steps)
+        if not plan.steps:
+            report(session, "command.nothing", "info", "nothing to apply: already up to date")
+            return 0
+        confirm(session, plan, "apply" if not session.options.dry_run else "dry run")
+        if session.options.dry_run:
+            return _dry_run(session, conn, plan)
+        confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
+
+        def replan() -> Plan:
+            fresh = plan_apply(read_state(session, conn, migrations), request)
+            validate(session, fresh.steps)
+            return fresh
+
+        return _execute_plan(session, conn, plan, replan, confirmed)
+
+
+def rollback(session: Session, request: RollbackRequest) -> int:
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        plan = plan_rollback(state, request)
+        validate(session, plan.steps)
+        if not plan.steps:
+            report(session, "command.nothing", "info", "nothing to roll back")
+            return 0
+        confirm(session, plan, "rollback" if not session.options.dry_run else "dry run")
+        if session.options.dry_run:
+            return _dry_run(session, conn, plan)
+        confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
+
+        def replan() -> Plan:
+            fresh = plan_rollback(read_state(session, conn, migrations), request)
+            validate(session, fresh.steps)
+            return fresh
+
+        return _execute_plan(session, conn, plan, replan, confirmed)
+
+
+def fix(session: Session, ident: str, mode: str) -> int:
+    """Resolve a failed or running migration after a person looked at the database."""
+    if mode not in ("applied", "remove"):
+        raise UsageError("fix needs --applied or --remove")
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        entry = state.entries.get(ident)
+        if entry is None:
+            raise UsageError(f"migration {ident} has no history row; nothing to fix")
+        confirm(session, None, f"fix {ident} --{mode}")
+        with locked(session, conn):
+            session.hooks.history_prepare(session, conn)
+            state = read_state(session, conn, migrations)
+            entry = state.entries.get(ident)
+            if entry is None:
+                raise UsageError(f"migration {ident} has no history row; nothing to fix")
+            migration = state.by_id.get(ident)
+            checksum = migration.checksum if migration else entry.checksum
+            name = migration.name if migration else entry.name
+            with session.hooks.transaction(session, conn):
+                session.hooks.history_write(
+                    session,
+                    conn,
+                    HistoryChange(
+                        ident, name, checksum, "FIX", "applied" if mode == "applied" else None
+                    ),
+                )
+    verb = "marked applied" if mode == "applied" else "removed from history"
+    report(session, "migration.fixed", "info", f"{ident} {name}: {verb}", migration_id=ident)
+    return 0
+
+
+# --- read-only views ---------------------------------------------------------------------
+
+
+def current_state(session: Session) -> State:
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        return read_state(session, conn, migrations)
+
+
+def problems_of(state: State) -> list[str]:
+    problems: list[str] = []
+    for entry in state.failed:
+        problems.append(
+            f"failed: {entry.id} {entry.name}"
+            + (f" (statement {entry.failed_statement})" if entry.failed_statement else "")
+            + (f": {entry.error}" if entry.error else "")
+            + " — " + FIX_HINT.format(id=entry.id)
+        )
+    for entry in state.running:
+        problems.append(
+            f"running: {entry.id} {entry.name} was interrupted or is still running — "
+            + FIX_HINT.format(id=entry.id)
+        )
+    for migration, _ in state.modified:
+        problems.append(f"modified: {display_path(migration.path)} changed since it was applied")
+    for entry in state.missing:
+        problems.append(f"missing: {entry.id} {entry.name} is recorded but its file is gone")
+    for migration in state.out_of_order:
+        problems.append(
+            f"out-of-order: {display_path(migration.path)} sorts before the newest applied "
+            "migration (apply with --allow-out-of-order)"
+        )
+    return problems
+
+
+def entry_dict(entry: HistoryEntry | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    return {
+        "id": entry.id,
+        "name": entry.name,
+        "status": entry.status,
+        "applied_at": entry.applied_at.isoformat() if entry.applied_at else None,
+        "checksum": entry.checksum,
+    }
+
+
+def status_data(state: State) -> dict[str, Any]:
+    return {
+        "counts": {
+            "applied": len(state.applied),
+            "pending": len(state.pending),
+            "failed": len(state.failed),
+            "running": len(state.running),
+        },
+        "head": entry_dict(state.head),
+        "problems": problems_of(state),
+    }
+
+
+def verify_data(state: State) -> dict[str, Any]:
+    mismatches = [
+        {"id": m.id, "name": m.name, "file": display_path(m.path)} for m, _ in state.modified
+    ]
+    missing = [{"id": e.id, "name": e.name} for e in state.missing if e.status == "applied"]
+    return {
+        "ok": not mismatches and not missing,
+        "checked": len(state.applied),
+        "mismatches": mismatches,
+        "missing": missing,
+    }

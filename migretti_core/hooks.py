@@ -1,0 +1,301 @@
+"""A typed facade over the hook relay: one method per hook.
+
+It keeps ``mypy --strict`` meaningful for callers, turns "no plugin answered" into a clear
+error, and calls notification hooks one implementation at a time so that a broken notifier
+is reported by name without silencing the others or masking the migration's own outcome.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from migretti_core.errors import MgError, PluginError
+from migretti_core.types import (
+    Config,
+    ConfigRequest,
+    Direction,
+    Event,
+    HistoryChange,
+    HistoryEntry,
+    LockHolder,
+    Migration,
+    MigrationResult,
+    Options,
+    Plan,
+    Session,
+    Statement,
+    Target,
+)
+
+if TYPE_CHECKING:
+    import click
+    import pluggy
+
+
+class Hooks:
+    """Typed calls into the plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self._relay = pm.hook
+        self.options = Options()
+        self.secrets: set[str] = set()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _first(self, name: str, what: str, **kwargs: Any) -> Any:
+        result = getattr(self._relay, name)(**kwargs)
+        if result is None:
+            raise PluginError(
+                f"no plugin provides {what} (hook {name}); was a builtin blocked with -p no:NAME?"
+            )
+        return result
+
+    def _each(self, name: str, *, abort: bool, **kwargs: Any) -> list[Any]:
+        """Call every implementation on its own; MgError aborts when ``abort`` is set."""
+        caller = getattr(self._relay, name)
+        results: list[Any] = []
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            args = [kwargs[arg] for arg in impl.argnames]
+            try:
+                res = impl.function(*args)
+            except MgError:
+                if abort:
+                    raise
+                self._warn_plugin(impl.plugin_name, name, sys.exc_info()[1])
+                continue
+            except Exception as exc:
+                self._warn_plugin(impl.plugin_name, name, exc)
+                continue
+            if res is not None:
+                results.append(res)
+        return results
+
+    def _warn_plugin(self, plugin: str, hook: str, exc: BaseException | None) -> None:
+        text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
+        try:
+            self.report(self.options, Event("plugin.failed", "warning", text, {"plugin": plugin}))
+        except Exception:
+            print(f"mg: warning: {text}", file=sys.stderr)
+
+    # --- configuration ----------------------------------------------------------------
+
+    def config_sections(self) -> frozenset[str]:
+        names: set[str] = set()
+        for sections in self._relay.mg_config_sections():
+            names.update(sections)
+        return frozenset(names)
+
+    def load_config(self, request: ConfigRequest) -> Config:
+        result: Config = self._first("mg_load_config", "configuration", request=request)
+        return result
+
+    def configure(self, config: Config) -> None:
+        self._relay.mg_configure(config=config)
+
+    # --- files ------------------------------------------------------------------------
+
+    def discover_migrations(self, config: Config) -> list[Path]:
+        result: list[Path] = self._first(
+            "mg_discover_migrations", "migration discovery", config=config
+        )
+        return result
+
+    def parse_migration(self, path: Path, raw: bytes) -> Migration:
+        result: Migration = self._first(
+            "mg_parse_migration", f"a parser for {path.name}", path=path, raw=raw
+        )
+        return result
+
+    def validate_migration(self, session: Session, migration: Migration) -> list[str]:
+        problems: list[str] = []
+        for found in self._relay.mg_validate_migration(session=session, migration=migration):
+            problems.extend(found)
+        return problems
+
+    def create_migration(self, config: Config, title: str) -> Path:
+        result: Path = self._first(
+            "mg_create_migration", "migration creation", config=config, title=title
+        )
+        return result
+
+    def split_statements(self, sql: str) -> list[Statement]:
+        result: list[Statement] = self._first("mg_split_statements", "statement splitting", sql=sql)
+        return result
+
+    # --- connection -------------------------------------------------------------------
+
+    def connection_params(self, session: Session) -> Mapping[str, str]:
+        result: Mapping[str, str] = self._first(
+            "mg_connection_params", "connection parameters", session=session
+        )
+        return result
+
+    def connect(self, session: Session) -> Any:
+        return self._first("mg_connect", "a database connection", session=session)
+
+    def disconnect(self, session: Session, conn: Any) -> None:
+        self._relay.mg_disconnect(session=session, conn=conn)
+
+    def describe_target(self, session: Session) -> Target:
+        result: Target = self._first("mg_describe_target", "a target description", session=session)
+        return result
+
+    # --- locking ----------------------------------------------------------------------
+
+    def lock_acquire(self, session: Session, conn: Any, timeout: float) -> None:
+        self._first("mg_lock_acquire", "locking", session=session, conn=conn, timeout=timeout)
+
+    def lock_release(self, session: Session, conn: Any) -> None:
+        self._relay.mg_lock_release(session=session, conn=conn)
+
+    # --- execution --------------------------------------------------------------------
+
+    def execute(self, session: Session, conn: Any, sql: str) -> None:
+        self._first("mg_execute", "SQL execution", session=session, conn=conn, sql=sql)
+
+    def transaction(
+        self, session: Session, conn: Any, rollback: bool = False
+    ) -> AbstractContextManager[Any]:
+        result: AbstractContextManager[Any] = self._first(
+            "mg_transaction", "transactions", session=session, conn=conn, rollback=rollback
+        )
+        return result
+
+    def query(
+        self, session: Session, conn: Any, sql: str, params: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        result: list[tuple[Any, ...]] = self._first(
+            "mg_query", "queries", session=session, conn=conn, sql=sql, params=params
+        )
+        return result
+
+    def dry_run(self, session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
+        result: list[MigrationResult] = self._first(
+            "mg_dry_run", "dry runs", session=session, conn=conn, plan=plan
+        )
+        return result
+
+    # --- history ----------------------------------------------------------------------
+
+    def history_read(self, session: Session, conn: Any) -> list[HistoryEntry]:
+        result: list[HistoryEntry] = self._first(
+            "mg_history_read", "history", session=session, conn=conn
+        )
+        return result
+
+    def history_prepare(self, session: Session, conn: Any) -> None:
+        self._first("mg_history_prepare", "history tables", session=session, conn=conn)
+
+    def history_write(self, session: Session, conn: Any, change: HistoryChange) -> None:
+        self._first(
+            "mg_history_write", "history recording", session=session, conn=conn, change=change
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def before_apply(self, session: Session, plan: Plan) -> None:
+        self._each("mg_before_apply", abort=True, session=session, plan=plan)
+
+    def after_apply(
+        self, session: Session, plan: Plan, results: Sequence[MigrationResult]
+    ) -> None:
+        self._each("mg_after_apply", abort=True, session=session, plan=plan, results=results)
+
+    def before_rollback(self, session: Session, plan: Plan) -> None:
+        self._each("mg_before_rollback", abort=True, session=session, plan=plan)
+
+    def after_rollback(
+        self, session: Session, plan: Plan, results: Sequence[MigrationResult]
+    ) -> None:
+        self._each("mg_after_rollback", abort=True, session=session, plan=plan, results=results)
+
+    def before_migration(self, session: Session, migration: Migration, direction: Direction) -> None:
+        self._each(
+            "mg_before_migration",
+            abort=True,
+            session=session,
+            migration=migration,
+            direction=direction,
+        )
+
+    def after_migration(self, session: Session, result: MigrationResult) -> None:
+        self._each("mg_after_migration", abort=False, session=session, result=result)
+
+    def on_failure(
+        self, session: Session, plan: Plan, migration: Migration | None, error: str
+    ) -> None:
+        self._each(
+            "mg_on_failure",
+            abort=False,
+            session=session,
+            plan=plan,
+            migration=migration,
+            error=error,
+        )
+
+    def on_lock_wait(self, session: Session, holder: LockHolder, waited: float) -> None:
+        self._each("mg_on_lock_wait", abort=False, session=session, holder=holder, waited=waited)
+
+    # --- confirmation -------------------------------------------------------------------
+
+    def is_protected(self, session: Session) -> bool:
+        return any(self._relay.mg_is_protected(session=session))
+
+    def confirm_vetoed(self, session: Session, target: Target, plan: Plan | None) -> bool:
+        answers = self._each(
+            "mg_confirm", abort=True, session=session, target=target, plan=plan
+        )
+        return any(answer is False for answer in answers)
+
+    # --- output ---------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """Hide every known secret and anything that looks like a password in ``text``."""
+        from migretti_core.redact import MASK, redact_text
+
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, MASK)
+        return redact_text(text)
+
+    def report(self, options: Options, event: Event) -> None:
+        event = Event(
+            event.name,
+            event.level,
+            self.redact(event.message),
+            {k: self.redact(v) if isinstance(v, str) else v for k, v in event.fields.items()},
+        )
+        if not self._relay.mg_report.get_hookimpls():
+            print(f"mg: {event.message}", file=sys.stderr)
+            return
+        for impl in reversed(self._relay.mg_report.get_hookimpls()):
+            kwargs = {"options": options, "event": event}
+            try:
+                impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                print(
+                    f"mg: warning: plugin {impl.plugin_name!r} failed in mg_report: "
+                    f"{type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
+
+    def format_result(self, options: Options, kind: str, data: Any, fmt: str) -> str:
+        result: str = self._first(
+            "mg_format_result",
+            f"{fmt} output for {kind}",
+            options=options,
+            kind=kind,
+            data=data,
+            fmt=fmt,
+        )
+        return result
+
+    def register_commands(self, cli: click.Group) -> None:
+        self._each("mg_register_commands", abort=False, cli=cli)

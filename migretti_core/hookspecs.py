@@ -1,0 +1,278 @@
+"""Hook specifications: the contract between the core and every plugin.
+
+Every hook is prefixed ``mg_``. Hooks marked *firstresult* stop at the first implementation
+that returns something other than None; since the last registered plugin runs first and the
+builtins are registered first (and mostly ``trylast``), any plugin overrides a builtin simply
+by answering. Notification hooks (no return value) are called one implementation at a time by
+the core, so one failing notifier neither silences the others nor hides a migration's result.
+
+Implementations may accept any subset of a hook's arguments. The reference with examples is
+``docs/plugins/hooks.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from migretti_core import hookspec
+
+if TYPE_CHECKING:
+    import click
+
+    from migretti_core.types import (
+        Config,
+        ConfigRequest,
+        Direction,
+        Event,
+        HistoryChange,
+        HistoryEntry,
+        LockHolder,
+        Migration,
+        MigrationResult,
+        Options,
+        Plan,
+        Session,
+        Statement,
+        Target,
+    )
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@hookspec
+def mg_config_sections() -> list[str]:  # type: ignore[empty-body]
+    """Top-level mg.yaml sections this plugin owns, so they are not rejected as unknown."""
+
+
+@hookspec(firstresult=True)
+def mg_load_config(request: ConfigRequest) -> Config | None:
+    """Find, read, merge and interpolate the configuration for the selected profile.
+
+    Raise ``ConfigError`` for anything wrong. The builtin ``config`` plugin reads mg.yaml.
+    """
+
+
+@hookspec
+def mg_configure(config: Config) -> None:
+    """Called once the configuration is known and every plugin is registered."""
+
+
+# --- migration discovery and parsing ------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mg_discover_migrations(config: Config) -> list[Path] | None:
+    """Return the migration source files, in any order (the core sorts by id)."""
+
+
+@hookspec(firstresult=True)
+def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
+    """Parse one source file; raise ``MigrationFileError`` listing every problem in it.
+
+    Return None to leave the file to another plugin.
+    """
+
+
+@hookspec
+def mg_validate_migration(session: Session, migration: Migration) -> list[str]:  # type: ignore[empty-body]
+    """Pre-flight checks on a migration about to run; return problems (``file:line: text``).
+
+    Called for every migration of a plan before anything is executed; any problem aborts
+    the command with exit 2.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_create_migration(config: Config, title: str) -> Path | None:
+    """Write a new, empty migration file for ``mg create`` and return its path."""
+
+
+# --- statement splitting -----------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mg_split_statements(sql: str) -> list[Statement] | None:
+    """Split SQL into statements for no-transaction migrations (lines are 1-based in ``sql``)."""
+
+
+# --- connection --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mg_connection_params(session: Session) -> Mapping[str, str] | None:
+    """Return the libpq parameters of the target (``host``, ``port``, ``user``, ``password``, ...).
+
+    Used to connect, to describe the target and to set ``PG*`` variables for shell hooks.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_connect(session: Session) -> Any | None:
+    """Open and return a connection object understood by the execution hooks."""
+
+
+@hookspec(firstresult=True)
+def mg_disconnect(session: Session, conn: Any) -> bool | None:
+    """Close a connection opened by ``mg_connect``; return True when handled."""
+
+
+@hookspec(firstresult=True)
+def mg_describe_target(session: Session) -> Target | None:
+    """Describe the target database for people (never a password)."""
+
+
+# --- locking -----------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mg_lock_acquire(session: Session, conn: Any, timeout: float) -> bool | None:
+    """Take the run-wide lock, waiting at most ``timeout`` seconds.
+
+    Return True once held; raise ``LockTimeout`` when the wait runs out. While waiting, call
+    ``session.hooks.on_lock_wait(holder, waited)`` so users learn who holds it.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_lock_release(session: Session, conn: Any) -> bool | None:
+    """Release the lock taken by ``mg_lock_acquire``; return True when handled."""
+
+
+# --- execution ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
+    """Send ``sql`` to the server as written, as one query; raise ``SqlError`` on failure.
+
+    ``SqlError.position`` must be the 1-based character offset into ``sql`` when known.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_transaction(
+    session: Session, conn: Any, rollback: bool
+) -> AbstractContextManager[Any] | None:
+    """Return a context manager for a transaction (a savepoint when nested).
+
+    It commits on normal exit unless ``rollback`` is true, and rolls back on an exception.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_query(
+    session: Session, conn: Any, sql: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]] | None:
+    """Run a parameterised query and return its rows (for plugins that keep their own tables)."""
+
+
+@hookspec(firstresult=True)
+def mg_dry_run(session: Session, conn: Any, plan: Plan) -> list[MigrationResult] | None:
+    """Try a plan without keeping any change, reporting each migration ok or failed."""
+
+
+# --- history -----------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
+    """Return the recorded migrations in application order; never create or alter tables."""
+
+
+@hookspec(firstresult=True)
+def mg_history_prepare(session: Session, conn: Any) -> bool | None:
+    """Create or upgrade the history tables, idempotently (write commands only)."""
+
+
+@hookspec(firstresult=True)
+def mg_history_write(session: Session, conn: Any, change: HistoryChange) -> bool | None:
+    """Record one change, on ``conn`` and inside its current transaction if there is one."""
+
+
+# --- lifecycle events --------------------------------------------------------------------
+
+
+@hookspec
+def mg_before_apply(session: Session, plan: Plan) -> None:
+    """Before the first migration of an apply runs (after the lock is taken).
+
+    Raise an ``MgError`` (for example ``HookFailed``) to abort before any change.
+    """
+
+
+@hookspec
+def mg_after_apply(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
+    """After every migration of an apply succeeded. An ``MgError`` makes the command exit 1."""
+
+
+@hookspec
+def mg_before_rollback(session: Session, plan: Plan) -> None:
+    """Before the first migration of a rollback runs. Raise an ``MgError`` to abort."""
+
+
+@hookspec
+def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
+    """After every migration of a rollback succeeded."""
+
+
+@hookspec
+def mg_before_migration(session: Session, migration: Migration, direction: Direction) -> None:
+    """Before one migration runs."""
+
+
+@hookspec
+def mg_after_migration(session: Session, result: MigrationResult) -> None:
+    """After one migration ran successfully."""
+
+
+@hookspec
+def mg_on_failure(
+    session: Session, plan: Plan, migration: Migration | None, error: str
+) -> None:
+    """A command that changes the database failed; ``migration`` is the one that failed."""
+
+
+@hookspec
+def mg_on_lock_wait(session: Session, holder: LockHolder, waited: float) -> None:
+    """Waiting for the lock another session holds; called every few seconds."""
+
+
+# --- confirmation --------------------------------------------------------------------------
+
+
+@hookspec
+def mg_is_protected(session: Session) -> bool | None:
+    """Return True when the target must be confirmed by a person (any True wins)."""
+
+
+@hookspec
+def mg_confirm(session: Session, target: Target, plan: Plan | None) -> bool | None:
+    """Veto a command on a protected target by returning False.
+
+    Approval only ever comes from the user typing ``yes`` or from ``--yes``: a True or None
+    answer does not approve anything.
+    """
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+@hookspec
+def mg_report(options: Options, event: Event) -> None:
+    """A diagnostic or progress event for people or logs (see docs/logging.md for names)."""
+
+
+@hookspec(firstresult=True)
+def mg_format_result(options: Options, kind: str, data: Any, fmt: str) -> str | None:
+    """Render a command's result (``kind``: status, list, head, verify, plugins) as ``fmt``."""
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+
+@hookspec
+def mg_register_commands(cli: click.Group) -> None:
+    """Add click commands or groups to ``mg``."""

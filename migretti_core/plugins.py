@@ -1,0 +1,258 @@
+"""The plugin manager and its fixed load order.
+
+Order (later registrations run first, so they override earlier ones):
+
+1. builtins, each under a short name (``migretti_plugins``);
+2. installed packages exposing the ``migretti`` entry-point group, sorted by name;
+3. ``-p MODULE`` options and ``MG_PLUGINS`` (comma-separated);
+4. ``plugins:`` from mg.yaml (module names or ``.py`` paths relative to mg.yaml).
+
+``-p no:NAME`` and ``MG_DISABLE_PLUGINS`` block a plugin before it is imported. A third-party
+plugin that fails to load is reported and skipped (``MG_STRICT_PLUGINS=1`` makes it fatal), so
+``mg --help`` and ``mg plugins`` keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from migretti_core import PROJECT_NAME, hookspecs
+from migretti_core.errors import PluginError
+
+ENTRY_POINT_GROUP = "migretti"
+
+BUILTINS: tuple[tuple[str, str], ...] = (
+    ("config", "migretti_plugins.config"),
+    ("files", "migretti_plugins.files"),
+    ("split", "migretti_plugins.split"),
+    ("postgres", "migretti_plugins.postgres"),
+    ("lock", "migretti_plugins.lock"),
+    ("history", "migretti_plugins.history"),
+    ("dryrun", "migretti_plugins.dryrun"),
+    ("shellhooks", "migretti_plugins.shellhooks"),
+    ("protect", "migretti_plugins.protect"),
+    ("output", "migretti_plugins.output"),
+    ("jsonlog", "migretti_plugins.jsonlog"),
+    ("seeds", "migretti_plugins.seeds"),
+    ("squash", "migretti_plugins.squash"),
+    ("embedded", "migretti_plugins.embedded"),
+)
+
+ORIGIN_BUILTIN = "builtin"
+ORIGIN_ENTRY_POINT = "entry point"
+ORIGIN_OPTION = "command line"
+ORIGIN_CONFIG = "config"
+
+_SPEC_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("mg_"))
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``mg plugins`` shows it."""
+
+    name: str
+    origin: str
+    source: str
+    version: str | None = None
+    status: str = "loaded"
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+
+
+class MgPluginManager(pluggy.PluginManager):
+    """Treats any ``mg_*`` callable as an implementation, so a misspelled hook is caught."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("mg_") and callable(getattr(plugin, name, None)):
+            return {}
+        return opts
+
+
+def parse_name_list(value: str | None) -> list[str]:
+    """Split ``a, b,c`` as used by MG_PLUGINS and MG_DISABLE_PLUGINS."""
+    if not value:
+        return []
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class PluginLoader:
+    """Registers plugins in the documented order and remembers how each one went."""
+
+    def __init__(
+        self,
+        *,
+        blocked: Iterable[str] = (),
+        strict: bool = False,
+        warn: Callable[[str], None] | None = None,
+        trace: bool = False,
+    ) -> None:
+        self.pm = MgPluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.blocked = set(blocked)
+        for name in self.blocked:
+            self.pm.set_blocked(name)
+        self.strict = strict
+        self.warn = warn or (lambda text: print(f"mg: warning: {text}", file=sys.stderr))
+        self.infos: list[PluginInfo] = []
+        self.deferred_errors: list[PluginError] = []
+        if trace:
+            self._install_trace()
+
+    # --- registration ---------------------------------------------------------------------
+
+    def load_builtins(self) -> None:
+        for name, module_name in BUILTINS:
+            if name in self.blocked:
+                self.infos.append(PluginInfo(name, ORIGIN_BUILTIN, module_name, status="blocked"))
+                continue
+            module = importlib.import_module(module_name)
+            self._register(module, PluginInfo(name, ORIGIN_BUILTIN, module_name))
+
+    def load_entry_points(self) -> None:
+        import importlib_metadata
+
+        eps = sorted(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        seen: set[str] = set()
+        for ep in eps:
+            if ep.name in seen:
+                continue
+            seen.add(ep.name)
+            version = ep.dist.version if ep.dist is not None else None
+            info = PluginInfo(ep.name, ORIGIN_ENTRY_POINT, ep.value, version=version)
+            if ep.name in self.blocked:
+                info.status = "blocked"
+                self.infos.append(info)
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self._failed(info, exc, fatal=self.strict)
+                continue
+            self._register(plugin, info, fatal=self.strict)
+
+    def load_modules(self, specs: Iterable[str], origin: str, base_dir: Path) -> None:
+        """Import in-house plugins: module names, or ``.py`` paths relative to ``base_dir``."""
+        for spec in specs:
+            is_path = spec.endswith(".py") or "/" in spec or "\\" in spec
+            name = Path(spec).stem if is_path else spec
+            if name in self.blocked:
+                self.infos.append(PluginInfo(name, origin, spec, status="blocked"))
+                continue
+            if self.pm.get_plugin(name) is not None:
+                continue
+            info = PluginInfo(name, origin, spec)
+            try:
+                module = self._import_path(base_dir / spec, name) if is_path else (
+                    self._import_module(spec, base_dir)
+                )
+            except Exception as exc:
+                self._failed(info, exc, fatal=False, deferred=True)
+                continue
+            info.version = getattr(module, "__version__", None)
+            self._register(module, info, deferred=True)
+
+    # --- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _import_module(name: str, base_dir: Path) -> ModuleType:
+        base = str(base_dir)
+        if base not in sys.path:
+            sys.path.insert(0, base)
+        return importlib.import_module(name)
+
+    @staticmethod
+    def _import_path(path: Path, name: str) -> ModuleType:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        module_name = f"_mg_plugin_{name}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        return module
+
+    def _register(
+        self, plugin: object, info: PluginInfo, *, fatal: bool = True, deferred: bool = False
+    ) -> None:
+        problem = self._unknown_hooks(plugin)
+        if problem is None:
+            try:
+                self.pm.register(plugin, name=info.name)
+            except ValueError as exc:
+                problem = str(exc)
+            except pluggy.PluginValidationError as exc:
+                problem = str(exc)
+        if problem is not None:
+            self._failed(info, PluginError(problem), fatal=fatal and not deferred, deferred=deferred)
+            return
+        info.hooks = sorted(
+            impl_name
+            for impl_name in _SPEC_NAMES
+            if any(
+                impl.plugin is plugin
+                for impl in getattr(self.pm.hook, impl_name).get_hookimpls()
+            )
+        )
+        self.infos.append(info)
+
+    @staticmethod
+    def _unknown_hooks(plugin: object) -> str | None:
+        for attr in dir(plugin):
+            if attr.startswith("mg_") and callable(getattr(plugin, attr, None)):
+                if attr not in _SPEC_NAMES:
+                    close = difflib.get_close_matches(attr, sorted(_SPEC_NAMES), n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    return f"unknown hook {attr}{hint}"
+        return None
+
+    def _failed(
+        self, info: PluginInfo, exc: BaseException, *, fatal: bool, deferred: bool = False
+    ) -> None:
+        reason = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        info.status = "failed"
+        info.error = reason
+        self.infos.append(info)
+        text = (
+            f"plugin {info.name!r} ({info.origin}: {info.source}) failed to load: {reason}; "
+            f"disable it with -p no:{info.name} or MG_DISABLE_PLUGINS={info.name}"
+        )
+        if fatal:
+            raise PluginError(text)
+        if deferred:
+            self.deferred_errors.append(PluginError(text))
+            return
+        self.warn(text)
+
+    def _install_trace(self) -> None:
+        starts: dict[int, float] = {}
+
+        def before(hook_name: str, impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+            starts[id(impls)] = time.perf_counter()
+
+        def after(
+            outcome: Any, hook_name: str, impls: list[Any], kwargs: Mapping[str, Any]
+        ) -> None:
+            started = starts.pop(id(impls), time.perf_counter())
+            ms = (time.perf_counter() - started) * 1000
+            names = ", ".join(impl.plugin_name for impl in reversed(impls)) or "-"
+            print(f"mg: trace: {hook_name} [{names}] {ms:.2f} ms", file=sys.stderr)
+
+        self.pm.add_hookcall_monitoring(before, after)

@@ -1,0 +1,147 @@
+"""Files and history rows combined: what is applied, pending, broken or out of order.
+
+Pure functions over data, so the rules can be tested without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from migretti_core.types import HistoryEntry, Migration
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of ``mg list``: a file, a history row, or both."""
+
+    id: str
+    name: str
+    status: str
+    applied_at: datetime | None
+    migration: Migration | None
+    entry: HistoryEntry | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "applied_at": self.applied_at.isoformat() if self.applied_at else None,
+            "file": self.migration.filename if self.migration else None,
+        }
+
+
+def checksum_matches(migration: Migration, entry: HistoryEntry) -> bool:
+    """An unknown stored checksum (older rows) is not a mismatch."""
+    if entry.checksum is None or entry.checksum == "":
+        return True
+    return entry.checksum in (migration.checksum, migration.raw_checksum)
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the engine decides from: the files and the history, joined by id."""
+
+    migrations: tuple[Migration, ...]
+    history: tuple[HistoryEntry, ...]
+
+    @property
+    def by_id(self) -> dict[str, Migration]:
+        return {m.id: m for m in self.migrations}
+
+    @property
+    def entries(self) -> dict[str, HistoryEntry]:
+        return {e.id: e for e in self.history}
+
+    @property
+    def applied(self) -> list[HistoryEntry]:
+        """Applied rows in application order (oldest first)."""
+        return [e for e in self.history if e.status == "applied"]
+
+    @property
+    def failed(self) -> list[HistoryEntry]:
+        return [e for e in self.history if e.status == "failed"]
+
+    @property
+    def running(self) -> list[HistoryEntry]:
+        return [e for e in self.history if e.status == "running"]
+
+    @property
+    def blocking(self) -> list[HistoryEntry]:
+        return [e for e in self.history if e.status in ("failed", "running")]
+
+    @property
+    def pending(self) -> list[Migration]:
+        entries = self.entries
+        return [m for m in self.migrations if m.id not in entries]
+
+    @property
+    def newest_recorded_id(self) -> str | None:
+        return max((e.id for e in self.history), default=None)
+
+    @property
+    def out_of_order(self) -> list[Migration]:
+        newest = self.newest_recorded_id
+        if newest is None:
+            return []
+        return [m for m in self.pending if m.id < newest]
+
+    @property
+    def modified(self) -> list[tuple[Migration, HistoryEntry]]:
+        by_id = self.by_id
+        return [
+            (by_id[e.id], e)
+            for e in self.applied
+            if e.id in by_id and not checksum_matches(by_id[e.id], e)
+        ]
+
+    @property
+    def missing(self) -> list[HistoryEntry]:
+        by_id = self.by_id
+        return [e for e in self.history if e.id not in by_id]
+
+    @property
+    def head(self) -> HistoryEntry | None:
+        applied = self.applied
+        return applied[-1] if applied else None
+
+    def rows(self) -> list[Row]:
+        """One row per migration, files and history together, sorted by id."""
+        by_id = self.by_id
+        entries = self.entries
+        out_of_order = {m.id for m in self.out_of_order}
+        modified = {m.id for m, _ in self.modified}
+        rows: list[Row] = []
+        for ident in sorted(set(by_id) | set(entries)):
+            migration = by_id.get(ident)
+            entry = entries.get(ident)
+            if entry is None:
+                status = "out-of-order" if ident in out_of_order else "pending"
+            elif migration is None:
+                status = "missing"
+            elif entry.status != "applied":
+                status = entry.status
+            elif ident in modified:
+                status = "modified"
+            else:
+                status = "applied"
+            name = migration.name if migration else entry.name if entry else ""
+            rows.append(
+                Row(ident, name, status, entry.applied_at if entry else None, migration, entry)
+            )
+        return rows
+
+
+def order_history(entries: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    """Application order: the apply sequence, then the time applied, then the id."""
+    return sorted(
+        entries,
+        key=lambda e: (
+            e.seq if e.seq is not None else -1,
+            e.applied_at.timestamp() if e.applied_at else 0.0,
+            e.id,
+        ),
+    )

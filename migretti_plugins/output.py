@@ -1,0 +1,160 @@
+"""Builtin ``output``: human output.
+
+Results (one line per migration applied or rolled back, tables of ``status`` and ``list``) go
+to stdout; progress and diagnostics go to stderr, unless ``--json-log`` hands diagnostics to
+the ``jsonlog`` plugin. On a terminal, long runs show a live counter.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from migretti_core import hookimpl
+from migretti_core.types import Event, Options
+
+RESULT_EVENTS = frozenset(
+    {
+        "migration.applied",
+        "migration.rolled_back",
+        "migration.fixed",
+        "dryrun.ok",
+        "dryrun.failed",
+        "dryrun.skipped",
+        "seed.ran",
+        "seed.skipped",
+    }
+)
+
+_progress_shown = False
+
+
+def _clear_progress() -> None:
+    global _progress_shown
+    if _progress_shown:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        _progress_shown = False
+
+
+@hookimpl(trylast=True)
+def mg_report(options: Options, event: Event) -> None:
+    global _progress_shown
+    if event.name in RESULT_EVENTS:
+        _clear_progress()
+        print(event.message, flush=True)
+        return
+    if options.json_log:
+        return
+    if event.name == "migration.started":
+        total = event.fields.get("total", 0)
+        if isinstance(total, int) and total > 1 and sys.stderr.isatty():
+            sys.stderr.write(f"\r\033[K[{event.fields.get('index')}/{total}] {event.message}")
+            sys.stderr.flush()
+            _progress_shown = True
+        elif options.verbose:
+            print(event.message, file=sys.stderr)
+        return
+    if event.level == "debug" and not options.verbose:
+        return
+    if event.name == "migration.failed":
+        return  # the command's error message says it, with file and line
+    _clear_progress()
+    if event.level == "error":
+        print(f"mg: error: {event.message}", file=sys.stderr)
+        hint = event.fields.get("hint")
+        if hint:
+            print(f"  hint: {hint}", file=sys.stderr)
+    elif event.level == "warning":
+        print(f"mg: warning: {event.message}", file=sys.stderr)
+    else:
+        print(event.message, file=sys.stderr)
+    sys.stderr.flush()
+
+
+@hookimpl(trylast=True)
+def mg_format_result(kind: str, data: Any, fmt: str) -> str | None:
+    if fmt == "json":
+        return json.dumps(data, indent=2, default=str)
+    if fmt != "text":
+        return None
+    render = _RENDERERS.get(kind)
+    if render is None:
+        return json.dumps(data, indent=2, default=str)
+    return render(data)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _status(data: dict[str, Any]) -> str:
+    counts = data["counts"]
+    head = data.get("head")
+    lines = [
+        f"applied: {counts['applied']}  pending: {counts['pending']}  "
+        f"failed: {counts['failed']}  running: {counts['running']}",
+        f"head: {head['id']} {head['name']}" if head else "head: (none)",
+    ]
+    problems = data.get("problems") or []
+    if problems:
+        lines.append(f"problems ({len(problems)}):")
+        lines.extend(f"  {p}" for p in problems)
+    else:
+        lines.append("no problems")
+    return "\n".join(lines)
+
+
+def _list(data: list[dict[str, Any]]) -> str:
+    if not data:
+        return "no migrations"
+    rows = [
+        [r["id"], r["name"], r["status"], (r["applied_at"] or "")[:19].replace("T", " ")]
+        for r in data
+    ]
+    return _table(["ID", "NAME", "STATUS", "APPLIED AT"], rows)
+
+
+def _head(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "no migration applied"
+    return f"{data['id']} {data['name']} (applied {data['applied_at'] or 'at an unknown time'})"
+
+
+def _verify(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for item in data["mismatches"]:
+        lines.append(f"mismatch: {item['file']} changed since it was applied")
+    for item in data["missing"]:
+        lines.append(f"missing: {item['id']} {item['name']} is applied but its file is gone")
+    if data["ok"]:
+        lines.append(f"ok: {data['checked']} applied migrations match their files")
+    return "\n".join(lines)
+
+
+def _plugins(data: list[dict[str, Any]]) -> str:
+    rows = []
+    for p in data:
+        status = p["status"] if p["status"] != "loaded" else ""
+        if p.get("error"):
+            status = f"{status}: {p['error']}"
+        rows.append(
+            [p["name"], p["origin"], p.get("version") or "", ", ".join(p["hooks"]), status]
+        )
+    return _table(["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"], rows)
+
+
+_RENDERERS: dict[str, Any] = {
+    "status": _status,
+    "list": _list,
+    "head": _head,
+    "verify": _verify,
+    "plugins": _plugins,
+}
