@@ -1,0 +1,97 @@
+"""Shared fixtures.
+
+Database fixtures: one PostgreSQL server per test session, a fresh database per test.
+The server is ``MG_TEST_DATABASE_URL`` (a superuser URL to an existing server) when set,
+else an embedded server started in a temporary directory and stopped at session end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from migretti_plugins.embedded_server import EmbeddedServer
+
+TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
+
+# -- database server and per-test databases ------------------------------------------------
+
+
+def url_with_dbname(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "dbname"]
+    return urlunsplit(
+        (parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), urlencode(query), "")
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the session's server, connected as a superuser to its ``postgres`` database."""
+    external = os.environ.get(TEST_DATABASE_URL_ENV)
+    if external:
+        yield external
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data", durable=False)
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(pg_url: str) -> Iterator[str]:
+    """URL of a database created empty for this test and dropped after it."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"mg_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield url_with_dbname(pg_url, name)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def db_conninfo(database_url: str) -> dict[str, str]:
+    """libpq keywords (host, port, user, dbname; password when the URL has one)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        info = conn.info
+        result = {
+            "host": info.host,
+            "port": str(info.port),
+            "user": info.user,
+            "dbname": info.dbname,
+        }
+        if info.password:
+            result["password"] = info.password
+    return result
+
+
+@pytest.fixture(scope="session")
+def psql_bin() -> Path:
+    """The embedded distribution's psql, else the one on PATH."""
+    from migretti_core.errors import ConfigError
+
+    try:
+        return EmbeddedServer.bin_dir() / "psql"
+    except ConfigError:
+        found = shutil.which("psql")
+        if found is None:
+            pytest.skip("no psql: install the 'test' extra or put psql on PATH")
+        return Path(found)
