@@ -56,12 +56,14 @@ def init(ctx: click.Context, embedded: bool) -> None:
 
 @click.command()
 @click.argument("name")
+@click.option("--up", "up_sql", default="", metavar="SQL", help="SQL for the up section.")
+@click.option("--down", "down_sql", default="", metavar="SQL", help="SQL for the down section.")
 @click.pass_context
-def create(ctx: click.Context, name: str) -> None:
+def create(ctx: click.Context, name: str, up_sql: str, down_sql: str) -> None:
     """Create a new migration file migrations/<ULID>_<name>.sql."""
     app = app_of(ctx)
     config = app.config()
-    path = app.hooks.create_migration(config, name)
+    path = app.hooks.create_migration(config, name, up_sql, down_sql)
     click.echo(engine.display_path(path))
 
 

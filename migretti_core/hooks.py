@@ -119,9 +119,16 @@ class Hooks:
             problems.extend(found)
         return problems
 
-    def create_migration(self, config: Config, title: str) -> Path:
+    def create_migration(
+        self, config: Config, title: str, up_sql: str = "", down_sql: str = ""
+    ) -> Path:
         result: Path = self._first(
-            "mg_create_migration", "migration creation", config=config, title=title
+            "mg_create_migration",
+            "migration creation",
+            config=config,
+            title=title,
+            up_sql=up_sql,
+            down_sql=down_sql,
         )
         return result
 

@@ -86,8 +86,11 @@ def mg_validate_migration(session: Session, migration: Migration) -> list[str]: 
 
 
 @hookspec(firstresult=True)
-def mg_create_migration(config: Config, title: str) -> Path | None:
-    """Write a new, empty migration file for ``mg create`` and return its path."""
+def mg_create_migration(config: Config, title: str, up_sql: str, down_sql: str) -> Path | None:
+    """Write a new migration file for ``mg create`` and return its path.
+
+    ``up_sql``/``down_sql`` are the sections' SQL when given with ``--up``/``--down``, else "".
+    """
 
 
 # --- statement splitting -----------------------------------------------------------------

@@ -257,12 +257,19 @@ def slugify(name: str) -> str:
     return slug
 
 
-def render_template(title: str, id: str) -> str:
-    """The text of a new migration: a header and two empty sections to fill in."""
-    return f"-- migration: {title}\n-- id: {id}\n\n-- migrate: up\n\n-- migrate: down\n"
+def render_template(title: str, id: str, up: str = "", down: str = "") -> str:
+    """The text of a new migration: a header and two sections, empty unless SQL is given."""
+    up_text = up.strip("\n") + "\n\n" if up.strip() else "\n"
+    down_text = down.strip("\n") + "\n" if down.strip() else ""
+    return (
+        f"-- migration: {title}\n-- id: {id}\n\n-- migrate: up\n{up_text}"
+        f"-- migrate: down\n{down_text}"
+    )
 
 
-def create_migration_file(directory: Path, title: str, *, id: str | None = None) -> Path:
+def create_migration_file(
+    directory: Path, title: str, *, id: str | None = None, up: str = "", down: str = ""
+) -> Path:
     """Write a new migration file, never replacing one and never reusing an id."""
     from ulid import ULID
 
@@ -279,7 +286,7 @@ def create_migration_file(directory: Path, title: str, *, id: str | None = None)
             raise UsageError(f"{existing} already uses id {new_id}; not creating another")
 
     one_line_title = re.sub(r"[\r\n]+", " ", title)
-    content = render_template(one_line_title, new_id).encode("utf-8")
+    content = render_template(one_line_title, new_id, up, down).encode("utf-8")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / filename
     try:
