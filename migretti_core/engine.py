@@ -471,6 +471,7 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
     if timeout is None:
         timeout = session.config.lock_timeout
     session.hooks.lock_acquire(session, conn, timeout)
+    report(session, "lock.acquired", "debug", f"took the migration lock {session.config.lock_id}")
     try:
         yield
     finally:

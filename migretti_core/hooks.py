@@ -248,6 +248,25 @@ class Hooks:
         )
 
     def on_lock_wait(self, session: Session, holder: LockHolder, waited: float) -> None:
+        since = holder.since.isoformat(timespec="seconds") if holder.since else "an unknown time"
+        who = f"pid {holder.pid}" if holder.pid is not None else "another session"
+        app = f" ({holder.application_name})" if holder.application_name else ""
+        self.report(
+            session.options,
+            Event(
+                "lock.waiting",
+                "warning",
+                f"waiting for the migration lock {session.config.lock_id}, held by {who}{app} "
+                f"since {since}; waited {waited:.0f}s",
+                {
+                    "env": session.config.env,
+                    "holder_pid": holder.pid,
+                    "holder_application": holder.application_name,
+                    "holder_since": holder.since.isoformat() if holder.since else None,
+                    "waited_s": round(waited, 1),
+                },
+            ),
+        )
         self._each("mg_on_lock_wait", abort=False, session=session, holder=holder, waited=waited)
 
     # --- confirmation -------------------------------------------------------------------
