@@ -95,7 +95,9 @@ def _rollback(
 
 @click.command()
 @click.option("--to", "to", metavar="ID", help="Stop after this migration.")
-@click.option("--allow-out-of-order", is_flag=True, help="Apply pending migrations older than head.")
+@click.option(
+    "--allow-out-of-order", is_flag=True, help="Apply pending migrations older than head."
+)
 @click.option("--no-verify", is_flag=True, help="Do not compare applied files' checksums.")
 @click.option("--single-transaction", is_flag=True, help="Apply the whole plan in one transaction.")
 @dry_run_option
@@ -141,7 +143,9 @@ def up(
 
 
 @click.command()
-@click.option("--allow-missing-down", is_flag=True, help="Without a down section, drop history only.")
+@click.option(
+    "--allow-missing-down", is_flag=True, help="Without a down section, drop history only."
+)
 @click.option("--no-verify", is_flag=True, help="Do not compare the file's checksum.")
 @dry_run_option
 @lock_timeout_option
@@ -165,7 +169,9 @@ def down(
 @click.command()
 @click.argument("count", type=click.IntRange(min=1), required=False)
 @click.option("--to", "to", metavar="ID", help="Roll back everything applied after this one.")
-@click.option("--allow-missing-down", is_flag=True, help="Without a down section, drop history only.")
+@click.option(
+    "--allow-missing-down", is_flag=True, help="Without a down section, drop history only."
+)
 @click.option("--no-verify", is_flag=True, help="Do not compare the files' checksums.")
 @dry_run_option
 @lock_timeout_option

@@ -27,6 +27,7 @@ from migretti_core.errors import (
 )
 from migretti_core.state import State, checksum_matches, order_history
 from migretti_core.types import (
+    Action,
     Direction,
     Event,
     HistoryChange,
@@ -126,9 +127,7 @@ def ensure_not_blocked(state: State) -> None:
         return
     lines = []
     for entry in blocking:
-        what = (
-            "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
-        )
+        what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
         detail = ""
         if entry.failed_statement:
             detail += f" at statement {entry.failed_statement}"
@@ -294,7 +293,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
     """Run one migration and record it; return its duration in milliseconds."""
     hooks = session.hooks
     sql, first_line = _section(migration, direction)
-    action = "UP" if direction == "up" else "DOWN"
+    action: Action = "UP" if direction == "up" else "DOWN"
     status: Any = "applied" if direction == "up" else None
     started = time.perf_counter()
 
@@ -432,8 +431,7 @@ def confirm(session: Session, plan: Plan | None, what: str) -> None:
         return
     target = hooks.describe_target(session)
     lines = [
-        f"{what} on protected environment {session.config.env or '(default)'}: "
-        f"{target.describe()}"
+        f"{what} on protected environment {session.config.env or '(default)'}: {target.describe()}"
     ]
     if plan is not None:
         for migration in plan.steps:
@@ -662,7 +660,8 @@ def problems_of(state: State) -> list[str]:
             f"failed: {entry.id} {entry.name}"
             + (f" (statement {entry.failed_statement})" if entry.failed_statement else "")
             + (f": {entry.error}" if entry.error else "")
-            + " — " + FIX_HINT.format(id=entry.id)
+            + " — "
+            + FIX_HINT.format(id=entry.id)
         )
     for entry in state.running:
         problems.append(

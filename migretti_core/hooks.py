@@ -210,9 +210,7 @@ class Hooks:
     def before_apply(self, session: Session, plan: Plan) -> None:
         self._each("mg_before_apply", abort=True, session=session, plan=plan)
 
-    def after_apply(
-        self, session: Session, plan: Plan, results: Sequence[MigrationResult]
-    ) -> None:
+    def after_apply(self, session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
         self._each("mg_after_apply", abort=True, session=session, plan=plan, results=results)
 
     def before_rollback(self, session: Session, plan: Plan) -> None:
@@ -223,7 +221,9 @@ class Hooks:
     ) -> None:
         self._each("mg_after_rollback", abort=True, session=session, plan=plan, results=results)
 
-    def before_migration(self, session: Session, migration: Migration, direction: Direction) -> None:
+    def before_migration(
+        self, session: Session, migration: Migration, direction: Direction
+    ) -> None:
         self._each(
             "mg_before_migration",
             abort=True,
@@ -275,9 +275,7 @@ class Hooks:
         return any(self._relay.mg_is_protected(session=session))
 
     def confirm_vetoed(self, session: Session, target: Target, plan: Plan | None) -> bool:
-        answers = self._each(
-            "mg_confirm", abort=True, session=session, target=target, plan=plan
-        )
+        answers = self._each("mg_confirm", abort=True, session=session, target=target, plan=plan)
         return any(answer is False for answer in answers)
 
     # --- output ---------------------------------------------------------------------------

@@ -232,9 +232,7 @@ def mg_after_migration(session: Session, result: MigrationResult) -> None:
 
 
 @hookspec
-def mg_on_failure(
-    session: Session, plan: Plan, migration: Migration | None, error: str
-) -> None:
+def mg_on_failure(session: Session, plan: Plan, migration: Migration | None, error: str) -> None:
     """A command that changes the database failed; ``migration`` is the one that failed."""
 
 

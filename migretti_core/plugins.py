@@ -19,7 +19,7 @@ import importlib
 import importlib.util
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -154,8 +154,10 @@ class PluginLoader:
                 continue
             info = PluginInfo(name, origin, spec)
             try:
-                module = self._import_path(base_dir / spec, name) if is_path else (
-                    self._import_module(spec, base_dir)
+                module = (
+                    self._import_path(base_dir / spec, name)
+                    if is_path
+                    else (self._import_module(spec, base_dir))
                 )
             except Exception as exc:
                 self._failed(info, exc, fatal=False, deferred=True)
@@ -201,14 +203,15 @@ class PluginLoader:
             except pluggy.PluginValidationError as exc:
                 problem = str(exc)
         if problem is not None:
-            self._failed(info, PluginError(problem), fatal=fatal and not deferred, deferred=deferred)
+            self._failed(
+                info, PluginError(problem), fatal=fatal and not deferred, deferred=deferred
+            )
             return
         info.hooks = sorted(
             impl_name
             for impl_name in _SPEC_NAMES
             if any(
-                impl.plugin is plugin
-                for impl in getattr(self.pm.hook, impl_name).get_hookimpls()
+                impl.plugin is plugin for impl in getattr(self.pm.hook, impl_name).get_hookimpls()
             )
         )
         self.infos.append(info)
@@ -216,11 +219,14 @@ class PluginLoader:
     @staticmethod
     def _unknown_hooks(plugin: object) -> str | None:
         for attr in dir(plugin):
-            if attr.startswith("mg_") and callable(getattr(plugin, attr, None)):
-                if attr not in _SPEC_NAMES:
-                    close = difflib.get_close_matches(attr, sorted(_SPEC_NAMES), n=1)
-                    hint = f" (did you mean {close[0]}?)" if close else ""
-                    return f"unknown hook {attr}{hint}"
+            if (
+                attr.startswith("mg_")
+                and attr not in _SPEC_NAMES
+                and callable(getattr(plugin, attr, None))
+            ):
+                close = difflib.get_close_matches(attr, sorted(_SPEC_NAMES), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                return f"unknown hook {attr}{hint}"
         return None
 
     def _failed(
@@ -244,11 +250,11 @@ class PluginLoader:
     def _install_trace(self) -> None:
         starts: dict[int, float] = {}
 
-        def before(hook_name: str, impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+        def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
             starts[id(impls)] = time.perf_counter()
 
         def after(
-            outcome: Any, hook_name: str, impls: list[Any], kwargs: Mapping[str, Any]
+            outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]
         ) -> None:
             started = starts.pop(id(impls), time.perf_counter())
             ms = (time.perf_counter() - started) * 1000

@@ -82,16 +82,17 @@ def mg_format_result(kind: str, data: Any, fmt: str) -> str | None:
     render = _RENDERERS.get(kind)
     if render is None:
         return json.dumps(data, indent=2, default=str)
-    return render(data)
+    text: str = render(data)
+    return text
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 
@@ -145,9 +146,7 @@ def _plugins(data: list[dict[str, Any]]) -> str:
         status = p["status"] if p["status"] != "loaded" else ""
         if p.get("error"):
             status = f"{status}: {p['error']}"
-        rows.append(
-            [p["name"], p["origin"], p.get("version") or "", ", ".join(p["hooks"]), status]
-        )
+        rows.append([p["name"], p["origin"], p.get("version") or "", ", ".join(p["hooks"]), status])
     return _table(["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"], rows)
 
 

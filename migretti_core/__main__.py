@@ -1,0 +1,5 @@
+"""``python -m migretti_core``: the same command as ``mg``."""
+
+from migretti_core.cli import main
+
+main()
