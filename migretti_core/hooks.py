@@ -8,6 +8,7 @@ is reported by name without silencing the others or masking the migration's own 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -55,27 +56,51 @@ class Hooks:
             )
         return result
 
-    def _each(self, name: str, *, abort: bool, **kwargs: Any) -> list[Any]:
-        """Call every implementation on its own; MgError aborts when ``abort`` is set."""
+    def _each(self, name: str, *, abort: bool, defer: bool = False, **kwargs: Any) -> list[Any]:
+        """Call every implementation on its own; MgError aborts when ``abort`` is set.
+
+        With ``defer`` the first MgError is raised only after every implementation ran, so
+        one notifier that fails the command does not keep the others from hearing about it.
+        """
         caller = getattr(self._relay, name)
         results: list[Any] = []
-        for impl in reversed(caller.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            args = [kwargs[arg] for arg in impl.argnames]
-            try:
-                res = impl.function(*args)
-            except MgError:
-                if abort:
-                    raise
-                self._warn_plugin(impl.plugin_name, name, sys.exc_info()[1])
-                continue
-            except Exception as exc:
-                self._warn_plugin(impl.plugin_name, name, exc)
-                continue
-            if res is not None:
-                results.append(res)
+        called: list[str] = []
+        deferred: MgError | None = None
+        started = time.perf_counter()
+        try:
+            for impl in reversed(caller.get_hookimpls()):
+                if impl.hookwrapper or impl.wrapper:
+                    continue
+                called.append(impl.plugin_name)
+                args = [kwargs[arg] for arg in impl.argnames]
+                try:
+                    res = impl.function(*args)
+                except MgError as exc:
+                    called[-1] += " (failed)"
+                    if abort and not defer:
+                        raise
+                    if abort and deferred is None:
+                        deferred = exc
+                        continue
+                    self._warn_plugin(impl.plugin_name, name, exc)
+                    continue
+                except Exception as exc:
+                    called[-1] += " (failed)"
+                    self._warn_plugin(impl.plugin_name, name, exc)
+                    continue
+                if res is not None:
+                    results.append(res)
+        finally:
+            self._trace(name, called, started)
+        if deferred is not None:
+            raise deferred
         return results
+
+    def _trace(self, hook: str, called: Sequence[str], started: float) -> None:
+        """Hooks called here bypass pluggy's call monitor, so MG_TRACE_PLUGINS is fed directly."""
+        trace = getattr(self.pm, "call_trace", None)
+        if trace is not None:
+            trace(hook, called, (time.perf_counter() - started) * 1000)
 
     def _warn_plugin(self, plugin: str, hook: str, exc: BaseException | None) -> None:
         text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
@@ -211,7 +236,9 @@ class Hooks:
         self._each("mg_before_apply", abort=True, session=session, plan=plan)
 
     def after_apply(self, session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
-        self._each("mg_after_apply", abort=True, session=session, plan=plan, results=results)
+        self._each(
+            "mg_after_apply", abort=True, defer=True, session=session, plan=plan, results=results
+        )
 
     def before_rollback(self, session: Session, plan: Plan) -> None:
         self._each("mg_before_rollback", abort=True, session=session, plan=plan)
@@ -219,7 +246,9 @@ class Hooks:
     def after_rollback(
         self, session: Session, plan: Plan, results: Sequence[MigrationResult]
     ) -> None:
-        self._each("mg_after_rollback", abort=True, session=session, plan=plan, results=results)
+        self._each(
+            "mg_after_rollback", abort=True, defer=True, session=session, plan=plan, results=results
+        )
 
     def before_migration(
         self, session: Session, migration: Migration, direction: Direction
@@ -299,16 +328,21 @@ class Hooks:
         if not self._relay.mg_report.get_hookimpls():
             print(f"mg: {event.message}", file=sys.stderr)
             return
+        called: list[str] = []
+        started = time.perf_counter()
         for impl in reversed(self._relay.mg_report.get_hookimpls()):
             kwargs = {"options": options, "event": event}
+            called.append(impl.plugin_name)
             try:
                 impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception as exc:
+                called[-1] += " (failed)"
                 print(
                     f"mg: warning: plugin {impl.plugin_name!r} failed in mg_report: "
                     f"{type(exc).__name__}: {exc}",
                     file=sys.stderr,
                 )
+        self._trace("mg_report", called, started)
 
     def format_result(self, options: Options, kind: str, data: Any, fmt: str) -> str:
         result: str = self._first(

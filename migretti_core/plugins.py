@@ -71,7 +71,13 @@ class PluginInfo:
 
 
 class MgPluginManager(pluggy.PluginManager):
-    """Treats any ``mg_*`` callable as an implementation, so a misspelled hook is caught."""
+    """Treats any ``mg_*`` callable as an implementation, so a misspelled hook is caught.
+
+    ``call_trace`` is set with MG_TRACE_PLUGINS; the facade feeds it the hook calls it makes one
+    implementation at a time, which pluggy's call monitor does not see.
+    """
+
+    call_trace: Callable[[str, Sequence[str], float], None] | None = None
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -250,6 +256,10 @@ class PluginLoader:
     def _install_trace(self) -> None:
         starts: dict[int, float] = {}
 
+        def emit(hook_name: str, plugins: Sequence[str], ms: float) -> None:
+            names = ", ".join(plugins) or "-"
+            print(f"mg: trace: {hook_name} [{names}] {ms:.2f} ms", file=sys.stderr, flush=True)
+
         def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
             starts[id(impls)] = time.perf_counter()
 
@@ -258,7 +268,7 @@ class PluginLoader:
         ) -> None:
             started = starts.pop(id(impls), time.perf_counter())
             ms = (time.perf_counter() - started) * 1000
-            names = ", ".join(impl.plugin_name for impl in reversed(impls)) or "-"
-            print(f"mg: trace: {hook_name} [{names}] {ms:.2f} ms", file=sys.stderr)
+            emit(hook_name, [impl.plugin_name for impl in reversed(impls)], ms)
 
+        self.pm.call_trace = emit
         self.pm.add_hookcall_monitoring(before, after)
