@@ -1,0 +1,424 @@
+"""Split PostgreSQL SQL into statements and spot those refused inside a transaction block.
+
+The scanner follows PostgreSQL's lexer closely enough to find statement boundaries: quoted
+strings (``E''`` with backslash escapes), quoted identifiers, dollar quotes, ``--`` and
+nested ``/* */`` comments, and SQL-standard ``BEGIN ATOMIC ... END`` function bodies. It
+assumes ``standard_conforming_strings`` is on (the default since PostgreSQL 9.1). Ordinary
+statements are matched whole by one compiled pattern and the rest are scanned from one
+interesting token to the next, never character by character in Python, so data files of
+many megabytes split quickly.
+
+A ``Statement``'s text runs from its first to its last significant character: comments and
+whitespace before and after it, and the terminating semicolon, are left out. The text can be
+sent to the server as it is, and appending ``;`` to it is always safe.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from migretti_core.types import Statement
+
+__all__ = ["find_transaction_refusals", "split_sql", "transaction_refusal"]
+
+_WHITESPACE = " \t\n\r\f\v"
+_IDENT_START = r"A-Za-z_\x80-\U0010ffff"
+_IDENT_CONT = r"\w$\x80-\U0010ffff"
+_TAG_CONT = r"A-Za-z_0-9\x80-\U0010ffff"
+_DOLLAR = rf"\$(?<![{_IDENT_CONT}]\$)(?:[{_IDENT_START}][{_TAG_CONT}]*)?\$"
+
+# The scan patterns open with a plain character class so the regex engine skips
+# uninteresting text at C speed; lookbehinds then pick what follows the character found:
+# the rest of a string, identifier, line comment or dollar-quote opening. A lone '-', '/'
+# or '$' matches just itself. In CREATE statements parentheses are tracked too, as
+# PostgreSQL accepts semicolons inside them there (CREATE RULE ... DO (a; b)); routines
+# may hold a BEGIN ATOMIC body, so their words are looked at as well.
+_AFTER_LEAD = (
+    r"(?:(?<=')[^']*(?:''[^']*)*'?"
+    r'|(?<=")[^"]*(?:""[^"]*)*"?'
+    r"|(?<=-)-[^\n]*"
+    rf"|(?<=\$)(?<![{_IDENT_CONT}]\$)(?:[{_IDENT_START}][{_TAG_CONT}]*)?\$"
+)
+_FAST = re.compile(rf"[;'\"$/\-]{_AFTER_LEAD}|)")
+_CREATE = re.compile(rf"[;'\"$/()\-]{_AFTER_LEAD}|)")
+_ROUTINE = re.compile(
+    rf"[;'\"$/(){_IDENT_START}\-]{_AFTER_LEAD}|(?<=[{_IDENT_START}])[{_IDENT_CONT}]*|)"
+)
+
+# A statement made only of words, numbers, operators, quoted strings and identifiers, the
+# common case by far, is matched whole; anything else (a comment, a dollar quote, an E''
+# string, an unterminated quote, CREATE FUNCTION) is left to the token-by-token scan. The
+# body is captured in a lookahead and consumed by backreference so the engine never
+# backtracks into it (an atomic group that Python 3.10 can express).
+_PLAIN_BODY = (
+    r"(?:[^;'\"$/\-]+"
+    rf"|(?:(?<![eE])|(?<=[{_IDENT_CONT}][eE]))'[^']*(?:''[^']*)*'"
+    r'|"[^"]*(?:""[^"]*)*"'
+    r"|-(?!-)|/(?!\*)"
+    rf"|(?<=[{_IDENT_CONT}])\$|\$(?=[0-9])"
+    r")*"
+)
+_PLAIN_STATEMENT = re.compile(rf"[ \t\n\r\f\v]*(?=[^;cC \t\n\r\f\v])(?=({_PLAIN_BODY}))\1;")
+_PLAIN_RUN = re.compile(rf"(?=({_PLAIN_BODY}))\1")
+_WORD = re.compile(rf"[{_IDENT_START}][{_IDENT_CONT}]*")
+_IDENT_CHAR = re.compile(rf"[{_IDENT_CONT}]")
+_E_STRING_REST = re.compile(r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?", re.S)
+_SPACE = re.compile(r"(?:[ \t\n\r\f\v]+|--[^\n]*)*")
+_COMMENT_MARK = re.compile(r"/\*|\*/")
+
+
+def _block_comment_end(text: str, pos: int) -> int:
+    """Return the end of the block comment opening at ``pos``; PostgreSQL nests them."""
+    close = text.find("*/", pos + 2)
+    if close >= 0 and text.find("/*", pos + 2, close + 1) < 0:
+        return close + 2
+    depth = 0
+    while True:
+        m = _COMMENT_MARK.search(text, pos)
+        if m is None:
+            return len(text)
+        depth += 1 if m.group() == "/*" else -1
+        pos = m.end()
+        if depth == 0:
+            return pos
+
+
+def _skip_space(text: str, pos: int) -> int:
+    """Return the first position at or after ``pos`` that is not whitespace or comment."""
+    while True:
+        m = _SPACE.match(text, pos)
+        pos = m.end() if m else pos
+        if not text.startswith("/*", pos):
+            return pos
+        pos = _block_comment_end(text, pos)
+
+
+def _is_e_string(text: str, quote: int) -> bool:
+    """Tell whether the quote at ``quote`` opens an ``E'...'`` string (backslash escapes)."""
+    return (
+        quote >= 1
+        and text[quote - 1] in "eE"
+        and (quote < 2 or _IDENT_CHAR.match(text, quote - 2) is None)
+    )
+
+
+def _scan_pattern(text: str, pos: int) -> re.Pattern[str]:
+    """Choose how closely to look at the statement starting at ``pos``."""
+    if text[pos] not in "cC":
+        return _FAST
+    words: list[str] = []
+    while len(words) < 4:
+        m = _WORD.match(text, pos)
+        if m is None:
+            break
+        words.append(m.group().lower())
+        pos = _skip_space(text, m.end())
+    if words[:1] != ["create"]:
+        return _FAST
+    if words[1:3] == ["or", "replace"]:
+        del words[1:3]
+    return _ROUTINE if words[1:2] in (["function"], ["procedure"]) else _CREATE
+
+
+def _statement_end(text: str, start: int) -> tuple[int, int]:
+    """Scan the statement beginning at ``start``.
+
+    Returns where its significant text ends and where scanning resumes (after its
+    semicolon, or the end of the text).
+    """
+    n = len(text)
+    pattern = _scan_pattern(text, start)
+    search = pattern.search
+    # Outside CREATE statements nothing but the tokens the plain pattern refuses matters,
+    # so runs of plain text are passed over in one step.
+    skip = _PLAIN_RUN.match if pattern is _FAST else None
+    comments: list[tuple[int, int]] = []
+    atomic_depth = 0
+    paren_depth = 0
+    pos = start
+    while True:
+        run = skip(text, pos) if skip is not None else None
+        if run is not None:
+            pos = run.end()
+        m = search(text, pos)
+        if m is None:
+            end = resume = n
+            break
+        found = m.start()
+        lead = text[found]
+        pos = m.end()
+        if lead == "'":
+            if _is_e_string(text, found):
+                rest = _E_STRING_REST.match(text, found + 1)
+                pos = rest.end() if rest else n
+        elif lead == ";":
+            if atomic_depth == 0 and paren_depth == 0:
+                end = found
+                resume = pos
+                break
+        elif lead == "-":
+            if pos - found > 1:
+                comments.append((found, pos))
+        elif lead == "/":
+            if text.startswith("*", pos):
+                pos = _block_comment_end(text, found)
+                comments.append((found, pos))
+        elif lead == "$":
+            if pos - found > 1:
+                close = text.find(m.group(), pos)
+                pos = n if close < 0 else close + pos - found
+        elif lead == "(":
+            paren_depth += 1
+        elif lead == ")":
+            if paren_depth:
+                paren_depth -= 1
+        elif lead != '"':
+            word = m.group().lower()
+            if atomic_depth:
+                if word == "case":
+                    atomic_depth += 1
+                elif word == "end":
+                    atomic_depth -= 1
+            elif word == "begin":
+                after = _WORD.match(text, _skip_space(text, pos))
+                if after is not None and after.group().lower() == "atomic":
+                    atomic_depth = 1
+                    pos = after.end()
+    while True:
+        while end > start and text[end - 1] in _WHITESPACE:
+            end -= 1
+        if comments and comments[-1][1] >= end:
+            end = comments.pop()[0]
+            continue
+        return end, resume
+
+
+def split_sql(text: str) -> list[Statement]:
+    """Cut ``text`` into statements at top-level semicolons, dropping empty ones.
+
+    Each statement's ``line`` is the 1-based line (counted by LF) of ``text`` where its first
+    significant character is; its text has no surrounding comments and no final semicolon.
+    """
+    statements: list[Statement] = []
+    append = statements.append
+    plain = _PLAIN_STATEMENT.match
+    n = len(text)
+    pos = 0
+    line = 1
+    counted = 0
+    while True:
+        m = plain(text, pos)
+        if m is not None:
+            start = m.start(1)
+            body = m.group(1).rstrip(_WHITESPACE)
+            pos = m.end()
+        else:
+            start = _skip_space(text, pos)
+            if start >= n:
+                return statements
+            if text[start] == ";":
+                pos = start + 1
+                continue
+            end, pos = _statement_end(text, start)
+            body = text[start:end]
+        line += text.count("\n", counted, start)
+        counted = start
+        append(Statement(body, line))
+
+
+_HEAD_TOKEN = re.compile(
+    rf"([{_IDENT_START}][{_IDENT_CONT}]*)"  # 1: word
+    r'|("[^"]*(?:""[^"]*)*"?)'  # 2: quoted identifier
+    r"|('[^']*(?:''[^']*)*'?)"  # 3: string
+    rf"|({_DOLLAR})"  # 4: dollar quote
+    r"|(\d+)"  # 5: number
+    r"|(.)",  # 6: anything else, one character at a time
+    re.S,
+)
+# Statements from split_sql start with their first keyword, so most can be passed over
+# without tokenising them.
+_REFUSABLE_HEAD = re.compile(
+    rf"(?i:alter|cluster|commit|create|discard|drop|reindex|rollback|vacuum)(?![{_IDENT_CONT}])"
+)
+_FALSE_WORDS = frozenset({"false", "off", "0", "'false'", "'off'", "'0'"})
+
+
+def _tokens(text: str) -> Iterator[str]:
+    """Yield the tokens of ``text``: words lower-cased, comments skipped, quotes whole."""
+    n = len(text)
+    pos = 0
+    while True:
+        pos = _skip_space(text, pos)
+        if pos >= n:
+            return
+        m = _HEAD_TOKEN.match(text, pos)
+        if m is None:  # pragma: no cover - the last branch matches any character
+            return
+        kind = m.lastindex
+        pos = m.end()
+        if kind == 1:
+            word = m.group().lower()
+            if word == "e" and text.startswith("'", pos):
+                rest = _E_STRING_REST.match(text, pos + 1)
+                end = rest.end() if rest else n
+                yield text[pos:end].lower()
+                pos = end
+                continue
+            yield word
+        elif kind == 3:
+            yield m.group().lower()
+        elif kind == 4:
+            close = text.find(m.group(), pos)
+            end = n if close < 0 else close + len(m.group())
+            yield text[m.start() : end]
+            pos = end
+        else:
+            yield m.group()
+
+
+def _skip_parenthesised(tokens: Iterator[str]) -> list[str]:
+    """Consume tokens through the ``)`` closing an already consumed ``(``; return them."""
+    inside: list[str] = []
+    depth = 1
+    for token in tokens:
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth -= 1
+            if depth == 0:
+                break
+        inside.append(token)
+    return inside
+
+
+def _option_enabled(options: list[str], name: str, default: bool) -> bool:
+    """Read a boolean option from a token list such as ``refresh = false``."""
+    for i, token in enumerate(options):
+        if token != name:
+            continue
+        value = options[i + 1 : i + 3]
+        if value[:1] == ["="]:
+            value = value[1:]
+        if not value or value[0] in (",", ")"):
+            return True
+        return value[0] not in _FALSE_WORDS
+    return default
+
+
+def _with_options(tokens: Iterator[str]) -> list[str]:
+    """Return the tokens inside the statement's ``WITH (...)``, if it has one."""
+    for token in tokens:
+        if token == "with" and next(tokens, "") == "(":
+            return _skip_parenthesised(tokens)
+    return []
+
+
+def _creates_slot(tokens: Iterator[str]) -> bool:
+    """Tell whether CREATE SUBSCRIPTION will create a replication slot (the default)."""
+    options = _with_options(tokens)
+    connect = _option_enabled(options, "connect", True)
+    return _option_enabled(options, "create_slot", connect)
+
+
+def _reindex_refusal(tokens: Iterator[str]) -> str | None:
+    token = next(tokens, "")
+    concurrently = False
+    if token == "(":
+        concurrently = _option_enabled(_skip_parenthesised(tokens), "concurrently", False)
+        token = next(tokens, "")
+    if token in ("schema", "database", "system"):
+        return f"REINDEX {token.upper()}"
+    if concurrently or next(tokens, "") == "concurrently":
+        return "REINDEX CONCURRENTLY"
+    return None
+
+
+def _alter_refusal(tokens: Iterator[str]) -> str | None:
+    kind = next(tokens, "")
+    if kind == "system":
+        return "ALTER SYSTEM"
+    if kind == "database":
+        next(tokens, "")
+        if next(tokens, "") == "set" and next(tokens, "") == "tablespace":
+            return "ALTER DATABASE SET TABLESPACE"
+        return None
+    if kind == "subscription":
+        next(tokens, "")
+        action = next(tokens, "")
+        if action == "refresh":
+            return "ALTER SUBSCRIPTION ... REFRESH"
+        if (
+            action in ("set", "add", "drop")
+            and next(tokens, "") == "publication"
+            and _option_enabled(_with_options(tokens), "refresh", True)
+        ):
+            return "ALTER SUBSCRIPTION ... PUBLICATION with refresh"
+        return None
+    if kind == "table":
+        rest = list(tokens)
+        for i in range(len(rest) - 2):
+            if rest[i : i + 2] == ["detach", "partition"]:
+                j = i + 3
+                while rest[j : j + 1] == ["."]:
+                    j += 2
+                if rest[j : j + 1] == ["concurrently"]:
+                    return "DETACH PARTITION CONCURRENTLY"
+        return None
+    return None
+
+
+def transaction_refusal(statement_text: str) -> str | None:
+    """Name the statement if PostgreSQL refuses to run it inside a transaction block.
+
+    Only the leading keywords decide, after comments are removed; words inside strings,
+    quoted identifiers and comments never count.
+    """
+    tokens = _tokens(statement_text)
+    first = next(tokens, "")
+    if first in ("create", "drop"):
+        kind = next(tokens, "")
+        if first == "create" and kind == "unique":
+            kind = next(tokens, "")
+        if kind == "index":
+            if next(tokens, "") == "concurrently":
+                return f"{first.upper()} INDEX CONCURRENTLY"
+            return None
+        if kind in ("database", "tablespace"):
+            return f"{first.upper()} {kind.upper()}"
+        if kind == "subscription" and (first == "drop" or _creates_slot(tokens)):
+            return f"{first.upper()} SUBSCRIPTION"
+        return None
+    if first == "vacuum":
+        return "VACUUM"
+    if first == "reindex":
+        return _reindex_refusal(tokens)
+    if first == "alter":
+        return _alter_refusal(tokens)
+    if first == "cluster":
+        token = next(tokens, "")
+        if token == "(":
+            _skip_parenthesised(tokens)
+            token = next(tokens, "")
+        elif token == "verbose":
+            token = next(tokens, "")
+        return "CLUSTER" if token in ("", ";") else None
+    if first in ("commit", "rollback"):
+        if next(tokens, "") == "prepared":
+            return f"{first.upper()} PREPARED"
+        return None
+    if first == "discard":
+        return "DISCARD ALL" if next(tokens, "") == "all" else None
+    return None
+
+
+def find_transaction_refusals(sql: str) -> list[tuple[int, str]]:
+    """Return ``(line, name)`` for every statement of ``sql`` refused in a transaction block."""
+    found: list[tuple[int, str]] = []
+    for statement in split_sql(sql):
+        if _REFUSABLE_HEAD.match(statement.text) is None:
+            continue
+        name = transaction_refusal(statement.text)
+        if name is not None:
+            found.append((statement.line, name))
+    return found
