@@ -1,0 +1,116 @@
+"""The hooks of mg-audit, loaded through the ``migretti`` entry point ``audit``.
+
+Only what ``mg --help`` needs is imported at module level (click and the core's marker);
+the database work happens inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from migretti_core import hookimpl
+from migretti_core.errors import ConfigError
+from migretti_core.types import Config, MigrationResult, Session
+
+SECTION = "audit"
+COLUMNS = ("performed_at", "action", "migration_id", "name", "performed_by")
+
+_LOG_EXISTS = "SELECT to_regclass('_migrations_log') IS NOT NULL"
+_LAST_ROWS = (
+    "SELECT performed_at, action, migration_id, name, performed_by "
+    "FROM _migrations_log ORDER BY performed_at DESC, id DESC LIMIT %s"
+)
+
+
+@hookimpl
+def mg_config_sections() -> list[str]:
+    return [SECTION]
+
+
+@hookimpl
+def mg_register_commands(cli: click.Group) -> None:
+    cli.add_command(audit)
+
+
+@hookimpl
+def mg_after_migration(session: Session, result: MigrationResult) -> None:
+    path = audit_file(session.config)
+    if path is None:
+        return
+    record = {
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "env": session.config.env,
+        "command": session.options.command,
+        "direction": result.direction,
+        "migration_id": result.migration.id,
+        "name": result.migration.name,
+        "duration_ms": result.duration_ms,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def audit_file(config: Config) -> Path | None:
+    """``audit.file`` from mg.yaml, relative to its directory; None when not configured."""
+    section = config.settings.get(SECTION)
+    if section is None:
+        return None
+    if not isinstance(section, Mapping) or not isinstance(section.get("file", ""), str):
+        raise ConfigError(f"{SECTION}: expected a mapping with a 'file' path")
+    file = section.get("file") or ""
+    return config.root / file if file else None
+
+
+def read_log(session: Session, conn: Any, limit: int) -> list[dict[str, Any]] | None:
+    """The last ``limit`` log rows, newest first; None when there is no history table yet."""
+    hooks = session.hooks
+    if not hooks.query(session, conn, _LOG_EXISTS)[0][0]:
+        return None
+    rows = hooks.query(session, conn, _LAST_ROWS, (limit,))
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+
+
+@click.command()
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many log entries to show.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.pass_context
+def audit(ctx: click.Context, limit: int, fmt: str) -> None:
+    """Show the latest entries of the migration log (newest first)."""
+    from migretti_core.cli import app_of
+    from migretti_core.engine import connected
+
+    session = app_of(ctx).session("audit")
+    with connected(session) as conn:
+        rows = read_log(session, conn, limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows or [], default=str, indent=2))
+        return
+    if not rows:
+        click.echo("no migration log yet" if rows is None else "the migration log is empty")
+        return
+    for row in rows:
+        when = row["performed_at"]
+        stamp = when.isoformat(sep=" ", timespec="seconds") if isinstance(when, datetime) else when
+        by = f"  by {row['performed_by']}" if row["performed_by"] else ""
+        click.echo(f"{stamp}  {row['action']:<4}  {row['migration_id']}  {row['name']}{by}")

@@ -1,0 +1,447 @@
+"""Helpers for testing migretti plugins. Opt-in: ``mg`` itself never imports this module.
+
+Plain functions, usable from any test runner:
+
+- ``plugin_manager`` / ``make_hooks``: a plugin manager holding only the plugins you choose;
+- ``make_config``, ``make_session``, ``make_migration``: the frozen values hooks receive;
+- ``registered``: load a plugin object in every ``mg`` run of this process for a while;
+- ``run_cli``: run ``mg`` in this process and capture exit code, stdout and stderr;
+- ``make_project``, ``write_migration``: a project directory with mg.yaml and migrations;
+- ``postgres_server``, ``fresh_database``: a PostgreSQL server (``MG_TEST_DATABASE_URL`` or
+  an embedded one) and an empty database per test.
+
+With pytest, ``pytest_plugins = ["migretti_core.testing"]`` in a top-level conftest.py adds
+the fixtures ``mg_register``, ``mg_pg_url`` and ``mg_database_url``. pytest is only imported
+when it is installed. The guide is docs/plugins/testing.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import shlex
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from migretti_core.hooks import Hooks
+from migretti_core.plugins import (
+    BUILTINS,
+    ORIGIN_BUILTIN,
+    MgPluginManager,
+    PluginInfo,
+    PluginLoader,
+)
+from migretti_core.types import Config, Migration, Options, Session
+
+__all__ = [
+    "TEST_DATABASE_URL_ENV",
+    "CliResult",
+    "fresh_database",
+    "make_config",
+    "make_hooks",
+    "make_migration",
+    "make_project",
+    "make_session",
+    "plugin_manager",
+    "postgres_server",
+    "registered",
+    "run_cli",
+    "url_with_dbname",
+    "write_migration",
+]
+
+TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
+ORIGIN_TEST = "test"
+
+# --- plugin managers and the values hooks receive ------------------------------------------
+
+
+def _builtin_names(builtins: Iterable[str] | bool) -> list[str]:
+    known = [name for name, _ in BUILTINS]
+    if builtins is True:
+        return known
+    if builtins is False:
+        return []
+    chosen = list(builtins)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ValueError(f"no such builtin: {', '.join(unknown)} (builtins: {', '.join(known)})")
+    return chosen
+
+
+def _default_name(plugin: object) -> str:
+    """A module's last dotted part, an object's ``name`` attribute, else its class name."""
+    name = getattr(plugin, "__name__", None) or getattr(plugin, "name", None)
+    if isinstance(name, str) and name:
+        return name.rpartition(".")[2]
+    return type(plugin).__name__.lower()
+
+
+def plugin_manager(
+    *plugins: object, builtins: Iterable[str] | bool = (), trace: bool = False
+) -> MgPluginManager:
+    """A plugin manager with the builtins named in ``builtins`` (True: all) and ``plugins``.
+
+    Builtins are registered first and ``plugins`` after them in the order given, as ``mg``
+    does, so the last one runs first. A plugin is validated like a real one: an unknown
+    ``mg_*`` hook raises ``PluginError``. Pass ``("name", plugin)`` to choose its name.
+    """
+    loader = PluginLoader(strict=True, trace=trace)
+    wanted = set(_builtin_names(builtins))
+    for name, module_name in BUILTINS:
+        if name in wanted:
+            module = importlib.import_module(module_name)
+            loader._register(module, PluginInfo(name, ORIGIN_BUILTIN, module_name))
+    for item in plugins:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            name, plugin = item
+        else:
+            name, plugin = _default_name(item), item
+        loader._register(plugin, PluginInfo(name, ORIGIN_TEST, repr(plugin)))
+    pm: MgPluginManager = loader.pm
+    return pm
+
+
+def make_hooks(*plugins: object, builtins: Iterable[str] | bool = (), trace: bool = False) -> Hooks:
+    """The typed facade the engine uses, over ``plugin_manager(*plugins, builtins=...)``."""
+    return Hooks(plugin_manager(*plugins, builtins=builtins, trace=trace))
+
+
+def make_config(
+    root: Path | str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    env: str | None = None,
+    database: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> Config:
+    """A ``Config`` rooted at ``root``, without reading any file.
+
+    ``settings`` are the mg.yaml sections plugins read (``config.settings["mine"]``);
+    ``fields`` set other ``Config`` fields such as ``lock_id`` or ``protected``.
+    """
+    root = Path(root)
+    settings = dict(settings or {})
+    database = dict(database if database is not None else settings.get("database") or {})
+    settings["database"] = database
+    return Config(
+        path=root / "mg.yaml",
+        root=root,
+        env=env,
+        settings=settings,
+        database=database,
+        migrations_dir=fields.pop("migrations_dir", root / "migrations"),
+        seeds_dir=fields.pop("seeds_dir", root / "seeds"),
+        **fields,
+    )
+
+
+def make_session(hooks: Hooks, config: Config, **options: Any) -> Session:
+    """A ``Session`` as a command would build it; ``options`` are ``Options`` fields."""
+    opts = Options(**options)
+    hooks.options = opts
+    return Session(config, opts, hooks)
+
+
+def make_migration(
+    migration_id: str,
+    name: str,
+    up_sql: str = "SELECT 1;",
+    down_sql: str | None = None,
+    *,
+    directory: Path | str = "migrations",
+    transactional: bool = True,
+) -> Migration:
+    """A parsed migration, for hooks that receive plans and results."""
+    import hashlib
+
+    path = Path(directory) / f"{migration_id}_{name}.sql"
+    text = migration_text(migration_id, name, up_sql, down_sql, transactional=transactional)
+    return Migration(
+        id=migration_id,
+        name=name,
+        path=path,
+        text=text,
+        checksum=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        up_sql=up_sql,
+        up_line=text.splitlines().index("-- migrate: up") + 2,
+        down_sql=down_sql,
+        transactional=transactional,
+        title=name,
+    )
+
+
+# --- running mg in this process ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def registered(plugin: object, name: str | None = None) -> Iterator[str]:
+    """Load ``plugin`` (a module or any object) in every ``mg`` run of this process.
+
+    The object goes through the real loader as if given with ``-p NAME``: it is listed by
+    ``mg plugins``, ``-p no:NAME`` blocks it, and a misspelled hook is reported. It is made
+    importable under ``NAME`` and added to ``MG_PLUGINS`` until the block ends, so runs in a
+    subprocess do not see it. Yields the name.
+    """
+    name = name or _default_name(plugin)
+    if not name.isidentifier():
+        raise ValueError(f"plugin name {name!r} must be a Python identifier")
+    previous_module = sys.modules.get(name)
+    if previous_module is not None and previous_module is not plugin:
+        raise ValueError(f"{name!r} is already an imported module; choose another name")
+    previous_env = os.environ.get("MG_PLUGINS")
+    sys.modules[name] = plugin  # type: ignore[assignment]
+    os.environ["MG_PLUGINS"] = f"{previous_env},{name}" if previous_env else name
+    try:
+        yield name
+    finally:
+        if previous_module is None:
+            sys.modules.pop(name, None)
+        if previous_env is None:
+            os.environ.pop("MG_PLUGINS", None)
+        else:
+            os.environ["MG_PLUGINS"] = previous_env
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``mg`` run did."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@contextlib.contextmanager
+def _environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in changes}
+    try:
+        for key, value in changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def run_cli(
+    args: Sequence[str] | str,
+    *,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str | None] | None = None,
+    plugins: Sequence[object] = (),
+) -> CliResult:
+    """Run ``mg ARGS`` in this process and capture what it printed.
+
+    ``cwd`` is the working directory for the run; ``env`` sets variables (None unsets one);
+    ``plugins`` are objects loaded for this run only (see ``registered``). The process-wide
+    working directory, environment and standard streams are borrowed for the duration, so
+    do not call it from several threads at once.
+    """
+    from migretti_core.cli import run
+
+    argv = shlex.split(args) if isinstance(args, str) else list(args)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        for plugin in plugins:
+            stack.enter_context(registered(plugin))
+        stack.enter_context(_environment(env or {}))
+        if cwd is not None:
+            stack.enter_context(_chdir(Path(cwd)))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        code = run(argv)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _chdir(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+# --- projects ------------------------------------------------------------------------------
+
+
+def make_project(
+    directory: Path | str,
+    database_url: str | None = None,
+    *,
+    plugins: Sequence[str] = (),
+    settings: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``mg.yaml`` (and an empty ``migrations/``) in ``directory``; return mg.yaml.
+
+    ``settings`` are extra top-level sections, such as a plugin's own. The file is JSON,
+    which is valid YAML, so no value needs quoting.
+    """
+    directory = Path(directory)
+    (directory / "migrations").mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {}
+    if database_url is not None:
+        data["database"] = {"url": database_url}
+    if plugins:
+        data["plugins"] = list(plugins)
+    data.update(settings or {})
+    path = directory / "mg.yaml"
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def migration_text(
+    migration_id: str,
+    name: str,
+    up_sql: str,
+    down_sql: str | None = None,
+    *,
+    transactional: bool = True,
+) -> str:
+    """The text of a migration file in migretti's format."""
+    lines = [f"-- migration: {name}", f"-- id: {migration_id}"]
+    if not transactional:
+        lines.append("-- migrate: no-transaction")
+    lines += ["", "-- migrate: up", up_sql.strip("\n"), ""]
+    if down_sql is not None:
+        lines += ["-- migrate: down", down_sql.strip("\n"), ""]
+    return "\n".join(lines)
+
+
+def write_migration(
+    project: Path | str,
+    migration_id: str,
+    name: str,
+    up_sql: str,
+    down_sql: str | None = None,
+    *,
+    transactional: bool = True,
+) -> Path:
+    """Write ``migrations/<id>_<name>.sql`` under ``project`` (a directory or its mg.yaml)."""
+    project = Path(project)
+    root = project.parent if project.suffix in (".yaml", ".yml") else project
+    path = root / "migrations" / f"{migration_id}_{name}.sql"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = migration_text(migration_id, name, up_sql, down_sql, transactional=transactional)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+
+def url_with_dbname(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "dbname"]
+    return urlunsplit(
+        (parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), urlencode(query), "")
+    )
+
+
+@contextlib.contextmanager
+def postgres_server(workdir: Path | str | None = None) -> Iterator[str]:
+    """Yield a superuser URL: ``MG_TEST_DATABASE_URL`` when set, else an embedded server.
+
+    The embedded server (the ``embedded`` extra) keeps its data under ``workdir`` or a
+    temporary directory and is stopped when the block ends. Without the extra it raises
+    ``ConfigError`` saying how to install it.
+    """
+    external = os.environ.get(TEST_DATABASE_URL_ENV)
+    if external:
+        yield external
+        return
+    from migretti_plugins.embedded_server import EmbeddedServer
+
+    EmbeddedServer.bin_dir()  # fail early, with the install hint, when the extra is missing
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="mg-test-pg-", ignore_cleanup_errors=True)
+            )
+        server = EmbeddedServer(Path(workdir) / "data", durable=False)
+        server.start()
+        stack.callback(server.stop)
+        yield server.url()
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str = "mg_test") -> Iterator[str]:
+    """Create an empty database on ``server_url``, yield its URL, then drop it (forcibly)."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield url_with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# --- pytest fixtures (only when pytest is installed) -------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is optional
+    _HAVE_PYTEST = False
+else:
+    _HAVE_PYTEST = True
+
+if _HAVE_PYTEST:
+
+    @pytest.fixture
+    def mg_register() -> Iterator[Callable[..., str]]:
+        """``mg_register(plugin, name=None)`` loads ``plugin`` in ``mg`` runs of this test."""
+        with contextlib.ExitStack() as stack:
+
+            def register(plugin: object, name: str | None = None) -> str:
+                return stack.enter_context(registered(plugin, name))
+
+            yield register
+
+    @pytest.fixture(scope="session")
+    def mg_pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        """A superuser URL of the session's PostgreSQL server (see ``postgres_server``)."""
+        from migretti_core.errors import MgError
+
+        with contextlib.ExitStack() as stack:
+            workdir = None
+            if not os.environ.get(TEST_DATABASE_URL_ENV):
+                workdir = tmp_path_factory.mktemp("mg-pg")
+            try:
+                url = stack.enter_context(postgres_server(workdir))
+            except MgError as exc:
+                pytest.skip(f"no PostgreSQL to test against: {exc}")
+            yield url
+
+    @pytest.fixture
+    def mg_database_url(mg_pg_url: str) -> Iterator[str]:
+        """URL of a database created empty for this test and dropped after it."""
+        with fresh_database(mg_pg_url) as url:
+            yield url

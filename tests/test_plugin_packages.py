@@ -1,0 +1,294 @@
+"""Installed plugin packages (entry point group ``migretti``), installed with pip.
+
+The packages go into a virtualenv created for this module, so their entry points never
+appear in other tests. It sees the test environment's packages (migretti and its
+dependencies) through a ``.pth`` file; pip installs with ``--no-deps``. Installed there:
+
+- examples/mg-audit (``audit``): the command ``mg audit`` and an ``mg_after_migration`` hook;
+- a package whose import raises (``broken``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+import textwrap
+import venv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migretti_core.testing import make_project, write_migration
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIT_EXAMPLE = REPO / "examples" / "mg-audit"
+
+
+@dataclass(frozen=True)
+class Venv:
+    root: Path
+    python: Path
+
+    def mg(
+        self, cwd: Path, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
+        child_env.pop("PYTHONPATH", None)
+        child_env.update(env or {})
+        return subprocess.run(
+            [str(self.python), "-m", "migretti_core", *args],
+            cwd=cwd,
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def write_broken_package(directory: Path) -> Path:
+    package = directory / "broken-mg-plugin"
+    (package / "broken_mg_plugin").mkdir(parents=True)
+    (package / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "broken-mg-plugin"
+            version = "9.9.9"
+
+            [project.entry-points.migretti]
+            broken = "broken_mg_plugin"
+
+            [tool.setuptools]
+            packages = ["broken_mg_plugin"]
+            """
+        )
+    )
+    (package / "broken_mg_plugin" / "__init__.py").write_text(
+        'raise RuntimeError("this plugin cannot start: missing licence key")\n'
+    )
+    return package
+
+
+def can_build_without_isolation() -> bool:
+    """setuptools can build wheels offline when it has bdist_wheel (>= 70.1, or wheel)."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    if importlib.util.find_spec("wheel") is not None:
+        return True
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("setuptools").split(".")[:2])
+    return (major, minor) >= (70, 1)
+
+
+@pytest.fixture(scope="module")
+def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    work = tmp_path_factory.mktemp("plugin-venv")
+    root = work / "venv"
+    venv.EnvBuilder(with_pip=False).create(root)
+    paths = {"base": str(root), "platbase": str(root)}
+    site_packages = Path(sysconfig.get_path("purelib", vars=paths))
+    outer = [sysconfig.get_path("purelib"), sysconfig.get_path("platlib"), str(REPO)]
+    lines = [f"import site; site.addsitedir({path!r})" for path in dict.fromkeys(outer)]
+    (site_packages / "_outer_environment.pth").write_text("\n".join(lines) + "\n")
+    python = root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+    sources = work / "src"
+    audit = shutil.copytree(AUDIT_EXAMPLE, sources / "mg-audit")
+    broken = write_broken_package(sources)
+    isolation = ["--no-build-isolation"] if can_build_without_isolation() else []
+    pip = [str(python), "-m", "pip", "install", "--no-deps", "--no-input", "-q", *isolation]
+    installed = subprocess.run(
+        [*pip, str(audit), str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if installed.returncode != 0:
+        pytest.fail(f"pip could not install the plugin packages:\n{installed.stderr}")
+    return Venv(root, python)
+
+
+def listed(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    return {p["name"]: p for p in json.loads(result.stdout)}
+
+
+# --- the example package -------------------------------------------------------------------
+
+
+def test_installed_package_is_listed_with_its_version(plugin_venv: Venv, tmp_path: Path) -> None:
+    plugins = listed(plugin_venv.mg(tmp_path, "plugins", "--format", "json"))
+
+    audit = plugins["audit"]
+    assert audit["origin"] == "entry point"
+    assert audit["version"] == "0.2.0"
+    assert audit["status"] == "loaded"
+    assert audit["source"] == "mg_audit.plugin"
+    assert {"mg_register_commands", "mg_after_migration", "mg_config_sections"} <= set(
+        audit["hooks"]
+    )
+
+
+def test_installed_package_adds_its_command(plugin_venv: Venv, tmp_path: Path) -> None:
+    result = plugin_venv.mg(tmp_path, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert "audit" in result.stdout
+    assert "Show the latest entries of the migration log" in result.stdout
+
+
+def test_audit_command_prints_the_last_log_rows(
+    plugin_venv: Venv, tmp_path: Path, database_url: str
+) -> None:
+    make_project(tmp_path, database_url)
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+    write_migration(tmp_path, "0002", "posts", "CREATE TABLE posts (id int);", "DROP TABLE posts;")
+
+    empty = plugin_venv.mg(tmp_path, "audit")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == "no migration log yet"
+
+    assert plugin_venv.mg(tmp_path, "apply").returncode == 0
+    assert plugin_venv.mg(tmp_path, "down").returncode == 0
+
+    text = plugin_venv.mg(tmp_path, "audit", "-n", "2")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 2
+    assert "DOWN" in lines[0] and "0002" in lines[0]
+    assert "UP" in lines[1] and "0002" in lines[1]
+
+    rows = json.loads(plugin_venv.mg(tmp_path, "audit", "--format", "json").stdout)
+    assert [(r["action"], r["migration_id"]) for r in rows] == [
+        ("DOWN", "0002"),
+        ("UP", "0002"),
+        ("UP", "0001"),
+    ]
+
+
+def test_audit_lifecycle_hook_appends_to_its_file(
+    plugin_venv: Venv, tmp_path: Path, database_url: str
+) -> None:
+    make_project(tmp_path, database_url, settings={"audit": {"file": "logs/audit.jsonl"}})
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+
+    assert plugin_venv.mg(tmp_path, "apply").returncode == 0
+    assert plugin_venv.mg(tmp_path, "rollback").returncode == 0
+
+    records = [
+        json.loads(line) for line in (tmp_path / "logs/audit.jsonl").read_text().splitlines()
+    ]
+    assert [(r["direction"], r["migration_id"], r["command"]) for r in records] == [
+        ("up", "0001", "apply"),
+        ("down", "0001", "rollback"),
+    ]
+
+
+def test_p_no_blocks_the_installed_package(plugin_venv: Venv, tmp_path: Path) -> None:
+    plugins = listed(plugin_venv.mg(tmp_path, "-p", "no:audit", "plugins", "--format", "json"))
+    assert plugins["audit"]["status"] == "blocked"
+    assert plugins["audit"]["hooks"] == []
+
+    result = plugin_venv.mg(tmp_path, "audit", "-p", "no:audit")
+    assert result.returncode == 2
+    assert "No such command 'audit'" in result.stderr
+
+
+def test_mg_disable_plugins_blocks_the_installed_package(plugin_venv: Venv, tmp_path: Path) -> None:
+    env = {"MG_DISABLE_PLUGINS": "audit"}
+    plugins = listed(plugin_venv.mg(tmp_path, "plugins", "--format", "json", env=env))
+    assert plugins["audit"]["status"] == "blocked"
+
+    help_text = plugin_venv.mg(tmp_path, "--help", env=env)
+    assert help_text.returncode == 0
+    assert "audit" not in help_text.stdout
+
+
+# --- a package whose import raises -----------------------------------------------------------
+
+
+def test_broken_package_is_listed_as_failed(plugin_venv: Venv, tmp_path: Path) -> None:
+    result = plugin_venv.mg(tmp_path, "plugins", "--format", "json")
+    plugins = listed(result)
+
+    broken = plugins["broken"]
+    assert broken["status"] == "failed"
+    assert broken["origin"] == "entry point"
+    assert broken["version"] == "9.9.9"
+    assert "RuntimeError: this plugin cannot start: missing licence key" in broken["error"]
+    assert plugins["audit"]["status"] == "loaded"
+    assert "plugin 'broken'" in result.stderr
+    assert "-p no:broken" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--version"], ["plugins"], ["create", "first"], ["audit", "--help"]],
+)
+def test_every_command_keeps_working_with_a_broken_package(
+    plugin_venv: Venv, tmp_path: Path, args: list[str]
+) -> None:
+    make_project(tmp_path)
+
+    result = plugin_venv.mg(tmp_path, *args)
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("mg: warning:")]
+    assert len(warnings) == 1
+    assert "plugin 'broken' (entry point: broken_mg_plugin) failed to load" in warnings[0]
+
+
+def test_broken_package_with_a_database_command(
+    plugin_venv: Venv, tmp_path: Path, database_url: str
+) -> None:
+    make_project(tmp_path, database_url)
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);")
+
+    result = plugin_venv.mg(tmp_path, "apply")
+
+    assert result.returncode == 0, result.stderr
+    assert "applied 0001 users" in result.stdout
+    assert "plugin 'broken'" in result.stderr
+
+
+def test_blocking_the_broken_package_silences_it(plugin_venv: Venv, tmp_path: Path) -> None:
+    result = plugin_venv.mg(tmp_path, "--help", env={"MG_DISABLE_PLUGINS": "broken"})
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_strict_mode_makes_a_broken_package_fatal(plugin_venv: Venv, tmp_path: Path) -> None:
+    result = plugin_venv.mg(tmp_path, "--help", env={"MG_STRICT_PLUGINS": "1"})
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("mg: error: plugin 'broken' (entry point: broken_mg_plugin)")
+    assert "missing licence key" in result.stderr
+    assert result.stdout == ""
+
+
+def test_strict_mode_accepts_good_packages(plugin_venv: Venv, tmp_path: Path) -> None:
+    env = {"MG_STRICT_PLUGINS": "1", "MG_DISABLE_PLUGINS": "broken"}
+    plugins = listed(plugin_venv.mg(tmp_path, "plugins", "--format", "json", env=env))
+
+    assert plugins["audit"]["status"] == "loaded"
+
+
+def test_the_outer_environment_does_not_see_the_packages() -> None:
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="migretti")}
+    assert not {"audit", "broken"} & names
