@@ -69,8 +69,19 @@ class App:
             check_unknown=check_unknown,
         )
 
+    def _config_may_name_plugins(self) -> bool:
+        """A cheap look at the file, so startup (``mg --help``) skips YAML when it can."""
+        given = self.globals.config or self.environ.get("MG_CONFIG")
+        path = (self.cwd / given) if given else self.cwd / "mg.yaml"
+        try:
+            return "plugins" in path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return bool(given)  # let the real load report a missing --config file
+
     def _load_config_plugins(self) -> None:
         """Register ``plugins:`` from mg.yaml, so they can add commands and config sections."""
+        if not self._config_may_name_plugins():
+            return
         try:
             preview = self.hooks.load_config(self._request(check_unknown=False))
         except MgError as exc:

@@ -165,7 +165,19 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a Kubernetes rollout, a CI timeout) unwinds like Ctrl-C.
+
+    The open transaction is rolled back and the lock released instead of the process
+    vanishing mid-statement.
+    """
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(run())
 
 

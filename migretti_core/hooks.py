@@ -144,7 +144,7 @@ class Hooks:
                 "mg_parse_migration", f"a parser for {path.name}", path=path, raw=raw
             )
             return result
-        kwargs = {"path": path, "raw": raw}
+        kwargs: dict[str, Any] = {"path": path, "raw": raw}
         for impl in reversed(impls):
             answer = impl.function(*[kwargs[arg] for arg in impl.argnames])
             if answer is not None:
