@@ -146,7 +146,7 @@ class Hooks:
             return result
         kwargs: dict[str, Any] = {"path": path, "raw": raw}
         for impl in reversed(impls):
-            answer = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            answer: Any = impl.function(*[kwargs[arg] for arg in impl.argnames])
             if answer is not None:
                 parsed: Migration = answer
                 return parsed
