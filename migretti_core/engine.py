@@ -571,6 +571,16 @@ def apply(session: Session, request: ApplyRequest) -> int:
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
+        for entry in state.missing:
+            report(
+                session,
+                "migration.missing",
+                "warning",
+                f"migration {entry.id} ({entry.name}) is recorded as {entry.status} "
+                "but its file is gone",
+                migration_id=entry.id,
+                migration_name=entry.name,
+            )
         plan = plan_apply(state, request)
         validate(session, plan.steps)
         if not plan.steps:
