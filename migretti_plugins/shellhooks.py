@@ -177,7 +177,7 @@ def _relay(
         selector.register(fd, selectors.EVENT_READ)
         while True:
             now = time.monotonic()
-            if exited_at is None and proc.poll() is not None:
+            if exited_at is None and _exited(proc):
                 exited_at = now
             if exited_at is not None and now - exited_at > OUTPUT_GRACE:
                 break
@@ -211,15 +211,36 @@ def _flush(data: bytes, on_line: Callable[[str], None]) -> None:
         on_line(line)
 
 
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the shell exited, without reaping it.
+
+    An unreaped shell keeps its pid, and with it the process group id, from being reused, so
+    signalling the group can never reach an unrelated process.
+    """
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the hook's process group, then SIGKILL whatever is left of it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=KILL_GRACE)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.returncode is None:
+        _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while not _exited(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _signal_group(proc, signal.SIGKILL)
     proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if proc.returncode is not None:
+        return  # reaped: its group id may belong to someone else by now
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def _signal_name(number: int) -> str:
