@@ -1,20 +1,32 @@
-"""Durations as people write them: ``30``, ``30s``, ``2m``, ``1h``, ``500ms``."""
+"""Durations as people write them: ``30``, ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s``."""
 
 from __future__ import annotations
 
 import re
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|)\s*$", re.IGNORECASE)
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h)\s*")
 
 
-def parse_duration(value: str | float | int) -> float:
-    """Seconds for a duration; raises ValueError with a readable message."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"duration must not be negative: {value}")
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 1h, 500ms)")
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+def parse_duration(text: str | float | int) -> float:
+    """Seconds; raises ValueError for anything else, including negative values."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"invalid duration {text!r}: negative")
+        return float(text)
+    text = str(text)
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty duration")
+    if re.fullmatch(_NUMBER, stripped):
+        return float(stripped)
+    total = 0.0
+    position = 0
+    while position < len(text):
+        part = _PART.match(text, position)
+        if part is None or part.end() == position:
+            raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 500ms, 2m or 1h)")
+        total += float(part.group(1)) * _UNITS[part.group(2)]
+        position = part.end()
+    return total

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from migretti_core.durations import parse_duration
 from migretti_core.errors import ConfigError
 from migretti_core.types import (
     DEFAULT_HOOK_TIMEOUT,
@@ -57,7 +58,6 @@ CORE_KEYS = frozenset(
         "migrations_dir",
         "seeds_dir",
         "protected",
-        "embedded",
     }
 )
 HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
@@ -67,9 +67,7 @@ BIGINT_MAX = 2**63 - 1
 
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h)\s*")
+
 _REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 
 
@@ -123,27 +121,6 @@ def load_config(request: ConfigRequest) -> Config:
         plugins=_plugins(settings.get("plugins", ""), root, label),
         hooks=MappingProxyType(_hooks(settings.get("hooks", ""), label)),
     )
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30``, ``1.5``, ``30s``, ``500ms``, ``2m``, ``1h`` or ``1m30s``.
-
-    Raises ValueError for anything else, including negative values.
-    """
-    stripped = text.strip()
-    if re.fullmatch(_NUMBER, stripped):
-        return float(stripped)
-    total = 0.0
-    position = 0
-    while position < len(text):
-        part = _DURATION_PART.match(text, position)
-        if part is None or part.end() == position:
-            raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 500ms, 2m or 1h)")
-        total += float(part.group(1)) * _UNITS[part.group(2)]
-        position = part.end()
-    if not stripped:
-        raise ValueError("empty duration")
-    return total
 
 
 def _locate(request: ConfigRequest) -> tuple[Path | None, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,18 +34,25 @@ def url_with_dbname(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of the session's server, connected as a superuser to its ``postgres`` database."""
+def pg_url() -> Iterator[str]:
+    """URL of the session's server, connected as a superuser to its ``postgres`` database.
+
+    The data lives in a directory of its own rather than pytest's temporary tree: pytest
+    prunes and re-permissions that tree when another pytest run starts, and the server runs as
+    another system user when the suite runs as root.
+    """
     external = os.environ.get(TEST_DATABASE_URL_ENV)
     if external:
         yield external
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data", durable=False)
+    base = Path(tempfile.mkdtemp(prefix="mg-test-pg-"))
+    server = EmbeddedServer(base / "data", durable=False)
     server.start()
     try:
         yield server.url()
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -303,7 +303,7 @@ def test_invalid_mg_lock_id_is_an_error(tmp_path: Path, value: str) -> None:
 def test_unknown_top_level_key_names_file_key_and_valid_keys(tmp_path: Path) -> None:
     message = load_error(tmp_path, "databse:\n  host: h\n")
     assert message.startswith("mg.yaml: unknown key 'databse'; did you mean 'database'?")
-    assert "valid keys: database, embedded, envs, hook_timeout, hooks" in message
+    assert "valid keys: database, envs, hook_timeout, hooks" in message
 
 
 def test_sections_declared_by_plugins_are_accepted(tmp_path: Path) -> None:
