@@ -24,7 +24,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 import click
@@ -32,7 +32,9 @@ import click
 from migretti_core import hookimpl
 from migretti_core.errors import EXIT_BLOCKED, ConfigError, DatabaseError
 from migretti_core.types import Config, Session, Target
-from migretti_plugins.embedded_server import SUPERUSER, EmbeddedServer
+
+if TYPE_CHECKING:
+    from migretti_plugins.embedded_server import EmbeddedServer
 
 URL_SCHEME = "embedded:"
 DEFAULT_DATA_DIR = Path(".mg") / "pgdata"
@@ -50,6 +52,8 @@ class EmbeddedTarget:
     dbname: str = DEFAULT_DBNAME
 
     def server(self) -> EmbeddedServer:
+        from migretti_plugins.embedded_server import EmbeddedServer
+
         return EmbeddedServer(self.data_dir)
 
 
@@ -174,6 +178,8 @@ def mg_describe_target(session: Session) -> Target | None:
     try:
         info = server.conninfo(target.dbname)
     except DatabaseError:
+        from migretti_plugins.embedded_server import SUPERUSER
+
         return Target(str(server.datadir), None, target.dbname, SUPERUSER)
     return Target(info["host"], info["port"], info["dbname"], info["user"])
 
