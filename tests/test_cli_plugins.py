@@ -1,0 +1,333 @@
+"""In-house plugins through the ``mg`` command (SPEC §14): loading, listing, blocking, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clihelp import (
+    UNREACHABLE_URL,
+    assert_clean_error,
+    run_mg,
+    write,
+    write_show_config,
+)
+
+HELLO_PLUGIN = '''
+"""Adds `mg hello`."""
+
+import click
+
+__version__ = "{version}"
+
+
+def mg_register_commands(cli):
+    @cli.command("{command}")
+    def hello():
+        click.echo("{greeting}")
+'''
+
+BROKEN_PLUGIN = """
+raise RuntimeError("kaboom at import")
+"""
+
+MISSPELLED_PLUGIN = """
+def mg_after_aply(session, plan, results):
+    pass
+"""
+
+
+def hello_plugin(directory: Path, name: str, command: str, greeting: str) -> Path:
+    text = HELLO_PLUGIN.format(version="2.5.0", command=command, greeting=greeting)
+    return write(directory / f"{name}.py", text)
+
+
+def plugin_list(cwd: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = run_mg(["plugins", "--format", "json", *args], cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return {p["name"]: p for p in json.loads(result.stdout)}
+
+
+def test_builtins_are_listed(tmp_path: Path) -> None:
+    plugins = plugin_list(tmp_path)
+    for name in ("config", "files", "split", "postgres", "output", "jsonlog"):
+        assert plugins[name]["origin"] == "builtin"
+        assert plugins[name]["status"] == "loaded"
+    assert "mg_load_config" in plugins["config"]["hooks"]
+    assert "mg_parse_migration" in plugins["files"]["hooks"]
+
+
+def test_config_and_option_plugins_are_loaded_and_listed(tmp_path: Path) -> None:
+    write(tmp_path / "mg.yaml", "plugins:\n  - tools/from_config.py\n")
+    hello_plugin(tmp_path / "tools", "from_config", "hello-config", "hi from config")
+    hello_plugin(tmp_path, "from_option", "hello-option", "hi from option")
+
+    plugins = plugin_list(tmp_path, "-p", "from_option")
+    assert plugins["from_config"]["origin"] == "config"
+    assert plugins["from_option"]["origin"] == "command line"
+    for name in ("from_config", "from_option"):
+        assert plugins[name]["status"] == "loaded"
+        assert plugins[name]["version"] == "2.5.0"
+        assert plugins[name]["hooks"] == ["mg_register_commands"]
+
+    text = run_mg(["plugins", "-p", "from_option"], tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "from_config" in text.stdout and "from_option" in text.stdout
+
+    for command, greeting in (
+        ("hello-config", "hi from config"),
+        ("hello-option", "hi from option"),
+    ):
+        result = run_mg(["-p", "from_option", command], tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == greeting
+
+    helped = run_mg(["--help", "-p", "from_option"], tmp_path)
+    assert "hello-config" in helped.stdout and "hello-option" in helped.stdout
+
+
+def test_config_plugin_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    write(tmp_path / "conf" / "mg.yaml", "plugins: [local.py]\n")
+    hello_plugin(tmp_path / "conf", "local", "hello-local", "local")
+    result = run_mg(["--config", "conf/mg.yaml", "hello-local"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "local"
+
+
+def test_config_plugin_by_module_name(tmp_path: Path) -> None:
+    write(tmp_path / "mg.yaml", "plugins: [modplug]\n")
+    hello_plugin(tmp_path, "modplug", "hello-mod", "mod")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_mg(["--config", "../mg.yaml", "hello-mod"], elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mod"
+
+
+def test_mg_plugins_variable_loads_plugins(tmp_path: Path) -> None:
+    hello_plugin(tmp_path, "envplug", "hello-env", "from env")
+    hello_plugin(tmp_path, "envplug2", "hello-env2", "from env 2")
+    env = {"MG_PLUGINS": "envplug, envplug2"}
+    plugins = plugin_list(tmp_path, env=env)
+    assert plugins["envplug"]["status"] == plugins["envplug2"]["status"] == "loaded"
+    result = run_mg(["hello-env2"], tmp_path, env=env)
+    assert result.stdout.strip() == "from env 2"
+
+
+def test_plugin_given_twice_is_loaded_once(tmp_path: Path) -> None:
+    write(tmp_path / "mg.yaml", "plugins: [twice]\n")
+    hello_plugin(tmp_path, "twice", "hello-twice", "once")
+    result = run_mg(["plugins", "--format", "json", "-p", "twice"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = [p["name"] for p in json.loads(result.stdout)]
+    assert names.count("twice") == 1
+
+
+def test_option_plugin_can_be_given_after_the_command(tmp_path: Path) -> None:
+    write_show_config(tmp_path)
+    write(tmp_path / "mg.yaml", "lock_id: 5\n")
+    result = run_mg(["show-config", "-p", "show_config"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["lock_id"] == 5
+
+
+# --- blocking -------------------------------------------------------------------------------
+
+
+def test_block_a_builtin_with_p_no(tmp_path: Path) -> None:
+    plugins = plugin_list(tmp_path, "-p", "no:shellhooks")
+    assert plugins["shellhooks"]["status"] == "blocked"
+    assert plugins["shellhooks"]["hooks"] == []
+    assert plugins["files"]["status"] == "loaded"
+
+
+def test_block_with_mg_disable_plugins(tmp_path: Path) -> None:
+    hello_plugin(tmp_path, "noisy", "hello-noisy", "noise")
+    write(tmp_path / "mg.yaml", "plugins: [noisy]\n")
+    env = {"MG_DISABLE_PLUGINS": "noisy,protect"}
+    plugins = plugin_list(tmp_path, env=env)
+    assert plugins["noisy"]["status"] == "blocked"
+    assert plugins["protect"]["status"] == "blocked"
+    result = run_mg(["hello-noisy"], tmp_path, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_blocking_the_builtin_config_is_reported_clearly(tmp_path: Path) -> None:
+    write_show_config(tmp_path)
+    result = run_mg(["-p", "no:config", "-p", "show_config", "show-config"], tmp_path)
+    assert_clean_error(result, "configuration")
+
+
+# --- broken plugins -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    write(tmp_path / "broken_plug.py", BROKEN_PLUGIN)
+    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
+    return tmp_path
+
+
+def test_help_works_with_a_broken_option_plugin(broken: Path) -> None:
+    result = run_mg(["-p", "broken_plug", "--help"], broken)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "status" in result.stdout
+
+
+def test_plugins_lists_a_broken_plugin_as_failed(broken: Path) -> None:
+    result = run_mg(["plugins", "--format", "json", "-p", "broken_plug"], broken)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["broken_plug"]["status"] == "failed"
+    assert "kaboom at import" in plugins["broken_plug"]["error"]
+    assert plugins["postgres"]["status"] == "loaded"
+
+    text = run_mg(["plugins", "-p", "broken_plug"], broken)
+    assert text.returncode == 0, text.stderr
+    assert "broken_plug" in text.stdout and "failed" in text.stdout
+
+
+@pytest.mark.parametrize("command", [["status"], ["apply"], ["create", "x"]])
+def test_command_needing_config_names_the_broken_plugin(broken: Path, command: list[str]) -> None:
+    result = run_mg(["-p", "broken_plug", *command], broken)
+    stderr = assert_clean_error(result, "broken_plug", "kaboom at import")
+    assert "no:broken_plug" in stderr  # tells how to disable it
+    assert not (broken / "migrations").exists()
+
+
+def test_broken_plugin_file_in_config(tmp_path: Path) -> None:
+    write(tmp_path / "bad.py", BROKEN_PLUGIN)
+    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [bad.py]\n")
+    assert run_mg(["--help"], tmp_path).returncode == 0
+    plugins = plugin_list(tmp_path)
+    assert plugins["bad"]["status"] == "failed"
+    assert plugins["bad"]["origin"] == "config"
+    assert_clean_error(run_mg(["status"], tmp_path), "bad", "kaboom at import")
+
+
+@pytest.mark.parametrize("spec", ["no_such_module_xyz", "plugins/missing.py"])
+def test_missing_plugin_in_config(tmp_path: Path, spec: str) -> None:
+    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [{spec}]\n")
+    help_result = run_mg(["--help"], tmp_path)
+    assert help_result.returncode == 0, help_result.stderr
+    plugins = plugin_list(tmp_path)
+    name = Path(spec).stem
+    assert plugins[name]["status"] == "failed"
+    for command in (["status"], ["apply"], ["create", "x"]):
+        result = run_mg(command, tmp_path)
+        assert_clean_error(result, name)
+
+
+def test_missing_option_plugin(tmp_path: Path) -> None:
+    result = run_mg(["-p", "nowhere_plugin", "status"], tmp_path)
+    assert_clean_error(result, "nowhere_plugin")
+
+
+def test_misspelled_hook_is_reported(tmp_path: Path) -> None:
+    write(tmp_path / "typo.py", MISSPELLED_PLUGIN)
+    plugins = plugin_list(tmp_path, "-p", "typo")
+    assert plugins["typo"]["status"] == "failed"
+    assert "mg_after_aply" in plugins["typo"]["error"]
+    assert "mg_after_apply" in plugins["typo"]["error"]
+    write_show_config(tmp_path)
+    result = run_mg(["-p", "typo", "-p", "show_config", "show-config"], tmp_path)
+    assert_clean_error(result, "typo", "mg_after_apply")
+
+
+def test_plugin_failing_in_register_commands_is_reported(tmp_path: Path) -> None:
+    write(tmp_path / "badcmd.py", "def mg_register_commands(cli):\n    raise ValueError('nope')\n")
+    result = run_mg(["-p", "badcmd", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "badcmd" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- notification plugins against a database ------------------------------------------------
+
+NOTIFY_PLUGIN = """
+from pathlib import Path
+
+
+def mg_after_apply(session, plan, results):
+    Path("notified.txt").write_text(",".join(r.migration.id for r in results))
+
+
+def mg_after_migration(session, result):
+    raise RuntimeError("webhook down")
+"""
+
+
+def test_notification_plugin_runs_and_its_failure_does_not_hide_success(
+    tmp_path: Path, database_url: str
+) -> None:
+    write(tmp_path / "mg.yaml", f"database:\n  url: {database_url}\nplugins: [notify.py]\n")
+    write(tmp_path / "notify.py", NOTIFY_PLUGIN)
+    write(tmp_path / "migrations" / "1_one.sql", "-- migrate: up\nCREATE TABLE one (x int);\n")
+    write(tmp_path / "migrations" / "2_two.sql", "-- migrate: up\nCREATE TABLE two (x int);\n")
+    result = run_mg(["apply"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "notify" in result.stderr and "webhook down" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "notified.txt").read_text() == "1,2"
+    assert "1 one" in result.stdout and "2 two" in result.stdout
+
+
+SECTION_PLUGIN = """
+def mg_config_sections():
+    return ["notify"]
+"""
+
+
+def test_plugin_declares_its_own_config_section(tmp_path: Path) -> None:
+    write_show_config(tmp_path)
+    write(tmp_path / "sections.py", SECTION_PLUGIN)
+    write(
+        tmp_path / "mg.yaml",
+        "plugins: [sections.py]\nnotify:\n  webhook: ${HOOK_URL:-https://chat.example/hook}\n",
+    )
+    result = run_mg(["-p", "show_config", "show-config"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["notify"] == {"webhook": "https://chat.example/hook"}
+
+    write(tmp_path / "mg.yaml", "notify:\n  webhook: x\n")
+    result = run_mg(["-p", "show_config", "show-config"], tmp_path)
+    assert_clean_error(result, "mg.yaml", "notify")
+
+
+def test_plugin_failing_in_config_sections_does_not_break_help(tmp_path: Path) -> None:
+    write(tmp_path / "secboom.py", "def mg_config_sections():\n    raise RuntimeError('boom')\n")
+    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
+    helped = run_mg(["-p", "secboom", "--help"], tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "status" in helped.stdout
+    listed = run_mg(["-p", "secboom", "plugins"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "secboom" in listed.stdout
+    status = run_mg(["-p", "secboom", "status"], tmp_path)
+    assert "secboom" in status.stderr
+    assert "Traceback" not in status.stderr
+
+
+def test_plugin_failing_in_configure_is_named(tmp_path: Path) -> None:
+    write(tmp_path / "confboom.py", "def mg_configure(config):\n    raise RuntimeError('boom')\n")
+    result = run_mg(["-p", "confboom", "create", "x"], tmp_path)
+    assert_clean_error(result, "confboom", "boom")
+
+
+def test_plugin_exiting_at_import_does_not_kill_mg(tmp_path: Path) -> None:
+    write(
+        tmp_path / "needs_dep.py", "raise SystemExit('needs_dep requires the requests package')\n"
+    )
+    helped = run_mg(["-p", "needs_dep", "--help"], tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "status" in helped.stdout
+    plugins = plugin_list(tmp_path, "-p", "needs_dep")
+    assert plugins["needs_dep"]["status"] == "failed"
+    assert "requests" in plugins["needs_dep"]["error"]
