@@ -55,9 +55,11 @@ def extract_globals(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
                 value = argv[i]
             else:
                 raise ArgvError(f"option {name} needs a value")
+            if not value.strip():
+                raise ArgvError(f"option {name} needs a non-empty value")
             _set(options, VALUE_OPTIONS[name], value)
         elif token.startswith("-p") and len(token) > 2 and not token.startswith("--"):
-            options.plugins.append(token[2:])
+            options.plugins.append(token[2:].removeprefix("="))
         elif token in FLAG_OPTIONS:
             setattr(options, FLAG_OPTIONS[token], True)
         elif token == "-vv":

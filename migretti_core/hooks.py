@@ -113,7 +113,7 @@ class Hooks:
 
     def config_sections(self) -> frozenset[str]:
         names: set[str] = set()
-        for sections in self._relay.mg_config_sections():
+        for sections in self._each("mg_config_sections", abort=False):
             names.update(sections)
         return frozenset(names)
 
@@ -122,7 +122,19 @@ class Hooks:
         return result
 
     def configure(self, config: Config) -> None:
-        self._relay.mg_configure(config=config)
+        """A plugin that cannot configure itself stops the run, named (exit 2)."""
+        for impl in reversed(self._relay.mg_configure.get_hookimpls()):
+            kwargs: dict[str, Any] = {"config": config}
+            try:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except MgError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in mg_configure: "
+                    f"{type(exc).__name__}: {exc}",
+                    hint=f"disable it with -p no:{impl.plugin_name}",
+                ) from exc
 
     # --- files ------------------------------------------------------------------------
 

@@ -143,7 +143,7 @@ class PluginLoader:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 self._failed(info, exc, fatal=self.strict)
                 continue
             self._register(plugin, info, fatal=self.strict)
@@ -165,7 +165,7 @@ class PluginLoader:
                     if is_path
                     else (self._import_module(spec, base_dir))
                 )
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 self._failed(info, exc, fatal=False, deferred=True)
                 continue
             info.version = getattr(module, "__version__", None)

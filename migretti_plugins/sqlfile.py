@@ -287,7 +287,10 @@ def create_migration_file(
 
     one_line_title = re.sub(r"[\r\n]+", " ", title)
     content = render_template(one_line_title, new_id, up, down).encode("utf-8")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
     path = directory / filename
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
