@@ -6,6 +6,7 @@ subprocess against a real database and posts to a real HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -16,11 +17,20 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from migretti_core.testing import make_project, write_migration
+from migretti_core.testing import (
+    make_config,
+    make_hooks,
+    make_migration,
+    make_project,
+    make_session,
+    write_migration,
+)
+from migretti_core.types import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 NOTIFIER = REPO / "examples" / "notify_webhook" / "notify_webhook.py"
@@ -276,3 +286,38 @@ def test_it_is_listed_as_a_config_plugin(tmp_path: Path, webhook: Webhook) -> No
     assert notifier["version"] == "1.0.0"
     assert notifier["status"] == "loaded"
     assert {"mg_after_apply", "mg_after_rollback", "mg_on_failure"} <= set(notifier["hooks"])
+
+
+# --- the notifier's hooks called directly (docs/plugins/testing.md, level 1) ------------------
+
+
+def load_notifier() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("notify_webhook_under_test", NOTIFIER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_failure_message_masks_passwords_without_a_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    notifier = load_notifier()
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(notifier, "post", lambda url, msg, headers, timeout: sent.append(msg))
+    hooks = make_hooks(notifier, builtins=["output"])
+    config = make_config(Path("/srv/app"), {"notify_webhook": {"url": "https://chat/x"}})
+    session = make_session(hooks, config, command="apply")
+    migration = make_migration("0001", "users", "CREATE TABLE users (id int);")
+
+    hooks.on_failure(
+        session,
+        Plan("up", (migration,)),
+        migration,
+        "could not connect to postgresql://app:s3cret@db/app",
+    )
+
+    assert sent[0]["migration"] == {"id": "0001", "name": "users"}
+    assert sent[0]["event"] == "failure"
+    assert "s3cret" not in sent[0]["error"]
+    assert "postgresql://app:" in sent[0]["error"]
