@@ -123,18 +123,26 @@ class Hooks:
 
     def configure(self, config: Config) -> None:
         """A plugin that cannot configure itself stops the run, named (exit 2)."""
-        for impl in reversed(self._relay.mg_configure.get_hookimpls()):
-            kwargs: dict[str, Any] = {"config": config}
-            try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except MgError:
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in mg_configure: "
-                    f"{type(exc).__name__}: {exc}",
-                    hint=f"disable it with -p no:{impl.plugin_name}",
-                ) from exc
+        called: list[str] = []
+        started = time.perf_counter()
+        try:
+            for impl in reversed(self._relay.mg_configure.get_hookimpls()):
+                kwargs: dict[str, Any] = {"config": config}
+                called.append(impl.plugin_name)
+                try:
+                    impl.function(*[kwargs[arg] for arg in impl.argnames])
+                except MgError:
+                    called[-1] += " (failed)"
+                    raise
+                except Exception as exc:
+                    called[-1] += " (failed)"
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} failed in mg_configure: "
+                        f"{type(exc).__name__}: {exc}",
+                        hint=f"disable it with -p no:{impl.plugin_name}",
+                    ) from exc
+        finally:
+            self._trace("mg_configure", called, started)
 
     # --- files ------------------------------------------------------------------------
 

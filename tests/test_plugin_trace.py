@@ -118,7 +118,8 @@ def test_a_whole_apply_is_traced_in_call_order(tmp_path: Path, database_url: str
     assert result.exit_code == 0, result.stderr
     order = hooks_traced(result.stderr)
     for earlier, later in [
-        ("mg_load_config", "mg_connect"),
+        ("mg_load_config", "mg_configure"),
+        ("mg_configure", "mg_connect"),
         ("mg_connect", "mg_lock_acquire"),
         ("mg_lock_acquire", "mg_before_apply"),
         ("mg_before_apply", "mg_before_migration"),
