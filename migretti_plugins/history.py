@@ -1,0 +1,243 @@
+"""The history tables ``_migrations`` and ``_migrations_log`` (SPEC §4), 0.10-compatible.
+
+The tables are created with migretti 0.10's exact DDL; newer columns are added in place:
+``apply_seq``, ``duration_ms``, ``error`` and ``failed_statement`` on ``_migrations`` and
+``duration_ms`` on ``_migrations_log``. ``apply_seq`` is the application order that rollback
+follows; rows written by 0.10 get one from their ``applied_at`` (then id) on first write.
+
+Decisions:
+
+- Table names are unqualified, so they resolve through the connection's ``search_path``
+  like any other name; a missing table is created in ``current_schema()``. Columns are
+  looked up in ``pg_attribute`` for the table that name resolves to (``information_schema``
+  would hide columns the user has no privilege on, and matches by schema name instead).
+- Reading never creates or alters anything; preparing only takes the locks of ``CREATE`` or
+  ``ALTER TABLE`` when something is actually missing.
+- ``performed_by`` in the log is ``<OS user>@<host name>`` of the machine running migretti:
+  the database user is the same for every run of a deployment, the person or CI runner
+  behind it is what an audit needs.
+- A row that becomes ``applied`` gets ``applied_at = now()``; an existing row keeps its
+  ``apply_seq``, so ``mg fix --applied`` keeps the original position.
+
+All SQL goes through ``session.hooks.query`` on the engine's connection, inside whatever
+transaction the engine opened.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from migretti_core import hookimpl
+from migretti_core.types import HistoryChange, HistoryEntry, Session
+
+TABLE = "_migrations"
+LOG_TABLE = "_migrations_log"
+_INT_MAX = 2**31 - 1
+
+CREATE_TABLE = """CREATE TABLE IF NOT EXISTS _migrations (
+    id VARCHAR(26) PRIMARY KEY,
+    name VARCHAR(255) NOT NULL,
+    applied_at TIMESTAMPTZ DEFAULT now(),
+    checksum VARCHAR(64),
+    status VARCHAR(20) DEFAULT 'applied'
+)"""
+
+CREATE_LOG_TABLE = """CREATE TABLE IF NOT EXISTS _migrations_log (
+    id BIGSERIAL PRIMARY KEY,
+    migration_id VARCHAR(26) NOT NULL,
+    name VARCHAR(255),
+    action VARCHAR(10) NOT NULL,
+    performed_at TIMESTAMPTZ DEFAULT now(),
+    performed_by VARCHAR(255),
+    checksum VARCHAR(64)
+)"""
+
+NEW_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    TABLE: (
+        ("apply_seq", "BIGINT"),
+        ("duration_ms", "INTEGER"),
+        ("error", "TEXT"),
+        ("failed_statement", "INTEGER"),
+    ),
+    LOG_TABLE: (("duration_ms", "INTEGER"),),
+}
+
+_COLUMNS = """
+SELECT attname FROM pg_attribute
+WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
+"""
+
+_BACKFILL = """
+UPDATE _migrations AS m SET apply_seq = s.seq
+FROM (
+    SELECT id,
+           (SELECT coalesce(max(apply_seq), 0) FROM _migrations)
+           + row_number() OVER (ORDER BY applied_at NULLS FIRST, id) AS seq
+    FROM _migrations
+    WHERE apply_seq IS NULL
+) AS s
+WHERE m.id = s.id
+"""
+
+_UPSERT = """
+INSERT INTO _migrations AS m
+    (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement)
+VALUES (%s, %s, now(), %s, %s,
+        (SELECT coalesce(max(apply_seq), 0) + 1 FROM _migrations), %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name,
+    checksum = EXCLUDED.checksum,
+    status = EXCLUDED.status,
+    applied_at = CASE
+        WHEN EXCLUDED.status = 'applied' AND m.status IS DISTINCT FROM 'applied' THEN now()
+        ELSE m.applied_at
+    END,
+    duration_ms = coalesce(EXCLUDED.duration_ms, m.duration_ms),
+    error = EXCLUDED.error,
+    failed_statement = EXCLUDED.failed_statement
+"""
+
+_DELETE = "DELETE FROM _migrations WHERE id = %s"
+
+_LOG = """
+INSERT INTO _migrations_log (migration_id, name, action, performed_by, checksum, duration_ms)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+# Column to read, or the value standing in for it in a 0.10 table that lacks it.
+_READ = (
+    ("id", None),
+    ("name", None),
+    ("coalesce(status, 'applied')", None),
+    ("checksum", None),
+    ("applied_at", None),
+    ("apply_seq", "NULL::bigint"),
+    ("duration_ms", "NULL::integer"),
+    ("error", "NULL::text"),
+    ("failed_statement", "NULL::integer"),
+)
+
+
+def columns(session: Session, conn: Any, table: str) -> set[str]:
+    """Column names of ``table`` as ``search_path`` resolves it; empty when it does not exist."""
+    rows = session.hooks.query(session, conn, _COLUMNS, (table,))
+    return {str(row[0]) for row in rows}
+
+
+def performed_by() -> str:
+    """``<OS user>@<host>``, the person or runner behind a change."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"[:255]
+
+
+@hookimpl(trylast=True)
+def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
+    present = columns(session, conn, TABLE)
+    if not present:
+        return []
+    select = ", ".join(
+        expr if fallback is None or expr in present else fallback for expr, fallback in _READ
+    )
+    order = "apply_seq NULLS FIRST, " if "apply_seq" in present else ""
+    rows = session.hooks.query(
+        session,
+        conn,
+        f"SELECT {select} FROM _migrations ORDER BY {order}applied_at NULLS FIRST, id",
+        (),
+    )
+    return [_entry(row) for row in rows]
+
+
+def _entry(row: Sequence[Any]) -> HistoryEntry:
+    ident, name, status, checksum, applied_at, seq, duration, error, failed = row
+    return HistoryEntry(
+        id=str(ident),
+        name=str(name),
+        status=str(status),
+        checksum=checksum,
+        applied_at=applied_at if isinstance(applied_at, datetime) else None,
+        seq=int(seq) if seq is not None else None,
+        duration_ms=int(duration) if duration is not None else None,
+        error=error,
+        failed_statement=int(failed) if failed is not None else None,
+    )
+
+
+@hookimpl(trylast=True)
+def mg_history_prepare(session: Session, conn: Any) -> bool | None:
+    hooks = session.hooks
+    present = {table: columns(session, conn, table) for table in NEW_COLUMNS}
+    missing = {
+        table: [(col, kind) for col, kind in NEW_COLUMNS[table] if col not in present[table]]
+        for table in NEW_COLUMNS
+    }
+    if not any(missing.values()) and not _needs_backfill(session, conn):
+        return True
+    with hooks.transaction(session, conn):
+        if not present[TABLE]:
+            hooks.query(session, conn, CREATE_TABLE, ())
+        if not present[LOG_TABLE]:
+            hooks.query(session, conn, CREATE_LOG_TABLE, ())
+        for table, new in missing.items():
+            if new:
+                adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {col} {kind}" for col, kind in new)
+                hooks.query(session, conn, f"ALTER TABLE {table} {adds}", ())
+        if _needs_backfill(session, conn):
+            hooks.query(session, conn, _BACKFILL, ())
+    return True
+
+
+def _needs_backfill(session: Session, conn: Any) -> bool:
+    rows = session.hooks.query(
+        session, conn, "SELECT EXISTS (SELECT 1 FROM _migrations WHERE apply_seq IS NULL)", ()
+    )
+    return bool(rows and rows[0][0])
+
+
+@hookimpl(trylast=True)
+def mg_history_write(session: Session, conn: Any, change: HistoryChange) -> bool | None:
+    hooks = session.hooks
+    name = change.name[:255]
+    duration = None if change.duration_ms is None else min(change.duration_ms, _INT_MAX)
+    if change.status is None:
+        hooks.query(session, conn, _DELETE, (change.migration_id,))
+    else:
+        applied = change.status == "applied"
+        hooks.query(
+            session,
+            conn,
+            _UPSERT,
+            (
+                change.migration_id,
+                name,
+                change.checksum,
+                change.status,
+                duration,
+                None if applied else change.error,
+                None if applied else change.failed_statement,
+            ),
+        )
+    if change.log:
+        hooks.query(
+            session,
+            conn,
+            _LOG,
+            (
+                change.migration_id,
+                name,
+                change.action,
+                performed_by(),
+                change.checksum,
+                duration,
+            ),
+        )
+    return True

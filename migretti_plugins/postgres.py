@@ -1,0 +1,453 @@
+"""PostgreSQL through psycopg 3: connection parameters, connecting, and running SQL.
+
+Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions:
+
+- ``database`` is a mapping of libpq parameters, or ``url`` (a URL or ``key=value`` string)
+  optionally completed by other keys, which win over the URL. Unknown keys are a
+  configuration error naming the key; an empty ``password`` counts as unset.
+- Connections are opened in autocommit mode, so statements outside ``mg_transaction`` each
+  commit on their own. ``application_name`` (migretti), ``connect_timeout`` (10 s) and
+  ``client_encoding`` (UTF8, so server error positions count the same characters as Python)
+  are set unless the parameters or the matching ``PG*`` variables choose otherwise.
+  Prepared statements are off: nothing here repeats, and psycopg's cache would keep a copy
+  of every query text, including a whole migration.
+- ``mg_execute`` sends the SQL as one simple-protocol query (several statements are fine,
+  ``%`` is never a placeholder) and reads the server's answers one at a time without keeping
+  them, so a 20 MB migration of many INSERTs costs no more than the copies libpq makes of
+  its text (two while sending). An error the server reports without a position (most
+  errors while executing) is given the position of the failing statement's start, found
+  by counting the statements that completed before it. ``COPY ... TO
+  STDOUT`` output is discarded; ``COPY ... FROM STDIN`` fails, as a migration has no data
+  stream. SQL that ends the transaction ``mg_transaction`` opened (COMMIT, ROLLBACK, END)
+  is an error: the migration's changes would no longer commit together with its record.
+- ``mg_query`` without parameters does not treat ``%`` as a placeholder either.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from migretti_core import hookimpl
+from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
+from migretti_core.redact import MASK, redact_text
+from migretti_core.types import Session, Statement, Target
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.abc import PQGen
+    from psycopg.pq.abc import PGconn, PGresult
+
+APPLICATION_NAME = "migretti"
+CONNECT_TIMEOUT = "10"
+
+# Parameters we default, with the environment variable that also counts as the user's choice.
+_DEFAULTS = (
+    ("application_name", "PGAPPNAME", APPLICATION_NAME),
+    ("connect_timeout", "PGCONNECT_TIMEOUT", CONNECT_TIMEOUT),
+    ("client_encoding", "PGCLIENTENCODING", "UTF8"),
+)
+_NOT_LIBPQ = frozenset({"url", "embedded"})
+_NO_COPY_DATA = b"COPY FROM STDIN has no data in a migration; load files with COPY FROM 'path'"
+_ALIASES = {
+    "database": "dbname",
+    "db": "dbname",
+    "name": "dbname",
+    "username": "user",
+    "hostname": "host",
+    "server": "host",
+    "pass": "password",
+    "passwd": "password",
+}
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off", "n", "f"})
+
+# Transactions opened through mg_transaction, per connection, to notice SQL that ends them.
+_depth: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def is_embedded(database: Mapping[str, Any]) -> bool:
+    """True when the embedded plugin, not a server the user runs, is the target."""
+    flag = database.get("embedded")
+    if isinstance(flag, str):
+        flag = flag.strip().lower() not in _FALSE_WORDS
+    url = database.get("url")
+    return bool(flag) or (isinstance(url, str) and url.strip().startswith("embedded:"))
+
+
+def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
+    """Turn the ``database`` section into libpq keywords; raise ``ConfigError`` if invalid."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    params: dict[str, str] = {}
+    url = database.get("url")
+    if url not in (None, ""):
+        try:
+            parsed = conninfo_to_dict(str(url))
+        except ProgrammingError as exc:
+            reason = redact_text(" ".join(str(exc).split()))
+            raise ConfigError(f"database.url is not a valid connection URL: {reason}") from None
+        params.update({k: str(v) for k, v in parsed.items() if v is not None})
+    for key, value in database.items():
+        if key in _NOT_LIBPQ or value is None:
+            continue
+        params[str(key)] = str(value)
+    known = _libpq_keywords()
+    for key in params:
+        if key not in known:
+            close = _ALIASES.get(key.lower()) or next(
+                iter(difflib.get_close_matches(key, sorted(known), n=1)), None
+            )
+            hint = f" (did you mean {close}?)" if close else ""
+            raise ConfigError(f"database.{key}: not a libpq connection parameter{hint}")
+    if params.get("password") == "":
+        del params["password"]
+    return params
+
+
+def _libpq_keywords() -> frozenset[str]:
+    from psycopg import pq
+
+    return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
+
+
+def target_of(params: Mapping[str, str]) -> Target:
+    """Where ``params`` lead, with libpq's environment fallbacks, for people to read."""
+    env = os.environ
+
+    def pick(key: str, var: str) -> str | None:
+        return params.get(key) or env.get(var) or None
+
+    user = pick("user", "PGUSER") or _os_user()
+    return Target(
+        host=pick("host", "PGHOST") or pick("hostaddr", "PGHOSTADDR"),
+        port=pick("port", "PGPORT") or "5432",
+        dbname=pick("dbname", "PGDATABASE") or user,
+        user=user,
+    )
+
+
+def _os_user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return None
+
+
+def scrub(text: str, password: str | None) -> str:
+    """Hide ``password`` and anything that looks like one in ``text``."""
+    if password:
+        if len(password) >= 4:
+            text = text.replace(password, MASK)
+        else:
+            text = re.sub(rf"(?<!\w){re.escape(password)}(?!\w)", MASK, text)
+    return redact_text(text)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def connect_failure(exc: Exception, target: Target, password: str | None) -> DatabaseError:
+    """One line: who we tried to reach and the server's reason; the rest becomes the hint."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    first = re.sub(r"^connection (?:failed|is bad): ", "", first)
+    first = re.sub(
+        r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") '
+        r"failed: ",
+        "",
+        first,
+    )
+    first = re.sub(r"^(?:FATAL|ERROR):\s+", "", first)
+    rest = [line for line in lines[1:] if not line.startswith("Multiple connection attempts")]
+    hint = scrub(rest[0], password) if rest and not rest[0].startswith("-") else None
+    message = f"cannot connect to {target.describe()}: {scrub(first, password)}"
+    return DatabaseError(message, hint=hint)
+
+
+def error_from_psycopg(exc: psycopg.Error) -> MgError:
+    """A server error becomes ``SqlError``; anything else (a lost connection) ``DatabaseError``."""
+    diag = exc.diag
+    if exc.sqlstate is None or diag.message_primary is None:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if getattr(exc, "pgconn", None) is not None or "connection" in text:
+            return DatabaseError(f"database connection failed: {redact_text(text)}")
+        return DatabaseError(redact_text(text))
+    return SqlError(
+        diag.message_primary,
+        sqlstate=exc.sqlstate,
+        detail=diag.message_detail,
+        hint=diag.message_hint,
+        position=_int(diag.statement_position),
+    )
+
+
+def _error_from_result(result: PGresult, encoding: str) -> SqlError:
+    from psycopg import pq
+
+    field = pq.DiagnosticField
+
+    def text(which: pq.DiagnosticField) -> str | None:
+        value = result.error_field(which)
+        return value.decode(encoding, "replace") if value else None
+
+    message = text(field.MESSAGE_PRIMARY) or result.error_message.decode(encoding, "replace")
+    return SqlError(
+        message.strip(),
+        sqlstate=text(field.SQLSTATE),
+        detail=text(field.MESSAGE_DETAIL),
+        hint=text(field.MESSAGE_HINT),
+        position=_int(text(field.STATEMENT_POSITION)),
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+# --- connection hooks ------------------------------------------------------------------------
+
+
+@hookimpl(trylast=True)
+def mg_connection_params(session: Session) -> dict[str, str] | None:
+    database = session.config.database
+    if is_embedded(database):
+        return None
+    return libpq_params(database)
+
+
+@hookimpl(trylast=True)
+def mg_connect(session: Session) -> Any | None:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(session.hooks.connection_params(session))
+    for key, var, value in _DEFAULTS:
+        if not params.get(key) and not os.environ.get(var):
+            params[key] = value
+    password = params.get("password") or os.environ.get("PGPASSWORD")
+    try:
+        conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"database: {scrub(str(exc), password)}") from None
+    except psycopg.Error as exc:
+        raise connect_failure(exc, target_of(params), password) from None
+    conn.prepare_threshold = None
+    return conn
+
+
+@hookimpl(trylast=True)
+def mg_disconnect(session: Session, conn: Any) -> bool | None:
+    if not _is_psycopg(conn):
+        return None
+    conn.close()
+    return True
+
+
+@hookimpl(trylast=True)
+def mg_describe_target(session: Session) -> Target | None:
+    return target_of(session.hooks.connection_params(session))
+
+
+def _is_psycopg(conn: Any) -> bool:
+    import psycopg
+
+    return isinstance(conn, psycopg.Connection)
+
+
+# --- execution hooks -------------------------------------------------------------------------
+
+
+@hookimpl(trylast=True)
+def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
+    if not _is_psycopg(conn):
+        return None
+    execute_script(conn, sql, lambda text: session.hooks.split_statements(text))
+    return True
+
+
+def execute_script(
+    conn: psycopg.Connection[Any],
+    sql: str,
+    split: Callable[[str], Sequence[Statement]] | None = None,
+) -> None:
+    """Run ``sql`` as one simple query; raise ``SqlError`` for the first statement that fails.
+
+    When the server gives no position (most errors raised while executing), ``split`` is
+    used to point at the start of the failing statement: the server answers each statement
+    in turn, so the number of answers before the error is its index.
+    """
+    import psycopg
+    from psycopg import pq
+
+    if conn.closed:
+        raise DatabaseError("the database connection is closed")
+    encoding = conn.info.encoding
+    try:
+        data = sql.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise SqlError(
+            f"character {exc.object[exc.start]!r} cannot be sent in client encoding {encoding}",
+            position=exc.start + 1,
+        ) from None
+    in_transaction = _depth.get(conn, 0) > 0
+    with conn.lock:
+        try:
+            conn.pgconn.send_query(data)
+            del data  # libpq holds its own copy until it is sent
+            failed, index = conn.wait(_consume_results(conn.pgconn))
+        except psycopg.Error as exc:
+            raise error_from_psycopg(exc) from None
+    if failed is not None:
+        error = _error_from_result(failed, encoding)
+        if error.position is None and split is not None:
+            error.position = statement_position(sql, split, index)
+        raise error
+    if in_transaction and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        raise SqlError(
+            "the SQL ended the transaction migretti runs it in (COMMIT, ROLLBACK or END); "
+            "its changes may be committed without a history record",
+            hint="remove transaction control statements, or mark the migration "
+            "-- migrate: no-transaction",
+        )
+
+
+def statement_position(
+    sql: str, split: Callable[[str], Sequence[Statement]], index: int
+) -> int | None:
+    """1-based offset in ``sql`` where its ``index``-th (0-based) statement starts."""
+    try:
+        statements = split(sql)
+    except Exception:
+        return None
+    if index >= len(statements):
+        return None
+    statement = statements[index]
+    line_start = 0
+    for _ in range(statement.line - 1):
+        line_start = sql.find("\n", line_start) + 1
+        if line_start == 0:
+            return None
+    found = sql.find(statement.text[:64], line_start)
+    return found + 1 if found != -1 else None
+
+
+def _consume_results(pgconn: PGconn) -> PQGen[tuple[PGresult | None, int]]:
+    """Flush the query, then read every result; return the first error and how many
+    statements completed before it."""
+    from psycopg import generators, pq
+
+    status = pq.ExecStatus
+    yield from generators.send(pgconn)
+    failed: PGresult | None = None
+    completed = 0
+    while True:
+        result = yield from generators.fetch(pgconn)
+        if result is None:
+            return failed, completed
+        if result.status == status.FATAL_ERROR:
+            if failed is None:
+                failed = result
+        elif result.status in (status.COPY_IN, status.COPY_BOTH):
+            yield from _refuse_copy_in(pgconn)
+        elif result.status == status.COPY_OUT:
+            yield from _discard_copy_out(pgconn)
+        elif failed is None:
+            completed += 1
+
+
+def _refuse_copy_in(pgconn: PGconn) -> PQGen[None]:
+    from psycopg import generators
+    from psycopg.waiting import Wait
+
+    while pgconn.put_copy_end(_NO_COPY_DATA) == 0:
+        yield Wait.W
+    yield from generators.send(pgconn)
+
+
+def _discard_copy_out(pgconn: PGconn) -> PQGen[None]:
+    from psycopg.waiting import Wait
+
+    while True:
+        nbytes, _ = pgconn.get_copy_data(1)
+        if nbytes < 0:
+            return
+        if nbytes == 0:
+            while not (yield Wait.R):
+                pass
+            pgconn.consume_input()
+
+
+@hookimpl(trylast=True)
+def mg_transaction(
+    session: Session, conn: Any, rollback: bool
+) -> AbstractContextManager[Any] | None:
+    if not _is_psycopg(conn):
+        return None
+    return transaction(conn, rollback)
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection[Any], rollback: bool = False) -> Iterator[Any]:
+    """``conn.transaction()`` with errors on BEGIN, COMMIT or RELEASE mapped to ``MgError``."""
+    import psycopg
+
+    _depth[conn] = _depth.get(conn, 0) + 1
+    try:
+        with conn.transaction(force_rollback=rollback) as tx:
+            yield tx
+    except psycopg.Error as exc:
+        raise error_from_psycopg(exc) from exc
+    finally:
+        _depth[conn] -= 1
+
+
+@hookimpl(trylast=True)
+def mg_query(
+    session: Session, conn: Any, sql: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]] | None:
+    if not _is_psycopg(conn):
+        return None
+    return query(conn, sql, params)
+
+
+def query(
+    conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``%s`` placeholders; none means ``%`` is literal)."""
+    import psycopg
+
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, tuple(params) if params else None, prepare=False)
+            if cur.description is None:
+                return []
+            return [tuple(row) for row in cur.fetchall()]
+    except psycopg.Error as exc:
+        raise error_from_psycopg(exc) from None
+
+
+__all__ = [
+    "connect_failure",
+    "error_from_psycopg",
+    "execute_script",
+    "is_embedded",
+    "libpq_params",
+    "query",
+    "scrub",
+    "target_of",
+    "transaction",
+]
