@@ -269,6 +269,8 @@ def sql_failure(
         parts.append(f"  DETAIL: {exc.detail}")
     if exc.hint:
         parts.append(f"  HINT: {exc.hint}")
+    if exc.context:
+        parts.append(f"  CONTEXT: {exc.context}")
     if note:
         parts.append(f"  NOTE: {note}")
     failure = MigrationFailed("\n".join(parts))
@@ -488,7 +490,7 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
         print()
     sys.stdout.flush()
     results = session.hooks.dry_run(session, conn, plan)
-    failed = 0
+    failed = skipped = 0
     for result in results:
         m = result.migration
         fields = {
@@ -498,6 +500,7 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
             "duration_ms": result.duration_ms,
         }
         if not result.executed:
+            skipped += 1
             report(session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields)
         elif result.ok:
             report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
@@ -515,8 +518,10 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
         session,
         "dryrun.finished",
         "info",
-        f"dry run: {len(results) - failed} ok, {failed} failed; nothing was changed",
+        f"dry run: {len(results) - failed - skipped} ok, {failed} failed, "
+        f"{skipped} not executed; nothing was changed",
         failed=failed,
+        skipped=skipped,
     )
     return 1 if failed else 0
 

@@ -102,8 +102,9 @@ class HookFailed(MgError):
 class SqlError(MigrationFailed):
     """The server refused SQL; carries what PostgreSQL said so the engine can name file and line.
 
-    ``position`` is the server's 1-based character offset into the SQL text that was sent,
-    when the server reported one.
+    ``position`` is the 1-based character offset into the SQL text that was sent: where the
+    server placed the error, or the start of the failing statement when it gave no position.
+    ``context`` is the server's CONTEXT (for example the PL/pgSQL line of a function).
     """
 
     def __init__(
@@ -114,9 +115,11 @@ class SqlError(MigrationFailed):
         detail: str | None = None,
         hint: str | None = None,
         position: int | None = None,
+        context: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.server_message = message
         self.sqlstate = sqlstate
         self.detail = detail
         self.position = position
+        self.context = context

@@ -189,6 +189,7 @@ def error_from_psycopg(exc: psycopg.Error) -> MgError:
         detail=diag.message_detail,
         hint=diag.message_hint,
         position=_int(diag.statement_position),
+        context=diag.context,
     )
 
 
@@ -208,6 +209,7 @@ def _error_from_result(result: PGresult, encoding: str) -> SqlError:
         detail=text(field.MESSAGE_DETAIL),
         hint=text(field.MESSAGE_HINT),
         position=_int(text(field.STATEMENT_POSITION)),
+        context=text(field.CONTEXT),
     )
 
 

@@ -412,6 +412,35 @@ def transaction_refusal(statement_text: str) -> str | None:
     return None
 
 
+_CONTROL_HEAD = re.compile(
+    rf"(?i:abort|begin|commit|end|prepare|rollback|start)(?![{_IDENT_CONT}])"
+)
+
+
+def transaction_control(statement_text: str) -> str | None:
+    """Name a statement that would end or nest the transaction a migration runs in.
+
+    ``COMMIT`` inside a transactional migration would commit half of it apart from its
+    history row; ``BEGIN`` is at best a warning. ``ROLLBACK TO SAVEPOINT`` is fine.
+    """
+    if _CONTROL_HEAD.match(statement_text) is None:
+        return None
+    tokens = _tokens(statement_text)
+    first = next(tokens, "")
+    second = next(tokens, "")
+    if first in ("commit", "abort", "end") and second != "prepared":
+        return first.upper()
+    if first == "rollback" and second not in ("to", "prepared"):
+        return "ROLLBACK"
+    if first == "begin" and second != "atomic":
+        return "BEGIN"
+    if first == "start" and second == "transaction":
+        return "START TRANSACTION"
+    if first == "prepare" and second == "transaction":
+        return "PREPARE TRANSACTION"
+    return None
+
+
 def find_transaction_refusals(sql: str) -> list[tuple[int, str]]:
     """Return ``(line, name)`` for every statement of ``sql`` refused in a transaction block."""
     found: list[tuple[int, str]] = []
@@ -421,4 +450,24 @@ def find_transaction_refusals(sql: str) -> list[tuple[int, str]]:
         name = transaction_refusal(statement.text)
         if name is not None:
             found.append((statement.line, name))
+    return found
+
+
+def find_transaction_problems(sql: str) -> list[tuple[int, str, str]]:
+    """``(line, name, kind)`` for statements a transactional migration must not contain.
+
+    ``kind`` is ``refused`` (PostgreSQL refuses it in a transaction block) or ``control``
+    (it would end or nest the migration's own transaction).
+    """
+    found: list[tuple[int, str, str]] = []
+    for statement in split_sql(sql):
+        text = statement.text
+        if _REFUSABLE_HEAD.match(text) is not None:
+            name = transaction_refusal(text)
+            if name is not None:
+                found.append((statement.line, name, "refused"))
+                continue
+        control = transaction_control(text)
+        if control is not None:
+            found.append((statement.line, control, "control"))
     return found

@@ -320,3 +320,29 @@ def test_state_rows_show_every_status(setup: Any) -> None:
         "003": "pending",
         "0009": "missing",
     }
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["BEGIN;\nCREATE TABLE a();\nCOMMIT;", "CREATE TABLE a();\nCOMMIT;", "END;", "ROLLBACK;"],
+)
+def test_transaction_control_in_a_transactional_migration_is_refused(setup: Any, body: str) -> None:
+    session, backend, d = setup
+    write(d, "001", body)
+    with pytest.raises(MigrationFileError) as info:
+        engine.apply(session, engine.ApplyRequest())
+    assert "would end or nest the transaction" in info.value.message
+    assert backend.executed == [] and backend.rows == {}
+
+
+def test_savepoints_and_atomic_bodies_are_not_transaction_control(setup: Any) -> None:
+    session, backend, d = setup
+    write(
+        d,
+        "001",
+        "SAVEPOINT s;\nROLLBACK TO SAVEPOINT s;\n"
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n"
+        "DO $$ BEGIN PERFORM 1; END $$;",
+    )
+    assert engine.apply(session, engine.ApplyRequest()) == 0
+    assert applied_ids(backend) == ["001"]
