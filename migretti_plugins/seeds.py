@@ -1,1 +1,477 @@
-"""Builtin `seeds`."""
+"""Builtin ``seeds``: ``mg seed create NAME`` and ``mg seed [NAME...]`` (SPEC §12).
+
+A seed is a plain SQL file in ``seeds_dir``. Each one runs as a single query in its own
+transaction together with its row in ``_migrations_seeds``, so after any crash a seed's data
+exists exactly when its row does. The row holds the checksum of the content that ran: a seed
+runs again only when its file changed, or with ``--all``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from migretti_core import engine, hookimpl
+from migretti_core.cli import app_of, parse_lock_timeout
+from migretti_core.errors import Aborted, MgError, MigrationFailed, SqlError, UsageError
+from migretti_core.types import Migration, Session
+
+SEED_TABLE = "_migrations_seeds"
+
+CREATE_TABLE = f"""CREATE TABLE IF NOT EXISTS {SEED_TABLE} (
+    name text PRIMARY KEY,
+    checksum varchar(64) NOT NULL,
+    ran_at timestamptz NOT NULL DEFAULT now(),
+    duration_ms integer
+)"""
+TABLE_EXISTS = f"SELECT to_regclass('{SEED_TABLE}') IS NOT NULL"
+READ_ROWS = f"SELECT name, checksum FROM {SEED_TABLE}"
+RECORD_ROW = (
+    f"INSERT INTO {SEED_TABLE} (name, checksum, ran_at, duration_ms) "
+    "VALUES (%s, %s, now(), %s) "
+    "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, "
+    "ran_at = EXCLUDED.ran_at, duration_ms = EXCLUDED.duration_ms "
+    "RETURNING name"
+)
+
+_SEED_NAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<slug>.+)")
+_MAX_FILENAME_BYTES = 255
+
+
+@dataclass(frozen=True)
+class Seed:
+    """One seed file; ``name`` (the file name) is its key in the tracking table."""
+
+    name: str
+    path: Path
+    text: str
+    checksum: str
+
+    @property
+    def stem(self) -> str:
+        return self.name.removesuffix(".sql")
+
+    @property
+    def id(self) -> str | None:
+        match = _SEED_NAME_RE.fullmatch(self.stem)
+        return match.group("id") if match else None
+
+    @property
+    def slug(self) -> str:
+        match = _SEED_NAME_RE.fullmatch(self.stem)
+        return match.group("slug") if match else self.stem
+
+    def as_migration(self) -> Migration:
+        """The shape the engine's error formatting expects, so failures name file and line."""
+        return Migration(
+            id=self.id or self.stem,
+            name=self.slug,
+            path=self.path,
+            text=self.text,
+            checksum=self.checksum,
+            up_sql=self.text,
+            up_line=1,
+        )
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def seed_paths(directory: Path) -> list[Path]:
+    """Seed files in file order; hidden files and subdirectories are not seeds."""
+    if not directory.is_dir():
+        return []
+    found = [
+        entry
+        for entry in directory.iterdir()
+        if entry.suffix == ".sql" and not entry.name.startswith(".") and entry.is_file()
+    ]
+    return sorted(found, key=lambda entry: entry.name)
+
+
+def load_seed(path: Path) -> Seed:
+    from migretti_plugins.sqlfile import checksum, normalize_text
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{engine.display_path(path)}: cannot be read: {exc.strerror}") from exc
+    text = normalize_text(raw, path)
+    return Seed(path.name, path, text, checksum(text))
+
+
+def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
+    """The seeds the user named, in file order.
+
+    A name may be the file name, the name without ``.sql``, the id or the slug; a path such
+    as ``seeds/x.sql`` works too. Unknown or ambiguous names are refused before anything runs.
+    """
+    chosen: set[Path] = set()
+    problems: list[str] = []
+    for given in names:
+        wanted = Path(given).name if ("/" in given or os.sep in given) else given
+        matches = [p for p in paths if wanted in (p.name, p.stem)]
+        if not matches:
+            matches = [p for p in paths if _split_name(p)[0] == wanted]
+        if not matches:
+            matches = [p for p in paths if _split_name(p)[1] == wanted]
+        if not matches:
+            problems.append(f"no seed named {given!r}")
+        elif len(matches) > 1:
+            names_found = ", ".join(p.name for p in matches)
+            problems.append(f"seed name {given!r} is ambiguous: {names_found}")
+        else:
+            chosen.add(matches[0])
+    if problems:
+        known = ", ".join(p.name for p in paths) or "none"
+        raise UsageError("; ".join(problems), hint=f"seeds in this project: {known}")
+    return [p for p in paths if p in chosen]
+
+
+def _split_name(path: Path) -> tuple[str | None, str]:
+    match = _SEED_NAME_RE.fullmatch(path.stem)
+    if match is None:
+        return None, path.stem
+    return match.group("id"), match.group("slug")
+
+
+def render_seed_template(title: str, seed_id: str) -> str:
+    """A new seed: comments only, so it is valid SQL that does nothing until filled in."""
+    return (
+        f"-- seed: {title}\n"
+        f"-- id: {seed_id}\n"
+        "--\n"
+        "-- Runs with `mg seed` in its own transaction; it runs again whenever this file\n"
+        "-- changes, so write it to be safe to repeat (e.g. INSERT ... ON CONFLICT DO NOTHING).\n"
+        "\n"
+    )
+
+
+def create_seed_file(directory: Path, title: str) -> Path:
+    """Write ``<ULID>_<slug>.sql`` in ``directory``, never replacing a file."""
+    from ulid import ULID
+
+    from migretti_plugins.sqlfile import slugify
+
+    seed_id = str(ULID())
+    filename = f"{seed_id}_{slugify(title)}.sql"
+    if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES:
+        raise UsageError(f"seed name {title!r} is too long for a file name; shorten it")
+    one_line_title = re.sub(r"[\r\n]+", " ", title)
+    content = render_seed_template(one_line_title, seed_id).encode("utf-8")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / filename
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; not overwriting it") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+_SQL_LINE = re.compile(r"^[ \t\f\v]*(?!--)\S", re.M)
+
+
+def _has_sql(text: str) -> bool:
+    """False for a file of blank and ``--`` lines only (a fresh template): nothing to send."""
+    return _SQL_LINE.search(text) is not None
+
+
+# --- database ----------------------------------------------------------------------------
+
+
+def read_checksums(session: Session, conn: Any) -> dict[str, str]:
+    """What ran, by seed name; never creates the table (dry runs and previews read too)."""
+    hooks = session.hooks
+    exists = hooks.query(session, conn, TABLE_EXISTS, ())
+    if not exists or not exists[0][0]:
+        return {}
+    return {
+        str(name): str(checksum) for name, checksum in hooks.query(session, conn, READ_ROWS, ())
+    }
+
+
+def prepare_table(session: Session, conn: Any) -> None:
+    hooks = session.hooks
+    with hooks.transaction(session, conn):
+        hooks.execute(session, conn, CREATE_TABLE)
+
+
+def _needs_run(seed: Seed, ran: dict[str, str], force: bool) -> bool:
+    return force or ran.get(seed.name) != seed.checksum
+
+
+def _failure(seed: Seed, exc: SqlError, note: str | None = None) -> MigrationFailed:
+    return engine.sql_failure(seed.as_migration(), exc, seed.text, 1, note)
+
+
+def run_seed(session: Session, conn: Any, seed: Seed) -> int:
+    """Run one seed and record it in one transaction; return its duration in milliseconds."""
+    hooks = session.hooks
+    started = time.perf_counter()
+    with hooks.transaction(session, conn):
+        if _has_sql(seed.text):
+            try:
+                hooks.execute(session, conn, seed.text)
+            except SqlError as exc:
+                note = f"seed {seed.name} was rolled back; the seeds before it stay committed"
+                raise _failure(seed, exc, note) from exc
+        duration = int((time.perf_counter() - started) * 1000)
+        hooks.query(session, conn, RECORD_ROW, (seed.name, seed.checksum, duration))
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _fields(seed: Seed, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "seed": seed.name,
+        "seed_id": seed.id,
+        "path": engine.display_path(seed.path),
+    }
+    fields.update(extra)
+    return fields
+
+
+def _skipped(session: Session, seed: Seed) -> None:
+    engine.report(
+        session,
+        "seed.skipped",
+        "info",
+        f"skipped {seed.name} (unchanged since it ran)",
+        **_fields(seed, reason="unchanged"),
+    )
+
+
+def _describe(seeds: Sequence[Seed]) -> str:
+    shown = ", ".join(s.name for s in seeds[:5])
+    more = f" and {len(seeds) - 5} more" if len(seeds) > 5 else ""
+    return f"{shown}{more}"
+
+
+def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) -> int:
+    """Run the selected seeds (all when ``names`` is empty) that need running."""
+    paths = seed_paths(session.config.seeds_dir)
+    if names:
+        paths = select_paths(paths, names)
+    seeds = [load_seed(p) for p in paths]
+    if not seeds:
+        where = engine.display_path(session.config.seeds_dir)
+        engine.report(session, "command.nothing", "info", f"no seeds in {where}")
+        return 0
+    with engine.connected(session) as conn:
+        ran = read_checksums(session, conn)
+        todo = [s for s in seeds if _needs_run(s, ran, force)]
+        if not todo:
+            for item in seeds:
+                _skipped(session, item)
+            _summary(session, 0, len(seeds))
+            return 0
+        what = "seed dry run" if session.options.dry_run else "seed"
+        engine.confirm(session, None, f"{what} ({_describe(todo)})")
+        if session.options.dry_run:
+            return _dry_run(session, conn, seeds, todo)
+        confirmed = {s.name for s in todo} if session.hooks.is_protected(session) else None
+        with engine.locked(session, conn):
+            prepare_table(session, conn)
+            ran = read_checksums(session, conn)
+            todo = [s for s in seeds if _needs_run(s, ran, force)]
+            if confirmed is not None and not {s.name for s in todo} <= confirmed:
+                raise Aborted("the seeds to run changed while waiting for the lock; run again")
+            return _run(session, conn, seeds, todo)
+
+
+def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed]) -> int:
+    pending = {s.name for s in todo}
+    count = 0
+    for item in seeds:
+        if item.name not in pending:
+            _skipped(session, item)
+            continue
+        try:
+            duration = run_seed(session, conn, item)
+        except MgError as exc:
+            engine.report(
+                session,
+                "seed.failed",
+                "debug",
+                f"seed {item.name} failed",
+                **_fields(item, error=exc.message),
+            )
+            raise
+        count += 1
+        engine.report(
+            session,
+            "seed.ran",
+            "info",
+            f"ran {item.name} ({duration} ms)",
+            **_fields(item, duration_ms=duration),
+        )
+    _summary(session, count, len(seeds) - count)
+    return 0
+
+
+def _summary(session: Session, ran: int, skipped: int) -> None:
+    engine.report(
+        session,
+        "seed.finished",
+        "info",
+        f"seeds: {ran} ran, {skipped} skipped",
+        ran=ran,
+        skipped=skipped,
+    )
+
+
+def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed]) -> int:
+    """Run the seeds that would run inside one transaction that is rolled back."""
+    hooks = session.hooks
+    pending = {s.name for s in todo}
+    ok = failed = 0
+    with hooks.transaction(session, conn, rollback=True):
+        for item in seeds:
+            if item.name not in pending:
+                _skipped(session, item)
+                continue
+            if failed:
+                engine.report(
+                    session,
+                    "seed.not_executed",
+                    "info",
+                    f"not executed: {item.name} (an earlier seed failed)",
+                    **_fields(item),
+                )
+                continue
+            started = time.perf_counter()
+            try:
+                with hooks.transaction(session, conn):
+                    if _has_sql(item.text):
+                        hooks.execute(session, conn, item.text)
+            except SqlError as exc:
+                failed += 1
+                error = _failure(item, exc).message
+                engine.report(
+                    session,
+                    "seed.failed",
+                    "error",
+                    f"would fail: {error}",
+                    **_fields(item, error=error),
+                )
+                continue
+            ok += 1
+            duration = int((time.perf_counter() - started) * 1000)
+            engine.report(
+                session,
+                "seed.ran",
+                "info",
+                f"would run {item.name}: ok ({duration} ms)",
+                **_fields(item, duration_ms=duration),
+            )
+    engine.report(
+        session,
+        "seed.finished",
+        "info",
+        f"dry run: {ok} ok, {failed} failed, {len(seeds) - len(todo)} skipped; nothing was changed",
+        ran=0,
+        ok=ok,
+        failed=failed,
+        skipped=len(seeds) - len(todo),
+    )
+    return 1 if failed else 0
+
+
+# --- command line ------------------------------------------------------------------------
+
+_RUN = "run"
+_HELP_FLAGS = ("-h", "--help")
+_RUN_USAGE = "[NAME]... [--all] [--dry-run] [--lock-timeout DURATION]"
+
+
+class SeedGroup(click.Group):
+    """``mg seed create NAME`` is a subcommand; anything else is ``mg seed [NAME...]``.
+
+    Arguments that do not start with ``create`` are handed to a hidden ``run`` command, so a
+    seed may even be called ``run`` or ``create`` (by its file name or id).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if (first not in self.commands and first not in _HELP_FLAGS) or first == _RUN:
+            args = [_RUN, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, _RUN_USAGE)
+        formatter.write_usage(ctx.command_path, "create NAME", prefix="       ")
+
+
+class _RunCommand(click.Command):
+    """Shown to people as ``mg seed``: the ``run`` name is an implementation detail."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        path = ctx.parent.command_path if ctx.parent else ctx.command_path
+        formatter.write_usage(path, _RUN_USAGE)
+
+
+@click.group(
+    "seed",
+    cls=SeedGroup,
+    context_settings={"help_option_names": list(_HELP_FLAGS)},
+)
+def seed_group() -> None:
+    """Run seed files from seeds_dir, or create one with `mg seed create NAME`.
+
+    \b
+    mg seed                 run every seed not yet run with its current content
+    mg seed NAME...         only these (file name, id or slug)
+    mg seed --all           run the selected seeds again even if unchanged
+    mg seed --dry-run       try them in a transaction that is rolled back
+    mg seed create NAME     write seeds/<ULID>_<name>.sql
+    """
+
+
+@seed_group.command(_RUN, cls=_RunCommand, hidden=True)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "force", is_flag=True, help="Run the seeds even if they are unchanged.")
+@click.option("--dry-run", is_flag=True, help="Try the seeds in a transaction, then roll back.")
+@click.option(
+    "--lock-timeout",
+    metavar="DURATION",
+    help="How long to wait for the migration lock (e.g. 30s, 10m). Default: 10m.",
+)
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    force: bool,
+    dry_run: bool,
+    lock_timeout: str | None,
+) -> int:
+    """Run seeds in file order, each in its own transaction."""
+    app = app_of(ctx)
+    session = app.session("seed", dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout))
+    return seed(session, names, force=force)
+
+
+@seed_group.command("create")
+@click.argument("name")
+@click.pass_context
+def create_command(ctx: click.Context, name: str) -> None:
+    """Create an empty seed file seeds/<ULID>_<name>.sql."""
+    config = app_of(ctx).config()
+    path = create_seed_file(config.seeds_dir, name)
+    click.echo(engine.display_path(path))
+
+
+@hookimpl
+def mg_register_commands(cli: click.Group) -> None:
+    cli.add_command(seed_group)

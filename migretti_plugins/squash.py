@@ -1,1 +1,307 @@
-"""Builtin `squash`."""
+"""Builtin ``squash``: ``mg squash NAME`` folds the pending migrations into one (SPEC §12).
+
+Only migrations that no database row mentions are squashed, and only in the selected
+database: squash reads the history and never writes to the database. The sections are
+copied as written (comments included); a statement left without its semicolon gets one, and
+every section ends on a new line, so a trailing ``--`` comment cannot swallow what follows.
+The result is parsed and split again before it is written, and it is on disk (fsynced)
+before the originals are removed, so a crash leaves the originals, or both, never neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from migretti_core import engine, hookimpl
+from migretti_core.cli import app_of
+from migretti_core.errors import MgError, MigrationFileError, UsageError
+from migretti_core.types import Migration, Session, Statement
+
+Splitter = Callable[[str], list[Statement]]
+
+# Appended after a section to learn whether its last statement is closed: if the probe
+# becomes a statement of its own, nothing that follows can join the section's last one.
+_PROBE = "\nSELECT 1"
+_MAX_FILENAME_BYTES = 255
+
+
+@dataclass(frozen=True)
+class Squashed:
+    """A squash ready to write: the new file's name and text, and what it replaces."""
+
+    id: str
+    filename: str
+    text: str
+    replaces: tuple[Migration, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def _where(migration: Migration, line: int | None) -> str:
+    return f"{engine.display_path(migration.path)}:{line or 1}"
+
+
+def terminate(sql: str, split: Splitter, where: str) -> str:
+    """Return the section with its blank edges trimmed and its last statement closed by ``;``.
+
+    Raise UsageError when no semicolon can close it: the section ends inside a string,
+    quoted identifier, dollar quote or block comment.
+    """
+    body = sql.strip("\n").rstrip()
+    count = len(split(body))
+    if count == 0:
+        return body
+    for suffix in ("", ";", "\n;"):
+        candidate = body + suffix
+        if len(split(candidate + _PROBE)) == count + 1:
+            return candidate
+    raise UsageError(
+        f"{where}: the section ends inside a string, quoted identifier, dollar quote or "
+        "comment, so it cannot be combined with other migrations",
+        hint="close it in the original migration first",
+    )
+
+
+def _block(parts: Sequence[tuple[Migration, str]]) -> str:
+    chunks = []
+    for migration, body in parts:
+        chunk = f"-- from {migration.filename}\n"
+        if body:
+            chunk += body + "\n"
+        chunks.append(chunk)
+    return "\n".join(chunks)
+
+
+def render(
+    migrations: Sequence[Migration], title: str, new_id: str, split: Splitter
+) -> tuple[str, list[str]]:
+    """The squashed file's text, and warnings for the user.
+
+    Up sections come in id order and down sections in reverse; when any migration lacks a
+    down section the result has none, since no down could undo that migration.
+    """
+    one_line_title = re.sub(r"[\r\n]+", " ", title).strip()
+    header = [
+        f"-- migration: {one_line_title}",
+        f"-- id: {new_id}",
+        "-- squashed: " + ", ".join(m.id for m in migrations),
+    ]
+    if not migrations[0].transactional:
+        header.append("-- migrate: no-transaction")
+    ups = [(m, terminate(m.up_sql, split, _where(m, m.up_line))) for m in migrations]
+    text = "\n".join(header) + "\n\n-- migrate: up\n" + _block(ups)
+    warnings: list[str] = []
+    without_down = [m for m in migrations if not m.has_down]
+    if without_down:
+        names = ", ".join(m.filename for m in without_down)
+        warnings.append(
+            f"{names} {'has' if len(without_down) == 1 else 'have'} no down section, so the "
+            "squashed migration has none either (rolling it back needs --allow-missing-down)"
+        )
+    else:
+        downs = [
+            (m, terminate(m.down_sql or "", split, _where(m, m.down_line)))
+            for m in reversed(migrations)
+        ]
+        text += "\n-- migrate: down\n" + _block(downs)
+    return text, warnings
+
+
+def _statements(sql: str | None, split: Splitter) -> list[str]:
+    return [s.text for s in split(sql)] if sql else []
+
+
+def check_equivalent(migrations: Sequence[Migration], squashed: Migration, split: Splitter) -> None:
+    """The new sections must split into exactly the original statements, in order."""
+    up = [t for m in migrations for t in _statements(m.up_sql, split)]
+    ok = _statements(squashed.up_sql, split) == up
+    if squashed.down_sql is not None:
+        down = [t for m in reversed(migrations) for t in _statements(m.down_sql, split)]
+        ok = ok and _statements(squashed.down_sql, split) == down
+    if not ok or squashed.transactional != migrations[0].transactional:
+        raise UsageError(
+            "squashing these migrations would change their statements; nothing was written",
+            hint="report this with the migrations involved",
+        )
+
+
+def refuse_unsquashable(
+    state_pending: Sequence[Migration], out_of_order: Sequence[Migration]
+) -> None:
+    """Refuse what cannot be squashed into one equivalent migration (exit 2)."""
+    if out_of_order:
+        names = ", ".join(engine.display_path(m.path) for m in out_of_order)
+        raise UsageError(
+            f"cannot squash: pending migration sorts before an applied one: {names}",
+            hint="apply it with `mg apply --allow-out-of-order` or give it a newer id first",
+        )
+    if len(state_pending) < 2:
+        count = "no migration is" if not state_pending else "only one migration is"
+        raise UsageError(f"cannot squash: {count} pending; squash needs at least two")
+    kinds = {m.transactional for m in state_pending}
+    if len(kinds) > 1:
+        no_tx = ", ".join(m.filename for m in state_pending if not m.transactional)
+        raise UsageError(
+            "cannot squash transactional and no-transaction migrations together "
+            f"(no-transaction: {no_tx})",
+            hint="squash them in separate groups, or apply some of them first",
+        )
+
+
+def build(
+    session: Session,
+    pending: Sequence[Migration],
+    title: str,
+    recorded_ids: Sequence[str],
+    new_id: str | None = None,
+) -> Squashed:
+    """Render and self-check the squashed migration without touching any file."""
+    from migretti_plugins.sqlfile import FILENAME_RE, parse_migration, slugify
+
+    if new_id is None:
+        from ulid import ULID
+
+        new_id = str(ULID())
+    newest = max(recorded_ids, default="")
+    if new_id <= newest:
+        raise UsageError(
+            f"cannot squash: the new id {new_id} would sort before {newest}, which the "
+            "database already records, so the squashed migration would be out of order",
+            hint="new ids are ULIDs from the current time; check the system clock",
+        )
+    filename = f"{new_id}_{slugify(title)}.sql"
+    if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES or not FILENAME_RE.fullmatch(filename):
+        raise UsageError(f"migration name {title!r} is too long for a file name; shorten it")
+    text, warnings = render(pending, title, new_id, session.hooks.split_statements)
+    directory = session.config.migrations_dir
+    try:
+        parsed = parse_migration(directory / filename, text.encode("utf-8"))
+    except MigrationFileError as exc:
+        raise UsageError(
+            "the squashed migration would not parse; nothing was written:\n  "
+            + "\n  ".join(exc.problems)
+        ) from exc
+    check_equivalent(pending, parsed, session.hooks.split_statements)
+    return Squashed(new_id, filename, text, tuple(pending), tuple(warnings))
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink durable; some platforms cannot open directories."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write(directory: Path, squashed: Squashed) -> Path:
+    """Write the new file durably, never over another, then remove the originals."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / squashed.filename
+    temp = directory / f".{squashed.filename}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(squashed.text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        _publish(temp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    _fsync_dir(directory)
+    parents = {m.path.parent for m in squashed.replaces}
+    left: list[str] = []
+    for migration in squashed.replaces:
+        try:
+            migration.path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            left.append(f"{engine.display_path(migration.path)} ({exc.strerror})")
+    for parent in parents:
+        _fsync_dir(parent)
+    if left:
+        raise MgError(
+            f"wrote {engine.display_path(final)} but could not remove " + ", ".join(left),
+            hint="remove them by hand before the next apply, or they would run twice",
+        )
+    return final
+
+
+def _publish(temp: Path, final: Path) -> None:
+    """Give the written file its name, refusing to replace one that exists."""
+    try:
+        os.link(temp, final)
+        return
+    except FileExistsError:
+        raise UsageError(f"{final} already exists; not overwriting it") from None
+    except OSError:
+        pass  # no hard links on this file system
+    if final.exists():
+        raise UsageError(f"{final} already exists; not overwriting it")
+    os.rename(temp, final)
+
+
+def squash(session: Session, title: str) -> int:
+    """Squash the migrations pending in the selected database; ``--dry-run`` only prints."""
+    migrations = engine.load_migrations(session)
+    with engine.connected(session) as conn:
+        state = engine.read_state(session, conn, migrations)
+    pending = state.pending
+    refuse_unsquashable(pending, state.out_of_order)
+    squashed = build(session, pending, title, [e.id for e in state.history])
+    for warning in squashed.warnings:
+        engine.report(session, "squash.warning", "warning", warning)
+    ids = ", ".join(m.id for m in pending)
+    if session.options.dry_run:
+        click.echo(squashed.text, nl=False)
+        engine.report(
+            session,
+            "squash.dry_run",
+            "info",
+            f"dry run: would write {squashed.filename} replacing {len(pending)} migrations "
+            f"({ids}); nothing was changed",
+            migration_id=squashed.id,
+            squashed=[m.id for m in pending],
+        )
+        return 0
+    path = write(session.config.migrations_dir, squashed)
+    engine.report(
+        session,
+        "squash.written",
+        "info",
+        f"wrote {engine.display_path(path)}, replacing {len(pending)} migrations ({ids})",
+        migration_id=squashed.id,
+        migration_name=path.stem.partition("_")[2],
+        squashed=[m.id for m in pending],
+        path=engine.display_path(path),
+    )
+    click.echo(engine.display_path(path))
+    return 0
+
+
+@click.command("squash")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Print the squashed migration; change nothing.")
+@click.pass_context
+def squash_command(ctx: click.Context, name: str, dry_run: bool) -> int:
+    """Combine the pending migrations into one new migration NAME."""
+    session = app_of(ctx).session("squash", dry_run=dry_run)
+    return squash(session, name)
+
+
+@hookimpl
+def mg_register_commands(cli: click.Group) -> None:
+    cli.add_command(squash_command)

@@ -1,0 +1,272 @@
+"""`mg seed` and `mg seed create` against a real server, through the real `mg` command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from clihelp import MG_COMMAND, assert_clean_error, child_env, run_mg, write
+
+LOG_TABLE = (
+    "CREATE TABLE IF NOT EXISTS seed_log (seed text NOT NULL, at timestamptz DEFAULT now());"
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Path:
+    write(
+        tmp_path / "mg.yaml",
+        f"""
+        database:
+          url: {json.dumps(database_url)}
+        envs:
+          prod:
+            protected: true
+        """,
+    )
+    (tmp_path / "seeds").mkdir()
+    return tmp_path
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+
+
+def runs(url: str) -> dict[str, int]:
+    """How many times each seed ran, counted by the rows the seeds themselves insert."""
+    return dict(rows(url, "SELECT seed, count(*)::int FROM seed_log GROUP BY seed"))
+
+
+def table_exists(url: str, name: str) -> bool:
+    return bool(rows(url, f"SELECT to_regclass('{name}') IS NOT NULL")[0][0])
+
+
+def logging_seed(project: Path, filename: str, extra: str = "") -> Path:
+    """A seed that records each of its runs in seed_log."""
+    tag = filename.removesuffix(".sql")
+    return write(
+        project / "seeds" / filename,
+        f"{LOG_TABLE}\nINSERT INTO seed_log (seed) VALUES ('{tag}');\n{extra}",
+    )
+
+
+def result_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.strip()]
+
+
+def test_seed_create_writes_a_template_that_is_valid_sql(
+    project: Path, database_url: str, psql_bin: Path
+) -> None:
+    result = run_mg(["seed", "create", "Demo Users!"], project)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.strip()
+    match = re.fullmatch(r"seeds/([0-9A-Z]{26})_demo_users\.sql", shown)
+    assert match, shown
+    path = project / shown
+    text = path.read_text(encoding="utf-8")
+    assert f"-- id: {match.group(1)}" in text
+    assert "-- seed: Demo Users!" in text
+    checked = subprocess.run(
+        [str(psql_bin), "-X", "-v", "ON_ERROR_STOP=1", "-f", str(path), database_url],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+    ran = run_mg(["seed"], project)
+    assert ran.returncode == 0, ran.stderr
+    assert result_lines(ran.stdout) == [f"ran {path.name} ({_ms(ran.stdout)} ms)"]
+
+
+def _ms(stdout: str) -> str:
+    found = re.search(r"\((\d+) ms\)", stdout)
+    assert found, stdout
+    return found.group(1)
+
+
+def test_seed_create_refuses_a_name_without_letters_or_digits(project: Path) -> None:
+    assert_clean_error(run_mg(["seed", "create", "!!!"], project), "empty file name")
+    assert list((project / "seeds").iterdir()) == []
+
+
+def test_runs_all_then_skips_all_then_only_the_edited_one(project: Path, database_url: str) -> None:
+    for name in ("01_a.sql", "02_b.sql", "03_c.sql"):
+        logging_seed(project, name)
+
+    first = run_mg(["seed"], project)
+    assert first.returncode == 0, first.stderr
+    lines = result_lines(first.stdout)
+    assert [line.split(" (")[0] for line in lines] == [
+        "ran 01_a.sql",
+        "ran 02_b.sql",
+        "ran 03_c.sql",
+    ]
+    assert runs(database_url) == {"01_a": 1, "02_b": 1, "03_c": 1}
+    assert "3 ran, 0 skipped" in first.stderr
+
+    second = run_mg(["seed"], project)
+    assert second.returncode == 0, second.stderr
+    assert result_lines(second.stdout) == [
+        f"skipped {n} (unchanged since it ran)" for n in ("01_a.sql", "02_b.sql", "03_c.sql")
+    ]
+    assert runs(database_url) == {"01_a": 1, "02_b": 1, "03_c": 1}
+
+    logging_seed(project, "02_b.sql", extra="-- edited\n")
+    third = run_mg(["seed"], project)
+    assert third.returncode == 0, third.stderr
+    assert [line.split(" (")[0] for line in result_lines(third.stdout)] == [
+        "skipped 01_a.sql",
+        "ran 02_b.sql",
+        "skipped 03_c.sql",
+    ]
+    assert runs(database_url) == {"01_a": 1, "02_b": 2, "03_c": 1}
+    recorded = dict(rows(database_url, "SELECT name, checksum FROM _migrations_seeds"))
+    text = (project / "seeds" / "02_b.sql").read_text(encoding="utf-8")
+    import hashlib
+
+    assert recorded["02_b.sql"] == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_all_runs_every_seed_again(project: Path, database_url: str) -> None:
+    for name in ("01_a.sql", "02_b.sql"):
+        logging_seed(project, name)
+    assert run_mg(["seed"], project).returncode == 0
+    again = run_mg(["seed", "--all"], project)
+    assert again.returncode == 0, again.stderr
+    assert [line.split(" (")[0] for line in result_lines(again.stdout)] == [
+        "ran 01_a.sql",
+        "ran 02_b.sql",
+    ]
+    assert runs(database_url) == {"01_a": 2, "02_b": 2}
+
+
+def test_named_seeds_run_alone_by_file_name_id_or_slug(project: Path, database_url: str) -> None:
+    logging_seed(project, "01HZZZZZZZZZZZZZZZZZZZZZZA_users.sql")
+    logging_seed(project, "01HZZZZZZZZZZZZZZZZZZZZZZB_orders.sql")
+    logging_seed(project, "01HZZZZZZZZZZZZZZZZZZZZZZC_items.sql")
+
+    by_slug = run_mg(["seed", "orders"], project)
+    assert by_slug.returncode == 0, by_slug.stderr
+    assert runs(database_url) == {"01HZZZZZZZZZZZZZZZZZZZZZZB_orders": 1}
+
+    by_id_and_file = run_mg(
+        ["seed", "01HZZZZZZZZZZZZZZZZZZZZZZC", "seeds/01HZZZZZZZZZZZZZZZZZZZZZZA_users.sql"],
+        project,
+    )
+    assert by_id_and_file.returncode == 0, by_id_and_file.stderr
+    assert [line.split(" (")[0] for line in result_lines(by_id_and_file.stdout)] == [
+        "ran 01HZZZZZZZZZZZZZZZZZZZZZZA_users.sql",
+        "ran 01HZZZZZZZZZZZZZZZZZZZZZZC_items.sql",
+    ]
+
+    named_again = run_mg(["seed", "orders"], project)
+    assert result_lines(named_again.stdout)[0].startswith("skipped")
+    forced = run_mg(["seed", "orders", "--all"], project)
+    assert forced.returncode == 0, forced.stderr
+    assert runs(database_url)["01HZZZZZZZZZZZZZZZZZZZZZZB_orders"] == 2
+
+
+def test_an_unknown_name_is_refused_before_anything_runs(project: Path, database_url: str) -> None:
+    logging_seed(project, "01_a.sql")
+    result = run_mg(["seed", "01_a", "nope"], project)
+    assert_clean_error(result, "no seed named 'nope'", code=2, one_line=False)
+    assert not table_exists(database_url, "seed_log")
+    assert not table_exists(database_url, "_migrations_seeds")
+
+
+def test_a_failing_seed_rolls_back_alone_and_stops_the_run(
+    project: Path, database_url: str
+) -> None:
+    logging_seed(project, "01_a.sql")
+    write(
+        project / "seeds" / "02_bad.sql",
+        """
+        INSERT INTO seed_log (seed) VALUES ('02_bad');
+
+        INSERT INTO missing_table VALUES (1);
+        """,
+    )
+    logging_seed(project, "03_c.sql")
+
+    result = run_mg(["seed"], project)
+    stderr = assert_clean_error(
+        result, "seeds/02_bad.sql:3:", "missing_table", code=1, one_line=False
+    )
+    assert "42P01" in stderr
+    assert [line.split(" (")[0] for line in result_lines(result.stdout)] == ["ran 01_a.sql"]
+    assert runs(database_url) == {"01_a": 1}
+    assert [r[0] for r in rows(database_url, "SELECT name FROM _migrations_seeds")] == ["01_a.sql"]
+
+    write(project / "seeds" / "02_bad.sql", "INSERT INTO seed_log (seed) VALUES ('02_bad');\n")
+    fixed = run_mg(["seed"], project)
+    assert fixed.returncode == 0, fixed.stderr
+    assert [line.split(" (")[0] for line in result_lines(fixed.stdout)] == [
+        "skipped 01_a.sql",
+        "ran 02_bad.sql",
+        "ran 03_c.sql",
+    ]
+    assert runs(database_url) == {"01_a": 1, "02_bad": 1, "03_c": 1}
+
+
+def test_concurrent_runs_run_each_seed_once(project: Path, database_url: str) -> None:
+    logging_seed(project, "01_slow.sql", extra="SELECT pg_sleep(1);\n")
+    logging_seed(project, "02_b.sql")
+    logging_seed(project, "03_c.sql")
+    processes = [
+        subprocess.Popen(
+            [*MG_COMMAND, "seed"],
+            cwd=project,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    assert runs(database_url) == {"01_slow": 1, "02_b": 1, "03_c": 1}
+    ran = [line for out, _ in outputs for line in result_lines(out) if line.startswith("ran ")]
+    assert len(ran) == 3
+
+
+def test_dry_run_tries_the_seeds_and_changes_nothing(project: Path, database_url: str) -> None:
+    logging_seed(project, "01_a.sql")
+    result = run_mg(["seed", "--dry-run"], project)
+    assert result.returncode == 0, result.stderr
+    assert result_lines(result.stdout)[0].startswith("would run 01_a.sql: ok")
+    assert "nothing was changed" in result.stderr
+    assert not table_exists(database_url, "seed_log")
+    assert not table_exists(database_url, "_migrations_seeds")
+
+    write(project / "seeds" / "02_bad.sql", "SELECT 1;\nSELECT nope;\n")
+    failing = run_mg(["seed", "--dry-run"], project)
+    assert failing.returncode == 1
+    assert "seeds/02_bad.sql:2:" in failing.stderr
+    assert not table_exists(database_url, "_migrations_seeds")
+
+
+def test_protected_profile_asks_first(project: Path, database_url: str) -> None:
+    logging_seed(project, "01_a.sql")
+    refused = run_mg(["--env", "prod", "seed"], project, input="")
+    assert_clean_error(refused, "protected", code=5, one_line=False)
+    assert not table_exists(database_url, "_migrations_seeds")
+    refused_dry = run_mg(["seed", "--dry-run", "--env", "prod"], project, input="")
+    assert refused_dry.returncode == 5, refused_dry.stderr
+
+    confirmed = run_mg(["seed", "--env", "prod", "--yes"], project)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert runs(database_url) == {"01_a": 1}
+
+
+def test_no_seeds_is_not_an_error(project: Path, database_url: str) -> None:
+    result = run_mg(["seed"], project)
+    assert result.returncode == 0, result.stderr
+    assert "no seeds" in result.stderr
+    assert not table_exists(database_url, "_migrations_seeds")

@@ -1,0 +1,387 @@
+"""`mg squash`: the squashed migration does what the originals did, and refusals are clean."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from clihelp import assert_clean_error, run_mg, write
+from conftest import url_with_dbname
+from psycopg import sql
+
+from migretti_core.errors import UsageError
+from migretti_plugins.sqlfile import parse_migration
+from migretti_plugins.sqlsplit import split_sql
+from migretti_plugins.squash import render, terminate
+
+# A function whose dollar-quoted body holds semicolons and a comment; a statement without
+# its semicolon; sections that end in comments, one of them with no newline at the end of
+# the file.
+FUNCTIONS = """\
+-- migration: functions
+-- migrate: up
+CREATE FUNCTION add_one(n integer) RETURNS integer LANGUAGE plpgsql AS $body$
+BEGIN
+    -- a comment inside the body; and a semicolon
+    RETURN n + 1;
+END
+$body$;
+CREATE FUNCTION twice(n integer) RETURNS integer LANGUAGE sql AS $$ SELECT n * 2 $$
+-- migrate: down
+DROP FUNCTION twice(integer);
+DROP FUNCTION add_one(integer); -- trailing comment
+"""
+TABLES = """\
+-- migrate: up
+CREATE TABLE items (
+    id integer PRIMARY KEY,
+    qty integer NOT NULL DEFAULT add_one(0)
+)
+-- the statement above has no semicolon
+-- migrate: down
+DROP TABLE items -- trailing comment"""
+VIEWS = """\
+-- migrate: up
+CREATE VIEW doubled AS SELECT id, twice(qty) AS qty FROM items;
+COMMENT ON VIEW doubled IS 'it''s doubled; really';
+/* a block comment at the end */
+-- migrate: down
+DROP VIEW doubled;
+"""
+
+IDS = ("0001", "0002", "0003")
+
+
+@pytest.fixture
+def second_url(pg_url: str) -> Iterator[str]:
+    name = f"mg_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield url_with_dbname(pg_url, name)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def make_project(directory: Path, url: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "mg.yaml").write_text(
+        f"database:\n  url: {json.dumps(url)}\nenvs:\n  prod:\n    protected: true\n",
+        encoding="utf-8",
+    )
+    migrations = directory / "migrations"
+    migrations.mkdir(exist_ok=True)
+    for ident, name, text in zip(
+        IDS, ("functions", "tables", "views"), (FUNCTIONS, TABLES, VIEWS), strict=True
+    ):
+        (migrations / f"{ident}_{name}.sql").write_bytes(text.encode("utf-8"))
+    return directory
+
+
+def files(project: Path) -> dict[str, str]:
+    return {
+        p.name: p.read_text(encoding="utf-8")
+        for p in sorted((project / "migrations").iterdir())
+        if p.is_file()
+    }
+
+
+def schema_dump(psql_bin: Path, url: str) -> str:
+    """The schema without the history tables, minus the lines that differ on every dump."""
+    done = subprocess.run(
+        [
+            str(psql_bin.parent / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--exclude-table=_migrations*",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return "\n".join(
+        line
+        for line in done.stdout.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
+
+
+def user_objects(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """
+            SELECT 'relation', relname FROM pg_class c
+              JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND relname NOT LIKE '\\_migrations%'
+            UNION ALL
+            SELECT 'function', proname FROM pg_proc p
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public'
+            ORDER BY 1, 2
+            """
+        ).fetchall()
+
+
+def history(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return []
+        return conn.execute(
+            "SELECT id, name, status, checksum FROM _migrations ORDER BY id"
+        ).fetchall()
+
+
+def squashed_file(project: Path) -> Path:
+    found = [p for p in (project / "migrations").iterdir() if p.name not in _originals()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _originals() -> set[str]:
+    return {"0001_functions.sql", "0002_tables.sql", "0003_views.sql"}
+
+
+def test_squashed_migration_builds_the_same_schema_and_rolls_back_to_empty(
+    tmp_path: Path, database_url: str, second_url: str, psql_bin: Path
+) -> None:
+    one_by_one = make_project(tmp_path / "one", database_url)
+    applied = run_mg(["apply"], one_by_one)
+    assert applied.returncode == 0, applied.stderr
+    assert len(history(database_url)) == 3
+
+    squashed = make_project(tmp_path / "squashed", second_url)
+    result = run_mg(["squash", "Base schema"], squashed)
+    assert result.returncode == 0, result.stderr
+    new = squashed_file(squashed)
+    assert set(files(squashed)) == {new.name}
+    match = re.fullmatch(r"([0-9A-Z]{26})_base_schema\.sql", new.name)
+    assert match, new.name
+    text = new.read_text(encoding="utf-8")
+    assert text.startswith(f"-- migration: Base schema\n-- id: {match.group(1)}\n")
+    assert "-- squashed: 0001, 0002, 0003\n" in text
+    assert match.group(1) > "0003"
+
+    applied = run_mg(["apply"], squashed)
+    assert applied.returncode == 0, applied.stderr
+    assert [row[0] for row in history(second_url)] == [match.group(1)]
+    assert schema_dump(psql_bin, second_url) == schema_dump(psql_bin, database_url)
+    with psycopg.connect(second_url) as conn:
+        conn.execute("INSERT INTO items (id) VALUES (1)")
+        assert conn.execute("SELECT qty FROM doubled").fetchone() == (2,)
+
+    rolled = run_mg(["rollback"], squashed)
+    assert rolled.returncode == 0, rolled.stderr
+    assert user_objects(second_url) == []
+    assert history(second_url) == []
+
+
+def test_down_sections_come_in_reverse_order(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    result = run_mg(["squash", "all"], project)
+    assert result.returncode == 0, result.stderr
+    migration = parse_migration(squashed_file(project), squashed_file(project).read_bytes())
+    assert [s.text for s in split_sql(migration.up_sql)][:1] == [
+        s.text for s in split_sql(parse_migration(Path("0001_f.sql"), FUNCTIONS.encode()).up_sql)
+    ][:1]
+    down = [s.text for s in split_sql(migration.down_sql or "")]
+    assert down == [
+        "DROP VIEW doubled",
+        "DROP TABLE items",
+        "DROP FUNCTION twice(integer)",
+        "DROP FUNCTION add_one(integer)",
+    ]
+    assert migration.transactional
+
+
+def test_dry_run_prints_the_file_and_changes_nothing(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    before = files(project)
+    result = run_mg(["squash", "all", "--dry-run"], project)
+    assert result.returncode == 0, result.stderr
+    assert files(project) == before
+    assert "nothing was changed" in result.stderr
+    ident = re.search(r"^-- id: (\w+)$", result.stdout, re.M)
+    assert ident, result.stdout
+    printed = parse_migration(Path(f"{ident.group(1)}_all.sql"), result.stdout.encode())
+    assert printed.has_down
+    assert history(database_url) == []
+
+
+def test_only_pending_migrations_are_squashed(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    assert run_mg(["up"], project).returncode == 0
+    result = run_mg(["squash", "rest"], project)
+    assert result.returncode == 0, result.stderr
+    assert set(files(project)) == {"0001_functions.sql", squashed_file(project).name}
+    assert "-- squashed: 0002, 0003\n" in squashed_file(project).read_text(encoding="utf-8")
+    applied = run_mg(["apply"], project)
+    assert applied.returncode == 0, applied.stderr
+    assert ("relation", "doubled") in user_objects(database_url)
+
+
+def test_refuses_with_fewer_than_two_pending(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    assert run_mg(["up"], project).returncode == 0
+    assert run_mg(["up"], project).returncode == 0
+    before = files(project)
+    assert_clean_error(run_mg(["squash", "x"], project), "only one migration is pending")
+    assert run_mg(["up"], project).returncode == 0
+    assert_clean_error(run_mg(["squash", "x"], project), "no migration is pending")
+    assert files(project) == before
+
+
+def test_refuses_to_mix_transactional_and_no_transaction(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    write(
+        project / "migrations" / "0004_index.sql",
+        """
+        -- migrate: no-transaction
+        -- migrate: up
+        CREATE INDEX CONCURRENTLY items_qty ON items (qty);
+        -- migrate: down
+        DROP INDEX CONCURRENTLY items_qty;
+        """,
+    )
+    before = files(project)
+    stderr = assert_clean_error(run_mg(["squash", "x"], project), "no-transaction")
+    assert "0004_index.sql" in stderr
+    assert files(project) == before
+
+
+def test_squashes_no_transaction_migrations_into_one(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    assert run_mg(["apply"], project).returncode == 0
+    for ident, column in (("0004", "qty"), ("0005", "id")):
+        write(
+            project / "migrations" / f"{ident}_index_{column}.sql",
+            f"""
+            -- migrate: no-transaction
+            -- migrate: up
+            CREATE INDEX CONCURRENTLY items_{column} ON items ({column})
+            -- migrate: down
+            DROP INDEX CONCURRENTLY items_{column}
+            """,
+        )
+    result = run_mg(["squash", "indexes"], project)
+    assert result.returncode == 0, result.stderr
+    text = squashed_file_named(project, "indexes").read_text(encoding="utf-8")
+    assert "-- migrate: no-transaction\n" in text
+    applied = run_mg(["apply"], project)
+    assert applied.returncode == 0, applied.stderr
+    assert ("relation", "items_id") in user_objects(database_url)
+    rolled = run_mg(["down"], project)
+    assert rolled.returncode == 0, rolled.stderr
+    assert ("relation", "items_qty") not in user_objects(database_url)
+
+
+def squashed_file_named(project: Path, slug: str) -> Path:
+    found = list((project / "migrations").glob(f"*_{slug}.sql"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_refuses_when_a_pending_migration_sorts_before_an_applied_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = make_project(tmp_path, database_url)
+    functions = project / "migrations" / "0001_functions.sql"
+    views = project / "migrations" / "0003_views.sql"
+    functions.rename(tmp_path / "functions.sql")
+    views.rename(tmp_path / "views.sql")
+    write(project / "migrations" / "0002_tables.sql", "-- migrate: up\nCREATE TABLE t (id int);\n")
+    assert run_mg(["apply"], project).returncode == 0
+    (tmp_path / "functions.sql").rename(functions)
+    (tmp_path / "views.sql").rename(views)
+    before = files(project)
+    stderr = assert_clean_error(run_mg(["squash", "x"], project), "sorts before an applied one")
+    assert "0001_functions.sql" in stderr
+    assert files(project) == before
+
+
+def test_without_a_down_everywhere_the_result_has_no_down(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = make_project(tmp_path, database_url)
+    write(project / "migrations" / "0004_seed.sql", "-- migrate: up\nSELECT 1\n")
+    result = run_mg(["squash", "all"], project)
+    assert result.returncode == 0, result.stderr
+    assert "0004_seed.sql has no down section" in result.stderr
+    migration = parse_migration(
+        squashed_file_named(project, "all"), squashed_file_named(project, "all").read_bytes()
+    )
+    assert migration.down_sql is None
+
+
+def test_protected_profile_leaves_the_database_untouched(
+    tmp_path: Path, database_url: str, psql_bin: Path
+) -> None:
+    project = make_project(tmp_path, database_url)
+    fresh = run_mg(["--env", "prod", "squash", "x", "--dry-run"], project, input="")
+    assert fresh.returncode == 0, fresh.stderr
+    assert user_objects(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+    assert tables == (0,), "a squash must not create the history tables"
+
+    assert run_mg(["up", "--env", "prod", "--yes"], project).returncode == 0
+    rows_before = history(database_url)
+    dump_before = schema_dump(psql_bin, database_url)
+    result = run_mg(["--env", "prod", "squash", "rest"], project, input="")
+    assert result.returncode == 0, result.stderr
+    assert "-- squashed: 0002, 0003\n" in squashed_file_named(project, "rest").read_text(
+        encoding="utf-8"
+    )
+    assert history(database_url) == rows_before
+    assert schema_dump(psql_bin, database_url) == dump_before
+
+
+# --- without a database ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("SELECT 1;\n", "SELECT 1;"),
+        ("\n\nSELECT 1\n\n", "SELECT 1;"),
+        ("SELECT 1 -- no semicolon", "SELECT 1 -- no semicolon\n;"),
+        ("SELECT 1; -- done", "SELECT 1; -- done"),
+        ("SELECT 1 /* c */", "SELECT 1 /* c */;"),
+        ("SELECT $$a;b$$", "SELECT $$a;b$$;"),
+        ("-- only a comment", "-- only a comment"),
+    ],
+)
+def test_terminate_closes_the_last_statement(section: str, expected: str) -> None:
+    assert terminate(section, split_sql, "x.sql:1") == expected
+
+
+@pytest.mark.parametrize("section", ["SELECT 1; /* never closed", "SELECT $$ never closed"])
+def test_terminate_refuses_what_no_semicolon_can_close(section: str) -> None:
+    with pytest.raises(UsageError, match=r"x\.sql:3"):
+        terminate(section, split_sql, "x.sql:3")
+
+
+def test_a_comment_at_the_end_cannot_swallow_the_next_section() -> None:
+    first = parse_migration(Path("0001_a.sql"), b"-- migrate: up\nCREATE TABLE a (id int) -- c")
+    second = parse_migration(Path("0002_b.sql"), b"-- migrate: up\nCREATE TABLE b (id int)")
+    text, warnings = render([first, second], "both", "0003", split_sql)
+    squashed = parse_migration(Path("0003_both.sql"), text.encode())
+    assert [s.text for s in split_sql(squashed.up_sql)] == [
+        "CREATE TABLE a (id int)",
+        "CREATE TABLE b (id int)",
+    ]
+    assert warnings and "no down section" in warnings[0]
