@@ -56,14 +56,23 @@ class App:
         self.report("plugin.failed", "warning", text)
 
     def report(self, name: str, level: Level, message: str, **fields: object) -> None:
-        self.hooks.report(self.options, Event(name, level, message, dict(fields)))
+        """Emit an event with the common context every JSON log line carries."""
+        context: dict[str, object] = {
+            "env": self._config.env if self._config is not None else self._selected_env(),
+            "dry_run": self.options.dry_run,
+        }
+        context.update(fields)
+        self.hooks.report(self.options, Event(name, level, message, context))
+
+    def _selected_env(self) -> str | None:
+        return self.globals.env or self.environ.get("MG_ENV") or None
 
     def _request(self, check_unknown: bool) -> ConfigRequest:
         config = self.globals.config or self.environ.get("MG_CONFIG") or None
         return ConfigRequest(
             cwd=self.cwd,
             config_path=Path(config) if config else None,
-            env_name=self.globals.env or self.environ.get("MG_ENV") or None,
+            env_name=self._selected_env(),
             environ=self.environ,
             known_sections=self.hooks.config_sections(),
             check_unknown=check_unknown,

@@ -114,11 +114,17 @@ def build_cli(app: App) -> click.Group:
     return cli
 
 
-def _print_error(app: App | None, exc: MgError) -> None:
+def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> None:
+    """Report the error; with ``-v`` the traceback goes along (a field under --json-log)."""
     if app is not None:
         fields: dict[str, object] = {"error": exc.message, "exit_code": exc.exit_code}
         if exc.hint:
             fields["hint"] = exc.hint
+        if trace is not None:
+            if app.options.json_log:
+                fields["traceback"] = trace
+            else:
+                print(trace, file=sys.stderr, end="")
         app.report("command.failed", "error", exc.message, **fields)
     else:
         print(f"mg: error: {exc.message}", file=sys.stderr)
@@ -150,18 +156,14 @@ def run(argv: list[str] | None = None) -> int:
         print("mg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MgError as exc:
-        if verbose:
-            traceback.print_exc()
-        _print_error(app, exc)
+        _print_error(app, exc, traceback.format_exc() if verbose else None)
         return exc.exit_code
     except Exception as exc:
-        if verbose:
-            traceback.print_exc()
         error = MgError(
             f"unexpected error: {type(exc).__name__}: {exc}",
             hint="rerun with -v to see the traceback",
         )
-        _print_error(app, error)
+        _print_error(app, error, traceback.format_exc() if verbose else None)
         return EXIT_FAILURE
 
 

@@ -523,7 +523,11 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
         failed=failed,
         skipped=skipped,
     )
-    return 1 if failed else 0
+    if failed:
+        raise MigrationFailed(
+            f"dry run: {failed} migration{'s' if failed != 1 else ''} failed; nothing was changed"
+        )
+    return 0
 
 
 def _execute_plan(

@@ -326,6 +326,7 @@ class Hooks:
                 f"since {since}; waited {waited:.0f}s",
                 {
                     "env": session.config.env,
+                    "dry_run": session.options.dry_run,
                     "holder_pid": holder.pid,
                     "holder_application": holder.application_name,
                     "holder_since": holder.since.isoformat() if holder.since else None,
