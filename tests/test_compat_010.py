@@ -1,0 +1,161 @@
+"""A database migretti 0.10 managed keeps working: its tables, rows and checksums (SPEC §4)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from mgproject import Project, migration_text
+
+# migretti 0.10's DDL, as it created the tables.
+DDL_010 = """
+CREATE TABLE _migrations (
+    id VARCHAR(26) PRIMARY KEY,
+    name VARCHAR(255) NOT NULL,
+    applied_at TIMESTAMPTZ DEFAULT now(),
+    checksum VARCHAR(64),
+    status VARCHAR(20) DEFAULT 'applied'
+);
+CREATE TABLE _migrations_log (
+    id BIGSERIAL PRIMARY KEY,
+    migration_id VARCHAR(26) NOT NULL,
+    name VARCHAR(255),
+    action VARCHAR(10) NOT NULL,
+    performed_at TIMESTAMPTZ DEFAULT now(),
+    performed_by VARCHAR(255),
+    checksum VARCHAR(64)
+);
+"""
+
+ULIDS = {
+    "users": "01HQ3Z1A0000000000000000AA",
+    "orders": "01HQ3Z1B0000000000000000BB",
+    "items": "01HQ3Z1C0000000000000000CC",
+    "audit": "01HQ3Z1D0000000000000000DD",
+}
+# 0.10 applied users, then items, then orders (allowed out of order by hand): rollback must
+# follow these times, not the ids.
+APPLIED_AT_010 = {
+    "users": "2024-03-01 09:00:00+00",
+    "items": "2024-03-01 10:00:00+00",
+    "orders": "2024-03-02 08:30:00+00",
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Project:
+    return Project(tmp_path / "proj", database_url)
+
+
+def _write_files(project: Project) -> dict[str, bytes]:
+    """The project's files; ``orders`` has CRLF line ends, as written on Windows."""
+    contents: dict[str, bytes] = {}
+    for name, ident in ULIDS.items():
+        text = f"-- migration: {name}\n-- id: {ident}\n\n" + migration_text(
+            f"CREATE TABLE {name} (id int PRIMARY KEY);", f"DROP TABLE {name};"
+        )
+        raw = text.encode()
+        if name == "orders":
+            raw = raw.replace(b"\n", b"\r\n")
+        (project.migrations_dir / f"{ident}_{name}.sql").write_bytes(raw)
+        contents[name] = raw
+    return contents
+
+
+def _database_as_010_left_it(project: Project, contents: dict[str, bytes]) -> None:
+    project.sql(DDL_010)
+    for name, applied_at in APPLIED_AT_010.items():
+        ident = ULIDS[name]
+        checksum = hashlib.sha256(contents[name]).hexdigest()
+        project.sql(f"CREATE TABLE {name} (id int PRIMARY KEY)")
+        project.sql(
+            "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES (%s, %s, %s, %s)",
+            (ident, name, applied_at, checksum),
+        )
+        project.sql(
+            "INSERT INTO _migrations_log "
+            "(migration_id, name, action, performed_at, performed_by, checksum) "
+            "VALUES (%s, %s, 'UP', %s, 'deploy', %s)",
+            (ident, name, applied_at, checksum),
+        )
+
+
+def _columns(project: Project, table: str) -> list[str]:
+    rows = project.sql(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum",
+        (table,),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def test_a_010_database_is_read_verified_applied_and_rolled_back(project: Project) -> None:
+    contents = _write_files(project)
+    _database_as_010_left_it(project, contents)
+    columns_010 = {t: _columns(project, t) for t in ("_migrations", "_migrations_log")}
+    users, orders, items, audit = (ULIDS[k] for k in ("users", "orders", "items", "audit"))
+
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["counts"] == {"applied": 3, "pending": 1, "failed": 0, "running": 0}
+    assert status["head"]["id"] == orders
+    assert status["problems"] == []
+    listed = json.loads(project.mg("list", "--format", "json").stdout)
+    assert [(r["id"], r["status"]) for r in listed] == [
+        (users, "applied"),
+        (orders, "applied"),
+        (items, "applied"),
+        (audit, "pending"),
+    ]
+    assert listed[0]["applied_at"].startswith("2024-03-01T09:00:00")
+    head = json.loads(project.mg("head", "--format", "json").stdout)
+    assert head["id"] == orders
+    verify = project.mg("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # Reading changed nothing.
+    assert {t: _columns(project, t) for t in columns_010} == columns_010
+
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert audit in done.stdout
+    assert project.tables() == {"users", "orders", "items", "audit"}
+    for table, old_columns in columns_010.items():
+        assert _columns(project, table)[: len(old_columns)] == old_columns
+    kept = project.sql(
+        "SELECT id, applied_at::text, checksum FROM _migrations WHERE id <> %s ORDER BY id",
+        (audit,),
+    )
+    assert [(r[0], r[2]) for r in kept] == [
+        (users, hashlib.sha256(contents["users"]).hexdigest()),
+        (orders, hashlib.sha256(contents["orders"]).hexdigest()),
+        (items, hashlib.sha256(contents["items"]).hexdigest()),
+    ]
+    assert project.value("SELECT status FROM _migrations WHERE id = %s", (audit,)) == "applied"
+    assert project.log() == [(users, "UP"), (items, "UP"), (orders, "UP"), (audit, "UP")]
+    assert project.mg("verify").returncode == 0
+
+    # Application order: audit (now), orders (0.10, last), items, users.
+    done = project.mg("rollback", "2")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"users", "items"}
+    assert project.log()[-2:] == [(audit, "DOWN"), (orders, "DOWN")]
+    done = project.mg("down")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"users"}
+    assert project.log()[-1] == (items, "DOWN")
+    assert set(project.statuses()) == {users}
+
+
+def test_rollback_to_on_a_010_database_follows_applied_at(project: Project) -> None:
+    contents = _write_files(project)
+    _database_as_010_left_it(project, contents)
+    (project.migrations_dir / f"{ULIDS['audit']}_audit.sql").unlink()
+    nothing = project.mg("apply")
+    assert nothing.returncode == 0, nothing.stderr
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["counts"]["applied"] == 3 and status["head"]["id"] == ULIDS["orders"]
+    done = project.mg("rollback", "--to", ULIDS["users"])
+    assert done.returncode == 0, done.stderr
+    assert project.log()[-2:] == [(ULIDS["orders"], "DOWN"), (ULIDS["items"], "DOWN")]
+    assert project.tables() == {"users"}

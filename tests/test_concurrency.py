@@ -1,0 +1,139 @@
+"""Several ``mg`` processes against one database at once: the advisory lock (SPEC §8)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from mgproject import AdvisoryLockHolder, Project, wait_until
+
+WAITING = "waiting for the migration lock"
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Project:
+    return Project(tmp_path / "proj", database_url)
+
+
+def test_sixteen_applies_started_together_apply_each_migration_once(project: Project) -> None:
+    project.add("0001", "runs", "CREATE TABLE runs (id text);\nINSERT INTO runs VALUES ('0001');")
+    for n in range(2, 51):
+        ident = f"{n:04d}"
+        project.add(
+            ident,
+            f"step_{n}",
+            f"CREATE TABLE t_{ident} (id int);\nINSERT INTO runs VALUES ('{ident}');",
+        )
+    jobs = [project.spawn("apply") for _ in range(16)]
+    results = [project.finish(job, timeout=180) for job in jobs]
+
+    for done in results:
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+    expected = [f"{n:04d}" for n in range(1, 51)]
+    assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == expected
+    assert project.statuses() == dict.fromkeys(expected, "applied")
+    ups = project.sql(
+        "SELECT migration_id FROM _migrations_log WHERE action = 'UP' ORDER BY migration_id"
+    )
+    assert [r[0] for r in ups] == expected
+    assert project.value("SELECT count(*) FROM _migrations_log") == 50
+    applied_lines = [
+        line for done in results for line in done.stdout.splitlines() if line.startswith("applied")
+    ]
+    assert len(applied_lines) == 50
+
+
+def test_lock_timeout_exits_4_after_the_timeout_naming_the_holder(project: Project) -> None:
+    project.add_table("0001")
+    with AdvisoryLockHolder(project.database_url) as holder:
+        job = project.spawn("apply", "--lock-timeout", "2s")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        waiting_since = time.monotonic()
+        done = project.finish(job, timeout=60)
+        waited = time.monotonic() - waiting_since
+    assert done.returncode == 4, done.stderr
+    assert f"pid {holder.pid}" in done.stderr
+    assert holder.application_name in done.stderr
+    assert "Traceback" not in done.stderr
+    assert 1.0 <= waited <= 5.0, waited
+    assert project.all_tables() == set()
+
+
+def test_lock_timeout_from_the_config_file(project: Project) -> None:
+    project.configure(extra="lock_timeout: 1s\n")
+    project.add_table("0001")
+    with AdvisoryLockHolder(project.database_url) as holder:
+        done = project.mg("up", timeout=60)
+    assert done.returncode == 4, done.stderr
+    assert f"pid {holder.pid}" in done.stderr
+    assert project.all_tables() == set()
+
+
+def test_apply_waits_for_the_lock_and_then_runs(project: Project) -> None:
+    project.add_table("0001")
+    holder = AdvisoryLockHolder(project.database_url)
+    try:
+        job = project.spawn("apply")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        assert f"pid {holder.pid}" in job.stderr_so_far()
+        assert project.all_tables() == set()
+    finally:
+        holder.release()
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"t_0001"}
+
+
+def test_second_apply_waits_while_the_first_creates_an_index_concurrently(
+    project: Project,
+) -> None:
+    project.add(
+        "0001",
+        "big",
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;",
+    )
+    project.add(
+        "0002",
+        "index_big",
+        "CREATE INDEX CONCURRENTLY big_v ON big (v);",
+        "DROP INDEX CONCURRENTLY big_v;",
+        no_transaction=True,
+    )
+    project.add_table("0003")
+    assert project.mg("apply", "--to", "0001").returncode == 0
+
+    # An open writer on the table keeps CREATE INDEX CONCURRENTLY waiting until we commit.
+    writer = psycopg.connect(project.database_url)
+    try:
+        writer.execute("INSERT INTO big VALUES (0, 'x')")
+        first = project.spawn("apply")
+
+        def building() -> bool:
+            return any(
+                "CREATE INDEX CONCURRENTLY" in query for _, _, query in project.other_backends()
+            )
+
+        wait_until(lambda: building() or not first.running(), timeout=60)
+        assert first.running(), first.stderr_so_far()
+        second = project.spawn("apply")
+        wait_until(lambda: WAITING in second.stderr_so_far() or not second.running(), timeout=60)
+        assert second.running(), second.stderr_so_far()
+        time.sleep(0.5)
+        assert first.running() and second.running()
+        writer.commit()
+    finally:
+        writer.close()
+
+    first_done = project.finish(first, timeout=60)
+    second_done = project.finish(second, timeout=60)
+    assert first_done.returncode == 0, first_done.stderr
+    assert second_done.returncode == 0, second_done.stderr
+    assert project.value("SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_v'::regclass")
+    assert project.statuses() == {"0001": "applied", "0002": "applied", "0003": "applied"}
+    assert project.log() == [("0001", "UP"), ("0002", "UP"), ("0003", "UP")]
+    assert "0002" in first_done.stdout and "0003" in first_done.stdout
+    assert second_done.stdout.strip() == ""

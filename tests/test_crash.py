@@ -1,0 +1,153 @@
+"""``mg`` killed or interrupted mid-run: the database must tell the truth afterwards (SPEC §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from mgproject import Background, Project, wait_until
+
+MIGRATIONS = 200
+ROUNDS = 5
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Project:
+    return Project(tmp_path / "proj", database_url)
+
+
+def _applied_count(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    try:
+        row = conn.execute("SELECT count(*) FROM _migrations").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def _wait_for_progress(
+    conn: psycopg.Connection[tuple[Any, ...]], job: Background, target: int
+) -> None:
+    wait_until(lambda: _applied_count(conn) >= target or not job.running(), timeout=120)
+
+
+def _assert_all_or_nothing(project: Project, context: str) -> set[str]:
+    """Every table exists exactly when its migration's ``applied`` row does."""
+    statuses = project.statuses()
+    assert set(statuses.values()) <= {"applied"}, (context, statuses)
+    applied = set(statuses)
+    assert project.tables() == {f"t_{ident}" for ident in applied}, context
+    logged = [ident for ident, action in project.log() if action == "UP"]
+    assert sorted(logged) == sorted(applied), context
+    return applied
+
+
+def test_kill_9_at_random_moments_never_splits_a_migration(project: Project) -> None:
+    for n in range(1, MIGRATIONS + 1):
+        ident = f"{n:04d}"
+        project.add(
+            ident,
+            f"step_{n}",
+            f"CREATE TABLE t_{ident} (id int);\nINSERT INTO t_{ident} VALUES ({n});",
+        )
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    applied: set[str] = set()
+    interrupted_midway = 0
+    with psycopg.connect(project.database_url, autocommit=True) as conn:
+        for round_no in range(ROUNDS):
+            context = f"seed {seed}, round {round_no}"
+            before = len(applied)
+            target = min(before + rng.randint(1, MIGRATIONS // ROUNDS - 5), MIGRATIONS - 1)
+            job = project.spawn("apply")
+            _wait_for_progress(conn, job, target)
+            assert job.running(), (context, job.stderr_so_far())
+            time.sleep(rng.uniform(0.0, 0.03))
+            job.kill()
+            project.wait_for_backends_to_end(ignore=[conn.info.backend_pid])
+            applied = _assert_all_or_nothing(project, context)
+            assert len(applied) >= before, context
+            if 0 < len(applied) < MIGRATIONS:
+                interrupted_midway += 1
+    assert interrupted_midway >= ROUNDS - 1, f"seed {seed}: kills landed mid-run too rarely"
+
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    applied = _assert_all_or_nothing(project, "after the rerun")
+    assert len(applied) == MIGRATIONS
+    assert len(project.log()) == MIGRATIONS
+
+
+def _sleeping(project: Project) -> bool:
+    return any("pg_sleep(30)" in query for _, _, query in project.other_backends())
+
+
+def test_kill_9_during_a_no_transaction_migration_leaves_it_running(project: Project) -> None:
+    project.add_table("0001")
+    project.add(
+        "0002",
+        "slow",
+        "CREATE TABLE nt_a (id int);\nSELECT pg_sleep(30);\nCREATE TABLE nt_c (id int);",
+        "DROP TABLE nt_c;\nDROP TABLE nt_a;",
+        no_transaction=True,
+    )
+    project.add_table("0003")
+    job = project.spawn("apply")
+    wait_until(lambda: _sleeping(project) or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    job.kill()
+    # The server notices the dead client only after pg_sleep; a DBA would end the session.
+    project.terminate_backends()
+
+    assert project.statuses() == {"0001": "applied", "0002": "running"}
+    assert project.tables() == {"t_0001", "nt_a"}
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["counts"] == {"applied": 1, "pending": 1, "failed": 0, "running": 1}
+    assert any("0002" in p and "running" in p for p in status["problems"]), status
+    listed = json.loads(project.mg("list", "--format", "json").stdout)
+    assert {r["id"]: r["status"] for r in listed}["0002"] == "running"
+
+    for command in ("apply", "rollback"):
+        blocked = project.mg(command, "--lock-timeout", "5s")
+        assert blocked.returncode == 3, (command, blocked.stderr)
+        assert "0002" in blocked.stderr and "running" in blocked.stderr
+        assert "mg fix 0002 --applied" in blocked.stderr
+        assert "mg fix 0002 --remove" in blocked.stderr
+    assert project.tables() == {"t_0001", "nt_a"}
+
+    project.sql("CREATE TABLE nt_c (id int)")
+    done = project.mg("fix", "0002", "--applied")
+    assert done.returncode == 0, done.stderr
+    assert project.log() == [("0001", "UP"), ("0002", "FIX")]
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert project.statuses() == dict.fromkeys(("0001", "0002", "0003"), "applied")
+    assert project.tables() == {"t_0001", "nt_a", "nt_c", "t_0003"}
+
+
+def test_ctrl_c_during_a_migration_exits_130_and_changes_nothing(project: Project) -> None:
+    project.add_table("0001")
+    project.add("0002", "slow", "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);")
+    job = project.spawn("apply")
+    wait_until(lambda: _sleeping(project) or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    started = time.monotonic()
+    os.kill(job.pid, signal.SIGINT)
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert time.monotonic() - started < 10
+    assert "Traceback" not in done.stderr
+    project.wait_for_backends_to_end()
+    assert project.statuses() == {"0001": "applied"}
+    assert project.tables() == {"t_0001"}
+
+    project.add("0002", "slow", "CREATE TABLE slow (id int);\nSELECT pg_sleep(0);")
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"t_0001", "slow"}

@@ -1,0 +1,153 @@
+"""No password in any output: successes, SQL errors, connection errors, lock timeouts, JSON
+logs and ``-v`` tracebacks, with the password configured in each way a user can (SPEC §11).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from mgproject import AdvisoryLockHolder, Project
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+TOKEN = uuid.uuid4().hex
+# Characters that need quoting in a URL and in a key=value string, around a unique token.
+PASSWORD = f"Pw@{TOKEN}:/ ?'x"
+
+
+@pytest.fixture
+def role(database_url: str) -> Iterator[str]:
+    """A login role with PASSWORD that may create tables in the test database."""
+    name = f"mg_secret_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(PASSWORD)
+            )
+        )
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (name,),
+            )
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def _server(database_url: str) -> dict[str, str]:
+    params = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
+    return {k: params[k] for k in ("host", "port", "dbname") if k in params}
+
+
+def _url(server: dict[str, str], user: str, dbname: str) -> str:
+    query = "&".join(f"{k}={quote(server[k], safe='/')}" for k in ("host", "port") if k in server)
+    return f"postgresql://{user}:{quote(PASSWORD, safe='')}@/{dbname}" + (
+        f"?{query}" if query else ""
+    )
+
+
+def _assert_secret_kept(results: list[subprocess.CompletedProcess[str]], project: Project) -> None:
+    for done in results:
+        for text in (done.stdout, done.stderr):
+            assert TOKEN not in text, (done.args, text)
+    for text in project.transcript:
+        assert TOKEN not in text
+
+
+def _exercise(project: Project, env: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
+    """A range of commands, succeeding and failing; each result is checked to be what it is."""
+    runs: list[subprocess.CompletedProcess[str]] = []
+
+    def mg(*args: str, code: int) -> subprocess.CompletedProcess[str]:
+        done = project.mg(*args, env=env)
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        runs.append(done)
+        return done
+
+    mg("status", code=0)
+    mg("-v", "apply", code=0)
+    mg("list", "--format", "json", code=0)
+    mg("verify", "-v", code=0)
+    project.add("0002", "broken", "CREATE TABLE broken (id int);\nSELECT no_such_column;")
+    mg("apply", code=1)
+    mg("--json-log", "apply", code=1)
+    verbose = mg("apply", "-v", code=1)
+    assert "42703" in verbose.stderr
+    project.path_of("0002").unlink()
+    with AdvisoryLockHolder(project.database_url) as holder:
+        waited = mg("down", "--lock-timeout", "1s", "--json-log", code=4)
+    assert str(holder.pid) in waited.stderr
+    mg("down", "-v", code=0)
+    return runs
+
+
+def test_password_from_an_environment_variable_never_shows(
+    tmp_path: Path, database_url: str, role: str
+) -> None:
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    server = _server(database_url)
+    settings = {**server, "user": role, "password": "${DB_PASSWORD}"}
+    project.configure(settings)
+    project.add_table("0001")
+    env = {"DB_PASSWORD": PASSWORD}
+    runs = _exercise(project, env)
+
+    project.configure({**settings, "dbname": server["dbname"] + "_nosuch"})
+    for args in (["status"], ["-v", "apply"], ["--json-log", "apply"], ["-v", "--json-log", "up"]):
+        done = project.mg(*args, env=env)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "does not exist" in done.stderr
+        runs.append(done)
+    assert "Traceback" in runs[-3].stderr
+    _assert_secret_kept(runs, project)
+
+
+def test_password_in_a_url_never_shows(tmp_path: Path, database_url: str, role: str) -> None:
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    server = _server(database_url)
+    project.configure({"url": _url(server, role, server["dbname"])})
+    project.add_table("0001")
+    runs = _exercise(project, {})
+
+    project.configure({"url": _url(server, role, server["dbname"] + "_nosuch")})
+    for args in (["-v", "status"], ["--json-log", "apply"]):
+        done = project.mg(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        runs.append(done)
+    good = _url(server, role, server["dbname"])
+    joiner = "&" if "?" in good else "?"
+    for broken in (good + joiner + "nosuchparam=1", good + joiner + "port=notaport"):
+        project.configure({"url": broken})
+        for args in (["-v", "status"], ["--json-log", "apply"]):
+            done = project.mg(*args)
+            assert done.returncode in (1, 2), (args, done.stderr)
+            assert "mg: error" in done.stderr or '"level": "error"' in done.stderr
+            runs.append(done)
+    _assert_secret_kept(runs, project)
+
+
+def test_password_in_mg_database_url_never_shows(
+    tmp_path: Path, database_url: str, role: str
+) -> None:
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    server = _server(database_url)
+    project.configure({"host": "ignored.invalid"})
+    project.add_table("0001")
+    url = _url(server, role, server["dbname"])
+    runs = _exercise(project, {"MG_DATABASE_URL": url})
+    for args in (["-v", "status"], ["--json-log", "apply"]):
+        wrong = url.replace(f"/{server['dbname']}", f"/{server['dbname']}_nosuch")
+        done = project.mg(*args, env={"MG_DATABASE_URL": wrong})
+        assert done.returncode == 1, (args, done.stderr)
+        runs.append(done)
+    _assert_secret_kept(runs, project)
