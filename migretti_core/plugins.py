@@ -14,7 +14,6 @@ plugin that fails to load is reported and skipped (``MG_STRICT_PLUGINS=1`` makes
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -230,7 +229,7 @@ class PluginLoader:
                 and attr not in _SPEC_NAMES
                 and callable(getattr(plugin, attr, None))
             ):
-                close = difflib.get_close_matches(attr, sorted(_SPEC_NAMES), n=1)
+                close = __import__("difflib").get_close_matches(attr, sorted(_SPEC_NAMES), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 return f"unknown hook {attr}{hint}"
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 from migretti_core import hookimpl
@@ -26,6 +25,8 @@ def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
     migration = parse_migration(path, raw)
     if raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw:
         # Rows written by migretti 0.10 hold the checksum of the raw bytes.
+        import hashlib
+
         migration = dataclasses.replace(migration, raw_checksum=hashlib.sha256(raw).hexdigest())
     return migration
 

@@ -26,7 +26,6 @@ transaction the engine opened.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -136,6 +135,8 @@ def performed_by() -> str:
         user = getpass.getuser()
     except Exception:
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    import socket
+
     return f"{user}@{socket.gethostname()}"[:255]
 
 

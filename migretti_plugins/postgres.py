@@ -25,7 +25,6 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import weakref
@@ -104,7 +103,7 @@ def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
     for key in params:
         if key not in known:
             close = _ALIASES.get(key.lower()) or next(
-                iter(difflib.get_close_matches(key, sorted(known), n=1)), None
+                iter(__import__("difflib").get_close_matches(key, sorted(known), n=1)), None
             )
             hint = f" (did you mean {close}?)" if close else ""
             raise ConfigError(f"database.{key}: not a libpq connection parameter{hint}")
