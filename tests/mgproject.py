@@ -105,7 +105,7 @@ class Project:
         self.migrations_dir = root / "migrations"
         self.migrations_dir.mkdir(parents=True, exist_ok=True)
         self.transcript: list[str] = []
-        self._spawned = 0
+        self._jobs: list[Background] = []
         if configure:
             self.configure()
 
@@ -175,11 +175,10 @@ class Project:
 
     def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> Background:
         """Start ``mg ARGS`` and return at once."""
-        self._spawned += 1
         logs = self.root / ".mg-runs"
         logs.mkdir(exist_ok=True)
-        out_path = logs / f"{self._spawned}.out"
-        err_path = logs / f"{self._spawned}.err"
+        out_path = logs / f"{len(self._jobs) + 1}.out"
+        err_path = logs / f"{len(self._jobs) + 1}.err"
         out, err = out_path.open("wb"), err_path.open("wb")
         proc = subprocess.Popen(
             [*MG_COMMAND, *args],
@@ -189,7 +188,14 @@ class Project:
             stdout=out,
             stderr=err,
         )
-        return Background(args, proc, out_path, err_path, [out, err])
+        job = Background(args, proc, out_path, err_path, [out, err])
+        self._jobs.append(job)
+        return job
+
+    def close(self) -> None:
+        """Kill whatever a failed test left running."""
+        for job in self._jobs:
+            job.kill()
 
     def finish(self, job: Background, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         done = job.wait(timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,10 @@ APPLIED_AT_010 = {
 
 
 @pytest.fixture
-def project(tmp_path: Path, database_url: str) -> Project:
-    return Project(tmp_path / "proj", database_url)
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
 
 
 def _write_files(project: Project) -> dict[str, bytes]:

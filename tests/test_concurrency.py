@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -13,8 +14,10 @@ WAITING = "waiting for the migration lock"
 
 
 @pytest.fixture
-def project(tmp_path: Path, database_url: str) -> Project:
-    return Project(tmp_path / "proj", database_url)
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
 
 
 def test_sixteen_applies_started_together_apply_each_migration_once(project: Project) -> None:

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ ROUNDS = 5
 
 
 @pytest.fixture
-def project(tmp_path: Path, database_url: str) -> Project:
-    return Project(tmp_path / "proj", database_url)
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
 
 
 def _applied_count(conn: psycopg.Connection[tuple[Any, ...]]) -> int:

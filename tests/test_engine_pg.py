@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ READ_ONLY = ("status", "list", "head", "verify")
 
 
 @pytest.fixture
-def project(tmp_path: Path, database_url: str) -> Project:
-    return Project(tmp_path / "proj", database_url)
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
 
 
 def with_tables(project: Project, *idents: str) -> None:
