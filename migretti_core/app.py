@@ -37,6 +37,8 @@ class App:
         blocked = [p[3:] for p in options.plugins if p.startswith("no:")]
         blocked += parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))
         self.options = Options(verbose=options.verbose, json_log=options.json_log, yes=options.yes)
+        self._config: Config | None = None
+        self._config_error: MgError | None = None
         self.loader = PluginLoader(
             blocked=blocked,
             strict=self.environ.get("MG_STRICT_PLUGINS", "").lower() in TRUTHY,
@@ -48,8 +50,6 @@ class App:
         self.loader.load_builtins()
         self.loader.load_entry_points()
         self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
-        self._config: Config | None = None
-        self._config_error: MgError | None = None
         self._load_config_plugins()
 
     def _warn(self, text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import click
@@ -258,5 +257,5 @@ def fix(ctx: click.Context, migration_id: str, mode: str | None, lock_timeout: s
 def plugins(ctx: click.Context, fmt: str) -> None:
     """Every plugin: name, origin, version, status and hooks."""
     app = app_of(ctx)
-    data = [dataclasses.asdict(info) for info in app.loader.infos]
+    data = [info.describe() for info in app.loader.infos]
     _emit(ctx, "plugins", data, fmt)

@@ -67,6 +67,29 @@ class PluginInfo:
     status: str = "loaded"
     error: str | None = None
     hooks: list[str] = field(default_factory=list)
+    dist: Any = field(default=None, repr=False, compare=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The listing of ``mg plugins``; reads an entry point's version only now.
+
+        Reading a distribution's version parses its METADATA with the email parser, which
+        costs more at startup than importing twenty small plugins.
+        """
+        version = self.version
+        if version is None and self.dist is not None:
+            try:
+                version = self.dist.version
+            except Exception:
+                version = None
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "source": self.source,
+            "version": version,
+            "status": self.status,
+            "error": self.error,
+            "hooks": list(self.hooks),
+        }
 
 
 class MgPluginManager(pluggy.PluginManager):
@@ -134,8 +157,7 @@ class PluginLoader:
             if ep.name in seen:
                 continue
             seen.add(ep.name)
-            version = ep.dist.version if ep.dist is not None else None
-            info = PluginInfo(ep.name, ORIGIN_ENTRY_POINT, ep.value, version=version)
+            info = PluginInfo(ep.name, ORIGIN_ENTRY_POINT, ep.value, dist=ep.dist)
             if ep.name in self.blocked:
                 info.status = "blocked"
                 self.infos.append(info)
