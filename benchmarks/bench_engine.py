@@ -94,7 +94,9 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
 def peak_rss_mib(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
     """Wall time and peak RSS of a child process, via wait4."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -136,7 +138,7 @@ def w1(tmp: Path, dbs: Databases, runs: int) -> None:
     for i in range(1000):
         ident = f"{i:06d}"
         up = (
-            f"CREATE TABLE t_{i} (id bigint PRIMARY KEY, name text NOT NULL, created timestamptz);\n"
+            f"CREATE TABLE t_{i} (id bigint PRIMARY KEY, name text NOT NULL, at timestamptz);\n"
             f"CREATE INDEX t_{i}_name ON t_{i} (name);"
         )
         path = proj / "migrations" / f"{ident}_table_{i}.sql"
@@ -147,7 +149,9 @@ def w1(tmp: Path, dbs: Databases, runs: int) -> None:
     for _ in range(runs):
         mg_times.append(timed([*mg_cmd(), "apply"], env=mg_env(dbs.fresh()), cwd=proj))
         psql_times.append(
-            timed([psql_path(), "-q", "-X", "-v", "ON_ERROR_STOP=1", "-f", str(script), dbs.fresh()])
+            timed(
+                [psql_path(), "-q", "-X", "-v", "ON_ERROR_STOP=1", "-f", str(script), dbs.fresh()]
+            )
         )
     report("W1 1000 migrations", mg_times, psql_times, "psql")
 
@@ -156,9 +160,7 @@ def big_inserts(path: Path, no_tx: bool) -> Path:
     rows = []
     filler = "x" * 120
     for i in range(100_000):
-        rows.append(
-            f"INSERT INTO big (id, name, note) VALUES ({i}, 'name {i} it''s', '{filler}');"
-        )
+        rows.append(f"INSERT INTO big (id, name, note) VALUES ({i}, 'name {i} it''s', '{filler}');")
     body = "\n".join(rows)
     create = "CREATE TABLE big (id bigint PRIMARY KEY, name text, note text);"
     path.write_text(migration_text("x", f"{create}\n{body}", no_tx))
