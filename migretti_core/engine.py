@@ -184,8 +184,9 @@ class RollbackRequest:
     verify: bool = True
 
 
-def plan_apply(state: State, request: ApplyRequest) -> Plan:
-    ensure_not_blocked(state)
+def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) -> Plan:
+    if check_blocked:
+        ensure_not_blocked(state)
     if request.verify:
         ensure_checksums(state)
     pending = state.pending
@@ -213,8 +214,9 @@ def plan_apply(state: State, request: ApplyRequest) -> Plan:
     return Plan("up", tuple(pending), single_transaction=request.single_transaction)
 
 
-def plan_rollback(state: State, request: RollbackRequest) -> Plan:
-    ensure_not_blocked(state)
+def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = True) -> Plan:
+    if check_blocked:
+        ensure_not_blocked(state)
     applied = list(reversed(state.applied))
     if request.to is not None:
         ids = [e.id for e in applied]
@@ -590,13 +592,17 @@ def apply(session: Session, request: ApplyRequest) -> int:
                 migration_id=entry.id,
                 migration_name=entry.name,
             )
-        plan = plan_apply(state, request)
+        # Before the lock, a `running` row may be another process at work: wait for the lock
+        # and judge it then (under the lock it can only mean an interrupted run).
+        live = bool(state.running)
+        plan = plan_apply(state, request, check_blocked=not live)
         validate(session, plan.steps)
-        if not plan.steps:
+        if not plan.steps and not live:
             report(session, "command.nothing", "info", "nothing to apply: already up to date")
             return 0
         confirm(session, plan, "apply" if not session.options.dry_run else "dry run")
         if session.options.dry_run:
+            ensure_not_blocked(state)
             return _dry_run(session, conn, plan)
         confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
 
@@ -612,13 +618,15 @@ def rollback(session: Session, request: RollbackRequest) -> int:
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
-        plan = plan_rollback(state, request)
+        live = bool(state.running)
+        plan = plan_rollback(state, request, check_blocked=not live)
         validate(session, plan.steps)
-        if not plan.steps:
+        if not plan.steps and not live:
             report(session, "command.nothing", "info", "nothing to roll back")
             return 0
         confirm(session, plan, "rollback" if not session.options.dry_run else "dry run")
         if session.options.dry_run:
+            ensure_not_blocked(state)
             return _dry_run(session, conn, plan)
         confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
 

@@ -109,6 +109,9 @@ def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
             raise ConfigError(f"database.{key}: not a libpq connection parameter{hint}")
     if params.get("password") == "":
         del params["password"]
+    port = params.get("port")
+    if port and not all(part.strip().isdigit() for part in str(port).split(",")):
+        raise ConfigError(f"database.port: {port!r} is not a port number")
     return params
 
 

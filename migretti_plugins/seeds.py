@@ -158,7 +158,7 @@ def create_seed_file(directory: Path, title: str) -> Path:
     """Write ``<ULID>_<slug>.sql`` in ``directory``, never replacing a file."""
     from ulid import ULID
 
-    from migretti_plugins.sqlfile import slugify
+    from migretti_plugins.sqlfile import slugify, write_new_file
 
     seed_id = str(ULID())
     filename = f"{seed_id}_{slugify(title)}.sql"
@@ -166,19 +166,7 @@ def create_seed_file(directory: Path, title: str) -> Path:
         raise UsageError(f"seed name {title!r} is too long for a file name; shorten it")
     one_line_title = re.sub(r"[\r\n]+", " ", title)
     content = render_seed_template(one_line_title, seed_id).encode("utf-8")
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / filename
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        raise UsageError(f"{path} already exists; not overwriting it") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+    return write_new_file(directory / filename, content)
 
 
 _SQL_LINE = re.compile(r"^[ \t\f\v]*(?!--)\S", re.M)

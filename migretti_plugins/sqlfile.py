@@ -287,11 +287,20 @@ def create_migration_file(
 
     one_line_title = re.sub(r"[\r\n]+", " ", title)
     content = render_template(one_line_title, new_id, up, down).encode("utf-8")
+    return write_new_file(directory / filename, content)
+
+
+def write_new_file(path: Path, content: bytes) -> Path:
+    """Create ``path`` (and its directory) with ``content``; never replace an existing file.
+
+    ``O_EXCL`` makes the check and the creation one step, so a file appearing at the same
+    moment is not overwritten; a partly written file is removed.
+    """
+    directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
-    path = directory / filename
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:

@@ -10,27 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from migretti_core.testing import fresh_database
 from migretti_plugins.embedded_server import EmbeddedServer
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
 
 # -- database server and per-test databases ------------------------------------------------
-
-
-def url_with_dbname(url: str, dbname: str) -> str:
-    """The same server URL pointing at another database."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "dbname"]
-    return urlunsplit(
-        (parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), urlencode(query), "")
-    )
 
 
 @pytest.fixture(scope="session")
@@ -58,19 +48,8 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_url: str) -> Iterator[str]:
     """URL of a database created empty for this test and dropped after it."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"mg_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield url_with_dbname(pg_url, name)
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_database(pg_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 from clihelp import assert_clean_error, run_mg, write
-from conftest import url_with_dbname
-from psycopg import sql
 
 from migretti_core.errors import UsageError
+from migretti_core.testing import fresh_database
 from migretti_plugins.sqlfile import parse_migration
 from migretti_plugins.sqlsplit import split_sql
 from migretti_plugins.squash import render, terminate
@@ -61,16 +59,8 @@ IDS = ("0001", "0002", "0003")
 
 @pytest.fixture
 def second_url(pg_url: str) -> Iterator[str]:
-    name = f"mg_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield url_with_dbname(pg_url, name)
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_database(pg_url) as url:
+        yield url
 
 
 def make_project(directory: Path, url: str) -> Path:
