@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 VALUE_OPTIONS = {"--env": "env", "--config": "config", "-p": "plugins"}
+_WHAT = {"--env": "a profile name", "--config": "a file path", "-p": "a plugin name"}
 FLAG_OPTIONS = {
     "--json-log": "json_log",
     "-v": "verbose",
@@ -56,7 +57,7 @@ def extract_globals(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
             else:
                 raise ArgvError(f"option {name} needs a value")
             if not value.strip():
-                raise ArgvError(f"option {name} needs a non-empty value")
+                raise ArgvError(f"option {name} needs {_WHAT[name]}, not an empty value")
             _set(options, VALUE_OPTIONS[name], value)
         elif token.startswith("-p") and len(token) > 2 and not token.startswith("--"):
             options.plugins.append(token[2:].removeprefix("="))
