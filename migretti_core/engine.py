@@ -8,6 +8,7 @@ leave an honest ``running`` or ``failed`` row behind a no-transaction migration.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -156,10 +157,19 @@ def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> 
     )
 
 
-def validate(session: Session, steps: Sequence[Migration]) -> None:
+def validate(
+    session: Session, steps: Sequence[Migration], done: set[tuple[str, str]] | None = None
+) -> None:
+    """Pre-flight checks; ``done`` remembers migrations already checked (by id and checksum)."""
     problems: list[str] = []
     for migration in steps:
-        problems.extend(session.hooks.validate_migration(session, migration))
+        key = (migration.id, migration.checksum)
+        if done is not None and key in done:
+            continue
+        found = session.hooks.validate_migration(session, migration)
+        problems.extend(found)
+        if done is not None and not found:
+            done.add(key)
     if problems:
         raise MigrationFileError(problems)
 
@@ -305,19 +315,22 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
         return int((time.perf_counter() - started) * 1000)
 
     if migration.transactional:
+        change = HistoryChange(migration.id, migration.name, migration.checksum, action, status)
+        record = hooks.history_sql(session, change) if sql.strip() else None
         with hooks.transaction(session, conn):
             if sql.strip():
+                # The history row rides in the same query: one round trip, one transaction.
+                text = f"{sql}\n;\n{record}" if record else sql
                 try:
-                    hooks.execute(session, conn, sql)
+                    hooks.execute(session, conn, text)
                 except SqlError as exc:
+                    if exc.position is not None and exc.position > len(sql):
+                        raise MigrationFailed(
+                            f"recording {migration.id} in the history failed: {exc.server_message}"
+                        ) from exc
                     raise sql_failure(migration, exc, sql, first_line) from exc
-            hooks.history_write(
-                session,
-                conn,
-                HistoryChange(
-                    migration.id, migration.name, migration.checksum, action, status, done()
-                ),
-            )
+            if not record:
+                hooks.history_write(session, conn, dataclasses.replace(change, duration_ms=done()))
         return done()
 
     statements: list[Statement] = hooks.split_statements(sql) if sql.strip() else []
@@ -596,7 +609,8 @@ def apply(session: Session, request: ApplyRequest) -> int:
         # and judge it then (under the lock it can only mean an interrupted run).
         live = bool(state.running)
         plan = plan_apply(state, request, check_blocked=not live)
-        validate(session, plan.steps)
+        checked: set[tuple[str, str]] = set()
+        validate(session, plan.steps, checked)
         if not plan.steps and not live:
             report(session, "command.nothing", "info", "nothing to apply: already up to date")
             return 0
@@ -608,7 +622,7 @@ def apply(session: Session, request: ApplyRequest) -> int:
 
         def replan() -> Plan:
             fresh = plan_apply(read_state(session, conn, migrations), request)
-            validate(session, fresh.steps)
+            validate(session, fresh.steps, checked)
             return fresh
 
         return _execute_plan(session, conn, plan, replan, confirmed)
@@ -620,7 +634,8 @@ def rollback(session: Session, request: RollbackRequest) -> int:
         state = read_state(session, conn, migrations)
         live = bool(state.running)
         plan = plan_rollback(state, request, check_blocked=not live)
-        validate(session, plan.steps)
+        checked: set[tuple[str, str]] = set()
+        validate(session, plan.steps, checked)
         if not plan.steps and not live:
             report(session, "command.nothing", "info", "nothing to roll back")
             return 0
@@ -632,7 +647,7 @@ def rollback(session: Session, request: RollbackRequest) -> int:
 
         def replan() -> Plan:
             fresh = plan_rollback(read_state(session, conn, migrations), request)
-            validate(session, fresh.steps)
+            validate(session, fresh.steps, checked)
             return fresh
 
         return _execute_plan(session, conn, plan, replan, confirmed)

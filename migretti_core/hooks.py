@@ -262,6 +262,10 @@ class Hooks:
     def history_prepare(self, session: Session, conn: Any) -> None:
         self._first("mg_history_prepare", "history tables", session=session, conn=conn)
 
+    def history_sql(self, session: Session, change: HistoryChange) -> str | None:
+        result: str | None = self._relay.mg_history_sql(session=session, change=change)
+        return result
+
     def history_write(self, session: Session, conn: Any, change: HistoryChange) -> None:
         self._first(
             "mg_history_write", "history recording", session=session, conn=conn, change=change

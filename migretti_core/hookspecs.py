@@ -195,6 +195,16 @@ def mg_history_write(session: Session, conn: Any, change: HistoryChange) -> bool
     """Record one change, on ``conn`` and inside its current transaction if there is one."""
 
 
+@hookspec(firstresult=True)
+def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
+    """SQL text that records ``change``, sent in the same query as a migration's own SQL.
+
+    Saves a round trip per transactional migration. ``change.duration_ms`` is None: the
+    statement should measure it on the server. Return None to have the engine call
+    ``mg_history_write`` after the migration's SQL instead.
+    """
+
+
 # --- lifecycle events --------------------------------------------------------------------
 
 

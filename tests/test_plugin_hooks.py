@@ -310,8 +310,10 @@ def test_hook_mg_lock_release(scenario: Scenario) -> None:
 
 def test_hook_mg_execute(scenario: Scenario) -> None:
     sent = [c["sql"] for c in scenario.steps["apply"].of("mg_execute")]
-    # a transactional migration goes as written, in one piece; the other statement by statement
-    assert sent[0].strip() == "CREATE TABLE users (id int);"
+    # a transactional migration goes as written, in one piece (its history row appended after
+    # it); the other statement by statement
+    assert sent[0].startswith("CREATE TABLE users (id int);\n")
+    assert "INSERT INTO _migrations " in sent[0]
     assert sent[1:] == [
         "CREATE TABLE tags (id int)",
         "CREATE INDEX CONCURRENTLY tags_id ON tags (id)",
@@ -359,8 +361,8 @@ def test_hook_mg_history_write(scenario: Scenario) -> None:
     applied: list[HistoryChange] = [
         c["change"] for c in scenario.steps["apply"].of("mg_history_write")
     ]
+    # 0001 is transactional: its row rides in its own query (mg_history_sql).
     assert [(c.migration_id, c.action, c.status) for c in applied] == [
-        ("0001", "UP", "applied"),
         ("0002", "UP", "running"),
         ("0002", "UP", "applied"),
     ]
@@ -368,6 +370,16 @@ def test_hook_mg_history_write(scenario: Scenario) -> None:
         c["change"] for c in scenario.steps["rollback"].of("mg_history_write")
     ]
     assert [(c.migration_id, c.action, c.status) for c in rolled][-1] == ("0002", "DOWN", None)
+
+
+def test_hook_mg_history_sql(scenario: Scenario) -> None:
+    step = scenario.steps["apply"]
+    changes: list[HistoryChange] = [c["change"] for c in step.of("mg_history_sql")]
+    assert [(c.migration_id, c.action, c.status, c.duration_ms) for c in changes] == [
+        ("0001", "UP", "applied", None)
+    ]
+    executed = [c["sql"] for c in step.of("mg_execute")]
+    assert any("CREATE TABLE users" in sql and "_migrations" in sql for sql in executed)
 
 
 # --- lifecycle -----------------------------------------------------------------------------
