@@ -9,6 +9,7 @@ leave an honest ``running`` or ``failed`` row behind a no-transaction migration.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -75,7 +76,7 @@ def load_migrations(session: Session) -> list[Migration]:
     migrations: list[Migration] = []
     for path in hooks.discover_migrations(session.config):
         try:
-            raw = path.read_bytes()
+            raw = _read_file(path)
         except OSError as exc:
             problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
             continue
@@ -96,6 +97,19 @@ def load_migrations(session: Session) -> list[Migration]:
     if problems:
         raise MigrationFileError(problems)
     return sorted(seen.values(), key=lambda m: m.id)
+
+
+def _read_file(path: Path) -> bytes:
+    """The file's bytes with plain system calls: with 10,000 files, buffered IO objects and
+    ``Path.read_bytes`` cost more than the reading itself."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _prefix_dir(path: Path, problem: str) -> str:

@@ -67,6 +67,8 @@ def _scan_directives(
 ) -> list[_Directive]:
     found: list[_Directive] = []
     for number, line in enumerate(lines, start=1):
+        if not line.lstrip().startswith("--"):
+            continue  # cheap test first: a 20 MB migration has 100,000 SQL lines
         match = _DIRECTIVE_RE.fullmatch(line)
         if match is None:
             continue
@@ -213,14 +215,19 @@ def _section(text: str, starts: list[int], marker: int, end_marker: int | None) 
 
 def discover(directory: Path) -> list[Path]:
     """The migration files of a directory, by file name; subdirectories are not migrations."""
-    if not directory.is_dir():
+    try:
+        with os.scandir(directory) as entries:
+            # scandir knows the file type without a stat call per file (thousands of files).
+            names = sorted(
+                entry.name
+                for entry in entries
+                if entry.name.endswith(".sql")
+                and not entry.name.startswith(".")
+                and entry.is_file()
+            )
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = [
-        entry
-        for entry in directory.iterdir()
-        if entry.suffix == ".sql" and not entry.name.startswith(".") and entry.is_file()
-    ]
-    return sorted(found, key=lambda entry: entry.name)
+    return [directory / name for name in names]
 
 
 def load_directory(directory: Path) -> list[Migration]:
