@@ -200,8 +200,9 @@ def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
     """SQL text that records ``change``, sent in the same query as a migration's own SQL.
 
     Saves a round trip per transactional migration. ``change.duration_ms`` is None: the
-    statement should measure it on the server. Return None to have the engine call
-    ``mg_history_write`` after the migration's SQL instead.
+    statement should measure it on the server. Return ``""`` to have the engine call
+    ``mg_history_write`` after the migration's SQL instead (None only means "ask the next
+    plugin", which is the builtin).
     """
 
 

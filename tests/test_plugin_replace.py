@@ -136,6 +136,10 @@ class AdvisoryLockProbe:
         self.held: list[int] = []
 
     @hookimpl
+    def mg_history_sql(self) -> str:
+        return ""  # record through mg_history_write, inside the transaction, where we look
+
+    @hookimpl
     def mg_history_write(self, session: Session, conn: Any) -> None:
         rows = session.hooks.query(session, conn, ADVISORY_LOCKS_HELD)
         self.held.append(int(rows[0][0]))
