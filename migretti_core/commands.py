@@ -16,6 +16,7 @@ from migretti_core.cli import (
     parse_lock_timeout,
 )
 from migretti_core.errors import EXIT_BLOCKED, UsageError
+from migretti_core.types import Session
 
 
 def _emit(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
@@ -66,6 +67,12 @@ def create(ctx: click.Context, name: str, up_sql: str, down_sql: str) -> None:
     click.echo(engine.display_path(path))
 
 
+def _session(ctx: click.Context, command: str, dry_run: bool, lock_timeout: str | None) -> Session:
+    return app_of(ctx).session(
+        command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout)
+    )
+
+
 def _apply(
     ctx: click.Context,
     *,
@@ -74,9 +81,7 @@ def _apply(
     request: engine.ApplyRequest,
     command: str,
 ) -> int:
-    app = app_of(ctx)
-    session = app.session(command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout))
-    return engine.apply(session, request)
+    return engine.apply(_session(ctx, command, dry_run, lock_timeout), request)
 
 
 def _rollback(
@@ -87,9 +92,7 @@ def _rollback(
     request: engine.RollbackRequest,
     command: str,
 ) -> int:
-    app = app_of(ctx)
-    session = app.session(command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout))
-    return engine.rollback(session, request)
+    return engine.rollback(_session(ctx, command, dry_run, lock_timeout), request)
 
 
 @click.command()

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -606,65 +606,60 @@ def _execute_plan(
 
 
 def apply(session: Session, request: ApplyRequest) -> int:
-    migrations = load_migrations(session)
-    with connected(session) as conn:
-        state = read_state(session, conn, migrations)
-        for entry in state.missing:
-            report(
-                session,
-                "migration.missing",
-                "warning",
-                f"migration {entry.id} ({entry.name}) is recorded as {entry.status} "
-                "but its file is gone",
-                migration_id=entry.id,
-                migration_name=entry.name,
-            )
-        # Before the lock, a `running` row may be another process at work: wait for the lock
-        # and judge it then (under the lock it can only mean an interrupted run).
-        live = bool(state.running)
-        plan = plan_apply(state, request, check_blocked=not live)
-        checked: set[tuple[str, str]] = set()
-        validate(session, plan.steps, checked)
-        if not plan.steps and not live:
-            report(session, "command.nothing", "info", "nothing to apply: already up to date")
-            return 0
-        confirm(session, plan, "apply" if not session.options.dry_run else "dry run")
-        if session.options.dry_run:
-            ensure_not_blocked(state)
-            return _dry_run(session, conn, plan)
-        confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
+    def planner(state: State, check_blocked: bool) -> Plan:
+        return plan_apply(state, request, check_blocked)
 
-        def replan() -> Plan:
-            fresh = plan_apply(read_state(session, conn, migrations), request)
-            validate(session, fresh.steps, checked)
-            return fresh
-
-        return _execute_plan(session, conn, plan, replan, confirmed)
+    return _run(session, planner, "apply", "nothing to apply: already up to date")
 
 
 def rollback(session: Session, request: RollbackRequest) -> int:
+    def planner(state: State, check_blocked: bool) -> Plan:
+        return plan_rollback(state, request, check_blocked)
+
+    return _run(session, planner, "rollback", "nothing to roll back")
+
+
+def _run(session: Session, planner: Callable[[State, bool], Plan], what: str, nothing: str) -> int:
+    """Plan, check, confirm, then (dry-)run under the lock, planning again once it is held."""
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
+        if what == "apply":
+            _warn_missing(session, state)
+        # Before the lock, a `running` row may be another process at work: wait for the lock
+        # and judge it then (under the lock it can only mean an interrupted run).
         live = bool(state.running)
-        plan = plan_rollback(state, request, check_blocked=not live)
+        plan = planner(state, not live)
         checked: set[tuple[str, str]] = set()
         validate(session, plan.steps, checked)
         if not plan.steps and not live:
-            report(session, "command.nothing", "info", "nothing to roll back")
+            report(session, "command.nothing", "info", nothing)
             return 0
-        confirm(session, plan, "rollback" if not session.options.dry_run else "dry run")
+        confirm(session, plan, what if not session.options.dry_run else "dry run")
         if session.options.dry_run:
             ensure_not_blocked(state)
             return _dry_run(session, conn, plan)
         confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
 
         def replan() -> Plan:
-            fresh = plan_rollback(read_state(session, conn, migrations), request)
+            fresh = planner(read_state(session, conn, migrations), True)
             validate(session, fresh.steps, checked)
             return fresh
 
         return _execute_plan(session, conn, plan, replan, confirmed)
+
+
+def _warn_missing(session: Session, state: State) -> None:
+    for entry in state.missing:
+        report(
+            session,
+            "migration.missing",
+            "warning",
+            f"migration {entry.id} ({entry.name}) is recorded as {entry.status} "
+            "but its file is gone",
+            migration_id=entry.id,
+            migration_name=entry.name,
+        )
 
 
 def fix(session: Session, ident: str, mode: str) -> int:
