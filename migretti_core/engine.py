@@ -1,9 +1,10 @@
 """The engine: turns apply / rollback / fix into a plan and walks it by calling hooks only.
 
 Nothing here knows PostgreSQL, SQL files or YAML; that is the plugins' business. The rules
-of SPEC §5 live here: validate everything before the first change, recompute the plan once
-the lock is held, keep a transactional migration and its history row in one transaction, and
-leave an honest ``running`` or ``failed`` row behind a no-transaction migration.
+of applying and rolling back live here: validate everything before the first change,
+recompute the plan once the lock is held, keep a transactional migration and its history row
+in one transaction, and leave an honest ``running`` or ``failed`` row behind a no-transaction
+migration.
 """
 
 from __future__ import annotations
@@ -453,7 +454,7 @@ def run_plan(
 
 
 def confirm(session: Session, plan: Plan | None, what: str) -> None:
-    """Ask a person before SQL runs on a protected target (SPEC §10).
+    """Ask a person before SQL runs on a protected target.
 
     Plugins may veto; only the user typing ``yes`` or ``--yes`` approves.
     """

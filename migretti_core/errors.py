@@ -1,4 +1,4 @@
-"""Errors that reach the user, each carrying the exit code of SPEC §11.
+"""Errors that reach the user, each carrying the exit code of docs/commands.md.
 
 Every error the CLI prints is an ``MgError``: anything else is a bug and is shown
 as one line plus a hint to rerun with ``-v`` for the traceback.

@@ -47,8 +47,11 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """Redact passwords in free text that may quote URLs or DSNs (error messages, logs)."""
-    text = _URL_IN_TEXT.sub(lambda m: m.group(1) + MASK + m.group(3), text)
-    return _redact_pairs(text)
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    if "password" in text.lower():  # every pattern below needs the word
+        text = _redact_pairs(text)
+    return text
 
 
 def _redact_pairs(text: str) -> str:

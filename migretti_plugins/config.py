@@ -1,4 +1,4 @@
-"""Builtin ``config``: mg.yaml with profiles, interpolation and ``.env`` (SPEC §2)."""
+"""Builtin ``config``: mg.yaml with profiles, interpolation and ``.env``."""
 
 from __future__ import annotations
 

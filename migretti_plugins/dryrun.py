@@ -1,4 +1,4 @@
-"""Smart dry run (SPEC §6): run the plan in one transaction that is always rolled back.
+"""Smart dry run: run the plan in one transaction that is always rolled back.
 
 Each transactional migration runs in its own savepoint, so a failure is reported and the
 ones after it still run (seeing every change before it, except the failed one's). At the end

@@ -1,4 +1,4 @@
-"""Builtin ``embedded``: a PostgreSQL server that mg starts itself (SPEC §13).
+"""Builtin ``embedded``: a PostgreSQL server that mg starts itself.
 
 Selected by ``database: {embedded: true}`` or a database URL ``embedded:[PATH][?dbname=NAME]``
 (``MG_DATABASE_URL=embedded:``); any other configuration is left to the ``postgres`` plugin.

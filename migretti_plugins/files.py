@@ -1,4 +1,4 @@
-"""Builtin ``files``: SQL migration files with ``-- migrate:`` directives (SPEC §3)."""
+"""Builtin ``files``: SQL migration files with ``-- migrate:`` directives."""
 
 from __future__ import annotations
 

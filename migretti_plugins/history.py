@@ -1,4 +1,4 @@
-"""The history tables ``_migrations`` and ``_migrations_log`` (SPEC §4), 0.10-compatible.
+"""The history tables ``_migrations`` and ``_migrations_log``, 0.10-compatible.
 
 The tables are created with migretti 0.10's exact DDL; newer columns are added in place:
 ``apply_seq``, ``duration_ms``, ``error`` and ``failed_statement`` on ``_migrations`` and

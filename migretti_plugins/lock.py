@@ -1,4 +1,4 @@
-"""The run-wide PostgreSQL session advisory lock (SPEC §8).
+"""The run-wide PostgreSQL session advisory lock.
 
 The wait polls ``pg_try_advisory_lock`` instead of blocking in ``pg_advisory_lock``: a
 session blocked there keeps a snapshot open, and the holder's ``CREATE INDEX CONCURRENTLY``

@@ -1,4 +1,4 @@
-"""Builtin ``protect``: which environments need a person's confirmation (SPEC §10).
+"""Builtin ``protect``: which environments need a person's confirmation.
 
 A profile named prod, production or live (any case), or with ``protected: true``, is
 protected. The core then shows the target and the plan and asks for ``yes``; this plugin

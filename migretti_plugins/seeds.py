@@ -1,4 +1,4 @@
-"""Builtin ``seeds``: ``mg seed create NAME`` and ``mg seed [NAME...]`` (SPEC §12).
+"""Builtin ``seeds``: ``mg seed create NAME`` and ``mg seed [NAME...]``.
 
 A seed is a plain SQL file in ``seeds_dir``. Each one runs as a single query in its own
 transaction together with its row in ``_migrations_seeds``, so after any crash a seed's data

@@ -1,4 +1,4 @@
-"""Builtin ``shellhooks``: the ``hooks:`` commands of mg.yaml (SPEC §9), see docs/hooks.md.
+"""Builtin ``shellhooks``: the ``hooks:`` commands of mg.yaml, see docs/hooks.md.
 
 A hook runs with ``/bin/sh -c`` in the config file's directory, in a session of its own (so a
 timeout or Ctrl-C ends the whole process group), with stdin from /dev/null and the ``MG_*``

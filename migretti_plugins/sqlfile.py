@@ -1,4 +1,4 @@
-"""The migration file format of SPEC §3: discovery, parsing, checksums and new files.
+"""The migration file format of migration files: discovery, parsing, checksums and new files.
 
 Every problem names the file and line so a user can fix a whole directory in one pass.
 """

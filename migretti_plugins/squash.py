@@ -1,4 +1,4 @@
-"""Builtin ``squash``: ``mg squash NAME`` folds the pending migrations into one (SPEC §12).
+"""Builtin ``squash``: ``mg squash NAME`` folds the pending migrations into one.
 
 Only migrations that no database row mentions are squashed, and only in the selected
 database: squash reads the history and never writes to the database. The sections are

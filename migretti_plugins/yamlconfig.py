@@ -1,10 +1,10 @@
-"""mg.yaml: profiles, ``.env``, ``${VAR}`` interpolation and the typed keys (SPEC §2).
+"""mg.yaml: profiles, ``.env``, ``${VAR}`` interpolation and the typed keys.
 
 Scalars are read as the text the user wrote (YAML's base loader resolves no types), so
 ``password: 0123`` or ``password: yes`` reach the server unchanged; the few typed keys are
 converted here, each error naming the file and the key.
 
-Decisions beyond SPEC §2:
+Decisions (see also docs/configuration.md):
 
 - An empty value (``key:``) means "not set": the default applies, an empty ``hooks`` entry
   in a profile disables that hook, an empty ``database`` or ``plugins`` is empty.

@@ -1,4 +1,4 @@
-"""mg.yaml as the ``mg`` command sees it (SPEC §2): precedence, profiles, interpolation, errors.
+"""mg.yaml as the ``mg`` command sees it: precedence, profiles, interpolation, errors.
 
 The configuration is observed through an in-house plugin adding ``mg show-config``, so no
 database is needed.

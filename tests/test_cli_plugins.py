@@ -1,4 +1,4 @@
-"""In-house plugins through the ``mg`` command (SPEC §14): loading, listing, blocking, failures."""
+"""In-house plugins through the ``mg`` command: loading, listing, blocking, failures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A database migretti 0.10 managed keeps working: its tables, rows and checksums (SPEC §4)."""
+"""A database migretti 0.10 managed keeps working: its tables, rows and checksums."""
 
 from __future__ import annotations
 

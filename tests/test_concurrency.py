@@ -1,4 +1,4 @@
-"""Several ``mg`` processes against one database at once: the advisory lock (SPEC §8)."""
+"""Several ``mg`` processes against one database at once: the advisory lock."""
 
 from __future__ import annotations
 

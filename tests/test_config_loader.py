@@ -1,4 +1,4 @@
-"""mg.yaml loading (SPEC §2): profiles, interpolation, .env, overrides, errors, redaction."""
+"""mg.yaml loading: profiles, interpolation, .env, overrides, errors, redaction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Production confirmation (SPEC §10, docs/protection.md) through the real ``mg`` command.
+"""Production confirmation (docs/protection.md) through the real ``mg`` command.
 
 Interactive answers go through a real pseudo-terminal (pexpect), so ``mg`` sees exactly what
 it sees when a person runs it; everything else runs with stdin that is not a terminal.

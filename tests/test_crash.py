@@ -1,4 +1,4 @@
-"""``mg`` killed or interrupted mid-run: the database must tell the truth afterwards (SPEC §5)."""
+"""``mg`` killed or interrupted mid-run: the database must tell the truth afterwards."""
 
 from __future__ import annotations
 

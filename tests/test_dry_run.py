@@ -1,4 +1,4 @@
-"""Dry runs (SPEC §6, docs/dry-run.md) through the real ``mg`` command against PostgreSQL.
+"""Dry runs (docs/dry-run.md) through the real ``mg`` command against PostgreSQL.
 
 A dry run must try the SQL for real and leave no trace: no tables, no rows, no history
 tables, no lock waited on, no shell hook run.

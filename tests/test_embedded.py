@@ -1,4 +1,4 @@
-"""The embedded database (SPEC §13), driven through real ``mg`` processes in fresh projects."""
+"""The embedded database, driven through real ``mg`` processes in fresh projects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The engine's rules (SPEC §5) with an in-memory backend plugin and no database.
+"""The engine's rules with an in-memory backend plugin and no database.
 
 The backend keeps history rows and executed SQL in memory and honours transactions by
 snapshotting, so atomicity of "migration + history row" is observable here too.

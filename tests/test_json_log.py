@@ -1,4 +1,4 @@
-"""``--json-log`` (SPEC §11, docs/logging.md) through the real ``mg`` command against PostgreSQL.
+"""``--json-log`` (docs/logging.md) through the real ``mg`` command against PostgreSQL.
 
 Every line ``mg`` writes to stderr must be one JSON object a log shipper can parse, carrying
 the fields and event names docs/logging.md promises, and never the database password.

@@ -1,5 +1,5 @@
 """A failing notification plugin never hides the migration's result or error, never stops the
-other notifiers, and is reported with its name (SPEC §14)."""
+other notifiers, and is reported with its name."""
 
 from __future__ import annotations
 

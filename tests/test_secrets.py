@@ -1,5 +1,5 @@
 """No password in any output: successes, SQL errors, connection errors, lock timeouts, JSON
-logs and ``-v`` tracebacks, with the password configured in each way a user can (SPEC §11).
+logs and ``-v`` tracebacks, with the password configured in each way a user can.
 """
 
 from __future__ import annotations

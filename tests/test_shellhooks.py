@@ -1,4 +1,4 @@
-"""Shell hooks (SPEC §9) through the real ``mg`` command against a real PostgreSQL."""
+"""Shell hooks through the real ``mg`` command against a real PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The migration file format of SPEC §3, without a database."""
+"""The migration file format (docs/migration-files.md), without a database."""
 
 from __future__ import annotations
 
