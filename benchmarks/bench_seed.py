@@ -19,17 +19,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from migretti_core.errors import ConfigError  # noqa: E402
+from migretti_core.testing import fresh_database  # noqa: E402
 from migretti_plugins.embedded_server import EmbeddedServer  # noqa: E402
 
 URL_ENV = "MG_BENCH_DATABASE_URL"
@@ -66,14 +65,6 @@ def write_seed(path: Path, size_mb: float, rows_per_insert: int) -> int:
             out.write(line)
             written += len(line)
     return rows
-
-
-def url_with_dbname(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "dbname"]
-    return urlunsplit(
-        (parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), urlencode(query), "")
-    )
 
 
 @dataclass(frozen=True)
@@ -118,23 +109,6 @@ def client_cpu() -> float:
 class Timing:
     wall: float
     cpu: float  # client process plus server, seconds
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
-    name = f"mg_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield url_with_dbname(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def count_rows(url: str) -> int:

@@ -8,27 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import Project, migration_text
-
-# migretti 0.10's DDL, as it created the tables.
-DDL_010 = """
-CREATE TABLE _migrations (
-    id VARCHAR(26) PRIMARY KEY,
-    name VARCHAR(255) NOT NULL,
-    applied_at TIMESTAMPTZ DEFAULT now(),
-    checksum VARCHAR(64),
-    status VARCHAR(20) DEFAULT 'applied'
-);
-CREATE TABLE _migrations_log (
-    id BIGSERIAL PRIMARY KEY,
-    migration_id VARCHAR(26) NOT NULL,
-    name VARCHAR(255),
-    action VARCHAR(10) NOT NULL,
-    performed_at TIMESTAMPTZ DEFAULT now(),
-    performed_by VARCHAR(255),
-    checksum VARCHAR(64)
-);
-"""
+from mgproject import DDL_010, Project, migration_text
 
 ULIDS = {
     "users": "01HQ3Z1A0000000000000000AA",

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from mgproject import DDL_010
 
 from migretti_core import hookspecs
 from migretti_core.engine import sql_failure
@@ -40,25 +41,6 @@ from migretti_plugins import dryrun, history, lock, postgres, split
 from migretti_plugins.lock import key_parts
 
 REPO_ROOT = Path(postgres.__file__).resolve().parents[1]
-
-V010_TABLES = """
-CREATE TABLE _migrations (
-    id VARCHAR(26) PRIMARY KEY,
-    name VARCHAR(255) NOT NULL,
-    applied_at TIMESTAMPTZ DEFAULT now(),
-    checksum VARCHAR(64),
-    status VARCHAR(20) DEFAULT 'applied'
-);
-CREATE TABLE _migrations_log (
-    id BIGSERIAL PRIMARY KEY,
-    migration_id VARCHAR(26) NOT NULL,
-    name VARCHAR(255),
-    action VARCHAR(10) NOT NULL,
-    performed_at TIMESTAMPTZ DEFAULT now(),
-    performed_by VARCHAR(255),
-    checksum VARCHAR(64)
-);
-"""
 
 
 class LockWaits:
@@ -497,7 +479,7 @@ def seed_010(session: Session, conn: Any) -> None:
     session.hooks.execute(
         session,
         conn,
-        V010_TABLES + "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES "
+        DDL_010 + "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES "
         "('01C', 'third', '2024-01-03', 'c'), ('01A', 'first', '2024-01-01', 'a'), "
         "('01B', 'second', '2024-01-02', 'b'), ('00Z', 'same_time', '2024-01-03', 'z');",
     )
