@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from mgproject import DDL_010
 
 from migretti_core import hookspecs
 from migretti_core.engine import sql_failure
@@ -476,6 +475,8 @@ def test_prepare_creates_the_010_tables_plus_new_columns(session: Session, conn:
 
 
 def seed_010(session: Session, conn: Any) -> None:
+    from mgproject import DDL_010
+
     session.hooks.execute(
         session,
         conn,
