@@ -115,9 +115,9 @@ class App:
     def _remember_secrets(self, config: Config) -> None:
         """Passwords from the configuration are masked in every event, whatever its source."""
         database = config.database
-        password = database.get("password")
-        if isinstance(password, str) and password:
-            self.hooks.secrets.add(password)
+        for password in (database.get("password"), self.environ.get("PGPASSWORD")):
+            if isinstance(password, str) and password:
+                self.hooks.secrets.add(password)
         url = database.get("url")
         if isinstance(url, str) and "://" in url:
             from urllib.parse import unquote, urlsplit

@@ -124,12 +124,16 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
             if app.options.json_log:
                 fields["traceback"] = trace
             else:
-                print(trace, file=sys.stderr, end="")
+                print(app.hooks.redact(trace), file=sys.stderr, end="")
         app.report("command.failed", "error", exc.message, **fields)
     else:
-        print(f"mg: error: {exc.message}", file=sys.stderr)
+        from migretti_core.redact import redact
+
+        if trace is not None:
+            print(redact(trace), file=sys.stderr, end="")
+        print(f"mg: error: {redact(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"  hint: {exc.hint}", file=sys.stderr)
+            print(f"  hint: {redact(exc.hint)}", file=sys.stderr)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -353,12 +353,9 @@ class Hooks:
 
     def redact(self, text: str) -> str:
         """Hide every known secret and anything that looks like a password in ``text``."""
-        from migretti_core.redact import MASK, redact_text
+        from migretti_core.redact import redact
 
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, MASK)
-        return redact_text(text)
+        return redact(text, self.secrets)
 
     def report(self, options: Options, event: Event) -> None:
         event = Event(

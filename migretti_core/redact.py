@@ -1,13 +1,28 @@
-"""Hide passwords in connection strings before they reach any output, log or error.
+"""Hide passwords before they reach any output, log, error or the history table.
 
-Over-redacting is preferred to leaking: anything that could be a password is replaced.
+One rule for the whole program (``redact``), see docs/configuration.md "Passwords in output":
+
+- A known password (from mg.yaml, ``MG_DATABASE_URL``, the connection) is replaced by
+  ``****`` where it stands as a value: a whole token, a URL part, a quoted literal. Where
+  the password begins or ends with a letter, digit or underscore, the neighbouring character
+  on that side must not be one, so the password ``app`` never turns ``applied`` into
+  ``****lied``.
+- Whatever looks like a password is replaced too, known or not: the password of a URL
+  (``scheme://user:****@host``), a ``password=`` query or key=value parameter.
+
+Over-redacting is preferred to leaking: a password that is an ordinary word is masked
+wherever that word stands alone.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from functools import lru_cache
 
 MASK = "****"
+
+_WORD = re.compile(r"\w")
 
 _SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
 # Query parameters such as ``password`` and ``sslpassword`` in a URL.
@@ -43,6 +58,29 @@ def redact_url(url: str) -> str:
     if query_at == -1:
         return url
     return url[:query_at] + _QUERY_SECRET.sub(_mask, url[query_at:])
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return ``text`` with each of ``secrets`` and anything that looks like a password masked.
+
+    The function every output path uses (events, errors, tracebacks, hook output, the
+    ``error`` column of the history): ``secrets`` are the passwords known at that point.
+    """
+    known = tuple(sorted({s for s in secrets if s}))
+    if known:
+        text = _secret_pattern(known).sub(MASK, text)
+    return redact_text(text)
+
+
+@lru_cache(maxsize=32)
+def _secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
+    """One alternation, longest first, so a password holding another is masked whole."""
+    parts = []
+    for secret in sorted(secrets, key=len, reverse=True):
+        before = r"(?<!\w)" if _WORD.match(secret[0]) else ""
+        after = r"(?!\w)" if _WORD.match(secret[-1]) else ""
+        parts.append(before + re.escape(secret) + after)
+    return re.compile("|".join(parts))
 
 
 def redact_text(text: str) -> str:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
-from migretti_core.redact import MASK, redact_text
+from migretti_core.redact import redact, redact_text
 from migretti_core.types import Session, Statement, Target
 
 if TYPE_CHECKING:
@@ -146,16 +146,6 @@ def _os_user() -> str | None:
         return None
 
 
-def scrub(text: str, password: str | None) -> str:
-    """Hide ``password`` and anything that looks like one in ``text``."""
-    if password:
-        if len(password) >= 4:
-            text = text.replace(password, MASK)
-        else:
-            text = re.sub(rf"(?<!\w){re.escape(password)}(?!\w)", MASK, text)
-    return redact_text(text)
-
-
 # --- errors --------------------------------------------------------------------------------
 
 
@@ -172,8 +162,9 @@ def connect_failure(exc: Exception, target: Target, password: str | None) -> Dat
     )
     first = re.sub(r"^(?:FATAL|ERROR):\s+", "", first)
     rest = [line for line in lines[1:] if not line.startswith("Multiple connection attempts")]
-    hint = scrub(rest[0], password) if rest and not rest[0].startswith("-") else None
-    message = f"cannot connect to {target.describe()}: {scrub(first, password)}"
+    secrets = (password or "",)
+    hint = redact(rest[0], secrets) if rest and not rest[0].startswith("-") else None
+    message = f"cannot connect to {target.describe()}: {redact(first, secrets)}"
     return DatabaseError(message, hint=hint)
 
 
@@ -246,7 +237,7 @@ def mg_connect(session: Session) -> Any | None:
     try:
         conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"database: {scrub(str(exc), password)}") from None
+        raise ConfigError("database: " + redact(str(exc), (password or "",))) from None
     except psycopg.Error as exc:
         raise connect_failure(exc, target_of(params), password) from None
     conn.prepare_threshold = None
@@ -451,7 +442,6 @@ __all__ = [
     "is_embedded",
     "libpq_params",
     "query",
-    "scrub",
     "target_of",
     "transaction",
 ]

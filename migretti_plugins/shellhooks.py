@@ -88,14 +88,10 @@ def pg_environment(params: Mapping[str, object]) -> dict[str, str]:
 
 
 def _redactor(session: Session, params: Mapping[str, object]) -> Callable[[str], str]:
-    secrets = {str(params["password"])} if params.get("password") else set()
+    from migretti_core.redact import redact
 
-    def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "****")
-        return session.hooks.redact(text)
-
-    return redact
+    secrets = {*session.hooks.secrets, str(params.get("password") or "")}
+    return lambda text: redact(text, secrets)
 
 
 def hook_environment(

@@ -151,3 +151,113 @@ def test_password_in_mg_database_url_never_shows(
         assert done.returncode == 1, (args, done.stderr)
         runs.append(done)
     _assert_secret_kept(runs, project)
+
+
+# --- one redaction rule: values, never parts of words ----------------------------------------
+
+
+def _make_role(database_url: str, password: str) -> str:
+    name = f"mg_short_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(name)))
+    return name
+
+
+def _drop_role(database_url: str, name: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def app_role(database_url: str) -> Iterator[str]:
+    """A login role whose password is the short word ``app``."""
+    name = _make_role(database_url, "app")
+    try:
+        yield name
+    finally:
+        _drop_role(database_url, name)
+
+
+def test_a_short_password_is_masked_as_a_value_never_inside_words(
+    tmp_path: Path, database_url: str, app_role: str
+) -> None:
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    server = _server(database_url)
+    project.configure(
+        {**server, "user": app_role, "password": "${DB_PASSWORD}"},
+        extra='hooks:\n  post_apply: echo "app applied; happy apps; app"\n',
+    )
+    project.add_table("0001")
+    env = {"DB_PASSWORD": "app"}
+
+    done = project.mg("apply", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "applied" in done.stderr
+    assert "****lied" not in done.stderr
+    # The hook's own output follows the same rule as every other line.
+    assert "**** applied; happy apps; ****" in done.stderr, done.stderr
+
+    listed = project.mg("--json-log", "status", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "applied" in listed.stdout and "****lied" not in listed.stdout + listed.stderr
+
+    # Where it stands as a value (a quoted literal in the server's error), it is masked.
+    project.add("0002", "quote_it", "SELECT 'app'::int;")
+    failed = project.mg("apply", env=env)
+    assert failed.returncode == 1, failed.stderr
+    assert '"****"' in failed.stderr, failed.stderr
+    assert '"app"' not in failed.stderr and "'app'" not in failed.stderr
+
+
+def test_verbose_traceback_masks_the_password(tmp_path: Path, database_url: str) -> None:
+    password = f"tb{TOKEN}"
+    name = _make_role(database_url, password)
+    try:
+        project = Project(tmp_path / "proj", database_url, configure=False)
+        server = _server(database_url)
+        project.configure({**server, "user": name, "password": "${DB_PASSWORD}"})
+        project.add("0001", "leak", f"SELECT '{password}'::int;")
+        env = {"DB_PASSWORD": password}
+        for args in (["-v", "apply"], ["-v", "--json-log", "apply"]):
+            done = project.mg(*args, env=env)
+            assert done.returncode == 1, (args, done.stderr)
+            assert "Traceback" in done.stderr, done.stderr
+            assert "22P02" in done.stderr
+            assert TOKEN not in done.stdout + done.stderr, done.stderr
+    finally:
+        _drop_role(database_url, name)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("applied 0001", "applied 0001"),
+        ("user app logged in", "user **** logged in"),
+        (
+            'invalid input syntax for type integer: "app"',
+            'invalid input syntax for type integer: "****"',
+        ),
+        ("postgresql://u:app@h/db", "postgresql://u:****@h/db"),
+        ("happy apps app_x", "happy apps app_x"),
+    ],
+)
+def test_redact_masks_a_password_only_where_it_stands_as_a_value(text: str, masked: str) -> None:
+    from migretti_core.redact import redact
+
+    assert redact(text, ["app"]) == masked
+
+
+def test_redact_masks_a_password_with_symbols_and_the_longest_match_first() -> None:
+    from migretti_core.redact import redact
+
+    assert redact("x=p@ss! y=p@ss!word", ["p@ss!"]) == "x=**** y=****word"
+    assert redact("secret secret2", ["secret", "secret2"]) == "**** ****"
