@@ -203,11 +203,18 @@ def rollback(
 
 @click.command()
 @format_option
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit 3 when anything is pending, failed, running, changed or missing (a CI gate).",
+)
 @click.pass_context
-def status(ctx: click.Context, fmt: str) -> None:
+def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     """Counts, current head and every problem."""
     state = engine.current_state(app_of(ctx).session("status"))
-    _emit(ctx, "status", engine.status_data(state), fmt)
+    data = engine.status_data(state)
+    _emit(ctx, "status", data, fmt)
+    return EXIT_BLOCKED if exit_code and not data["ok"] else 0
 
 
 @click.command("list")

@@ -744,8 +744,14 @@ def entry_dict(entry: HistoryEntry | None) -> dict[str, Any] | None:
     }
 
 
+def status_ok(state: State) -> bool:
+    """Nothing pending, failed, running, changed since applied or missing: the CI gate."""
+    return not (state.pending or state.blocking or state.modified or state.missing)
+
+
 def status_data(state: State) -> dict[str, Any]:
     return {
+        "ok": status_ok(state),
         "counts": {
             "applied": len(state.applied),
             "pending": len(state.pending),
