@@ -69,14 +69,47 @@ class App:
 
     def _request(self, check_unknown: bool) -> ConfigRequest:
         config = self.globals.config or self.environ.get("MG_CONFIG") or None
+        known = self.hooks.config_sections() if check_unknown else frozenset()
         return ConfigRequest(
             cwd=self.cwd,
             config_path=Path(config) if config else None,
             env_name=self._selected_env(),
             environ=self.environ,
-            known_sections=self.hooks.config_sections(),
+            known_sections=known | frozenset(self._orphan_sections(known)),
             check_unknown=check_unknown,
         )
+
+    def _orphan_sections(self, known: frozenset[str]) -> dict[str, str]:
+        """Sections of plugins that are blocked or failed to load, and why they are ignored.
+
+        Blocking a plugin (or losing it to an import error) must not turn its mg.yaml
+        section into an "unknown key" that stops every command.
+        """
+        orphans: dict[str, str] = {}
+        for info in self.loader.infos:
+            if info.status not in ("blocked", "failed"):
+                continue
+            why = "is blocked" if info.status == "blocked" else "failed to load"
+            module = info.source.partition(":")[0]
+            for name in (info.name, module, module.partition(".")[0], module.rpartition(".")[2]):
+                if name and name not in known:
+                    orphans.setdefault(name, f"plugin {info.name!r} {why}")
+        for name in sorted(self.loader.blocked):
+            if name not in known:
+                orphans.setdefault(name, f"plugin {name!r} is blocked")
+        return orphans
+
+    def _warn_orphans(self, config: Config) -> None:
+        orphans = self._orphan_sections(self.hooks.config_sections())
+        label = config.path.name if config.path is not None else "mg.yaml"
+        for key in config.settings:
+            if key in orphans:
+                self.report(
+                    "config.section_ignored",
+                    "warning",
+                    f"{label}: section '{key}' is ignored: {orphans[key]}",
+                    section=key,
+                )
 
     def _config_may_name_plugins(self) -> bool:
         """A cheap look at the file, so startup (``mg --help``) skips YAML when it can."""
@@ -109,25 +142,16 @@ class App:
             raise self.loader.deferred_errors[0]
         self._config = self.hooks.load_config(self._request(check_unknown=True))
         self._remember_secrets(self._config)
+        self._warn_orphans(self._config)
         self.hooks.configure(self._config)
         return self._config
 
     def _remember_secrets(self, config: Config) -> None:
         """Passwords from the configuration are masked in every event, whatever its source."""
-        database = config.database
-        for password in (database.get("password"), self.environ.get("PGPASSWORD")):
-            if isinstance(password, str) and password:
-                self.hooks.secrets.add(password)
-        url = database.get("url")
-        if isinstance(url, str) and "://" in url:
-            from urllib.parse import unquote, urlsplit
-
-            try:
-                secret = urlsplit(url).password
-            except ValueError:
-                secret = None
-            if secret:
-                self.hooks.secrets.update({secret, unquote(secret)})
+        self.hooks.remember_secrets(config)
+        password = self.environ.get("PGPASSWORD")
+        if password:
+            self.hooks.secrets.add(password)
 
     def session(
         self,

@@ -351,6 +351,23 @@ class Hooks:
 
     # --- output ---------------------------------------------------------------------------
 
+    def remember_secrets(self, config: Config) -> None:
+        """Passwords from the configuration are masked in every event, whatever its source."""
+        database = config.database
+        password = database.get("password")
+        if isinstance(password, str) and password:
+            self.secrets.add(password)
+        url = database.get("url")
+        if isinstance(url, str) and "://" in url:
+            from urllib.parse import unquote, urlsplit
+
+            try:
+                secret = urlsplit(url).password
+            except ValueError:
+                secret = None
+            if secret:
+                self.secrets.update({secret, unquote(secret)})
+
     def redact(self, text: str) -> str:
         """Hide every known secret and anything that looks like a password in ``text``."""
         from migretti_core.redact import redact

@@ -122,33 +122,52 @@ def make_config(
     *,
     env: str | None = None,
     database: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
     **fields: Any,
 ) -> Config:
-    """A ``Config`` rooted at ``root``, without reading any file.
+    """A ``Config`` rooted at ``root``, built by the real mg.yaml loader without a file.
 
-    ``settings`` are the mg.yaml sections plugins read (``config.settings["mine"]``);
-    ``fields`` set other ``Config`` fields such as ``lock_id`` or ``protected``.
+    ``settings`` are mg.yaml's top-level keys as data (a plugin's own section, ``lock_id``,
+    ``envs``...). They go through the loader as if written in mg.yaml in JSON style, so a
+    plugin sees the same types as in a real run: the core's keys as text, a plugin's section
+    with its YAML types, frozen. ``${VAR}`` is interpolated from ``environ`` (default: the
+    process environment). ``env`` selects a profile from ``envs`` when there is one.
+    ``fields`` then replace ``Config`` fields such as ``lock_id`` or ``protected``.
     """
-    root = Path(root)
-    settings = dict(settings or {})
-    database = dict(database if database is not None else settings.get("database") or {})
-    settings["database"] = database
-    return Config(
-        path=root / "mg.yaml",
-        root=root,
-        env=env,
-        settings=settings,
-        database=database,
-        migrations_dir=fields.pop("migrations_dir", root / "migrations"),
-        seeds_dir=fields.pop("seeds_dir", root / "seeds"),
-        **fields,
+    import dataclasses
+
+    from migretti_core.types import ConfigRequest
+    from migretti_plugins.yamlconfig import PROTECTED_NAMES, build_config, parse_text
+
+    root = Path(os.path.abspath(root))
+    data = dict(settings or {})
+    if database is not None:
+        data["database"] = dict(database)
+    parsed = parse_text(json.dumps(data, default=str)) if data else {}
+    profiles = data.get("envs")
+    in_profiles = env is not None and isinstance(profiles, Mapping) and env in profiles
+    request = ConfigRequest(
+        cwd=root,
+        config_path=None,
+        env_name=env if in_profiles else None,
+        environ=dict(os.environ if environ is None else environ),
+        check_unknown=False,
     )
+    config = build_config(parsed, request, root / "mg.yaml")
+    if env is not None and not in_profiles:
+        protected = config.protected or env.lower() in PROTECTED_NAMES
+        config = dataclasses.replace(config, env=env, protected=protected)
+    return dataclasses.replace(config, **fields) if fields else config
 
 
 def make_session(hooks: Hooks, config: Config, **options: Any) -> Session:
-    """A ``Session`` as a command would build it; ``options`` are ``Options`` fields."""
+    """A ``Session`` as a command would build it; ``options`` are ``Options`` fields.
+
+    The configuration's passwords are registered for masking, as in a real run.
+    """
     opts = Options(**options)
     hooks.options = opts
+    hooks.remember_secrets(config)
     return Session(config, opts, hooks)
 
 

@@ -15,9 +15,11 @@ Decisions (see also docs/configuration.md):
   ``MG_DATABASE_URL`` set, the file's ``database`` is not interpolated at all.
 - ``Config.protected`` is true for profiles named prod, production or live (any case)
   whatever ``protected:`` says, and for any profile with ``protected: true``.
-- ``Config.settings`` is the selected profile merged and interpolated (without ``envs``)
-  with values as written; its ``database`` is the effective one. Use the ``Config`` fields
-  for typed values.
+- ``Config.settings`` is the selected profile merged and interpolated (without ``envs``);
+  its ``database`` is the effective one. The core's keys hold the text as written (use the
+  ``Config`` fields for typed values); any other top-level key is a plugin's section and
+  keeps its YAML types (bool, int, float, None, str, list, dict), frozen
+  (``migretti_core.settings``). A quoted scalar is always text.
 - Duplicate keys in one mapping are an error; YAML merge keys (``<<: *base``) work.
 - ``.env`` is read with python-dotenv's own rules (single quotes keep ``$`` literal).
 """
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from migretti_core.durations import parse_duration
 from migretti_core.errors import ConfigError
+from migretti_core.settings import FrozenDict, FrozenList
 from migretti_core.types import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_LOCK_ID,
@@ -74,6 +77,14 @@ _REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}
 def load_config(request: ConfigRequest) -> Config:
     """Find, parse, merge and interpolate the configuration for the selected profile."""
     path, label = _locate(request)
+    data: dict[str, Any] = _parse_yaml(path, label) if path is not None else {}
+    return build_config(data, request, path, label)
+
+
+def build_config(
+    data: dict[str, Any], request: ConfigRequest, path: Path | None, label: str = DEFAULT_FILE
+) -> Config:
+    """The ``Config`` of parsed mg.yaml ``data`` (``migretti_core.testing`` builds through it)."""
     root = path.parent if path is not None else _absolute(request.cwd)
     environ = _merged_environ(root / ".env", request.environ)
     env_name = request.env_name or None
@@ -81,7 +92,6 @@ def load_config(request: ConfigRequest) -> Config:
     # sections), any top-level key is accepted.
     valid = CORE_KEYS | request.known_sections if request.check_unknown else None
 
-    data: dict[str, Any] = _parse_yaml(path, label) if path is not None else {}
     _check_keys(data, valid, label, "")
     profiles = _profiles(data.get("envs", ""), valid, label)
     merged = {key: value for key, value in data.items() if key != "envs"}
@@ -110,7 +120,7 @@ def load_config(request: ConfigRequest) -> Config:
         path=path,
         root=root,
         env=env_name,
-        settings=_freeze(settings),
+        settings=_freeze_settings(settings),
         database=_freeze(database),
         migrations_dir=_directory(settings.get("migrations_dir", ""), "migrations", root, label),
         seeds_dir=_directory(settings.get("seeds_dir", ""), "seeds", root, label),
@@ -154,14 +164,19 @@ def _merged_environ(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, 
 
 
 def _parse_yaml(path: Path, label: str) -> dict[str, Any]:
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    return parse_text(text, label)
+
+
+def parse_text(text: str, label: str = DEFAULT_FILE) -> dict[str, Any]:
+    """mg.yaml text as plain data: scalars as written, duplicate keys refused."""
+    import yaml
+
     loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
     try:
         node = yaml.compose(text, Loader=loader)
@@ -186,7 +201,7 @@ def _construct(node: Node, active: set[int]) -> Any:
     from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     if isinstance(node, ScalarNode):
-        return node.value
+        return _Plain(node.value) if node.style in (None, "") and node.tag == _STR else node.value
     if id(node) in active:
         raise MarkedYAMLError(problem="recursive alias", problem_mark=node.start_mark)
     active = active | {id(node)}
@@ -223,6 +238,34 @@ def _construct(node: Node, active: set[int]) -> Any:
             )
         own[key_node.value] = _construct(value_node, active)
     return {**inherited, **own}
+
+
+_STR = "tag:yaml.org,2002:str"
+
+
+class _Plain(str):
+    """An unquoted scalar: text for the core's keys, its YAML type in a plugin's section."""
+
+    __slots__ = ()
+
+
+def _typed(value: Any) -> Any:
+    """A plugin's section as YAML types it (bool, int, float, None, str, list, dict), frozen."""
+    if isinstance(value, dict):
+        return FrozenDict({key: _typed(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return FrozenList(_typed(item) for item in value)
+    if isinstance(value, _Plain):
+        from yaml.constructor import SafeConstructor
+        from yaml.nodes import ScalarNode
+        from yaml.resolver import Resolver
+
+        text = str(value)
+        tag = Resolver().resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+        if tag.rsplit(":", 1)[-1] in ("bool", "int", "float", "null"):
+            return SafeConstructor().construct_object(ScalarNode(tag, text))
+        return text
+    return value
 
 
 def _check_keys(
@@ -351,7 +394,7 @@ def _database(value: Any, label: str) -> dict[str, Any]:
         if key == "embedded":
             database[key] = _bool(item, label, "database.embedded")
         else:
-            database[key] = item
+            database[key] = str(item)
     return database
 
 
@@ -443,7 +486,7 @@ def _hooks(value: Any, label: str) -> dict[str, str]:
                 f"{label}: hooks.{name}: expected a shell command, got {_kind(command)}"
             )
         if command.strip():
-            hooks[name] = command
+            hooks[name] = str(command)
     return hooks
 
 
@@ -461,4 +504,14 @@ def _freeze(value: Any) -> Any:
         return MappingProxyType({key: _freeze(item) for key, item in value.items()})
     if isinstance(value, list | tuple):
         return tuple(_freeze(item) for item in value)
-    return value
+    return str(value) if isinstance(value, _Plain) else value
+
+
+def _freeze_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The core's keys as text; every other top-level key is a plugin's section, typed."""
+    return MappingProxyType(
+        {
+            key: _freeze(value) if key in CORE_KEYS else _typed(value)
+            for key, value in settings.items()
+        }
+    )

@@ -235,7 +235,7 @@ def test_lists_and_plugin_sections_are_interpolated_but_keys_are_not(tmp_path: P
     )
     assert config.settings["notify"] == {
         "${KEY}": "https://hooks.example",
-        "channels": ("a", "b"),
+        "channels": ["a", "b"],
     }
 
 
@@ -488,8 +488,56 @@ def test_settings_are_read_only(tmp_path: Path) -> None:
         config.database["host"] = "evil"  # type: ignore[index]
     with pytest.raises(TypeError):
         config.hooks["pre_apply"] = "rm -rf /"  # type: ignore[index]
-    assert config.settings["notify"]["to"] == ("x",)
+    assert config.settings["notify"]["to"] == ["x"]
+    with pytest.raises(TypeError):
+        config.settings["notify"]["to"].append("evil")
+    with pytest.raises(TypeError):
+        config.settings["notify"]["extra"] = "evil"
     assert "envs" not in config.settings
+
+
+def test_a_plugin_section_keeps_its_yaml_types(tmp_path: Path) -> None:
+    text = (
+        "database:\n  password: 0123\n  sslmode: yes\n"
+        "notify:\n  enabled: false\n  quoted: 'false'\n  retries: 3\n  ratio: 0.5\n"
+        "  to: [a, b]\n  extra: {on: yes}\n  unset:\n  when: 2024-01-01\n"
+    )
+    config = load(tmp_path, text, known_sections=frozenset({"notify"}))
+    assert config.database == {"password": "0123", "sslmode": "yes"}
+    assert config.settings["database"]["password"] == "0123"
+    notify = config.settings["notify"]
+    assert notify == {
+        "enabled": False,
+        "quoted": "false",
+        "retries": 3,
+        "ratio": 0.5,
+        "to": ["a", "b"],
+        "extra": {"on": True},
+        "unset": None,
+        "when": "2024-01-01",
+    }
+    assert isinstance(notify, dict)
+    assert isinstance(notify["to"], list)
+    assert type(notify["enabled"]) is bool
+
+
+def test_typed_readers_name_section_and_key(tmp_path: Path) -> None:
+    from migretti_core.errors import ConfigError
+    from migretti_core.settings import plugin_settings
+
+    text = "notify:\n  timeout: 2m\n  on: 'yes'\n  to: one\n  bad: [1]\n  flag: maybe\n"
+    config = load(tmp_path, text, known_sections=frozenset({"notify"}))
+    section = plugin_settings(config, "notify")
+    assert section.duration("timeout") == 120.0
+    assert section.duration("missing", 5.0) == 5.0
+    assert section.boolean("on") is True
+    assert section.strings("to") == ["one"]
+    with pytest.raises(ConfigError, match=r"^mg.yaml: notify.bad: expected a duration"):
+        section.duration("bad")
+    with pytest.raises(ConfigError, match=r"^mg.yaml: notify.flag: expected true or false"):
+        section.boolean("flag")
+    with pytest.raises(ConfigError, match=r"notify.to: expected an integer"):
+        section.integer("to")
 
 
 # --- redaction ---------------------------------------------------------------------------
