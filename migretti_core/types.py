@@ -42,7 +42,8 @@ class Config:
     """The merged configuration of the selected profile, interpolated.
 
     ``settings`` is the full merged mapping (read-only); plugins read their own sections
-    from it. ``database`` holds libpq parameters as strings exactly as written, or a single
+    from it. ``hooks`` holds the shell commands with each ``${VAR}`` reference replaced by a
+    reference to an environment variable of ``hook_environment[hook]``. ``database`` holds libpq parameters as strings exactly as written, or a single
     ``url`` key (``MG_DATABASE_URL`` replaces it whole).
     """
 
@@ -59,6 +60,9 @@ class Config:
     protected: bool = False
     plugins: tuple[str, ...] = ()
     hooks: Mapping[str, str] = field(default_factory=dict)
+    # Per hook, the environment variables its command's ``${VAR}`` references were turned
+    # into, so the shell expands each interpolated value as data (see docs/hooks.md).
+    hook_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def run_hook(
         params = session.hooks.connection_params(session)
         redact = _redactor(session, params)
         env = hook_environment(session, name, plan, params)
+        env.update(session.config.hook_environment.get(name, {}))
         env.update({key: redact(value) for key, value in (extra or {}).items()})
 
         def on_line(line: str) -> None:

@@ -71,6 +71,7 @@ BIGINT_MAX = 2**63 - 1
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 
+_SECRET_KEY = re.compile(r"(?i)pass|secret|token|url|dsn")
 _REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 
 
@@ -106,7 +107,12 @@ def build_config(
     url = environ.get("MG_DATABASE_URL", "")
     if url:
         merged.pop("database", None)
-    settings = _interpolate(merged, environ, label, ())
+    hooks, hook_environment = _hook_commands(_hooks(merged.get("hooks", ""), label), environ, label)
+    settings = _interpolate(
+        {key: value for key, value in merged.items() if key != "hooks"}, environ, label, ()
+    )
+    if "hooks" in merged:
+        settings["hooks"] = hooks
     database = {"url": url} if url else _database(settings.get("database", ""), label)
     settings["database"] = database
 
@@ -129,7 +135,8 @@ def build_config(
         hook_timeout=_timeout(settings, "hook_timeout", DEFAULT_HOOK_TIMEOUT, label, zero=False),
         protected=protected,
         plugins=_plugins(settings.get("plugins", ""), root, label),
-        hooks=MappingProxyType(_hooks(settings.get("hooks", ""), label)),
+        hooks=MappingProxyType(hooks),
+        hook_environment=_freeze(hook_environment),
     )
 
 
@@ -340,28 +347,71 @@ def _interpolate(value: Any, environ: Mapping[str, str], label: str, path: tuple
         ]
     if not isinstance(value, str) or "${" not in value:
         return value
+    key = _key_path(path)
+    return _REFERENCE.sub(lambda match: _resolve(match, value, environ, label, key), value)
 
-    def replace(match: re.Match[str]) -> str:
+
+def _resolve(
+    match: re.Match[str], value: str, environ: Mapping[str, str], label: str, key: str
+) -> str:
+    """The text one ``${VAR}``, ``${VAR:-default}`` or ``$${`` reference stands for."""
+    if match.group(0) == "$${":
+        return "${"
+    name, default = match.group(1), match.group(2)
+    if name is None or (default is not None and "${" in default):
+        raise ConfigError(
+            f"{label}: {key}: invalid reference {_snippet(value, match.start(), key)} "
+            "(use ${VAR} or ${VAR:-default}; write $${ for a literal ${)"
+        )
+    current = environ.get(name)
+    if default is not None and not current:
+        return default
+    if current is None:
+        raise ConfigError(
+            f"{label}: {key}: environment variable {name} is not set",
+            hint=f"set {name}, put it in .env beside {label}, or write ${{{name}:-default}}",
+        )
+    return current
+
+
+def _hook_commands(
+    hooks: Mapping[str, str], environ: Mapping[str, str], label: str
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Hook commands whose interpolated values reach the shell as data, never as code."""
+    commands: dict[str, str] = {}
+    environments: dict[str, dict[str, str]] = {}
+    for hook, command in hooks.items():
+        commands[hook], values = _hook_command(command, environ, label, f"hooks.{hook}")
+        if values:
+            environments[hook] = values
+    return commands, environments
+
+
+def _hook_command(
+    command: str, environ: Mapping[str, str], label: str, key: str
+) -> tuple[str, dict[str, str]]:
+    """Each ``${VAR}`` (or ``${VAR:-default}``) is resolved as everywhere else, but its value
+    goes into an environment variable ``MG_VAR_<VAR>`` and the command refers to that
+    variable: quotes, ``;`` or ``$(...)`` in a value are never parsed by the shell.
+    ``$${`` stays a literal ``${`` for the shell's own expansions.
+    """
+    values: dict[str, str] = {}
+    if "${" not in command:
+        return command, values
+
+    def refer(match: re.Match[str]) -> str:
+        text = _resolve(match, command, environ, label, key)
         if match.group(0) == "$${":
-            return "${"
-        name, default = match.group(1), match.group(2)
-        key = _key_path(path)
-        if name is None or (default is not None and "${" in default):
-            raise ConfigError(
-                f"{label}: {key}: invalid reference in {_snippet(value, match.start())} "
-                "(use ${VAR} or ${VAR:-default}; write $${ for a literal ${)"
-            )
-        current = environ.get(name)
-        if default is not None and not current:
-            return default
-        if current is None:
-            raise ConfigError(
-                f"{label}: {key}: environment variable {name} is not set",
-                hint=f"set {name}, put it in .env beside {label}, or write ${{{name}:-default}}",
-            )
-        return current
+            return text
+        variable = base = f"MG_VAR_{match.group(1)}"
+        number = 1
+        while values.get(variable, text) != text:
+            number += 1
+            variable = f"{base}_{number}"
+        values[variable] = text
+        return "${" + variable + "}"
 
-    return _REFERENCE.sub(replace, value)
+    return _REFERENCE.sub(refer, command), values
 
 
 def _key_path(path: tuple[str, ...]) -> str:
@@ -371,10 +421,17 @@ def _key_path(path: tuple[str, ...]) -> str:
     return text
 
 
-def _snippet(value: str, start: int) -> str:
-    """The bad ``${...`` reference alone, so a secret around it is not echoed."""
+def _snippet(value: str, start: int, key: str) -> str:
+    """Where the bad reference is; its text only for keys that cannot hold a secret.
+
+    Under ``database`` (a password, a URL with one) and in any key naming a password, secret
+    or token, no part of the value is quoted: only the character position.
+    """
+    where = f"at character {start + 1}"
+    if key.startswith("database") or _SECRET_KEY.search(key):
+        return where
     end = value.find("}", start)
-    return repr(value[start : end + 1] if end != -1 else value[start : start + 20])
+    return f"{where}: {value[start : end + 1] if end != -1 else value[start : start + 20]!r}"
 
 
 def _database(value: Any, label: str) -> dict[str, Any]:
