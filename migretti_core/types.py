@@ -43,8 +43,9 @@ class Config:
 
     ``settings`` is the full merged mapping (read-only); plugins read their own sections
     from it. ``hooks`` holds the shell commands with each ``${VAR}`` reference replaced by a
-    reference to an environment variable of ``hook_environment[hook]``. ``database`` holds libpq parameters as strings exactly as written, or a single
-    ``url`` key (``MG_DATABASE_URL`` replaces it whole).
+    reference to an environment variable of ``hook_environment[hook]``. ``database`` holds
+    libpq parameters as strings exactly as written, or a single ``url`` key
+    (``MG_DATABASE_URL`` replaces it whole).
     """
 
     path: Path | None
