@@ -399,6 +399,7 @@ def postgres_server(workdir: Path | str | None = None) -> Iterator[str]:
             workdir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="mg-test-pg-", ignore_cleanup_errors=True)
             )
+            Path(workdir).chmod(0o711)  # the server may run as another user (under root)
         server = EmbeddedServer(Path(workdir) / "data", durable=False)
         server.start()
         stack.callback(server.stop)
@@ -445,16 +446,18 @@ if _HAVE_PYTEST:
             yield register
 
     @pytest.fixture(scope="session")
-    def mg_pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-        """A superuser URL of the session's PostgreSQL server (see ``postgres_server``)."""
+    def mg_pg_url() -> Iterator[str]:
+        """A superuser URL of the session's PostgreSQL server (see ``postgres_server``).
+
+        An embedded server keeps its data in a directory of its own, not in pytest's
+        temporary tree: as root the server runs as another user, which must traverse the
+        parents, and every pytest run resets ``/tmp/pytest-of-USER`` to mode 0700.
+        """
         from migretti_core.errors import MgError
 
         with contextlib.ExitStack() as stack:
-            workdir = None
-            if not os.environ.get(TEST_DATABASE_URL_ENV):
-                workdir = tmp_path_factory.mktemp("mg-pg")
             try:
-                url = stack.enter_context(postgres_server(workdir))
+                url = stack.enter_context(postgres_server())
             except MgError as exc:
                 pytest.skip(f"no PostgreSQL to test against: {exc}")
             yield url

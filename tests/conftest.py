@@ -3,6 +3,12 @@
 Database fixtures: one PostgreSQL server per test session, a fresh database per test.
 The server is ``MG_TEST_DATABASE_URL`` (a superuser URL to an existing server) when set,
 else an embedded server started in a temporary directory and stopped at session end.
+
+Every test that starts a server keeps its data outside pytest's temporary tree
+(``server_tmp_path``), and the harness refuses one that does not: under root the server runs
+as another system user, which must traverse the data directory's parents, and any pytest
+starting on the machine resets ``/tmp/pytest-of-USER`` to mode 0700 (a nested pytest, or a
+colleague's run). A server there fails at random, with initdb's "Permission denied".
 """
 
 from __future__ import annotations
@@ -20,6 +26,56 @@ from migretti_plugins.embedded_server import EmbeddedServer
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
 
+# -- where servers keep their data -----------------------------------------------------------
+
+
+def server_workdir(prefix: str = "mg-test-") -> Path:
+    """A new directory in the system temp dir whose parents other users can traverse."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
+def remove_server_workdir(path: Path) -> None:
+    """Stop every server still running below ``path``, then delete it."""
+    for pidfile in path.rglob("postmaster.pid"):
+        EmbeddedServer(pidfile.parent).stop()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """Like ``tmp_path``, for tests whose PostgreSQL server keeps its data there."""
+    path = server_workdir()
+    try:
+        yield path
+    finally:
+        remove_server_workdir(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_stay_out_of_pytest_temp(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Fail a test that starts a server under pytest's temporary tree (see the docstring)."""
+    basetemp = tmp_path_factory.getbasetemp().resolve()
+    # Without --basetemp, the tree is /tmp/pytest-of-USER, shared by every run of USER.
+    pytest_root = basetemp if request.config.option.basetemp else basetemp.parent
+    start = EmbeddedServer.start
+
+    def guarded_start(self: EmbeddedServer) -> None:
+        if self.datadir.is_relative_to(pytest_root):
+            raise AssertionError(
+                f"server data under pytest's temporary tree ({self.datadir}); "
+                "use the server_tmp_path fixture"
+            )
+        start(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EmbeddedServer, "start", guarded_start)
+        yield
+
+
 # -- database server and per-test databases ------------------------------------------------
 
 
@@ -35,14 +91,13 @@ def pg_url() -> Iterator[str]:
     if external:
         yield external
         return
-    base = Path(tempfile.mkdtemp(prefix="mg-test-pg-"))
-    server = EmbeddedServer(base / "data", durable=False)
-    server.start()
+    base = server_workdir("mg-test-pg-")
     try:
+        server = EmbeddedServer(base / "data", durable=False)
+        server.start()
         yield server.url()
     finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        remove_server_workdir(base)
 
 
 @pytest.fixture

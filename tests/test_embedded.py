@@ -120,16 +120,12 @@ class Project:
 
 
 @pytest.fixture
-def project() -> Iterator[Project]:
-    # Not under tmp_path: under root the server's account must traverse the parents, and a
-    # concurrent pytest run resets /tmp/pytest-of-root to mode 0700.
-    root = Path(tempfile.mkdtemp(prefix="mg-embedded-"))
-    proj = Project(root)
+def project(server_tmp_path: Path) -> Iterator[Project]:
+    proj = Project(server_tmp_path)
     try:
         yield proj
     finally:
         proj.stop_servers()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def postmasters(data_dir: Path) -> list[int]:

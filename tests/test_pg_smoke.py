@@ -80,8 +80,8 @@ def _start_in_subprocess(datadir: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_concurrent_starts_share_one_server_that_outlives_them(tmp_path: Path) -> None:
-    deep = tmp_path.joinpath(*["nested-directory"] * 8, "data")
+def test_concurrent_starts_share_one_server_that_outlives_them(server_tmp_path: Path) -> None:
+    deep = server_tmp_path.joinpath(*["nested-directory"] * 8, "data")
     starters = [_start_in_subprocess(deep) for _ in range(2)]
     results = []
     for proc in starters:
@@ -100,8 +100,8 @@ def test_concurrent_starts_share_one_server_that_outlives_them(tmp_path: Path) -
     assert not server.is_running()
 
 
-def test_restart_keeps_data(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "data", durable=False)
+def test_restart_keeps_data(server_tmp_path: Path) -> None:
+    server = EmbeddedServer(server_tmp_path / "data", durable=False)
     assert not server.stop()
     server.start()
     try:
@@ -119,10 +119,40 @@ def test_restart_keeps_data(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_stale_postmaster_pid_with_a_reused_pid_does_not_fool_start(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "data", durable=False)
+def test_server_data_survives_pytest_resetting_its_temp_tree(
+    server_tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """As a nested or concurrent pytest does to its tree: directories become 0700."""
+    server = EmbeddedServer(server_tmp_path / "data", durable=False)
     server.start()
-    pid_file = tmp_path / "data" / "postmaster.pid"
+    tree = [tmp_path_factory.getbasetemp()]
+    modes = {path: path.stat().st_mode & 0o7777 for path in tree}
+    try:
+        for path in tree:
+            path.chmod(0o700)
+        assert server.stop()
+        server.start()
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        fresh = EmbeddedServer(server_tmp_path / "second", durable=False)
+        fresh.start()
+        assert fresh.stop()
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+        server.stop()
+
+
+def test_a_server_under_pytest_temp_tree_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="server_tmp_path"):
+        EmbeddedServer(tmp_path / "data", durable=False).start()
+    assert not (tmp_path / "data").exists()
+
+
+def test_stale_postmaster_pid_with_a_reused_pid_does_not_fool_start(server_tmp_path: Path) -> None:
+    server = EmbeddedServer(server_tmp_path / "data", durable=False)
+    server.start()
+    pid_file = server_tmp_path / "data" / "postmaster.pid"
     lines = pid_file.read_text().splitlines()
     server.stop()
     # As after a reboot: the recorded pid now belongs to an unrelated live process.
@@ -137,11 +167,11 @@ def test_stale_postmaster_pid_with_a_reused_pid_does_not_fool_start(tmp_path: Pa
         server.stop()
 
 
-def test_start_failure_reports_the_server_log(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "data", durable=False)
+def test_start_failure_reports_the_server_log(server_tmp_path: Path) -> None:
+    server = EmbeddedServer(server_tmp_path / "data", durable=False)
     server.start()
     server.stop()
-    with open(tmp_path / "data" / "postgresql.conf", "a") as conf:
+    with open(server_tmp_path / "data" / "postgresql.conf", "a") as conf:
         conf.write("no_such_setting_for_migretti = 1\n")
     with pytest.raises(DatabaseError, match="no_such_setting_for_migretti"):
         server.start()

@@ -230,7 +230,17 @@ def test_pytest_plugin_provides_the_fixtures(tmp_path: Path, pg_url: str) -> Non
     env["MG_TEST_DATABASE_URL"] = pg_url
 
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            # its own temp root: the shared /tmp/pytest-of-USER would be reset to mode 0700
+            f"--basetemp={tmp_path / 'basetemp'}",
+            str(tmp_path),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
