@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,6 +26,9 @@ from migretti_core.errors import (
     MgError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,10 +79,59 @@ def parse_lock_timeout(value: str | None) -> float | None:
 
 
 class MgGroup(click.Group):
-    """Lists commands in the order they were added, builtins first."""
+    """Lists commands in the order they were added, builtins first, each with its whole
+    first sentence (click cuts summaries at 45 characters)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+GLOBAL_OPTIONS_EPILOG = (
+    "Global options (--env, --config, -p, --json-log, -y, -v) go before or after the "
+    "command; `mg --help` lists them."
+)
+
+
+def _add_epilogs(command: click.Command) -> None:
+    """Every command's help says where the global options are (they are not click's)."""
+    if command.epilog is None:
+        command.epilog = GLOBAL_OPTIONS_EPILOG
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_epilogs(sub)
+
+
+def complete_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of migration ids, from the files alone (no database)."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        app = app_of(ctx)
+        config = app.config()
+        items = []
+        for path in app.hooks.discover_migrations(config):
+            try:
+                migration = app.hooks.parse_migration(path, path.read_bytes())
+                ident, name = migration.id, migration.name
+            except Exception:  # a file being written: its name still says which it is
+                ident, _, name = path.stem.partition("_")
+            if ident.startswith(incomplete):
+                items.append(CompletionItem(ident, help=name))
+        return items
+    except Exception:
+        return []
 
 
 GLOBAL_HELP = """SQL-first PostgreSQL schema migrations.
@@ -100,8 +152,14 @@ Exit codes: 0 ok, 1 migration/database/hook failure, 2 usage or configuration er
 """
 
 
+COMPLETE_VAR = "_MG_COMPLETE"
+
+
 def build_cli(app: App) -> click.Group:
-    @click.group(cls=MgGroup, help=GLOBAL_HELP, context_settings=CONTEXT_SETTINGS)
+    # obj: shell completion builds contexts without running the group's callback.
+    settings = {**CONTEXT_SETTINGS, "obj": app}
+
+    @click.group(cls=MgGroup, help=GLOBAL_HELP, context_settings=settings)
     @click.version_option(__version__, "--version", prog_name="mg", message="%(prog)s %(version)s")
     @click.pass_context
     def cli(ctx: click.Context) -> None:
@@ -111,6 +169,12 @@ def build_cli(app: App) -> click.Group:
 
     commands.register(cli)
     app.hooks.register_commands(cli)
+    for command in cli.commands.values():
+        _add_epilogs(command)
+    if app.environ.get(COMPLETE_VAR):
+        from migretti_core.completion import add_global_options
+
+        add_global_options(cli)
     return cli
 
 

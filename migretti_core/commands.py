@@ -9,6 +9,7 @@ import click
 from migretti_core import engine
 from migretti_core.cli import (
     app_of,
+    complete_ids,
     dry_run_option,
     format_option,
     init_project,
@@ -30,6 +31,7 @@ def register(cli: click.Group) -> None:
         init,
         create,
         apply,
+        migrate,
         up,
         down,
         rollback,
@@ -58,12 +60,32 @@ def init(ctx: click.Context, embedded: bool) -> None:
 @click.argument("name")
 @click.option("--up", "up_sql", default="", metavar="SQL", help="SQL for the up section.")
 @click.option("--down", "down_sql", default="", metavar="SQL", help="SQL for the down section.")
+@click.option(
+    "--no-transaction",
+    is_flag=True,
+    help="Run it outside a transaction (writes the `-- migrate: no-transaction` line).",
+)
 @click.pass_context
-def create(ctx: click.Context, name: str, up_sql: str, down_sql: str) -> None:
-    """Create a new migration file migrations/<ULID>_<name>.sql."""
+def create(ctx: click.Context, name: str, up_sql: str, down_sql: str, no_transaction: bool) -> None:
+    """Create a new migration file migrations/<ULID>_<name>.sql.
+
+    NAME becomes the file name's slug (`Add users` gives add_users) and the
+    `-- migration:` title. The file's lines that start with `-- migrate:` split it:
+
+    \b
+    -- migrate: up              the SQL that applies it (required)
+    -- migrate: down            the SQL that rolls it back (optional)
+    -- migrate: no-transaction  before `up`: run each statement on its own, outside a
+                                transaction (for CREATE INDEX CONCURRENTLY, ALTER TYPE ...
+                                ADD VALUE); a failure leaves the migration `failed`
+
+    See docs/migration-files.md.
+    """
     app = app_of(ctx)
     config = app.config()
-    path = app.hooks.create_migration(config, name, up_sql, down_sql)
+    path = app.hooks.create_migration(
+        config, name, up_sql, down_sql, transactional=not no_transaction
+    )
     click.echo(engine.display_path(path))
 
 
@@ -96,7 +118,9 @@ def _rollback(
 
 
 @click.command()
-@click.option("--to", "to", metavar="ID", help="Stop after this migration.")
+@click.option(
+    "--to", "to", metavar="ID", help="Stop after this migration.", shell_complete=complete_ids
+)
 @click.option(
     "--allow-out-of-order", is_flag=True, help="Apply pending migrations older than head."
 )
@@ -122,6 +146,15 @@ def apply(
         single_transaction=single_transaction,
     )
     return _apply(ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="apply")
+
+
+migrate = click.Command(
+    "migrate",
+    callback=apply.callback,
+    params=apply.params,
+    help="Same as `mg apply`: apply all pending migrations.",
+    short_help="Same as `mg apply`.",
+)
 
 
 @click.command()
@@ -170,7 +203,13 @@ def down(
 
 @click.command()
 @click.argument("count", type=click.IntRange(min=1), required=False)
-@click.option("--to", "to", metavar="ID", help="Roll back everything applied after this one.")
+@click.option(
+    "--to",
+    "to",
+    metavar="ID",
+    help="Roll back everything applied after this one.",
+    shell_complete=complete_ids,
+)
 @click.option(
     "--allow-missing-down", is_flag=True, help="Without a down section, drop history only."
 )
@@ -187,7 +226,10 @@ def rollback(
     dry_run: bool,
     lock_timeout: str | None,
 ) -> int:
-    """Roll back the last COUNT applied migrations (default 1), in reverse order of application."""
+    """Roll back the last COUNT applied migrations (default 1).
+
+    They are rolled back newest first, in reverse order of application.
+    """
     if count is not None and to is not None:
         raise UsageError("give either COUNT or --to, not both")
     request = engine.RollbackRequest(
@@ -239,7 +281,10 @@ def head(ctx: click.Context, fmt: str) -> None:
 @format_option
 @click.pass_context
 def verify(ctx: click.Context, fmt: str) -> int:
-    """Check every applied migration against its file (exit 3 on a mismatch)."""
+    """Check every applied migration against its file.
+
+    Exits 3 when a file changed since it was applied or is missing.
+    """
     state = engine.current_state(app_of(ctx).session("verify"))
     data = engine.verify_data(state)
     _emit(ctx, "verify", data, fmt)
@@ -247,7 +292,7 @@ def verify(ctx: click.Context, fmt: str) -> int:
 
 
 @click.command()
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", shell_complete=complete_ids)
 @click.option("--applied", "mode", flag_value="applied", help="You completed it by hand.")
 @click.option("--remove", "mode", flag_value="remove", help="You undid it by hand.")
 @lock_timeout_option

@@ -182,7 +182,13 @@ class Hooks:
         return problems
 
     def create_migration(
-        self, config: Config, title: str, up_sql: str = "", down_sql: str = ""
+        self,
+        config: Config,
+        title: str,
+        up_sql: str = "",
+        down_sql: str = "",
+        *,
+        transactional: bool = True,
     ) -> Path:
         result: Path = self._first(
             "mg_create_migration",
@@ -191,6 +197,7 @@ class Hooks:
             title=title,
             up_sql=up_sql,
             down_sql=down_sql,
+            transactional=transactional,
         )
         return result
 

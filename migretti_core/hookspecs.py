@@ -86,10 +86,14 @@ def mg_validate_migration(session: Session, migration: Migration) -> list[str]: 
 
 
 @hookspec(firstresult=True)
-def mg_create_migration(config: Config, title: str, up_sql: str, down_sql: str) -> Path | None:
+def mg_create_migration(
+    config: Config, title: str, up_sql: str, down_sql: str, transactional: bool
+) -> Path | None:
     """Write a new migration file for ``mg create`` and return its path.
 
     ``up_sql``/``down_sql`` are the sections' SQL when given with ``--up``/``--down``, else "".
+    ``transactional`` is False for ``mg create --no-transaction``: the file says
+    ``-- migrate: no-transaction``.
     """
 
 

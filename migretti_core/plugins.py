@@ -141,12 +141,17 @@ class PluginLoader:
     # --- registration ---------------------------------------------------------------------
 
     def load_builtins(self) -> None:
+        """The builtins ship with migretti: their version is migretti's."""
+        from migretti_core import __version__
+
         for name, module_name in BUILTINS:
+            info = PluginInfo(name, ORIGIN_BUILTIN, module_name, version=__version__)
             if name in self.blocked:
-                self.infos.append(PluginInfo(name, ORIGIN_BUILTIN, module_name, status="blocked"))
+                info.status = "blocked"
+                self.infos.append(info)
                 continue
             module = importlib.import_module(module_name)
-            self._register(module, PluginInfo(name, ORIGIN_BUILTIN, module_name))
+            self._register(module, info)
 
     def load_entry_points(self) -> None:
         import importlib_metadata

@@ -32,7 +32,11 @@ def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
 
 
 @hookimpl(trylast=True)
-def mg_create_migration(config: Config, title: str, up_sql: str, down_sql: str) -> Path:
+def mg_create_migration(
+    config: Config, title: str, up_sql: str, down_sql: str, transactional: bool
+) -> Path:
     from migretti_plugins.sqlfile import create_migration_file
 
-    return create_migration_file(config.migrations_dir, title, up=up_sql, down=down_sql)
+    return create_migration_file(
+        config.migrations_dir, title, up=up_sql, down=down_sql, transactional=transactional
+    )

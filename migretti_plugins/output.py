@@ -143,7 +143,7 @@ def _verify(data: dict[str, Any]) -> str:
 def _plugins(data: list[dict[str, Any]]) -> str:
     rows = []
     for p in data:
-        status = p["status"] if p["status"] != "loaded" else ""
+        status = p["status"]
         if p.get("error"):
             status = f"{status}: {p['error']}"
         rows.append([p["name"], p["origin"], p.get("version") or "", ", ".join(p["hooks"]), status])

@@ -416,7 +416,7 @@ class _RunCommand(click.Command):
     context_settings={"help_option_names": list(_HELP_FLAGS)},
 )
 def seed_group() -> None:
-    """Run seed files from seeds_dir, or create one with `mg seed create NAME`.
+    """Run the seed files of seeds_dir; `mg seed create NAME` writes one.
 
     \b
     mg seed                 run every seed not yet run with its current content

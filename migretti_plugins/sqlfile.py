@@ -257,25 +257,40 @@ def load_directory(directory: Path) -> list[Migration]:
 
 
 def slugify(name: str) -> str:
-    """The file-name part of a migration name: lower case, safe on every file system."""
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    """The file-name part of a migration name: lower case, safe on every file system.
+
+    Accents are dropped rather than the letters carrying them (``Ünïcode`` gives
+    ``unicode``): NFKD splits a letter from its combining marks, which are then removed.
+    """
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    slug = re.sub(r"[^a-z0-9]+", "_", plain.lower()).strip("_")
     if not slug:
         raise UsageError(f"migration name {name!r} gives an empty file name; use letters or digits")
     return slug
 
 
-def render_template(title: str, id: str, up: str = "", down: str = "") -> str:
+def render_template(
+    title: str, id: str, up: str = "", down: str = "", *, transactional: bool = True
+) -> str:
     """The text of a new migration: a header and two sections, empty unless SQL is given."""
     up_text = up.strip("\n") + "\n\n" if up.strip() else "\n"
     down_text = down.strip("\n") + "\n" if down.strip() else ""
-    return (
-        f"-- migration: {title}\n-- id: {id}\n\n-- migrate: up\n{up_text}"
-        f"-- migrate: down\n{down_text}"
-    )
+    header = f"-- migration: {title}\n-- id: {id}\n"
+    if not transactional:
+        header += "-- migrate: no-transaction\n"
+    return f"{header}\n-- migrate: up\n{up_text}-- migrate: down\n{down_text}"
 
 
 def create_migration_file(
-    directory: Path, title: str, *, id: str | None = None, up: str = "", down: str = ""
+    directory: Path,
+    title: str,
+    *,
+    id: str | None = None,
+    up: str = "",
+    down: str = "",
+    transactional: bool = True,
 ) -> Path:
     """Write a new migration file, never replacing one and never reusing an id."""
     from ulid import ULID
@@ -293,7 +308,9 @@ def create_migration_file(
             raise UsageError(f"{existing} already uses id {new_id}; not creating another")
 
     one_line_title = re.sub(r"[\r\n]+", " ", title)
-    content = render_template(one_line_title, new_id, up, down).encode("utf-8")
+    content = render_template(one_line_title, new_id, up, down, transactional=transactional).encode(
+        "utf-8"
+    )
     return write_new_file(directory / filename, content)
 
 
