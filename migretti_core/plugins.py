@@ -46,6 +46,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("seeds", "migretti_plugins.seeds"),
     ("squash", "migretti_plugins.squash"),
     ("embedded", "migretti_plugins.embedded"),
+    ("check", "migretti_plugins.check"),
 )
 
 ORIGIN_BUILTIN = "builtin"

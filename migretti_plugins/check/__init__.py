@@ -1,0 +1,221 @@
+"""Builtin ``check``: ``mg check`` and ``mg drift``, on scratch databases.
+
+``mg check`` applies, undoes and reapplies every migration on an empty scratch database and
+reports, per migration, whether down restores the schema and up can run again; then it lints.
+``mg drift`` compares the target's schema with the one its applied migrations produce.
+
+mg.yaml section ``check`` (all optional):
+
+- ``database_url``: a server where mg may create and drop a scratch database (default: the
+  embedded server, see ``scratch``);
+- ``require_down``: ``true`` makes a migration without a down section a problem rather than a
+  warning.
+
+Python callers use ``check()`` and ``drift()``, which return data and print nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from migretti_core import hookimpl
+from migretti_core.errors import ConfigError
+from migretti_core.types import Migration, Session
+
+if TYPE_CHECKING:
+    from migretti_plugins.check.drift import DriftReport
+    from migretti_plugins.check.roundtrip import CheckReport
+
+SECTION = "check"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+__all__ = ["check", "drift"]
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def _section(session: Session) -> dict[str, Any]:
+    raw = session.config.settings.get(SECTION)
+    if raw in (None, ""):
+        return {}
+    if not hasattr(raw, "items"):
+        raise ConfigError(f"{SECTION}: must be a mapping (database_url, require_down)")
+    known = {"database_url", "require_down"}
+    section = dict(raw.items())
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{SECTION}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    return section
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{SECTION}.{key}: expected true or false, not {value!r}")
+
+
+def _database_url(session: Session, given: str | None = None) -> str | None:
+    """``--database-url`` wins over ``check.database_url``; None means the embedded server."""
+    if given:
+        return given
+    value = _section(session).get("database_url")
+    return str(value) if value not in (None, "") else None
+
+
+# --- the Python entry points ---------------------------------------------------------------
+
+
+def check(
+    session: Session,
+    *,
+    database_url: str | None = None,
+    seeds: bool = False,
+    require_down: bool | None = None,
+    lint: bool = True,
+) -> CheckReport:
+    """Round-trip every migration on a scratch database and lint them; print nothing."""
+    from migretti_plugins.check.roundtrip import run_check
+
+    if require_down is None:
+        require_down = _flag(_section(session).get("require_down", ""), "require_down")
+    return run_check(
+        session,
+        database_url=_database_url(session, database_url),
+        seeds=seeds,
+        require_down=require_down,
+        linter=_lint if lint else None,
+    )
+
+
+def drift(session: Session, *, database_url: str | None = None) -> DriftReport:
+    """The target's schema against its applied migrations'; never changes the target."""
+    from migretti_plugins.check.drift import run_drift
+
+    return run_drift(session, database_url=_database_url(session, database_url))
+
+
+def _lint(session: Session, migrations: Sequence[Migration]) -> list[dict[str, Any]]:
+    """Findings of the ``mg_lint`` hook (the ``lint`` plugin) for the whole directory, in the
+    order the migrations run; none when no plugin lints."""
+    import migretti_core.types as core_types
+    from migretti_core.engine import display_path
+
+    lint = getattr(session.hooks, "lint", None)
+    request_type = getattr(core_types, "LintRequest", None)
+    if lint is None or request_type is None:
+        return []
+    findings = lint(session, request_type(tuple(migrations), plan=True)) or []
+    return [finding.as_dict(display_path(finding.path)) for finding in findings]
+
+
+# --- hooks and commands --------------------------------------------------------------------
+
+
+@hookimpl
+def mg_config_sections() -> list[str]:
+    return [SECTION]
+
+
+@hookimpl
+def mg_register_commands(cli: click.Group) -> None:
+    cli.add_command(check_command)
+    cli.add_command(drift_command)
+
+
+_database_url_option = click.option(
+    "--database-url",
+    metavar="URL",
+    help="A server where mg may create and drop a scratch database "
+    "(default: check.database_url, else the embedded server).",
+)
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+
+
+@click.command("check")
+@_database_url_option
+@click.option("--seeds", is_flag=True, help="Run the seeds too, after the migrations.")
+@_format_option
+@click.pass_context
+def check_command(ctx: click.Context, database_url: str | None, seeds: bool, fmt: str) -> int:
+    """Apply, undo and reapply every migration on a scratch database; lint them.
+
+    Exit 0 when everything is fine, 3 when a migration has a problem, 1 when one cannot be
+    applied at all. The project's own database is never touched.
+    """
+    from migretti_core.cli import app_of
+
+    session = app_of(ctx).session("check")
+    result = check(session, database_url=database_url, seeds=seeds)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(render_check(result))
+    return result.exit_code
+
+
+def render_check(result: CheckReport) -> str:
+    lines: list[str] = []
+    for item in result.migrations:
+        label = f"{item.id} {item.name}"
+        if item.ok:
+            lines.append(f"ok    {label}")
+        for problem in item.problems:
+            lines.append(f"{'skip' if not item.checked else 'FAIL':5} {label}: {problem}")
+        for warning in item.warnings:
+            lines.append(f"warn  {label}: {warning}")
+    for problem in result.seeds:
+        lines.append(f"FAIL  seeds: {problem}")
+    for f in result.lint:
+        lines.append(f"lint  {f['path']}:{f['line']}:{f['column']}: {f['rule']}: {f['message']}")
+    bad = sum(1 for m in result.migrations if not m.ok)
+    lines.append(
+        f"{'ok' if result.ok else 'FAILED'}: {len(result.migrations)} migration"
+        f"{'s' if len(result.migrations) != 1 else ''} checked, {bad} with problems, "
+        f"{len(result.lint)} lint finding{'s' if len(result.lint) != 1 else ''}"
+    )
+    return "\n".join(lines)
+
+
+@click.command("drift")
+@_database_url_option
+@_format_option
+@click.pass_context
+def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int:
+    """Compare the database's schema with the one its applied migrations produce.
+
+    Exit 0 when they match, 3 with every object that differs. Nothing is changed.
+    """
+    from migretti_core.cli import app_of
+    from migretti_core.engine import report
+
+    session = app_of(ctx).session("drift")
+    result = drift(session, database_url=database_url)
+    for warning in result.warnings:
+        report(session, "drift.warning", "warning", warning)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    elif result.ok:
+        click.echo(f"no drift: the schema matches the {result.applied} applied migrations")
+    else:
+        click.echo("\n".join(result.messages))
+        count = len(result.differences)
+        click.echo(f"drift: {count} object{'s' if count != 1 else ''} differ", err=True)
+    return 0 if result.ok else 3

