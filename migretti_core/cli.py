@@ -8,7 +8,6 @@ printed as a short message with its exit code; a Python traceback only appears w
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,6 +177,12 @@ def build_cli(app: App) -> click.Group:
     return cli
 
 
+def _traceback() -> str:
+    import traceback
+
+    return traceback.format_exc()
+
+
 def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> None:
     """Report the error; with ``-v`` the traceback goes along (a field under --json-log)."""
     if app is not None:
@@ -224,14 +229,14 @@ def run(argv: list[str] | None = None) -> int:
         print("mg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MgError as exc:
-        _print_error(app, exc, traceback.format_exc() if verbose else None)
+        _print_error(app, exc, _traceback() if verbose else None)
         return exc.exit_code
     except Exception as exc:
         error = MgError(
             f"unexpected error: {type(exc).__name__}: {exc}",
             hint="rerun with -v to see the traceback",
         )
-        _print_error(app, error, traceback.format_exc() if verbose else None)
+        _print_error(app, error, _traceback() if verbose else None)
         return EXIT_FAILURE
 
 

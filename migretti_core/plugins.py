@@ -15,7 +15,6 @@ plugin that fails to load is reported and skipped (``MG_STRICT_PLUGINS=1`` makes
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -155,6 +154,10 @@ class PluginLoader:
             self._register(module, info)
 
     def load_entry_points(self) -> None:
+        from migretti_core.entrypoints import may_have_entry_points
+
+        if not may_have_entry_points(ENTRY_POINT_GROUP):
+            return  # nothing declares the group: importlib_metadata is not worth importing
         import importlib_metadata
 
         eps = sorted(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
@@ -209,6 +212,8 @@ class PluginLoader:
 
     @staticmethod
     def _import_path(path: Path, name: str) -> ModuleType:
+        import importlib.util
+
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
         module_name = f"_mg_plugin_{name}"

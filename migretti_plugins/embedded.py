@@ -21,7 +21,6 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -286,6 +285,8 @@ def db_status(ctx: click.Context, fmt: str) -> int:
         "url": server.url(target.dbname) if pid is not None else None,
     }
     if fmt == "json":
+        import json
+
         click.echo(json.dumps(data, indent=2))
     else:
         state = f"running (pid {pid})" if pid is not None else "not running"

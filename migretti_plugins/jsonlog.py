@@ -6,7 +6,6 @@ The event names and fields are listed in docs/logging.md.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +24,8 @@ def render(event: Event) -> str:
     for key, value in event.fields.items():
         if key not in record:
             record[key] = value
+    import json
+
     return json.dumps(record, default=str, ensure_ascii=False)
 
 

@@ -7,7 +7,6 @@ the ``jsonlog`` plugin. On a terminal, long runs show a live counter.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -76,11 +75,15 @@ def mg_report(options: Options, event: Event) -> None:
 @hookimpl(trylast=True)
 def mg_format_result(kind: str, data: Any, fmt: str) -> str | None:
     if fmt == "json":
+        import json
+
         return json.dumps(data, indent=2, default=str)
     if fmt != "text":
         return None
     render = _RENDERERS.get(kind)
     if render is None:
+        import json
+
         return json.dumps(data, indent=2, default=str)
     text: str = render(data)
     return text

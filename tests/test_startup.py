@@ -1,0 +1,73 @@
+"""Startup: the entry-point group is looked for without importlib_metadata when it can be.
+
+Installed plugins themselves are covered by test_plugin_packages.py (real pip installs);
+here the shortcut's answers are checked on distributions laid out the way pip leaves them.
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from clihelp import run_python
+
+from migretti_core.entrypoints import may_have_entry_points
+
+
+def dist_info(site: Path, name: str, entry_points: str | None, suffix: str = ".dist-info") -> None:
+    info = site / f"{name}-1.0{suffix}"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    if entry_points is not None:
+        (info / "entry_points.txt").write_text(entry_points)
+
+
+@pytest.fixture
+def only_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [str(site)])
+    return site
+
+
+def test_no_distribution_declares_the_group(only_path: Path) -> None:
+    dist_info(only_path, "tool", "[console_scripts]\ntool = tool:main\n")
+    dist_info(only_path, "lib", None)
+    dist_info(only_path, "old", "[pytest11]\nx = old\n", suffix=".egg-info")
+    (only_path / "legacy.egg-info").write_text("Metadata-Version: 1.0\n")
+    assert may_have_entry_points("migretti") is False
+
+
+@pytest.mark.parametrize("suffix", [".dist-info", ".egg-info"])
+def test_a_distribution_declaring_the_group_is_seen(only_path: Path, suffix: str) -> None:
+    dist_info(only_path, "tool", "[console_scripts]\ntool = tool:main\n")
+    dist_info(only_path, "mg-audit", "[migretti]\naudit = mg_audit\n", suffix=suffix)
+    assert may_have_entry_points("migretti") is True
+    assert may_have_entry_points("other") is False
+
+
+def test_a_zip_on_the_path_is_left_to_importlib_metadata(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    archive = tmp_path / "plugins.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("p-1.0.dist-info/entry_points.txt", "[migretti]\np = p\n")
+    monkeypatch.setattr(sys, "path", [str(archive)])
+    assert may_have_entry_points("migretti") is True
+
+
+def test_help_without_plugins_does_not_import_importlib_metadata(tmp_path: Path) -> None:
+    code = """
+        import sys
+        from migretti_core.entrypoints import may_have_entry_points
+        from migretti_core.cli import run
+        code = run(["--help"])
+        group = may_have_entry_points("migretti")
+        print("RESULT", code, group, "importlib_metadata" in sys.modules)
+    """
+    result = run_python(code, tmp_path)
+    last = result.stdout.strip().splitlines()[-1]
+    # With a plugin installed in this environment the group must be read; without, not.
+    assert last in ("RESULT 0 False False", "RESULT 0 True True"), result.stdout + result.stderr
