@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from migretti_core.argv import GlobalOptions
@@ -28,7 +28,9 @@ class App:
         options: GlobalOptions,
         environ: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        plugins: Sequence[tuple[str, object]] = (),
     ) -> None:
+        """``plugins`` are objects registered where ``-p`` modules go (the Python API's own)."""
         self.globals = options
         self.environ = dict(os.environ if environ is None else environ)
         self.cwd = cwd or Path.cwd()
@@ -50,6 +52,7 @@ class App:
         self.loader.load_builtins()
         self.loader.load_entry_points()
         self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
+        self.loader.register_objects(plugins, ORIGIN_OPTION)
         self._load_config_plugins()
 
     def _warn(self, text: str) -> None:

@@ -288,7 +288,8 @@ def _line_of(sql: str, position: int | None, first_line: int) -> int:
 
 def sql_failure(
     migration: Migration, exc: SqlError, sql: str, first_line: int, note: str | None = None
-) -> MigrationFailed:
+) -> SqlError:
+    """The server's error placed in the migration file: names file, line and SQLSTATE."""
     line = _line_of(sql, exc.position, first_line)
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
     parts = [f"{display_path(migration.path)}:{line}: {exc.server_message}{code}"]
@@ -300,9 +301,17 @@ def sql_failure(
         parts.append(f"  CONTEXT: {exc.context}")
     if note:
         parts.append(f"  NOTE: {note}")
-    failure = MigrationFailed("\n".join(parts))
-    failure.migration_id = migration.id  # type: ignore[attr-defined]
-    failure.line = line  # type: ignore[attr-defined]
+    failure = SqlError(
+        exc.server_message,
+        sqlstate=exc.sqlstate,
+        detail=exc.detail,
+        position=exc.position,
+        context=exc.context,
+        file=display_path(migration.path),
+        line=line,
+        migration_id=migration.id,
+    )
+    failure.message = "\n".join(parts)
     return failure
 
 
@@ -372,7 +381,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                     action,
                     "failed",
                     done(),
-                    error=f"line {failure.line}: {summary}",  # type: ignore[attr-defined]
+                    error=f"line {failure.line}: {summary}",
                     failed_statement=index,
                     log=False,
                 ),
@@ -511,14 +520,21 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
 
 def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
     for migration in plan.steps:
+        # The SQL is an event, not a print: the output plugin shows it on stdout, and code
+        # using the Python API gets it in its log instead of on its terminal.
         sql, _ = _section(migration, plan.direction)
         header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
         if not migration.transactional:
             header += " [no-transaction]"
-        print(header)
-        print(sql.strip("\n"))
-        print()
-    sys.stdout.flush()
+        report(
+            session,
+            "dryrun.sql",
+            "info",
+            f"{header}\n{sql.strip(chr(10))}\n",
+            migration_id=migration.id,
+            migration_name=migration.name,
+            direction=plan.direction,
+        )
     results = session.hooks.dry_run(session, conn, plan)
     failed = skipped = 0
     for result in results:

@@ -19,6 +19,8 @@ class MgError(Exception):
     """Base of every error meant for the user: a short message and an exit code."""
 
     exit_code: int = EXIT_FAILURE
+    #: Set by the Python API: what the command had done when it failed (a result object).
+    result: object | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -81,6 +83,10 @@ class Aborted(MgError):
     exit_code = EXIT_ABORTED
 
 
+class ConfirmationRequired(Aborted):
+    """Code targeted a protected environment without ``confirm=True`` (exit 5)."""
+
+
 class DatabaseError(MgError):
     """Connecting to or talking with the database failed (exit 1)."""
 
@@ -105,6 +111,8 @@ class SqlError(MigrationFailed):
     ``position`` is the 1-based character offset into the SQL text that was sent: where the
     server placed the error, or the start of the failing statement when it gave no position.
     ``context`` is the server's CONTEXT (for example the PL/pgSQL line of a function).
+    Once the engine has placed it in a migration, ``file``, ``line`` (1-based, in that file)
+    and ``migration_id`` say where, and ``message`` is the full report the CLI prints.
     """
 
     def __init__(
@@ -116,6 +124,9 @@ class SqlError(MigrationFailed):
         hint: str | None = None,
         position: int | None = None,
         context: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        migration_id: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.server_message = message
@@ -123,3 +134,6 @@ class SqlError(MigrationFailed):
         self.detail = detail
         self.position = position
         self.context = context
+        self.file = file
+        self.line = line
+        self.migration_id = migration_id

@@ -201,6 +201,16 @@ class PluginLoader:
             info.version = getattr(module, "__version__", None)
             self._register(module, info, deferred=True)
 
+    def register_objects(self, plugins: Iterable[tuple[str, object]], origin: str) -> None:
+        """Register plugin objects already in hand (a module, a class instance), by name."""
+        for name, plugin in plugins:
+            if name in self.blocked:
+                self.infos.append(PluginInfo(name, origin, repr(plugin), status="blocked"))
+                continue
+            if self.pm.get_plugin(name) is not None:
+                raise PluginError(f"two plugins are named {name!r}; give one another name")
+            self._register(plugin, PluginInfo(name, origin, repr(plugin)))
+
     # --- internals ------------------------------------------------------------------------
 
     @staticmethod

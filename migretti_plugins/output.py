@@ -18,6 +18,7 @@ RESULT_EVENTS = frozenset(
         "migration.applied",
         "migration.rolled_back",
         "migration.fixed",
+        "dryrun.sql",
         "dryrun.ok",
         "dryrun.failed",
         "dryrun.skipped",

@@ -232,6 +232,9 @@ def test_dry_run_lines_say_dry_run(project: Project) -> None:
     assert done.returncode == 1
     parsed = records(done)
     assert [r["event"] for r in parsed if r["event"].startswith("dryrun.")] == [
+        "dryrun.sql",
+        "dryrun.sql",
+        "dryrun.sql",
         "dryrun.ok",
         "dryrun.ok",
         "dryrun.failed",
