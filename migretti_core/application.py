@@ -1,0 +1,589 @@
+"""The Python API: ``Migretti`` runs mg's commands from an application and returns results.
+
+An instance is one ``mg`` invocation that stays open: it loads configuration and plugins as
+the CLI does (mg.yaml, ``.env``, profiles, ``MG_*`` variables, entry points), then each
+method runs one command through the same engine, lock and history. Nothing is printed:
+events go to the ``logging`` logger ``migretti``; failures raise the ``MgError`` subclass
+whose ``exit_code`` the CLI would have exited with. The guide is docs/python-api.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import threading
+from collections.abc import Callable, Generator, Iterable, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from migretti_core import hookimpl
+from migretti_core.app import App
+from migretti_core.argv import GlobalOptions
+from migretti_core.errors import (
+    ConfigError,
+    ConfirmationRequired,
+    MgError,
+    MigrationFailed,
+    PluginError,
+    StateError,
+    UsageError,
+)
+from migretti_core.plugins import ORIGIN_OPTION
+from migretti_core.results import (
+    FixResult,
+    HistoryRow,
+    MigrationOutcome,
+    MigrationRow,
+    Mismatch,
+    MissingFile,
+    RunResult,
+    SeedResult,
+    SeedRun,
+    StatusResult,
+    VerifyResult,
+)
+from migretti_core.types import (
+    DEFAULT_LOCK_ID,
+    Config,
+    ConfigRequest,
+    Direction,
+    Event,
+    HistoryEntry,
+    MigrationResult,
+    Plan,
+    Session,
+    Target,
+)
+
+LOGGER_NAME = "migretti"
+
+#: A plugin for ``plugins=``: a module name or ``.py`` path (as with ``-p``), a plugin object
+#: (a module or any object with ``mg_*`` methods), or ``(name, object)``.
+PluginSpec = object
+
+# The CLI's human output prints; an application gets the same events through logging.
+_BLOCKED_FOR_API = ("no:output",)
+_API_PLUGIN = "python-api"
+_FROM_URL_PLUGIN = "python-api-config"
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# LogRecord attributes an ``extra`` key may not overwrite.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def log_extra(event: Event) -> dict[str, Any]:
+    """The JSON log's fields for ``extra=``: ``event`` plus the event's context.
+
+    A field named like a ``LogRecord`` attribute (``name``, ``filename``, ...) is passed as
+    ``mg_<field>`` so logging does not refuse it.
+    """
+    extra: dict[str, Any] = {"event": event.name}
+    for key, value in event.fields.items():
+        extra[f"mg_{key}" if key in _RECORD_ATTRS or key == "event" else key] = value
+    return extra
+
+
+class _ApiPlugin:
+    """The instance's own plugin: sends events to logging and collects what a command did.
+
+    It is registered in this instance's plugin manager only, so instances never share it.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.confirmed = False
+        self.events: list[Event] = []
+        self.results: list[MigrationResult] = []
+        self.dry_results: list[MigrationResult] | None = None
+
+    def begin(self, confirmed: bool) -> None:
+        self.confirmed = confirmed
+        self.events = []
+        self.results = []
+        self.dry_results = None
+
+    def log(self, event: Event) -> None:
+        level = _LEVELS.get(event.level, logging.INFO)
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, event.message, extra=log_extra(event))
+
+    @hookimpl
+    def mg_report(self, event: Event) -> None:
+        self.events.append(event)
+        self.log(event)
+
+    @hookimpl
+    def mg_after_migration(self, result: MigrationResult) -> None:
+        self.results.append(result)
+
+    @hookimpl(wrapper=True)
+    def mg_dry_run(
+        self, plan: Plan
+    ) -> Generator[None, list[MigrationResult] | None, list[MigrationResult] | None]:
+        results = yield
+        self.dry_results = builtins.list(results or [])
+        return results
+
+    @hookimpl
+    def mg_confirm(self, session: Session, target: Target) -> bool | None:
+        if self.confirmed:
+            return None
+        env = session.config.env or "(default)"
+        command = session.options.command or "this command"
+        raise ConfirmationRequired(
+            f"environment {env} ({target.describe()}) is protected: "
+            f"{command} runs there only with confirm=True",
+            hint="pass confirm=True to the method (or to Migretti) once a person has decided",
+        )
+
+
+class _FixedConfig:
+    """``Migretti.from_url``: a configuration built from a URL and a directory, no mg.yaml."""
+
+    def __init__(self, url: str, migrations_dir: Path, seeds_dir: Path) -> None:
+        self.url = url
+        self.migrations_dir = migrations_dir
+        self.seeds_dir = seeds_dir
+
+    @hookimpl
+    def mg_load_config(self, request: ConfigRequest) -> Config:
+        lock_id = DEFAULT_LOCK_ID
+        raw = request.environ.get("MG_LOCK_ID", "").strip()
+        if raw:
+            try:
+                lock_id = int(raw)
+            except ValueError as exc:
+                raise ConfigError(f"MG_LOCK_ID: not an integer: {raw!r}") from exc
+        database = MappingProxyType({"url": self.url})
+        return Config(
+            path=None,
+            root=self.migrations_dir.parent,
+            env=None,
+            settings=MappingProxyType({"database": database}),
+            database=database,
+            migrations_dir=self.migrations_dir,
+            seeds_dir=self.seeds_dir,
+            lock_id=lock_id,
+        )
+
+
+def _plugin_name(plugin: object) -> str:
+    name = getattr(plugin, "__name__", None) or getattr(plugin, "name", None)
+    if isinstance(name, str) and name:
+        return name.rpartition(".")[2]
+    return type(plugin).__name__.lower()
+
+
+def _split_plugins(plugins: Iterable[PluginSpec]) -> tuple[list[str], list[tuple[str, object]]]:
+    names: list[str] = []
+    objects: list[tuple[str, object]] = []
+    if isinstance(plugins, (str, os.PathLike)):
+        plugins = [plugins]
+    for item in plugins:
+        if isinstance(item, os.PathLike):
+            names.append(os.fspath(item))
+        elif isinstance(item, str):
+            names.append(item)
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            objects.append((item[0], item[1]))
+        else:
+            objects.append((_plugin_name(item), item))
+    return names, objects
+
+
+def _seconds(value: float | str | None) -> float | None:
+    if value is None:
+        return None
+    from migretti_core.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"lock_timeout: {exc}") from exc
+
+
+def _history_row(entry: HistoryEntry | None) -> HistoryRow | None:
+    if entry is None:
+        return None
+    return HistoryRow(entry.id, entry.name, entry.status, entry.applied_at, entry.checksum)
+
+
+def _outcome(result: MigrationResult) -> MigrationOutcome:
+    from migretti_core.engine import display_path
+
+    migration = result.migration
+    return MigrationOutcome(
+        id=migration.id,
+        name=migration.name,
+        file=display_path(migration.path),
+        direction=result.direction,
+        duration_ms=result.duration_ms,
+        ok=result.ok,
+        executed=result.executed,
+        error=result.error,
+    )
+
+
+class Migretti:
+    """mg's commands for an application: one project (mg.yaml) and one target database.
+
+    ``config`` is the mg.yaml path (default: ``MG_CONFIG``, else ``./mg.yaml``), ``env`` the
+    profile (default ``MG_ENV``), ``database_url`` replaces the configured connection (as
+    ``MG_DATABASE_URL`` does), ``plugins`` are loaded for this instance only (where ``-p``
+    plugins go), ``lock_timeout`` bounds the wait for the migration lock (seconds or
+    ``"30s"``). A protected profile runs SQL only with ``confirm=True`` (here, or on the
+    method). An explicit argument wins over the environment.
+
+    Create one per thread; a single instance serialises its own calls.
+    """
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | None = None,
+        env: str | None = None,
+        database_url: str | None = None,
+        plugins: Iterable[PluginSpec] = (),
+        lock_timeout: float | str | None = None,
+        *,
+        confirm: bool = False,
+    ) -> None:
+        self._setup(config, env, database_url, plugins, lock_timeout, confirm, None)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        migrations_dir: str | os.PathLike[str],
+        *,
+        seeds_dir: str | os.PathLike[str] | None = None,
+        plugins: Iterable[PluginSpec] = (),
+        lock_timeout: float | str | None = None,
+        confirm: bool = False,
+    ) -> Migretti:
+        """An instance for ``url`` and a migrations directory, reading no mg.yaml.
+
+        ``seeds_dir`` defaults to ``seeds`` beside the migrations directory. Plugins from
+        entry points and ``MG_PLUGINS`` still load, as they would for ``mg``.
+        """
+        if not url:
+            raise ConfigError("from_url: the database URL is empty")
+        migrations = Path(os.path.abspath(os.path.expanduser(migrations_dir)))
+        seeds = (
+            Path(os.path.abspath(os.path.expanduser(seeds_dir)))
+            if seeds_dir is not None
+            else migrations.parent / "seeds"
+        )
+        instance = cls.__new__(cls)
+        fixed = _FixedConfig(url, migrations, seeds)
+        instance._setup(None, None, None, plugins, lock_timeout, confirm, fixed)
+        return instance
+
+    def _setup(
+        self,
+        config: str | os.PathLike[str] | None,
+        env: str | None,
+        database_url: str | None,
+        plugins: Iterable[PluginSpec],
+        lock_timeout: float | str | None,
+        confirm: bool,
+        fixed: _FixedConfig | None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._confirm = bool(confirm)
+        self._lock_timeout = _seconds(lock_timeout)
+        self._api = _ApiPlugin(logging.getLogger(LOGGER_NAME))
+        names, objects = _split_plugins(plugins)
+        environ = dict(os.environ)
+        if database_url is not None:
+            if not database_url:
+                raise ConfigError("database_url is empty")
+            environ["MG_DATABASE_URL"] = database_url
+        options = GlobalOptions(
+            env=env or None,
+            config=os.fspath(config) if config is not None else None,
+            plugins=[*names, *_BLOCKED_FOR_API],
+        )
+        own: list[tuple[str, object]] = [(_API_PLUGIN, self._api)]
+        if fixed is not None:
+            own.append((_FROM_URL_PLUGIN, fixed))
+        self._app = App(options, environ, plugins=[*objects, *own])
+        for info in self._app.loader.infos:
+            if info.status == "failed" and info.origin != ORIGIN_OPTION:
+                self._api.log(
+                    Event(
+                        "plugin.failed",
+                        "warning",
+                        f"plugin {info.name!r} failed to load: {info.error}",
+                        {"plugin": info.name},
+                    )
+                )
+        self._config = self._app.config()
+
+    # --- properties -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The configuration of the selected profile, as the commands see it."""
+        return self._config
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self._config.migrations_dir
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _session(self, command: str, *, dry_run: bool = False, confirm: bool = False) -> Session:
+        confirmed = self._confirm or confirm
+        self._api.begin(confirmed)
+        return self._app.session(
+            command, dry_run=dry_run, lock_timeout=self._lock_timeout, yes=confirmed
+        )
+
+    def _run(
+        self,
+        command: str,
+        direction: Direction,
+        dry_run: bool,
+        confirm: bool,
+        call: Callable[[Session], object],
+    ) -> RunResult:
+        with self._lock:
+            session = self._session(command, dry_run=dry_run, confirm=confirm)
+            try:
+                call(session)
+            except MgError as exc:
+                exc.result = self._run_result(command, direction, dry_run)
+                raise
+            return self._run_result(command, direction, dry_run)
+
+    def _run_result(self, command: str, direction: Direction, dry_run: bool) -> RunResult:
+        done = self._api.dry_results if dry_run else self._api.results
+        outcomes = tuple(_outcome(r) for r in done or ())
+        return RunResult(command, direction, dry_run, outcomes)
+
+    # --- changing the database ------------------------------------------------------------
+
+    def apply(
+        self,
+        to: str | None = None,
+        dry_run: bool = False,
+        *,
+        allow_out_of_order: bool = False,
+        verify: bool = True,
+        single_transaction: bool = False,
+        confirm: bool = False,
+    ) -> RunResult:
+        """Apply every pending migration (up to and including ``to``), like ``mg apply``."""
+        from migretti_core import engine
+
+        request = engine.ApplyRequest(
+            to=to,
+            allow_out_of_order=allow_out_of_order,
+            verify=verify,
+            single_transaction=single_transaction,
+        )
+        return self._run(
+            "apply", "up", dry_run, confirm, lambda session: engine.apply(session, request)
+        )
+
+    def up(
+        self,
+        dry_run: bool = False,
+        *,
+        allow_out_of_order: bool = False,
+        verify: bool = True,
+        confirm: bool = False,
+    ) -> RunResult:
+        """Apply the next pending migration, like ``mg up``."""
+        from migretti_core import engine
+
+        request = engine.ApplyRequest(limit=1, allow_out_of_order=allow_out_of_order, verify=verify)
+        return self._run(
+            "up", "up", dry_run, confirm, lambda session: engine.apply(session, request)
+        )
+
+    def down(
+        self,
+        dry_run: bool = False,
+        *,
+        allow_missing_down: bool = False,
+        verify: bool = True,
+        confirm: bool = False,
+    ) -> RunResult:
+        """Roll back the last applied migration, like ``mg down``."""
+        return self._rollback("down", 1, None, dry_run, allow_missing_down, verify, confirm)
+
+    def rollback(
+        self,
+        n: int = 1,
+        to: str | None = None,
+        dry_run: bool = False,
+        *,
+        allow_missing_down: bool = False,
+        verify: bool = True,
+        confirm: bool = False,
+    ) -> RunResult:
+        """Roll back the last ``n`` migrations, or everything applied after ``to``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UsageError(f"rollback: n must be an integer of at least 1, not {n!r}")
+        return self._rollback("rollback", n, to, dry_run, allow_missing_down, verify, confirm)
+
+    def _rollback(
+        self,
+        command: str,
+        count: int,
+        to: str | None,
+        dry_run: bool,
+        allow_missing_down: bool,
+        verify: bool,
+        confirm: bool,
+    ) -> RunResult:
+        from migretti_core import engine
+
+        request = engine.RollbackRequest(
+            count=count, to=to, allow_missing_down=allow_missing_down, verify=verify
+        )
+        return self._run(
+            command, "down", dry_run, confirm, lambda session: engine.rollback(session, request)
+        )
+
+    def fix(self, id: str, applied: bool = True, *, confirm: bool = False) -> FixResult:
+        """Resolve a failed or running migration: ``applied=True`` is ``mg fix ID --applied``
+        (you completed it by hand), ``applied=False`` is ``--remove`` (you undid it)."""
+        from migretti_core import engine
+
+        mode = "applied" if applied else "remove"
+        with self._lock:
+            session = self._session("fix", confirm=confirm)
+            engine.fix(session, id, mode)
+            fixed = [e for e in self._api.events if e.name == "migration.fixed"]
+        ident = str(fixed[-1].fields.get("migration_id", id)) if fixed else id
+        return FixResult(ident, "applied" if applied else "removed")
+
+    def seed(
+        self,
+        names: Sequence[str] | str | None = None,
+        *,
+        all: bool = False,
+        dry_run: bool = False,
+        confirm: bool = False,
+    ) -> SeedResult:
+        """Run the seeds that have not run with their current content (``all=True``: every
+        one), or only ``names``; like ``mg seed [--all] [NAME...]``."""
+        plugin = self._app.loader.pm.get_plugin("seeds")
+        run = getattr(plugin, "seed", None)
+        if run is None:
+            raise PluginError("seeds are not available: the seeds plugin is not loaded")
+        wanted = [names] if isinstance(names, str) else builtins.list(names or ())
+        with self._lock:
+            session = self._session("seed", dry_run=dry_run, confirm=confirm)
+            try:
+                code = run(session, wanted, force=all)
+            except MgError as exc:
+                exc.result = self._seed_result(dry_run)
+                raise
+            result = self._seed_result(dry_run)
+        if code:
+            failed = MigrationFailed("seed dry run: a seed failed; nothing was changed")
+            failed.result = result
+            raise failed
+        return result
+
+    def _seed_result(self, dry_run: bool) -> SeedResult:
+        ran: builtins.list[SeedRun] = []
+        skipped: builtins.list[str] = []
+        for event in self._api.events:
+            name = str(event.fields.get("seed", ""))
+            if event.name == "seed.ran":
+                ran.append(SeedRun(name, int(event.fields.get("duration_ms") or 0)))
+            elif event.name == "seed.skipped":
+                skipped.append(name)
+        return SeedResult(tuple(ran), tuple(skipped), dry_run)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def status(self) -> StatusResult:
+        """Counts, head and every problem, like ``mg status``; never changes the database."""
+        from migretti_core import engine
+
+        with self._lock:
+            state = engine.current_state(self._session("status"))
+        counts = engine.status_data(state)
+        return StatusResult(
+            applied=len(state.applied),
+            pending=len(state.pending),
+            failed=len(state.failed),
+            running=len(state.running),
+            head=_history_row(state.head),
+            problems=tuple(counts["problems"]),
+        )
+
+    def list(self) -> tuple[MigrationRow, ...]:
+        """Every migration, from files and history together, like ``mg list``."""
+        from migretti_core import engine
+
+        with self._lock:
+            state = engine.current_state(self._session("list"))
+        return tuple(
+            MigrationRow(
+                row.id,
+                row.name,
+                row.status,
+                row.applied_at,
+                row.migration.filename if row.migration else None,
+            )
+            for row in state.rows()
+        )
+
+    def head(self) -> HistoryRow | None:
+        """The last applied migration, like ``mg head``; None before the first."""
+        from migretti_core import engine
+
+        with self._lock:
+            state = engine.current_state(self._session("head"))
+        return _history_row(state.head)
+
+    def verify(self, *, raise_on_mismatch: bool = True) -> VerifyResult:
+        """Check every applied migration against its file, like ``mg verify``.
+
+        A mismatch or a missing file raises ``StateError`` (exit code 3, as ``mg verify``
+        exits) carrying the result as ``.result``; ``raise_on_mismatch=False`` returns it.
+        """
+        from migretti_core import engine
+
+        with self._lock:
+            state = engine.current_state(self._session("verify"))
+        data = engine.verify_data(state)
+        result = VerifyResult(
+            ok=bool(data["ok"]),
+            checked=int(data["checked"]),
+            mismatches=tuple(Mismatch(m["id"], m["name"], m["file"]) for m in data["mismatches"]),
+            missing=tuple(MissingFile(m["id"], m["name"]) for m in data["missing"]),
+        )
+        if not result.ok and raise_on_mismatch:
+            parts = [f"changed since it ran: {m.file}" for m in result.mismatches]
+            parts += [f"file is gone: {m.id} ({m.name})" for m in result.missing]
+            error = StateError(
+                "verify: " + "; ".join(parts),
+                hint="restore the files from version control",
+            )
+            error.result = result
+            raise error
+        return result
+
+    def __repr__(self) -> str:
+        env = f" env={self._config.env!r}" if self._config.env else ""
+        return f"<Migretti {self._config.migrations_dir}{env}>"
+
+
+__all__ = ["LOGGER_NAME", "Migretti", "PluginSpec", "log_extra"]

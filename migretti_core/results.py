@@ -1,0 +1,233 @@
+"""What the Python API returns: frozen values holding what ``--format json`` prints.
+
+Each result has ``as_dict()``, which gives the document the matching ``mg ... --format json``
+prints (for status, list, head and verify), so code and scripts read the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from migretti_core.types import Direction
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One applied (or failed, or running) migration as the history records it."""
+
+    id: str
+    name: str
+    status: str
+    applied_at: datetime | None = None
+    checksum: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "applied_at": _iso(self.applied_at),
+            "checksum": self.checksum,
+        }
+
+
+@dataclass(frozen=True)
+class MigrationOutcome:
+    """What happened to one migration of an apply, rollback or dry run.
+
+    ``file`` is the migration's path as the CLI shows it. In a dry run ``executed`` is False
+    for a migration that was only printed (no-transaction, or after one), and ``ok`` False
+    with ``error`` set for one that failed.
+    """
+
+    id: str
+    name: str
+    file: str
+    direction: Direction
+    duration_ms: int
+    ok: bool = True
+    executed: bool = True
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "file": self.file,
+            "direction": self.direction,
+            "duration_ms": self.duration_ms,
+            "ok": self.ok,
+            "executed": self.executed,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The result of ``apply``, ``up``, ``down`` or ``rollback``.
+
+    ``migrations`` lists, in the order they ran, the migrations applied or rolled back (or,
+    with ``dry_run``, tried and undone). Empty when there was nothing to do.
+    """
+
+    command: str
+    direction: Direction
+    dry_run: bool
+    migrations: tuple[MigrationOutcome, ...] = ()
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.migrations)
+
+    @property
+    def ok(self) -> bool:
+        return all(m.ok for m in self.migrations)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "direction": self.direction,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "migrations": [m.as_dict() for m in self.migrations],
+        }
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """``mg status``: counts, the current head and every problem (never raises on problems)."""
+
+    applied: int
+    pending: int
+    failed: int
+    running: int
+    head: HistoryRow | None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed, running, changed, missing or out of order (pending is fine)."""
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counts": {
+                "applied": self.applied,
+                "pending": self.pending,
+                "failed": self.failed,
+                "running": self.running,
+            },
+            "head": self.head.as_dict() if self.head is not None else None,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class MigrationRow:
+    """One row of ``mg list``: files and history together."""
+
+    id: str
+    name: str
+    status: str
+    applied_at: datetime | None = None
+    file: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "applied_at": _iso(self.applied_at),
+            "file": self.file,
+        }
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An applied migration whose file changed since it ran."""
+
+    id: str
+    name: str
+    file: str
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """An applied migration whose file is gone."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``mg verify``: whether every applied migration matches its file."""
+
+    ok: bool
+    checked: int
+    mismatches: tuple[Mismatch, ...] = ()
+    missing: tuple[MissingFile, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "mismatches": [{"id": m.id, "name": m.name, "file": m.file} for m in self.mismatches],
+            "missing": [{"id": m.id, "name": m.name} for m in self.missing],
+        }
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """``mg fix``: the migration whose history row was resolved, and how."""
+
+    id: str
+    resolution: Literal["applied", "removed"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "resolution": self.resolution}
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed that ran (in a dry run: that would run, and succeeded)."""
+
+    name: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """``mg seed``: the seeds that ran and the ones skipped as unchanged, in file order."""
+
+    ran: tuple[SeedRun, ...] = ()
+    skipped: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "ran": [{"name": s.name, "duration_ms": s.duration_ms} for s in self.ran],
+            "skipped": list(self.skipped),
+        }
+
+
+__all__ = [
+    "FixResult",
+    "HistoryRow",
+    "MigrationOutcome",
+    "MigrationRow",
+    "Mismatch",
+    "MissingFile",
+    "RunResult",
+    "SeedResult",
+    "SeedRun",
+    "StatusResult",
+    "VerifyResult",
+]

@@ -1,0 +1,396 @@
+"""The Python API (docs/python-api.md): ``Migretti`` against a real PostgreSQL.
+
+Where the CLI has a ``--format json`` document, the API's result must hold the same data, so
+several tests compare the two directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mgproject import AdvisoryLockHolder, Project, mg_env
+
+from migretti_core import (
+    ConfirmationRequired,
+    LockTimeout,
+    MgError,
+    MigrationFileError,
+    Migretti,
+    SqlError,
+    StateError,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API reads MG_* like the CLI; none of the runner's own may leak into these tests."""
+    for key in list(os.environ):
+        if key.startswith("MG_") and key != "MG_TEST_DATABASE_URL":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
+
+
+def three_tables(project: Project) -> None:
+    for ident in ("0001", "0002", "0003"):
+        project.add_table(ident)
+
+
+def cli_json(project: Project, *args: str) -> Any:
+    done = project.mg(*args, "--format", "json")
+    assert done.returncode in (0, 3), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_apply_returns_what_ran_and_reads_match_the_cli_json(project: Project) -> None:
+    three_tables(project)
+    mg = Migretti(config=project.root / "mg.yaml")
+
+    result = mg.apply(to="0002")
+
+    assert result.command == "apply"
+    assert result.ids == ("0001", "0002")
+    assert [m.file for m in result.migrations] == [
+        str(project.path_of("0001")),
+        str(project.path_of("0002")),
+    ]
+    assert all(m.ok and m.direction == "up" and m.duration_ms >= 0 for m in result.migrations)
+    assert project.tables() == {"t_0001", "t_0002"}
+    assert mg.status().as_dict() == cli_json(project, "status")
+    assert [row.as_dict() for row in mg.list()] == cli_json(project, "list")
+    head = mg.head()
+    assert head is not None
+    assert head.as_dict() == cli_json(project, "head")
+    assert mg.verify().as_dict() == cli_json(project, "verify")
+    assert mg.status().pending == 1
+
+    assert mg.apply().ids == ("0003",)
+    assert mg.apply().ids == ()
+
+
+def test_up_down_and_rollback_mirror_the_commands(project: Project) -> None:
+    three_tables(project)
+    mg = Migretti(config=project.root / "mg.yaml")
+    assert mg.up().ids == ("0001",)
+    mg.apply()
+    down = mg.down()
+    assert down.ids == ("0003",)
+    assert down.direction == "down"
+    assert mg.rollback(to="0001").ids == ("0002",)
+    assert project.tables() == {"t_0001"}
+    mg.apply()
+    assert mg.rollback(2).ids == ("0003", "0002")
+    with pytest.raises(MgError) as bad:
+        mg.rollback(0)
+    assert bad.value.exit_code == 2
+
+
+def test_dry_run_changes_nothing_and_reports_each_migration(project: Project) -> None:
+    project.add_table("0001")
+    project.add("0002", "broken", "INSERT INTO nowhere VALUES (1);")
+    mg = Migretti(config=project.root / "mg.yaml")
+
+    with pytest.raises(MgError) as failed:
+        mg.apply(dry_run=True)
+
+    assert failed.value.exit_code == 1
+    result = failed.value.result
+    assert result is not None
+    assert result.dry_run is True  # type: ignore[attr-defined]
+    outcomes = {m.id: m for m in result.migrations}  # type: ignore[attr-defined]
+    assert outcomes["0001"].ok
+    assert not outcomes["0002"].ok
+    assert "nowhere" in (outcomes["0002"].error or "")
+    assert project.tables() == set()
+
+    project.path_of("0002").unlink()
+    ok = mg.apply(dry_run=True)
+    assert ok.dry_run and ok.ids == ("0001",) and ok.ok
+    assert project.tables() == set()
+
+
+def test_the_api_never_prints(project: Project, capfd: pytest.CaptureFixture[str]) -> None:
+    three_tables(project)
+    mg = Migretti(config=project.root / "mg.yaml")
+    mg.apply(dry_run=True)
+    mg.apply()
+    mg.status()
+    mg.list()
+    mg.rollback(3)
+    with pytest.raises(MgError):
+        mg.apply(to="9999")
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err == ""
+
+
+def test_events_go_to_the_migretti_logger_with_the_json_log_fields(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    project.add_table("0001")
+    mg = Migretti(config=project.root / "mg.yaml")
+    with caplog.at_level(logging.DEBUG, logger="migretti"):
+        mg.apply()
+    records = [r for r in caplog.records if r.name == "migretti"]
+    applied = [r for r in records if getattr(r, "event", None) == "migration.applied"]
+    assert len(applied) == 1
+    record = applied[0]
+    assert record.levelno == logging.INFO
+    assert record.migration_id == "0001"  # type: ignore[attr-defined]
+    assert record.migration_name == "create_t_0001"  # type: ignore[attr-defined]
+    assert record.direction == "up"  # type: ignore[attr-defined]
+    assert isinstance(record.duration_ms, int)  # type: ignore[attr-defined]
+    assert record.dry_run is False  # type: ignore[attr-defined]
+    assert "applied 0001" in record.getMessage()
+    events = [getattr(r, "event", None) for r in records]
+    assert "lock.acquired" in events
+    assert "apply.finished" in events
+
+
+def test_sql_error_names_file_line_and_sqlstate(project: Project) -> None:
+    project.add_table("0001")
+    path = project.add("0002", "typo", "CREATE TABLE ok (id int);\n\nSELEC 1;")
+    mg = Migretti(config=project.root / "mg.yaml")
+
+    with pytest.raises(SqlError) as failed:
+        mg.apply()
+
+    error = failed.value
+    assert error.exit_code == 1
+    assert error.file == str(path)
+    assert error.line == 4
+    assert error.migration_id == "0002"
+    assert error.sqlstate == "42601"
+    assert f"{path}:4:" in str(error)
+    result = error.result
+    assert result is not None and result.ids == ("0001",)  # type: ignore[attr-defined]
+    assert project.statuses() == {"0001": "applied"}
+
+
+def test_state_errors_carry_exit_code_3_and_fix_resolves_them(project: Project) -> None:
+    project.add("0001", "half", "CREATE TABLE a (id int);\nSELECT 1/0;", no_transaction=True)
+    mg = Migretti(config=project.root / "mg.yaml")
+    with pytest.raises(SqlError):
+        mg.apply()
+    with pytest.raises(StateError) as blocked:
+        mg.apply()
+    assert blocked.value.exit_code == 3
+    assert "mg fix 0001" in str(blocked.value)
+    assert mg.status().failed == 1
+
+    fixed = mg.fix("0001", applied=False)
+    assert fixed.id == "0001" and fixed.resolution == "removed"
+    assert project.statuses() == {}
+
+
+def test_verify_raises_state_error_with_the_result(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project.root)  # files are shown relative to the working directory
+    project.add_table("0001")
+    mg = Migretti(config=project.root / "mg.yaml")
+    mg.apply()
+    project.path_of("0001").write_text("-- migrate: up\nCREATE TABLE other (id int);\n")
+    with pytest.raises(StateError) as mismatch:
+        mg.verify()
+    assert mismatch.value.exit_code == 3
+    result = mg.verify(raise_on_mismatch=False)
+    assert mismatch.value.result == result
+    assert not result.ok
+    assert [m.id for m in result.mismatches] == ["0001"]
+    assert result.as_dict() == cli_json(project, "verify")
+
+
+def test_bad_migration_files_raise_before_anything_runs(project: Project) -> None:
+    project.add_table("0001")
+    (project.migrations_dir / "0002_bad.sql").write_text("SELECT 1;\n")
+    mg = Migretti(config=project.root / "mg.yaml")
+    with pytest.raises(MigrationFileError) as bad:
+        mg.apply()
+    assert bad.value.exit_code == 2
+    assert project.tables() == set()
+
+
+def test_lock_timeout_raises_lock_timeout(project: Project) -> None:
+    project.add_table("0001")
+    mg = Migretti(config=project.root / "mg.yaml", lock_timeout="1s")
+    with AdvisoryLockHolder(project.database_url), pytest.raises(LockTimeout) as timed_out:
+        mg.apply()
+    assert timed_out.value.exit_code == 4
+    assert project.tables() == set()
+    assert mg.apply().ids == ("0001",)
+
+
+def test_protected_profile_needs_confirm(project: Project, database_url: str) -> None:
+    project.configure(extra=f"envs:\n  prod:\n    database:\n      url: {database_url}\n")
+    project.add_table("0001")
+    mg = Migretti(config=project.root / "mg.yaml", env="prod")
+
+    with pytest.raises(ConfirmationRequired) as refused:
+        mg.apply()
+    assert refused.value.exit_code == 5
+    assert "confirm=True" in str(refused.value)
+    assert project.tables() == set()
+    assert mg.status().pending == 1  # reading needs no confirmation
+
+    assert mg.apply(confirm=True).ids == ("0001",)
+    confirmed = Migretti(config=project.root / "mg.yaml", env="prod", confirm=True)
+    assert confirmed.rollback().ids == ("0001",)
+
+
+def test_configuration_is_read_as_the_cli_reads_it(
+    tmp_path: Path, database_url: str, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profiles, .env, ${VAR} and MG_* variables; an explicit argument wins over them."""
+    from migretti_core.testing import fresh_database
+
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    project.add_table("0001")
+    (project.root / "mg.yaml").write_text(
+        "database:\n  url: postgresql://nobody@127.0.0.1:1/none\n"
+        "envs:\n  dev:\n    database:\n      url: ${DEV_URL}\n",
+        encoding="utf-8",
+    )
+    (project.root / ".env").write_text(f"DEV_URL={database_url}\n", encoding="utf-8")
+    monkeypatch.chdir(project.root)
+
+    via_env = Migretti(env="dev")
+    assert via_env.apply().ids == ("0001",)
+
+    monkeypatch.setenv("MG_ENV", "dev")
+    assert Migretti().status().applied == 1
+
+    with fresh_database(pg_url) as other_url:
+        monkeypatch.setenv("MG_DATABASE_URL", other_url)
+        assert Migretti().status().applied == 0  # MG_DATABASE_URL wins over the profile
+        assert Migretti(database_url=database_url).status().applied == 1  # the argument wins
+
+    with pytest.raises(MgError) as missing:
+        Migretti(env="staging")
+    assert missing.value.exit_code == 2
+
+
+def test_from_url_needs_no_config_file(tmp_path: Path, database_url: str) -> None:
+    migrations = tmp_path / "db" / "migrations"
+    migrations.mkdir(parents=True)
+    (migrations / "0001_users.sql").write_text(
+        "-- migrate: up\nCREATE TABLE users (id int);\n-- migrate: down\nDROP TABLE users;\n"
+    )
+    (tmp_path / "db" / "seeds").mkdir()
+    (tmp_path / "db" / "seeds" / "0001_admin.sql").write_text("INSERT INTO users VALUES (1);\n")
+
+    mg = Migretti.from_url(database_url, migrations)
+
+    assert mg.config.path is None
+    assert mg.apply().ids == ("0001",)
+    seeded = mg.seed()
+    assert [s.name for s in seeded.ran] == ["0001_admin.sql"]
+    again = mg.seed()
+    assert again.ran == () and again.skipped == ("0001_admin.sql",)
+    assert [s.name for s in mg.seed(all=True).ran] == ["0001_admin.sql"]
+
+
+def test_plugins_belong_to_their_instance(tmp_path: Path, database_url: str, pg_url: str) -> None:
+    """Two instances against two databases in one process, each with its own plugin."""
+    from migretti_core.testing import fresh_database
+
+    class Counter:
+        def __init__(self) -> None:
+            self.applied: list[str] = []
+
+        def mg_after_migration(self, result: Any) -> None:
+            self.applied.append(result.migration.id)
+
+    first, second = Counter(), Counter()
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    with fresh_database(pg_url) as other_url:
+        a = Migretti(config=project.root / "mg.yaml", plugins=[first])
+        b = Migretti(config=project.root / "mg.yaml", database_url=other_url, plugins=[second])
+        a.apply()
+        assert b.status().pending == 1
+        b.apply()
+        assert a.rollback().ids == ("0001",)
+        assert b.status().applied == 1
+    assert first.applied == ["0001", "0001"]
+    assert second.applied == ["0001"]
+
+
+def test_threads_with_an_instance_each_apply_every_migration_once(project: Project) -> None:
+    project.add("0001", "runs", "CREATE TABLE runs (id text);\nINSERT INTO runs VALUES ('0001');")
+    for n in range(2, 21):
+        ident = f"{n:04d}"
+        project.add(ident, f"step_{n}", f"INSERT INTO runs VALUES ('{ident}');")
+    results: list[tuple[str, ...]] = []
+    errors: list[BaseException] = []
+
+    def replica() -> None:
+        try:
+            mg = Migretti(config=project.root / "mg.yaml")
+            results.append(mg.apply().ids)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert errors == []
+    expected = [f"{n:04d}" for n in range(1, 21)]
+    assert sorted(ident for ids in results for ident in ids) == expected
+    assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == expected
+    ups = project.sql("SELECT migration_id FROM _migrations_log WHERE action = 'UP'")
+    assert sorted(r[0] for r in ups) == expected
+
+
+def test_processes_calling_apply_at_start_up_apply_each_migration_once(project: Project) -> None:
+    """Application replicas: separate processes, each calling apply() as it starts."""
+    for n in range(1, 16):
+        project.add_table(f"{n:04d}")
+    script = (
+        "import sys\n"
+        "from migretti_core import Migretti\n"
+        "print(','.join(Migretti(config=sys.argv[1]).apply().ids))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(project.root / "mg.yaml")],
+            env=mg_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, outputs
+    applied = sorted(i for out, _ in outputs for i in out.strip().split(",") if i)
+    assert applied == [f"{n:04d}" for n in range(1, 16)]
+    assert all(err == "" for _, err in outputs)
+
+
+def test_importing_the_cli_does_not_load_the_api() -> None:
+    code = (
+        "import sys, migretti_core.cli\n"
+        "assert 'migretti_core.application' not in sys.modules\n"
+        "from migretti_core import Migretti, RunResult\n"
+        "assert Migretti.__module__ == 'migretti_core.application'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=mg_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr
