@@ -526,6 +526,7 @@ class Migretti:
             running=len(state.running),
             head=_history_row(state.head),
             problems=tuple(counts["problems"]),
+            ok=bool(counts["ok"]),
         )
 
     def list(self) -> tuple[MigrationRow, ...]:

@@ -154,6 +154,7 @@ def _embedded() -> Iterator[str]:
         # Not pytest's tmp_path: pytest prunes and re-permissions that tree, and under root
         # the server runs as another user.
         base = Path(tempfile.mkdtemp(prefix="mg-pytest-pg-"))
+        base.chmod(0o711)  # under root the server runs as another user
         server = EmbeddedServer(base / "data", durable=False)
         try:
             server.start()
@@ -168,7 +169,8 @@ def _embedded() -> Iterator[str]:
     lock_path = base.with_name(base.name + ".lock")
     server = EmbeddedServer(base / "data", durable=False)
     with _flocked(lock_path):
-        base.mkdir(mode=0o700, exist_ok=True)
+        base.mkdir(exist_ok=True)
+        base.chmod(0o711)
         users = _read_count(base / "users") + 1
         (base / "users").write_text(str(users))
         server.start()

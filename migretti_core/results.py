@@ -101,7 +101,11 @@ class RunResult:
 
 @dataclass(frozen=True)
 class StatusResult:
-    """``mg status``: counts, the current head and every problem (never raises on problems)."""
+    """``mg status``: counts, the current head and every problem (never raises on problems).
+
+    ``ok`` is what ``mg status --exit-code`` gates on: nothing pending, failed, running,
+    changed since applied or missing.
+    """
 
     applied: int
     pending: int
@@ -109,14 +113,11 @@ class StatusResult:
     running: int
     head: HistoryRow | None
     problems: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """Nothing failed, running, changed, missing or out of order (pending is fine)."""
-        return not self.problems
+    ok: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "ok": self.ok,
             "counts": {
                 "applied": self.applied,
                 "pending": self.pending,

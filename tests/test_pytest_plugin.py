@@ -55,8 +55,20 @@ def make_app(root: Path, *, extra_migration: str | None = None) -> Path:
 def run_pytest(
     root: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    # Its own temp root: a nested run would reset the shared /tmp/pytest-of-USER (mode 0700)
+    # and prune the outer run's directories.
+    basetemp = root.parent / f"{root.name}-basetemp"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={basetemp}",
+            *args,
+        ],
         cwd=root,
         env=mg_env(env),
         capture_output=True,
