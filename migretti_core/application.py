@@ -59,6 +59,10 @@ from migretti_core.types import (
 
 LOGGER_NAME = "migretti"
 
+# A library's logger: silent unless the application configures logging (without it, Python's
+# last-resort handler would print warnings such as "waiting for the migration lock").
+logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+
 #: A plugin for ``plugins=``: a module name or ``.py`` path (as with ``-p``), a plugin object
 #: (a module or any object with ``mg_*`` methods), or ``(name, object)``.
 PluginSpec = object

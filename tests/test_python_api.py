@@ -382,7 +382,7 @@ def test_processes_calling_apply_at_start_up_apply_each_migration_once(project: 
     assert [proc.returncode for proc in procs] == [0] * 4, outputs
     applied = sorted(i for out, _ in outputs for i in out.strip().split(",") if i)
     assert applied == [f"{n:04d}" for n in range(1, 16)]
-    assert all(err == "" for _, err in outputs)
+    assert [err for _, err in outputs] == [""] * 4
 
 
 def test_importing_the_cli_does_not_load_the_api() -> None:
