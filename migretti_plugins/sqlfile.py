@@ -60,30 +60,40 @@ def _is_blank_or_comment(line: str) -> bool:
 class _Directive:
     kind: str
     line: int
+    start: int  # offset of the directive's line in the text
+    after: int  # offset just past that line (its newline), or the text's length
 
 
-def _scan_directives(
-    lines: list[str], name: str, problems: list[tuple[int, str]]
-) -> list[_Directive]:
+# A `-- migrate:` directive anywhere; a match counts only when its line holds nothing but
+# blanks before it, as `_DIRECTIVE_RE` on the line would say. Searching the whole text for
+# the literal `--` is much faster than splitting a 20 MB migration into 100,000 lines.
+_DIRECTIVE_SCAN = re.compile(r"--[^\S\n]*migrate[^\S\n]*:(?P<value>[^\n]*)", re.IGNORECASE)
+# A line that is neither blank nor a `--` comment.
+_CONTENT_LINE = re.compile(r"^[^\S\n]*(?!--)\S", re.MULTILINE)
+
+
+def _scan_directives(text: str, name: str, problems: list[tuple[int, str]]) -> list[_Directive]:
     found: list[_Directive] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.lstrip().startswith("--"):
-            continue  # cheap test first: a 20 MB migration has 100,000 SQL lines
-        match = _DIRECTIVE_RE.fullmatch(line)
-        if match is None:
+    line, counted = 1, 0
+    for match in _DIRECTIVE_SCAN.finditer(text):
+        at = match.start()
+        start = text.rfind("\n", 0, at) + 1
+        if start != at and not text[start:at].isspace():
             continue
+        line += text.count("\n", counted, start)
+        counted = start
         value = match.group("value").strip()
         kind = value.lower()
         if kind not in _KNOWN_DIRECTIVES:
             problems.append(
                 (
-                    number,
-                    f"{name}:{number}: unknown directive `-- migrate: {value}`; "
+                    line,
+                    f"{name}:{line}: unknown directive `-- migrate: {value}`; "
                     "expected up, down or no-transaction",
                 )
             )
             continue
-        found.append(_Directive(kind, number))
+        found.append(_Directive(kind, line, start, min(match.end() + 1, len(text))))
     return found
 
 
@@ -100,11 +110,12 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     else:
         file_id, short_name = match.group("id"), match.group("name")
 
-    lines = text.split("\n")
-    directives = _scan_directives(lines, name, problems)
-    ups = [d.line for d in directives if d.kind == "up"]
-    downs = [d.line for d in directives if d.kind == "down"]
-    no_tx = [d.line for d in directives if d.kind == "no-transaction"]
+    directives = _scan_directives(text, name, problems)
+    ups: list[int] = []
+    downs: list[int] = []
+    no_tx: list[int] = []
+    for directive in directives:
+        {"up": ups, "down": downs}.get(directive.kind, no_tx).append(directive.line)
     up_marker = ups[0] if ups else None
 
     if up_marker is None:
@@ -125,11 +136,28 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
                     (at, f"{name}:{at}: {NO_TRANSACTION} must come before {UP}, in the header")
                 )
 
-    header_end = up_marker if up_marker is not None else len(lines) + 1
-    directive_lines = {d.line for d in directives}
+    at_line = {d.line: d for d in directives}
+    if up_marker is not None:
+        # The header: the lines before the up marker (the slice ends with their newline).
+        header = text[: at_line[up_marker].start].split("\n")[:-1]
+    else:
+        header = text.split("\n")
+    directive_lines = set(at_line)
     title: str | None = None
     sql_reported = False
-    for number, line in enumerate(lines[: header_end - 1], start=1):
+    for number, line in enumerate(header, start=1):
+        if not line.lstrip().startswith("--"):
+            # Blank, or SQL: only the latter is a problem (reported once).
+            if up_marker is not None and not sql_reported and line.strip():
+                sql_reported = True
+                problems.append(
+                    (
+                        number,
+                        f"{name}:{number}: SQL before the {UP} marker "
+                        "(only blank lines and -- comments may come first)",
+                    )
+                )
+            continue
         if number in directive_lines or _DIRECTIVE_RE.fullmatch(line):
             continue
         id_match = _ID_HEADER_RE.fullmatch(line)
@@ -161,12 +189,11 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     down_sql: str | None = None
     down_line: int | None = None
     if up_marker is not None:
-        starts = _line_starts(lines)
         markers = sorted(set(ups) | set(downs))
         up_end = next((m for m in markers if m > up_marker), None)
         up_line = up_marker + 1
-        up_sql = _section(text, starts, up_marker, up_end)
-        if all(_is_blank_or_comment(line) for line in up_sql.split("\n")):
+        up_sql = _section(text, at_line, up_marker, up_end)
+        if _CONTENT_LINE.search(up_sql) is None:
             problems.append(
                 (
                     up_marker,
@@ -177,7 +204,7 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
         if down_marker is not None:
             down_end = next((m for m in markers if m > down_marker), None)
             down_line = down_marker + 1
-            down_sql = _section(text, starts, down_marker, down_end)
+            down_sql = _section(text, at_line, down_marker, down_end)
 
     if problems:
         problems.sort(key=lambda item: item[0])
@@ -188,7 +215,7 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
         name=short_name,
         path=path,
         text=text,
-        checksum=checksum(text),
+        checksum=_checksum_of(raw, text),
         up_sql=up_sql,
         up_line=up_line,
         down_sql=down_sql,
@@ -198,18 +225,18 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     )
 
 
-def _line_starts(lines: list[str]) -> list[int]:
-    """Offset of each 1-based line, plus one past the end, for exact slicing."""
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    return starts
+def _checksum_of(raw: bytes, text: str) -> str:
+    """``checksum(text)``, taken of the bytes read when normalising changed nothing, which
+    saves encoding a copy of the whole text again."""
+    if raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw:
+        return checksum(text)
+    return hashlib.sha256(raw).hexdigest()
 
 
-def _section(text: str, starts: list[int], marker: int, end_marker: int | None) -> str:
+def _section(text: str, at_line: dict[int, _Directive], marker: int, end_marker: int | None) -> str:
     """The exact text after ``marker``'s line up to ``end_marker``'s line (or EOF)."""
-    begin = min(starts[marker], len(text))
-    end = len(text) if end_marker is None else starts[end_marker - 1]
+    begin = at_line[marker].after
+    end = len(text) if end_marker is None else at_line[end_marker].start
     return text[begin:end]
 
 
