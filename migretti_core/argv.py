@@ -21,6 +21,11 @@ FLAG_OPTIONS = {
 }
 
 
+# Commands whose arguments belong to another program (psql's -v, -p, ...): global options
+# are only taken before them.
+PASSTHROUGH = frozenset({("db", "psql")})
+
+
 @dataclass
 class GlobalOptions:
     """What the user said on the command line that applies to every command."""
@@ -44,6 +49,9 @@ def extract_globals(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     i = 0
     while i < len(argv):
         token = argv[i]
+        if tuple(rest) in PASSTHROUGH:
+            rest.extend(argv[i:])
+            break
         if token == "--":
             rest.extend(argv[i:])
             break

@@ -99,10 +99,9 @@ def ensure_running(session: Session, target: EmbeddedTarget) -> EmbeddedServer:
     from migretti_core.engine import display_path, report
 
     server = target.server()
-    was_running = server.is_running()
-    server.start()
+    started = server.start()
     _ignore_in_git(server.datadir)
-    if not was_running:
+    if started:  # only the process that started it says so, however many raced to
         report(
             session,
             "embedded.started",
@@ -124,6 +123,30 @@ def ensure_running(session: Session, target: EmbeddedTarget) -> EmbeddedServer:
             )
         _databases_ready.add(key)
     return server
+
+
+def client_bin_dir(config: Config) -> Path | None:
+    """The embedded distribution's bin directory (its psql, pg_dump) for an embedded target.
+
+    None when the configuration names another server or the extra is not installed.
+    """
+    try:
+        if embedded_target(config) is None:
+            return None
+        from migretti_plugins.embedded_server import EmbeddedServer
+
+        return EmbeddedServer.bin_dir()
+    except ConfigError:
+        return None
+
+
+def with_bin_dir_first(env: dict[str, str], bin_dir: Path) -> dict[str, str]:
+    """``env`` with ``bin_dir`` first on PATH, so pg_dump and psql match the server."""
+    import os
+
+    rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != str(bin_dir)]
+    env["PATH"] = os.pathsep.join([str(bin_dir), *rest])
+    return env
 
 
 def _ignore_in_git(data_dir: Path) -> None:
@@ -307,3 +330,50 @@ def db_url(ctx: click.Context) -> None:
     session, target = _session_and_target(ctx, "db url")
     server = ensure_running(session, target)
     click.echo(server.url(target.dbname))
+
+
+@db.command(
+    name="psql",
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+        "help_option_names": ["--help"],
+    },
+)
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED, metavar="[PSQL ARGS]...")
+@click.pass_context
+def db_psql(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
+    """Run the embedded distribution's psql, connected to the project's database.
+
+    It is the psql of the server's own PostgreSQL version, started with PGHOST, PGPORT,
+    PGUSER and PGDATABASE set (other PG* variables are dropped) and the distribution's bin
+    directory first on PATH. Everything after `mg db psql` goes to psql unchanged, so give
+    mg's global options before it: `mg --env dev db psql -v ON_ERROR_STOP=1 -f load.sql`.
+    The exit code is psql's. `psql --help` lists psql's own options.
+    """
+    import os
+    import sys
+
+    from migretti_plugins.embedded_server import EmbeddedServer
+
+    session, target = _session_and_target(ctx, "db psql")
+    server = ensure_running(session, target)
+    bin_dir = EmbeddedServer.bin_dir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    info = server.conninfo(target.dbname)
+    env.update(
+        {
+            "PGHOST": info["host"],
+            "PGPORT": info["port"],
+            "PGUSER": info["user"],
+            "PGDATABASE": info["dbname"],
+        }
+    )
+    with_bin_dir_first(env, bin_dir)
+    psql = str(bin_dir / "psql")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(psql, [psql, *psql_args], env)
+    except OSError as exc:
+        raise ConfigError(f"cannot run {psql}: {exc.strerror or exc}") from exc

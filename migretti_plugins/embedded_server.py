@@ -96,12 +96,16 @@ class EmbeddedServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Initialise the data directory if needed and start a server unless one runs."""
+    def start(self) -> bool:
+        """Initialise the data directory if needed and start a server unless one runs.
+
+        True when this call started it; False when one was running already (maybe started
+        by another process while this one waited for the lock).
+        """
         bin_dir = self.bin_dir()
         with self._locked():
             if self._settled_postmaster() is not None:
-                return
+                return False
             runner = self._runner()
             if runner.uid is not None:
                 _make_readable_by_others(bin_dir.parent)
@@ -111,6 +115,7 @@ class EmbeddedServer:
             elif runner.uid is not None and self.datadir.stat().st_uid != runner.uid:
                 _chown_tree(self.datadir, runner)
             self._pg_ctl_start(bin_dir, runner)
+            return True
 
     def stop(self) -> bool:
         """Stop the server (fast shutdown); False when none was running."""

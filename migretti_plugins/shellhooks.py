@@ -110,6 +110,12 @@ def hook_environment(
     )
     if session.config.path is not None:
         env["MG_CONFIG"] = str(session.config.path)
+    if session.hooks.pm.get_plugin("embedded") is not None:
+        from migretti_plugins.embedded import client_bin_dir, with_bin_dir_first
+
+        bin_dir = client_bin_dir(session.config)
+        if bin_dir is not None:  # pg_dump and psql of the embedded server's own version
+            with_bin_dir_first(env, bin_dir)
     return env
 
 

@@ -204,6 +204,8 @@ def test_two_applies_at_once_share_one_server_and_apply_each_migration_once(
         line for out, _err in outputs for line in out.splitlines() if line.startswith("applied ")
     ]
     assert sorted(line.split()[1] for line in applied_lines) == sorted(ids)
+    started = [err for _out, err in outputs if "started the embedded PostgreSQL server" in err]
+    assert len(started) == 1, outputs  # only the process that started it says so
     assert len(postmasters(project.root / ".mg" / "pgdata")) == 1
     url = project.run("db", "url").stdout.strip()
     assert query(url, "SELECT n FROM hits ORDER BY n") == [(1,), (2,)]
@@ -311,3 +313,63 @@ def test_a_normal_user_runs_its_own_server() -> None:
     finally:
         project.stop_servers()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_hooks_and_psql_use_the_embedded_servers_own_client_programs(project: Project) -> None:
+    bin_dir = EmbeddedServer.bin_dir()
+    project.run("init", "--embedded")
+    with open(project.root / "mg.yaml", "a", encoding="utf-8") as config:
+        config.write(
+            "hooks:\n"
+            "  pre_apply: pg_dump --schema-only --file before.sql && command -v psql > psql.txt\n"
+            '  post_apply: psql -XAtc "SELECT count(*) FROM notes" > count.txt\n'
+        )
+    project.new_migration("notes", "CREATE TABLE notes (body text);")
+    # A client of another major version earlier on PATH would refuse the server.
+    project.env["PATH"] = "/usr/bin:" + project.env.get("PATH", "")
+
+    project.run("apply")
+
+    assert "PostgreSQL database dump" in (project.root / "before.sql").read_text()
+    assert (project.root / "psql.txt").read_text().strip() == str(bin_dir / "psql")
+    assert (project.root / "count.txt").read_text().strip() == "0"
+
+
+def test_db_psql_connects_to_the_project_database_and_passes_arguments(
+    project: Project,
+) -> None:
+    (project.root / "mg.yaml").write_text(
+        "database:\n  embedded: true\n  dbname: shop\n", encoding="utf-8"
+    )
+    project.env["PGDATABASE"] = "elsewhere"  # the project's database wins over the caller's
+
+    done = project.run(
+        "db", "psql", "-X", "-A", "-t", "-v", "answer=42", "-c", "SELECT current_database()"
+    )
+    assert done.stdout.strip() == "shop"
+    assert "started the embedded PostgreSQL server" in done.stderr
+
+    version = project.run("db", "psql", "-XAtc", "SHOW server_version_num").stdout.strip()
+    assert version.startswith("18"), version
+    piped = subprocess.run(
+        [str(MG), "db", "psql", "-XAt", "-v", "ON_ERROR_STOP=1"],
+        input="SELECT :'ON_ERROR_STOP';\nSELECT 1/0;\nSELECT 'not reached';\n",
+        cwd=project.root,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert piped.returncode == 3, piped.stderr  # psql's own exit code for a failed script
+    assert piped.stdout.split() == ["1"]
+    assert "division by zero" in piped.stderr
+    assert "--help" in project.run("db", "psql", "--help").stdout
+
+
+def test_db_psql_refuses_a_project_without_embedded_database(project: Project) -> None:
+    (project.root / "mg.yaml").write_text("database:\n  host: db.example.com\n")
+
+    done = project.run("db", "psql", "-c", "SELECT 1", check=False)
+
+    assert done.returncode == 2
+    assert "not embedded" in done.stderr
