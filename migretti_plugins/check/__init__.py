@@ -155,10 +155,10 @@ _format_option = click.option(
 @_format_option
 @click.pass_context
 def check_command(ctx: click.Context, database_url: str | None, seeds: bool, fmt: str) -> int:
-    """Apply, undo and reapply every migration on a scratch database; lint them.
+    """Apply, undo and reapply each migration on a scratch database.
 
-    Exit 0 when everything is fine, 3 when a migration has a problem, 1 when one cannot be
-    applied at all. The project's own database is never touched.
+    The migrations are linted too. Exit 0 when everything is fine, 3 when a migration has a
+    problem, 1 when one cannot be applied at all. The project's own database is never touched.
     """
     from migretti_core.cli import app_of
 
@@ -199,7 +199,7 @@ def render_check(result: CheckReport) -> str:
 @_format_option
 @click.pass_context
 def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int:
-    """Compare the database's schema with the one its applied migrations produce.
+    """Compare the schema with what the applied migrations produce.
 
     Exit 0 when they match, 3 with every object that differs. Nothing is changed.
     """
