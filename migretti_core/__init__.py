@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from migretti_core.results import (
+        CheckResult,
         FixResult,
         HistoryRow,
         MigrationOutcome,
@@ -55,6 +56,7 @@ _LAZY = {
     **dict.fromkeys(
         (
             "Aborted",
+            "CheckResult",
             "ConfigError",
             "ConfirmationRequired",
             "DatabaseError",
@@ -72,6 +74,7 @@ _LAZY = {
     ),
     **dict.fromkeys(
         (
+            "CheckResult",
             "FixResult",
             "HistoryRow",
             "MigrationOutcome",
@@ -105,6 +108,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "PROJECT_NAME",
     "Aborted",
+    "CheckResult",
     "ConfigError",
     "ConfirmationRequired",
     "DatabaseError",

@@ -32,6 +32,7 @@ from migretti_core.errors import (
 )
 from migretti_core.plugins import ORIGIN_OPTION
 from migretti_core.results import (
+    CheckResult,
     FixResult,
     HistoryRow,
     MigrationOutcome,
@@ -585,6 +586,43 @@ class Migretti:
             error.result = result
             raise error
         return result
+
+    def check(
+        self,
+        *,
+        database_url: str | None = None,
+        seeds: bool = False,
+        raise_on_problems: bool = True,
+    ) -> CheckResult:
+        """Apply, undo and reapply every migration on a scratch database, like ``mg check``.
+
+        The project's database is never touched. A problem raises ``StateError`` (exit code
+        3) and a migration that cannot be applied ``MigrationFailed`` (exit code 1), as
+        ``mg check`` exits; the result rides along as ``.result``, or is returned with
+        ``raise_on_problems=False``.
+        """
+        plugin = self._app.loader.pm.get_plugin("check")
+        run = getattr(plugin, "check", None)
+        if run is None:
+            raise PluginError("check is not available: the check plugin is not loaded")
+        with self._lock:
+            session = self._session("check")
+            result = CheckResult.from_report(run(session, database_url=database_url, seeds=seeds))
+        if result.ok or not raise_on_problems:
+            return result
+        bad = [m for m in result.migrations if not m.ok]
+        parts = [f"{m.id} {m.name}: {'; '.join(m.problems)}" for m in bad]
+        parts += [f"seeds: {problem}" for problem in result.seeds]
+        errors = [f for f in result.lint if f.get("severity", "error") == "error"]
+        if errors:
+            parts.append(f"{len(errors)} lint error{'s' if len(errors) != 1 else ''}")
+        error: MgError = (
+            MigrationFailed("check: " + "; ".join(parts))
+            if result.failed
+            else StateError("check: " + "; ".join(parts))
+        )
+        error.result = result
+        raise error
 
     def __repr__(self) -> str:
         env = f" env={self._config.env!r}" if self._config.env else ""

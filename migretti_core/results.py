@@ -6,8 +6,10 @@ prints (for status, list, head and verify), so code and scripts read the same da
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 from migretti_core.types import Direction
@@ -219,9 +221,74 @@ class SeedResult:
         }
 
 
+@dataclass(frozen=True)
+class MigrationCheckResult:
+    """``mg check`` for one migration: whether down restores the schema and up repeats."""
+
+    id: str
+    name: str
+    ok: bool
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    checked: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+            "checked": self.checked,
+        }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """``mg check``: every migration's round trip on a scratch database, and the lint findings.
+
+    ``failed`` is set when a migration could not be applied at all (``mg check`` exits 1).
+    """
+
+    ok: bool
+    migrations: tuple[MigrationCheckResult, ...] = ()
+    lint: tuple[Mapping[str, Any], ...] = ()
+    seeds: tuple[str, ...] = ()
+    failed: bool = False
+    database: str = ""
+
+    @classmethod
+    def from_report(cls, report: Any) -> CheckResult:
+        """Freeze the check plugin's report."""
+        return cls(
+            ok=bool(report.ok),
+            migrations=tuple(
+                MigrationCheckResult(
+                    m.id, m.name, m.ok, tuple(m.problems), tuple(m.warnings), m.checked
+                )
+                for m in report.migrations
+            ),
+            lint=tuple(MappingProxyType(dict(f)) for f in report.lint),
+            seeds=tuple(report.seeds),
+            failed=bool(report.failed),
+            database=str(report.database),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "migrations": [m.as_dict() for m in self.migrations],
+            "lint": [dict(f) for f in self.lint],
+            "seeds": list(self.seeds),
+            "database": self.database,
+        }
+
+
 __all__ = [
+    "CheckResult",
     "FixResult",
     "HistoryRow",
+    "MigrationCheckResult",
     "MigrationOutcome",
     "MigrationRow",
     "Mismatch",

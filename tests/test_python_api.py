@@ -394,3 +394,25 @@ def test_importing_the_cli_does_not_load_the_api() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=mg_env(), capture_output=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_check_round_trips_on_a_scratch_database(
+    project: Project, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project.root)  # files are shown relative to the working directory
+    project.add("0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+    mg = Migretti(config=project.root / "mg.yaml")
+    good = mg.check(database_url=pg_url)
+    assert good.ok and [m.id for m in good.migrations] == ["0001"]
+    assert project.tables() == set()  # the project's own database is never touched
+
+    project.add("0002", "forgets", "CREATE TABLE audit (id int);", "SELECT 1;")
+    with pytest.raises(StateError) as problems:
+        mg.check(database_url=pg_url)
+    assert problems.value.exit_code == 3
+    assert "0002" in str(problems.value)
+    result = mg.check(database_url=pg_url, raise_on_problems=False)
+    assert problems.value.result.migrations == result.migrations  # type: ignore[attr-defined]
+    assert [m.id for m in result.migrations if not m.ok] == ["0002"]
+    done = project.mg("check", "--database-url", pg_url, "--format", "json")
+    assert result.as_dict() | {"database": ""} == json.loads(done.stdout) | {"database": ""}
