@@ -9,6 +9,7 @@ import time
 import pytest
 
 from migretti_core.types import Statement
+from migretti_plugins import sqlsplit
 from migretti_plugins.sqlsplit import find_transaction_refusals, split_sql, transaction_refusal
 
 
@@ -588,3 +589,19 @@ def test_find_transaction_refusals_reports_lines() -> None:
         (8, "DROP DATABASE"),
     ]
     assert find_transaction_refusals("CREATE TABLE t (x int); SELECT 1;") == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "maybe"),
+    [
+        ("INSERT INTO t VALUES ('pending', 'appended');\nCREATE TABLE x (id int);", False),
+        ("CREATE INDEX t_a ON t (a);", False),
+        ("Commit;", True),
+        ("SELECT 1;\n  cReAtE INDEX ConCurrently i ON t (a);", True),
+        ("SELECT 1;/* c */vacuum", True),
+    ],
+)
+def test_the_prefilter_only_clears_text_without_a_problem_word(sql: str, maybe: bool) -> None:
+    assert sqlsplit.may_have_transaction_problems(sql) is maybe
+    if not maybe:
+        assert sqlsplit.find_transaction_problems(sql) == []
