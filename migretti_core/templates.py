@@ -1,27 +1,24 @@
-"""The mg.yaml files ``mg init`` writes. They never hold a plaintext password."""
+"""The mg.yaml files ``mg init`` writes. They never hold a plaintext password.
+
+Every commented example in them works when uncommented as it stands (tests/test_init_templates.py
+uncomments each one and runs mg with it), so none may depend on another or on an edit.
+"""
 
 from __future__ import annotations
 
-_COMMON_TAIL = """
+_FILES = """
 # Where migration files live (relative to this file).
 migrations_dir: migrations
 seeds_dir: seeds
 
 # How long to wait for another mg holding the migration lock.
 # lock_timeout: 10m
+"""
 
-# Shell hooks, run in this directory with PGHOST, PGPORT, PGUSER, PGDATABASE and
-# PGPASSWORD set, for example a backup before every apply:
-# hooks:
-#   pre_apply: pg_dump --schema-only --file backup-before-apply.sql
-
+_PROFILES = """
 # Profiles are merged over the settings above: mg --env prod apply
 # A profile named prod, production or live (or with protected: true) asks for confirmation.
-# envs:
-#   prod:
-#     database:
-#       host: db.example.com
-#       sslmode: require
+# A url in a profile replaces the whole database section above.
 """
 
 
@@ -39,10 +36,24 @@ database:
   dbname: ${DB_NAME:-postgres}
   # Any other libpq parameter works too, e.g.:
   # sslmode: require
-  # Or one URL instead of the keys above:
-  # url: postgresql://app:${DB_PASSWORD}@db.example.com:5432/app
+  # Or one url in place of all the keys above (see the prod profile below).
 """
-        + _COMMON_TAIL
+        + _FILES
+        + """
+# Shell hooks, run in this directory with PGHOST, PGPORT, PGUSER, PGDATABASE and
+# PGPASSWORD set, for example a backup before every apply:
+# hooks:
+#   pre_apply: pg_dump --schema-only --file backup-before-apply.sql
+"""
+        + _PROFILES
+        + """# envs:
+#   staging:
+#     database:
+#       host: staging.example.com
+#   prod:
+#     database:
+#       url: postgresql://app:${DB_PASSWORD}@db.example.com:5432/app?sslmode=require
+"""
     )
 
 
@@ -50,9 +61,22 @@ def embedded_config() -> str:
     return (
         """# migretti configuration: a PostgreSQL server that mg starts itself,
 # with its data in .mg/pgdata next to this file (pip install 'migretti[embedded]').
-# `mg db url` prints a connection URL for psql or your application.
+# `mg db psql` opens psql on it; `mg db url` prints a connection URL for your application.
 database:
   embedded: true
 """
-        + _COMMON_TAIL
+        + _FILES
+        + """
+# Shell hooks, run in this directory with PGHOST, PGPORT, PGUSER and PGDATABASE set and
+# the embedded server's pg_dump and psql first on PATH, for example a backup before every apply:
+# hooks:
+#   pre_apply: pg_dump --schema-only --file backup-before-apply.sql
+"""
+        + _PROFILES
+        + """# Another server needs a url, or embedded: false and its host, user, ... keys.
+# envs:
+#   prod:
+#     database:
+#       url: postgresql://app:${DB_PASSWORD}@db.example.com:5432/app?sslmode=require
+"""
     )
