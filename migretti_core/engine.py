@@ -81,6 +81,10 @@ def load_migrations(session: Session) -> list[Migration]:
         except OSError as exc:
             problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
             continue
+        nul = nul_problem(path, raw)
+        if nul is not None:
+            problems.append(nul)
+            continue
         try:
             migrations.append(hooks.parse_migration(path, raw))
         except MigrationFileError as exc:
@@ -98,6 +102,26 @@ def load_migrations(session: Session) -> list[Migration]:
     if problems:
         raise MigrationFileError(problems)
     return sorted(seen.values(), key=lambda m: m.id)
+
+
+def nul_problem(path: Path, raw: bytes) -> str | None:
+    """``file:line: ...`` when ``raw`` holds a NUL byte, else None.
+
+    libpq sends a query as a C string, so PostgreSQL would receive the text only up to the
+    NUL: a ``DELETE ... WHERE`` cut short deletes every row and the history statements
+    after it never arrive. Such a file is refused before anything runs.
+    """
+    at = raw.find(b"\0")
+    if at == -1:
+        return None
+    before = raw[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    line = before.count(b"\n") + 1
+    column = at - max(raw.rfind(b"\n", 0, at), raw.rfind(b"\r", 0, at))
+    hint = " (is the file UTF-16? save it as UTF-8)" if raw.count(b"\0") * 4 > len(raw) else ""
+    return (
+        f"{display_path(path)}:{line}: NUL character (byte 0) at column {column}; PostgreSQL "
+        f"cannot receive it and the SQL would be cut short there{hint}"
+    )
 
 
 def _read_file(path: Path) -> bytes:

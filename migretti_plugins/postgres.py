@@ -290,6 +290,7 @@ def execute_script(
 
     if conn.closed:
         raise DatabaseError("the database connection is closed")
+    refuse_nul(sql)
     encoding = conn.info.encoding
     try:
         data = sql.encode(encoding)
@@ -317,6 +318,21 @@ def execute_script(
             "its changes may be committed without a history record",
             hint="remove transaction control statements, or mark the migration "
             "-- migrate: no-transaction",
+        )
+
+
+def refuse_nul(sql: str) -> None:
+    """libpq sends a query text only up to a NUL character: never send one.
+
+    Migration and seed files with a NUL are refused when they are read; this guards every
+    other path (plugins, generated SQL).
+    """
+    at = sql.find("\0")
+    if at != -1:
+        raise SqlError(
+            "the SQL holds a NUL character, which PostgreSQL cannot receive; "
+            "it would be cut short there",
+            position=at + 1,
         )
 
 
@@ -425,6 +441,7 @@ def query(
     """Rows of ``sql`` (``%s`` placeholders; none means ``%`` is literal)."""
     import psycopg
 
+    refuse_nul(sql)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, tuple(params) if params else None, prepare=False)

@@ -20,7 +20,14 @@ import click
 
 from migretti_core import engine, hookimpl
 from migretti_core.cli import app_of, parse_lock_timeout
-from migretti_core.errors import Aborted, MgError, MigrationFailed, SqlError, UsageError
+from migretti_core.errors import (
+    Aborted,
+    MgError,
+    MigrationFailed,
+    MigrationFileError,
+    SqlError,
+    UsageError,
+)
 from migretti_core.types import Migration, Session
 
 SEED_TABLE = "_migrations_seeds"
@@ -103,8 +110,26 @@ def load_seed(path: Path) -> Seed:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{engine.display_path(path)}: cannot be read: {exc.strerror}") from exc
+    nul = engine.nul_problem(path, raw)
+    if nul is not None:
+        raise MigrationFileError([nul])
     text = normalize_text(raw, path)
     return Seed(path.name, path, text, checksum(text))
+
+
+def load_seeds(paths: Sequence[Path]) -> list[Seed]:
+    """Every seed, or one error listing the problems of all of them: none runs while any
+    file is broken."""
+    seeds: list[Seed] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            seeds.append(load_seed(path))
+        except MigrationFileError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise MigrationFileError(problems)
+    return seeds
 
 
 def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
@@ -252,7 +277,7 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
     paths = seed_paths(session.config.seeds_dir)
     if names:
         paths = select_paths(paths, names)
-    seeds = [load_seed(p) for p in paths]
+    seeds = load_seeds(paths)
     if not seeds:
         where = engine.display_path(session.config.seeds_dir)
         engine.report(session, "command.nothing", "info", f"no seeds in {where}")

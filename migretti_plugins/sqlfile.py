@@ -110,6 +110,11 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     else:
         file_id, short_name = match.group("id"), match.group("name")
 
+    nul = text.find("\0")
+    if nul != -1:
+        at = text.count("\n", 0, nul) + 1
+        problems.append((at, f"{name}:{at}: NUL character (byte 0); PostgreSQL cannot receive it"))
+
     directives = _scan_directives(text, name, problems)
     ups: list[int] = []
     downs: list[int] = []
