@@ -351,6 +351,41 @@ _INVALID_INDEX_NOTE = (
 )
 
 
+@dataclass(frozen=True)
+class MigrationQuery:
+    """The one query a migration is sent as: the lock check, the migration's SQL, its record.
+
+    ``sql_start``/``sql_end`` locate the migration's SQL in ``text``, so the position of a
+    server error tells which of the three parts failed.
+    """
+
+    text: str
+    sql_start: int
+    sql_end: int
+
+    @classmethod
+    def build(cls, check: str | None, sql: str, record: str | None) -> MigrationQuery:
+        head = f"{check};\n" if check else ""
+        tail = f"\n;\n{record}" if record else ""
+        return cls(head + sql + tail, len(head), len(head) + len(sql))
+
+    def part(self, position: int | None) -> str:
+        """``check``, ``sql`` or ``record``: where the 1-based ``position`` falls."""
+        if position is None:
+            return "sql"
+        if position <= self.sql_start:
+            return "check"
+        if position > self.sql_end:
+            return "record"
+        return "sql"
+
+    def own_text_removed(self, message: str) -> str:
+        """A server message quoting the SQL ("at or near ...") cut before mg's own statements."""
+        tail = self.text[self.sql_end : self.sql_end + 16]
+        at = message.find(tail) if tail else -1
+        return message if at == -1 else message[:at].rstrip() + '..."'
+
+
 def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
     """Run one migration and record it; return its duration in milliseconds."""
     hooks = session.hooks
@@ -358,34 +393,38 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
     action: Action = "UP" if direction == "up" else "DOWN"
     status: Any = "applied" if direction == "up" else None
     started = time.perf_counter()
+    check = hooks.lock_check_sql(session, conn)
 
     def done() -> int:
         return int((time.perf_counter() - started) * 1000)
 
     if migration.transactional:
         change = HistoryChange(migration.id, migration.name, migration.checksum, action, status)
-        record = hooks.history_sql(session, change) if sql.strip() else None
-        with hooks.transaction(session, conn):
-            if sql.strip():
-                # The history row rides in the same query: one round trip, one transaction.
-                text = f"{sql}\n;\n{record}" if record else sql
-                try:
-                    hooks.execute(session, conn, text)
-                except SqlError as exc:
-                    if exc.position is not None and exc.position > len(sql):
-                        raise MigrationFailed(
-                            f"recording {migration.id} in the history failed: {exc.server_message}"
-                        ) from exc
-                    raise sql_failure(migration, exc, sql, first_line) from exc
-            if not record:
-                hooks.history_write(session, conn, dataclasses.replace(change, duration_ms=done()))
+        record = hooks.history_sql(session, change)
+        # One query: the lock check, the SQL as written, the history row; one transaction.
+        query = MigrationQuery.build(check, sql if sql.strip() else "", record)
+        writing = False
+        try:
+            with hooks.transaction(session, conn):
+                if query.text:
+                    hooks.execute(session, conn, query.text)
+                if not record:
+                    writing = True
+                    timed = dataclasses.replace(change, duration_ms=done())
+                    hooks.history_write(session, conn, timed)
+                    writing = False
+        except SqlError as exc:
+            part = "record" if writing else query.part(exc.position)
+            raise _query_failure(
+                session, conn, migration, direction, query, part, exc, sql, first_line
+            ) from exc
         return done()
 
     statements: list[Statement] = hooks.split_statements(sql) if sql.strip() else []
     running = HistoryChange(
         migration.id, migration.name, migration.checksum, action, "running", log=False
     )
-    hooks.history_write(session, conn, running)
+    _start_no_transaction(session, conn, migration, direction, check, running)
     for index, statement in enumerate(statements, start=1):
         try:
             hooks.execute(session, conn, statement.text)
@@ -422,6 +461,101 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
         HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
     )
     return done()
+
+
+def _start_no_transaction(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    check: str | None,
+    running: HistoryChange,
+) -> None:
+    """Check the lock and mark the migration ``running``, in one query when the history
+    plugin gives its SQL."""
+    hooks = session.hooks
+    record = hooks.history_sql(session, running)
+    query = MigrationQuery.build(check, "", record)
+    part = "check"
+    try:
+        if record:
+            hooks.execute(session, conn, query.text)
+        else:
+            if check:
+                hooks.execute(session, conn, check)
+            part = "record"
+            hooks.history_write(session, conn, running)
+    except SqlError as exc:
+        if record:
+            part = query.part(exc.position)
+        sql, first_line = _section(migration, direction)
+        raise _query_failure(
+            session, conn, migration, direction, query, part, exc, sql, first_line
+        ) from exc
+
+
+def _query_failure(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    query: MigrationQuery,
+    part: str,
+    exc: SqlError,
+    sql: str,
+    first_line: int,
+) -> MgError:
+    """The error to show for a migration's query, by the part of it that failed."""
+    if part == "check":
+        lock_id = session.config.lock_id
+        return MigrationFailed(
+            f"the migration lock {lock_id} was lost before migration {migration.id} "
+            f"({migration.name}) started; it was not run, and mg stopped because another run "
+            "may now be applying migrations",
+            hint="a migration calling pg_advisory_unlock_all() or DISCARD ALL releases the "
+            "lock, as does a pooler in transaction mode; see `mg status`",
+        )
+    if part == "sql":
+        if exc.position is not None:
+            exc.position -= query.sql_start
+        exc.server_message = query.own_text_removed(exc.server_message)
+        return sql_failure(migration, exc, sql, first_line)
+    if exc.sqlstate == "42601":
+        # mg's statements are well-formed: a syntax error after the SQL means the SQL did
+        # not end (an open quote, comment, dollar quote or statement). Nothing ran.
+        last_line = first_line + sql.rstrip().count("\n")
+        exc.server_message = query.own_text_removed(exc.server_message)
+        return MigrationFailed(
+            f"{display_path(migration.path)}:{last_line}: the {direction} section ends inside "
+            f"a statement, quoted string, comment or dollar quote: {exc.server_message}",
+            hint="close it; nothing was run",
+        )
+    if direction == "up" and _recorded_as_applied(session, conn, migration.id):
+        what = (
+            "this run's transaction was rolled back, so the migration took effect once"
+            if migration.transactional
+            else "this run did not start it"
+        )
+        return StateError(
+            f"migration {migration.id} ({migration.name}) is already recorded as applied: "
+            f"another mg run applied it at the same time; {what}",
+            hint="mg runs hold an advisory lock; check that no migration releases it "
+            "(pg_advisory_unlock_all, DISCARD ALL)",
+        )
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    return MigrationFailed(
+        f"recording migration {migration.id} ({migration.name}) in the history failed: "
+        f"{exc.server_message}{code}",
+        hint="its transaction was rolled back" if migration.transactional else None,
+    )
+
+
+def _recorded_as_applied(session: Session, conn: Any, ident: str) -> bool:
+    try:
+        entries = session.hooks.history_read(session, conn)
+    except MgError:
+        return False
+    return any(e.id == ident and e.status == "applied" for e in entries)
 
 
 def _is_concurrent_index(sql: str) -> bool:

@@ -231,6 +231,10 @@ class Hooks:
     def lock_release(self, session: Session, conn: Any) -> None:
         self._relay.mg_lock_release(session=session, conn=conn)
 
+    def lock_check_sql(self, session: Session, conn: Any) -> str | None:
+        result: str | None = self._relay.mg_lock_check_sql(session=session, conn=conn)
+        return result
+
     # --- execution --------------------------------------------------------------------
 
     def execute(self, session: Session, conn: Any, sql: str) -> None:

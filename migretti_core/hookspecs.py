@@ -148,6 +148,16 @@ def mg_lock_release(session: Session, conn: Any) -> bool | None:
     """Release the lock taken by ``mg_lock_acquire``; return True when handled."""
 
 
+@hookspec(firstresult=True)
+def mg_lock_check_sql(session: Session, conn: Any) -> str | None:
+    """One SQL statement that fails unless ``conn`` still holds the lock.
+
+    The engine puts it at the start of each migration's query, so a lock lost in the
+    middle of a run (a migration calling ``pg_advisory_unlock_all()``) stops the run before
+    the next migration instead of letting two runs apply it. None: nothing to check.
+    """
+
+
 # --- execution ---------------------------------------------------------------------------
 
 

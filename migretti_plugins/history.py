@@ -83,29 +83,56 @@ FROM (
 WHERE m.id = s.id
 """
 
-_UPSERT = """
-INSERT INTO _migrations AS m
+# Record a row's new state: update it when present, else insert it, without ON CONFLICT so
+# a table whose primary key was dropped is still written. An UP change (recording a
+# migration as run) fails when the row already says ``applied``: another run got there
+# first, and the failure rolls back the migration's transaction instead of letting it count
+# twice. The failing cast carries the reason in the server's message.
+_WRITE = """
+WITH updated AS (
+    UPDATE _migrations AS m SET
+        name = {name},
+        checksum = {checksum},
+        status = CASE WHEN {guard} AND m.status = 'applied'
+            THEN ('migretti: ' || m.id || ' is already recorded as applied')::integer::text
+            ELSE {status} END,
+        applied_at = CASE WHEN {status} = 'applied' AND m.status IS DISTINCT FROM 'applied'
+            THEN now() ELSE m.applied_at END,
+        duration_ms = coalesce({duration}, m.duration_ms),
+        error = {error},
+        failed_statement = {failed}
+    WHERE m.id = {id}
+    RETURNING 1
+)
+INSERT INTO _migrations
     (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement)
-VALUES (%s, %s, now(), %s, %s,
-        (SELECT coalesce(max(apply_seq), 0) + 1 FROM _migrations), %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    name = EXCLUDED.name,
-    checksum = EXCLUDED.checksum,
-    status = EXCLUDED.status,
-    applied_at = CASE
-        WHEN EXCLUDED.status = 'applied' AND m.status IS DISTINCT FROM 'applied' THEN now()
-        ELSE m.applied_at
-    END,
-    duration_ms = coalesce(EXCLUDED.duration_ms, m.duration_ms),
-    error = EXCLUDED.error,
-    failed_statement = EXCLUDED.failed_statement
+SELECT {id}, {name}, now(), {checksum}, {status},
+       (SELECT coalesce(max(apply_seq), 0) + 1 FROM _migrations), {duration}, {error}, {failed}
+WHERE NOT EXISTS (SELECT FROM updated)
 """
 
-_DELETE = "DELETE FROM _migrations WHERE id = %s"
+# ``mg fix ID --applied``: whatever rows the id has (one, or duplicates in a table without
+# its primary key) become one applied row that keeps the first position and, when it was
+# applied already, the time it was.
+_FIX = """
+WITH old AS (
+    DELETE FROM _migrations WHERE id = {id}
+    RETURNING status, applied_at, apply_seq, duration_ms
+)
+INSERT INTO _migrations
+    (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement)
+SELECT {id}, {name}, coalesce(min(applied_at) FILTER (WHERE status = 'applied'), now()),
+       {checksum}, 'applied',
+       coalesce(min(apply_seq), (SELECT coalesce(max(apply_seq), 0) + 1 FROM _migrations)),
+       max(duration_ms), NULL, NULL
+FROM old
+"""
+
+_DELETE = "DELETE FROM _migrations WHERE id = {id}"
 
 _LOG = """
 INSERT INTO _migrations_log (migration_id, name, action, performed_by, checksum, duration_ms)
-VALUES (%s, %s, %s, %s, %s, %s)
+VALUES ({id}, {name}, {action}, {performed_by}, {checksum}, {duration})
 """
 
 # Column to read, or the value standing in for it in a 0.10 table that lacks it.
@@ -215,34 +242,37 @@ def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
         if change.duration_ms is None
         else str(int(min(change.duration_ms, _INT_MAX)))
     )
-    name = change.name[:255]
+    return record_sql(change, duration)
+
+
+def record_sql(change: HistoryChange, duration: str) -> str:
+    """The statements that record ``change``; ``duration`` is an SQL expression."""
+    values = {
+        "id": _literal(change.migration_id),
+        "name": _literal(change.name[:255]),
+        "checksum": _literal(change.checksum),
+        "duration": duration,
+    }
     parts = []
     if change.status is None:
-        parts.append(_as_text(_DELETE, _literal(change.migration_id)))
+        parts.append(_DELETE.format(**values))
+    elif change.action == "FIX":
+        parts.append(_FIX.format(**values))
     else:
         applied = change.status == "applied"
         parts.append(
-            _as_text(
-                _UPSERT,
-                _literal(change.migration_id),
-                _literal(name),
-                _literal(change.checksum),
-                _literal(change.status),
-                duration,
-                _literal(None if applied else change.error),
-                _literal(None if applied else change.failed_statement),
+            _WRITE.format(
+                **values,
+                status=_literal(change.status),
+                guard="true" if change.action == "UP" else "false",
+                error=_literal(None if applied else change.error),
+                failed=_literal(None if applied else change.failed_statement),
             )
         )
     if change.log:
         parts.append(
-            _as_text(
-                _LOG,
-                _literal(change.migration_id),
-                _literal(name),
-                _literal(change.action),
-                _literal(performed_by()),
-                _literal(change.checksum),
-                duration,
+            _LOG.format(
+                **values, action=_literal(change.action), performed_by=_literal(performed_by())
             )
         )
     return ";\n".join(part.strip() for part in parts) + ";"
@@ -268,50 +298,8 @@ def _literal(value: str | int | None) -> str:
     return "'" + text + "'"
 
 
-def _as_text(template: str, *values: str) -> str:
-    chunks = template.split("%s")
-    out = [chunks[0]]
-    for value, chunk in zip(values, chunks[1:], strict=True):
-        out.append(value)
-        out.append(chunk)
-    return "".join(out)
-
-
 @hookimpl(trylast=True)
 def mg_history_write(session: Session, conn: Any, change: HistoryChange) -> bool | None:
-    hooks = session.hooks
-    name = change.name[:255]
-    duration = None if change.duration_ms is None else min(change.duration_ms, _INT_MAX)
-    if change.status is None:
-        hooks.query(session, conn, _DELETE, (change.migration_id,))
-    else:
-        applied = change.status == "applied"
-        hooks.query(
-            session,
-            conn,
-            _UPSERT,
-            (
-                change.migration_id,
-                name,
-                change.checksum,
-                change.status,
-                duration,
-                None if applied else change.error,
-                None if applied else change.failed_statement,
-            ),
-        )
-    if change.log:
-        hooks.query(
-            session,
-            conn,
-            _LOG,
-            (
-                change.migration_id,
-                name,
-                change.action,
-                performed_by(),
-                change.checksum,
-                duration,
-            ),
-        )
+    duration = "NULL" if change.duration_ms is None else str(min(change.duration_ms, _INT_MAX))
+    session.hooks.query(session, conn, record_sql(change, duration), ())
     return True

@@ -8,6 +8,11 @@ with whichever plugin provides the connection.
 
 While waiting, the holder (pid, application name, and since when its session is connected)
 is looked up at once and then every few seconds and passed to ``mg_on_lock_wait``.
+
+A session lock can be lost while held: a migration may call ``pg_advisory_unlock_all()`` or
+``DISCARD ALL``, or a connection pooler may hand the session to someone else. So the engine
+starts each migration's query with ``mg_lock_check_sql``, a statement that fails when this
+session no longer holds the lock; it costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from migretti_core.types import LockHolder, Session
 POLL_INTERVAL = 0.25
 POLL_JITTER = 0.1
 REPORT_EVERY = 5.0
+
+# Connections (by id) on which this plugin holds the lock, and the lock id.
+_held: dict[int, int] = {}
 
 _TRY = "SELECT pg_try_advisory_lock(%s::bigint)"
 _UNLOCK = "SELECT pg_advisory_unlock(%s::bigint)"
@@ -105,10 +113,32 @@ def mg_lock_acquire(session: Session, conn: Any, timeout: float) -> bool | None:
             next_report = waited + REPORT_EVERY
         pause = POLL_INTERVAL + random.uniform(0.0, POLL_JITTER)
         time.sleep(max(0.0, min(pause, timeout - waited)))
+    _held[id(conn)] = lock_id
     return True
 
 
 @hookimpl(trylast=True)
 def mg_lock_release(session: Session, conn: Any) -> bool | None:
+    _held.pop(id(conn), None)
     session.hooks.query(session, conn, _UNLOCK, (session.config.lock_id,))
     return True
+
+
+def check_sql(lock_id: int) -> str:
+    """A statement that fails (22P02, with the reason in its message) unless this session
+    holds the advisory lock ``lock_id``; a cast that cannot succeed is how plain SQL raises
+    an error, and ``pg_backend_pid()`` keeps it from being evaluated at plan time."""
+    classid, objid = key_parts(lock_id)
+    return (
+        "SELECT ('migretti: session ' || pg_backend_pid() || "
+        f"' no longer holds the migration lock {lock_id}')::integer "
+        "WHERE NOT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' "
+        f"AND pid = pg_backend_pid() AND granted AND classid = {classid} "
+        f"AND objid = {objid} AND objsubid = 1)"
+    )
+
+
+@hookimpl(trylast=True)
+def mg_lock_check_sql(session: Session, conn: Any) -> str | None:
+    lock_id = _held.get(id(conn))
+    return None if lock_id is None else check_sql(lock_id)

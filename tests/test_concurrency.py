@@ -140,3 +140,73 @@ def test_second_apply_waits_while_the_first_creates_an_index_concurrently(
     assert project.log() == [("0001", "UP"), ("0002", "UP"), ("0003", "UP")]
     assert "0002" in first_done.stdout and "0003" in first_done.stdout
     assert second_done.stdout.strip() == ""
+
+
+# --- a lock lost in the middle of a run ---------------------------------------------------
+
+UNLOCK_ALL = "SELECT pg_advisory_unlock_all();"
+
+
+def test_four_applies_with_a_migration_releasing_the_lock_run_each_migration_once(
+    project: Project,
+) -> None:
+    project.add("0001", "unlock", UNLOCK_ALL)
+    project.add("0002", "runs", "CREATE TABLE runs (id text);")
+    for n in range(3, 31):
+        project.add(f"{n:04d}", f"step_{n}", f"INSERT INTO runs VALUES ('{n:04d}');")
+    jobs = [project.spawn("apply") for _ in range(4)]
+    results = [project.finish(job, timeout=180) for job in jobs]
+
+    for done in results:
+        assert done.returncode in (0, 1, 3), done.stderr
+        assert "Traceback" not in done.stderr
+        if done.returncode == 1:
+            assert "lock" in done.stderr and "was lost before migration" in done.stderr
+        if done.returncode == 3:
+            assert "already recorded as applied" in done.stderr
+    # Whatever stopped early, finishing the run applies the rest, and each migration's
+    # effect exists exactly once.
+    final = project.mg("apply")
+    assert final.returncode == 0, final.stderr
+    expected = [f"{n:04d}" for n in range(3, 31)]
+    assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == expected
+    ids = [f"{n:04d}" for n in range(1, 31)]
+    assert project.statuses() == dict.fromkeys(ids, "applied")
+    ups = [m for m, action in project.log() if action == "UP"]
+    assert sorted(ups) == ids
+
+
+def test_a_run_that_lost_the_lock_stops_and_the_other_cannot_record_twice(
+    project: Project,
+) -> None:
+    # 0001 releases the lock and then takes its time: a second run takes the lock meanwhile,
+    # plans 0001 again (not yet committed) and runs it too.
+    project.sql("CREATE TABLE once (n int)")
+    project.add("0001", "unlock", f"{UNLOCK_ALL}\nSELECT pg_sleep(4);")
+    project.add("0002", "insert", "INSERT INTO once VALUES (2);")
+    first = project.spawn("apply")
+
+    def sleeping() -> bool:
+        return any("pg_sleep" in query for _, _, query in project.other_backends())
+
+    wait_until(lambda: sleeping() or not first.running(), timeout=60)
+    assert first.running(), first.stderr_so_far()
+    second = project.spawn("apply")
+    first_done = project.finish(first, timeout=60)
+    second_done = project.finish(second, timeout=60)
+
+    # The first run committed 0001, then found its lock gone before 0002: exit 1, named.
+    assert first_done.returncode == 1, first_done.stderr
+    assert "was lost before migration 0002 (insert)" in first_done.stderr
+    assert "0001" in first_done.stdout
+    # The second ran 0001 as well; recording it found the row applied: rolled back, exit 3.
+    assert second_done.returncode == 3, second_done.stderr
+    assert "migration 0001 (unlock) is already recorded as applied" in second_done.stderr
+    assert "Traceback" not in first_done.stderr + second_done.stderr
+    assert project.statuses() == {"0001": "applied"}
+    assert project.log() == [("0001", "UP")]
+    assert project.value("SELECT count(*) FROM once") == 0
+
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert project.sql("SELECT n FROM once") == [(2,)]

@@ -308,13 +308,26 @@ def test_hook_mg_lock_release(scenario: Scenario) -> None:
     assert failure.index("mg_lock_release") > failure.index("mg_on_failure")
 
 
+def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
+    apply = scenario.steps["apply"]
+    assert len(apply.of("mg_lock_check_sql")) == 2  # once per migration
+    assert apply.index("mg_lock_check_sql") > apply.index("mg_lock_acquire")
+    sent = [c["sql"] for c in apply.of("mg_execute")]
+    # the builtin's check opens each migration's query
+    assert sent[0].startswith("SELECT ") and "pg_locks" in sent[0].split(";\n")[0]
+    assert scenario.steps["dry-run"].of("mg_lock_check_sql") == []
+
+
 def test_hook_mg_execute(scenario: Scenario) -> None:
     sent = [c["sql"] for c in scenario.steps["apply"].of("mg_execute")]
-    # a transactional migration goes as written, in one piece (its history row appended after
-    # it); the other statement by statement
-    assert sent[0].startswith("CREATE TABLE users (id int);\n")
-    assert "INSERT INTO _migrations " in sent[0]
-    assert sent[1:] == [
+    # a transactional migration goes as written, in one piece between the lock check and its
+    # history row; the other statement by statement, after the check and its `running` row
+    check, rest = sent[0].split(";\n", 1)
+    assert "pg_locks" in check
+    assert rest.startswith("CREATE TABLE users (id int);\n")
+    assert "INSERT INTO _migrations" in rest
+    assert "pg_locks" in sent[1] and "'running'" in sent[1]
+    assert sent[2:] == [
         "CREATE TABLE tags (id int)",
         "CREATE INDEX CONCURRENTLY tags_id ON tags (id)",
     ]
@@ -361,9 +374,9 @@ def test_hook_mg_history_write(scenario: Scenario) -> None:
     applied: list[HistoryChange] = [
         c["change"] for c in scenario.steps["apply"].of("mg_history_write")
     ]
-    # 0001 is transactional: its row rides in its own query (mg_history_sql).
+    # 0001's row rides in its own query, and 0002's `running` row in the query that checks
+    # the lock (mg_history_sql); 0002 is recorded as applied after its statements ran.
     assert [(c.migration_id, c.action, c.status) for c in applied] == [
-        ("0002", "UP", "running"),
         ("0002", "UP", "applied"),
     ]
     rolled: list[HistoryChange] = [
@@ -376,7 +389,8 @@ def test_hook_mg_history_sql(scenario: Scenario) -> None:
     step = scenario.steps["apply"]
     changes: list[HistoryChange] = [c["change"] for c in step.of("mg_history_sql")]
     assert [(c.migration_id, c.action, c.status, c.duration_ms) for c in changes] == [
-        ("0001", "UP", "applied", None)
+        ("0001", "UP", "applied", None),
+        ("0002", "UP", "running", None),
     ]
     executed = [c["sql"] for c in step.of("mg_execute")]
     assert any("CREATE TABLE users" in sql and "_migrations" in sql for sql in executed)
