@@ -915,6 +915,7 @@ def entry_dict(entry: HistoryEntry | None) -> dict[str, Any] | None:
         "status": entry.status,
         "applied_at": entry.applied_at.isoformat() if entry.applied_at else None,
         "checksum": entry.checksum,
+        "baseline": entry.baseline,
     }
 
 
@@ -932,6 +933,7 @@ def status_data(state: State) -> dict[str, Any]:
             "failed": len(state.failed),
             "running": len(state.running),
         },
+        "baseline": sum(1 for e in state.applied if e.baseline),
         "head": entry_dict(state.head),
         "problems": problems_of(state),
     }

@@ -46,6 +46,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("squash", "migretti_plugins.squash"),
     ("embedded", "migretti_plugins.embedded"),
     ("check", "migretti_plugins.check"),
+    ("baseline", "migretti_plugins.baseline"),
 )
 
 ORIGIN_BUILTIN = "builtin"

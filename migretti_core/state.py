@@ -31,6 +31,7 @@ class Row:
             "status": self.status,
             "applied_at": self.applied_at.isoformat() if self.applied_at else None,
             "file": self.migration.filename if self.migration else None,
+            "baseline": bool(self.entry and self.entry.baseline),
         }
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 Direction = Literal["up", "down"]
 Status = Literal["applied", "failed", "running"]
-Action = Literal["UP", "DOWN", "FIX"]
+Action = Literal["UP", "DOWN", "FIX", "BASELINE"]
 Level = Literal["debug", "info", "warning", "error"]
 
 DEFAULT_LOCK_ID = 894321
@@ -120,6 +120,7 @@ class HistoryEntry:
     duration_ms: int | None = None
     error: str | None = None
     failed_statement: int | None = None
+    baseline: bool = False
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,7 @@ _READ = (
     ("duration_ms", "NULL::integer"),
     ("error", "NULL::text"),
     ("failed_statement", "NULL::integer"),
+    ("coalesce(baseline, false)", "false"),
 )
 
 
@@ -175,7 +176,8 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
     if not present:
         return []
     select = ", ".join(
-        expr if fallback is None or expr in present else fallback for expr, fallback in _READ
+        expr if fallback is None or _column(expr) in present else fallback
+        for expr, fallback in _READ
     )
     order = "apply_seq NULLS FIRST, " if "apply_seq" in present else ""
     rows = session.hooks.query(
@@ -187,8 +189,13 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
     return [_entry(row) for row in rows]
 
 
+def _column(expr: str) -> str:
+    """The column an expression of ``_READ`` reads."""
+    return expr.removeprefix("coalesce(").split(",")[0]
+
+
 def _entry(row: Sequence[Any]) -> HistoryEntry:
-    ident, name, status, checksum, applied_at, seq, duration, error, failed = row
+    ident, name, status, checksum, applied_at, seq, duration, error, failed, baseline = row
     return HistoryEntry(
         id=str(ident),
         name=str(name),
@@ -199,6 +206,7 @@ def _entry(row: Sequence[Any]) -> HistoryEntry:
         duration_ms=int(duration) if duration is not None else None,
         error=error,
         failed_statement=int(failed) if failed is not None else None,
+        baseline=bool(baseline),
     )
 
 

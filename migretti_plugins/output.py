@@ -19,6 +19,8 @@ RESULT_EVENTS = frozenset(
         "migration.rolled_back",
         "migration.fixed",
         "dryrun.sql",
+        "migration.baselined",
+        "baseline.planned",
         "dryrun.ok",
         "dryrun.failed",
         "dryrun.skipped",
@@ -103,10 +105,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def _status(data: dict[str, Any]) -> str:
     counts = data["counts"]
     head = data.get("head")
+    baseline = f" (baseline: {data['baseline']})" if data.get("baseline") else ""
     lines = [
-        f"applied: {counts['applied']}  pending: {counts['pending']}  "
+        f"applied: {counts['applied']}{baseline}  pending: {counts['pending']}  "
         f"failed: {counts['failed']}  running: {counts['running']}",
-        f"head: {head['id']} {head['name']}" if head else "head: (none)",
+        f"head: {head['id']} {head['name']}" + (" (baseline)" if head.get("baseline") else "")
+        if head
+        else "head: (none)",
     ]
     problems = data.get("problems") or []
     if problems:
@@ -121,7 +126,12 @@ def _list(data: list[dict[str, Any]]) -> str:
     if not data:
         return "no migrations"
     rows = [
-        [r["id"], r["name"], r["status"], (r["applied_at"] or "")[:19].replace("T", " ")]
+        [
+            r["id"],
+            r["name"],
+            r["status"] + (" (baseline)" if r.get("baseline") else ""),
+            (r["applied_at"] or "")[:19].replace("T", " "),
+        ]
         for r in data
     ]
     return _table(["ID", "NAME", "STATUS", "APPLIED AT"], rows)

@@ -23,16 +23,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migretti_core import hookimpl
-from migretti_core.errors import ConfigError
 from migretti_core.types import Migration, Session
 
 if TYPE_CHECKING:
+    from migretti_core.settings import Section
     from migretti_plugins.check.drift import DriftReport
     from migretti_plugins.check.roundtrip import CheckReport
 
 SECTION = "check"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 __all__ = ["check", "drift"]
 
@@ -40,37 +38,17 @@ __all__ = ["check", "drift"]
 # --- settings ------------------------------------------------------------------------------
 
 
-def _section(session: Session) -> dict[str, Any]:
-    raw = session.config.settings.get(SECTION)
-    if raw in (None, ""):
-        return {}
-    if not hasattr(raw, "items"):
-        raise ConfigError(f"{SECTION}: must be a mapping (database_url, require_down)")
-    known = {"database_url", "require_down"}
-    section = dict(raw.items())
-    for key in section:
-        if key not in known:
-            raise ConfigError(f"{SECTION}.{key}: unknown key (known: {', '.join(sorted(known))})")
+def _settings(session: Session) -> Section:
+    from migretti_core.settings import plugin_settings
+
+    section = plugin_settings(session.config, SECTION)
+    section.check_keys(["database_url", "require_down"])
     return section
-
-
-def _flag(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{SECTION}.{key}: expected true or false, not {value!r}")
 
 
 def _database_url(session: Session, given: str | None = None) -> str | None:
     """``--database-url`` wins over ``check.database_url``; None means the embedded server."""
-    if given:
-        return given
-    value = _section(session).get("database_url")
-    return str(value) if value not in (None, "") else None
+    return given or _settings(session).text("database_url") or None
 
 
 # --- the Python entry points ---------------------------------------------------------------
@@ -88,7 +66,7 @@ def check(
     from migretti_plugins.check.roundtrip import run_check
 
     if require_down is None:
-        require_down = _flag(_section(session).get("require_down", ""), "require_down")
+        require_down = _settings(session).boolean("require_down")
     return run_check(
         session,
         database_url=_database_url(session, database_url),

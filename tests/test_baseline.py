@@ -1,0 +1,131 @@
+"""`mg baseline ID`: adopt a database whose schema already exists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mgproject import DDL_010, AdvisoryLockHolder, Project
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    project.add("0001", "users", "CREATE TABLE users (id int PRIMARY KEY);", "DROP TABLE users;")
+    project.add("0002", "orders", "CREATE TABLE orders (id int);", "DROP TABLE orders;")
+    project.add("0003", "items", "CREATE TABLE items (id int);", "DROP TABLE items;")
+    yield project
+    project.close()
+
+
+def _schema_by_hand(project: Project) -> None:
+    project.sql("CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int);")
+
+
+def _columns(project: Project, table: str) -> list[str]:
+    rows = project.sql(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum",
+        (table,),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def test_a_010_database_is_baselined_then_migrated(project: Project) -> None:
+    project.sql(DDL_010)
+    _schema_by_hand(project)
+    columns_010 = _columns(project, "_migrations")
+
+    done = project.mg("baseline", "orders")  # by name
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["baseline 0001 users", "baseline 0002 orders"]
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert project.log() == [("0001", "BASELINE"), ("0002", "BASELINE")]
+    checksums = dict(project.sql("SELECT id, checksum FROM _migrations"))
+    assert checksums["0001"] == hashlib.sha256(project.path_of("0001").read_bytes()).hexdigest()
+    # 0.10's columns stay as they were; new ones are added after them.
+    assert _columns(project, "_migrations")[: len(columns_010)] == columns_010
+
+    listed = {r["id"]: r for r in json.loads(project.mg("list", "--format", "json").stdout)}
+    assert listed["0001"]["status"] == "applied" and listed["0001"]["baseline"] is True
+    assert listed["0003"]["status"] == "pending" and listed["0003"]["baseline"] is False
+    text = project.mg("list").stdout
+    assert "applied (baseline)" in text
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["counts"]["applied"] == 2 and status["baseline"] == 2
+    assert "baseline: 2" in project.mg("status").stdout
+
+    assert project.mg("verify").returncode == 0
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"users", "orders", "items"}
+    listed = {r["id"]: r for r in json.loads(project.mg("list", "--format", "json").stdout)}
+    assert listed["0003"]["baseline"] is False
+    assert project.mg("status", "--exit-code").returncode == 0
+
+    # A baselined migration rolls back like any other.
+    assert project.mg("rollback", "2").returncode == 0
+    assert project.tables() == {"users"}
+
+
+def test_refused_when_the_history_has_applied_rows_unless_forced(project: Project) -> None:
+    assert project.mg("up").returncode == 0
+    project.sql("CREATE TABLE orders (id int)")
+    done = project.mg("baseline", "0002")
+    assert done.returncode == 3
+    assert "already has 1 applied migration" in done.stderr and "--force" in done.stderr
+    assert project.statuses() == {"0001": "applied"}
+
+    done = project.mg("baseline", "0002", "--force")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["baseline 0002 orders"]
+    assert project.log() == [("0001", "UP"), ("0002", "BASELINE")]
+    listed = {r["id"]: r for r in json.loads(project.mg("list", "--format", "json").stdout)}
+    assert (listed["0001"]["baseline"], listed["0002"]["baseline"]) == (False, True)
+
+
+def test_dry_run_prefixes_and_ambiguity_change_nothing(project: Project) -> None:
+    done = project.mg("baseline", "0002", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "0001 users" in done.stdout and "0002 orders" in done.stdout
+    assert "0003" not in done.stdout
+    assert project.value("SELECT to_regclass('_migrations') IS NULL") is True
+
+    done = project.mg("baseline", "000")
+    assert done.returncode == 2 and "ambiguous" in done.stderr
+    done = project.mg("baseline", "nope")
+    assert done.returncode == 2
+    assert project.value("SELECT to_regclass('_migrations') IS NULL") is True
+
+    done = project.mg("baseline", "0002_orders.sql")
+    assert done.returncode == 0, done.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+
+
+def test_protected_profiles_ask_and_the_lock_is_taken(project: Project) -> None:
+    project.configure(extra="envs:\n  prod: {}\n")
+    done = project.mg("baseline", "0001", "--env", "prod")
+    assert done.returncode == 5
+    assert project.value("SELECT to_regclass('_migrations') IS NULL") is True
+    done = project.mg("baseline", "0001", "--env", "prod", input="yes\n")
+    assert done.returncode == 5  # no terminal: refused without --yes
+
+    with AdvisoryLockHolder(project.database_url):
+        done = project.mg("baseline", "0001", "--lock-timeout", "1s")
+    assert done.returncode == 4
+    assert project.statuses() == {}
+
+    done = project.mg("baseline", "0001", "--env", "prod", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert project.statuses() == {"0001": "applied"}
+
+
+def test_a_failed_row_is_not_covered(project: Project) -> None:
+    project.sql(DDL_010)
+    project.sql("INSERT INTO _migrations (id, name, status) VALUES ('0001', 'users', 'failed')")
+    done = project.mg("baseline", "0002", "--force")
+    assert done.returncode == 3
+    assert "mg fix 0001" in done.stderr
