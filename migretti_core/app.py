@@ -163,6 +163,7 @@ class App:
         dry_run: bool = False,
         lock_timeout: float | None = None,
         yes: bool = False,
+        lint: bool = True,
     ) -> Session:
         self.options = Options(
             verbose=self.globals.verbose,
@@ -171,6 +172,7 @@ class App:
             dry_run=dry_run,
             command=command,
             lock_timeout=lock_timeout,
+            lint=lint,
         )
         self.hooks.options = self.options
         return Session(self.config(), self.options, self.hooks)

@@ -89,9 +89,17 @@ def create(ctx: click.Context, name: str, up_sql: str, down_sql: str, no_transac
     click.echo(engine.display_path(path))
 
 
-def _session(ctx: click.Context, command: str, dry_run: bool, lock_timeout: str | None) -> Session:
+def _session(
+    ctx: click.Context, command: str, dry_run: bool, lock_timeout: str | None, lint: bool = True
+) -> Session:
     return app_of(ctx).session(
-        command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout)
+        command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout), lint=lint
+    )
+
+
+def no_lint_option(func: Any) -> Any:
+    return click.option("--no-lint", is_flag=True, help="Do not lint the plan before running it.")(
+        func
     )
 
 
@@ -102,8 +110,9 @@ def _apply(
     lock_timeout: str | None,
     request: engine.ApplyRequest,
     command: str,
+    lint: bool = True,
 ) -> int:
-    return engine.apply(_session(ctx, command, dry_run, lock_timeout), request)
+    return engine.apply(_session(ctx, command, dry_run, lock_timeout, lint), request)
 
 
 def _rollback(
@@ -128,6 +137,7 @@ def _rollback(
 @click.option("--single-transaction", is_flag=True, help="Apply the whole plan in one transaction.")
 @dry_run_option
 @lock_timeout_option
+@no_lint_option
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -137,6 +147,7 @@ def apply(
     single_transaction: bool,
     dry_run: bool,
     lock_timeout: str | None,
+    no_lint: bool,
 ) -> int:
     """Apply all pending migrations."""
     request = engine.ApplyRequest(
@@ -145,7 +156,14 @@ def apply(
         verify=not no_verify,
         single_transaction=single_transaction,
     )
-    return _apply(ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="apply")
+    return _apply(
+        ctx,
+        dry_run=dry_run,
+        lock_timeout=lock_timeout,
+        request=request,
+        command="apply",
+        lint=not no_lint,
+    )
 
 
 migrate = click.Command(
@@ -162,6 +180,7 @@ migrate = click.Command(
 @click.option("--no-verify", is_flag=True, help="Do not compare applied files' checksums.")
 @dry_run_option
 @lock_timeout_option
+@no_lint_option
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -169,12 +188,20 @@ def up(
     no_verify: bool,
     dry_run: bool,
     lock_timeout: str | None,
+    no_lint: bool,
 ) -> int:
     """Apply the next pending migration."""
     request = engine.ApplyRequest(
         limit=1, allow_out_of_order=allow_out_of_order, verify=not no_verify
     )
-    return _apply(ctx, dry_run=dry_run, lock_timeout=lock_timeout, request=request, command="up")
+    return _apply(
+        ctx,
+        dry_run=dry_run,
+        lock_timeout=lock_timeout,
+        request=request,
+        command="up",
+        lint=not no_lint,
+    )
 
 
 @click.command()

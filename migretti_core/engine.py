@@ -36,6 +36,8 @@ from migretti_core.types import (
     HistoryChange,
     HistoryEntry,
     Level,
+    LintFinding,
+    LintRequest,
     Migration,
     MigrationResult,
     Plan,
@@ -617,13 +619,55 @@ def run_plan(
     return results
 
 
+# --- lint --------------------------------------------------------------------------------
+
+
+def finding_line(finding: LintFinding) -> str:
+    return (
+        f"{display_path(finding.path)}:{finding.line}:{finding.column}: "
+        f"{finding.rule}: {finding.message}"
+    )
+
+
+def lint_plan(session: Session, conn: Any, plan: Plan) -> list[LintFinding]:
+    """Lint an apply plan before anything runs and show the findings as warnings.
+
+    The lint plugin follows ``lint.on_apply``: ``off`` answers nothing, ``block`` raises
+    ``StateError`` (exit 3) on an error finding. ``--no-lint`` skips the call.
+    """
+    if plan.direction != "up" or not plan.steps or not session.options.lint:
+        return []
+    findings = session.hooks.lint(session, LintRequest(plan.steps, apply=True), conn)
+    for finding in findings:
+        report(
+            session,
+            "lint.finding",
+            "warning",
+            finding_line(finding),
+            rule=finding.rule,
+            severity=finding.severity,
+            path=display_path(finding.path),
+            line=finding.line,
+            column=finding.column,
+            migration_id=finding.migration,
+            help=finding.help,
+        )
+    return findings
+
+
 # --- confirmation ------------------------------------------------------------------------
 
 
-def confirm(session: Session, plan: Plan | None, what: str) -> None:
+def confirm(
+    session: Session,
+    plan: Plan | None,
+    what: str,
+    findings: Sequence[LintFinding] = (),
+) -> None:
     """Ask a person before SQL runs on a protected target.
 
-    Plugins may veto; only the user typing ``yes`` or ``--yes`` approves.
+    Plugins may veto; only the user typing ``yes`` or ``--yes`` approves. The plan's error
+    findings from lint are listed with it.
     """
     hooks = session.hooks
     if not hooks.is_protected(session):
@@ -635,6 +679,10 @@ def confirm(session: Session, plan: Plan | None, what: str) -> None:
     if plan is not None:
         for migration in plan.steps:
             lines.append(f"  {plan.direction:4} {migration.id} {migration.name}")
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        lines.append(f"lint found {len(errors)} error{'s' if len(errors) != 1 else ''}:")
+        lines.extend(f"  {finding_line(f)}" for f in errors)
     message = "\n".join(lines)
     report(session, "confirm.required", "warning", message, target=target.describe())
     if hooks.confirm_vetoed(session, target, plan):
@@ -810,7 +858,8 @@ def _run(session: Session, planner: Callable[[State, bool], Plan], what: str, no
         if not plan.steps and not live:
             report(session, "command.nothing", "info", nothing)
             return 0
-        confirm(session, plan, what if not session.options.dry_run else "dry run")
+        findings = lint_plan(session, conn, plan)
+        confirm(session, plan, what if not session.options.dry_run else "dry run", findings)
         if session.options.dry_run:
             ensure_not_blocked(state)
             return _dry_run(session, conn, plan)

@@ -22,6 +22,8 @@ from migretti_core.types import (
     Event,
     HistoryChange,
     HistoryEntry,
+    LintFinding,
+    LintRequest,
     LockHolder,
     Migration,
     MigrationResult,
@@ -261,6 +263,13 @@ class Hooks:
             "mg_dry_run", "dry runs", session=session, conn=conn, plan=plan
         )
         return result
+
+    def lint(self, session: Session, request: LintRequest, conn: Any = None) -> list[LintFinding]:
+        """Findings for ``request``; none when no plugin lints (``-p no:lint``)."""
+        result: list[LintFinding] | None = self._relay.mg_lint(
+            session=session, conn=conn, request=request
+        )
+        return list(result or [])
 
     # --- history ----------------------------------------------------------------------
 

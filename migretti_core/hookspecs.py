@@ -29,6 +29,8 @@ if TYPE_CHECKING:
         Event,
         HistoryChange,
         HistoryEntry,
+        LintFinding,
+        LintRequest,
         LockHolder,
         Migration,
         MigrationResult,
@@ -189,6 +191,18 @@ def mg_query(
 @hookspec(firstresult=True)
 def mg_dry_run(session: Session, conn: Any, plan: Plan) -> list[MigrationResult] | None:
     """Try a plan without keeping any change, reporting each migration ok or failed."""
+
+
+@hookspec(firstresult=True)
+def mg_lint(session: Session, conn: Any, request: LintRequest) -> list[LintFinding] | None:
+    """Lint migrations before they run; return every finding that counts.
+
+    Configuration (enabled rules, severities) and ignore comments are already applied to the
+    answer. ``conn`` is an open connection to the target when the caller has one (else None).
+    With ``request.apply`` the caller is about to run them: the answer follows
+    ``lint.on_apply`` (``off``: none; ``block``: raise ``StateError`` on an error finding).
+    No answer (lint blocked) means no findings.
+    """
 
 
 # --- history -----------------------------------------------------------------------------

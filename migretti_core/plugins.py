@@ -47,6 +47,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("embedded", "migretti_plugins.embedded"),
     ("check", "migretti_plugins.check"),
     ("baseline", "migretti_plugins.baseline"),
+    ("lint", "migretti_plugins.lint"),
 )
 
 ORIGIN_BUILTIN = "builtin"

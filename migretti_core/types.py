@@ -202,6 +202,57 @@ class Event:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class LintRequest:
+    """Migrations to lint, in the order they would run, and what is known about the target.
+
+    ``plan`` says they run one after another on a database that has none of them yet, so a
+    table created by an earlier one is new for the later ones (false for ``mg lint --all``
+    or named files: each is judged on its own). ``server_version`` is a PostgreSQL major
+    version given on the command line (it wins over mg.yaml's ``lint.server_version``);
+    ``target_version`` is the connected target's (used when neither is given; else 13).
+    ``enable``/``disable`` come from the command line and win over mg.yaml's ``lint:``.
+    ``apply`` says the migrations are about to run (``apply``, ``up``, dry runs).
+    """
+
+    migrations: tuple[Migration, ...]
+    server_version: int | None = None
+    target_version: int | None = None
+    plan: bool = True
+    enable: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+    apply: bool = False
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """One lint finding; ``line``/``column`` are 1-based positions in the migration file."""
+
+    path: Path
+    line: int
+    column: int
+    rule: str
+    severity: Severity
+    message: str
+    help: str = ""
+    migration: str | None = None
+
+    def as_dict(self, path: str | None = None) -> dict[str, Any]:
+        return {
+            "path": path if path is not None else str(self.path),
+            "line": self.line,
+            "column": self.column,
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+            "help": self.help,
+            "migration": self.migration,
+        }
+
+
 @dataclass(frozen=True)
 class Options:
     """Options of the current command that plugins may need to respect."""
@@ -212,6 +263,7 @@ class Options:
     dry_run: bool = False
     command: str = ""
     lock_timeout: float | None = None
+    lint: bool = True
 
 
 @dataclass(frozen=True)

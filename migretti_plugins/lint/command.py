@@ -1,0 +1,146 @@
+"""``mg lint [MIGRATION ...]``: lint pending migrations, every file, or the ones named."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from migretti_core import engine
+from migretti_core.cli import app_of
+from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
+from migretti_core.types import LintFinding, LintRequest, Migration, Session
+from migretti_plugins.lint import server_version_of
+from migretti_plugins.lint.settings import check_rule_names, parse_server_version
+
+
+def select(migrations: Sequence[Migration], given: Sequence[str]) -> list[Migration]:
+    """Migrations named by id, unique id prefix, name, file name or path, in id order."""
+    chosen: dict[str, Migration] = {}
+    problems: list[str] = []
+    for text in given:
+        found = _match(migrations, text)
+        if not found:
+            problems.append(f"{text}: no such migration")
+        elif len(found) > 1:
+            ids = ", ".join(m.id for m in found[:5])
+            problems.append(f"{text}: ambiguous, matches {ids}")
+        else:
+            chosen[found[0].id] = found[0]
+    if problems:
+        raise UsageError("; ".join(problems))
+    return sorted(chosen.values(), key=lambda m: m.id)
+
+
+def _match(migrations: Sequence[Migration], text: str) -> list[Migration]:
+    if "/" in text or os.sep in text or text.endswith(".sql"):
+        target = Path(text).resolve()
+        by_path = [m for m in migrations if m.path.resolve() == target]
+        if by_path:
+            return by_path
+        text = Path(text).name
+    exact = [m for m in migrations if text in (m.id, m.filename, m.path.stem, m.name)]
+    if exact:
+        return exact
+    return [m for m in migrations if m.id.startswith(text)]
+
+
+def plan_to_lint(
+    session: Session, use_all: bool, names: Sequence[str]
+) -> tuple[list[Migration], bool, int | None]:
+    """The migrations to lint, whether they form a plan, and the server version if connected."""
+    migrations = engine.load_migrations(session)
+    if names:
+        return select(migrations, names), False, None
+    if use_all:
+        return migrations, False, None
+    try:
+        with engine.connected(session) as conn:
+            state = engine.read_state(session, conn, migrations)
+            version = server_version_of(session, conn)
+    except MgError as exc:
+        engine.report(
+            session,
+            "lint.offline",
+            "warning",
+            f"cannot read the history ({exc.message}); linting every migration",
+        )
+        return migrations, False, None
+    return list(state.pending), True, version
+
+
+def findings_data(findings: Sequence[LintFinding]) -> dict[str, Any]:
+    return {"findings": [f.as_dict(engine.display_path(f.path)) for f in findings]}
+
+
+@click.command("lint")
+@click.argument("names", nargs=-1, metavar="[MIGRATION]...")
+@click.option("--all", "use_all", is_flag=True, help="Lint every migration file, not only pending.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="Output format (github: workflow annotations).",
+)
+@click.option("--strict", is_flag=True, help="Warnings count: exit 3 on any finding.")
+@click.option("--enable", multiple=True, metavar="RULE", help="Enable a rule (or all).")
+@click.option("--disable", multiple=True, metavar="RULE", help="Disable a rule.")
+@click.option(
+    "--server-version",
+    metavar="N",
+    help="PostgreSQL major version to judge for (default: lint.server_version, the "
+    "target's, else 13).",
+)
+@click.pass_context
+def lint_command(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    use_all: bool,
+    fmt: str,
+    strict: bool,
+    enable: tuple[str, ...],
+    disable: tuple[str, ...],
+    server_version: str | None,
+) -> int:
+    """Check migrations for locks, rewrites and data loss (squawk's rules). Exit 3 on an error."""
+    enable = tuple(p.strip() for e in enable for p in e.split(",") if p.strip())
+    disable = tuple(p.strip() for d in disable for p in d.split(",") if p.strip())
+    check_rule_names(enable, "--enable", UsageError)
+    check_rule_names(disable, "--disable", UsageError)
+    version = parse_server_version(server_version, "--server-version") if server_version else None
+    app = app_of(ctx)
+    session = app.session("lint")
+    migrations, plan, connected_version = plan_to_lint(session, use_all, names)
+    request = LintRequest(
+        tuple(migrations),
+        server_version=version,
+        target_version=connected_version,
+        plan=plan,
+        enable=enable,
+        disable=disable,
+    )
+    findings = session.hooks.lint(session, request)
+    text = app.hooks.format_result(app.options, "lint", findings_data(findings), fmt)
+    if text:
+        click.echo(text)
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    if fmt == "text":
+        engine.report(
+            session,
+            "lint.finished",
+            "info",
+            f"{len(migrations)} migration{'s' if len(migrations) != 1 else ''} linted: "
+            f"{errors} error{'s' if errors != 1 else ''}, "
+            f"{warnings} warning{'s' if warnings != 1 else ''}",
+            errors=errors,
+            warnings=warnings,
+        )
+    if errors or (strict and findings):
+        return EXIT_BLOCKED
+    return 0

@@ -1,0 +1,351 @@
+"""Lint migrations: parse with PostgreSQL's grammar (pglast), run the checks, apply ignores.
+
+Only the up section is linted: it is what ``apply`` runs. A section PostgreSQL's parser
+rejects is split into statements (hook ``mg_split_statements``) and each is parsed on its
+own, so one bad statement is a ``syntax-error`` finding and the others are still checked.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pglast import parser
+
+from migretti_core.engine import display_path
+from migretti_core.types import LintFinding, LintRequest, Migration, Session
+from migretti_plugins.lint import rules
+from migretti_plugins.lint.catalogue import RULES
+from migretti_plugins.lint.settings import DEFAULT_SERVER_VERSION, LintSettings, load
+
+MAX_IDENTIFIER_BYTES = 63
+_LONG_WORD = re.compile(r'[\w$]{64,}|"[^"]{64,}"')
+_LONG_WIDE_WORD = re.compile(r'[\w$]{22,}|"[^"]{22,}"')
+_IGNORE_RE = re.compile(
+    r"--\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)\b"
+    r"(?P<rules>\s+[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)?"
+)
+
+
+@dataclass
+class Ignore:
+    """One ignore comment: the rules it names (empty: every rule) and whether it was used."""
+
+    line: int
+    rules: frozenset[str]
+    whole_file: bool
+    used: bool = False
+
+    def covers(self, rule: str) -> bool:
+        return not self.rules or rule in self.rules
+
+
+@dataclass
+class Parsed:
+    """One parsed piece of a section: its statements, with where that text starts."""
+
+    text: str
+    base: int
+    statements: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
+
+    def char_offset(self, byte_offset: int) -> int:
+        if self.text.isascii():
+            return self.base + byte_offset
+        return self.base + len(self.text.encode("utf-8")[:byte_offset].decode("utf-8", "ignore"))
+
+
+def settings_of(session: Session) -> LintSettings:
+    return load(session.config)
+
+
+def lint(session: Session, request: LintRequest) -> list[LintFinding]:
+    settings = settings_of(session)
+    enabled = settings.enabled(request.enable, request.disable)
+    version = (
+        request.server_version
+        or settings.server_version
+        or request.target_version
+        or DEFAULT_SERVER_VERSION
+    )
+    mg_lock_timeout = table_lock_timeout_on(session.config.settings.get("table_lock_timeout"))
+    created: set[str] = set()
+    findings: list[LintFinding] = []
+    for migration in request.migrations:
+        if not request.plan:
+            created = set()
+        findings.extend(
+            lint_migration(session, migration, settings, enabled, version, mg_lock_timeout, created)
+        )
+    return findings
+
+
+def table_lock_timeout_on(value: Any) -> bool:
+    """mg's own ``table_lock_timeout`` is on unless set to off/0 (it satisfies
+    require-timeout-settings)."""
+    if value is None:
+        return True
+    text = str(value).strip().lower()
+    return text not in ("off", "0", "false", "no", "none", "")
+
+
+def lint_migration(
+    session: Session,
+    migration: Migration,
+    settings: LintSettings,
+    enabled: set[str],
+    server_version: int,
+    mg_lock_timeout: bool,
+    created: set[str],
+) -> list[LintFinding]:
+    sql = migration.up_sql
+    raw: list[tuple[str, str, int, int]] = []  # rule, message, section offset, statement index
+    current = [0, 0]  # statement start (section offset), statement index
+
+    def flag(rule: str, message: str, location: int | None) -> None:
+        offset = current[0] if location is None or location < 0 else piece.char_offset(location)
+        raw.append((rule, message, offset, current[1]))
+
+    ctx = rules.Context(
+        transactional=migration.transactional,
+        server_version=server_version,
+        mg_lock_timeout=mg_lock_timeout,
+        created=created,
+        flag=flag,
+    )
+    pieces, syntax = parse_section(session, sql)
+    for offset, message in syntax:
+        raw.append(("syntax-error", message, offset, -1))
+    starts: list[int] = []
+    index = 0
+    checks = rules.CHECKS
+    for piece in pieces:
+        for node_type, node, location in piece.statements:
+            start = piece.char_offset(location)
+            current[0] = start
+            current[1] = index
+            ctx.current = start
+            starts.append(start)
+            index += 1
+            rules.timeout_settings(ctx, node_type)
+            for func in checks.get(node_type, ()):
+                func(ctx, node)
+    if _LONG_WORD.search(sql) or (not sql.isascii() and _LONG_WIDE_WORD.search(sql)):
+        for offset, name in long_identifiers(pieces):
+            raw.append(
+                (
+                    "identifier-too-long",
+                    f"identifier {name!r} is {len(name.encode('utf-8'))} bytes; PostgreSQL "
+                    f"truncates it to {MAX_IDENTIFIER_BYTES}",
+                    offset,
+                    max(0, bisect.bisect_right(starts, offset) - 1),
+                )
+            )
+    if ctx.in_block and ctx.block_start is not None:
+        raw.append(
+            (
+                "ban-uncommitted-transaction",
+                "BEGIN without COMMIT: the migration's changes are never committed",
+                ctx.block_start,
+                -1,
+            )
+        )
+    if not raw and "ignore" not in migration.text:
+        return []
+    ignores = find_ignores(migration)
+    statement_ignores = _statement_ignores(migration, sql, starts, ignores) if ignores else {}
+    findings: list[LintFinding] = []
+    for rule, message, offset, statement in raw:
+        if rule not in enabled:
+            continue
+        ignored = False
+        for ignore in statement_ignores.get(statement, ()):
+            if ignore.covers(rule):
+                ignore.used = ignored = True
+        for ignore in ignores:
+            if ignore.whole_file and ignore.covers(rule):
+                ignore.used = ignored = True
+        if ignored:
+            continue
+        line, column = position(sql, offset, migration.up_line)
+        findings.append(_finding(migration, settings, rule, message, line, column))
+    if "unused-ignore" in enabled:
+        for ignore in ignores:
+            if not ignore.used:
+                names = ", ".join(sorted(ignore.rules)) or "every rule"
+                findings.append(
+                    _finding(
+                        migration,
+                        settings,
+                        "unused-ignore",
+                        f"ignore comment for {names} matched no finding",
+                        ignore.line,
+                        1,
+                    )
+                )
+    findings.sort(key=lambda f: (f.line, f.column))
+    return findings
+
+
+def _finding(
+    migration: Migration,
+    settings: LintSettings,
+    rule: str,
+    message: str,
+    line: int,
+    column: int,
+) -> LintFinding:
+    known = RULES.get(rule)
+    return LintFinding(
+        path=migration.path,
+        line=line,
+        column=column,
+        rule=rule,
+        severity=settings.severity_of(rule),
+        message=message,
+        help=known.help if known else "",
+        migration=migration.id,
+    )
+
+
+def position(sql: str, offset: int, first_line: int) -> tuple[int, int]:
+    """File line and column (1-based) of ``offset`` in a section starting at ``first_line``."""
+    offset = max(0, min(offset, len(sql)))
+    line = first_line + sql.count("\n", 0, offset)
+    column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+    return line, column
+
+
+def long_identifiers(pieces: Sequence[Parsed]) -> list[tuple[int, str]]:
+    """Identifiers over 63 bytes, from the scanner: the parser has truncated them already."""
+    found: list[tuple[int, str]] = []
+    for piece in pieces:
+        data = piece.text.encode("utf-8")
+        try:
+            tokens = parser.scan(piece.text)
+        except Exception:
+            continue
+        for token in tokens:
+            if token.name != "IDENT":
+                continue
+            word = data[token.start : token.end + 1].decode("utf-8", "replace")
+            if word.startswith('"') and word.endswith('"'):
+                word = word[1:-1].replace('""', '"')
+            if len(word.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+                found.append((piece.char_offset(token.start), word))
+    return found
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _parse_json(text: str) -> str:
+    return str(parser.parse_sql_json(text))
+
+
+def _statements(text: str) -> list[tuple[str, dict[str, Any], int]]:
+    tree = json.loads(_parse_json(text))
+    found: list[tuple[str, dict[str, Any], int]] = []
+    for raw in tree.get("stmts") or ():
+        stmt = raw.get("stmt") or {}
+        for node_type, node in stmt.items():
+            found.append((node_type, node, int(raw.get("stmt_location", 0))))
+    return found
+
+
+def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[int, str]]]:
+    """The statements of ``sql`` and its syntax errors as ``(offset, message)``."""
+    whole = Parsed(sql, 0)
+    try:
+        whole.statements = _statements(sql)
+        return [whole], []
+    except parser.ParseError as exc:
+        first_error = _error_offset(whole, exc)
+    pieces: list[Parsed] = []
+    errors: list[tuple[int, str]] = []
+    try:
+        split = session.hooks.split_statements(sql)
+    except Exception:
+        return [], [first_error]
+    for statement in split:
+        base = _offset_of(sql, statement.text, statement.line)
+        piece = Parsed(statement.text, base)
+        try:
+            piece.statements = _statements(statement.text)
+        except parser.ParseError as exc:
+            errors.append(_error_offset(piece, exc))
+            continue
+        pieces.append(piece)
+    return pieces, errors or [first_error]
+
+
+def _error_offset(piece: Parsed, exc: Exception) -> tuple[int, str]:
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    message = str(args[0]) if args else str(exc)
+    location = args[1] if len(args) > 1 and isinstance(args[1], int) else 0
+    return piece.char_offset(location), message
+
+
+def _offset_of(sql: str, text: str, line: int) -> int:
+    start = 0
+    for _ in range(line - 1):
+        start = sql.find("\n", start) + 1
+        if start == 0:
+            return 0
+    found = sql.find(text[:64], start)
+    return found if found != -1 else start
+
+
+# --- ignore comments ------------------------------------------------------------------------
+
+
+def find_ignores(migration: Migration) -> list[Ignore]:
+    """Ignore comments in the header (whole file) and the up section (next statement)."""
+    if "ignore" not in migration.text:
+        return []
+    header_end = migration.up_line - 1  # the `-- migrate: up` marker's line
+    up_end = migration.up_line + migration.up_sql.count("\n")
+    found: list[Ignore] = []
+    for number, line in enumerate(migration.text.split("\n"), start=1):
+        if number > up_end:
+            break
+        if "ignore" not in line:
+            continue
+        match = _IGNORE_RE.search(line)
+        if match is None or not line.lstrip().startswith("--"):
+            continue
+        names = frozenset(
+            part.strip() for part in (match.group("rules") or "").split(",") if part.strip()
+        )
+        whole_file = number < header_end or match.group("kind") == "squawk-ignore-file"
+        found.append(Ignore(number, names, whole_file))
+    return found
+
+
+def _statement_ignores(
+    migration: Migration, sql: str, starts: Sequence[int], ignores: Sequence[Ignore]
+) -> dict[int, list[Ignore]]:
+    """For each statement, the ignore comments on the comment lines just above it."""
+    by_line = {ignore.line: ignore for ignore in ignores if not ignore.whole_file}
+    if not by_line:
+        return {}
+    lines = migration.text.split("\n")
+    result: dict[int, list[Ignore]] = {}
+    for index, start in enumerate(starts):
+        line, _ = position(sql, start, migration.up_line)
+        number = line - 1
+        while number >= 1 and lines[number - 1].lstrip().startswith("--"):
+            ignore = by_line.get(number)
+            if ignore is not None:
+                result.setdefault(index, []).append(ignore)
+            number -= 1
+    return result
+
+
+def display(finding: LintFinding) -> str:
+    return display_path(finding.path)

@@ -1,0 +1,260 @@
+"""``mg lint`` through the real entry point: selection, formats, exit codes, configuration."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mgproject import Project
+
+DROP = "ALTER TABLE accounts DROP COLUMN old;"  # ban-drop-column: error
+INT = "CREATE TABLE posts (id integer);"  # prefer-bigint-over-int: warning
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Project:
+    """A project whose database cannot be reached: only file-based linting works."""
+    return Project(tmp_path / "off", "postgresql://nobody@127.0.0.1:9/none")
+
+
+def findings(project: Project, *args: str) -> list[dict[str, object]]:
+    done = project.mg("lint", "--format", "json", *args)
+    assert done.returncode in (0, 3), done.stderr
+    data = json.loads(done.stdout)
+    result: list[dict[str, object]] = data["findings"]
+    return result
+
+
+def test_text_output_and_exit_code(offline: Project) -> None:
+    offline.add("001", "drop", DROP)
+    done = offline.mg("lint", "--all")
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        "migrations/001_drop.sql:2:1: ban-drop-column: dropping accounts.old breaks clients "
+        "still using it and loses its data"
+    )
+    assert lines[1].startswith("  help: ")
+    assert "1 error, 0 warnings" in done.stderr
+
+
+def test_warnings_exit_0_unless_strict(offline: Project) -> None:
+    offline.add("001", "posts", INT)
+    done = offline.mg("lint", "--all")
+    assert done.returncode == 0, done.stderr
+    assert "prefer-bigint-over-int" in done.stdout
+    assert offline.mg("lint", "--all", "--strict").returncode == 3
+
+
+def test_clean_migrations_exit_0_silently(offline: Project) -> None:
+    offline.add("001", "posts", "CREATE TABLE posts (id bigint);")
+    done = offline.mg("lint", "--all")
+    assert (done.returncode, done.stdout) == (0, "")
+
+
+def test_json_document(offline: Project) -> None:
+    offline.add("001", "drop", DROP)
+    (finding,) = findings(offline, "--all")
+    assert finding == {
+        "path": "migrations/001_drop.sql",
+        "line": 2,
+        "column": 1,
+        "rule": "ban-drop-column",
+        "severity": "error",
+        "message": "dropping accounts.old breaks clients still using it and loses its data",
+        "help": finding["help"],
+        "migration": "001",
+    }
+    assert finding["help"]
+
+
+def test_github_annotations(offline: Project) -> None:
+    offline.add("001", "drop", DROP + "\n" + INT)
+    done = offline.mg("lint", "--all", "--format", "github")
+    assert done.returncode == 3
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(
+        "::error file=migrations/001_drop.sql,line=2,col=1,title=ban-drop-column::dropping"
+    )
+    assert lines[1].startswith("::warning file=migrations/001_drop.sql,line=3,")
+
+
+def test_pending_only_by_default(project: Project) -> None:
+    project.add("001", "posts", "CREATE TABLE posts (id bigint); DROP TABLE posts;")
+    assert project.mg("apply").returncode == 0
+    project.add("002", "drop", "ALTER TABLE posts DROP COLUMN x;")
+    assert [f["migration"] for f in findings(project)] == ["002"]
+    assert [f["rule"] for f in findings(project, "--all")] == ["ban-drop-column"]
+
+
+def test_pending_plan_knows_new_tables(project: Project) -> None:
+    project.add("001", "create", "CREATE TABLE users (id bigint);")
+    project.add("002", "index", "CREATE INDEX users_id ON users (id);")
+    assert findings(project) == []
+    # Once the table exists and holds rows, the index build blocks writes.
+    assert project.mg("apply", "--to", "001").returncode == 0
+    assert [f["rule"] for f in findings(project)] == ["require-concurrent-index-creation"]
+
+
+def test_named_migrations(offline: Project) -> None:
+    offline.add("01AAA", "first", DROP)
+    offline.add("01BBB", "second", INT)
+    for name in ("01BBB", "01B", "second", "migrations/01BBB_second.sql", "01BBB_second.sql"):
+        assert [f["migration"] for f in findings(offline, name)] == ["01BBB"], name
+    done = offline.mg("lint", "01")
+    assert done.returncode == 2
+    assert "ambiguous" in done.stderr
+    done = offline.mg("lint", "nothing")
+    assert done.returncode == 2
+    assert "no such migration" in done.stderr
+
+
+def test_unreachable_database_lints_every_file_with_a_warning(offline: Project) -> None:
+    offline.add("001", "drop", DROP)
+    done = offline.mg("lint")
+    assert done.returncode == 3
+    assert "ban-drop-column" in done.stdout
+    assert "linting every migration" in done.stderr
+
+
+def test_enable_disable_on_the_command_line(offline: Project) -> None:
+    offline.add("001", "posts", INT)
+    assert findings(offline, "--all", "--disable", "prefer-bigint-over-int") == []
+    rules = [f["rule"] for f in findings(offline, "--all", "--enable", "all")]
+    assert "require-table-schema" in rules
+    done = offline.mg("lint", "--all", "--enable", "no-such-rule")
+    assert done.returncode == 2
+    assert "unknown lint rule 'no-such-rule'" in done.stderr
+
+
+def test_lint_section_in_mg_yaml(offline: Project) -> None:
+    offline.configure(
+        {"url": offline.database_url},
+        extra="lint:\n  disable: [ban-drop-column]\n  severity:\n"
+        "    prefer-bigint-over-int: error\n",
+    )
+    offline.add("001", "both", DROP + "\n" + INT)
+    (finding,) = findings(offline, "--all")
+    assert (finding["rule"], finding["severity"]) == ("prefer-bigint-over-int", "error")
+
+
+def test_bad_lint_section_is_a_configuration_error(offline: Project) -> None:
+    offline.configure({"url": offline.database_url}, extra="lint:\n  disable: [nope]\n")
+    done = offline.mg("lint", "--all")
+    assert done.returncode == 2
+    assert "lint.disable: unknown lint rule 'nope'" in done.stderr
+
+
+def test_server_version_option(offline: Project) -> None:
+    offline.add("001", "default", "ALTER TABLE a ADD COLUMN b bigint DEFAULT 1;")
+    assert findings(offline, "--all") == []
+    rules = [f["rule"] for f in findings(offline, "--all", "--server-version", "10")]
+    assert rules == ["adding-field-with-default"]
+
+
+def test_syntax_error_is_a_finding(offline: Project) -> None:
+    offline.add("001", "bad", "CREATE TABLEE x (id bigint);")
+    done = offline.mg("lint", "--all")
+    assert done.returncode == 3
+    assert "syntax-error" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_lint_can_be_blocked(offline: Project) -> None:
+    done = offline.mg("-p", "no:lint", "lint", "--all")
+    assert done.returncode == 2
+    listed = offline.mg("plugins", "--format", "json")
+    names = {p["name"]: p["status"] for p in json.loads(listed.stdout)}
+    assert names["lint"] == "loaded"
+
+
+# --- apply, up and dry runs lint their plan ------------------------------------------------------
+
+SETUP = "CREATE TABLE other (id bigint);"
+EXISTING = "CREATE TABLE accounts (id bigint, old text)"
+
+
+def block(project: Project, on_apply: str = "block", extra: str = "") -> None:
+    project.configure(
+        {"url": project.database_url}, extra=f"lint:\n  on_apply: {on_apply}\n{extra}"
+    )
+
+
+def test_apply_warns_about_findings_and_applies(project: Project) -> None:
+    project.sql(EXISTING)
+    project.add("001", "setup", SETUP)
+    project.add("002", "drop", DROP)
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "mg: warning: migrations/002_drop.sql:2:1: ban-drop-column: dropping accounts.old"
+        in done.stderr
+    )
+    assert project.sql("SELECT count(*) FROM _migrations")[0][0] == 2
+
+
+def test_on_apply_block_stops_before_anything_runs(project: Project) -> None:
+    project.sql(EXISTING)
+    block(project)
+    project.add("001", "setup", SETUP)
+    project.add("002", "drop", DROP)
+    done = project.mg("apply")
+    assert done.returncode == 3, done.stderr
+    assert "ban-drop-column" in done.stderr
+    assert "other" not in project.tables()
+    up = project.mg("up")  # 001 alone has no error finding
+    assert up.returncode == 0, up.stderr
+    assert project.mg("up").returncode == 3
+    dry = project.mg("apply", "--dry-run")
+    assert dry.returncode == 3
+    assert project.mg("apply", "--no-lint").returncode == 0
+    assert project.sql("SELECT count(*) FROM _migrations")[0][0] == 2
+
+
+def test_on_apply_off_and_no_lint_skip_it(project: Project) -> None:
+    project.sql(EXISTING)
+    block(project, "off")
+    project.add("001", "setup", SETUP)
+    project.add("002", "drop", DROP)
+    done = project.mg("apply", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "ban-drop-column" not in done.stderr
+    block(project, "warn")
+    done = project.mg("apply", "--dry-run", "--no-lint")
+    assert "ban-drop-column" not in done.stderr
+    done = project.mg("apply", "--dry-run")
+    assert "ban-drop-column" in done.stderr
+
+
+def test_apply_lint_uses_the_target_version(project: Project) -> None:
+    project.sql(EXISTING)
+    # A constant default rewrote the table before PostgreSQL 11; the test server is newer.
+    project.add("001", "setup", SETUP)
+    project.add("002", "default", "ALTER TABLE accounts ADD COLUMN n bigint DEFAULT 1;")
+    block(project, extra="  severity: {}\n")
+    done = project.mg("apply", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "adding-field-with-default" not in done.stderr
+    block(project, extra="  server_version: 10\n")
+    assert project.mg("apply", "--dry-run").returncode == 3
+
+
+def test_protected_confirmation_lists_error_findings(project: Project) -> None:
+    project.sql(EXISTING)
+    project.configure({"url": project.database_url}, extra="protected: true\n")
+    project.add("001", "setup", SETUP)
+    project.add("002", "drop", DROP)
+    done = project.mg("apply", "--yes")
+    assert done.returncode == 0, done.stderr
+    prompt = done.stderr[done.stderr.index("protected environment") :]
+    assert "lint found 1 error:" in prompt
+    assert "migrations/002_drop.sql:2:1: ban-drop-column" in prompt
