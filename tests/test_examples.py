@@ -113,8 +113,12 @@ def mg(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def two_migrations(directory: Path) -> None:
-    write_migration(directory, "0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
-    write_migration(directory, "0002", "posts", "CREATE TABLE posts (id int);", "DROP TABLE posts;")
+    write_migration(
+        directory, "0001", "users", "CREATE TABLE users (id bigint);", "DROP TABLE users;"
+    )
+    write_migration(
+        directory, "0002", "posts", "CREATE TABLE posts (id bigint);", "DROP TABLE posts;"
+    )
 
 
 def tables(database_url: str) -> set[str]:
