@@ -49,13 +49,13 @@ def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
     project.add(
         "0003",
         "add_age",
-        "ALTER TABLE users ADD COLUMN age int;",
+        "ALTER TABLE users ADD COLUMN age bigint;",
         "ALTER TABLE users DROP COLUMN email;",  # drops the wrong column
     )
     project.add(
         "0004",
         "audit",
-        "CREATE TABLE IF NOT EXISTS audit (id int);\nCREATE UNIQUE INDEX audit_id ON audit (id);",
+        "CREATE TABLE IF NOT EXISTS audit (id bigint);\nCREATE UNIQUE INDEX audit_id ON audit (id);",
         "DELETE FROM audit;",  # leaves the table: up cannot run again
     )
     project.add("0005", "counter", "CREATE SEQUENCE counter;")  # no down section
