@@ -55,7 +55,8 @@ def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
     project.add(
         "0004",
         "audit",
-        "CREATE TABLE IF NOT EXISTS audit (id bigint);\nCREATE UNIQUE INDEX audit_id ON audit (id);",
+        "CREATE TABLE IF NOT EXISTS audit (id bigint);\n"
+        "CREATE UNIQUE INDEX audit_id ON audit (id);",
         "DELETE FROM audit;",  # leaves the table: up cannot run again
     )
     project.add("0005", "counter", "CREATE SEQUENCE counter;")  # no down section
