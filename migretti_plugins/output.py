@@ -2,7 +2,8 @@
 
 Results (one line per migration applied or rolled back, tables of ``status`` and ``list``) go
 to stdout; progress and diagnostics go to stderr, unless ``--json-log`` hands diagnostics to
-the ``jsonlog`` plugin. On a terminal, long runs show a live counter.
+the ``jsonlog`` plugin. On a terminal, the running migration is shown with its elapsed time
+(see ``progress``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ _progress_shown = False
 def _clear_progress() -> None:
     global _progress_shown
     if _progress_shown:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
+        from migretti_plugins import progress
+
+        progress.stop()
         _progress_shown = False
 
 
@@ -50,10 +52,12 @@ def mg_report(options: Options, event: Event) -> None:
     if options.json_log:
         return
     if event.name == "migration.started":
-        total = event.fields.get("total", 0)
-        if isinstance(total, int) and total > 1 and sys.stderr.isatty():
-            sys.stderr.write(f"\r\033[K[{event.fields.get('index')}/{total}] {event.message}")
-            sys.stderr.flush()
+        # The message is "[i/n] ID name"; on a terminal it stays shown with its elapsed time.
+        _clear_progress()
+        if sys.stderr.isatty():
+            from migretti_plugins import progress
+
+            progress.show(event.message)
             _progress_shown = True
         elif options.verbose:
             print(event.message, file=sys.stderr)
