@@ -48,6 +48,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("check", "migretti_plugins.check"),
     ("baseline", "migretti_plugins.baseline"),
     ("lint", "migretti_plugins.lint"),
+    ("schema", "migretti_plugins.schema"),
 )
 
 ORIGIN_BUILTIN = "builtin"

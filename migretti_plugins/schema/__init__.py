@@ -1,0 +1,134 @@
+"""Builtin ``schema``: ``mg schema dump`` and the ``schema_file`` kept up to date.
+
+``mg schema dump [-o FILE]`` prints the target's schema (a version-matched ``pg_dump
+--schema-only``, made deterministic) followed by the applied migrations, as dbmate's
+``schema.sql``. With ``schema_file: db/schema.sql`` in mg.yaml, every apply, up, down and
+rollback that changed something rewrites that file after its migrations are committed; if
+writing fails the command exits 1 saying so, and the migrations stay applied.
+
+mg.yaml keys: ``schema_file`` (a path relative to mg.yaml) and the section ``schema`` with
+``pg_dump`` (the program to run; ``PG_DUMP`` in the environment wins).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from migretti_core import hookimpl
+from migretti_core.types import MigrationResult, Plan, Session
+
+__all__ = ["schema_dump"]
+
+
+def _pg_dump_setting(session: Session) -> str | None:
+    from migretti_core.settings import plugin_settings
+
+    given = os.environ.get("PG_DUMP")
+    if given:
+        return given
+    section = plugin_settings(session.config, "schema")
+    section.check_keys(["pg_dump"])
+    return section.text("pg_dump") or None
+
+
+def schema_file(session: Session) -> Path | None:
+    """The configured ``schema_file``, absolute; None when not set."""
+    from migretti_core.errors import ConfigError
+
+    value = session.config.settings.get("schema_file")
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("schema_file: must be a path (relative to mg.yaml)")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else session.config.root / path
+
+
+def schema_dump(session: Session) -> str:
+    """The target's schema and applied migrations, as ``mg schema dump`` prints them."""
+    from migretti_core import engine
+    from migretti_plugins.schema.dump import dump
+
+    with engine.connected(session) as conn:
+        return dump(session, conn, _pg_dump_setting(session))
+
+
+def _rewrite(session: Session, what: str) -> None:
+    from migretti_core import engine
+    from migretti_core.errors import HookFailed, MgError
+    from migretti_plugins.schema.dump import write_atomically
+
+    path = schema_file(session)
+    if path is None:
+        return
+    shown = engine.display_path(path)
+    try:
+        write_atomically(path, schema_dump(session))
+    except (MgError, OSError) as exc:
+        reason = exc.message if isinstance(exc, MgError) else f"{exc.strerror or exc}"
+        raise HookFailed(
+            f"the {what} is committed, but the schema file {shown} was not rewritten: {reason}",
+            hint="fix the cause and run `mg schema dump -o " + shown + "`",
+        ) from None
+    engine.report(session, "schema.written", "debug", f"wrote {shown}", path=str(path))
+
+
+@hookimpl
+def mg_config_sections() -> list[str]:
+    return ["schema", "schema_file"]
+
+
+@hookimpl
+def mg_after_apply(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
+    _rewrite(session, "apply")
+
+
+@hookimpl
+def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
+    _rewrite(session, "rollback")
+
+
+@hookimpl
+def mg_register_commands(cli: click.Group) -> None:
+    cli.add_command(schema_group)
+
+
+@click.group("schema")
+def schema_group() -> None:
+    """The database's schema as SQL (pg_dump of the server's version)."""
+
+
+@schema_group.command("dump")
+@click.option(
+    "-o", "--output", "output", metavar="FILE", help="Write to FILE instead of standard output."
+)
+@click.pass_context
+def dump_command(ctx: click.Context, output: str | None) -> Any:
+    """Print the schema (pg_dump --schema-only) followed by the applied migrations.
+
+    The same database gives the same bytes. pg_dump must match the server's major version:
+    the embedded server's own, else PG_DUMP / schema.pg_dump, else one on PATH.
+    """
+    from migretti_core.cli import app_of
+    from migretti_plugins.schema.dump import write_atomically
+
+    session = app_of(ctx).session("schema dump")
+    text = schema_dump(session)
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        path = Path(output)
+        try:
+            write_atomically(path, text)
+        except OSError as exc:
+            from migretti_core.errors import MgError
+
+            raise MgError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return 0

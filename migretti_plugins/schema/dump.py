@@ -1,0 +1,232 @@
+"""A deterministic ``pg_dump --schema-only`` of the target, followed by its applied migrations.
+
+``pg_dump`` must have the server's major version (a newer one prints differently, an older one
+refuses). Which one runs:
+
+1. for the embedded server, the one in the embedded wheel;
+2. else ``PG_DUMP`` (environment) or ``schema.pg_dump`` (mg.yaml), which must match;
+3. else the first of ``pg_dump`` on ``PATH`` and the embedded wheel's whose major version
+   matches the server's.
+
+A mismatch is an error naming both versions. The output is the same bytes for the same
+schema: pg_dump's per-run ``\\restrict`` key and its version comments are removed, and the
+applied migrations come as one ``INSERT`` in application order with no timestamps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migretti_core.errors import ConfigError, DatabaseError
+from migretti_core.types import Session
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_DROP_LINE = re.compile(
+    r"^(?:\\restrict .*|\\unrestrict .*|-- Dumped from database version .*"
+    r"|-- Dumped by pg_dump version .*)\n",
+    re.MULTILINE,
+)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class PgDump:
+    """A pg_dump program and its major version."""
+
+    path: Path
+    major: int
+    version: str
+
+
+def _is_embedded(database: Mapping[str, Any]) -> bool:
+    flag = database.get("embedded")
+    if isinstance(flag, str):
+        flag = flag.strip().lower() in ("1", "true", "yes", "on")
+    url = database.get("url")
+    return bool(flag) or (isinstance(url, str) and url.strip().lower().startswith("embedded:"))
+
+
+def _embedded_pg_dump() -> Path | None:
+    try:
+        from migretti_plugins.embedded_server import EmbeddedServer
+
+        path = EmbeddedServer.bin_dir() / "pg_dump"
+    except (ImportError, ConfigError):
+        return None
+    return path if path.exists() else None
+
+
+def probe(path: Path) -> PgDump | None:
+    """The version of the pg_dump at ``path``; None when it does not run."""
+    try:
+        done = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _VERSION.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        return None
+    version = match.group(1) + (f".{match.group(2)}" if match.group(2) else "")
+    return PgDump(path, int(match.group(1)), version)
+
+
+def find_pg_dump(session: Session, server_major: int, explicit: str | None) -> PgDump:
+    """A pg_dump of the server's major version, or a ``ConfigError`` naming both versions."""
+    if _is_embedded(session.config.database):
+        path = _embedded_pg_dump()
+        if path is None:
+            raise ConfigError(
+                "the embedded server's pg_dump is missing; reinstall migretti[embedded]"
+            )
+        found = probe(path)
+        if found is None:
+            raise ConfigError(f"the embedded server's pg_dump at {path} does not run")
+        return found
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_absolute() and os.sep not in explicit:
+            located = shutil.which(explicit)
+            path = Path(located) if located else path
+        elif not path.is_absolute():
+            path = session.config.root / path
+        found = probe(path)
+        if found is None:
+            raise ConfigError(f"pg_dump {path} (PG_DUMP or schema.pg_dump) does not run")
+        if found.major != server_major:
+            raise ConfigError(
+                f"pg_dump {found.version} at {path} does not match the server's PostgreSQL "
+                f"{server_major}; point PG_DUMP or schema.pg_dump at a pg_dump {server_major}"
+            )
+        return found
+    seen: list[PgDump] = []
+    candidates = [shutil.which("pg_dump"), _embedded_pg_dump()]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        found = probe(Path(candidate))
+        if found is None:
+            continue
+        if found.major == server_major:
+            return found
+        seen.append(found)
+    if not seen:
+        raise ConfigError(
+            f"no pg_dump found for the server's PostgreSQL {server_major}: install it, or set "
+            "PG_DUMP or schema.pg_dump to its path"
+        )
+    versions = ", ".join(f"pg_dump {d.version} at {d.path}" for d in seen)
+    raise ConfigError(
+        f"no pg_dump of the server's major version: the server runs PostgreSQL {server_major}, "
+        f"found {versions}; set PG_DUMP or schema.pg_dump to a pg_dump {server_major}"
+    )
+
+
+def clean(text: str) -> str:
+    """pg_dump's output without what changes from run to run."""
+    text = _DROP_LINE.sub("", text)
+    return _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
+
+
+def run_pg_dump(session: Session, pg_dump: PgDump) -> str:
+    """The cleaned schema-only dump of the target."""
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(session.hooks.connection_params(session))
+    password = params.pop("password", None)
+    env = dict(os.environ)
+    if password:
+        env["PGPASSWORD"] = password
+    args = [
+        str(pg_dump.path),
+        "--schema-only",
+        "--no-owner",
+        "--no-privileges",
+        "--format=plain",
+        "--encoding=UTF8",
+        "--dbname",
+        make_conninfo("", **params),
+    ]
+    try:
+        done = subprocess.run(args, capture_output=True, env=env, timeout=_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DatabaseError(f"pg_dump could not run: {exc}") from None
+    if done.returncode != 0:
+        error = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = session.hooks.redact(error[0] if error else f"exit code {done.returncode}")
+        raise DatabaseError(f"pg_dump failed: {reason.removeprefix('pg_dump: error: ')}")
+    return clean(done.stdout.decode("utf-8"))
+
+
+_HISTORY = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+               AND a.attname = 'apply_seq' AND NOT a.attisdropped)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass('_migrations')
+"""
+
+
+def _literal(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    text = value.replace("'", "''")
+    return ("E'" + text.replace("\\", "\\\\") + "'") if "\\" in text else f"'{text}'"
+
+
+def applied_section(session: Session, conn: Any) -> str:
+    """The applied migrations as an INSERT into the history table, in application order."""
+    from migretti_core.state import order_history
+
+    rows = session.hooks.query(session, conn, _HISTORY)
+    lines = ["--", "-- Applied migrations (migretti)", "--", ""]
+    if not rows:
+        return "\n".join([*lines, "-- none", ""])
+    table, has_seq = str(rows[0][0]), bool(rows[0][1])
+    applied = [
+        e for e in order_history(session.hooks.history_read(session, conn)) if e.status == "applied"
+    ]
+    if not applied:
+        return "\n".join([*lines, "-- none", ""])
+    columns = "id, name, checksum, status" + (", apply_seq" if has_seq else "")
+    values = []
+    for index, entry in enumerate(applied, start=1):
+        parts = [_literal(entry.id), _literal(entry.name), _literal(entry.checksum), "'applied'"]
+        if has_seq:
+            parts.append(str(index))
+        values.append("    (" + ", ".join(parts) + ")")
+    lines.append(f"INSERT INTO {table} ({columns}) VALUES")
+    lines.append(",\n".join(values) + ";")
+    return "\n".join(lines) + "\n"
+
+
+def server_major(session: Session, conn: Any) -> int:
+    rows = session.hooks.query(session, conn, "SHOW server_version_num")
+    return int(rows[0][0]) // 10000
+
+
+def dump(session: Session, conn: Any, explicit_pg_dump: str | None) -> str:
+    """Schema followed by the applied migrations, as text."""
+    pg_dump = find_pg_dump(session, server_major(session, conn), explicit_pg_dump)
+    return run_pg_dump(session, pg_dump) + "\n" + applied_section(session, conn)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.mg-tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()

@@ -1,0 +1,105 @@
+"""`mg schema dump` and `schema_file:`: a deterministic, version-matched schema.sql."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mgproject import Project
+
+from migretti_core.testing import fresh_database
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    project.add(
+        "0001",
+        "users",
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL);",
+        "DROP TABLE users;",
+    )
+    project.add(
+        "0002", "email_idx", "CREATE INDEX users_email ON users (email);", "DROP INDEX users_email;"
+    )
+    yield project
+    project.close()
+
+
+def test_dump_is_deterministic_and_lists_applied_migrations(project: Project) -> None:
+    assert project.mg("apply").returncode == 0
+    first = project.mg("schema", "dump")
+    assert first.returncode == 0, first.stderr
+    second = project.mg("schema", "dump")
+    assert first.stdout == second.stdout
+    text = first.stdout
+    assert "CREATE TABLE public.users" in text
+    assert "CREATE INDEX users_email ON public.users" in text
+    assert "\\restrict" not in text and "Dumped from" not in text and "Dumped by" not in text
+    tail = text[text.index("-- Applied migrations") :]
+    assert tail.index("'0001'") < tail.index("'0002'")
+    assert "INSERT INTO public._migrations" in tail
+
+    out = project.root / "db" / "schema.sql"
+    assert project.mg("schema", "dump", "-o", "db/schema.sql").returncode == 0
+    assert out.read_text() == text
+
+
+def test_a_dump_loads_into_a_database_mg_sees_as_up_to_date(project: Project, pg_url: str) -> None:
+    import psycopg
+
+    assert project.mg("apply").returncode == 0
+    text = project.mg("schema", "dump").stdout
+    with fresh_database(pg_url) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(text.encode())
+        loaded = Project(project.root, url, configure=False)
+        env = {"MG_DATABASE_URL": url}
+        assert loaded.mg("status", "--exit-code", env=env).returncode == 0
+        assert loaded.mg("schema", "dump", env=env).stdout == text
+
+
+def test_a_pg_dump_of_another_major_version_is_refused(project: Project) -> None:
+    fake = project.root / "pg_dump_12"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.3'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    server = project.value("SHOW server_version_num")
+    major = int(server) // 10000
+    done = project.mg("schema", "dump", env={"PG_DUMP": str(fake)})
+    assert done.returncode == 2
+    assert "12.3" in done.stderr and f"PostgreSQL {major}" in done.stderr
+    project.configure(extra=f"schema:\n  pg_dump: {json.dumps(str(fake))}\n")
+    done = project.mg("schema", "dump")
+    assert done.returncode == 2 and "12.3" in done.stderr
+
+
+def test_schema_file_follows_every_change(project: Project) -> None:
+    project.configure(extra="schema_file: db/schema.sql\n")
+    path = project.root / "db" / "schema.sql"
+    assert project.mg("up").returncode == 0
+    assert "CREATE TABLE public.users" in path.read_text()
+    assert "users_email" not in path.read_text()
+    assert project.mg("apply").returncode == 0
+    assert "CREATE INDEX users_email" in path.read_text()
+    assert path.read_text() == project.mg("schema", "dump").stdout
+    assert project.mg("down").returncode == 0
+    assert "users_email" not in path.read_text()
+    assert project.mg("rollback").returncode == 0
+    assert "CREATE TABLE public.users" not in path.read_text()
+    assert project.mg("apply", "--dry-run").returncode == 0
+    assert "CREATE TABLE public.users" not in path.read_text()
+
+
+def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: Project) -> None:
+    (project.root / "blocker").write_text("a file, not a directory\n")
+    project.configure(extra="schema_file: blocker/schema.sql\n")
+    done = project.mg("apply")
+    assert done.returncode == 1
+    assert "blocker/schema.sql" in done.stderr and "committed" in done.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert project.mg("status", "--exit-code").returncode == 0
+    assert not os.path.isdir(project.root / "blocker")
