@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from migretti_core.errors import MgError
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -271,6 +273,7 @@ class Templates:
         self.seeds = seeds
         self._admin: psycopg.Connection[Any] | None = None
         self._name: str | None = None
+        self._failure: str | None = None
 
     def _migretti(self, url: str) -> Migretti:
         from migretti_core.application import Migretti
@@ -303,9 +306,21 @@ class Templates:
         return project[:8], _digest(parts)[:16]
 
     def name(self) -> str:
-        """The template for the current migration files, built if needed."""
+        """The template for the current migration files, built if needed.
+
+        A build that fails (a broken migration) fails every test that needs it with mg's own
+        message, without being tried again for each of them.
+        """
+        if self._failure is not None:
+            pytest.fail(self._failure, pytrace=False)
         if self._name is None:
-            self._name = self._build()
+            try:
+                self._name = self._build()
+            except MgError as exc:
+                self._failure = f"migrating the test template failed: {exc}"
+                if exc.hint:
+                    self._failure += f"\n  hint: {exc.hint}"
+                pytest.fail(self._failure, pytrace=False)
         return self._name
 
     def _build(self) -> str:

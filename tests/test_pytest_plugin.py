@@ -209,3 +209,13 @@ def test_inactive_until_a_fixture_is_requested(tmp_path: Path, requested: bool) 
         assert "mg_database" in done.stdout and "mg_server" in done.stdout
     else:
         assert "1 passed" in done.stdout
+
+
+def test_a_broken_migration_fails_the_tests_with_mg_s_message(tmp_path: Path, pg_url: str) -> None:
+    app = make_app(tmp_path / "app", extra_migration="ALTER TABLE nowhere ADD COLUMN x int;")
+    done = run_pytest(app, env={"MG_TEST_DATABASE_URL": pg_url})
+    assert done.returncode == 1
+    assert "3 errors" in done.stdout
+    assert done.stdout.count("migrating the test template failed") >= 3
+    assert "migrations/0002_more.sql:" in done.stdout
+    assert "Traceback" not in done.stdout
