@@ -85,7 +85,9 @@ def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
 
     assert found["0005"]["ok"] is True
     assert "no down section" in " ".join(found["0005"]["warnings"])  # type: ignore[arg-type]
-    assert data["lint"] == []
+    # Each file is also linted on its own, as `mg lint --all` does.
+    rules = {(f["path"], f["rule"]) for f in data["lint"]}  # type: ignore[union-attr]
+    assert ("migrations/0002_email_index.sql", "require-concurrent-index-creation") in rules
 
     # The project's own database is untouched, and no scratch database is left behind.
     assert project.tables() == set()
@@ -263,3 +265,30 @@ def test_default_scratch_server_is_a_temporary_embedded_one(project: Project) ->
     assert "index public.users_email: left behind by down" in done.stdout
     assert "temporary embedded" in done.stderr
     assert project.tables() == set()
+
+
+def test_lint_findings_are_reported_and_errors_fail_the_check(
+    project: Project, pg_url: str
+) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add(
+        "0002",
+        "drop_email",
+        "ALTER TABLE users DROP COLUMN email;",
+        "ALTER TABLE users ADD COLUMN email text NOT NULL DEFAULT '';\n"
+        "ALTER TABLE users ALTER COLUMN email DROP DEFAULT;",
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 3 and data["ok"] is False
+    assert all(m["ok"] for m in data["migrations"])  # type: ignore[union-attr]
+    lint = data["lint"]
+    assert isinstance(lint, list)
+    found = [f for f in lint if f["rule"] == "ban-drop-column"]
+    assert found and found[0]["severity"] == "error"
+    assert found[0]["path"].endswith("0002_drop_email.sql") and found[0]["line"] == 2
+    text = project.mg("check", "--database-url", pg_url).stdout
+    assert "lint  migrations/0002_drop_email.sql:2:" in text and "ban-drop-column" in text
+
+    # Without a linter (the lint plugin blocked) the round trips alone decide.
+    done = project.mg("-p", "no:lint", "check", "--database-url", pg_url, "--format", "json")
+    assert done.returncode == 0 and json.loads(done.stdout)["lint"] == []

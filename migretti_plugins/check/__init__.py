@@ -83,17 +83,17 @@ def drift(session: Session, *, database_url: str | None = None) -> DriftReport:
     return run_drift(session, database_url=_database_url(session, database_url))
 
 
-def _lint(session: Session, migrations: Sequence[Migration]) -> list[dict[str, Any]]:
-    """Findings of the ``mg_lint`` hook (the ``lint`` plugin) for the whole directory, in the
-    order the migrations run; none when no plugin lints."""
-    import migretti_core.types as core_types
+def _lint(
+    session: Session, migrations: Sequence[Migration], server_version: int | None
+) -> list[dict[str, Any]]:
+    """Findings of the ``mg_lint`` hook (the ``lint`` plugin) for every migration, each judged
+    on its own as ``mg lint --all`` does (in production the earlier ones ran long ago), for
+    the scratch server's version; none without a linter."""
     from migretti_core.engine import display_path
+    from migretti_core.types import LintRequest
 
-    lint = getattr(session.hooks, "lint", None)
-    request_type = getattr(core_types, "LintRequest", None)
-    if lint is None or request_type is None:
-        return []
-    findings = lint(session, request_type(tuple(migrations), plan=True)) or []
+    request = LintRequest(tuple(migrations), target_version=server_version, plan=False)
+    findings = session.hooks.lint(session, request)
     return [finding.as_dict(display_path(finding.path)) for finding in findings]
 
 
@@ -162,7 +162,8 @@ def render_check(result: CheckReport) -> str:
     for problem in result.seeds:
         lines.append(f"FAIL  seeds: {problem}")
     for f in result.lint:
-        lines.append(f"lint  {f['path']}:{f['line']}:{f['column']}: {f['rule']}: {f['message']}")
+        where = f"{f['path']}:{f['line']}:{f['column']}"
+        lines.append(f"lint  {where}: {f['rule']}: {f['message']} ({f['severity']})")
     bad = sum(1 for m in result.migrations if not m.ok)
     lines.append(
         f"{'ok' if result.ok else 'FAILED'}: {len(result.migrations)} migration"

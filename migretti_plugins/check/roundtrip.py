@@ -25,7 +25,7 @@ from migretti_core.types import Migration, Session
 from migretti_plugins.check import diff, snapshot
 from migretti_plugins.check.scratch import Scratch, scratch_database
 
-Linter = Callable[[Session, Sequence[Migration]], list[dict[str, Any]]]
+Linter = Callable[[Session, Sequence[Migration], "int | None"], list[dict[str, Any]]]
 
 
 @dataclass
@@ -116,8 +116,9 @@ def run_check(
         _round_trips(scratch, migrations, result, require_down)
         if seeds and not result.failed:
             result.seeds = _run_seeds(scratch)
+        version = scratch.server_version
     if linter is not None:
-        result.lint = linter(session, migrations)
+        result.lint = linter(session, migrations, version)
     return result
 
 
