@@ -35,6 +35,7 @@ from migretti_core.results import (
     CheckResult,
     FixResult,
     HistoryRow,
+    LintResult,
     MigrationOutcome,
     MigrationRow,
     Mismatch,
@@ -52,6 +53,7 @@ from migretti_core.types import (
     Direction,
     Event,
     HistoryEntry,
+    LintFinding,
     MigrationResult,
     Plan,
     Session,
@@ -215,6 +217,15 @@ def _seconds(value: float | str | None) -> float | None:
         return parse_duration(value)
     except ValueError as exc:
         raise UsageError(f"lock_timeout: {exc}") from exc
+
+
+def engine_line(finding: LintFinding) -> str:
+    from migretti_core.engine import display_path
+
+    return (
+        f"{display_path(finding.path)}:{finding.line}:{finding.column}: "
+        f"{finding.rule}: {finding.message}"
+    )
 
 
 def _history_row(entry: HistoryEntry | None) -> HistoryRow | None:
@@ -582,6 +593,53 @@ class Migretti:
             error = StateError(
                 "verify: " + "; ".join(parts),
                 hint="restore the files from version control",
+            )
+            error.result = result
+            raise error
+        return result
+
+    def lint(
+        self,
+        names: Sequence[str] | str | None = None,
+        *,
+        all: bool = False,
+        strict: bool = False,
+        enable: Sequence[str] = (),
+        disable: Sequence[str] = (),
+        server_version: int | None = None,
+        raise_on_errors: bool = True,
+    ) -> LintResult:
+        """Lint the pending migrations (``all=True``: every file; or ``names``), like
+        ``mg lint``. An error-level finding (with ``strict``, any) raises ``StateError``
+        (exit code 3) carrying the result; ``raise_on_errors=False`` returns it."""
+        from migretti_core.types import LintRequest
+
+        if self._app.loader.pm.get_plugin("lint") is None:
+            raise PluginError("lint is not available: the lint plugin is not loaded")
+        from migretti_plugins.lint.command import plan_to_lint
+
+        wanted = [names] if isinstance(names, str) else builtins.list(names or ())
+        with self._lock:
+            session = self._session("lint")
+            migrations, plan, version = plan_to_lint(session, all, wanted)
+            request = LintRequest(
+                tuple(migrations),
+                server_version=server_version,
+                target_version=version,
+                plan=plan,
+                enable=tuple(enable),
+                disable=tuple(disable),
+            )
+            findings = session.hooks.lint(session, request)
+        result = LintResult(tuple(findings), len(migrations))
+        if raise_on_errors and (result.errors or (strict and result.findings)):
+            shown = [engine_line(f) for f in result.findings[:5]]
+            more = len(result.findings) - len(shown)
+            error = StateError(
+                f"lint: {result.errors} error{'s' if result.errors != 1 else ''}, "
+                f"{result.warnings} warning{'s' if result.warnings != 1 else ''}\n  "
+                + "\n  ".join(shown)
+                + (f"\n  ... and {more} more" if more > 0 else "")
             )
             error.result = result
             raise error

@@ -12,7 +12,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
-from migretti_core.types import Direction
+from migretti_core.types import Direction, LintFinding
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -284,10 +284,38 @@ class CheckResult:
         }
 
 
+@dataclass(frozen=True)
+class LintResult:
+    """``mg lint``: the findings (``LintFinding``: path, line, column, rule, severity,
+    message, help, migration) and how many migrations were linted."""
+
+    findings: tuple[LintFinding, ...] = ()
+    linted: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity == "error")
+
+    @property
+    def warnings(self) -> int:
+        return len(self.findings) - self.errors
+
+    @property
+    def ok(self) -> bool:
+        """No error-level finding (warnings allowed), as ``mg lint`` exits 0."""
+        return self.errors == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        from migretti_core.engine import display_path
+
+        return {"findings": [f.as_dict(display_path(f.path)) for f in self.findings]}
+
+
 __all__ = [
     "CheckResult",
     "FixResult",
     "HistoryRow",
+    "LintResult",
     "MigrationCheckResult",
     "MigrationOutcome",
     "MigrationRow",

@@ -416,3 +416,31 @@ def test_check_round_trips_on_a_scratch_database(
     assert [m.id for m in result.migrations if not m.ok] == ["0002"]
     done = project.mg("check", "--database-url", pg_url, "--format", "json")
     assert result.as_dict() | {"database": ""} == json.loads(done.stdout) | {"database": ""}
+
+
+def test_lint_returns_findings_and_raises_on_errors(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project.root)  # files are shown relative to the working directory
+    project.add("0001", "accounts", "CREATE TABLE accounts (id bigint, old text);")
+    project.add("0002", "posts", "CREATE TABLE posts (id integer);")  # a warning
+    mg = Migretti(config=project.root / "mg.yaml")
+
+    warned = mg.lint()
+    assert warned.ok and warned.linted == 2
+    assert [f.rule for f in warned.findings] == ["prefer-bigint-over-int"]
+    with pytest.raises(StateError):
+        mg.lint(strict=True)
+
+    mg.apply()
+    project.add("0003", "drop", "ALTER TABLE accounts DROP COLUMN old;")
+    with pytest.raises(StateError) as failed:
+        mg.lint()
+    assert failed.value.exit_code == 3
+    assert "ban-drop-column" in str(failed.value)
+    result = mg.lint(raise_on_errors=False)
+    assert result.linted == 1 and result.errors == 1
+    done = project.mg("lint", "--format", "json")
+    assert result.as_dict() == json.loads(done.stdout)
+    assert mg.lint(all=True, raise_on_errors=False).linted == 3
+    assert mg.lint(["0002"]).linted == 1
