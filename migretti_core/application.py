@@ -231,7 +231,9 @@ def engine_line(finding: LintFinding) -> str:
 def _history_row(entry: HistoryEntry | None) -> HistoryRow | None:
     if entry is None:
         return None
-    return HistoryRow(entry.id, entry.name, entry.status, entry.applied_at, entry.checksum)
+    return HistoryRow(
+        entry.id, entry.name, entry.status, entry.applied_at, entry.checksum, entry.baseline
+    )
 
 
 def _outcome(result: MigrationResult) -> MigrationOutcome:
@@ -543,6 +545,7 @@ class Migretti:
             head=_history_row(state.head),
             problems=tuple(counts["problems"]),
             ok=bool(counts["ok"]),
+            baseline=int(counts.get("baseline", 0)),
         )
 
     def list(self) -> tuple[MigrationRow, ...]:
@@ -558,6 +561,7 @@ class Migretti:
                 row.status,
                 row.applied_at,
                 row.migration.filename if row.migration else None,
+                bool(row.entry and row.entry.baseline),
             )
             for row in state.rows()
         )

@@ -28,6 +28,7 @@ class HistoryRow:
     status: str
     applied_at: datetime | None = None
     checksum: str | None = None
+    baseline: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,7 @@ class HistoryRow:
             "status": self.status,
             "applied_at": _iso(self.applied_at),
             "checksum": self.checksum,
+            "baseline": self.baseline,
         }
 
 
@@ -105,6 +107,8 @@ class RunResult:
 class StatusResult:
     """``mg status``: counts, the current head and every problem (never raises on problems).
 
+    ``baseline`` counts the applied migrations recorded by ``mg baseline`` (never run).
+
     ``ok`` is what ``mg status --exit-code`` gates on: nothing pending, failed, running,
     changed since applied or missing.
     """
@@ -116,10 +120,12 @@ class StatusResult:
     head: HistoryRow | None
     problems: tuple[str, ...] = ()
     ok: bool = True
+    baseline: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "baseline": self.baseline,
             "counts": {
                 "applied": self.applied,
                 "pending": self.pending,
@@ -140,6 +146,7 @@ class MigrationRow:
     status: str
     applied_at: datetime | None = None
     file: str | None = None
+    baseline: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +155,7 @@ class MigrationRow:
             "status": self.status,
             "applied_at": _iso(self.applied_at),
             "file": self.file,
+            "baseline": self.baseline,
         }
 
 
