@@ -357,19 +357,33 @@ _INVALID_INDEX_NOTE = (
 class MigrationQuery:
     """The one query a migration is sent as: the lock check, the migration's SQL, its record.
 
-    ``sql_start``/``sql_end`` locate the migration's SQL in ``text``, so the position of a
-    server error tells which of the three parts failed.
+    Kept in three parts, so a 20 MB migration is not copied to put them together, and so
+    the position of a server error tells which part failed.
     """
 
-    text: str
-    sql_start: int
-    sql_end: int
+    head: str
+    sql: str
+    tail: str
 
     @classmethod
     def build(cls, check: str | None, sql: str, record: str | None) -> MigrationQuery:
-        head = f"{check};\n" if check else ""
-        tail = f"\n;\n{record}" if record else ""
-        return cls(head + sql + tail, len(head), len(head) + len(sql))
+        return cls(f"{check};\n" if check else "", sql, f"\n;\n{record}" if record else "")
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        return (self.head, self.sql, self.tail)
+
+    @property
+    def text(self) -> str:
+        return self.head + self.sql + self.tail
+
+    @property
+    def sql_start(self) -> int:
+        return len(self.head)
+
+    @property
+    def sql_end(self) -> int:
+        return len(self.head) + len(self.sql)
 
     def part(self, position: int | None) -> str:
         """``check``, ``sql`` or ``record``: where the 1-based ``position`` falls."""
@@ -383,9 +397,14 @@ class MigrationQuery:
 
     def own_text_removed(self, message: str) -> str:
         """A server message quoting the SQL ("at or near ...") cut before mg's own statements."""
-        tail = self.text[self.sql_end : self.sql_end + 16]
+        tail = self.tail[:16]
         at = message.find(tail) if tail else -1
         return message if at == -1 else message[:at].rstrip() + '..."'
+
+
+def _blank(sql: str) -> bool:
+    """``not sql.strip()`` without copying a large text."""
+    return not sql or sql.isspace()
 
 
 def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
@@ -403,18 +422,20 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
     if migration.transactional:
         change = HistoryChange(migration.id, migration.name, migration.checksum, action, status)
         record = hooks.history_sql(session, change)
-        # One query: the lock check, the SQL as written, the history row; one transaction.
-        query = MigrationQuery.build(check, sql if sql.strip() else "", record)
+        # One query: the lock check, the SQL as written, the history row; one transaction,
+        # which the database plugin opens and commits in the same round trip when it can.
+        query = MigrationQuery.build(check, "" if _blank(sql) else sql, record)
         writing = False
         try:
-            with hooks.transaction(session, conn):
-                if query.text:
-                    hooks.execute(session, conn, query.text)
-                if not record:
-                    writing = True
-                    timed = dataclasses.replace(change, duration_ms=done())
-                    hooks.history_write(session, conn, timed)
-                    writing = False
+            if not (record and hooks.execute_transaction(session, conn, query.parts)):
+                with hooks.transaction(session, conn):
+                    if query.sql or query.head or query.tail:
+                        hooks.execute(session, conn, query.text)
+                    if not record:
+                        writing = True
+                        timed = dataclasses.replace(change, duration_ms=done())
+                        hooks.history_write(session, conn, timed)
+                        writing = False
         except SqlError as exc:
             part = "record" if writing else query.part(exc.position)
             raise _query_failure(
@@ -422,7 +443,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
             ) from exc
         return done()
 
-    statements: list[Statement] = hooks.split_statements(sql) if sql.strip() else []
+    statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(sql)
     running = HistoryChange(
         migration.id, migration.name, migration.checksum, action, "running", log=False
     )

@@ -242,6 +242,11 @@ class Hooks:
     def execute(self, session: Session, conn: Any, sql: str) -> None:
         self._first("mg_execute", "SQL execution", session=session, conn=conn, sql=sql)
 
+    def execute_transaction(self, session: Session, conn: Any, parts: Sequence[str]) -> bool:
+        """True when a plugin ran ``parts`` as one transaction; False leaves it to the caller."""
+        done = self._relay.mg_execute_transaction(session=session, conn=conn, parts=parts)
+        return bool(done)
+
     def transaction(
         self, session: Session, conn: Any, rollback: bool = False
     ) -> AbstractContextManager[Any]:

@@ -172,6 +172,18 @@ def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
 
 
 @hookspec(firstresult=True)
+def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) -> bool | None:
+    """Run the concatenation of ``parts`` as a transaction of its own, in one go.
+
+    Committed when every statement succeeds, rolled back when one fails; raise ``SqlError``
+    as ``mg_execute`` does, ``position`` counting in the concatenated text. The engine sends
+    each transactional migration this way (the lock check, the SQL, its history statements)
+    when no transaction is open. None: not handled; the engine then opens
+    ``mg_transaction`` and calls ``mg_execute``.
+    """
+
+
+@hookspec(firstresult=True)
 def mg_transaction(
     session: Session, conn: Any, rollback: bool
 ) -> AbstractContextManager[Any] | None:

@@ -313,15 +313,119 @@ def execute_script(
             error.position = statement_position(sql, split, index)
         raise error
     if in_transaction and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        raise SqlError(
-            "the SQL ended the transaction migretti runs it in (COMMIT, ROLLBACK or END); "
-            "its changes may be committed without a history record",
-            hint="remove transaction control statements, or mark the migration "
-            "-- migrate: no-transaction",
-        )
+        raise SqlError(_ENDED_TRANSACTION, hint=_ENDED_TRANSACTION_HINT)
 
 
-def refuse_nul(sql: str) -> None:
+@hookimpl(trylast=True)
+def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) -> bool | None:
+    if not _is_psycopg(conn) or _depth.get(conn, 0) > 0:
+        return None  # inside a transaction already: the engine nests one with mg_transaction
+    execute_transaction(conn, parts, lambda text: session.hooks.split_statements(text))
+    return True
+
+
+_BEGIN = "BEGIN;\n"
+_COMMIT = "\n;\nCOMMIT;"
+_ENCODE_CHUNK = 1 << 20
+_NO_ACTIVE_TRANSACTION = "25P01"  # the warning of a COMMIT with no transaction open
+
+
+def execute_transaction(
+    conn: psycopg.Connection[Any],
+    parts: Sequence[str],
+    split: Callable[[str], Sequence[Statement]] | None = None,
+) -> None:
+    """Run the concatenated ``parts`` in a transaction of their own, in one round trip.
+
+    ``BEGIN``, the parts and ``COMMIT`` go as one simple-protocol query. A failing statement
+    makes the server skip the rest of the query, ``COMMIT`` included, and the transaction
+    is then rolled back; a syntax error anywhere means nothing ran at all. Errors count
+    positions in the concatenated parts, as if they had been sent alone. The text is
+    encoded a chunk at a time into one buffer, so a large migration is not copied twice.
+    """
+    import psycopg
+    from psycopg import pq
+
+    if conn.closed:
+        raise DatabaseError("the database connection is closed")
+    encoding = conn.info.encoding
+    data = bytearray(_BEGIN.encode(encoding))
+    offset = 0
+    for part in parts:
+        refuse_nul(part, offset)
+        _encode_into(data, part, encoding, offset)
+        offset += len(part)
+    data += _COMMIT.encode(encoding)
+    ended: list[bool] = []
+
+    def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+        if diagnostic.sqlstate == _NO_ACTIVE_TRANSACTION:
+            ended.append(True)
+
+    with conn.lock:
+        conn.add_notice_handler(notice)
+        try:
+            # The C implementations take the buffer as it is; ctypes wants bytes.
+            conn.pgconn.send_query(data if pq.__impl__ != "python" else bytes(data))  # type: ignore[arg-type]
+            del data  # libpq holds its own copy until it is sent
+            failed, index = conn.wait(_consume_results(conn.pgconn))
+        except psycopg.Error as exc:
+            _rollback_quietly(conn)
+            raise error_from_psycopg(exc) from None
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        finally:
+            conn.remove_notice_handler(notice)
+        if failed is not None:
+            _rollback_quietly(conn)
+    if failed is not None:
+        error = _error_from_result(failed, encoding)
+        if error.position is not None:
+            error.position = max(error.position - len(_BEGIN), 1)
+        elif split is not None and index > 0:
+            # BEGIN was the first statement to complete: the failing one's index in the parts.
+            error.position = statement_position("".join(parts), split, index - 1)
+        raise error
+    if ended:
+        raise SqlError(_ENDED_TRANSACTION, hint=_ENDED_TRANSACTION_HINT)
+
+
+def _encode_into(buffer: bytearray, text: str, encoding: str, offset: int) -> None:
+    """Append ``text`` encoded; ``offset`` is its position in the whole, for errors."""
+    for start in range(0, len(text), _ENCODE_CHUNK):
+        chunk = text[start : start + _ENCODE_CHUNK] if len(text) > _ENCODE_CHUNK else text
+        try:
+            buffer += chunk.encode(encoding)
+        except UnicodeEncodeError as exc:
+            raise SqlError(
+                f"character {exc.object[exc.start]!r} cannot be sent in client encoding {encoding}",
+                position=offset + start + exc.start + 1,
+            ) from None
+
+
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    """End a transaction left open or failed by an interrupted or failed query."""
+    from psycopg import pq
+
+    status = pq.TransactionStatus
+    try:
+        if conn.pgconn.transaction_status in (status.INTRANS, status.INERROR):
+            conn.pgconn.exec_(b"ROLLBACK")
+    except Exception:
+        pass  # the connection is gone: the server rolls back by itself
+
+
+_ENDED_TRANSACTION = (
+    "the SQL ended the transaction migretti runs it in (COMMIT, ROLLBACK or END); "
+    "its changes may be committed without a history record"
+)
+_ENDED_TRANSACTION_HINT = (
+    "remove transaction control statements, or mark the migration -- migrate: no-transaction"
+)
+
+
+def refuse_nul(sql: str, offset: int = 0) -> None:
     """libpq sends a query text only up to a NUL character: never send one.
 
     Migration and seed files with a NUL are refused when they are read; this guards every
@@ -332,7 +436,7 @@ def refuse_nul(sql: str) -> None:
         raise SqlError(
             "the SQL holds a NUL character, which PostgreSQL cannot receive; "
             "it would be cut short there",
-            position=at + 1,
+            position=offset + at + 1,
         )
 
 

@@ -304,6 +304,39 @@ def test_sql_that_commits_the_transaction_is_an_error(session: Session, conn: An
     hooks.execute(session, conn, "BEGIN; INSERT INTO t VALUES (2); COMMIT")
 
 
+def test_execute_transaction_commits_all_or_nothing_in_one_query(
+    session: Session, conn: Any
+) -> None:
+    hooks = session.hooks
+    hooks.execute(session, conn, "CREATE TABLE t (id int)")
+    assert hooks.execute_transaction(session, conn, ["", "INSERT INTO t VALUES (1);", "\n;\n"])
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with pytest.raises(SqlError, match="division by zero") as failed:
+        hooks.execute_transaction(
+            session, conn, ["SELECT 1;\n", "INSERT INTO t VALUES (2);\nSELECT 1 / 0;", "\n;\n"]
+        )
+    # positions count in the parts as if sent alone: here the failing statement's start
+    assert failed.value.position == len("SELECT 1;\nINSERT INTO t VALUES (2);\n") + 1
+    with pytest.raises(SqlError, match="syntax error") as failed:
+        hooks.execute_transaction(session, conn, ["", "INSERT INTO t VALUES (3);\nSELEC 1;", ""])
+    assert failed.value.position == len("INSERT INTO t VALUES (3);\n") + 1
+    # the failed transactions were rolled back and the connection is usable
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert hooks.query(session, conn, "SELECT id FROM t ORDER BY id", ()) == [(1,)]
+
+
+def test_execute_transaction_refuses_sql_that_ends_its_transaction(
+    session: Session, conn: Any
+) -> None:
+    hooks = session.hooks
+    hooks.execute(session, conn, "CREATE TABLE t (id int)")
+    with pytest.raises(SqlError, match="ended the transaction"):
+        hooks.execute_transaction(session, conn, ["", "INSERT INTO t VALUES (1); COMMIT;", ""])
+    # inside an open transaction it is left to mg_transaction and mg_execute
+    with hooks.transaction(session, conn, rollback=True):
+        assert not hooks.execute_transaction(session, conn, ["", "SELECT 1", ""])
+
+
 MEMORY_SCRIPT = """
 import sys
 from migretti_core.types import Config

@@ -320,24 +320,38 @@ def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
 
 def test_hook_mg_execute(scenario: Scenario) -> None:
     sent = [c["sql"] for c in scenario.steps["apply"].of("mg_execute")]
-    # a transactional migration goes as written, in one piece between the lock check and its
-    # history row; the other statement by statement, after the check and its `running` row
-    check, rest = sent[0].split(";\n", 1)
-    assert "pg_locks" in check
-    assert rest.startswith("CREATE TABLE users (id int);\n")
-    assert "INSERT INTO _migrations" in rest
-    assert "pg_locks" in sent[1] and "'running'" in sent[1]
-    assert sent[2:] == [
+    # the transactional migration went through mg_execute_transaction; the other goes
+    # statement by statement, after the lock check and its `running` row
+    assert "pg_locks" in sent[0] and "'running'" in sent[0]
+    assert sent[1:] == [
         "CREATE TABLE tags (id int)",
         "CREATE INDEX CONCURRENTLY tags_id ON tags (id)",
     ]
 
 
+def test_hook_mg_execute_transaction(scenario: Scenario) -> None:
+    calls = scenario.steps["apply"].of("mg_execute_transaction")
+    # one call for the transactional migration: the lock check, the SQL as written, its
+    # history row, which the builtin sends between BEGIN and COMMIT in one round trip
+    assert len(calls) == 1
+    check, sql, record = calls[0]["parts"]
+    assert "pg_locks" in check and check.endswith(";\n")
+    assert sql.startswith("CREATE TABLE users (id int);\n")
+    assert "INSERT INTO _migrations" in record and "'0001'" in record
+    assert scenario.steps["dry-run"].of("mg_execute_transaction") == []
+    # a failing migration: nothing of it stays, and the next run works
+    failure = scenario.steps["failure"]
+    assert failure.result.exit_code == 1
+    assert "0004_broken.sql:6: syntax error" in failure.result.output
+    assert len(failure.of("mg_execute_transaction")) == 1
+
+
 def test_hook_mg_transaction(scenario: Scenario) -> None:
     step = scenario.steps["apply"]
     calls = step.of("mg_transaction")
+    # preparing the history tables; migrations go through mg_execute_transaction
     assert calls and all(c["rollback"] is False for c in calls)
-    assert step.index("mg_transaction") < step.index("mg_execute")
+    assert step.index("mg_transaction") < step.index("mg_execute_transaction")
 
 
 def test_hook_mg_query(scenario: Scenario) -> None:
@@ -392,7 +406,7 @@ def test_hook_mg_history_sql(scenario: Scenario) -> None:
         ("0001", "UP", "applied", None),
         ("0002", "UP", "running", None),
     ]
-    executed = [c["sql"] for c in step.of("mg_execute")]
+    executed = ["".join(c["parts"]) for c in step.of("mg_execute_transaction")]
     assert any("CREATE TABLE users" in sql and "_migrations" in sql for sql in executed)
 
 
