@@ -101,6 +101,8 @@ def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
     assert any(
         line.startswith("FAIL  0002 email_index: down of 0002 does not restore") for line in lines
     )
+    assert "warn  0005 counter: no down section: the migration cannot be rolled back" in lines
+    assert not any(line.startswith("ok    0005") for line in lines)  # one line per migration
 
 
 def test_require_down_makes_a_missing_down_a_problem(project: Project, pg_url: str) -> None:

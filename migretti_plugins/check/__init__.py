@@ -153,7 +153,7 @@ def render_check(result: CheckReport) -> str:
     lines: list[str] = []
     for item in result.migrations:
         label = f"{item.id} {item.name}"
-        if item.ok:
+        if item.ok and not item.warnings:
             lines.append(f"ok    {label}")
         for problem in item.problems:
             lines.append(f"{'skip' if not item.checked else 'FAIL':5} {label}: {problem}")
