@@ -294,3 +294,38 @@ def test_lint_findings_are_reported_and_errors_fail_the_check(
     # Without a linter (the lint plugin blocked) the round trips alone decide.
     done = project.mg("-p", "no:lint", "check", "--database-url", pg_url, "--format", "json")
     assert done.returncode == 0 and json.loads(done.stdout)["lint"] == []
+
+
+def test_an_embedded_project_uses_its_own_server_for_check_and_schema_dump() -> None:
+    import shutil
+    import tempfile
+
+    from mgproject import BIN_DIR
+
+    root = Path(tempfile.mkdtemp(prefix="mg-check-embedded-"))
+    project = Project(root, "", configure=False)
+    try:
+        assert project.mg("init", "--embedded").returncode == 0
+        project.add("0001", "users", *GOOD)
+        project.add("0002", "idx", "CREATE INDEX users_email ON users (email);", "SELECT 1;")
+        done = project.mg("check", "--format", "json", timeout=300)
+        assert done.returncode == 3, done.stderr
+        data = json.loads(done.stdout)
+        assert "the project's embedded server" in data["database"]
+        assert (
+            "index public.users_email: left behind by down" in data["migrations"][1]["problems"][0]
+        )
+        assert project.mg("apply").returncode == 0
+        # pg_dump is the embedded wheel's: PATH holds only the virtualenv's programs.
+        dumped = project.mg("schema", "dump", env={"PATH": str(BIN_DIR)})
+        assert dumped.returncode == 0, dumped.stderr
+        assert "CREATE TABLE public.users" in dumped.stdout
+        url = project.mg("db", "url").stdout.strip()
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            names = conn.execute("SELECT datname FROM pg_database").fetchall()
+        assert not [n for (n,) in names if n.startswith("mg_scratch")]
+    finally:
+        project.mg("db", "stop")
+        shutil.rmtree(root, ignore_errors=True)
