@@ -36,6 +36,8 @@ import pytest
 from migretti_core.errors import MgError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     import psycopg
 
     from migretti_core.application import Migretti
@@ -274,6 +276,10 @@ class Templates:
         self._admin: psycopg.Connection[Any] | None = None
         self._name: str | None = None
         self._failure: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._bg_admin: psycopg.Connection[Any] | None = None
+        self._next: Future[str] | None = None
+        self._pending: list[Future[None]] = []
 
     def _migretti(self, url: str) -> Migretti:
         from migretti_core.application import Migretti
@@ -287,10 +293,6 @@ class Templates:
         if self._admin is None or self._admin.closed or self._admin.broken:
             self._admin = self.server.connect(application_name="migretti-pytest")
         return self._admin
-
-    def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
 
     def key(self, mg: Migretti) -> tuple[str, str]:
         """(project key, content key): where the project lives, what its migrations hold."""
@@ -388,24 +390,70 @@ class Templates:
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK_KEY,))
 
-    def clone(self) -> str:
+    # Clones are made and dropped by one background thread with a connection of its own:
+    # the next test's clone is made while the current test runs, and a finished test's drop
+    # does not hold up the next one.
+
+    def _background(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mg-clones")
+        return self._executor
+
+    def _worker_admin(self) -> psycopg.Connection[Any]:
+        """The background thread's own connection (used by that thread only)."""
+        if self._bg_admin is None or self._bg_admin.closed or self._bg_admin.broken:
+            self._bg_admin = self.server.connect(application_name="migretti-pytest")
+        return self._bg_admin
+
+    def _create(self, template: str, admin: psycopg.Connection[Any] | None = None) -> str:
         from psycopg import sql
 
-        template = self.name()
         dbname = f"{CLONE_PREFIX}{uuid.uuid4().hex[:20]}"
-        self.admin().execute(
+        (admin or self._worker_admin()).execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(dbname), sql.Identifier(template)
             )
         )
         return dbname
 
-    def drop(self, dbname: str) -> None:
+    def _drop_now(self, dbname: str, admin: psycopg.Connection[Any] | None = None) -> None:
         from psycopg import sql
 
-        self.admin().execute(
+        (admin or self._worker_admin()).execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
         )
+
+    def clone(self) -> str:
+        """A new database made from the template; the one after it is started right away."""
+        template = self.name()
+        ready, self._next = self._next, None
+        dbname = ready.result() if ready is not None else self._create(template, self.admin())
+        self._next = self._background().submit(self._create, template)
+        return dbname
+
+    def drop(self, dbname: str) -> None:
+        self._pending.append(self._background().submit(self._drop_now, dbname))
+        self._pending = [f for f in self._pending if not f.done()]
+
+    def close(self) -> None:
+        """Wait for the background work, drop the clone made in advance, disconnect."""
+        import psycopg
+
+        try:
+            if self._next is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._drop_now(self._next.result(), self.admin())
+            for future in self._pending:
+                with contextlib.suppress(psycopg.Error):
+                    future.result()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+            for conn in (self._admin, self._bg_admin):
+                if conn is not None:
+                    conn.close()
 
 
 @pytest.fixture(scope="session")
