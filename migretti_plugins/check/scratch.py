@@ -130,10 +130,29 @@ def _database_on(session: Session, admin: str, where: str) -> Iterator[Scratch]:
         scratch_session = dataclasses.replace(session, config=config)
         yield Scratch(scratch_session, f"{name} on {where}", version)
     finally:
+        _drop(session, admin, name, where)
+
+
+def _drop(session: Session, admin: str, name: str, where: str) -> None:
+    """Drop the scratch database; a failure is a warning, never hiding the command's outcome."""
+    from psycopg import sql
+
+    try:
         with _connect(admin) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+    except Exception as exc:
+        from migretti_core.engine import report
+
+        report(
+            session,
+            "scratch.drop_failed",
+            "warning",
+            f"could not drop the scratch database {name} on {where}: "
+            f"{' '.join(str(exc).split())}; drop it by hand",
+            database=name,
+        )
 
 
 @contextlib.contextmanager
