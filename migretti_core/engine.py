@@ -990,13 +990,15 @@ def entry_dict(entry: HistoryEntry | None) -> dict[str, Any] | None:
 
 
 def status_ok(state: State) -> bool:
-    """Nothing pending, failed, running, changed since applied or missing: the CI gate."""
+    """Nothing pending, failed, running, changed since applied or missing: the CI gate
+    (``status_data`` also fails it for any other problem ``mg status`` reports)."""
     return not (state.pending or state.blocking or state.modified or state.missing)
 
 
 def status_data(state: State) -> dict[str, Any]:
+    problems = problems_of(state)
     return {
-        "ok": status_ok(state),
+        "ok": status_ok(state) and not problems,
         "counts": {
             "applied": len(state.applied),
             "pending": len(state.pending),
@@ -1005,7 +1007,7 @@ def status_data(state: State) -> dict[str, Any]:
         },
         "baseline": sum(1 for e in state.applied if e.baseline),
         "head": entry_dict(state.head),
-        "problems": problems_of(state),
+        "problems": problems,
     }
 
 
