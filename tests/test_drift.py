@@ -92,3 +92,21 @@ def test_an_applied_migration_whose_file_is_gone_stops_drift(project: Project) -
     done = project.mg("drift")
     assert done.returncode == 3
     assert "file gone" in done.stderr and "0001" in done.stderr
+
+
+def test_ignored_objects_are_left_out(project: Project, pg_url: str) -> None:
+    assert project.mg("up").returncode == 0
+    project.sql("CREATE SCHEMA ops; CREATE TABLE ops.jobs (id int); CREATE EXTENSION citext")
+    project.sql("CREATE INDEX users_email_idx ON users (email)")
+    done = project.mg("drift")
+    assert done.returncode == 3
+    assert "extension citext" in done.stdout and "schema ops" in done.stdout
+    project.configure(
+        extra=f"check:\n  database_url: {json.dumps(pg_url)}\n"
+        "  ignore: ['extension citext', 'schema ops', 'table ops.*']\n"
+    )
+    done = project.mg("drift")
+    assert done.returncode == 3
+    assert done.stdout.splitlines() == [
+        "index public.users_email_idx: in the database, not produced by the migrations"
+    ]

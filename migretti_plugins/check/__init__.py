@@ -9,7 +9,10 @@ mg.yaml section ``check`` (all optional):
 - ``database_url``: a server where mg may create and drop a scratch database (default: the
   embedded server, see ``scratch``);
 - ``require_down``: ``true`` makes a migration without a down section a problem rather than a
-  warning.
+  warning;
+- ``ignore``: glob patterns of schema objects both commands leave out (``extension
+  pg_stat_statements``, ``schema cron*``); an object's columns, indexes and constraints go
+  with it.
 
 Python callers use ``check()`` and ``drift()``, which return data and print nothing.
 """
@@ -42,7 +45,7 @@ def _settings(session: Session) -> Section:
     from migretti_core.settings import plugin_settings
 
     section = plugin_settings(session.config, SECTION)
-    section.check_keys(["database_url", "require_down"])
+    section.check_keys(["database_url", "require_down", "ignore"])
     return section
 
 
@@ -73,6 +76,7 @@ def check(
         seeds=seeds,
         require_down=require_down,
         linter=_lint if lint else None,
+        ignore=_settings(session).strings("ignore"),
     )
 
 
@@ -80,7 +84,11 @@ def drift(session: Session, *, database_url: str | None = None) -> DriftReport:
     """The target's schema against its applied migrations'; never changes the target."""
     from migretti_plugins.check.drift import run_drift
 
-    return run_drift(session, database_url=_database_url(session, database_url))
+    return run_drift(
+        session,
+        database_url=_database_url(session, database_url),
+        ignore=_settings(session).strings("ignore"),
+    )
 
 
 def _lint(

@@ -8,7 +8,9 @@ its columns, constraints, indexes and triggers are not listed again.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from migretti_plugins.check.snapshot import Snapshot
@@ -102,8 +104,15 @@ def _show(value: Any) -> str:
     return json.dumps(value)
 
 
-def compare(expected: Snapshot, actual: Snapshot) -> list[Difference]:
-    """Every object only in one snapshot or with different properties, sorted by key."""
+def compare(expected: Snapshot, actual: Snapshot, ignore: Sequence[str] = ()) -> list[Difference]:
+    """Every object only in one snapshot or with different properties, sorted by key.
+
+    ``ignore`` holds glob patterns (``fnmatch``) of object keys left out of the comparison,
+    such as ``extension pg_stat_statements`` or ``schema cron*``.
+    """
+    if ignore:
+        expected = _without(expected, ignore)
+        actual = _without(actual, ignore)
     only_actual = set(actual) - set(expected)
     only_expected = set(expected) - set(actual)
     found: list[Difference] = []
@@ -125,3 +134,13 @@ def compare(expected: Snapshot, actual: Snapshot) -> list[Difference]:
         found.append(Difference(key, "both", changes))
     found.sort(key=lambda d: d.key)
     return found
+
+
+def _without(snapshot: Snapshot, patterns: Sequence[str]) -> Snapshot:
+    return {
+        key: obj
+        for key, obj in snapshot.items()
+        if not any(
+            fnmatchcase(key, p) or (obj.parent and fnmatchcase(obj.parent, p)) for p in patterns
+        )
+    }

@@ -8,6 +8,7 @@ changes it, takes no lock and creates no table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,9 @@ class DriftReport:
         }
 
 
-def run_drift(session: Session, *, database_url: str | None = None) -> DriftReport:
+def run_drift(
+    session: Session, *, database_url: str | None = None, ignore: Sequence[str] = ()
+) -> DriftReport:
     """Compare the target with a scratch database built from its applied migrations."""
     hooks = session.hooks
     migrations = engine.load_migrations(session)
@@ -93,7 +96,7 @@ def run_drift(session: Session, *, database_url: str | None = None) -> DriftRepo
                         f"database: {exc.message}"
                     ) from exc
             expected = snapshot.take(s, scratch_conn)
-    result.differences = diff.compare(expected, actual)
+    result.differences = diff.compare(expected, actual, ignore)
     return result
 
 

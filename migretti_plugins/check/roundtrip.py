@@ -99,6 +99,7 @@ def run_check(
     seeds: bool = False,
     require_down: bool = False,
     linter: Linter | None = None,
+    ignore: Sequence[str] = (),
 ) -> CheckReport:
     """Check every migration of the project on a scratch database; never touches the target."""
     migrations = engine.load_migrations(session)
@@ -113,7 +114,7 @@ def run_check(
             f"on {scratch.where}",
             count=len(migrations),
         )
-        _round_trips(scratch, migrations, result, require_down)
+        _round_trips(scratch, migrations, result, require_down, ignore)
         if seeds and not result.failed:
             result.seeds = _run_seeds(scratch)
         version = scratch.server_version
@@ -123,7 +124,11 @@ def run_check(
 
 
 def _round_trips(
-    scratch: Scratch, migrations: Sequence[Migration], result: CheckReport, require_down: bool
+    scratch: Scratch,
+    migrations: Sequence[Migration],
+    result: CheckReport,
+    require_down: bool,
+    ignore: Sequence[str],
 ) -> None:
     s = scratch.session
     hooks = s.hooks
@@ -164,9 +169,9 @@ def _round_trips(
                 continue
             if migration.transactional:
                 with hooks.transaction(s, conn, rollback=True):
-                    _down_and_up(s, conn, migration, before, after, item)
+                    _down_and_up(s, conn, migration, before, after, item, ignore)
             else:
-                _down_and_up(s, conn, migration, before, after, item)
+                _down_and_up(s, conn, migration, before, after, item, ignore)
                 after = snapshot.take(s, conn)
             before = after
 
@@ -178,6 +183,7 @@ def _down_and_up(
     before: snapshot.Snapshot,
     after: snapshot.Snapshot,
     item: MigrationCheck,
+    ignore: Sequence[str],
 ) -> None:
     ident = migration.id
     try:
@@ -186,7 +192,7 @@ def _down_and_up(
         item.problems.append(f"down of {ident} fails: {exc.message}")
         return
     undone = snapshot.take(s, conn)
-    found = diff.compare(before, undone)
+    found = diff.compare(before, undone, ignore)
     if found:
         objects = "; ".join(d.describe(diff.DOWN) for d in found)
         item.problems.append(f"down of {ident} does not restore the schema: {objects}")
@@ -196,7 +202,7 @@ def _down_and_up(
         item.problems.append(f"up of {ident} is not repeatable after down: {exc.message}")
         return
     redone = snapshot.take(s, conn)
-    found = diff.compare(after, redone)
+    found = diff.compare(after, redone, ignore)
     if found:
         objects = "; ".join(d.describe(diff.UP_AGAIN) for d in found)
         item.problems.append(f"up of {ident} is not repeatable after down: {objects}")
