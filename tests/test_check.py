@@ -329,3 +329,13 @@ def test_an_embedded_project_uses_its_own_server_for_check_and_schema_dump() -> 
     finally:
         project.mg("db", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_statement_that_cannot_run_in_a_transaction_is_a_file_error(
+    project: Project, pg_url: str
+) -> None:
+    project.add("0001", "users", *GOOD)
+    project.add("0002", "idx", "CREATE INDEX CONCURRENTLY users_email ON users (email);")
+    done = project.mg("check", "--database-url", pg_url)
+    assert done.returncode == 2
+    assert "0002_idx.sql" in done.stderr and "no-transaction" in done.stderr

@@ -103,6 +103,7 @@ def run_check(
 ) -> CheckReport:
     """Check every migration of the project on a scratch database; never touches the target."""
     migrations = engine.load_migrations(session)
+    engine.validate(session, migrations)  # the pre-flight checks of apply, exit 2 as there
     result = CheckReport()
     with scratch_database(session, database_url) as scratch:
         result.database = scratch.where
