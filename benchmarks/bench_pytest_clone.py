@@ -161,6 +161,16 @@ def time_clones(url: str, project: Path, count: int) -> dict[str, list[float]]:
             Migretti(
                 config=project / "mg.yaml", database_url=url_with_dbname(url, template)
             ).apply()
+            size = admin.execute("SELECT pg_database_size(%s)", (template,)).fetchone()
+            print(f"template size: {(size[0] if size else 0) / 1024 / 1024:.1f} MiB")
+            empty: list[float] = []
+            for _ in range(count):
+                name = f"mg_bench_empty_{uuid.uuid4().hex[:8]}"
+                started = time.perf_counter()
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                empty.append(time.perf_counter() - started)
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            results["an empty database (template1), for comparison"] = empty
             for strategy in strategies:
                 times: list[float] = []
                 for _ in range(count):
@@ -240,14 +250,17 @@ def main() -> None:
         project = work / "project"
         write_project(project, args.migrations, args.tests)
         with server_url() as url:
+            print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
             migrate = time_migrate(url, project)
             print(f"applying {args.migrations} migrations to an empty database: {migrate:.2f} s")
             for strategy, times in time_clones(url, project, args.clones).items():
-                print(f"CREATE DATABASE ... TEMPLATE (strategy {strategy:9}): {ms(times)}")
+                what = strategy if strategy.startswith("an empty") else f"strategy {strategy}"
+                print(f"CREATE DATABASE, {what}:\n    {ms(times)}")
             wall, phases, summary = run_session(url, project)
         tests = sorted(phases)
         first = phases[tests[0]]
         rest = [phases[t] for t in tests[1:]]
+        print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"pytest, {args.tests} tests with mg_database: {summary} (wall {wall:.1f} s)")
         print(f"  first test's set-up (builds the template): {first.get('setup', 0):.2f} s")
         print(f"  set-up of the others (the clone):  {ms([p.get('setup', 0) for p in rest])}")
