@@ -374,13 +374,17 @@ class Migretti:
         dry_run: bool,
         confirm: bool,
         call: Callable[[Session], object],
+        atomic: bool = False,
     ) -> RunResult:
         with self._lock:
             session = self._session(command, dry_run=dry_run, confirm=confirm)
             try:
                 call(session)
             except MgError as exc:
-                exc.result = self._run_result(command, direction, dry_run)
+                partial = self._run_result(command, direction, dry_run)
+                if atomic and not dry_run:  # one transaction: nothing stayed applied
+                    partial = RunResult(command, direction, dry_run)
+                exc.result = partial
                 raise
             return self._run_result(command, direction, dry_run)
 
@@ -411,7 +415,12 @@ class Migretti:
             single_transaction=single_transaction,
         )
         return self._run(
-            "apply", "up", dry_run, confirm, lambda session: engine.apply(session, request)
+            "apply",
+            "up",
+            dry_run,
+            confirm,
+            lambda session: engine.apply(session, request),
+            atomic=single_transaction,
         )
 
     def up(

@@ -444,3 +444,13 @@ def test_lint_returns_findings_and_raises_on_errors(
     assert result.as_dict() == json.loads(done.stdout)
     assert mg.lint(all=True, raise_on_errors=False).linted == 3
     assert mg.lint(["0002"]).linted == 1
+
+
+def test_a_failed_single_transaction_apply_reports_nothing_applied(project: Project) -> None:
+    project.add_table("0001")
+    project.add("0002", "broken", "INSERT INTO nowhere VALUES (1);")
+    mg = Migretti(config=project.root / "mg.yaml")
+    with pytest.raises(SqlError) as failed:
+        mg.apply(single_transaction=True)
+    assert failed.value.result.ids == ()  # type: ignore[attr-defined]
+    assert project.tables() == set()
