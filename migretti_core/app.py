@@ -164,6 +164,7 @@ class App:
         lock_timeout: float | None = None,
         yes: bool = False,
         lint: bool = True,
+        table_lock_timeout: float | None = None,
     ) -> Session:
         self.options = Options(
             verbose=self.globals.verbose,
@@ -173,6 +174,7 @@ class App:
             command=command,
             lock_timeout=lock_timeout,
             lint=lint,
+            table_lock_timeout=table_lock_timeout,
         )
         self.hooks.options = self.options
         return Session(self.config(), self.options, self.hooks)

@@ -93,8 +93,38 @@ def _session(
     ctx: click.Context, command: str, dry_run: bool, lock_timeout: str | None, lint: bool = True
 ) -> Session:
     return app_of(ctx).session(
-        command, dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout), lint=lint
+        command,
+        dry_run=dry_run,
+        lock_timeout=parse_lock_timeout(lock_timeout),
+        lint=lint,
+        table_lock_timeout=ctx.meta.get("table_lock_timeout"),
     )
+
+
+def _table_lock_timeout(ctx: click.Context, param: Any, value: str | None) -> None:
+    if value is None:
+        return
+    from migretti_core.durations import parse_duration
+
+    text = value.strip().lower()
+    if text in ("off", "none", "false", "no"):
+        ctx.meta["table_lock_timeout"] = 0.0
+        return
+    try:
+        ctx.meta["table_lock_timeout"] = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"--table-lock-timeout: {exc}") from exc
+
+
+def table_lock_timeout_option(func: Any) -> Any:
+    return click.option(
+        "--table-lock-timeout",
+        metavar="DURATION",
+        expose_value=False,
+        callback=_table_lock_timeout,
+        help="How long each statement may wait for a table lock before the migration is "
+        "retried (e.g. 2s, 500ms, off). Default: table_lock_timeout, 5s.",
+    )(func)
 
 
 def no_lint_option(func: Any) -> Any:
@@ -137,6 +167,7 @@ def _rollback(
 @click.option("--single-transaction", is_flag=True, help="Apply the whole plan in one transaction.")
 @dry_run_option
 @lock_timeout_option
+@table_lock_timeout_option
 @no_lint_option
 @click.pass_context
 def apply(
@@ -180,6 +211,7 @@ migrate = click.Command(
 @click.option("--no-verify", is_flag=True, help="Do not compare applied files' checksums.")
 @dry_run_option
 @lock_timeout_option
+@table_lock_timeout_option
 @no_lint_option
 @click.pass_context
 def up(
@@ -211,6 +243,7 @@ def up(
 @click.option("--no-verify", is_flag=True, help="Do not compare the file's checksum.")
 @dry_run_option
 @lock_timeout_option
+@table_lock_timeout_option
 @click.pass_context
 def down(
     ctx: click.Context,
@@ -243,6 +276,7 @@ def down(
 @click.option("--no-verify", is_flag=True, help="Do not compare the files' checksums.")
 @dry_run_option
 @lock_timeout_option
+@table_lock_timeout_option
 @click.pass_context
 def rollback(
     ctx: click.Context,
@@ -279,9 +313,14 @@ def rollback(
 )
 @click.pass_context
 def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
-    """Counts, current head and every problem."""
-    state = engine.current_state(app_of(ctx).session("status"))
+    """Counts, current head, every problem and invalid indexes left on the target."""
+    session = app_of(ctx).session("status")
+    migrations = engine.load_migrations(session)
+    with engine.connected(session) as conn:
+        state = engine.read_state(session, conn, migrations)
+        invalid = session.hooks.invalid_indexes(session, conn)
     data = engine.status_data(state)
+    data["invalid_indexes"] = invalid
     _emit(ctx, "status", data, fmt)
     return EXIT_BLOCKED if exit_code and not data["ok"] else 0
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -419,44 +419,136 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
     def done() -> int:
         return int((time.perf_counter() - started) * 1000)
 
+    lock_wait, retries, statement_wait = table_lock_settings(session)
     if migration.transactional:
         change = HistoryChange(migration.id, migration.name, migration.checksum, action, status)
         record = hooks.history_sql(session, change)
-        # One query: the lock check, the SQL as written, the history row; one transaction,
-        # which the database plugin opens and commits in the same round trip when it can.
-        query = MigrationQuery.build(check, "" if _blank(sql) else sql, record)
-        writing = False
-        try:
-            if not (record and hooks.execute_transaction(session, conn, query.parts)):
-                with hooks.transaction(session, conn):
-                    if query.sql or query.head or query.tail:
-                        hooks.execute(session, conn, query.text)
-                    if not record:
-                        writing = True
-                        timed = dataclasses.replace(change, duration_ms=done())
-                        hooks.history_write(session, conn, timed)
-                        writing = False
-        except SqlError as exc:
-            part = "record" if writing else query.part(exc.position)
-            raise _query_failure(
-                session, conn, migration, direction, query, part, exc, sql, first_line
-            ) from exc
-        return done()
+        # One query: the timeouts, the lock check, the SQL as written, the history row; one
+        # transaction.
+        settings = hooks.timeout_sql(session, lock_wait, statement_wait, True)
+        head = "; ".join(part for part in (settings, check) if part) or None
+        query = MigrationQuery.build(head, "" if _blank(sql) else sql, record)
+        attempt = 0
+        while True:
+            writing = False
+            with _watch(session, conn, lock_wait) as blockers:
+                try:
+                    # The database plugin opens and commits the transaction in the same
+                    # round trip when it can.
+                    if not (record and hooks.execute_transaction(session, conn, query.parts)):
+                        with hooks.transaction(session, conn):
+                            if query.sql or query.head or query.tail:
+                                hooks.execute(session, conn, query.text)
+                            if not record:
+                                writing = True
+                                timed = dataclasses.replace(change, duration_ms=done())
+                                hooks.history_write(session, conn, timed)
+                                writing = False
+                    return done()
+                except SqlError as exc:
+                    part = "record" if writing else query.part(exc.position)
+                    if _lock_timed_out(exc, lock_wait) and part == "sql":
+                        attempt += 1
+                        if attempt <= retries:
+                            holders = list(blockers)
+                            failure = exc
+                        else:
+                            raise _gave_up(
+                                migration,
+                                exc,
+                                query,
+                                sql,
+                                first_line,
+                                lock_wait,
+                                attempt - 1,
+                                list(blockers),
+                            ) from exc
+                    else:
+                        raise _query_failure(
+                            session,
+                            conn,
+                            migration,
+                            direction,
+                            query,
+                            part,
+                            exc,
+                            sql,
+                            first_line,
+                        ) from exc
+            _lock_retry(session, migration, attempt, retries, lock_wait, holders, failure)
 
     statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(sql)
     running = HistoryChange(
         migration.id, migration.name, migration.checksum, action, "running", log=False
     )
     _start_no_transaction(session, conn, migration, direction, check, running)
+    settings = hooks.timeout_sql(session, lock_wait, statement_wait, False)
+    if settings and statements:
+        hooks.execute(session, conn, settings)
+    try:
+        _run_statements(
+            session,
+            conn,
+            migration,
+            action,
+            statements,
+            first_line,
+            done,
+            (lock_wait, retries),
+        )
+    finally:
+        if settings and statements:
+            with suppress(MgError):
+                hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
+    hooks.history_write(
+        session,
+        conn,
+        HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
+    )
+    return done()
+
+
+def _run_statements(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    action: Action,
+    statements: Sequence[Statement],
+    first_line: int,
+    done: Callable[[], int],
+    lock: tuple[float, int],
+) -> None:
+    """Run a no-transaction migration's statements; a statement that hit the table-lock
+    timeout is tried again when it cannot have changed anything."""
+    hooks = session.hooks
+    lock_wait, retries = lock
     for index, statement in enumerate(statements, start=1):
-        try:
-            hooks.execute(session, conn, statement.text)
-        except SqlError as exc:
+        attempt = 0
+        while True:
+            error: SqlError | None = None
+            holders: list[Any] = []
+            with _watch(session, conn, lock_wait) as blockers:
+                try:
+                    hooks.execute(session, conn, statement.text)
+                except SqlError as exc:
+                    error = exc
+                    holders = list(blockers)
+            if error is None:
+                break
+            timed_out = _lock_timed_out(error, lock_wait)
+            if timed_out and attempt < retries and not _leaves_something(statement.text):
+                attempt += 1
+                _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
+                continue
             note = _INVALID_INDEX_NOTE if _is_concurrent_index(statement.text) else None
+            if timed_out:
+                note = "; ".join(
+                    part for part in (_gave_up_note(lock_wait, attempt, holders), note) if part
+                )
             failure = sql_failure(
-                migration, exc, statement.text, first_line + statement.line - 1, note
+                migration, error, statement.text, first_line + statement.line - 1, note
             )
-            summary = f"{exc.server_message}" + (f" ({exc.sqlstate})" if exc.sqlstate else "")
+            summary = f"{error.server_message}" + (f" ({error.sqlstate})" if error.sqlstate else "")
             hooks.history_write(
                 session,
                 conn,
@@ -477,13 +569,140 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                 f"migration {migration.id} is now marked failed; "
                 + FIX_HINT.format(id=migration.id)
             )
-            raise failure from exc
-    hooks.history_write(
+            raise failure from error
+
+
+# --- table-lock timeouts ---------------------------------------------------------------------
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def table_lock_settings(session: Session) -> tuple[float, int, float]:
+    """``(lock timeout, retries, statement timeout)`` in seconds; 0 means off.
+
+    ``--table-lock-timeout`` wins over mg.yaml's ``table_lock_timeout``.
+    """
+    config = session.config
+    wait = session.options.table_lock_timeout
+    if wait is None:
+        wait = config.table_lock_timeout
+    return wait, config.table_lock_retries, config.statement_timeout
+
+
+def _watch(session: Session, conn: Any, lock_wait: float) -> AbstractContextManager[list[Any]]:
+    """Who blocks the statement, probed halfway through the lock timeout."""
+    from contextlib import nullcontext
+
+    if lock_wait <= 0:
+        return nullcontext([])
+    return session.hooks.lock_blockers(session, conn, lock_wait / 2)
+
+
+def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
+    return lock_wait > 0 and exc.sqlstate == LOCK_NOT_AVAILABLE
+
+
+def _leaves_something(sql: str) -> bool:
+    """A concurrent index build or reindex that failed leaves an INVALID index behind."""
+    words = " ".join(sql.upper().split())
+    return "CONCURRENTLY" in words and ("INDEX" in words or "REINDEX" in words)
+
+
+def lock_retry_pause(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt``: growing, jittered, at most about 20 s."""
+    import random
+
+    return min(0.5 * 1.5 ** (attempt - 1), 15.0) * random.uniform(0.5, 1.5)
+
+
+def describe_holder(holder: Any) -> str:
+    parts = [f"pid {holder.pid}"]
+    if holder.application_name:
+        parts.append(repr(holder.application_name))
+    if getattr(holder, "state", None):
+        parts.append(holder.state)
+    age = _age(holder.since)
+    if age is not None:
+        parts.append(f"transaction open for {age:.0f}s")
+    return f"{parts[0]} ({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
+
+
+def _age(since: Any) -> float | None:
+    from datetime import datetime, timezone
+
+    if not isinstance(since, datetime):
+        return None
+    return max(0.0, (datetime.now(timezone.utc) - since).total_seconds())
+
+
+def _holder_dict(holder: Any) -> dict[str, Any]:
+    age = _age(holder.since)
+    return {
+        "pid": holder.pid,
+        "application_name": holder.application_name,
+        "state": getattr(holder, "state", None),
+        "transaction_s": round(age, 1) if age is not None else None,
+    }
+
+
+def _format_wait(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _lock_retry(
+    session: Session,
+    migration: Migration,
+    attempt: int,
+    retries: int,
+    lock_wait: float,
+    holders: Sequence[Any],
+    error: SqlError,
+) -> None:
+    pause = lock_retry_pause(attempt)
+    who = "; blocked by " + ", ".join(describe_holder(h) for h in holders) if holders else ""
+    report(
         session,
-        conn,
-        HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
+        "migration.lock_retry",
+        "warning",
+        f"{migration.id} {migration.name}: table lock not granted within "
+        f"{_format_wait(lock_wait)}{who}; retry {attempt} of {retries} in {pause:.1f}s",
+        migration_id=migration.id,
+        migration_name=migration.name,
+        attempt=attempt,
+        retries=retries,
+        wait_s=round(pause, 3),
+        lock_timeout_s=lock_wait,
+        blockers=[_holder_dict(h) for h in holders],
+        error=error.server_message,
     )
-    return done()
+    time.sleep(pause)
+
+
+def _gave_up_note(lock_wait: float, retries: int, holders: Sequence[Any]) -> str:
+    who = (
+        "blocked by " + ", ".join(describe_holder(h) for h in holders)
+        if holders
+        else "the blocking sessions had gone when asked"
+    )
+    return (
+        f"no table lock within {_format_wait(lock_wait)} after {retries} "
+        f"retr{'y' if retries == 1 else 'ies'}; {who} (table_lock_timeout, table_lock_retries)"
+    )
+
+
+def _gave_up(
+    migration: Migration,
+    exc: SqlError,
+    query: MigrationQuery,
+    sql: str,
+    first_line: int,
+    lock_wait: float,
+    retries: int,
+    holders: Sequence[Any],
+) -> MgError:
+    if exc.position is not None:
+        exc.position -= query.sql_start
+    return sql_failure(migration, exc, sql, first_line, _gave_up_note(lock_wait, retries, holders))
 
 
 def _start_no_transaction(

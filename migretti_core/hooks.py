@@ -263,6 +263,36 @@ class Hooks:
         )
         return result
 
+    def timeout_sql(
+        self, session: Session, lock_timeout: float, statement_timeout: float, local: bool
+    ) -> str:
+        """The SQL setting a migration's timeouts; "" when no plugin sets any."""
+        result: str | None = self._relay.mg_timeout_sql(
+            session=session,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+            local=local,
+        )
+        return result or ""
+
+    def lock_blockers(
+        self, session: Session, conn: Any, after: float
+    ) -> AbstractContextManager[list[LockHolder]]:
+        """A watcher naming who blocks ``conn``; an empty list when no plugin can tell."""
+        from contextlib import nullcontext
+
+        result: AbstractContextManager[list[LockHolder]] | None = self._relay.mg_lock_blockers(
+            session=session, conn=conn, after=after
+        )
+        return result if result is not None else nullcontext([])
+
+    def invalid_indexes(self, session: Session, conn: Any) -> list[dict[str, str]]:
+        """INVALID indexes on the target; none when no plugin can tell."""
+        result: list[dict[str, str]] | None = self._relay.mg_invalid_indexes(
+            session=session, conn=conn
+        )
+        return list(result or [])
+
     def dry_run(self, session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
         result: list[MigrationResult] = self._first(
             "mg_dry_run", "dry runs", session=session, conn=conn, plan=plan

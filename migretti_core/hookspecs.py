@@ -201,6 +201,38 @@ def mg_query(
 
 
 @hookspec(firstresult=True)
+def mg_timeout_sql(
+    session: Session, lock_timeout: float, statement_timeout: float, local: bool
+) -> str | None:
+    """SQL setting the timeouts a migration runs under (seconds; 0 means leave it alone).
+
+    ``local`` is true inside the migration's transaction (``SET LOCAL``, sent in the same
+    query as the migration), false for a no-transaction migration (session settings,
+    undone with ``mg_timeout_sql(session, 0, 0, False)``, which should reset them).
+    """
+
+
+@hookspec(firstresult=True)
+def mg_lock_blockers(
+    session: Session, conn: Any, after: float
+) -> AbstractContextManager[list[LockHolder]] | None:
+    """Watch a statement that may wait for table locks; yield a list to be filled.
+
+    If the statement on ``conn`` is still running after ``after`` seconds, the list receives
+    the sessions blocking it, so a lock timeout can name them.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | None:
+    """Indexes a failed concurrent build left INVALID on the target, for ``mg status``.
+
+    Each is ``{"index", "table", "drop"}``: schema-qualified names and the statement that
+    removes it without blocking.
+    """
+
+
+@hookspec(firstresult=True)
 def mg_dry_run(session: Session, conn: Any, plan: Plan) -> list[MigrationResult] | None:
     """Try a plan without keeping any change, reporting each migration ok or failed."""
 

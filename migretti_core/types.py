@@ -19,6 +19,8 @@ Level = Literal["debug", "info", "warning", "error"]
 DEFAULT_LOCK_ID = 894321
 DEFAULT_LOCK_TIMEOUT = 600.0
 DEFAULT_HOOK_TIMEOUT = 600.0
+DEFAULT_TABLE_LOCK_TIMEOUT = 5.0
+DEFAULT_TABLE_LOCK_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class Config:
     lock_id: int = DEFAULT_LOCK_ID
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    table_lock_timeout: float = DEFAULT_TABLE_LOCK_TIMEOUT
+    table_lock_retries: int = DEFAULT_TABLE_LOCK_RETRIES
+    statement_timeout: float = 0.0
     protected: bool = False
     plugins: tuple[str, ...] = ()
     hooks: Mapping[str, str] = field(default_factory=dict)
@@ -170,11 +175,16 @@ class MigrationResult:
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds the advisory lock we are waiting for."""
+    """Who holds a lock we are waiting for: mg's advisory lock, or a table lock.
+
+    ``since`` is when its transaction (or, for the advisory lock, its session) started;
+    ``state`` is ``pg_stat_activity.state`` when known (``idle in transaction``, ...).
+    """
 
     pid: int | None
     application_name: str | None
     since: datetime | None
+    state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +274,7 @@ class Options:
     command: str = ""
     lock_timeout: float | None = None
     lint: bool = True
+    table_lock_timeout: float | None = None
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,10 @@ def _status(data: dict[str, Any]) -> str:
         lines.extend(f"  {p}" for p in problems)
     else:
         lines.append("no problems")
+    invalid = data.get("invalid_indexes") or []
+    if invalid:
+        lines.append(f"invalid indexes ({len(invalid)}), left by failed CREATE INDEX CONCURRENTLY:")
+        lines.extend(f"  {i['index']} on {i['table']}: {i['drop']}" for i in invalid)
     return "\n".join(lines)
 
 

@@ -29,13 +29,13 @@ import os
 import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
-from migretti_core.types import Session, Statement, Target
+from migretti_core.types import LockHolder, Session, Statement, Target
 
 if TYPE_CHECKING:
     import psycopg
@@ -554,6 +554,97 @@ def query(
             return [tuple(row) for row in cur.fetchall()]
     except psycopg.Error as exc:
         raise error_from_psycopg(exc) from None
+
+
+# --- table-lock timeouts ----------------------------------------------------------------------
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"'{max(1, round(seconds * 1000))}ms'"
+
+
+@hookimpl(trylast=True)
+def mg_timeout_sql(
+    session: Session, lock_timeout: float, statement_timeout: float, local: bool
+) -> str | None:
+    set_ = "SET LOCAL" if local else "SET"
+    parts: list[str] = []
+    if lock_timeout > 0:
+        parts.append(f"{set_} lock_timeout = {_milliseconds(lock_timeout)}")
+    if statement_timeout > 0:
+        parts.append(f"{set_} statement_timeout = {_milliseconds(statement_timeout)}")
+    if not local and not parts:
+        return "RESET lock_timeout; RESET statement_timeout"
+    return "; ".join(parts)
+
+
+_INVALID_INDEXES = (
+    "SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname, t.relname) "
+    "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace "
+    "WHERE NOT i.indisvalid ORDER BY 1"
+)
+
+
+@hookimpl(trylast=True)
+def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | None:
+    if not _is_psycopg(conn):
+        return None
+    return [
+        {"index": index, "table": table, "drop": f"DROP INDEX CONCURRENTLY {index};"}
+        for index, table in query(conn, _INVALID_INDEXES)
+    ]
+
+
+_BLOCKERS = (
+    "SELECT pid, application_name, state, xact_start FROM pg_stat_activity "
+    "WHERE pid = ANY (pg_blocking_pids(%s)) ORDER BY xact_start NULLS LAST, pid"
+)
+
+
+@hookimpl(trylast=True)
+def mg_lock_blockers(
+    session: Session, conn: Any, after: float
+) -> AbstractContextManager[list[LockHolder]] | None:
+    if not _is_psycopg(conn):
+        return None
+    return watch_blockers(session, conn.info.backend_pid, after)
+
+
+@contextmanager
+def watch_blockers(session: Session, pid: int, after: float) -> Iterator[list[LockHolder]]:
+    """While the block runs, after ``after`` seconds ask ``pg_blocking_pids`` on a second
+    connection who keeps backend ``pid`` waiting: once the lock timeout fires, it no longer
+    waits and nobody can tell any more."""
+    import threading
+
+    found: list[LockHolder] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        if done.wait(after):
+            return
+        try:
+            other = session.hooks.connect(session)
+        except Exception:
+            return
+        try:
+            for row in query(other, _BLOCKERS, (pid,)):
+                found.append(LockHolder(row[0], row[1] or None, row[3], row[2]))
+        except Exception:
+            pass
+        finally:
+            with suppress(Exception):
+                other.close()
+
+    thread = threading.Thread(target=probe, name="mg-lock-blockers", daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        done.set()
+        thread.join(timeout=15)
 
 
 __all__ = [

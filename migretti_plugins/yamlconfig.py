@@ -41,6 +41,8 @@ from migretti_core.types import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_LOCK_ID,
     DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_TABLE_LOCK_RETRIES,
+    DEFAULT_TABLE_LOCK_TIMEOUT,
     Config,
     ConfigRequest,
 )
@@ -61,6 +63,9 @@ CORE_KEYS = frozenset(
         "migrations_dir",
         "seeds_dir",
         "protected",
+        "table_lock_timeout",
+        "table_lock_retries",
+        "statement_timeout",
     }
 )
 HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
@@ -133,6 +138,13 @@ def build_config(
         lock_id=lock_id,
         lock_timeout=_timeout(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT, label, zero=True),
         hook_timeout=_timeout(settings, "hook_timeout", DEFAULT_HOOK_TIMEOUT, label, zero=False),
+        table_lock_timeout=_timeout_or_off(
+            settings, "table_lock_timeout", DEFAULT_TABLE_LOCK_TIMEOUT, label
+        ),
+        table_lock_retries=_count(
+            settings.get("table_lock_retries", ""), DEFAULT_TABLE_LOCK_RETRIES, label
+        ),
+        statement_timeout=_timeout_or_off(settings, "statement_timeout", 0.0, label),
         protected=protected,
         plugins=_plugins(settings.get("plugins", ""), root, label),
         hooks=MappingProxyType(hooks),
@@ -487,6 +499,23 @@ def _timeout(
     if seconds == 0 and not zero:
         raise ConfigError(f"{label}: {key}: must be more than zero, got {value!r}")
     return seconds
+
+
+def _timeout_or_off(settings: Mapping[str, Any], key: str, default: float, label: str) -> float:
+    """Seconds, or 0 for ``off`` (PostgreSQL's own meaning of a zero timeout)."""
+    value = settings.get(key, "")
+    if isinstance(value, str) and value.strip().lower() in _FALSE | {"none"}:
+        return 0.0
+    return _timeout(settings, key, default, label, zero=True)
+
+
+def _count(value: Any, default: int, label: str) -> int:
+    if not _is_set(value):
+        return default
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ConfigError(f"{label}: table_lock_retries: expected a whole number, got {value!r}")
+    return int(text)
 
 
 def _bool(value: Any, label: str, key: str) -> bool:

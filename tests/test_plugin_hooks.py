@@ -312,8 +312,11 @@ def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
     apply = scenario.steps["apply"]
     assert len(apply.of("mg_lock_check_sql")) == 2  # once per migration
     assert apply.index("mg_lock_check_sql") > apply.index("mg_lock_acquire")
+    # the builtin's check opens each migration's query, after the transactional one's
+    # timeouts
+    head = apply.of("mg_execute_transaction")[0]["parts"][0]
+    assert head.startswith("SET LOCAL lock_timeout = '5000ms'; SELECT ") and "pg_locks" in head
     sent = [c["sql"] for c in apply.of("mg_execute")]
-    # the builtin's check opens each migration's query
     assert sent[0].startswith("SELECT ") and "pg_locks" in sent[0].split(";\n")[0]
     assert scenario.steps["dry-run"].of("mg_lock_check_sql") == []
 
@@ -321,11 +324,14 @@ def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
 def test_hook_mg_execute(scenario: Scenario) -> None:
     sent = [c["sql"] for c in scenario.steps["apply"].of("mg_execute")]
     # the transactional migration went through mg_execute_transaction; the other goes
-    # statement by statement, after the lock check and its `running` row
+    # statement by statement, after the lock check and its `running` row, with the same
+    # lock timeout for each statement, reset afterwards
     assert "pg_locks" in sent[0] and "'running'" in sent[0]
     assert sent[1:] == [
+        "SET lock_timeout = '5000ms'",
         "CREATE TABLE tags (id int)",
         "CREATE INDEX CONCURRENTLY tags_id ON tags (id)",
+        "RESET lock_timeout; RESET statement_timeout",
     ]
 
 
@@ -352,6 +358,24 @@ def test_hook_mg_transaction(scenario: Scenario) -> None:
     # preparing the history tables; migrations go through mg_execute_transaction
     assert calls and all(c["rollback"] is False for c in calls)
     assert step.index("mg_transaction") < step.index("mg_execute_transaction")
+
+
+def test_hook_mg_timeout_sql(scenario: Scenario) -> None:
+    calls = scenario.steps["apply"].of("mg_timeout_sql")
+    # per migration: SET LOCAL inside the transactional one; SET and RESET around the other
+    assert [(c["lock_timeout"], c["statement_timeout"], c["local"]) for c in calls] == [
+        (5.0, 0.0, True),
+        (5.0, 0.0, False),
+        (0, 0, False),
+    ]
+    assert scenario.steps["dry-run"].of("mg_timeout_sql") == []
+
+
+def test_hook_mg_lock_blockers(scenario: Scenario) -> None:
+    calls = scenario.steps["apply"].of("mg_lock_blockers")
+    # one watcher per transactional migration and per no-transaction statement, probing
+    # halfway through the table-lock timeout
+    assert [c["after"] for c in calls] == [2.5, 2.5, 2.5]
 
 
 def test_hook_mg_query(scenario: Scenario) -> None:

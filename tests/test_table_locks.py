@@ -1,0 +1,223 @@
+"""Table-lock timeouts with retry, against real concurrent sessions.
+
+A session of the test holds a lock on ``t`` the way a long transaction would; ``mg apply``
+runs in its own process; a third session keeps reading ``t`` to show that, thanks to the
+lock timeout, nobody queues behind the waiting migration for long.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from mgproject import Project
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    project.sql("CREATE TABLE t (id bigint)")
+    project.sql("INSERT INTO t SELECT generate_series(1, 100)")
+    yield project
+    project.close()
+
+
+class Holder:
+    """A session that holds a lock on ``t`` for ``seconds`` (the length of a slow report)."""
+
+    def __init__(self, url: str, seconds: float, mode: str = "ACCESS SHARE") -> None:
+        self.conn = psycopg.connect(url, application_name="slow_report")
+        self.conn.execute(f"LOCK TABLE t IN {mode} MODE")
+        self.pid = self.conn.info.backend_pid
+        self.timer = threading.Timer(seconds, self.release)
+        self.timer.start()
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.rollback()
+            self.conn.close()
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.release()
+
+
+class Reader:
+    """A third session counting ``t`` in a loop; remembers the slowest count."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.slowest = 0.0
+        self.counts = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                conn.execute("SELECT count(*) FROM t").fetchone()
+                self.slowest = max(self.slowest, time.perf_counter() - started)
+                self.counts += 1
+                time.sleep(0.02)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def events(stderr: str, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == name:
+                found.append(event)
+    return found
+
+
+def columns(project: Project) -> set[str]:
+    rows = project.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 't'")
+    return {row[0] for row in rows}
+
+
+def test_a_blocked_migration_retries_and_readers_never_queue_long(project: Project) -> None:
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 500ms\n")
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, 4.0)
+    time.sleep(0.2)
+    reader = Reader(project.database_url)
+    try:
+        done = project.mg("--json-log", "apply")
+    finally:
+        reader.finish()
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert "c" in columns(project)
+    retries = events(done.stderr, "migration.lock_retry")
+    assert retries, done.stderr
+    first = retries[0]
+    assert first["attempt"] == 1 and first["retries"] == 10
+    assert first["migration_id"] == "001"
+    assert first["wait_s"] > 0
+    assert [b["pid"] for b in first["blockers"]] == [holder.pid]
+    assert first["blockers"][0]["application_name"] == "slow_report"
+    # Without the lock timeout the ALTER would wait 4 s, and every count behind it too.
+    assert reader.counts > 10
+    assert reader.slowest < 2.0, reader.slowest
+
+
+def test_after_the_last_retry_exit_1_names_the_blockers(project: Project) -> None:
+    project.configure(
+        {"url": project.database_url},
+        extra="table_lock_timeout: 200ms\ntable_lock_retries: 2\n",
+    )
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "55P03" in done.stderr
+    assert f"blocked by pid {holder.pid} ('slow_report', idle in transaction" in done.stderr
+    assert "after 2 retries" in done.stderr
+    assert done.stderr.count("retry ") >= 2
+    assert "c" not in columns(project)
+    assert project.sql("SELECT count(*) FROM _migrations")[0][0] == 0
+
+
+def test_command_line_timeout_wins_and_off_waits(project: Project) -> None:
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--table-lock-timeout", "100ms")
+        assert done.returncode == 1
+    finally:
+        holder.close()
+    project.configure({"url": project.database_url}, extra="table_lock_retries: 0\n")
+    holder = Holder(project.database_url, 3.0)
+    try:
+        done = project.mg("apply", "--table-lock-timeout", "off")
+    finally:
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert "retry 1 of" not in done.stderr
+
+
+def test_no_transaction_statement_is_retried_but_not_a_concurrent_index(
+    project: Project,
+) -> None:
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 300ms\n")
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;", no_transaction=True)
+    holder = Holder(project.database_url, 4.0)
+    try:
+        done = project.mg("apply")
+    finally:
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert "retry 1 of 10" in done.stderr
+    assert "c" in columns(project)
+
+    project.add("002", "index", "CREATE INDEX CONCURRENTLY t_c ON t (c);", no_transaction=True)
+    holder = Holder(project.database_url, 60.0, mode="SHARE ROW EXCLUSIVE")
+    try:
+        done = project.mg("apply")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "retry 1 of" not in done.stderr
+    assert "55P03" in done.stderr
+    assert "INVALID index" in done.stderr
+
+
+# --- leftovers of failed concurrent builds ------------------------------------------------------
+
+
+def test_hook_mg_invalid_indexes(project: Project) -> None:
+    """mg status lists the INVALID index a failed CREATE INDEX CONCURRENTLY left behind."""
+    project.sql("INSERT INTO t VALUES (1)")  # a duplicate: the unique build fails late
+    project.add(
+        "001", "unique", "CREATE UNIQUE INDEX CONCURRENTLY t_id ON t (id);", no_transaction=True
+    )
+    done = project.mg("apply")
+    assert done.returncode == 1
+    assert "INVALID index" in done.stderr
+
+    status = project.mg("status")
+    assert status.returncode == 0, status.stderr
+    assert "invalid indexes (1), left by failed CREATE INDEX CONCURRENTLY:" in status.stdout
+    assert "  public.t_id on public.t: DROP INDEX CONCURRENTLY public.t_id;" in status.stdout
+    data = json.loads(project.mg("status", "--format", "json").stdout)
+    assert data["invalid_indexes"] == [
+        {
+            "index": "public.t_id",
+            "table": "public.t",
+            "drop": "DROP INDEX CONCURRENTLY public.t_id;",
+        }
+    ]
+
+    project.sql("DROP INDEX CONCURRENTLY public.t_id")
+    data = json.loads(project.mg("status", "--format", "json").stdout)
+    assert data["invalid_indexes"] == []
+    assert "invalid indexes" not in project.mg("status").stdout
+
+
+def test_bad_settings_are_configuration_errors(project: Project) -> None:
+    project.configure({"url": project.database_url}, extra="table_lock_retries: many\n")
+    done = project.mg("status")
+    assert done.returncode == 2
+    assert "table_lock_retries" in done.stderr
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: soon\n")
+    assert project.mg("status").returncode == 2
+    project.configure({"url": project.database_url})
+    done = project.mg("apply", "--table-lock-timeout", "soon")
+    assert done.returncode == 2
+    assert "--table-lock-timeout" in done.stderr
