@@ -165,6 +165,7 @@ class App:
         yes: bool = False,
         lint: bool = True,
         table_lock_timeout: float | None = None,
+        output_format: str = "text",
     ) -> Session:
         self.options = Options(
             verbose=self.globals.verbose,
@@ -175,6 +176,7 @@ class App:
             lock_timeout=lock_timeout,
             lint=lint,
             table_lock_timeout=table_lock_timeout,
+            output_format=output_format,
         )
         self.hooks.options = self.options
         return Session(self.config(), self.options, self.hooks)

@@ -98,7 +98,24 @@ def _session(
         lock_timeout=parse_lock_timeout(lock_timeout),
         lint=lint,
         table_lock_timeout=ctx.meta.get("table_lock_timeout"),
+        output_format=ctx.meta.get("output_format", "text"),
     )
+
+
+def _output_format(ctx: click.Context, param: Any, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["output_format"] = value
+
+
+def dry_run_format_option(func: Any) -> Any:
+    return click.option(
+        "--format",
+        type=click.Choice(["text", "json"]),
+        expose_value=False,
+        callback=_output_format,
+        help="With --dry-run: json prints one document with each migration's result, the "
+        "locks it took, the tables it rewrote and their size.",
+    )(func)
 
 
 def _table_lock_timeout(ctx: click.Context, param: Any, value: str | None) -> None:
@@ -169,6 +186,7 @@ def _rollback(
 @lock_timeout_option
 @table_lock_timeout_option
 @no_lint_option
+@dry_run_format_option
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -213,6 +231,7 @@ migrate = click.Command(
 @lock_timeout_option
 @table_lock_timeout_option
 @no_lint_option
+@dry_run_format_option
 @click.pass_context
 def up(
     ctx: click.Context,

@@ -38,6 +38,7 @@ from migretti_core.types import (
     Level,
     LintFinding,
     LintRequest,
+    LockReport,
     Migration,
     MigrationResult,
     Plan,
@@ -965,7 +966,10 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
 
 
 def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
+    as_json = session.options.output_format == "json"
     for migration in plan.steps:
+        if as_json:
+            break
         # The SQL is an event, not a print: the output plugin shows it on stdout, and code
         # using the Python API gets it in its log instead of on its terminal.
         sql, _ = _section(migration, plan.direction)
@@ -993,19 +997,37 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
         }
         if not result.executed:
             skipped += 1
-            report(session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields)
+            if not as_json:
+                report(
+                    session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields
+                )
         elif result.ok:
-            report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
+            if not as_json:
+                report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
+                if result.locks is not None:
+                    report(
+                        session,
+                        "dryrun.locks",
+                        "info",
+                        lock_report_line(m, result.locks),
+                        locks=[list(lock) for lock in result.locks.locks],
+                        rewrites=list(result.locks.rewrites),
+                        **fields,
+                    )
         else:
             failed += 1
-            report(
-                session,
-                "dryrun.failed",
-                "error",
-                f"failed: {m.id} {m.name}: {result.error}",
-                error=result.error,
-                **fields,
-            )
+            if not as_json:
+                report(
+                    session,
+                    "dryrun.failed",
+                    "error",
+                    f"failed: {m.id} {m.name}: {result.error}",
+                    error=result.error,
+                    **fields,
+                )
+    if as_json:
+        data = {"migrations": [dry_run_dict(result) for result in results]}
+        print(session.hooks.format_result(session.options, "dryrun", data, "json"), flush=True)
     report(
         session,
         "dryrun.finished",
@@ -1020,6 +1042,58 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
             f"dry run: {failed} migration{'s' if failed != 1 else ''} failed; nothing was changed"
         )
     return 0
+
+
+def _human_rows(rows: int | None) -> str:
+    if rows is None:
+        return "rows unknown"
+    for limit, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if rows >= limit:
+            return f"~{rows / limit:.1f}{unit} rows".replace(".0", "")
+    return f"~{rows} rows"
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # pragma: no cover
+
+
+def lock_report_line(migration: Migration, locks: LockReport) -> str:
+    """``01J... add_email: AccessExclusiveLock on public.users (~1.2M rows, 181 MB);
+    rewrites public.users`` (the strongest lock per relation)."""
+    sizes = {relation: (rows, size) for relation, rows, size in locks.tables}
+    strongest: dict[str, str] = {}
+    for relation, mode in locks.locks:
+        strongest[relation] = mode  # sorted weakest first per relation
+    parts = []
+    for relation, mode in strongest.items():
+        rows, size = sizes.get(relation, (None, 0))
+        parts.append(f"{mode} on {relation} ({_human_rows(rows)}, {_human_bytes(size)})")
+    text = ", ".join(parts) if parts else "no locks on existing relations"
+    if locks.rewrites:
+        text += "; rewrites " + ", ".join(locks.rewrites)
+    return f"{migration.id} {migration.name}: {text}"
+
+
+def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
+    locks = result.locks or LockReport()
+    return {
+        "id": result.migration.id,
+        "name": result.migration.name,
+        "ok": result.ok,
+        "error": result.error,
+        "executed": result.executed,
+        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks.locks],
+        "rewrites": list(locks.rewrites),
+        "tables": [
+            {"relation": relation, "rows": rows, "bytes": size}
+            for relation, rows, size in locks.tables
+        ],
+    }
 
 
 def _execute_plan(

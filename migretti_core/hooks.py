@@ -25,6 +25,7 @@ from migretti_core.types import (
     LintFinding,
     LintRequest,
     LockHolder,
+    LockReport,
     Migration,
     MigrationResult,
     Options,
@@ -292,6 +293,15 @@ class Hooks:
             session=session, conn=conn
         )
         return list(result or [])
+
+    def lock_probe(self, session: Session, conn: Any) -> AbstractContextManager[list[LockReport]]:
+        """A probe of the locks and rewrites of the SQL run inside it; none without a plugin."""
+        from contextlib import nullcontext
+
+        result: AbstractContextManager[list[LockReport]] | None = self._relay.mg_lock_probe(
+            session=session, conn=conn
+        )
+        return result if result is not None else nullcontext([])
 
     def dry_run(self, session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
         result: list[MigrationResult] = self._first(

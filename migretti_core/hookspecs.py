@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         LintFinding,
         LintRequest,
         LockHolder,
+        LockReport,
         Migration,
         MigrationResult,
         Options,
@@ -229,6 +230,16 @@ def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | No
 
     Each is ``{"index", "table", "drop"}``: schema-qualified names and the statement that
     removes it without blocking.
+    """
+
+
+@hookspec(firstresult=True)
+def mg_lock_probe(session: Session, conn: Any) -> AbstractContextManager[list[LockReport]] | None:
+    """Measure what the SQL run inside the block does to relations that existed before it.
+
+    Entered inside a dry run's savepoint just before a migration's SQL; when the block ends
+    without an error (before the savepoint is rolled back) the list receives one
+    ``LockReport``: the relation locks taken, the tables rewritten, their rows and size.
     """
 
 

@@ -161,8 +161,22 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class LockReport:
+    """What one migration did to relations that existed before it, measured in a dry run.
+
+    ``locks`` are ``(relation, mode)`` with PostgreSQL's mode names (``AccessExclusiveLock``);
+    ``rewrites`` the tables whose storage was replaced; ``tables`` ``(relation, estimated
+    rows or None, bytes)`` of every relation in either. Relations are schema-qualified.
+    """
+
+    locks: tuple[tuple[str, str], ...] = ()
+    rewrites: tuple[str, ...] = ()
+    tables: tuple[tuple[str, int | None, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class MigrationResult:
-    """What happened to one migration of a plan."""
+    """What happened to one migration of a plan (``locks``: a dry run's lock report)."""
 
     migration: Migration
     direction: Direction
@@ -171,6 +185,7 @@ class MigrationResult:
     error: str | None = None
     dry_run: bool = False
     executed: bool = True
+    locks: LockReport | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +290,7 @@ class Options:
     lock_timeout: float | None = None
     lint: bool = True
     table_lock_timeout: float | None = None
+    output_format: str = "text"
 
 
 @dataclass(frozen=True)

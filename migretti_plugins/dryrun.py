@@ -22,7 +22,14 @@ from typing import Any
 from migretti_core import hookimpl
 from migretti_core.engine import display_path, sql_failure
 from migretti_core.errors import SqlError
-from migretti_core.types import Direction, Migration, MigrationResult, Plan, Session
+from migretti_core.types import (
+    Direction,
+    LockReport,
+    Migration,
+    MigrationResult,
+    Plan,
+    Session,
+)
 
 _ENDS_TRANSACTION = re.compile(
     r"(?is)(?:commit(?!\s+prepared\b)|end|abort|prepare\s+transaction"
@@ -79,10 +86,18 @@ def _try_one(
     sql, first_line = section(migration, direction)
     started = time.perf_counter()
 
+    probed: list[LockReport] = []
+
     def result(error: str | None) -> MigrationResult:
         duration = int((time.perf_counter() - started) * 1000)
         return MigrationResult(
-            migration, direction, ok=error is None, duration_ms=duration, error=error, dry_run=True
+            migration,
+            direction,
+            ok=error is None,
+            duration_ms=duration,
+            error=error,
+            dry_run=True,
+            locks=probed[0] if probed and error is None else None,
         )
 
     if not sql.strip():
@@ -97,7 +112,8 @@ def _try_one(
     checking_deferred = False
     try:
         with hooks.transaction(session, conn):
-            hooks.execute(session, conn, sql)
+            with hooks.lock_probe(session, conn) as probed:
+                hooks.execute(session, conn, sql)
             checking_deferred = True
             with hooks.transaction(session, conn, rollback=True):
                 hooks.execute(session, conn, "SET CONSTRAINTS ALL IMMEDIATE")

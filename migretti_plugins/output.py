@@ -23,6 +23,7 @@ RESULT_EVENTS = frozenset(
         "migration.baselined",
         "baseline.planned",
         "dryrun.ok",
+        "dryrun.locks",
         "dryrun.failed",
         "dryrun.skipped",
         "seed.ran",

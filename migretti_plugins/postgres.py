@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
-from migretti_core.types import LockHolder, Session, Statement, Target
+from migretti_core.types import LockHolder, LockReport, Session, Statement, Target
 
 if TYPE_CHECKING:
     import psycopg
@@ -595,6 +595,90 @@ def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | No
         {"index": index, "table": table, "drop": f"DROP INDEX CONCURRENTLY {index};"}
         for index, table in query(conn, _INVALID_INDEXES)
     ]
+
+
+# Relations of the user's schemas: tables, partitioned tables, materialized views, indexes.
+_SNAPSHOT = (
+    "SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname), c.relkind::text, "
+    "pg_relation_filenode(c.oid)::bigint "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
+)
+_OWN_LOCKS = (
+    "SELECT relation::bigint, mode FROM pg_locks "
+    "WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted AND relation IS NOT NULL"
+)
+_FILENODES = (
+    "SELECT c.oid::bigint, pg_relation_filenode(c.oid)::bigint FROM pg_class c "
+    "WHERE c.oid = ANY(%s::oid[])"
+)
+_SIZES = (
+    "SELECT c.oid::bigint, c.reltuples::float8, pg_total_relation_size(c.oid)::bigint "
+    "FROM pg_class c WHERE c.oid = ANY(%s::oid[])"
+)
+_LOCK_STRENGTH = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+
+
+@hookimpl(trylast=True)
+def mg_lock_probe(session: Session, conn: Any) -> AbstractContextManager[list[LockReport]] | None:
+    if not _is_psycopg(conn):
+        return None
+    return probe_locks(conn)
+
+
+@contextmanager
+def probe_locks(conn: psycopg.Connection[Any]) -> Iterator[list[LockReport]]:
+    """The relation locks this backend took and the tables whose filenode changed while
+    the block ran, among relations that existed before it; read before the caller's
+    savepoint is rolled back. Nothing is measured when the block fails."""
+    before = {row[0]: row for row in query(conn, _SNAPSHOT)}
+    held = {(row[0], row[1]) for row in query(conn, _OWN_LOCKS)}
+    reports: list[LockReport] = []
+    yield reports
+    locks = sorted(
+        (
+            (oid, mode)
+            for oid, mode in query(conn, _OWN_LOCKS)
+            if oid in before and (oid, mode) not in held
+        ),
+        key=lambda lock: (before[lock[0]][1], _strength(lock[1])),
+    )
+    tables = [oid for oid, row in before.items() if row[2] in ("r", "m")]
+    now = dict(query(conn, _FILENODES, (tables,))) if tables else {}
+    rewrites = sorted(
+        oid for oid in tables if oid in now and now[oid] != before[oid][3] and now[oid]
+    )
+    touched = sorted({oid for oid, _ in locks} | set(rewrites), key=lambda o: before[o][1])
+    sizes = {row[0]: row for row in query(conn, _SIZES, (touched,))} if touched else {}
+    reports.append(
+        LockReport(
+            locks=tuple((before[oid][1], mode) for oid, mode in locks),
+            rewrites=tuple(sorted(before[oid][1] for oid in rewrites)),
+            tables=tuple(
+                (
+                    before[oid][1],
+                    int(sizes[oid][1]) if oid in sizes and sizes[oid][1] >= 0 else None,
+                    int(sizes[oid][2]) if oid in sizes else 0,
+                )
+                for oid in touched
+            ),
+        )
+    )
+
+
+def _strength(mode: str) -> int:
+    return _LOCK_STRENGTH.index(mode) if mode in _LOCK_STRENGTH else -1
 
 
 _BLOCKERS = (
