@@ -544,7 +544,7 @@ class Migretti:
         from migretti_core import engine
 
         with self._lock:
-            state = engine.current_state(self._session("status"))
+            state, invalid = engine.current_status(self._session("status"))
         counts = engine.status_data(state)
         return StatusResult(
             applied=len(state.applied),
@@ -555,6 +555,7 @@ class Migretti:
             problems=tuple(counts["problems"]),
             ok=bool(counts["ok"]),
             baseline=int(counts.get("baseline", 0)),
+            invalid_indexes=tuple(invalid),
         )
 
     def list(self) -> tuple[MigrationRow, ...]:

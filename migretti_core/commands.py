@@ -333,11 +333,7 @@ def rollback(
 @click.pass_context
 def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     """Counts, current head, every problem and invalid indexes left on the target."""
-    session = app_of(ctx).session("status")
-    migrations = engine.load_migrations(session)
-    with engine.connected(session) as conn:
-        state = engine.read_state(session, conn, migrations)
-        invalid = session.hooks.invalid_indexes(session, conn)
+    state, invalid = engine.current_status(app_of(ctx).session("status"))
     data = engine.status_data(state)
     data["invalid_indexes"] = invalid
     _emit(ctx, "status", data, fmt)

@@ -1236,6 +1236,14 @@ def fix(session: Session, ident: str, mode: str) -> int:
 # --- read-only views ---------------------------------------------------------------------
 
 
+def current_status(session: Session) -> tuple[State, list[dict[str, str]]]:
+    """The state, and the INVALID indexes failed concurrent builds left on the target."""
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        return state, session.hooks.invalid_indexes(session, conn)
+
+
 def current_state(session: Session) -> State:
     migrations = load_migrations(session)
     with connected(session) as conn:

@@ -110,7 +110,8 @@ class StatusResult:
     ``baseline`` counts the applied migrations recorded by ``mg baseline`` (never run).
 
     ``ok`` is what ``mg status --exit-code`` gates on: nothing pending, failed, running,
-    changed since applied or missing.
+    changed since applied or missing. ``invalid_indexes`` are the INVALID indexes failed
+    concurrent builds left on the target (``index``, ``table``, ``drop``).
     """
 
     applied: int
@@ -121,6 +122,7 @@ class StatusResult:
     problems: tuple[str, ...] = ()
     ok: bool = True
     baseline: int = 0
+    invalid_indexes: tuple[dict[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,7 @@ class StatusResult:
             },
             "head": self.head.as_dict() if self.head is not None else None,
             "problems": list(self.problems),
+            "invalid_indexes": [dict(index) for index in self.invalid_indexes],
         }
 
 
