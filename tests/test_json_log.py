@@ -236,7 +236,9 @@ def test_dry_run_lines_say_dry_run(project: Project) -> None:
         "dryrun.sql",
         "dryrun.sql",
         "dryrun.ok",
+        "dryrun.locks",
         "dryrun.ok",
+        "dryrun.locks",
         "dryrun.failed",
         "dryrun.finished",
     ]
