@@ -161,7 +161,10 @@ def _embedded() -> Iterator[str]:
         base.chmod(0o711)  # under root the server runs as another user
         server = EmbeddedServer(base / "data", durable=False)
         try:
-            server.start()
+            try:
+                server.start()
+            except MgError as exc:
+                pytest.fail(f"could not start the embedded PostgreSQL server: {exc}", pytrace=False)
             yield server.url()
         finally:
             with contextlib.suppress(Exception):
@@ -291,7 +294,18 @@ class Templates:
 
     def admin(self) -> psycopg.Connection[Any]:
         if self._admin is None or self._admin.closed or self._admin.broken:
-            self._admin = self.server.connect(application_name="migretti-pytest")
+            import psycopg
+
+            from migretti_core.redact import redact_text, redact_url
+
+            try:
+                self._admin = self.server.connect(application_name="migretti-pytest")
+            except psycopg.OperationalError as exc:
+                pytest.fail(
+                    f"mg_database cannot connect to {redact_url(self.server.url)}: "
+                    f"{redact_text(str(exc).strip())}",
+                    pytrace=False,
+                )
         return self._admin
 
     def key(self, mg: Migretti) -> tuple[str, str]:

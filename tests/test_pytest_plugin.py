@@ -219,3 +219,13 @@ def test_a_broken_migration_fails_the_tests_with_mg_s_message(tmp_path: Path, pg
     assert done.stdout.count("migrating the test template failed") >= 3
     assert "migrations/0002_more.sql:" in done.stdout
     assert "Traceback" not in done.stdout
+
+
+def test_an_unreachable_server_is_a_clear_error_without_its_password(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app")
+    url = "postgresql://someone:s3cret-pw@127.0.0.1:9/postgres?connect_timeout=5"
+    done = run_pytest(app, "--mg-database-url", url, "test_app.py::test_a_fresh_database_each_time")
+    assert done.returncode == 1
+    assert "mg_database cannot connect to postgresql://someone:****@127.0.0.1:9" in done.stdout
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout
