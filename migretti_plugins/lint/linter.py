@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from pglast import parser
 
 from migretti_core.engine import display_path
-from migretti_core.types import LintFinding, LintRequest, Migration, Session
+from migretti_core.types import LintFinding, LintRequest, Migration, Session, Statement
 from migretti_plugins.lint import rules
 from migretti_plugins.lint.catalogue import RULES
 from migretti_plugins.lint.settings import DEFAULT_SERVER_VERSION, LintSettings, load
@@ -52,6 +52,9 @@ class Parsed:
     text: str
     base: int
     statements: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
+    # For a data statement parsed once per shape (see ``_parse_bulk``): whether the shape
+    # holds a word long enough to be an over-long identifier; None when parsed on its own.
+    long_words: bool | None = None
 
     def char_offset(self, byte_offset: int) -> int:
         if self.text.isascii():
@@ -224,6 +227,8 @@ def long_identifiers(pieces: Sequence[Parsed]) -> list[tuple[int, str]]:
     """Identifiers over 63 bytes, from the scanner: the parser has truncated them already."""
     found: list[tuple[int, str]] = []
     for piece in pieces:
+        if piece.long_words is False:
+            continue
         data = piece.text.encode("utf-8")
         try:
             tokens = parser.scan(piece.text)
@@ -249,7 +254,10 @@ def _parse_json(text: str) -> str:
 
 
 def _statements(text: str) -> list[tuple[str, dict[str, Any], int]]:
-    tree = json.loads(_parse_json(text))
+    # A large text is not kept in the cache, nor its (several times larger) parse tree.
+    tree = json.loads(
+        _parse_json(text) if len(text) < _BULK_SECTION else parser.parse_sql_json(text)
+    )
     found: list[tuple[str, dict[str, Any], int]] = []
     for raw in tree.get("stmts") or ():
         stmt = raw.get("stmt") or {}
@@ -258,8 +266,69 @@ def _statements(text: str) -> list[tuple[str, dict[str, Any], int]]:
     return found
 
 
+# Sections larger than this are parsed statement by statement, and data statements (INSERT,
+# UPDATE, DELETE) once per shape: a 20 MB migration of 100,000 INSERTs would otherwise turn
+# into a parse tree of several hundred megabytes, and a minute of decoding it.
+_BULK_SECTION = 1 << 20
+_DATA_HEAD = re.compile(r"(?i:insert|update|delete)\b")
+# Quoted strings and numbers, which a shape leaves out; a statement with anything that could
+# make this naive reading wrong (backslashes, dollar quotes, comments) is parsed on its own.
+# Quoted identifiers are matched too, and kept, so a quote inside one is not misread.
+_LITERAL = re.compile(
+    r'"[^"]*(?:""[^"]*)*"|' r"'[^']*(?:''[^']*)*'|(?<![\w$.])\d+(?:\.\d+)?(?![\w$.])"
+)
+_NOT_PLAIN = ("\\", "$", "--", "/*")
+_STRING_OR_NUMBER = re.compile(r"'[^']*(?:''[^']*)*'|(?<![\w$.])\d+(?:\.\d+)?(?![\w$.])")
+
+
+def _shape_of(match: re.Match[str]) -> str:
+    word = match.group()
+    return word if word.startswith('"') else "?"
+
+
+def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
+    """The statements of a large ``sql``, or None when one does not parse (the caller then
+    reports syntax errors the usual way).
+
+    Data statements that differ only in their quoted strings and numbers share one parse:
+    no check looks at those values, and their node types, names and column lists are the
+    same. Each still counts as a statement of its own, at its own offset.
+    """
+    try:
+        split = session.hooks.split_statements(sql)
+    except Exception:
+        return None
+    shapes: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool]] = {}
+    pieces: list[Parsed] = []
+    for statement, base in _with_offsets(sql, split):
+        text = statement.text
+        try:
+            if _DATA_HEAD.match(text) and not any(mark in text for mark in _NOT_PLAIN):
+                if '"' in text:
+                    shape = _LITERAL.sub(_shape_of, text)
+                else:
+                    shape = _STRING_OR_NUMBER.sub("?", text)
+                known = shapes.get(shape)
+                if known is None:
+                    long_words = bool(
+                        _LONG_WORD.search(shape)
+                        or (not shape.isascii() and _LONG_WIDE_WORD.search(shape))
+                    )
+                    known = shapes[shape] = (_statements(text), long_words)
+                pieces.append(Parsed(text, base, known[0], known[1]))
+            else:
+                pieces.append(Parsed(text, base, _statements(text)))
+        except parser.ParseError:
+            return None
+    return pieces
+
+
 def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[int, str]]]:
     """The statements of ``sql`` and its syntax errors as ``(offset, message)``."""
+    if len(sql) >= _BULK_SECTION:
+        bulk = _parse_bulk(session, sql)
+        if bulk is not None:
+            return bulk, []
     whole = Parsed(sql, 0)
     try:
         whole.statements = _statements(sql)
@@ -272,8 +341,7 @@ def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[
         split = session.hooks.split_statements(sql)
     except Exception:
         return [], [first_error]
-    for statement in split:
-        base = _offset_of(sql, statement.text, statement.line)
+    for statement, base in _with_offsets(sql, split):
         piece = Parsed(statement.text, base)
         try:
             piece.statements = _statements(statement.text)
@@ -291,14 +359,20 @@ def _error_offset(piece: Parsed, exc: Exception) -> tuple[int, str]:
     return piece.char_offset(location), message
 
 
-def _offset_of(sql: str, text: str, line: int) -> int:
-    start = 0
-    for _ in range(line - 1):
-        start = sql.find("\n", start) + 1
-        if start == 0:
-            return 0
-    found = sql.find(text[:64], start)
-    return found if found != -1 else start
+def _with_offsets(sql: str, split: Sequence[Statement]) -> Iterator[tuple[Statement, int]]:
+    """Each statement with its offset in ``sql``, found in one pass (statements in order)."""
+    line, line_start, cursor = 1, 0, 0
+    for statement in split:
+        while line < statement.line:
+            newline = sql.find("\n", line_start)
+            if newline == -1:
+                break
+            line, line_start = line + 1, newline + 1
+        start = max(cursor, line_start)
+        found = sql.find(statement.text[:64], start)
+        base = found if found != -1 else start
+        cursor = base + len(statement.text)
+        yield statement, base
 
 
 # --- ignore comments ------------------------------------------------------------------------
