@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from migretti_core.argv import GlobalOptions
-from migretti_core.errors import MgError
+from migretti_core.errors import ConfigRefused, MgError
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import (
     ORIGIN_CONFIG,
@@ -115,12 +115,21 @@ class App:
                 )
 
     def _config_may_name_plugins(self) -> bool:
-        """A cheap look at the file, so startup (``mg --help``) skips YAML when it can."""
-        given = self.globals.config or self.environ.get("MG_CONFIG")
-        path = (self.cwd / given) if given else self.cwd / "mg.yaml"
+        """A cheap look at the file, so startup (``mg --help``) skips YAML when it can.
+
+        A file mg refuses to read at all (``ConfigRefused``) is fatal here already.
+        """
+        from migretti_core.configfile import find_config, read_bounded
+
+        given = self.globals.config or self.environ.get("MG_CONFIG") or None
+        path, label = find_config(self.cwd, given)
+        if path is None:
+            return False
         try:
-            return "plugins" in path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            return b"plugins" in read_bounded(path, label)
+        except ConfigRefused:
+            raise
+        except MgError:
             return bool(given)  # let the real load report a missing --config file
 
     def _load_config_plugins(self) -> None:
@@ -129,6 +138,8 @@ class App:
             return
         try:
             preview = self.hooks.load_config(self._request(check_unknown=False))
+        except ConfigRefused:
+            raise
         except MgError as exc:
             self._config_error = exc
             return

@@ -17,7 +17,7 @@ from migretti_core.cli import (
     parse_lock_timeout,
 )
 from migretti_core.errors import EXIT_BLOCKED, UsageError
-from migretti_core.types import Session
+from migretti_core.types import Config, Session
 
 
 def _emit(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
@@ -83,10 +83,28 @@ def create(ctx: click.Context, name: str, up_sql: str, down_sql: str, no_transac
     """
     app = app_of(ctx)
     config = app.config()
+    _refuse_nested_migrations_dir(config)
     path = app.hooks.create_migration(
         config, name, up_sql, down_sql, transactional=not no_transaction
     )
     click.echo(engine.display_path(path))
+
+
+def _refuse_nested_migrations_dir(config: Config) -> None:
+    """Without mg.yaml, ``mg create`` inside ``migrations/`` would write
+    ``migrations/migrations/``: say what is missing instead."""
+    directory = config.migrations_dir
+    if (
+        config.path is None
+        and not directory.exists()
+        and directory.parent.name == directory.name
+        and directory.parent == config.root
+    ):
+        raise UsageError(
+            f"no mg.yaml in {config.root} or its parents, and {config.root} is a "
+            f"{directory.name} directory itself: not creating {directory.name}/ inside it",
+            hint="run mg create from your project directory, or create a project with mg init",
+        )
 
 
 def _session(

@@ -37,6 +37,15 @@ class ConfigError(MgError):
     exit_code = EXIT_USAGE
 
 
+class ConfigRefused(ConfigError):
+    """mg will not read the configuration file at all: not a regular file, 1 MiB or more,
+    YAML aliases expanding past their budget (exit 2).
+
+    Fatal at startup for every command, ``--help`` included: it is raised before anything
+    else and never deferred like other configuration errors.
+    """
+
+
 class UsageError(MgError):
     """The command was called wrongly (exit 2)."""
 

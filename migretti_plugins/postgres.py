@@ -52,6 +52,8 @@ _DEFAULTS = (
     ("client_encoding", "PGCLIENTENCODING", "UTF8"),
 )
 _NOT_LIBPQ = frozenset({"url", "embedded"})
+# libpq variables that name a target: with one set, mg runs without any mg.yaml.
+_PG_TARGET = frozenset({"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"})
 _NO_COPY_DATA = b"COPY FROM STDIN has no data in a migration; load files with COPY FROM 'path'"
 _ALIASES = {
     "database": "dbname",
@@ -221,6 +223,12 @@ def mg_connection_params(session: Session) -> dict[str, str] | None:
     database = session.config.database
     if is_embedded(database):
         return None
+    if session.config.path is None and not database and not _PG_TARGET.intersection(os.environ):
+        raise ConfigError(
+            f"no mg.yaml in {session.config.root} or its parents",
+            hint="run mg in your project, pass --config PATH, set MG_DATABASE_URL (or PGHOST, "
+            "PGDATABASE, ...), or create a project with mg init",
+        )
     return libpq_params(database)
 
 

@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from migretti_core.durations import parse_duration
-from migretti_core.errors import ConfigError
+from migretti_core.errors import ConfigError, ConfigRefused
 from migretti_core.settings import FrozenDict, FrozenList
 from migretti_core.types import (
     DEFAULT_HOOK_TIMEOUT,
@@ -76,6 +76,8 @@ BIGINT_MAX = 2**63 - 1
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 
+# Values built again through YAML aliases before mg refuses the file (see _Expansion).
+ALIAS_BUDGET = 10_000
 _SECRET_KEY = re.compile(r"(?i)pass|secret|token|url|dsn")
 _REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 
@@ -153,17 +155,10 @@ def build_config(
 
 
 def _locate(request: ConfigRequest) -> tuple[Path | None, str]:
-    """The config file (None when the default one is absent) and its name for messages."""
-    if request.config_path is None:
-        default = _absolute(request.cwd / DEFAULT_FILE)
-        return (default if default.is_file() else None), DEFAULT_FILE
-    label = str(request.config_path)
-    path = _absolute(request.cwd / Path(os.path.expanduser(request.config_path)))
-    if not path.exists():
-        raise ConfigError(f"config file {label} does not exist")
-    if not path.is_file():
-        raise ConfigError(f"config file {label} is not a file")
-    return path, label
+    """The config file (None when there is no mg.yaml here or above) and its name."""
+    from migretti_core.configfile import find_config
+
+    return find_config(request.cwd, request.config_path)
 
 
 def _absolute(path: Path) -> Path:
@@ -171,24 +166,39 @@ def _absolute(path: Path) -> Path:
 
 
 def _merged_environ(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """``.env`` values under the real environment: a variable already set always wins."""
+    """``.env`` values under the real environment: a variable already set always wins.
+
+    A ``.env`` that exists but cannot be read (permissions, not a regular file, 1 MiB or
+    more, not UTF-8) is an error naming it, never silently skipped.
+    """
     merged: dict[str, str] = {}
-    if dotenv_path.is_file():
+    if os.path.lexists(dotenv_path):
+        import io
+
         from dotenv import dotenv_values
 
-        values = dotenv_values(dotenv_path, encoding="utf-8")
+        from migretti_core.configfile import read_bounded
+
+        label = str(dotenv_path)
+        raw = read_bounded(dotenv_path, label, what="environment file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
+        values = dotenv_values(stream=io.StringIO(text))
         merged.update({key: value for key, value in values.items() if value is not None})
     merged.update(environ)
     return merged
 
 
 def _parse_yaml(path: Path, label: str) -> dict[str, Any]:
+    from migretti_core.configfile import read_bounded
+
+    raw = read_bounded(path, label)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
     return parse_text(text, label)
 
 
@@ -199,7 +209,14 @@ def parse_text(text: str, label: str = DEFAULT_FILE) -> dict[str, Any]:
     loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
     try:
         node = yaml.compose(text, Loader=loader)
-        data = _construct(node, set()) if node is not None else {}
+        data = _construct(node, set(), _Expansion()) if node is not None else {}
+    except _AliasBudget as exc:
+        raise ConfigRefused(
+            f"{label}: YAML aliases expand past {ALIAS_BUDGET} values (at line {exc.line}); "
+            "mg does not expand them further"
+        ) from None
+    except RecursionError:
+        raise ConfigRefused(f"{label}: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
         where = f" at line {line}" if line is not None else ""
@@ -214,18 +231,43 @@ def parse_text(text: str, label: str = DEFAULT_FILE) -> dict[str, Any]:
     return data
 
 
-def _construct(node: Node, active: set[int]) -> Any:
+class _AliasBudget(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Expansion:
+    """Counts nodes built again through an alias (or ``<<``), so that nested aliases (a
+    "billion laughs" file of a few hundred bytes) stop at ``ALIAS_BUDGET`` instead of
+    taking minutes and gigabytes."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.repeated = 0
+
+    def enter(self, node: Node) -> None:
+        if id(node) not in self.seen:
+            self.seen.add(id(node))
+            return
+        self.repeated += 1
+        if self.repeated > ALIAS_BUDGET:
+            raise _AliasBudget(node.start_mark.line + 1)
+
+
+def _construct(node: Node, active: set[int], expansion: _Expansion) -> Any:
     """Plain data from a YAML node: scalars as written, duplicates refused, ``<<`` merged."""
     from yaml import MarkedYAMLError
     from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+    expansion.enter(node)
     if isinstance(node, ScalarNode):
         return _Plain(node.value) if node.style in (None, "") and node.tag == _STR else node.value
     if id(node) in active:
         raise MarkedYAMLError(problem="recursive alias", problem_mark=node.start_mark)
     active = active | {id(node)}
     if isinstance(node, SequenceNode):
-        return [_construct(item, active) for item in node.value]
+        return [_construct(item, active, expansion) for item in node.value]
     if not isinstance(node, MappingNode):
         raise MarkedYAMLError(problem="unsupported node", problem_mark=node.start_mark)
     own: dict[str, Any] = {}
@@ -238,7 +280,7 @@ def _construct(node: Node, active: set[int]) -> Any:
         ):
             sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
             for source in sources:
-                merged = _construct(source, active)
+                merged = _construct(source, active, expansion)
                 if not isinstance(merged, dict):
                     raise MarkedYAMLError(
                         problem="'<<' expects a mapping or a list of mappings",
@@ -255,7 +297,7 @@ def _construct(node: Node, active: set[int]) -> Any:
             raise MarkedYAMLError(
                 problem=f"duplicate key '{key_node.value}'", problem_mark=key_node.start_mark
             )
-        own[key_node.value] = _construct(value_node, active)
+        own[key_node.value] = _construct(value_node, active, expansion)
     return {**inherited, **own}
 
 
