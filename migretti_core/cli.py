@@ -211,11 +211,13 @@ def run(argv: list[str] | None = None) -> int:
     app: App | None = None
     verbose = "-v" in args or "--verbose" in args
     try:
+        _check_utf8(args)
         options, rest = extract_globals(args)
         verbose = options.verbose
         app = App(options)
         cli = build_cli(app)
         result = cli.main(args=rest, prog_name="mg", standalone_mode=False)
+        sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
         return result if isinstance(result, int) else 0
     except ArgvError as exc:
         print(f"mg: error: {exc}", file=sys.stderr)
@@ -231,6 +233,16 @@ def run(argv: list[str] | None = None) -> int:
     except MgError as exc:
         _print_error(app, exc, _traceback() if verbose else None)
         return exc.exit_code
+    except OSError as exc:
+        # Not a file mg reads (those are reported where they are read): its own output or
+        # a file it writes, such as stdout redirected to a full disk.
+        _discard_stdout()
+        if isinstance(exc, BrokenPipeError):
+            return EXIT_FAILURE  # whoever read the output has gone; nobody to tell
+        where = f"{exc.filename}: " if exc.filename else "writing the output: "
+        error = MgError(f"{where}{exc.strerror or exc}")
+        _print_error(app, error, _traceback() if verbose else None)
+        return EXIT_FAILURE
     except Exception as exc:
         error = MgError(
             f"unexpected error: {type(exc).__name__}: {exc}",
@@ -238,6 +250,32 @@ def run(argv: list[str] | None = None) -> int:
         )
         _print_error(app, error, _traceback() if verbose else None)
         return EXIT_FAILURE
+
+
+def _check_utf8(args: list[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 (Python keeps such bytes as surrogates,
+    which fail much later, when the text is written to a file or sent to the server)."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = arg.encode("utf-8", "surrogateescape")
+            shown = repr(raw)[2:-1]
+            raise UsageError(
+                f"argument '{shown}' is not valid UTF-8 (byte {raw[exc.start]:#04x})"
+            ) from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the final flush at exit cannot fail a second time."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -66,7 +66,7 @@ def display_path(path: Path) -> str:
     """A path as short as it can be shown: relative to the working directory when inside it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # not below, or a symbolic-link loop
         return str(path)
 
 

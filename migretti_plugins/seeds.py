@@ -93,13 +93,16 @@ class Seed:
 
 def seed_paths(directory: Path) -> list[Path]:
     """Seed files in file order; hidden files and subdirectories are not seeds."""
-    if not directory.is_dir():
+    if not os.path.lexists(directory):
         return []
-    found = [
-        entry
-        for entry in directory.iterdir()
-        if entry.suffix == ".sql" and not entry.name.startswith(".") and entry.is_file()
-    ]
+    try:
+        found = [
+            entry
+            for entry in directory.iterdir()
+            if entry.suffix == ".sql" and not entry.name.startswith(".") and entry.is_file()
+        ]
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot be read: {exc.strerror or exc}") from None
     return sorted(found, key=lambda entry: entry.name)
 
 

@@ -246,20 +246,41 @@ def _section(text: str, at_line: dict[int, _Directive], marker: int, end_marker:
 
 
 def discover(directory: Path) -> list[Path]:
-    """The migration files of a directory, by file name; subdirectories are not migrations."""
+    """The migration files of a directory, by file name; subdirectories are not migrations.
+
+    A directory that cannot be listed (permissions, a symbolic-link loop) and ``.sql``
+    entries whose type cannot be told are migration-file errors, never skipped silently.
+    """
+    names: list[str] = []
+    problems: list[str] = []
     try:
         with os.scandir(directory) as entries:
             # scandir knows the file type without a stat call per file (thousands of files).
-            names = sorted(
-                entry.name
-                for entry in entries
-                if entry.name.endswith(".sql")
-                and not entry.name.startswith(".")
-                and entry.is_file()
-            )
+            for entry in entries:
+                if not entry.name.endswith(".sql") or entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_file():
+                        names.append(entry.name)
+                except OSError as exc:
+                    problems.append(f"{_shown(directory / entry.name)}: {_reason(exc)}")
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [directory / name for name in names]
+    except OSError as exc:
+        problems.append(f"{_shown(directory)}: cannot list the directory: {_reason(exc)}")
+    if problems:
+        raise MigrationFileError(problems)
+    return [directory / name for name in sorted(names)]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory, without resolving symbolic links."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return relative if not relative.startswith("..") else str(path)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def load_directory(directory: Path) -> list[Migration]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from mgproject import MG_COMMAND, Project, mg_env
@@ -128,3 +129,126 @@ def test_a_config_of_one_mib_or_more_is_refused(tmp_path: Path) -> None:
     config.write_text("migrations_dir: migrations\n# padding\n" + "#" * (1000 * 1024) + "\n")
     done = _run(tmp_path, "create", "first")
     assert done.returncode == 0, done.stderr
+
+
+# --- clear errors: one line, no traceback ---------------------------------------------------
+
+
+def _without_root_privileges() -> None:
+    """In the child, before exec: as root, give up the capabilities that bypass file
+    permissions, so an unreadable file is unreadable to mg too (CI runs as root)."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop = 24
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(pr_capbset_drop, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _run_unprivileged(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*args],
+        cwd=cwd,
+        env=mg_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        preexec_fn=_without_root_privileges,
+    )
+
+
+def _assert_unreadable(path: Path) -> None:
+    """The premise of a test: mg's process really cannot read ``path``."""
+    probe = "import os, sys; p = sys.argv[1]; os.listdir(p) if os.path.isdir(p) else open(p).read()"
+    done = _run_unprivileged(path.parent, sys.executable, "-c", probe, str(path))
+    assert "PermissionError" in done.stderr, f"{path} is still readable: {done.stderr}"
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mg: error: "), done.stderr
+    assert "Traceback" not in done.stderr and "unexpected error" not in done.stderr
+    for word in words:
+        assert word in lines[0], done.stderr
+
+
+def test_unreadable_migrations_dir_env_and_config_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "mg.yaml").write_text("database:\n  host: h.invalid\n")
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_a.sql").write_text("-- migrate: up\nSELECT 1;\n")
+    migrations.chmod(0)
+    try:
+        _assert_unreadable(migrations)
+        for args in (["list"], ["apply"], ["status"]):
+            done = _run_unprivileged(tmp_path, *MG_COMMAND, *args)
+            _one_line_error(done, 2, "migrations", "Permission denied")
+    finally:
+        migrations.chmod(0o755)
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("X=1\n")
+    env_file.chmod(0)
+    _assert_unreadable(env_file)
+    _one_line_error(_run_unprivileged(tmp_path, *MG_COMMAND, "status"), 2, ".env", "Permission")
+    env_file.unlink()
+
+    (tmp_path / "mg.yaml").chmod(0)
+    _assert_unreadable(tmp_path / "mg.yaml")
+    _one_line_error(_run_unprivileged(tmp_path, *MG_COMMAND, "status"), 2, "mg.yaml", "Permission")
+
+
+def test_symbolic_link_loops_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "mg.yaml").write_text("database:\n  host: h.invalid\n")
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_loop.sql").symlink_to("0001_loop.sql")
+    _one_line_error(_run(tmp_path, "list"), 2, "0001_loop.sql", "symbolic links")
+    (migrations / "0001_loop.sql").unlink()
+    migrations.rmdir()
+    migrations.symlink_to("migrations")
+    _one_line_error(_run(tmp_path, "list"), 2, "migrations", "symbolic links")
+    migrations.unlink()
+    migrations.mkdir()
+    (tmp_path / ".env").symlink_to(".env")
+    _one_line_error(_run(tmp_path, "status"), 2, ".env", "symbolic links")
+
+
+def test_arguments_that_are_not_utf8_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "mg.yaml").write_text("database:\n  host: h.invalid\n")
+    (tmp_path / "migrations").mkdir()
+    for args in ([b"create", b"bad\xffname"], [b"create", b"ok", b"--up", b"SELECT \xff;"]):
+        done = subprocess.run(
+            [*MG_COMMAND, *args],
+            cwd=tmp_path,
+            env=mg_env(),
+            capture_output=True,
+            text=True,
+            timeout=HANG,
+        )
+        _one_line_error(done, 2, "not valid UTF-8", "\\xff")
+    assert list((tmp_path / "migrations").iterdir()) == []
+
+
+def test_output_to_a_full_disk_is_a_one_line_error(tmp_path: Path, database_url: str) -> None:
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    for args in (["list"], ["status", "--format", "json"], ["status"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [*MG_COMMAND, *args],
+                cwd=project.root,
+                env=mg_env(),
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+            )
+        _one_line_error(done, 1, "No space left on device")
+    assert project.statuses() == {"0001": "applied"}
