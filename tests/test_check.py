@@ -101,7 +101,7 @@ def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
     assert any(
         line.startswith("FAIL  0002 email_index: down of 0002 does not restore") for line in lines
     )
-    assert "warn  0005 counter: no down section: the migration cannot be rolled back" in lines
+    assert "warn  0005 counter: irreversible: no down section, it cannot be rolled back" in lines
     assert not any(line.startswith("ok    0005") for line in lines)  # one line per migration
 
 

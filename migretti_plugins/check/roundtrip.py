@@ -164,7 +164,7 @@ def _round_trips(
                 return
             after = snapshot.take(s, conn)
             if not migration.has_down:
-                message = "no down section: the migration cannot be rolled back"
+                message = "irreversible: no down section, it cannot be rolled back"
                 (item.problems if require_down else item.warnings).append(message)
                 before = after
                 continue
