@@ -109,9 +109,13 @@ def lint_migration(
     raw: list[tuple[str, str, int, int]] = []  # rule, message, section offset, statement index
     current = [0, 0]  # statement start (section offset), statement index
 
+    recording: list[tuple[str, str, int | None]] | None = None
+
     def flag(rule: str, message: str, location: int | None) -> None:
         offset = current[0] if location is None or location < 0 else piece.char_offset(location)
         raw.append((rule, message, offset, current[1]))
+        if recording is not None:
+            recording.append((rule, message, location))
 
     ctx = rules.Context(
         transactional=migration.transactional,
@@ -126,7 +130,15 @@ def lint_migration(
     starts: list[int] = []
     index = 0
     checks = rules.CHECKS
+    # Data statements sharing a parse (see _parse_bulk) get the findings of the first of
+    # their shape: their checks only look at names, which the shape keeps.
+    replays: dict[int, list[tuple[str, str, int | None]]] = {}
     for piece in pieces:
+        shared = piece.long_words is not None and all(
+            node_type in _PURE_CHECKS for node_type, _, _ in piece.statements
+        )
+        replay = replays.get(id(piece.statements)) if shared else None
+        recording = [] if shared and replay is None else None
         for node_type, node, location in piece.statements:
             start = piece.char_offset(location)
             current[0] = start
@@ -134,9 +146,17 @@ def lint_migration(
             ctx.current = start
             starts.append(start)
             index += 1
+            if replay is not None:
+                continue
             rules.timeout_settings(ctx, node_type)
             for func in checks.get(node_type, ()):
                 func(ctx, node)
+        if replay is not None:
+            for rule, message, at in replay:
+                flag(rule, message, at)
+        elif recording is not None:
+            replays[id(piece.statements)] = recording
+    recording = None
     if _LONG_WORD.search(sql) or (not sql.isascii() and _LONG_WIDE_WORD.search(sql)):
         for offset, name in long_identifiers(pieces):
             raw.append(
@@ -277,7 +297,8 @@ _DATA_HEAD = re.compile(r"(?i:insert|update|delete)\b")
 _LITERAL = re.compile(
     r'"[^"]*(?:""[^"]*)*"|' r"'[^']*(?:''[^']*)*'|(?<![\w$.])\d+(?:\.\d+)?(?![\w$.])"
 )
-_NOT_PLAIN = ("\\", "$", "--", "/*")
+# Node types whose checks only flag (no state carried to later statements), by their names.
+_PURE_CHECKS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt"}) - rules.LOCKING
 _STRING_OR_NUMBER = re.compile(r"'[^']*(?:''[^']*)*'|(?<![\w$.])\d+(?:\.\d+)?(?![\w$.])")
 
 
@@ -303,7 +324,9 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
     for statement, base in _with_offsets(sql, split):
         text = statement.text
         try:
-            if _DATA_HEAD.match(text) and not any(mark in text for mark in _NOT_PLAIN):
+            if _DATA_HEAD.match(text) and not (
+                "\\" in text or "$" in text or "--" in text or "/*" in text
+            ):
                 if '"' in text:
                     shape = _LITERAL.sub(_shape_of, text)
                 else:
