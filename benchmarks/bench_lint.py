@@ -1,17 +1,20 @@
 """Lint benchmark: ``mg lint --all`` over W1 (1000 migrations) and a mixed set of 1000.
 
-    python benchmarks/bench_lint.py [--runs 5]
+    python benchmarks/bench_lint.py [--runs 5] [--apply]
 
 W1 is bench_engine's workload (CREATE TABLE + CREATE INDEX per migration). The mixed set
 adds an ALTER TABLE with a volatile default, a foreign key, a drop and an ignore comment to
 every migration, so most rules run and find something. Reports the median wall time of the
-whole command (startup included) and of the lint alone in-process. Never asserts.
+whole command (startup included) and of the lint alone in-process. ``--apply`` also times
+``mg apply`` of W1 on fresh databases with the plan's lint on and with ``--no-lint``
+(MG_BENCH_DATABASE_URL, or an embedded server). Never asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 W1 = (
     "CREATE TABLE t_{i} (id bigint PRIMARY KEY, name text NOT NULL, at timestamptz);\n"
@@ -84,9 +88,43 @@ def time_in_process(root: Path, runs: int) -> tuple[float, int]:
     return statistics.median(times), found
 
 
+def time_apply(tmp: Path, runs: int) -> None:
+    from bench_engine import Databases, server_url
+
+    url, stop = server_url(tmp)
+    dbs = Databases(url)
+    try:
+        root = project(tmp / "apply", W1)
+        times: dict[str, list[float]] = {"lint": [], "no-lint": []}
+        for _ in range(runs):
+            for label, extra in (("lint", []), ("no-lint", ["--no-lint"])):
+                target = dbs.fresh()
+                started = time.perf_counter()
+                done = subprocess.run(
+                    [sys.executable, "-m", "migretti_core", "apply", *extra],
+                    cwd=root,
+                    capture_output=True,
+                    check=False,
+                    env={**os.environ, "MG_DATABASE_URL": target},
+                )
+                times[label].append(time.perf_counter() - started)
+                if done.returncode != 0:
+                    print(done.stderr.decode()[-2000:])
+        with_lint = statistics.median(times["lint"])
+        without = statistics.median(times["no-lint"])
+        print(
+            f"W1 apply: {with_lint:.2f} s with lint, {without:.2f} s with --no-lint "
+            f"({(with_lint / without - 1) * 100:+.1f}%)"
+        )
+    finally:
+        dbs.drop_all()
+        stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--apply", action="store_true", help="also time mg apply of W1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for label, template in (("W1", W1), ("mixed", MIXED)):
@@ -97,6 +135,8 @@ def main() -> None:
                 f"{label:6} 1000 migrations: mg lint --all {command:.2f} s; "
                 f"lint alone {alone:.2f} s; {found} findings"
             )
+        if args.apply:
+            time_apply(Path(tmp), args.runs)
 
 
 if __name__ == "__main__":

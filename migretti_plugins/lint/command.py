@@ -73,7 +73,11 @@ def plan_to_lint(
 
 
 def findings_data(findings: Sequence[LintFinding]) -> dict[str, Any]:
-    return {"findings": [f.as_dict(engine.display_path(f.path)) for f in findings]}
+    shown: dict[Path, str] = {}
+    for finding in findings:
+        if finding.path not in shown:
+            shown[finding.path] = engine.display_path(finding.path)
+    return {"findings": [f.as_dict(shown[f.path]) for f in findings]}
 
 
 @click.command("lint")

@@ -24,8 +24,9 @@ from migretti_plugins.lint.catalogue import RULES
 from migretti_plugins.lint.settings import DEFAULT_SERVER_VERSION, LintSettings, load
 
 MAX_IDENTIFIER_BYTES = 63
-_LONG_WORD = re.compile(r'[\w$]{64,}|"[^"]{64,}"')
-_LONG_WIDE_WORD = re.compile(r'[\w$]{22,}|"[^"]{22,}"')
+# Word starts only: a plain [\w$]{64,} would retry at every character of every word.
+_LONG_WORD = re.compile(r'(?<![\w$])[\w$]{64}|"[^"]{64}')
+_LONG_WIDE_WORD = re.compile(r'(?<![\w$])[\w$]{22}|"[^"]{22}')
 _IGNORE_RE = re.compile(
     r"--\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)\b"
     r"(?P<rules>\s+[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)?"
