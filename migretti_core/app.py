@@ -176,6 +176,7 @@ class App:
         yes: bool = False,
         lint: bool = True,
         table_lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
         output_format: str = "text",
     ) -> Session:
         self.options = Options(
@@ -187,6 +188,7 @@ class App:
             lock_timeout=lock_timeout,
             lint=lint,
             table_lock_timeout=table_lock_timeout,
+            statement_timeout=statement_timeout,
             output_format=output_format,
         )
         self.hooks.options = self.options

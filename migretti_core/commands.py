@@ -116,6 +116,7 @@ def _session(
         lock_timeout=parse_lock_timeout(lock_timeout),
         lint=lint,
         table_lock_timeout=ctx.meta.get("table_lock_timeout"),
+        statement_timeout=ctx.meta.get("statement_timeout"),
         output_format=ctx.meta.get("output_format", "text"),
     )
 
@@ -136,27 +137,36 @@ def dry_run_format_option(func: Any) -> Any:
     )(func)
 
 
-def _table_lock_timeout(ctx: click.Context, param: Any, value: str | None) -> None:
-    if value is None:
+def _timeout_value(ctx: click.Context, param: Any, value: str | None) -> None:
+    """``--table-lock-timeout`` / ``--statement-timeout``: seconds, 0 for ``off``."""
+    if value is None or param.name is None:
         return
     from migretti_core.durations import parse_duration
 
     text = value.strip().lower()
     if text in ("off", "none", "false", "no"):
-        ctx.meta["table_lock_timeout"] = 0.0
+        ctx.meta[param.name] = 0.0
         return
     try:
-        ctx.meta["table_lock_timeout"] = parse_duration(value)
+        ctx.meta[param.name] = parse_duration(value)
     except ValueError as exc:
-        raise UsageError(f"--table-lock-timeout: {exc}") from exc
+        raise UsageError(f"--{param.name.replace('_', '-')}: {exc}") from exc
 
 
 def table_lock_timeout_option(func: Any) -> Any:
+    func = click.option(
+        "--statement-timeout",
+        metavar="DURATION",
+        expose_value=False,
+        callback=_timeout_value,
+        help="PostgreSQL statement_timeout inside each migration (e.g. 10m, off). "
+        "Default: statement_timeout, off.",
+    )(func)
     return click.option(
         "--table-lock-timeout",
         metavar="DURATION",
         expose_value=False,
-        callback=_table_lock_timeout,
+        callback=_timeout_value,
         help="How long each statement may wait for a table lock before the migration is "
         "retried (e.g. 2s, 500ms, off). Default: table_lock_timeout, 5s.",
     )(func)

@@ -581,13 +581,17 @@ LOCK_NOT_AVAILABLE = "55P03"
 def table_lock_settings(session: Session) -> tuple[float, int, float]:
     """``(lock timeout, retries, statement timeout)`` in seconds; 0 means off.
 
-    ``--table-lock-timeout`` wins over mg.yaml's ``table_lock_timeout``.
+    ``--table-lock-timeout`` and ``--statement-timeout`` win over mg.yaml.
     """
     config = session.config
-    wait = session.options.table_lock_timeout
+    options = session.options
+    wait = options.table_lock_timeout
     if wait is None:
         wait = config.table_lock_timeout
-    return wait, config.table_lock_retries, config.statement_timeout
+    statement = options.statement_timeout
+    if statement is None:
+        statement = config.statement_timeout
+    return wait, config.table_lock_retries, statement
 
 
 def _watch(session: Session, conn: Any, lock_wait: float) -> AbstractContextManager[list[Any]]:

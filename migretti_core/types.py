@@ -290,6 +290,7 @@ class Options:
     lock_timeout: float | None = None
     lint: bool = True
     table_lock_timeout: float | None = None
+    statement_timeout: float | None = None
     output_format: str = "text"
 
 

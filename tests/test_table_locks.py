@@ -237,3 +237,14 @@ def test_bad_settings_are_configuration_errors(project: Project) -> None:
     done = project.mg("apply", "--table-lock-timeout", "soon")
     assert done.returncode == 2
     assert "--table-lock-timeout" in done.stderr
+
+
+def test_statement_timeout_stops_a_long_statement_without_retry(project: Project) -> None:
+    project.add("001", "slow", "SELECT pg_sleep(5);")
+    done = project.mg("apply", "--statement-timeout", "300ms")
+    assert done.returncode == 1, done.stderr
+    assert "57014" in done.stderr  # query_canceled
+    assert "retry" not in done.stderr
+    project.configure({"url": project.database_url}, extra="statement_timeout: 300ms\n")
+    assert project.mg("apply").returncode == 1
+    assert project.mg("apply", "--statement-timeout", "off").returncode == 0
