@@ -151,11 +151,13 @@ def test_after_the_last_retry_exit_1_names_the_blockers(project: Project) -> Non
 
 
 def test_command_line_timeout_wins_and_off_waits(project: Project) -> None:
+    project.configure({"url": project.database_url}, extra="table_lock_retries: 1\n")
     project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
     holder = Holder(project.database_url, 60.0)
     try:
         done = project.mg("apply", "--table-lock-timeout", "100ms")
         assert done.returncode == 1
+        assert "no table lock within 100ms after 1 retry" in done.stderr
     finally:
         holder.close()
     project.configure({"url": project.database_url}, extra="table_lock_retries: 0\n")
