@@ -51,6 +51,10 @@ FIX_HINT = (
     "or `mg fix {id} --remove` if you undid it"
 )
 
+CHECKSUM_HINT = (
+    "restore the file; or, if the edit is right and the database already matches it, accept "
+    "it with `mg fix {id} --applied`; or pass --no-verify to {verb} anyway"
+)
 
 # --- reporting ---------------------------------------------------------------------------
 
@@ -195,7 +199,7 @@ def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> 
     names = ", ".join(display_path(m.path) for m, _ in modified)
     raise StateError(
         f"applied migration changed since it ran: {names}",
-        hint="restore the file, or pass --no-verify to go on anyway",
+        hint=CHECKSUM_HINT.format(id=modified[0][0].id, verb="go on"),
     )
 
 
@@ -298,7 +302,7 @@ def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = 
         if request.verify and not checksum_matches(migration, entry):
             raise StateError(
                 f"applied migration changed since it ran: {display_path(migration.path)}",
-                hint="restore the file, or pass --no-verify to roll back anyway",
+                hint=CHECKSUM_HINT.format(id=migration.id, verb="roll back"),
             )
         steps.append(migration)
     return Plan("down", tuple(steps))
@@ -1150,23 +1154,77 @@ def apply(session: Session, request: ApplyRequest) -> int:
     def planner(state: State, check_blocked: bool) -> Plan:
         return plan_apply(state, request, check_blocked)
 
-    return _run(session, planner, "apply", "nothing to apply: already up to date")
+    def nothing(state: State) -> str:
+        later = [m for m in state.pending if request.to is not None and m.id > request.to]
+        if later:
+            count = len(later)
+            return (
+                f"nothing to apply up to {request.to}; {count} later "
+                f"migration{'s' if count != 1 else ''} pending"
+            )
+        return "nothing to apply: already up to date"
+
+    return _run(session, planner, "apply", nothing)
 
 
 def rollback(session: Session, request: RollbackRequest) -> int:
     def planner(state: State, check_blocked: bool) -> Plan:
         return plan_rollback(state, request, check_blocked)
 
-    return _run(session, planner, "rollback", "nothing to roll back")
+    def nothing(state: State) -> str:
+        reasons = _rollback_shortfall(state)
+        return "nothing to roll back: no migration is applied" + (
+            f" ({reasons})" if reasons else ""
+        )
+
+    def explain(state: State, plan: Plan) -> None:
+        asked = request.count if request.to is None else None
+        if asked is None or not plan.steps or len(plan.steps) >= asked:
+            return
+        count = len(plan.steps)
+        reasons = _rollback_shortfall(state)
+        report(
+            session,
+            "rollback.fewer",
+            "warning",
+            f"rolling back {count} of the {asked} asked for: only {count} "
+            f"migration{' is' if count == 1 else 's are'} applied"
+            + (f" ({reasons})" if reasons else ""),
+            asked=asked,
+            count=count,
+        )
+
+    return _run(session, planner, "rollback", nothing, explain)
 
 
-def _run(session: Session, planner: Callable[[State, bool], Plan], what: str, nothing: str) -> int:
+def _rollback_shortfall(state: State) -> str:
+    """Why rows of the history are not counted as applied migrations to roll back."""
+    reasons = [
+        f"{e.id} is recorded as {e.status!r}, a status mg does not know, so it is not rolled back"
+        for e in state.unknown_status
+    ]
+    reasons += [
+        f"{ident} has {len(rows)} rows in the history and counts once"
+        for ident, rows in state.duplicates.items()
+        if any(e.status == "applied" for e in rows)
+    ]
+    return "; ".join(reasons)
+
+
+def _run(
+    session: Session,
+    planner: Callable[[State, bool], Plan],
+    what: str,
+    nothing: Callable[[State], str],
+    explain: Callable[[State, Plan], None] | None = None,
+) -> int:
     """Plan, check, confirm, then (dry-)run under the lock, planning again once it is held."""
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
         if what == "apply":
             _warn_missing(session, state)
+        _warn_tampered(session, state)
         # Before the lock, a `running` row may be another process at work: wait for the lock
         # and judge it then (under the lock it can only mean an interrupted run).
         live = bool(state.running)
@@ -1174,8 +1232,10 @@ def _run(session: Session, planner: Callable[[State, bool], Plan], what: str, no
         checked: set[tuple[str, str]] = set()
         validate(session, plan.steps, checked)
         if not plan.steps and not live:
-            report(session, "command.nothing", "info", nothing)
+            report(session, "command.nothing", "info", nothing(state))
             return 0
+        if explain is not None:
+            explain(state, plan)
         findings = lint_plan(session, conn, plan)
         confirm(session, plan, what if not session.options.dry_run else "dry run", findings)
         if session.options.dry_run:
@@ -1189,6 +1249,11 @@ def _run(session: Session, planner: Callable[[State, bool], Plan], what: str, no
             return fresh
 
         return _execute_plan(session, conn, plan, replan, confirmed)
+
+
+def _warn_tampered(session: Session, state: State) -> None:
+    for problem in tampering_of(state):
+        report(session, "history.problem", "warning", problem)
 
 
 def _warn_missing(session: Session, state: State) -> None:
@@ -1278,6 +1343,31 @@ def problems_of(state: State) -> list[str]:
             f"out-of-order: {display_path(migration.path)} sorts before the newest applied "
             "migration (apply with --allow-out-of-order)"
         )
+    problems.extend(tampering_of(state))
+    return problems
+
+
+def tampering_of(state: State) -> list[str]:
+    """History rows mg did not write that way: each is a problem, never silently skipped."""
+    problems: list[str] = []
+    for entry in state.unknown_status:
+        problems.append(
+            f"unknown status: {entry.id} {entry.name} is recorded as {entry.status!r}, which mg "
+            "does not know (applied, failed or running), so it counts as neither applied nor "
+            "pending — " + FIX_HINT.format(id=entry.id)
+        )
+    for entry in state.unverifiable:
+        problems.append(
+            f"no checksum: {entry.id} {entry.name} is applied but its row has no checksum, so "
+            f"its file cannot be verified — `mg fix {entry.id} --applied` records the file's"
+        )
+    for ident, rows in state.duplicates.items():
+        statuses = ", ".join(str(e.status) for e in rows)
+        problems.append(
+            f"duplicate rows: {ident} {rows[0].name} has {len(rows)} rows in the history "
+            f"({statuses}; was the primary key of _migrations dropped?) — "
+            f"`mg fix {ident} --applied` or `--remove` leaves one"
+        )
     return problems
 
 
@@ -1321,9 +1411,11 @@ def verify_data(state: State) -> dict[str, Any]:
         {"id": m.id, "name": m.name, "file": display_path(m.path)} for m, _ in state.modified
     ]
     missing = [{"id": e.id, "name": e.name} for e in state.missing if e.status == "applied"]
+    problems = tampering_of(state)
     return {
-        "ok": not mismatches and not missing,
+        "ok": not mismatches and not missing and not problems,
         "checked": len(state.applied),
         "mismatches": mismatches,
         "missing": missing,
+        "problems": problems,
     }

@@ -35,8 +35,11 @@ class Row:
         }
 
 
+KNOWN_STATUSES = ("applied", "failed", "running")
+
+
 def checksum_matches(migration: Migration, entry: HistoryEntry) -> bool:
-    """An unknown stored checksum (older rows) is not a mismatch."""
+    """A missing stored checksum is not a mismatch; ``State.unverifiable`` reports it."""
     if entry.checksum is None or entry.checksum == "":
         return True
     return entry.checksum in (migration.checksum, migration.raw_checksum)
@@ -59,8 +62,37 @@ class State:
 
     @property
     def applied(self) -> list[HistoryEntry]:
-        """Applied rows in application order (oldest first)."""
-        return [e for e in self.history if e.status == "applied"]
+        """Applied rows in application order (oldest first), one per id."""
+        seen: set[str] = set()
+        applied: list[HistoryEntry] = []
+        for entry in self.history:
+            if entry.status == "applied" and entry.id not in seen:
+                seen.add(entry.id)
+                applied.append(entry)
+        return applied
+
+    @property
+    def unknown_status(self) -> list[HistoryEntry]:
+        """Rows whose status mg does not know (``APPLIED``, ``skipped``, ...): edited by hand,
+        they count as neither applied nor pending."""
+        return [e for e in self.history if e.status not in KNOWN_STATUSES]
+
+    @property
+    def unverifiable(self) -> list[HistoryEntry]:
+        """Applied rows without a checksum (NULL or empty): their file cannot be verified."""
+        return [e for e in self.applied if not e.checksum]
+
+    @property
+    def duplicates(self) -> dict[str, list[HistoryEntry]]:
+        """Ids with more than one row, possible only once the primary key was dropped."""
+        rows: dict[str, list[HistoryEntry]] = {}
+        for entry in self.history:
+            rows.setdefault(entry.id, []).append(entry)
+        return {ident: found for ident, found in rows.items() if len(found) > 1}
+
+    @property
+    def tampered(self) -> bool:
+        return bool(self.unknown_status or self.unverifiable or self.duplicates)
 
     @property
     def failed(self) -> list[HistoryEntry]:

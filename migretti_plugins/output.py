@@ -158,6 +158,7 @@ def _verify(data: dict[str, Any]) -> str:
         lines.append(f"mismatch: {item['file']} changed since it was applied")
     for item in data["missing"]:
         lines.append(f"missing: {item['id']} {item['name']} is applied but its file is gone")
+    lines.extend(data.get("problems") or [])
     if data["ok"]:
         lines.append(f"ok: {data['checked']} applied migrations match their files")
     return "\n".join(lines)

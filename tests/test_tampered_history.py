@@ -1,0 +1,130 @@
+"""History rows edited by hand are reported, never silently skipped.
+
+A status mg does not know, a row without a checksum, two rows for one id once the primary key
+of ``_migrations`` is gone: ``mg status`` and ``mg verify`` name each (verify exits 3),
+``rollback N`` says why it rolls back fewer than N, and ``mg fix`` repairs them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mgproject import Project
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    for ident in ("0001", "0002", "0003"):
+        project.add_table(ident)
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    yield project
+    project.close()
+
+
+def problems(project: Project) -> list[str]:
+    done = project.mg("status", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    found: list[str] = data["problems"]
+    assert data["ok"] is False
+    return found
+
+
+def verify_fails(project: Project, *expected: str) -> str:
+    done = project.mg("verify")
+    assert done.returncode == 3, done.stdout + done.stderr
+    for text in expected:
+        assert text in done.stdout, done.stdout
+    as_json = project.mg("verify", "--format", "json")
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["ok"] is False
+    return done.stdout
+
+
+def test_unknown_status_values_are_problems(project: Project) -> None:
+    project.sql("UPDATE _migrations SET status = 'APPLIED' WHERE id = '0002'")
+    project.sql("UPDATE _migrations SET status = 'skipped' WHERE id = '0003'")
+
+    found = problems(project)
+    assert any("0002" in p and "'APPLIED'" in p and "unknown status" in p for p in found), found
+    assert any("0003" in p and "'skipped'" in p for p in found), found
+    text = project.mg("status")
+    assert "'APPLIED'" in text.stdout and "'skipped'" in text.stdout
+    verify_fails(project, "'APPLIED'", "'skipped'")
+
+    done = project.mg("rollback", "3")
+    assert done.returncode == 0, done.stderr
+    assert "rolling back 1 of the 3 asked for" in done.stderr
+    assert "0002 is recorded as 'APPLIED'" in done.stderr
+    assert "0003 is recorded as 'skipped'" in done.stderr
+    assert project.tables() == {"t_0002", "t_0003"}
+
+    fixed = project.mg("fix", "0002", "--applied")
+    assert fixed.returncode == 0, fixed.stderr
+    assert project.statuses()["0002"] == "applied"
+
+
+def test_rollback_n_says_why_there_is_nothing_to_roll_back(project: Project) -> None:
+    project.sql("UPDATE _migrations SET status = 'skipped'")
+    done = project.mg("rollback", "2")
+    assert done.returncode == 0, done.stderr
+    assert "nothing to roll back" in done.stderr
+    assert "0001 is recorded as 'skipped'" in done.stderr
+    assert project.tables() == {"t_0001", "t_0002", "t_0003"}
+
+
+def test_null_or_empty_checksum_is_a_problem(project: Project) -> None:
+    project.sql("UPDATE _migrations SET checksum = NULL WHERE id = '0001'")
+    project.sql("UPDATE _migrations SET checksum = '' WHERE id = '0002'")
+
+    found = problems(project)
+    assert any(p.startswith("no checksum: 0001") for p in found), found
+    assert any(p.startswith("no checksum: 0002") for p in found), found
+    verify_fails(project, "0001", "0002", "no checksum")
+
+    project.add_table("0004")
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert "no checksum: 0001" in done.stderr  # a warning, not silence
+
+    fixed = project.mg("fix", "0001", "--applied")
+    assert fixed.returncode == 0, fixed.stderr
+    fixed = project.mg("fix", "0002", "--applied")
+    assert fixed.returncode == 0, fixed.stderr
+    assert project.mg("verify").returncode == 0
+
+
+def test_duplicate_rows_without_the_primary_key(project: Project) -> None:
+    project.sql("ALTER TABLE _migrations DROP CONSTRAINT _migrations_pkey")
+    project.sql("INSERT INTO _migrations SELECT * FROM _migrations WHERE id = '0002'")
+
+    found = problems(project)
+    assert any(p.startswith("duplicate rows: 0002") and "2 rows" in p for p in found), found
+    verify_fails(project, "duplicate rows: 0002")
+
+    # Writing the history does not need the primary key.
+    project.add_table("0004")
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"t_0001", "t_0002", "t_0003", "t_0004"}
+
+    done = project.mg("rollback", "9", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "rolling back 4 of the 9 asked for" in done.stderr
+    assert "0002 has 2 rows in the history and counts once" in done.stderr
+
+    fixed = project.mg("fix", "0002", "--applied")
+    assert fixed.returncode == 0, fixed.stderr
+    assert project.value("SELECT count(*) FROM _migrations WHERE id = '0002'") == 1
+    assert project.mg("verify").returncode == 0
+    order = [r[0] for r in project.sql("SELECT id FROM _migrations ORDER BY apply_seq")]
+    assert order == ["0001", "0002", "0003", "0004"]
+
+    removed = project.mg("fix", "0004", "--remove")
+    assert removed.returncode == 0, removed.stderr
+    assert "0004" not in project.statuses()
