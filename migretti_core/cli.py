@@ -284,7 +284,9 @@ def _terminate(signum: int, frame: object) -> None:
     The open transaction is rolled back and the lock released instead of the process
     vanishing mid-statement.
     """
-    raise KeyboardInterrupt
+    from migretti_core.errors import Terminated
+
+    raise Terminated
 
 
 def main() -> None:

@@ -361,8 +361,9 @@ def rollback(
 @click.pass_context
 def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     """Counts, current head, every problem and invalid indexes left on the target."""
-    state, invalid = engine.current_status(app_of(ctx).session("status"))
-    data = engine.status_data(state)
+    app = app_of(ctx)
+    state, invalid = engine.current_status(app.session("status"))
+    data = engine.status_data(state, app.hooks.redact)
     data["invalid_indexes"] = invalid
     _emit(ctx, "status", data, fmt)
     return EXIT_BLOCKED if exit_code and not data["ok"] else 0

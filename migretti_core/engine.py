@@ -21,11 +21,14 @@ from typing import Any
 
 from migretti_core.errors import (
     Aborted,
+    DatabaseError,
+    Interrupted,
     MgError,
     MigrationFailed,
     MigrationFileError,
     SqlError,
     StateError,
+    Terminated,
     UsageError,
 )
 from migretti_core.state import State, checksum_matches, order_history
@@ -490,26 +493,38 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
     settings = hooks.timeout_sql(session, lock_wait, statement_wait, False)
     if settings and statements:
         hooks.execute(session, conn, settings)
+    at = [0]  # the statement running, for a message when something stops it
     try:
-        _run_statements(
+        try:
+            _run_statements(
+                session,
+                conn,
+                migration,
+                action,
+                statements,
+                first_line,
+                done,
+                (lock_wait, retries),
+                at,
+            )
+        finally:
+            if settings and statements:
+                with suppress(MgError):
+                    hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
+        at[0] = len(statements) + 1
+        hooks.history_write(
             session,
             conn,
-            migration,
-            action,
-            statements,
-            first_line,
-            done,
-            (lock_wait, retries),
+            HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
         )
-    finally:
-        if settings and statements:
-            with suppress(MgError):
-                hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
-    hooks.history_write(
-        session,
-        conn,
-        HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
-    )
+    except KeyboardInterrupt as exc:
+        reason = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
+        raise Interrupted(cut) from None
+    except DatabaseError as exc:
+        reason = f"a lost connection ({exc.message})"
+        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
+        raise DatabaseError(cut) from exc
     return done()
 
 
@@ -522,12 +537,15 @@ def _run_statements(
     first_line: int,
     done: Callable[[], int],
     lock: tuple[float, int],
+    at: list[int],
 ) -> None:
     """Run a no-transaction migration's statements; a statement that hit the table-lock
-    timeout is tried again when it cannot have changed anything."""
+    timeout is tried again when it cannot have changed anything. ``at[0]`` follows the
+    statement running."""
     hooks = session.hooks
     lock_wait, retries = lock
     for index, statement in enumerate(statements, start=1):
+        at[0] = index
         attempt = 0
         while True:
             error: SqlError | None = None
@@ -540,6 +558,9 @@ def _run_statements(
                     holders = list(blockers)
             if error is None:
                 break
+            if error.sqlstate and error.sqlstate.startswith(("08", "57P")):
+                # The server ended the session (terminated, shut down): nothing to write on.
+                raise DatabaseError(error.server_message) from error
             timed_out = _lock_timed_out(error, lock_wait)
             if timed_out and attempt < retries and not _leaves_something(statement.text):
                 attempt += 1
@@ -553,7 +574,9 @@ def _run_statements(
             failure = sql_failure(
                 migration, error, statement.text, first_line + statement.line - 1, note
             )
-            summary = f"{error.server_message}" + (f" ({error.sqlstate})" if error.sqlstate else "")
+            code = f" ({error.sqlstate})" if error.sqlstate else ""
+            # The server may quote a secret (a password cast to int): masked before stored.
+            stored = hooks.redact(f"line {failure.line}: {error.server_message}{code}")
             hooks.history_write(
                 session,
                 conn,
@@ -564,7 +587,7 @@ def _run_statements(
                     action,
                     "failed",
                     done(),
-                    error=f"line {failure.line}: {summary}",
+                    error=stored,
                     failed_statement=index,
                     log=False,
                 ),
@@ -712,6 +735,92 @@ def _gave_up(
     if exc.position is not None:
         exc.position -= query.sql_start
     return sql_failure(migration, exc, sql, first_line, _gave_up_note(lock_wait, retries, holders))
+
+
+def _cut_short(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    statements: Sequence[Statement],
+    index: int,
+    reason: str,
+    duration: int,
+) -> str:
+    """Leave an honest row behind a no-transaction migration that stopped midway, and say
+    what happened and what each way out does.
+
+    ``index`` is the statement that was running (1-based), or one past the last when the
+    statements had all run and only their record was missing. The row becomes ``failed``
+    with that statement number when mg can still write (Ctrl-C, SIGTERM); it stays
+    ``running`` when it cannot (the connection is gone).
+    """
+    total = len(statements)
+    action: Action = "UP" if direction == "up" else "DOWN"
+    complete = index > total
+    if complete:
+        status: Any = "applied" if direction == "up" else None
+        change = HistoryChange(
+            migration.id, migration.name, migration.checksum, action, status, duration
+        )
+    else:
+        change = HistoryChange(
+            migration.id,
+            migration.name,
+            migration.checksum,
+            action,
+            "failed",
+            duration,
+            error=session.hooks.redact(f"stopped by {reason} during statement {index} of {total}"),
+            failed_statement=index,
+            log=False,
+        )
+    left = "running"
+    try:
+        session.hooks.history_write(session, conn, change)
+        left = change.status or "removed"
+    except BaseException:  # a second Ctrl-C, or no connection: the row stays as it is
+        pass
+    ident = migration.id
+    what = f"migration {ident} ({migration.name})"
+    if complete:
+        head = f"{what} ran all {total} statements, then {reason}"
+        if left != "running":
+            return f"{head}; it is recorded as {'applied' if left == 'applied' else 'rolled back'}"
+        return (
+            f"{head} before it was recorded; its row is left `running`.\n  "
+            f"`mg fix {ident} --applied` records it as applied; `mg fix {ident} --remove` "
+            "deletes its row"
+        )
+    line = migration.up_line if direction == "up" else migration.down_line or migration.up_line
+    where = f"{display_path(migration.path)}:{line + statements[index - 1].line - 1}"
+    done_part = f"{_statements(1, index - 1)} took effect, " if index > 1 else ""
+    rest = f", {_statements(index + 1, total)} did not run" if index < total else ""
+    verb = "applying" if direction == "up" else "rolling back"
+    if direction == "up":
+        ways = (
+            f"`mg fix {ident} --applied` records it as applied (after you finish "
+            f"{_statements(index, total)} by hand); `mg fix {ident} --remove` deletes its row "
+            "so the next "
+            f"`mg apply` runs it again from statement 1 (after you undo what ran)"
+        )
+    else:
+        ways = (
+            f"`mg fix {ident} --applied` keeps it recorded as applied (after you restore what "
+            f"ran); `mg fix {ident} --remove` deletes its row, as a finished rollback would "
+            f"(after you finish {_statements(index, total)} by hand)"
+        )
+    return (
+        f"{what} was stopped by {reason} while {verb} it, during statement {index} of {total} "
+        f"({where}); it is a no-transaction migration, so {done_part}statement {index} may or "
+        f"may not have{rest}. Its row is left `{left}`"
+        + (f" at statement {index}" if left == "failed" else "")
+        + f".\n  {ways}"
+    )
+
+
+def _statements(first: int, last: int) -> str:
+    return f"statement {first}" if first == last else f"statements {first}-{last}"
 
 
 def _start_no_transaction(
@@ -1390,8 +1499,12 @@ def status_ok(state: State) -> bool:
     return not (state.pending or state.blocking or state.modified or state.missing)
 
 
-def status_data(state: State) -> dict[str, Any]:
+def status_data(state: State, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The document of ``mg status``; ``redact`` masks secrets in the problems, whose stored
+    server errors may quote one (rows written before errors were masked, or by hand)."""
     problems = problems_of(state)
+    if redact is not None:
+        problems = [redact(problem) for problem in problems]
     return {
         "ok": status_ok(state) and not problems,
         "counts": {
@@ -1412,10 +1525,12 @@ def verify_data(state: State) -> dict[str, Any]:
     ]
     missing = [{"id": e.id, "name": e.name} for e in state.missing if e.status == "applied"]
     problems = tampering_of(state)
-    return {
+    data: dict[str, Any] = {
         "ok": not mismatches and not missing and not problems,
         "checked": len(state.applied),
         "mismatches": mismatches,
         "missing": missing,
-        "problems": problems,
     }
+    if problems:  # history rows edited by hand; the key is left out when there are none
+        data["problems"] = problems
+    return data

@@ -146,3 +146,13 @@ class SqlError(MigrationFailed):
         self.file = file
         self.line = line
         self.migration_id = migration_id
+
+
+class Interrupted(MgError):
+    """Ctrl-C or SIGTERM stopped a command after it said what state it left (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same clean-up runs; tells the two apart."""

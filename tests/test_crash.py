@@ -154,3 +154,77 @@ def test_ctrl_c_during_a_migration_exits_130_and_changes_nothing(project: Projec
     done = project.mg("apply")
     assert done.returncode == 0, done.stderr
     assert project.tables() == {"t_0001", "slow"}
+
+
+# --- a no-transaction migration cut short: Ctrl-C, SIGTERM, a lost connection --------------
+
+SLOW_NO_TX = "CREATE TABLE nt_a (id int);\nSELECT pg_sleep(30);\nCREATE TABLE nt_c (id int);"
+
+
+def _start_slow_no_transaction(project: Project) -> Background:
+    project.add_table("0001")
+    project.add("0002", "slow", SLOW_NO_TX, "DROP TABLE nt_a;", no_transaction=True)
+    job = project.spawn("apply")
+    wait_until(lambda: _sleeping(project) or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    return job
+
+
+def _says_what_fix_does(stderr: str) -> None:
+    assert "migration 0002 (slow)" in stderr, stderr
+    assert "statement 2 of 3" in stderr, stderr
+    assert "0002_slow.sql:4" in stderr, stderr  # the file line of statement 2
+    assert "mg fix 0002 --applied` records it as applied" in stderr, stderr
+    assert "mg fix 0002 --remove` deletes its row" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("signum", "reason"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")]
+)
+def test_signal_during_a_no_transaction_migration_marks_it_failed(
+    project: Project, signum: int, reason: str
+) -> None:
+    job = _start_slow_no_transaction(project)
+    os.kill(job.pid, signum)
+    done = project.finish(job, timeout=60)
+
+    assert done.returncode == 130, done.stderr
+    _says_what_fix_does(done.stderr)
+    assert f"stopped by {reason}" in done.stderr
+    assert "row is left `failed` at statement 2" in done.stderr
+    project.wait_for_backends_to_end()
+    assert project.statuses() == {"0001": "applied", "0002": "failed"}
+    row = project.sql("SELECT failed_statement, error FROM _migrations WHERE id = '0002'")
+    assert row[0][0] == 2 and reason in row[0][1], row
+    assert project.tables() == {"t_0001", "nt_a"}
+
+    status = project.mg("status")
+    assert "0002" in status.stdout and "statement 2" in status.stdout
+    blocked = project.mg("apply")
+    assert blocked.returncode == 3 and "mg fix 0002" in blocked.stderr
+    project.sql("CREATE TABLE nt_c (id int)")
+    assert project.mg("fix", "0002", "--applied").returncode == 0
+    assert project.mg("apply").returncode == 0
+
+
+def test_lost_connection_during_a_no_transaction_migration_leaves_it_running(
+    project: Project,
+) -> None:
+    job = _start_slow_no_transaction(project)
+    project.terminate_backends()
+    done = project.finish(job, timeout=60)
+
+    assert done.returncode == 1, done.stderr
+    _says_what_fix_does(done.stderr)
+    assert "stopped by a lost connection" in done.stderr
+    assert "row is left `running`" in done.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "running"}
+    assert project.tables() == {"t_0001", "nt_a"}
+    assert project.mg("fix", "0002", "--remove").returncode == 0
+    project.sql("DROP TABLE nt_a")
+    project.path_of("0002").write_text(
+        "-- migrate: no-transaction\n-- migrate: up\nCREATE TABLE nt_a (id int);\n"
+    )
+    assert project.mg("apply").returncode == 0
+    assert project.statuses()["0002"] == "applied"

@@ -261,3 +261,37 @@ def test_redact_masks_a_password_with_symbols_and_the_longest_match_first() -> N
 
     assert redact("x=p@ss! y=p@ss!word", ["p@ss!"]) == "x=**** y=****word"
     assert redact("secret secret2", ["secret", "secret2"]) == "**** ****"
+
+
+def test_a_server_error_quoting_the_password_is_masked_when_stored_and_shown(
+    tmp_path: Path, database_url: str
+) -> None:
+    password = f"Srv{TOKEN[:12]}"
+    name = _make_role(database_url, password)
+    server = _server(database_url)
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.configure({**server, "user": name, "password": "${DB_PASSWORD}"})
+        env = {"DB_PASSWORD": password}
+        project.add("0001", "leak", f"SELECT '{password}'::int;", no_transaction=True)
+        runs = [project.mg("apply", env=env), project.mg("--json-log", "apply", env=env)]
+        assert runs[0].returncode == 1, runs[0].stderr
+        assert "invalid input syntax for type integer" in runs[0].stderr
+        stored = project.value("SELECT error FROM _migrations WHERE id = '0001'")
+        assert password not in stored and "****" in stored, stored
+        # A row stored before masking (or by hand) is masked when printed.
+        project.sql(
+            "UPDATE _migrations SET error = %s WHERE id = '0001'", (f"line 3: bad {password}",)
+        )
+        for args in (("status",), ("status", "--format", "json"), ("--json-log", "status")):
+            done = project.mg(*args, env=env)
+            assert done.returncode == 0, done.stderr
+            assert "0001" in done.stdout and "****" in done.stdout, done.stdout
+            runs.append(done)
+        blocked = project.mg("apply", env=env)
+        assert blocked.returncode == 3 and "****" in blocked.stderr
+        for done in [*runs, blocked]:
+            assert password not in done.stdout + done.stderr
+    finally:
+        project.close()
+        _drop_role(database_url, name)
