@@ -31,6 +31,7 @@ from migretti_core.errors import (
     Terminated,
     UsageError,
 )
+from migretti_core.resolve import resolve_id
 from migretti_core.state import State, checksum_matches, order_history
 from migretti_core.types import (
     Action,
@@ -250,9 +251,8 @@ def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) 
         ensure_checksums(state)
     pending = state.pending
     if request.to is not None:
-        if request.to not in state.by_id:
-            raise UsageError(f"--to {request.to}: no migration file has that id")
-        pending = [m for m in pending if m.id <= request.to]
+        to = resolve_id(request.to, state.migrations, what="--to")
+        pending = [m for m in pending if m.id <= to]
     if request.limit is not None:
         pending = pending[: request.limit]
     out_of_order = {m.id for m in state.out_of_order}
@@ -279,9 +279,10 @@ def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = 
     applied = list(reversed(state.applied))
     if request.to is not None:
         ids = [e.id for e in applied]
-        if request.to not in ids:
-            raise UsageError(f"--to {request.to}: that migration is not applied")
-        chosen = applied[: ids.index(request.to)]
+        to = resolve_id(request.to, state.migrations, state.history, what="--to")
+        if to not in ids:
+            raise UsageError(f"--to {request.to}: migration {to} is not applied")
+        chosen = applied[: ids.index(to)]
     else:
         count = request.count if request.count is not None else 1
         if count < 1:
@@ -320,13 +321,31 @@ def _line_of(sql: str, position: int | None, first_line: int) -> int:
     return first_line + sql[: position - 1].count("\n")
 
 
+_AT_OR_NEAR = ' at or near "'
+
+
+def one_line_quote(message: str) -> str:
+    """A server message whose quoted SQL ("at or near "...") runs over several lines, cut at
+    the end of the first: an unterminated quote or comment quotes everything after it."""
+    at = message.find(_AT_OR_NEAR)
+    if at == -1:
+        return message
+    newline = message.find("\n", at + len(_AT_OR_NEAR))
+    return message if newline == -1 else message[:newline].rstrip() + '..."'
+
+
 def sql_failure(
     migration: Migration, exc: SqlError, sql: str, first_line: int, note: str | None = None
 ) -> SqlError:
     """The server's error placed in the migration file: names file, line and SQLSTATE."""
     line = _line_of(sql, exc.position, first_line)
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-    parts = [f"{display_path(migration.path)}:{line}: {exc.server_message}{code}"]
+    message = one_line_quote(exc.server_message)
+    parts = [f"{display_path(migration.path)}:{line}: {message}{code}"]
+    if message.startswith("unterminated "):
+        note = note or (
+            "it is never closed, so everything after it was read as part of it; close it"
+        )
     if exc.detail:
         parts.append(f"  DETAIL: {exc.detail}")
     if exc.hint:
@@ -1264,11 +1283,12 @@ def apply(session: Session, request: ApplyRequest) -> int:
         return plan_apply(state, request, check_blocked)
 
     def nothing(state: State) -> str:
-        later = [m for m in state.pending if request.to is not None and m.id > request.to]
+        to = None if request.to is None else resolve_id(request.to, state.migrations)
+        later = [m for m in state.pending if to is not None and m.id > to]
         if later:
             count = len(later)
             return (
-                f"nothing to apply up to {request.to}; {count} later "
+                f"nothing to apply up to {to}; {count} later "
                 f"migration{'s' if count != 1 else ''} pending"
             )
         return "nothing to apply: already up to date"
@@ -1378,13 +1398,17 @@ def _warn_missing(session: Session, state: State) -> None:
         )
 
 
-def fix(session: Session, ident: str, mode: str) -> int:
-    """Resolve a failed or running migration after a person looked at the database."""
+def fix(session: Session, given: str, mode: str) -> int:
+    """Resolve a failed or running migration after a person looked at the database.
+
+    ``given`` names it as people type it (id, id prefix, name or file name).
+    """
     if mode not in ("applied", "remove"):
         raise UsageError("fix needs --applied or --remove")
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
+        ident = resolve_id(given, migrations, state.history)
         entry = state.entries.get(ident)
         if entry is None:
             raise UsageError(f"migration {ident} has no history row; nothing to fix")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from migretti_core import hookimpl
+from migretti_core.errors import ConfigError
 from migretti_core.types import Config, Migration
 
 
@@ -13,7 +15,28 @@ from migretti_core.types import Config, Migration
 def mg_discover_migrations(config: Config) -> list[Path]:
     from migretti_plugins.sqlfile import discover
 
-    return discover(config.migrations_dir)
+    directory = config.migrations_dir
+    if not directory.is_dir() and ("migrations_dir" in config.settings or directory.is_symlink()):
+        raise ConfigError(
+            _missing_directory(config, directory),
+            hint="create it (mg create does), or correct migrations_dir",
+        )
+    return discover(directory)
+
+
+def _missing_directory(config: Config, directory: Path) -> str:
+    """A migrations_dir the user named but that is not there: an error, never an empty list
+    (which would say "nothing to apply" about the wrong directory)."""
+    where = f" in {config.path.name}" if config.path is not None else ""
+    given = config.settings.get("migrations_dir", "migrations")
+    if directory.is_symlink():
+        target = os.readlink(directory)
+        problem = f"is a symlink to {target}, which does not exist"
+    elif directory.exists():
+        problem = "is not a directory"
+    else:
+        problem = "does not exist"
+    return f"migrations_dir {given!r}{where}: {directory} {problem}"
 
 
 @hookimpl(trylast=True)

@@ -349,6 +349,14 @@ def create_migration_file(
     from ulid import ULID
 
     slug = slugify(title)
+    for option, sql in (("--up", up), ("--down", down)):
+        for number, line in enumerate(sql.replace("\r\n", "\n").split("\n"), start=1):
+            if _DIRECTIVE_RE.fullmatch(line.replace("\r", "")):
+                raise UsageError(
+                    f"{option}: line {number} is a `-- migrate:` marker ({line.strip()}); mg "
+                    "writes the markers itself, and the file would not parse",
+                    hint="give only the SQL of the section; use --up and --down for the two",
+                )
     new_id = str(ULID()) if id is None else id
     if ID_RE.fullmatch(new_id) is None:
         raise UsageError(f"migration id {new_id!r} must be 1-26 ASCII letters and digits")

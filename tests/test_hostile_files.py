@@ -109,3 +109,67 @@ def test_nul_in_a_seed_is_a_file_error_and_no_seed_runs(project: Project) -> Non
     for args in (("seed",), ("seed", "--dry-run"), ("seed", "02_cut")):
         file_error(project.mg(*args), "02_cut.sql:1:")
     assert project.all_tables() == set()
+
+
+# --- errors point at the user's file ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "what"),
+    [
+        ("INSERT INTO t VALUES (6);\n/* a comment left open\nINSERT INTO t VALUES (7);", "/*"),
+        ("CREATE FUNCTION f() RETURNS int AS $$\nSELECT 1;\n", "$$"),
+        ("INSERT INTO t VALUES (6);\nSELECT 'no end;\nSELECT 1;", "'"),
+    ],
+)
+def test_unterminated_comment_or_quote_is_a_problem_of_the_file_and_line(
+    project: Project, sql: str, what: str
+) -> None:
+    with_rows(project)
+    project.add("0002", "open", sql)
+    for args in (("apply",), ("apply", "--dry-run")):
+        done = project.mg(*args)
+        assert done.returncode == 1, done.stderr
+        assert "0002_open.sql:" in done.stderr, done.stderr
+        line = 2 + next(n for n, text in enumerate(sql.split("\n")) if what in text)
+        assert f"0002_open.sql:{line}:" in done.stderr, done.stderr
+        assert "unterminated" in done.stderr
+        assert "_migrations" not in done.stderr
+        assert "recording" not in done.stderr
+    assert project.value("SELECT count(*) FROM t") == 5
+    assert project.statuses() == {"0001": "applied"}
+
+
+def test_an_unclosed_statement_is_reported_at_the_end_of_the_file(project: Project) -> None:
+    project.add("0001", "open", "CREATE TABLE t (id int,\n  name text")
+    done = project.mg("apply")
+    assert done.returncode in (1, 2), done.stderr
+    assert "0001_open.sql:3:" in done.stderr, done.stderr
+    assert "_migrations" not in done.stderr and "recording" not in done.stderr
+    assert project.tables() == set()
+    assert project.statuses() == {}
+
+
+def test_a_missing_migrations_dir_named_in_mg_yaml_is_an_error(project: Project) -> None:
+    project.configure(extra="migrations_dir: db/migrations\n")
+    for args in (("apply",), ("status",), ("list",)):
+        done = project.mg(*args)
+        assert done.returncode == 2, done.stderr
+        assert "db/migrations" in done.stderr and "does not exist" in done.stderr
+        assert "nothing to apply" not in done.stderr
+    (project.root / "db").mkdir()
+    (project.root / "db" / "migrations").symlink_to(project.root / "gone")
+    done = project.mg("apply")
+    assert done.returncode == 2, done.stderr
+    assert "symlink" in done.stderr and "gone" in done.stderr
+
+
+def test_create_refuses_sql_holding_a_migrate_marker(project: Project) -> None:
+    for option in ("--up", "--down"):
+        done = project.mg("create", "both", option, "SELECT 1;\n-- migrate: down\nSELECT 2;")
+        assert done.returncode == 2, done.stderr
+        assert "-- migrate:" in done.stderr
+        assert list(project.migrations_dir.iterdir()) == []
+    done = project.mg("create", "fine", "--up", "SELECT 1; -- migrate: not at line start")
+    assert done.returncode == 0, done.stderr
+    assert project.mg("apply").returncode == 0
