@@ -544,8 +544,9 @@ class Migretti:
         from migretti_core import engine
 
         with self._lock:
-            state, invalid = engine.current_status(self._session("status"))
-        counts = engine.status_data(state)
+            session = self._session("status")
+            state, invalid = engine.current_status(session)
+        counts = engine.status_data(state, session.hooks.redact)
         return StatusResult(
             applied=len(state.applied),
             pending=len(state.pending),
