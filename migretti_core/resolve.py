@@ -98,6 +98,6 @@ def resolve_known(given: str, candidates: Sequence[Known], *, what: str = "") ->
                 hint="give more of the id, or the whole file name",
             )
     raise UsageError(
-        f"{label}{given!r}: no migration has that id, id prefix, name or file name",
+        f"{label}{given!r}: no such migration (no id, id prefix, name or file name matches)",
         hint="give its id, a unique prefix of the id, its name or its file name",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,40 +11,27 @@ import click
 from migretti_core import engine
 from migretti_core.cli import app_of
 from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
+from migretti_core.resolve import resolve_migration
 from migretti_core.types import LintFinding, LintRequest, Migration, Session
 from migretti_plugins.lint import server_version_of
 from migretti_plugins.lint.settings import check_rule_names, parse_server_version
 
 
 def select(migrations: Sequence[Migration], given: Sequence[str]) -> list[Migration]:
-    """Migrations named by id, unique id prefix, name, file name or path, in id order."""
+    """Migrations named by id, unique id prefix, name, file name or path, in id order (the
+    rule of ``migretti_core.resolve``, shared with ``--to`` and ``mg fix``)."""
     chosen: dict[str, Migration] = {}
     problems: list[str] = []
     for text in given:
-        found = _match(migrations, text)
-        if not found:
-            problems.append(f"{text}: no such migration")
-        elif len(found) > 1:
-            ids = ", ".join(m.id for m in found[:5])
-            problems.append(f"{text}: ambiguous, matches {ids}")
-        else:
-            chosen[found[0].id] = found[0]
+        try:
+            found = resolve_migration(migrations, text)
+        except UsageError as exc:
+            problems.append(exc.message)
+            continue
+        chosen[found.id] = found
     if problems:
         raise UsageError("; ".join(problems))
     return sorted(chosen.values(), key=lambda m: m.id)
-
-
-def _match(migrations: Sequence[Migration], text: str) -> list[Migration]:
-    if "/" in text or os.sep in text or text.endswith(".sql"):
-        target = Path(text).resolve()
-        by_path = [m for m in migrations if m.path.resolve() == target]
-        if by_path:
-            return by_path
-        text = Path(text).name
-    exact = [m for m in migrations if text in (m.id, m.filename, m.path.stem, m.name)]
-    if exact:
-        return exact
-    return [m for m in migrations if m.id.startswith(text)]
 
 
 def plan_to_lint(
