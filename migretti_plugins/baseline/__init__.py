@@ -71,12 +71,12 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
     With ``session.options.dry_run`` nothing is written.
     """
     from migretti_core import engine
+    from migretti_core.resolve import resolve_migration
     from migretti_core.types import HistoryChange, Plan
-    from migretti_plugins.baseline.resolve import resolve
 
     hooks = session.hooks
     migrations = engine.load_migrations(session)
-    upto = resolve(migrations, ident)
+    upto = resolve_migration(migrations, ident)
     with engine.connected(session) as conn:
         todo = _todo(engine.read_state(session, conn, migrations), upto, force)
         if not todo:
