@@ -10,14 +10,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VALUE_OPTIONS = {"--env": "env", "--config": "config", "-p": "plugins"}
-_WHAT = {"--env": "a profile name", "--config": "a file path", "-p": "a plugin name"}
+VALUE_OPTIONS = {
+    "--env": "env",
+    "--config": "config",
+    "-p": "plugins",
+    "--fleet": "fleet",
+    "--jobs": "jobs",
+    "--canary": "canary",
+}
+_WHAT = {
+    "--env": "a profile name",
+    "--config": "a file path",
+    "-p": "a plugin name",
+    "--fleet": "a fleet name",
+    "--jobs": "a number",
+    "--canary": "a number",
+}
 FLAG_OPTIONS = {
     "--json-log": "json_log",
     "-v": "verbose",
     "--verbose": "verbose",
     "-y": "yes",
     "--yes": "yes",
+    "--fail-fast": "fail_fast",
 }
 
 
@@ -36,6 +51,11 @@ class GlobalOptions:
     verbose: bool = False
     yes: bool = False
     plugins: list[str] = field(default_factory=list)
+    # Fleets (the ``fleet`` plugin): run the command on every member of a named fleet.
+    fleet: str | None = None
+    jobs: str | None = None
+    canary: str | None = None
+    fail_fast: bool = False
 
 
 class ArgvError(Exception):

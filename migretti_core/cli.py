@@ -144,6 +144,8 @@ Global options (before or after the command):
   --json-log        diagnostics as one JSON object per line on stderr
   -y, --yes         confirm protected environments without asking
   -v, --verbose     more output, and tracebacks on errors
+  --fleet NAME      run the command on every database of a fleet from mg.yaml
+                    (env: MG_FLEET); with --jobs N, --canary K, --fail-fast
 
 \b
 Exit codes: 0 ok, 1 migration/database/hook failure, 2 usage or configuration error,

@@ -49,6 +49,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("baseline", "migretti_plugins.baseline"),
     ("lint", "migretti_plugins.lint"),
     ("schema", "migretti_plugins.schema"),
+    ("fleet", "migretti_plugins.fleet"),
 )
 
 ORIGIN_BUILTIN = "builtin"

@@ -1,0 +1,94 @@
+"""Builtin ``fleet``: one command on many databases (``--fleet NAME`` or ``MG_FLEET``).
+
+The fleet's members come from the ``fleets:`` section of mg.yaml (see ``members``). Each
+member runs the very command the user typed, through its own ``App``, in a thread of this
+process: at most ``--jobs`` at once, ``--canary`` members first, ``--fail-fast`` optional.
+Then one summary (a table, or ``--format json``) and one exit code: 0 when every member
+succeeded, else the exit code of the first failed member in fleet order. See
+docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from migretti_core import hookimpl
+from migretti_core.types import Config
+
+if TYPE_CHECKING:
+    import click
+
+# Commands that run per member (when their plugin is loaded), and those that change the
+# database (a protected profile asks once for the whole fleet).
+FLEET_COMMANDS = (
+    "apply",
+    "migrate",
+    "up",
+    "down",
+    "rollback",
+    "status",
+    "verify",
+    "list",
+    "head",
+    "fix",
+    "seed",
+    "baseline",
+    "lint",
+    "drift",
+)
+CHANGING = frozenset({"apply", "migrate", "up", "down", "rollback", "fix", "seed", "baseline"})
+
+
+@hookimpl
+def mg_config_sections() -> list[str]:
+    return ["fleets"]
+
+
+@hookimpl
+def mg_configure(config: Config) -> None:
+    from migretti_plugins.fleet.members import all_fleets
+
+    all_fleets(config)
+
+
+@hookimpl(trylast=True)
+def mg_register_commands(cli: click.Group) -> None:
+    """Wrap the commands that can run on a fleet; without ``--fleet`` they run as before."""
+    for name, command in list(cli.commands.items()):
+        if command.callback is None or getattr(command.callback, "_mg_fleet", False):
+            continue
+        command.callback = _wrap(name, command.callback, name in FLEET_COMMANDS)
+
+
+def _wrap(name: str, callback: Any, supported: bool) -> Any:
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import click
+
+        from migretti_core.cli import app_of
+
+        ctx = click.get_current_context()
+        app = app_of(ctx)
+        fleet = app.globals.fleet
+        if not fleet and supported:
+            fleet = app.environ.get("MG_FLEET", "").strip() or None
+        if fleet is None:
+            if app.globals.jobs or app.globals.canary or app.globals.fail_fast:
+                from migretti_core.errors import UsageError
+
+                raise UsageError("--jobs, --canary and --fail-fast need --fleet NAME")
+            return callback(*args, **kwargs)
+        if not supported:
+            from migretti_core.errors import UsageError
+
+            raise UsageError(
+                f"mg {name} does not run on a fleet",
+                hint=f"--fleet works with {', '.join(FLEET_COMMANDS)}",
+            )
+        from migretti_plugins.fleet.command import run_fleet
+
+        return run_fleet(ctx, app, fleet, name)
+
+    run._mg_fleet = True  # type: ignore[attr-defined]
+    return run

@@ -1,0 +1,234 @@
+"""``mg COMMAND --fleet NAME``: resolve the members, confirm once, run, summarise."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from migretti_core.app import App
+from migretti_core.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    Aborted,
+    UsageError,
+)
+from migretti_core.types import Level, Session
+from migretti_plugins.fleet.members import DEFAULT_JOBS, Member, fleet_named, resolve
+from migretti_plugins.fleet.runner import FleetRun, Invocation, Outcome, Schedule
+from migretti_plugins.fleet.streams import routed
+
+SHOWN_IN_CONFIRMATION = 5
+
+
+def _number(value: str | None, option: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{option}: expected a whole number, not {value!r}") from None
+    if number < minimum:
+        raise UsageError(f"{option}: must be at least {minimum}")
+    return number
+
+
+def _output_format(ctx: click.Context) -> str:
+    fmt = ctx.params.get("fmt") or ctx.meta.get("output_format") or "text"
+    return "json" if fmt == "json" else "text"
+
+
+def _confirm(session: Session, command: str, members: Sequence[Member]) -> None:
+    """One question for the whole fleet on a protected profile (``--yes`` skips it)."""
+    hooks = session.hooks
+    if not hooks.is_protected(session):
+        return
+    env = session.config.env or "(default)"
+    shown = ", ".join(m.name for m in members[:SHOWN_IN_CONFIRMATION])
+    more = len(members) - SHOWN_IN_CONFIRMATION
+    if more > 0:
+        shown += f" and {more} more"
+    count = f"{len(members)} database{'s' if len(members) != 1 else ''}"
+    message = f"{command} on protected environment {env}, fleet of {count}: {shown}"
+    session.hooks.report(
+        session.options,
+        _event("confirm.required", "warning", message, members=len(members)),
+    )
+    if session.options.yes:
+        return
+    if not sys.stdin.isatty():
+        raise Aborted(
+            f"environment {env} is protected and there is no terminal to confirm on",
+            hint="pass --yes to confirm non-interactively",
+        )
+    if session.options.json_log:
+        print(message, file=sys.stderr)
+    sys.stderr.write("Type 'yes' to continue: ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if answer.strip() != "yes":
+        raise Aborted("not confirmed; nothing was changed")
+
+
+def _event(name: str, level: Any, message: str, **fields: object) -> Any:
+    from migretti_core.types import Event
+
+    return Event(name, level, message, dict(fields))
+
+
+def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> int:
+    globals_ = app.globals
+    jobs = _number(globals_.jobs, "--jobs", 1)
+    canary = _number(globals_.canary, "--canary", 0)
+    dry_run = bool(ctx.params.get("dry_run"))
+    session = app.session(command, dry_run=dry_run)
+    fleet = fleet_named(session.config, fleet_name)
+    members = resolve(session, fleet, app.environ)
+    fmt = _output_format(ctx)
+    if not members:
+        app.report(
+            "fleet.empty",
+            "warning",
+            f"fleet {fleet_name} has no members; nothing to do",
+            fleet=fleet_name,
+        )
+        if fmt == "json":
+            click.echo(json.dumps({"ok": True, "fleet": fleet_name, "members": []}))
+        return 0
+    confirmed = False
+    if command in CHANGING_COMMANDS:
+        _confirm(session, command, members)
+        confirmed = True
+    schedule = Schedule(
+        jobs=jobs or fleet.jobs or DEFAULT_JOBS,
+        canary=canary if canary is not None else (fleet.canary or 0),
+        fail_fast=globals_.fail_fast,
+        keep_stdout=fmt == "json",
+    )
+    invocation = Invocation(
+        path=tuple(ctx.command_path.split()[1:]) or (command,),
+        params=dict(ctx.params),
+        meta=dict(ctx.meta),
+    )
+    app.report(
+        "fleet.started",
+        "info",
+        f"{command} on fleet {fleet_name}: {len(members)} database"
+        f"{'s' if len(members) != 1 else ''}, {schedule.jobs} at a time"
+        + (f", canary {schedule.canary}" if schedule.canary else ""),
+        fleet=fleet_name,
+        members=len(members),
+        jobs=schedule.jobs,
+        canary=schedule.canary,
+    )
+
+    def on_event(kind: str, outcome: Outcome) -> None:
+        if kind == "started":
+            app.report(
+                "fleet.member.started",
+                "debug",
+                f"{outcome.member.name}: started",
+                target=outcome.member.name,
+            )
+            return
+        level: Level = "info" if outcome.ok else "error"
+        detail = f": {outcome.error}" if outcome.error and not outcome.ok else ""
+        app.report(
+            "fleet.member.finished",
+            level,
+            f"{outcome.member.name}: {outcome.result} in {outcome.duration_ms} ms{detail}",
+            target=outcome.member.name,
+            result=outcome.result,
+            exit_code=outcome.exit_code,
+            duration_ms=outcome.duration_ms,
+            error=outcome.error,
+        )
+
+    with routed() as streams:
+        run = FleetRun(app, members, invocation, schedule, streams, confirmed, on_event)
+        outcomes = run.run()
+    for outcome in outcomes:
+        if outcome.result == "skipped" and outcome.error is None:
+            outcome.error = "not started: an earlier member failed (--fail-fast)"
+    ok = all(o.ok for o in outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    if fmt == "json":
+        click.echo(json.dumps(_document(fleet_name, outcomes, ok), default=str))
+    else:
+        click.echo(_table(outcomes), nl=False)
+    app.report(
+        "fleet.finished",
+        "info" if ok else "error",
+        f"fleet {fleet_name}: {len(outcomes) - len(failed)} of {len(outcomes)} succeeded",
+        fleet=fleet_name,
+        ok=ok,
+        succeeded=len(outcomes) - len(failed),
+        failed=len([o for o in outcomes if o.result == "failed"]),
+        interrupted=len([o for o in outcomes if o.result == "interrupted"]),
+        skipped=len([o for o in outcomes if o.result == "skipped"]),
+    )
+    if run.interrupted:
+        return EXIT_INTERRUPTED
+    for outcome in outcomes:
+        if outcome.exit_code:
+            return outcome.exit_code
+    return 0 if ok else EXIT_FAILURE
+
+
+CHANGING_COMMANDS = frozenset(
+    {"apply", "migrate", "up", "down", "rollback", "fix", "seed", "baseline"}
+)
+
+
+def _member_document(outcome: Outcome) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": outcome.member.name,
+        "ok": outcome.ok,
+        "result": outcome.result,
+        "exit_code": outcome.exit_code,
+        "applied": outcome.applied,
+        "rolled_back": outcome.rolled_back,
+        "error": outcome.error,
+        "duration_ms": outcome.duration_ms,
+    }
+    text = outcome.stdout.strip()
+    if text:
+        try:
+            doc["output"] = json.loads(text)
+        except ValueError:
+            doc["output"] = text
+    return doc
+
+
+def _document(fleet: str, outcomes: Sequence[Outcome], ok: bool) -> dict[str, Any]:
+    return {"ok": ok, "fleet": fleet, "members": [_member_document(o) for o in outcomes]}
+
+
+def _table(outcomes: Sequence[Outcome]) -> str:
+    header = ("MEMBER", "RESULT", "APPLIED", "ROLLED BACK", "DURATION", "ERROR")
+    rows = [header]
+    for o in outcomes:
+        rows.append(
+            (
+                o.member.name,
+                o.result,
+                str(len(o.applied)),
+                str(len(o.rolled_back)),
+                f"{o.duration_ms / 1000:.1f}s" if o.result not in ("skipped",) else "-",
+                (o.error or "").splitlines()[0] if o.error and not o.ok else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append(("  ".join(cells) + "  " + row[-1]).rstrip())
+    ok = sum(1 for o in outcomes if o.ok)
+    lines.append(f"{ok} of {len(outcomes)} succeeded")
+    return "\n".join(lines) + "\n"

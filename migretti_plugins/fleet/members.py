@@ -1,0 +1,179 @@
+"""The ``fleets:`` section of mg.yaml and the members it names.
+
+::
+
+    fleets:
+      tenants:
+        query: SELECT datname FROM pg_database WHERE datname LIKE 'tenant\\_%' ORDER BY 1
+        jobs: 8
+        canary: 1
+      shards:
+        databases: [shard_01, shard_02, "postgresql://app@10.0.0.7/shard_03"]
+      regions:
+        file: regions.txt      # one dbname or URL a line; # comments
+
+A member is a database name, which keeps the selected profile's connection with only
+``dbname`` replaced, or a full URL, which stands alone. Members are deduplicated in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migretti_core.errors import ConfigError
+from migretti_core.redact import redact_url
+from migretti_core.types import Config, Session
+
+_KEYS = ("databases", "query", "file", "jobs", "canary")
+DEFAULT_JOBS = 4
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    name: str
+    databases: tuple[str, ...] = ()
+    query: str | None = None
+    file: Path | None = None
+    jobs: int | None = None
+    canary: int | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One database of a fleet: ``name`` is what people see (a URL's password masked)."""
+
+    name: str
+    spec: str
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.spec or "=" in self.spec
+
+    def database(self, profile: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``database`` section this member runs with."""
+        if self.is_url:
+            return {"url": self.spec}
+        return {**profile, "dbname": self.spec}
+
+
+def _count(value: Any, where: str, minimum: int) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{where}: expected a whole number, not {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{where}: must be at least {minimum}")
+    return number
+
+
+def all_fleets(config: Config) -> dict[str, FleetSettings]:
+    """Every fleet of mg.yaml, checked (a typo is a configuration error, exit 2)."""
+    raw = config.settings.get("fleets")
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("fleets: expected a mapping of fleet names to their members")
+    fleets: dict[str, FleetSettings] = {}
+    for name, body in raw.items():
+        where = f"fleets.{name}"
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with databases, query or file")
+        unknown = [key for key in body if key not in _KEYS]
+        if unknown:
+            raise ConfigError(
+                f"{where}.{unknown[0]}: unknown key (expected one of {', '.join(_KEYS)})"
+            )
+        databases = body.get("databases")
+        if databases is None or databases == "":
+            databases = []
+        if isinstance(databases, str):
+            databases = [databases]
+        if not isinstance(databases, (list, tuple)) or not all(
+            isinstance(item, str) and item.strip() for item in databases
+        ):
+            raise ConfigError(f"{where}.databases: expected a list of database names or URLs")
+        query = body.get("query")
+        if query is not None and (not isinstance(query, str) or not query.strip()):
+            raise ConfigError(f"{where}.query: expected an SQL query returning one column")
+        file = body.get("file")
+        if file is not None and (not isinstance(file, str) or not file.strip()):
+            raise ConfigError(f"{where}.file: expected a file name")
+        if not databases and query is None and file is None:
+            raise ConfigError(f"{where}: give its members with databases, query or file")
+        fleets[str(name)] = FleetSettings(
+            name=str(name),
+            databases=tuple(item.strip() for item in databases),
+            query=query,
+            file=(config.root / file) if file else None,
+            jobs=_count(body.get("jobs"), f"{where}.jobs", 1),
+            canary=_count(body.get("canary"), f"{where}.canary", 0),
+        )
+    return fleets
+
+
+def fleet_named(config: Config, name: str) -> FleetSettings:
+    fleets = all_fleets(config)
+    if name not in fleets:
+        label = config.path.name if config.path is not None else "mg.yaml"
+        defined = f"defined: {', '.join(fleets)}" if fleets else "no fleets defined"
+        raise ConfigError(f"fleet '{name}' is not defined in {label} ({defined})")
+    return fleets[name]
+
+
+def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
+    from migretti_plugins.yamlconfig import _interpolate
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"fleet file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"fleet file {path}: not UTF-8 text") from None
+    members = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        cut = entry.find(" #")  # a comment after the entry (a URL may hold a bare '#')
+        if cut != -1:
+            entry = entry[:cut].strip()
+        members.append(str(_interpolate(entry, environ, path.name, (f"line {number}",))))
+    return members
+
+
+def _query_members(session: Session, sql: str) -> list[str]:
+    from migretti_core.engine import connected
+
+    with connected(session) as conn:
+        rows = session.hooks.query(session, conn, sql, ())
+    members = []
+    for row in rows:
+        if len(row) != 1:
+            raise ConfigError("fleet query: must return exactly one column (a name or URL)")
+        if row[0] is not None and str(row[0]).strip():
+            members.append(str(row[0]).strip())
+    return members
+
+
+def resolve(session: Session, fleet: FleetSettings, environ: Mapping[str, str]) -> list[Member]:
+    """The fleet's members in order, duplicates dropped (``query`` runs on the profile's
+    own database)."""
+    specs: list[str] = list(fleet.databases)
+    if fleet.file is not None:
+        specs += _file_members(fleet.file, environ)
+    if fleet.query is not None:
+        specs += _query_members(session, fleet.query)
+    seen: set[str] = set()
+    members: list[Member] = []
+    for spec in specs:
+        if spec in seen:
+            continue
+        seen.add(spec)
+        shown = redact_url(spec) if ("://" in spec or "=" in spec) else spec
+        members.append(Member(shown, spec))
+    return members

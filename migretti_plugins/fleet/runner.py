@@ -1,0 +1,399 @@
+"""Run one command on every member of a fleet: threads in this process, at most ``jobs``
+at once, each member with its own ``App`` (plugins, configuration, session), connection,
+advisory lock and history, exactly as if ``mg`` had been run against it alone.
+
+Ctrl-C stops starting members, cancels the running members' statements (their transaction
+rolls back) and unwinds each of them at its next safe point, so every lock is released.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import click
+
+from migretti_core import hookimpl
+from migretti_core.app import App
+from migretti_core.argv import GlobalOptions
+from migretti_core.errors import EXIT_FAILURE, EXIT_INTERRUPTED, MgError
+from migretti_core.types import (
+    Config,
+    ConfigRequest,
+    Direction,
+    Event,
+    LockHolder,
+    Migration,
+    MigrationResult,
+    Options,
+    Session,
+)
+from migretti_plugins.fleet.members import Member
+from migretti_plugins.fleet.streams import Sink, member_output
+
+HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
+MEMBER_PLUGIN = "fleet-member"
+
+
+@dataclass
+class Outcome:
+    """What happened on one member (``result``: ok, failed, interrupted, skipped)."""
+
+    member: Member
+    result: str = "skipped"
+    exit_code: int | None = None
+    applied: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    error: str | None = None
+    duration_ms: int = 0
+    stdout: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+def member_config(config: Config, member: Member) -> Config:
+    """The profile's configuration with this member's connection and ``MG_TARGET``."""
+    database = member.database(config.database)
+    settings = dict(config.settings)
+    settings["database"] = database
+    names = set(HOOK_NAMES) | set(config.hooks)
+    hook_environment = {
+        name: {**config.hook_environment.get(name, {}), "MG_TARGET": member.name} for name in names
+    }
+    return dataclasses.replace(
+        config, database=database, settings=settings, hook_environment=hook_environment
+    )
+
+
+class MemberPlugin:
+    """Registered in one member's ``App``: points it at the member, records what it did and
+    stops it at the next safe point once the fleet is interrupted."""
+
+    def __init__(self, member: Member, stop: threading.Event) -> None:
+        self.member = member
+        self.stop = stop
+        self.conns: list[Any] = []
+        self.applied: list[str] = []
+        self.rolled_back: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def mg_load_config(self, request: ConfigRequest) -> Generator[None, Config, Config]:
+        config = yield
+        return member_config(config, self.member)
+
+    @hookimpl(wrapper=True)
+    def mg_connect(self, session: Session) -> Generator[None, Any, Any]:
+        conn = yield
+        self.conns.append(conn)
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        return conn
+
+    @hookimpl(tryfirst=True)
+    def mg_before_migration(
+        self, session: Session, migration: Migration, direction: Direction
+    ) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+
+    @hookimpl
+    def mg_on_lock_wait(self, session: Session, holder: LockHolder, waited: float) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+
+    @hookimpl
+    def mg_after_migration(self, session: Session, result: MigrationResult) -> None:
+        if not result.ok or not result.executed or result.dry_run or session.options.dry_run:
+            return
+        done = self.applied if result.direction == "up" else self.rolled_back
+        done.append(result.migration.id)
+
+    def cancel(self) -> None:
+        """From another thread: cancel the statement running on each open connection."""
+        for conn in list(self.conns):
+            try:
+                if not conn.closed:
+                    conn.cancel()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                if not conn.closed:
+                    conn.close()
+            except Exception:
+                pass
+
+
+def _tag_events(app: App, target: str) -> None:
+    """Every event of this member carries ``target`` (JSON log lines, the Python API)."""
+    original = app.hooks.report
+
+    def report(options: Options, event: Event) -> None:
+        fields = {"target": target, **event.fields}
+        original(options, Event(event.name, event.level, event.message, fields))
+
+    app.hooks.report = report  # type: ignore[method-assign]
+
+
+@dataclass
+class Invocation:
+    """The command to repeat on each member, as click parsed it for the fleet."""
+
+    path: Sequence[str]
+    params: Mapping[str, Any]
+    meta: Mapping[str, Any]
+
+
+def _member_globals(parent: GlobalOptions, confirmed: bool) -> GlobalOptions:
+    return GlobalOptions(
+        env=parent.env,
+        config=parent.config,
+        json_log=parent.json_log,
+        verbose=parent.verbose,
+        yes=parent.yes or confirmed,
+        plugins=list(parent.plugins),
+    )
+
+
+def run_member(
+    parent: App,
+    member: Member,
+    invocation: Invocation,
+    stop: threading.Event,
+    confirmed: bool,
+    register: Callable[[MemberPlugin], None],
+) -> tuple[int, str | None, MemberPlugin]:
+    """Run the command on one member; returns its exit code and first error line."""
+    from migretti_core.cli import _print_error, build_cli
+
+    plugin = MemberPlugin(member, stop)
+    register(plugin)
+    environ = dict(parent.environ)
+    environ.pop("MG_FLEET", None)
+    verbose = parent.globals.verbose
+    app: App | None = None
+    try:
+        app = App(
+            _member_globals(parent.globals, confirmed),
+            environ,
+            cwd=parent.cwd,
+            plugins=[(MEMBER_PLUGIN, plugin)],
+        )
+        _tag_events(app, member.name)
+        cli = build_cli(app)
+        command: click.Command = cli
+        for name in invocation.path:
+            assert isinstance(command, click.Group)
+            found = command.commands.get(name)
+            if found is None:
+                raise MgError(f"command {name} is not available on this member")
+            command = found
+        ctx = click.Context(command, info_name=invocation.path[-1], obj=app)
+        ctx.params = dict(invocation.params)
+        ctx.meta.update(invocation.meta)
+        assert command.callback is not None
+        with ctx:
+            result = ctx.invoke(command.callback, **invocation.params)
+        code = result if isinstance(result, int) else 0
+        return code, (None if code == 0 else f"exit code {code}"), plugin
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED, "interrupted", plugin
+    except MgError as exc:
+        if stop.is_set():
+            return EXIT_INTERRUPTED, "interrupted", plugin
+        _print_error(app, exc, _traceback() if verbose else None)
+        redact = app.hooks.redact if app is not None else _redact
+        return exc.exit_code, redact(exc.message).splitlines()[0], plugin
+    except Exception as exc:
+        if stop.is_set():
+            return EXIT_INTERRUPTED, "interrupted", plugin
+        error = MgError(
+            f"unexpected error: {type(exc).__name__}: {exc}",
+            hint="rerun with -v to see the traceback",
+        )
+        _print_error(app, error, _traceback() if verbose else None)
+        redact = app.hooks.redact if app is not None else _redact
+        return EXIT_FAILURE, redact(error.message).splitlines()[0], plugin
+    finally:
+        plugin.close()
+
+
+def _redact(text: str) -> str:
+    from migretti_core.redact import redact
+
+    return redact(text)
+
+
+def _traceback() -> str:
+    import traceback
+
+    return traceback.format_exc()
+
+
+def _raise_in(thread: threading.Thread) -> None:
+    """Raise KeyboardInterrupt in ``thread`` at its next Python instruction."""
+    ident = thread.ident
+    if ident is None:
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+    )
+
+
+@dataclass
+class Schedule:
+    jobs: int
+    canary: int
+    fail_fast: bool
+    keep_stdout: bool
+
+
+class FleetRun:
+    """Start members in fleet order, at most ``jobs`` at once; canary first."""
+
+    def __init__(
+        self,
+        parent: App,
+        members: Sequence[Member],
+        invocation: Invocation,
+        schedule: Schedule,
+        streams: dict[str, TextIO],
+        confirmed: bool,
+        on_event: Callable[[str, Outcome], None],
+    ) -> None:
+        self.parent = parent
+        self.outcomes = [Outcome(member) for member in members]
+        self.invocation = invocation
+        self.schedule = schedule
+        self.streams = streams
+        self.confirmed = confirmed
+        self.on_event = on_event
+        self.stop = threading.Event()  # interrupted: unwind the running members
+        self.no_more = threading.Event()  # start no new member
+        self.interrupted = False
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[threading.Thread, list[MemberPlugin]]] = {}
+
+    def run(self) -> list[Outcome]:
+        canary = min(self.schedule.canary, len(self.outcomes))
+        try:
+            if canary:
+                self._batch(list(range(canary)))
+                if not all(o.ok for o in self.outcomes[:canary]):
+                    self.no_more.set()
+                    for outcome in self.outcomes[canary:]:
+                        outcome.error = "not started: a canary failed"
+            if not self.no_more.is_set():
+                self._batch(list(range(canary, len(self.outcomes))))
+        except KeyboardInterrupt:
+            self._interrupt()
+        return self.outcomes
+
+    def _batch(self, indexes: list[int]) -> None:
+        queue = list(indexes)
+        workers = [
+            threading.Thread(target=self._work, args=(queue,), name=f"mg-fleet-{n}", daemon=True)
+            for n in range(min(self.schedule.jobs, len(queue)))
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.1)
+
+    def _next(self, queue: list[int]) -> int | None:
+        with self._lock:
+            if not queue or self.no_more.is_set():
+                return None
+            return queue.pop(0)
+
+    def _work(self, queue: list[int]) -> None:
+        while True:
+            index = self._next(queue)
+            if index is None:
+                return
+            self._run_one(index)
+
+    def _run_one(self, index: int) -> None:
+        outcome = self.outcomes[index]
+        plugins: list[MemberPlugin] = []
+        with self._lock:
+            self._running[index] = (threading.current_thread(), plugins)
+        outcome.result = "running"
+        self.on_event("started", outcome)
+        sink = Sink(f"{outcome.member.name}: ", self.schedule.keep_stdout)
+        if self.parent.globals.json_log:
+            sink.prefix = ""
+        started = time.monotonic()
+        code: int = EXIT_INTERRUPTED
+        error: str | None = "interrupted"
+        plugin: MemberPlugin | None = None
+        try:
+            with member_output(sink, self.streams):
+                code, error, plugin = run_member(
+                    self.parent,
+                    outcome.member,
+                    self.invocation,
+                    self.stop,
+                    self.confirmed,
+                    plugins.append,
+                )
+        except KeyboardInterrupt:
+            code, error = EXIT_INTERRUPTED, "interrupted"
+        finally:
+            with self._lock:
+                self._running.pop(index, None)
+            for leftover in plugins:
+                leftover.close()
+        if self.stop.is_set() and code != 0:
+            code, error = EXIT_INTERRUPTED, "interrupted"
+        outcome.duration_ms = int((time.monotonic() - started) * 1000)
+        outcome.exit_code = code
+        outcome.error = error
+        outcome.stdout = "".join(sink.stdout)
+        if plugin is not None:
+            outcome.applied = list(plugin.applied)
+            outcome.rolled_back = list(plugin.rolled_back)
+        outcome.result = (
+            "ok" if code == 0 else "interrupted" if code == EXIT_INTERRUPTED else "failed"
+        )
+        if code != 0 and self.schedule.fail_fast:
+            self.no_more.set()
+        self.on_event("finished", outcome)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C: start nothing new, unwind every running member, wait for them."""
+        self.interrupted = True
+        self.no_more.set()
+        self.stop.set()
+        with self._lock:
+            running = list(self._running.values())
+        for thread, plugins in running:
+            _raise_in(thread)
+            for plugin in plugins:
+                plugin.cancel()
+        deadline = time.monotonic() + 30
+        for thread, plugins in running:
+            while thread.is_alive() and time.monotonic() < deadline:
+                try:
+                    thread.join(0.1)
+                except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                    deadline = 0
+            for plugin in plugins:
+                plugin.close()
+        for outcome in self.outcomes:
+            if outcome.result == "running":
+                outcome.result = "interrupted"
+                outcome.exit_code = EXIT_INTERRUPTED
+                outcome.error = "interrupted"
+            elif outcome.result == "skipped" and outcome.error is None:
+                outcome.error = "not started: interrupted"

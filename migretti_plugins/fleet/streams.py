@@ -1,0 +1,127 @@
+"""Per-thread stdout and stderr, so members running at once never mix their output.
+
+While a fleet runs, ``sys.stdout`` and ``sys.stderr`` are routers: a write from a member's
+thread goes to that member's sink, which passes on whole lines only, prefixed with the
+member's name, under one lock; any other thread writes through as before. A member never
+sees a terminal (no live progress line redrawn by several threads at once).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+_local = threading.local()
+_write_lock = threading.Lock()
+
+
+class Sink:
+    """What one member printed: stderr lines pass on live, stdout is kept (and shown live
+    unless ``keep_stdout``)."""
+
+    def __init__(self, prefix: str, keep_stdout: bool) -> None:
+        self.prefix = prefix
+        self.keep_stdout = keep_stdout
+        self.stdout: list[str] = []
+        self._partial = {"stdout": "", "stderr": ""}
+
+    def write(self, which: str, text: str, real: TextIO) -> None:
+        if which == "stdout":
+            self.stdout.append(text)
+            if self.keep_stdout:
+                return
+        data = self._partial[which] + text
+        lines = data.split("\n")
+        self._partial[which] = lines.pop()
+        if lines:
+            self._emit(lines, real)
+
+    def _emit(self, lines: list[str], real: TextIO) -> None:
+        text = "".join(f"{self.prefix}{line}\n" for line in lines)
+        with _write_lock:
+            real.write(text)
+            real.flush()
+
+    def close(self, streams: dict[str, TextIO]) -> None:
+        for which, rest in self._partial.items():
+            if rest and not (which == "stdout" and self.keep_stdout):
+                self._emit([rest], streams[which])
+            self._partial[which] = ""
+
+
+class Router(io.TextIOBase):
+    """Stands in for ``sys.stdout`` or ``sys.stderr`` while a fleet runs."""
+
+    def __init__(self, real: TextIO, which: str) -> None:
+        super().__init__()
+        self.real = real
+        self.which = which
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.real, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.real, "errors", None)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        sink: Sink | None = getattr(_local, "sink", None)
+        if sink is None:
+            with _write_lock:
+                return self.real.write(text)
+        sink.write(self.which, text, self.real)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_local, "sink", None) is None:
+            self.real.flush()
+
+    def isatty(self) -> bool:
+        if getattr(_local, "sink", None) is not None:
+            return False
+        return self.real.isatty()
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+
+@contextmanager
+def routed() -> Iterator[dict[str, TextIO]]:
+    """Install the routers for the duration of a fleet run; yields the real streams."""
+    real = {"stdout": sys.stdout, "stderr": sys.stderr}
+    sys.stdout = Router(real["stdout"], "stdout")
+    sys.stderr = Router(real["stderr"], "stderr")
+    try:
+        yield real
+    finally:
+        sys.stdout, sys.stderr = real["stdout"], real["stderr"]
+
+
+@contextmanager
+def member_output(sink: Sink, streams: dict[str, TextIO]) -> Iterator[None]:
+    """Route this thread's output to ``sink`` while the member runs."""
+    _local.sink = sink
+    try:
+        yield
+    finally:
+        _local.sink = None
+        sink.close(streams)
+
+
+def locked_write(stream: TextIO) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        with _write_lock:
+            stream.write(text)
+            stream.flush()
+
+    return write

@@ -1,0 +1,280 @@
+"""Fleets: one ``mg`` command on many databases (``--fleet NAME``), through the real
+entry point against the suite's server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from mgproject import AdvisoryLockHolder, Project, wait_until
+from psycopg import sql
+
+from migretti_core.testing import url_with_dbname
+
+
+class Fleet:
+    """``count`` empty databases named ``<prefix>_01`` ... on the suite's server."""
+
+    def __init__(self, pg_url: str, count: int) -> None:
+        self.pg_url = pg_url
+        self.prefix = f"fleet_{uuid.uuid4().hex[:8]}"
+        self.names = [f"{self.prefix}_{n:02d}" for n in range(1, count + 1)]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            for name in self.names:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def url(self, name: str) -> str:
+        return url_with_dbname(self.pg_url, name)
+
+    def rows(self, name: str, query: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url(name), autocommit=True) as conn:
+            cursor = conn.execute(query)
+            return cursor.fetchall() if cursor.description else []
+
+    def applied(self, name: str) -> list[str]:
+        if not self.rows(name, "SELECT to_regclass('_migrations') IS NOT NULL")[0][0]:
+            return []
+        rows = self.rows(name, "SELECT id FROM _migrations WHERE status = 'applied' ORDER BY id")
+        return [r[0] for r in rows]
+
+    def drop(self) -> None:
+        with psycopg.connect(self.pg_url, autocommit=True) as admin:
+            for name in self.names:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+@pytest.fixture
+def make_fleet(pg_url: str) -> Iterator[Any]:
+    made: list[Fleet] = []
+
+    def make(count: int) -> Fleet:
+        fleet = Fleet(pg_url, count)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        fleet.drop()
+
+
+def project_for(tmp_path: Path, fleet: Fleet, fleets_yaml: str, extra: str = "") -> Project:
+    """A project whose profile points at the server's own database, with ``fleets:``."""
+    project = Project(tmp_path / "proj", fleet.pg_url, configure=False)
+    project.configure(extra="fleets:\n" + fleets_yaml + extra)
+    return project
+
+
+def query_fleet(fleet: Fleet, jobs: int | None = None, canary: int | None = None) -> str:
+    text = (
+        "  tenants:\n"
+        f"    query: SELECT datname FROM pg_database WHERE datname LIKE "
+        f"'{fleet.prefix}\\_%' ORDER BY 1\n"
+    )
+    if jobs:
+        text += f"    jobs: {jobs}\n"
+    if canary is not None:
+        text += f"    canary: {canary}\n"
+    return text
+
+
+def three_migrations(project: Project) -> None:
+    project.add_table("0001")
+    project.add_table("0002")
+    project.add_table("0003")
+
+
+def test_twenty_databases_three_failing_are_reported_and_the_rest_applied(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(20)
+    project = project_for(tmp_path, fleet, query_fleet(fleet, jobs=4))
+    three_migrations(project)
+    broken = [fleet.names[4], fleet.names[10], fleet.names[16]]
+    for name in broken:  # 0002 cannot create its table there
+        fleet.rows(name, "CREATE TABLE t_0002 (x int)")
+
+    done = project.mg("apply", "--fleet", "tenants", "--format", "json")
+
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert [m["name"] for m in report["members"]] == fleet.names
+    for member in report["members"]:
+        assert set(member) >= {
+            "name",
+            "ok",
+            "exit_code",
+            "applied",
+            "rolled_back",
+            "error",
+            "duration_ms",
+        }
+        if member["name"] in broken:
+            assert member["ok"] is False
+            assert member["exit_code"] == 1
+            assert member["applied"] == ["0001"]
+            assert "t_0002" in member["error"]
+            assert fleet.applied(member["name"]) == ["0001"]
+        else:
+            assert member["ok"] is True, member
+            assert member["exit_code"] == 0
+            assert member["applied"] == ["0001", "0002", "0003"]
+            assert member["error"] is None
+            assert fleet.applied(member["name"]) == ["0001", "0002", "0003"]
+        assert member["rolled_back"] == []
+    assert "Traceback" not in done.stderr
+    # each member's own error line names it
+    for name in broken:
+        assert any(line.startswith(f"{name}: mg: error:") for line in done.stderr.splitlines())
+
+    again = project.mg("status", "--fleet", "tenants")
+    assert again.returncode == 0, again.stderr
+    assert "20 of 20 succeeded" in again.stdout
+
+
+def test_canary_failure_leaves_the_rest_untouched(tmp_path: Path, make_fleet: Any) -> None:
+    fleet = make_fleet(6)
+    project = project_for(tmp_path, fleet, query_fleet(fleet, canary=2))
+    three_migrations(project)
+    fleet.rows(fleet.names[1], "CREATE TABLE t_0003 (x int)")
+
+    done = project.mg("apply", "--fleet", "tenants")
+
+    assert done.returncode == 1, done.stderr
+    out = done.stdout.splitlines()
+    lines = out[next(i for i, line in enumerate(out) if line.startswith("MEMBER")) :]
+    assert lines[0].split()[:2] == ["MEMBER", "RESULT"]
+    # the members' own lines come before the summary, each prefixed with its name
+    assert any(line.startswith(f"{fleet.names[0]}: applied") for line in out)
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert rows[fleet.names[0]].split()[1] == "ok"
+    assert rows[fleet.names[1]].split()[1] == "failed"
+    assert "t_0003" in rows[fleet.names[1]]
+    for name in fleet.names[2:]:
+        assert rows[name].split()[1] == "skipped"
+        assert "canary" in rows[name]
+        assert fleet.applied(name) == []
+    assert lines[-1] == "1 of 6 succeeded"
+
+
+def test_a_member_whose_lock_is_held_times_out_and_the_others_go_on(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(4)
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    three_migrations(project)
+    with AdvisoryLockHolder(fleet.url(fleet.names[1])):
+        done = project.mg("apply", "--fleet", "tenants", "--lock-timeout", "2s", "--format", "json")
+    assert done.returncode == 4, done.stderr
+    members = {m["name"]: m for m in json.loads(done.stdout)["members"]}
+    assert members[fleet.names[1]]["exit_code"] == 4
+    assert fleet.applied(fleet.names[1]) == []
+    for name in (fleet.names[0], *fleet.names[2:]):
+        assert members[name]["ok"] is True
+        assert fleet.applied(name) == ["0001", "0002", "0003"]
+
+
+def test_databases_and_file_members_dedupe_and_mask_passwords(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(3)
+    a, b, c = fleet.names
+    url_c = fleet.url(c)
+    secret_url = url_c.replace("://", "://nobody:hunter2secret@", 1) if "@" not in url_c else url_c
+    fleets_yaml = (
+        "  shards:\n"
+        f'    databases: [{a}, {b}, {a}, "${{C_URL}}"]\n'
+        "    file: more.txt\n"
+        "    jobs: 2\n"
+    )
+    project = project_for(tmp_path, fleet, fleets_yaml)
+    (project.root / "more.txt").write_text(f"# extra members\n{b}\n\n{c}  # the third\n")
+    project.add_table("0001")
+
+    done = project.mg("apply", "--fleet", "shards", "--format", "json", env={"C_URL": url_c})
+    assert done.returncode == 0, done.stderr
+    names = [m["name"] for m in json.loads(done.stdout)["members"]]
+    assert names[:2] == [a, b]
+    assert len(names) == 4  # a, b, the URL, c by name (a URL and a name are two members)
+    for name in fleet.names:
+        assert fleet.applied(name) == ["0001"]
+
+    masked = project.mg(
+        "status", "--fleet", "shards", "--format", "json", env={"C_URL": secret_url}
+    )
+    assert "hunter2secret" not in masked.stdout + masked.stderr
+    if secret_url != url_c:
+        assert any("****" in m["name"] for m in json.loads(masked.stdout)["members"])
+
+
+def test_protected_profile_asks_once_and_hooks_run_per_member(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(3)
+    extra = (
+        "envs:\n  prod: {}\nhooks:\n  post_apply: 'echo \"$MG_TARGET $PGDATABASE\" >> hooks.log'\n"
+    )
+    project = project_for(tmp_path, fleet, query_fleet(fleet), extra)
+    project.add_table("0001")
+
+    refused = project.mg("apply", "--fleet", "tenants", "--env", "prod")
+    assert refused.returncode == 5, refused.stderr
+    assert "3 databases" in refused.stderr
+    assert fleet.names[0] in refused.stderr
+    assert all(fleet.applied(name) == [] for name in fleet.names)
+
+    done = project.mg("--env", "prod", "--yes", "--json-log", "apply", "--fleet", "tenants")
+    assert done.returncode == 0, done.stderr
+    logged = sorted((project.root / "hooks.log").read_text().splitlines())
+    assert logged == sorted(f"{name} {name}" for name in fleet.names)
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    applied = [e for e in events if e["event"] == "migration.applied"]
+    assert sorted(e["target"] for e in applied) == fleet.names
+
+
+def test_ctrl_c_rolls_back_running_members_and_releases_their_locks(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(5)
+    project = project_for(tmp_path, fleet, query_fleet(fleet, jobs=3))
+    project.add(
+        "0001",
+        "slow",
+        "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);",
+        "DROP TABLE slow;",
+    )
+    job = project.spawn("apply", "--fleet", "tenants", "--format", "json")
+
+    def sleeping() -> int:
+        rows = fleet.rows(
+            fleet.names[0],
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+            "AND pid <> pg_backend_pid()",
+        )
+        return int(rows[0][0])
+
+    wait_until(lambda: sleeping() == 3 or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    started = time.monotonic()
+    job.proc.send_signal(signal.SIGINT)
+    done = project.finish(job, timeout=60)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 130, done.stderr
+    report = json.loads(done.stdout)
+    results = [m["result"] for m in report["members"]]
+    assert results.count("interrupted") == 3
+    assert results.count("skipped") == 2
+    for name in fleet.names:
+        assert fleet.applied(name) == []
+        assert fleet.rows(name, "SELECT to_regclass('slow') IS NULL")[0][0]
+    locks = fleet.rows(fleet.names[0], "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    assert locks[0][0] == 0
