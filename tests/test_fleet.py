@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from mgproject import AdvisoryLockHolder, Project, wait_until
+from mgproject import AdvisoryLockHolder, Project, migration_text, wait_until
 from psycopg import sql
 
 from migretti_core.testing import url_with_dbname
@@ -278,3 +278,42 @@ def test_ctrl_c_rolls_back_running_members_and_releases_their_locks(
         assert fleet.rows(name, "SELECT to_regclass('slow') IS NULL")[0][0]
     locks = fleet.rows(fleet.names[0], "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
     assert locks[0][0] == 0
+
+
+def test_rollback_verify_and_fail_fast_on_a_fleet(tmp_path: Path, make_fleet: Any) -> None:
+    fleet = make_fleet(4)
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    three_migrations(project)
+    assert project.mg("--fleet", "tenants", "apply").returncode == 0
+
+    done = project.mg("rollback", "2", "--fleet", "tenants", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    for member in json.loads(done.stdout)["members"]:
+        assert member["rolled_back"] == ["0003", "0002"]
+        assert fleet.applied(member["name"]) == ["0001"]
+
+    project.path_of("0001").write_text(migration_text("CREATE TABLE changed (id int);"))
+    verify = project.mg("verify", "--fleet", "tenants", "--format", "json")
+    assert verify.returncode == 3
+    members = json.loads(verify.stdout)["members"]
+    assert all(m["exit_code"] == 3 and m["output"]["ok"] is False for m in members)
+
+    # a blocked first member with --fail-fast and one job: nobody else starts
+    failing = project.mg("--fleet", "tenants", "--jobs", "1", "--fail-fast", "apply")
+    assert failing.returncode == 3, failing.stderr
+    assert "skipped" in failing.stdout
+    assert all(fleet.applied(name) == ["0001"] for name in fleet.names)
+
+
+def test_fleet_usage_errors(tmp_path: Path, make_fleet: Any) -> None:
+    fleet = make_fleet(1)
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    unknown = project.mg("apply", "--fleet", "nope")
+    assert unknown.returncode == 2
+    assert "fleet 'nope' is not defined" in unknown.stderr
+    assert "tenants" in unknown.stderr
+    assert project.mg("apply", "--jobs", "2").returncode == 2
+    refused = project.mg("create", "x", "--fleet", "tenants")
+    assert refused.returncode == 2
+    assert "does not run on a fleet" in refused.stderr
+    assert project.mg("apply", "--fleet", "tenants", "--jobs", "0").returncode == 2
