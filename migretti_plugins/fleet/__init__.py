@@ -58,7 +58,28 @@ def mg_register_commands(cli: click.Group) -> None:
     for name, command in list(cli.commands.items()):
         if command.callback is None or getattr(command.callback, "_mg_fleet", False):
             continue
-        command.callback = _wrap(name, command.callback, name in FLEET_COMMANDS)
+        supported = name in FLEET_COMMANDS
+        command.callback = _wrap(name, command.callback, supported)
+        if supported and not any("--format" in getattr(p, "opts", ()) for p in command.params):
+            command.params.append(_format_option())
+
+
+def _remember_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["fleet_format"] = value
+
+
+def _format_option() -> click.Option:
+    """``--format`` for a command that has none of its own: the fleet summary's format."""
+    import click
+
+    return click.Option(
+        ["--format", "fleet_format"],
+        type=click.Choice(["text", "json"]),
+        expose_value=False,
+        callback=_remember_format,
+        help="With --fleet: json prints the fleet's summary as one JSON document.",
+    )
 
 
 def _wrap(name: str, callback: Any, supported: bool) -> Any:
@@ -74,10 +95,12 @@ def _wrap(name: str, callback: Any, supported: bool) -> Any:
         if not fleet and supported:
             fleet = app.environ.get("MG_FLEET", "").strip() or None
         if fleet is None:
-            if app.globals.jobs or app.globals.canary or app.globals.fail_fast:
-                from migretti_core.errors import UsageError
+            from migretti_core.errors import UsageError
 
+            if app.globals.jobs or app.globals.canary or app.globals.fail_fast:
                 raise UsageError("--jobs, --canary and --fail-fast need --fleet NAME")
+            if ctx.meta.get("fleet_format") == "json":
+                raise UsageError(f"mg {name} --format json needs --fleet NAME")
             return callback(*args, **kwargs)
         if not supported:
             from migretti_core.errors import UsageError

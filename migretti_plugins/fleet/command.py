@@ -37,7 +37,12 @@ def _number(value: str | None, option: str, minimum: int) -> int | None:
 
 
 def _output_format(ctx: click.Context) -> str:
-    fmt = ctx.params.get("fmt") or ctx.meta.get("output_format") or "text"
+    fmt = (
+        ctx.params.get("fmt")
+        or ctx.meta.get("fleet_format")
+        or ctx.meta.get("output_format")
+        or "text"
+    )
     return "json" if fmt == "json" else "text"
 
 
