@@ -119,7 +119,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
     invocation = Invocation(
         path=tuple(ctx.command_path.split()[1:]) or (command,),
         params=dict(ctx.params),
-        meta=dict(ctx.meta),
+        meta={k: v for k, v in ctx.meta.items() if k != "fleet_format"},
     )
     app.report(
         "fleet.started",
@@ -142,7 +142,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
                 target=outcome.member.name,
             )
             return
-        level: Level = "info" if outcome.ok else "error"
+        level: Level = "info"
         detail = f": {outcome.error}" if outcome.error and not outcome.ok else ""
         app.report(
             "fleet.member.finished",
@@ -169,7 +169,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
         click.echo(_table(outcomes), nl=False)
     app.report(
         "fleet.finished",
-        "info" if ok else "error",
+        "info" if ok else "warning",
         f"fleet {fleet_name}: {len(outcomes) - len(failed)} of {len(outcomes)} succeeded",
         fleet=fleet_name,
         ok=ok,
