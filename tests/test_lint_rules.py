@@ -435,3 +435,13 @@ def test_hook_mg_lint() -> None:
     session = make_session(hooks, make_config(Path("/project")))
     found = hooks.lint(session, LintRequest((migration("DROP TABLE a;"),)))
     assert rules_of(found) == ["house-rule"]
+
+
+def test_squawk_ignore_file_covers_every_statement() -> None:
+    sql = "-- squawk-ignore-file ban-drop-table\nDROP TABLE a;\nDROP TABLE b;\nTRUNCATE c CASCADE;"
+    assert rules_of(lint(migration(sql))) == ["ban-truncate-cascade"]
+
+
+def test_an_ignore_without_rule_names_ignores_every_rule_of_its_statement() -> None:
+    sql = "-- mg:lint-ignore\nALTER TABLE t ADD COLUMN c integer NOT NULL;\nDROP TABLE d;"
+    assert rules_of(lint(migration(sql))) == ["ban-drop-table"]

@@ -28,7 +28,7 @@ MAX_IDENTIFIER_BYTES = 63
 _LONG_WORD = re.compile(r'(?<![\w$])[\w$]{64}|"[^"]{64}')
 _LONG_WIDE_WORD = re.compile(r'(?<![\w$])[\w$]{22}|"[^"]{22}')
 _IGNORE_RE = re.compile(
-    r"--\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)\b"
+    r"--\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)(?![\w-])"
     r"(?P<rules>\s+[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)?"
 )
 
