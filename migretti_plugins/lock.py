@@ -17,7 +17,6 @@ session no longer holds the lock; it costs no round trip of its own.
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import datetime
 from typing import Any
@@ -111,6 +110,8 @@ def mg_lock_acquire(session: Session, conn: Any, timeout: float) -> bool | None:
             if holder is not None:
                 session.hooks.on_lock_wait(session, holder, waited)
             next_report = waited + REPORT_EVERY
+        import random
+
         pause = POLL_INTERVAL + random.uniform(0.0, POLL_JITTER)
         time.sleep(max(0.0, min(pause, timeout - waited)))
     _held[id(conn)] = lock_id

@@ -11,7 +11,6 @@ while the line is shown and put back when it goes.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 import threading
@@ -50,6 +49,8 @@ class _Line:
         elapsed = time.monotonic() - self.started
         suffix = "" if elapsed < 1 else f"  {format_elapsed(elapsed)}"
         label = self.label
+        import shutil
+
         room = shutil.get_terminal_size((80, 24)).columns - 1 - len(suffix)
         if len(label) > room:  # a wrapped line could not be erased with \r
             label = label[: max(room - 3, 0)] + "..."

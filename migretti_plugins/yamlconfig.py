@@ -26,7 +26,6 @@ Decisions (see also docs/configuration.md):
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -340,6 +339,8 @@ def _check_keys(
     for key in data:
         if valid is None or key in choices:
             continue
+        import difflib
+
         close = difflib.get_close_matches(key, choices, n=1)
         guess = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{prefix}unknown key '{key}'{guess} (valid keys: {', '.join(choices)})")

@@ -19,7 +19,6 @@ Python callers use ``check()`` and ``drift()``, which return data and print noth
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +150,8 @@ def check_command(ctx: click.Context, database_url: str | None, seeds: bool, fmt
     session = app_of(ctx).session("check")
     result = check(session, database_url=database_url, seeds=seeds)
     if fmt == "json":
+        import json
+
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
         click.echo(render_check(result))
@@ -198,6 +199,8 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
     for warning in result.warnings:
         report(session, "drift.warning", "warning", warning)
     if fmt == "json":
+        import json
+
         click.echo(json.dumps(result.as_dict(), indent=2))
     elif result.ok:
         click.echo(f"no drift: the schema matches the {result.applied} applied migrations")
