@@ -135,9 +135,7 @@ def lint_migration(
     # their shape: their checks only look at names, which the shape keeps.
     replays: dict[int, list[tuple[str, str, int | None]]] = {}
     for piece in pieces:
-        shared = piece.long_words is not None and all(
-            node_type in _PURE_CHECKS for node_type, _, _ in piece.statements
-        )
+        shared = piece.long_words is not None
         replay = replays.get(id(piece.statements)) if shared else None
         recording = [] if shared and replay is None else None
         for node_type, node, location in piece.statements:
@@ -291,7 +289,7 @@ def _statements(text: str) -> list[tuple[str, dict[str, Any], int]]:
 # UPDATE, DELETE) once per shape: a 20 MB migration of 100,000 INSERTs would otherwise turn
 # into a parse tree of several hundred megabytes, and a minute of decoding it.
 _BULK_SECTION = 1 << 20
-_DATA_HEAD = re.compile(r"(?i:insert|update|delete)\b")
+_DATA_HEADS = frozenset({"insert", "update", "delete"})
 # Quoted strings and numbers, which a shape leaves out; a statement with anything that could
 # make this naive reading wrong (backslashes, dollar quotes, comments) is parsed on its own.
 # Quoted identifiers are matched too, and kept, so a quote inside one is not misread.
@@ -301,6 +299,13 @@ _LITERAL = re.compile(
 # Node types whose checks only flag (no state carried to later statements), by their names.
 _PURE_CHECKS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt"}) - rules.LOCKING
 _STRING_OR_NUMBER = re.compile(r"'[^']*(?:''[^']*)*'|(?<![\w$.])\d+(?:\.\d+)?(?![\w$.])")
+
+
+def _is_data_statement(text: str) -> bool:
+    """Whether ``text`` starts with INSERT, UPDATE or DELETE (statements start with their
+    first keyword)."""
+    after = text[6:7]
+    return text[:6].lower() in _DATA_HEADS and not (after.isalnum() or after in ("_", "$"))
 
 
 def _shape_of(match: re.Match[str]) -> str:
@@ -320,12 +325,12 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
         split = session.hooks.split_statements(sql)
     except Exception:
         return None
-    shapes: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool]] = {}
+    shapes: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
     pieces: list[Parsed] = []
     for statement, base in _with_offsets(sql, split):
         text = statement.text
         try:
-            if _DATA_HEAD.match(text) and not (
+            if _is_data_statement(text) and not (
                 "\\" in text or "$" in text or "--" in text or "/*" in text
             ):
                 if '"' in text:
@@ -334,11 +339,14 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
                     shape = _STRING_OR_NUMBER.sub("?", text)
                 known = shapes.get(shape)
                 if known is None:
-                    long_words = bool(
-                        _LONG_WORD.search(shape)
-                        or (not shape.isascii() and _LONG_WIDE_WORD.search(shape))
-                    )
-                    known = shapes[shape] = (_statements(text), long_words)
+                    parsed = _statements(text)
+                    long_words: bool | None = None  # None: checked like any statement
+                    if all(node_type in _PURE_CHECKS for node_type, _, _ in parsed):
+                        long_words = bool(
+                            _LONG_WORD.search(shape)
+                            or (not shape.isascii() and _LONG_WIDE_WORD.search(shape))
+                        )
+                    known = shapes[shape] = (parsed, long_words)
                 pieces.append(Parsed(text, base, known[0], known[1]))
             else:
                 pieces.append(Parsed(text, base, _statements(text)))
