@@ -901,12 +901,13 @@ def _query_failure(
         return sql_failure(migration, exc, sql, first_line)
     if exc.sqlstate == "42601":
         # mg's statements are well-formed: a syntax error after the SQL means the SQL did
-        # not end (an open quote, comment, dollar quote or statement). Nothing ran.
+        # not end (an open quote, comment, dollar quote or statement). Nothing ran. The
+        # server's message is left out: whatever it quotes is mg's history statement, which
+        # the open quote swallowed.
         last_line = first_line + sql.rstrip().count("\n")
-        exc.server_message = query.own_text_removed(exc.server_message)
         return MigrationFailed(
             f"{display_path(migration.path)}:{last_line}: the {direction} section ends inside "
-            f"a statement, quoted string, comment or dollar quote: {exc.server_message}",
+            "an unterminated statement, quoted string, comment or dollar quote",
             hint="close it; nothing was run",
         )
     if direction == "up" and _recorded_as_applied(session, conn, migration.id):
@@ -1492,7 +1493,8 @@ def tampering_of(state: State) -> list[str]:
     for entry in state.unverifiable:
         problems.append(
             f"no checksum: {entry.id} {entry.name} is applied but its row has no checksum, so "
-            f"its file cannot be verified — `mg fix {entry.id} --applied` records the file's"
+            f"its file cannot be verified — `mg fix {entry.id} --applied` records the file's "
+            "current checksum"
         )
     for ident, rows in state.duplicates.items():
         statuses = ", ".join(str(e.status) for e in rows)

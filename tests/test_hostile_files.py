@@ -120,6 +120,9 @@ def test_nul_in_a_seed_is_a_file_error_and_no_seed_runs(project: Project) -> Non
         ("INSERT INTO t VALUES (6);\n/* a comment left open\nINSERT INTO t VALUES (7);", "/*"),
         ("CREATE FUNCTION f() RETURNS int AS $$\nSELECT 1;\n", "$$"),
         ("INSERT INTO t VALUES (6);\nSELECT 'no end;\nSELECT 1;", "'"),
+        # the open quote is the file's last line: the server's error falls in mg's history
+        # statement, which must not be quoted
+        ("INSERT INTO t VALUES (6);\nSELECT 'abc;", "'"),
     ],
 )
 def test_unterminated_comment_or_quote_is_a_problem_of_the_file_and_line(
@@ -136,6 +139,7 @@ def test_unterminated_comment_or_quote_is_a_problem_of_the_file_and_line(
         assert "unterminated" in done.stderr
         assert "_migrations" not in done.stderr
         assert "recording" not in done.stderr
+        assert "checksum" not in done.stderr and "apply_seq" not in done.stderr
     assert project.value("SELECT count(*) FROM t") == 5
     assert project.statuses() == {"0001": "applied"}
 

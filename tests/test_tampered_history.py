@@ -85,6 +85,12 @@ def test_null_or_empty_checksum_is_a_problem(project: Project) -> None:
     found = problems(project)
     assert any(p.startswith("no checksum: 0001") for p in found), found
     assert any(p.startswith("no checksum: 0002") for p in found), found
+    # the hint is a whole sentence: it says what `mg fix --applied` records
+    assert all(
+        p.endswith("--applied` records the file's current checksum")
+        for p in found
+        if p.startswith("no checksum")
+    ), found
     verify_fails(project, "0001", "0002", "no checksum")
 
     project.add_table("0004")
