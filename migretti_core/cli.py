@@ -220,7 +220,10 @@ def run(argv: list[str] | None = None) -> int:
         cli = build_cli(app)
         result = cli.main(args=rest, prog_name="mg", standalone_mode=False)
         sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
-        return result if isinstance(result, int) else 0
+        code = result if isinstance(result, int) else 0
+        if code == 0 and app.hooks.output_error is not None:
+            raise app.hooks.output_error  # the report of what was done could not be written
+        return code
     except ArgvError as exc:
         print(f"mg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ is reported by name without silencing the others or masking the migration's own 
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     import pluggy
 
 
+# Errors of writing to a file or pipe (mg's output), not of a notifier's network call.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EFBIG, errno.EDQUOT, errno.EIO})
+
+
 class Hooks:
     """Typed calls into the plugin manager."""
 
@@ -48,6 +53,9 @@ class Hooks:
         self._relay = pm.hook
         self.options = Options()
         self.secrets: set[str] = set()
+        # The first failure to write mg's own output in mg_report (a full disk, a closed
+        # pipe): the command cannot end in success, see cli.run.
+        self.output_error: OSError | None = None
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -458,6 +466,9 @@ class Hooks:
                 impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception as exc:
                 called[-1] += " (failed)"
+                if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                    self.output_error = self.output_error or exc
+                    continue
                 print(
                     f"mg: warning: plugin {impl.plugin_name!r} failed in mg_report: "
                     f"{type(exc).__name__}: {exc}",

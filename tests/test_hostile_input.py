@@ -252,3 +252,25 @@ def test_output_to_a_full_disk_is_a_one_line_error(tmp_path: Path, database_url:
             )
         _one_line_error(done, 1, "No space left on device")
     assert project.statuses() == {"0001": "applied"}
+
+
+def test_apply_to_a_full_disk_applies_and_exits_1(tmp_path: Path, database_url: str) -> None:
+    # The report of what was applied cannot be written: the migration stays applied (nothing
+    # lost), but the command does not claim success.
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*MG_COMMAND, "apply"],
+            cwd=project.root,
+            env=mg_env(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "mg: error: writing the output: No space left on device", done.stderr
+    assert "failed in mg_report" not in done.stderr and "Traceback" not in done.stderr
+    assert project.statuses() == {"0001": "applied"}
