@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from pathlib import Path
 
@@ -16,12 +17,24 @@ def mg_discover_migrations(config: Config) -> list[Path]:
     from migretti_plugins.sqlfile import discover
 
     directory = config.migrations_dir
-    if not directory.is_dir() and ("migrations_dir" in config.settings or directory.is_symlink()):
+    if (
+        not directory.is_dir()
+        and ("migrations_dir" in config.settings or directory.is_symlink())
+        and not _symlink_loop(directory)  # discover says so, in one line
+    ):
         raise ConfigError(
             _missing_directory(config, directory),
             hint="create it (mg create does), or correct migrations_dir",
         )
     return discover(directory)
+
+
+def _symlink_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _missing_directory(config: Config, directory: Path) -> str:
