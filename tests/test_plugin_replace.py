@@ -80,7 +80,8 @@ def test_a_plugin_splitter_is_used_instead_of_the_default(
     result = run_cli(args, cwd=tmp_path, plugins=[splitter])
 
     assert result.exit_code == 0, result.stderr
-    assert splitter.calls == [GO_SCRIPT]
+    # mg apply lints the file too; every split, its own and lint's, goes through the plugin
+    assert splitter.calls and set(splitter.calls) == {GO_SCRIPT}
     assert {"events", "events_at"} <= objects(database_url)
 
 
