@@ -317,3 +317,23 @@ def test_fleet_usage_errors(tmp_path: Path, make_fleet: Any) -> None:
     assert refused.returncode == 2
     assert "does not run on a fleet" in refused.stderr
     assert project.mg("apply", "--fleet", "tenants", "--jobs", "0").returncode == 2
+
+
+def test_seed_runs_on_every_member_and_seed_create_refuses_a_fleet(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(3)
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    project.add_table("0001")
+    assert project.mg("apply", "--fleet", "tenants").returncode == 0
+    (project.root / "seeds").mkdir()
+    (project.root / "seeds" / "0001_data.sql").write_text("INSERT INTO t_0001 VALUES (1);\n")
+
+    done = project.mg("seed", "--fleet", "tenants", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
+    for name in fleet.names:
+        assert fleet.rows(name, "SELECT id FROM t_0001") == [(1,)]
+    refused = project.mg("seed", "create", "more", "--fleet", "tenants")
+    assert refused.returncode == 2
+    assert "does not run on a fleet" in refused.stderr

@@ -55,13 +55,24 @@ def mg_configure(config: Config) -> None:
 @hookimpl(trylast=True)
 def mg_register_commands(cli: click.Group) -> None:
     """Wrap the commands that can run on a fleet; without ``--fleet`` they run as before."""
+    import click
+
     for name, command in list(cli.commands.items()):
-        if command.callback is None or getattr(command.callback, "_mg_fleet", False):
-            continue
-        supported = name in FLEET_COMMANDS
-        command.callback = _wrap(name, command.callback, supported)
-        if supported and not any("--format" in getattr(p, "opts", ()) for p in command.params):
-            command.params.append(_format_option())
+        if isinstance(command, click.Group):
+            # A group's own callback runs before its subcommand: wrap the subcommands
+            # (``mg seed`` is the group's hidden ``run``).
+            for sub_name, sub in list(command.commands.items()):
+                _wrap_command(name, sub, name in FLEET_COMMANDS and sub_name == "run")
+        else:
+            _wrap_command(name, command, name in FLEET_COMMANDS)
+
+
+def _wrap_command(name: str, command: click.Command, supported: bool) -> None:
+    if command.callback is None or getattr(command.callback, "_mg_fleet", False):
+        return
+    command.callback = _wrap(name, command.callback, supported)
+    if supported and not any("--format" in getattr(p, "opts", ()) for p in command.params):
+        command.params.append(_format_option())
 
 
 def _remember_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
