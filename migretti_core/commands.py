@@ -203,7 +203,11 @@ def _rollback(
 
 @click.command()
 @click.option(
-    "--to", "to", metavar="ID", help="Stop after this migration.", shell_complete=complete_ids
+    "--to",
+    "to",
+    metavar="ID",
+    help="Stop after this migration: its id, a unique id prefix, its name or file name.",
+    shell_complete=complete_ids,
 )
 @click.option(
     "--allow-out-of-order", is_flag=True, help="Apply pending migrations older than head."
@@ -314,7 +318,7 @@ def down(
     "--to",
     "to",
     metavar="ID",
-    help="Roll back everything applied after this one.",
+    help="Roll back everything applied after this one (id, unique id prefix, name or file name).",
     shell_complete=complete_ids,
 )
 @click.option(
@@ -408,7 +412,10 @@ def verify(ctx: click.Context, fmt: str) -> int:
 @lock_timeout_option
 @click.pass_context
 def fix(ctx: click.Context, migration_id: str, mode: str | None, lock_timeout: str | None) -> int:
-    """Resolve a failed or interrupted migration: --applied or --remove."""
+    """Resolve a failed or interrupted migration: --applied or --remove.
+
+    ID is the migration's id, a unique id prefix, its name or its file name.
+    """
     if mode is None:
         raise UsageError("say how it was resolved: --applied or --remove")
     app = app_of(ctx)

@@ -181,3 +181,13 @@ def test_plugins_say_loaded_and_builtins_carry_migrettis_version(tmp_path: Path)
     assert rows["squash"][1:] == ["builtin", __version__, "blocked"]
     listed = json.loads(run_mg(["plugins", "--format", "json"], tmp_path).stdout)
     assert {p["version"] for p in listed if p["origin"] == "builtin"} == {__version__}
+
+
+@pytest.mark.parametrize(
+    "command", [["apply"], ["migrate"], ["rollback"], ["fix"], ["lint"], ["baseline"]]
+)
+def test_help_says_a_migration_may_be_named_by_prefix_or_name(
+    tmp_path: Path, command: list[str]
+) -> None:
+    usage = " ".join(run_mg([*command, "--help"], tmp_path).stdout.split())
+    assert "prefix" in usage and "name" in usage, usage

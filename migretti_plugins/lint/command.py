@@ -97,7 +97,11 @@ def lint_command(
     disable: tuple[str, ...],
     server_version: str | None,
 ) -> int:
-    """Check migrations for locks, rewrites and data loss (squawk's rules). Exit 3 on an error."""
+    """Check migrations for locks, rewrites and data loss (squawk's rules). Exit 3 on an error.
+
+    MIGRATION is an id, a unique id prefix, a name or a file's path; none means the pending
+    ones.
+    """
     enable = tuple(p.strip() for e in enable for p in e.split(",") if p.strip())
     disable = tuple(p.strip() for d in disable for p in d.split(",") if p.strip())
     check_rule_names(enable, "--enable", UsageError)
