@@ -93,6 +93,14 @@ def test_schema_file_follows_every_change(project: Project) -> None:
     assert project.mg("apply", "--dry-run").returncode == 0
     assert "CREATE TABLE public.users" not in path.read_text()
 
+    # fix: a failed no-transaction migration the user completed by hand.
+    project.add("0003", "half", "CREATE TABLE half (id int);\nSELECT 1/0;", no_transaction=True)
+    assert project.mg("apply").returncode == 1
+    before = path.read_text()
+    assert "'0003'" not in before
+    assert project.mg("fix", "0003", "--applied").returncode == 0
+    assert "'0003'" in path.read_text() and "CREATE TABLE public.half" in path.read_text()
+
 
 def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: Project) -> None:
     (project.root / "blocker").write_text("a file, not a directory\n")

@@ -2,9 +2,9 @@
 
 ``mg schema dump [-o FILE]`` prints the target's schema (a version-matched ``pg_dump
 --schema-only``, made deterministic) followed by the applied migrations, as dbmate's
-``schema.sql``. With ``schema_file: db/schema.sql`` in mg.yaml, every apply, up, down and
-rollback that changed something rewrites that file after its migrations are committed; if
-writing fails the command exits 1 saying so, and the migrations stay applied.
+``schema.sql``. With ``schema_file: db/schema.sql`` in mg.yaml, every apply, up, down,
+rollback and fix that changed something rewrites that file after its changes are committed;
+if writing fails the command exits 1 saying so, and the migrations stay applied.
 
 mg.yaml keys: ``schema_file`` (a path relative to mg.yaml) and the section ``schema`` with
 ``pg_dump`` (the program to run; ``PG_DUMP`` in the environment wins).
@@ -97,6 +97,26 @@ def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationR
 @hookimpl
 def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(schema_group)
+    _follow_fix(cli)
+
+
+def _follow_fix(cli: click.Group) -> None:
+    """``mg fix`` fires no lifecycle hook, so its command is wrapped: after it succeeded,
+    the schema file is rewritten as after apply and rollback."""
+    command = cli.commands.get("fix")
+    original = command.callback if command is not None else None
+    if command is None or original is None:
+        return
+
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        from migretti_core.cli import app_of
+
+        app = app_of(click.get_current_context())
+        _rewrite(app.session("fix"), "fix")
+        return result
+
+    command.callback = callback
 
 
 @click.group("schema")
