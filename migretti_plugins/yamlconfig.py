@@ -261,6 +261,12 @@ def _construct(node: Node, active: set[int], expansion: _Expansion) -> Any:
 
     expansion.enter(node)
     if isinstance(node, ScalarNode):
+        if "\0" in node.value:
+            # A path, a hook command or a connection setting cannot carry one: refused
+            # here, in one line, instead of cutting the text short or failing deep inside.
+            raise MarkedYAMLError(
+                problem="a NUL character (\\0) in a value", problem_mark=node.start_mark
+            )
         return _Plain(node.value) if node.style in (None, "") and node.tag == _STR else node.value
     if id(node) in active:
         raise MarkedYAMLError(problem="recursive alias", problem_mark=node.start_mark)

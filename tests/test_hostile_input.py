@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mgproject import MG_COMMAND, Project, mg_env
 
 # --- shell hooks: interpolated values are data, never code ---------------------------------
@@ -274,3 +275,20 @@ def test_apply_to_a_full_disk_applies_and_exits_1(tmp_path: Path, database_url: 
     assert last == "mg: error: writing the output: No space left on device", done.stderr
     assert "failed in mg_report" not in done.stderr and "Traceback" not in done.stderr
     assert project.statuses() == {"0001": "applied"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'migrations_dir: "mig\\0rations"',
+        'hooks:\n  pre_apply: "echo a\\0b"',
+        'database:\n  host: h.invalid\n  password: "se\\0cret"',
+    ],
+)
+def test_a_nul_in_an_mg_yaml_value_is_a_one_line_config_error(tmp_path: Path, line: str) -> None:
+    # YAML's "\0" escape: no path, hook command or connection setting can carry it.
+    (tmp_path / "mg.yaml").write_text("database:\n  host: h.invalid\n" + line + "\n")
+    if line.startswith("database:"):
+        (tmp_path / "mg.yaml").write_text(line + "\n")
+    _one_line_error(_run(tmp_path, "status"), 2, "mg.yaml", "NUL")
+    assert "cret" not in _run(tmp_path, "status").stderr
