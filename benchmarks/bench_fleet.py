@@ -6,12 +6,14 @@ directory. ``mg`` is timed as a user runs it, process start included; its peak m
 child's maximum RSS. Prints wall time and peak memory per ``--jobs`` value and the ratio.
 
     python benchmarks/bench_fleet.py [--databases 50] [--migrations 20] [--jobs 1 8]
+        [--mg-arg=--no-lint]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,25 +73,36 @@ def write_project(root: Path, server_url: str, prefix: str, migrations: int) -> 
         )
 
 
-def run_mg(root: Path, jobs: int) -> tuple[float, float, int]:
+def gnu_time() -> str | None:
+    """GNU time reads the child's own peak RSS (``wait4`` from here would include this
+    process's size, which the child inherits across fork and exec)."""
+    path = shutil.which("time") or "/usr/bin/time"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "GNU" in out.stdout + out.stderr else None
+
+
+def run_mg(root: Path, jobs: int, extra: list[str]) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MiB) and exit code of one ``mg apply --fleet``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MG_", "PG"))}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "migretti_core", "apply", "--fleet", "bench", "--jobs", str(jobs)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)  # the child's own peak RSS
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if proc.stderr is not None:
-        tail = proc.stderr.read().decode(errors="replace").strip().splitlines()[-3:]
-        if tail and "error" in " ".join(tail):
-            print("\n".join(tail), file=sys.stderr)
-    return wall, usage.ru_maxrss / 1024, code
+    argv = [sys.executable, "-m", "migretti_core", "apply", "--fleet", "bench"]
+    argv += ["--jobs", str(jobs), *extra]
+    timer = gnu_time()
+    with tempfile.NamedTemporaryFile("r") as rss, tempfile.TemporaryFile() as err:
+        if timer is not None:
+            argv = [timer, "-f", "%M", "-o", rss.name, *argv]
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            print(err.read()[-2000:].decode("utf-8", "replace"), file=sys.stderr)
+        kib = float(rss.read().split()[-1]) if timer is not None else usage.ru_maxrss
+    return wall, kib / 1024, code
 
 
 @contextmanager
@@ -106,6 +119,7 @@ def main() -> int:
     parser.add_argument("--databases", type=int, default=50)
     parser.add_argument("--migrations", type=int, default=20)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--mg-arg", action="append", default=[], help="pass on to mg apply")
     args = parser.parse_args()
     results: dict[int, tuple[float, float]] = {}
     external = os.environ.get(URL_ENV)
@@ -117,7 +131,7 @@ def main() -> int:
             ):
                 root = Path(tmp) / "proj"
                 write_project(root, server_url, prefix, args.migrations)
-                wall, rss, code = run_mg(root, jobs)
+                wall, rss, code = run_mg(root, jobs, args.mg_arg)
                 if code != 0:
                     print(f"--jobs {jobs}: mg exited {code}", file=sys.stderr)
                     return 1

@@ -293,7 +293,7 @@ def test_rollback_verify_and_fail_fast_on_a_fleet(tmp_path: Path, make_fleet: An
         assert fleet.applied(member["name"]) == ["0001"]
 
     project.path_of("0001").write_text(migration_text("CREATE TABLE changed (id int);"))
-    verify = project.mg("verify", "--fleet", "tenants", "--format", "json")
+    verify = project.mg("verify", "--format", "json", env={"MG_FLEET": "tenants"})
     assert verify.returncode == 3
     members = json.loads(verify.stdout)["members"]
     assert all(m["exit_code"] == 3 and m["output"]["ok"] is False for m in members)
