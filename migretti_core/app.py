@@ -18,6 +18,9 @@ from migretti_core.plugins import (
 from migretti_core.types import Config, ConfigRequest, Event, Level, Options, Session
 
 TRUTHY = ("1", "true", "yes", "on")
+# Builtins whose mg.yaml section is not named after the plugin: blocking the plugin must
+# not turn its section into an unknown key.
+BUILTIN_SECTIONS: dict[str, tuple[str, ...]] = {"fleet": ("fleets",)}
 
 
 class App:
@@ -94,12 +97,14 @@ class App:
                 continue
             why = "is blocked" if info.status == "blocked" else "failed to load"
             module = info.source.partition(":")[0]
-            for name in (info.name, module, module.partition(".")[0], module.rpartition(".")[2]):
+            names = (info.name, module, module.partition(".")[0], module.rpartition(".")[2])
+            for name in (*names, *BUILTIN_SECTIONS.get(info.name, ())):
                 if name and name not in known:
                     orphans.setdefault(name, f"plugin {info.name!r} {why}")
         for name in sorted(self.loader.blocked):
-            if name not in known:
-                orphans.setdefault(name, f"plugin {name!r} is blocked")
+            for section in (name, *BUILTIN_SECTIONS.get(name, ())):
+                if section not in known:
+                    orphans.setdefault(section, f"plugin {name!r} is blocked")
         return orphans
 
     def _warn_orphans(self, config: Config) -> None:

@@ -217,6 +217,7 @@ def run(argv: list[str] | None = None) -> int:
         options, rest = extract_globals(args)
         verbose = options.verbose
         app = App(options)
+        _refuse_fleet_without_plugin(app)
         cli = build_cli(app)
         result = cli.main(args=rest, prog_name="mg", standalone_mode=False)
         sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
@@ -255,6 +256,19 @@ def run(argv: list[str] | None = None) -> int:
         )
         _print_error(app, error, _traceback() if verbose else None)
         return EXIT_FAILURE
+
+
+def _refuse_fleet_without_plugin(app: App) -> None:
+    """``--fleet`` with the fleet plugin blocked must not quietly run on the profile's own
+    database instead of the fleet's."""
+    wanted = app.globals.fleet or app.environ.get("MG_FLEET", "").strip()
+    fleet_options = app.globals.jobs or app.globals.canary or app.globals.fail_fast
+    if (wanted or fleet_options) and app.loader.pm.get_plugin("fleet") is None:
+        raise UsageError(
+            "--fleet, MG_FLEET, --jobs, --canary and --fail-fast need the fleet plugin, "
+            "which is not loaded",
+            hint="remove -p no:fleet (or fleet from MG_DISABLE_PLUGINS), or unset MG_FLEET",
+        )
 
 
 def _check_utf8(args: list[str]) -> None:

@@ -337,3 +337,14 @@ def test_seed_runs_on_every_member_and_seed_create_refuses_a_fleet(
     refused = project.mg("seed", "create", "more", "--fleet", "tenants")
     assert refused.returncode == 2
     assert "does not run on a fleet" in refused.stderr
+
+
+def test_blocking_the_fleet_plugin_leaves_its_section_ignored(tmp_path: Path) -> None:
+    project = Project(tmp_path / "proj", "postgresql:///unused", configure=False)
+    project.configure(extra="fleets:\n  shards:\n    databases: [a, b]\n")
+    done = project.mg("-p", "no:fleet", "create", "first")
+    assert done.returncode == 0, done.stderr
+    assert "section 'fleets' is ignored" in done.stderr
+    refused = project.mg("-p", "no:fleet", "apply", "--fleet", "shards")
+    assert refused.returncode == 2
+    assert "need the fleet plugin" in refused.stderr
