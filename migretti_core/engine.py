@@ -910,7 +910,13 @@ def _query_failure(
             "an unterminated statement, quoted string, comment or dollar quote",
             hint="close it; nothing was run",
         )
-    if direction == "up" and _recorded_as_applied(session, conn, migration.id):
+    if direction == "up" and (
+        # the builtin history's refusal, in the server's message (the row it found may
+        # have been written by the migration itself, and rolled back with it), or a row
+        # another run committed
+        f"{migration.id} is already recorded as applied" in exc.server_message
+        or _recorded_as_applied(session, conn, migration.id)
+    ):
         what = (
             "this run's transaction was rolled back, so the migration took effect once"
             if migration.transactional

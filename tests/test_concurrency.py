@@ -210,3 +210,24 @@ def test_a_run_that_lost_the_lock_stops_and_the_other_cannot_record_twice(
     done = project.mg("apply")
     assert done.returncode == 0, done.stderr
     assert project.sql("SELECT n FROM once") == [(2,)]
+
+
+def test_a_migration_that_writes_its_own_applied_row_is_refused_with_exit_3(
+    project: Project,
+) -> None:
+    # However the row got there first, recording the migration as applied refuses it: the
+    # migration's transaction, its effect included, is rolled back and mg says why.
+    project.sql("CREATE TABLE once (n int)")
+    project.add(
+        "0001",
+        "sneaky",
+        "INSERT INTO once VALUES (1);\n"
+        "INSERT INTO _migrations (id, name, checksum, status, apply_seq)\n"
+        "VALUES ('0001', 'sneaky', 'x', 'applied', 1);",
+    )
+    done = project.mg("apply")
+    assert done.returncode == 3, done.stderr
+    assert "migration 0001 (sneaky) is already recorded as applied" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert project.value("SELECT count(*) FROM once") == 0
+    assert project.statuses() == {}
