@@ -8,6 +8,8 @@ them. Completion never connects to a database: migration ids come from the files
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import click
 
 from migretti_core.argv import FLAG_OPTIONS
@@ -30,6 +32,19 @@ def _complete_envs(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return sorted(str(name) for name in envs if str(name).startswith(incomplete))
 
 
+def _complete_fleets(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Fleet names from mg.yaml."""
+    from migretti_core.cli import app_of
+
+    try:
+        fleets = app_of(ctx).config().settings.get("fleets")
+    except Exception:
+        return []
+    if not isinstance(fleets, Mapping):
+        return []
+    return sorted(str(name) for name in fleets if str(name).startswith(incomplete))
+
+
 def global_options() -> list[click.Option]:
     """Click declarations of the global options, for completion only."""
     flags: dict[str, list[str]] = {}
@@ -39,6 +54,7 @@ def global_options() -> list[click.Option]:
         "json_log": "diagnostics as one JSON object per line on stderr",
         "verbose": "more output, and tracebacks on errors",
         "yes": "confirm protected environments without asking",
+        "fail_fast": "with --fleet: start no member after a failure",
     }
     options = [
         click.Option(
@@ -59,6 +75,27 @@ def global_options() -> list[click.Option]:
             metavar="MODULE",
             multiple=True,
             help="load a plugin; -p no:NAME blocks one",
+            expose_value=False,
+        ),
+    ]
+    options += [
+        click.Option(
+            ["--fleet", "_mg_fleet"],
+            metavar="NAME",
+            help="run the command on every database of a fleet from mg.yaml",
+            shell_complete=_complete_fleets,
+            expose_value=False,
+        ),
+        click.Option(
+            ["--jobs", "_mg_jobs"],
+            metavar="N",
+            help="with --fleet: members at once",
+            expose_value=False,
+        ),
+        click.Option(
+            ["--canary", "_mg_canary"],
+            metavar="K",
+            help="with --fleet: run K members first",
             expose_value=False,
         ),
     ]
