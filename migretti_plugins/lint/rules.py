@@ -395,7 +395,7 @@ def _add_column(ctx: Context, table: str, column: Node, existing: bool, missing_
             ctx.server_version < 11 or not non_volatile(default.get("raw_expr"))
         ):
             why = (
-                "before PostgreSQL 11 any default"
+                "a default (before PostgreSQL 11, any default)"
                 if ctx.server_version < 11
                 else "a volatile default"
             )
