@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TextIO
 
 from migretti_core.argv import GlobalOptions
 from migretti_core.errors import ConfigRefused, MgError
@@ -43,6 +45,8 @@ class App:
         blocked += parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))
         self.options = Options(verbose=options.verbose, json_log=options.json_log, yes=options.yes)
         self._config: Config | None = None
+        self.extra: dict[str, Any] = {}
+        self.result_stream: TextIO | None = None
         self._config_error: MgError | None = None
         self.loader = PluginLoader(
             blocked=blocked,
@@ -61,14 +65,14 @@ class App:
     def _warn(self, text: str) -> None:
         self.report("plugin.failed", "warning", text)
 
-    def report(self, name: str, level: Level, message: str, **fields: object) -> None:
+    def report(self, name: str, level: Level, message: str, **fields: object) -> bool:
         """Emit an event with the common context every JSON log line carries."""
         context: dict[str, object] = {
             "env": self._config.env if self._config is not None else self._selected_env(),
             "dry_run": self.options.dry_run,
         }
         context.update(fields)
-        self.hooks.report(self.options, Event(name, level, message, context))
+        return self.hooks.report(self.options, Event(name, level, message, context))
 
     def _selected_env(self) -> str | None:
         return self.globals.env or self.environ.get("MG_ENV") or None
@@ -195,6 +199,7 @@ class App:
             table_lock_timeout=table_lock_timeout,
             statement_timeout=statement_timeout,
             output_format=output_format,
+            extra=MappingProxyType(dict(self.extra)),
         )
         self.hooks.options = self.options
         return Session(self.config(), self.options, self.hooks)

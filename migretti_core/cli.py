@@ -7,6 +7,9 @@ printed as a short message with its exit code; a Python traceback only appears w
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +26,8 @@ from migretti_core.errors import (
     EXIT_USAGE,
     ConfigError,
     MgError,
+    PluginError,
+    PluginFailed,
     UsageError,
 )
 
@@ -55,15 +60,34 @@ def dry_run_option(func: F) -> F:
     )(func)
 
 
+BASE_FORMATS = ("text", "json")
+
+
+class FormatChoice(click.Choice):  # type: ignore[type-arg]
+    """The ``--format`` choices; ``mg`` adds the names plugins register (mg_output_formats).
+
+    While a command writes a document in any format but ``text``, stdout belongs to that
+    document: what plugins print meanwhile goes to stderr.
+    """
+
+
 def format_option(func: F) -> F:
+    """``--format text|json|...`` (parameter ``fmt``), with the plugins' formats added."""
     return click.option(
         "--format",
         "fmt",
-        type=click.Choice(["text", "json"]),
+        type=FormatChoice(list(BASE_FORMATS)),
         default="text",
         show_default=True,
         help="Output format.",
     )(func)
+
+
+def emit_result(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
+    """Render a command's result through ``mg_format_result`` and print it on stdout."""
+    app = app_of(ctx)
+    text = app.hooks.format_result(app.options, kind, data, fmt)
+    click.echo(text, file=app.result_stream or sys.stdout)
 
 
 def parse_lock_timeout(value: str | None) -> float | None:
@@ -170,6 +194,7 @@ def build_cli(app: App) -> click.Group:
 
     commands.register(cli)
     app.hooks.register_commands(cli)
+    _extend_commands(app, cli)
     for command in cli.commands.values():
         _add_epilogs(command)
     if app.environ.get(COMPLETE_VAR):
@@ -185,8 +210,109 @@ def _traceback() -> str:
     return traceback.format_exc()
 
 
+def _extend_commands(app: App, cli: click.Group) -> None:
+    """Plugins' options on existing commands and their ``--format`` names.
+
+    Commands are module-level objects shared by every run in a process, so a command that
+    changes is copied for this run rather than changed in place.
+    """
+    formats = [name for name in app.hooks.output_formats() if name not in BASE_FORMATS]
+    _extend_group(app, cli, "", formats)
+
+
+def _extend_group(app: App, group: click.Group, prefix: str, formats: list[str]) -> bool:
+    """Extend every command of ``group`` (recursively); True when one was replaced."""
+    changed = False
+    for name, command in list(group.commands.items()):
+        path = f"{prefix}{name}"
+        new = _extended(app, path, command, formats)
+        if isinstance(command, click.Group):
+            sub = new if new is not command else copy.copy(command)
+            assert isinstance(sub, click.Group)
+            sub.commands = dict(command.commands)
+            if _extend_group(app, sub, f"{path} ", formats) or new is not command:
+                new = sub
+        if new is not command:
+            group.commands[name] = new
+            changed = True
+    return changed
+
+
+def _extended(app: App, path: str, command: click.Command, formats: list[str]) -> click.Command:
+    added = app.hooks.command_options(path)
+    claims = any(isinstance(p.type, FormatChoice) for p in command.params)
+    if not added and not claims:
+        return command
+    clone = copy.copy(command)
+    clone.params = []
+    for param in command.params:
+        kind = param.type
+        if isinstance(kind, FormatChoice) and formats:
+            param = copy.copy(param)
+            param.type = FormatChoice([*kind.choices, *formats])
+        clone.params.append(param)
+    callback = command.callback
+    if callback is None:
+        return clone
+    if added:
+        callback = _with_options(app, path, clone, added, callback)
+    if claims:
+        callback = _claiming_stdout(app, callback)
+    clone.callback = callback
+    return clone
+
+
+def _with_options(
+    app: App,
+    path: str,
+    command: click.Command,
+    params: list[click.Parameter],
+    original: Callable[..., Any],
+) -> Callable[..., Any]:
+    taken = {p.name for p in command.params}
+    names: list[str] = []
+    for param in params:
+        if param.name is None or param.name in taken:
+            raise PluginError(
+                f"a plugin adds option {param.name!r} to mg {path}, which already has one "
+                "by that name"
+            )
+        taken.add(param.name)
+        names.append(param.name)
+        command.params.append(param)
+
+    @functools.wraps(original)
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        for name in names:
+            app.extra[name] = kwargs.pop(name, None)
+        return original(*args, **kwargs)
+
+    return callback
+
+
+def _claiming_stdout(app: App, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("fmt", "text") == "text":
+            return original(*args, **kwargs)
+        app.result_stream = sys.stdout
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return original(*args, **kwargs)
+        finally:
+            app.result_stream = None
+
+    return callback
+
+
 def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> None:
-    """Report the error; with ``-v`` the traceback goes along (a field under --json-log)."""
+    """Report the error; with ``-v`` the traceback goes along (a field under --json-log).
+
+    When no plugin showed it (the output plugin blocked, say), the core prints it itself:
+    a fatal error is never silent.
+    """
+    from migretti_core.messages import emit
+
     if app is not None:
         fields: dict[str, object] = {"error": exc.message, "exit_code": exc.exit_code}
         if exc.hint:
@@ -196,19 +322,31 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
                 fields["traceback"] = trace
             else:
                 print(app.hooks.redact(trace), file=sys.stderr, end="")
-        app.report("command.failed", "error", exc.message, **fields)
+        try:
+            shown = app.report("command.failed", "error", exc.message, **fields)
+        except Exception:
+            shown = False
+        if not shown:
+            redact = app.hooks.redact
+            emit("error", redact(exc.message), redact(exc.hint) if exc.hint else None)
     else:
-        from migretti_core.redact import redact
+        from migretti_core.redact import redact as redact_text
 
         if trace is not None:
-            print(redact(trace), file=sys.stderr, end="")
-        print(f"mg: error: {redact(exc.message)}", file=sys.stderr)
-        if exc.hint:
-            print(f"  hint: {redact(exc.hint)}", file=sys.stderr)
+            print(redact_text(trace), file=sys.stderr, end="")
+        emit("error", redact_text(exc.message), redact_text(exc.hint) if exc.hint else None)
+
+
+def _traceback_wanted(app: App | None, exc: BaseException, verbose: bool) -> str | None:
+    """The traceback with ``-v``, and for a plugin's failure with MG_TRACE_PLUGINS too."""
+    tracing = app is not None and app.hooks.trace_plugins and isinstance(exc, PluginFailed)
+    return _traceback() if verbose or tracing else None
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run ``mg`` and return its exit code."""
+    from migretti_core.messages import emit
+
     args = list(sys.argv[1:] if argv is None else argv)
     app: App | None = None
     verbose = "-v" in args or "--verbose" in args
@@ -226,7 +364,7 @@ def run(argv: list[str] | None = None) -> int:
             raise app.hooks.output_error  # the report of what was done could not be written
         return code
     except ArgvError as exc:
-        print(f"mg: error: {exc}", file=sys.stderr)
+        emit("error", str(exc))
         return EXIT_USAGE
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -237,7 +375,7 @@ def run(argv: list[str] | None = None) -> int:
         print("mg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MgError as exc:
-        _print_error(app, exc, _traceback() if verbose else None)
+        _print_error(app, exc, _traceback_wanted(app, exc, verbose))
         return exc.exit_code
     except OSError as exc:
         # Not a file mg reads (those are reported where they are read): its own output or
@@ -252,9 +390,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         error = MgError(
             f"unexpected error: {type(exc).__name__}: {exc}",
-            hint="rerun with -v to see the traceback",
+            hint=None if verbose else "rerun with -v to see the traceback",
         )
-        _print_error(app, error, _traceback() if verbose else None)
+        _print_error(app, error, _traceback_wanted(app, exc, verbose))
         return EXIT_FAILURE
 
 

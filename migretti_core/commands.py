@@ -11,6 +11,7 @@ from migretti_core.cli import (
     app_of,
     complete_ids,
     dry_run_option,
+    emit_result,
     format_option,
     init_project,
     lock_timeout_option,
@@ -21,9 +22,7 @@ from migretti_core.types import Config, Session
 
 
 def _emit(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
-    app = app_of(ctx)
-    text = app.hooks.format_result(app.options, kind, data, fmt)
-    click.echo(text)
+    emit_result(ctx, kind, data, fmt)
 
 
 def register(cli: click.Group) -> None:

@@ -950,14 +950,19 @@ def _is_concurrent_index(sql: str) -> bool:
 
 
 def run_plan(
-    session: Session, conn: Any, plan: Plan, current: list[Migration] | None = None
+    session: Session,
+    conn: Any,
+    plan: Plan,
+    current: list[Migration] | None = None,
+    done: list[MigrationResult] | None = None,
 ) -> list[MigrationResult]:
     """Execute the plan step by step, firing the per-migration lifecycle hooks.
 
-    ``current`` receives each migration as it starts, so a caller can name the one that failed.
+    ``current`` receives each migration as it starts, so a caller can name the one that failed;
+    ``done`` receives each result, so it knows what succeeded before.
     """
     hooks = session.hooks
-    results: list[MigrationResult] = []
+    results: list[MigrationResult] = done if done is not None else []
     total = len(plan.steps)
     verb = "applied" if plan.direction == "up" else "rolled back"
     event = "migration.applied" if plan.direction == "up" else "migration.rolled_back"
@@ -1254,12 +1259,13 @@ def _execute_plan(
         if confirmed is not None and not set(plan.ids) <= confirmed:
             raise Aborted("the plan changed while waiting for the lock; run the command again")
         current: list[Migration] = []
+        done: list[MigrationResult] = []
         try:
             (hooks.before_apply if up else hooks.before_rollback)(session, plan)
-            results = run_plan(session, conn, plan, current)
+            results = run_plan(session, conn, plan, current, done)
         except MgError as exc:
             failed = current[-1] if current else None
-            hooks.on_failure(session, plan, failed, exc.message)
+            hooks.on_failure(session, plan, failed, exc.message, done)
             if failed is not None:
                 m = failed
                 report(
@@ -1282,6 +1288,8 @@ def _execute_plan(
             count=len(results),
         )
         (hooks.after_apply if up else hooks.after_rollback)(session, plan, results)
+        command = session.options.command or ("apply" if up else "rollback")
+        hooks.after_command(session, command, results, {"direction": plan.direction})
     return 0
 
 
@@ -1439,6 +1447,7 @@ def fix(session: Session, given: str, mode: str) -> int:
                 )
     verb = "marked applied" if mode == "applied" else "removed from history"
     report(session, "migration.fixed", "info", f"{ident} {name}: {verb}", migration_id=ident)
+    session.hooks.after_command(session, "fix", (), {"migration_id": ident, "mode": mode})
     return 0
 
 

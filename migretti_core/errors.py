@@ -6,7 +6,6 @@ as one line plus a hint to rerun with ``-v`` for the traceback.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BLOCKED = 3
@@ -56,6 +55,23 @@ class PluginError(MgError):
     """A plugin could not be loaded or misbehaves (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class PluginFailed(MgError):
+    """A plugin's hook implementation raised something other than an ``MgError``.
+
+    Names the plugin and the hook; the exit code is the hook's (1 at run time, 2 for
+    configuration and validation). The original exception is its ``__cause__``.
+    """
+
+    def __init__(self, plugin: str, hook: str, error: BaseException, exit_code: int) -> None:
+        super().__init__(
+            f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {error}",
+            hint=f"disable it with -p no:{plugin}",
+        )
+        self.plugin = plugin
+        self.hook = hook
+        self.exit_code = exit_code
 
 
 class MigrationFileError(MgError):

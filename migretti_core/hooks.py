@@ -1,8 +1,16 @@
-"""A typed facade over the hook relay: one method per hook.
+"""A typed facade over the hooks, and the one routine that calls them.
 
-It keeps ``mypy --strict`` meaningful for callers, turns "no plugin answered" into a clear
-error, and calls notification hooks one implementation at a time so that a broken notifier
-is reported by name without silencing the others or masking the migration's own outcome.
+Each hook's policy is declared beside its specification (``hookspecs.py``, ``hookpolicy``).
+When a plugin registers, each of its implementations is wrapped in a guard that applies the
+hook's policy to that implementation alone: it names the plugin and the hook in any failure,
+checks the type of the answer, and either stops the call (first-result, collecting and gate
+hooks) or reports a warning and lets the other plugins run (notifications). Because the
+policy sits in the implementation, pluggy's own calling (wrappers of both styles included)
+works unchanged on every hook; without wrappers the routine walks the implementations itself,
+which costs less than pluggy's generic call when a hook runs once per file.
+
+The typed methods keep ``mypy --strict`` meaningful for callers and turn "no plugin
+answered" into a clear error.
 """
 
 from __future__ import annotations
@@ -10,12 +18,15 @@ from __future__ import annotations
 import errno
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migretti_core.errors import MgError, PluginError
+from migretti_core.errors import MgError, PluginError, PluginFailed
+from migretti_core.hookpolicy import HookInfo, info_of
+from migretti_core.messages import emit
 from migretti_core.types import (
     Config,
     ConfigRequest,
@@ -45,8 +56,17 @@ if TYPE_CHECKING:
 _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EFBIG, errno.EDQUOT, errno.EIO})
 
 
+@dataclass
+class _Frame:
+    """One call in progress: which plugins failed in it, and a deferred ``MgError``."""
+
+    hook: str
+    failed: list[str] = field(default_factory=list)
+    deferred: MgError | None = None
+
+
 class Hooks:
-    """Typed calls into the plugin manager."""
+    """Typed calls into the plugin manager, all through ``call``."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
@@ -56,139 +76,212 @@ class Hooks:
         # The first failure to write mg's own output in mg_report (a full disk, a closed
         # pipe): the command cannot end in success, see cli.run.
         self.output_error: OSError | None = None
+        self.trace_plugins = bool(getattr(pm, "mg_trace", False))
+        self._frames: list[_Frame] = []
+        self._plans: dict[str, tuple[list[Any], bool, HookInfo]] = {}
+        for plugin in pm.get_plugins():
+            self.guard(plugin)
+        listeners = getattr(pm, "mg_listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(self._registered)
 
-    # --- plumbing ---------------------------------------------------------------------
+    # --- the calling routine ------------------------------------------------------------
 
-    def _first(self, name: str, what: str, **kwargs: Any) -> Any:
-        result = getattr(self._relay, name)(**kwargs)
-        if result is None:
+    def _registered(self, plugin: object) -> None:
+        self._plans.clear()
+        if plugin is not None:
+            self.guard(plugin)
+
+    def guard(self, plugin: object) -> None:
+        """Wrap each of ``plugin``'s implementations in its hook's policy (once)."""
+        self._plans.clear()
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            if caller.spec is None:
+                continue
+            info = info_of(caller.spec.function, bool(caller.spec.opts.get("firstresult")))
+            for impl in caller.get_hookimpls():
+                if (
+                    impl.plugin is plugin
+                    and not (impl.wrapper or impl.hookwrapper)
+                    and not getattr(impl.function, "mg_guarded", False)
+                ):
+                    impl.function = self._guarded(impl, caller.name, info)  # type: ignore[misc]
+
+    def _guarded(self, impl: Any, hook: str, info: HookInfo) -> Callable[..., Any]:
+        function = impl.function
+        plugin: str = impl.plugin_name
+        policy = info.policy
+        check = info.check
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = function(*args, **kwargs)
+            except MgError as exc:
+                self._mark_failed(plugin)
+                if policy.on_mg_error == "raise":
+                    raise
+                if policy.on_mg_error == "defer" and self._defer(exc):
+                    return None
+                self.plugin_warning(plugin, hook, exc)
+                return None
+            except Exception as exc:
+                self._mark_failed(plugin)
+                if policy.on_crash == "raise":
+                    raise PluginFailed(plugin, hook, exc, policy.crash_exit) from exc
+                self.plugin_warning(plugin, hook, exc)
+                return None
+            if result is not None and check is not None:
+                problem = check(result)
+                if problem is not None:
+                    self._mark_failed(plugin)
+                    raise PluginError(
+                        f"plugin {plugin!r} returned {problem} from {hook}",
+                        hint=f"fix the plugin or disable it with -p no:{plugin}",
+                    )
+            return result
+
+        guarded.mg_guarded = True  # type: ignore[attr-defined]
+        guarded.__wrapped__ = function  # type: ignore[attr-defined]
+        return guarded
+
+    def _mark_failed(self, plugin: str) -> None:
+        if self._frames:
+            self._frames[-1].failed.append(plugin)
+
+    def _defer(self, exc: MgError) -> bool:
+        """Keep the first deferred error of the current call; False for the next ones."""
+        if self._frames and self._frames[-1].deferred is None:
+            self._frames[-1].deferred = exc
+            return True
+        return False
+
+    def _plan(self, name: str) -> tuple[list[Any], bool, HookInfo]:
+        plan = self._plans.get(name)
+        if plan is None:
+            caller = getattr(self._relay, name)
+            impls = caller.get_hookimpls()
+            spec = caller.spec
+            info = info_of(
+                spec.function if spec else None,
+                bool(spec.opts.get("firstresult")) if spec else False,
+            )
+            wrapped = any(impl.wrapper or impl.hookwrapper for impl in impls)
+            plan = (list(reversed(impls)), wrapped, info)
+            self._plans[name] = plan
+        return plan
+
+    def call(self, name: str, **kwargs: Any) -> Any:
+        """Call hook ``name`` by its policy.
+
+        First-result hooks return the answer (None when nobody answered and the hook is
+        optional); the others return the list of answers that are not None.
+        """
+        impls, wrapped, info = self._plan(name)
+        firstresult = info.policy.firstresult
+        frame = _Frame(name)
+        self._frames.append(frame)
+        tracing = self.trace_plugins
+        started = time.perf_counter() if tracing else 0.0
+        try:
+            if wrapped:
+                result = getattr(self._relay, name)(**kwargs)
+            elif firstresult:
+                result = None
+                for impl in impls:
+                    args = [kwargs[arg] for arg in impl.argnames]
+                    if impl.kwargnames:
+                        extra = {k: kwargs[k] for k in impl.kwargnames if k in kwargs}
+                        answer = impl.function(*args, **extra)
+                    else:
+                        answer = impl.function(*args)
+                    if answer is not None:
+                        result = answer
+                        break
+            else:
+                result = []
+                for impl in impls:
+                    args = [kwargs[arg] for arg in impl.argnames]
+                    if impl.kwargnames:
+                        extra = {k: kwargs[k] for k in impl.kwargnames if k in kwargs}
+                        answer = impl.function(*args, **extra)
+                    else:
+                        answer = impl.function(*args)
+                    if answer is not None:
+                        result.append(answer)
+        finally:
+            self._frames.pop()
+            if tracing:
+                self._trace(name, impls, frame.failed, started)
+        if frame.deferred is not None:
+            raise frame.deferred
+        if firstresult and result is None and info.required is not None:
+            what = info.required.format(**kwargs)
             raise PluginError(
                 f"no plugin provides {what} (hook {name}); was a builtin blocked with -p no:NAME?"
             )
         return result
 
-    def _each(self, name: str, *, abort: bool, defer: bool = False, **kwargs: Any) -> list[Any]:
-        """Call every implementation on its own; MgError aborts when ``abort`` is set.
+    def _trace(
+        self, hook: str, impls: Sequence[Any], failed: Sequence[str], started: float
+    ) -> None:
+        ms = (time.perf_counter() - started) * 1000
+        names = [
+            f"{impl.plugin_name} (failed)" if impl.plugin_name in failed else impl.plugin_name
+            for impl in impls
+        ]
+        print(f"mg: trace: {hook} [{', '.join(names) or '-'}] {ms:.2f} ms", file=sys.stderr)
 
-        With ``defer`` the first MgError is raised only after every implementation ran, so
-        one notifier that fails the command does not keep the others from hearing about it.
+    def plugin_warning(self, plugin: str, hook: str, exc: BaseException) -> None:
+        """Report a plugin's failure that does not stop the command, naming plugin and hook.
+
+        With ``-v`` or ``MG_TRACE_PLUGINS=1`` the traceback goes along (passwords masked).
         """
-        caller = getattr(self._relay, name)
-        results: list[Any] = []
-        called: list[str] = []
-        deferred: MgError | None = None
-        started = time.perf_counter()
-        try:
-            for impl in reversed(caller.get_hookimpls()):
-                if impl.hookwrapper or impl.wrapper:
-                    continue
-                called.append(impl.plugin_name)
-                args = [kwargs[arg] for arg in impl.argnames]
-                try:
-                    res = impl.function(*args)
-                except MgError as exc:
-                    called[-1] += " (failed)"
-                    if abort and not defer:
-                        raise
-                    if abort and deferred is None:
-                        deferred = exc
-                        continue
-                    self._warn_plugin(impl.plugin_name, name, exc)
-                    continue
-                except Exception as exc:
-                    called[-1] += " (failed)"
-                    self._warn_plugin(impl.plugin_name, name, exc)
-                    continue
-                if res is not None:
-                    results.append(res)
-        finally:
-            self._trace(name, called, started)
-        if deferred is not None:
-            raise deferred
-        return results
-
-    def _trace(self, hook: str, called: Sequence[str], started: float) -> None:
-        """Hooks called here bypass pluggy's call monitor, so MG_TRACE_PLUGINS is fed directly."""
-        trace = getattr(self.pm, "call_trace", None)
-        if trace is not None:
-            trace(hook, called, (time.perf_counter() - started) * 1000)
-
-    def _warn_plugin(self, plugin: str, hook: str, exc: BaseException | None) -> None:
         text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
-        try:
-            self.report(self.options, Event("plugin.failed", "warning", text, {"plugin": plugin}))
-        except Exception:
-            print(f"mg: warning: {text}", file=sys.stderr)
+        fields: dict[str, Any] = {"plugin": plugin, "hook": hook}
+        if self.options.verbose or self.trace_plugins:
+            import traceback
+
+            fields["traceback"] = "".join(traceback.format_exception(exc))
+        if hook == "mg_report":
+            if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                # mg's own output cannot be written: the command cannot succeed (cli.run)
+                self.output_error = self.output_error or exc
+                return
+            emit("warning", self.redact(text))
+            if "traceback" in fields:
+                print(self.redact(fields["traceback"]), file=sys.stderr, end="")
+            return
+        self.report(self.options, Event("plugin.failed", "warning", text, fields))
 
     # --- configuration ----------------------------------------------------------------
 
     def config_sections(self) -> frozenset[str]:
         names: set[str] = set()
-        for sections in self._each("mg_config_sections", abort=False):
+        for sections in self.call("mg_config_sections"):
             names.update(sections)
         return frozenset(names)
 
     def load_config(self, request: ConfigRequest) -> Config:
-        result: Config = self._first("mg_load_config", "configuration", request=request)
+        result: Config = self.call("mg_load_config", request=request)
         return result
 
     def configure(self, config: Config) -> None:
         """A plugin that cannot configure itself stops the run, named (exit 2)."""
-        called: list[str] = []
-        started = time.perf_counter()
-        try:
-            for impl in reversed(self._relay.mg_configure.get_hookimpls()):
-                kwargs: dict[str, Any] = {"config": config}
-                called.append(impl.plugin_name)
-                try:
-                    impl.function(*[kwargs[arg] for arg in impl.argnames])
-                except MgError:
-                    called[-1] += " (failed)"
-                    raise
-                except Exception as exc:
-                    called[-1] += " (failed)"
-                    raise PluginError(
-                        f"plugin {impl.plugin_name!r} failed in mg_configure: "
-                        f"{type(exc).__name__}: {exc}",
-                        hint=f"disable it with -p no:{impl.plugin_name}",
-                    ) from exc
-        finally:
-            self._trace("mg_configure", called, started)
+        self.call("mg_configure", config=config)
 
     # --- files ------------------------------------------------------------------------
 
     def discover_migrations(self, config: Config) -> list[Path]:
-        result: list[Path] = self._first(
-            "mg_discover_migrations", "migration discovery", config=config
-        )
+        result: list[Path] = self.call("mg_discover_migrations", config=config)
         return result
 
     def parse_migration(self, path: Path, raw: bytes) -> Migration:
-        """Called once per file, so it skips pluggy's per-call machinery when it can.
-
-        With thousands of files the generic call costs more than parsing; the semantics
-        (last registered first, first non-None answer wins) are the same.
-        """
-        impls = self._relay.mg_parse_migration.get_hookimpls()
-        if any(impl.hookwrapper or impl.wrapper for impl in impls) or self._tracing():
-            result: Migration = self._first(
-                "mg_parse_migration", f"a parser for {path.name}", path=path, raw=raw
-            )
-            return result
-        kwargs: dict[str, Any] = {"path": path, "raw": raw}
-        for impl in reversed(impls):
-            answer: Any = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            if answer is not None:
-                parsed: Migration = answer
-                return parsed
-        raise PluginError(f"no plugin provides a parser for {path.name} (hook mg_parse_migration)")
-
-    def _tracing(self) -> bool:
-        return getattr(self.pm, "call_trace", None) is not None
+        result: Migration = self.call("mg_parse_migration", path=path, raw=raw)
+        return result
 
     def validate_migration(self, session: Session, migration: Migration) -> list[str]:
         problems: list[str] = []
-        for found in self._relay.mg_validate_migration(session=session, migration=migration):
+        for found in self.call("mg_validate_migration", session=session, migration=migration):
             problems.extend(found)
         return problems
 
@@ -201,9 +294,8 @@ class Hooks:
         *,
         transactional: bool = True,
     ) -> Path:
-        result: Path = self._first(
+        result: Path = self.call(
             "mg_create_migration",
-            "migration creation",
             config=config,
             title=title,
             up_sql=up_sql,
@@ -213,62 +305,60 @@ class Hooks:
         return result
 
     def split_statements(self, sql: str) -> list[Statement]:
-        result: list[Statement] = self._first("mg_split_statements", "statement splitting", sql=sql)
+        result: list[Statement] = self.call("mg_split_statements", sql=sql)
         return result
 
     # --- connection -------------------------------------------------------------------
 
     def connection_params(self, session: Session) -> Mapping[str, str]:
-        result: Mapping[str, str] = self._first(
-            "mg_connection_params", "connection parameters", session=session
-        )
+        result: Mapping[str, str] = self.call("mg_connection_params", session=session)
         return result
 
     def connect(self, session: Session) -> Any:
-        return self._first("mg_connect", "a database connection", session=session)
+        return self.call("mg_connect", session=session)
 
     def disconnect(self, session: Session, conn: Any) -> None:
-        self._relay.mg_disconnect(session=session, conn=conn)
+        self.call("mg_disconnect", session=session, conn=conn)
 
     def describe_target(self, session: Session) -> Target:
-        result: Target = self._first("mg_describe_target", "a target description", session=session)
+        result: Target = self.call("mg_describe_target", session=session)
         return result
 
     # --- locking ----------------------------------------------------------------------
 
     def lock_acquire(self, session: Session, conn: Any, timeout: float) -> None:
-        self._first("mg_lock_acquire", "locking", session=session, conn=conn, timeout=timeout)
+        self.call("mg_lock_acquire", session=session, conn=conn, timeout=timeout)
 
     def lock_release(self, session: Session, conn: Any) -> None:
-        self._relay.mg_lock_release(session=session, conn=conn)
+        self.call("mg_lock_release", session=session, conn=conn)
 
     def lock_check_sql(self, session: Session, conn: Any) -> str | None:
-        result: str | None = self._relay.mg_lock_check_sql(session=session, conn=conn)
+        result: str | None = self.call("mg_lock_check_sql", session=session, conn=conn)
         return result
 
     # --- execution --------------------------------------------------------------------
 
     def execute(self, session: Session, conn: Any, sql: str) -> None:
-        self._first("mg_execute", "SQL execution", session=session, conn=conn, sql=sql)
+        self.call("mg_execute", session=session, conn=conn, sql=sql)
 
     def execute_transaction(self, session: Session, conn: Any, parts: Sequence[str]) -> bool:
         """True when a plugin ran ``parts`` as one transaction; False leaves it to the caller."""
-        done = self._relay.mg_execute_transaction(session=session, conn=conn, parts=parts)
+        done = self.call("mg_execute_transaction", session=session, conn=conn, parts=parts)
         return bool(done)
 
     def transaction(
         self, session: Session, conn: Any, rollback: bool = False
     ) -> AbstractContextManager[Any]:
-        result: AbstractContextManager[Any] = self._first(
-            "mg_transaction", "transactions", session=session, conn=conn, rollback=rollback
+        result: AbstractContextManager[Any] = self.call(
+            "mg_transaction", session=session, conn=conn, rollback=rollback
         )
         return result
 
     def query(
         self, session: Session, conn: Any, sql: str, params: Sequence[Any] = ()
     ) -> list[tuple[Any, ...]]:
-        result: list[tuple[Any, ...]] = self._first(
-            "mg_query", "queries", session=session, conn=conn, sql=sql, params=params
+        result: list[tuple[Any, ...]] = self.call(
+            "mg_query", session=session, conn=conn, sql=sql, params=params
         )
         return result
 
@@ -276,7 +366,8 @@ class Hooks:
         self, session: Session, lock_timeout: float, statement_timeout: float, local: bool
     ) -> str:
         """The SQL setting a migration's timeouts; "" when no plugin sets any."""
-        result: str | None = self._relay.mg_timeout_sql(
+        result: str | None = self.call(
+            "mg_timeout_sql",
             session=session,
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
@@ -290,15 +381,15 @@ class Hooks:
         """A watcher naming who blocks ``conn``; an empty list when no plugin can tell."""
         from contextlib import nullcontext
 
-        result: AbstractContextManager[list[LockHolder]] | None = self._relay.mg_lock_blockers(
-            session=session, conn=conn, after=after
+        result: AbstractContextManager[list[LockHolder]] | None = self.call(
+            "mg_lock_blockers", session=session, conn=conn, after=after
         )
         return result if result is not None else nullcontext([])
 
     def invalid_indexes(self, session: Session, conn: Any) -> list[dict[str, str]]:
         """INVALID indexes on the target; none when no plugin can tell."""
-        result: list[dict[str, str]] | None = self._relay.mg_invalid_indexes(
-            session=session, conn=conn
+        result: list[dict[str, str]] | None = self.call(
+            "mg_invalid_indexes", session=session, conn=conn
         )
         return list(result or [])
 
@@ -306,104 +397,112 @@ class Hooks:
         """A probe of the locks and rewrites of the SQL run inside it; none without a plugin."""
         from contextlib import nullcontext
 
-        result: AbstractContextManager[list[LockReport]] | None = self._relay.mg_lock_probe(
-            session=session, conn=conn
+        result: AbstractContextManager[list[LockReport]] | None = self.call(
+            "mg_lock_probe", session=session, conn=conn
         )
         return result if result is not None else nullcontext([])
 
     def dry_run(self, session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
-        result: list[MigrationResult] = self._first(
-            "mg_dry_run", "dry runs", session=session, conn=conn, plan=plan
+        result: list[MigrationResult] = self.call(
+            "mg_dry_run", session=session, conn=conn, plan=plan
         )
         return result
 
     def lint(self, session: Session, request: LintRequest, conn: Any = None) -> list[LintFinding]:
         """Findings for ``request``; none when no plugin lints (``-p no:lint``)."""
-        result: list[LintFinding] | None = self._relay.mg_lint(
-            session=session, conn=conn, request=request
+        result: list[LintFinding] | None = self.call(
+            "mg_lint", session=session, conn=conn, request=request
         )
         return list(result or [])
 
     # --- history ----------------------------------------------------------------------
 
     def history_read(self, session: Session, conn: Any) -> list[HistoryEntry]:
-        result: list[HistoryEntry] = self._first(
-            "mg_history_read", "history", session=session, conn=conn
-        )
+        result: list[HistoryEntry] = self.call("mg_history_read", session=session, conn=conn)
         return result
 
     def history_prepare(self, session: Session, conn: Any) -> None:
-        self._first("mg_history_prepare", "history tables", session=session, conn=conn)
+        self.call("mg_history_prepare", session=session, conn=conn)
 
     def history_sql(self, session: Session, change: HistoryChange) -> str | None:
-        result: str | None = self._relay.mg_history_sql(session=session, change=change)
+        result: str | None = self.call("mg_history_sql", session=session, change=change)
         return result
 
     def history_write(self, session: Session, conn: Any, change: HistoryChange) -> None:
-        self._first(
-            "mg_history_write", "history recording", session=session, conn=conn, change=change
-        )
+        self.call("mg_history_write", session=session, conn=conn, change=change)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def before_apply(self, session: Session, plan: Plan) -> None:
-        self._each("mg_before_apply", abort=True, session=session, plan=plan)
+        self.call("mg_before_apply", session=session, plan=plan)
 
     def after_apply(self, session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
-        self._each(
-            "mg_after_apply", abort=True, defer=True, session=session, plan=plan, results=results
-        )
+        self.call("mg_after_apply", session=session, plan=plan, results=results)
 
     def before_rollback(self, session: Session, plan: Plan) -> None:
-        self._each("mg_before_rollback", abort=True, session=session, plan=plan)
+        self.call("mg_before_rollback", session=session, plan=plan)
 
     def after_rollback(
         self, session: Session, plan: Plan, results: Sequence[MigrationResult]
     ) -> None:
-        self._each(
-            "mg_after_rollback", abort=True, defer=True, session=session, plan=plan, results=results
-        )
+        self.call("mg_after_rollback", session=session, plan=plan, results=results)
 
     def before_migration(
         self, session: Session, migration: Migration, direction: Direction
     ) -> None:
-        self._each(
-            "mg_before_migration",
-            abort=True,
-            session=session,
-            migration=migration,
-            direction=direction,
-        )
+        self.call("mg_before_migration", session=session, migration=migration, direction=direction)
 
     def after_migration(self, session: Session, result: MigrationResult) -> None:
-        self._each("mg_after_migration", abort=False, session=session, result=result)
+        self.call("mg_after_migration", session=session, result=result)
 
     def on_failure(
-        self, session: Session, plan: Plan, migration: Migration | None, error: str
+        self,
+        session: Session,
+        plan: Plan,
+        migration: Migration | None,
+        error: str,
+        results: Sequence[MigrationResult] = (),
     ) -> None:
-        self._each(
+        self.call(
             "mg_on_failure",
-            abort=False,
             session=session,
             plan=plan,
             migration=migration,
             error=error,
+            results=tuple(results),
+        )
+
+    def after_command(
+        self,
+        session: Session,
+        command: str,
+        results: Sequence[MigrationResult] = (),
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Tell plugins a command that changed the database (or the files) succeeded."""
+        self.call(
+            "mg_after_command",
+            session=session,
+            command=command,
+            results=tuple(results),
+            details=dict(details or {}),
         )
 
     def on_lock_wait(self, session: Session, holder: LockHolder, waited: float) -> None:
         since = holder.since.isoformat(timespec="seconds") if holder.since else "an unknown time"
         who = f"pid {holder.pid}" if holder.pid is not None else "another session"
         app = f" ({holder.application_name})" if holder.application_name else ""
+        lock = holder.lock or "the migration lock"
         self.report(
             session.options,
             Event(
                 "lock.waiting",
                 "warning",
-                f"waiting for the migration lock {session.config.lock_id}, held by {who}{app} "
-                f"since {since}; waited {waited:.0f}s",
+                f"waiting for {lock}, held by {who}{app} since {since}; waited {waited:.0f}s",
                 {
                     "env": session.config.env,
                     "dry_run": session.options.dry_run,
+                    "lock": holder.lock,
                     "holder_pid": holder.pid,
                     "holder_application": holder.application_name,
                     "holder_since": holder.since.isoformat() if holder.since else None,
@@ -411,15 +510,15 @@ class Hooks:
                 },
             ),
         )
-        self._each("mg_on_lock_wait", abort=False, session=session, holder=holder, waited=waited)
+        self.call("mg_on_lock_wait", session=session, holder=holder, waited=waited)
 
     # --- confirmation -------------------------------------------------------------------
 
     def is_protected(self, session: Session) -> bool:
-        return any(self._relay.mg_is_protected(session=session))
+        return any(self.call("mg_is_protected", session=session))
 
     def confirm_vetoed(self, session: Session, target: Target, plan: Plan | None) -> bool:
-        answers = self._each("mg_confirm", abort=True, session=session, target=target, plan=plan)
+        answers = self.call("mg_confirm", session=session, target=target, plan=plan)
         return any(answer is False for answer in answers)
 
     # --- output ---------------------------------------------------------------------------
@@ -447,45 +546,36 @@ class Hooks:
 
         return redact(text, self.secrets)
 
-    def report(self, options: Options, event: Event) -> None:
+    def report(self, options: Options, event: Event) -> bool:
+        """Hand an event to every reporter, passwords masked; True when one showed it."""
         event = Event(
             event.name,
             event.level,
             self.redact(event.message),
             {k: self.redact(v) if isinstance(v, str) else v for k, v in event.fields.items()},
         )
-        if not self._relay.mg_report.get_hookimpls():
-            print(f"mg: {event.message}", file=sys.stderr)
-            return
-        called: list[str] = []
-        started = time.perf_counter()
-        for impl in reversed(self._relay.mg_report.get_hookimpls()):
-            kwargs = {"options": options, "event": event}
-            called.append(impl.plugin_name)
-            try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
-            except Exception as exc:
-                called[-1] += " (failed)"
-                if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
-                    self.output_error = self.output_error or exc
-                    continue
-                print(
-                    f"mg: warning: plugin {impl.plugin_name!r} failed in mg_report: "
-                    f"{type(exc).__name__}: {exc}",
-                    file=sys.stderr,
-                )
-        self._trace("mg_report", called, started)
+        plan = self._plan("mg_report")
+        if not plan[0]:
+            emit(event.level, event.message, event.fields.get("hint"))
+            return True
+        answers = self.call("mg_report", options=options, event=event)
+        return any(answer is True for answer in answers)
 
     def format_result(self, options: Options, kind: str, data: Any, fmt: str) -> str:
-        result: str = self._first(
-            "mg_format_result",
-            f"{fmt} output for {kind}",
-            options=options,
-            kind=kind,
-            data=data,
-            fmt=fmt,
-        )
+        result: str = self.call("mg_format_result", options=options, kind=kind, data=data, fmt=fmt)
         return result
 
+    def output_formats(self) -> list[str]:
+        names: list[str] = []
+        for found in self.call("mg_output_formats"):
+            names.extend(name for name in found if name not in names)
+        return names
+
     def register_commands(self, cli: click.Group) -> None:
-        self._each("mg_register_commands", abort=False, cli=cli)
+        self.call("mg_register_commands", cli=cli)
+
+    def command_options(self, command: str) -> list[click.Parameter]:
+        params: list[click.Parameter] = []
+        for found in self.call("mg_command_options", command=command):
+            params.extend(found)
+        return params

@@ -1,13 +1,14 @@
 """Hook specifications: the contract between the core and every plugin.
 
-Every hook is prefixed ``mg_``. Hooks marked *firstresult* stop at the first implementation
-that returns something other than None; since the last registered plugin runs first and the
-builtins are registered first (and mostly ``trylast``), any plugin overrides a builtin simply
-by answering. Notification hooks (no return value) are called one implementation at a time by
-the core, so one failing notifier neither silences the others nor hides a migration's result.
+Every hook is prefixed ``mg_`` and declared with ``@spec(POLICY, ...)``: how the core calls
+it (first answer wins, every answer collected, a gate that fails closed, a notification that
+isolates failures; see ``hookpolicy``), the type its answer must have, and the version it
+appeared in. Builtins are registered first and mostly ``trylast``, so any plugin overrides a
+builtin simply by answering.
 
 Implementations may accept any subset of a hook's arguments. The reference with examples is
-``docs/plugins/hooks.md``.
+``docs/plugins/hooks.md``; new hooks are added here the same way, with a section there and a
+``test_hook_<name>`` test.
 """
 
 from __future__ import annotations
@@ -17,40 +18,61 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migretti_core import hookspec
+from migretti_core.hookpolicy import (
+    AFTER,
+    COLLECT,
+    FIRST,
+    GATE,
+    NOTIFY,
+    SETUP,
+    context_manager,
+    instance_of,
+    list_of,
+    mapping_of,
+    spec,
+)
+from migretti_core.types import (
+    Config,
+    HistoryEntry,
+    LintFinding,
+    Migration,
+    MigrationResult,
+    Statement,
+    Target,
+)
 
 if TYPE_CHECKING:
     import click
 
     from migretti_core.types import (
-        Config,
         ConfigRequest,
         Direction,
         Event,
         HistoryChange,
-        HistoryEntry,
-        LintFinding,
         LintRequest,
         LockHolder,
         LockReport,
-        Migration,
-        MigrationResult,
         Options,
         Plan,
         Session,
-        Statement,
-        Target,
     )
+
+
+def _click_parameters(value: Any) -> str | None:
+    import click
+
+    return list_of(click.Parameter)(value)
+
 
 # --- configuration -------------------------------------------------------------------------
 
 
-@hookspec
+@spec(NOTIFY, returns=list_of(str))
 def mg_config_sections() -> list[str]:  # type: ignore[empty-body]
     """Top-level mg.yaml sections this plugin owns, so they are not rejected as unknown."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(Config), required="configuration")
 def mg_load_config(request: ConfigRequest) -> Config | None:
     """Find, read, merge and interpolate the configuration for the selected profile.
 
@@ -58,7 +80,7 @@ def mg_load_config(request: ConfigRequest) -> Config | None:
     """
 
 
-@hookspec
+@spec(SETUP)
 def mg_configure(config: Config) -> None:
     """Called once the configuration is known and every plugin is registered."""
 
@@ -66,12 +88,12 @@ def mg_configure(config: Config) -> None:
 # --- migration discovery and parsing ------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(Path), required="migration discovery")
 def mg_discover_migrations(config: Config) -> list[Path] | None:
     """Return the migration source files, in any order (the core sorts by id)."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(Migration), required="a parser for {path.name}")
 def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
     """Parse one source file; raise ``MigrationFileError`` listing every problem in it.
 
@@ -79,16 +101,17 @@ def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
     """
 
 
-@hookspec
+@spec(GATE.exiting(2), returns=list_of(str))
 def mg_validate_migration(session: Session, migration: Migration) -> list[str]:  # type: ignore[empty-body]
     """Pre-flight checks on a migration about to run; return problems (``file:line: text``).
 
     Called for every migration of a plan before anything is executed; any problem aborts
-    the command with exit 2.
+    the command with exit 2. A gate: an implementation that raises stops the command too
+    (exit 2, plugin named), so a crashing check never lets a migration through.
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(Path), required="migration creation")
 def mg_create_migration(
     config: Config, title: str, up_sql: str, down_sql: str, transactional: bool
 ) -> Path | None:
@@ -103,7 +126,7 @@ def mg_create_migration(
 # --- statement splitting -----------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(Statement), required="statement splitting")
 def mg_split_statements(sql: str) -> list[Statement] | None:
     """Split SQL into statements for no-transaction migrations (lines are 1-based in ``sql``)."""
 
@@ -111,7 +134,7 @@ def mg_split_statements(sql: str) -> list[Statement] | None:
 # --- connection --------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=mapping_of(str), required="connection parameters")
 def mg_connection_params(session: Session) -> Mapping[str, str] | None:
     """Return the libpq parameters of the target (``host``, ``port``, ``user``, ``password``, ...).
 
@@ -119,17 +142,17 @@ def mg_connection_params(session: Session) -> Mapping[str, str] | None:
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, required="a database connection")
 def mg_connect(session: Session) -> Any | None:
     """Open and return a connection object understood by the execution hooks."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool))
 def mg_disconnect(session: Session, conn: Any) -> bool | None:
     """Close a connection opened by ``mg_connect``; return True when handled."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(Target), required="a target description")
 def mg_describe_target(session: Session) -> Target | None:
     """Describe the target database for people (never a password)."""
 
@@ -137,7 +160,7 @@ def mg_describe_target(session: Session) -> Target | None:
 # --- locking -----------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool), required="locking")
 def mg_lock_acquire(session: Session, conn: Any, timeout: float) -> bool | None:
     """Take the run-wide lock, waiting at most ``timeout`` seconds.
 
@@ -146,12 +169,12 @@ def mg_lock_acquire(session: Session, conn: Any, timeout: float) -> bool | None:
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool))
 def mg_lock_release(session: Session, conn: Any) -> bool | None:
     """Release the lock taken by ``mg_lock_acquire``; return True when handled."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(str))
 def mg_lock_check_sql(session: Session, conn: Any) -> str | None:
     """One SQL statement that fails unless ``conn`` still holds the lock.
 
@@ -164,7 +187,7 @@ def mg_lock_check_sql(session: Session, conn: Any) -> str | None:
 # --- execution ---------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool), required="SQL execution")
 def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
     """Send ``sql`` to the server as written, as one query; raise ``SqlError`` on failure.
 
@@ -172,7 +195,7 @@ def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool))
 def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) -> bool | None:
     """Run the concatenation of ``parts`` as a transaction of its own, in one go.
 
@@ -184,7 +207,7 @@ def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) ->
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=context_manager, required="transactions")
 def mg_transaction(
     session: Session, conn: Any, rollback: bool
 ) -> AbstractContextManager[Any] | None:
@@ -194,14 +217,14 @@ def mg_transaction(
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(tuple), required="queries")
 def mg_query(
     session: Session, conn: Any, sql: str, params: Sequence[Any]
 ) -> list[tuple[Any, ...]] | None:
     """Run a parameterised query and return its rows (for plugins that keep their own tables)."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(str))
 def mg_timeout_sql(
     session: Session, lock_timeout: float, statement_timeout: float, local: bool
 ) -> str | None:
@@ -213,7 +236,7 @@ def mg_timeout_sql(
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=context_manager)
 def mg_lock_blockers(
     session: Session, conn: Any, after: float
 ) -> AbstractContextManager[list[LockHolder]] | None:
@@ -224,7 +247,7 @@ def mg_lock_blockers(
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(dict))
 def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | None:
     """Indexes a failed concurrent build left INVALID on the target, for ``mg status``.
 
@@ -233,7 +256,7 @@ def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | No
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=context_manager)
 def mg_lock_probe(session: Session, conn: Any) -> AbstractContextManager[list[LockReport]] | None:
     """Measure what the SQL run inside the block does to relations that existed before it.
 
@@ -243,12 +266,12 @@ def mg_lock_probe(session: Session, conn: Any) -> AbstractContextManager[list[Lo
     """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(MigrationResult), required="dry runs")
 def mg_dry_run(session: Session, conn: Any, plan: Plan) -> list[MigrationResult] | None:
     """Try a plan without keeping any change, reporting each migration ok or failed."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(LintFinding))
 def mg_lint(session: Session, conn: Any, request: LintRequest) -> list[LintFinding] | None:
     """Lint migrations before they run; return every finding that counts.
 
@@ -263,22 +286,22 @@ def mg_lint(session: Session, conn: Any, request: LintRequest) -> list[LintFindi
 # --- history -----------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=list_of(HistoryEntry), required="history")
 def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
     """Return the recorded migrations in application order; never create or alter tables."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool), required="history tables")
 def mg_history_prepare(session: Session, conn: Any) -> bool | None:
     """Create or upgrade the history tables, idempotently (write commands only)."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(bool), required="history recording")
 def mg_history_write(session: Session, conn: Any, change: HistoryChange) -> bool | None:
     """Record one change, on ``conn`` and inside its current transaction if there is one."""
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(str))
 def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
     """SQL text that records ``change``, sent in the same query as a migration's own SQL.
 
@@ -292,58 +315,77 @@ def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
 # --- lifecycle events --------------------------------------------------------------------
 
 
-@hookspec
+@spec(GATE)
 def mg_before_apply(session: Session, plan: Plan) -> None:
     """Before the first migration of an apply runs (after the lock is taken).
 
-    Raise an ``MgError`` (for example ``HookFailed``) to abort before any change.
+    A gate: raise an ``MgError`` (for example ``HookFailed``) to abort before any change; any
+    other exception aborts too (exit 1, plugin named).
     """
 
 
-@hookspec
+@spec(AFTER)
 def mg_after_apply(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
-    """After every migration of an apply succeeded. An ``MgError`` makes the command exit 1."""
+    """After every migration of an apply succeeded.
+
+    Every implementation is told; an ``MgError`` from one then fails the command with that
+    error's exit code (1 for ``HookFailed``); the migrations stay applied. Other exceptions
+    are warnings.
+    """
 
 
-@hookspec
+@spec(GATE)
 def mg_before_rollback(session: Session, plan: Plan) -> None:
-    """Before the first migration of a rollback runs. Raise an ``MgError`` to abort."""
+    """Before the first migration of a rollback runs; a gate like ``mg_before_apply``."""
 
 
-@hookspec
+@spec(AFTER)
 def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
-    """After every migration of a rollback succeeded."""
+    """After every migration of a rollback succeeded; errors as for ``mg_after_apply``."""
 
 
-@hookspec
+@spec(GATE)
 def mg_before_migration(session: Session, migration: Migration, direction: Direction) -> None:
-    """Before one migration runs."""
+    """Before one migration runs; a gate: any exception stops the command before it."""
 
 
-@hookspec
+@spec(NOTIFY)
 def mg_after_migration(session: Session, result: MigrationResult) -> None:
     """After one migration ran successfully."""
 
 
-@hookspec
-def mg_on_failure(session: Session, plan: Plan, migration: Migration | None, error: str) -> None:
-    """A command that changes the database failed; ``migration`` is the one that failed."""
+@spec(NOTIFY)
+def mg_on_failure(
+    session: Session,
+    plan: Plan,
+    migration: Migration | None,
+    error: str,
+    results: Sequence[MigrationResult],
+) -> None:
+    """A command that changes the database failed; ``migration`` is the one that failed.
+
+    ``results`` are the migrations of the plan that succeeded before it, with durations
+    (in a single-transaction plan they were rolled back with it).
+    """
 
 
-@hookspec
+@spec(NOTIFY)
 def mg_on_lock_wait(session: Session, holder: LockHolder, waited: float) -> None:
-    """Waiting for the lock another session holds; called every few seconds."""
+    """Waiting for the lock another session holds; called every few seconds.
+
+    ``holder.lock`` is the lock plugin's description of its lock, when it gives one.
+    """
 
 
 # --- confirmation --------------------------------------------------------------------------
 
 
-@hookspec
+@spec(COLLECT, returns=instance_of(bool))
 def mg_is_protected(session: Session) -> bool | None:
     """Return True when the target must be confirmed by a person (any True wins)."""
 
 
-@hookspec
+@spec(COLLECT, returns=instance_of(bool))
 def mg_confirm(session: Session, target: Target, plan: Plan | None) -> bool | None:
     """Veto a command on a protected target by returning False.
 
@@ -355,19 +397,57 @@ def mg_confirm(session: Session, target: Target, plan: Plan | None) -> bool | No
 # --- output ------------------------------------------------------------------------------
 
 
-@hookspec
-def mg_report(options: Options, event: Event) -> None:
-    """A diagnostic or progress event for people or logs (see docs/logging.md for names)."""
+@spec(NOTIFY, returns=instance_of(bool))
+def mg_report(options: Options, event: Event) -> bool | None:
+    """A diagnostic or progress event for people or logs (see docs/logging.md for names).
+
+    Return True when the event was shown to a person or written to a log: when no
+    implementation does so for a fatal error, the core prints it on stderr itself.
+    """
 
 
-@hookspec(firstresult=True)
+@spec(FIRST, returns=instance_of(str), required="{fmt} output for {kind}")
 def mg_format_result(options: Options, kind: str, data: Any, fmt: str) -> str | None:
-    """Render a command's result (``kind``: status, list, head, verify, plugins) as ``fmt``."""
+    """Render a command's result (``kind``: status, list, head, verify, plugins) as ``fmt``.
+
+    ``fmt`` is ``text``, ``json`` or a name a plugin added with ``mg_output_formats``.
+    """
+
+
+@spec(COLLECT, since="1.1", returns=list_of(str))
+def mg_output_formats() -> list[str]:  # type: ignore[empty-body]
+    """Names this plugin adds to every ``--format`` option; it renders them in
+    ``mg_format_result``."""
 
 
 # --- CLI -----------------------------------------------------------------------------------
 
 
-@hookspec
+@spec(NOTIFY)
 def mg_register_commands(cli: click.Group) -> None:
     """Add click commands or groups to ``mg``."""
+
+
+@spec(COLLECT, since="1.1", returns=_click_parameters)
+def mg_command_options(command: str) -> list[click.Parameter] | None:
+    """click options to add to the command ``command`` (``"apply"``, ``"seed create"``).
+
+    Their values reach every hook as ``session.options.extra[NAME]`` (``NAME`` is the
+    option's parameter name, ``allow_unsafe`` for ``--allow-unsafe``).
+    """
+
+
+@spec(AFTER, since="1.1")
+def mg_after_command(
+    session: Session,
+    command: str,
+    results: Sequence[MigrationResult],
+    details: Mapping[str, Any],
+) -> None:
+    """After a command that changed the database or the migration files succeeded.
+
+    Called after ``apply``, ``up``, ``rollback``, ``down``, ``fix``, ``seed`` and ``squash``
+    (and by plugin commands that change the database). ``results`` are the migrations run;
+    ``details`` says what else happened (``fix``: ``migration_id``, ``mode``; ``seed``:
+    ``ran``, ``skipped``; ``squash``: ``path``, ``removed``). Errors as for ``mg_after_apply``.
+    """

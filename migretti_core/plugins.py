@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +27,7 @@ import pluggy
 
 from migretti_core import PROJECT_NAME, hookspecs
 from migretti_core.errors import PluginError
+from migretti_core.messages import emit
 
 ENTRY_POINT_GROUP = "migretti"
 
@@ -58,6 +59,7 @@ ORIGIN_OPTION = "command line"
 ORIGIN_CONFIG = "config"
 
 _SPEC_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("mg_"))
+_SORTED_SPECS = sorted(_SPEC_NAMES)
 
 
 @dataclass
@@ -97,19 +99,38 @@ class PluginInfo:
 
 
 class MgPluginManager(pluggy.PluginManager):
-    """Treats any ``mg_*`` callable as an implementation, so a misspelled hook is caught.
+    """Which functions are hooks, and who hears about registrations.
 
-    ``call_trace`` is set with MG_TRACE_PLUGINS; the facade feeds it the hook calls it makes one
-    implementation at a time, which pluggy's call monitor does not see.
+    A function marked ``@hookimpl`` is a hook implementation (an unknown name is a load
+    error). An unmarked function is one only when its name is exactly a hook's name, so a
+    helper such as ``mg_url`` or an import alias ``report as mg_report_event`` stays a helper.
+    ``mg_listeners`` are told of every registration (the facade guards new implementations);
+    ``mg_trace`` is set with MG_TRACE_PLUGINS.
     """
 
-    call_trace: Callable[[str, Sequence[str], float], None] | None = None
+    mg_trace: bool = False
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.mg_listeners: list[Callable[[object | None], None]] = []
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None and name.startswith("mg_") and callable(getattr(plugin, name, None)):
+        if opts is None and name in _SPEC_NAMES and callable(getattr(plugin, name, None)):
             return {}
         return opts
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        for listener in self.mg_listeners:
+            listener(plugin)
+        return registered
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        for listener in self.mg_listeners:
+            listener(None)
+        return removed
 
 
 def parse_name_list(value: str | None) -> list[str]:
@@ -132,15 +153,14 @@ class PluginLoader:
     ) -> None:
         self.pm = MgPluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
+        self.pm.mg_trace = trace
         self.blocked = set(blocked)
         for name in self.blocked:
             self.pm.set_blocked(name)
         self.strict = strict
-        self.warn = warn or (lambda text: print(f"mg: warning: {text}", file=sys.stderr))
+        self.warn = warn or (lambda text: emit("warning", text))
         self.infos: list[PluginInfo] = []
         self.deferred_errors: list[PluginError] = []
-        if trace:
-            self._install_trace()
 
     # --- registration ---------------------------------------------------------------------
 
@@ -246,14 +266,19 @@ class PluginLoader:
     def _register(
         self, plugin: object, info: PluginInfo, *, fatal: bool = True, deferred: bool = False
     ) -> None:
-        problem = self._unknown_hooks(plugin)
+        problem = self._check_hooks(plugin, info.name)
         if problem is None:
             try:
-                self.pm.register(plugin, name=info.name)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    self.pm.register(plugin, name=info.name)
             except ValueError as exc:
                 problem = str(exc)
             except pluggy.PluginValidationError as exc:
-                problem = str(exc)
+                problem = " ".join(str(exc).split())
+            else:
+                for warning in caught:
+                    self.warn(f"plugin {info.name!r}: {warning.message}")
         if problem is not None:
             self._failed(
                 info, PluginError(problem), fatal=fatal and not deferred, deferred=deferred
@@ -268,17 +293,38 @@ class PluginLoader:
         )
         self.infos.append(info)
 
-    @staticmethod
-    def _unknown_hooks(plugin: object) -> str | None:
+    def _check_hooks(self, plugin: object, name: str) -> str | None:
+        """One line per mistake: an unknown marked hook, a wrong argument name.
+
+        An unmarked near miss (``mg_after_aply``) is only a warning: it may be a helper.
+        """
+        import difflib
+
         for attr in dir(plugin):
-            if (
-                attr.startswith("mg_")
-                and attr not in _SPEC_NAMES
-                and callable(getattr(plugin, attr, None))
-            ):
-                close = __import__("difflib").get_close_matches(attr, sorted(_SPEC_NAMES), n=1)
+            try:
+                function = getattr(plugin, attr)
+            except Exception:
+                continue
+            if not callable(function):
+                continue
+            opts = self.pm.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                if attr.startswith("mg_"):
+                    close = difflib.get_close_matches(attr, _SORTED_SPECS, n=1, cutoff=0.85)
+                    if close:
+                        self.warn(
+                            f"plugin {name!r}: {attr} is not a hook and is not marked "
+                            f"@hookimpl, so it is ignored (did you mean {close[0]}?)"
+                        )
+                continue
+            hook = opts.get("specname") or attr
+            if hook not in _SPEC_NAMES:
+                close = difflib.get_close_matches(hook, _SORTED_SPECS, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                return f"unknown hook {attr}{hint}"
+                return f"unknown hook {hook}{hint}"
+            problem = _argument_problem(function, hook)
+            if problem is not None:
+                return problem
         return None
 
     def _failed(
@@ -299,22 +345,27 @@ class PluginLoader:
             return
         self.warn(text)
 
-    def _install_trace(self) -> None:
-        starts: dict[int, float] = {}
 
-        def emit(hook_name: str, plugins: Sequence[str], ms: float) -> None:
-            names = ", ".join(plugins) or "-"
-            print(f"mg: trace: {hook_name} [{names}] {ms:.2f} ms", file=sys.stderr, flush=True)
+def _argument_problem(function: Callable[..., Any], hook: str) -> str | None:
+    """``mg_after_apply takes no argument 'reslts' (did you mean 'results'?)``, or None."""
+    import difflib
+    import inspect
 
-        def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-            starts[id(impls)] = time.perf_counter()
-
-        def after(
-            outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]
-        ) -> None:
-            started = starts.pop(id(impls), time.perf_counter())
-            ms = (time.perf_counter() - started) * 1000
-            emit(hook_name, [impl.plugin_name for impl in reversed(impls)], ms)
-
-        self.pm.call_trace = emit
-        self.pm.add_hookcall_monitoring(before, after)
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    wanted = [
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    accepted = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+    for arg in wanted:
+        if arg not in accepted:
+            close = difflib.get_close_matches(arg, accepted, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            offered = ", ".join(accepted) or "none"
+            return f"{hook} takes no argument {arg!r}{guess}; it offers: {offered}"
+    return None

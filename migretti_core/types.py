@@ -193,13 +193,15 @@ class LockHolder:
     """Who holds a lock we are waiting for: mg's advisory lock, or a table lock.
 
     ``since`` is when its transaction (or, for the advisory lock, its session) started;
-    ``state`` is ``pg_stat_activity.state`` when known (``idle in transaction``, ...).
+    ``state`` is ``pg_stat_activity.state`` when known (``idle in transaction``, ...);
+    ``lock`` is the lock plugin's description of its lock, used in "waiting for" messages.
     """
 
     pid: int | None
     application_name: str | None
     since: datetime | None
     state: str | None = None
+    lock: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,10 @@ class LintFinding:
 
 @dataclass(frozen=True)
 class Options:
-    """Options of the current command that plugins may need to respect."""
+    """Options of the current command that plugins may need to respect.
+
+    ``extra`` holds the values of options plugins added to the command, by parameter name.
+    """
 
     verbose: bool = False
     json_log: bool = False
@@ -292,6 +297,11 @@ class Options:
     table_lock_timeout: float | None = None
     statement_timeout: float | None = None
     output_format: str = "text"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The value of an option a plugin added to the command (``mg_command_options``)."""
+        return self.extra.get(name, default)
 
 
 @dataclass(frozen=True)

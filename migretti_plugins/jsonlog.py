@@ -30,8 +30,9 @@ def render(event: Event) -> str:
 
 
 @hookimpl
-def mg_report(options: Options, event: Event) -> None:
+def mg_report(options: Options, event: Event) -> bool | None:
     if not options.json_log:
-        return
+        return None
     sys.stderr.write(render(event) + "\n")
     sys.stderr.flush()
+    return True

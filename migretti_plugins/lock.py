@@ -68,6 +68,7 @@ def find_holder(session: Session, conn: Any, lock_id: int) -> LockHolder | None:
         pid=int(pid) if pid is not None else None,
         application_name=application_name or None,
         since=since if isinstance(since, datetime) else None,
+        lock=f"the migration lock {lock_id}",
     )
 
 

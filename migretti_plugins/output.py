@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from migretti_core import hookimpl
+from migretti_core.messages import render
 from migretti_core.types import Event, Options
 
 RESULT_EVENTS = frozenset(
@@ -44,14 +45,14 @@ def _clear_progress() -> None:
 
 
 @hookimpl(trylast=True)
-def mg_report(options: Options, event: Event) -> None:
+def mg_report(options: Options, event: Event) -> bool | None:
     global _progress_shown
     if event.name in RESULT_EVENTS:
         _clear_progress()
         print(event.message, flush=True)
-        return
+        return True
     if options.json_log:
-        return
+        return None
     if event.name == "migration.started":
         # The message is "[i/n] ID name"; on a terminal it stays shown with its elapsed time.
         _clear_progress()
@@ -62,22 +63,21 @@ def mg_report(options: Options, event: Event) -> None:
             _progress_shown = True
         elif options.verbose:
             print(event.message, file=sys.stderr)
-        return
+        return True
     if event.level == "debug" and not options.verbose:
-        return
+        return None
     if event.name == "migration.failed":
-        return  # the command's error message says it, with file and line
+        return None  # the command's error message says it, with file and line
     _clear_progress()
-    if event.level == "error":
-        print(f"mg: error: {event.message}", file=sys.stderr)
-        hint = event.fields.get("hint")
-        if hint:
-            print(f"  hint: {hint}", file=sys.stderr)
-    elif event.level == "warning":
-        print(f"mg: warning: {event.message}", file=sys.stderr)
-    else:
-        print(event.message, file=sys.stderr)
+    hint = event.fields.get("hint") if event.level == "error" else None
+    print(
+        render(event.level, event.message, hint if isinstance(hint, str) else None), file=sys.stderr
+    )
+    trace = event.fields.get("traceback")
+    if isinstance(trace, str) and event.name == "plugin.failed":
+        sys.stderr.write(trace)
     sys.stderr.flush()
+    return True
 
 
 @hookimpl(trylast=True)

@@ -28,7 +28,7 @@ from migretti_core.errors import (
     SqlError,
     UsageError,
 )
-from migretti_core.types import Migration, Session
+from migretti_core.types import Migration, MigrationResult, Session
 
 SEED_TABLE = "_migrations_seeds"
 
@@ -310,9 +310,12 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
 def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed]) -> int:
     pending = {s.name for s in todo}
     count = 0
+    results: list[MigrationResult] = []
+    skipped: list[str] = []
     for item in seeds:
         if item.name not in pending:
             _skipped(session, item)
+            skipped.append(item.name)
             continue
         try:
             duration = run_seed(session, conn, item)
@@ -333,7 +336,10 @@ def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed
             f"ran {item.name} ({duration} ms)",
             **_fields(item, duration_ms=duration),
         )
+        results.append(MigrationResult(item.as_migration(), "up", True, duration))
     _summary(session, count, len(seeds) - count)
+    details = {"ran": [r.migration.filename for r in results], "skipped": skipped}
+    session.hooks.after_command(session, "seed", results, details)
     return 0
 
 

@@ -289,6 +289,12 @@ def squash(session: Session, title: str) -> int:
         path=engine.display_path(path),
     )
     click.echo(engine.display_path(path))
+    session.hooks.after_command(
+        session,
+        "squash",
+        (),
+        {"path": str(path), "migration_id": squashed.id, "removed": [m.id for m in pending]},
+    )
     return 0
 
 

@@ -34,8 +34,24 @@ raise RuntimeError("kaboom at import")
 """
 
 MISSPELLED_PLUGIN = """
+from migretti_core import hookimpl
+
+
+@hookimpl
 def mg_after_aply(session, plan, results):
     pass
+"""
+
+UNMARKED_NEAR_MISS_PLUGIN = """
+from migretti_core.engine import report as mg_report_event
+
+
+def mg_after_aply(session, plan, results):
+    pass
+
+
+def mg_url(config):
+    return "postgresql://"
 """
 
 
@@ -238,6 +254,19 @@ def test_misspelled_hook_is_reported(tmp_path: Path) -> None:
     write_show_config(tmp_path)
     result = run_mg(["-p", "typo", "-p", "show_config", "show-config"], tmp_path)
     assert_clean_error(result, "typo", "mg_after_apply")
+
+
+def test_unmarked_helpers_are_not_hooks_and_a_near_miss_is_a_warning(tmp_path: Path) -> None:
+    write(tmp_path / "helpers.py", UNMARKED_NEAR_MISS_PLUGIN)
+    result = run_mg(["-p", "helpers", "plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    [helpers] = [p for p in json.loads(result.stdout) if p["name"] == "helpers"]
+    assert helpers["status"] == "loaded"
+    assert helpers["hooks"] == []
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("mg: warning:")]
+    assert len(warnings) == 1
+    assert "mg_after_aply" in warnings[0]
+    assert "did you mean mg_after_apply?" in warnings[0]
 
 
 def test_plugin_failing_in_register_commands_is_reported(tmp_path: Path) -> None:

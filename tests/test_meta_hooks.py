@@ -91,3 +91,16 @@ def test_every_hook_has_a_test(name: str) -> None:
     assert f"test_hook_{name}" in hook_tests_defined(), (
         f"no test function test_hook_{name} under tests/ (see tests/test_plugin_hooks.py)"
     )
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_every_hook_documents_its_policy_and_version(name: str) -> None:
+    from migretti_core.hookpolicy import info_of
+
+    info = info_of(getattr(hookspecs, name))
+    assert info.since != "?", f"{name} is not declared with @spec (migretti_core.hookpolicy)"
+    policy = [line for line in doc_sections()[name].splitlines() if line.startswith("- **Policy**")]
+    assert len(policy) == 1, f"the {name} section needs one '- **Policy**' line"
+    words = {"first": "first result", "gate": "gate", "notify": "notification"}
+    assert words.get(info.policy.name, info.policy.name) in policy[0]
+    assert f"since {info.since}" in policy[0]

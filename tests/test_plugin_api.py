@@ -37,7 +37,7 @@ NOTIFY_PLUGIN = """
 """
 
 
-# --- 1: a blocked or failed plugin's section --------------------------------------------
+# --- 1: a blocked or failed plugin's section --------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,7 @@ def test_a_plugin_that_failed_to_load_leaves_its_section_ignored(tmp_path: Path)
     root = project(tmp_path, "notify:\n  url: https://chat\n")
     broken = types.ModuleType("notify")
 
+    @hookimpl
     def mg_after_aply() -> None: ...
 
     broken.mg_after_aply = mg_after_aply  # type: ignore[attr-defined]
@@ -91,7 +92,7 @@ def test_other_unknown_keys_stay_errors_when_a_plugin_is_blocked(tmp_path: Path)
     assert "unknown key 'notfy'" in result.stderr
 
 
-# --- 9: typed plugin settings ---------------------------------------------------------------
+# --- 9: typed plugin settings -----------------------------------------------------------------
 
 
 SEEN: dict[str, Any] = {}
@@ -152,3 +153,503 @@ def test_testing_builds_configs_as_a_real_run_does(tmp_path: Path) -> None:
     session = make_session(hooks, config)
     assert session.hooks.redact("login with s3cret-pw failed") == "login with **** failed"
     assert json.dumps(config.settings["notify"]) == '{"enabled": false, "allow": ["a"]}'
+
+
+# --- helpers for the calling policies ---------------------------------------------------------
+
+
+def plugin(name: str, **functions: Any) -> types.ModuleType:
+    """A plugin module holding ``functions`` (marked with ``@hookimpl`` unless already)."""
+    module = types.ModuleType(name)
+    for attr, function in functions.items():
+        if not hasattr(function, "migretti_impl"):
+            function = hookimpl(function)
+        setattr(module, attr, function)
+    return module
+
+
+class Collect:
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    @hookimpl
+    def mg_report(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def session_with(*plugins: object, builtins: Any = (), **options: Any) -> Any:
+    hooks = make_hooks(*plugins, builtins=builtins)
+    return make_session(hooks, make_config(Path("/project")), **options)
+
+
+def a_migration() -> Any:
+    from migretti_core.testing import make_migration
+
+    return make_migration("0001", "users", "CREATE TABLE users (id int);")
+
+
+def db_project(tmp_path: Path, url: str, *migrations: tuple[str, str, str]) -> Path:
+    from migretti_core.testing import make_project, write_migration
+
+    make_project(tmp_path, url)
+    for ident, name, sql in migrations:
+        write_migration(tmp_path, ident, name, sql, f"-- undo {name}")
+    return tmp_path
+
+
+def applied_ids(tmp_path: Path) -> list[str]:
+    result = run_cli(["list", "--format", "json"], cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    return [row["id"] for row in json.loads(result.stdout) if row["status"] == "applied"]
+
+
+UNREACHABLE = "postgresql://nouser@127.0.0.1:1/none?connect_timeout=2"
+
+
+# --- 2: a fatal error is never silent ---------------------------------------------------------
+
+
+def test_a_fatal_error_is_printed_when_the_output_plugin_is_blocked(tmp_path: Path) -> None:
+    from migretti_core.testing import make_project
+
+    make_project(tmp_path, UNREACHABLE)
+    result = run_cli(["-p", "no:output", "status"], cwd=tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("mg: error: cannot connect to nouser@127.0.0.1:1/none")
+    (tmp_path / "mg.yaml").write_text("lock_id: [1]\n", encoding="utf-8")
+    result = run_cli(["-p", "no:output", "create", "x"], cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.count("mg: error: mg.yaml: lock_id: expected an integer") == 1
+
+
+def test_a_fatal_error_is_printed_once_with_the_output_plugin(tmp_path: Path) -> None:
+    (tmp_path / "mg.yaml").write_text("lock_id: [1]\n", encoding="utf-8")
+    result = run_cli(["create", "x"], cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.count("mg: error:") == 1
+
+
+# --- 3: results are type-checked --------------------------------------------------------------
+
+
+def test_a_string_from_validate_migration_is_an_error_naming_the_plugin() -> None:
+    from migretti_core.errors import PluginError
+
+    session = session_with(plugin("checker", mg_validate_migration=lambda migration: "bad"))
+    with pytest.raises(PluginError) as caught:
+        session.hooks.validate_migration(session, a_migration())
+    assert str(caught.value) == (
+        "plugin 'checker' returned str 'bad' instead of a list of str from mg_validate_migration"
+    )
+    assert caught.value.exit_code == 2
+
+
+def test_a_string_from_config_sections_is_refused(tmp_path: Path) -> None:
+    root = project(tmp_path, "notify:\n  url: x\n")
+    sections = plugin("notify", mg_config_sections=lambda: "notify")
+    result = run_cli(["create", "first"], cwd=root, plugins=[sections])
+    assert result.exit_code == 2
+    assert (
+        "mg: error: plugin 'notify' returned str 'notify' instead of a list of str "
+        "from mg_config_sections" in result.stderr
+    )
+    assert not list((root / "migrations").iterdir())
+
+
+def test_a_dict_from_format_result_is_refused(tmp_path: Path) -> None:
+    fmt = plugin("fmt", mg_format_result=lambda data: {"oops": 1})
+    result = run_cli(["plugins", "--format", "json"], cwd=tmp_path, plugins=[fmt])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "plugin 'fmt' returned dict {'oops': 1} instead of str from mg_format_result" in (
+        result.stderr
+    )
+
+
+# --- 4: a plugin's exception names plugin and hook --------------------------------------------
+
+
+def _crash(*_: Any) -> None:
+    raise ValueError("cannot reach postgresql://deploy:pw-s3cret@db/app")
+
+
+def test_an_exception_in_format_result_names_plugin_and_hook(tmp_path: Path) -> None:
+    crashing = plugin("fancy", mg_format_result=lambda kind: _crash())
+    result = run_cli(["plugins", "--format", "json"], cwd=tmp_path, plugins=[crashing])
+    assert result.exit_code == 1
+    assert "mg: error: plugin 'fancy' failed in mg_format_result: ValueError:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pw-s3cret" not in result.output
+
+
+@pytest.mark.parametrize("how", ["-v", "MG_TRACE_PLUGINS"])
+def test_a_plugins_traceback_follows_with_v_or_trace_masked(tmp_path: Path, how: str) -> None:
+    crashing = plugin("fancy", mg_format_result=lambda kind: _crash())
+    args = ["plugins", "--format", "json"] + (["-v"] if how == "-v" else [])
+    env = {"MG_TRACE_PLUGINS": "1"} if how == "MG_TRACE_PLUGINS" else {}
+    result = run_cli(args, cwd=tmp_path, plugins=[crashing], env=env)
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+    assert "in _crash" in result.stderr
+    assert "pw-s3cret" not in result.output
+    assert "rerun with -v" not in result.stderr
+    if how == "MG_TRACE_PLUGINS":
+        assert "mg: trace: mg_format_result [fancy (failed), output]" in result.stderr
+
+
+def test_a_crashing_notifier_is_named_and_its_traceback_shown_with_v() -> None:
+    collect = Collect()
+    session = session_with(
+        plugin("pager", mg_after_migration=lambda result: _crash()), collect, verbose=True
+    )
+    from migretti_core.types import MigrationResult
+
+    session.hooks.after_migration(session, MigrationResult(a_migration(), "up", True, 3))
+    [event] = [e for e in collect.events if e.name == "plugin.failed"]
+    assert event.message.startswith("plugin 'pager' failed in mg_after_migration: ValueError")
+    assert "pw-s3cret" not in event.message
+    assert "Traceback" in event.fields["traceback"]
+    assert "pw-s3cret" not in event.fields["traceback"]
+
+
+# --- 5: wrappers work on every hook -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])
+def test_wrappers_run_on_notification_setup_and_gate_hooks(style: str) -> None:
+    from migretti_core.types import Event, Plan
+
+    seen: list[str] = []
+
+    def wrap(name: str) -> Any:
+        if style == "wrapper":
+
+            def new_style(**kwargs: Any) -> Any:
+                seen.append(f"{name}:before")
+                result = yield
+                seen.append(f"{name}:after")
+                return result
+
+            return hookimpl(wrapper=True)(new_style)
+
+        def old_style(**kwargs: Any) -> Any:
+            seen.append(f"{name}:before")
+            yield
+            seen.append(f"{name}:after")
+
+        return hookimpl(hookwrapper=True)(old_style)
+
+    wrappers = types.ModuleType("wrappers")
+    for name in ("mg_report", "mg_configure", "mg_before_apply"):
+        function = wrap(name)
+        function.__name__ = name
+        setattr(wrappers, name, function)
+    collect = Collect()
+    hooks = make_hooks(collect, wrappers)
+    config = make_config(Path("/project"))
+    session = make_session(hooks, config)
+    hooks.report(session.options, Event("x.y", "info", "hello"))
+    hooks.configure(config)
+    hooks.before_apply(session, Plan("up", (a_migration(),)))
+    assert seen == [
+        "mg_report:before",
+        "mg_report:after",
+        "mg_configure:before",
+        "mg_configure:after",
+        "mg_before_apply:before",
+        "mg_before_apply:after",
+    ]
+    assert [e.message for e in collect.events] == ["hello"]
+
+
+def test_a_wrapped_hook_keeps_its_policy() -> None:
+    from migretti_core.types import MigrationResult
+
+    collect = Collect()
+
+    @hookimpl(wrapper=True)
+    def mg_after_migration() -> Any:
+        return (yield)
+
+    wrapper = plugin("wrapping", mg_after_migration=mg_after_migration)
+    session = session_with(collect, plugin("pager", mg_after_migration=_crash), wrapper)
+    session.hooks.after_migration(session, MigrationResult(a_migration(), "up", True, 3))
+    assert any(e.name == "plugin.failed" for e in collect.events)
+
+
+# --- 6: gates fail closed ---------------------------------------------------------------------
+
+
+def test_a_crashing_validator_is_exit_2_naming_it() -> None:
+    from migretti_core.errors import PluginFailed
+
+    session = session_with(plugin("checker", mg_validate_migration=_crash))
+    with pytest.raises(PluginFailed) as caught:
+        session.hooks.validate_migration(session, a_migration())
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("plugin 'checker' failed in mg_validate_migration")
+
+
+def test_a_crashing_before_apply_stops_the_deploy(tmp_path: Path, database_url: str) -> None:
+    root = db_project(tmp_path, database_url, ("0001", "users", "CREATE TABLE users (id int);"))
+    gate = plugin("safety", mg_before_apply=_crash)
+    result = run_cli(["apply"], cwd=root, plugins=[gate])
+    assert result.exit_code == 1
+    assert "mg: error: plugin 'safety' failed in mg_before_apply: ValueError" in result.stderr
+    assert applied_ids(root) == []
+
+
+def test_a_crashing_validator_stops_the_deploy(tmp_path: Path, database_url: str) -> None:
+    root = db_project(tmp_path, database_url, ("0001", "users", "CREATE TABLE users (id int);"))
+    gate = plugin("checker", mg_validate_migration=_crash)
+    result = run_cli(["apply"], cwd=root, plugins=[gate])
+    assert result.exit_code == 2
+    assert "plugin 'checker' failed in mg_validate_migration" in result.stderr
+    assert applied_ids(root) == []
+
+
+def test_a_crashing_before_rollback_keeps_everything(tmp_path: Path, database_url: str) -> None:
+    root = db_project(tmp_path, database_url, ("0001", "users", "CREATE TABLE users (id int);"))
+    assert run_cli(["apply"], cwd=root).exit_code == 0
+    gate = plugin("safety", mg_before_rollback=_crash)
+    result = run_cli(["rollback"], cwd=root, plugins=[gate])
+    assert result.exit_code == 1
+    assert "plugin 'safety' failed in mg_before_rollback" in result.stderr
+    assert applied_ids(root) == ["0001"]
+
+
+# --- 7: stdout belongs to the document --------------------------------------------------------
+
+
+def test_a_plugins_print_does_not_break_json_output(tmp_path: Path, database_url: str) -> None:
+    root = db_project(tmp_path, database_url, ("0001", "users", "CREATE TABLE users (id int);"))
+    chatty = plugin(
+        "chatty",
+        mg_configure=lambda config: print("configured!"),
+        mg_format_result=lambda kind: print(f"formatting {kind}"),
+    )
+    result = run_cli(["status", "--format", "json"], cwd=root, plugins=[chatty])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["pending"] == 1
+    assert "configured!" in result.stderr
+    assert "formatting status" in result.stderr
+    text = run_cli(["status"], cwd=root, plugins=[chatty])
+    assert "configured!" in text.stdout
+
+
+# --- 10: a wrong argument name ----------------------------------------------------------------
+
+
+def test_a_wrong_argument_name_is_one_line_with_a_suggestion(tmp_path: Path) -> None:
+    (tmp_path / "typo_args.py").write_text(
+        "from migretti_core import hookimpl\n\n"
+        "@hookimpl\ndef mg_after_apply(session, reslts):\n    pass\n",
+        encoding="utf-8",
+    )
+    project(tmp_path, "plugins: [typo_args.py]\n")
+    result = run_cli(["create", "first"], cwd=tmp_path)
+    assert result.exit_code == 2
+    [line] = [line for line in result.stderr.splitlines() if "mg_after_apply" in line]
+    assert line.startswith("mg: error: plugin 'typo_args'")
+    assert "mg_after_apply takes no argument 'reslts' (did you mean 'results'?)" in line
+    assert "hookimpl definition" not in result.stderr
+
+
+# --- 11: small things -------------------------------------------------------------------------
+
+
+def test_a_replaced_lock_is_not_described_as_the_builtin_one() -> None:
+    from migretti_core.types import LockHolder
+
+    collect = Collect()
+    session = session_with(collect)
+    session.hooks.on_lock_wait(session, LockHolder(42, "deployer", None), 5.0)
+    session.hooks.on_lock_wait(
+        session, LockHolder(42, None, None, lock="the Redis lock deploy:app"), 5.0
+    )
+    first, second = (e.message for e in collect.events)
+    assert first.startswith("waiting for the migration lock, held by pid 42 (deployer)")
+    assert "894321" not in first
+    assert second.startswith("waiting for the Redis lock deploy:app, held by pid 42")
+
+
+def test_v_does_not_suggest_rerunning_with_v(tmp_path: Path) -> None:
+    import click
+
+    def mg_register_commands(cli: click.Group) -> None:
+        @cli.command("boom")
+        def boom() -> None:
+            raise RuntimeError("bug in a command")
+
+    commands = plugin("boomer", mg_register_commands=mg_register_commands)
+    quiet = run_cli(["boom"], cwd=tmp_path, plugins=[commands])
+    assert quiet.exit_code == 1
+    assert "rerun with -v" in quiet.stderr
+    loud = run_cli(["boom", "-v"], cwd=tmp_path, plugins=[commands])
+    assert loud.exit_code == 1
+    assert "Traceback" in loud.stderr
+    assert "rerun with -v" not in loud.stderr
+
+
+def test_an_after_apply_error_exits_with_its_own_code(tmp_path: Path, database_url: str) -> None:
+    from migretti_core.errors import StateError
+
+    def mg_after_apply() -> None:
+        raise StateError("replica lag too high")
+
+    root = db_project(tmp_path, database_url, ("0001", "users", "CREATE TABLE users (id int);"))
+    result = run_cli(["apply"], cwd=root, plugins=[plugin("lag", mg_after_apply=mg_after_apply)])
+    assert result.exit_code == 3
+    assert "replica lag too high" in result.stderr
+    assert applied_ids(root) == ["0001"]
+
+
+# --- 12: options on existing commands, output formats -----------------------------------------
+
+
+def test_hook_mg_command_options(tmp_path: Path, database_url: str) -> None:
+    import click
+
+    seen: dict[str, Any] = {}
+
+    def mg_command_options(command: str) -> list[click.Parameter] | None:
+        if command != "apply":
+            return None
+        return [click.Option(["--allow-unsafe"], is_flag=True, help="Skip the safety review.")]
+
+    def mg_before_apply(session: Any) -> None:
+        seen["allow_unsafe"] = session.options.extra["allow_unsafe"]
+        seen["via_option"] = session.options.option("allow_unsafe")
+
+    unsafe = plugin(
+        "unsafe", mg_command_options=mg_command_options, mg_before_apply=mg_before_apply
+    )
+    root = db_project(tmp_path, database_url, ("0001", "users", "CREATE TABLE users (id int);"))
+    helptext = run_cli(["apply", "--help"], cwd=root, plugins=[unsafe])
+    assert "--allow-unsafe" in helptext.stdout
+    assert "Skip the safety review." in helptext.stdout
+    assert "--allow-unsafe" not in run_cli(["up", "--help"], cwd=root, plugins=[unsafe]).stdout
+    result = run_cli(["apply", "--allow-unsafe"], cwd=root, plugins=[unsafe])
+    assert result.exit_code == 0, result.stderr
+    assert seen == {"allow_unsafe": True, "via_option": True}
+    # Another run in the same process without the plugin has no such option.
+    assert run_cli(["apply", "--allow-unsafe"], cwd=root).exit_code == 2
+
+
+def test_an_option_clashing_with_an_existing_one_is_refused(tmp_path: Path) -> None:
+    import click
+
+    def mg_command_options(command: str) -> list[click.Parameter]:
+        return [click.Option(["--dry-run/--no-dry-run"])] if command == "apply" else []
+
+    clash = plugin("clash", mg_command_options=mg_command_options)
+    result = run_cli(["apply", "--help"], cwd=tmp_path, plugins=[clash])
+    assert result.exit_code == 2
+    assert "adds option 'dry_run' to mg apply, which already has one" in result.stderr
+
+
+def test_hook_mg_output_formats(tmp_path: Path) -> None:
+    def mg_format_result(kind: str, data: Any, fmt: str) -> str | None:
+        if fmt != "markdown" or kind != "plugins":
+            return None
+        return "\n".join(f"- **{p['name']}** ({p['origin']})" for p in data)
+
+    markdown = plugin(
+        "markdown",
+        mg_output_formats=lambda: ["markdown"],
+        mg_format_result=mg_format_result,
+    )
+    result = run_cli(["plugins", "--format", "markdown"], cwd=tmp_path, plugins=[markdown])
+    assert result.exit_code == 0, result.stderr
+    assert "- **output** (builtin)" in result.stdout.splitlines()
+    assert "markdown" in run_cli(["status", "--help"], plugins=[markdown]).stdout
+    unknown = run_cli(["plugins", "--format", "markdown"], cwd=tmp_path)
+    assert unknown.exit_code == 2
+    assert "'markdown' is not one of 'text', 'json'" in unknown.stderr
+
+
+def test_a_format_nobody_renders_for_a_kind_is_a_clear_error(tmp_path: Path) -> None:
+    markdown = plugin("markdown", mg_output_formats=lambda: ["markdown"])
+    result = run_cli(["plugins", "--format", "markdown"], cwd=tmp_path, plugins=[markdown])
+    assert result.exit_code == 2
+    assert "no plugin provides markdown output for plugins" in result.stderr
+
+
+# --- 13: more events --------------------------------------------------------------------------
+
+
+class Listener:
+    name = "listener"
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, list[str], dict[str, Any]]] = []
+        self.failures: list[list[tuple[str, int]]] = []
+
+    @hookimpl
+    def mg_after_command(self, command: str, results: Any, details: Any) -> None:
+        self.commands.append((command, [r.migration.id for r in results], dict(details)))
+
+    @hookimpl
+    def mg_on_failure(self, results: Any) -> None:
+        self.failures.append([(r.migration.id, r.duration_ms) for r in results])
+
+
+def test_hook_mg_after_command(tmp_path: Path, database_url: str) -> None:
+    listener = Listener()
+    root = db_project(
+        tmp_path,
+        database_url,
+        ("0001", "users", "CREATE TABLE users (id int);"),
+        ("0002", "posts", "CREATE TABLE posts (id int);"),
+    )
+    assert run_cli(["apply"], cwd=root, plugins=[listener]).exit_code == 0
+    assert run_cli(["down"], cwd=root, plugins=[listener]).exit_code == 0
+    assert run_cli(["fix", "0001", "--applied"], cwd=root, plugins=[listener]).exit_code == 0
+    seeds = root / "seeds"
+    seeds.mkdir()
+    (seeds / "01_admin.sql").write_text("INSERT INTO users VALUES (1);\n", encoding="utf-8")
+    assert run_cli(["seed"], cwd=root, plugins=[listener]).exit_code == 0
+    assert run_cli(["seed"], cwd=root, plugins=[listener]).exit_code == 0
+    assert listener.commands[:3] == [
+        ("apply", ["0001", "0002"], {"direction": "up"}),
+        ("down", ["0002"], {"direction": "down"}),
+        ("fix", [], {"migration_id": "0001", "mode": "applied"}),
+    ]
+    command, ran, details = listener.commands[3]
+    assert (command, details) == ("seed", {"ran": ["01_admin.sql"], "skipped": []})
+    assert len(ran) == 1
+    assert len(listener.commands) == 4  # nothing ran the second time: no event
+
+
+def test_after_command_follows_squash(tmp_path: Path, database_url: str) -> None:
+    listener = Listener()
+    root = db_project(
+        tmp_path,
+        database_url,
+        ("0001", "users", "CREATE TABLE users (id int);"),
+        ("0002", "posts", "CREATE TABLE posts (id int);"),
+    )
+    result = run_cli(["squash", "base"], cwd=root, plugins=[listener])
+    assert result.exit_code == 0, result.stderr
+    [(command, ran, details)] = listener.commands
+    assert (command, ran) == ("squash", [])
+    assert details["removed"] == ["0001", "0002"]
+    assert Path(details["path"]).is_file()
+
+
+def test_on_failure_receives_what_succeeded_before(tmp_path: Path, database_url: str) -> None:
+    listener = Listener()
+    root = db_project(
+        tmp_path,
+        database_url,
+        ("0001", "users", "CREATE TABLE users (id int);"),
+        ("0002", "posts", "CREATE TABLE posts (id int);"),
+        ("0003", "broken", "CREATE TABLE nope (;"),
+    )
+    result = run_cli(["apply"], cwd=root, plugins=[listener])
+    assert result.exit_code == 1
+    [failure] = listener.failures
+    assert [ident for ident, _ in failure] == ["0001", "0002"]
+    assert all(isinstance(ms, int) and ms >= 0 for _, ms in failure)
