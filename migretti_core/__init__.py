@@ -1,8 +1,9 @@
 """Migretti core: hook specifications, plugin manager, engine and CLI.
 
-Plugin authors import ``hookimpl`` from here to mark their implementations. Applications
-import ``Migretti`` (docs/python-api.md), its result types and the errors it raises; those are
-loaded on first use, so ``mg --help`` does not pay for them.
+Plugin authors import from ``migretti_core.api`` (every name of that public plugin API is
+also an attribute of this package). Applications import ``Migretti`` (docs/python-api.md), its
+result types and the errors it raises. All of them are loaded on first use, so ``mg --help``
+does not pay for them. Everything else in ``migretti_core`` is internal.
 """
 
 from __future__ import annotations
@@ -92,6 +93,70 @@ _LAZY = {
         "migretti_core.results",
     ),
 }
+
+# The plugin API (migretti_core.api) besides hookimpl and __version__; a test keeps it in step.
+_API_NAMES = frozenset(
+    {
+        "EXIT_ABORTED",
+        "EXIT_BLOCKED",
+        "EXIT_FAILURE",
+        "EXIT_INTERRUPTED",
+        "EXIT_LOCK_TIMEOUT",
+        "EXIT_USAGE",
+        "Aborted",
+        "Config",
+        "ConfigError",
+        "ConfigRequest",
+        "DatabaseError",
+        "Direction",
+        "Event",
+        "FrozenDict",
+        "FrozenList",
+        "HistoryChange",
+        "HistoryEntry",
+        "HookFailed",
+        "Hooks",
+        "Level",
+        "LockHolder",
+        "LockTimeout",
+        "MgError",
+        "Migration",
+        "MigrationFailed",
+        "MigrationFileError",
+        "MigrationResult",
+        "Migretti",
+        "Options",
+        "Plan",
+        "PluginError",
+        "PluginFailed",
+        "Section",
+        "Session",
+        "SqlError",
+        "State",
+        "StateError",
+        "Statement",
+        "Target",
+        "UsageError",
+        "app_of",
+        "confirm",
+        "connected",
+        "current_state",
+        "display_path",
+        "dry_run_option",
+        "emit_result",
+        "format_option",
+        "load_migrations",
+        "lock_timeout_option",
+        "locked",
+        "parse_duration",
+        "parse_lock_timeout",
+        "plugin_settings",
+        "read_state",
+        "report",
+    }
+)
+
+_LAZY.update({name: "migretti_core.api" for name in sorted(_API_NAMES) if name not in _LAZY})
 
 
 def __getattr__(name: str) -> Any:

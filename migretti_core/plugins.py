@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -57,9 +57,6 @@ ORIGIN_BUILTIN = "builtin"
 ORIGIN_ENTRY_POINT = "entry point"
 ORIGIN_OPTION = "command line"
 ORIGIN_CONFIG = "config"
-
-_SPEC_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("mg_"))
-_SORTED_SPECS = sorted(_SPEC_NAMES)
 
 
 @dataclass
@@ -116,9 +113,25 @@ class MgPluginManager(pluggy.PluginManager):
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None and name in _SPEC_NAMES and callable(getattr(plugin, name, None)):
+        if opts is None and name in self.spec_names() and callable(getattr(plugin, name, None)):
             return {}
         return opts
+
+    def spec_names(self) -> frozenset[str]:
+        """The hooks with a specification (``hookspecs`` and any added with add_hookspecs)."""
+        names = getattr(self, "_mg_spec_names", None)
+        if names is None:
+            names = frozenset(
+                name
+                for name, caller in vars(self.hook).items()
+                if name.startswith("mg_") and getattr(caller, "spec", None) is not None
+            )
+            self._mg_spec_names: frozenset[str] | None = names
+        return names
+
+    def add_hookspecs(self, module_or_class: ModuleType | type) -> None:
+        super().add_hookspecs(module_or_class)
+        self._mg_spec_names = None
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         registered = super().register(plugin, name)
@@ -284,13 +297,7 @@ class PluginLoader:
                 info, PluginError(problem), fatal=fatal and not deferred, deferred=deferred
             )
             return
-        info.hooks = sorted(
-            impl_name
-            for impl_name in _SPEC_NAMES
-            if any(
-                impl.plugin is plugin for impl in getattr(self.pm.hook, impl_name).get_hookimpls()
-            )
-        )
+        info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ())
         self.infos.append(info)
 
     def _check_hooks(self, plugin: object, name: str) -> str | None:
@@ -300,6 +307,8 @@ class PluginLoader:
         """
         import difflib
 
+        known = self.pm.spec_names()
+        ordered = sorted(known)
         for attr in dir(plugin):
             try:
                 function = getattr(plugin, attr)
@@ -310,7 +319,7 @@ class PluginLoader:
             opts = self.pm.parse_hookimpl_opts(plugin, attr)
             if opts is None:
                 if attr.startswith("mg_"):
-                    close = difflib.get_close_matches(attr, _SORTED_SPECS, n=1, cutoff=0.85)
+                    close = difflib.get_close_matches(attr, ordered, n=1, cutoff=0.85)
                     if close:
                         self.warn(
                             f"plugin {name!r}: {attr} is not a hook and is not marked "
@@ -318,11 +327,11 @@ class PluginLoader:
                         )
                 continue
             hook = opts.get("specname") or attr
-            if hook not in _SPEC_NAMES:
-                close = difflib.get_close_matches(hook, _SORTED_SPECS, n=1)
+            if hook not in known:
+                close = difflib.get_close_matches(hook, ordered, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 return f"unknown hook {hook}{hint}"
-            problem = _argument_problem(function, hook)
+            problem = _argument_problem(function, hook, getattr(self.pm.hook, hook).spec.argnames)
             if problem is not None:
                 return problem
         return None
@@ -346,7 +355,9 @@ class PluginLoader:
         self.warn(text)
 
 
-def _argument_problem(function: Callable[..., Any], hook: str) -> str | None:
+def _argument_problem(
+    function: Callable[..., Any], hook: str, accepted: Sequence[str]
+) -> str | None:
     """``mg_after_apply takes no argument 'reslts' (did you mean 'results'?)``, or None."""
     import difflib
     import inspect
@@ -361,7 +372,6 @@ def _argument_problem(function: Callable[..., Any], hook: str) -> str | None:
         if p.default is inspect.Parameter.empty
         and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    accepted = list(inspect.signature(getattr(hookspecs, hook)).parameters)
     for arg in wanted:
         if arg not in accepted:
             close = difflib.get_close_matches(arg, accepted, n=1)

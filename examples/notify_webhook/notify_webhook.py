@@ -1,4 +1,4 @@
-"""Post a JSON message to a webhook after apply and rollback, and when a command fails.
+"""Post a JSON message to a webhook after apply, rollback, fix and seed, and on failure.
 
 An in-house plugin: one file beside mg.yaml, no packaging, standard library only.
 
@@ -6,13 +6,14 @@ An in-house plugin: one file beside mg.yaml, no packaging, standard library only
       - notify_webhook.py
     notify_webhook:
       url: ${DEPLOY_WEBHOOK_URL}
-      timeout: 5                          # seconds, default 5
-      events: [apply, rollback, failure]  # default: all three
+      timeout: 5s                         # default 5s
+      events: [apply, rollback, failure]  # default: apply, rollback, failure, fix, seed
       headers:                            # optional
         Authorization: Bearer ${DEPLOY_WEBHOOK_TOKEN}
 
-An empty ``url`` turns notifications off (handy as ``${DEPLOY_WEBHOOK_URL:-}``). A webhook
-that cannot be reached gives a warning; the migration's own result and exit code stand.
+An empty ``url`` turns notifications off (handy as ``${DEPLOY_WEBHOOK_URL:-}``), and so does
+``--no-notify`` on the commands that change the database. A webhook that cannot be reached
+gives a warning; the migration's own result and exit code stand.
 """
 
 from __future__ import annotations
@@ -23,16 +24,26 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from migretti_core import hookimpl
-from migretti_core.engine import report
-from migretti_core.errors import ConfigError
-from migretti_core.types import Config, Migration, MigrationResult, Plan, Session
+import click
+
+from migretti_core.api import (
+    Config,
+    Migration,
+    MigrationResult,
+    Plan,
+    Session,
+    hookimpl,
+    plugin_settings,
+    report,
+)
 
 __version__ = "1.0.0"
 
 SECTION = "notify_webhook"
-EVENTS = ("apply", "rollback", "failure")
+EVENTS = ("apply", "rollback", "failure", "fix", "seed")
+DEFAULT_EVENTS = EVENTS
 DEFAULT_TIMEOUT = 5.0
+QUIET_COMMANDS = ("apply", "up", "rollback", "down", "fix", "seed")
 
 
 @hookimpl
@@ -44,6 +55,14 @@ def mg_config_sections() -> list[str]:
 def mg_configure(config: Config) -> None:
     """Check the section once, so a typo fails before any migration runs."""
     settings(config)
+
+
+@hookimpl
+def mg_command_options(command: str) -> list[click.Parameter] | None:
+    """``--no-notify`` on every command that would send a message."""
+    if command not in QUIET_COMMANDS:
+        return None
+    return [click.Option(["--no-notify"], is_flag=True, help="Send no webhook message.")]
 
 
 @hookimpl
@@ -69,7 +88,26 @@ def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationR
 
 
 @hookimpl
-def mg_on_failure(session: Session, plan: Plan, migration: Migration | None, error: str) -> None:
+def mg_after_command(
+    session: Session, command: str, results: Sequence[MigrationResult], details: Mapping[str, Any]
+) -> None:
+    """``fix`` and ``seed`` (apply and rollback have their own hooks above)."""
+    if command == "fix":
+        verb = "marked applied" if details.get("mode") == "applied" else "removed from history"
+        _notify(session, "fix", f"{details.get('migration_id')} {verb}", dict(details))
+    elif command == "seed":
+        ran = list(details.get("ran", ()))
+        _notify(session, "seed", f"ran {len(ran)} seed{'s' if len(ran) != 1 else ''}", {"ran": ran})
+
+
+@hookimpl
+def mg_on_failure(
+    session: Session,
+    plan: Plan,
+    migration: Migration | None,
+    error: str,
+    results: Sequence[MigrationResult],
+) -> None:
     what = f"migration {migration.id} {migration.name}" if migration else session.options.command
     _notify(
         session,
@@ -79,6 +117,7 @@ def mg_on_failure(session: Session, plan: Plan, migration: Migration | None, err
             "direction": plan.direction,
             "migration": _migration(migration) if migration else None,
             "planned": list(plan.ids),
+            "done_before": [_result(r) for r in results],
             "error": session.hooks.redact(error),
         },
     )
@@ -89,32 +128,24 @@ def mg_on_failure(session: Session, plan: Plan, migration: Migration | None, err
 
 def settings(config: Config) -> dict[str, Any]:
     """The validated ``notify_webhook`` section; ``url`` is "" when notifications are off."""
-    section = config.settings.get(SECTION)
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{SECTION}: add a '{SECTION}:' section with a url to mg.yaml")
-    url = section.get("url") or ""
-    if not isinstance(url, str) or (url and urlsplit(url).scheme not in ("http", "https")):
-        raise ConfigError(f"{SECTION}.url: expected an http:// or https:// URL")
-    timeout = section.get("timeout", DEFAULT_TIMEOUT)
-    try:
-        timeout = float(timeout)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{SECTION}.timeout: expected a number of seconds") from None
-    events = section.get("events", list(EVENTS))
-    if (
-        not isinstance(events, Sequence)
-        or isinstance(events, str)
-        or not set(events) <= set(EVENTS)
-    ):
-        raise ConfigError(f"{SECTION}.events: expected a list of {', '.join(EVENTS)}")
-    headers = section.get("headers") or {}
-    if not isinstance(headers, Mapping):
-        raise ConfigError(f"{SECTION}.headers: expected a mapping of header to value")
+    if SECTION not in config.settings:
+        raise plugin_settings(config, SECTION).error(
+            "url", f"add a '{SECTION}:' section with a url to mg.yaml"
+        )
+    section = plugin_settings(config, SECTION)
+    section.check_keys(["url", "timeout", "events", "headers"])
+    url = section.text("url", "") or ""
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        raise section.error("url", "expected an http:// or https:// URL")
+    events = section.strings("events", DEFAULT_EVENTS)
+    unknown = sorted(set(events) - set(EVENTS))
+    if unknown:
+        raise section.error("events", f"unknown event {unknown[0]!r} (events: {', '.join(EVENTS)})")
     return {
         "url": url,
-        "timeout": timeout,
+        "timeout": section.duration("timeout", DEFAULT_TIMEOUT),
         "events": set(events),
-        "headers": {str(k): str(v) for k, v in headers.items()},
+        "headers": {str(k): str(v) for k, v in section.mapping("headers").items()},
     }
 
 
@@ -138,7 +169,7 @@ def _target(session: Session) -> str | None:
 
 def _notify(session: Session, event: str, summary: str, details: Mapping[str, Any]) -> None:
     conf = settings(session.config)
-    if not conf["url"] or event not in conf["events"]:
+    if not conf["url"] or event not in conf["events"] or session.options.option("no_notify"):
         return
     target = _target(session)
     env = session.config.env

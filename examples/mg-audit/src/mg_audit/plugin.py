@@ -1,22 +1,27 @@
 """The hooks of mg-audit, loaded through the ``migretti`` entry point ``audit``.
 
-Only what ``mg --help`` needs is imported at module level (click and the core's marker);
-the database work happens inside the command.
+Everything comes from the public plugin API (``migretti_core.api``). Only what ``mg --help``
+needs is imported at module level; the database work happens inside the command.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
-from migretti_core import hookimpl
-from migretti_core.errors import ConfigError
-from migretti_core.types import Config, MigrationResult, Session
+from migretti_core.api import (
+    Config,
+    MigrationResult,
+    Session,
+    app_of,
+    connected,
+    hookimpl,
+    plugin_settings,
+)
 
 SECTION = "audit"
 COLUMNS = ("performed_at", "action", "migration_id", "name", "performed_by")
@@ -59,12 +64,9 @@ def mg_after_migration(session: Session, result: MigrationResult) -> None:
 
 def audit_file(config: Config) -> Path | None:
     """``audit.file`` from mg.yaml, relative to its directory; None when not configured."""
-    section = config.settings.get(SECTION)
-    if section is None:
+    if SECTION not in config.settings:
         return None
-    if not isinstance(section, Mapping) or not isinstance(section.get("file", ""), str):
-        raise ConfigError(f"{SECTION}: expected a mapping with a 'file' path")
-    file = section.get("file") or ""
+    file = plugin_settings(config, SECTION).text("file")
     return config.root / file if file else None
 
 
@@ -97,9 +99,6 @@ def read_log(session: Session, conn: Any, limit: int) -> list[dict[str, Any]] | 
 @click.pass_context
 def audit(ctx: click.Context, limit: int, fmt: str) -> None:
     """Show the latest entries of the migration log (newest first)."""
-    from migretti_core.cli import app_of
-    from migretti_core.engine import connected
-
     session = app_of(ctx).session("audit")
     with connected(session) as conn:
         rows = read_log(session, conn, limit)
