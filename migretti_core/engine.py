@@ -368,12 +368,6 @@ def sql_failure(
     return failure
 
 
-def _section(migration: Migration, direction: Direction) -> tuple[str, int]:
-    if direction == "up":
-        return migration.up_sql, migration.up_line
-    return migration.down_sql or "", migration.down_line or migration.up_line
-
-
 _INVALID_INDEX_NOTE = (
     "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
     "drop it with DROP INDEX CONCURRENTLY before retrying"
@@ -437,7 +431,7 @@ def _blank(sql: str) -> bool:
 def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
     """Run one migration and record it; return its duration in milliseconds."""
     hooks = session.hooks
-    sql, first_line = _section(migration, direction)
+    sql, first_line = migration.section(direction)
     action: Action = "UP" if direction == "up" else "DOWN"
     status: Any = "applied" if direction == "up" else None
     started = time.perf_counter()
@@ -612,7 +606,8 @@ def _run_statements(
                 ),
             )
             failure.message = (
-                f"{failure.message}\n  statement {index} of {len(statements)} failed; "
+                f"{failure.message}\n  statement {index} of {len(statements)}"
+                f"{_kind_of(statement.text)} failed; "
                 f"migration {migration.id} is now marked failed; "
                 + FIX_HINT.format(id=migration.id)
             )
@@ -867,7 +862,7 @@ def _start_no_transaction(
     except SqlError as exc:
         if record:
             part = query.part(exc.position)
-        sql, first_line = _section(migration, direction)
+        sql, first_line = migration.section(direction)
         raise _query_failure(
             session, conn, migration, direction, query, part, exc, sql, first_line
         ) from exc
@@ -942,6 +937,17 @@ def _recorded_as_applied(session: Session, conn: Any, ident: str) -> bool:
     except MgError:
         return False
     return any(e.id == ident and e.status == "applied" for e in entries)
+
+
+def _kind_of(sql: str) -> str:
+    """`` (CREATE INDEX CONCURRENTLY)`` for a failure message; empty when it cannot tell."""
+    from migretti_core.sqlkind import statement_kind
+
+    try:
+        kind = statement_kind(sql)
+    except Exception:
+        return ""
+    return f" ({kind})" if kind else ""
 
 
 def _is_concurrent_index(sql: str) -> bool:
@@ -1120,7 +1126,7 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
             break
         # The SQL is an event, not a print: the output plugin shows it on stdout, and code
         # using the Python API gets it in its log instead of on its terminal.
-        sql, _ = _section(migration, plan.direction)
+        sql, _ = migration.section(plan.direction)
         header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
         if not migration.transactional:
             header += " [no-transaction]"

@@ -111,6 +111,12 @@ class Migration:
     def has_down(self) -> bool:
         return self.down_sql is not None and self.down_sql.strip() != ""
 
+    def section(self, direction: Direction) -> tuple[str, int]:
+        """The SQL one direction runs and the file line it starts on."""
+        if direction == "up":
+            return self.up_sql, self.up_line
+        return self.down_sql or "", self.down_line or self.up_line
+
 
 @dataclass(frozen=True)
 class HistoryEntry:

@@ -38,13 +38,6 @@ _ENDS_TRANSACTION = re.compile(
 _DEFERRED_NOTE = "raised by a deferred constraint when the migration's transaction commits"
 
 
-def section(migration: Migration, direction: Direction) -> tuple[str, int]:
-    """The SQL one direction runs and the file line it starts on."""
-    if direction == "up":
-        return migration.up_sql, migration.up_line
-    return migration.down_sql or "", migration.down_line or migration.up_line
-
-
 def transaction_enders(session: Session, sql: str) -> list[tuple[int, str]]:
     """``(line, keyword)`` of each statement that would end the transaction it runs in."""
     found: list[tuple[int, str]] = []
@@ -83,7 +76,7 @@ def _try_one(
     session: Session, conn: Any, migration: Migration, direction: Direction
 ) -> MigrationResult:
     hooks = session.hooks
-    sql, first_line = section(migration, direction)
+    sql, first_line = migration.section(direction)
     started = time.perf_counter()
 
     probed: list[LockReport] = []

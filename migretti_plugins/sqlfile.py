@@ -283,32 +283,6 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def load_directory(directory: Path) -> list[Migration]:
-    """Parse a whole directory, so nothing runs while any file in it is broken."""
-    problems: list[str] = []
-    migrations: list[Migration] = []
-    owners: dict[str, str] = {}
-    for path in discover(directory):
-        match = FILENAME_RE.fullmatch(path.name)
-        if match is not None:
-            file_id = match.group("id")
-            first = owners.setdefault(file_id, path.name)
-            if first != path.name:
-                problems.append(f"{path.name}:1: duplicate id {file_id!r}, also used by {first}")
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            problems.append(f"{path.name}:1: cannot be read: {exc.strerror or exc}")
-            continue
-        try:
-            migrations.append(parse_migration(path, raw))
-        except MigrationFileError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise MigrationFileError(problems)
-    return sorted(migrations, key=lambda m: (m.id, m.name))
-
-
 def slugify(name: str) -> str:
     """The file-name part of a migration name: lower case, safe on every file system.
 
