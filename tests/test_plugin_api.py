@@ -653,3 +653,34 @@ def test_on_failure_receives_what_succeeded_before(tmp_path: Path, database_url:
     [failure] = listener.failures
     assert [ident for ident, _ in failure] == ["0001", "0002"]
     assert all(isinstance(ms, int) and ms >= 0 for _, ms in failure)
+
+
+# --- statement kinds in messages (sqlparse, off the hot path) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t (x);", "CREATE INDEX CONCURRENTLY"),
+        ("-- why\n  alter table users add column x int", "ALTER TABLE"),
+        ("VACUUM t", "VACUUM"),
+        ("DROP TABLE IF EXISTS t", "DROP TABLE"),
+        ("CREATE OR REPLACE FUNCTION f() ...", "CREATE OR REPLACE FUNCTION"),
+        ("  -- only a comment\n", None),
+    ],
+)
+def test_statement_kinds_for_messages(sql: str, kind: str | None) -> None:
+    from migretti_core.sqlkind import statement_kind
+
+    assert statement_kind(sql) == kind
+
+
+def test_a_failed_no_transaction_statement_is_named(tmp_path: Path, database_url: str) -> None:
+    from migretti_core.testing import make_project, write_migration
+
+    make_project(tmp_path, database_url)
+    sql = "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY t_x ON missing (x);\n"
+    write_migration(tmp_path, "0001", "index", sql, transactional=False)
+    result = run_cli(["apply"], cwd=tmp_path)
+    assert result.exit_code == 1
+    assert "statement 2 of 2 (CREATE INDEX CONCURRENTLY) failed" in result.stderr

@@ -95,7 +95,7 @@ def test_a_plugin_splitters_line_numbers_reach_the_error(tmp_path: Path, databas
     assert result.exit_code == 1
     # header (2 lines), no-transaction, blank, up marker: the script starts on line 6
     assert "0001_typo.sql:8:" in result.stderr
-    assert "statement 2 of 2 failed" in result.stderr
+    assert "statement 2 of 2 (CREATE) failed" in result.stderr
 
 
 ADVISORY_LOCKS_HELD = (
