@@ -26,6 +26,30 @@ from migretti_plugins.embedded_server import EmbeddedServer
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
 
+# Tests that need a PostgreSQL server get the ``pg`` marker, so ``pytest -m "not pg"`` runs
+# the database-free part alone (CONTRIBUTING.md).
+PG_FIXTURES = frozenset(
+    {
+        "pg_url",
+        "database_url",
+        "db_conninfo",
+        "mg_pg_url",
+        "mg_database_url",
+        "mg_server",
+        "mg_database",
+        "server_tmp_path",
+    }
+)
+PG_MODULES = frozenset({"test_embedded.py", "test_pg_smoke.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & PG_FIXTURES or item.path.name in PG_MODULES:
+            item.add_marker(pytest.mark.pg)
+
+
 # -- where servers keep their data -----------------------------------------------------------
 
 
