@@ -117,6 +117,8 @@ _API_NAMES = frozenset(
         "HookFailed",
         "Hooks",
         "Level",
+        "LintFinding",
+        "LintRequest",
         "LockHolder",
         "LockTimeout",
         "MgError",

@@ -414,7 +414,7 @@ def mg_format_result(options: Options, kind: str, data: Any, fmt: str) -> str | 
     """
 
 
-@spec(COLLECT, since="1.1", returns=list_of(str))
+@spec(COLLECT, returns=list_of(str))
 def mg_output_formats() -> list[str]:  # type: ignore[empty-body]
     """Names this plugin adds to every ``--format`` option; it renders them in
     ``mg_format_result``."""
@@ -428,7 +428,7 @@ def mg_register_commands(cli: click.Group) -> None:
     """Add click commands or groups to ``mg``."""
 
 
-@spec(COLLECT, since="1.1", returns=_click_parameters)
+@spec(COLLECT, returns=_click_parameters)
 def mg_command_options(command: str) -> list[click.Parameter] | None:
     """click options to add to the command ``command`` (``"apply"``, ``"seed create"``).
 
@@ -437,7 +437,7 @@ def mg_command_options(command: str) -> list[click.Parameter] | None:
     """
 
 
-@spec(AFTER, since="1.1")
+@spec(AFTER)
 def mg_after_command(
     session: Session,
     command: str,

@@ -296,7 +296,7 @@ def test_a_plugins_traceback_follows_with_v_or_trace_masked(tmp_path: Path, how:
     assert "pw-s3cret" not in result.output
     assert "rerun with -v" not in result.stderr
     if how == "MG_TRACE_PLUGINS":
-        assert "mg: trace: mg_format_result [fancy (failed), output]" in result.stderr
+        assert "mg: trace: mg_format_result [fancy (failed), " in result.stderr
 
 
 def test_a_crashing_notifier_is_named_and_its_traceback_shown_with_v() -> None:
