@@ -116,6 +116,7 @@ _API_NAMES = frozenset(
         "HistoryEntry",
         "HookFailed",
         "Hooks",
+        "Key",
         "Level",
         "LintFinding",
         "LintRequest",

@@ -51,7 +51,7 @@ from migretti_core.errors import (
     UsageError,
 )
 from migretti_core.hooks import Hooks
-from migretti_core.settings import FrozenDict, FrozenList, Section, plugin_settings
+from migretti_core.settings import FrozenDict, FrozenList, Key, Section, plugin_settings
 from migretti_core.state import State
 from migretti_core.types import (
     Config,
@@ -93,6 +93,7 @@ __all__ = [
     "HistoryEntry",
     "HookFailed",
     "Hooks",
+    "Key",
     "Level",
     "LintFinding",
     "LintRequest",

@@ -7,13 +7,15 @@ section a plugin owns keeps what YAML says: ``enabled: false`` is ``False``, ``r
 
 ``plugin_settings(config, "notify")`` wraps a section in ``Section``, whose readers accept
 what people write (``"30s"``, ``"yes"``, a single value for a list, an interpolated
-``"${FLAG}"``) and fail with a ``ConfigError`` naming ``section.key``.
+``"${FLAG}"``) and fail with a ``ConfigError`` naming ``section.key``. A plugin may declare
+its keys once (``Key``: name, type, default, help) and read them all with ``Section.read``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from migretti_core.errors import ConfigError
 
@@ -198,6 +200,10 @@ class Section(Mapping[str, Any]):
         allowed = ", ".join(str(c) for c in choices)
         raise self.error(key, f"expected one of {allowed}, got {_kind(value)}")
 
+    def read(self, keys: Sequence[Key]) -> dict[str, Any]:
+        """The section read against its declared ``keys`` (see ``Key``)."""
+        return read_keys(self, keys)
+
     def check_keys(self, known: Sequence[str]) -> None:
         """Refuse keys this plugin does not know, with a did-you-mean."""
         import difflib
@@ -207,6 +213,42 @@ class Section(Mapping[str, Any]):
                 close = difflib.get_close_matches(key, list(known), n=1)
                 guess = f"; did you mean '{close[0]}'?" if close else ""
                 raise self.error(key, f"unknown key{guess} (valid keys: {', '.join(known)})")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a plugin's section, declared as tox's ``add_config`` does: name, type,
+    default and help (for people and for ``Section.read``).
+
+    ``kind`` names the ``Section`` reader: ``text``, ``boolean``, ``integer``, ``number``,
+    ``duration``, ``strings`` or ``mapping``.
+    """
+
+    name: str
+    kind: Literal["text", "boolean", "integer", "number", "duration", "strings", "mapping"]
+    default: Any = None
+    help: str = ""
+
+    def describe(self) -> str:
+        """``timeout (duration, default 5): how long to wait`` for listings and docs."""
+        default = "" if self.default in (None, "", ()) else f", default {self.default}"
+        return f"{self.name} ({self.kind}{default}): {self.help}".rstrip(": ")
+
+
+def read_keys(section: Section, keys: Sequence[Key]) -> dict[str, Any]:
+    """Every declared key read with its reader and default; unknown keys are refused."""
+    section.check_keys([key.name for key in keys])
+    values: dict[str, Any] = {}
+    for key in keys:
+        if key.kind == "mapping":
+            values[key.name] = section.mapping(key.name)
+        elif key.kind == "strings":
+            values[key.name] = section.strings(key.name, key.default or ())
+        elif key.kind == "boolean":
+            values[key.name] = section.boolean(key.name, bool(key.default))
+        else:
+            values[key.name] = getattr(section, key.kind)(key.name, key.default)
+    return values
 
 
 def plugin_settings(config: Config, name: str) -> Section:

@@ -684,3 +684,28 @@ def test_a_failed_no_transaction_statement_is_named(tmp_path: Path, database_url
     result = run_cli(["apply"], cwd=tmp_path)
     assert result.exit_code == 1
     assert "statement 2 of 2 (CREATE INDEX CONCURRENTLY) failed" in result.stderr
+
+
+def test_declared_keys_are_read_with_types_and_defaults(tmp_path: Path) -> None:
+    from migretti_core.api import ConfigError, Key, plugin_settings
+
+    keys = (
+        Key("url", "text", "", "the webhook URL"),
+        Key("timeout", "duration", 5.0, "how long to wait"),
+        Key("enabled", "boolean", True, "send at all"),
+        Key("events", "strings", ("apply",), "which events"),
+        Key("headers", "mapping", None, "extra headers"),
+    )
+    config = make_config(tmp_path, {"notify": {"url": "https://x", "timeout": "2m"}})
+    values = plugin_settings(config, "notify").read(keys)
+    assert values == {
+        "url": "https://x",
+        "timeout": 120.0,
+        "enabled": True,
+        "events": ["apply"],
+        "headers": {},
+    }
+    assert keys[1].describe() == "timeout (duration, default 5.0): how long to wait"
+    typo = make_config(tmp_path, {"notify": {"timout": "2m"}})
+    with pytest.raises(ConfigError, match=r"notify.timout: unknown key; did you mean 'timeout'"):
+        plugin_settings(typo, "notify").read(keys)

@@ -28,6 +28,7 @@ import click
 
 from migretti_core.api import (
     Config,
+    Key,
     Migration,
     MigrationResult,
     Plan,
@@ -44,6 +45,12 @@ EVENTS = ("apply", "rollback", "failure", "fix", "seed")
 DEFAULT_EVENTS = EVENTS
 DEFAULT_TIMEOUT = 5.0
 QUIET_COMMANDS = ("apply", "up", "rollback", "down", "fix", "seed")
+KEYS = (
+    Key("url", "text", "", "the webhook URL (http or https); empty turns notifications off"),
+    Key("timeout", "duration", DEFAULT_TIMEOUT, "how long to wait for the webhook"),
+    Key("events", "strings", DEFAULT_EVENTS, f"which of {', '.join(EVENTS)} to send"),
+    Key("headers", "mapping", None, "extra HTTP headers, e.g. Authorization"),
+)
 
 
 @hookimpl
@@ -133,19 +140,18 @@ def settings(config: Config) -> dict[str, Any]:
             "url", f"add a '{SECTION}:' section with a url to mg.yaml"
         )
     section = plugin_settings(config, SECTION)
-    section.check_keys(["url", "timeout", "events", "headers"])
-    url = section.text("url", "") or ""
+    values = section.read(KEYS)
+    url = values["url"] or ""
     if url and urlsplit(url).scheme not in ("http", "https"):
         raise section.error("url", "expected an http:// or https:// URL")
-    events = section.strings("events", DEFAULT_EVENTS)
-    unknown = sorted(set(events) - set(EVENTS))
+    unknown = sorted(set(values["events"]) - set(EVENTS))
     if unknown:
         raise section.error("events", f"unknown event {unknown[0]!r} (events: {', '.join(EVENTS)})")
     return {
         "url": url,
-        "timeout": section.duration("timeout", DEFAULT_TIMEOUT),
-        "events": set(events),
-        "headers": {str(k): str(v) for k, v in section.mapping("headers").items()},
+        "timeout": values["timeout"],
+        "events": set(values["events"]),
+        "headers": {str(k): str(v) for k, v in values["headers"].items()},
     }
 
 
