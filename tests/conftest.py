@@ -46,7 +46,8 @@ PG_MODULES = frozenset({"test_embedded.py", "test_pg_smoke.py"})
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if names & PG_FIXTURES or item.path.name in PG_MODULES:
+        embedded = "embedded" in item.name  # starts an embedded server of its own
+        if names & PG_FIXTURES or item.path.name in PG_MODULES or embedded:
             item.add_marker(pytest.mark.pg)
 
 
