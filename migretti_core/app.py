@@ -65,6 +65,14 @@ class App:
     def _warn(self, text: str) -> None:
         self.report("plugin.failed", "warning", text)
 
+    def set_extra(self, values: dict[str, Any]) -> None:
+        """Values of options plugins added to the command, for hooks without a session too."""
+        import dataclasses
+
+        self.extra = values
+        self.options = dataclasses.replace(self.options, extra=MappingProxyType(dict(values)))
+        self.hooks.options = self.options
+
     def report(self, name: str, level: Level, message: str, **fields: object) -> bool:
         """Emit an event with the common context every JSON log line carries."""
         context: dict[str, object] = {

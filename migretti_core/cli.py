@@ -285,6 +285,7 @@ def _with_options(
     def callback(*args: Any, **kwargs: Any) -> Any:
         for name in names:
             app.extra[name] = kwargs.pop(name, None)
+        app.set_extra(app.extra)
         return original(*args, **kwargs)
 
     return callback

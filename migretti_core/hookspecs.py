@@ -72,7 +72,7 @@ def mg_config_sections() -> list[str]:  # type: ignore[empty-body]
     """Top-level mg.yaml sections this plugin owns, so they are not rejected as unknown."""
 
 
-@spec(FIRST, returns=instance_of(Config), required="configuration")
+@spec(FIRST.exiting(2), returns=instance_of(Config), required="configuration")
 def mg_load_config(request: ConfigRequest) -> Config | None:
     """Find, read, merge and interpolate the configuration for the selected profile.
 
@@ -446,8 +446,9 @@ def mg_after_command(
 ) -> None:
     """After a command that changed the database or the migration files succeeded.
 
-    Called after ``apply``, ``up``, ``rollback``, ``down``, ``fix``, ``seed`` and ``squash``
-    (and by plugin commands that change the database). ``results`` are the migrations run;
-    ``details`` says what else happened (``fix``: ``migration_id``, ``mode``; ``seed``:
-    ``ran``, ``skipped``; ``squash``: ``path``, ``removed``). Errors as for ``mg_after_apply``.
+    Called after ``apply``, ``up``, ``rollback``, ``down``, ``fix``, ``seed``, ``squash`` and
+    ``baseline`` (and by plugin commands that change the database). ``results`` are the
+    migrations run; ``details`` says what else happened (``fix``: ``migration_id``, ``mode``;
+    ``seed``: ``ran``, ``skipped``; ``squash``: ``path``, ``removed``; ``baseline``:
+    ``recorded``). Errors as for ``mg_after_apply``.
     """

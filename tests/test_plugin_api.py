@@ -709,3 +709,46 @@ def test_declared_keys_are_read_with_types_and_defaults(tmp_path: Path) -> None:
     typo = make_config(tmp_path, {"notify": {"timout": "2m"}})
     with pytest.raises(ConfigError, match=r"notify.timout: unknown key; did you mean 'timeout'"):
         plugin_settings(typo, "notify").read(keys)
+
+
+def test_a_crashing_configuration_plugin_is_exit_2_naming_it(tmp_path: Path) -> None:
+    project(tmp_path, "")
+    loader = plugin("vault", mg_load_config=_crash)
+    result = run_cli(["create", "first"], cwd=tmp_path, plugins=[loader])
+    assert result.exit_code == 2
+    assert "mg: error: plugin 'vault' failed in mg_load_config: ValueError" in result.stderr
+    assert "pw-s3cret" not in result.output
+
+
+def test_option_values_reach_hooks_that_get_no_session(tmp_path: Path) -> None:
+    import click
+
+    seen: list[Any] = []
+
+    def mg_command_options(command: str) -> list[click.Parameter] | None:
+        return [click.Option(["--compact"], is_flag=True)] if command == "plugins" else None
+
+    def mg_format_result(options: Any, fmt: str) -> str | None:
+        seen.append(options.option("compact"))
+        return "compact" if fmt == "text" and options.option("compact") else None
+
+    compact = plugin(
+        "compact", mg_command_options=mg_command_options, mg_format_result=mg_format_result
+    )
+    result = run_cli(["plugins", "--compact"], cwd=tmp_path, plugins=[compact])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "compact\n"
+    assert seen == [True]
+
+
+def test_after_command_follows_baseline(tmp_path: Path, database_url: str) -> None:
+    listener = Listener()
+    root = db_project(
+        tmp_path,
+        database_url,
+        ("0001", "users", "CREATE TABLE users (id int);"),
+        ("0002", "posts", "CREATE TABLE posts (id int);"),
+    )
+    result = run_cli(["baseline", "0001"], cwd=root, plugins=[listener])
+    assert result.exit_code == 0, result.stderr
+    assert listener.commands == [("baseline", [], {"recorded": ["0001"]})]

@@ -131,6 +131,8 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
         f"without running them (baseline up to {upto.id})",
         count=len(todo),
     )
+    if todo:
+        hooks.after_command(session, "baseline", (), {"recorded": [m.id for m in todo]})
     return todo
 
 
