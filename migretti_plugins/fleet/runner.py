@@ -137,9 +137,9 @@ def _tag_events(app: App, target: str) -> None:
     """Every event of this member carries ``target`` (JSON log lines, the Python API)."""
     original = app.hooks.report
 
-    def report(options: Options, event: Event) -> None:
+    def report(options: Options, event: Event) -> bool:
         fields = {"target": target, **event.fields}
-        original(options, Event(event.name, event.level, event.message, fields))
+        return original(options, Event(event.name, event.level, event.message, fields))
 
     app.hooks.report = report  # type: ignore[method-assign]
 
