@@ -294,7 +294,13 @@ def _with_options(
 def _claiming_stdout(app: App, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def callback(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("fmt", "text") == "text":
+        import threading
+
+        # sys.stdout is process-wide: only the main thread may swap it (a fleet runs its
+        # members' commands in threads, behind stream routers of its own).
+        if kwargs.get("fmt", "text") == "text" or threading.current_thread() is not (
+            threading.main_thread()
+        ):
             return original(*args, **kwargs)
         app.result_stream = sys.stdout
         try:

@@ -104,7 +104,10 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
             fleet=fleet_name,
         )
         if fmt == "json":
-            click.echo(json.dumps({"ok": True, "fleet": fleet_name, "members": []}))
+            click.echo(
+                json.dumps({"ok": True, "fleet": fleet_name, "members": []}),
+                file=app.result_stream or sys.stdout,
+            )
         return 0
     confirmed = False
     if command in CHANGING_COMMANDS:
@@ -163,10 +166,12 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
             outcome.error = "not started: an earlier member failed (--fail-fast)"
     ok = all(o.ok for o in outcomes)
     failed = [o for o in outcomes if not o.ok]
+    # While a command writes a document, stdout is redirected; the summary is that document.
+    out = app.result_stream or sys.stdout
     if fmt == "json":
-        click.echo(json.dumps(_document(fleet_name, outcomes, ok), default=str))
+        click.echo(json.dumps(_document(fleet_name, outcomes, ok), default=str), file=out)
     else:
-        click.echo(_table(outcomes), nl=False)
+        click.echo(_table(outcomes), nl=False, file=out)
     app.report(
         "fleet.finished",
         "info" if ok else "warning",
