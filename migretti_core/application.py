@@ -240,6 +240,7 @@ def _outcome(result: MigrationResult) -> MigrationOutcome:
     from migretti_core.engine import display_path
 
     migration = result.migration
+    report = result.locks
     return MigrationOutcome(
         id=migration.id,
         name=migration.name,
@@ -249,6 +250,9 @@ def _outcome(result: MigrationResult) -> MigrationOutcome:
         ok=result.ok,
         executed=result.executed,
         error=result.error,
+        locks=report.locks if report else (),
+        rewrites=report.rewrites if report else (),
+        tables=report.tables if report else (),
     )
 
 

@@ -47,7 +47,9 @@ class MigrationOutcome:
 
     ``file`` is the migration's path as the CLI shows it. In a dry run ``executed`` is False
     for a migration that was only printed (no-transaction, or after one), and ``ok`` False
-    with ``error`` set for one that failed.
+    with ``error`` set for one that failed. A dry run also fills the lock report that
+    ``mg apply --dry-run --format json`` prints: ``locks`` ``(relation, mode)``, the
+    ``rewrites`` and ``tables`` ``(relation, estimated rows or None, bytes)``.
     """
 
     id: str
@@ -58,6 +60,9 @@ class MigrationOutcome:
     ok: bool = True
     executed: bool = True
     error: str | None = None
+    locks: tuple[tuple[str, str], ...] = ()
+    rewrites: tuple[str, ...] = ()
+    tables: tuple[tuple[str, int | None, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,12 @@ class MigrationOutcome:
             "ok": self.ok,
             "executed": self.executed,
             "error": self.error,
+            "locks": [{"relation": relation, "mode": mode} for relation, mode in self.locks],
+            "rewrites": list(self.rewrites),
+            "tables": [
+                {"relation": relation, "rows": rows, "bytes": size}
+                for relation, rows, size in self.tables
+            ],
         }
 
 

@@ -454,3 +454,21 @@ def test_a_failed_single_transaction_apply_reports_nothing_applied(project: Proj
         mg.apply(single_transaction=True)
     assert failed.value.result.ids == ()  # type: ignore[attr-defined]
     assert project.tables() == set()
+
+
+def test_a_dry_run_reports_the_locks_the_cli_json_reports(project: Project) -> None:
+    project.add_table("0001")
+    Migretti(config=project.root / "mg.yaml").apply()
+    project.add("0002", "add_c", "ALTER TABLE t_0001 ADD COLUMN c int;")
+
+    (outcome,) = Migretti(config=project.root / "mg.yaml").apply(dry_run=True).migrations
+
+    assert ("public.t_0001", "AccessExclusiveLock") in outcome.locks
+    assert outcome.rewrites == ()
+    assert [relation for relation, _rows, _size in outcome.tables] == ["public.t_0001"]
+    cli = project.mg("apply", "--dry-run", "--format", "json", "--no-lint")
+    (document,) = json.loads(cli.stdout)["migrations"]
+    api = outcome.as_dict()
+    assert {key: api[key] for key in ("locks", "rewrites", "tables")} == {
+        key: document[key] for key in ("locks", "rewrites", "tables")
+    }
