@@ -1007,8 +1007,17 @@ def run_plan(
             hooks.after_migration(session, result)
 
     if plan.single_transaction:
-        with hooks.transaction(session, conn):
-            walk()
+        try:
+            with hooks.transaction(session, conn):
+                walk()
+        except MgError as exc:
+            if results:  # already reported as applied, now rolled back with the plan
+                undone = (
+                    f"with --single-transaction the whole plan was rolled back: the "
+                    f"{len(results)} migration(s) reported applied before it are not applied"
+                )
+                exc.hint = f"{exc.hint}; {undone}" if exc.hint else undone
+            raise
     else:
         walk()
     return results

@@ -117,6 +117,8 @@ def test_single_transaction_applies_all_or_nothing(project: Project) -> None:
     project.add("0003", "broken", "CREATE TABLE t_0003 (id int);\nSELECT 1/0;")
     failed = project.mg("apply", "--single-transaction")
     assert failed.returncode == 1, failed.stderr
+    # 0001 and 0002 were shown as applied while the plan ran: the error takes it back
+    assert "the 2 migration(s) reported applied before it are not applied" in failed.stderr
     assert project.tables() == set()
     assert project.statuses() == {}
 
