@@ -560,7 +560,7 @@ class Migretti:
             problems=tuple(counts["problems"]),
             ok=bool(counts["ok"]),
             baseline=int(counts.get("baseline", 0)),
-            invalid_indexes=tuple(invalid),
+            invalid_indexes=tuple(MappingProxyType(dict(index)) for index in invalid),
         )
 
     def list(self) -> tuple[MigrationRow, ...]:

@@ -133,7 +133,7 @@ class StatusResult:
     problems: tuple[str, ...] = ()
     ok: bool = True
     baseline: int = 0
-    invalid_indexes: tuple[dict[str, str], ...] = ()
+    invalid_indexes: tuple[Mapping[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -472,3 +472,23 @@ def test_a_dry_run_reports_the_locks_the_cli_json_reports(project: Project) -> N
     assert {key: api[key] for key in ("locks", "rewrites", "tables")} == {
         key: document[key] for key in ("locks", "rewrites", "tables")
     }
+
+
+def test_status_lists_invalid_indexes_read_only(project: Project) -> None:
+    project.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (1)")
+    project.add(
+        "001", "unique", "CREATE UNIQUE INDEX CONCURRENTLY t_id ON t (id);", no_transaction=True
+    )
+    assert project.mg("apply").returncode == 1
+
+    status = Migretti(config=project.root / "mg.yaml").status()
+
+    (index,) = status.invalid_indexes
+    assert dict(index) == {
+        "index": "public.t_id",
+        "table": "public.t",
+        "drop": "DROP INDEX CONCURRENTLY public.t_id;",
+    }
+    assert status.as_dict()["invalid_indexes"] == cli_json(project, "status")["invalid_indexes"]
+    with pytest.raises(TypeError):
+        index["drop"] = "DROP TABLE t;"  # type: ignore[index]
