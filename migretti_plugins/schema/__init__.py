@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from migretti_core import hookimpl
-from migretti_core.types import MigrationResult, Plan, Session
+from migretti_core.types import Session
 
 __all__ = ["schema_dump"]
 
@@ -73,7 +72,7 @@ def _rewrite(session: Session, what: str) -> None:
     except (MgError, OSError) as exc:
         reason = exc.message if isinstance(exc, MgError) else f"{exc.strerror or exc}"
         raise HookFailed(
-            f"the {what} is committed, but the schema file {shown} was not rewritten: {reason}",
+            f"mg {what} is committed, but the schema file {shown} was not rewritten: {reason}",
             hint="fix the cause and run `mg schema dump -o " + shown + "`",
         ) from None
     engine.report(session, "schema.written", "debug", f"wrote {shown}", path=str(path))
@@ -84,39 +83,19 @@ def mg_config_sections() -> list[str]:
     return ["schema", "schema_file"]
 
 
-@hookimpl
-def mg_after_apply(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
-    _rewrite(session, "apply")
+# Commands that change the schema or the history; seed changes data, squash only files.
+_FOLLOWED = frozenset({"apply", "migrate", "up", "down", "rollback", "fix", "baseline"})
 
 
 @hookimpl
-def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationResult]) -> None:
-    _rewrite(session, "rollback")
+def mg_after_command(session: Session, command: str) -> None:
+    if command in _FOLLOWED:
+        _rewrite(session, command)
 
 
 @hookimpl
 def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(schema_group)
-    _follow_fix(cli)
-
-
-def _follow_fix(cli: click.Group) -> None:
-    """``mg fix`` fires no lifecycle hook, so its command is wrapped: after it succeeded,
-    the schema file is rewritten as after apply and rollback."""
-    command = cli.commands.get("fix")
-    original = command.callback if command is not None else None
-    if command is None or original is None:
-        return
-
-    def callback(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        from migretti_core.cli import app_of
-
-        app = app_of(click.get_current_context())
-        _rewrite(app.session("fix"), "fix")
-        return result
-
-    command.callback = callback
 
 
 @click.group("schema")
