@@ -134,5 +134,9 @@ def test_a_whole_apply_is_traced_in_call_order(tmp_path: Path, database_url: str
     after_apply = [
         plugins for hook, plugins, _ in traces(result.stderr) if hook == "mg_after_apply"
     ]
-    assert after_apply == [["notifier", "schema", "shellhooks"]]
+    assert after_apply == [["notifier", "shellhooks"]]
+    after_command = [
+        plugins for hook, plugins, _ in traces(result.stderr) if hook == "mg_after_command"
+    ]
+    assert len(after_command) == 1 and "schema" in after_command[0]
     assert "applied 0001 users" in result.stdout
