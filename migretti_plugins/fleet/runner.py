@@ -317,11 +317,14 @@ class FleetRun:
             return queue.pop(0)
 
     def _work(self, queue: list[int]) -> None:
-        while True:
-            index = self._next(queue)
-            if index is None:
-                return
-            self._run_one(index)
+        try:
+            while True:
+                index = self._next(queue)
+                if index is None:
+                    return
+                self._run_one(index)
+        except KeyboardInterrupt:  # Ctrl-C's interrupt landed after the member's own unwinding
+            return
 
     def _run_one(self, index: int) -> None:
         outcome = self.outcomes[index]
