@@ -111,3 +111,11 @@ def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: P
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
     assert project.mg("status", "--exit-code").returncode == 0
     assert not os.path.isdir(project.root / "blocker")
+
+
+def test_baseline_rewrites_the_schema_file(project: Project) -> None:
+    project.configure(extra="schema_file: db/schema.sql\n")
+    project.sql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+    assert project.mg("baseline", "0001").returncode == 0
+    text = (project.root / "db" / "schema.sql").read_text()
+    assert "CREATE TABLE public.users" in text and "'0001'" in text and "'0002'" not in text
