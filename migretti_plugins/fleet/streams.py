@@ -2,8 +2,9 @@
 
 While a fleet runs, ``sys.stdout`` and ``sys.stderr`` are routers: a write from a member's
 thread goes to that member's sink, which passes on whole lines only, prefixed with the
-member's name, under one lock; any other thread writes through as before. A member never
-sees a terminal (no live progress line redrawn by several threads at once).
+member's name, under one lock; any other thread's writes pass on as whole lines too
+(print() writes a line and its newline apart, and no member's line may land between them).
+A member never sees a terminal (no live progress line redrawn by several threads at once).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import TextIO
 
 _local = threading.local()
 _write_lock = threading.Lock()
+# Unfinished lines of threads that are not running a member, by (thread, stream): print()
+# writes a line and its newline separately, and a member's line must never land between them.
+_pending: dict[tuple[int, str], str] = {}
 
 
 class Sink:
@@ -77,13 +81,30 @@ class Router(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         sink: Sink | None = getattr(_local, "sink", None)
         if sink is None:
+            key = (threading.get_ident(), self.which)
             with _write_lock:
-                return self.real.write(text)
+                head, newline, rest = (_pending.pop(key, "") + text).rpartition("\n")
+                if rest:
+                    _pending[key] = rest
+                if newline:
+                    self.real.write(head + newline)
+            return len(text)
         sink.write(self.which, text, self.real)
         return len(text)
 
     def flush(self) -> None:
         if getattr(_local, "sink", None) is None:
+            with _write_lock:
+                rest = _pending.pop((threading.get_ident(), self.which), "")
+                if rest:
+                    self.real.write(rest)
+                self.real.flush()
+
+    def drain(self) -> None:
+        """Write every thread's unfinished line: the run is over."""
+        with _write_lock:
+            for key in [key for key in _pending if key[1] == self.which]:
+                self.real.write(_pending.pop(key))
             self.real.flush()
 
     def isatty(self) -> bool:
@@ -99,11 +120,13 @@ class Router(io.TextIOBase):
 def routed() -> Iterator[dict[str, TextIO]]:
     """Install the routers for the duration of a fleet run; yields the real streams."""
     real = {"stdout": sys.stdout, "stderr": sys.stderr}
-    sys.stdout = Router(real["stdout"], "stdout")
-    sys.stderr = Router(real["stderr"], "stderr")
+    routers = [Router(real["stdout"], "stdout"), Router(real["stderr"], "stderr")]
+    sys.stdout, sys.stderr = routers
     try:
         yield real
     finally:
+        for router in routers:
+            router.drain()
         sys.stdout, sys.stderr = real["stdout"], real["stderr"]
 
 
