@@ -21,13 +21,14 @@ import dataclasses
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migretti_core.errors import ConfigError, DatabaseError
 from migretti_core.types import Session
+from migretti_plugins.postgres import is_embedded
 
 PREFIX = "mg_scratch"
 NO_SERVER = (
@@ -44,14 +45,6 @@ class Scratch:
     session: Session
     where: str
     server_version: int
-
-
-def _is_embedded(database: Mapping[str, Any]) -> bool:
-    flag = database.get("embedded")
-    if isinstance(flag, str):
-        flag = flag.strip().lower() in ("1", "true", "yes", "on")
-    url = database.get("url")
-    return bool(flag) or (isinstance(url, str) and url.strip().lower().startswith("embedded:"))
 
 
 def _connect(conninfo: str) -> Any:
@@ -94,7 +87,7 @@ def scratch_database(session: Session, url: str | None = None) -> Iterator[Scrat
         if url:
             _remember_password(session, url)
             admin, where = url, "the server of check.database_url"
-        elif _is_embedded(session.config.database):
+        elif is_embedded(session.config.database):
             params = dict(session.hooks.connection_params(session))
             params["dbname"] = "postgres"
             from psycopg.conninfo import make_conninfo

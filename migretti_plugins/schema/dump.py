@@ -19,13 +19,13 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migretti_core.errors import ConfigError, DatabaseError
 from migretti_core.types import Session
+from migretti_plugins.postgres import is_embedded
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _DROP_LINE = re.compile(
@@ -44,14 +44,6 @@ class PgDump:
     path: Path
     major: int
     version: str
-
-
-def _is_embedded(database: Mapping[str, Any]) -> bool:
-    flag = database.get("embedded")
-    if isinstance(flag, str):
-        flag = flag.strip().lower() in ("1", "true", "yes", "on")
-    url = database.get("url")
-    return bool(flag) or (isinstance(url, str) and url.strip().lower().startswith("embedded:"))
 
 
 def _embedded_pg_dump() -> Path | None:
@@ -81,7 +73,7 @@ def probe(path: Path) -> PgDump | None:
 
 def find_pg_dump(session: Session, server_major: int, explicit: str | None) -> PgDump:
     """A pg_dump of the server's major version, or a ``ConfigError`` naming both versions."""
-    if _is_embedded(session.config.database):
+    if is_embedded(session.config.database):
         path = _embedded_pg_dump()
         if path is None:
             raise ConfigError(
