@@ -36,7 +36,7 @@ def server_url(tmp: Path) -> tuple[str, Callable[[], None]]:
     url = os.environ.get("MG_BENCH_DATABASE_URL")
     if url:
         return url, lambda: None
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     server = EmbeddedServer(tmp / "pgdata")
     server.start()
@@ -44,7 +44,7 @@ def server_url(tmp: Path) -> tuple[str, Callable[[], None]]:
 
 
 def psql_path() -> str:
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     embedded = EmbeddedServer.bin_dir() / "psql"
     return str(embedded) if embedded.exists() else (shutil.which("psql") or "psql")

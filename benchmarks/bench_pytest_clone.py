@@ -121,7 +121,7 @@ def server_url() -> Iterator[str]:
     if external:
         yield external
         return
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     base = Path(tempfile.mkdtemp(prefix="mg-bench-pg-"))
     base.chmod(0o711)

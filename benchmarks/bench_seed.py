@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from migretti_core.errors import ConfigError  # noqa: E402
 from migretti_core.testing import fresh_database  # noqa: E402
-from migretti_plugins.embedded_server import EmbeddedServer  # noqa: E402
+from migretti_plugins.embedded.server import EmbeddedServer  # noqa: E402
 
 URL_ENV = "MG_BENCH_DATABASE_URL"
 TABLE = "bench_items"

@@ -102,7 +102,7 @@ def new_mg() -> Tool:
 
 
 def psql_path() -> str:
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     return str(EmbeddedServer.bin_dir() / "psql")
 
@@ -212,7 +212,7 @@ def server(tmp: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     pg = EmbeddedServer(tmp / "pgdata")
     pg.start()

@@ -147,7 +147,7 @@ def _configured_url(config: pytest.Config) -> str | None:
 def _embedded() -> Iterator[str]:
     """An embedded server: private to this run, or shared by its pytest-xdist workers."""
     from migretti_core.errors import ConfigError
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     try:
         EmbeddedServer.bin_dir()

@@ -137,7 +137,7 @@ def make_config(
     import dataclasses
 
     from migretti_core.types import ConfigRequest
-    from migretti_plugins.yamlconfig import PROTECTED_NAMES, build_config, parse_text
+    from migretti_plugins.config.loader import PROTECTED_NAMES, build_config, parse_text
 
     root = Path(os.path.abspath(root))
     data = dict(settings or {})
@@ -391,7 +391,7 @@ def postgres_server(workdir: Path | str | None = None) -> Iterator[str]:
     if external:
         yield external
         return
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     EmbeddedServer.bin_dir()  # fail early, with the install hint, when the extra is missing
     with contextlib.ExitStack() as stack:

@@ -162,7 +162,7 @@ def build(
     new_id: str | None = None,
 ) -> Squashed:
     """Render and self-check the squashed migration without touching any file."""
-    from migretti_plugins.sqlfile import FILENAME_RE, parse_migration, slugify
+    from migretti_plugins.files.parse import FILENAME_RE, parse_migration, slugify
 
     if new_id is None:
         from ulid import ULID

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from migretti_core.testing import fresh_database
-from migretti_plugins.embedded_server import EmbeddedServer
+from migretti_plugins.embedded.server import EmbeddedServer
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
 

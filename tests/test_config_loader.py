@@ -11,7 +11,7 @@ import pytest
 from migretti_core.errors import ConfigError
 from migretti_core.redact import redact_text, redact_url
 from migretti_core.types import DEFAULT_LOCK_ID, Config, ConfigRequest
-from migretti_plugins.yamlconfig import load_config, parse_duration
+from migretti_plugins.config.loader import load_config, parse_duration
 
 
 def load(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from migretti_plugins.embedded_server import EmbeddedServer
+from migretti_plugins.embedded.server import EmbeddedServer
 
 MG = Path(sys.executable).with_name("mg")
 TIMEOUT = 300

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from migretti_plugins.embedded_server import EmbeddedServer
+from migretti_plugins.embedded.server import EmbeddedServer
 from tests.clihelp import run_mg
 
 # A commented line holding a YAML key (prose starts with a capital or has spaces before ":").

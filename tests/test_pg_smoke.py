@@ -14,7 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 import migretti_plugins
 from migretti_core.errors import ConfigError, DatabaseError
-from migretti_plugins.embedded_server import EmbeddedServer
+from migretti_plugins.embedded.server import EmbeddedServer
 
 REPO_ROOT = Path(migretti_plugins.__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def _start_in_subprocess(datadir: Path) -> subprocess.Popen[str]:
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from migretti_plugins.embedded_server import EmbeddedServer\n"
+        "from migretti_plugins.embedded.server import EmbeddedServer\n"
         "s = EmbeddedServer(Path(sys.argv[1]), durable=False)\n"
         "s.start()\n"
         "print(json.dumps({'pid': s.pid(), 'url': s.url()}))\n"

@@ -79,7 +79,7 @@ def test_all_builtins() -> None:
 
 
 def test_make_migration_matches_what_the_parser_reads(tmp_path: Path) -> None:
-    from migretti_plugins.sqlfile import parse_migration
+    from migretti_plugins.files.parse import parse_migration
 
     made = make_migration("0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
     path = write_migration(tmp_path, "0001", "users", made.up_sql, made.down_sql)

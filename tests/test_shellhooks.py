@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from migretti_plugins.shellhooks import pg_environment
-from migretti_plugins.shellrun import run_command
+from migretti_plugins.shellhooks.runner import run_command
 
 MG = Path(sys.executable).parent / "mg"
 

@@ -15,8 +15,8 @@ from clihelp import assert_clean_error, run_mg, write
 
 from migretti_core.errors import UsageError
 from migretti_core.testing import fresh_database
-from migretti_plugins.sqlfile import parse_migration
-from migretti_plugins.sqlsplit import split_sql
+from migretti_plugins.files.parse import parse_migration
+from migretti_plugins.split.lexer import split_sql
 from migretti_plugins.squash import render, terminate
 
 # A function whose dollar-quoted body holds semicolons and a comment; a statement without

@@ -152,7 +152,7 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
 def _private_embedded_server(session: Session) -> Iterator[str]:
     """A throw-away embedded server (no fsync) in a temporary directory."""
     try:
-        from migretti_plugins.embedded_server import EmbeddedServer
+        from migretti_plugins.embedded.server import EmbeddedServer
 
         EmbeddedServer.bin_dir()
     except (ImportError, ConfigError):

@@ -126,7 +126,7 @@ def fleet_named(config: Config, name: str) -> FleetSettings:
 
 
 def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
-    from migretti_plugins.yamlconfig import _interpolate
+    from migretti_plugins.config.loader import _interpolate
 
     try:
         text = path.read_text(encoding="utf-8")

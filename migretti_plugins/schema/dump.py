@@ -48,7 +48,7 @@ class PgDump:
 
 def _embedded_pg_dump() -> Path | None:
     try:
-        from migretti_plugins.embedded_server import EmbeddedServer
+        from migretti_plugins.embedded.server import EmbeddedServer
 
         path = EmbeddedServer.bin_dir() / "pg_dump"
     except (ImportError, ConfigError):

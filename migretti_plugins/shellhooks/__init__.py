@@ -22,7 +22,7 @@ from migretti_core.errors import HookFailed
 from migretti_core.types import Level, Migration, MigrationResult, Plan, Session
 
 if TYPE_CHECKING:
-    from migretti_plugins.shellrun import Outcome
+    from migretti_plugins.shellhooks.runner import Outcome
 
 # libpq connection keywords and the environment variables libpq reads for them.
 PG_ENVIRONMENT = {
@@ -143,14 +143,14 @@ def run_hook(
         def on_line(line: str) -> None:
             report(session, "hook.output", "info", redact(line), **fields)
 
-        from migretti_plugins.shellrun import run_command
+        from migretti_plugins.shellhooks.runner import run_command
 
         outcome = run_command(
             command, cwd=str(session.config.root), env=env, timeout=timeout, on_line=on_line
         )
     except Exception as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        from migretti_plugins.shellrun import Outcome
+        from migretti_plugins.shellhooks.runner import Outcome
 
         outcome = Outcome(None, 0, error=f"could not be run: {session.hooks.redact(reason)}")
     if outcome.ok:
@@ -190,7 +190,7 @@ def _report_failure(
 def _check(session: Session, name: str, outcome: Outcome | None, consequence: str) -> None:
     if outcome is None or outcome.ok:
         return
-    from migretti_plugins.shellrun import format_seconds
+    from migretti_plugins.shellhooks.runner import format_seconds
 
     timeout = session.config.hook_timeout
     hint = (

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from migretti_core.types import Statement
-from migretti_plugins import sqlsplit
-from migretti_plugins.sqlsplit import find_transaction_refusals, split_sql, transaction_refusal
+from migretti_plugins.split import lexer
+from migretti_plugins.split.lexer import find_transaction_refusals, split_sql, transaction_refusal
 
 
 def texts(sql: str) -> list[str]:
@@ -602,6 +602,6 @@ def test_find_transaction_refusals_reports_lines() -> None:
     ],
 )
 def test_the_prefilter_only_clears_text_without_a_problem_word(sql: str, maybe: bool) -> None:
-    assert sqlsplit.may_have_transaction_problems(sql) is maybe
+    assert lexer.may_have_transaction_problems(sql) is maybe
     if not maybe:
-        assert sqlsplit.find_transaction_problems(sql) == []
+        assert lexer.find_transaction_problems(sql) == []

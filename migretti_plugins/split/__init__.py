@@ -13,7 +13,7 @@ from migretti_core.types import Migration, Statement
 
 @hookimpl(trylast=True)
 def mg_split_statements(sql: str) -> list[Statement]:
-    from migretti_plugins.sqlsplit import split_sql
+    from migretti_plugins.split.lexer import split_sql
 
     return split_sql(sql)
 
@@ -24,7 +24,7 @@ def mg_validate_migration(migration: Migration) -> list[str]:
     and transaction control (BEGIN, COMMIT, ...) that would break the migration's atomicity."""
     if not migration.transactional:
         return []
-    from migretti_plugins.sqlsplit import find_transaction_problems
+    from migretti_plugins.split.lexer import find_transaction_problems
 
     problems: list[str] = []
     sections = [(migration.up_sql, migration.up_line)]

@@ -14,7 +14,7 @@ from migretti_core.types import Config, Migration
 
 @hookimpl(trylast=True)
 def mg_discover_migrations(config: Config) -> list[Path]:
-    from migretti_plugins.sqlfile import discover
+    from migretti_plugins.files.parse import discover
 
     directory = config.migrations_dir
     if (
@@ -56,7 +56,7 @@ def _missing_directory(config: Config, directory: Path) -> str:
 def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
     if path.suffix != ".sql":
         return None
-    from migretti_plugins.sqlfile import parse_migration
+    from migretti_plugins.files.parse import parse_migration
 
     migration = parse_migration(path, raw)
     if raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw:
@@ -71,7 +71,7 @@ def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
 def mg_create_migration(
     config: Config, title: str, up_sql: str, down_sql: str, transactional: bool
 ) -> Path:
-    from migretti_plugins.sqlfile import create_migration_file
+    from migretti_plugins.files.parse import create_migration_file
 
     return create_migration_file(
         config.migrations_dir, title, up=up_sql, down=down_sql, transactional=transactional

@@ -33,7 +33,7 @@ from migretti_core.errors import EXIT_BLOCKED, ConfigError, DatabaseError
 from migretti_core.types import Config, Session, Target
 
 if TYPE_CHECKING:
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
 URL_SCHEME = "embedded:"
 DEFAULT_DATA_DIR = Path(".mg") / "pgdata"
@@ -51,7 +51,7 @@ class EmbeddedTarget:
     dbname: str = DEFAULT_DBNAME
 
     def server(self) -> EmbeddedServer:
-        from migretti_plugins.embedded_server import EmbeddedServer
+        from migretti_plugins.embedded.server import EmbeddedServer
 
         return EmbeddedServer(self.data_dir)
 
@@ -133,7 +133,7 @@ def client_bin_dir(config: Config) -> Path | None:
     try:
         if embedded_target(config) is None:
             return None
-        from migretti_plugins.embedded_server import EmbeddedServer
+        from migretti_plugins.embedded.server import EmbeddedServer
 
         return EmbeddedServer.bin_dir()
     except ConfigError:
@@ -200,7 +200,7 @@ def mg_describe_target(session: Session) -> Target | None:
     try:
         info = server.conninfo(target.dbname)
     except DatabaseError:
-        from migretti_plugins.embedded_server import SUPERUSER
+        from migretti_plugins.embedded.server import SUPERUSER
 
         return Target(str(server.datadir), None, target.dbname, SUPERUSER)
     return Target(info["host"], info["port"], info["dbname"], info["user"])
@@ -354,7 +354,7 @@ def db_psql(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
     import os
     import sys
 
-    from migretti_plugins.embedded_server import EmbeddedServer
+    from migretti_plugins.embedded.server import EmbeddedServer
 
     session, target = _session_and_target(ctx, "db psql")
     server = ensure_running(session, target)

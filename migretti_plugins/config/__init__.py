@@ -8,6 +8,6 @@ from migretti_core.types import Config, ConfigRequest
 
 @hookimpl(trylast=True)
 def mg_load_config(request: ConfigRequest) -> Config:
-    from migretti_plugins.yamlconfig import load_config
+    from migretti_plugins.config.loader import load_config
 
     return load_config(request)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from migretti_core.errors import MigrationFileError, UsageError
-from migretti_plugins.sqlfile import (
+from migretti_plugins.files.parse import (
     FILENAME_RE,
     checksum,
     create_migration_file,
@@ -400,11 +400,11 @@ def test_create_keeps_a_multiline_title_in_the_header(tmp_path: Path) -> None:
 def test_create_never_overwrites_a_file_that_appears_concurrently(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import migretti_plugins.sqlfile as sqlfile
+    import migretti_plugins.files.parse as parse
 
     # Another `mg create` wins the race after the id check: the write must still not clobber it.
     path = write(tmp_path, "01ABC_first.sql", "-- migrate: up\nSELECT 1;\n")
-    monkeypatch.setattr(sqlfile, "discover", lambda directory: [])
+    monkeypatch.setattr(parse, "discover", lambda directory: [])
     with pytest.raises(UsageError, match="not overwriting"):
         create_migration_file(tmp_path, "first", id="01ABC")
     assert path.read_text() == "-- migrate: up\nSELECT 1;\n"
