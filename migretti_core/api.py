@@ -19,16 +19,6 @@ from migretti_core.cli import (
     parse_lock_timeout,
 )
 from migretti_core.durations import parse_duration
-from migretti_core.engine import (
-    confirm,
-    connected,
-    current_state,
-    display_path,
-    load_migrations,
-    locked,
-    read_state,
-    report,
-)
 from migretti_core.errors import (
     EXIT_ABORTED,
     EXIT_BLOCKED,
@@ -51,6 +41,9 @@ from migretti_core.errors import (
     UsageError,
 )
 from migretti_core.hooks import Hooks
+from migretti_core.planning import load_migrations
+from migretti_core.reporting import display_path, report
+from migretti_core.running import confirm, connected, locked, read_state
 from migretti_core.settings import FrozenDict, FrozenList, Key, Section, plugin_settings
 from migretti_core.state import State
 from migretti_core.types import (
@@ -72,6 +65,7 @@ from migretti_core.types import (
     Statement,
     Target,
 )
+from migretti_core.views import current_state
 
 __all__ = [
     "EXIT_ABORTED",

@@ -220,7 +220,7 @@ def _seconds(value: float | str | None) -> float | None:
 
 
 def engine_line(finding: LintFinding) -> str:
-    from migretti_core.engine import display_path
+    from migretti_core.reporting import display_path
 
     return (
         f"{display_path(finding.path)}:{finding.line}:{finding.column}: "
@@ -237,7 +237,7 @@ def _history_row(entry: HistoryEntry | None) -> HistoryRow | None:
 
 
 def _outcome(result: MigrationResult) -> MigrationOutcome:
-    from migretti_core.engine import display_path
+    from migretti_core.reporting import display_path
 
     migration = result.migration
     report = result.locks
@@ -410,9 +410,9 @@ class Migretti:
         confirm: bool = False,
     ) -> RunResult:
         """Apply every pending migration (up to and including ``to``), like ``mg apply``."""
-        from migretti_core import engine
+        from migretti_core import planning, running
 
-        request = engine.ApplyRequest(
+        request = planning.ApplyRequest(
             to=to,
             allow_out_of_order=allow_out_of_order,
             verify=verify,
@@ -423,7 +423,7 @@ class Migretti:
             "up",
             dry_run,
             confirm,
-            lambda session: engine.apply(session, request),
+            lambda session: running.apply(session, request),
             atomic=single_transaction,
         )
 
@@ -436,11 +436,13 @@ class Migretti:
         confirm: bool = False,
     ) -> RunResult:
         """Apply the next pending migration, like ``mg up``."""
-        from migretti_core import engine
+        from migretti_core import planning, running
 
-        request = engine.ApplyRequest(limit=1, allow_out_of_order=allow_out_of_order, verify=verify)
+        request = planning.ApplyRequest(
+            limit=1, allow_out_of_order=allow_out_of_order, verify=verify
+        )
         return self._run(
-            "up", "up", dry_run, confirm, lambda session: engine.apply(session, request)
+            "up", "up", dry_run, confirm, lambda session: running.apply(session, request)
         )
 
     def down(
@@ -479,24 +481,24 @@ class Migretti:
         verify: bool,
         confirm: bool,
     ) -> RunResult:
-        from migretti_core import engine
+        from migretti_core import planning, running
 
-        request = engine.RollbackRequest(
+        request = planning.RollbackRequest(
             count=count, to=to, allow_missing_down=allow_missing_down, verify=verify
         )
         return self._run(
-            command, "down", dry_run, confirm, lambda session: engine.rollback(session, request)
+            command, "down", dry_run, confirm, lambda session: running.rollback(session, request)
         )
 
     def fix(self, id: str, applied: bool = True, *, confirm: bool = False) -> FixResult:
         """Resolve a failed or running migration: ``applied=True`` is ``mg fix ID --applied``
         (you completed it by hand), ``applied=False`` is ``--remove`` (you undid it)."""
-        from migretti_core import engine
+        from migretti_core import running
 
         mode = "applied" if applied else "remove"
         with self._lock:
             session = self._session("fix", confirm=confirm)
-            engine.fix(session, id, mode)
+            running.fix(session, id, mode)
             fixed = [e for e in self._api.events if e.name == "migration.fixed"]
         ident = str(fixed[-1].fields.get("migration_id", id)) if fixed else id
         return FixResult(ident, "applied" if applied else "removed")
@@ -545,12 +547,12 @@ class Migretti:
 
     def status(self) -> StatusResult:
         """Counts, head and every problem, like ``mg status``; never changes the database."""
-        from migretti_core import engine
+        from migretti_core import views
 
         with self._lock:
             session = self._session("status")
-            state, invalid = engine.current_status(session)
-        counts = engine.status_data(state, session.hooks.redact)
+            state, invalid = views.current_status(session)
+        counts = views.status_data(state, session.hooks.redact)
         return StatusResult(
             applied=len(state.applied),
             pending=len(state.pending),
@@ -565,10 +567,10 @@ class Migretti:
 
     def list(self) -> tuple[MigrationRow, ...]:
         """Every migration, from files and history together, like ``mg list``."""
-        from migretti_core import engine
+        from migretti_core import views
 
         with self._lock:
-            state = engine.current_state(self._session("list"))
+            state = views.current_state(self._session("list"))
         return tuple(
             MigrationRow(
                 row.id,
@@ -583,10 +585,10 @@ class Migretti:
 
     def head(self) -> HistoryRow | None:
         """The last applied migration, like ``mg head``; None before the first."""
-        from migretti_core import engine
+        from migretti_core import views
 
         with self._lock:
-            state = engine.current_state(self._session("head"))
+            state = views.current_state(self._session("head"))
         return _history_row(state.head)
 
     def verify(self, *, raise_on_mismatch: bool = True) -> VerifyResult:
@@ -595,11 +597,11 @@ class Migretti:
         A mismatch or a missing file raises ``StateError`` (exit code 3, as ``mg verify``
         exits) carrying the result as ``.result``; ``raise_on_mismatch=False`` returns it.
         """
-        from migretti_core import engine
+        from migretti_core import views
 
         with self._lock:
-            state = engine.current_state(self._session("verify"))
-        data = engine.verify_data(state)
+            state = views.current_state(self._session("verify"))
+        data = views.verify_data(state)
         result = VerifyResult(
             ok=bool(data["ok"]),
             checked=int(data["checked"]),

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from migretti_core import engine
+from migretti_core import planning, reporting, running, views
 from migretti_core.cli import (
     app_of,
     complete_ids,
@@ -86,7 +86,7 @@ def create(ctx: click.Context, name: str, up_sql: str, down_sql: str, no_transac
     path = app.hooks.create_migration(
         config, name, up_sql, down_sql, transactional=not no_transaction
     )
-    click.echo(engine.display_path(path))
+    click.echo(reporting.display_path(path))
 
 
 def _refuse_nested_migrations_dir(config: Config) -> None:
@@ -182,11 +182,11 @@ def _apply(
     *,
     dry_run: bool,
     lock_timeout: str | None,
-    request: engine.ApplyRequest,
+    request: planning.ApplyRequest,
     command: str,
     lint: bool = True,
 ) -> int:
-    return engine.apply(_session(ctx, command, dry_run, lock_timeout, lint), request)
+    return running.apply(_session(ctx, command, dry_run, lock_timeout, lint), request)
 
 
 def _rollback(
@@ -194,10 +194,10 @@ def _rollback(
     *,
     dry_run: bool,
     lock_timeout: str | None,
-    request: engine.RollbackRequest,
+    request: planning.RollbackRequest,
     command: str,
 ) -> int:
-    return engine.rollback(_session(ctx, command, dry_run, lock_timeout), request)
+    return running.rollback(_session(ctx, command, dry_run, lock_timeout), request)
 
 
 @click.command()
@@ -230,7 +230,7 @@ def apply(
     no_lint: bool,
 ) -> int:
     """Apply all pending migrations."""
-    request = engine.ApplyRequest(
+    request = planning.ApplyRequest(
         to=to,
         allow_out_of_order=allow_out_of_order,
         verify=not no_verify,
@@ -273,7 +273,7 @@ def up(
     no_lint: bool,
 ) -> int:
     """Apply the next pending migration."""
-    request = engine.ApplyRequest(
+    request = planning.ApplyRequest(
         limit=1, allow_out_of_order=allow_out_of_order, verify=not no_verify
     )
     return _apply(
@@ -303,7 +303,7 @@ def down(
     lock_timeout: str | None,
 ) -> int:
     """Roll back the last applied migration."""
-    request = engine.RollbackRequest(
+    request = planning.RollbackRequest(
         count=1, allow_missing_down=allow_missing_down, verify=not no_verify
     )
     return _rollback(
@@ -343,7 +343,7 @@ def rollback(
     """
     if count is not None and to is not None:
         raise UsageError("give either COUNT or --to, not both")
-    request = engine.RollbackRequest(
+    request = planning.RollbackRequest(
         count=count if count is not None else 1,
         to=to,
         allow_missing_down=allow_missing_down,
@@ -365,8 +365,8 @@ def rollback(
 def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     """Counts, current head, every problem and invalid indexes left on the target."""
     app = app_of(ctx)
-    state, invalid = engine.current_status(app.session("status"))
-    data = engine.status_data(state, app.hooks.redact)
+    state, invalid = views.current_status(app.session("status"))
+    data = views.status_data(state, app.hooks.redact)
     data["invalid_indexes"] = invalid
     _emit(ctx, "status", data, fmt)
     return EXIT_BLOCKED if exit_code and not data["ok"] else 0
@@ -377,7 +377,7 @@ def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
 @click.pass_context
 def list_(ctx: click.Context, fmt: str) -> None:
     """Every migration, from files and history together."""
-    state = engine.current_state(app_of(ctx).session("list"))
+    state = views.current_state(app_of(ctx).session("list"))
     _emit(ctx, "list", [row.as_dict() for row in state.rows()], fmt)
 
 
@@ -386,8 +386,8 @@ def list_(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def head(ctx: click.Context, fmt: str) -> None:
     """The last applied migration."""
-    state = engine.current_state(app_of(ctx).session("head"))
-    _emit(ctx, "head", engine.entry_dict(state.head), fmt)
+    state = views.current_state(app_of(ctx).session("head"))
+    _emit(ctx, "head", views.entry_dict(state.head), fmt)
 
 
 @click.command()
@@ -398,8 +398,8 @@ def verify(ctx: click.Context, fmt: str) -> int:
 
     Exits 3 when a file changed since it was applied or is missing.
     """
-    state = engine.current_state(app_of(ctx).session("verify"))
-    data = engine.verify_data(state)
+    state = views.current_state(app_of(ctx).session("verify"))
+    data = views.verify_data(state)
     _emit(ctx, "verify", data, fmt)
     return 0 if data["ok"] else EXIT_BLOCKED
 
@@ -419,7 +419,7 @@ def fix(ctx: click.Context, migration_id: str, mode: str | None, lock_timeout: s
         raise UsageError("say how it was resolved: --applied or --remove")
     app = app_of(ctx)
     session = app.session("fix", lock_timeout=parse_lock_timeout(lock_timeout))
-    return engine.fix(session, migration_id, mode)
+    return running.fix(session, migration_id, mode)
 
 
 @click.command()

@@ -1,1592 +1,221 @@
-"""The engine: turns apply / rollback / fix into a plan and walks it by calling hooks only.
-
-Nothing here knows PostgreSQL, SQL files or YAML; that is the plugins' business. The rules
-of applying and rolling back live here: validate everything before the first change,
-recompute the plan once the lock is held, keep a transactional migration and its history row
-in one transaction, and leave an honest ``running`` or ``failed`` row behind a no-transaction
-migration.
-"""
+"""Compatibility names: the engine is split into ``planning``, ``running``, ``views`` and
+``reporting`` (docs/design.md). Import from those modules; this one goes away."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from migretti_core.errors import (
-    Aborted,
-    DatabaseError,
-    Interrupted,
-    MgError,
-    MigrationFailed,
-    MigrationFileError,
-    SqlError,
-    StateError,
-    Terminated,
-    UsageError,
+from migretti_core.planning import (
+    CHECKSUM_HINT as CHECKSUM_HINT,
 )
-from migretti_core.resolve import resolve_id
-from migretti_core.state import State, checksum_matches, order_history
-from migretti_core.types import (
-    Action,
-    Direction,
-    Event,
-    HistoryChange,
-    HistoryEntry,
-    Level,
-    LintFinding,
-    LintRequest,
-    LockReport,
-    Migration,
-    MigrationResult,
-    Plan,
-    Session,
-    Statement,
+from migretti_core.planning import (
+    FIX_HINT as FIX_HINT,
 )
-
-FIX_HINT = (
-    "resolve it with `mg fix {id} --applied` if you completed it by hand, "
-    "or `mg fix {id} --remove` if you undid it"
+from migretti_core.planning import (
+    ApplyRequest as ApplyRequest,
 )
-
-CHECKSUM_HINT = (
-    "restore the file; or, if the edit is right and the database already matches it, accept "
-    "it with `mg fix {id} --applied`; or pass --no-verify to {verb} anyway"
+from migretti_core.planning import (
+    RollbackRequest as RollbackRequest,
 )
-
-# --- reporting ---------------------------------------------------------------------------
-
-
-def report(session: Session, name: str, level: Level, message: str, **fields: Any) -> None:
-    """Emit an event with the run's common context (env, dry_run)."""
-    context: dict[str, Any] = {"env": session.config.env, "dry_run": session.options.dry_run}
-    context.update(fields)
-    session.hooks.report(session.options, Event(name, level, message, context))
-
-
-def display_path(path: Path) -> str:
-    """A path as short as it can be shown: relative to the working directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError, RuntimeError):  # not below, or a symbolic-link loop
-        return str(path)
-
-
-# --- loading -----------------------------------------------------------------------------
-
-
-def load_migrations(session: Session) -> list[Migration]:
-    """Parse every migration file, reporting all problems of the directory at once."""
-    hooks = session.hooks
-    problems: list[str] = []
-    migrations: list[Migration] = []
-    for path in hooks.discover_migrations(session.config):
-        try:
-            raw = _read_file(path)
-        except OSError as exc:
-            problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
-            continue
-        nul = nul_problem(path, raw)
-        if nul is not None:
-            problems.append(nul)
-            continue
-        try:
-            migrations.append(hooks.parse_migration(path, raw))
-        except MigrationFileError as exc:
-            problems.extend(_prefix_dir(path, p) for p in exc.problems)
-    seen: dict[str, Migration] = {}
-    for migration in sorted(migrations, key=lambda m: (m.id, m.filename)):
-        first = seen.get(migration.id)
-        if first is not None:
-            problems.append(
-                f"{display_path(migration.path)}:1: duplicate id {migration.id}: "
-                f"also used by {display_path(first.path)}"
-            )
-        else:
-            seen[migration.id] = migration
-    if problems:
-        raise MigrationFileError(problems)
-    return sorted(seen.values(), key=lambda m: m.id)
-
-
-def nul_problem(path: Path, raw: bytes) -> str | None:
-    """``file:line: ...`` when ``raw`` holds a NUL byte, else None.
-
-    libpq sends a query as a C string, so PostgreSQL would receive the text only up to the
-    NUL: a ``DELETE ... WHERE`` cut short deletes every row and the history statements
-    after it never arrive. Such a file is refused before anything runs.
-    """
-    at = raw.find(b"\0")
-    if at == -1:
-        return None
-    before = raw[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    line = before.count(b"\n") + 1
-    column = at - max(raw.rfind(b"\n", 0, at), raw.rfind(b"\r", 0, at))
-    hint = " (is the file UTF-16? save it as UTF-8)" if raw.count(b"\0") * 4 > len(raw) else ""
-    return (
-        f"{display_path(path)}:{line}: NUL character (byte 0) at column {column}; PostgreSQL "
-        f"cannot receive it and the SQL would be cut short there{hint}"
-    )
-
-
-def _read_file(path: Path) -> bytes:
-    """The file's bytes with plain system calls: with 10,000 files, buffered IO objects and
-    ``Path.read_bytes`` cost more than the reading itself."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _prefix_dir(path: Path, problem: str) -> str:
-    if problem.startswith(path.name + ":"):
-        return display_path(path.parent / problem)
-    return problem
-
-
-@contextmanager
-def connected(session: Session) -> Iterator[Any]:
-    conn = session.hooks.connect(session)
-    try:
-        yield conn
-    finally:
-        with suppress(Exception):
-            session.hooks.disconnect(session, conn)
-
-
-def read_state(session: Session, conn: Any, migrations: Sequence[Migration]) -> State:
-    history = order_history(session.hooks.history_read(session, conn))
-    return State(tuple(migrations), tuple(history))
-
-
-# --- checks shared by apply and rollback --------------------------------------------------
-
-
-def ensure_not_blocked(state: State) -> None:
-    blocking = state.blocking
-    if not blocking:
-        return
-    lines = []
-    for entry in blocking:
-        what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
-        detail = ""
-        if entry.failed_statement:
-            detail += f" at statement {entry.failed_statement}"
-        if entry.error:
-            detail += f": {entry.error}"
-        lines.append(f"migration {entry.id} ({entry.name}) {what}{detail}")
-    first = blocking[0].id
-    raise StateError(
-        "; ".join(lines) + "\n  " + FIX_HINT.format(id=first),
-        hint="nothing was changed",
-    )
-
-
-def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> None:
-    """Refuse when an applied migration's file no longer matches what ran."""
-    modified = state.modified
-    if steps is not None:
-        ids = {m.id for m in steps}
-        modified = [(m, e) for m, e in modified if m.id in ids]
-    if not modified:
-        return
-    names = ", ".join(display_path(m.path) for m, _ in modified)
-    raise StateError(
-        f"applied migration changed since it ran: {names}",
-        hint=CHECKSUM_HINT.format(id=modified[0][0].id, verb="go on"),
-    )
-
-
-def validate(
-    session: Session, steps: Sequence[Migration], done: set[tuple[str, str]] | None = None
-) -> None:
-    """Pre-flight checks; ``done`` remembers migrations already checked (by id and checksum)."""
-    problems: list[str] = []
-    for migration in steps:
-        key = (migration.id, migration.checksum)
-        if done is not None and key in done:
-            continue
-        found = session.hooks.validate_migration(session, migration)
-        problems.extend(found)
-        if done is not None and not found:
-            done.add(key)
-    if problems:
-        raise MigrationFileError(problems)
-
-
-# --- planning ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApplyRequest:
-    to: str | None = None
-    limit: int | None = None
-    allow_out_of_order: bool = False
-    verify: bool = True
-    single_transaction: bool = False
-
-
-@dataclass(frozen=True)
-class RollbackRequest:
-    count: int | None = 1
-    to: str | None = None
-    allow_missing_down: bool = False
-    verify: bool = True
-
-
-def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) -> Plan:
-    if check_blocked:
-        ensure_not_blocked(state)
-    if request.verify:
-        ensure_checksums(state)
-    pending = state.pending
-    if request.to is not None:
-        to = resolve_id(request.to, state.migrations, what="--to")
-        pending = [m for m in pending if m.id <= to]
-    if request.limit is not None:
-        pending = pending[: request.limit]
-    out_of_order = {m.id for m in state.out_of_order}
-    early = [m for m in pending if m.id in out_of_order]
-    if early and not request.allow_out_of_order:
-        raise StateError(
-            "pending migration sorts before the newest applied one ("
-            f"{state.newest_recorded_id}): " + ", ".join(display_path(m.path) for m in early),
-            hint="pass --allow-out-of-order to apply it anyway",
-        )
-    if request.single_transaction:
-        no_tx = [m for m in pending if not m.transactional]
-        if no_tx:
-            raise UsageError(
-                "--single-transaction cannot include no-transaction migrations: "
-                + ", ".join(display_path(m.path) for m in no_tx)
-            )
-    return Plan("up", tuple(pending), single_transaction=request.single_transaction)
-
-
-def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = True) -> Plan:
-    if check_blocked:
-        ensure_not_blocked(state)
-    applied = list(reversed(state.applied))
-    if request.to is not None:
-        ids = [e.id for e in applied]
-        to = resolve_id(request.to, state.migrations, state.history, what="--to")
-        if to not in ids:
-            raise UsageError(f"--to {request.to}: migration {to} is not applied")
-        chosen = applied[: ids.index(to)]
-    else:
-        count = request.count if request.count is not None else 1
-        if count < 1:
-            raise UsageError("the number of migrations to roll back must be at least 1")
-        chosen = applied[:count]
-    by_id = state.by_id
-    steps: list[Migration] = []
-    for entry in chosen:
-        migration = by_id.get(entry.id)
-        if migration is None:
-            raise StateError(
-                f"migration {entry.id} ({entry.name}) is applied but its file is gone, "
-                "so it cannot be rolled back",
-                hint="restore the file from version control",
-            )
-        if not migration.has_down and not request.allow_missing_down:
-            raise StateError(
-                f"{display_path(migration.path)} has no down section",
-                hint="pass --allow-missing-down to remove only its history row",
-            )
-        if request.verify and not checksum_matches(migration, entry):
-            raise StateError(
-                f"applied migration changed since it ran: {display_path(migration.path)}",
-                hint=CHECKSUM_HINT.format(id=migration.id, verb="roll back"),
-            )
-        steps.append(migration)
-    return Plan("down", tuple(steps))
-
-
-# --- execution ---------------------------------------------------------------------------
-
-
-def _line_of(sql: str, position: int | None, first_line: int) -> int:
-    if not position or position < 1:
-        return first_line
-    return first_line + sql[: position - 1].count("\n")
-
-
-_AT_OR_NEAR = ' at or near "'
-
-
-def one_line_quote(message: str) -> str:
-    """A server message whose quoted SQL ("at or near "...") runs over several lines, cut at
-    the end of the first: an unterminated quote or comment quotes everything after it."""
-    at = message.find(_AT_OR_NEAR)
-    if at == -1:
-        return message
-    newline = message.find("\n", at + len(_AT_OR_NEAR))
-    return message if newline == -1 else message[:newline].rstrip() + '..."'
-
-
-def sql_failure(
-    migration: Migration, exc: SqlError, sql: str, first_line: int, note: str | None = None
-) -> SqlError:
-    """The server's error placed in the migration file: names file, line and SQLSTATE."""
-    line = _line_of(sql, exc.position, first_line)
-    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-    message = one_line_quote(exc.server_message)
-    parts = [f"{display_path(migration.path)}:{line}: {message}{code}"]
-    if message.startswith("unterminated "):
-        note = note or (
-            "it is never closed, so everything after it was read as part of it; close it"
-        )
-    if exc.detail:
-        parts.append(f"  DETAIL: {exc.detail}")
-    if exc.hint:
-        parts.append(f"  HINT: {exc.hint}")
-    if exc.context:
-        parts.append(f"  CONTEXT: {exc.context}")
-    if note:
-        parts.append(f"  NOTE: {note}")
-    failure = SqlError(
-        exc.server_message,
-        sqlstate=exc.sqlstate,
-        detail=exc.detail,
-        position=exc.position,
-        context=exc.context,
-        file=display_path(migration.path),
-        line=line,
-        migration_id=migration.id,
-    )
-    failure.message = "\n".join(parts)
-    return failure
-
-
-_INVALID_INDEX_NOTE = (
-    "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
-    "drop it with DROP INDEX CONCURRENTLY before retrying"
+from migretti_core.planning import (
+    _prefix_dir as _prefix_dir,
 )
-
-
-@dataclass(frozen=True)
-class MigrationQuery:
-    """The one query a migration is sent as: the lock check, the migration's SQL, its record.
-
-    Kept in three parts, so a 20 MB migration is not copied to put them together, and so
-    the position of a server error tells which part failed.
-    """
-
-    head: str
-    sql: str
-    tail: str
-
-    @classmethod
-    def build(cls, check: str | None, sql: str, record: str | None) -> MigrationQuery:
-        return cls(f"{check};\n" if check else "", sql, f"\n;\n{record}" if record else "")
-
-    @property
-    def parts(self) -> tuple[str, str, str]:
-        return (self.head, self.sql, self.tail)
-
-    @property
-    def text(self) -> str:
-        return self.head + self.sql + self.tail
-
-    @property
-    def sql_start(self) -> int:
-        return len(self.head)
-
-    @property
-    def sql_end(self) -> int:
-        return len(self.head) + len(self.sql)
-
-    def part(self, position: int | None) -> str:
-        """``check``, ``sql`` or ``record``: where the 1-based ``position`` falls."""
-        if position is None:
-            return "sql"
-        if position <= self.sql_start:
-            return "check"
-        if position > self.sql_end:
-            return "record"
-        return "sql"
-
-    def own_text_removed(self, message: str) -> str:
-        """A server message quoting the SQL ("at or near ...") cut before mg's own statements."""
-        tail = self.tail[:16]
-        at = message.find(tail) if tail else -1
-        return message if at == -1 else message[:at].rstrip() + '..."'
-
-
-def _blank(sql: str) -> bool:
-    """``not sql.strip()`` without copying a large text."""
-    return not sql or sql.isspace()
-
-
-def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
-    """Run one migration and record it; return its duration in milliseconds."""
-    hooks = session.hooks
-    sql, first_line = migration.section(direction)
-    action: Action = "UP" if direction == "up" else "DOWN"
-    status: Any = "applied" if direction == "up" else None
-    started = time.perf_counter()
-    check = hooks.lock_check_sql(session, conn)
-
-    def done() -> int:
-        return int((time.perf_counter() - started) * 1000)
-
-    lock_wait, retries, statement_wait = table_lock_settings(session)
-    if migration.transactional:
-        change = HistoryChange(migration.id, migration.name, migration.checksum, action, status)
-        record = hooks.history_sql(session, change)
-        # One query: the timeouts, the lock check, the SQL as written, the history row; one
-        # transaction.
-        settings = hooks.timeout_sql(session, lock_wait, statement_wait, True)
-        head = "; ".join(part for part in (settings, check) if part) or None
-        query = MigrationQuery.build(head, "" if _blank(sql) else sql, record)
-        attempt = 0
-        while True:
-            writing = False
-            with _watch(session, conn, lock_wait) as blockers:
-                try:
-                    # The database plugin opens and commits the transaction in the same
-                    # round trip when it can.
-                    if not (record and hooks.execute_transaction(session, conn, query.parts)):
-                        with hooks.transaction(session, conn):
-                            if query.sql or query.head or query.tail:
-                                hooks.execute(session, conn, query.text)
-                            if not record:
-                                writing = True
-                                timed = dataclasses.replace(change, duration_ms=done())
-                                hooks.history_write(session, conn, timed)
-                                writing = False
-                    return done()
-                except SqlError as exc:
-                    part = "record" if writing else query.part(exc.position)
-                    if _lock_timed_out(exc, lock_wait) and part == "sql":
-                        attempt += 1
-                        if attempt <= retries:
-                            holders = list(blockers)
-                            failure = exc
-                        else:
-                            raise _gave_up(
-                                migration,
-                                exc,
-                                query,
-                                sql,
-                                first_line,
-                                lock_wait,
-                                attempt - 1,
-                                list(blockers),
-                            ) from exc
-                    else:
-                        raise _query_failure(
-                            session,
-                            conn,
-                            migration,
-                            direction,
-                            query,
-                            part,
-                            exc,
-                            sql,
-                            first_line,
-                        ) from exc
-            _lock_retry(session, migration, attempt, retries, lock_wait, holders, failure)
-
-    statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(sql)
-    running = HistoryChange(
-        migration.id, migration.name, migration.checksum, action, "running", log=False
-    )
-    _start_no_transaction(session, conn, migration, direction, check, running)
-    settings = hooks.timeout_sql(session, lock_wait, statement_wait, False)
-    if settings and statements:
-        hooks.execute(session, conn, settings)
-    at = [0]  # the statement running, for a message when something stops it
-    try:
-        try:
-            _run_statements(
-                session,
-                conn,
-                migration,
-                action,
-                statements,
-                first_line,
-                done,
-                (lock_wait, retries),
-                at,
-            )
-        finally:
-            if settings and statements:
-                with suppress(MgError):
-                    hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
-        at[0] = len(statements) + 1
-        hooks.history_write(
-            session,
-            conn,
-            HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
-        )
-    except KeyboardInterrupt as exc:
-        reason = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
-        raise Interrupted(cut) from None
-    except DatabaseError as exc:
-        reason = f"a lost connection ({exc.message})"
-        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
-        raise DatabaseError(cut) from exc
-    return done()
-
-
-def _run_statements(
-    session: Session,
-    conn: Any,
-    migration: Migration,
-    action: Action,
-    statements: Sequence[Statement],
-    first_line: int,
-    done: Callable[[], int],
-    lock: tuple[float, int],
-    at: list[int],
-) -> None:
-    """Run a no-transaction migration's statements; a statement that hit the table-lock
-    timeout is tried again when it cannot have changed anything. ``at[0]`` follows the
-    statement running."""
-    hooks = session.hooks
-    lock_wait, retries = lock
-    for index, statement in enumerate(statements, start=1):
-        at[0] = index
-        attempt = 0
-        while True:
-            error: SqlError | None = None
-            holders: list[Any] = []
-            with _watch(session, conn, lock_wait) as blockers:
-                try:
-                    hooks.execute(session, conn, statement.text)
-                except SqlError as exc:
-                    error = exc
-                    holders = list(blockers)
-            if error is None:
-                break
-            if error.sqlstate and error.sqlstate.startswith(("08", "57P")):
-                # The server ended the session (terminated, shut down): nothing to write on.
-                raise DatabaseError(error.server_message) from error
-            timed_out = _lock_timed_out(error, lock_wait)
-            if timed_out and attempt < retries and not _leaves_something(statement.text):
-                attempt += 1
-                _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
-                continue
-            note = _INVALID_INDEX_NOTE if _is_concurrent_index(statement.text) else None
-            if timed_out:
-                note = "; ".join(
-                    part for part in (_gave_up_note(lock_wait, attempt, holders), note) if part
-                )
-            failure = sql_failure(
-                migration, error, statement.text, first_line + statement.line - 1, note
-            )
-            code = f" ({error.sqlstate})" if error.sqlstate else ""
-            # The server may quote a secret (a password cast to int): masked before stored.
-            stored = hooks.redact(f"line {failure.line}: {error.server_message}{code}")
-            hooks.history_write(
-                session,
-                conn,
-                HistoryChange(
-                    migration.id,
-                    migration.name,
-                    migration.checksum,
-                    action,
-                    "failed",
-                    done(),
-                    error=stored,
-                    failed_statement=index,
-                    log=False,
-                ),
-            )
-            failure.message = (
-                f"{failure.message}\n  statement {index} of {len(statements)}"
-                f"{_kind_of(statement.text)} failed; "
-                f"migration {migration.id} is now marked failed; "
-                + FIX_HINT.format(id=migration.id)
-            )
-            raise failure from error
-
-
-# --- table-lock timeouts ---------------------------------------------------------------------
-
-LOCK_NOT_AVAILABLE = "55P03"
-
-
-def table_lock_settings(session: Session) -> tuple[float, int, float]:
-    """``(lock timeout, retries, statement timeout)`` in seconds; 0 means off.
-
-    ``--table-lock-timeout`` and ``--statement-timeout`` win over mg.yaml.
-    """
-    config = session.config
-    options = session.options
-    wait = options.table_lock_timeout
-    if wait is None:
-        wait = config.table_lock_timeout
-    statement = options.statement_timeout
-    if statement is None:
-        statement = config.statement_timeout
-    return wait, config.table_lock_retries, statement
-
-
-def _watch(session: Session, conn: Any, lock_wait: float) -> AbstractContextManager[list[Any]]:
-    """Who blocks the statement, probed halfway through the lock timeout."""
-    from contextlib import nullcontext
-
-    if lock_wait <= 0:
-        return nullcontext([])
-    return session.hooks.lock_blockers(session, conn, lock_wait / 2)
-
-
-def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
-    return lock_wait > 0 and exc.sqlstate == LOCK_NOT_AVAILABLE
-
-
-def _leaves_something(sql: str) -> bool:
-    """A concurrent index build or reindex that failed leaves an INVALID index behind."""
-    words = " ".join(sql.upper().split())
-    return "CONCURRENTLY" in words and ("INDEX" in words or "REINDEX" in words)
-
-
-def lock_retry_pause(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt``: growing, jittered, at most about 20 s."""
-    import random
-
-    return min(0.5 * 1.5 ** (attempt - 1), 15.0) * random.uniform(0.5, 1.5)
-
-
-def describe_holder(holder: Any) -> str:
-    parts = [f"pid {holder.pid}"]
-    if holder.application_name:
-        parts.append(repr(holder.application_name))
-    if getattr(holder, "state", None):
-        parts.append(holder.state)
-    age = _age(holder.since)
-    if age is not None:
-        parts.append(f"transaction open for {age:.0f}s")
-    return f"{parts[0]} ({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
-
-
-def _age(since: Any) -> float | None:
-    from datetime import datetime, timezone
-
-    if not isinstance(since, datetime):
-        return None
-    return max(0.0, (datetime.now(timezone.utc) - since).total_seconds())
-
-
-def _holder_dict(holder: Any) -> dict[str, Any]:
-    age = _age(holder.since)
-    return {
-        "pid": holder.pid,
-        "application_name": holder.application_name,
-        "state": getattr(holder, "state", None),
-        "transaction_s": round(age, 1) if age is not None else None,
-    }
-
-
-def _format_wait(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"
-
-
-def _lock_retry(
-    session: Session,
-    migration: Migration,
-    attempt: int,
-    retries: int,
-    lock_wait: float,
-    holders: Sequence[Any],
-    error: SqlError,
-) -> None:
-    pause = lock_retry_pause(attempt)
-    who = "; blocked by " + ", ".join(describe_holder(h) for h in holders) if holders else ""
-    report(
-        session,
-        "migration.lock_retry",
-        "warning",
-        f"{migration.id} {migration.name}: table lock not granted within "
-        f"{_format_wait(lock_wait)}{who}; retry {attempt} of {retries} in {pause:.1f}s",
-        migration_id=migration.id,
-        migration_name=migration.name,
-        attempt=attempt,
-        retries=retries,
-        wait_s=round(pause, 3),
-        lock_timeout_s=lock_wait,
-        blockers=[_holder_dict(h) for h in holders],
-        error=error.server_message,
-    )
-    time.sleep(pause)
-
-
-def _gave_up_note(lock_wait: float, retries: int, holders: Sequence[Any]) -> str:
-    who = (
-        "blocked by " + ", ".join(describe_holder(h) for h in holders)
-        if holders
-        else "the blocking sessions had gone when asked"
-    )
-    return (
-        f"no table lock within {_format_wait(lock_wait)} after {retries} "
-        f"retr{'y' if retries == 1 else 'ies'}; {who} (table_lock_timeout, table_lock_retries)"
-    )
-
-
-def _gave_up(
-    migration: Migration,
-    exc: SqlError,
-    query: MigrationQuery,
-    sql: str,
-    first_line: int,
-    lock_wait: float,
-    retries: int,
-    holders: Sequence[Any],
-) -> MgError:
-    if exc.position is not None:
-        exc.position -= query.sql_start
-    return sql_failure(migration, exc, sql, first_line, _gave_up_note(lock_wait, retries, holders))
-
-
-def _cut_short(
-    session: Session,
-    conn: Any,
-    migration: Migration,
-    direction: Direction,
-    statements: Sequence[Statement],
-    index: int,
-    reason: str,
-    duration: int,
-) -> str:
-    """Leave an honest row behind a no-transaction migration that stopped midway, and say
-    what happened and what each way out does.
-
-    ``index`` is the statement that was running (1-based), or one past the last when the
-    statements had all run and only their record was missing. The row becomes ``failed``
-    with that statement number when mg can still write (Ctrl-C, SIGTERM); it stays
-    ``running`` when it cannot (the connection is gone).
-    """
-    total = len(statements)
-    action: Action = "UP" if direction == "up" else "DOWN"
-    complete = index > total
-    if complete:
-        status: Any = "applied" if direction == "up" else None
-        change = HistoryChange(
-            migration.id, migration.name, migration.checksum, action, status, duration
-        )
-    else:
-        change = HistoryChange(
-            migration.id,
-            migration.name,
-            migration.checksum,
-            action,
-            "failed",
-            duration,
-            error=session.hooks.redact(f"stopped by {reason} during statement {index} of {total}"),
-            failed_statement=index,
-            log=False,
-        )
-    left = "running"
-    try:
-        session.hooks.history_write(session, conn, change)
-        left = change.status or "removed"
-    except BaseException:  # a second Ctrl-C, or no connection: the row stays as it is
-        pass
-    ident = migration.id
-    what = f"migration {ident} ({migration.name})"
-    if complete:
-        head = f"{what} ran all {total} statements, then {reason}"
-        if left != "running":
-            return f"{head}; it is recorded as {'applied' if left == 'applied' else 'rolled back'}"
-        return (
-            f"{head} before it was recorded; its row is left `running`.\n  "
-            f"`mg fix {ident} --applied` records it as applied; `mg fix {ident} --remove` "
-            "deletes its row"
-        )
-    line = migration.up_line if direction == "up" else migration.down_line or migration.up_line
-    where = f"{display_path(migration.path)}:{line + statements[index - 1].line - 1}"
-    done_part = f"{_statements(1, index - 1)} took effect, " if index > 1 else ""
-    rest = f", {_statements(index + 1, total)} did not run" if index < total else ""
-    verb = "applying" if direction == "up" else "rolling back"
-    if direction == "up":
-        ways = (
-            f"`mg fix {ident} --applied` records it as applied (after you finish "
-            f"{_statements(index, total)} by hand); `mg fix {ident} --remove` deletes its row "
-            "so the next "
-            f"`mg apply` runs it again from statement 1 (after you undo what ran)"
-        )
-    else:
-        ways = (
-            f"`mg fix {ident} --applied` keeps it recorded as applied (after you restore what "
-            f"ran); `mg fix {ident} --remove` deletes its row, as a finished rollback would "
-            f"(after you finish {_statements(index, total)} by hand)"
-        )
-    return (
-        f"{what} was stopped by {reason} while {verb} it, during statement {index} of {total} "
-        f"({where}); it is a no-transaction migration, so {done_part}statement {index} may or "
-        f"may not have{rest}. Its row is left `{left}`"
-        + (f" at statement {index}" if left == "failed" else "")
-        + f".\n  {ways}"
-    )
-
-
-def _statements(first: int, last: int) -> str:
-    return f"statement {first}" if first == last else f"statements {first}-{last}"
-
-
-def _start_no_transaction(
-    session: Session,
-    conn: Any,
-    migration: Migration,
-    direction: Direction,
-    check: str | None,
-    running: HistoryChange,
-) -> None:
-    """Check the lock and mark the migration ``running``, in one query when the history
-    plugin gives its SQL."""
-    hooks = session.hooks
-    record = hooks.history_sql(session, running)
-    query = MigrationQuery.build(check, "", record)
-    part = "check"
-    try:
-        if record:
-            hooks.execute(session, conn, query.text)
-        else:
-            if check:
-                hooks.execute(session, conn, check)
-            part = "record"
-            hooks.history_write(session, conn, running)
-    except SqlError as exc:
-        if record:
-            part = query.part(exc.position)
-        sql, first_line = migration.section(direction)
-        raise _query_failure(
-            session, conn, migration, direction, query, part, exc, sql, first_line
-        ) from exc
-
-
-def _query_failure(
-    session: Session,
-    conn: Any,
-    migration: Migration,
-    direction: Direction,
-    query: MigrationQuery,
-    part: str,
-    exc: SqlError,
-    sql: str,
-    first_line: int,
-) -> MgError:
-    """The error to show for a migration's query, by the part of it that failed."""
-    if part == "check":
-        lock_id = session.config.lock_id
-        return MigrationFailed(
-            f"the migration lock {lock_id} was lost before migration {migration.id} "
-            f"({migration.name}) started; it was not run, and mg stopped because another run "
-            "may now be applying migrations",
-            hint="a migration calling pg_advisory_unlock_all() or DISCARD ALL releases the "
-            "lock, as does a pooler in transaction mode; see `mg status`",
-        )
-    if part == "sql":
-        if exc.position is not None:
-            exc.position -= query.sql_start
-        exc.server_message = query.own_text_removed(exc.server_message)
-        return sql_failure(migration, exc, sql, first_line)
-    if exc.sqlstate == "42601":
-        # mg's statements are well-formed: a syntax error after the SQL means the SQL did
-        # not end (an open quote, comment, dollar quote or statement). Nothing ran. The
-        # server's message is left out: whatever it quotes is mg's history statement, which
-        # the open quote swallowed.
-        last_line = first_line + sql.rstrip().count("\n")
-        return MigrationFailed(
-            f"{display_path(migration.path)}:{last_line}: the {direction} section ends inside "
-            "an unterminated statement, quoted string, comment or dollar quote",
-            hint="close it; nothing was run",
-        )
-    if direction == "up" and (
-        # the builtin history's refusal, in the server's message (the row it found may
-        # have been written by the migration itself, and rolled back with it), or a row
-        # another run committed
-        f"{migration.id} is already recorded as applied" in exc.server_message
-        or _recorded_as_applied(session, conn, migration.id)
-    ):
-        what = (
-            "this run's transaction was rolled back, so the migration took effect once"
-            if migration.transactional
-            else "this run did not start it"
-        )
-        return StateError(
-            f"migration {migration.id} ({migration.name}) is already recorded as applied: "
-            f"another mg run applied it at the same time; {what}",
-            hint="mg runs hold an advisory lock; check that no migration releases it "
-            "(pg_advisory_unlock_all, DISCARD ALL)",
-        )
-    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-    return MigrationFailed(
-        f"recording migration {migration.id} ({migration.name}) in the history failed: "
-        f"{exc.server_message}{code}",
-        hint="its transaction was rolled back" if migration.transactional else None,
-    )
-
-
-def _recorded_as_applied(session: Session, conn: Any, ident: str) -> bool:
-    try:
-        entries = session.hooks.history_read(session, conn)
-    except MgError:
-        return False
-    return any(e.id == ident and e.status == "applied" for e in entries)
-
-
-def _kind_of(sql: str) -> str:
-    """`` (CREATE INDEX CONCURRENTLY)`` for a failure message; empty when it cannot tell."""
-    from migretti_core.sqlkind import statement_kind
-
-    try:
-        kind = statement_kind(sql)
-    except Exception:
-        return ""
-    return f" ({kind})" if kind else ""
-
-
-def _is_concurrent_index(sql: str) -> bool:
-    words = " ".join(sql.upper().split())
-    return "INDEX CONCURRENTLY" in words and "DROP INDEX" not in words
-
-
-def run_plan(
-    session: Session,
-    conn: Any,
-    plan: Plan,
-    current: list[Migration] | None = None,
-    done: list[MigrationResult] | None = None,
-) -> list[MigrationResult]:
-    """Execute the plan step by step, firing the per-migration lifecycle hooks.
-
-    ``current`` receives each migration as it starts, so a caller can name the one that failed;
-    ``done`` receives each result, so it knows what succeeded before.
-    """
-    hooks = session.hooks
-    results: list[MigrationResult] = done if done is not None else []
-    total = len(plan.steps)
-    verb = "applied" if plan.direction == "up" else "rolled back"
-    event = "migration.applied" if plan.direction == "up" else "migration.rolled_back"
-
-    def walk() -> None:
-        for index, migration in enumerate(plan.steps, start=1):
-            if current is not None:
-                current.append(migration)
-            hooks.before_migration(session, migration, plan.direction)
-            report(
-                session,
-                "migration.started",
-                "debug",
-                f"[{index}/{total}] {migration.id} {migration.name}",
-                migration_id=migration.id,
-                migration_name=migration.name,
-                direction=plan.direction,
-                index=index,
-                total=total,
-            )
-            duration = run_migration(session, conn, migration, plan.direction)
-            result = MigrationResult(migration, plan.direction, True, duration)
-            results.append(result)
-            report(
-                session,
-                event,
-                "info",
-                f"{verb} {migration.id} {migration.name} ({duration} ms)",
-                migration_id=migration.id,
-                migration_name=migration.name,
-                direction=plan.direction,
-                duration_ms=duration,
-                index=index,
-                total=total,
-            )
-            hooks.after_migration(session, result)
-
-    if plan.single_transaction:
-        try:
-            with hooks.transaction(session, conn):
-                walk()
-        except MgError as exc:
-            if results:  # already reported as applied, now rolled back with the plan
-                undone = (
-                    f"with --single-transaction the whole plan was rolled back: the "
-                    f"{len(results)} migration(s) reported applied before it are not applied"
-                )
-                exc.hint = f"{exc.hint}; {undone}" if exc.hint else undone
-            raise
-    else:
-        walk()
-    return results
-
-
-# --- lint --------------------------------------------------------------------------------
-
-
-def finding_line(finding: LintFinding) -> str:
-    return (
-        f"{display_path(finding.path)}:{finding.line}:{finding.column}: "
-        f"{finding.rule}: {finding.message}"
-    )
-
-
-def lint_plan(session: Session, conn: Any, plan: Plan) -> list[LintFinding]:
-    """Lint an apply plan before anything runs and show the findings as warnings.
-
-    The lint plugin follows ``lint.on_apply``: ``off`` answers nothing, ``block`` raises
-    ``StateError`` (exit 3) on an error finding. ``--no-lint`` skips the call.
-    """
-    if plan.direction != "up" or not plan.steps or not session.options.lint:
-        return []
-    findings = session.hooks.lint(session, LintRequest(plan.steps, apply=True), conn)
-    for finding in findings:
-        report(
-            session,
-            "lint.finding",
-            "warning",
-            finding_line(finding),
-            rule=finding.rule,
-            severity=finding.severity,
-            path=display_path(finding.path),
-            line=finding.line,
-            column=finding.column,
-            migration_id=finding.migration,
-            help=finding.help,
-        )
-    return findings
-
-
-# --- confirmation ------------------------------------------------------------------------
-
-
-def confirm(
-    session: Session,
-    plan: Plan | None,
-    what: str,
-    findings: Sequence[LintFinding] = (),
-) -> None:
-    """Ask a person before SQL runs on a protected target.
-
-    Plugins may veto; only the user typing ``yes`` or ``--yes`` approves. The plan's error
-    findings from lint are listed with it.
-    """
-    hooks = session.hooks
-    if not hooks.is_protected(session):
-        return
-    target = hooks.describe_target(session)
-    lines = [
-        f"{what} on protected environment {session.config.env or '(default)'}: {target.describe()}"
-    ]
-    if plan is not None:
-        for migration in plan.steps:
-            lines.append(f"  {plan.direction:4} {migration.id} {migration.name}")
-    errors = [f for f in findings if f.severity == "error"]
-    if errors:
-        lines.append(f"lint found {len(errors)} error{'s' if len(errors) != 1 else ''}:")
-        lines.extend(f"  {finding_line(f)}" for f in errors)
-    message = "\n".join(lines)
-    report(session, "confirm.required", "warning", message, target=target.describe())
-    if hooks.confirm_vetoed(session, target, plan):
-        raise Aborted("a plugin refused the command on this protected environment")
-    if session.options.yes:
-        return
-    if not sys.stdin.isatty():
-        raise Aborted(
-            f"environment {session.config.env or '(default)'} is protected and there is no "
-            "terminal to confirm on",
-            hint="pass --yes to confirm non-interactively",
-        )
-    if session.options.json_log:
-        print(message, file=sys.stderr)
-    sys.stderr.write("Type 'yes' to continue: ")
-    sys.stderr.flush()
-    try:
-        answer = sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
-    if answer.strip() != "yes":
-        raise Aborted("not confirmed; nothing was changed")
-
-
-# --- commands ----------------------------------------------------------------------------
-
-
-@contextmanager
-def locked(session: Session, conn: Any) -> Iterator[None]:
-    timeout = session.options.lock_timeout
-    if timeout is None:
-        timeout = session.config.lock_timeout
-    session.hooks.lock_acquire(session, conn, timeout)
-    report(session, "lock.acquired", "debug", f"took the migration lock {session.config.lock_id}")
-    try:
-        yield
-    finally:
-        with suppress(Exception):
-            session.hooks.lock_release(session, conn)
-
-
-def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
-    as_json = session.options.output_format == "json"
-    for migration in plan.steps:
-        if as_json:
-            break
-        # The SQL is an event, not a print: the output plugin shows it on stdout, and code
-        # using the Python API gets it in its log instead of on its terminal.
-        sql, _ = migration.section(plan.direction)
-        header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
-        if not migration.transactional:
-            header += " [no-transaction]"
-        report(
-            session,
-            "dryrun.sql",
-            "info",
-            f"{header}\n{sql.strip(chr(10))}\n",
-            migration_id=migration.id,
-            migration_name=migration.name,
-            direction=plan.direction,
-        )
-    results = session.hooks.dry_run(session, conn, plan)
-    failed = skipped = 0
-    for result in results:
-        m = result.migration
-        fields = {
-            "migration_id": m.id,
-            "migration_name": m.name,
-            "direction": result.direction,
-            "duration_ms": result.duration_ms,
-        }
-        if not result.executed:
-            skipped += 1
-            if not as_json:
-                report(
-                    session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields
-                )
-        elif result.ok:
-            if not as_json:
-                report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
-                if result.locks is not None:
-                    report(
-                        session,
-                        "dryrun.locks",
-                        "info",
-                        lock_report_line(m, result.locks),
-                        locks=[list(lock) for lock in result.locks.locks],
-                        rewrites=list(result.locks.rewrites),
-                        **fields,
-                    )
-        else:
-            failed += 1
-            if not as_json:
-                report(
-                    session,
-                    "dryrun.failed",
-                    "error",
-                    f"failed: {m.id} {m.name}: {result.error}",
-                    error=result.error,
-                    **fields,
-                )
-    if as_json:
-        data = {"migrations": [dry_run_dict(result) for result in results]}
-        print(session.hooks.format_result(session.options, "dryrun", data, "json"), flush=True)
-    report(
-        session,
-        "dryrun.finished",
-        "info",
-        f"dry run: {len(results) - failed - skipped} ok, {failed} failed, "
-        f"{skipped} not executed; nothing was changed",
-        failed=failed,
-        skipped=skipped,
-    )
-    if failed:
-        raise MigrationFailed(
-            f"dry run: {failed} migration{'s' if failed != 1 else ''} failed; nothing was changed"
-        )
-    return 0
-
-
-def _human_rows(rows: int | None) -> str:
-    if rows is None:
-        return "rows unknown"
-    for limit, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
-        if rows >= limit:
-            return f"~{rows / limit:.1f}{unit} rows".replace(".0", "")
-    return f"~{rows} rows"
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{size} bytes"  # pragma: no cover
-
-
-def lock_report_line(migration: Migration, locks: LockReport) -> str:
-    """``01J... add_email: AccessExclusiveLock on public.users (~1.2M rows, 181 MB);
-    rewrites public.users`` (the strongest lock per relation)."""
-    sizes = {relation: (rows, size) for relation, rows, size in locks.tables}
-    strongest: dict[str, str] = {}
-    for relation, mode in locks.locks:
-        strongest[relation] = mode  # sorted weakest first per relation
-    parts = []
-    for relation, mode in strongest.items():
-        rows, size = sizes.get(relation, (None, 0))
-        parts.append(f"{mode} on {relation} ({_human_rows(rows)}, {_human_bytes(size)})")
-    text = ", ".join(parts) if parts else "no locks on existing relations"
-    if locks.rewrites:
-        text += "; rewrites " + ", ".join(locks.rewrites)
-    return f"{migration.id} {migration.name}: {text}"
-
-
-def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
-    locks = result.locks or LockReport()
-    return {
-        "id": result.migration.id,
-        "name": result.migration.name,
-        "ok": result.ok,
-        "error": result.error,
-        "executed": result.executed,
-        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks.locks],
-        "rewrites": list(locks.rewrites),
-        "tables": [
-            {"relation": relation, "rows": rows, "bytes": size}
-            for relation, rows, size in locks.tables
-        ],
-    }
-
-
-def _execute_plan(
-    session: Session, conn: Any, plan: Plan, replan: Any, confirmed: set[str] | None
-) -> int:
-    """Under the lock: prepare history, recompute the plan, fire hooks, run it."""
-    hooks = session.hooks
-    up = plan.direction == "up"
-    with locked(session, conn):
-        hooks.history_prepare(session, conn)
-        plan = replan()
-        if not plan.steps:
-            report(session, "command.nothing", "info", "nothing to do: already up to date")
-            return 0
-        if confirmed is not None and not set(plan.ids) <= confirmed:
-            raise Aborted("the plan changed while waiting for the lock; run the command again")
-        current: list[Migration] = []
-        done: list[MigrationResult] = []
-        try:
-            (hooks.before_apply if up else hooks.before_rollback)(session, plan)
-            results = run_plan(session, conn, plan, current, done)
-        except MgError as exc:
-            failed = current[-1] if current else None
-            hooks.on_failure(session, plan, failed, exc.message, done)
-            if failed is not None:
-                m = failed
-                report(
-                    session,
-                    "migration.failed",
-                    "error",
-                    f"migration {m.id} {m.name} failed",
-                    migration_id=m.id,
-                    migration_name=m.name,
-                    direction=plan.direction,
-                    error=exc.message,
-                )
-            raise
-        verb = "applied" if up else "rolled back"
-        report(
-            session,
-            "apply.finished" if up else "rollback.finished",
-            "info",
-            f"{verb} {len(results)} migration{'s' if len(results) != 1 else ''}",
-            count=len(results),
-        )
-        (hooks.after_apply if up else hooks.after_rollback)(session, plan, results)
-        command = session.options.command or ("apply" if up else "rollback")
-        hooks.after_command(session, command, results, {"direction": plan.direction})
-    return 0
-
-
-def apply(session: Session, request: ApplyRequest) -> int:
-    def planner(state: State, check_blocked: bool) -> Plan:
-        return plan_apply(state, request, check_blocked)
-
-    def nothing(state: State) -> str:
-        to = None if request.to is None else resolve_id(request.to, state.migrations)
-        later = [m for m in state.pending if to is not None and m.id > to]
-        if later:
-            count = len(later)
-            return (
-                f"nothing to apply up to {to}; {count} later "
-                f"migration{'s' if count != 1 else ''} pending"
-            )
-        return "nothing to apply: already up to date"
-
-    return _run(session, planner, "apply", nothing)
-
-
-def rollback(session: Session, request: RollbackRequest) -> int:
-    def planner(state: State, check_blocked: bool) -> Plan:
-        return plan_rollback(state, request, check_blocked)
-
-    def nothing(state: State) -> str:
-        reasons = _rollback_shortfall(state)
-        return "nothing to roll back: no migration is applied" + (
-            f" ({reasons})" if reasons else ""
-        )
-
-    def explain(state: State, plan: Plan) -> None:
-        asked = request.count if request.to is None else None
-        if asked is None or not plan.steps or len(plan.steps) >= asked:
-            return
-        count = len(plan.steps)
-        reasons = _rollback_shortfall(state)
-        report(
-            session,
-            "rollback.fewer",
-            "warning",
-            f"rolling back {count} of the {asked} asked for: only {count} "
-            f"migration{' is' if count == 1 else 's are'} applied"
-            + (f" ({reasons})" if reasons else ""),
-            asked=asked,
-            count=count,
-        )
-
-    return _run(session, planner, "rollback", nothing, explain)
-
-
-def _rollback_shortfall(state: State) -> str:
-    """Why rows of the history are not counted as applied migrations to roll back."""
-    reasons = [
-        f"{e.id} is recorded as {e.status!r}, a status mg does not know, so it is not rolled back"
-        for e in state.unknown_status
-    ]
-    reasons += [
-        f"{ident} has {len(rows)} rows in the history and counts once"
-        for ident, rows in state.duplicates.items()
-        if any(e.status == "applied" for e in rows)
-    ]
-    return "; ".join(reasons)
-
-
-def _run(
-    session: Session,
-    planner: Callable[[State, bool], Plan],
-    what: str,
-    nothing: Callable[[State], str],
-    explain: Callable[[State, Plan], None] | None = None,
-) -> int:
-    """Plan, check, confirm, then (dry-)run under the lock, planning again once it is held."""
-    migrations = load_migrations(session)
-    with connected(session) as conn:
-        state = read_state(session, conn, migrations)
-        if what == "apply":
-            _warn_missing(session, state)
-        _warn_tampered(session, state)
-        # Before the lock, a `running` row may be another process at work: wait for the lock
-        # and judge it then (under the lock it can only mean an interrupted run).
-        live = bool(state.running)
-        plan = planner(state, not live)
-        checked: set[tuple[str, str]] = set()
-        validate(session, plan.steps, checked)
-        if not plan.steps and not live:
-            report(session, "command.nothing", "info", nothing(state))
-            return 0
-        if explain is not None:
-            explain(state, plan)
-        findings = lint_plan(session, conn, plan)
-        confirm(session, plan, what if not session.options.dry_run else "dry run", findings)
-        if session.options.dry_run:
-            ensure_not_blocked(state)
-            return _dry_run(session, conn, plan)
-        confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
-
-        def replan() -> Plan:
-            fresh = planner(read_state(session, conn, migrations), True)
-            validate(session, fresh.steps, checked)
-            return fresh
-
-        return _execute_plan(session, conn, plan, replan, confirmed)
-
-
-def _warn_tampered(session: Session, state: State) -> None:
-    for problem in tampering_of(state):
-        report(session, "history.problem", "warning", problem)
-
-
-def _warn_missing(session: Session, state: State) -> None:
-    for entry in state.missing:
-        report(
-            session,
-            "migration.missing",
-            "warning",
-            f"migration {entry.id} ({entry.name}) is recorded as {entry.status} "
-            "but its file is gone",
-            migration_id=entry.id,
-            migration_name=entry.name,
-        )
-
-
-def fix(session: Session, given: str, mode: str) -> int:
-    """Resolve a failed or running migration after a person looked at the database.
-
-    ``given`` names it as people type it (id, id prefix, name or file name).
-    """
-    if mode not in ("applied", "remove"):
-        raise UsageError("fix needs --applied or --remove")
-    migrations = load_migrations(session)
-    with connected(session) as conn:
-        state = read_state(session, conn, migrations)
-        ident = resolve_id(given, migrations, state.history)
-        entry = state.entries.get(ident)
-        if entry is None:
-            raise UsageError(f"migration {ident} has no history row; nothing to fix")
-        confirm(session, None, f"fix {ident} --{mode}")
-        with locked(session, conn):
-            session.hooks.history_prepare(session, conn)
-            state = read_state(session, conn, migrations)
-            entry = state.entries.get(ident)
-            if entry is None:
-                raise UsageError(f"migration {ident} has no history row; nothing to fix")
-            migration = state.by_id.get(ident)
-            checksum = migration.checksum if migration else entry.checksum
-            name = migration.name if migration else entry.name
-            with session.hooks.transaction(session, conn):
-                session.hooks.history_write(
-                    session,
-                    conn,
-                    HistoryChange(
-                        ident, name, checksum, "FIX", "applied" if mode == "applied" else None
-                    ),
-                )
-    verb = "marked applied" if mode == "applied" else "removed from history"
-    report(session, "migration.fixed", "info", f"{ident} {name}: {verb}", migration_id=ident)
-    session.hooks.after_command(session, "fix", (), {"migration_id": ident, "mode": mode})
-    return 0
-
-
-# --- read-only views ---------------------------------------------------------------------
-
-
-def current_status(session: Session) -> tuple[State, list[dict[str, str]]]:
-    """The state, and the INVALID indexes failed concurrent builds left on the target."""
-    migrations = load_migrations(session)
-    with connected(session) as conn:
-        state = read_state(session, conn, migrations)
-        return state, session.hooks.invalid_indexes(session, conn)
-
-
-def current_state(session: Session) -> State:
-    migrations = load_migrations(session)
-    with connected(session) as conn:
-        return read_state(session, conn, migrations)
-
-
-def problems_of(state: State) -> list[str]:
-    problems: list[str] = []
-    for entry in state.failed:
-        problems.append(
-            f"failed: {entry.id} {entry.name}"
-            + (f" (statement {entry.failed_statement})" if entry.failed_statement else "")
-            + (f": {entry.error}" if entry.error else "")
-            + " — "
-            + FIX_HINT.format(id=entry.id)
-        )
-    for entry in state.running:
-        problems.append(
-            f"running: {entry.id} {entry.name} was interrupted or is still running — "
-            + FIX_HINT.format(id=entry.id)
-        )
-    for migration, _ in state.modified:
-        problems.append(f"modified: {display_path(migration.path)} changed since it was applied")
-    for entry in state.missing:
-        problems.append(f"missing: {entry.id} {entry.name} is recorded but its file is gone")
-    for migration in state.out_of_order:
-        problems.append(
-            f"out-of-order: {display_path(migration.path)} sorts before the newest applied "
-            "migration (apply with --allow-out-of-order)"
-        )
-    problems.extend(tampering_of(state))
-    return problems
-
-
-def tampering_of(state: State) -> list[str]:
-    """History rows mg did not write that way: each is a problem, never silently skipped."""
-    problems: list[str] = []
-    for entry in state.unknown_status:
-        problems.append(
-            f"unknown status: {entry.id} {entry.name} is recorded as {entry.status!r}, which mg "
-            "does not know (applied, failed or running), so it counts as neither applied nor "
-            "pending — " + FIX_HINT.format(id=entry.id)
-        )
-    for entry in state.unverifiable:
-        problems.append(
-            f"no checksum: {entry.id} {entry.name} is applied but its row has no checksum, so "
-            f"its file cannot be verified — `mg fix {entry.id} --applied` records the file's "
-            "current checksum"
-        )
-    for ident, rows in state.duplicates.items():
-        statuses = ", ".join(str(e.status) for e in rows)
-        problems.append(
-            f"duplicate rows: {ident} {rows[0].name} has {len(rows)} rows in the history "
-            f"({statuses}; was the primary key of _migrations dropped?) — "
-            f"`mg fix {ident} --applied` or `--remove` leaves one"
-        )
-    return problems
-
-
-def entry_dict(entry: HistoryEntry | None) -> dict[str, Any] | None:
-    if entry is None:
-        return None
-    return {
-        "id": entry.id,
-        "name": entry.name,
-        "status": entry.status,
-        "applied_at": entry.applied_at.isoformat() if entry.applied_at else None,
-        "checksum": entry.checksum,
-        "baseline": entry.baseline,
-    }
-
-
-def status_ok(state: State) -> bool:
-    """Nothing pending, failed, running, changed since applied or missing: the CI gate
-    (``status_data`` also fails it for any other problem ``mg status`` reports)."""
-    return not (state.pending or state.blocking or state.modified or state.missing)
-
-
-def status_data(state: State, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """The document of ``mg status``; ``redact`` masks secrets in the problems, whose stored
-    server errors may quote one (rows written before errors were masked, or by hand)."""
-    problems = problems_of(state)
-    if redact is not None:
-        problems = [redact(problem) for problem in problems]
-    return {
-        "ok": status_ok(state) and not problems,
-        "counts": {
-            "applied": len(state.applied),
-            "pending": len(state.pending),
-            "failed": len(state.failed),
-            "running": len(state.running),
-        },
-        "baseline": sum(1 for e in state.applied if e.baseline),
-        "head": entry_dict(state.head),
-        "problems": problems,
-    }
-
-
-def verify_data(state: State) -> dict[str, Any]:
-    mismatches = [
-        {"id": m.id, "name": m.name, "file": display_path(m.path)} for m, _ in state.modified
-    ]
-    missing = [{"id": e.id, "name": e.name} for e in state.missing if e.status == "applied"]
-    problems = tampering_of(state)
-    data: dict[str, Any] = {
-        "ok": not mismatches and not missing and not problems,
-        "checked": len(state.applied),
-        "mismatches": mismatches,
-        "missing": missing,
-    }
-    if problems:  # history rows edited by hand; the key is left out when there are none
-        data["problems"] = problems
-    return data
+from migretti_core.planning import (
+    _read_file as _read_file,
+)
+from migretti_core.planning import (
+    ensure_checksums as ensure_checksums,
+)
+from migretti_core.planning import (
+    ensure_not_blocked as ensure_not_blocked,
+)
+from migretti_core.planning import (
+    load_migrations as load_migrations,
+)
+from migretti_core.planning import (
+    nul_problem as nul_problem,
+)
+from migretti_core.planning import (
+    plan_apply as plan_apply,
+)
+from migretti_core.planning import (
+    plan_rollback as plan_rollback,
+)
+from migretti_core.planning import (
+    rollback_shortfall as rollback_shortfall,
+)
+from migretti_core.planning import (
+    tampering_of as tampering_of,
+)
+from migretti_core.planning import (
+    validate as validate,
+)
+from migretti_core.reporting import (
+    display_path as display_path,
+)
+from migretti_core.reporting import (
+    finding_line as finding_line,
+)
+from migretti_core.reporting import (
+    report as report,
+)
+from migretti_core.running import (
+    _AT_OR_NEAR as _AT_OR_NEAR,
+)
+from migretti_core.running import (
+    _INVALID_INDEX_NOTE as _INVALID_INDEX_NOTE,
+)
+from migretti_core.running import (
+    LOCK_NOT_AVAILABLE as LOCK_NOT_AVAILABLE,
+)
+from migretti_core.running import (
+    MigrationQuery as MigrationQuery,
+)
+from migretti_core.running import (
+    _age as _age,
+)
+from migretti_core.running import (
+    _blank as _blank,
+)
+from migretti_core.running import (
+    _cut_short as _cut_short,
+)
+from migretti_core.running import (
+    _dry_run as _dry_run,
+)
+from migretti_core.running import (
+    _execute_plan as _execute_plan,
+)
+from migretti_core.running import (
+    _format_wait as _format_wait,
+)
+from migretti_core.running import (
+    _gave_up as _gave_up,
+)
+from migretti_core.running import (
+    _gave_up_note as _gave_up_note,
+)
+from migretti_core.running import (
+    _holder_dict as _holder_dict,
+)
+from migretti_core.running import (
+    _human_bytes as _human_bytes,
+)
+from migretti_core.running import (
+    _human_rows as _human_rows,
+)
+from migretti_core.running import (
+    _is_concurrent_index as _is_concurrent_index,
+)
+from migretti_core.running import (
+    _kind_of as _kind_of,
+)
+from migretti_core.running import (
+    _leaves_something as _leaves_something,
+)
+from migretti_core.running import (
+    _line_of as _line_of,
+)
+from migretti_core.running import (
+    _lock_retry as _lock_retry,
+)
+from migretti_core.running import (
+    _lock_timed_out as _lock_timed_out,
+)
+from migretti_core.running import (
+    _query_failure as _query_failure,
+)
+from migretti_core.running import (
+    _recorded_as_applied as _recorded_as_applied,
+)
+from migretti_core.running import (
+    _run as _run,
+)
+from migretti_core.running import (
+    _run_statements as _run_statements,
+)
+from migretti_core.running import (
+    _start_no_transaction as _start_no_transaction,
+)
+from migretti_core.running import (
+    _statements as _statements,
+)
+from migretti_core.running import (
+    _warn_missing as _warn_missing,
+)
+from migretti_core.running import (
+    _warn_tampered as _warn_tampered,
+)
+from migretti_core.running import (
+    _watch as _watch,
+)
+from migretti_core.running import (
+    apply as apply,
+)
+from migretti_core.running import (
+    confirm as confirm,
+)
+from migretti_core.running import (
+    connected as connected,
+)
+from migretti_core.running import (
+    describe_holder as describe_holder,
+)
+from migretti_core.running import (
+    dry_run_dict as dry_run_dict,
+)
+from migretti_core.running import (
+    fix as fix,
+)
+from migretti_core.running import (
+    lint_plan as lint_plan,
+)
+from migretti_core.running import (
+    lock_report_line as lock_report_line,
+)
+from migretti_core.running import (
+    lock_retry_pause as lock_retry_pause,
+)
+from migretti_core.running import (
+    locked as locked,
+)
+from migretti_core.running import (
+    one_line_quote as one_line_quote,
+)
+from migretti_core.running import (
+    read_state as read_state,
+)
+from migretti_core.running import (
+    rollback as rollback,
+)
+from migretti_core.running import (
+    run_migration as run_migration,
+)
+from migretti_core.running import (
+    run_plan as run_plan,
+)
+from migretti_core.running import (
+    sql_failure as sql_failure,
+)
+from migretti_core.running import (
+    table_lock_settings as table_lock_settings,
+)
+from migretti_core.views import (
+    current_state as current_state,
+)
+from migretti_core.views import (
+    current_status as current_status,
+)
+from migretti_core.views import (
+    entry_dict as entry_dict,
+)
+from migretti_core.views import (
+    problems_of as problems_of,
+)
+from migretti_core.views import (
+    status_data as status_data,
+)
+from migretti_core.views import (
+    status_ok as status_ok,
+)
+from migretti_core.views import (
+    verify_data as verify_data,
+)

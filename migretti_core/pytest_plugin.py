@@ -310,10 +310,10 @@ class Templates:
 
     def key(self, mg: Migretti) -> tuple[str, str]:
         """(project key, content key): where the project lives, what its migrations hold."""
-        from migretti_core import engine
+        from migretti_core import planning
 
         session = mg._app.session("pytest")
-        parts = [f"{m.id}:{m.checksum}" for m in engine.load_migrations(session)]
+        parts = [f"{m.id}:{m.checksum}" for m in planning.load_migrations(session)]
         if self.seeds:
             seeds_dir = mg.config.seeds_dir
             for path in sorted(seeds_dir.glob("*.sql")) if seeds_dir.is_dir() else []:

@@ -328,7 +328,7 @@ class LintResult:
         return self.errors == 0
 
     def as_dict(self) -> dict[str, Any]:
-        from migretti_core.engine import display_path
+        from migretti_core.reporting import display_path
 
         return {"findings": [f.as_dict(display_path(f.path)) for f in self.findings]}
 

@@ -1,0 +1,287 @@
+"""Planning: what to run, decided from the files and the history, before anything runs.
+
+Loading and validating migration files, the checks that refuse a plan (blocked, changed
+since applied, out of order) and the plans of apply and rollback. Pure apart from the file
+hooks: nothing here connects to a database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from migretti_core.errors import (
+    MigrationFileError,
+    StateError,
+    UsageError,
+)
+from migretti_core.reporting import display_path
+from migretti_core.resolve import resolve_id
+from migretti_core.state import State, checksum_matches
+from migretti_core.types import (
+    Migration,
+    Plan,
+    Session,
+)
+
+FIX_HINT = (
+    "resolve it with `mg fix {id} --applied` if you completed it by hand, "
+    "or `mg fix {id} --remove` if you undid it"
+)
+
+
+CHECKSUM_HINT = (
+    "restore the file; or, if the edit is right and the database already matches it, accept "
+    "it with `mg fix {id} --applied`; or pass --no-verify to {verb} anyway"
+)
+
+
+def load_migrations(session: Session) -> list[Migration]:
+    """Parse every migration file, reporting all problems of the directory at once."""
+    hooks = session.hooks
+    problems: list[str] = []
+    migrations: list[Migration] = []
+    for path in hooks.discover_migrations(session.config):
+        try:
+            raw = _read_file(path)
+        except OSError as exc:
+            problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
+            continue
+        nul = nul_problem(path, raw)
+        if nul is not None:
+            problems.append(nul)
+            continue
+        try:
+            migrations.append(hooks.parse_migration(path, raw))
+        except MigrationFileError as exc:
+            problems.extend(_prefix_dir(path, p) for p in exc.problems)
+    seen: dict[str, Migration] = {}
+    for migration in sorted(migrations, key=lambda m: (m.id, m.filename)):
+        first = seen.get(migration.id)
+        if first is not None:
+            problems.append(
+                f"{display_path(migration.path)}:1: duplicate id {migration.id}: "
+                f"also used by {display_path(first.path)}"
+            )
+        else:
+            seen[migration.id] = migration
+    if problems:
+        raise MigrationFileError(problems)
+    return sorted(seen.values(), key=lambda m: m.id)
+
+
+def nul_problem(path: Path, raw: bytes) -> str | None:
+    """``file:line: ...`` when ``raw`` holds a NUL byte, else None.
+
+    libpq sends a query as a C string, so PostgreSQL would receive the text only up to the
+    NUL: a ``DELETE ... WHERE`` cut short deletes every row and the history statements
+    after it never arrive. Such a file is refused before anything runs.
+    """
+    at = raw.find(b"\0")
+    if at == -1:
+        return None
+    before = raw[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    line = before.count(b"\n") + 1
+    column = at - max(raw.rfind(b"\n", 0, at), raw.rfind(b"\r", 0, at))
+    hint = " (is the file UTF-16? save it as UTF-8)" if raw.count(b"\0") * 4 > len(raw) else ""
+    return (
+        f"{display_path(path)}:{line}: NUL character (byte 0) at column {column}; PostgreSQL "
+        f"cannot receive it and the SQL would be cut short there{hint}"
+    )
+
+
+def _read_file(path: Path) -> bytes:
+    """The file's bytes with plain system calls: with 10,000 files, buffered IO objects and
+    ``Path.read_bytes`` cost more than the reading itself."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _prefix_dir(path: Path, problem: str) -> str:
+    if problem.startswith(path.name + ":"):
+        return display_path(path.parent / problem)
+    return problem
+
+
+def ensure_not_blocked(state: State) -> None:
+    blocking = state.blocking
+    if not blocking:
+        return
+    lines = []
+    for entry in blocking:
+        what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
+        detail = ""
+        if entry.failed_statement:
+            detail += f" at statement {entry.failed_statement}"
+        if entry.error:
+            detail += f": {entry.error}"
+        lines.append(f"migration {entry.id} ({entry.name}) {what}{detail}")
+    first = blocking[0].id
+    raise StateError(
+        "; ".join(lines) + "\n  " + FIX_HINT.format(id=first),
+        hint="nothing was changed",
+    )
+
+
+def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> None:
+    """Refuse when an applied migration's file no longer matches what ran."""
+    modified = state.modified
+    if steps is not None:
+        ids = {m.id for m in steps}
+        modified = [(m, e) for m, e in modified if m.id in ids]
+    if not modified:
+        return
+    names = ", ".join(display_path(m.path) for m, _ in modified)
+    raise StateError(
+        f"applied migration changed since it ran: {names}",
+        hint=CHECKSUM_HINT.format(id=modified[0][0].id, verb="go on"),
+    )
+
+
+def validate(
+    session: Session, steps: Sequence[Migration], done: set[tuple[str, str]] | None = None
+) -> None:
+    """Pre-flight checks; ``done`` remembers migrations already checked (by id and checksum)."""
+    problems: list[str] = []
+    for migration in steps:
+        key = (migration.id, migration.checksum)
+        if done is not None and key in done:
+            continue
+        found = session.hooks.validate_migration(session, migration)
+        problems.extend(found)
+        if done is not None and not found:
+            done.add(key)
+    if problems:
+        raise MigrationFileError(problems)
+
+
+def tampering_of(state: State) -> list[str]:
+    """History rows mg did not write that way: each is a problem, never silently skipped."""
+    problems: list[str] = []
+    for entry in state.unknown_status:
+        problems.append(
+            f"unknown status: {entry.id} {entry.name} is recorded as {entry.status!r}, which mg "
+            "does not know (applied, failed or running), so it counts as neither applied nor "
+            "pending — " + FIX_HINT.format(id=entry.id)
+        )
+    for entry in state.unverifiable:
+        problems.append(
+            f"no checksum: {entry.id} {entry.name} is applied but its row has no checksum, so "
+            f"its file cannot be verified — `mg fix {entry.id} --applied` records the file's "
+            "current checksum"
+        )
+    for ident, rows in state.duplicates.items():
+        statuses = ", ".join(str(e.status) for e in rows)
+        problems.append(
+            f"duplicate rows: {ident} {rows[0].name} has {len(rows)} rows in the history "
+            f"({statuses}; was the primary key of _migrations dropped?) — "
+            f"`mg fix {ident} --applied` or `--remove` leaves one"
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    to: str | None = None
+    limit: int | None = None
+    allow_out_of_order: bool = False
+    verify: bool = True
+    single_transaction: bool = False
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    count: int | None = 1
+    to: str | None = None
+    allow_missing_down: bool = False
+    verify: bool = True
+
+
+def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) -> Plan:
+    if check_blocked:
+        ensure_not_blocked(state)
+    if request.verify:
+        ensure_checksums(state)
+    pending = state.pending
+    if request.to is not None:
+        to = resolve_id(request.to, state.migrations, what="--to")
+        pending = [m for m in pending if m.id <= to]
+    if request.limit is not None:
+        pending = pending[: request.limit]
+    out_of_order = {m.id for m in state.out_of_order}
+    early = [m for m in pending if m.id in out_of_order]
+    if early and not request.allow_out_of_order:
+        raise StateError(
+            "pending migration sorts before the newest applied one ("
+            f"{state.newest_recorded_id}): " + ", ".join(display_path(m.path) for m in early),
+            hint="pass --allow-out-of-order to apply it anyway",
+        )
+    if request.single_transaction:
+        no_tx = [m for m in pending if not m.transactional]
+        if no_tx:
+            raise UsageError(
+                "--single-transaction cannot include no-transaction migrations: "
+                + ", ".join(display_path(m.path) for m in no_tx)
+            )
+    return Plan("up", tuple(pending), single_transaction=request.single_transaction)
+
+
+def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = True) -> Plan:
+    if check_blocked:
+        ensure_not_blocked(state)
+    applied = list(reversed(state.applied))
+    if request.to is not None:
+        ids = [e.id for e in applied]
+        to = resolve_id(request.to, state.migrations, state.history, what="--to")
+        if to not in ids:
+            raise UsageError(f"--to {request.to}: migration {to} is not applied")
+        chosen = applied[: ids.index(to)]
+    else:
+        count = request.count if request.count is not None else 1
+        if count < 1:
+            raise UsageError("the number of migrations to roll back must be at least 1")
+        chosen = applied[:count]
+    by_id = state.by_id
+    steps: list[Migration] = []
+    for entry in chosen:
+        migration = by_id.get(entry.id)
+        if migration is None:
+            raise StateError(
+                f"migration {entry.id} ({entry.name}) is applied but its file is gone, "
+                "so it cannot be rolled back",
+                hint="restore the file from version control",
+            )
+        if not migration.has_down and not request.allow_missing_down:
+            raise StateError(
+                f"{display_path(migration.path)} has no down section",
+                hint="pass --allow-missing-down to remove only its history row",
+            )
+        if request.verify and not checksum_matches(migration, entry):
+            raise StateError(
+                f"applied migration changed since it ran: {display_path(migration.path)}",
+                hint=CHECKSUM_HINT.format(id=migration.id, verb="roll back"),
+            )
+        steps.append(migration)
+    return Plan("down", tuple(steps))
+
+
+def rollback_shortfall(state: State) -> str:
+    """Why rows of the history are not counted as applied migrations to roll back."""
+    reasons = [
+        f"{e.id} is recorded as {e.status!r}, a status mg does not know, so it is not rolled back"
+        for e in state.unknown_status
+    ]
+    reasons += [
+        f"{ident} has {len(rows)} rows in the history and counts once"
+        for ident, rows in state.duplicates.items()
+        if any(e.status == "applied" for e in rows)
+    ]
+    return "; ".join(reasons)

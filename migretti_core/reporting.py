@@ -1,0 +1,39 @@
+"""Events for people and logs, and how paths are shown in them.
+
+``report`` is how the core and plugins say anything: it adds the run's common context
+(env, dry_run) and hands the event to ``mg_report``; the core never prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from migretti_core.types import (
+    Event,
+    Level,
+    LintFinding,
+    Session,
+)
+
+
+def report(session: Session, name: str, level: Level, message: str, **fields: Any) -> None:
+    """Emit an event with the run's common context (env, dry_run)."""
+    context: dict[str, Any] = {"env": session.config.env, "dry_run": session.options.dry_run}
+    context.update(fields)
+    session.hooks.report(session.options, Event(name, level, message, context))
+
+
+def display_path(path: Path) -> str:
+    """A path as short as it can be shown: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError, RuntimeError):  # not below, or a symbolic-link loop
+        return str(path)
+
+
+def finding_line(finding: LintFinding) -> str:
+    return (
+        f"{display_path(finding.path)}:{finding.line}:{finding.column}: "
+        f"{finding.rule}: {finding.message}"
+    )

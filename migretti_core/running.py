@@ -1,0 +1,1192 @@
+"""Running: the lock, one migration's query, the statement runner, table-lock retries, and
+the commands that change the database (apply, rollback, fix).
+
+Nothing here knows PostgreSQL, SQL files or YAML; that is the plugins' business. The rules
+of running live here: recompute the plan once the lock is held, keep a transactional
+migration and its history row in one transaction (one round trip), and leave an honest
+``running`` or ``failed`` row behind a no-transaction migration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from migretti_core.errors import (
+    Aborted,
+    DatabaseError,
+    Interrupted,
+    MgError,
+    MigrationFailed,
+    SqlError,
+    StateError,
+    Terminated,
+    UsageError,
+)
+from migretti_core.planning import (
+    FIX_HINT,
+    ApplyRequest,
+    RollbackRequest,
+    ensure_not_blocked,
+    load_migrations,
+    plan_apply,
+    plan_rollback,
+    rollback_shortfall,
+    tampering_of,
+    validate,
+)
+from migretti_core.reporting import display_path, finding_line, report
+from migretti_core.resolve import resolve_id
+from migretti_core.state import State, order_history
+from migretti_core.types import (
+    Action,
+    Direction,
+    HistoryChange,
+    LintFinding,
+    LintRequest,
+    LockReport,
+    Migration,
+    MigrationResult,
+    Plan,
+    Session,
+    Statement,
+)
+
+
+@contextmanager
+def connected(session: Session) -> Iterator[Any]:
+    conn = session.hooks.connect(session)
+    try:
+        yield conn
+    finally:
+        with suppress(Exception):
+            session.hooks.disconnect(session, conn)
+
+
+def read_state(session: Session, conn: Any, migrations: Sequence[Migration]) -> State:
+    history = order_history(session.hooks.history_read(session, conn))
+    return State(tuple(migrations), tuple(history))
+
+
+def _line_of(sql: str, position: int | None, first_line: int) -> int:
+    if not position or position < 1:
+        return first_line
+    return first_line + sql[: position - 1].count("\n")
+
+
+_AT_OR_NEAR = ' at or near "'
+
+
+def one_line_quote(message: str) -> str:
+    """A server message whose quoted SQL ("at or near "...") runs over several lines, cut at
+    the end of the first: an unterminated quote or comment quotes everything after it."""
+    at = message.find(_AT_OR_NEAR)
+    if at == -1:
+        return message
+    newline = message.find("\n", at + len(_AT_OR_NEAR))
+    return message if newline == -1 else message[:newline].rstrip() + '..."'
+
+
+def sql_failure(
+    migration: Migration, exc: SqlError, sql: str, first_line: int, note: str | None = None
+) -> SqlError:
+    """The server's error placed in the migration file: names file, line and SQLSTATE."""
+    line = _line_of(sql, exc.position, first_line)
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    message = one_line_quote(exc.server_message)
+    parts = [f"{display_path(migration.path)}:{line}: {message}{code}"]
+    if message.startswith("unterminated "):
+        note = note or (
+            "it is never closed, so everything after it was read as part of it; close it"
+        )
+    if exc.detail:
+        parts.append(f"  DETAIL: {exc.detail}")
+    if exc.hint:
+        parts.append(f"  HINT: {exc.hint}")
+    if exc.context:
+        parts.append(f"  CONTEXT: {exc.context}")
+    if note:
+        parts.append(f"  NOTE: {note}")
+    failure = SqlError(
+        exc.server_message,
+        sqlstate=exc.sqlstate,
+        detail=exc.detail,
+        position=exc.position,
+        context=exc.context,
+        file=display_path(migration.path),
+        line=line,
+        migration_id=migration.id,
+    )
+    failure.message = "\n".join(parts)
+    return failure
+
+
+_INVALID_INDEX_NOTE = (
+    "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
+    "drop it with DROP INDEX CONCURRENTLY before retrying"
+)
+
+
+@dataclass(frozen=True)
+class MigrationQuery:
+    """The one query a migration is sent as: the lock check, the migration's SQL, its record.
+
+    Kept in three parts, so a 20 MB migration is not copied to put them together, and so
+    the position of a server error tells which part failed.
+    """
+
+    head: str
+    sql: str
+    tail: str
+
+    @classmethod
+    def build(cls, check: str | None, sql: str, record: str | None) -> MigrationQuery:
+        return cls(f"{check};\n" if check else "", sql, f"\n;\n{record}" if record else "")
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        return (self.head, self.sql, self.tail)
+
+    @property
+    def text(self) -> str:
+        return self.head + self.sql + self.tail
+
+    @property
+    def sql_start(self) -> int:
+        return len(self.head)
+
+    @property
+    def sql_end(self) -> int:
+        return len(self.head) + len(self.sql)
+
+    def part(self, position: int | None) -> str:
+        """``check``, ``sql`` or ``record``: where the 1-based ``position`` falls."""
+        if position is None:
+            return "sql"
+        if position <= self.sql_start:
+            return "check"
+        if position > self.sql_end:
+            return "record"
+        return "sql"
+
+    def own_text_removed(self, message: str) -> str:
+        """A server message quoting the SQL ("at or near ...") cut before mg's own statements."""
+        tail = self.tail[:16]
+        at = message.find(tail) if tail else -1
+        return message if at == -1 else message[:at].rstrip() + '..."'
+
+
+def _blank(sql: str) -> bool:
+    """``not sql.strip()`` without copying a large text."""
+    return not sql or sql.isspace()
+
+
+def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
+    """Run one migration and record it; return its duration in milliseconds."""
+    hooks = session.hooks
+    sql, first_line = migration.section(direction)
+    action: Action = "UP" if direction == "up" else "DOWN"
+    status: Any = "applied" if direction == "up" else None
+    started = time.perf_counter()
+    check = hooks.lock_check_sql(session, conn)
+
+    def done() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    lock_wait, retries, statement_wait = table_lock_settings(session)
+    if migration.transactional:
+        change = HistoryChange(migration.id, migration.name, migration.checksum, action, status)
+        record = hooks.history_sql(session, change)
+        # One query: the timeouts, the lock check, the SQL as written, the history row; one
+        # transaction.
+        settings = hooks.timeout_sql(session, lock_wait, statement_wait, True)
+        head = "; ".join(part for part in (settings, check) if part) or None
+        query = MigrationQuery.build(head, "" if _blank(sql) else sql, record)
+        attempt = 0
+        while True:
+            writing = False
+            with _watch(session, conn, lock_wait) as blockers:
+                try:
+                    # The database plugin opens and commits the transaction in the same
+                    # round trip when it can.
+                    if not (record and hooks.execute_transaction(session, conn, query.parts)):
+                        with hooks.transaction(session, conn):
+                            if query.sql or query.head or query.tail:
+                                hooks.execute(session, conn, query.text)
+                            if not record:
+                                writing = True
+                                timed = dataclasses.replace(change, duration_ms=done())
+                                hooks.history_write(session, conn, timed)
+                                writing = False
+                    return done()
+                except SqlError as exc:
+                    part = "record" if writing else query.part(exc.position)
+                    if _lock_timed_out(exc, lock_wait) and part == "sql":
+                        attempt += 1
+                        if attempt <= retries:
+                            holders = list(blockers)
+                            failure = exc
+                        else:
+                            raise _gave_up(
+                                migration,
+                                exc,
+                                query,
+                                sql,
+                                first_line,
+                                lock_wait,
+                                attempt - 1,
+                                list(blockers),
+                            ) from exc
+                    else:
+                        raise _query_failure(
+                            session,
+                            conn,
+                            migration,
+                            direction,
+                            query,
+                            part,
+                            exc,
+                            sql,
+                            first_line,
+                        ) from exc
+            _lock_retry(session, migration, attempt, retries, lock_wait, holders, failure)
+
+    statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(sql)
+    running = HistoryChange(
+        migration.id, migration.name, migration.checksum, action, "running", log=False
+    )
+    _start_no_transaction(session, conn, migration, direction, check, running)
+    settings = hooks.timeout_sql(session, lock_wait, statement_wait, False)
+    if settings and statements:
+        hooks.execute(session, conn, settings)
+    at = [0]  # the statement running, for a message when something stops it
+    try:
+        try:
+            _run_statements(
+                session,
+                conn,
+                migration,
+                action,
+                statements,
+                first_line,
+                done,
+                (lock_wait, retries),
+                at,
+            )
+        finally:
+            if settings and statements:
+                with suppress(MgError):
+                    hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
+        at[0] = len(statements) + 1
+        hooks.history_write(
+            session,
+            conn,
+            HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
+        )
+    except KeyboardInterrupt as exc:
+        reason = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
+        raise Interrupted(cut) from None
+    except DatabaseError as exc:
+        reason = f"a lost connection ({exc.message})"
+        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
+        raise DatabaseError(cut) from exc
+    return done()
+
+
+def _run_statements(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    action: Action,
+    statements: Sequence[Statement],
+    first_line: int,
+    done: Callable[[], int],
+    lock: tuple[float, int],
+    at: list[int],
+) -> None:
+    """Run a no-transaction migration's statements; a statement that hit the table-lock
+    timeout is tried again when it cannot have changed anything. ``at[0]`` follows the
+    statement running."""
+    hooks = session.hooks
+    lock_wait, retries = lock
+    for index, statement in enumerate(statements, start=1):
+        at[0] = index
+        attempt = 0
+        while True:
+            error: SqlError | None = None
+            holders: list[Any] = []
+            with _watch(session, conn, lock_wait) as blockers:
+                try:
+                    hooks.execute(session, conn, statement.text)
+                except SqlError as exc:
+                    error = exc
+                    holders = list(blockers)
+            if error is None:
+                break
+            if error.sqlstate and error.sqlstate.startswith(("08", "57P")):
+                # The server ended the session (terminated, shut down): nothing to write on.
+                raise DatabaseError(error.server_message) from error
+            timed_out = _lock_timed_out(error, lock_wait)
+            if timed_out and attempt < retries and not _leaves_something(statement.text):
+                attempt += 1
+                _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
+                continue
+            note = _INVALID_INDEX_NOTE if _is_concurrent_index(statement.text) else None
+            if timed_out:
+                note = "; ".join(
+                    part for part in (_gave_up_note(lock_wait, attempt, holders), note) if part
+                )
+            failure = sql_failure(
+                migration, error, statement.text, first_line + statement.line - 1, note
+            )
+            code = f" ({error.sqlstate})" if error.sqlstate else ""
+            # The server may quote a secret (a password cast to int): masked before stored.
+            stored = hooks.redact(f"line {failure.line}: {error.server_message}{code}")
+            hooks.history_write(
+                session,
+                conn,
+                HistoryChange(
+                    migration.id,
+                    migration.name,
+                    migration.checksum,
+                    action,
+                    "failed",
+                    done(),
+                    error=stored,
+                    failed_statement=index,
+                    log=False,
+                ),
+            )
+            failure.message = (
+                f"{failure.message}\n  statement {index} of {len(statements)}"
+                f"{_kind_of(statement.text)} failed; "
+                f"migration {migration.id} is now marked failed; "
+                + FIX_HINT.format(id=migration.id)
+            )
+            raise failure from error
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def table_lock_settings(session: Session) -> tuple[float, int, float]:
+    """``(lock timeout, retries, statement timeout)`` in seconds; 0 means off.
+
+    ``--table-lock-timeout`` and ``--statement-timeout`` win over mg.yaml.
+    """
+    config = session.config
+    options = session.options
+    wait = options.table_lock_timeout
+    if wait is None:
+        wait = config.table_lock_timeout
+    statement = options.statement_timeout
+    if statement is None:
+        statement = config.statement_timeout
+    return wait, config.table_lock_retries, statement
+
+
+def _watch(session: Session, conn: Any, lock_wait: float) -> AbstractContextManager[list[Any]]:
+    """Who blocks the statement, probed halfway through the lock timeout."""
+    from contextlib import nullcontext
+
+    if lock_wait <= 0:
+        return nullcontext([])
+    return session.hooks.lock_blockers(session, conn, lock_wait / 2)
+
+
+def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
+    return lock_wait > 0 and exc.sqlstate == LOCK_NOT_AVAILABLE
+
+
+def _leaves_something(sql: str) -> bool:
+    """A concurrent index build or reindex that failed leaves an INVALID index behind."""
+    words = " ".join(sql.upper().split())
+    return "CONCURRENTLY" in words and ("INDEX" in words or "REINDEX" in words)
+
+
+def lock_retry_pause(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt``: growing, jittered, at most about 20 s."""
+    import random
+
+    return min(0.5 * 1.5 ** (attempt - 1), 15.0) * random.uniform(0.5, 1.5)
+
+
+def describe_holder(holder: Any) -> str:
+    parts = [f"pid {holder.pid}"]
+    if holder.application_name:
+        parts.append(repr(holder.application_name))
+    if getattr(holder, "state", None):
+        parts.append(holder.state)
+    age = _age(holder.since)
+    if age is not None:
+        parts.append(f"transaction open for {age:.0f}s")
+    return f"{parts[0]} ({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
+
+
+def _age(since: Any) -> float | None:
+    from datetime import datetime, timezone
+
+    if not isinstance(since, datetime):
+        return None
+    return max(0.0, (datetime.now(timezone.utc) - since).total_seconds())
+
+
+def _holder_dict(holder: Any) -> dict[str, Any]:
+    age = _age(holder.since)
+    return {
+        "pid": holder.pid,
+        "application_name": holder.application_name,
+        "state": getattr(holder, "state", None),
+        "transaction_s": round(age, 1) if age is not None else None,
+    }
+
+
+def _format_wait(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _lock_retry(
+    session: Session,
+    migration: Migration,
+    attempt: int,
+    retries: int,
+    lock_wait: float,
+    holders: Sequence[Any],
+    error: SqlError,
+) -> None:
+    pause = lock_retry_pause(attempt)
+    who = "; blocked by " + ", ".join(describe_holder(h) for h in holders) if holders else ""
+    report(
+        session,
+        "migration.lock_retry",
+        "warning",
+        f"{migration.id} {migration.name}: table lock not granted within "
+        f"{_format_wait(lock_wait)}{who}; retry {attempt} of {retries} in {pause:.1f}s",
+        migration_id=migration.id,
+        migration_name=migration.name,
+        attempt=attempt,
+        retries=retries,
+        wait_s=round(pause, 3),
+        lock_timeout_s=lock_wait,
+        blockers=[_holder_dict(h) for h in holders],
+        error=error.server_message,
+    )
+    time.sleep(pause)
+
+
+def _gave_up_note(lock_wait: float, retries: int, holders: Sequence[Any]) -> str:
+    who = (
+        "blocked by " + ", ".join(describe_holder(h) for h in holders)
+        if holders
+        else "the blocking sessions had gone when asked"
+    )
+    return (
+        f"no table lock within {_format_wait(lock_wait)} after {retries} "
+        f"retr{'y' if retries == 1 else 'ies'}; {who} (table_lock_timeout, table_lock_retries)"
+    )
+
+
+def _gave_up(
+    migration: Migration,
+    exc: SqlError,
+    query: MigrationQuery,
+    sql: str,
+    first_line: int,
+    lock_wait: float,
+    retries: int,
+    holders: Sequence[Any],
+) -> MgError:
+    if exc.position is not None:
+        exc.position -= query.sql_start
+    return sql_failure(migration, exc, sql, first_line, _gave_up_note(lock_wait, retries, holders))
+
+
+def _cut_short(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    statements: Sequence[Statement],
+    index: int,
+    reason: str,
+    duration: int,
+) -> str:
+    """Leave an honest row behind a no-transaction migration that stopped midway, and say
+    what happened and what each way out does.
+
+    ``index`` is the statement that was running (1-based), or one past the last when the
+    statements had all run and only their record was missing. The row becomes ``failed``
+    with that statement number when mg can still write (Ctrl-C, SIGTERM); it stays
+    ``running`` when it cannot (the connection is gone).
+    """
+    total = len(statements)
+    action: Action = "UP" if direction == "up" else "DOWN"
+    complete = index > total
+    if complete:
+        status: Any = "applied" if direction == "up" else None
+        change = HistoryChange(
+            migration.id, migration.name, migration.checksum, action, status, duration
+        )
+    else:
+        change = HistoryChange(
+            migration.id,
+            migration.name,
+            migration.checksum,
+            action,
+            "failed",
+            duration,
+            error=session.hooks.redact(f"stopped by {reason} during statement {index} of {total}"),
+            failed_statement=index,
+            log=False,
+        )
+    left = "running"
+    try:
+        session.hooks.history_write(session, conn, change)
+        left = change.status or "removed"
+    except BaseException:  # a second Ctrl-C, or no connection: the row stays as it is
+        pass
+    ident = migration.id
+    what = f"migration {ident} ({migration.name})"
+    if complete:
+        head = f"{what} ran all {total} statements, then {reason}"
+        if left != "running":
+            return f"{head}; it is recorded as {'applied' if left == 'applied' else 'rolled back'}"
+        return (
+            f"{head} before it was recorded; its row is left `running`.\n  "
+            f"`mg fix {ident} --applied` records it as applied; `mg fix {ident} --remove` "
+            "deletes its row"
+        )
+    line = migration.up_line if direction == "up" else migration.down_line or migration.up_line
+    where = f"{display_path(migration.path)}:{line + statements[index - 1].line - 1}"
+    done_part = f"{_statements(1, index - 1)} took effect, " if index > 1 else ""
+    rest = f", {_statements(index + 1, total)} did not run" if index < total else ""
+    verb = "applying" if direction == "up" else "rolling back"
+    if direction == "up":
+        ways = (
+            f"`mg fix {ident} --applied` records it as applied (after you finish "
+            f"{_statements(index, total)} by hand); `mg fix {ident} --remove` deletes its row "
+            "so the next "
+            f"`mg apply` runs it again from statement 1 (after you undo what ran)"
+        )
+    else:
+        ways = (
+            f"`mg fix {ident} --applied` keeps it recorded as applied (after you restore what "
+            f"ran); `mg fix {ident} --remove` deletes its row, as a finished rollback would "
+            f"(after you finish {_statements(index, total)} by hand)"
+        )
+    return (
+        f"{what} was stopped by {reason} while {verb} it, during statement {index} of {total} "
+        f"({where}); it is a no-transaction migration, so {done_part}statement {index} may or "
+        f"may not have{rest}. Its row is left `{left}`"
+        + (f" at statement {index}" if left == "failed" else "")
+        + f".\n  {ways}"
+    )
+
+
+def _statements(first: int, last: int) -> str:
+    return f"statement {first}" if first == last else f"statements {first}-{last}"
+
+
+def _start_no_transaction(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    check: str | None,
+    running: HistoryChange,
+) -> None:
+    """Check the lock and mark the migration ``running``, in one query when the history
+    plugin gives its SQL."""
+    hooks = session.hooks
+    record = hooks.history_sql(session, running)
+    query = MigrationQuery.build(check, "", record)
+    part = "check"
+    try:
+        if record:
+            hooks.execute(session, conn, query.text)
+        else:
+            if check:
+                hooks.execute(session, conn, check)
+            part = "record"
+            hooks.history_write(session, conn, running)
+    except SqlError as exc:
+        if record:
+            part = query.part(exc.position)
+        sql, first_line = migration.section(direction)
+        raise _query_failure(
+            session, conn, migration, direction, query, part, exc, sql, first_line
+        ) from exc
+
+
+def _query_failure(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    query: MigrationQuery,
+    part: str,
+    exc: SqlError,
+    sql: str,
+    first_line: int,
+) -> MgError:
+    """The error to show for a migration's query, by the part of it that failed."""
+    if part == "check":
+        lock_id = session.config.lock_id
+        return MigrationFailed(
+            f"the migration lock {lock_id} was lost before migration {migration.id} "
+            f"({migration.name}) started; it was not run, and mg stopped because another run "
+            "may now be applying migrations",
+            hint="a migration calling pg_advisory_unlock_all() or DISCARD ALL releases the "
+            "lock, as does a pooler in transaction mode; see `mg status`",
+        )
+    if part == "sql":
+        if exc.position is not None:
+            exc.position -= query.sql_start
+        exc.server_message = query.own_text_removed(exc.server_message)
+        return sql_failure(migration, exc, sql, first_line)
+    if exc.sqlstate == "42601":
+        # mg's statements are well-formed: a syntax error after the SQL means the SQL did
+        # not end (an open quote, comment, dollar quote or statement). Nothing ran. The
+        # server's message is left out: whatever it quotes is mg's history statement, which
+        # the open quote swallowed.
+        last_line = first_line + sql.rstrip().count("\n")
+        return MigrationFailed(
+            f"{display_path(migration.path)}:{last_line}: the {direction} section ends inside "
+            "an unterminated statement, quoted string, comment or dollar quote",
+            hint="close it; nothing was run",
+        )
+    if direction == "up" and (
+        # the builtin history's refusal, in the server's message (the row it found may
+        # have been written by the migration itself, and rolled back with it), or a row
+        # another run committed
+        f"{migration.id} is already recorded as applied" in exc.server_message
+        or _recorded_as_applied(session, conn, migration.id)
+    ):
+        what = (
+            "this run's transaction was rolled back, so the migration took effect once"
+            if migration.transactional
+            else "this run did not start it"
+        )
+        return StateError(
+            f"migration {migration.id} ({migration.name}) is already recorded as applied: "
+            f"another mg run applied it at the same time; {what}",
+            hint="mg runs hold an advisory lock; check that no migration releases it "
+            "(pg_advisory_unlock_all, DISCARD ALL)",
+        )
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    return MigrationFailed(
+        f"recording migration {migration.id} ({migration.name}) in the history failed: "
+        f"{exc.server_message}{code}",
+        hint="its transaction was rolled back" if migration.transactional else None,
+    )
+
+
+def _recorded_as_applied(session: Session, conn: Any, ident: str) -> bool:
+    try:
+        entries = session.hooks.history_read(session, conn)
+    except MgError:
+        return False
+    return any(e.id == ident and e.status == "applied" for e in entries)
+
+
+def _kind_of(sql: str) -> str:
+    """`` (CREATE INDEX CONCURRENTLY)`` for a failure message; empty when it cannot tell."""
+    from migretti_core.sqlkind import statement_kind
+
+    try:
+        kind = statement_kind(sql)
+    except Exception:
+        return ""
+    return f" ({kind})" if kind else ""
+
+
+def _is_concurrent_index(sql: str) -> bool:
+    words = " ".join(sql.upper().split())
+    return "INDEX CONCURRENTLY" in words and "DROP INDEX" not in words
+
+
+def run_plan(
+    session: Session,
+    conn: Any,
+    plan: Plan,
+    current: list[Migration] | None = None,
+    done: list[MigrationResult] | None = None,
+) -> list[MigrationResult]:
+    """Execute the plan step by step, firing the per-migration lifecycle hooks.
+
+    ``current`` receives each migration as it starts, so a caller can name the one that failed;
+    ``done`` receives each result, so it knows what succeeded before.
+    """
+    hooks = session.hooks
+    results: list[MigrationResult] = done if done is not None else []
+    total = len(plan.steps)
+    verb = "applied" if plan.direction == "up" else "rolled back"
+    event = "migration.applied" if plan.direction == "up" else "migration.rolled_back"
+
+    def walk() -> None:
+        for index, migration in enumerate(plan.steps, start=1):
+            if current is not None:
+                current.append(migration)
+            hooks.before_migration(session, migration, plan.direction)
+            report(
+                session,
+                "migration.started",
+                "debug",
+                f"[{index}/{total}] {migration.id} {migration.name}",
+                migration_id=migration.id,
+                migration_name=migration.name,
+                direction=plan.direction,
+                index=index,
+                total=total,
+            )
+            duration = run_migration(session, conn, migration, plan.direction)
+            result = MigrationResult(migration, plan.direction, True, duration)
+            results.append(result)
+            report(
+                session,
+                event,
+                "info",
+                f"{verb} {migration.id} {migration.name} ({duration} ms)",
+                migration_id=migration.id,
+                migration_name=migration.name,
+                direction=plan.direction,
+                duration_ms=duration,
+                index=index,
+                total=total,
+            )
+            hooks.after_migration(session, result)
+
+    if plan.single_transaction:
+        try:
+            with hooks.transaction(session, conn):
+                walk()
+        except MgError as exc:
+            if results:  # already reported as applied, now rolled back with the plan
+                undone = (
+                    f"with --single-transaction the whole plan was rolled back: the "
+                    f"{len(results)} migration(s) reported applied before it are not applied"
+                )
+                exc.hint = f"{exc.hint}; {undone}" if exc.hint else undone
+            raise
+    else:
+        walk()
+    return results
+
+
+def lint_plan(session: Session, conn: Any, plan: Plan) -> list[LintFinding]:
+    """Lint an apply plan before anything runs and show the findings as warnings.
+
+    The lint plugin follows ``lint.on_apply``: ``off`` answers nothing, ``block`` raises
+    ``StateError`` (exit 3) on an error finding. ``--no-lint`` skips the call.
+    """
+    if plan.direction != "up" or not plan.steps or not session.options.lint:
+        return []
+    findings = session.hooks.lint(session, LintRequest(plan.steps, apply=True), conn)
+    for finding in findings:
+        report(
+            session,
+            "lint.finding",
+            "warning",
+            finding_line(finding),
+            rule=finding.rule,
+            severity=finding.severity,
+            path=display_path(finding.path),
+            line=finding.line,
+            column=finding.column,
+            migration_id=finding.migration,
+            help=finding.help,
+        )
+    return findings
+
+
+def confirm(
+    session: Session,
+    plan: Plan | None,
+    what: str,
+    findings: Sequence[LintFinding] = (),
+) -> None:
+    """Ask a person before SQL runs on a protected target.
+
+    Plugins may veto; only the user typing ``yes`` or ``--yes`` approves. The plan's error
+    findings from lint are listed with it.
+    """
+    hooks = session.hooks
+    if not hooks.is_protected(session):
+        return
+    target = hooks.describe_target(session)
+    lines = [
+        f"{what} on protected environment {session.config.env or '(default)'}: {target.describe()}"
+    ]
+    if plan is not None:
+        for migration in plan.steps:
+            lines.append(f"  {plan.direction:4} {migration.id} {migration.name}")
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        lines.append(f"lint found {len(errors)} error{'s' if len(errors) != 1 else ''}:")
+        lines.extend(f"  {finding_line(f)}" for f in errors)
+    message = "\n".join(lines)
+    report(session, "confirm.required", "warning", message, target=target.describe())
+    if hooks.confirm_vetoed(session, target, plan):
+        raise Aborted("a plugin refused the command on this protected environment")
+    if session.options.yes:
+        return
+    if not sys.stdin.isatty():
+        raise Aborted(
+            f"environment {session.config.env or '(default)'} is protected and there is no "
+            "terminal to confirm on",
+            hint="pass --yes to confirm non-interactively",
+        )
+    if session.options.json_log:
+        print(message, file=sys.stderr)
+    sys.stderr.write("Type 'yes' to continue: ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if answer.strip() != "yes":
+        raise Aborted("not confirmed; nothing was changed")
+
+
+@contextmanager
+def locked(session: Session, conn: Any) -> Iterator[None]:
+    timeout = session.options.lock_timeout
+    if timeout is None:
+        timeout = session.config.lock_timeout
+    session.hooks.lock_acquire(session, conn, timeout)
+    report(session, "lock.acquired", "debug", f"took the migration lock {session.config.lock_id}")
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            session.hooks.lock_release(session, conn)
+
+
+def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
+    as_json = session.options.output_format == "json"
+    for migration in plan.steps:
+        if as_json:
+            break
+        # The SQL is an event, not a print: the output plugin shows it on stdout, and code
+        # using the Python API gets it in its log instead of on its terminal.
+        sql, _ = migration.section(plan.direction)
+        header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
+        if not migration.transactional:
+            header += " [no-transaction]"
+        report(
+            session,
+            "dryrun.sql",
+            "info",
+            f"{header}\n{sql.strip(chr(10))}\n",
+            migration_id=migration.id,
+            migration_name=migration.name,
+            direction=plan.direction,
+        )
+    results = session.hooks.dry_run(session, conn, plan)
+    failed = skipped = 0
+    for result in results:
+        m = result.migration
+        fields = {
+            "migration_id": m.id,
+            "migration_name": m.name,
+            "direction": result.direction,
+            "duration_ms": result.duration_ms,
+        }
+        if not result.executed:
+            skipped += 1
+            if not as_json:
+                report(
+                    session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields
+                )
+        elif result.ok:
+            if not as_json:
+                report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
+                if result.locks is not None:
+                    report(
+                        session,
+                        "dryrun.locks",
+                        "info",
+                        lock_report_line(m, result.locks),
+                        locks=[list(lock) for lock in result.locks.locks],
+                        rewrites=list(result.locks.rewrites),
+                        **fields,
+                    )
+        else:
+            failed += 1
+            if not as_json:
+                report(
+                    session,
+                    "dryrun.failed",
+                    "error",
+                    f"failed: {m.id} {m.name}: {result.error}",
+                    error=result.error,
+                    **fields,
+                )
+    if as_json:
+        data = {"migrations": [dry_run_dict(result) for result in results]}
+        print(session.hooks.format_result(session.options, "dryrun", data, "json"), flush=True)
+    report(
+        session,
+        "dryrun.finished",
+        "info",
+        f"dry run: {len(results) - failed - skipped} ok, {failed} failed, "
+        f"{skipped} not executed; nothing was changed",
+        failed=failed,
+        skipped=skipped,
+    )
+    if failed:
+        raise MigrationFailed(
+            f"dry run: {failed} migration{'s' if failed != 1 else ''} failed; nothing was changed"
+        )
+    return 0
+
+
+def _human_rows(rows: int | None) -> str:
+    if rows is None:
+        return "rows unknown"
+    for limit, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if rows >= limit:
+            return f"~{rows / limit:.1f}{unit} rows".replace(".0", "")
+    return f"~{rows} rows"
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # pragma: no cover
+
+
+def lock_report_line(migration: Migration, locks: LockReport) -> str:
+    """``01J... add_email: AccessExclusiveLock on public.users (~1.2M rows, 181 MB);
+    rewrites public.users`` (the strongest lock per relation)."""
+    sizes = {relation: (rows, size) for relation, rows, size in locks.tables}
+    strongest: dict[str, str] = {}
+    for relation, mode in locks.locks:
+        strongest[relation] = mode  # sorted weakest first per relation
+    parts = []
+    for relation, mode in strongest.items():
+        rows, size = sizes.get(relation, (None, 0))
+        parts.append(f"{mode} on {relation} ({_human_rows(rows)}, {_human_bytes(size)})")
+    text = ", ".join(parts) if parts else "no locks on existing relations"
+    if locks.rewrites:
+        text += "; rewrites " + ", ".join(locks.rewrites)
+    return f"{migration.id} {migration.name}: {text}"
+
+
+def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
+    locks = result.locks or LockReport()
+    return {
+        "id": result.migration.id,
+        "name": result.migration.name,
+        "ok": result.ok,
+        "error": result.error,
+        "executed": result.executed,
+        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks.locks],
+        "rewrites": list(locks.rewrites),
+        "tables": [
+            {"relation": relation, "rows": rows, "bytes": size}
+            for relation, rows, size in locks.tables
+        ],
+    }
+
+
+def _execute_plan(
+    session: Session, conn: Any, plan: Plan, replan: Any, confirmed: set[str] | None
+) -> int:
+    """Under the lock: prepare history, recompute the plan, fire hooks, run it."""
+    hooks = session.hooks
+    up = plan.direction == "up"
+    with locked(session, conn):
+        hooks.history_prepare(session, conn)
+        plan = replan()
+        if not plan.steps:
+            report(session, "command.nothing", "info", "nothing to do: already up to date")
+            return 0
+        if confirmed is not None and not set(plan.ids) <= confirmed:
+            raise Aborted("the plan changed while waiting for the lock; run the command again")
+        current: list[Migration] = []
+        done: list[MigrationResult] = []
+        try:
+            (hooks.before_apply if up else hooks.before_rollback)(session, plan)
+            results = run_plan(session, conn, plan, current, done)
+        except MgError as exc:
+            failed = current[-1] if current else None
+            hooks.on_failure(session, plan, failed, exc.message, done)
+            if failed is not None:
+                m = failed
+                report(
+                    session,
+                    "migration.failed",
+                    "error",
+                    f"migration {m.id} {m.name} failed",
+                    migration_id=m.id,
+                    migration_name=m.name,
+                    direction=plan.direction,
+                    error=exc.message,
+                )
+            raise
+        verb = "applied" if up else "rolled back"
+        report(
+            session,
+            "apply.finished" if up else "rollback.finished",
+            "info",
+            f"{verb} {len(results)} migration{'s' if len(results) != 1 else ''}",
+            count=len(results),
+        )
+        (hooks.after_apply if up else hooks.after_rollback)(session, plan, results)
+        command = session.options.command or ("apply" if up else "rollback")
+        hooks.after_command(session, command, results, {"direction": plan.direction})
+    return 0
+
+
+def apply(session: Session, request: ApplyRequest) -> int:
+    def planner(state: State, check_blocked: bool) -> Plan:
+        return plan_apply(state, request, check_blocked)
+
+    def nothing(state: State) -> str:
+        to = None if request.to is None else resolve_id(request.to, state.migrations)
+        later = [m for m in state.pending if to is not None and m.id > to]
+        if later:
+            count = len(later)
+            return (
+                f"nothing to apply up to {to}; {count} later "
+                f"migration{'s' if count != 1 else ''} pending"
+            )
+        return "nothing to apply: already up to date"
+
+    return _run(session, planner, "apply", nothing)
+
+
+def rollback(session: Session, request: RollbackRequest) -> int:
+    def planner(state: State, check_blocked: bool) -> Plan:
+        return plan_rollback(state, request, check_blocked)
+
+    def nothing(state: State) -> str:
+        reasons = rollback_shortfall(state)
+        return "nothing to roll back: no migration is applied" + (
+            f" ({reasons})" if reasons else ""
+        )
+
+    def explain(state: State, plan: Plan) -> None:
+        asked = request.count if request.to is None else None
+        if asked is None or not plan.steps or len(plan.steps) >= asked:
+            return
+        count = len(plan.steps)
+        reasons = rollback_shortfall(state)
+        report(
+            session,
+            "rollback.fewer",
+            "warning",
+            f"rolling back {count} of the {asked} asked for: only {count} "
+            f"migration{' is' if count == 1 else 's are'} applied"
+            + (f" ({reasons})" if reasons else ""),
+            asked=asked,
+            count=count,
+        )
+
+    return _run(session, planner, "rollback", nothing, explain)
+
+
+def _run(
+    session: Session,
+    planner: Callable[[State, bool], Plan],
+    what: str,
+    nothing: Callable[[State], str],
+    explain: Callable[[State, Plan], None] | None = None,
+) -> int:
+    """Plan, check, confirm, then (dry-)run under the lock, planning again once it is held."""
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        if what == "apply":
+            _warn_missing(session, state)
+        _warn_tampered(session, state)
+        # Before the lock, a `running` row may be another process at work: wait for the lock
+        # and judge it then (under the lock it can only mean an interrupted run).
+        live = bool(state.running)
+        plan = planner(state, not live)
+        checked: set[tuple[str, str]] = set()
+        validate(session, plan.steps, checked)
+        if not plan.steps and not live:
+            report(session, "command.nothing", "info", nothing(state))
+            return 0
+        if explain is not None:
+            explain(state, plan)
+        findings = lint_plan(session, conn, plan)
+        confirm(session, plan, what if not session.options.dry_run else "dry run", findings)
+        if session.options.dry_run:
+            ensure_not_blocked(state)
+            return _dry_run(session, conn, plan)
+        confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
+
+        def replan() -> Plan:
+            fresh = planner(read_state(session, conn, migrations), True)
+            validate(session, fresh.steps, checked)
+            return fresh
+
+        return _execute_plan(session, conn, plan, replan, confirmed)
+
+
+def _warn_tampered(session: Session, state: State) -> None:
+    for problem in tampering_of(state):
+        report(session, "history.problem", "warning", problem)
+
+
+def _warn_missing(session: Session, state: State) -> None:
+    for entry in state.missing:
+        report(
+            session,
+            "migration.missing",
+            "warning",
+            f"migration {entry.id} ({entry.name}) is recorded as {entry.status} "
+            "but its file is gone",
+            migration_id=entry.id,
+            migration_name=entry.name,
+        )
+
+
+def fix(session: Session, given: str, mode: str) -> int:
+    """Resolve a failed or running migration after a person looked at the database.
+
+    ``given`` names it as people type it (id, id prefix, name or file name).
+    """
+    if mode not in ("applied", "remove"):
+        raise UsageError("fix needs --applied or --remove")
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        ident = resolve_id(given, migrations, state.history)
+        entry = state.entries.get(ident)
+        if entry is None:
+            raise UsageError(f"migration {ident} has no history row; nothing to fix")
+        confirm(session, None, f"fix {ident} --{mode}")
+        with locked(session, conn):
+            session.hooks.history_prepare(session, conn)
+            state = read_state(session, conn, migrations)
+            entry = state.entries.get(ident)
+            if entry is None:
+                raise UsageError(f"migration {ident} has no history row; nothing to fix")
+            migration = state.by_id.get(ident)
+            checksum = migration.checksum if migration else entry.checksum
+            name = migration.name if migration else entry.name
+            with session.hooks.transaction(session, conn):
+                session.hooks.history_write(
+                    session,
+                    conn,
+                    HistoryChange(
+                        ident, name, checksum, "FIX", "applied" if mode == "applied" else None
+                    ),
+                )
+    verb = "marked applied" if mode == "applied" else "removed from history"
+    report(session, "migration.fixed", "info", f"{ident} {name}: {verb}", migration_id=ident)
+    session.hooks.after_command(session, "fix", (), {"migration_id": ident, "mode": mode})
+    return 0

@@ -1,0 +1,113 @@
+"""Read-only views: the data of ``mg status``, ``mg verify`` and the Python API's reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from migretti_core.planning import FIX_HINT, load_migrations, tampering_of
+from migretti_core.reporting import display_path
+from migretti_core.running import connected, read_state
+from migretti_core.state import State
+from migretti_core.types import (
+    HistoryEntry,
+    Session,
+)
+
+
+def current_status(session: Session) -> tuple[State, list[dict[str, str]]]:
+    """The state, and the INVALID indexes failed concurrent builds left on the target."""
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        state = read_state(session, conn, migrations)
+        return state, session.hooks.invalid_indexes(session, conn)
+
+
+def current_state(session: Session) -> State:
+    migrations = load_migrations(session)
+    with connected(session) as conn:
+        return read_state(session, conn, migrations)
+
+
+def problems_of(state: State) -> list[str]:
+    problems: list[str] = []
+    for entry in state.failed:
+        problems.append(
+            f"failed: {entry.id} {entry.name}"
+            + (f" (statement {entry.failed_statement})" if entry.failed_statement else "")
+            + (f": {entry.error}" if entry.error else "")
+            + " — "
+            + FIX_HINT.format(id=entry.id)
+        )
+    for entry in state.running:
+        problems.append(
+            f"running: {entry.id} {entry.name} was interrupted or is still running — "
+            + FIX_HINT.format(id=entry.id)
+        )
+    for migration, _ in state.modified:
+        problems.append(f"modified: {display_path(migration.path)} changed since it was applied")
+    for entry in state.missing:
+        problems.append(f"missing: {entry.id} {entry.name} is recorded but its file is gone")
+    for migration in state.out_of_order:
+        problems.append(
+            f"out-of-order: {display_path(migration.path)} sorts before the newest applied "
+            "migration (apply with --allow-out-of-order)"
+        )
+    problems.extend(tampering_of(state))
+    return problems
+
+
+def entry_dict(entry: HistoryEntry | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    return {
+        "id": entry.id,
+        "name": entry.name,
+        "status": entry.status,
+        "applied_at": entry.applied_at.isoformat() if entry.applied_at else None,
+        "checksum": entry.checksum,
+        "baseline": entry.baseline,
+    }
+
+
+def status_ok(state: State) -> bool:
+    """Nothing pending, failed, running, changed since applied or missing: the CI gate
+    (``status_data`` also fails it for any other problem ``mg status`` reports)."""
+    return not (state.pending or state.blocking or state.modified or state.missing)
+
+
+def status_data(state: State, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The document of ``mg status``; ``redact`` masks secrets in the problems, whose stored
+    server errors may quote one (rows written before errors were masked, or by hand)."""
+    problems = problems_of(state)
+    if redact is not None:
+        problems = [redact(problem) for problem in problems]
+    return {
+        "ok": status_ok(state) and not problems,
+        "counts": {
+            "applied": len(state.applied),
+            "pending": len(state.pending),
+            "failed": len(state.failed),
+            "running": len(state.running),
+        },
+        "baseline": sum(1 for e in state.applied if e.baseline),
+        "head": entry_dict(state.head),
+        "problems": problems,
+    }
+
+
+def verify_data(state: State) -> dict[str, Any]:
+    mismatches = [
+        {"id": m.id, "name": m.name, "file": display_path(m.path)} for m, _ in state.modified
+    ]
+    missing = [{"id": e.id, "name": e.name} for e in state.missing if e.status == "applied"]
+    problems = tampering_of(state)
+    data: dict[str, Any] = {
+        "ok": not mismatches and not missing and not problems,
+        "checked": len(state.applied),
+        "mismatches": mismatches,
+        "missing": missing,
+    }
+    if problems:  # history rows edited by hand; the key is left out when there are none
+        data["problems"] = problems
+    return data
