@@ -16,7 +16,8 @@ from migretti_core.errors import (
     Aborted,
     UsageError,
 )
-from migretti_core.types import Level, Session
+from migretti_core.types import Event, Level, Session
+from migretti_plugins.fleet import live
 from migretti_plugins.fleet.members import DEFAULT_JOBS, Member, fleet_named, resolve
 from migretti_plugins.fleet.runner import FleetRun, Invocation, Outcome, Schedule
 from migretti_plugins.fleet.streams import routed
@@ -136,7 +137,23 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
         canary=schedule.canary,
     )
 
+    board = (
+        live.Board(sys.stderr, fleet_name, len(members))
+        if live.wanted(sys.stderr, fmt, globals_.json_log, dict(app.environ))
+        else None
+    )
+
+    def observe(index: int, event: Event) -> None:
+        state = live.state_of(event)
+        if board is not None and state is not None:
+            board.update(index, state)
+
     def on_event(kind: str, outcome: Outcome) -> None:
+        if board is not None:
+            if kind == "started":
+                board.started(outcome.index, outcome.member.name)
+            else:
+                board.finished(outcome.index, outcome.ok)
         if kind == "started":
             app.report(
                 "fleet.member.started",
@@ -159,8 +176,23 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
         )
 
     with routed() as streams:
-        run = FleetRun(app, members, invocation, schedule, streams, confirmed, on_event)
-        outcomes = run.run()
+        run = FleetRun(
+            app,
+            members,
+            invocation,
+            schedule,
+            streams,
+            confirmed,
+            on_event,
+            observe if board is not None else None,
+        )
+        if board is not None:
+            board.start()
+        try:
+            outcomes = run.run()
+        finally:
+            if board is not None:
+                board.stop()
     for outcome in outcomes:
         if outcome.result == "skipped" and outcome.error is None:
             outcome.error = "not started: an earlier member failed (--fail-fast)"

@@ -52,6 +52,7 @@ class Outcome:
     error: str | None = None
     duration_ms: int = 0
     stdout: str = ""
+    index: int = 0  # the member's place in the fleet
 
     @property
     def ok(self) -> bool:
@@ -133,11 +134,14 @@ class MemberPlugin:
                 pass
 
 
-def _tag_events(app: App, target: str) -> None:
-    """Every event of this member carries ``target`` (JSON log lines, the Python API)."""
+def _tag_events(app: App, target: str, observe: Callable[[Event], None] | None) -> None:
+    """Every event of this member carries ``target`` (JSON log lines, the Python API);
+    ``observe`` sees each one first (the live lines follow what the member does)."""
     original = app.hooks.report
 
     def report(options: Options, event: Event) -> bool:
+        if observe is not None:
+            observe(event)
         fields = {"target": target, **event.fields}
         return original(options, Event(event.name, event.level, event.message, fields))
 
@@ -171,6 +175,7 @@ def run_member(
     stop: threading.Event,
     confirmed: bool,
     register: Callable[[MemberPlugin], None],
+    observe: Callable[[Event], None] | None = None,
 ) -> tuple[int, str | None, MemberPlugin]:
     """Run the command on one member; returns its exit code and first error line."""
     from migretti_core.cli import _print_error, build_cli
@@ -188,7 +193,7 @@ def run_member(
             cwd=parent.cwd,
             plugins=[(MEMBER_PLUGIN, plugin)],
         )
-        _tag_events(app, member.name)
+        _tag_events(app, member.name, observe)
         cli = build_cli(app)
         command: click.Command = cli
         for name in invocation.path:
@@ -269,9 +274,11 @@ class FleetRun:
         streams: dict[str, TextIO],
         confirmed: bool,
         on_event: Callable[[str, Outcome], None],
+        observe: Callable[[int, Event], None] | None = None,
     ) -> None:
         self.parent = parent
-        self.outcomes = [Outcome(member) for member in members]
+        self.outcomes = [Outcome(member, index=n) for n, member in enumerate(members)]
+        self.observe = observe
         self.invocation = invocation
         self.schedule = schedule
         self.streams = streams
@@ -340,6 +347,7 @@ class FleetRun:
         code: int = EXIT_INTERRUPTED
         error: str | None = "interrupted"
         plugin: MemberPlugin | None = None
+        observe = self.observe
         try:
             with member_output(sink, self.streams):
                 code, error, plugin = run_member(
@@ -349,6 +357,7 @@ class FleetRun:
                     self.stop,
                     self.confirmed,
                     plugins.append,
+                    (lambda event: observe(index, event)) if observe is not None else None,
                 )
         except KeyboardInterrupt:
             code, error = EXIT_INTERRUPTED, "interrupted"

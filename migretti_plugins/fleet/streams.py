@@ -4,7 +4,9 @@ While a fleet runs, ``sys.stdout`` and ``sys.stderr`` are routers: a write from 
 thread goes to that member's sink, which passes on whole lines only, prefixed with the
 member's name, under one lock; any other thread's writes pass on as whole lines too
 (print() writes a line and its newline apart, and no member's line may land between them).
-A member never sees a terminal (no live progress line redrawn by several threads at once).
+A member never sees a terminal (no live progress line redrawn by several threads at once);
+the fleet's own live lines (``live``) are an overlay: every write to a terminal erases them
+first and draws them again after.
 """
 
 from __future__ import annotations
@@ -14,13 +16,59 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Protocol, TextIO
 
 _local = threading.local()
 _write_lock = threading.Lock()
 # Unfinished lines of threads that are not running a member, by (thread, stream): print()
 # writes a line and its newline separately, and a member's line must never land between them.
 _pending: dict[tuple[int, str], str] = {}
+
+
+class Overlay(Protocol):
+    """Lines kept at the bottom of the terminal while a fleet runs (``live.Board``)."""
+
+    def erase(self) -> None: ...
+
+    def draw(self) -> None: ...
+
+    def hold(self) -> None: ...
+
+
+_overlay: Overlay | None = None
+
+
+def set_overlay(overlay: Overlay | None) -> None:
+    """Install (or remove) the overlay; call with ``write_lock()`` held or before the run."""
+    global _overlay
+    _overlay = overlay
+
+
+def write_lock() -> threading.Lock:
+    """The lock every write to the real streams takes while a fleet runs."""
+    return _write_lock
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _out(real: TextIO, text: str) -> None:
+    """Write ``text`` to a real stream, the write lock held: above the overlay, if any."""
+    overlay = _overlay
+    if overlay is None or not _is_terminal(real):
+        real.write(text)
+        return
+    overlay.erase()
+    real.write(text)
+    real.flush()
+    if text.endswith("\n"):
+        overlay.draw()
+    else:  # an unfinished line stays the last thing on the screen until it ends
+        overlay.hold()
 
 
 class Sink:
@@ -47,7 +95,7 @@ class Sink:
     def _emit(self, lines: list[str], real: TextIO) -> None:
         text = "".join(f"{self.prefix}{line}\n" for line in lines)
         with _write_lock:
-            real.write(text)
+            _out(real, text)
             real.flush()
 
     def close(self, streams: dict[str, TextIO]) -> None:
@@ -87,7 +135,7 @@ class Router(io.TextIOBase):
                 if rest:
                     _pending[key] = rest
                 if newline:
-                    self.real.write(head + newline)
+                    _out(self.real, head + newline)
             return len(text)
         sink.write(self.which, text, self.real)
         return len(text)
@@ -97,14 +145,14 @@ class Router(io.TextIOBase):
             with _write_lock:
                 rest = _pending.pop((threading.get_ident(), self.which), "")
                 if rest:
-                    self.real.write(rest)
+                    _out(self.real, rest)
                 self.real.flush()
 
     def drain(self) -> None:
         """Write every thread's unfinished line: the run is over."""
         with _write_lock:
             for key in [key for key in _pending if key[1] == self.which]:
-                self.real.write(_pending.pop(key))
+                _out(self.real, _pending.pop(key))
             self.real.flush()
 
     def isatty(self) -> bool:
@@ -144,7 +192,7 @@ def member_output(sink: Sink, streams: dict[str, TextIO]) -> Iterator[None]:
 def locked_write(stream: TextIO) -> Callable[[str], None]:
     def write(text: str) -> None:
         with _write_lock:
-            stream.write(text)
+            _out(stream, text)
             stream.flush()
 
     return write
