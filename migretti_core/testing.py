@@ -137,7 +137,7 @@ def make_config(
     import dataclasses
 
     from migretti_core.types import ConfigRequest
-    from migretti_plugins.config.loader import PROTECTED_NAMES, build_config, parse_text
+    from migretti_plugins.config.loader import build_config, parse_text
 
     root = Path(os.path.abspath(root))
     data = dict(settings or {})
@@ -155,8 +155,7 @@ def make_config(
     )
     config = build_config(parsed, request, root / "mg.yaml")
     if env is not None and not in_profiles:
-        protected = config.protected or env.lower() in PROTECTED_NAMES
-        config = dataclasses.replace(config, env=env, protected=protected)
+        config = dataclasses.replace(config, env=env)
     return dataclasses.replace(config, **fields) if fields else config
 
 
@@ -338,14 +337,10 @@ def migration_text(
     *,
     transactional: bool = True,
 ) -> str:
-    """The text of a migration file in migretti's format."""
-    lines = [f"-- migration: {name}", f"-- id: {migration_id}"]
-    if not transactional:
-        lines.append("-- migrate: no-transaction")
-    lines += ["", "-- migrate: up", up_sql.strip("\n"), ""]
-    if down_sql is not None:
-        lines += ["-- migrate: down", down_sql.strip("\n"), ""]
-    return "\n".join(lines)
+    """The text of a migration file in migretti's format (as ``mg create`` writes it)."""
+    from migretti_plugins.files.parse import render_migration
+
+    return render_migration(name, migration_id, up_sql, down_sql, transactional=transactional)
 
 
 def write_migration(

@@ -86,17 +86,11 @@ def render(
     Up sections come in id order and down sections in reverse; when any migration lacks a
     down section the result has none, since no down could undo that migration.
     """
-    one_line_title = re.sub(r"[\r\n]+", " ", title).strip()
-    header = [
-        f"-- migration: {one_line_title}",
-        f"-- id: {new_id}",
-        "-- squashed: " + ", ".join(m.id for m in migrations),
-    ]
-    if not migrations[0].transactional:
-        header.append("-- migrate: no-transaction")
+    from migretti_plugins.files.parse import render_migration
+
     ups = [(m, terminate(m.up_sql, split, _where(m, m.up_line))) for m in migrations]
-    text = "\n".join(header) + "\n\n-- migrate: up\n" + _block(ups)
     warnings: list[str] = []
+    down: str | None = None
     without_down = [m for m in migrations if not m.has_down]
     if without_down:
         names = ", ".join(m.filename for m in without_down)
@@ -109,7 +103,15 @@ def render(
             (m, terminate(m.down_sql or "", split, _where(m, m.down_line)))
             for m in reversed(migrations)
         ]
-        text += "\n-- migrate: down\n" + _block(downs)
+        down = _block(downs)
+    text = render_migration(
+        re.sub(r"[\r\n]+", " ", title).strip(),
+        new_id,
+        _block(ups),
+        down,
+        transactional=migrations[0].transactional,
+        notes=("-- squashed: " + ", ".join(m.id for m in migrations),),
+    )
     return text, warnings
 
 

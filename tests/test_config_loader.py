@@ -10,6 +10,7 @@ import pytest
 
 from migretti_core.errors import ConfigError
 from migretti_core.redact import redact_text, redact_url
+from migretti_core.testing import make_hooks, make_session
 from migretti_core.types import DEFAULT_LOCK_ID, Config, ConfigRequest
 from migretti_plugins.config.loader import load_config, parse_duration
 
@@ -469,9 +470,15 @@ def test_protected_accepts_yaml_booleans(tmp_path: Path, text: str, expected: bo
 @pytest.mark.parametrize("name", ["prod", "Production", "LIVE"])
 def test_profiles_with_production_names_are_protected(tmp_path: Path, name: str) -> None:
     text = f"envs:\n  {name}:\n    protected: false\n  qa:\n    protected: true\n"
-    assert load(tmp_path, text, env=name).protected is True
-    assert load(tmp_path, text, env="qa").protected is True
-    assert load(tmp_path, text).protected is False
+    hooks = make_hooks(builtins=["protect"])
+
+    def is_protected(env: str | None) -> bool:
+        return hooks.is_protected(make_session(hooks, load(tmp_path, text, env=env)))
+
+    assert load(tmp_path, text, env=name).protected is False  # the loader reports the key
+    assert is_protected(name) is True  # the protect plugin adds the names
+    assert is_protected("qa") is True
+    assert is_protected(None) is False
 
 
 def test_embedded_database_flag_is_a_bool(tmp_path: Path) -> None:

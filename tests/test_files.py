@@ -16,7 +16,7 @@ from migretti_plugins.files.parse import (
     discover,
     normalize_text,
     parse_migration,
-    render_template,
+    render_migration,
     slugify,
 )
 
@@ -124,7 +124,7 @@ def test_empty_up_section_is_reported_at_the_marker() -> None:
 
 
 def test_untouched_template_has_an_empty_up_section() -> None:
-    problems = problems_of(render_template("Add users", "01ABC"))
+    problems = problems_of(render_migration("Add users", "01ABC"))
     assert len(problems) == 1
     assert problems[0].startswith("01ABC_add_users.sql:4: empty up section")
 
@@ -342,8 +342,8 @@ def test_slugify_refuses_empty_result(name: str) -> None:
         slugify(name)
 
 
-def test_render_template_is_exact() -> None:
-    assert render_template("Add Users Table", "01J0") == (
+def test_render_migration_is_exact() -> None:
+    assert render_migration("Add Users Table", "01J0") == (
         "-- migration: Add Users Table\n-- id: 01J0\n\n-- migrate: up\n\n-- migrate: down\n"
     )
 
@@ -356,7 +356,9 @@ def test_create_writes_template_with_new_ulid(tmp_path: Path) -> None:
     assert match is not None
     assert len(match.group("id")) == 26
     assert match.group("name") == "add_users_table"
-    assert path.read_text(encoding="utf-8") == render_template("Add Users Table", match.group("id"))
+    assert path.read_text(encoding="utf-8") == render_migration(
+        "Add Users Table", match.group("id")
+    )
 
 
 def test_create_then_fill_in_parses(tmp_path: Path) -> None:

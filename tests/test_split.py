@@ -10,7 +10,7 @@ import pytest
 
 from migretti_core.types import Statement
 from migretti_plugins.split import lexer
-from migretti_plugins.split.lexer import find_transaction_refusals, split_sql, transaction_refusal
+from migretti_plugins.split.lexer import find_transaction_problems, split_sql, transaction_refusal
 
 
 def texts(sql: str) -> list[str]:
@@ -572,7 +572,7 @@ def test_statements_allowed_in_a_transaction(sql: str) -> None:
     assert transaction_refusal(sql) is None
 
 
-def test_find_transaction_refusals_reports_lines() -> None:
+def test_find_transaction_problems_reports_refusals_with_their_lines() -> None:
     sql = (
         "CREATE TABLE t (x int);\n"
         "-- next one must run alone\n"
@@ -583,12 +583,12 @@ def test_find_transaction_refusals_reports_lines() -> None:
         "DO $$ BEGIN EXECUTE 'VACUUM'; END $$;\n"
         "drop database\n  old_copy"
     )
-    assert find_transaction_refusals(sql) == [
-        (3, "CREATE INDEX CONCURRENTLY"),
-        (4, "VACUUM"),
-        (8, "DROP DATABASE"),
+    assert find_transaction_problems(sql) == [
+        (3, "CREATE INDEX CONCURRENTLY", "refused"),
+        (4, "VACUUM", "refused"),
+        (8, "DROP DATABASE", "refused"),
     ]
-    assert find_transaction_refusals("CREATE TABLE t (x int); SELECT 1;") == []
+    assert find_transaction_problems("CREATE TABLE t (x int); SELECT 1;") == []
 
 
 @pytest.mark.parametrize(

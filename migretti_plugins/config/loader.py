@@ -13,8 +13,8 @@ Decisions (see also docs/configuration.md):
 - ``database.embedded`` becomes a bool; every other ``database`` value stays a string.
 - ``MG_DATABASE_URL`` or ``MG_LOCK_ID`` set to an empty string count as unset; with
   ``MG_DATABASE_URL`` set, the file's ``database`` is not interpolated at all.
-- ``Config.protected`` is true for profiles named prod, production or live (any case)
-  whatever ``protected:`` says, and for any profile with ``protected: true``.
+- ``Config.protected`` is ``protected:`` as written; the ``protect`` plugin adds its own rule
+  (profiles named prod, production or live are protected whatever ``protected:`` says).
 - ``Config.settings`` is the selected profile merged and interpolated (without ``envs``);
   its ``database`` is the effective one. The core's keys hold the text as written (use the
   ``Config`` fields for typed values); any other top-level key is a plugin's section and
@@ -68,7 +68,6 @@ CORE_KEYS = frozenset(
     }
 )
 HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
-PROTECTED_NAMES = frozenset({"prod", "production", "live"})
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
 
@@ -125,8 +124,7 @@ def build_config(
     lock_id = _lock_id(settings.get("lock_id", ""), label, "lock_id")
     if environ.get("MG_LOCK_ID", ""):
         lock_id = _lock_id(environ["MG_LOCK_ID"], "MG_LOCK_ID", "")
-    explicit_protected = _bool(settings.get("protected", ""), label, "protected")
-    protected = explicit_protected or (env_name or "").lower() in PROTECTED_NAMES
+    protected = _bool(settings.get("protected", ""), label, "protected")
 
     return Config(
         path=path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,16 +299,33 @@ def slugify(name: str) -> str:
     return slug
 
 
-def render_template(
-    title: str, id: str, up: str = "", down: str = "", *, transactional: bool = True
+def render_migration(
+    title: str,
+    id: str,
+    up: str = "",
+    down: str | None = "",
+    *,
+    transactional: bool = True,
+    notes: Sequence[str] = (),
 ) -> str:
-    """The text of a new migration: a header and two sections, empty unless SQL is given."""
-    up_text = up.strip("\n") + "\n\n" if up.strip() else "\n"
-    down_text = down.strip("\n") + "\n" if down.strip() else ""
-    header = f"-- migration: {title}\n-- id: {id}\n"
+    """The text of a migration file; every file mg writes (create, squash, the test harness)
+    is rendered here.
+
+    ``notes`` are extra header comments (``-- squashed: ...``). ``down`` None writes no down
+    section; an empty one writes the marker, for the user to fill in.
+    """
+    one_line_title = re.sub(r"[\r\n]+", " ", title)
+    header = [f"-- migration: {one_line_title}", f"-- id: {id}", *notes]
     if not transactional:
-        header += "-- migrate: no-transaction\n"
-    return f"{header}\n-- migrate: up\n{up_text}-- migrate: down\n{down_text}"
+        header.append("-- migrate: no-transaction")
+    text = "\n".join(header) + "\n\n-- migrate: up\n"
+    if up.strip():
+        text += up.strip("\n") + "\n"
+    if down is not None:
+        text += "\n-- migrate: down\n"
+        if down.strip():
+            text += down.strip("\n") + "\n"
+    return text
 
 
 def create_migration_file(
@@ -342,10 +360,7 @@ def create_migration_file(
         if match is not None and match.group("id") == new_id:
             raise UsageError(f"{existing} already uses id {new_id}; not creating another")
 
-    one_line_title = re.sub(r"[\r\n]+", " ", title)
-    content = render_template(one_line_title, new_id, up, down, transactional=transactional).encode(
-        "utf-8"
-    )
+    content = render_migration(title, new_id, up, down, transactional=transactional).encode("utf-8")
     return write_new_file(directory / filename, content)
 
 

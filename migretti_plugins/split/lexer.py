@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from migretti_core.types import Statement
 
-__all__ = ["find_transaction_refusals", "split_sql", "transaction_refusal"]
+__all__ = ["find_transaction_problems", "split_sql", "transaction_refusal"]
 
 _WHITESPACE = " \t\n\r\f\v"
 
@@ -487,20 +487,6 @@ def may_have_transaction_problems(sql: str) -> bool:
                 return True
             at = lowered.find(word, end)
     return False
-
-
-def find_transaction_refusals(sql: str) -> list[tuple[int, str]]:
-    """Return ``(line, name)`` for every statement of ``sql`` refused in a transaction block."""
-    found: list[tuple[int, str]] = []
-    if not may_have_transaction_problems(sql):
-        return found
-    for statement in split_sql(sql):
-        if _REFUSABLE_HEAD.match(statement.text) is None:
-            continue
-        name = transaction_refusal(statement.text)
-        if name is not None:
-            found.append((statement.line, name))
-    return found
 
 
 def find_transaction_problems(sql: str) -> list[tuple[int, str, str]]:
