@@ -138,6 +138,7 @@ _API_NAMES = frozenset(
         "State",
         "StateError",
         "Statement",
+        "StatementInfo",
         "Target",
         "UsageError",
         "app_of",

@@ -63,6 +63,7 @@ from migretti_core.types import (
     Plan,
     Session,
     Statement,
+    StatementInfo,
     Target,
 )
 from migretti_core.views import current_state
@@ -109,6 +110,7 @@ __all__ = [
     "State",
     "StateError",
     "Statement",
+    "StatementInfo",
     "Target",
     "UsageError",
     "__version__",

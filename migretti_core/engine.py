@@ -61,9 +61,6 @@ from migretti_core.running import (
     _AT_OR_NEAR as _AT_OR_NEAR,
 )
 from migretti_core.running import (
-    _INVALID_INDEX_NOTE as _INVALID_INDEX_NOTE,
-)
-from migretti_core.running import (
     LOCK_NOT_AVAILABLE as LOCK_NOT_AVAILABLE,
 )
 from migretti_core.running import (
@@ -101,15 +98,6 @@ from migretti_core.running import (
 )
 from migretti_core.running import (
     _human_rows as _human_rows,
-)
-from migretti_core.running import (
-    _is_concurrent_index as _is_concurrent_index,
-)
-from migretti_core.running import (
-    _kind_of as _kind_of,
-)
-from migretti_core.running import (
-    _leaves_something as _leaves_something,
 )
 from migretti_core.running import (
     _line_of as _line_of,
@@ -155,9 +143,6 @@ from migretti_core.running import (
 )
 from migretti_core.running import (
     connected as connected,
-)
-from migretti_core.running import (
-    describe_holder as describe_holder,
 )
 from migretti_core.running import (
     dry_run_dict as dry_run_dict,

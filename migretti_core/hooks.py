@@ -44,6 +44,7 @@ from migretti_core.types import (
     Plan,
     Session,
     Statement,
+    StatementInfo,
     Target,
 )
 
@@ -392,6 +393,18 @@ class Hooks:
             "mg_invalid_indexes", session=session, conn=conn
         )
         return list(result or [])
+
+    def describe_statement(self, sql: str) -> StatementInfo:
+        """What the database plugin knows of a failed statement; nothing without one."""
+        result: StatementInfo | None = self.call("mg_describe_statement", sql=sql)
+        return result if result is not None else StatementInfo()
+
+    def describe_lock_holder(self, holder: LockHolder) -> str:
+        """A blocking session in one line; its pid without a plugin that knows more."""
+        result: str | None = self.call("mg_describe_lock_holder", holder=holder)
+        if result is not None:
+            return result
+        return f"pid {holder.pid}" if holder.pid is not None else "another session"
 
     def lock_probe(self, session: Session, conn: Any) -> AbstractContextManager[list[LockReport]]:
         """A probe of the locks and rewrites of the SQL run inside it; none without a plugin."""

@@ -38,6 +38,7 @@ from migretti_core.types import (
     Migration,
     MigrationResult,
     Statement,
+    StatementInfo,
     Target,
 )
 
@@ -254,6 +255,20 @@ def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | No
     Each is ``{"index", "table", "drop"}``: schema-qualified names and the statement that
     removes it without blocking.
     """
+
+
+@spec(FIRST, returns=instance_of(StatementInfo))
+def mg_describe_statement(sql: str) -> StatementInfo | None:
+    """What the backend knows of a no-transaction migration's statement that failed: its
+    kind for the message, whether it may run again after a lock timeout, a note.
+
+    Asked only after a statement failed, never on the way to running one.
+    """
+
+
+@spec(FIRST, returns=instance_of(str))
+def mg_describe_lock_holder(holder: LockHolder) -> str | None:
+    """One line naming a session that blocked a migration's table lock, for messages."""
 
 
 @spec(FIRST, returns=context_manager)

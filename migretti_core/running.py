@@ -55,6 +55,7 @@ from migretti_core.types import (
     Plan,
     Session,
     Statement,
+    StatementInfo,
 )
 
 
@@ -124,12 +125,6 @@ def sql_failure(
     )
     failure.message = "\n".join(parts)
     return failure
-
-
-_INVALID_INDEX_NOTE = (
-    "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
-    "drop it with DROP INDEX CONCURRENTLY before retrying"
-)
 
 
 @dataclass(frozen=True)
@@ -233,6 +228,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                             failure = exc
                         else:
                             raise _gave_up(
+                                session,
                                 migration,
                                 exc,
                                 query,
@@ -318,6 +314,7 @@ def _run_statements(
     for index, statement in enumerate(statements, start=1):
         at[0] = index
         attempt = 0
+        info: StatementInfo | None = None  # asked of the database plugin once it failed
         while True:
             error: SqlError | None = None
             holders: list[Any] = []
@@ -333,14 +330,18 @@ def _run_statements(
                 # The server ended the session (terminated, shut down): nothing to write on.
                 raise DatabaseError(error.server_message) from error
             timed_out = _lock_timed_out(error, lock_wait)
-            if timed_out and attempt < retries and not _leaves_something(statement.text):
+            if info is None:
+                info = hooks.describe_statement(statement.text)
+            if timed_out and attempt < retries and info.retry_safe:
                 attempt += 1
                 _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
                 continue
-            note = _INVALID_INDEX_NOTE if _is_concurrent_index(statement.text) else None
+            note = info.note
             if timed_out:
                 note = "; ".join(
-                    part for part in (_gave_up_note(lock_wait, attempt, holders), note) if part
+                    part
+                    for part in (_gave_up_note(session, lock_wait, attempt, holders), note)
+                    if part
                 )
             failure = sql_failure(
                 migration, error, statement.text, first_line + statement.line - 1, note
@@ -365,7 +366,7 @@ def _run_statements(
             )
             failure.message = (
                 f"{failure.message}\n  statement {index} of {len(statements)}"
-                f"{_kind_of(statement.text)} failed; "
+                f"{f' ({info.kind})' if info.kind else ''} failed; "
                 f"migration {migration.id} is now marked failed; "
                 + FIX_HINT.format(id=migration.id)
             )
@@ -404,29 +405,11 @@ def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
     return lock_wait > 0 and exc.sqlstate == LOCK_NOT_AVAILABLE
 
 
-def _leaves_something(sql: str) -> bool:
-    """A concurrent index build or reindex that failed leaves an INVALID index behind."""
-    words = " ".join(sql.upper().split())
-    return "CONCURRENTLY" in words and ("INDEX" in words or "REINDEX" in words)
-
-
 def lock_retry_pause(attempt: int) -> float:
     """Seconds to wait before retry ``attempt``: growing, jittered, at most about 20 s."""
     import random
 
     return min(0.5 * 1.5 ** (attempt - 1), 15.0) * random.uniform(0.5, 1.5)
-
-
-def describe_holder(holder: Any) -> str:
-    parts = [f"pid {holder.pid}"]
-    if holder.application_name:
-        parts.append(repr(holder.application_name))
-    if getattr(holder, "state", None):
-        parts.append(holder.state)
-    age = _age(holder.since)
-    if age is not None:
-        parts.append(f"transaction open for {age:.0f}s")
-    return f"{parts[0]} ({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
 
 
 def _age(since: Any) -> float | None:
@@ -461,7 +444,8 @@ def _lock_retry(
     error: SqlError,
 ) -> None:
     pause = lock_retry_pause(attempt)
-    who = "; blocked by " + ", ".join(describe_holder(h) for h in holders) if holders else ""
+    describe = session.hooks.describe_lock_holder
+    who = "; blocked by " + ", ".join(describe(h) for h in holders) if holders else ""
     report(
         session,
         "migration.lock_retry",
@@ -480,9 +464,9 @@ def _lock_retry(
     time.sleep(pause)
 
 
-def _gave_up_note(lock_wait: float, retries: int, holders: Sequence[Any]) -> str:
+def _gave_up_note(session: Session, lock_wait: float, retries: int, holders: Sequence[Any]) -> str:
     who = (
-        "blocked by " + ", ".join(describe_holder(h) for h in holders)
+        "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
         if holders
         else "the blocking sessions had gone when asked"
     )
@@ -493,6 +477,7 @@ def _gave_up_note(lock_wait: float, retries: int, holders: Sequence[Any]) -> str
 
 
 def _gave_up(
+    session: Session,
     migration: Migration,
     exc: SqlError,
     query: MigrationQuery,
@@ -504,7 +489,8 @@ def _gave_up(
 ) -> MgError:
     if exc.position is not None:
         exc.position -= query.sql_start
-    return sql_failure(migration, exc, sql, first_line, _gave_up_note(lock_wait, retries, holders))
+    note = _gave_up_note(session, lock_wait, retries, holders)
+    return sql_failure(migration, exc, sql, first_line, note)
 
 
 def _cut_short(
@@ -693,22 +679,6 @@ def _recorded_as_applied(session: Session, conn: Any, ident: str) -> bool:
     except MgError:
         return False
     return any(e.id == ident and e.status == "applied" for e in entries)
-
-
-def _kind_of(sql: str) -> str:
-    """`` (CREATE INDEX CONCURRENTLY)`` for a failure message; empty when it cannot tell."""
-    from migretti_core.sqlkind import statement_kind
-
-    try:
-        kind = statement_kind(sql)
-    except Exception:
-        return ""
-    return f" ({kind})" if kind else ""
-
-
-def _is_concurrent_index(sql: str) -> bool:
-    words = " ".join(sql.upper().split())
-    return "INDEX CONCURRENTLY" in words and "DROP INDEX" not in words
 
 
 def run_plan(

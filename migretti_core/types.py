@@ -195,6 +195,21 @@ class MigrationResult:
 
 
 @dataclass(frozen=True)
+class StatementInfo:
+    """What the database plugin knows of one statement, asked only after it failed.
+
+    ``kind`` names it in the error (``CREATE INDEX CONCURRENTLY``); ``retry_safe`` is true
+    when running it again after a lock timeout cannot meet something a failed attempt left
+    behind (a failed concurrent index build leaves an INVALID index); ``note`` is a line
+    for its error message. The defaults are what the core assumes when no plugin knows.
+    """
+
+    kind: str | None = None
+    retry_safe: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class LockHolder:
     """Who holds a lock we are waiting for: mg's advisory lock, or a table lock.
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
-from migretti_core.types import LockHolder, LockReport, Session, Statement, Target
+from migretti_core.types import LockHolder, LockReport, Session, Statement, StatementInfo, Target
 
 if TYPE_CHECKING:
     import psycopg
@@ -603,6 +603,73 @@ def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | No
         {"index": index, "table": table, "drop": f"DROP INDEX CONCURRENTLY {index};"}
         for index, table in query(conn, _INVALID_INDEXES)
     ]
+
+
+_INVALID_INDEX_NOTE = (
+    "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
+    "drop it with DROP INDEX CONCURRENTLY before retrying"
+)
+
+
+@hookimpl(trylast=True)
+def mg_describe_statement(sql: str) -> StatementInfo | None:
+    words = " ".join(sql.upper().split())
+    concurrently = "CONCURRENTLY" in words
+    concurrent_index = "INDEX CONCURRENTLY" in words and "DROP INDEX" not in words
+    try:
+        kind = statement_kind(sql)
+    except Exception:  # a name for a message only: never worth a second error
+        kind = None
+    return StatementInfo(
+        kind=kind,
+        # a concurrent index build or reindex that failed leaves an INVALID index behind
+        retry_safe=not (concurrently and ("INDEX" in words or "REINDEX" in words)),
+        note=_INVALID_INDEX_NOTE if concurrent_index else None,
+    )
+
+
+MAX_KIND_WORDS = 4
+
+
+def statement_kind(sql: str) -> str | None:
+    """The leading keywords of the first statement in ``sql`` (``CREATE INDEX
+    CONCURRENTLY``, ``ALTER TABLE``), or None when there are none.
+
+    For error messages only, never on the path that runs migrations: sqlparse's lexer is
+    the right tool to skip comments and find the leading keywords of any statement, and its
+    cost does not matter once something failed.
+    """
+    import sqlparse
+    from sqlparse import tokens
+
+    for statement in sqlparse.parse(sql):
+        words: list[str] = []
+        for token in statement.flatten():  # type: ignore[no-untyped-call]
+            if token.is_whitespace or token.ttype in tokens.Comment:
+                continue
+            if token.ttype in tokens.Keyword and not token.normalized.upper().startswith("IF"):
+                words.append(token.normalized.upper())
+                if len(words) < MAX_KIND_WORDS:
+                    continue
+            break
+        if words:
+            return " ".join(words)
+    return None
+
+
+@hookimpl(trylast=True)
+def mg_describe_lock_holder(holder: LockHolder) -> str | None:
+    parts = [f"pid {holder.pid}"]
+    if holder.application_name:
+        parts.append(repr(holder.application_name))
+    if holder.state:
+        parts.append(holder.state)
+    if holder.since is not None:
+        from datetime import datetime, timezone
+
+        age = max(0.0, (datetime.now(timezone.utc) - holder.since).total_seconds())
+        parts.append(f"transaction open for {age:.0f}s")
+    return f"{parts[0]} ({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
 
 
 # Relations of the user's schemas: tables, partitioned tables, materialized views, indexes.

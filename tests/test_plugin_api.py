@@ -670,7 +670,7 @@ def test_on_failure_receives_what_succeeded_before(tmp_path: Path, database_url:
     ],
 )
 def test_statement_kinds_for_messages(sql: str, kind: str | None) -> None:
-    from migretti_core.sqlkind import statement_kind
+    from migretti_plugins.postgres import statement_kind
 
     assert statement_kind(sql) == kind
 
