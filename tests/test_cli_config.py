@@ -7,16 +7,17 @@ database is needed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from clihelp import (
-    UNREACHABLE_URL,
-    assert_clean_error,
-    run_mg,
-    show_config,
-    write,
-    write_show_config,
-)
+
+from migretti_core.testing import assert_clean_error, run_mg, write_text
+
+if TYPE_CHECKING:
+    from conftest import ShowConfig
+
+# No server listens on port 1: reaching it fails with exit 1, never 2.
+UNREACHABLE_URL = "postgresql://nouser@127.0.0.1:1/none?connect_timeout=2"
 
 PROFILES = """
     database:
@@ -40,13 +41,13 @@ PROFILES = """
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    write(tmp_path / "mg.yaml", PROFILES)
-    write_show_config(tmp_path)
+def project(show_config: ShowConfig, tmp_path: Path) -> Path:
+    write_text(tmp_path / "mg.yaml", PROFILES)
+    show_config.install(tmp_path)
     return tmp_path
 
 
-def test_top_level_without_profile(project: Path) -> None:
+def test_top_level_without_profile(show_config: ShowConfig, project: Path) -> None:
     config = show_config(project)
     assert config["env"] is None
     assert config["database"] == {
@@ -61,7 +62,7 @@ def test_top_level_without_profile(project: Path) -> None:
     assert config["seeds_dir"] == str(project / "seeds")
 
 
-def test_profile_is_deep_merged_over_top_level(project: Path) -> None:
+def test_profile_is_deep_merged_over_top_level(show_config: ShowConfig, project: Path) -> None:
     config = show_config(project, "--env", "staging")
     assert config["env"] == "staging"
     assert config["database"] == {
@@ -74,7 +75,7 @@ def test_profile_is_deep_merged_over_top_level(project: Path) -> None:
     assert config["lock_id"] == 22
 
 
-def test_profile_overrides_nested_and_plain_keys(project: Path) -> None:
+def test_profile_overrides_nested_and_plain_keys(show_config: ShowConfig, project: Path) -> None:
     config = show_config(project, "--env", "qa")
     assert config["database"]["host"] == "qa.example.com"
     assert config["database"]["dbname"] == "qadb"
@@ -83,13 +84,13 @@ def test_profile_overrides_nested_and_plain_keys(project: Path) -> None:
     assert config["migrations_dir"] == str(project / "qa_migrations")
 
 
-def test_mg_env_selects_the_profile(project: Path) -> None:
+def test_mg_env_selects_the_profile(show_config: ShowConfig, project: Path) -> None:
     config = show_config(project, env={"MG_ENV": "staging"})
     assert config["env"] == "staging"
     assert config["database"]["host"] == "staging.example.com"
 
 
-def test_env_flag_beats_mg_env(project: Path) -> None:
+def test_env_flag_beats_mg_env(show_config: ShowConfig, project: Path) -> None:
     config = show_config(project, "--env", "qa", env={"MG_ENV": "staging"})
     assert config["env"] == "qa"
     assert config["database"]["host"] == "qa.example.com"
@@ -106,21 +107,23 @@ def test_env_flag_after_the_subcommand(project: Path) -> None:
     assert '"env": "qa"' in before.stdout
 
 
-def test_mg_database_url_beats_profile_database(project: Path) -> None:
+def test_mg_database_url_beats_profile_database(show_config: ShowConfig, project: Path) -> None:
     url = "postgresql://other@envhost:6543/envdb"
     config = show_config(project, "--env", "staging", env={"MG_DATABASE_URL": url})
     assert config["database"] == {"url": url}
     assert config["lock_id"] == 22
 
 
-def test_mg_database_url_skips_interpolation_of_file_database(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  password: ${NOT_SET_ANYWHERE}\n")
+def test_mg_database_url_skips_interpolation_of_file_database(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  password: ${NOT_SET_ANYWHERE}\n")
     url = "postgresql://u@h/d"
     config = show_config(tmp_path, env={"MG_DATABASE_URL": url})
     assert config["database"] == {"url": url}
 
 
-def test_mg_lock_id_beats_profile_and_top_level(project: Path) -> None:
+def test_mg_lock_id_beats_profile_and_top_level(show_config: ShowConfig, project: Path) -> None:
     assert show_config(project, "--env", "staging", env={"MG_LOCK_ID": "99"})["lock_id"] == 99
     assert show_config(project, env={"MG_LOCK_ID": "-5"})["lock_id"] == -5
 
@@ -130,18 +133,18 @@ def test_invalid_mg_lock_id_is_a_clean_error(project: Path) -> None:
     assert_clean_error(result, "MG_LOCK_ID")
 
 
-def test_config_flag_beats_mg_config(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "lock_id: 1\n")
-    write(tmp_path / "a" / "mg.yaml", "lock_id: 2\n")
-    write(tmp_path / "b" / "mg.yaml", "lock_id: 3\n")
+def test_config_flag_beats_mg_config(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "lock_id: 1\n")
+    write_text(tmp_path / "a" / "mg.yaml", "lock_id: 2\n")
+    write_text(tmp_path / "b" / "mg.yaml", "lock_id: 3\n")
     assert show_config(tmp_path)["lock_id"] == 1
     assert show_config(tmp_path, env={"MG_CONFIG": "a/mg.yaml"})["lock_id"] == 2
     flagged = show_config(tmp_path, "--config", "b/mg.yaml", env={"MG_CONFIG": "a/mg.yaml"})
     assert flagged["lock_id"] == 3
 
 
-def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    write(tmp_path / "conf" / "mg.yaml", "migrations_dir: sql\nseeds_dir: ../data\n")
+def test_paths_are_relative_to_the_config_file(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "conf" / "mg.yaml", "migrations_dir: sql\nseeds_dir: ../data\n")
     config = show_config(tmp_path, "--config", "conf/mg.yaml")
     assert config["migrations_dir"] == str(tmp_path / "conf" / "sql")
     assert config["seeds_dir"] == str(tmp_path / "data")
@@ -151,8 +154,8 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 # --- scalars and interpolation -------------------------------------------------------------
 
 
-def test_scalars_keep_the_text_as_written(tmp_path: Path) -> None:
-    write(
+def test_scalars_keep_the_text_as_written(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(
         tmp_path / "mg.yaml",
         """
         database:
@@ -178,28 +181,30 @@ def test_scalars_keep_the_text_as_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("password", ["yes", "0123", "pa$$word", "p@ss:w/rd?#", "${Y}", "~"])
-def test_password_from_environment_is_taken_literally(tmp_path: Path, password: str) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  password: ${DB_PASSWORD}\n")
+def test_password_from_environment_is_taken_literally(
+    show_config: ShowConfig, tmp_path: Path, password: str
+) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  password: ${DB_PASSWORD}\n")
     database = show_config(tmp_path, env={"DB_PASSWORD": password, "Y": "expanded"})["database"]
     assert database["password"] == password
 
 
-def test_literal_dollars_in_the_file_are_kept(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  password: pa$$word\n  user: $USER\n")
+def test_literal_dollars_in_the_file_are_kept(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  password: pa$$word\n  user: $USER\n")
     database = show_config(tmp_path, env={"USER": "someone"})["database"]
     assert database == {"password": "pa$$word", "user": "$USER"}
 
 
-def test_environment_value_cannot_inject_yaml(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  host: safe\n  password: ${DB_PASSWORD}\n")
+def test_environment_value_cannot_inject_yaml(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  host: safe\n  password: ${DB_PASSWORD}\n")
     injected = "x\nhost: evil\nlock_id: 7"
     config = show_config(tmp_path, env={"DB_PASSWORD": injected})
     assert config["database"] == {"host": "safe", "password": injected}
     assert config["lock_id"] != 7
 
 
-def test_default_applies_when_unset_or_empty(tmp_path: Path) -> None:
-    write(
+def test_default_applies_when_unset_or_empty(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(
         tmp_path / "mg.yaml",
         """
         database:
@@ -213,33 +218,39 @@ def test_default_applies_when_unset_or_empty(tmp_path: Path) -> None:
     assert database == {"host": "d", "dbname": "fallback", "user": "", "port": "5432"}
 
 
-def test_set_variable_beats_default(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  host: ${X:-d}\n")
+def test_set_variable_beats_default(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  host: ${X:-d}\n")
     assert show_config(tmp_path, env={"X": "real"})["database"]["host"] == "real"
 
 
-def test_escaped_reference_is_literal(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  password: a$${X}b\n  user: pre-${X}-post\n")
+def test_escaped_reference_is_literal(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  password: a$${X}b\n  user: pre-${X}-post\n")
     database = show_config(tmp_path, env={"X": "mid"})["database"]
     assert database == {"password": "a${X}b", "user": "pre-mid-post"}
 
 
-def test_interpolation_applies_in_lists_and_other_keys(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "migrations_dir: ${DIR:-migs}\nlock_id: ${LOCK:-5}\n")
+def test_interpolation_applies_in_lists_and_other_keys(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    write_text(tmp_path / "mg.yaml", "migrations_dir: ${DIR:-migs}\nlock_id: ${LOCK:-5}\n")
     config = show_config(tmp_path, env={"LOCK": "42"})
     assert config["migrations_dir"] == str(tmp_path / "migs")
     assert config["lock_id"] == 42
 
 
-def test_dotenv_beside_config_is_loaded(tmp_path: Path) -> None:
-    write(tmp_path / "conf" / "mg.yaml", "database:\n  password: ${DB_PASSWORD}\n  host: ${H}\n")
-    write(tmp_path / "conf" / ".env", "DB_PASSWORD=from-dotenv\nH=dotenv-host\n")
+def test_dotenv_beside_config_is_loaded(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(
+        tmp_path / "conf" / "mg.yaml", "database:\n  password: ${DB_PASSWORD}\n  host: ${H}\n"
+    )
+    write_text(tmp_path / "conf" / ".env", "DB_PASSWORD=from-dotenv\nH=dotenv-host\n")
     config = show_config(tmp_path, "--config", "conf/mg.yaml", env={"H": "real-host"})
     assert config["database"] == {"password": "from-dotenv", "host": "real-host"}
 
 
-def test_unset_variable_in_unused_profile_is_no_error(tmp_path: Path) -> None:
-    write(
+def test_unset_variable_in_unused_profile_is_no_error(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    write_text(
         tmp_path / "mg.yaml",
         """
         database:
@@ -253,8 +264,10 @@ def test_unset_variable_in_unused_profile_is_no_error(tmp_path: Path) -> None:
     assert show_config(tmp_path)["database"] == {"host": "localhost"}
 
 
-def test_unset_variable_in_selected_profile_names_key(tmp_path: Path) -> None:
-    write(
+def test_unset_variable_in_selected_profile_names_key(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    write_text(
         tmp_path / "mg.yaml",
         """
         database:
@@ -265,14 +278,14 @@ def test_unset_variable_in_selected_profile_names_key(tmp_path: Path) -> None:
               password: ${PROD_PASSWORD}
         """,
     )
-    write_show_config(tmp_path)
+    show_config.install(tmp_path)
     result = run_mg(["-p", "show_config", "show-config", "--env", "prod"], tmp_path)
     stderr = assert_clean_error(result, "PROD_PASSWORD", "database.password", "mg.yaml")
     assert "not set" in stderr
 
 
 def test_unset_variable_stops_status_before_connecting(tmp_path: Path) -> None:
-    write(
+    write_text(
         tmp_path / "mg.yaml",
         f"database:\n  url: {UNREACHABLE_URL}\n  password: ${{NOPE}}\n",
     )
@@ -283,9 +296,9 @@ def test_unset_variable_stops_status_before_connecting(tmp_path: Path) -> None:
 # --- bad configuration ----------------------------------------------------------------------
 
 
-def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  host: a\n  port: [1, 2\nlock_id: 3\n")
-    write_show_config(tmp_path)
+def test_invalid_yaml_names_file_and_line(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "database:\n  host: a\n  port: [1, 2\nlock_id: 3\n")
+    show_config.install(tmp_path)
     for args in (["status"], ["-p", "show_config", "show-config"], ["create", "x"]):
         result = run_mg(args, tmp_path)
         stderr = assert_clean_error(result, "mg.yaml", "line")
@@ -293,7 +306,7 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_invalid_yaml_in_config_flag_file(tmp_path: Path) -> None:
-    write(tmp_path / "other.yaml", "a: b\n c: d\n")
+    write_text(tmp_path / "other.yaml", "a: b\n c: d\n")
     result = run_mg(["--config", "other.yaml", "status"], tmp_path)
     assert_clean_error(result, "other.yaml", "line 2")
 
@@ -309,8 +322,8 @@ def test_missing_profile_is_an_error_not_a_fallback(project: Path) -> None:
         assert "staging" in stderr  # the profiles that do exist
 
 
-def test_profile_without_config_file_is_an_error(tmp_path: Path) -> None:
-    write_show_config(tmp_path)
+def test_profile_without_config_file_is_an_error(show_config: ShowConfig, tmp_path: Path) -> None:
+    show_config.install(tmp_path)
     result = run_mg(["-p", "show_config", "show-config", "--env", "dev"], tmp_path)
     assert_clean_error(result, "dev")
 
@@ -321,7 +334,7 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "databse:\n  host: x\n")
+    write_text(tmp_path / "mg.yaml", "databse:\n  host: x\n")
     result = run_mg(["status"], tmp_path)
     stderr = assert_clean_error(result, "mg.yaml", "databse")
     assert "database" in stderr
@@ -339,25 +352,25 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     ],
 )
 def test_wrong_types_name_the_key(tmp_path: Path, text: str, key: str) -> None:
-    write(tmp_path / "mg.yaml", text)
+    write_text(tmp_path / "mg.yaml", text)
     result = run_mg(["status"], tmp_path)
     assert_clean_error(result, "mg.yaml", key)
 
 
 def test_duplicate_key_is_refused(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  host: a\n  host: b\n")
+    write_text(tmp_path / "mg.yaml", "database:\n  host: a\n  host: b\n")
     result = run_mg(["status"], tmp_path)
     assert_clean_error(result, "mg.yaml", "host")
 
 
 def test_config_error_keeps_password_out_of_output(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database:\n  password: s3cr3t-${X\n")
+    write_text(tmp_path / "mg.yaml", "database:\n  password: s3cr3t-${X\n")
     result = run_mg(["status"], tmp_path)
     assert_clean_error(result, "database.password")
     assert "s3cr3t" not in result.stderr + result.stdout
 
 
-def test_bom_and_crlf_config_file(tmp_path: Path) -> None:
+def test_bom_and_crlf_config_file(show_config: ShowConfig, tmp_path: Path) -> None:
     text = "database:\r\n  host: h\r\n  password: ${P:-0123}\r\nlock_id: 9\r\n"
     (tmp_path / "mg.yaml").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     config = show_config(tmp_path)

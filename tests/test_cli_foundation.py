@@ -1,6 +1,6 @@
 """The ``mg`` command itself: entry points, init, create, migration file errors, checksums.
 
-Everything runs the real command in a subprocess (see ``clihelp``).
+Everything runs the real command in a subprocess (``migretti_core.testing.run_mg``).
 """
 
 from __future__ import annotations
@@ -10,26 +10,38 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from clihelp import (
-    UNREACHABLE_URL,
-    assert_clean_error,
-    run_mg,
-    run_python,
-    show_config,
-    write,
-)
 
 from migretti_core import __version__
+from migretti_core.testing import assert_clean_error, mg_env, run_mg, write_text
 
+if TYPE_CHECKING:
+    from conftest import ShowConfig
+
+# No server listens on port 1: reaching it fails with exit 1, never 2.
+UNREACHABLE_URL = "postgresql://nouser@127.0.0.1:1/none?connect_timeout=2"
 ULID_RE = r"[0-9A-HJKMNP-TV-Z]{26}"
+
+
+def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet in a fresh interpreter, with the environment ``mg`` gets."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=mg_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def unreachable_project(directory: Path) -> Path:
     """A project whose database cannot be reached: any connection attempt exits 1."""
-    write(directory / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
+    write_text(directory / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
     (directory / "migrations").mkdir(exist_ok=True)
     return directory
 
@@ -65,7 +77,7 @@ def test_help_lists_commands_and_exits_zero(tmp_path: Path) -> None:
 
 
 def test_help_works_with_a_broken_mg_yaml(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database: [unclosed\n")
+    write_text(tmp_path / "mg.yaml", "database: [unclosed\n")
     result = run_mg(["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -137,7 +149,7 @@ def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "database: [unclosed\n")
+    write_text(tmp_path / "mg.yaml", "database: [unclosed\n")
     quiet = run_mg(["status"], tmp_path)
     loud = run_mg(["status", "-v"], tmp_path)
     assert quiet.returncode == loud.returncode == 2
@@ -160,7 +172,9 @@ def test_init_creates_config_and_migrations(tmp_path: Path) -> None:
             assert "${" in line, f"plaintext password in generated mg.yaml: {line!r}"
 
 
-def test_init_config_takes_the_password_from_the_environment(tmp_path: Path) -> None:
+def test_init_config_takes_the_password_from_the_environment(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
     assert run_mg(["init"], tmp_path).returncode == 0
     config = show_config(tmp_path, env={"DB_PASSWORD": "0123"})
     assert config["database"]["password"] == "0123"
@@ -168,7 +182,7 @@ def test_init_config_takes_the_password_from_the_environment(tmp_path: Path) -> 
 
 
 def test_init_never_overwrites_mg_yaml(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "lock_id: 7  # mine\n")
+    write_text(tmp_path / "mg.yaml", "lock_id: 7  # mine\n")
     result = run_mg(["init"], tmp_path)
     assert_clean_error(result, "mg.yaml")
     assert (tmp_path / "mg.yaml").read_text(encoding="utf-8") == "lock_id: 7  # mine\n"
@@ -224,7 +238,7 @@ def test_create_refuses_an_empty_slug(tmp_path: Path, name: str) -> None:
 
 
 def test_create_uses_configured_directory(tmp_path: Path) -> None:
-    write(tmp_path / "conf" / "mg.yaml", "migrations_dir: sql/mig\n")
+    write_text(tmp_path / "conf" / "mg.yaml", "migrations_dir: sql/mig\n")
     result = run_mg(["create", "x", "--config", "conf/mg.yaml"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "conf" / "sql" / "mig").glob("*_x.sql"))) == 1
@@ -238,8 +252,8 @@ def test_created_files_sort_in_creation_order(tmp_path: Path) -> None:
 
 
 def test_create_into_a_file_is_a_clean_error(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "migrations_dir: notes.txt\n")
-    write(tmp_path / "notes.txt", "not a directory\n")
+    write_text(tmp_path / "mg.yaml", "migrations_dir: notes.txt\n")
+    write_text(tmp_path / "notes.txt", "not a directory\n")
     result = run_mg(["create", "x"], tmp_path)
     assert_clean_error(result, "notes.txt")
 
@@ -306,7 +320,7 @@ BAD_FILES = {
 def test_migration_file_errors_before_connecting(tmp_path: Path, case: str, command: str) -> None:
     files, needles = BAD_FILES[case]
     project = unreachable_project(tmp_path)
-    write(project / "migrations" / "0_good.sql", "-- migrate: up\nSELECT 1;\n")
+    write_text(project / "migrations" / "0_good.sql", "-- migrate: up\nSELECT 1;\n")
     for name, text in files.items():
         raw = text.encode("utf-8", errors="surrogateescape")
         (project / "migrations" / name).write_bytes(raw)
@@ -318,9 +332,9 @@ def test_migration_file_errors_before_connecting(tmp_path: Path, case: str, comm
 
 def test_every_broken_file_is_reported_at_once(tmp_path: Path) -> None:
     project = unreachable_project(tmp_path)
-    write(project / "migrations" / "1_a.sql", "SELECT 1;\n")
-    write(project / "migrations" / "2_b.sql", "-- migrate: up\n")
-    write(project / "migrations" / "bad.sql", "-- migrate: up\nSELECT 1;\n")
+    write_text(project / "migrations" / "1_a.sql", "SELECT 1;\n")
+    write_text(project / "migrations" / "2_b.sql", "-- migrate: up\n")
+    write_text(project / "migrations" / "bad.sql", "-- migrate: up\nSELECT 1;\n")
     result = run_mg(["apply"], project)
     assert_clean_error(
         result,
@@ -333,10 +347,10 @@ def test_every_broken_file_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_other_files_in_migrations_dir_are_ignored(tmp_path: Path) -> None:
     project = unreachable_project(tmp_path)
-    write(project / "migrations" / "README.md", "notes\n")
-    write(project / "migrations" / "sub" / "junk.sql", "not a migration\n")
-    write(project / "migrations" / ".1_hidden.sql", "garbage\n")
-    write(project / "migrations" / "1_a.sql", "-- migrate: up\nSELECT 1;\n")
+    write_text(project / "migrations" / "README.md", "notes\n")
+    write_text(project / "migrations" / "sub" / "junk.sql", "not a migration\n")
+    write_text(project / "migrations" / ".1_hidden.sql", "garbage\n")
+    write_text(project / "migrations" / "1_a.sql", "-- migrate: up\nSELECT 1;\n")
     result = run_mg(["status"], project)
     # The files are fine, so mg goes on to connect and fails there (exit 1, not 2).
     assert result.returncode == 1, result.stderr
@@ -345,7 +359,7 @@ def test_other_files_in_migrations_dir_are_ignored(tmp_path: Path) -> None:
 
 def test_valid_files_reach_the_connection(tmp_path: Path) -> None:
     project = unreachable_project(tmp_path)
-    write(project / "migrations" / "1_a.sql", "-- migrate: up\nSELECT 1;\n")
+    write_text(project / "migrations" / "1_a.sql", "-- migrate: up\nSELECT 1;\n")
     (project / "migrations" / "2_b.sql").write_bytes(
         b"\xef\xbb\xbf-- id: 2\r\n-- migrate: up\r\nSELECT 2;\r\n-- migrate: down\r\n"
     )
@@ -382,7 +396,7 @@ VARIANTS = {
 
 
 def db_project(directory: Path, database_url: str) -> Path:
-    write(directory / "mg.yaml", f"database:\n  url: {database_url}\n")
+    write_text(directory / "mg.yaml", f"database:\n  url: {database_url}\n")
     (directory / "migrations").mkdir(exist_ok=True)
     return directory
 
@@ -454,7 +468,7 @@ def test_converting_line_endings_keeps_verify_green(tmp_path: Path, database_url
 def test_a_broken_file_stops_apply_before_any_change(tmp_path: Path, database_url: str) -> None:
     project = db_project(tmp_path, database_url)
     (project / "migrations" / MIGRATION_FILE).write_bytes(LF_BYTES)
-    write(project / "migrations" / "02HZX0000000000000000000AB_bad.sql", "SELECT 1;\n")
+    write_text(project / "migrations" / "02HZX0000000000000000000AB_bad.sql", "SELECT 1;\n")
     result = run_mg(["apply"], project)
     assert_clean_error(result, "02HZX0000000000000000000AB_bad.sql:1:")
     assert not table_exists(database_url, "widgets")
@@ -472,7 +486,7 @@ def test_a_broken_file_stops_apply_before_any_change(tmp_path: Path, database_ur
 def test_connection_errors_never_show_the_password(
     tmp_path: Path, flags: list[str], database: str
 ) -> None:
-    write(tmp_path / "mg.yaml", "database:\n" + database)
+    write_text(tmp_path / "mg.yaml", "database:\n" + database)
     result = run_mg(["status", *flags], tmp_path, env={"PW": "S3cretPw"})
     assert result.returncode == 1, result.stderr
     assert "S3cretPw" not in result.stdout + result.stderr

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from migretti_core import __version__
-from tests.clihelp import run_mg
-from tests.mgproject import Project
+from migretti_core.testing import Project, run_mg
 
 # --- mg migrate, mg create --no-transaction ---------------------------------------------------
 

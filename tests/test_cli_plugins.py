@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from clihelp import (
-    UNREACHABLE_URL,
-    assert_clean_error,
-    run_mg,
-    write,
-    write_show_config,
-)
+
+from migretti_core.testing import assert_clean_error, run_mg, write_text
+
+if TYPE_CHECKING:
+    from conftest import ShowConfig
+
+# No server listens on port 1: reaching it fails with exit 1, never 2.
+UNREACHABLE_URL = "postgresql://nouser@127.0.0.1:1/none?connect_timeout=2"
 
 HELLO_PLUGIN = '''
 """Adds `mg hello`."""
@@ -57,7 +58,7 @@ def mg_url(config):
 
 def hello_plugin(directory: Path, name: str, command: str, greeting: str) -> Path:
     text = HELLO_PLUGIN.format(version="2.5.0", command=command, greeting=greeting)
-    return write(directory / f"{name}.py", text)
+    return write_text(directory / f"{name}.py", text)
 
 
 def plugin_list(cwd: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def test_builtins_are_listed(tmp_path: Path) -> None:
 
 
 def test_config_and_option_plugins_are_loaded_and_listed(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "plugins:\n  - tools/from_config.py\n")
+    write_text(tmp_path / "mg.yaml", "plugins:\n  - tools/from_config.py\n")
     hello_plugin(tmp_path / "tools", "from_config", "hello-config", "hi from config")
     hello_plugin(tmp_path, "from_option", "hello-option", "hi from option")
 
@@ -106,7 +107,7 @@ def test_config_and_option_plugins_are_loaded_and_listed(tmp_path: Path) -> None
 
 
 def test_config_plugin_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
-    write(tmp_path / "conf" / "mg.yaml", "plugins: [local.py]\n")
+    write_text(tmp_path / "conf" / "mg.yaml", "plugins: [local.py]\n")
     hello_plugin(tmp_path / "conf", "local", "hello-local", "local")
     result = run_mg(["--config", "conf/mg.yaml", "hello-local"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -114,7 +115,7 @@ def test_config_plugin_path_is_relative_to_the_config_file(tmp_path: Path) -> No
 
 
 def test_config_plugin_by_module_name(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "plugins: [modplug]\n")
+    write_text(tmp_path / "mg.yaml", "plugins: [modplug]\n")
     hello_plugin(tmp_path, "modplug", "hello-mod", "mod")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -134,7 +135,7 @@ def test_mg_plugins_variable_loads_plugins(tmp_path: Path) -> None:
 
 
 def test_plugin_given_twice_is_loaded_once(tmp_path: Path) -> None:
-    write(tmp_path / "mg.yaml", "plugins: [twice]\n")
+    write_text(tmp_path / "mg.yaml", "plugins: [twice]\n")
     hello_plugin(tmp_path, "twice", "hello-twice", "once")
     result = run_mg(["plugins", "--format", "json", "-p", "twice"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -142,9 +143,11 @@ def test_plugin_given_twice_is_loaded_once(tmp_path: Path) -> None:
     assert names.count("twice") == 1
 
 
-def test_option_plugin_can_be_given_after_the_command(tmp_path: Path) -> None:
-    write_show_config(tmp_path)
-    write(tmp_path / "mg.yaml", "lock_id: 5\n")
+def test_option_plugin_can_be_given_after_the_command(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    show_config.install(tmp_path)
+    write_text(tmp_path / "mg.yaml", "lock_id: 5\n")
     result = run_mg(["show-config", "-p", "show_config"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["lock_id"] == 5
@@ -162,7 +165,7 @@ def test_block_a_builtin_with_p_no(tmp_path: Path) -> None:
 
 def test_block_with_mg_disable_plugins(tmp_path: Path) -> None:
     hello_plugin(tmp_path, "noisy", "hello-noisy", "noise")
-    write(tmp_path / "mg.yaml", "plugins: [noisy]\n")
+    write_text(tmp_path / "mg.yaml", "plugins: [noisy]\n")
     env = {"MG_DISABLE_PLUGINS": "noisy,protect"}
     plugins = plugin_list(tmp_path, env=env)
     assert plugins["noisy"]["status"] == "blocked"
@@ -172,8 +175,10 @@ def test_block_with_mg_disable_plugins(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_blocking_the_builtin_config_is_reported_clearly(tmp_path: Path) -> None:
-    write_show_config(tmp_path)
+def test_blocking_the_builtin_config_is_reported_clearly(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    show_config.install(tmp_path)
     result = run_mg(["-p", "no:config", "-p", "show_config", "show-config"], tmp_path)
     assert_clean_error(result, "configuration")
 
@@ -183,8 +188,8 @@ def test_blocking_the_builtin_config_is_reported_clearly(tmp_path: Path) -> None
 
 @pytest.fixture
 def broken(tmp_path: Path) -> Path:
-    write(tmp_path / "broken_plug.py", BROKEN_PLUGIN)
-    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
+    write_text(tmp_path / "broken_plug.py", BROKEN_PLUGIN)
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
     return tmp_path
 
 
@@ -218,8 +223,8 @@ def test_command_needing_config_names_the_broken_plugin(broken: Path, command: l
 
 
 def test_broken_plugin_file_in_config(tmp_path: Path) -> None:
-    write(tmp_path / "bad.py", BROKEN_PLUGIN)
-    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [bad.py]\n")
+    write_text(tmp_path / "bad.py", BROKEN_PLUGIN)
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [bad.py]\n")
     assert run_mg(["--help"], tmp_path).returncode == 0
     plugins = plugin_list(tmp_path)
     assert plugins["bad"]["status"] == "failed"
@@ -229,7 +234,7 @@ def test_broken_plugin_file_in_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("spec", ["no_such_module_xyz", "plugins/missing.py"])
 def test_missing_plugin_in_config(tmp_path: Path, spec: str) -> None:
-    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [{spec}]\n")
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [{spec}]\n")
     help_result = run_mg(["--help"], tmp_path)
     assert help_result.returncode == 0, help_result.stderr
     plugins = plugin_list(tmp_path)
@@ -245,19 +250,19 @@ def test_missing_option_plugin(tmp_path: Path) -> None:
     assert_clean_error(result, "nowhere_plugin")
 
 
-def test_misspelled_hook_is_reported(tmp_path: Path) -> None:
-    write(tmp_path / "typo.py", MISSPELLED_PLUGIN)
+def test_misspelled_hook_is_reported(show_config: ShowConfig, tmp_path: Path) -> None:
+    write_text(tmp_path / "typo.py", MISSPELLED_PLUGIN)
     plugins = plugin_list(tmp_path, "-p", "typo")
     assert plugins["typo"]["status"] == "failed"
     assert "mg_after_aply" in plugins["typo"]["error"]
     assert "mg_after_apply" in plugins["typo"]["error"]
-    write_show_config(tmp_path)
+    show_config.install(tmp_path)
     result = run_mg(["-p", "typo", "-p", "show_config", "show-config"], tmp_path)
     assert_clean_error(result, "typo", "mg_after_apply")
 
 
 def test_unmarked_helpers_are_not_hooks_and_a_near_miss_is_a_warning(tmp_path: Path) -> None:
-    write(tmp_path / "helpers.py", UNMARKED_NEAR_MISS_PLUGIN)
+    write_text(tmp_path / "helpers.py", UNMARKED_NEAR_MISS_PLUGIN)
     result = run_mg(["-p", "helpers", "plugins", "--format", "json"], tmp_path)
     assert result.returncode == 0, result.stderr
     [helpers] = [p for p in json.loads(result.stdout) if p["name"] == "helpers"]
@@ -270,7 +275,9 @@ def test_unmarked_helpers_are_not_hooks_and_a_near_miss_is_a_warning(tmp_path: P
 
 
 def test_plugin_failing_in_register_commands_is_reported(tmp_path: Path) -> None:
-    write(tmp_path / "badcmd.py", "def mg_register_commands(cli):\n    raise ValueError('nope')\n")
+    write_text(
+        tmp_path / "badcmd.py", "def mg_register_commands(cli):\n    raise ValueError('nope')\n"
+    )
     result = run_mg(["-p", "badcmd", "--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "badcmd" in result.stderr
@@ -295,10 +302,10 @@ def mg_after_migration(session, result):
 def test_notification_plugin_runs_and_its_failure_does_not_hide_success(
     tmp_path: Path, database_url: str
 ) -> None:
-    write(tmp_path / "mg.yaml", f"database:\n  url: {database_url}\nplugins: [notify.py]\n")
-    write(tmp_path / "notify.py", NOTIFY_PLUGIN)
-    write(tmp_path / "migrations" / "1_one.sql", "-- migrate: up\nCREATE TABLE one (x int);\n")
-    write(tmp_path / "migrations" / "2_two.sql", "-- migrate: up\nCREATE TABLE two (x int);\n")
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {database_url}\nplugins: [notify.py]\n")
+    write_text(tmp_path / "notify.py", NOTIFY_PLUGIN)
+    write_text(tmp_path / "migrations" / "1_one.sql", "-- migrate: up\nCREATE TABLE one (x int);\n")
+    write_text(tmp_path / "migrations" / "2_two.sql", "-- migrate: up\nCREATE TABLE two (x int);\n")
     result = run_mg(["apply"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "notify" in result.stderr and "webhook down" in result.stderr
@@ -313,10 +320,10 @@ def mg_config_sections():
 """
 
 
-def test_plugin_declares_its_own_config_section(tmp_path: Path) -> None:
-    write_show_config(tmp_path)
-    write(tmp_path / "sections.py", SECTION_PLUGIN)
-    write(
+def test_plugin_declares_its_own_config_section(show_config: ShowConfig, tmp_path: Path) -> None:
+    show_config.install(tmp_path)
+    write_text(tmp_path / "sections.py", SECTION_PLUGIN)
+    write_text(
         tmp_path / "mg.yaml",
         "plugins: [sections.py]\nnotify:\n  webhook: ${HOOK_URL:-https://chat.example/hook}\n",
     )
@@ -325,14 +332,16 @@ def test_plugin_declares_its_own_config_section(tmp_path: Path) -> None:
     settings = json.loads(result.stdout)["settings"]
     assert settings["notify"] == {"webhook": "https://chat.example/hook"}
 
-    write(tmp_path / "mg.yaml", "notify:\n  webhook: x\n")
+    write_text(tmp_path / "mg.yaml", "notify:\n  webhook: x\n")
     result = run_mg(["-p", "show_config", "show-config"], tmp_path)
     assert_clean_error(result, "mg.yaml", "notify")
 
 
 def test_plugin_failing_in_config_sections_does_not_break_help(tmp_path: Path) -> None:
-    write(tmp_path / "secboom.py", "def mg_config_sections():\n    raise RuntimeError('boom')\n")
-    write(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
+    write_text(
+        tmp_path / "secboom.py", "def mg_config_sections():\n    raise RuntimeError('boom')\n"
+    )
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
     helped = run_mg(["-p", "secboom", "--help"], tmp_path)
     assert helped.returncode == 0, helped.stderr
     assert "status" in helped.stdout
@@ -345,13 +354,15 @@ def test_plugin_failing_in_config_sections_does_not_break_help(tmp_path: Path) -
 
 
 def test_plugin_failing_in_configure_is_named(tmp_path: Path) -> None:
-    write(tmp_path / "confboom.py", "def mg_configure(config):\n    raise RuntimeError('boom')\n")
+    write_text(
+        tmp_path / "confboom.py", "def mg_configure(config):\n    raise RuntimeError('boom')\n"
+    )
     result = run_mg(["-p", "confboom", "create", "x"], tmp_path)
     assert_clean_error(result, "confboom", "boom")
 
 
 def test_plugin_exiting_at_import_does_not_kill_mg(tmp_path: Path) -> None:
-    write(
+    write_text(
         tmp_path / "needs_dep.py", "raise SystemExit('needs_dep requires the requests package')\n"
     )
     helped = run_mg(["-p", "needs_dep", "--help"], tmp_path)

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from migretti_core.testing import run_mg
 from migretti_plugins.embedded.server import EmbeddedServer
-from tests.clihelp import run_mg
 
 # A commented line holding a YAML key (prose starts with a capital or has spaces before ":").
 _EXAMPLE_LINE = re.compile(r"^(\s*)# (\s*[a-z_]+:(\s|$).*)$")

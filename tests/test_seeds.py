@@ -10,7 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from clihelp import MG_COMMAND, assert_clean_error, child_env, run_mg, write
+
+from migretti_core.testing import MG_COMMAND, assert_clean_error, mg_env, run_mg, write_text
 
 LOG_TABLE = (
     "CREATE TABLE IF NOT EXISTS seed_log (seed text NOT NULL, at timestamptz DEFAULT now());"
@@ -19,7 +20,7 @@ LOG_TABLE = (
 
 @pytest.fixture
 def project(tmp_path: Path, database_url: str) -> Path:
-    write(
+    write_text(
         tmp_path / "mg.yaml",
         f"""
         database:
@@ -50,7 +51,7 @@ def table_exists(url: str, name: str) -> bool:
 def logging_seed(project: Path, filename: str, extra: str = "") -> Path:
     """A seed that records each of its runs in seed_log."""
     tag = filename.removesuffix(".sql")
-    return write(
+    return write_text(
         project / "seeds" / filename,
         f"{LOG_TABLE}\nINSERT INTO seed_log (seed) VALUES ('{tag}');\n{extra}",
     )
@@ -183,7 +184,7 @@ def test_a_failing_seed_rolls_back_alone_and_stops_the_run(
     project: Path, database_url: str
 ) -> None:
     logging_seed(project, "01_a.sql")
-    write(
+    write_text(
         project / "seeds" / "02_bad.sql",
         """
         INSERT INTO seed_log (seed) VALUES ('02_bad');
@@ -202,7 +203,7 @@ def test_a_failing_seed_rolls_back_alone_and_stops_the_run(
     assert runs(database_url) == {"01_a": 1}
     assert [r[0] for r in rows(database_url, "SELECT name FROM _migrations_seeds")] == ["01_a.sql"]
 
-    write(project / "seeds" / "02_bad.sql", "INSERT INTO seed_log (seed) VALUES ('02_bad');\n")
+    write_text(project / "seeds" / "02_bad.sql", "INSERT INTO seed_log (seed) VALUES ('02_bad');\n")
     fixed = run_mg(["seed"], project)
     assert fixed.returncode == 0, fixed.stderr
     assert [line.split(" (")[0] for line in result_lines(fixed.stdout)] == [
@@ -221,7 +222,7 @@ def test_concurrent_runs_run_each_seed_once(project: Path, database_url: str) ->
         subprocess.Popen(
             [*MG_COMMAND, "seed"],
             cwd=project,
-            env=child_env(),
+            env=mg_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -245,7 +246,7 @@ def test_dry_run_tries_the_seeds_and_changes_nothing(project: Path, database_url
     assert not table_exists(database_url, "seed_log")
     assert not table_exists(database_url, "_migrations_seeds")
 
-    write(project / "seeds" / "02_bad.sql", "SELECT 1;\nSELECT nope;\n")
+    write_text(project / "seeds" / "02_bad.sql", "SELECT 1;\nSELECT nope;\n")
     failing = run_mg(["seed", "--dry-run"], project)
     assert failing.returncode == 1
     assert "seeds/02_bad.sql:2:" in failing.stderr

@@ -11,10 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from clihelp import assert_clean_error, run_mg, write
 
 from migretti_core.errors import UsageError
-from migretti_core.testing import fresh_database
+from migretti_core.testing import assert_clean_error, fresh_database, run_mg, write_text
 from migretti_plugins.files.parse import parse_migration
 from migretti_plugins.split.lexer import split_sql
 from migretti_plugins.squash import render, terminate
@@ -235,7 +234,7 @@ def test_refuses_with_fewer_than_two_pending(tmp_path: Path, database_url: str) 
 
 def test_refuses_to_mix_transactional_and_no_transaction(tmp_path: Path, database_url: str) -> None:
     project = make_project(tmp_path, database_url)
-    write(
+    write_text(
         project / "migrations" / "0004_index.sql",
         """
         -- migrate: no-transaction
@@ -255,7 +254,7 @@ def test_squashes_no_transaction_migrations_into_one(tmp_path: Path, database_ur
     project = make_project(tmp_path, database_url)
     assert run_mg(["apply"], project).returncode == 0
     for ident, column in (("0004", "qty"), ("0005", "id")):
-        write(
+        write_text(
             project / "migrations" / f"{ident}_index_{column}.sql",
             f"""
             -- migrate: no-transaction
@@ -291,7 +290,9 @@ def test_refuses_when_a_pending_migration_sorts_before_an_applied_one(
     views = project / "migrations" / "0003_views.sql"
     functions.rename(tmp_path / "functions.sql")
     views.rename(tmp_path / "views.sql")
-    write(project / "migrations" / "0002_tables.sql", "-- migrate: up\nCREATE TABLE t (id int);\n")
+    write_text(
+        project / "migrations" / "0002_tables.sql", "-- migrate: up\nCREATE TABLE t (id int);\n"
+    )
     assert run_mg(["apply"], project).returncode == 0
     (tmp_path / "functions.sql").rename(functions)
     (tmp_path / "views.sql").rename(views)
@@ -305,7 +306,7 @@ def test_without_a_down_everywhere_the_result_has_no_down(
     tmp_path: Path, database_url: str
 ) -> None:
     project = make_project(tmp_path, database_url)
-    write(project / "migrations" / "0004_seed.sql", "-- migrate: up\nSELECT 1\n")
+    write_text(project / "migrations" / "0004_seed.sql", "-- migrate: up\nSELECT 1\n")
     result = run_mg(["squash", "all"], project)
     assert result.returncode == 0, result.stderr
     assert "0004_seed.sql has no down section" in result.stderr

@@ -6,14 +6,28 @@ here the shortcut's answers are checked on distributions laid out the way pip le
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
-from clihelp import run_python
 
 from migretti_core.entrypoints import may_have_entry_points
+from migretti_core.testing import mg_env
+
+
+def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet in a fresh interpreter, with the environment ``mg`` gets."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=mg_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def dist_info(site: Path, name: str, entry_points: str | None, suffix: str = ".dist-info") -> None:
