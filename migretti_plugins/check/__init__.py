@@ -29,8 +29,8 @@ from migretti_core.types import Migration, Session
 
 if TYPE_CHECKING:
     from migretti_core.settings import Section
-    from migretti_plugins.check.drift import DriftReport
     from migretti_plugins.check.roundtrip import CheckReport
+    from migretti_plugins.check.schemadrift import DriftReport
 
 SECTION = "check"
 
@@ -81,7 +81,7 @@ def check(
 
 def drift(session: Session, *, database_url: str | None = None) -> DriftReport:
     """The target's schema against its applied migrations'; never changes the target."""
-    from migretti_plugins.check.drift import run_drift
+    from migretti_plugins.check.schemadrift import run_drift
 
     return run_drift(
         session,

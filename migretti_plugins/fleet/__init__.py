@@ -120,6 +120,20 @@ def _wrap(name: str, callback: Any, supported: bool) -> Any:
                 f"mg {name} does not run on a fleet",
                 hint=f"--fleet works with {', '.join(FLEET_COMMANDS)}",
             )
+        if name == "lint" and (ctx.params.get("use_all") or ctx.params.get("names")):
+            # Files only (every one, or those named): no member's database is read, so the
+            # answer is the same on each; lint them once and print lint's own document.
+            from migretti_plugins.fleet.members import fleet_named
+
+            fleet_named(app.config(), fleet)
+            app.report(
+                "fleet.lint_once",
+                "info",
+                f"mg lint {'--all' if ctx.params.get('use_all') else 'MIGRATION...'} reads no "
+                f"database: linted once for fleet {fleet}",
+                fleet=fleet,
+            )
+            return callback(*args, **kwargs)
         from migretti_plugins.fleet.command import run_fleet
 
         return run_fleet(ctx, app, fleet, name)
