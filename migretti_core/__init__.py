@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         ConfigError,
         ConfirmationRequired,
         DatabaseError,
+        FleetFailed,
         HookFailed,
         LockTimeout,
         MgError,
@@ -37,11 +38,14 @@ if TYPE_CHECKING:
         StateError,
         UsageError,
     )
+    from migretti_core.fleets import Fleet
     from migretti_core.results import (
         CheckResult,
         FixResult,
+        FleetResult,
         HistoryRow,
         LintResult,
+        MemberResult,
         MigrationOutcome,
         MigrationRow,
         Mismatch,
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Migretti": "migretti_core.application",
+    "Fleet": "migretti_core.fleets",
     **dict.fromkeys(
         (
             "Aborted",
@@ -62,6 +67,7 @@ _LAZY = {
             "ConfigError",
             "ConfirmationRequired",
             "DatabaseError",
+            "FleetFailed",
             "HookFailed",
             "LockTimeout",
             "MgError",
@@ -78,8 +84,10 @@ _LAZY = {
         (
             "CheckResult",
             "FixResult",
+            "FleetResult",
             "HistoryRow",
             "LintResult",
+            "MemberResult",
             "MigrationOutcome",
             "MigrationRow",
             "Mismatch",
@@ -184,10 +192,14 @@ __all__ = [
     "ConfirmationRequired",
     "DatabaseError",
     "FixResult",
+    "Fleet",
+    "FleetFailed",
+    "FleetResult",
     "HistoryRow",
     "HookFailed",
     "LintResult",
     "LockTimeout",
+    "MemberResult",
     "MgError",
     "MigrationFailed",
     "MigrationFileError",

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migretti_core import hookimpl
 from migretti_core.app import App
@@ -59,6 +59,9 @@ from migretti_core.types import (
     Session,
     Target,
 )
+
+if TYPE_CHECKING:
+    from migretti_core.fleets import Fleet
 
 LOGGER_NAME = "migretti"
 
@@ -112,6 +115,7 @@ class _ApiPlugin:
         self.events: list[Event] = []
         self.results: list[MigrationResult] = []
         self.dry_results: list[MigrationResult] | None = None
+        self.fields: dict[str, object] = {}  # added to every record (a fleet member's target)
 
     def begin(self, confirmed: bool) -> None:
         self.confirmed = confirmed
@@ -122,6 +126,9 @@ class _ApiPlugin:
     def log(self, event: Event) -> None:
         level = _LEVELS.get(event.level, logging.INFO)
         if self.logger.isEnabledFor(level):
+            if self.fields:
+                fields = {**self.fields, **event.fields}
+                event = Event(event.name, event.level, event.message, fields)
             self.logger.log(level, event.message, extra=log_extra(event))
 
     @hookimpl
@@ -320,6 +327,10 @@ class Migretti:
         confirm: bool,
         fixed: _FixedConfig | None,
     ) -> None:
+        if not isinstance(plugins, (str, os.PathLike)):
+            plugins = builtins.list(plugins)
+        # what a fleet member's instance is built from (``fleet``)
+        self._spec = (config, env, database_url, plugins, lock_timeout, confirm, fixed)
         self._lock = threading.RLock()
         self._confirm = bool(confirm)
         self._lock_timeout = _seconds(lock_timeout)
@@ -702,6 +713,45 @@ class Migretti:
         )
         error.result = result
         raise error
+
+    # --- fleets -----------------------------------------------------------------------------
+
+    def fleet(
+        self,
+        name: str,
+        *,
+        jobs: int | None = None,
+        canary: int | None = None,
+        fail_fast: bool = False,
+        raise_on_failure: bool = True,
+    ) -> Fleet:
+        """The fleet ``name`` of mg.yaml (``fleets:``): the same methods, run on every member.
+
+        ``jobs`` (default: the fleet's ``jobs``, else 4), ``canary`` and ``fail_fast`` are
+        ``--jobs``, ``--canary`` and ``--fail-fast``. Each method returns a ``FleetResult``;
+        when a member fails it raises ``FleetFailed`` (exit code of the first failed member,
+        the ``FleetResult`` as ``.result``) unless ``raise_on_failure=False``. An unknown
+        fleet raises ``ConfigError`` here.
+        """
+        from migretti_core.fleets import Fleet
+
+        return Fleet(
+            self,
+            name,
+            jobs=jobs,
+            canary=canary,
+            fail_fast=fail_fast,
+            raise_on_failure=raise_on_failure,
+        )
+
+    def _for_member(self, plugin: tuple[str, object], target: str) -> Migretti:
+        """A new instance like this one, with ``plugin`` (which points it at one member)."""
+        config, env, database_url, plugins, lock_timeout, confirm, fixed = self._spec
+        instance = Migretti.__new__(Migretti)
+        extra = [plugins] if isinstance(plugins, (str, os.PathLike)) else builtins.list(plugins)
+        instance._setup(config, env, database_url, [*extra, plugin], lock_timeout, confirm, fixed)
+        instance._api.fields = {"target": target}
+        return instance
 
     def __repr__(self) -> str:
         env = f" env={self._config.env!r}" if self._config.env else ""

@@ -112,6 +112,18 @@ class ConfirmationRequired(Aborted):
     """Code targeted a protected environment without ``confirm=True`` (exit 5)."""
 
 
+class FleetFailed(MgError):
+    """A command failed on members of a fleet (Python API, ``Migretti.fleet``).
+
+    ``exit_code`` is the first failed member's in fleet order, as ``mg --fleet`` exits;
+    ``result`` is the whole ``FleetResult``, each member with its own exception.
+    """
+
+    def __init__(self, message: str, exit_code: int, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
 class DatabaseError(MgError):
     """Connecting to or talking with the database failed (exit 1)."""
 

@@ -10,9 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
+from migretti_core.errors import MgError
 from migretti_core.types import Direction, LintFinding
+
+T = TypeVar("T")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -333,11 +336,108 @@ class LintResult:
         return {"findings": [f.as_dict(display_path(f.path)) for f in self.findings]}
 
 
+def _document(value: object) -> Any:
+    """A member's result as ``--format json`` prints it."""
+    if value is None:
+        return None
+    as_dict = getattr(value, "as_dict", None)
+    if callable(as_dict):
+        return as_dict()
+    if isinstance(value, tuple):
+        return [_document(item) for item in value]
+    return value
+
+
+MemberState = Literal["ok", "failed", "interrupted", "skipped"]
+
+
+@dataclass(frozen=True)
+class MemberResult(Generic[T]):
+    """What one command did on one member of a fleet (``Migretti.fleet``).
+
+    ``result`` is ``ok``, ``failed``, ``interrupted`` or ``skipped`` (never started: a canary
+    or, with ``fail_fast``, an earlier member failed). ``output`` is the member's own result
+    (what the same method returns for one database; on a failure whatever the error carried
+    as ``.result``), ``exception`` the ``MgError`` it raised, whose ``exit_code`` is
+    ``exit_code``; ``error`` is that error's first line.
+    """
+
+    name: str
+    result: MemberState
+    exit_code: int | None = None
+    applied: tuple[str, ...] = ()
+    rolled_back: tuple[str, ...] = ()
+    error: str | None = None
+    duration_ms: int = 0
+    output: T | None = None
+    exception: MgError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        """One member of ``mg ... --fleet NAME --format json``'s document."""
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "result": self.result,
+            "exit_code": self.exit_code,
+            "applied": list(self.applied),
+            "rolled_back": list(self.rolled_back),
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+            "output": _document(self.output),
+        }
+
+
+@dataclass(frozen=True)
+class FleetResult(Generic[T]):
+    """One command on every member of a fleet, in fleet order."""
+
+    fleet: str
+    members: tuple[MemberResult[T], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Every member succeeded (a skipped member did not)."""
+        return all(m.ok for m in self.members)
+
+    @property
+    def failed(self) -> tuple[MemberResult[T], ...]:
+        """The members that did not succeed, skipped ones included."""
+        return tuple(m for m in self.members if not m.ok)
+
+    @property
+    def exit_code(self) -> int:
+        """``mg``'s exit code: 0, else the first failed member's in fleet order."""
+        for member in self.members:
+            if member.exit_code:
+                return member.exit_code
+        return 0 if self.ok else 1
+
+    def __getitem__(self, name: str) -> MemberResult[T]:
+        for member in self.members:
+            if member.name == name:
+                return member
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The document ``mg ... --fleet NAME --format json`` prints."""
+        return {
+            "ok": self.ok,
+            "fleet": self.fleet,
+            "members": [m.as_dict() for m in self.members],
+        }
+
+
 __all__ = [
     "CheckResult",
     "FixResult",
+    "FleetResult",
     "HistoryRow",
     "LintResult",
+    "MemberResult",
     "MigrationCheckResult",
     "MigrationOutcome",
     "MigrationRow",
