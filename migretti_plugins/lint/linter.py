@@ -35,15 +35,22 @@ _IGNORE_RE = re.compile(
 
 @dataclass
 class Ignore:
-    """One ignore comment: the rules it names (empty: every rule) and whether it was used."""
+    """One ignore comment: the rules it names (empty: every rule) and those it silenced."""
 
     line: int
     rules: frozenset[str]
     whole_file: bool
-    used: bool = False
+    used: set[str] = field(default_factory=set)
 
     def covers(self, rule: str) -> bool:
         return not self.rules or rule in self.rules
+
+    def unused(self) -> list[str]:
+        """The rules named that silenced nothing (``["every rule"]`` for an unused bare
+        ignore): each is reported, so ``A,B`` where only A matched still flags B."""
+        if not self.rules:
+            return [] if self.used else ["every rule"]
+        return sorted(self.rules - self.used)
 
 
 @dataclass
@@ -187,18 +194,21 @@ def lint_migration(
         ignored = False
         for ignore in statement_ignores.get(statement, ()):
             if ignore.covers(rule):
-                ignore.used = ignored = True
+                ignore.used.add(rule)
+                ignored = True
         for ignore in ignores:
             if ignore.whole_file and ignore.covers(rule):
-                ignore.used = ignored = True
+                ignore.used.add(rule)
+                ignored = True
         if ignored:
             continue
         line, column = position(sql, offset, migration.up_line)
         findings.append(_finding(migration, settings, rule, message, line, column))
     if "unused-ignore" in enabled:
         for ignore in ignores:
-            if not ignore.used:
-                names = ", ".join(sorted(ignore.rules)) or "every rule"
+            unused = ignore.unused()
+            if unused:
+                names = ", ".join(unused)
                 findings.append(
                     _finding(
                         migration,

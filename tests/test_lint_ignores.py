@@ -1,0 +1,67 @@
+"""Ignore comments naming several rules: each rule that silenced nothing is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migretti_core.testing import make_config, make_hooks, make_migration, make_session
+from migretti_core.types import LintFinding, LintRequest
+
+
+def lint(sql: str) -> list[tuple[str, int, str]]:
+    hooks = make_hooks(builtins=["split", "lint"])
+    session = make_session(hooks, make_config(Path("/project")))
+    migration = make_migration("001", "m", sql)
+    found: list[LintFinding] = hooks.lint(session, LintRequest((migration,)))
+    return [(f.rule, f.line - migration.up_line + 1, f.message) for f in found]
+
+
+@pytest.mark.parametrize("kind", ["mg:lint-ignore", "squawk-ignore"])
+def test_a_rule_named_beside_one_that_matched_is_still_unused(kind: str) -> None:
+    sql = f"-- {kind} ban-drop-column, ban-drop-table\nALTER TABLE a DROP COLUMN b;"
+    assert lint(sql) == [
+        ("unused-ignore", 1, "ignore comment for ban-drop-table matched no finding")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["mg:lint-ignore", "squawk-ignore"])
+def test_every_rule_named_matched_so_nothing_is_reported(kind: str) -> None:
+    sql = (
+        f"-- {kind} ban-drop-column,ban-drop-table\n"
+        "ALTER TABLE a DROP COLUMN b;\n"
+        f"-- {kind} ban-drop-table, ban-drop-column\n"
+        "DROP TABLE c; ALTER TABLE d DROP COLUMN e;\n"
+        "DROP TABLE f;"
+    )
+    # The first comment silences one of its rules only: the other is reported unused.
+    assert lint(sql) == [
+        ("unused-ignore", 1, "ignore comment for ban-drop-table matched no finding"),
+        ("ban-drop-table", 5, "dropping f breaks clients still using it and loses its data"),
+    ]
+    assert lint(sql.replace("ban-drop-column,ban-drop-table", "ban-drop-column")) == [
+        ("ban-drop-table", 5, "dropping f breaks clients still using it and loses its data"),
+    ]
+
+
+def test_two_unused_rules_are_named_together_and_a_bare_ignore_only_when_unused() -> None:
+    sql = "-- mg:lint-ignore prefer-text-field, ban-drop-table\nCREATE TABLE t (id bigint);"
+    assert lint(sql) == [
+        (
+            "unused-ignore",
+            1,
+            "ignore comment for ban-drop-table, prefer-text-field matched no finding",
+        )
+    ]
+    assert lint("-- mg:lint-ignore\nDROP TABLE t;") == []
+    assert lint("-- mg:lint-ignore\nCREATE TABLE t (id bigint);") == [
+        ("unused-ignore", 1, "ignore comment for every rule matched no finding")
+    ]
+
+
+def test_a_file_wide_ignore_reports_the_rules_it_never_used() -> None:
+    sql = "-- squawk-ignore-file ban-drop-table, ban-drop-column\nDROP TABLE a;\nDROP TABLE b;"
+    assert lint(sql) == [
+        ("unused-ignore", 1, "ignore comment for ban-drop-column matched no finding")
+    ]
