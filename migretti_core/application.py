@@ -563,7 +563,7 @@ class Migretti:
         with self._lock:
             session = self._session("status")
             state, invalid = views.current_status(session)
-        counts = views.status_data(state, session.hooks.redact)
+        counts = views.status_data(state, session.hooks.redact, invalid)
         return StatusResult(
             applied=len(state.applied),
             pending=len(state.pending),

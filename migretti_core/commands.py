@@ -359,15 +359,15 @@ def rollback(
 @click.option(
     "--exit-code",
     is_flag=True,
-    help="Exit 3 when anything is pending, failed, running, changed or missing (a CI gate).",
+    help="Exit 3 when anything is pending, failed, running, changed or missing, or an "
+    "INVALID index is left on the target (a CI gate).",
 )
 @click.pass_context
 def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     """Counts, current head, every problem and invalid indexes left on the target."""
     app = app_of(ctx)
     state, invalid = views.current_status(app.session("status"))
-    data = views.status_data(state, app.hooks.redact)
-    data["invalid_indexes"] = invalid
+    data = views.status_data(state, app.hooks.redact, invalid)
     _emit(ctx, "status", data, fmt)
     return EXIT_BLOCKED if exit_code and not data["ok"] else 0
 

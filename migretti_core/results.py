@@ -124,8 +124,9 @@ class StatusResult:
     ``baseline`` counts the applied migrations recorded by ``mg baseline`` (never run).
 
     ``ok`` is what ``mg status --exit-code`` gates on: nothing pending, failed, running,
-    changed since applied or missing. ``invalid_indexes`` are the INVALID indexes failed
-    concurrent builds left on the target (``index``, ``table``, ``drop``).
+    changed since applied or missing, and no INVALID index on the target.
+    ``invalid_indexes`` are those INVALID indexes, left by failed concurrent builds
+    (``index``, ``table``, ``drop``).
     """
 
     applied: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from migretti_core.planning import FIX_HINT, load_migrations, tampering_of
@@ -76,14 +76,21 @@ def status_ok(state: State) -> bool:
     return not (state.pending or state.blocking or state.modified or state.missing)
 
 
-def status_data(state: State, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+def status_data(
+    state: State,
+    redact: Callable[[str], str] | None = None,
+    invalid_indexes: Sequence[Mapping[str, str]] = (),
+) -> dict[str, Any]:
     """The document of ``mg status``; ``redact`` masks secrets in the problems, whose stored
-    server errors may quote one (rows written before errors were masked, or by hand)."""
+    server errors may quote one (rows written before errors were masked, or by hand).
+
+    INVALID indexes left on the target (by a failed ``CREATE INDEX CONCURRENTLY``) are a
+    problem to act on too: they fail ``ok``, so ``mg status --exit-code`` exits 3 on them."""
     problems = problems_of(state)
     if redact is not None:
         problems = [redact(problem) for problem in problems]
     return {
-        "ok": status_ok(state) and not problems,
+        "ok": status_ok(state) and not problems and not invalid_indexes,
         "counts": {
             "applied": len(state.applied),
             "pending": len(state.pending),
@@ -93,6 +100,7 @@ def status_data(state: State, redact: Callable[[str], str] | None = None) -> dic
         "baseline": sum(1 for e in state.applied if e.baseline),
         "head": entry_dict(state.head),
         "problems": problems,
+        "invalid_indexes": [dict(index) for index in invalid_indexes],
     }
 
 

@@ -119,12 +119,14 @@ def _status(data: dict[str, Any]) -> str:
         else "head: (none)",
     ]
     problems = data.get("problems") or []
+    invalid = data.get("invalid_indexes") or []
     if problems:
         lines.append(f"problems ({len(problems)}):")
         lines.extend(f"  {p}" for p in problems)
-    else:
+    elif not invalid:
+        # An INVALID index is a problem to act on too (it fails --exit-code): "no problems"
+        # is said only when there is none of either kind.
         lines.append("no problems")
-    invalid = data.get("invalid_indexes") or []
     if invalid:
         lines.append(f"invalid indexes ({len(invalid)}), left by failed CREATE INDEX CONCURRENTLY:")
         lines.extend(f"  {i['index']} on {i['table']}: {i['drop']}" for i in invalid)
