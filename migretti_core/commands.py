@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from migretti_core import planning, reporting, running, views
+from migretti_core import reporting
 from migretti_core.cli import (
     app_of,
     complete_ids,
@@ -19,6 +19,12 @@ from migretti_core.cli import (
 )
 from migretti_core.errors import EXIT_BLOCKED, UsageError
 from migretti_core.types import Config, Session
+
+if TYPE_CHECKING:
+    from migretti_core import planning
+
+# planning, running and views are imported by the commands that use them: `mg --help` and the
+# commands that do not run migrations do not pay for them.
 
 
 def _emit(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
@@ -186,6 +192,8 @@ def _apply(
     command: str,
     lint: bool = True,
 ) -> int:
+    from migretti_core import running
+
     return running.apply(_session(ctx, command, dry_run, lock_timeout, lint), request)
 
 
@@ -197,6 +205,8 @@ def _rollback(
     request: planning.RollbackRequest,
     command: str,
 ) -> int:
+    from migretti_core import running
+
     return running.rollback(_session(ctx, command, dry_run, lock_timeout), request)
 
 
@@ -230,6 +240,8 @@ def apply(
     no_lint: bool,
 ) -> int:
     """Apply all pending migrations."""
+    from migretti_core import planning
+
     request = planning.ApplyRequest(
         to=to,
         allow_out_of_order=allow_out_of_order,
@@ -273,6 +285,8 @@ def up(
     no_lint: bool,
 ) -> int:
     """Apply the next pending migration."""
+    from migretti_core import planning
+
     request = planning.ApplyRequest(
         limit=1, allow_out_of_order=allow_out_of_order, verify=not no_verify
     )
@@ -303,6 +317,8 @@ def down(
     lock_timeout: str | None,
 ) -> int:
     """Roll back the last applied migration."""
+    from migretti_core import planning
+
     request = planning.RollbackRequest(
         count=1, allow_missing_down=allow_missing_down, verify=not no_verify
     )
@@ -341,6 +357,8 @@ def rollback(
 
     They are rolled back newest first, in reverse order of application.
     """
+    from migretti_core import planning
+
     if count is not None and to is not None:
         raise UsageError("give either COUNT or --to, not both")
     request = planning.RollbackRequest(
@@ -365,6 +383,8 @@ def rollback(
 @click.pass_context
 def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     """Counts, current head, every problem and invalid indexes left on the target."""
+    from migretti_core import views
+
     app = app_of(ctx)
     state, invalid = views.current_status(app.session("status"))
     data = views.status_data(state, app.hooks.redact, invalid)
@@ -377,6 +397,8 @@ def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
 @click.pass_context
 def list_(ctx: click.Context, fmt: str) -> None:
     """Every migration, from files and history together."""
+    from migretti_core import views
+
     state = views.current_state(app_of(ctx).session("list"))
     _emit(ctx, "list", [row.as_dict() for row in state.rows()], fmt)
 
@@ -386,6 +408,8 @@ def list_(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def head(ctx: click.Context, fmt: str) -> None:
     """The last applied migration."""
+    from migretti_core import views
+
     state = views.current_state(app_of(ctx).session("head"))
     _emit(ctx, "head", views.entry_dict(state.head), fmt)
 
@@ -398,6 +422,8 @@ def verify(ctx: click.Context, fmt: str) -> int:
 
     Exits 3 when a file changed since it was applied or is missing.
     """
+    from migretti_core import views
+
     state = views.current_state(app_of(ctx).session("verify"))
     data = views.verify_data(state)
     _emit(ctx, "verify", data, fmt)
@@ -415,6 +441,8 @@ def fix(ctx: click.Context, migration_id: str, mode: str | None, lock_timeout: s
 
     ID is the migration's id, a unique id prefix, its name or its file name.
     """
+    from migretti_core import running
+
     if mode is None:
         raise UsageError("say how it was resolved: --applied or --remove")
     app = app_of(ctx)

@@ -19,8 +19,8 @@ import re
 import time
 from typing import Any
 
-from migretti_core import hookimpl
-from migretti_core.engine import display_path, sql_failure
+from migretti_core import engine, hookimpl
+from migretti_core.engine import display_path
 from migretti_core.errors import SqlError
 from migretti_core.types import (
     Direction,
@@ -112,6 +112,8 @@ def _try_one(
                 hooks.execute(session, conn, "SET CONSTRAINTS ALL IMMEDIATE")
     except SqlError as exc:
         if checking_deferred:
-            return result(sql_failure(migration, exc, "", first_line, _DEFERRED_NOTE).message)
-        return result(sql_failure(migration, exc, sql, first_line).message)
+            return result(
+                engine.sql_failure(migration, exc, "", first_line, _DEFERRED_NOTE).message
+            )
+        return result(engine.sql_failure(migration, exc, sql, first_line).message)
     return result(None)

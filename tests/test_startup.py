@@ -85,3 +85,36 @@ def test_help_without_plugins_does_not_import_importlib_metadata(tmp_path: Path)
     last = result.stdout.strip().splitlines()[-1]
     # With a plugin installed in this environment the group must be read; without, not.
     assert last in ("RESULT 0 False False", "RESULT 0 True True"), result.stdout + result.stderr
+
+
+def test_help_does_not_import_the_running_machinery(tmp_path: Path) -> None:
+    """`mg --help` lists every command, plugins' included, without importing what runs them."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from migretti_core.cli import run\n"
+        "code = run(['--help'])\n"
+        "heavy = ['migretti_core.planning', 'migretti_core.running', 'migretti_core.views',"
+        " 'migretti_core.state', 'psycopg']\n"
+        "print('RESULT', code, [m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert "RESULT 0 []" in result.stdout, result.stdout + result.stderr
+    for command in ("apply", "status", "seed", "squash", "lint", "check", "baseline", "schema"):
+        assert f"\n  {command} " in result.stdout, result.stdout
+
+
+def test_builtins_pass_the_hook_checks() -> None:
+    """Third-party plugins are checked when they load; the builtins here, once (see plugins.py)."""
+    import importlib
+
+    from migretti_core.plugins import BUILTINS, PluginLoader
+
+    warned: list[str] = []
+    loader = PluginLoader(warn=warned.append)
+    for name, module_name in BUILTINS:
+        assert loader._check_hooks(importlib.import_module(module_name), name) is None, name
+    assert warned == []
