@@ -165,6 +165,7 @@ _API_NAMES = frozenset(
         "plugin_settings",
         "read_state",
         "report",
+        "top_level_setting",
     }
 )
 

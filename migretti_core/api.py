@@ -44,7 +44,14 @@ from migretti_core.hooks import Hooks
 from migretti_core.planning import load_migrations
 from migretti_core.reporting import display_path, report
 from migretti_core.running import confirm, connected, locked, read_state
-from migretti_core.settings import FrozenDict, FrozenList, Key, Section, plugin_settings
+from migretti_core.settings import (
+    FrozenDict,
+    FrozenList,
+    Key,
+    Section,
+    plugin_settings,
+    top_level_setting,
+)
 from migretti_core.state import State
 from migretti_core.types import (
     Config,
@@ -131,4 +138,5 @@ __all__ = [
     "plugin_settings",
     "read_state",
     "report",
+    "top_level_setting",
 ]

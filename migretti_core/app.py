@@ -20,9 +20,14 @@ from migretti_core.plugins import (
 from migretti_core.types import Config, ConfigRequest, Event, Level, Options, Session
 
 TRUTHY = ("1", "true", "yes", "on")
-# Builtins whose mg.yaml section is not named after the plugin: blocking the plugin must
-# not turn its section into an unknown key.
-BUILTIN_SECTIONS: dict[str, tuple[str, ...]] = {"fleet": ("fleets",)}
+# Builtins whose mg.yaml keys are not named after the plugin: blocking the plugin must not
+# turn them into unknown keys (a blocked plugin cannot be asked for its mg_config_sections).
+BUILTIN_SECTIONS: dict[str, tuple[str, ...]] = {
+    "fleet": ("fleets",),
+    "seeds": ("seeds_dir",),
+    "shellhooks": ("hook_timeout",),
+    "protect": ("protected",),
+}
 
 
 class App:

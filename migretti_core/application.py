@@ -183,10 +183,10 @@ class _FixedConfig:
             path=None,
             root=self.migrations_dir.parent,
             env=None,
-            settings=MappingProxyType({"database": database}),
+            # seeds_dir is the seeds plugin's key, read from the settings as from mg.yaml.
+            settings=MappingProxyType({"database": database, "seeds_dir": str(self.seeds_dir)}),
             database=database,
             migrations_dir=self.migrations_dir,
-            seeds_dir=self.seeds_dir,
             lock_id=lock_id,
         )
 

@@ -315,7 +315,9 @@ class Templates:
         session = mg._app.session("pytest")
         parts = [f"{m.id}:{m.checksum}" for m in planning.load_migrations(session)]
         if self.seeds:
-            seeds_dir = mg.config.seeds_dir
+            from migretti_plugins.seeds import seeds_dir as seeds_dir_of
+
+            seeds_dir = seeds_dir_of(mg.config)
             for path in sorted(seeds_dir.glob("*.sql")) if seeds_dir.is_dir() else []:
                 parts.append(f"seed {path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
         project = _digest([str(mg.config.root), str(mg.config.migrations_dir)])

@@ -9,6 +9,10 @@ section a plugin owns keeps what YAML says: ``enabled: false`` is ``False``, ``r
 what people write (``"30s"``, ``"yes"``, a single value for a list, an interpolated
 ``"${FLAG}"``) and fail with a ``ConfigError`` naming ``section.key``. A plugin may declare
 its keys once (``Key``: name, type, default, help) and read them all with ``Section.read``.
+
+A plugin may also own top-level keys (the builtins' ``seeds_dir``, ``hook_timeout``,
+``protected``): it names them in ``mg_config_sections`` and reads each with
+``top_level_setting(config, key)``, whose errors name ``key`` alone.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ class Section(Mapping[str, Any]):
 
     def error(self, key: str, problem: str) -> ConfigError:
         """A ``ConfigError`` naming the file and ``section.key``, for checks of your own."""
-        return ConfigError(f"{self.label}: {self.name}.{key}: {problem}")
+        where = f"{self.name}.{key}" if self.name else key
+        return ConfigError(f"{self.label}: {where}: {problem}")
 
     def _value(self, key: str) -> Any:
         value = self._data.get(key)
@@ -238,17 +243,25 @@ class Key:
 def read_keys(section: Section, keys: Sequence[Key]) -> dict[str, Any]:
     """Every declared key read with its reader and default; unknown keys are refused."""
     section.check_keys([key.name for key in keys])
-    values: dict[str, Any] = {}
-    for key in keys:
-        if key.kind == "mapping":
-            values[key.name] = section.mapping(key.name)
-        elif key.kind == "strings":
-            values[key.name] = section.strings(key.name, key.default or ())
-        elif key.kind == "boolean":
-            values[key.name] = section.boolean(key.name, bool(key.default))
-        else:
-            values[key.name] = getattr(section, key.kind)(key.name, key.default)
-    return values
+    return {key.name: read_key(section, key) for key in keys}
+
+
+def read_key(section: Section, key: Key) -> Any:
+    """One declared key, read with its reader and default."""
+    if key.kind == "mapping":
+        return section.mapping(key.name)
+    if key.kind == "strings":
+        return section.strings(key.name, key.default or ())
+    if key.kind == "boolean":
+        return section.boolean(key.name, bool(key.default))
+    return getattr(section, key.kind)(key.name, key.default)
+
+
+def top_level_setting(config: Config, key: Key) -> Any:
+    """A top-level mg.yaml key a plugin owns (named in its ``mg_config_sections``), read
+    with its declared reader and default; errors name the file and the key."""
+    label = config.path.name if config.path is not None else "mg.yaml"
+    return read_key(Section("", config.settings, label), key)
 
 
 def plugin_settings(config: Config, name: str) -> Section:

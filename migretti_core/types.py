@@ -18,7 +18,6 @@ Level = Literal["debug", "info", "warning", "error"]
 
 DEFAULT_LOCK_ID = 894321
 DEFAULT_LOCK_TIMEOUT = 600.0
-DEFAULT_HOOK_TIMEOUT = 600.0
 DEFAULT_TABLE_LOCK_TIMEOUT = 5.0
 DEFAULT_TABLE_LOCK_RETRIES = 10
 
@@ -56,14 +55,11 @@ class Config:
     settings: Mapping[str, Any]
     database: Mapping[str, Any]
     migrations_dir: Path
-    seeds_dir: Path
     lock_id: int = DEFAULT_LOCK_ID
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     table_lock_timeout: float = DEFAULT_TABLE_LOCK_TIMEOUT
     table_lock_retries: int = DEFAULT_TABLE_LOCK_RETRIES
     statement_timeout: float = 0.0
-    protected: bool = False
     plugins: tuple[str, ...] = ()
     hooks: Mapping[str, str] = field(default_factory=dict)
     # Per hook, the environment variables its command's ``${VAR}`` references were turned

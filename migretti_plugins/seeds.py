@@ -22,13 +22,15 @@ from migretti_core import engine, hookimpl
 from migretti_core.cli import app_of, parse_lock_timeout
 from migretti_core.errors import (
     Aborted,
+    ConfigError,
     MgError,
     MigrationFailed,
     MigrationFileError,
     SqlError,
     UsageError,
 )
-from migretti_core.types import Migration, MigrationResult, Session
+from migretti_core.settings import Key, top_level_setting
+from migretti_core.types import Config, Migration, MigrationResult, Session
 
 SEED_TABLE = "_migrations_seeds"
 
@@ -50,6 +52,19 @@ RECORD_ROW = (
 
 _SEED_NAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<slug>.+)")
 _MAX_FILENAME_BYTES = 255
+
+SEEDS_DIR = Key("seeds_dir", "text", "seeds", "the directory of seed files, relative to mg.yaml")
+
+
+def seeds_dir(config: Config) -> Path:
+    """``seeds_dir`` of mg.yaml, made absolute against the configuration's directory."""
+    value = config.settings.get(SEEDS_DIR.name)
+    if isinstance(value, dict | list):
+        label = config.path.name if config.path is not None else "mg.yaml"
+        kind = "a mapping" if isinstance(value, dict) else "a list"
+        raise ConfigError(f"{label}: seeds_dir: expected a directory path, got {kind}")
+    text = str(top_level_setting(config, SEEDS_DIR))
+    return Path(os.path.normpath(config.root / os.path.expanduser(text)))
 
 
 @dataclass(frozen=True)
@@ -277,12 +292,12 @@ def _describe(seeds: Sequence[Seed]) -> str:
 
 def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) -> int:
     """Run the selected seeds (all when ``names`` is empty) that need running."""
-    paths = seed_paths(session.config.seeds_dir)
+    paths = seed_paths(seeds_dir(session.config))
     if names:
         paths = select_paths(paths, names)
     seeds = load_seeds(paths)
     if not seeds:
-        where = engine.display_path(session.config.seeds_dir)
+        where = engine.display_path(seeds_dir(session.config))
         engine.report(session, "command.nothing", "info", f"no seeds in {where}")
         return 0
     with engine.connected(session) as conn:
@@ -490,8 +505,18 @@ def run_command(
 def create_command(ctx: click.Context, name: str) -> None:
     """Create an empty seed file seeds/<ULID>_<name>.sql."""
     config = app_of(ctx).config()
-    path = create_seed_file(config.seeds_dir, name)
+    path = create_seed_file(seeds_dir(config), name)
     click.echo(engine.display_path(path))
+
+
+@hookimpl
+def mg_config_sections() -> list[str]:
+    return [SEEDS_DIR.name]
+
+
+@hookimpl
+def mg_configure(config: Config) -> None:
+    seeds_dir(config)  # a bad value stops every command, as it always did
 
 
 @hookimpl

@@ -203,6 +203,7 @@ from collections.abc import Mapping
 import click
 
 from migretti_core.cli import app_of
+from migretti_plugins.seeds import seeds_dir
 
 
 def _plain(value):
@@ -229,8 +230,7 @@ def mg_register_commands(cli):
             "lock_id": config.lock_id,
             "lock_timeout": config.lock_timeout,
             "migrations_dir": config.migrations_dir,
-            "seeds_dir": config.seeds_dir,
-            "protected": config.protected,
+            "seeds_dir": seeds_dir(config),
             "plugins": config.plugins,
         }
         click.echo(json.dumps(_plain(data)))

@@ -13,6 +13,12 @@ from migretti_core.redact import redact_text, redact_url
 from migretti_core.testing import make_hooks, make_session
 from migretti_core.types import DEFAULT_LOCK_ID, Config, ConfigRequest
 from migretti_plugins.config.loader import load_config, parse_duration
+from migretti_plugins.seeds import seeds_dir
+from migretti_plugins.shellhooks import hook_timeout
+
+# The builtins, loaded as in a run: they declare their keys (seeds_dir, hook_timeout,
+# protected) and check them once the configuration is loaded.
+BUILTINS = make_hooks(builtins=True)
 
 
 def load(
@@ -32,10 +38,16 @@ def load(
         config_path=config_path,
         env_name=env,
         environ=dict(environ or {}),
-        known_sections=known_sections,
+        known_sections=known_sections | BUILTINS.config_sections(),
         check_unknown=check_unknown,
     )
-    return load_config(request)
+    config = load_config(request)
+    BUILTINS.configure(config)
+    return config
+
+
+def is_protected(config: Config) -> bool:
+    return BUILTINS.is_protected(make_session(BUILTINS, config))
 
 
 def load_error(cwd: Path, yaml_text: str | None = None, **kwargs: object) -> str:
@@ -248,7 +260,7 @@ def test_invalid_reference_is_an_error_naming_the_key(tmp_path: Path) -> None:
 def test_typed_keys_can_be_interpolated(tmp_path: Path) -> None:
     text = "lock_id: ${LOCK:-12}\nprotected: ${PROT:-no}\nlock_timeout: ${LT:-5s}\n"
     config = load(tmp_path, text, environ={"PROT": "yes"})
-    assert (config.lock_id, config.protected, config.lock_timeout) == (12, True, 5.0)
+    assert (config.lock_id, is_protected(config), config.lock_timeout) == (12, True, 5.0)
 
 
 # --- .env and environment overrides ------------------------------------------------------
@@ -304,7 +316,7 @@ def test_invalid_mg_lock_id_is_an_error(tmp_path: Path, value: str) -> None:
 def test_unknown_top_level_key_names_file_key_and_valid_keys(tmp_path: Path) -> None:
     message = load_error(tmp_path, "databse:\n  host: h\n")
     assert message.startswith("mg.yaml: unknown key 'databse'; did you mean 'database'?")
-    assert "valid keys: database, envs, hook_timeout, hooks" in message
+    assert "database, envs, fleets, hook_timeout, hooks, lint, lock_id" in message
 
 
 def test_sections_declared_by_plugins_are_accepted(tmp_path: Path) -> None:
@@ -404,11 +416,11 @@ def test_no_config_file_gives_defaults(tmp_path: Path) -> None:
     assert dict(config.database) == {}
     assert dict(config.settings) == {"database": {}}
     assert config.migrations_dir == tmp_path / "migrations"
-    assert config.seeds_dir == tmp_path / "seeds"
-    assert (config.lock_timeout, config.hook_timeout) == (600.0, 600.0)
+    assert seeds_dir(config) == tmp_path / "seeds"
+    assert (config.lock_timeout, hook_timeout(config)) == (600.0, 600.0)
     assert config.plugins == ()
     assert dict(config.hooks) == {}
-    assert config.protected is False
+    assert is_protected(config) is False
 
 
 def test_empty_config_file_gives_defaults(tmp_path: Path) -> None:
@@ -427,7 +439,7 @@ def test_relative_paths_resolve_against_config_directory(tmp_path: Path) -> None
     assert config.path == sub / "mg.yaml"
     assert config.root == sub
     assert config.migrations_dir == sub / "sql" / "up"
-    assert config.seeds_dir == tmp_path / "seeds"
+    assert seeds_dir(config) == tmp_path / "seeds"
     assert config.plugins == ("acme.notify", str(sub / "local.py"))
 
 
@@ -464,21 +476,15 @@ def test_parse_duration_refuses_nonsense(text: str) -> None:
     [("true", True), ("Yes", True), ("ON", True), ("false", False), ("no", False), ("Off", False)],
 )
 def test_protected_accepts_yaml_booleans(tmp_path: Path, text: str, expected: bool) -> None:
-    assert load(tmp_path, f"protected: {text}\n").protected is expected
+    assert is_protected(load(tmp_path, f"protected: {text}\n")) is expected
 
 
 @pytest.mark.parametrize("name", ["prod", "Production", "LIVE"])
 def test_profiles_with_production_names_are_protected(tmp_path: Path, name: str) -> None:
     text = f"envs:\n  {name}:\n    protected: false\n  qa:\n    protected: true\n"
-    hooks = make_hooks(builtins=["protect"])
-
-    def is_protected(env: str | None) -> bool:
-        return hooks.is_protected(make_session(hooks, load(tmp_path, text, env=env)))
-
-    assert load(tmp_path, text, env=name).protected is False  # the loader reports the key
-    assert is_protected(name) is True  # the protect plugin adds the names
-    assert is_protected("qa") is True
-    assert is_protected(None) is False
+    assert is_protected(load(tmp_path, text, env=name)) is True
+    assert is_protected(load(tmp_path, text, env="qa")) is True
+    assert is_protected(load(tmp_path, text)) is False
 
 
 def test_embedded_database_flag_is_a_bool(tmp_path: Path) -> None:

@@ -141,7 +141,6 @@ def setup(tmp_path: Path) -> tuple[Session, MemoryBackend, Path]:
         settings={},
         database={},
         migrations_dir=migrations,
-        seeds_dir=tmp_path / "seeds",
     )
     return Session(config, Options(), Hooks(pm)), backend, migrations
 

@@ -78,7 +78,6 @@ def make_session(
         settings={},
         database=dict(database),
         migrations_dir=root / "migrations",
-        seeds_dir=root / "seeds",
         lock_id=lock_id,
     )
     return Session(config, Options(), Hooks(pm))

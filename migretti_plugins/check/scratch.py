@@ -117,7 +117,8 @@ def _database_on(session: Session, admin: str, where: str) -> Iterator[Scratch]:
             session.config,
             database={"url": _with_dbname(admin, name)},
             env=None,
-            protected=False,
+            # Nothing to protect and no deployment hooks on a scratch database.
+            settings={k: v for k, v in session.config.settings.items() if k != "protected"},
             hooks={},
         )
         scratch_session = dataclasses.replace(session, config=config)

@@ -13,8 +13,9 @@ Decisions (see also docs/configuration.md):
 - ``database.embedded`` becomes a bool; every other ``database`` value stays a string.
 - ``MG_DATABASE_URL`` or ``MG_LOCK_ID`` set to an empty string count as unset; with
   ``MG_DATABASE_URL`` set, the file's ``database`` is not interpolated at all.
-- ``Config.protected`` is ``protected:`` as written; the ``protect`` plugin adds its own rule
-  (profiles named prod, production or live are protected whatever ``protected:`` says).
+- The loader knows only the core's keys. A builtin's top-level keys (``seeds_dir``,
+  ``hook_timeout``, ``protected``) are declared and read by that builtin, like any plugin's
+  section (``migretti_core.settings.top_level_setting``).
 - ``Config.settings`` is the selected profile merged and interpolated (without ``envs``);
   its ``database`` is the effective one. The core's keys hold the text as written (use the
   ``Config`` fields for typed values); any other top-level key is a plugin's section and
@@ -37,7 +38,6 @@ from migretti_core.durations import parse_duration
 from migretti_core.errors import ConfigError, ConfigRefused
 from migretti_core.settings import FrozenDict, FrozenList
 from migretti_core.types import (
-    DEFAULT_HOOK_TIMEOUT,
     DEFAULT_LOCK_ID,
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_TABLE_LOCK_RETRIES,
@@ -55,13 +55,10 @@ CORE_KEYS = frozenset(
         "database",
         "lock_id",
         "lock_timeout",
-        "hook_timeout",
         "envs",
         "hooks",
         "plugins",
         "migrations_dir",
-        "seeds_dir",
-        "protected",
         "table_lock_timeout",
         "table_lock_retries",
         "statement_timeout",
@@ -124,7 +121,6 @@ def build_config(
     lock_id = _lock_id(settings.get("lock_id", ""), label, "lock_id")
     if environ.get("MG_LOCK_ID", ""):
         lock_id = _lock_id(environ["MG_LOCK_ID"], "MG_LOCK_ID", "")
-    protected = _bool(settings.get("protected", ""), label, "protected")
 
     return Config(
         path=path,
@@ -133,10 +129,8 @@ def build_config(
         settings=_freeze_settings(settings),
         database=_freeze(database),
         migrations_dir=_directory(settings.get("migrations_dir", ""), "migrations", root, label),
-        seeds_dir=_directory(settings.get("seeds_dir", ""), "seeds", root, label),
         lock_id=lock_id,
         lock_timeout=_timeout(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT, label, zero=True),
-        hook_timeout=_timeout(settings, "hook_timeout", DEFAULT_HOOK_TIMEOUT, label, zero=False),
         table_lock_timeout=_timeout_or_off(
             settings, "table_lock_timeout", DEFAULT_TABLE_LOCK_TIMEOUT, label
         ),
@@ -144,7 +138,6 @@ def build_config(
             settings.get("table_lock_retries", ""), DEFAULT_TABLE_LOCK_RETRIES, label
         ),
         statement_timeout=_timeout_or_off(settings, "statement_timeout", 0.0, label),
-        protected=protected,
         plugins=_plugins(settings.get("plugins", ""), root, label),
         hooks=MappingProxyType(hooks),
         hook_environment=_freeze(hook_environment),
@@ -581,8 +574,7 @@ def _directory(value: Any, default: str, root: Path, label: str) -> Path:
     if not _is_set(value):
         value = default
     if not isinstance(value, str):
-        key = "migrations_dir" if default == "migrations" else "seeds_dir"
-        raise ConfigError(f"{label}: {key}: expected a directory path, got {_kind(value)}")
+        raise ConfigError(f"{label}: migrations_dir: expected a directory path, got {_kind(value)}")
     return Path(os.path.normpath(root / os.path.expanduser(value)))
 
 

@@ -18,11 +18,25 @@ from typing import TYPE_CHECKING
 
 from migretti_core import hookimpl
 from migretti_core.engine import report
-from migretti_core.errors import HookFailed
-from migretti_core.types import Level, Migration, MigrationResult, Plan, Session
+from migretti_core.errors import ConfigError, HookFailed
+from migretti_core.settings import Key, top_level_setting
+from migretti_core.types import Config, Level, Migration, MigrationResult, Plan, Session
 
 if TYPE_CHECKING:
     from migretti_plugins.shellhooks.runner import Outcome
+
+HOOK_TIMEOUT = Key("hook_timeout", "duration", 600.0, "how long one hook command may run")
+
+
+def hook_timeout(config: Config) -> float:
+    """``hook_timeout`` of mg.yaml in seconds (more than zero)."""
+    seconds = float(top_level_setting(config, HOOK_TIMEOUT))
+    if seconds == 0:
+        label = config.path.name if config.path is not None else "mg.yaml"
+        given = str(config.settings.get(HOOK_TIMEOUT.name))
+        raise ConfigError(f"{label}: hook_timeout: must be more than zero, got {given!r}")
+    return seconds
+
 
 # libpq connection keywords and the environment variables libpq reads for them.
 PG_ENVIRONMENT = {
@@ -132,7 +146,7 @@ def run_hook(
         return None
     fields = {"hook": name, "direction": plan.direction}
     report(session, "hook.started", "info", f"running {name} hook", **fields)
-    timeout = session.config.hook_timeout
+    timeout = hook_timeout(session.config)
     try:
         params = session.hooks.connection_params(session)
         redact = _redactor(session, params)
@@ -192,7 +206,7 @@ def _check(session: Session, name: str, outcome: Outcome | None, consequence: st
         return
     from migretti_plugins.shellhooks.runner import format_seconds
 
-    timeout = session.config.hook_timeout
+    timeout = hook_timeout(session.config)
     hint = (
         f"raise hook_timeout in mg.yaml (now {format_seconds(timeout)})"
         if outcome.timed_out
@@ -207,6 +221,16 @@ def _stay(plan: Plan, state: str) -> str:
 
 
 # --- lifecycle hookimpls -----------------------------------------------------------------
+
+
+@hookimpl
+def mg_config_sections() -> list[str]:
+    return [HOOK_TIMEOUT.name]
+
+
+@hookimpl
+def mg_configure(config: Config) -> None:
+    hook_timeout(config)  # a bad value stops every command, as it always did
 
 
 @hookimpl
