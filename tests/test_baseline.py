@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import DDL_010, AdvisoryLockHolder, Project
+
+from migretti_core.testing import AdvisoryLockHolder, Project
 
 
 @pytest.fixture
@@ -34,8 +35,8 @@ def _columns(project: Project, table: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def test_a_010_database_is_baselined_then_migrated(project: Project) -> None:
-    project.sql(DDL_010)
+def test_a_010_database_is_baselined_then_migrated(project: Project, ddl_010: str) -> None:
+    project.sql(ddl_010)
     _schema_by_hand(project)
     columns_010 = _columns(project, "_migrations")
 
@@ -123,8 +124,8 @@ def test_protected_profiles_ask_and_the_lock_is_taken(project: Project) -> None:
     assert project.statuses() == {"0001": "applied"}
 
 
-def test_a_failed_row_is_not_covered(project: Project) -> None:
-    project.sql(DDL_010)
+def test_a_failed_row_is_not_covered(project: Project, ddl_010: str) -> None:
+    project.sql(ddl_010)
     project.sql("INSERT INTO _migrations (id, name, status) VALUES ('0001', 'users', 'failed')")
     done = project.mg("baseline", "0002", "--force")
     assert done.returncode == 3

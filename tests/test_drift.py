@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import DDL_010, Project
+
+from migretti_core.testing import Project
 
 
 @pytest.fixture
@@ -65,10 +66,10 @@ def test_a_hand_made_hotfix_is_drift(project: Project) -> None:
     assert project.tables() == {"users"}
 
 
-def test_drift_reads_a_010_database_without_changing_it(project: Project) -> None:
+def test_drift_reads_a_010_database_without_changing_it(project: Project, ddl_010: str) -> None:
     import hashlib
 
-    project.sql(DDL_010)
+    project.sql(ddl_010)
     checksum = hashlib.sha256(project.path_of("0001").read_bytes()).hexdigest()
     project.sql(
         "INSERT INTO _migrations (id, name, checksum) VALUES ('0001', 'users', %s)", (checksum,)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mgproject import AdvisoryLockHolder, Project
+from migretti_core.testing import AdvisoryLockHolder, Project
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import AdvisoryLockHolder, Project
+
+from migretti_core.testing import AdvisoryLockHolder, Project
 
 READ_ONLY = ("status", "list", "head", "verify")
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mgproject import mg_env
+from migretti_core.testing import mg_env
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "app"
 

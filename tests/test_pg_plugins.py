@@ -506,20 +506,18 @@ def test_prepare_creates_the_010_tables_plus_new_columns(session: Session, conn:
     }
 
 
-def seed_010(session: Session, conn: Any) -> None:
-    from mgproject import DDL_010
-
+def seed_010(session: Session, conn: Any, ddl_010: str) -> None:
     session.hooks.execute(
         session,
         conn,
-        DDL_010 + "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES "
+        ddl_010 + "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES "
         "('01C', 'third', '2024-01-03', 'c'), ('01A', 'first', '2024-01-01', 'a'), "
         "('01B', 'second', '2024-01-02', 'b'), ('00Z', 'same_time', '2024-01-03', 'z');",
     )
 
 
-def test_010_tables_are_read_as_they_are(session: Session, conn: Any) -> None:
-    seed_010(session, conn)
+def test_010_tables_are_read_as_they_are(session: Session, conn: Any, ddl_010: str) -> None:
+    seed_010(session, conn, ddl_010)
     entries = session.hooks.history_read(session, conn)
     assert [e.id for e in entries] == ["01A", "01B", "00Z", "01C"]
     assert {e.status for e in entries} == {"applied"}
@@ -528,9 +526,9 @@ def test_010_tables_are_read_as_they_are(session: Session, conn: Any) -> None:
 
 
 def test_prepare_upgrades_010_tables_in_place_and_backfills_order(
-    session: Session, conn: Any
+    session: Session, conn: Any, ddl_010: str
 ) -> None:
-    seed_010(session, conn)
+    seed_010(session, conn, ddl_010)
     session.hooks.history_prepare(session, conn)
     session.hooks.history_prepare(session, conn)
     entries = session.hooks.history_read(session, conn)
