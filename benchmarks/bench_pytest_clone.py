@@ -13,7 +13,12 @@ the server offers.
 The server is ``MG_BENCH_DATABASE_URL`` when set, else an embedded server started in a
 temporary directory.
 
-    python benchmarks/bench_pytest_clone.py [--migrations 342] [--tests 200] [--clones 50]
+Each session is run once per ``--pool-size`` and ``--strategy`` given (the plugin's ini
+options ``mg_pool_size`` and ``mg_clone_strategy``); ``--work-ms`` makes each test sleep
+that long after its query, like a test that does something.
+
+    python benchmarks/bench_pytest_clone.py [--migrations 342] [--tests 200] [--clones 10]
+        [--pool-size 1 2 4] [--strategy default wal_log file_copy] [--work-ms 0]
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ def migration_sql(n: int) -> tuple[str, str]:
     )
 
 
-def write_project(root: Path, migrations: int, tests: int) -> None:
+def write_project(root: Path, migrations: int, tests: int, work_ms: int = 0) -> None:
     (root / "migrations").mkdir(parents=True)
     (root / "mg.yaml").write_text("database:\n  url: postgresql://unused@127.0.0.1:1/unused\n")
     for n in range(1, migrations + 1):
@@ -101,11 +106,13 @@ def write_project(root: Path, migrations: int, tests: int) -> None:
         (root / "migrations" / f"{n:04d}_step_{n}.sql").write_text(text)
     (root / "pytest.ini").write_text("[pytest]\n")
     body = [
+        "import time\n\n\n",
         "def _check(mg_database):\n",
         "    with mg_database.connect() as conn:\n",
         "        conn.execute(\"INSERT INTO t001 (name) VALUES ('x')\")\n",
         f"        assert conn.execute('SELECT count(*) FROM _migrations').fetchone()[0] == "
-        f"{migrations}\n\n\n",
+        f"{migrations}\n",
+        f"    time.sleep({work_ms / 1000!r})\n\n\n",
     ]
     for i in range(tests):
         body.append(f"def test_{i:03d}(mg_database):\n    _check(mg_database)\n\n\n")
@@ -195,8 +202,14 @@ def time_clones(url: str, project: Path, count: int) -> dict[str, list[float]]:
 _DURATION = re.compile(r"^\s*([0-9.]+)s (setup|call|teardown)\s+\S+::(test_\d+)", re.M)
 
 
-def run_session(url: str, project: Path) -> tuple[float, dict[str, dict[str, float]], str]:
+def run_session(
+    url: str, project: Path, pool_size: int, strategy: str
+) -> tuple[float, dict[str, dict[str, float]], str]:
     """One real pytest session; per test: setup, call and teardown seconds."""
+    ini = f"[pytest]\nmg_pool_size = {pool_size}\n"
+    if strategy != "default":
+        ini += f"mg_clone_strategy = {strategy}\n"
+    (project / "pytest.ini").write_text(ini)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
     env["MG_TEST_DATABASE_URL"] = url
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -238,17 +251,47 @@ def ms(values: list[float]) -> str:
     )
 
 
+def report(
+    args: argparse.Namespace,
+    pool_size: int,
+    strategy: str,
+    wall: float,
+    phases: dict[str, dict[str, float]],
+    summary: str,
+) -> None:
+    tests = sorted(phases)
+    first = phases[tests[0]]
+    rest = [phases[t] for t in tests[1:]]
+    print(
+        f"pool size {pool_size}, strategy {strategy}, test work {args.work_ms} ms, "
+        f"load average now {os.getloadavg()[0]:.1f}"
+    )
+    print(f"  pytest, {args.tests} tests with mg_database: {summary} (wall {wall:.1f} s)")
+    print(f"  first test's set-up (builds the template): {first.get('setup', 0):.2f} s")
+    print(f"  set-up of the others (waiting for a clone): {ms([p.get('setup', 0) for p in rest])}")
+    print(f"  tear-down (to the dropper): {ms([p.get('teardown', 0) for p in rest])}")
+    print(
+        "  per test after the first, set-up + tear-down: "
+        f"{ms([p.get('setup', 0) + p.get('teardown', 0) for p in rest])}"
+    )
+    per_test = (wall - first.get("setup", 0)) / max(1, len(rest))
+    print(f"  session wall time after the first set-up, per test: {per_test * 1000:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--migrations", type=int, default=342)
     parser.add_argument("--tests", type=int, default=200)
-    parser.add_argument("--clones", type=int, default=50, help="clones per strategy")
+    parser.add_argument("--clones", type=int, default=10, help="clones per strategy")
+    parser.add_argument("--pool-size", type=int, nargs="+", default=[2])
+    parser.add_argument("--strategy", nargs="+", default=["default"])
+    parser.add_argument("--work-ms", type=int, default=0, help="each test sleeps this long")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mg-bench-clone-"))
     try:
         project = work / "project"
-        write_project(project, args.migrations, args.tests)
+        write_project(project, args.migrations, args.tests, args.work_ms)
         with server_url() as url:
             print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
             migrate = time_migrate(url, project)
@@ -256,19 +299,10 @@ def main() -> None:
             for strategy, times in time_clones(url, project, args.clones).items():
                 what = strategy if strategy.startswith("an empty") else f"strategy {strategy}"
                 print(f"CREATE DATABASE, {what}:\n    {ms(times)}")
-            wall, phases, summary = run_session(url, project)
-        tests = sorted(phases)
-        first = phases[tests[0]]
-        rest = [phases[t] for t in tests[1:]]
-        print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"pytest, {args.tests} tests with mg_database: {summary} (wall {wall:.1f} s)")
-        print(f"  first test's set-up (builds the template): {first.get('setup', 0):.2f} s")
-        print(f"  set-up of the others (the clone):  {ms([p.get('setup', 0) for p in rest])}")
-        print(f"  tear-down (the drop):              {ms([p.get('teardown', 0) for p in rest])}")
-        print(
-            "  per test after the first, set-up + tear-down: "
-            f"{ms([p.get('setup', 0) + p.get('teardown', 0) for p in rest])}"
-        )
+            for pool_size in args.pool_size:
+                for strategy in args.strategy:
+                    wall, phases, summary = run_session(url, project, pool_size, strategy)
+                    report(args, pool_size, strategy, wall, phases, summary)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,6 +10,8 @@ imported. The guide is docs/pytest.md.
   end of the session.
 - ``mg_database`` (function): a database cloned with ``CREATE DATABASE ... TEMPLATE`` from a
   template migrated once (and seeded with ``mg_seeds = true``), dropped after the test.
+  Clones come from a pool made ahead by background threads (``ClonePool``); every clone of
+  the process is dropped when the session ends, however it ends.
 
 The template's name holds a hash of the migration files' checksums (and of the seeds'), so a
 changed migration builds a new template. Building happens under an advisory lock on the
@@ -36,8 +38,6 @@ import pytest
 from migretti_core.errors import MgError
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     import psycopg
 
     from migretti_core.application import Migretti
@@ -47,6 +47,8 @@ URL_ENV = "MG_TEST_DATABASE_URL"
 TEMPLATE_LOCK_KEY = 894322
 TEMPLATE_PREFIX = "mgtpl_"
 CLONE_PREFIX = "mgtest_"
+#: Clones made ahead of the tests that will take them (ini ``mg_pool_size``).
+DEFAULT_POOL_SIZE = 2
 _RUN_ID = pytest.StashKey[str]()
 NO_SERVER = (
     "mg_database needs a PostgreSQL server: pass --mg-database-url URL or set "
@@ -76,6 +78,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("mg_config", "mg.yaml for mg_database (relative to the ini file)", default="")
     parser.addini("mg_seeds", "apply seeds to the mg_database template", type="bool", default=False)
+    parser.addini(
+        "mg_pool_size",
+        f"databases cloned ahead of the tests, each by a thread of its own (default "
+        f"{DEFAULT_POOL_SIZE})",
+        default=str(DEFAULT_POOL_SIZE),
+    )
+    parser.addini(
+        "mg_clone_strategy",
+        "CREATE DATABASE strategy for clones: wal_log or file_copy (default: the server's)",
+        default="",
+    )
 
 
 # --- values the fixtures hand out --------------------------------------------------------------
@@ -250,6 +263,25 @@ def mg_server(pytestconfig: pytest.Config) -> Iterator[MgServer]:
 # --- the template ----------------------------------------------------------------------------
 
 
+STRATEGIES = ("wal_log", "file_copy")
+
+
+def _pool_size(config: pytest.Config) -> int:
+    text = str(config.getini("mg_pool_size") or DEFAULT_POOL_SIZE).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise pytest.UsageError(f"mg_pool_size must be a whole number from 1 up, not {text!r}")
+    return int(text)
+
+
+def _strategy(config: pytest.Config) -> str:
+    text = str(config.getini("mg_clone_strategy") or "").strip().lower()
+    if text and text not in STRATEGIES:
+        raise pytest.UsageError(
+            f"mg_clone_strategy must be one of {', '.join(STRATEGIES)}, not {text!r}"
+        )
+    return text
+
+
 def _config_path(config: pytest.Config) -> Path | None:
     """``--mg-config``, the ``mg_config`` ini option, ``MG_CONFIG``, else the rootdir's mg.yaml."""
     given = config.getoption("mg_config")
@@ -272,17 +304,23 @@ def _digest(parts: list[str]) -> str:
 class Templates:
     """Builds (once, under the server's advisory lock) and clones the session's template."""
 
-    def __init__(self, server: MgServer, config_path: Path | None, seeds: bool) -> None:
+    def __init__(
+        self,
+        server: MgServer,
+        config_path: Path | None,
+        seeds: bool,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        strategy: str = "",
+    ) -> None:
         self.server = server
         self.config_path = config_path
         self.seeds = seeds
+        self.pool_size = pool_size
+        self.strategy = strategy
         self._admin: psycopg.Connection[Any] | None = None
         self._name: str | None = None
         self._failure: str | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._bg_admin: psycopg.Connection[Any] | None = None
-        self._next: Future[str] | None = None
-        self._pending: list[Future[None]] = []
+        self._pool: ClonePool | None = None
 
     def _migretti(self, url: str) -> Migretti:
         from migretti_core.application import Migretti
@@ -406,77 +444,218 @@ class Templates:
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK_KEY,))
 
-    # Clones are made and dropped by one background thread with a connection of its own:
-    # the next test's clone is made while the current test runs, and a finished test's drop
-    # does not hold up the next one.
+    # -- the clones ---------------------------------------------------------------------------
+    #
+    # A pool (ClonePool) keeps ``pool_size`` clones made ahead on threads of their own, each
+    # with its own connection (CREATE DATABASE cannot run in a transaction, and one
+    # connection runs one statement at a time); a test takes a ready one. Drops happen on
+    # another thread. Every clone of this process is named ``mgtest_<token>_<n>``, so the end
+    # of the session can sweep whatever a thread left behind.
 
-    def _background(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mg-clones")
-        return self._executor
-
-    def _worker_admin(self) -> psycopg.Connection[Any]:
-        """The background thread's own connection (used by that thread only)."""
-        if self._bg_admin is None or self._bg_admin.closed or self._bg_admin.broken:
-            self._bg_admin = self.server.connect(application_name="migretti-pytest")
-        return self._bg_admin
-
-    def _create(self, template: str, admin: psycopg.Connection[Any] | None = None) -> str:
-        from psycopg import sql
-
-        dbname = f"{CLONE_PREFIX}{uuid.uuid4().hex[:20]}"
-        (admin or self._worker_admin()).execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(dbname), sql.Identifier(template)
-            )
-        )
-        return dbname
-
-    def _drop_now(self, dbname: str, admin: psycopg.Connection[Any] | None = None) -> None:
-        from psycopg import sql
-
-        (admin or self._worker_admin()).execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-        )
+    def pool(self) -> ClonePool:
+        template = self.name()
+        if self._pool is None:
+            # STRATEGY came with PostgreSQL 15; older servers have one way to copy.
+            modern = self.admin().info.server_version >= 150000
+            strategy = self.strategy if modern else ""
+            self._pool = ClonePool(self.server, template, self.pool_size, strategy)
+            self._pool.start()
+        return self._pool
 
     def clone(self) -> str:
-        """A new database made from the template; the one after it is started right away."""
-        template = self.name()
-        ready, self._next = self._next, None
-        dbname = ready.result() if ready is not None else self._create(template, self.admin())
-        self._next = self._background().submit(self._create, template)
-        return dbname
+        """A database made from the template: a ready one from the pool when there is one."""
+        return self.pool().take()
 
     def drop(self, dbname: str) -> None:
-        self._pending.append(self._background().submit(self._drop_now, dbname))
-        self._pending = [f for f in self._pending if not f.done()]
+        if self._pool is not None:
+            self._pool.give_back(dbname)
 
     def close(self) -> None:
-        """Wait for the background work, drop the clone made in advance, disconnect."""
+        """Stop the pool, drop every clone of this process, disconnect."""
+        try:
+            if self._pool is not None:
+                self._pool.close()
+        finally:
+            if self._admin is not None:
+                self._admin.close()
+
+
+class ClonePool:
+    """Clones of one template, made ahead by ``size`` threads and dropped by another.
+
+    Each creator thread owns a connection and loops: wait for a free place in the pool,
+    ``CREATE DATABASE ... TEMPLATE``, hand the name over. ``take()`` blocks until a clone is
+    ready and frees its place, so the next one starts at once. ``give_back()`` queues a used
+    clone for the dropper thread. ``close()`` cancels the statements in flight, stops the
+    threads and drops every database named after this pool, ready, used or half-made.
+    """
+
+    def __init__(self, server: MgServer, template: str, size: int, strategy: str = "") -> None:
+        import queue
+        import threading
+
+        self.server = server
+        self.template = template
+        self.size = max(1, size)
+        self.strategy = strategy.strip().upper()
+        self.prefix = f"{CLONE_PREFIX}{uuid.uuid4().hex[:8]}_"
+        self._count = 0
+        self._count_lock = threading.Lock()
+        self._places = threading.Semaphore(self.size)
+        self._ready: queue.Queue[str | BaseException] = queue.Queue()
+        self._used: queue.Queue[str | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._closed = False
+        self._conns: list[psycopg.Connection[Any]] = []  # the creators'
+        self._conns_lock = threading.Lock()
+        self._creators: list[threading.Thread] = []
+        self._dropper = threading.Thread(target=self._drop_loop, name="mg-clone-drop", daemon=True)
+
+    def start(self) -> None:
+        import atexit
+        import threading
+
+        # The session fixture closes the pool, Ctrl-C included; this is for an exit that
+        # skips fixture finalisation.
+        atexit.register(self._close_at_exit)
+
+        for n in range(self.size):
+            thread = threading.Thread(target=self._create_loop, name=f"mg-clone-{n}", daemon=True)
+            self._creators.append(thread)
+            thread.start()
+        self._dropper.start()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = self.server.connect(application_name="migretti-pytest")
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def _next_name(self) -> str:
+        with self._count_lock:
+            self._count += 1
+            return f"{self.prefix}{self._count}"
+
+    def create_sql(self, dbname: str) -> Any:
+        from psycopg import sql
+
+        query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(dbname), sql.Identifier(self.template)
+        )
+        if self.strategy:
+            query += sql.SQL(" STRATEGY {}").format(sql.SQL(self.strategy))
+        return query
+
+    def _create_loop(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            self._places.acquire()
+            if self._stopping.is_set():
+                return
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._connect()
+                dbname = self._next_name()
+                conn.execute(self.create_sql(dbname))
+            except Exception as exc:  # handed to the test that takes this place
+                if self._stopping.is_set():
+                    return
+                self._ready.put(exc)
+                continue
+            self._ready.put(dbname)
+
+    def _drop_loop(self) -> None:
         import psycopg
 
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            dbname = self._used.get()
+            if dbname is None:
+                return
+            with contextlib.suppress(psycopg.Error):  # the sweep in close() tries again
+                if conn is None or conn.closed or conn.broken:
+                    conn = self.server.connect(application_name="migretti-pytest")
+                conn.execute(_drop_sql(dbname))
+        if conn is not None:
+            conn.close()
+
+    def take(self) -> str:
+        """A ready clone (waiting for one if needed); its place is refilled right away."""
+        import psycopg
+
+        from migretti_core.redact import redact_text
+
+        got = self._ready.get()
+        self._places.release()
+        if isinstance(got, psycopg.Error):
+            pytest.fail(
+                f"mg_database could not clone {self.template}: {redact_text(str(got).strip())}",
+                pytrace=False,
+            )
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def give_back(self, dbname: str) -> None:
+        self._used.put(dbname)
+
+    def close(self) -> None:
+        """Stop the threads (cancelling a clone in progress) and drop this pool's databases."""
+        import atexit
+
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._close_at_exit)
+        self._stopping.set()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:  # a CREATE DATABASE in flight is cancelled, not waited for
+            with contextlib.suppress(Exception):
+                cancel = getattr(conn, "cancel_safe", None) or conn.cancel
+                cancel()
+        for _ in range(self.size):
+            self._places.release()
+        self._used.put(None)
+        for thread in self._creators:
+            thread.join(timeout=60)
+        self._dropper.join()
         try:
-            if self._next is not None:
-                with contextlib.suppress(psycopg.Error):
-                    self._drop_now(self._next.result(), self.admin())
-            for future in self._pending:
-                with contextlib.suppress(psycopg.Error):
-                    future.result()
+            with self.server.connect(application_name="migretti-pytest") as admin:
+                self.sweep(admin)
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-            for conn in (self._admin, self._bg_admin):
-                if conn is not None:
+            for conn in conns:
+                with contextlib.suppress(Exception):
                     conn.close()
+
+    def _close_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def sweep(self, admin: psycopg.Connection[Any]) -> None:
+        """Drop every database named after this pool."""
+        rows = admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (self.prefix,)
+        ).fetchall()
+        for (dbname,) in rows:
+            admin.execute(_drop_sql(dbname))
+
+
+def _drop_sql(dbname: str) -> Any:
+    from psycopg import sql
+
+    return sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
 
 
 @pytest.fixture(scope="session")
 def mg_templates(pytestconfig: pytest.Config, mg_server: MgServer) -> Iterator[Templates]:
     """The session's template database (built on first use); ``mg_database`` clones it."""
     templates = Templates(
-        mg_server, _config_path(pytestconfig), bool(pytestconfig.getini("mg_seeds"))
+        mg_server,
+        _config_path(pytestconfig),
+        bool(pytestconfig.getini("mg_seeds")),
+        pool_size=_pool_size(pytestconfig),
+        strategy=_strategy(pytestconfig),
     )
     try:
         yield templates

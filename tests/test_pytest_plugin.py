@@ -119,6 +119,26 @@ def test_a_changed_migration_builds_a_new_template(tmp_path: Path, pg_url: str) 
     assert [t for t in second if t.startswith(project_prefix)] == [built], "the old one is gone"
 
 
+def test_an_edited_migration_builds_a_new_template(tmp_path: Path, pg_url: str) -> None:
+    app = make_app(tmp_path / "app")
+    env = {"MG_TEST_DATABASE_URL": pg_url}
+    assert run_pytest(app, env=env).returncode == 0
+    first = databases(pg_url, "mgtpl_")
+
+    edited = USERS.replace("name text NOT NULL", "name text NOT NULL, email text")
+    (app / "migrations" / "0001_users.sql").write_text(migration_text(edited, "DROP TABLE users;"))
+    (app / "test_email.py").write_text(
+        "def test_email(mg_database):\n"
+        "    with mg_database.connect() as conn:\n"
+        "        conn.execute(\"INSERT INTO users (name, email) VALUES ('a', 'a@x')\")\n"
+    )
+    done = run_pytest(app, env=env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
+    assert len(databases(pg_url, "mgtpl_") - first) == 1
+
+
 def test_command_line_url_config_path_and_seeds(tmp_path: Path, pg_url: str) -> None:
     project = make_app(tmp_path / "app" / "db")
     (project / "test_app.py").unlink()
@@ -150,12 +170,14 @@ def test_xdist_workers_share_one_template(tmp_path: Path, pg_url: str) -> None:
             "        assert conn.execute('SELECT count(*) FROM users').fetchone()[0] == 1\n"
         )
     before = databases(pg_url, "mgtpl_")
+    clones_before = databases(pg_url, "mgtest_")
 
     done = run_pytest(app, "-n", "2", env={"MG_TEST_DATABASE_URL": pg_url})
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "9 passed" in done.stdout
     assert len(databases(pg_url, "mgtpl_") - before) <= 1
+    assert databases(pg_url, "mgtest_") == clones_before  # each worker dropped its pool
 
 
 def test_embedded_server_when_no_url_is_given(tmp_path: Path) -> None:
@@ -229,3 +251,145 @@ def test_an_unreachable_server_is_a_clear_error_without_its_password(tmp_path: P
     assert "mg_database cannot connect to postgresql://someone:****@127.0.0.1:9" in done.stdout
     assert "s3cret-pw" not in done.stdout + done.stderr
     assert "Traceback" not in done.stdout
+
+
+# --- the pool of clones -------------------------------------------------------------------------
+
+POOLED = """
+import pathlib
+
+import pytest
+
+
+def _record(mg_database):
+    with open(pathlib.Path(__file__).with_name("names.txt"), "a") as names:
+        names.write(mg_database.dbname + "\\n")
+
+
+@pytest.mark.parametrize("n", range(8))
+def test_private(mg_database, n):
+    _record(mg_database)
+    with mg_database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+        conn.execute("INSERT INTO users (name) VALUES ('ada')")
+        conn.execute("CREATE TABLE mine (n int)")  # a second test would fail to create it
+
+
+def test_fails_after_writing(mg_database):
+    _record(mg_database)
+    with mg_database.connect() as conn:
+        conn.execute("INSERT INTO users (name) VALUES ('bob')")
+    assert False, "this test fails on purpose"
+
+
+@pytest.fixture
+def broken_after(mg_database):
+    yield mg_database
+    raise RuntimeError("this teardown fails on purpose")
+
+
+def test_teardown_error(broken_after):
+    _record(broken_after)
+
+
+def test_left_a_connection_open(mg_database):
+    _record(mg_database)
+    conn = mg_database.connect()  # never closed: the drop must not wait for it
+    conn.execute("SELECT 1")
+    globals()["LEAK"] = conn
+"""
+
+
+def test_a_pool_of_clones_keeps_tests_apart_and_leaves_nothing(tmp_path: Path, pg_url: str) -> None:
+    app = make_app(tmp_path / "app")
+    (app / "test_app.py").unlink()
+    (app / "pytest.ini").write_text("[pytest]\nmg_pool_size = 3\n")
+    (app / "test_pooled.py").write_text(POOLED)
+    before = databases(pg_url, "mgtest_")
+
+    done = run_pytest(app, env={"MG_TEST_DATABASE_URL": pg_url})
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 10 passed, 1 error" in done.stdout
+    names = (app / "names.txt").read_text().split()
+    assert len(names) == 11 and len(set(names)) == 11  # every test had a database of its own
+    assert databases(pg_url, "mgtest_") == before  # failed or not, every clone was dropped
+
+
+@pytest.mark.parametrize("strategy", ["wal_log", "file_copy"])
+def test_each_clone_strategy_gives_a_migrated_database(
+    tmp_path: Path, pg_url: str, strategy: str
+) -> None:
+    app = make_app(tmp_path / "app")
+    (app / "pytest.ini").write_text(f"[pytest]\nmg_clone_strategy = {strategy}\nmg_pool_size = 1\n")
+    with psycopg.connect(pg_url) as conn:
+        if conn.info.server_version < 150000:
+            pytest.skip("STRATEGY needs PostgreSQL 15")
+    before = databases(pg_url, "mgtest_")
+
+    done = run_pytest(app, env={"MG_TEST_DATABASE_URL": pg_url})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    assert databases(pg_url, "mgtest_") == before
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("mg_pool_size = 0", "mg_pool_size must be a whole number from 1 up, not '0'"),
+        ("mg_clone_strategy = fast", "mg_clone_strategy must be one of wal_log, file_copy"),
+    ],
+)
+def test_pool_settings_are_checked(tmp_path: Path, ini: str, message: str) -> None:
+    app = make_app(tmp_path / "app")
+    (app / "pytest.ini").write_text(f"[pytest]\n{ini}\n")
+    url = "postgresql://nobody@127.0.0.1:9/postgres?connect_timeout=5"
+    done = run_pytest(app, "--mg-database-url", url)
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+
+
+def test_an_interrupted_session_drops_its_clones(tmp_path: Path, pg_url: str) -> None:
+    """Ctrl-C in the middle of a test: pytest unwinds, and the pool's clones go with it."""
+    import signal
+    import time
+
+    app = make_app(tmp_path / "app")
+    (app / "test_app.py").unlink()
+    (app / "pytest.ini").write_text("[pytest]\nmg_pool_size = 3\n")
+    started = app / "started"
+    (app / "test_slow.py").write_text(
+        "import pathlib, time\n"
+        "def test_first(mg_database):\n"
+        "    pass\n"
+        "def test_waits_for_ctrl_c(mg_database):\n"
+        f"    pathlib.Path({str(started)!r}).write_text(mg_database.dbname)\n"
+        "    time.sleep(600)\n"
+    )
+    before = databases(pg_url, "mgtest_")
+    basetemp = app.parent / "basetemp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}"],
+        cwd=app,
+        env=mg_env({"MG_TEST_DATABASE_URL": pg_url}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), proc.communicate(timeout=60)[0] if proc.poll() is not None else ""
+        in_use = started.read_text()
+        assert in_use in databases(pg_url, "mgtest_")
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, output  # pytest's "interrupted"
+    assert "KeyboardInterrupt" in output
+    assert databases(pg_url, "mgtest_") == before
