@@ -376,6 +376,8 @@ def test_an_interrupted_session_drops_its_clones(tmp_path: Path, pg_url: str) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A shell's background job starts with SIGINT ignored, and Python then keeps it so.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 240
