@@ -305,6 +305,30 @@ class Hooks:
         )
         return result
 
+    def render_migration(
+        self,
+        config: Config,
+        migration_id: str,
+        title: str,
+        up_sql: str,
+        down_sql: str | None,
+        *,
+        transactional: bool = True,
+        notes: Sequence[str] = (),
+    ) -> tuple[str, str]:
+        """``(file name, text)`` of a new migration, from the file-format plugin."""
+        result: tuple[str, str] = self.call(
+            "mg_render_migration",
+            config=config,
+            migration_id=migration_id,
+            title=title,
+            up_sql=up_sql,
+            down_sql=down_sql,
+            transactional=transactional,
+            notes=tuple(notes),
+        )
+        return result
+
     def split_statements(self, sql: str) -> list[Statement]:
         result: list[Statement] = self.call("mg_split_statements", sql=sql)
         return result

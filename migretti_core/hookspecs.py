@@ -124,6 +124,24 @@ def mg_create_migration(
     """
 
 
+@spec(FIRST, since="1.1", returns=instance_of(tuple), required="migration rendering")
+def mg_render_migration(
+    config: Config,
+    migration_id: str,
+    title: str,
+    up_sql: str,
+    down_sql: str | None,
+    transactional: bool,
+    notes: Sequence[str],
+) -> tuple[str, str] | None:
+    """The file name and text of a new migration, without writing anything.
+
+    ``mg squash`` renders the squashed migration through this hook, parses the text back with
+    ``mg_parse_migration`` and writes it itself. ``down_sql`` None means no down section;
+    ``notes`` are lines for the file's header (``squashed: 0001, 0002``).
+    """
+
+
 # --- statement splitting -----------------------------------------------------------------
 
 

@@ -122,7 +122,7 @@ def seed_paths(directory: Path) -> list[Path]:
 
 
 def load_seed(path: Path) -> Seed:
-    from migretti_plugins.files.parse import checksum, normalize_text
+    from migretti_core.textfiles import checksum, normalize_text
 
     try:
         raw = path.read_bytes()
@@ -201,7 +201,7 @@ def create_seed_file(directory: Path, title: str) -> Path:
     """Write ``<ULID>_<slug>.sql`` in ``directory``, never replacing a file."""
     from ulid import ULID
 
-    from migretti_plugins.files.parse import slugify, write_new_file
+    from migretti_core.textfiles import slugify, write_new_file
 
     seed_id = str(ULID())
     filename = f"{seed_id}_{slugify(title)}.sql"

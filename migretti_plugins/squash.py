@@ -29,7 +29,6 @@ Splitter = Callable[[str], list[Statement]]
 # Appended after a section to learn whether its last statement is closed: if the probe
 # becomes a statement of its own, nothing that follows can join the section's last one.
 _PROBE = "\nSELECT 1"
-_MAX_FILENAME_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -78,16 +77,12 @@ def _block(parts: Sequence[tuple[Migration, str]]) -> str:
     return "\n".join(chunks)
 
 
-def render(
-    migrations: Sequence[Migration], title: str, new_id: str, split: Splitter
-) -> tuple[str, list[str]]:
-    """The squashed file's text, and warnings for the user.
+def sections(migrations: Sequence[Migration], split: Splitter) -> tuple[str, str | None, list[str]]:
+    """The squashed up and down sections, and warnings for the user.
 
     Up sections come in id order and down sections in reverse; when any migration lacks a
-    down section the result has none, since no down could undo that migration.
+    down section the result has none (None), since no down could undo that migration.
     """
-    from migretti_plugins.files.parse import render_migration
-
     ups = [(m, terminate(m.up_sql, split, _where(m, m.up_line))) for m in migrations]
     warnings: list[str] = []
     down: str | None = None
@@ -104,15 +99,7 @@ def render(
             for m in reversed(migrations)
         ]
         down = _block(downs)
-    text = render_migration(
-        re.sub(r"[\r\n]+", " ", title).strip(),
-        new_id,
-        _block(ups),
-        down,
-        transactional=migrations[0].transactional,
-        notes=("-- squashed: " + ", ".join(m.id for m in migrations),),
-    )
-    return text, warnings
+    return _block(ups), down, warnings
 
 
 def _statements(sql: str | None, split: Splitter) -> list[str]:
@@ -163,9 +150,12 @@ def build(
     recorded_ids: Sequence[str],
     new_id: str | None = None,
 ) -> Squashed:
-    """Render and self-check the squashed migration without touching any file."""
-    from migretti_plugins.files.parse import FILENAME_RE, parse_migration, slugify
+    """Render and self-check the squashed migration without touching any file.
 
+    The text comes from the file-format plugin (``mg_render_migration``) and is parsed back
+    through ``mg_parse_migration``, so a project with its own ``files`` plugin squashes into
+    its own format.
+    """
     if new_id is None:
         from ulid import ULID
 
@@ -177,19 +167,26 @@ def build(
             "database already records, so the squashed migration would be out of order",
             hint="new ids are ULIDs from the current time; check the system clock",
         )
-    filename = f"{new_id}_{slugify(title)}.sql"
-    if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES or not FILENAME_RE.fullmatch(filename):
-        raise UsageError(f"migration name {title!r} is too long for a file name; shorten it")
-    text, warnings = render(pending, title, new_id, session.hooks.split_statements)
+    hooks = session.hooks
+    up, down, warnings = sections(pending, hooks.split_statements)
+    filename, text = hooks.render_migration(
+        session.config,
+        new_id,
+        re.sub(r"[\r\n]+", " ", title).strip(),
+        up,
+        down,
+        transactional=pending[0].transactional,
+        notes=("squashed: " + ", ".join(m.id for m in pending),),
+    )
     directory = session.config.migrations_dir
     try:
-        parsed = parse_migration(directory / filename, text.encode("utf-8"))
+        parsed = hooks.parse_migration(directory / filename, text.encode("utf-8"))
     except MigrationFileError as exc:
         raise UsageError(
             "the squashed migration would not parse; nothing was written:\n  "
             + "\n  ".join(exc.problems)
         ) from exc
-    check_equivalent(pending, parsed, session.hooks.split_statements)
+    check_equivalent(pending, parsed, hooks.split_statements)
     return Squashed(new_id, filename, text, tuple(pending), tuple(warnings))
 
 

@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 
 from migretti_core.errors import MigrationFileError, UsageError
+from migretti_core.textfiles import checksum, normalize_text, slugify
 from migretti_plugins.files.parse import (
     FILENAME_RE,
-    checksum,
     create_migration_file,
     discover,
-    normalize_text,
     parse_migration,
     render_migration,
-    slugify,
 )
 
 GOOD = (

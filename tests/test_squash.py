@@ -14,9 +14,9 @@ import pytest
 
 from migretti_core.errors import UsageError
 from migretti_core.testing import assert_clean_error, fresh_database, run_mg, write_text
-from migretti_plugins.files.parse import parse_migration
+from migretti_plugins.files.parse import parse_migration, render_migration
 from migretti_plugins.split.lexer import split_sql
-from migretti_plugins.squash import render, terminate
+from migretti_plugins.squash import sections, terminate
 
 # A function whose dollar-quoted body holds semicolons and a comment; a statement without
 # its semicolon; sections that end in comments, one of them with no newline at the end of
@@ -369,10 +369,37 @@ def test_terminate_refuses_what_no_semicolon_can_close(section: str) -> None:
 def test_a_comment_at_the_end_cannot_swallow_the_next_section() -> None:
     first = parse_migration(Path("0001_a.sql"), b"-- migrate: up\nCREATE TABLE a (id int) -- c")
     second = parse_migration(Path("0002_b.sql"), b"-- migrate: up\nCREATE TABLE b (id int)")
-    text, warnings = render([first, second], "both", "0003", split_sql)
+    up, down, warnings = sections([first, second], split_sql)
+    text = render_migration("both", "0003", up, down)
     squashed = parse_migration(Path("0003_both.sql"), text.encode())
     assert [s.text for s in split_sql(squashed.up_sql)] == [
         "CREATE TABLE a (id int)",
         "CREATE TABLE b (id int)",
     ]
     assert warnings and "no down section" in warnings[0]
+
+
+RENDER_PLUGIN = '''
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_render_migration(migration_id, title, up_sql, down_sql, transactional, notes):
+    header = "".join(f"-- {note}\\n" for note in notes)
+    text = f"-- migration: {title}\\n-- id: {migration_id}\\n{header}-- rendered by: mine\\n"
+    text += f"\\n-- migrate: up\\n{up_sql}"
+    return f"{migration_id}_mine.sql", text
+'''
+
+
+def test_hook_mg_render_migration(tmp_path: Path, database_url: str) -> None:
+    # squash writes what the file-format plugin renders, under the name it gives.
+    project = make_project(tmp_path / "p", database_url)
+    write_text(project / "mine.py", RENDER_PLUGIN)
+    result = run_mg(["-p", "mine", "squash", "Base schema"], project)
+    assert result.returncode == 0, result.stderr
+    [(name, text)] = files(project).items()
+    assert re.fullmatch(r"[0-9A-Z]{26}_mine\.sql", name), name
+    assert "-- squashed: 0001, 0002, 0003\n-- rendered by: mine\n" in text
+    assert "-- migrate: down" not in text  # the plugin's format, not the builtin's
+    assert run_mg(["apply"], project).returncode == 0

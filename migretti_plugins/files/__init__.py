@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from migretti_core import hookimpl
@@ -65,6 +66,23 @@ def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
 
         migration = dataclasses.replace(migration, raw_checksum=hashlib.sha256(raw).hexdigest())
     return migration
+
+
+@hookimpl(trylast=True)
+def mg_render_migration(
+    migration_id: str,
+    title: str,
+    up_sql: str,
+    down_sql: str | None,
+    transactional: bool,
+    notes: Sequence[str],
+) -> tuple[str, str]:
+    from migretti_plugins.files.parse import file_name, render_migration
+
+    text = render_migration(
+        title, migration_id, up_sql, down_sql, transactional=transactional, notes=notes
+    )
+    return file_name(title, migration_id), text
 
 
 @hookimpl(trylast=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migretti_core.errors import MigrationFileError, UsageError
+from migretti_core.textfiles import checksum, normalize_text, slugify, write_new_file
 from migretti_core.types import Migration
 
 FILENAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<name>[^/]+)\.sql")
@@ -29,27 +30,6 @@ _MAX_FILENAME_BYTES = 255
 UP = "`-- migrate: up`"
 DOWN = "`-- migrate: down`"
 NO_TRANSACTION = "`-- migrate: no-transaction`"
-
-
-def normalize_text(raw: bytes, path: Path | None = None) -> str:
-    """Decode a file so that BOM and line-ending differences never change its checksum."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        name = path.name if path is not None else "<input>"
-        line = _normalize(raw[: exc.start].decode("utf-8")).count("\n") + 1
-        raise MigrationFileError([f"{name}:{line}: not valid UTF-8 ({exc.reason})"]) from None
-    return _normalize(text)
-
-
-def _normalize(text: str) -> str:
-    text = text.removeprefix("\ufeff")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def checksum(text: str) -> str:
-    """SHA-256 of the normalised text; equals 0.10's checksum of the raw bytes for LF files."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _is_blank_or_comment(line: str) -> bool:
@@ -284,21 +264,6 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def slugify(name: str) -> str:
-    """The file-name part of a migration name: lower case, safe on every file system.
-
-    Accents are dropped rather than the letters carrying them (``Ünïcode`` gives
-    ``unicode``): NFKD splits a letter from its combining marks, which are then removed.
-    """
-    import unicodedata
-
-    plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
-    slug = re.sub(r"[^a-z0-9]+", "_", plain.lower()).strip("_")
-    if not slug:
-        raise UsageError(f"migration name {name!r} gives an empty file name; use letters or digits")
-    return slug
-
-
 def render_migration(
     title: str,
     id: str,
@@ -311,11 +276,11 @@ def render_migration(
     """The text of a migration file; every file mg writes (create, squash, the test harness)
     is rendered here.
 
-    ``notes`` are extra header comments (``-- squashed: ...``). ``down`` None writes no down
-    section; an empty one writes the marker, for the user to fill in.
+    ``notes`` are extra header lines, written as comments (``squashed: ...``). ``down`` None
+    writes no down section; an empty one writes the marker, for the user to fill in.
     """
     one_line_title = re.sub(r"[\r\n]+", " ", title)
-    header = [f"-- migration: {one_line_title}", f"-- id: {id}", *notes]
+    header = [f"-- migration: {one_line_title}", f"-- id: {id}", *(f"-- {n}" for n in notes)]
     if not transactional:
         header.append("-- migrate: no-transaction")
     text = "\n".join(header) + "\n\n-- migrate: up\n"
@@ -326,6 +291,17 @@ def render_migration(
         if down.strip():
             text += down.strip("\n") + "\n"
     return text
+
+
+def file_name(title: str, migration_id: str) -> str:
+    """``<id>_<slug>.sql``, refusing an id or a title that cannot give one."""
+    slug = slugify(title)
+    if ID_RE.fullmatch(migration_id) is None:
+        raise UsageError(f"migration id {migration_id!r} must be 1-26 ASCII letters and digits")
+    filename = f"{migration_id}_{slug}.sql"
+    if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES or not FILENAME_RE.fullmatch(filename):
+        raise UsageError(f"migration name {title!r} is too long for a file name; shorten it")
+    return filename
 
 
 def create_migration_file(
@@ -340,7 +316,7 @@ def create_migration_file(
     """Write a new migration file, never replacing one and never reusing an id."""
     from ulid import ULID
 
-    slug = slugify(title)
+    slugify(title)  # an empty slug is the first thing to say
     for option, sql in (("--up", up), ("--down", down)):
         for number, line in enumerate(sql.replace("\r\n", "\n").split("\n"), start=1):
             if _DIRECTIVE_RE.fullmatch(line.replace("\r", "")):
@@ -350,11 +326,7 @@ def create_migration_file(
                     hint="give only the SQL of the section; use --up and --down for the two",
                 )
     new_id = str(ULID()) if id is None else id
-    if ID_RE.fullmatch(new_id) is None:
-        raise UsageError(f"migration id {new_id!r} must be 1-26 ASCII letters and digits")
-    filename = f"{new_id}_{slug}.sql"
-    if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES:
-        raise UsageError(f"migration name {title!r} is too long for a file name; shorten it")
+    filename = file_name(title, new_id)
     for existing in discover(directory):
         match = FILENAME_RE.fullmatch(existing.name)
         if match is not None and match.group("id") == new_id:
@@ -362,27 +334,3 @@ def create_migration_file(
 
     content = render_migration(title, new_id, up, down, transactional=transactional).encode("utf-8")
     return write_new_file(directory / filename, content)
-
-
-def write_new_file(path: Path, content: bytes) -> Path:
-    """Create ``path`` (and its directory) with ``content``; never replace an existing file.
-
-    ``O_EXCL`` makes the check and the creation one step, so a file appearing at the same
-    moment is not overwritten; a partly written file is removed.
-    """
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        raise UsageError(f"{path} already exists; not overwriting it") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
