@@ -379,7 +379,7 @@ def test_a_comment_at_the_end_cannot_swallow_the_next_section() -> None:
     assert warnings and "no down section" in warnings[0]
 
 
-RENDER_PLUGIN = '''
+RENDER_PLUGIN = """
 from migretti_core.api import hookimpl
 
 
@@ -389,7 +389,7 @@ def mg_render_migration(migration_id, title, up_sql, down_sql, transactional, no
     text = f"-- migration: {title}\\n-- id: {migration_id}\\n{header}-- rendered by: mine\\n"
     text += f"\\n-- migrate: up\\n{up_sql}"
     return f"{migration_id}_mine.sql", text
-'''
+"""
 
 
 def test_hook_mg_render_migration(tmp_path: Path, database_url: str) -> None:
