@@ -3,7 +3,8 @@
 Each run gets fresh, empty databases. The server is ``MG_BENCH_DATABASE_URL`` (a superuser
 URL to an existing server) when set, else an embedded server started in a temporary
 directory. ``mg`` is timed as a user runs it, process start included; its peak memory is the
-child's maximum RSS. Prints wall time and peak memory per ``--jobs`` value and the ratio.
+child's maximum RSS, its CPU time (user + system, ``mg`` alone, not the server's) is read
+with it. Prints wall time, CPU time and peak memory per ``--jobs`` value and the ratio.
 
     python benchmarks/bench_fleet.py [--databases 50] [--migrations 20] [--jobs 1 8]
         [--mg-arg=--no-lint]
@@ -84,15 +85,15 @@ def gnu_time() -> str | None:
     return path if "GNU" in out.stdout + out.stderr else None
 
 
-def run_mg(root: Path, jobs: int, extra: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB) and exit code of one ``mg apply --fleet``."""
+def run_mg(root: Path, jobs: int, extra: list[str]) -> tuple[float, float, float, int]:
+    """Wall seconds, peak RSS (MiB), CPU seconds and exit code of one ``mg apply --fleet``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MG_", "PG"))}
     argv = [sys.executable, "-m", "migretti_core", "apply", "--fleet", "bench"]
     argv += ["--jobs", str(jobs), *extra]
     timer = gnu_time()
     with tempfile.NamedTemporaryFile("r") as rss, tempfile.TemporaryFile() as err:
         if timer is not None:
-            argv = [timer, "-f", "%M", "-o", rss.name, *argv]
+            argv = [timer, "-f", "%M %U %S", "-o", rss.name, *argv]
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -101,8 +102,11 @@ def run_mg(root: Path, jobs: int, extra: list[str]) -> tuple[float, float, int]:
         if code != 0:
             err.seek(0)
             print(err.read()[-2000:].decode("utf-8", "replace"), file=sys.stderr)
-        kib = float(rss.read().split()[-1]) if timer is not None else usage.ru_maxrss
-    return wall, kib / 1024, code
+        if timer is not None:
+            kib, user, system = (float(x) for x in rss.read().split()[-3:])
+        else:
+            kib, user, system = usage.ru_maxrss, usage.ru_utime, usage.ru_stime
+    return wall, kib / 1024, user + system, code
 
 
 @contextmanager
@@ -131,12 +135,16 @@ def main() -> int:
             ):
                 root = Path(tmp) / "proj"
                 write_project(root, server_url, prefix, args.migrations)
-                wall, rss, code = run_mg(root, jobs, args.mg_arg)
+                wall, rss, cpu, code = run_mg(root, jobs, args.mg_arg)
                 if code != 0:
                     print(f"--jobs {jobs}: mg exited {code}", file=sys.stderr)
                     return 1
                 results[jobs] = (wall, rss)
-                print(f"--jobs {jobs}: {wall:.1f} s wall, {rss:.0f} MiB peak RSS", flush=True)
+                print(
+                    f"--jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} s CPU (mg), "
+                    f"{rss:.0f} MiB peak RSS",
+                    flush=True,
+                )
     if len(results) >= 2:
         first, last = args.jobs[0], args.jobs[-1]
         ratio = results[last][0] / results[first][0]

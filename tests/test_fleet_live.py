@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -118,9 +119,15 @@ def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def on_terminal(
-    cwd: Path, *args: str, columns: int = 100, lines: int = 30, timeout: float = 120
+    cwd: Path,
+    *args: str,
+    columns: int = 100,
+    lines: int = 30,
+    timeout: float = 120,
+    interrupt_on: str | None = None,
 ) -> tuple[int, str]:
-    """Run ``mg ARGS`` with stdin, stdout and stderr on one pseudo-terminal."""
+    """Run ``mg ARGS`` with stdin, stdout and stderr on one pseudo-terminal; with
+    ``interrupt_on``, press Ctrl-C (SIGINT to its process group) once that text shows."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
     proc = subprocess.Popen(
@@ -149,6 +156,9 @@ def on_terminal(
             if not data:
                 break
             chunks.append(data)
+            if interrupt_on is not None and interrupt_on.encode() in b"".join(chunks):
+                os.killpg(proc.pid, signal.SIGINT)
+                interrupt_on = None
     finally:
         os.close(master)
         if proc.poll() is None:
@@ -215,6 +225,33 @@ def test_live_lines_are_redrawn_in_place_then_give_way_to_the_summary(
     assert rows == {name: ("failed" if name == broken else "ok") for name in names}, shown
     assert table[5] == "3 of 4 succeeded", shown
     assert table[6:] == ["mg: warning: fleet tenants: 3 of 4 succeeded"], shown
+
+
+def test_ctrl_c_leaves_the_summary_and_nothing_of_the_live_lines(
+    fleet: tuple[Path, list[str]],
+) -> None:
+    root, names = fleet
+    write_migration(root, "0001", "slow", "SELECT pg_sleep(60);")
+
+    code, output = on_terminal(
+        root, "apply", "--fleet", "tenants", columns=200, lines=40, interrupt_on="slow  1s"
+    )
+
+    assert code == 130, output
+    screen = Screen(200, 40)
+    screen.feed(output)
+    shown = screen.lines()
+    assert not [line for line in shown if line.startswith("fleet tenants:")], shown
+    assert not [line for line in shown if "applying [1/1]" in line], shown
+    start = next(i for i, line in enumerate(shown) if line.startswith("MEMBER"))
+    rows = {line.split()[0]: line.split()[1] for line in shown[start + 1 : start + 5]}
+    assert rows == {
+        names[0]: "interrupted",
+        names[1]: "interrupted",
+        names[2]: "skipped",
+        names[3]: "skipped",
+    }, shown
+    assert shown[start + 5] == "0 of 4 succeeded", shown
 
 
 def test_without_a_terminal_there_is_no_escape_sequence(fleet: tuple[Path, list[str]]) -> None:
