@@ -551,6 +551,13 @@ class Hooks:
 
     # --- confirmation -------------------------------------------------------------------
 
+    def program_dirs(self, config: Config) -> list[Path]:
+        """``mg_program_dirs`` of every plugin, the last registered first."""
+        dirs: list[Path] = []
+        for found in self.call("mg_program_dirs", config=config):
+            dirs.extend(found)
+        return dirs
+
     def is_protected(self, session: Session) -> bool:
         return any(self.call("mg_is_protected", session=session))
 

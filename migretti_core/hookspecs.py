@@ -176,6 +176,13 @@ def mg_describe_target(session: Session) -> Target | None:
     """Describe the target database for people (never a password)."""
 
 
+@spec(COLLECT, since="1.1", returns=list_of(Path))
+def mg_program_dirs(config: Config) -> list[Path]:  # type: ignore[empty-body]
+    """Directories to put first on ``PATH`` for programs run against the target (shell
+    hooks), so their ``pg_dump`` and ``psql`` match the server: the ``embedded`` plugin
+    answers with its server's ``bin`` directory."""
+
+
 # --- locking -----------------------------------------------------------------------------
 
 

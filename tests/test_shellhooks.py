@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from migretti_core.testing import run_mg, write_migration, write_text
 from migretti_plugins.shellhooks import pg_environment
 from migretti_plugins.shellhooks.runner import run_command
 
@@ -509,3 +510,35 @@ def test_a_background_child_holding_the_output_does_not_hang_the_hook(tmp_path: 
         assert time.monotonic() - started < 5
     finally:
         os.kill(int((tmp_path / "bg.pid").read_text()), 9)
+
+
+PROGRAM_DIRS_PLUGIN = """
+from pathlib import Path
+
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_program_dirs(config):
+    return [Path(config.root) / "tools"]
+"""
+
+
+def test_hook_mg_program_dirs(tmp_path: Path, database_url: str) -> None:
+    # A hook finds the programs a plugin puts first on PATH (the embedded server's pg_dump).
+    project = tmp_path / "proj"
+    project.mkdir()
+    tools = project / "tools"
+    tools.mkdir()
+    program = tools / "mg-test-tool"
+    program.write_text("#!/bin/sh\necho found > tool-ran.txt\n", encoding="utf-8")
+    program.chmod(0o755)
+    write_text(project / "tools_plugin.py", PROGRAM_DIRS_PLUGIN)
+    write_text(
+        project / "mg.yaml",
+        f"database:\n  url: {json.dumps(database_url)}\nhooks:\n  pre_apply: mg-test-tool\n",
+    )
+    write_migration(project, "0001", "t", "CREATE TABLE t (id int);")
+    done = run_mg(["-p", "tools_plugin", "apply"], project)
+    assert done.returncode == 0, done.stderr
+    assert (project / "tool-ran.txt").read_text(encoding="utf-8") == "found\n"

@@ -207,6 +207,12 @@ def mg_describe_target(session: Session) -> Target | None:
 
 
 @hookimpl
+def mg_program_dirs(config: Config) -> list[Path]:
+    bin_dir = client_bin_dir(config)
+    return [bin_dir] if bin_dir is not None else []
+
+
+@hookimpl
 def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(db)
 

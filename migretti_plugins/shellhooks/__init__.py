@@ -124,12 +124,11 @@ def hook_environment(
     )
     if session.config.path is not None:
         env["MG_CONFIG"] = str(session.config.path)
-    if session.hooks.pm.get_plugin("embedded") is not None:
-        from migretti_plugins.embedded import client_bin_dir, with_bin_dir_first
-
-        bin_dir = client_bin_dir(session.config)
-        if bin_dir is not None:  # pg_dump and psql of the embedded server's own version
-            with_bin_dir_first(env, bin_dir)
+    # The embedded server's own pg_dump and psql (mg_program_dirs), before the user's PATH.
+    first = [str(d) for d in session.hooks.program_dirs(session.config)]
+    if first:
+        rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in first]
+        env["PATH"] = os.pathsep.join([*first, *rest])
     return env
 
 
