@@ -8,6 +8,7 @@ own, so one bad statement is a ``syntax-error`` finding and the others are still
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -323,6 +324,111 @@ def _shape_of(match: re.Match[str]) -> str:
     return word if word.startswith('"') else "?"
 
 
+_NUMBER = re.compile(r"(?<![\w$.])\d+(?:\.\d+)?(?![\w$.])")
+
+
+# Bytes that can be part of an unquoted identifier (any byte of a non-ASCII character is).
+_WORD_BYTES = bytes(
+    ord("w") if chr(b).isalnum() or chr(b) in "_$" or b >= 0x80 else ord(" ") for b in range(256)
+)
+
+
+def _has_long_word(text: str) -> bool:
+    """Whether ``text`` holds a run of identifier characters longer than PostgreSQL's
+    identifier limit in UTF-8 bytes: one translation and one substring search in C, about
+    ten times faster than a regular expression over a large section."""
+    data = text.encode("utf-8", "surrogatepass").translate(_WORD_BYTES)
+    return b"w" * (MAX_IDENTIFIER_BYTES + 1) in data
+
+
+def _values_at(text: str) -> int:
+    """Where the first word VALUES is in ``text`` (any case), or -1."""
+    lower = text if "VALUES" in text else text.lower()
+    at = lower.find("VALUES" if lower is text else "values")
+    while at != -1:
+        before, after = lower[at - 1 : at], lower[at + 6 : at + 7]
+        if not (before.isalnum() or before in ("_", "$")) and not (
+            after.isalnum() or after in ("_", "$")
+        ):
+            return at
+        at = lower.find("VALUES" if lower is text else "values", at + 6)
+    return -1
+
+
+def _fast_bulk(sql: str) -> list[Parsed] | None:
+    """The statements of a large ``sql`` whose only quoting is plain ``'...'`` strings, found
+    without a lexer; None when the section has anything else, or a statement does not parse.
+
+    With no comments, dollar quotes, backslashes or quoted identifiers, a character is inside
+    a string exactly when an odd number of quotes precede it (``''`` counts twice), so
+    ``sql.split("'")`` separates the strings from the rest in one pass of C: the rest, with
+    each string replaced by NUL (which PostgreSQL never accepts in SQL), splits into
+    statements at its semicolons.
+
+    The prefilter: an INSERT's only check is on its column list (duplicates), so INSERTs
+    whose text up to the keyword VALUES is the same share the parse of the first of them:
+    100,000 rows of one table cost one parse. Identifier lengths are read from the text
+    outside strings (the pieces for which no long word appears are not scanned). UPDATE and
+    DELETE share a parse when equal up to their strings and numbers; anything else is parsed
+    on its own. A syntax error inside the VALUES of an INSERT after the first of its kind is
+    therefore left to the server, which reports it when the migration runs.
+    """
+    if any(mark in sql for mark in ("--", "/*", "$", "\\", '"', "\x00")):
+        return None
+    pieces = sql.split("'")
+    if len(pieces) % 2 == 0:
+        return None  # an unterminated string
+    inside = list(itertools.accumulate((len(p) + 2 for p in pieces[1::2]), initial=0))
+    skeleton = "\x00".join(pieces[0::2])
+    any_long = _has_long_word(skeleton)
+    shared: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
+    result: list[Parsed] = []
+    offset = strings = 0
+    try:
+        for segment in skeleton.split(";"):
+            count = segment.count("\x00")
+            length = len(segment) - count + inside[strings + count] - inside[strings]
+            strings += count
+            start, offset = offset, offset + length + 1
+            body = segment.lstrip()
+            if not body or body.isspace():
+                continue
+            base = start + len(segment) - len(body)
+            text = sql[base : start + length]
+            head = body[:6].lower()
+            after = body[6:7]
+            if head in _DATA_HEADS and not (after.isalnum() or after in ("_", "$")):
+                if head == "insert":
+                    values = _values_at(body)
+                    key = body[:values] if values > 0 else _NUMBER.sub("?", body)
+                else:
+                    key = _NUMBER.sub("?", body)
+                known = shared.get(key)
+                if known is None:
+                    parsed = _statements(text)
+                    long_words: bool | None = None
+                    if all(node_type in _PURE_CHECKS for node_type, _, _ in parsed):
+                        long_words = any_long and bool(
+                            _LONG_WORD.search(body)
+                            or (not body.isascii() and _LONG_WIDE_WORD.search(body))
+                        )
+                    known = shared[key] = (parsed, long_words)
+                elif known[1] is False and any_long:
+                    known = (
+                        known[0],
+                        bool(
+                            _LONG_WORD.search(body)
+                            or (not body.isascii() and _LONG_WIDE_WORD.search(body))
+                        ),
+                    )
+                result.append(Parsed(text, base, known[0], known[1]))
+            else:
+                result.append(Parsed(text, base, _statements(text)))
+    except parser.ParseError:
+        return None
+    return result
+
+
 def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
     """The statements of a large ``sql``, or None when one does not parse (the caller then
     reports syntax errors the usual way).
@@ -331,6 +437,9 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
     no check looks at those values, and their node types, names and column lists are the
     same. Each still counts as a statement of its own, at its own offset.
     """
+    fast = _fast_bulk(sql)
+    if fast is not None:
+        return fast
     try:
         split = session.hooks.split_statements(sql)
     except Exception:
