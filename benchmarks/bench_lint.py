@@ -72,7 +72,7 @@ def time_in_process(root: Path, runs: int) -> tuple[float, int]:
     from migretti_core.app import App
     from migretti_core.argv import extract_globals
     from migretti_plugins.lint import lint_migrations
-    from migretti_plugins.lint.linter import _parse_json
+    from migretti_plugins.lint.linter import _CACHE, _parse_json
 
     options, _ = extract_globals(["--config", str(root / "mg.yaml")])
     app = App(options, cwd=root)
@@ -82,6 +82,7 @@ def time_in_process(root: Path, runs: int) -> tuple[float, int]:
     found = 0
     for _ in range(runs):
         _parse_json.cache_clear()
+        _CACHE.clear()
         started = time.perf_counter()
         found = len(lint_migrations(session, migrations, plan=False))
         times.append(time.perf_counter() - started)

@@ -53,14 +53,14 @@ def mg_configure(config: Config) -> None:
 
 @hookimpl(trylast=True)
 def mg_lint(session: Session, conn: Any, request: LintRequest) -> list[LintFinding] | None:
-    from migretti_plugins.lint.linter import lint, settings_of
+    from migretti_plugins.lint.linter import lint_cached, settings_of
 
     on_apply = settings_of(session).on_apply if request.apply else "warn"
     if on_apply == "off":
         return []
     if request.target_version is None and conn is not None:
         request = dataclasses.replace(request, target_version=server_version_of(session, conn))
-    findings = lint(session, request)
+    findings = lint_cached(session, request)
     errors = [f for f in findings if f.severity == "error"]
     if on_apply == "block" and errors:
         from migretti_core.engine import finding_line

@@ -11,6 +11,8 @@ import bisect
 import itertools
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -75,7 +77,31 @@ def settings_of(session: Session) -> LintSettings:
     return load(session.config)
 
 
+class _Cached:
+    """One lint's findings; its lock makes a second asker wait for the first to finish."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.findings: list[LintFinding] | None = None
+
+
+# The findings of the last few lints of this process, by everything they depend on. The
+# members of a fleet (threads of one process, each with its own session) usually apply the
+# same plan to databases of the same version: the first lints it, the others wait for its
+# answer instead of each parsing the plan again under the GIL.
+_CACHE: OrderedDict[tuple[Any, ...], _Cached] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
 def lint(session: Session, request: LintRequest) -> list[LintFinding]:
+    """The findings of ``request``, worked out now."""
+    return lint_cached(session, request, cache=False)
+
+
+def lint_cached(session: Session, request: LintRequest, cache: bool = True) -> list[LintFinding]:
+    """The findings of ``request``, from the cache when the same lint ran in this process
+    (the ``mg_lint`` hook answers through here)."""
     settings = settings_of(session)
     enabled = settings.enabled(request.enable, request.disable)
     version = (
@@ -85,6 +111,60 @@ def lint(session: Session, request: LintRequest) -> list[LintFinding]:
         or DEFAULT_SERVER_VERSION
     )
     mg_lock_timeout = table_lock_timeout_on(session.config.settings.get("table_lock_timeout"))
+    if not cache:
+        return _lint(session, request, settings, enabled, version, mg_lock_timeout)
+    key = _cache_key(session, request, settings, enabled, version, mg_lock_timeout)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is None:
+            cached = _CACHE[key] = _Cached()
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        else:
+            _CACHE.move_to_end(key)
+    with cached.lock:
+        if cached.findings is None:
+            cached.findings = _lint(session, request, settings, enabled, version, mg_lock_timeout)
+        return list(cached.findings)
+
+
+def _cache_key(
+    session: Session,
+    request: LintRequest,
+    settings: LintSettings,
+    enabled: set[str],
+    version: int,
+    mg_lock_timeout: bool,
+) -> tuple[Any, ...]:
+    """Everything the findings depend on. A migration counts by its path, id, text and
+    sections (its text is compared, not only its checksum, so an edited copy never reuses a
+    stale answer); the statement splitter by the plugins implementing it (a builtin is its
+    module, the same for every member of a fleet)."""
+    hooks = getattr(getattr(session.hooks, "pm", None), "hook", None)
+    caller = getattr(hooks, "mg_split_statements", None)
+    splitters = tuple(impl.plugin for impl in caller.get_hookimpls()) if caller else None
+    return (
+        tuple(
+            (str(m.path), m.id, m.text, m.up_sql, m.up_line, m.transactional)
+            for m in request.migrations
+        ),
+        request.plan,
+        version,
+        mg_lock_timeout,
+        frozenset(enabled),
+        tuple(sorted(settings.severity.items())),
+        splitters,
+    )
+
+
+def _lint(
+    session: Session,
+    request: LintRequest,
+    settings: LintSettings,
+    enabled: set[str],
+    version: int,
+    mg_lock_timeout: bool,
+) -> list[LintFinding]:
     created: set[str] = set()
     findings: list[LintFinding] = []
     for migration in request.migrations:
