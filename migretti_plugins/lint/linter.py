@@ -461,6 +461,7 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
     inside = list(itertools.accumulate((len(p) + 2 for p in pieces[1::2]), initial=0))
     skeleton = "\x00".join(pieces[0::2])
     any_long = _has_long_word(skeleton)
+    ascii_text = sql.isascii()
     shared: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
     result: list[Parsed] = []
     offset = strings = 0
@@ -474,7 +475,6 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
             if not body or body.isspace():
                 continue
             base = start + len(segment) - len(body)
-            text = sql[base : start + length]
             head = body[:6].lower()
             after = body[6:7]
             if head in _DATA_HEADS and not (after.isalnum() or after in ("_", "$")):
@@ -484,6 +484,11 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
                 else:
                     key = _NUMBER.sub("?", body)
                 known = shared.get(key)
+                if known is not None and known[1] is False and not any_long and ascii_text:
+                    # A repeat nothing will scan: offsets in an ASCII text need no text.
+                    result.append(Parsed("", base, known[0], False))
+                    continue
+                text = sql[base : start + length]
                 if known is None:
                     parsed = _statements(text)
                     long_words: bool | None = None
@@ -503,6 +508,7 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
                     )
                 result.append(Parsed(text, base, known[0], known[1]))
             else:
+                text = sql[base : start + length]
                 result.append(Parsed(text, base, _statements(text)))
     except parser.ParseError:
         return None
