@@ -13,10 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from mgproject import AdvisoryLockHolder, Project, migration_text, wait_until
 from psycopg import sql
 
-from migretti_core.testing import url_with_dbname
+from migretti_core.testing import AdvisoryLockHolder, Project, url_with_dbname, wait_until
 
 
 class Fleet:
@@ -292,7 +291,7 @@ def test_rollback_verify_and_fail_fast_on_a_fleet(tmp_path: Path, make_fleet: An
         assert member["rolled_back"] == ["0003", "0002"]
         assert fleet.applied(member["name"]) == ["0001"]
 
-    project.path_of("0001").write_text(migration_text("CREATE TABLE changed (id int);"))
+    project.path_of("0001").write_text("-- migrate: up\nCREATE TABLE changed (id int);\n")
     verify = project.mg("verify", "--format", "json", env={"MG_FLEET": "tenants"})
     assert verify.returncode == 3
     members = json.loads(verify.stdout)["members"]

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mgproject import MG_COMMAND, Project, mg_env
+
+from migretti_core.testing import MG_COMMAND, Project, mg_env
 
 # --- shell hooks: interpolated values are data, never code ---------------------------------
 

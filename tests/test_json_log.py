@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from tests.mgproject import DEFAULT_LOCK_ID, Project
+from migretti_core.testing import Project
+from migretti_core.types import DEFAULT_LOCK_ID
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "logging.md"
 PASSWORD = "Lg-pw-9c2e4d"

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import Project
+
+from migretti_core.testing import Project
 
 DROP = "ALTER TABLE accounts DROP COLUMN old;"  # ban-drop-column: error
 INT = "CREATE TABLE posts (id integer);"  # prefer-bigint-over-int: warning

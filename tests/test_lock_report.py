@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mgproject import Project
+
+from migretti_core.testing import Project
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import Project
+
+from migretti_core.testing import Project
 
 USERS, ORDERS, INDEX = "01HZY0A1", "01HZY0B2", "01HZZ0C3"
 

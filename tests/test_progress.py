@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.mgproject import MG_COMMAND, Project, mg_env
+from migretti_core.testing import MG_COMMAND, Project, mg_env
 
 SLOW = "SELECT pg_sleep(4.5);"
 

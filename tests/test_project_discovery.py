@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from mgproject import MG_COMMAND, Project, mg_env
+from migretti_core.testing import MG_COMMAND, Project, mg_env
 
 
 def _mg(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
