@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import Project
+
+from migretti_core.testing import Project
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from mgproject import mg_env, migration_text
+
+from migretti_core.testing import mg_env, migration_text
 
 USERS = "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);"
 
@@ -42,10 +43,12 @@ def make_app(root: Path, *, extra_migration: str | None = None) -> Path:
     (root / "mg.yaml").write_text("database:\n  url: postgresql://nobody@127.0.0.1:1/none\n")
     migrations = root / "migrations"
     migrations.mkdir(exist_ok=True)
-    (migrations / "0001_users.sql").write_text(migration_text(USERS, "DROP TABLE users;"))
+    (migrations / "0001_users.sql").write_text(
+        migration_text("0001", "users", USERS, "DROP TABLE users;")
+    )
     count = 1
     if extra_migration is not None:
-        (migrations / "0002_more.sql").write_text(migration_text(extra_migration))
+        (migrations / "0002_more.sql").write_text(migration_text("0002", "more", extra_migration))
         count = 2
     (root / "pytest.ini").write_text("[pytest]\n")
     (root / "test_app.py").write_text(TESTS.format(applied=count))

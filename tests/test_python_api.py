@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mgproject import AdvisoryLockHolder, Project, mg_env
 
 from migretti_core import (
     ConfirmationRequired,
@@ -28,6 +27,7 @@ from migretti_core import (
     SqlError,
     StateError,
 )
+from migretti_core.testing import AdvisoryLockHolder, Project, mg_env
 
 
 @pytest.fixture(autouse=True)

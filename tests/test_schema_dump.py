@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mgproject import Project
 
-from migretti_core.testing import fresh_database
+from migretti_core.testing import Project, fresh_database
 
 
 @pytest.fixture

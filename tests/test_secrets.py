@@ -12,9 +12,10 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from mgproject import AdvisoryLockHolder, Project
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from migretti_core.testing import AdvisoryLockHolder, Project
 
 TOKEN = uuid.uuid4().hex
 # Characters that need quoting in a URL and in a key=value string, around a unique token.

@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from mgproject import Project
+
+from migretti_core.testing import Project
 
 
 @pytest.fixture
