@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -150,6 +151,22 @@ def time_migrate(url: str, project: Path) -> float:
         return time.perf_counter() - started
 
 
+def checkpoints(admin: Any) -> tuple[float, float, float]:
+    """Checkpoints requested so far, buffers they wrote, milliseconds they took."""
+    if admin.info.server_version >= 170000:
+        query = (
+            "SELECT num_requested, buffers_written, write_time + sync_time "
+            "FROM pg_stat_checkpointer"
+        )
+    else:
+        query = (
+            "SELECT checkpoints_req, buffers_checkpoint, "
+            "checkpoint_write_time + checkpoint_sync_time FROM pg_stat_bgwriter"
+        )
+    row = admin.execute(query).fetchone()
+    return (float(row[0]), float(row[1]), float(row[2])) if row else (0.0, 0.0, 0.0)
+
+
 def time_clones(url: str, project: Path, count: int) -> dict[str, list[float]]:
     """Clone (and drop) the migrated template ``count`` times with each strategy."""
     import psycopg
@@ -180,6 +197,7 @@ def time_clones(url: str, project: Path, count: int) -> dict[str, list[float]]:
             results["an empty database (template1), for comparison"] = empty
             for strategy in strategies:
                 times: list[float] = []
+                before = checkpoints(admin)
                 for _ in range(count):
                     name = f"mg_bench_clone_{uuid.uuid4().hex[:8]}"
                     query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
@@ -194,6 +212,12 @@ def time_clones(url: str, project: Path, count: int) -> dict[str, list[float]]:
                         sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
                     )
                 results[strategy] = times
+                after = checkpoints(admin)
+                print(
+                    f"checkpoints during {count} clones, strategy {strategy}: "
+                    f"{after[0] - before[0]:.0f} requested, {after[1] - before[1]:.0f} buffers "
+                    f"written by them, {after[2] - before[2]:.0f} ms spent in them"
+                )
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(template)))
     return results

@@ -509,7 +509,12 @@ class ClonePool:
         self._conns: list[psycopg.Connection[Any]] = []  # the creators'
         self._conns_lock = threading.Lock()
         self._creators: list[threading.Thread] = []
-        self._dropper = threading.Thread(target=self._drop_loop, name="mg-clone-drop", daemon=True)
+        # Every DROP DATABASE waits for a checkpoint it requests; drops running side by side
+        # share one, so one thread each would fall behind the creators.
+        self._droppers = [
+            threading.Thread(target=self._drop_loop, name=f"mg-clone-drop-{n}", daemon=True)
+            for n in range(max(2, self.size))
+        ]
 
     def start(self) -> None:
         import atexit
@@ -523,7 +528,8 @@ class ClonePool:
             thread = threading.Thread(target=self._create_loop, name=f"mg-clone-{n}", daemon=True)
             self._creators.append(thread)
             thread.start()
-        self._dropper.start()
+        for thread in self._droppers:
+            thread.start()
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = self.server.connect(application_name="migretti-pytest")
@@ -602,11 +608,10 @@ class ClonePool:
     def close(self) -> None:
         """Stop the threads (cancelling a clone in progress) and drop this pool's databases."""
         import atexit
+        import queue
 
         if self._closed:
             return
-        self._closed = True
-        atexit.unregister(self._close_at_exit)
         self._stopping.set()
         with self._conns_lock:
             conns = list(self._conns)
@@ -616,10 +621,19 @@ class ClonePool:
                 cancel()
         for _ in range(self.size):
             self._places.release()
-        self._used.put(None)
         for thread in self._creators:
             thread.join(timeout=60)
-        self._dropper.join()
+        while True:  # the clones made ahead and never taken go the same way, side by side
+            try:
+                got = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(got, str):
+                self._used.put(got)
+        for _ in self._droppers:
+            self._used.put(None)
+        for thread in self._droppers:
+            thread.join()
         try:
             with self.server.connect(application_name="migretti-pytest") as admin:
                 self.sweep(admin)
@@ -627,6 +641,9 @@ class ClonePool:
             for conn in conns:
                 with contextlib.suppress(Exception):
                     conn.close()
+        # Only now: a close cut short (a second Ctrl-C) is tried again at exit.
+        self._closed = True
+        atexit.unregister(self._close_at_exit)
 
     def _close_at_exit(self) -> None:
         with contextlib.suppress(Exception):

@@ -61,23 +61,30 @@ def run_pytest(
     # Its own temp root: a nested run would reset the shared /tmp/pytest-of-USER (mode 0700)
     # and prune the outer run's directories.
     basetemp = root.parent / f"{root.name}-basetemp"
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"--basetemp={basetemp}",
-            *args,
-        ],
-        cwd=root,
-        env=mg_env(env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    try:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--basetemp={basetemp}",
+                # A test stuck for that long prints every thread's stack before we give up.
+                "-o",
+                "faulthandler_timeout=240",
+                *args,
+            ],
+            cwd=root,
+            env=mg_env(env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired as exc:
+        shown = [x.decode() if isinstance(x, bytes) else x or "" for x in (exc.stdout, exc.stderr)]
+        raise AssertionError("pytest did not finish:\n" + "\n".join(shown)) from None
 
 
 def databases(pg_url: str, prefix: str) -> set[str]:
