@@ -136,7 +136,9 @@ def test_an_edited_migration_builds_a_new_template(tmp_path: Path, pg_url: str) 
     first = databases(pg_url, "mgtpl_")
 
     edited = USERS.replace("name text NOT NULL", "name text NOT NULL, email text")
-    (app / "migrations" / "0001_users.sql").write_text(migration_text(edited, "DROP TABLE users;"))
+    (app / "migrations" / "0001_users.sql").write_text(
+        migration_text("0001", "users", edited, "DROP TABLE users;")
+    )
     (app / "test_email.py").write_text(
         "def test_email(mg_database):\n"
         "    with mg_database.connect() as conn:\n"
