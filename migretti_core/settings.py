@@ -18,10 +18,10 @@ A plugin may also own top-level keys (the builtins' ``seeds_dir``, ``hook_timeou
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from migretti_core.errors import ConfigError
+from migretti_core.types import Key as Key  # declared with the types, read here
 
 if TYPE_CHECKING:
     from migretti_core.types import Config
@@ -218,26 +218,6 @@ class Section(Mapping[str, Any]):
                 close = difflib.get_close_matches(key, list(known), n=1)
                 guess = f"; did you mean '{close[0]}'?" if close else ""
                 raise self.error(key, f"unknown key{guess} (valid keys: {', '.join(known)})")
-
-
-@dataclass(frozen=True)
-class Key:
-    """One key of a plugin's section, declared as tox's ``add_config`` does: name, type,
-    default and help (for people and for ``Section.read``).
-
-    ``kind`` names the ``Section`` reader: ``text``, ``boolean``, ``integer``, ``number``,
-    ``duration``, ``strings`` or ``mapping``.
-    """
-
-    name: str
-    kind: Literal["text", "boolean", "integer", "number", "duration", "strings", "mapping"]
-    default: Any = None
-    help: str = ""
-
-    def describe(self) -> str:
-        """``timeout (duration, default 5): how long to wait`` for listings and docs."""
-        default = "" if self.default in (None, "", ()) else f", default {self.default}"
-        return f"{self.name} ({self.kind}{default}): {self.help}".rstrip(": ")
 
 
 def read_keys(section: Section, keys: Sequence[Key]) -> dict[str, Any]:

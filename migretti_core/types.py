@@ -23,6 +23,26 @@ DEFAULT_TABLE_LOCK_RETRIES = 10
 
 
 @dataclass(frozen=True)
+class Key:
+    """One key of a plugin's section, declared as tox's ``add_config`` does: name, type,
+    default and help (for people and for ``Section.read``).
+
+    ``kind`` names the ``Section`` reader: ``text``, ``boolean``, ``integer``, ``number``,
+    ``duration``, ``strings`` or ``mapping``.
+    """
+
+    name: str
+    kind: Literal["text", "boolean", "integer", "number", "duration", "strings", "mapping"]
+    default: Any = None
+    help: str = ""
+
+    def describe(self) -> str:
+        """``timeout (duration, default 5): how long to wait`` for listings and docs."""
+        default = "" if self.default in (None, "", ()) else f", default {self.default}"
+        return f"{self.name} ({self.kind}{default}): {self.help}".rstrip(": ")
+
+
+@dataclass(frozen=True)
 class ConfigRequest:
     """What the configuration hook needs to find and build the configuration.
 

@@ -8,11 +8,17 @@ only decides *whether*. Block it with ``-p no:protect`` to turn the rule off.
 from __future__ import annotations
 
 from migretti_core import hookimpl
-from migretti_core.settings import Key, top_level_setting
-from migretti_core.types import Config, Session
+from migretti_core.types import Config, Key, Session
 
 PROTECTED = Key("protected", "boolean", False, "ask for confirmation before executing SQL")
 PROTECTED_NAMES = frozenset({"prod", "production", "live"})
+
+
+def protected(config: Config) -> bool:
+    """``protected:`` of mg.yaml (the profile's name is the other rule)."""
+    from migretti_core.settings import top_level_setting
+
+    return bool(top_level_setting(config, PROTECTED))
 
 
 @hookimpl
@@ -22,12 +28,10 @@ def mg_config_sections() -> list[str]:
 
 @hookimpl
 def mg_configure(config: Config) -> None:
-    top_level_setting(config, PROTECTED)  # a bad value stops every command, as it always did
+    protected(config)  # a bad value stops every command, as it always did
 
 
 @hookimpl
 def mg_is_protected(session: Session) -> bool:
     config = session.config
-    return (
-        bool(top_level_setting(config, PROTECTED)) or (config.env or "").lower() in PROTECTED_NAMES
-    )
+    return protected(config) or (config.env or "").lower() in PROTECTED_NAMES

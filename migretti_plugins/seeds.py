@@ -29,8 +29,7 @@ from migretti_core.errors import (
     SqlError,
     UsageError,
 )
-from migretti_core.settings import Key, top_level_setting
-from migretti_core.types import Config, Migration, MigrationResult, Session
+from migretti_core.types import Config, Key, Migration, MigrationResult, Session
 
 SEED_TABLE = "_migrations_seeds"
 
@@ -58,6 +57,8 @@ SEEDS_DIR = Key("seeds_dir", "text", "seeds", "the directory of seed files, rela
 
 def seeds_dir(config: Config) -> Path:
     """``seeds_dir`` of mg.yaml, made absolute against the configuration's directory."""
+    from migretti_core.settings import top_level_setting
+
     value = config.settings.get(SEEDS_DIR.name)
     if isinstance(value, dict | list):
         label = config.path.name if config.path is not None else "mg.yaml"

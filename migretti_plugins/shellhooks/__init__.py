@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 from migretti_core import hookimpl
 from migretti_core.engine import report
 from migretti_core.errors import ConfigError, HookFailed
-from migretti_core.settings import Key, top_level_setting
-from migretti_core.types import Config, Level, Migration, MigrationResult, Plan, Session
+from migretti_core.types import Config, Key, Level, Migration, MigrationResult, Plan, Session
 
 if TYPE_CHECKING:
     from migretti_plugins.shellhooks.runner import Outcome
@@ -30,6 +29,8 @@ HOOK_TIMEOUT = Key("hook_timeout", "duration", 600.0, "how long one hook command
 
 def hook_timeout(config: Config) -> float:
     """``hook_timeout`` of mg.yaml in seconds (more than zero)."""
+    from migretti_core.settings import top_level_setting
+
     seconds = float(top_level_setting(config, HOOK_TIMEOUT))
     if seconds == 0:
         label = config.path.name if config.path is not None else "mg.yaml"
