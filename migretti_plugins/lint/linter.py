@@ -421,6 +421,22 @@ def _has_long_word(text: str) -> bool:
     return b"w" * (MAX_IDENTIFIER_BYTES + 1) in data
 
 
+def _flags(parsed: Sequence[tuple[str, dict[str, Any], int]]) -> bool:
+    """Whether the checks of these data statements flag anything (they keep no state)."""
+    found: list[str] = []
+    ctx = rules.Context(
+        transactional=True,
+        server_version=DEFAULT_SERVER_VERSION,
+        mg_lock_timeout=True,
+        created=set(),
+        flag=lambda rule, message, location: found.append(rule),
+    )
+    for node_type, node, _ in parsed:
+        for func in rules.CHECKS.get(node_type, ()):
+            func(ctx, node)
+    return bool(found)
+
+
 def _values_at(text: str) -> int:
     """Where the first word VALUES is in ``text`` (any case), or -1."""
     lower = text if "VALUES" in text else text.lower()
@@ -463,6 +479,7 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
     any_long = _has_long_word(skeleton)
     ascii_text = sql.isascii()
     shared: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
+    silent: dict[str, bool] = {}
     result: list[Parsed] = []
     offset = strings = 0
     try:
@@ -484,10 +501,15 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
                 else:
                     key = _NUMBER.sub("?", body)
                 known = shared.get(key)
-                if known is not None and known[1] is False and not any_long and ascii_text:
-                    # A repeat nothing will scan: offsets in an ASCII text need no text.
-                    result.append(Parsed("", base, known[0], False))
-                    continue
+                if known is not None and known[1] is False and not any_long:
+                    if silent.get(key):
+                        # A repeat of a statement its checks found nothing in, with no word
+                        # long enough to scan: it cannot add a finding. With no comments in
+                        # the section there is no ignore comment to match statements to.
+                        continue
+                    if ascii_text:  # offsets in an ASCII text need no text
+                        result.append(Parsed("", base, known[0], False))
+                        continue
                 text = sql[base : start + length]
                 if known is None:
                     parsed = _statements(text)
@@ -497,6 +519,7 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
                             _LONG_WORD.search(body)
                             or (not body.isascii() and _LONG_WIDE_WORD.search(body))
                         )
+                        silent[key] = not _flags(parsed)
                     known = shared[key] = (parsed, long_words)
                 elif known[1] is False and any_long:
                     known = (
