@@ -9,7 +9,6 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from migretti_core.errors import MigrationFileError, UsageError
@@ -37,12 +36,17 @@ def _is_blank_or_comment(line: str) -> bool:
     return stripped == "" or stripped.startswith("--")
 
 
-@dataclass(frozen=True)
 class _Directive:
-    kind: str
-    line: int
-    start: int  # offset of the directive's line in the text
-    after: int  # offset just past that line (its newline), or the text's length
+    """A ``-- migrate:`` line (a plain class: a frozen dataclass costs three times as much to
+    create, twice per file and 10,000 files at a time)."""
+
+    __slots__ = ("after", "kind", "line", "start")
+
+    def __init__(self, kind: str, line: int, start: int, after: int) -> None:
+        self.kind = kind
+        self.line = line
+        self.start = start  # offset of the directive's line in the text
+        self.after = after  # offset just past that line (its newline), or the text's length
 
 
 # A `-- migrate:` directive anywhere; a match counts only when its line holds nothing but
