@@ -69,7 +69,7 @@ def time_command(root: Path, runs: int) -> float:
 
 
 def time_in_process(root: Path, runs: int) -> tuple[float, int]:
-    from migretti_core import engine
+    from migretti_core import planning
     from migretti_core.app import App
     from migretti_core.argv import extract_globals
     from migretti_plugins.lint import lint_migrations
@@ -78,7 +78,7 @@ def time_in_process(root: Path, runs: int) -> tuple[float, int]:
     options, _ = extract_globals(["--config", str(root / "mg.yaml")])
     app = App(options, cwd=root)
     session = app.session("lint")
-    migrations = engine.load_migrations(session)
+    migrations = planning.load_migrations(session)
     times = []
     found = 0
     for _ in range(runs):

@@ -418,6 +418,13 @@ class Hooks:
         )
         return list(result or [])
 
+    def prompt(self, session: Session, message: str, question: str) -> str | None:
+        """The line the person typed; None when no plugin can ask one."""
+        result: str | None = self.call(
+            "mg_prompt", session=session, message=message, question=question
+        )
+        return result
+
     def describe_statement(self, sql: str) -> StatementInfo:
         """What the database plugin knows of a failed statement; nothing without one."""
         result: StatementInfo | None = self.call("mg_describe_statement", sql=sql)

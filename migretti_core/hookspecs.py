@@ -434,6 +434,16 @@ def mg_confirm(session: Session, target: Target, plan: Plan | None) -> bool | No
     """
 
 
+@spec(FIRST, returns=instance_of(str))
+def mg_prompt(session: Session, message: str, question: str) -> str | None:
+    """Ask the person at the terminal ``question`` and return the line they typed.
+
+    ``message`` says what is being confirmed (already reported as ``confirm.required``).
+    Return None when there is no one to ask. Never answer on the user's behalf: the core
+    approves only the answer ``yes``.
+    """
+
+
 # --- output ------------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ migration and its history row in one transaction (one round trip), and leave an 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -49,7 +48,6 @@ from migretti_core.types import (
     HistoryChange,
     LintFinding,
     LintRequest,
-    LockReport,
     Migration,
     MigrationResult,
     Plan,
@@ -806,20 +804,14 @@ def confirm(
         raise Aborted("a plugin refused the command on this protected environment")
     if session.options.yes:
         return
-    if not sys.stdin.isatty():
+    # The output plugin owns the terminal: it asks and hands back what the person typed.
+    answer = hooks.prompt(session, message, "Type 'yes' to continue: ")
+    if answer is None:
         raise Aborted(
             f"environment {session.config.env or '(default)'} is protected and there is no "
             "terminal to confirm on",
             hint="pass --yes to confirm non-interactively",
         )
-    if session.options.json_log:
-        print(message, file=sys.stderr)
-    sys.stderr.write("Type 'yes' to continue: ")
-    sys.stderr.flush()
-    try:
-        answer = sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
     if answer.strip() != "yes":
         raise Aborted("not confirmed; nothing was changed")
 
@@ -839,68 +831,11 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
 
 
 def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
-    as_json = session.options.output_format == "json"
-    for migration in plan.steps:
-        if as_json:
-            break
-        # The SQL is an event, not a print: the output plugin shows it on stdout, and code
-        # using the Python API gets it in its log instead of on its terminal.
-        sql, _ = migration.section(plan.direction)
-        header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
-        if not migration.transactional:
-            header += " [no-transaction]"
-        report(
-            session,
-            "dryrun.sql",
-            "info",
-            f"{header}\n{sql.strip(chr(10))}\n",
-            migration_id=migration.id,
-            migration_name=migration.name,
-            direction=plan.direction,
-        )
+    """Try the plan through ``mg_dry_run`` (which shows its SQL and each result) and fail
+    the command when a migration failed."""
     results = session.hooks.dry_run(session, conn, plan)
-    failed = skipped = 0
-    for result in results:
-        m = result.migration
-        fields = {
-            "migration_id": m.id,
-            "migration_name": m.name,
-            "direction": result.direction,
-            "duration_ms": result.duration_ms,
-        }
-        if not result.executed:
-            skipped += 1
-            if not as_json:
-                report(
-                    session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields
-                )
-        elif result.ok:
-            if not as_json:
-                report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
-                if result.locks is not None:
-                    report(
-                        session,
-                        "dryrun.locks",
-                        "info",
-                        lock_report_line(m, result.locks),
-                        locks=[list(lock) for lock in result.locks.locks],
-                        rewrites=list(result.locks.rewrites),
-                        **fields,
-                    )
-        else:
-            failed += 1
-            if not as_json:
-                report(
-                    session,
-                    "dryrun.failed",
-                    "error",
-                    f"failed: {m.id} {m.name}: {result.error}",
-                    error=result.error,
-                    **fields,
-                )
-    if as_json:
-        data = {"migrations": [dry_run_dict(result) for result in results]}
-        print(session.hooks.format_result(session.options, "dryrun", data, "json"), flush=True)
+    failed = sum(1 for result in results if result.executed and not result.ok)
+    skipped = sum(1 for result in results if not result.executed)
     report(
         session,
         "dryrun.finished",
@@ -915,58 +850,6 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
             f"dry run: {failed} migration{'s' if failed != 1 else ''} failed; nothing was changed"
         )
     return 0
-
-
-def _human_rows(rows: int | None) -> str:
-    if rows is None:
-        return "rows unknown"
-    for limit, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
-        if rows >= limit:
-            return f"~{rows / limit:.1f}{unit} rows".replace(".0", "")
-    return f"~{rows} rows"
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{size} bytes"  # pragma: no cover
-
-
-def lock_report_line(migration: Migration, locks: LockReport) -> str:
-    """``01J... add_email: AccessExclusiveLock on public.users (~1.2M rows, 181 MB);
-    rewrites public.users`` (the strongest lock per relation)."""
-    sizes = {relation: (rows, size) for relation, rows, size in locks.tables}
-    strongest: dict[str, str] = {}
-    for relation, mode in locks.locks:
-        strongest[relation] = mode  # sorted weakest first per relation
-    parts = []
-    for relation, mode in strongest.items():
-        rows, size = sizes.get(relation, (None, 0))
-        parts.append(f"{mode} on {relation} ({_human_rows(rows)}, {_human_bytes(size)})")
-    text = ", ".join(parts) if parts else "no locks on existing relations"
-    if locks.rewrites:
-        text += "; rewrites " + ", ".join(locks.rewrites)
-    return f"{migration.id} {migration.name}: {text}"
-
-
-def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
-    locks = result.locks or LockReport()
-    return {
-        "id": result.migration.id,
-        "name": result.migration.name,
-        "ok": result.ok,
-        "error": result.error,
-        "executed": result.executed,
-        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks.locks],
-        "rewrites": list(locks.rewrites),
-        "tables": [
-            {"relation": relation, "rows": rows, "bytes": size}
-            for relation, rows, size in locks.tables
-        ],
-    }
 
 
 def _execute_plan(

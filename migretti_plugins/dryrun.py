@@ -19,9 +19,9 @@ import re
 import time
 from typing import Any
 
-from migretti_core import engine, hookimpl
-from migretti_core.engine import display_path
+from migretti_core import hookimpl
 from migretti_core.errors import SqlError
+from migretti_core.reporting import display_path, report
 from migretti_core.types import (
     Direction,
     LockReport,
@@ -50,6 +50,72 @@ def transaction_enders(session: Session, sql: str) -> list[tuple[int, str]]:
 
 @hookimpl(trylast=True)
 def mg_dry_run(session: Session, conn: Any, plan: Plan) -> list[MigrationResult] | None:
+    as_json = session.options.output_format == "json"
+    if not as_json:
+        _show_sql(session, plan)
+    results = _try_plan(session, conn, plan)
+    if as_json:
+        data = {"migrations": [dry_run_dict(result) for result in results]}
+        print(session.hooks.format_result(session.options, "dryrun", data, "json"), flush=True)
+    else:
+        _show_results(session, results)
+    return results
+
+
+def _show_sql(session: Session, plan: Plan) -> None:
+    """Each migration's SQL as an event, not a print: the output plugin shows it on stdout,
+    and code using the Python API gets it in its log instead of on its terminal."""
+    for migration in plan.steps:
+        sql, _ = migration.section(plan.direction)
+        header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
+        if not migration.transactional:
+            header += " [no-transaction]"
+        report(
+            session,
+            "dryrun.sql",
+            "info",
+            f"{header}\n{sql.strip(chr(10))}\n",
+            migration_id=migration.id,
+            migration_name=migration.name,
+            direction=plan.direction,
+        )
+
+
+def _show_results(session: Session, results: list[MigrationResult]) -> None:
+    for result in results:
+        m = result.migration
+        fields = {
+            "migration_id": m.id,
+            "migration_name": m.name,
+            "direction": result.direction,
+            "duration_ms": result.duration_ms,
+        }
+        if not result.executed:
+            report(session, "dryrun.skipped", "info", f"not executed: {m.id} {m.name}", **fields)
+        elif result.ok:
+            report(session, "dryrun.ok", "info", f"ok: {m.id} {m.name}", **fields)
+            if result.locks is not None:
+                report(
+                    session,
+                    "dryrun.locks",
+                    "info",
+                    lock_report_line(m, result.locks),
+                    locks=[list(lock) for lock in result.locks.locks],
+                    rewrites=list(result.locks.rewrites),
+                    **fields,
+                )
+        else:
+            report(
+                session,
+                "dryrun.failed",
+                "error",
+                f"failed: {m.id} {m.name}: {result.error}",
+                error=result.error,
+                **fields,
+            )
+
+
+def _try_plan(session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
     hooks = session.hooks
     results: list[MigrationResult] = []
     stopped = False
@@ -111,9 +177,61 @@ def _try_one(
             with hooks.transaction(session, conn, rollback=True):
                 hooks.execute(session, conn, "SET CONSTRAINTS ALL IMMEDIATE")
     except SqlError as exc:
+        from migretti_core.running import sql_failure
+
         if checking_deferred:
-            return result(
-                engine.sql_failure(migration, exc, "", first_line, _DEFERRED_NOTE).message
-            )
-        return result(engine.sql_failure(migration, exc, sql, first_line).message)
+            return result(sql_failure(migration, exc, "", first_line, _DEFERRED_NOTE).message)
+        return result(sql_failure(migration, exc, sql, first_line).message)
     return result(None)
+
+
+def _human_rows(rows: int | None) -> str:
+    if rows is None:
+        return "rows unknown"
+    for limit, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if rows >= limit:
+            return f"~{rows / limit:.1f}{unit} rows".replace(".0", "")
+    return f"~{rows} rows"
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # pragma: no cover
+
+
+def lock_report_line(migration: Migration, locks: LockReport) -> str:
+    """``01J... add_email: AccessExclusiveLock on public.users (~1.2M rows, 181 MB);
+    rewrites public.users`` (the strongest lock per relation)."""
+    sizes = {relation: (rows, size) for relation, rows, size in locks.tables}
+    strongest: dict[str, str] = {}
+    for relation, mode in locks.locks:
+        strongest[relation] = mode  # sorted weakest first per relation
+    parts = []
+    for relation, mode in strongest.items():
+        rows, size = sizes.get(relation, (None, 0))
+        parts.append(f"{mode} on {relation} ({_human_rows(rows)}, {_human_bytes(size)})")
+    text = ", ".join(parts) if parts else "no locks on existing relations"
+    if locks.rewrites:
+        text += "; rewrites " + ", ".join(locks.rewrites)
+    return f"{migration.id} {migration.name}: {text}"
+
+
+def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
+    locks = result.locks or LockReport()
+    return {
+        "id": result.migration.id,
+        "name": result.migration.name,
+        "ok": result.ok,
+        "error": result.error,
+        "executed": result.executed,
+        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks.locks],
+        "rewrites": list(locks.rewrites),
+        "tables": [
+            {"relation": relation, "rows": rows, "bytes": size}
+            for relation, rows, size in locks.tables
+        ],
+    }

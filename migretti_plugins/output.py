@@ -13,7 +13,7 @@ from typing import Any
 
 from migretti_core import hookimpl
 from migretti_core.messages import render
-from migretti_core.types import Event, Options
+from migretti_core.types import Event, Options, Session
 
 RESULT_EVENTS = frozenset(
     {
@@ -78,6 +78,20 @@ def mg_report(options: Options, event: Event) -> bool | None:
         sys.stderr.write(trace)
     sys.stderr.flush()
     return True
+
+
+@hookimpl(trylast=True)
+def mg_prompt(session: Session, message: str, question: str) -> str | None:
+    if not sys.stdin.isatty():
+        return None
+    if session.options.json_log:  # the warning went to the log: show what is confirmed
+        print(message, file=sys.stderr)
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    try:
+        return sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        return ""
 
 
 @hookimpl(trylast=True)

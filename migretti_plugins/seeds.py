@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from migretti_core import engine, hookimpl
+from migretti_core import hookimpl, reporting
 from migretti_core.cli import app_of, parse_lock_timeout
 from migretti_core.errors import (
     Aborted,
@@ -123,13 +123,14 @@ def seed_paths(directory: Path) -> list[Path]:
 
 
 def load_seed(path: Path) -> Seed:
+    from migretti_core import planning
     from migretti_core.textfiles import checksum, normalize_text
 
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"{engine.display_path(path)}: cannot be read: {exc.strerror}") from exc
-    nul = engine.nul_problem(path, raw)
+        raise UsageError(f"{reporting.display_path(path)}: cannot be read: {exc.strerror}") from exc
+    nul = planning.nul_problem(path, raw)
     if nul is not None:
         raise MigrationFileError([nul])
     text = normalize_text(raw, path)
@@ -246,7 +247,9 @@ def _needs_run(seed: Seed, ran: dict[str, str], force: bool) -> bool:
 
 
 def _failure(seed: Seed, exc: SqlError, note: str | None = None) -> MigrationFailed:
-    return engine.sql_failure(seed.as_migration(), exc, seed.text, 1, note)
+    from migretti_core import running
+
+    return running.sql_failure(seed.as_migration(), exc, seed.text, 1, note)
 
 
 def run_seed(session: Session, conn: Any, seed: Seed) -> int:
@@ -269,14 +272,14 @@ def _fields(seed: Seed, **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "seed": seed.name,
         "seed_id": seed.id,
-        "path": engine.display_path(seed.path),
+        "path": reporting.display_path(seed.path),
     }
     fields.update(extra)
     return fields
 
 
 def _skipped(session: Session, seed: Seed) -> None:
-    engine.report(
+    reporting.report(
         session,
         "seed.skipped",
         "info",
@@ -293,15 +296,17 @@ def _describe(seeds: Sequence[Seed]) -> str:
 
 def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) -> int:
     """Run the selected seeds (all when ``names`` is empty) that need running."""
+    from migretti_core import running
+
     paths = seed_paths(seeds_dir(session.config))
     if names:
         paths = select_paths(paths, names)
     seeds = load_seeds(paths)
     if not seeds:
-        where = engine.display_path(seeds_dir(session.config))
-        engine.report(session, "command.nothing", "info", f"no seeds in {where}")
+        where = reporting.display_path(seeds_dir(session.config))
+        reporting.report(session, "command.nothing", "info", f"no seeds in {where}")
         return 0
-    with engine.connected(session) as conn:
+    with running.connected(session) as conn:
         ran = read_checksums(session, conn)
         todo = [s for s in seeds if _needs_run(s, ran, force)]
         if not todo:
@@ -310,11 +315,11 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
             _summary(session, 0, len(seeds))
             return 0
         what = "seed dry run" if session.options.dry_run else "seed"
-        engine.confirm(session, None, f"{what} ({_describe(todo)})")
+        running.confirm(session, None, f"{what} ({_describe(todo)})")
         if session.options.dry_run:
             return _dry_run(session, conn, seeds, todo)
         confirmed = {s.name for s in todo} if session.hooks.is_protected(session) else None
-        with engine.locked(session, conn):
+        with running.locked(session, conn):
             prepare_table(session, conn)
             ran = read_checksums(session, conn)
             todo = [s for s in seeds if _needs_run(s, ran, force)]
@@ -336,7 +341,7 @@ def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed
         try:
             duration = run_seed(session, conn, item)
         except MgError as exc:
-            engine.report(
+            reporting.report(
                 session,
                 "seed.failed",
                 "debug",
@@ -345,7 +350,7 @@ def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed
             )
             raise
         count += 1
-        engine.report(
+        reporting.report(
             session,
             "seed.ran",
             "info",
@@ -360,7 +365,7 @@ def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed
 
 
 def _summary(session: Session, ran: int, skipped: int) -> None:
-    engine.report(
+    reporting.report(
         session,
         "seed.finished",
         "info",
@@ -381,7 +386,7 @@ def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[
                 _skipped(session, item)
                 continue
             if failed:
-                engine.report(
+                reporting.report(
                     session,
                     "seed.not_executed",
                     "info",
@@ -397,7 +402,7 @@ def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[
             except SqlError as exc:
                 failed += 1
                 error = _failure(item, exc).message
-                engine.report(
+                reporting.report(
                     session,
                     "seed.failed",
                     "error",
@@ -407,14 +412,14 @@ def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[
                 continue
             ok += 1
             duration = int((time.perf_counter() - started) * 1000)
-            engine.report(
+            reporting.report(
                 session,
                 "seed.ran",
                 "info",
                 f"would run {item.name}: ok ({duration} ms)",
                 **_fields(item, duration_ms=duration),
             )
-    engine.report(
+    reporting.report(
         session,
         "seed.finished",
         "info",
@@ -507,7 +512,7 @@ def create_command(ctx: click.Context, name: str) -> None:
     """Create an empty seed file seeds/<ULID>_<name>.sql."""
     config = app_of(ctx).config()
     path = create_seed_file(seeds_dir(config), name)
-    click.echo(engine.display_path(path))
+    click.echo(reporting.display_path(path))
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from migretti_core import engine, hookimpl
+from migretti_core import hookimpl, reporting
 from migretti_core.cli import app_of
 from migretti_core.errors import MgError, MigrationFileError, UsageError
 from migretti_core.types import Migration, Session, Statement
@@ -43,7 +43,7 @@ class Squashed:
 
 
 def _where(migration: Migration, line: int | None) -> str:
-    return f"{engine.display_path(migration.path)}:{line or 1}"
+    return f"{reporting.display_path(migration.path)}:{line or 1}"
 
 
 def terminate(sql: str, split: Splitter, where: str) -> str:
@@ -125,7 +125,7 @@ def refuse_unsquashable(
 ) -> None:
     """Refuse what cannot be squashed into one equivalent migration (exit 2)."""
     if out_of_order:
-        names = ", ".join(engine.display_path(m.path) for m in out_of_order)
+        names = ", ".join(reporting.display_path(m.path) for m in out_of_order)
         raise UsageError(
             f"cannot squash: pending migration sorts before an applied one: {names}",
             hint="apply it with `mg apply --allow-out-of-order` or give it a newer id first",
@@ -228,12 +228,12 @@ def write(directory: Path, squashed: Squashed) -> Path:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            left.append(f"{engine.display_path(migration.path)} ({exc.strerror})")
+            left.append(f"{reporting.display_path(migration.path)} ({exc.strerror})")
     for parent in parents:
         _fsync_dir(parent)
     if left:
         raise MgError(
-            f"wrote {engine.display_path(final)} but could not remove " + ", ".join(left),
+            f"wrote {reporting.display_path(final)} but could not remove " + ", ".join(left),
             hint="remove them by hand before the next apply, or they would run twice",
         )
     return final
@@ -255,18 +255,20 @@ def _publish(temp: Path, final: Path) -> None:
 
 def squash(session: Session, title: str) -> int:
     """Squash the migrations pending in the selected database; ``--dry-run`` only prints."""
-    migrations = engine.load_migrations(session)
-    with engine.connected(session) as conn:
-        state = engine.read_state(session, conn, migrations)
+    from migretti_core import planning, running
+
+    migrations = planning.load_migrations(session)
+    with running.connected(session) as conn:
+        state = running.read_state(session, conn, migrations)
     pending = state.pending
     refuse_unsquashable(pending, state.out_of_order)
     squashed = build(session, pending, title, [e.id for e in state.history])
     for warning in squashed.warnings:
-        engine.report(session, "squash.warning", "warning", warning)
+        reporting.report(session, "squash.warning", "warning", warning)
     ids = ", ".join(m.id for m in pending)
     if session.options.dry_run:
         click.echo(squashed.text, nl=False)
-        engine.report(
+        reporting.report(
             session,
             "squash.dry_run",
             "info",
@@ -277,17 +279,17 @@ def squash(session: Session, title: str) -> int:
         )
         return 0
     path = write(session.config.migrations_dir, squashed)
-    engine.report(
+    reporting.report(
         session,
         "squash.written",
         "info",
-        f"wrote {engine.display_path(path)}, replacing {len(pending)} migrations ({ids})",
+        f"wrote {reporting.display_path(path)}, replacing {len(pending)} migrations ({ids})",
         migration_id=squashed.id,
         migration_name=path.stem.partition("_")[2],
         squashed=[m.id for m in pending],
-        path=engine.display_path(path),
+        path=reporting.display_path(path),
     )
-    click.echo(engine.display_path(path))
+    click.echo(reporting.display_path(path))
     session.hooks.after_command(
         session,
         "squash",

@@ -44,7 +44,7 @@ def mg_after_aply(session, plan, results):
 """
 
 UNMARKED_NEAR_MISS_PLUGIN = """
-from migretti_core.engine import report as mg_report_event
+from migretti_core.reporting import report as mg_report_event
 
 
 def mg_after_aply(session, plan, results):

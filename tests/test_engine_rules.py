@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from migretti_core import engine, hookimpl, hookspecs
+from migretti_core import hookimpl, hookspecs, planning, running, views
 from migretti_core.errors import MigrationFailed, MigrationFileError, StateError, UsageError
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import MgPluginManager
@@ -154,10 +154,10 @@ def test_apply_runs_pending_in_id_order_and_records_each(setup: Any) -> None:
     session, backend, d = setup
     write(d, "002", "CREATE TABLE b();")
     write(d, "001", "CREATE TABLE a();")
-    assert engine.apply(session, engine.ApplyRequest()) == 0
+    assert running.apply(session, planning.ApplyRequest()) == 0
     assert applied_ids(backend) == ["001", "002"]
     assert backend.log == [("001", "UP"), ("002", "UP")]
-    assert engine.apply(session, engine.ApplyRequest()) == 0
+    assert running.apply(session, planning.ApplyRequest()) == 0
     assert backend.log == [("001", "UP"), ("002", "UP")]
 
 
@@ -168,7 +168,7 @@ def test_failed_transactional_migration_leaves_no_row_and_names_file_and_line(se
     write(d, "003", "CREATE TABLE c();")
     backend.fail_on.add("SELECT broken")
     with pytest.raises(MigrationFailed) as info:
-        engine.apply(session, engine.ApplyRequest())
+        running.apply(session, planning.ApplyRequest())
     assert "002_m.sql:5:" in info.value.message
     assert "XX000" in info.value.message
     assert applied_ids(backend) == ["001"]
@@ -185,19 +185,19 @@ def test_no_transaction_failure_marks_failed_and_blocks_until_fixed(setup: Any) 
     )
     backend.fail_on.add("SELECT broken")
     with pytest.raises(MigrationFailed) as info:
-        engine.apply(session, engine.ApplyRequest())
+        running.apply(session, planning.ApplyRequest())
     assert "statement 2 of 3" in info.value.message
     row = backend.rows["001"]
     assert row.status == "failed" and row.failed_statement == 2
     backend.fail_on.clear()
     with pytest.raises(StateError) as blocked:
-        engine.apply(session, engine.ApplyRequest())
+        running.apply(session, planning.ApplyRequest())
     assert blocked.value.exit_code == 3
     assert "mg fix 001 --applied" in blocked.value.message
     assert "mg fix 001 --remove" in blocked.value.message
     with pytest.raises(StateError):
-        engine.rollback(session, engine.RollbackRequest())
-    engine.fix(session, "001", "applied")
+        running.rollback(session, planning.RollbackRequest())
+    running.fix(session, "001", "applied")
     assert backend.rows["001"].status == "applied"
     assert backend.log[-1] == ("001", "FIX")
 
@@ -206,22 +206,22 @@ def test_fix_applied_keeps_the_original_position(setup: Any) -> None:
     session, backend, d = setup
     write(d, "001", "SELECT 1;")
     write(d, "002", "SELECT 2;")
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     seq = backend.rows["001"].seq
-    engine.fix(session, "001", "applied")
+    running.fix(session, "001", "applied")
     assert backend.rows["001"].seq == seq
 
 
 def test_rollback_follows_application_order_not_ids(setup: Any) -> None:
     session, backend, d = setup
     write(d, "002", "SELECT 2;", down="SELECT 'down 2';")
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     write(d, "001", "SELECT 1;", down="SELECT 'down 1';")
     with pytest.raises(StateError):
-        engine.apply(session, engine.ApplyRequest())
-    engine.apply(session, engine.ApplyRequest(allow_out_of_order=True))
+        running.apply(session, planning.ApplyRequest())
+    running.apply(session, planning.ApplyRequest(allow_out_of_order=True))
     assert applied_ids(backend) == ["002", "001"]
-    engine.rollback(session, engine.RollbackRequest(count=1))
+    running.rollback(session, planning.RollbackRequest(count=1))
     assert applied_ids(backend) == ["002"]
     assert backend.executed[-1].strip() == "SELECT 'down 1';"
 
@@ -230,35 +230,35 @@ def test_apply_to_and_rollback_to_stop_at_the_given_migration(setup: Any) -> Non
     session, backend, d = setup
     for ident in ("001", "002", "003"):
         write(d, ident, f"SELECT {ident};")
-    engine.apply(session, engine.ApplyRequest(to="002"))
+    running.apply(session, planning.ApplyRequest(to="002"))
     assert applied_ids(backend) == ["001", "002"]
-    engine.apply(session, engine.ApplyRequest())
-    engine.rollback(session, engine.RollbackRequest(to="001"))
+    running.apply(session, planning.ApplyRequest())
+    running.rollback(session, planning.RollbackRequest(to="001"))
     assert applied_ids(backend) == ["001"]
     with pytest.raises(UsageError):
-        engine.apply(session, engine.ApplyRequest(to="999"))
+        running.apply(session, planning.ApplyRequest(to="999"))
 
 
 def test_edited_applied_migration_blocks_unless_no_verify(setup: Any) -> None:
     session, backend, d = setup
     path = write(d, "001", "SELECT 1;")
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     write(d, "002", "SELECT 2;")
     path.write_text(path.read_text().replace("SELECT 1", "SELECT 11"))
     with pytest.raises(StateError) as info:
-        engine.apply(session, engine.ApplyRequest())
+        running.apply(session, planning.ApplyRequest())
     assert info.value.exit_code == 3 and "001_m.sql" in info.value.message
-    engine.apply(session, engine.ApplyRequest(verify=False))
+    running.apply(session, planning.ApplyRequest(verify=False))
     assert applied_ids(backend) == ["001", "002"]
 
 
 def test_crlf_conversion_is_not_a_mismatch(setup: Any) -> None:
     session, _backend, d = setup
     path = write(d, "001", "SELECT 1;")
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
-    state = engine.current_state(session)
-    assert engine.verify_data(state)["ok"] is True
+    state = views.current_state(session)
+    assert views.verify_data(state)["ok"] is True
 
 
 def test_statement_refused_in_transaction_is_rejected_before_anything_runs(setup: Any) -> None:
@@ -266,7 +266,7 @@ def test_statement_refused_in_transaction_is_rejected_before_anything_runs(setup
     write(d, "001", "CREATE TABLE a();")
     write(d, "002", "CREATE INDEX CONCURRENTLY i ON a (x);")
     with pytest.raises(MigrationFileError) as info:
-        engine.apply(session, engine.ApplyRequest())
+        running.apply(session, planning.ApplyRequest())
     assert "no-transaction" in info.value.message and "002_m.sql:4" in info.value.message
     assert backend.executed == [] and backend.rows == {}
 
@@ -275,7 +275,7 @@ def test_single_transaction_refuses_no_transaction_migrations(setup: Any) -> Non
     session, backend, d = setup
     write(d, "001", "SELECT 1;", header="-- migrate: no-transaction")
     with pytest.raises(UsageError):
-        engine.apply(session, engine.ApplyRequest(single_transaction=True))
+        running.apply(session, planning.ApplyRequest(single_transaction=True))
     assert backend.rows == {}
 
 
@@ -285,34 +285,34 @@ def test_single_transaction_rolls_back_the_whole_plan(setup: Any) -> None:
     write(d, "002", "SELECT broken;")
     backend.fail_on.add("broken")
     with pytest.raises(MigrationFailed):
-        engine.apply(session, engine.ApplyRequest(single_transaction=True))
+        running.apply(session, planning.ApplyRequest(single_transaction=True))
     assert backend.rows == {}
 
 
 def test_rollback_refusals(setup: Any) -> None:
     session, backend, d = setup
     path = write(d, "001", "SELECT 1;", down=None)
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     with pytest.raises(StateError) as info:
-        engine.rollback(session, engine.RollbackRequest())
+        running.rollback(session, planning.RollbackRequest())
     assert "--allow-missing-down" in (info.value.hint or "")
-    engine.rollback(session, engine.RollbackRequest(allow_missing_down=True))
+    running.rollback(session, planning.RollbackRequest(allow_missing_down=True))
     assert backend.rows == {}
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     path.unlink()
     with pytest.raises(StateError) as gone:
-        engine.rollback(session, engine.RollbackRequest())
+        running.rollback(session, planning.RollbackRequest())
     assert "file is gone" in gone.value.message
 
 
 def test_state_rows_show_every_status(setup: Any) -> None:
     session, backend, d = setup
     write(d, "002", "SELECT 2;")
-    engine.apply(session, engine.ApplyRequest())
+    running.apply(session, planning.ApplyRequest())
     write(d, "001", "SELECT 1;")
     write(d, "003", "SELECT 3;")
     backend.rows["0009"] = HistoryEntry("0009", "gone", "applied", "x", seq=0)
-    statuses = {row.id: row.status for row in engine.current_state(session).rows()}
+    statuses = {row.id: row.status for row in views.current_state(session).rows()}
     assert statuses == {
         "001": "out-of-order",
         "002": "applied",
@@ -329,7 +329,7 @@ def test_transaction_control_in_a_transactional_migration_is_refused(setup: Any,
     session, backend, d = setup
     write(d, "001", body)
     with pytest.raises(MigrationFileError) as info:
-        engine.apply(session, engine.ApplyRequest())
+        running.apply(session, planning.ApplyRequest())
     assert "would end or nest the transaction" in info.value.message
     assert backend.executed == [] and backend.rows == {}
 
@@ -343,5 +343,5 @@ def test_savepoints_and_atomic_bodies_are_not_transaction_control(setup: Any) ->
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n"
         "DO $$ BEGIN PERFORM 1; END $$;",
     )
-    assert engine.apply(session, engine.ApplyRequest()) == 0
+    assert running.apply(session, planning.ApplyRequest()) == 0
     assert applied_ids(backend) == ["001"]

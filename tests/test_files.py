@@ -272,7 +272,7 @@ def test_discover_missing_directory_is_empty(tmp_path: Path) -> None:
 
 def load_directory(directory: Path) -> list[Any]:
     """The directory as the engine loads it, through the builtin ``files`` plugin."""
-    from migretti_core.engine import load_migrations
+    from migretti_core.planning import load_migrations
     from migretti_core.testing import make_config, make_hooks, make_session
 
     hooks = make_hooks(builtins=["files"])

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from migretti_core import hookspecs
-from migretti_core.engine import sql_failure
 from migretti_core.errors import (
     EXIT_LOCK_TIMEOUT,
     ConfigError,
@@ -27,6 +26,7 @@ from migretti_core.errors import (
 )
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import MgPluginManager
+from migretti_core.running import sql_failure
 from migretti_core.types import (
     Config,
     HistoryChange,

@@ -41,8 +41,8 @@ _MARK = "UPDATE _migrations SET baseline = true WHERE id = ANY(%s)"
 
 def _todo(state: State, upto: Migration, force: bool) -> list[Migration]:
     """The migrations to record, after the checks that may refuse them."""
-    from migretti_core.engine import FIX_HINT
     from migretti_core.errors import StateError
+    from migretti_core.planning import FIX_HINT
 
     steps = [m for m in state.migrations if m.id <= upto.id]
     entries = state.entries
@@ -70,17 +70,17 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
 
     With ``session.options.dry_run`` nothing is written.
     """
-    from migretti_core import engine
+    from migretti_core import planning, reporting, running
     from migretti_core.resolve import resolve_migration
     from migretti_core.types import HistoryChange, Plan
 
     hooks = session.hooks
-    migrations = engine.load_migrations(session)
+    migrations = planning.load_migrations(session)
     upto = resolve_migration(migrations, ident)
-    with engine.connected(session) as conn:
-        todo = _todo(engine.read_state(session, conn, migrations), upto, force)
+    with running.connected(session) as conn:
+        todo = _todo(running.read_state(session, conn, migrations), upto, force)
         if not todo:
-            engine.report(
+            reporting.report(
                 session,
                 "command.nothing",
                 "info",
@@ -89,7 +89,7 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
             return []
         if session.options.dry_run:
             for m in todo:
-                engine.report(
+                reporting.report(
                     session,
                     "baseline.planned",
                     "info",
@@ -98,10 +98,10 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
                     migration_name=m.name,
                 )
             return todo
-        engine.confirm(session, Plan("up", tuple(todo)), f"baseline up to {upto.id}")
-        with engine.locked(session, conn):
+        running.confirm(session, Plan("up", tuple(todo)), f"baseline up to {upto.id}")
+        with running.locked(session, conn):
             hooks.history_prepare(session, conn)
-            todo = _todo(engine.read_state(session, conn, migrations), upto, force)
+            todo = _todo(running.read_state(session, conn, migrations), upto, force)
             if not todo:
                 return []
             with hooks.transaction(session, conn):
@@ -115,7 +115,7 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
                     hooks.query(session, conn, _ADD_COLUMN)
                 hooks.query(session, conn, _MARK, ([m.id for m in todo],))
     for m in todo:
-        engine.report(
+        reporting.report(
             session,
             "migration.baselined",
             "info",
@@ -123,7 +123,7 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
             migration_id=m.id,
             migration_name=m.name,
         )
-    engine.report(
+    reporting.report(
         session,
         "baseline.finished",
         "info",

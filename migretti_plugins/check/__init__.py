@@ -96,7 +96,7 @@ def _lint(
     """Findings of the ``mg_lint`` hook (the ``lint`` plugin) for every migration, each judged
     on its own as ``mg lint --all`` does (in production the earlier ones ran long ago), for
     the scratch server's version; none without a linter."""
-    from migretti_core.engine import display_path
+    from migretti_core.reporting import display_path
     from migretti_core.types import LintRequest
 
     request = LintRequest(tuple(migrations), target_version=server_version, plan=False)
@@ -192,7 +192,7 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
     Exit 0 when they match, 3 with every object that differs. Nothing is changed.
     """
     from migretti_core.cli import app_of
-    from migretti_core.engine import report
+    from migretti_core.reporting import report
 
     session = app_of(ctx).session("drift")
     result = drift(session, database_url=database_url)

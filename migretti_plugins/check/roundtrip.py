@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migretti_core import engine
+from migretti_core import reporting
 from migretti_core.errors import MgError
 from migretti_core.types import Migration, Session
 from migretti_plugins.check import diff, snapshot
@@ -102,12 +102,14 @@ def run_check(
     ignore: Sequence[str] = (),
 ) -> CheckReport:
     """Check every migration of the project on a scratch database; never touches the target."""
-    migrations = engine.load_migrations(session)
-    engine.validate(session, migrations)  # the pre-flight checks of apply, exit 2 as there
+    from migretti_core import planning
+
+    migrations = planning.load_migrations(session)
+    planning.validate(session, migrations)  # the pre-flight checks of apply, exit 2 as there
     result = CheckReport()
     with scratch_database(session, database_url) as scratch:
         result.database = scratch.where
-        engine.report(
+        reporting.report(
             session,
             "check.started",
             "info",
@@ -131,15 +133,17 @@ def _round_trips(
     require_down: bool,
     ignore: Sequence[str],
 ) -> None:
+    from migretti_core import running
+
     s = scratch.session
     hooks = s.hooks
-    with engine.connected(s) as conn:
+    with running.connected(s) as conn:
         hooks.history_prepare(s, conn)
         before = snapshot.take(s, conn)
         for index, migration in enumerate(migrations):
             item = MigrationCheck(migration.id, migration.name)
             result.migrations.append(item)
-            engine.report(
+            reporting.report(
                 s,
                 "check.migration",
                 "debug",
@@ -148,7 +152,7 @@ def _round_trips(
                 migration_name=migration.name,
             )
             try:
-                engine.run_migration(s, conn, migration, "up")
+                running.run_migration(s, conn, migration, "up")
             except MgError as exc:
                 item.problems.append(f"up fails on the scratch database: {exc.message}")
                 result.failed = True
@@ -186,9 +190,11 @@ def _down_and_up(
     item: MigrationCheck,
     ignore: Sequence[str],
 ) -> None:
+    from migretti_core import running
+
     ident = migration.id
     try:
-        engine.run_migration(s, conn, migration, "down")
+        running.run_migration(s, conn, migration, "down")
     except MgError as exc:
         item.problems.append(f"down of {ident} fails: {exc.message}")
         return
@@ -198,7 +204,7 @@ def _down_and_up(
         objects = "; ".join(d.describe(diff.DOWN) for d in found)
         item.problems.append(f"down of {ident} does not restore the schema: {objects}")
     try:
-        engine.run_migration(s, conn, migration, "up")
+        running.run_migration(s, conn, migration, "up")
     except MgError as exc:
         item.problems.append(f"up of {ident} is not repeatable after down: {exc.message}")
         return

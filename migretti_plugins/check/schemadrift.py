@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migretti_core import engine
+from migretti_core import reporting
 from migretti_core.errors import MgError, MigrationFailed, StateError
 from migretti_core.types import Session
 from migretti_plugins.check import diff, snapshot
@@ -50,12 +50,14 @@ def run_drift(
     session: Session, *, database_url: str | None = None, ignore: Sequence[str] = ()
 ) -> DriftReport:
     """Compare the target with a scratch database built from its applied migrations."""
+    from migretti_core import planning, running
+
     hooks = session.hooks
-    migrations = engine.load_migrations(session)
+    migrations = planning.load_migrations(session)
     result = DriftReport()
-    with engine.connected(session) as conn:
+    with running.connected(session) as conn:
         hooks.query(session, conn, "SET default_transaction_read_only = on")
-        state = engine.read_state(session, conn, migrations)
+        state = running.read_state(session, conn, migrations)
         by_id = state.by_id
         gone = [e for e in state.applied if e.id not in by_id]
         if gone:
@@ -70,7 +72,7 @@ def run_drift(
             )
         for migration, _ in state.modified:
             result.warnings.append(
-                f"{engine.display_path(migration.path)} changed since it was applied; "
+                f"{reporting.display_path(migration.path)} changed since it was applied; "
                 "its current text is used"
             )
         applied = [by_id[e.id] for e in state.applied]
@@ -85,11 +87,11 @@ def run_drift(
                 f"{scratch.server_version}: definitions may be printed differently"
             )
         s = scratch.session
-        with engine.connected(s) as scratch_conn:
+        with running.connected(s) as scratch_conn:
             s.hooks.history_prepare(s, scratch_conn)
             for migration in applied:
                 try:
-                    engine.run_migration(s, scratch_conn, migration, "up")
+                    running.run_migration(s, scratch_conn, migration, "up")
                 except MgError as exc:
                     raise MigrationFailed(
                         "cannot rebuild the schema from the applied migrations on the scratch "

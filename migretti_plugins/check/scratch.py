@@ -137,7 +137,7 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
     except Exception as exc:
-        from migretti_core.engine import report
+        from migretti_core.reporting import report
 
         report(
             session,
@@ -158,7 +158,7 @@ def _private_embedded_server(session: Session) -> Iterator[str]:
         EmbeddedServer.bin_dir()
     except (ImportError, ConfigError):
         raise ConfigError(NO_SERVER) from None
-    from migretti_core.engine import report
+    from migretti_core.reporting import report
 
     base = Path(tempfile.mkdtemp(prefix="mg-scratch-"))
     try:

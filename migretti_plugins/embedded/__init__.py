@@ -96,7 +96,7 @@ def _resolve(root: Path, data_dir: str) -> Path:
 
 def ensure_running(session: Session, target: EmbeddedTarget) -> EmbeddedServer:
     """Start the server unless it runs, and create the configured database if missing."""
-    from migretti_core.engine import display_path, report
+    from migretti_core.reporting import display_path, report
 
     server = target.server()
     started = server.start()
@@ -244,7 +244,7 @@ def db() -> None:
 @click.pass_context
 def db_start(ctx: click.Context) -> None:
     """Start the server (creating its data directory on first use)."""
-    from migretti_core.engine import display_path, report
+    from migretti_core.reporting import display_path, report
 
     session, target = _session_and_target(ctx, "db start")
     server = target.server()
@@ -265,7 +265,7 @@ def db_start(ctx: click.Context) -> None:
 @click.pass_context
 def db_stop(ctx: click.Context) -> None:
     """Stop the server; its data stays in place."""
-    from migretti_core.engine import display_path, report
+    from migretti_core.reporting import display_path, report
 
     session, target = _session_and_target(ctx, "db stop")
     server = target.server()
@@ -300,7 +300,7 @@ def db_stop(ctx: click.Context) -> None:
 @click.pass_context
 def db_status(ctx: click.Context, fmt: str) -> int:
     """Show whether the server runs (exit 0) or not (exit 3), its data directory and URL."""
-    from migretti_core.engine import display_path
+    from migretti_core.reporting import display_path
 
     _session, target = _session_and_target(ctx, "db status")
     server = target.server()

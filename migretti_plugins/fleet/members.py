@@ -147,7 +147,7 @@ def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
 
 
 def _query_members(session: Session, sql: str) -> list[str]:
-    from migretti_core.engine import connected
+    from migretti_core.running import connected
 
     with connected(session) as conn:
         rows = session.hooks.query(session, conn, sql, ())

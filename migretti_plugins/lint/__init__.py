@@ -63,8 +63,8 @@ def mg_lint(session: Session, conn: Any, request: LintRequest) -> list[LintFindi
     findings = lint_cached(session, request)
     errors = [f for f in findings if f.severity == "error"]
     if on_apply == "block" and errors:
-        from migretti_core.engine import finding_line
         from migretti_core.errors import StateError
+        from migretti_core.reporting import finding_line
 
         raise StateError(
             f"lint found {len(errors)} error{'s' if len(errors) != 1 else ''} in the plan "

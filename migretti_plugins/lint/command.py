@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from migretti_core import engine
+from migretti_core import reporting
 from migretti_core.cli import app_of
 from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
 from migretti_core.resolve import resolve_migration
@@ -38,17 +38,19 @@ def plan_to_lint(
     session: Session, use_all: bool, names: Sequence[str]
 ) -> tuple[list[Migration], bool, int | None]:
     """The migrations to lint, whether they form a plan, and the server version if connected."""
-    migrations = engine.load_migrations(session)
+    from migretti_core import planning, running
+
+    migrations = planning.load_migrations(session)
     if names:
         return select(migrations, names), False, None
     if use_all:
         return migrations, False, None
     try:
-        with engine.connected(session) as conn:
-            state = engine.read_state(session, conn, migrations)
+        with running.connected(session) as conn:
+            state = running.read_state(session, conn, migrations)
             version = server_version_of(session, conn)
     except MgError as exc:
-        engine.report(
+        reporting.report(
             session,
             "lint.offline",
             "warning",
@@ -62,7 +64,7 @@ def findings_data(findings: Sequence[LintFinding]) -> dict[str, Any]:
     shown: dict[Path, str] = {}
     for finding in findings:
         if finding.path not in shown:
-            shown[finding.path] = engine.display_path(finding.path)
+            shown[finding.path] = reporting.display_path(finding.path)
     return {"findings": [f.as_dict(shown[f.path]) for f in findings]}
 
 
@@ -125,7 +127,7 @@ def lint_command(
     errors = sum(1 for f in findings if f.severity == "error")
     warnings = len(findings) - errors
     if fmt == "text":
-        engine.report(
+        reporting.report(
             session,
             "lint.finished",
             "info",

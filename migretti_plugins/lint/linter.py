@@ -20,7 +20,7 @@ from typing import Any
 
 from pglast import parser
 
-from migretti_core.engine import display_path
+from migretti_core.reporting import display_path
 from migretti_core.types import LintFinding, LintRequest, Migration, Session, Statement
 from migretti_plugins.lint import rules
 from migretti_plugins.lint.catalogue import RULES

@@ -51,22 +51,22 @@ def schema_file(session: Session) -> Path | None:
 
 def schema_dump(session: Session) -> str:
     """The target's schema and applied migrations, as ``mg schema dump`` prints them."""
-    from migretti_core import engine
+    from migretti_core import running
     from migretti_plugins.schema.dump import dump
 
-    with engine.connected(session) as conn:
+    with running.connected(session) as conn:
         return dump(session, conn, _pg_dump_setting(session))
 
 
 def _rewrite(session: Session, what: str) -> None:
-    from migretti_core import engine
+    from migretti_core import reporting
     from migretti_core.errors import HookFailed, MgError
     from migretti_plugins.schema.dump import write_atomically
 
     path = schema_file(session)
     if path is None:
         return
-    shown = engine.display_path(path)
+    shown = reporting.display_path(path)
     try:
         write_atomically(path, schema_dump(session))
     except (MgError, OSError) as exc:
@@ -75,7 +75,7 @@ def _rewrite(session: Session, what: str) -> None:
             f"mg {what} is committed, but the schema file {shown} was not rewritten: {reason}",
             hint="fix the cause and run `mg schema dump -o " + shown + "`",
         ) from None
-    engine.report(session, "schema.written", "debug", f"wrote {shown}", path=str(path))
+    reporting.report(session, "schema.written", "debug", f"wrote {shown}", path=str(path))
 
 
 @hookimpl

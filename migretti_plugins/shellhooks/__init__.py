@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from migretti_core import hookimpl
-from migretti_core.engine import report
 from migretti_core.errors import ConfigError, HookFailed
+from migretti_core.reporting import report
 from migretti_core.types import Config, Key, Level, Migration, MigrationResult, Plan, Session
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ Splitting uses a fast lexer that understands quoting, dollar quotes, comments an
 from __future__ import annotations
 
 from migretti_core import hookimpl
-from migretti_core.engine import display_path
+from migretti_core.reporting import display_path
 from migretti_core.types import Migration, Statement
 
 
