@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from migretti_core.durations import parse_duration
 from migretti_core.errors import ConfigError, ConfigRefused
+from migretti_core.interpolation import REFERENCE, interpolate, resolve_reference
 from migretti_core.settings import FrozenDict, FrozenList
 from migretti_core.types import (
     DEFAULT_LOCK_ID,
@@ -73,8 +74,6 @@ _FALSE = frozenset({"false", "no", "off"})
 
 # Values built again through YAML aliases before mg refuses the file (see _Expansion).
 ALIAS_BUDGET = 10_000
-_SECRET_KEY = re.compile(r"(?i)pass|secret|token|url|dsn")
-_REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 
 
 def load_config(request: ConfigRequest) -> Config:
@@ -110,7 +109,7 @@ def build_config(
     if url:
         merged.pop("database", None)
     hooks, hook_environment = _hook_commands(_hooks(merged.get("hooks", ""), label), environ, label)
-    settings = _interpolate(
+    settings = interpolate(
         {key: value for key, value in merged.items() if key != "hooks"}, environ, label, ()
     )
     if "hooks" in merged:
@@ -387,45 +386,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _interpolate(value: Any, environ: Mapping[str, str], label: str, path: tuple[str, ...]) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: _interpolate(item, environ, label, (*path, key)) for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _interpolate(item, environ, label, (*path, f"[{index}]"))
-            for index, item in enumerate(value)
-        ]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    key = _key_path(path)
-    return _REFERENCE.sub(lambda match: _resolve(match, value, environ, label, key), value)
-
-
-def _resolve(
-    match: re.Match[str], value: str, environ: Mapping[str, str], label: str, key: str
-) -> str:
-    """The text one ``${VAR}``, ``${VAR:-default}`` or ``$${`` reference stands for."""
-    if match.group(0) == "$${":
-        return "${"
-    name, default = match.group(1), match.group(2)
-    if name is None or (default is not None and "${" in default):
-        raise ConfigError(
-            f"{label}: {key}: invalid reference {_snippet(value, match.start(), key)} "
-            "(use ${VAR} or ${VAR:-default}; write $${ for a literal ${)"
-        )
-    current = environ.get(name)
-    if default is not None and not current:
-        return default
-    if current is None:
-        raise ConfigError(
-            f"{label}: {key}: environment variable {name} is not set",
-            hint=f"set {name}, put it in .env beside {label}, or write ${{{name}:-default}}",
-        )
-    return current
-
-
 def _hook_commands(
     hooks: Mapping[str, str], environ: Mapping[str, str], label: str
 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -452,7 +412,7 @@ def _hook_command(
         return command, values
 
     def refer(match: re.Match[str]) -> str:
-        text = _resolve(match, command, environ, label, key)
+        text = resolve_reference(match, command, environ, label, key)
         if match.group(0) == "$${":
             return text
         variable = base = f"MG_VAR_{match.group(1)}"
@@ -463,27 +423,7 @@ def _hook_command(
         values[variable] = text
         return "${" + variable + "}"
 
-    return _REFERENCE.sub(refer, command), values
-
-
-def _key_path(path: tuple[str, ...]) -> str:
-    text = ""
-    for part in path:
-        text += part if part.startswith("[") or not text else f".{part}"
-    return text
-
-
-def _snippet(value: str, start: int, key: str) -> str:
-    """Where the bad reference is; its text only for keys that cannot hold a secret.
-
-    Under ``database`` (a password, a URL with one) and in any key naming a password, secret
-    or token, no part of the value is quoted: only the character position.
-    """
-    where = f"at character {start + 1}"
-    if key.startswith("database") or _SECRET_KEY.search(key):
-        return where
-    end = value.find("}", start)
-    return f"{where}: {value[start : end + 1] if end != -1 else value[start : start + 20]!r}"
+    return REFERENCE.sub(refer, command), values
 
 
 def _database(value: Any, label: str) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def fleet_named(config: Config, name: str) -> FleetSettings:
 
 
 def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
-    from migretti_plugins.config.loader import _interpolate
+    from migretti_core.interpolation import interpolate
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -142,7 +142,7 @@ def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
         cut = entry.find(" #")  # a comment after the entry (a URL may hold a bare '#')
         if cut != -1:
             entry = entry[:cut].strip()
-        members.append(str(_interpolate(entry, environ, path.name, (f"line {number}",))))
+        members.append(str(interpolate(entry, environ, path.name, (f"line {number}",))))
     return members
 
 
