@@ -14,15 +14,20 @@ import pytest
 from migretti_core import hookimpl
 from migretti_core.errors import PluginError
 from migretti_core.testing import (
+    MG_COMMAND,
+    assert_clean_error,
     make_config,
     make_hooks,
     make_migration,
     make_project,
+    mg_env,
     plugin_manager,
     postgres_server,
     registered,
     run_cli,
+    run_mg,
     write_migration,
+    write_text,
 )
 from migretti_core.types import Statement
 
@@ -269,3 +274,43 @@ def test_importable_without_pytest(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_mg_env_drops_the_developers_mg_and_libpq_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MG_ENV", "prod")
+    monkeypatch.setenv("PGHOST", "db.example.com")
+    monkeypatch.setenv("PGTZ", "UTC")
+    env = mg_env({"MG_LOCK_ID": "7"})
+    assert "MG_ENV" not in env and "PGHOST" not in env
+    assert env["PGTZ"] == "UTC" and env["MG_LOCK_ID"] == "7"
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+
+
+def test_run_mg_runs_the_installed_command_without_the_developers_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Path(MG_COMMAND[0]).name in ("mg", Path(sys.executable).name)
+    write_text(
+        tmp_path / "mg.yaml",
+        """
+        envs:
+          dev:
+        """,
+    )
+    monkeypatch.setenv("MG_ENV", "nosuchprofile")  # would fail the run if it leaked
+    done = run_mg(["create", "users"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "migrations").glob("*_users.sql"))) == 1
+
+
+def test_assert_clean_error_reads_both_kinds_of_result(tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "lock_id: abc\n")
+    in_process = run_cli(["status"], cwd=tmp_path)
+    assert "lock_id" in assert_clean_error(in_process, "expected an integer")
+    assert "lock_id" in assert_clean_error(run_mg(["status"], tmp_path), "expected an integer")
+    with pytest.raises(AssertionError):
+        assert_clean_error(in_process, "expected an integer", code=1)
+    with pytest.raises(AssertionError):
+        assert_clean_error(run_mg(["--version"], tmp_path))
