@@ -240,6 +240,33 @@ def test_protected_profile_asks_once_and_hooks_run_per_member(
     assert sorted(e["target"] for e in applied) == fleet.names
 
 
+def test_a_fleet_asks_its_one_question_through_mg_prompt(tmp_path: Path, make_fleet: Any) -> None:
+    import types
+
+    from migretti_core import hookimpl
+    from migretti_core.testing import run_cli
+
+    fleet = make_fleet(2)
+    project = project_for(tmp_path, fleet, query_fleet(fleet), "envs:\n  prod: {}\n")
+    project.add_table("0001")
+    asked: list[str] = []
+
+    @hookimpl
+    def mg_prompt(message: str, question: str) -> str:
+        asked.append(message)
+        return "yes\n"
+
+    console = types.ModuleType("console")
+    console.mg_prompt = mg_prompt  # type: ignore[attr-defined]
+    done = run_cli(
+        ["--env", "prod", "apply", "--fleet", "tenants"], cwd=project.root, plugins=[console]
+    )
+    assert done.exit_code == 0, done.stderr
+    assert len(asked) == 1
+    assert "fleet of 2 databases" in asked[0]
+    assert all(fleet.applied(name) == ["0001"] for name in fleet.names)
+
+
 def test_ctrl_c_rolls_back_running_members_and_releases_their_locks(
     tmp_path: Path, make_fleet: Any
 ) -> None:

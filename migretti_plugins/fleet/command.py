@@ -65,19 +65,12 @@ def _confirm(session: Session, command: str, members: Sequence[Member]) -> None:
     )
     if session.options.yes:
         return
-    if not sys.stdin.isatty():
+    answer = hooks.prompt(session, message, "Type 'yes' to continue: ")  # output asks
+    if answer is None:
         raise Aborted(
             f"environment {env} is protected and there is no terminal to confirm on",
             hint="pass --yes to confirm non-interactively",
         )
-    if session.options.json_log:
-        print(message, file=sys.stderr)
-    sys.stderr.write("Type 'yes' to continue: ")
-    sys.stderr.flush()
-    try:
-        answer = sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
     if answer.strip() != "yes":
         raise Aborted("not confirmed; nothing was changed")
 
