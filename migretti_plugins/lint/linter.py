@@ -481,13 +481,25 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
     shared: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
     silent: dict[str, bool] = {}
     result: list[Parsed] = []
-    offset = strings = 0
+    # A segment at skeleton offset P starts at P - k + inside[k] in ``sql``, k being the
+    # strings before it; k is counted only for the segments that are not skipped.
+    position = counted_to = strings = 0
+    # The exact text, leading white space included, up to and with the VALUES of the last
+    # INSERT found silent: a segment starting with it (then not a word character) is a
+    # repeat of it, skipped with a prefix comparison alone.
+    repeat: str | None = None
     try:
         for segment in skeleton.split(";"):
+            segment_at, position = position, position + len(segment) + 1
+            if repeat is not None and segment.startswith(repeat):
+                following = segment[len(repeat) : len(repeat) + 1]
+                if following and not (following.isalnum() or following in ("_", "$")):
+                    continue
+            strings += skeleton.count("\x00", counted_to, segment_at)
+            counted_to = segment_at
+            start = segment_at - strings + inside[strings]
             count = segment.count("\x00")
             length = len(segment) - count + inside[strings + count] - inside[strings]
-            strings += count
-            start, offset = offset, offset + length + 1
             body = segment.lstrip()
             if not body or body.isspace():
                 continue
@@ -495,6 +507,7 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
             head = body[:6].lower()
             after = body[6:7]
             if head in _DATA_HEADS and not (after.isalnum() or after in ("_", "$")):
+                values = -1
                 if head == "insert":
                     values = _values_at(body)
                     key = body[:values] if values > 0 else _NUMBER.sub("?", body)
@@ -503,6 +516,8 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
                 known = shared.get(key)
                 if known is not None and known[1] is False and not any_long:
                     if silent.get(key):
+                        if values > 0:
+                            repeat = segment[: len(segment) - len(body) + values + 6]
                         # A repeat of a statement its checks found nothing in, with no word
                         # long enough to scan: it cannot add a finding. With no comments in
                         # the section there is no ignore comment to match statements to.
