@@ -469,19 +469,25 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
     on its own. A syntax error inside the VALUES of an INSERT after the first of its kind is
     therefore left to the server, which reports it when the migration runs.
     """
-    if any(mark in sql for mark in ("--", "/*", "$", "\\", '"', "\x00")):
+    if "\\" in sql or "\x00" in sql:
         return None
     pieces = sql.split("'")
     if len(pieces) % 2 == 0:
         return None  # an unterminated string
-    inside = list(itertools.accumulate((len(p) + 2 for p in pieces[1::2]), initial=0))
+    # Characters in the strings before the k-th: inside[k]; with its quotes, the k-th string
+    # is len + 2 characters of ``sql`` that stand as one NUL in the skeleton.
+    inside = list(itertools.accumulate(map(len, pieces[1::2]), initial=0))
     skeleton = "\x00".join(pieces[0::2])
+    # A comment, dollar quote or quoted identifier starts outside any string, so it shows in
+    # the skeleton even when a quote inside it has misled the split.
+    if any(mark in skeleton for mark in ("--", "/*", "$", '"')):
+        return None
     any_long = _has_long_word(skeleton)
     ascii_text = sql.isascii()
     shared: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
     silent: dict[str, bool] = {}
     result: list[Parsed] = []
-    # A segment at skeleton offset P starts at P - k + inside[k] in ``sql``, k being the
+    # A segment at skeleton offset P starts at P + k + inside[k] in ``sql``, k being the
     # strings before it; k is counted only for the segments that are not skipped.
     position = counted_to = strings = 0
     # The exact text, leading white space included, up to and with the VALUES of the last
@@ -497,9 +503,9 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
                     continue
             strings += skeleton.count("\x00", counted_to, segment_at)
             counted_to = segment_at
-            start = segment_at - strings + inside[strings]
+            start = segment_at + strings + inside[strings]
             count = segment.count("\x00")
-            length = len(segment) - count + inside[strings + count] - inside[strings]
+            length = len(segment) + count + inside[strings + count] - inside[strings]
             body = segment.lstrip()
             if not body or body.isspace():
                 continue
