@@ -48,7 +48,7 @@ TEMPLATE_LOCK_KEY = 894322
 TEMPLATE_PREFIX = "mgtpl_"
 CLONE_PREFIX = "mgtest_"
 #: Clones made ahead of the tests that will take them (ini ``mg_pool_size``).
-DEFAULT_POOL_SIZE = 2
+DEFAULT_POOL_SIZE = 3
 _RUN_ID = pytest.StashKey[str]()
 NO_SERVER = (
     "mg_database needs a PostgreSQL server: pass --mg-database-url URL or set "
@@ -86,7 +86,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "mg_clone_strategy",
-        "CREATE DATABASE strategy for clones: wal_log or file_copy (default: the server's)",
+        "CREATE DATABASE strategy for clones: wal_log or file_copy (default: file_copy on the "
+        "embedded server, else the server's own)",
         default="",
     )
 
@@ -455,9 +456,12 @@ class Templates:
     def pool(self) -> ClonePool:
         template = self.name()
         if self._pool is None:
-            # STRATEGY came with PostgreSQL 15; older servers have one way to copy.
+            # STRATEGY came with PostgreSQL 15; older servers have one way to copy. FILE_COPY
+            # makes two checkpoints per clone: cheap on the embedded server (fsync off), not
+            # on a durable one, which keeps its own default (docs/performance.md).
             modern = self.admin().info.server_version >= 150000
-            strategy = self.strategy if modern else ""
+            strategy = self.strategy or ("file_copy" if self.server.embedded else "")
+            strategy = strategy if modern else ""
             self._pool = ClonePool(self.server, template, self.pool_size, strategy)
             self._pool.start()
         return self._pool
