@@ -47,6 +47,8 @@ URL_ENV = "MG_TEST_DATABASE_URL"
 TEMPLATE_LOCK_KEY = 894322
 TEMPLATE_PREFIX = "mgtpl_"
 CLONE_PREFIX = "mgtest_"
+#: How long one DROP DATABASE of a clone may take (milliseconds).
+DROP_TIMEOUT_MS = 120_000
 #: Clones made ahead of the tests that will take them (ini ``mg_pool_size``).
 DEFAULT_POOL_SIZE = 3
 _RUN_ID = pytest.StashKey[str]()
@@ -541,6 +543,17 @@ class ClonePool:
             self._conns.append(conn)
         return conn
 
+    def _drop_connection(self) -> psycopg.Connection[Any]:
+        """A connection for drops, whose statements give up after DROP_TIMEOUT.
+
+        A drop waits for a checkpoint; on a loaded machine a drop was once seen waiting for
+        minutes. Bounded, a stuck drop is retried by the sweep at the end, and a sweep that
+        cannot finish fails the session's teardown instead of hanging it.
+        """
+        conn = self.server.connect(application_name="migretti-pytest")
+        conn.execute(f"SET statement_timeout = {DROP_TIMEOUT_MS}")
+        return conn
+
     def _next_name(self) -> str:
         with self._count_lock:
             self._count += 1
@@ -584,7 +597,7 @@ class ClonePool:
                 return
             with contextlib.suppress(psycopg.Error):  # the sweep in close() tries again
                 if conn is None or conn.closed or conn.broken:
-                    conn = self.server.connect(application_name="migretti-pytest")
+                    conn = self._drop_connection()
                 conn.execute(_drop_sql(dbname))
         if conn is not None:
             conn.close()
@@ -639,7 +652,7 @@ class ClonePool:
         for thread in self._droppers:
             thread.join()
         try:
-            with self.server.connect(application_name="migretti-pytest") as admin:
+            with self._drop_connection() as admin:
                 self.sweep(admin)
         finally:
             for conn in conns:
