@@ -492,8 +492,8 @@ class ClonePool:
     Each creator thread owns a connection and loops: wait for a free place in the pool,
     ``CREATE DATABASE ... TEMPLATE``, hand the name over. ``take()`` blocks until a clone is
     ready and frees its place, so the next one starts at once. ``give_back()`` queues a used
-    clone for the dropper thread. ``close()`` cancels the statements in flight, stops the
-    threads and drops every database named after this pool, ready, used or half-made.
+    clone for the dropping threads. ``close()`` lets the clones in progress finish, stops the
+    threads and drops every database named after this pool, ready, used or never taken.
     """
 
     def __init__(self, server: MgServer, template: str, size: int, strategy: str = "") -> None:
@@ -571,21 +571,25 @@ class ClonePool:
 
     def _create_loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
-        while True:
-            self._places.acquire()
-            if self._stopping.is_set():
-                return
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = self._connect()
-                dbname = self._next_name()
-                conn.execute(self.create_sql(dbname))
-            except Exception as exc:  # handed to the test that takes this place
+        try:
+            while True:
+                self._places.acquire()
                 if self._stopping.is_set():
                     return
-                self._ready.put(exc)
-                continue
-            self._ready.put(dbname)
+                try:
+                    if conn is None or conn.closed or conn.broken:
+                        conn = self._connect()
+                    dbname = self._next_name()
+                    conn.execute(self.create_sql(dbname))
+                except Exception as exc:  # handed to the test that takes this place
+                    if self._stopping.is_set():
+                        return
+                    self._ready.put(exc)
+                    continue
+                self._ready.put(dbname)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _drop_loop(self) -> None:
         import psycopg
@@ -623,7 +627,7 @@ class ClonePool:
         self._used.put(dbname)
 
     def close(self) -> None:
-        """Stop the threads (cancelling a clone in progress) and drop this pool's databases."""
+        """Stop the threads (after the clones in progress) and drop this pool's databases."""
         import atexit
         import queue
 
@@ -632,14 +636,12 @@ class ClonePool:
         self._stopping.set()
         with self._conns_lock:
             conns = list(self._conns)
-        for conn in conns:  # a CREATE DATABASE in flight is cancelled, not waited for
-            with contextlib.suppress(Exception):
-                cancel = getattr(conn, "cancel_safe", None) or conn.cancel
-                cancel()
+        # A CREATE DATABASE in flight is waited for, never cancelled: a cancelled one kept a
+        # concurrent DROP DATABASE waiting for its backend (ProcSignalBarrier) in testing.
         for _ in range(self.size):
             self._places.release()
         for thread in self._creators:
-            thread.join(timeout=60)
+            thread.join()
         while True:  # the clones made ahead and never taken go the same way, side by side
             try:
                 got = self._ready.get_nowait()
