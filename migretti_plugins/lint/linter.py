@@ -142,7 +142,7 @@ def _cache_key(
     module, the same for every member of a fleet)."""
     hooks = getattr(getattr(session.hooks, "pm", None), "hook", None)
     caller = getattr(hooks, "mg_split_statements", None)
-    splitters = tuple(impl.plugin for impl in caller.get_hookimpls()) if caller else None
+    splitters = tuple(_Identity(impl.plugin) for impl in caller.get_hookimpls()) if caller else None
     return (
         tuple(
             (str(m.path), m.id, m.text, m.up_sql, m.up_line, m.transactional)
@@ -155,6 +155,22 @@ def _cache_key(
         tuple(sorted(settings.severity.items())),
         splitters,
     )
+
+
+class _Identity:
+    """A plugin as a cache-key part: plugins need not be hashable (a namespace object
+    serves), and holding the object keeps its identity from being reused while cached."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.obj is self.obj
 
 
 def _lint(
