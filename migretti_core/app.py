@@ -12,6 +12,7 @@ from migretti_core.argv import GlobalOptions
 from migretti_core.errors import ConfigRefused, MgError
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import (
+    BUILTIN_KEYS,
     ORIGIN_CONFIG,
     ORIGIN_OPTION,
     PluginLoader,
@@ -20,14 +21,6 @@ from migretti_core.plugins import (
 from migretti_core.types import Config, ConfigRequest, Event, Level, Options, Session
 
 TRUTHY = ("1", "true", "yes", "on")
-# Builtins whose mg.yaml keys are not named after the plugin: blocking the plugin must not
-# turn them into unknown keys (a blocked plugin cannot be asked for its mg_config_sections).
-BUILTIN_SECTIONS: dict[str, tuple[str, ...]] = {
-    "fleet": ("fleets",),
-    "seeds": ("seeds_dir",),
-    "shellhooks": ("hook_timeout",),
-    "protect": ("protected",),
-}
 
 
 class App:
@@ -115,11 +108,11 @@ class App:
             why = "is blocked" if info.status == "blocked" else "failed to load"
             module = info.source.partition(":")[0]
             names = (info.name, module, module.partition(".")[0], module.rpartition(".")[2])
-            for name in (*names, *BUILTIN_SECTIONS.get(info.name, ())):
+            for name in (*names, *BUILTIN_KEYS.get(info.name, ())):
                 if name and name not in known:
                     orphans.setdefault(name, f"plugin {info.name!r} {why}")
         for name in sorted(self.loader.blocked):
-            for section in (name, *BUILTIN_SECTIONS.get(name, ())):
+            for section in (name, *BUILTIN_KEYS.get(name, ())):
                 if section not in known:
                     orphans.setdefault(section, f"plugin {name!r} is blocked")
         return orphans

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FunctionType, MethodType, ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -32,27 +32,44 @@ from migretti_core.messages import emit
 ENTRY_POINT_GROUP = "migretti"
 _IMPL_ATTR = f"{PROJECT_NAME}_impl"  # where pluggy's HookimplMarker keeps its options
 
-BUILTINS: tuple[tuple[str, str], ...] = (
-    ("config", "migretti_plugins.config"),
-    ("files", "migretti_plugins.files"),
-    ("split", "migretti_plugins.split"),
-    ("postgres", "migretti_plugins.postgres"),
-    ("lock", "migretti_plugins.lock"),
-    ("history", "migretti_plugins.history"),
-    ("dryrun", "migretti_plugins.dryrun"),
-    ("shellhooks", "migretti_plugins.shellhooks"),
-    ("protect", "migretti_plugins.protect"),
-    ("output", "migretti_plugins.output"),
-    ("jsonlog", "migretti_plugins.jsonlog"),
-    ("seeds", "migretti_plugins.seeds"),
-    ("squash", "migretti_plugins.squash"),
-    ("embedded", "migretti_plugins.embedded"),
-    ("check", "migretti_plugins.check"),
-    ("baseline", "migretti_plugins.baseline"),
-    ("lint", "migretti_plugins.lint"),
-    ("schema", "migretti_plugins.schema"),
-    ("fleet", "migretti_plugins.fleet"),
+
+class Builtin(NamedTuple):
+    """A builtin plugin: its name, its module, and its mg.yaml keys not named after it.
+
+    ``keys`` are top-level mg.yaml keys the builtin owns under another name (``seeds_dir``
+    of ``seeds``). A plugin declares its keys itself (``mg_config_sections``), but a blocked
+    builtin is never imported and cannot be asked: this list is how its keys are still
+    recognised and ignored with a warning instead of stopping every command as unknown.
+    A test checks it against what each builtin declares.
+    """
+
+    name: str
+    module: str
+    keys: tuple[str, ...] = ()
+
+
+BUILTINS: tuple[Builtin, ...] = (
+    Builtin("config", "migretti_plugins.config"),
+    Builtin("files", "migretti_plugins.files"),
+    Builtin("split", "migretti_plugins.split"),
+    Builtin("postgres", "migretti_plugins.postgres"),
+    Builtin("lock", "migretti_plugins.lock"),
+    Builtin("history", "migretti_plugins.history"),
+    Builtin("dryrun", "migretti_plugins.dryrun"),
+    Builtin("shellhooks", "migretti_plugins.shellhooks", ("hook_timeout",)),
+    Builtin("protect", "migretti_plugins.protect", ("protected",)),
+    Builtin("output", "migretti_plugins.output"),
+    Builtin("jsonlog", "migretti_plugins.jsonlog"),
+    Builtin("seeds", "migretti_plugins.seeds", ("seeds_dir",)),
+    Builtin("squash", "migretti_plugins.squash"),
+    Builtin("embedded", "migretti_plugins.embedded"),
+    Builtin("check", "migretti_plugins.check"),
+    Builtin("baseline", "migretti_plugins.baseline"),
+    Builtin("lint", "migretti_plugins.lint"),
+    Builtin("schema", "migretti_plugins.schema", ("schema_file",)),
+    Builtin("fleet", "migretti_plugins.fleet", ("fleets",)),
 )
+BUILTIN_KEYS: dict[str, tuple[str, ...]] = {b.name: b.keys for b in BUILTINS if b.keys}
 
 ORIGIN_BUILTIN = "builtin"
 ORIGIN_ENTRY_POINT = "entry point"
@@ -196,7 +213,7 @@ class PluginLoader:
         """The builtins ship with migretti: their version is migretti's."""
         from migretti_core import __version__
 
-        for name, module_name in BUILTINS:
+        for name, module_name, _keys in BUILTINS:
             info = PluginInfo(name, ORIGIN_BUILTIN, module_name, version=__version__)
             if name in self.blocked:
                 info.status = "blocked"

@@ -84,7 +84,7 @@ ORIGIN_TEST = "test"
 
 
 def _builtin_names(builtins: Iterable[str] | bool) -> list[str]:
-    known = [name for name, _ in BUILTINS]
+    known = [builtin.name for builtin in BUILTINS]
     if builtins is True:
         return known
     if builtins is False:
@@ -115,7 +115,7 @@ def plugin_manager(
     """
     loader = PluginLoader(strict=True, trace=trace)
     wanted = set(_builtin_names(builtins))
-    for name, module_name in BUILTINS:
+    for name, module_name, _keys in BUILTINS:
         if name in wanted:
             module = importlib.import_module(module_name)
             loader._register(module, PluginInfo(name, ORIGIN_BUILTIN, module_name))

@@ -115,6 +115,6 @@ def test_builtins_pass_the_hook_checks() -> None:
 
     warned: list[str] = []
     loader = PluginLoader(warn=warned.append)
-    for name, module_name in BUILTINS:
+    for name, module_name, _keys in BUILTINS:
         assert loader._check_hooks(importlib.import_module(module_name), name) is None, name
     assert warned == []
