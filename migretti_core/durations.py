@@ -1,4 +1,5 @@
-"""Durations as people write them: ``30``, ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s``."""
+"""Durations as people write them (``30``, ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s``)
+and as mg shows elapsed time (``5s``, ``1m05s``, ``2h03m``)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def parse_duration(text: str | float | int) -> float:
         total += float(part.group(1)) * _UNITS[part.group(2)]
         position = part.end()
     return total
+
+
+def format_elapsed(seconds: float) -> str:
+    """Elapsed time for progress lines: ``5s``, ``1m05s``, ``2h03m`` (whole units, cut)."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole // 60 % 60:02d}m"

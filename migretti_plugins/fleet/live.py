@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from migretti_core.durations import format_elapsed
 from migretti_core.types import Event
 from migretti_plugins.fleet import streams
-from migretti_plugins.progress import format_elapsed
 
 REDRAW_SECONDS = 1.0
 

@@ -19,20 +19,13 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from migretti_core.durations import format_elapsed
+
 REDRAW_SECONDS = 1.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _lock = threading.RLock()
 _current: _Line | None = None
-
-
-def format_elapsed(seconds: float) -> str:
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole // 60 % 60:02d}m"
 
 
 class _Line:

@@ -3,7 +3,7 @@
 Results (one line per migration applied or rolled back, tables of ``status`` and ``list``) go
 to stdout; progress and diagnostics go to stderr, unless ``--json-log`` hands diagnostics to
 the ``jsonlog`` plugin. On a terminal, the running migration is shown with its elapsed time
-(see ``progress``).
+(``output/progress.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _progress_shown = False
 def _clear_progress() -> None:
     global _progress_shown
     if _progress_shown:
-        from migretti_plugins import progress
+        from migretti_plugins.output import progress
 
         progress.stop()
         _progress_shown = False
@@ -57,7 +57,7 @@ def mg_report(options: Options, event: Event) -> bool | None:
         # The message is "[i/n] ID name"; on a terminal it stays shown with its elapsed time.
         _clear_progress()
         if sys.stderr.isatty():
-            from migretti_plugins import progress
+            from migretti_plugins.output import progress
 
             progress.show(event.message)
             _progress_shown = True
