@@ -98,7 +98,7 @@ class Fleet:
         from migretti_plugins.fleet.members import DEFAULT_JOBS, fleet_named
 
         self._owner = owner
-        self._settings: FleetSettings = fleet_named(owner.config, name)
+        self._settings: FleetSettings = fleet_named(owner.config, name, owner._app.environ)
         self.name = name
         self.jobs = _count(jobs, "jobs", 1) or self._settings.jobs or DEFAULT_JOBS
         given = _count(canary, "canary", 0)

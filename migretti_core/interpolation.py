@@ -6,8 +6,10 @@ imports the other; errors name the file and the key, never quoting a possible se
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from migretti_core.errors import ConfigError
@@ -16,24 +18,41 @@ SECRET_KEY = re.compile(r"(?i)pass|secret|token|url|dsn")
 REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 
 
-def interpolate(value: Any, environ: Mapping[str, str], label: str, path: tuple[str, ...]) -> Any:
+def interpolate(
+    value: Any,
+    environ: Mapping[str, str],
+    label: str,
+    path: tuple[str, ...],
+    dotenv_beside: str | None = None,
+) -> Any:
     """``value`` (text, or lists and mappings of it) with its references replaced; ``path``
-    is where it stands (``("database", "host")``), for errors."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, environ, label, (*path, key)) for key, item in value.items()}
-    if isinstance(value, list):
+    is where it stands (``("database", "host")``), for errors; ``dotenv_beside`` is the file
+    the ``.env`` lies beside (default: ``label``), for the hint of an unset variable."""
+    if isinstance(value, Mapping):
+        return {
+            key: interpolate(item, environ, label, (*path, str(key)), dotenv_beside)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
         return [
-            interpolate(item, environ, label, (*path, f"[{index}]"))
+            interpolate(item, environ, label, (*path, f"[{index}]"), dotenv_beside)
             for index, item in enumerate(value)
         ]
     if not isinstance(value, str) or "${" not in value:
         return value
     key = _key_path(path)
-    return REFERENCE.sub(lambda match: resolve_reference(match, value, environ, label, key), value)
+    return REFERENCE.sub(
+        lambda match: resolve_reference(match, value, environ, label, key, dotenv_beside), value
+    )
 
 
 def resolve_reference(
-    match: re.Match[str], value: str, environ: Mapping[str, str], label: str, key: str
+    match: re.Match[str],
+    value: str,
+    environ: Mapping[str, str],
+    label: str,
+    key: str,
+    dotenv_beside: str | None = None,
 ) -> str:
     """The text one ``${VAR}``, ``${VAR:-default}`` or ``$${`` reference stands for."""
     if match.group(0) == "$${":
@@ -50,7 +69,8 @@ def resolve_reference(
     if current is None:
         raise ConfigError(
             f"{label}: {key}: environment variable {name} is not set",
-            hint=f"set {name}, put it in .env beside {label}, or write ${{{name}:-default}}",
+            hint=f"set {name}, put it in .env beside {dotenv_beside or label}, "
+            f"or write ${{{name}:-default}}",
         )
     return current
 
@@ -65,11 +85,37 @@ def _key_path(path: tuple[str, ...]) -> str:
 def _snippet(value: str, start: int, key: str) -> str:
     """Where the bad reference is; its text only for keys that cannot hold a secret.
 
-    Under ``database`` (a password, a URL with one) and in any key naming a password, secret
-    or token, no part of the value is quoted: only the character position.
+    Under ``database`` and ``fleets`` (a password, a URL with one) and in any key naming a
+    password, secret or token, no part of the value is quoted: only the character position.
     """
     where = f"at character {start + 1}"
-    if key.startswith("database") or SECRET_KEY.search(key):
+    if key.startswith(("database", "fleets")) or SECRET_KEY.search(key):
         return where
     end = value.find("}", start)
     return f"{where}: {value[start : end + 1] if end != -1 else value[start : start + 20]!r}"
+
+
+def with_dotenv(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """``.env`` values under the real environment: a variable already set always wins.
+
+    A ``.env`` that exists but cannot be read (permissions, not a regular file, 1 MiB or
+    more, not UTF-8) is an error naming it, never silently skipped.
+    """
+    merged: dict[str, str] = {}
+    if os.path.lexists(dotenv_path):
+        import io
+
+        from dotenv import dotenv_values
+
+        from migretti_core.configfile import read_bounded
+
+        label = str(dotenv_path)
+        raw = read_bounded(dotenv_path, label, what="environment file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
+        values = dotenv_values(stream=io.StringIO(text))
+        merged.update({key: value for key, value in values.items() if value is not None})
+    merged.update(environ)
+    return merged

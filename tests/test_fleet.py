@@ -374,3 +374,51 @@ def test_blocking_the_fleet_plugin_leaves_its_section_ignored(tmp_path: Path) ->
     refused = project.mg("-p", "no:fleet", "apply", "--fleet", "shards")
     assert refused.returncode == 2
     assert "need the fleet plugin" in refused.stderr
+
+
+def test_fleet_variables_resolve_only_for_the_fleet_in_use(tmp_path: Path, make_fleet: Any) -> None:
+    """``${VAR}`` in a fleet is resolved when that fleet runs, from the environment or the
+    ``.env`` beside mg.yaml (also in a ``file:``); an unset one fails that fleet only."""
+    fleet = make_fleet(2)
+    a, b = fleet.names
+    fleets_yaml = (
+        "  listed:\n"
+        '    databases: ["${FIRST_URL}"]\n'
+        "    file: more.txt\n"
+        '    jobs: "${FLEET_JOBS:-1}"\n'
+        "  other:\n"
+        '    databases: ["${NEVER_SET_ANYWHERE}"]\n'
+    )
+    project = project_for(tmp_path, fleet, fleets_yaml)
+    (project.root / "more.txt").write_text("${SECOND_URL}\n")
+    (project.root / ".env").write_text(f"FIRST_URL={fleet.url(a)}\nSECOND_URL={fleet.url(b)}\n")
+    project.add_table("0001")
+
+    assert project.mg("status").returncode == 0  # no fleet in use: nothing to resolve
+    done = project.mg("apply", "--fleet", "listed", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["members"]) == 2
+    assert fleet.applied(a) == fleet.applied(b) == ["0001"]
+    assert "1 at a time" in done.stderr
+
+    unset = project.mg("status", "--fleet", "other")
+    assert unset.returncode == 2
+    assert unset.stderr.startswith(
+        "mg: error: mg.yaml: fleets.other.databases[0]: environment variable NEVER_SET_ANYWHERE"
+    )
+    assert "Traceback" not in unset.stderr
+
+
+def test_fleet_configuration_errors_name_the_file_and_the_query(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(1)
+    project = project_for(tmp_path, fleet, "  bad:\n    jobs: 0\n    databases: [x]\n")
+    wrong = project.mg("status")
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == "mg: error: mg.yaml: fleets.bad.jobs: must be at least 1"
+
+    project = project_for(tmp_path, fleet, "  broken:\n    query: SELECT 1/0\n")
+    failed = project.mg("status", "--fleet", "broken")
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == "mg: error: fleet broken: query failed: division by zero"

@@ -16,8 +16,9 @@ Decisions (see also docs/configuration.md):
 - The loader knows only the core's keys. A builtin's top-level keys (``seeds_dir``,
   ``hook_timeout``, ``protected``) are declared and read by that builtin, like any plugin's
   section (``migretti_core.settings.top_level_setting``).
-- ``Config.settings`` is the selected profile merged and interpolated (without ``envs``);
-  its ``database`` is the effective one. The core's keys hold the text as written (use the
+- ``Config.settings`` is the selected profile merged and interpolated (without ``envs``;
+  ``fleets`` stays as written, for the fleet plugin to interpolate the fleet in use); its
+  ``database`` is the effective one. The core's keys hold the text as written (use the
   ``Config`` fields for typed values); any other top-level key is a plugin's section and
   keeps its YAML types (bool, int, float, None, str, list, dict), frozen
   (``migretti_core.settings``). A quoted scalar is always text.
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from migretti_core.durations import parse_duration
 from migretti_core.errors import ConfigError, ConfigRefused
-from migretti_core.interpolation import REFERENCE, interpolate, resolve_reference
+from migretti_core.interpolation import REFERENCE, interpolate, resolve_reference, with_dotenv
 from migretti_core.settings import FrozenDict, FrozenList
 from migretti_core.types import (
     DEFAULT_LOCK_ID,
@@ -65,6 +66,9 @@ CORE_KEYS = frozenset(
         "statement_timeout",
     }
 )
+# Sections kept as written (``${VAR}`` unresolved): the fleet plugin interpolates the fleet
+# in use only, as the profile in use only is, so a fleet's variable never breaks a command.
+LAZY_SECTIONS = frozenset({"fleets"})
 HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
@@ -88,7 +92,7 @@ def build_config(
 ) -> Config:
     """The ``Config`` of parsed mg.yaml ``data`` (``migretti_core.testing`` builds through it)."""
     root = path.parent if path is not None else _absolute(request.cwd)
-    environ = _merged_environ(root / ".env", request.environ)
+    environ = with_dotenv(root / ".env", request.environ)
     env_name = request.env_name or None
     # Without check_unknown (a first pass before config-listed plugins declare their
     # sections), any top-level key is accepted.
@@ -110,8 +114,16 @@ def build_config(
         merged.pop("database", None)
     hooks, hook_environment = _hook_commands(_hooks(merged.get("hooks", ""), label), environ, label)
     settings = interpolate(
-        {key: value for key, value in merged.items() if key != "hooks"}, environ, label, ()
+        {
+            key: value
+            for key, value in merged.items()
+            if key != "hooks" and key not in LAZY_SECTIONS
+        },
+        environ,
+        label,
+        (),
     )
+    settings.update({key: merged[key] for key in LAZY_SECTIONS if key in merged})
     if "hooks" in merged:
         settings["hooks"] = hooks
     database = {"url": url} if url else _database(settings.get("database", ""), label)
@@ -152,32 +164,6 @@ def _locate(request: ConfigRequest) -> tuple[Path | None, str]:
 
 def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
-
-
-def _merged_environ(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """``.env`` values under the real environment: a variable already set always wins.
-
-    A ``.env`` that exists but cannot be read (permissions, not a regular file, 1 MiB or
-    more, not UTF-8) is an error naming it, never silently skipped.
-    """
-    merged: dict[str, str] = {}
-    if os.path.lexists(dotenv_path):
-        import io
-
-        from dotenv import dotenv_values
-
-        from migretti_core.configfile import read_bounded
-
-        label = str(dotenv_path)
-        raw = read_bounded(dotenv_path, label, what="environment file")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
-        values = dotenv_values(stream=io.StringIO(text))
-        merged.update({key: value for key, value in values.items() if value is not None})
-    merged.update(environ)
-    return merged
 
 
 def _parse_yaml(path: Path, label: str) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def _wrap(name: str, callback: Any, supported: bool) -> Any:
             # answer is the same on each; lint them once and print lint's own document.
             from migretti_plugins.fleet.members import fleet_named
 
-            fleet_named(app.config(), fleet)
+            fleet_named(app.config(), fleet, app.environ)
             app.report(
                 "fleet.lint_once",
                 "info",

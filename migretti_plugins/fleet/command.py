@@ -87,7 +87,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
     canary = _number(globals_.canary, "--canary", 0)
     dry_run = bool(ctx.params.get("dry_run"))
     session = app.session(command, dry_run=dry_run)
-    fleet = fleet_named(session.config, fleet_name)
+    fleet = fleet_named(session.config, fleet_name, app.environ)
     members = resolve(session, fleet, app.environ)
     fmt = _output_format(ctx)
     if not members:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from migretti_core.errors import ConfigError
+from migretti_core.interpolation import interpolate, with_dotenv
 from migretti_core.redact import redact_url
 from migretti_core.types import Config, Session
 
@@ -59,6 +60,10 @@ class Member:
         return {**profile, "dbname": self.spec}
 
 
+def _label(config: Config) -> str:
+    return config.path.name if config.path is not None else "mg.yaml"
+
+
 def _count(value: Any, where: str, minimum: int) -> int | None:
     if value is None or value == "":
         return None
@@ -71,63 +76,94 @@ def _count(value: Any, where: str, minimum: int) -> int | None:
     return number
 
 
-def all_fleets(config: Config) -> dict[str, FleetSettings]:
-    """Every fleet of mg.yaml, checked (a typo is a configuration error, exit 2)."""
+def _raw_fleets(config: Config) -> Mapping[str, Any]:
     raw = config.settings.get("fleets")
     if raw is None or raw == "":
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError("fleets: expected a mapping of fleet names to their members")
-    fleets: dict[str, FleetSettings] = {}
-    for name, body in raw.items():
-        where = f"fleets.{name}"
-        if not isinstance(body, Mapping):
-            raise ConfigError(f"{where}: expected a mapping with databases, query or file")
-        unknown = [key for key in body if key not in _KEYS]
-        if unknown:
-            raise ConfigError(
-                f"{where}.{unknown[0]}: unknown key (expected one of {', '.join(_KEYS)})"
-            )
-        databases = body.get("databases")
-        if databases is None or databases == "":
-            databases = []
-        if isinstance(databases, str):
-            databases = [databases]
-        if not isinstance(databases, (list, tuple)) or not all(
-            isinstance(item, str) and item.strip() for item in databases
-        ):
-            raise ConfigError(f"{where}.databases: expected a list of database names or URLs")
-        query = body.get("query")
-        if query is not None and (not isinstance(query, str) or not query.strip()):
-            raise ConfigError(f"{where}.query: expected an SQL query returning one column")
-        file = body.get("file")
-        if file is not None and (not isinstance(file, str) or not file.strip()):
-            raise ConfigError(f"{where}.file: expected a file name")
-        if not databases and query is None and file is None:
-            raise ConfigError(f"{where}: give its members with databases, query or file")
-        fleets[str(name)] = FleetSettings(
-            name=str(name),
-            databases=tuple(item.strip() for item in databases),
-            query=query,
-            file=(config.root / file) if file else None,
-            jobs=_count(body.get("jobs"), f"{where}.jobs", 1),
-            canary=_count(body.get("canary"), f"{where}.canary", 0),
+        raise ConfigError(
+            f"{_label(config)}: fleets: expected a mapping of fleet names to their members"
         )
-    return fleets
+    return raw
 
 
-def fleet_named(config: Config, name: str) -> FleetSettings:
-    fleets = all_fleets(config)
+def _fleet(
+    config: Config, name: str, body: Any, environ: Mapping[str, str] | None
+) -> FleetSettings:
+    """One fleet, checked. With ``environ`` its ``${VAR}`` references are resolved (the fleet
+    in use); without, only its shape is checked (every fleet, whenever mg.yaml is read), so
+    a variable that only one fleet needs is no error for the commands that do not use it."""
+    label = _label(config)
+    where = f"{label}: fleets.{name}"
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with databases, query or file")
+    unknown = [key for key in body if key not in _KEYS]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (expected one of {', '.join(_KEYS)})")
+    if environ is not None:
+        body = interpolate(dict(body), environ, label, ("fleets", name))
+    databases = body.get("databases")
+    if databases is None or databases == "":
+        databases = []
+    if isinstance(databases, str):
+        databases = [databases]
+    if not isinstance(databases, (list, tuple)) or not all(
+        isinstance(item, str) and item.strip() for item in databases
+    ):
+        raise ConfigError(f"{where}.databases: expected a list of database names or URLs")
+    query = body.get("query")
+    if query is not None and (not isinstance(query, str) or not query.strip()):
+        raise ConfigError(f"{where}.query: expected an SQL query returning one column")
+    file = body.get("file")
+    if file is not None and (not isinstance(file, str) or not file.strip()):
+        raise ConfigError(f"{where}.file: expected a file name")
+    if not databases and query is None and file is None:
+        raise ConfigError(f"{where}: give its members with databases, query or file")
+
+    def count(key: str, minimum: int) -> int | None:
+        value = body.get(key)
+        if environ is None and isinstance(value, str) and "${" in value:
+            return None  # checked once interpolated, when the fleet is used
+        return _count(value, f"{where}.{key}", minimum)
+
+    return FleetSettings(
+        name=name,
+        databases=tuple(item.strip() for item in databases),
+        query=query,
+        file=(config.root / file) if file else None,
+        jobs=count("jobs", 1),
+        canary=count("canary", 0),
+    )
+
+
+def all_fleets(config: Config) -> dict[str, FleetSettings]:
+    """Every fleet of mg.yaml, its shape checked (a typo is a configuration error, exit 2);
+    ``${VAR}`` references stay unresolved: ``fleet_named`` resolves the fleet in use."""
+    return {
+        str(name): _fleet(config, str(name), body, None)
+        for name, body in _raw_fleets(config).items()
+    }
+
+
+def fleet_environ(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with the ``.env`` beside mg.yaml under it, as mg.yaml is interpolated."""
+    if config.path is None:
+        return dict(environ)
+    return with_dotenv(config.root / ".env", environ)
+
+
+def fleet_named(config: Config, name: str, environ: Mapping[str, str]) -> FleetSettings:
+    """The fleet ``name``, its ``${VAR}`` references resolved from ``environ`` and the
+    ``.env`` beside mg.yaml."""
+    fleets = {str(key): body for key, body in _raw_fleets(config).items()}
     if name not in fleets:
-        label = config.path.name if config.path is not None else "mg.yaml"
+        label = _label(config)
         defined = f"defined: {', '.join(fleets)}" if fleets else "no fleets defined"
         raise ConfigError(f"fleet '{name}' is not defined in {label} ({defined})")
-    return fleets[name]
+    return _fleet(config, name, fleets[name], fleet_environ(config, environ))
 
 
-def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
-    from migretti_core.interpolation import interpolate
-
+def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -142,19 +178,28 @@ def _file_members(path: Path, environ: Mapping[str, str]) -> list[str]:
         cut = entry.find(" #")  # a comment after the entry (a URL may hold a bare '#')
         if cut != -1:
             entry = entry[:cut].strip()
-        members.append(str(interpolate(entry, environ, path.name, (f"line {number}",))))
+        value = interpolate(entry, environ, path.name, (f"line {number}",), _label(config))
+        members.append(str(value))
     return members
 
 
-def _query_members(session: Session, sql: str) -> list[str]:
+def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
+    from migretti_core.errors import MgError
     from migretti_core.running import connected
 
-    with connected(session) as conn:
-        rows = session.hooks.query(session, conn, sql, ())
+    try:
+        with connected(session) as conn:
+            rows = session.hooks.query(session, conn, sql, ())
+    except MgError as exc:
+        # Name the query: "division by zero" alone does not say which SQL failed.
+        exc.message = f"fleet {fleet}: query failed: {exc.message}"
+        raise
     members = []
     for row in rows:
         if len(row) != 1:
-            raise ConfigError("fleet query: must return exactly one column (a name or URL)")
+            raise ConfigError(
+                f"fleet {fleet}: query must return exactly one column (a name or URL)"
+            )
         if row[0] is not None and str(row[0]).strip():
             members.append(str(row[0]).strip())
     return members
@@ -165,9 +210,9 @@ def resolve(session: Session, fleet: FleetSettings, environ: Mapping[str, str]) 
     own database)."""
     specs: list[str] = list(fleet.databases)
     if fleet.file is not None:
-        specs += _file_members(fleet.file, environ)
+        specs += _file_members(fleet.file, fleet_environ(session.config, environ), session.config)
     if fleet.query is not None:
-        specs += _query_members(session, fleet.query)
+        specs += _query_members(session, fleet.name, fleet.query)
     seen: set[str] = set()
     members: list[Member] = []
     for spec in specs:
