@@ -140,6 +140,7 @@ _API_NAMES = frozenset(
         "Plan",
         "PluginError",
         "PluginFailed",
+        "ScratchServer",
         "Section",
         "Session",
         "SqlError",

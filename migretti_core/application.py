@@ -524,18 +524,16 @@ class Migretti:
     ) -> SeedResult:
         """Run the seeds that have not run with their current content (``all=True``: every
         one), or only ``names``; like ``mg seed [--all] [NAME...]``."""
-        plugin = self._app.loader.pm.get_plugin("seeds")
-        run = getattr(plugin, "seed", None)
-        if run is None:
-            raise PluginError("seeds are not available: the seeds plugin is not loaded")
         wanted = [names] if isinstance(names, str) else builtins.list(names or ())
         with self._lock:
             session = self._session("seed", dry_run=dry_run, confirm=confirm)
             try:
-                code = run(session, wanted, force=all)
+                code = session.hooks.seed(session, wanted, force=all)
             except MgError as exc:
                 exc.result = self._seed_result(dry_run)
                 raise
+            if code is None:
+                raise PluginError("seeds are not available: the seeds plugin is not loaded")
             result = self._seed_result(dry_run)
         if code:
             failed = MigrationFailed("seed dry run: a seed failed; nothing was changed")

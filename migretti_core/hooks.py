@@ -42,6 +42,7 @@ from migretti_core.types import (
     MigrationResult,
     Options,
     Plan,
+    ScratchServer,
     Session,
     Statement,
     StatementInfo,
@@ -564,6 +565,25 @@ class Hooks:
         for found in self.call("mg_program_dirs", config=config):
             dirs.extend(found)
         return dirs
+
+    def spare_program_dirs(self, config: Config) -> list[Path]:
+        """``mg_spare_program_dirs`` of every plugin, the last registered first."""
+        dirs: list[Path] = []
+        for found in self.call("mg_spare_program_dirs", config=config):
+            dirs.extend(found)
+        return dirs
+
+    def scratch_server(self, session: Session) -> AbstractContextManager[ScratchServer] | None:
+        """A server for scratch databases (to enter); None when no plugin offers one."""
+        result: AbstractContextManager[ScratchServer] | None = self.call(
+            "mg_scratch_server", session=session
+        )
+        return result
+
+    def seed(self, session: Session, names: Sequence[str] = (), force: bool = False) -> int | None:
+        """Run the seeds; the exit code, or None when no plugin runs seeds."""
+        result: int | None = self.call("mg_seed", session=session, names=tuple(names), force=force)
+        return result
 
     def is_protected(self, session: Session) -> bool:
         return any(self.call("mg_is_protected", session=session))

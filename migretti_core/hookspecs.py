@@ -37,6 +37,7 @@ from migretti_core.types import (
     LintFinding,
     Migration,
     MigrationResult,
+    ScratchServer,
     Statement,
     StatementInfo,
     Target,
@@ -181,6 +182,27 @@ def mg_program_dirs(config: Config) -> list[Path]:  # type: ignore[empty-body]
     """Directories to put first on ``PATH`` for programs run against the target (shell
     hooks), so their ``pg_dump`` and ``psql`` match the server: the ``embedded`` plugin
     answers with its server's ``bin`` directory."""
+
+
+@spec(COLLECT, since="1.1", returns=list_of(Path))
+def mg_spare_program_dirs(config: Config) -> list[Path]:  # type: ignore[empty-body]
+    """Directories of PostgreSQL client programs of some version, whatever the target: where
+    ``mg schema dump`` looks, after ``PATH``, for a ``pg_dump`` of the server's major version
+    when the target has no programs of its own (``mg_program_dirs``). The ``embedded``
+    plugin answers with its distribution's ``bin`` directory when the extra is installed."""
+
+
+@spec(FIRST, since="1.1", returns=context_manager)
+def mg_scratch_server(session: Session) -> AbstractContextManager[ScratchServer] | None:
+    """A server where mg may create and drop a scratch database (``mg check``, ``mg drift``).
+
+    Return a context manager yielding a ``ScratchServer``; it is entered when the scratch
+    database is needed and left when it has been dropped, so a server started for it stops
+    there. Asked only when ``check.database_url`` (or ``--database-url``) is not given; None
+    when you have no server to offer. The ``embedded`` plugin answers with the project's
+    embedded server when it is the target, else with a temporary one when the extra is
+    installed.
+    """
 
 
 # --- locking -----------------------------------------------------------------------------
@@ -501,4 +523,17 @@ def mg_after_command(
     migrations run; ``details`` says what else happened (``fix``: ``migration_id``, ``mode``;
     ``seed``: ``ran``, ``skipped``; ``squash``: ``path``, ``removed``; ``baseline``:
     ``recorded``). Errors as for ``mg_after_apply``.
+    """
+
+
+# --- seeds ---------------------------------------------------------------------------------
+
+
+@spec(FIRST, since="1.1", returns=instance_of(int))
+def mg_seed(session: Session, names: Sequence[str], force: bool) -> int | None:
+    """Run the seeds as ``mg seed [NAME...] [--all]`` does and return its exit code.
+
+    ``names`` selects seeds (all when empty); ``force`` runs them even if unchanged. The
+    builtin ``seeds`` answers; ``mg check --seeds`` and ``Migretti.seed`` call it, so a plugin
+    that replaces ``seeds`` is used there too. None: no plugin runs seeds.
     """

@@ -257,6 +257,19 @@ class Target:
 
 
 @dataclass(frozen=True)
+class ScratchServer:
+    """A server where mg may create and drop scratch databases (``mg check``, ``mg drift``).
+
+    ``conninfo`` reaches a database there to run ``CREATE DATABASE`` from (usually
+    ``postgres``); ``description`` says where it is in messages ("a temporary embedded
+    server").
+    """
+
+    conninfo: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Event:
     """A diagnostic for the user or a log: a stable ``name`` plus context ``fields``."""
 

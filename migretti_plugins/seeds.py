@@ -525,6 +525,11 @@ def mg_configure(config: Config) -> None:
     seeds_dir(config)  # a bad value stops every command, as it always did
 
 
+@hookimpl(trylast=True)
+def mg_seed(session: Session, names: Sequence[str], force: bool) -> int:
+    return seed(session, names, force=force)
+
+
 @hookimpl
 def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(seed_group)

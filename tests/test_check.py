@@ -337,3 +337,86 @@ def test_a_statement_that_cannot_run_in_a_transaction_is_a_file_error(
     done = project.mg("check", "--database-url", pg_url)
     assert done.returncode == 2
     assert "0002_idx.sql" in done.stderr and "no-transaction" in done.stderr
+
+
+SCRATCH_PLUGIN = """
+import contextlib
+import os
+from pathlib import Path
+
+from migretti_core.api import ScratchServer, hookimpl
+
+
+@hookimpl
+def mg_scratch_server(session):
+    log = Path(session.config.root, "scratch.log")
+
+    @contextlib.contextmanager
+    def server():
+        log.write_text("entered\\n")
+        yield ScratchServer(os.environ["SCRATCH_ADMIN_URL"], "the test plugin's server")
+        with log.open("a") as fh:
+            fh.write("left\\n")
+
+    return server()
+"""
+
+
+def test_hook_mg_scratch_server(project: Project, pg_url: str) -> None:
+    # Without check.database_url the scratch database goes where a plugin offers a server.
+    project.add("0001", "users", *GOOD)
+    (project.root / "scratch_plugin.py").write_text(SCRATCH_PLUGIN)
+    env = {"SCRATCH_ADMIN_URL": pg_url}
+    done = project.mg("-p", "scratch_plugin", "check", "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "on the test plugin's server" in json.loads(done.stdout)["database"]
+    assert (project.root / "scratch.log").read_text() == "entered\nleft\n"
+    assert _scratch_databases(project) == []
+
+    # Nobody to offer one (the embedded plugin blocked): exit 2, saying how to get one.
+    done = project.mg("-p", "no:embedded", "check")
+    assert done.returncode == 2
+    assert "a scratch PostgreSQL server is needed" in done.stderr
+    assert "check.database_url" in done.stderr
+
+
+SEED_PLUGIN = """
+import json
+from pathlib import Path
+
+from migretti_core.api import MigrationFailed, connected, hookimpl
+
+
+@hookimpl
+def mg_seed(session, names, force):
+    with connected(session) as conn:
+        rows = session.hooks.query(session, conn, "SELECT current_database()")
+    Path(session.config.root, "seeded.json").write_text(
+        json.dumps([rows[0][0], list(names), force])
+    )
+    if Path(session.config.root, "broken").exists():
+        raise MigrationFailed("the fixtures do not load")
+    return 0
+"""
+
+
+def test_hook_mg_seed(project: Project, pg_url: str) -> None:
+    # mg check --seeds runs the seeds through the hook, so a plugin replacing seeds is used.
+    project.add("0001", "users", *GOOD)
+    (project.root / "seed_plugin.py").write_text(SEED_PLUGIN)
+    code, _, stderr = _check(project, pg_url, "--seeds")
+    assert code == 0, stderr
+    assert not (project.root / "seeded.json").exists()  # -p seed_plugin not given
+    done = project.mg("-p", "seed_plugin", "check", "--database-url", pg_url, "--seeds")
+    assert done.returncode == 0, done.stderr
+    database, names, force = json.loads((project.root / "seeded.json").read_text())
+    assert database.startswith("mg_scratch_") and names == [] and force is True
+    (project.root / "broken").write_text("")
+    args = ("-p", "seed_plugin", "check", "--database-url", pg_url, "--seeds", "--format", "json")
+    done = project.mg(*args)
+    assert done.returncode == 3
+    assert json.loads(done.stdout)["seeds"] == ["seed fails: the fixtures do not load"]
+
+    done = project.mg("-p", "no:seeds", "check", "--database-url", pg_url, "--seeds")
+    assert done.returncode == 2
+    assert "seeds are not available" in done.stderr

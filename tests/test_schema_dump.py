@@ -118,3 +118,42 @@ def test_baseline_rewrites_the_schema_file(project: Project) -> None:
     assert project.mg("baseline", "0001").returncode == 0
     text = (project.root / "db" / "schema.sql").read_text()
     assert "CREATE TABLE public.users" in text and "'0001'" in text and "'0002'" not in text
+
+
+SPARE_PLUGIN = """
+from pathlib import Path
+
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_spare_program_dirs(config):
+    return [Path(config.root) / "tools"]
+"""
+
+
+def test_hook_mg_spare_program_dirs(project: Project) -> None:
+    # Without a pg_dump on PATH, the one in a plugin's spare directory of the server's major
+    # version runs; one of another version there is skipped and named in the error.
+    import sys
+
+    assert project.mg("apply").returncode == 0
+    major = int(project.value("SHOW server_version_num")) // 10000
+    tools = project.root / "tools"
+    tools.mkdir()
+    fake = tools / "pg_dump"
+    script = "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) {v}.1'; "
+    script += "else echo 'CREATE TABLE from_the_spare_pg_dump ();'; fi\n"
+    fake.write_text(script.format(v=major))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    (project.root / "spare_plugin.py").write_text(SPARE_PLUGIN)
+    only_venv = {"PATH": str(Path(sys.executable).parent)}
+    done = project.mg("-p", "spare_plugin", "schema", "dump", env=only_venv)
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE from_the_spare_pg_dump ();" in done.stdout
+    assert "INSERT INTO public._migrations" in done.stdout
+
+    fake.write_text(script.format(v=major - 1))
+    done = project.mg("-p", "spare_plugin", "-p", "no:embedded", "schema", "dump", env=only_venv)
+    assert done.returncode == 2
+    assert f"pg_dump {major - 1}.1 at {fake}" in done.stderr

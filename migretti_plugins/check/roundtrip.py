@@ -220,12 +220,15 @@ def _run_seeds(scratch: Scratch) -> list[str]:
     import contextlib
     import sys
 
-    from migretti_plugins import seeds as seed_plugin
+    from migretti_core.errors import PluginError
 
+    session = scratch.session
     try:
         # The seeds plugin prints what ran as results; here they are progress.
         with contextlib.redirect_stdout(sys.stderr):
-            seed_plugin.seed(scratch.session, force=True)
+            code = session.hooks.seed(session, force=True)
     except MgError as exc:
         return [f"seed fails: {exc.message}"]
+    if code is None:
+        raise PluginError("seeds are not available: the seeds plugin is not loaded")
     return []

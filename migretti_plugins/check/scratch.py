@@ -4,10 +4,11 @@ Where it lives, in order:
 
 1. ``--database-url`` or ``check.database_url``: any server where mg may create and drop a
    database (the URL names the database mg connects to for that, usually ``postgres``);
-2. the project's own embedded server, when the project's database is the embedded one;
-3. a private embedded server in a temporary directory, started for this command and removed
+2. the server a plugin offers through ``mg_scratch_server``: the ``embedded`` plugin offers
+   the project's own embedded server when the project's database is the embedded one, else
+   a private embedded server in a temporary directory, started for this command and removed
    after it, when ``migretti[embedded]`` is installed (the project's target may be remote);
-4. otherwise exit 2, saying how to get one.
+3. otherwise exit 2, saying how to get one.
 
 The database is called ``mg_scratch_<random>`` and is dropped ``WITH (FORCE)`` in a
 ``finally``: on success, on failure, on Ctrl-C and on SIGTERM (which mg turns into Ctrl-C).
@@ -18,17 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from migretti_core.errors import ConfigError, DatabaseError
 from migretti_core.types import Session
-from migretti_plugins.postgres import is_embedded
 
 PREFIX = "mg_scratch"
 NO_SERVER = (
@@ -87,15 +84,13 @@ def scratch_database(session: Session, url: str | None = None) -> Iterator[Scrat
         if url:
             _remember_password(session, url)
             admin, where = url, "the server of check.database_url"
-        elif is_embedded(session.config.database):
-            params = dict(session.hooks.connection_params(session))
-            params["dbname"] = "postgres"
-            from psycopg.conninfo import make_conninfo
-
-            admin, where = make_conninfo("", **params), "the project's embedded server"
         else:
-            admin = stack.enter_context(_private_embedded_server(session))
-            where = "a temporary embedded server"
+            # The project's embedded server, or a temporary one (the embedded plugin).
+            offered = session.hooks.scratch_server(session)
+            if offered is None:
+                raise ConfigError(NO_SERVER)
+            server = stack.enter_context(offered)
+            admin, where = server.conninfo, server.description
         yield stack.enter_context(_database_on(session, admin, where))
 
 
@@ -147,32 +142,3 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
             f"{' '.join(str(exc).split())}; drop it by hand",
             database=name,
         )
-
-
-@contextlib.contextmanager
-def _private_embedded_server(session: Session) -> Iterator[str]:
-    """A throw-away embedded server (no fsync) in a temporary directory."""
-    try:
-        from migretti_plugins.embedded.server import EmbeddedServer
-
-        EmbeddedServer.bin_dir()
-    except (ImportError, ConfigError):
-        raise ConfigError(NO_SERVER) from None
-    from migretti_core.reporting import report
-
-    base = Path(tempfile.mkdtemp(prefix="mg-scratch-"))
-    try:
-        server = EmbeddedServer(base / "data", durable=False)
-        report(
-            session,
-            "scratch.server_starting",
-            "info",
-            "starting a temporary embedded PostgreSQL server for the scratch database",
-        )
-        server.start()
-        try:
-            yield server.url()
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

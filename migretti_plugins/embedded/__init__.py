@@ -21,6 +21,8 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,7 @@ import click
 
 from migretti_core import hookimpl
 from migretti_core.errors import EXIT_BLOCKED, ConfigError, DatabaseError
-from migretti_core.types import Config, Session, Target
+from migretti_core.types import Config, ScratchServer, Session, Target
 
 if TYPE_CHECKING:
     from migretti_plugins.embedded.server import EmbeddedServer
@@ -210,6 +212,68 @@ def mg_describe_target(session: Session) -> Target | None:
 def mg_program_dirs(config: Config) -> list[Path]:
     bin_dir = client_bin_dir(config)
     return [bin_dir] if bin_dir is not None else []
+
+
+@hookimpl(trylast=True)
+def mg_spare_program_dirs() -> list[Path]:
+    bin_dir = _installed_bin_dir()
+    return [bin_dir] if bin_dir is not None else []
+
+
+@hookimpl(trylast=True)
+def mg_scratch_server(session: Session) -> AbstractContextManager[ScratchServer] | None:
+    if embedded_target(session.config) is not None:
+        return _project_server(session)
+    if _installed_bin_dir() is None:
+        return None
+    return _temporary_server(session)
+
+
+def _installed_bin_dir() -> Path | None:
+    """The embedded distribution's bin directory; None without the extra."""
+    try:
+        from migretti_plugins.embedded.server import EmbeddedServer
+
+        return EmbeddedServer.bin_dir()
+    except (ImportError, ConfigError):
+        return None
+
+
+@contextlib.contextmanager
+def _project_server(session: Session) -> Iterator[ScratchServer]:
+    """The project's own embedded server, started if needed; it keeps running."""
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(session.hooks.connection_params(session))
+    params["dbname"] = DEFAULT_DBNAME
+    yield ScratchServer(make_conninfo("", **params), "the project's embedded server")
+
+
+@contextlib.contextmanager
+def _temporary_server(session: Session) -> Iterator[ScratchServer]:
+    """A throw-away server (no fsync) in a temporary directory, removed afterwards."""
+    import shutil
+    import tempfile
+
+    from migretti_core.reporting import report
+    from migretti_plugins.embedded.server import EmbeddedServer
+
+    base = Path(tempfile.mkdtemp(prefix="mg-scratch-"))
+    try:
+        server = EmbeddedServer(base / "data", durable=False)
+        report(
+            session,
+            "scratch.server_starting",
+            "info",
+            "starting a temporary embedded PostgreSQL server for the scratch database",
+        )
+        server.start()
+        try:
+            yield ScratchServer(server.url(), "a temporary embedded server")
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @hookimpl

@@ -3,10 +3,11 @@
 ``pg_dump`` must have the server's major version (a newer one prints differently, an older one
 refuses). Which one runs:
 
-1. for the embedded server, the one in the embedded wheel;
+1. when the target has client programs of its own (``mg_program_dirs``: the embedded
+   server's, from the embedded wheel), its ``pg_dump``;
 2. else ``PG_DUMP`` (environment) or ``schema.pg_dump`` (mg.yaml), which must match;
-3. else the first of ``pg_dump`` on ``PATH`` and the embedded wheel's whose major version
-   matches the server's.
+3. else the first of ``pg_dump`` on ``PATH`` and in ``mg_spare_program_dirs`` (the embedded
+   wheel's) whose major version matches the server's.
 
 A mismatch is an error naming both versions. The output is the same bytes for the same
 schema: pg_dump's per-run ``\\restrict`` key and its version comments are removed, and the
@@ -25,7 +26,6 @@ from typing import Any
 
 from migretti_core.errors import ConfigError, DatabaseError
 from migretti_core.types import Session
-from migretti_plugins.postgres import is_embedded
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _DROP_LINE = re.compile(
@@ -46,16 +46,6 @@ class PgDump:
     version: str
 
 
-def _embedded_pg_dump() -> Path | None:
-    try:
-        from migretti_plugins.embedded.server import EmbeddedServer
-
-        path = EmbeddedServer.bin_dir() / "pg_dump"
-    except (ImportError, ConfigError):
-        return None
-    return path if path.exists() else None
-
-
 def probe(path: Path) -> PgDump | None:
     """The version of the pg_dump at ``path``; None when it does not run."""
     try:
@@ -73,15 +63,17 @@ def probe(path: Path) -> PgDump | None:
 
 def find_pg_dump(session: Session, server_major: int, explicit: str | None) -> PgDump:
     """A pg_dump of the server's major version, or a ``ConfigError`` naming both versions."""
-    if is_embedded(session.config.database):
-        path = _embedded_pg_dump()
+    own = session.hooks.program_dirs(session.config)
+    if own:  # the target's own client programs (the embedded server's)
+        path = next((d / "pg_dump" for d in own if (d / "pg_dump").exists()), None)
         if path is None:
             raise ConfigError(
-                "the embedded server's pg_dump is missing; reinstall migretti[embedded]"
+                f"the target's pg_dump is missing from {own[0]}; reinstall what provides it "
+                "(migretti[embedded] for the embedded server)"
             )
         found = probe(path)
         if found is None:
-            raise ConfigError(f"the embedded server's pg_dump at {path} does not run")
+            raise ConfigError(f"the target's pg_dump at {path} does not run")
         return found
     if explicit:
         path = Path(explicit).expanduser()
@@ -100,7 +92,8 @@ def find_pg_dump(session: Session, server_major: int, explicit: str | None) -> P
             )
         return found
     seen: list[PgDump] = []
-    candidates = [shutil.which("pg_dump"), _embedded_pg_dump()]
+    spare = session.hooks.spare_program_dirs(session.config)
+    candidates = [shutil.which("pg_dump"), *(d / "pg_dump" for d in spare)]
     for candidate in candidates:
         if candidate is None:
             continue
