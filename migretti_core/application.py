@@ -184,7 +184,14 @@ class _FixedConfig:
             root=self.migrations_dir.parent,
             env=None,
             # seeds_dir is the seeds plugin's key, read from the settings as from mg.yaml.
-            settings=MappingProxyType({"database": database, "seeds_dir": str(self.seeds_dir)}),
+            # migrations_dir is named, as when mg.yaml names it: a missing one is an error.
+            settings=MappingProxyType(
+                {
+                    "database": database,
+                    "migrations_dir": str(self.migrations_dir),
+                    "seeds_dir": str(self.seeds_dir),
+                }
+            ),
             database=database,
             migrations_dir=self.migrations_dir,
             lock_id=lock_id,
@@ -210,9 +217,61 @@ def _split_plugins(plugins: Iterable[PluginSpec]) -> tuple[list[str], list[tuple
             names.append(item)
         elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
             objects.append((item[0], item[1]))
-        else:
+        elif _looks_like_plugin(item):
             objects.append((_plugin_name(item), item))
+        else:
+            raise UsageError(
+                f"plugins: {item!r} is not a plugin (a module name, a .py path, a module, "
+                "an object with mg_* hook methods, or a (name, object) pair)"
+            )
     return names, objects
+
+
+def _looks_like_plugin(item: object) -> bool:
+    import types
+
+    if isinstance(item, (types.ModuleType, type)):
+        return True
+    for name in dir(item):
+        if name.startswith("mg_"):
+            return True
+        try:
+            if hasattr(getattr(item, name), "migretti_impl"):  # @hookimpl(specname=...)
+                return True
+        except Exception:  # a property that raises is no hook
+            continue
+    return False
+
+
+def _flags(method: str, **values: object) -> None:
+    """Refuse a flag that is not a bool: ``dry_run="no"`` would otherwise count as true."""
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise UsageError(f"{method}: {name} must be True or False, not {value!r}")
+
+
+def _migration_name(method: str, what: str, value: object, kind: str = "migration") -> str:
+    """A migration (or seed) named by the caller: non-empty text."""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{method}: {what} must be a str naming a {kind}, not {value!r}")
+    return value
+
+
+def _names(method: str, value: object, kind: str) -> builtins.list[str]:
+    """``names=``: one name, a sequence of names, or None."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [_migration_name(method, "names", value, kind)]
+    if not isinstance(value, Iterable):
+        raise UsageError(f"{method}: names must be a name or a list of names, not {value!r}")
+    return [_migration_name(method, "each of names", item, kind) for item in value]
+
+
+def _path(what: str, value: object) -> str | os.PathLike[str] | None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise UsageError(f"{what} must be a path (str or os.PathLike), not {type(value).__name__}")
+    return value
 
 
 def _seconds(value: float | str | None) -> float | None:
@@ -304,8 +363,12 @@ class Migretti:
         ``seeds_dir`` defaults to ``seeds`` beside the migrations directory. Plugins from
         entry points and ``MG_PLUGINS`` still load, as they would for ``mg``.
         """
+        if url is not None and not isinstance(url, str):
+            raise UsageError(f"from_url: url must be a str, not {type(url).__name__}")
         if not url:
             raise ConfigError("from_url: the database URL is empty")
+        _path("from_url: migrations_dir", migrations_dir)
+        _path("from_url: seeds_dir", seeds_dir)
         migrations = Path(os.path.abspath(os.path.expanduser(migrations_dir)))
         seeds = (
             Path(os.path.abspath(os.path.expanduser(seeds_dir)))
@@ -327,7 +390,15 @@ class Migretti:
         confirm: bool,
         fixed: _FixedConfig | None,
     ) -> None:
+        _path("config", config)
+        if env is not None and not isinstance(env, str):
+            raise UsageError(f"env must be a profile name (a str), not {env!r}")
+        if database_url is not None and not isinstance(database_url, str):
+            raise UsageError(f"database_url must be a str, not {type(database_url).__name__}")
+        _flags("Migretti", confirm=confirm)
         if not isinstance(plugins, (str, os.PathLike)):
+            if not isinstance(plugins, Iterable):
+                raise UsageError(f"plugins must be a list of plugins, not {plugins!r}")
             plugins = builtins.list(plugins)
         # what a fleet member's instance is built from (``fleet``)
         self._spec = (config, env, database_url, plugins, lock_timeout, confirm, fixed)
@@ -423,6 +494,17 @@ class Migretti:
         """Apply every pending migration (up to and including ``to``), like ``mg apply``."""
         from migretti_core import planning, running
 
+        if to is not None:
+            _migration_name("apply", "to", to)
+        _flags(
+            "apply",
+            dry_run=dry_run,
+            allow_out_of_order=allow_out_of_order,
+            verify=verify,
+            single_transaction=single_transaction,
+            confirm=confirm,
+        )
+
         request = planning.ApplyRequest(
             to=to,
             allow_out_of_order=allow_out_of_order,
@@ -448,6 +530,14 @@ class Migretti:
     ) -> RunResult:
         """Apply the next pending migration, like ``mg up``."""
         from migretti_core import planning, running
+
+        _flags(
+            "up",
+            dry_run=dry_run,
+            allow_out_of_order=allow_out_of_order,
+            verify=verify,
+            confirm=confirm,
+        )
 
         request = planning.ApplyRequest(
             limit=1, allow_out_of_order=allow_out_of_order, verify=verify
@@ -494,6 +584,15 @@ class Migretti:
     ) -> RunResult:
         from migretti_core import planning, running
 
+        if to is not None:
+            _migration_name(command, "to", to)
+        _flags(
+            command,
+            dry_run=dry_run,
+            allow_missing_down=allow_missing_down,
+            verify=verify,
+            confirm=confirm,
+        )
         request = planning.RollbackRequest(
             count=count, to=to, allow_missing_down=allow_missing_down, verify=verify
         )
@@ -506,6 +605,8 @@ class Migretti:
         (you completed it by hand), ``applied=False`` is ``--remove`` (you undid it)."""
         from migretti_core import running
 
+        _migration_name("fix", "id", id)
+        _flags("fix", applied=applied, confirm=confirm)
         mode = "applied" if applied else "remove"
         with self._lock:
             session = self._session("fix", confirm=confirm)
@@ -524,7 +625,8 @@ class Migretti:
     ) -> SeedResult:
         """Run the seeds that have not run with their current content (``all=True``: every
         one), or only ``names``; like ``mg seed [--all] [NAME...]``."""
-        wanted = [names] if isinstance(names, str) else builtins.list(names or ())
+        wanted = _names("seed", names, "seed")
+        _flags("seed", all=all, dry_run=dry_run, confirm=confirm)
         with self._lock:
             session = self._session("seed", dry_run=dry_run, confirm=confirm)
             try:
@@ -608,6 +710,7 @@ class Migretti:
         """
         from migretti_core import views
 
+        _flags("verify", raise_on_mismatch=raise_on_mismatch)
         with self._lock:
             state = views.current_state(self._session("verify"))
         data = views.verify_data(state)
@@ -648,7 +751,8 @@ class Migretti:
             raise PluginError("lint is not available: the lint plugin is not loaded")
         from migretti_plugins.lint.command import plan_to_lint
 
-        wanted = [names] if isinstance(names, str) else builtins.list(names or ())
+        wanted = _names("lint", names, "migration")
+        _flags("lint", all=all, strict=strict, raise_on_errors=raise_on_errors)
         with self._lock:
             session = self._session("lint")
             migrations, plan, version = plan_to_lint(session, all, wanted)
@@ -689,6 +793,11 @@ class Migretti:
         ``mg check`` exits; the result rides along as ``.result``, or is returned with
         ``raise_on_problems=False``.
         """
+        _flags("check", seeds=seeds, raise_on_problems=raise_on_problems)
+        if database_url is not None and not isinstance(database_url, str):
+            raise UsageError(
+                f"check: database_url must be a str, not {type(database_url).__name__}"
+            )
         plugin = self._app.loader.pm.get_plugin("check")
         run = getattr(plugin, "check", None)
         if run is None:

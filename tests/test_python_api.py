@@ -492,3 +492,40 @@ def test_status_lists_invalid_indexes_read_only(project: Project) -> None:
     assert status.as_dict()["invalid_indexes"] == cli_json(project, "status")["invalid_indexes"]
     with pytest.raises(TypeError):
         index["drop"] = "DROP TABLE t;"  # type: ignore[index]
+
+
+def test_wrong_argument_types_raise_usage_errors_before_anything_runs(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong type is a ``UsageError`` (exit code 2) naming the argument, never an
+    ``AttributeError`` from inside, and never a truthy string taken as True."""
+    three_tables(project)
+    monkeypatch.chdir(project.root)
+    mg = Migretti()
+    calls: list[tuple[str, Any]] = [
+        ("apply: to must be a str naming a migration, not 5", lambda: mg.apply(to=5)),
+        ("apply: dry_run must be True or False, not 'no'", lambda: mg.apply(dry_run="no")),
+        ("rollback: to must be a str naming a migration", lambda: mg.rollback(to=3)),
+        ("fix: id must be a str naming a migration, not None", lambda: mg.fix(None)),
+        ("fix: applied must be True or False, not 'no'", lambda: mg.fix("0001", "no")),
+        ("seed: each of names must be a str naming a seed, not 1", lambda: mg.seed([1])),
+        ("config must be a path (str or os.PathLike), not int", lambda: Migretti(123)),
+        ("database_url must be a str, not bytes", lambda: Migretti(database_url=b"x")),
+        ("plugins: 5 is not a plugin", lambda: Migretti(plugins=[5])),
+    ]
+    for message, call in calls:
+        with pytest.raises(MgError) as raised:
+            call()
+        assert raised.value.exit_code == 2
+        assert str(raised.value).startswith(message), str(raised.value)
+    assert mg.list()[0].status == "pending"  # nothing ran
+    assert mg.apply(to="0001").ids == ("0001",)
+
+
+def test_from_url_refuses_a_missing_migrations_directory(tmp_path: Path, database_url: str) -> None:
+    """As with ``migrations_dir:`` named in mg.yaml: a typo is an error, not "nothing to do"."""
+    mg = Migretti.from_url(database_url, tmp_path / "migratoins")
+    with pytest.raises(MgError) as raised:
+        mg.apply()
+    assert raised.value.exit_code == 2
+    assert "migratoins" in str(raised.value) and "does not exist" in str(raised.value)
