@@ -8,7 +8,9 @@ command line (which plugins may extend) is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from migretti_core.records import record
 
 VALUE_OPTIONS = {
     "--env": "env",
@@ -41,7 +43,7 @@ FLAG_OPTIONS = {
 PASSTHROUGH = frozenset({("db", "psql")})
 
 
-@dataclass
+@record
 class GlobalOptions:
     """What the user said on the command line that applies to every command."""
 

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from migretti_core import hookspec
 from migretti_core.errors import EXIT_FAILURE, EXIT_USAGE
+from migretti_core.records import record
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 Check = Callable[[Any], "str | None"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """What a call does with answers and errors (see the module docstring)."""
 
@@ -56,7 +56,7 @@ AFTER = Policy("after", on_mg_error="defer", on_crash="warn")
 SETUP = Policy("setup", crash_exit=EXIT_USAGE)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HookInfo:
     """Everything the core knows about one hook besides its signature."""
 

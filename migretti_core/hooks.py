@@ -20,13 +20,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migretti_core.errors import MgError, PluginError, PluginFailed
 from migretti_core.hookpolicy import HookInfo, info_of
 from migretti_core.messages import emit
+from migretti_core.records import record
 from migretti_core.types import (
     Config,
     ConfigRequest,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EFBIG, errno.EDQUOT, errno.EIO})
 
 
-@dataclass
+@record
 class _Frame:
     """One call in progress: which plugins failed in it, and a deferred ``MgError``."""
 

@@ -18,7 +18,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from types import FunctionType, MethodType, ModuleType
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ import pluggy
 from migretti_core import PROJECT_NAME, hookspecs
 from migretti_core.errors import PluginError
 from migretti_core.messages import emit
+from migretti_core.records import record
 
 ENTRY_POINT_GROUP = "migretti"
 _IMPL_ATTR = f"{PROJECT_NAME}_impl"  # where pluggy's HookimplMarker keeps its options
@@ -77,7 +78,7 @@ ORIGIN_OPTION = "command line"
 ORIGIN_CONFIG = "config"
 
 
-@dataclass
+@record
 class PluginInfo:
     """One plugin as ``mg plugins`` shows it."""
 

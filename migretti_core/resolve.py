@@ -10,16 +10,16 @@ matches several migrations is refused (exit 2) listing them, never guessed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import PurePath
 
 from migretti_core.errors import UsageError
+from migretti_core.records import record
 from migretti_core.types import HistoryEntry, Migration
 
 _SHOWN = 10
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Known:
     """Something a migration can be called by: its id, name and file name (None when only the
     history knows it)."""

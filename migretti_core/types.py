@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from migretti_core.records import record
 
 if TYPE_CHECKING:
     from migretti_core.hooks import Hooks
@@ -22,7 +24,7 @@ DEFAULT_TABLE_LOCK_TIMEOUT = 5.0
 DEFAULT_TABLE_LOCK_RETRIES = 10
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Key:
     """One key of a plugin's section, declared as tox's ``add_config`` does: name, type,
     default and help (for people and for ``Section.read``).
@@ -42,7 +44,7 @@ class Key:
         return f"{self.name} ({self.kind}{default}): {self.help}".rstrip(": ")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConfigRequest:
     """What the configuration hook needs to find and build the configuration.
 
@@ -58,7 +60,7 @@ class ConfigRequest:
     check_unknown: bool = True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """The merged configuration of the selected profile, interpolated.
 
@@ -87,7 +89,7 @@ class Config:
     hook_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Statement:
     """One SQL statement cut from a larger text; ``line`` is 1-based within that text."""
 
@@ -95,7 +97,7 @@ class Statement:
     line: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Migration:
     """A parsed migration file.
 
@@ -134,7 +136,7 @@ class Migration:
         return self.down_sql or "", self.down_line or self.up_line
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryEntry:
     """One row of ``_migrations`` as read from the database."""
 
@@ -150,7 +152,7 @@ class HistoryEntry:
     baseline: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryChange:
     """A change to the history, written by the history hook.
 
@@ -169,7 +171,7 @@ class HistoryChange:
     log: bool = True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     """The ordered migrations one command will run in one direction."""
 
@@ -182,7 +184,7 @@ class Plan:
         return tuple(m.id for m in self.steps)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LockReport:
     """What one migration did to relations that existed before it, measured in a dry run.
 
@@ -196,7 +198,7 @@ class LockReport:
     tables: tuple[tuple[str, int | None, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MigrationResult:
     """What happened to one migration of a plan (``locks``: a dry run's lock report)."""
 
@@ -210,7 +212,7 @@ class MigrationResult:
     locks: LockReport | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StatementInfo:
     """What the database plugin knows of one statement, asked only after it failed.
 
@@ -225,7 +227,7 @@ class StatementInfo:
     note: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LockHolder:
     """Who holds a lock we are waiting for: mg's advisory lock, or a table lock.
 
@@ -241,7 +243,7 @@ class LockHolder:
     lock: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """Where SQL will run, for people: never holds a password."""
 
@@ -256,7 +258,7 @@ class Target:
         return f"{self.user or '?'}@{host}{port}/{self.dbname or '?'}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScratchServer:
     """A server where mg may create and drop scratch databases (``mg check``, ``mg drift``).
 
@@ -269,7 +271,7 @@ class ScratchServer:
     description: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Event:
     """A diagnostic for the user or a log: a stable ``name`` plus context ``fields``."""
 
@@ -282,7 +284,7 @@ class Event:
 Severity = Literal["error", "warning"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LintRequest:
     """Migrations to lint, in the order they would run, and what is known about the target.
 
@@ -304,7 +306,7 @@ class LintRequest:
     apply: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LintFinding:
     """One lint finding; ``line``/``column`` are 1-based positions in the migration file."""
 
@@ -330,7 +332,7 @@ class LintFinding:
         }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     """Options of the current command that plugins may need to respect.
 
@@ -354,7 +356,7 @@ class Options:
         return self.extra.get(name, default)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Session:
     """Everything a hook needs about the current run: configuration, options, hooks."""
 

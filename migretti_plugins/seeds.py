@@ -12,7 +12,6 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from migretti_core.errors import (
     SqlError,
     UsageError,
 )
+from migretti_core.records import record
 from migretti_core.types import Config, Key, Migration, MigrationResult, Session
 
 SEED_TABLE = "_migrations_seeds"
@@ -68,7 +68,7 @@ def seeds_dir(config: Config) -> Path:
     return Path(os.path.normpath(config.root / os.path.expanduser(text)))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Seed:
     """One seed file; ``name`` (the file name) is its key in the tracking table."""
 

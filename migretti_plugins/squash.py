@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -22,6 +21,7 @@ import click
 from migretti_core import hookimpl, reporting
 from migretti_core.cli import app_of
 from migretti_core.errors import MgError, MigrationFileError, UsageError
+from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
 
 Splitter = Callable[[str], list[Statement]]
@@ -31,7 +31,7 @@ Splitter = Callable[[str], list[Statement]]
 _PROBE = "\nSELECT 1"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Squashed:
     """A squash ready to write: the new file's name and text, and what it replaces."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
@@ -32,6 +31,7 @@ import click
 
 from migretti_core import hookimpl
 from migretti_core.errors import EXIT_BLOCKED, ConfigError, DatabaseError
+from migretti_core.records import record
 from migretti_core.types import Config, ScratchServer, Session, Target
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ _FOREIGN_KEYS = ("host", "hostaddr", "port", "user", "password", "service", "url
 _databases_ready: set[tuple[Path, str]] = set()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EmbeddedTarget:
     """Which embedded server and database a configuration selects."""
 

@@ -6,13 +6,14 @@ docs/lint.md explains each rule: why, which lock, the safe rewrite and an exampl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from migretti_core.records import record
 from migretti_core.types import Severity
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
+    """One lint rule: its name, default severity and help."""
+
     name: str
     severity: Severity
     help: str

@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from migretti_core.errors import ConfigError, UsageError
+from migretti_core.records import record
 from migretti_core.types import Config, Severity
 from migretti_plugins.lint.catalogue import RULES
 
@@ -25,8 +26,10 @@ ON_APPLY = ("warn", "block", "off")
 _KEYS = ("enable", "disable", "severity", "server_version", "on_apply")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LintSettings:
+    """The lint settings in force: rules enabled and disabled, and severities changed."""
+
     enable: frozenset[str] = frozenset()
     disable: frozenset[str] = frozenset()
     severity: Mapping[str, Severity] = field(default_factory=dict)
