@@ -299,6 +299,10 @@ def test_ctrl_c_rolls_back_running_members_and_releases_their_locks(
     results = [m["result"] for m in report["members"]]
     assert results.count("interrupted") == 3
     assert results.count("skipped") == 2
+    for member in report["members"]:
+        if member["result"] == "interrupted":  # each was in pg_sleep: it ran for a while,
+            assert member["duration_ms"] > 0, member  # and says so on its own line
+            assert f"{member['name']}: interrupted in " in done.stderr, done.stderr
     for name in fleet.names:
         assert fleet.applied(name) == []
         assert fleet.rows(name, "SELECT to_regclass('slow') IS NULL")[0][0]

@@ -53,6 +53,7 @@ class Outcome:
     duration_ms: int = 0
     stdout: str = ""
     index: int = 0  # the member's place in the fleet
+    started: float | None = None  # time.monotonic() when it started
 
     @property
     def ok(self) -> bool:
@@ -339,11 +340,12 @@ class FleetRun:
         with self._lock:
             self._running[index] = (threading.current_thread(), plugins)
         outcome.result = "running"
+        outcome.started = time.monotonic()
         self.on_event("started", outcome)
         sink = Sink(f"{outcome.member.name}: ", self.schedule.keep_stdout)
         if self.parent.globals.json_log:
             sink.prefix = ""
-        started = time.monotonic()
+        started = outcome.started
         code: int = EXIT_INTERRUPTED
         error: str | None = "interrupted"
         plugin: MemberPlugin | None = None
@@ -389,6 +391,7 @@ class FleetRun:
         self.stop.set()
         with self._lock:
             running = list(self._running.values())
+            threads = {index: thread for index, (thread, _) in self._running.items()}
         for thread, plugins in running:
             _raise_in(thread)
             for plugin in plugins:
@@ -404,8 +407,15 @@ class FleetRun:
                 plugin.close()
         for outcome in self.outcomes:
             if outcome.result == "running":
+                # Ctrl-C landed in the member's thread outside its own unwinding: it is
+                # over (or given up on), so it is reported as every other member is.
                 outcome.result = "interrupted"
                 outcome.exit_code = EXIT_INTERRUPTED
                 outcome.error = "interrupted"
+                if outcome.started is not None:
+                    outcome.duration_ms = int((time.monotonic() - outcome.started) * 1000)
+                worker = threads.get(outcome.index)
+                if worker is None or not worker.is_alive():
+                    self.on_event("finished", outcome)
             elif outcome.result == "skipped" and outcome.error is None:
                 outcome.error = "not started: interrupted"
