@@ -97,4 +97,12 @@ def _redact_pairs(text: str) -> str:
 
 
 def _mask(match: re.Match[str]) -> str:
-    return match.group(1) + MASK if match.group(2) else match.group(0)
+    value = match.group(2)
+    if not value or _MASKED.fullmatch(value):  # masked already: keep what follows the mask
+        return match.group(0)
+    return match.group(1) + MASK
+
+
+# A value masked before, with the punctuation of the sentence around it
+# (``.../db?password=****: ok``): masking it again would swallow the ``:``.
+_MASKED = re.compile(r"\*\*\*\*[:;,.)\]]*")

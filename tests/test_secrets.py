@@ -257,6 +257,17 @@ def test_redact_masks_a_password_only_where_it_stands_as_a_value(text: str, mask
     assert redact(text, ["app"]) == masked
 
 
+def test_a_masked_url_named_in_a_sentence_keeps_the_sentence() -> None:
+    """A fleet member's URL, masked once, followed by ``: ok``: masking again keeps the
+    colon; an unmasked value is still masked whole, colon included."""
+    from migretti_core.redact import redact
+
+    shown = "postgresql:///t?host=/s&password=****: ok in 3 ms"
+    assert redact(shown) == shown
+    assert redact("host=/s password=****: ok") == "host=/s password=****: ok"
+    assert redact("host=/s password=hunter2: ok") == "host=/s password=**** ok"
+
+
 def test_redact_masks_a_password_with_symbols_and_the_longest_match_first() -> None:
     from migretti_core.redact import redact
 
