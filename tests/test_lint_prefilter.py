@@ -109,3 +109,33 @@ def test_comments_take_the_lexer_and_are_honoured(
         assert rules == []
     else:
         assert rules == ["ban-drop-column"]  # nothing from inside the comment
+
+
+def test_runs_of_repeats_are_passed_whole_and_what_breaks_them_is_linted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = rows()
+    body[4_000] = "create index u_a on u (a);"  # breaks the run: the rows after it run again
+    body[8_000] = "INSERT INTO t (id, a) VALUES(8000, 'no space before the row');"
+    body[8_001] = "INSERT INTO t (id, a, id) VALUES (1, 'x', 2);"
+    body[8_002] = "INSERT INTO t (id, a) VALUES\n(8002, 'another line');"
+    body.append("DROP TABLE old_things;")
+    sql = "CREATE TABLE t (id bigint PRIMARY KEY, a text);\n" + "\n".join(body) + "\n"
+    pieces = linter._fast_bulk(sql)
+    assert pieces is not None
+    # Parsed: the CREATE TABLE, the first INSERT, the index, the INSERT with id twice and the
+    # DROP TABLE; every other row repeats the first INSERT up to VALUES and is passed.
+    assert [piece.text[:13] for piece in pieces if piece.text] == [
+        "CREATE TABLE ",
+        "INSERT INTO t",
+        "create index ",
+        "INSERT INTO t",
+        "DROP TABLE ol",
+    ]
+    found = findings(sql)
+    assert found == whole(sql, monkeypatch)
+    assert located(sql, found) == {
+        ("require-concurrent-index-creation", 4_002),
+        ("ban-duplicate-column-assignments", 8_003),
+        ("ban-drop-table", ROWS + 3),  # body[8_002] takes two lines
+    }
