@@ -238,6 +238,10 @@ def test_protected_profile_asks_once_and_hooks_run_per_member(
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     applied = [e for e in events if e["event"] == "migration.applied"]
     assert sorted(e["target"] for e in applied) == fleet.names
+    assert all(line.startswith("{") for line in done.stderr.splitlines())  # JSON lines only
+    # The results on stdout still say which member each line is about.
+    results = [line for line in done.stdout.splitlines() if "applied 0001" in line]
+    assert sorted(line.split(": ")[0] for line in results) == fleet.names
 
 
 def test_a_fleet_asks_its_one_question_through_mg_prompt(tmp_path: Path, make_fleet: Any) -> None:

@@ -342,9 +342,8 @@ class FleetRun:
         outcome.result = "running"
         outcome.started = time.monotonic()
         self.on_event("started", outcome)
-        sink = Sink(f"{outcome.member.name}: ", self.schedule.keep_stdout)
-        if self.parent.globals.json_log:
-            sink.prefix = ""
+        json_log = self.parent.globals.json_log
+        sink = Sink(f"{outcome.member.name}: ", self.schedule.keep_stdout, "" if json_log else None)
         started = outcome.started
         code: int = EXIT_INTERRUPTED
         error: str | None = "interrupted"

@@ -75,8 +75,11 @@ class Sink:
     """What one member printed: stderr lines pass on live, stdout is kept (and shown live
     unless ``keep_stdout``)."""
 
-    def __init__(self, prefix: str, keep_stdout: bool) -> None:
+    def __init__(self, prefix: str, keep_stdout: bool, stderr_prefix: str | None = None) -> None:
         self.prefix = prefix
+        # With --json-log stderr carries JSON lines (their "target" names the member), which a
+        # prefix would break; the results on stdout keep the member's name in front.
+        self.stderr_prefix = prefix if stderr_prefix is None else stderr_prefix
         self.keep_stdout = keep_stdout
         self.stdout: list[str] = []
         self._partial = {"stdout": "", "stderr": ""}
@@ -90,10 +93,11 @@ class Sink:
         lines = data.split("\n")
         self._partial[which] = lines.pop()
         if lines:
-            self._emit(lines, real)
+            self._emit(which, lines, real)
 
-    def _emit(self, lines: list[str], real: TextIO) -> None:
-        text = "".join(f"{self.prefix}{line}\n" for line in lines)
+    def _emit(self, which: str, lines: list[str], real: TextIO) -> None:
+        prefix = self.prefix if which == "stdout" else self.stderr_prefix
+        text = "".join(f"{prefix}{line}\n" for line in lines)
         with _write_lock:
             _out(real, text)
             real.flush()
@@ -101,7 +105,7 @@ class Sink:
     def close(self, streams: dict[str, TextIO]) -> None:
         for which, rest in self._partial.items():
             if rest and not (which == "stdout" and self.keep_stdout):
-                self._emit([rest], streams[which])
+                self._emit(which, [rest], streams[which])
             self._partial[which] = ""
 
 
