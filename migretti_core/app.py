@@ -93,6 +93,7 @@ class App:
             environ=self.environ,
             known_sections=known | frozenset(self._orphan_sections(known)),
             check_unknown=check_unknown,
+            written_sections=self.hooks.written_sections(),
         )
 
     def _orphan_sections(self, known: frozenset[str]) -> dict[str, str]:

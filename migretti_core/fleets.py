@@ -51,7 +51,7 @@ SHOWN = 5  # members named in a confirmation error
 
 class _MemberTarget:
     """Points one instance at one member: the profile's configuration, the member's
-    connection (``fleet.runner.member_config``, as ``mg --fleet`` does)."""
+    connection and ``MG_TARGET`` (``fleet.runner``, as ``mg --fleet`` does)."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
@@ -62,6 +62,12 @@ class _MemberTarget:
 
         config = yield
         return member_config(config, self.member)
+
+    @hookimpl
+    def mg_program_environment(self) -> dict[str, str]:
+        from migretti_plugins.fleet.runner import member_environment
+
+        return member_environment(self.member)
 
 
 def _count(value: int | None, what: str, minimum: int) -> int | None:

@@ -35,6 +35,7 @@ from migretti_core.types import (
     Event,
     HistoryChange,
     HistoryEntry,
+    Key,
     LintFinding,
     LintRequest,
     LockHolder,
@@ -259,9 +260,19 @@ class Hooks:
     # --- configuration ----------------------------------------------------------------
 
     def config_sections(self) -> frozenset[str]:
+        """The top-level mg.yaml keys plugins own (``mg_config_sections``)."""
         names: set[str] = set()
         for sections in self.call("mg_config_sections"):
-            names.update(sections)
+            names.update(item if isinstance(item, str) else item.name for item in sections)
+        return frozenset(names)
+
+    def written_sections(self) -> frozenset[str]:
+        """Those of them the loader keeps as written (``Key.as_written``)."""
+        names: set[str] = set()
+        for sections in self.call("mg_config_sections"):
+            names.update(
+                item.name for item in sections if isinstance(item, Key) and item.as_written
+            )
         return frozenset(names)
 
     def load_config(self, request: ConfigRequest) -> Config:
@@ -566,6 +577,13 @@ class Hooks:
         for found in self.call("mg_program_dirs", config=config):
             dirs.extend(found)
         return dirs
+
+    def program_environment(self, config: Config) -> dict[str, str]:
+        """``mg_program_environment`` of every plugin; the last registered wins a name."""
+        env: dict[str, str] = {}
+        for found in reversed(self.call("mg_program_environment", config=config)):
+            env.update(found)
+        return env
 
     def spare_program_dirs(self, config: Config) -> list[Path]:
         """``mg_spare_program_dirs`` of every plugin, the last registered first."""

@@ -34,6 +34,7 @@ from migretti_core.hookpolicy import (
 from migretti_core.types import (
     Config,
     HistoryEntry,
+    Key,
     LintFinding,
     Migration,
     MigrationResult,
@@ -69,9 +70,13 @@ def _click_parameters(value: Any) -> str | None:
 # --- configuration -------------------------------------------------------------------------
 
 
-@spec(NOTIFY, returns=list_of(str))
-def mg_config_sections() -> list[str]:  # type: ignore[empty-body]
-    """Top-level mg.yaml sections this plugin owns, so they are not rejected as unknown."""
+@spec(NOTIFY, returns=list_of((str, Key)))
+def mg_config_sections() -> list[str | Key]:  # type: ignore[empty-body]
+    """Top-level mg.yaml sections this plugin owns, so they are not rejected as unknown.
+
+    A name, or a ``Key``; a ``Key`` with ``as_written`` is kept as written (``${VAR}``
+    unresolved) for the plugin to resolve itself.
+    """
 
 
 @spec(FIRST.exiting(2), returns=instance_of(Config), required="configuration")
@@ -182,6 +187,12 @@ def mg_program_dirs(config: Config) -> list[Path]:  # type: ignore[empty-body]
     """Directories to put first on ``PATH`` for programs run against the target (shell
     hooks), so their ``pg_dump`` and ``psql`` match the server: the ``embedded`` plugin
     answers with its server's ``bin`` directory."""
+
+
+@spec(COLLECT, since="1.1", returns=mapping_of(str))
+def mg_program_environment(config: Config) -> Mapping[str, str]:  # type: ignore[empty-body]
+    """Environment variables for programs run against the target (shell hooks), set after
+    mg's own: a fleet member's ``MG_TARGET``."""
 
 
 @spec(COLLECT, since="1.1", returns=list_of(Path))

@@ -57,7 +57,7 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin("lock", "migretti_plugins.lock"),
     Builtin("history", "migretti_plugins.history"),
     Builtin("dryrun", "migretti_plugins.dryrun"),
-    Builtin("shellhooks", "migretti_plugins.shellhooks", ("hook_timeout",)),
+    Builtin("shellhooks", "migretti_plugins.shellhooks", ("hook_timeout", "hooks")),
     Builtin("protect", "migretti_plugins.protect", ("protected",)),
     Builtin("output", "migretti_plugins.output"),
     Builtin("jsonlog", "migretti_plugins.jsonlog"),

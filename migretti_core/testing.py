@@ -23,6 +23,7 @@ when it is installed. The guide is docs/plugins/testing.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -48,7 +49,7 @@ from migretti_core.plugins import (
     PluginInfo,
     PluginLoader,
 )
-from migretti_core.types import DEFAULT_LOCK_ID, Config, Migration, Options, Session
+from migretti_core.types import DEFAULT_LOCK_ID, Config, Key, Migration, Options, Session
 
 __all__ = [
     "MG_COMMAND",
@@ -170,11 +171,24 @@ def make_config(
         env_name=env if in_profiles else None,
         environ=dict(os.environ if environ is None else environ),
         check_unknown=False,
+        written_sections=_builtin_written_sections(),
     )
     config = build_config(parsed, request, root / "mg.yaml")
     if env is not None and not in_profiles:
         config = dataclasses.replace(config, env=env)
     return dataclasses.replace(config, **fields) if fields else config
+
+
+@functools.cache
+def _builtin_written_sections() -> frozenset[str]:
+    """The builtins' keys kept as written (``Key.as_written``), as in a real run."""
+    names: set[str] = set()
+    for _name, module_name, _keys in BUILTINS:
+        declare = getattr(importlib.import_module(module_name), "mg_config_sections", None)
+        for item in declare() if declare is not None else ():
+            if isinstance(item, Key) and item.as_written:
+                names.add(item.name)
+    return frozenset(names)
 
 
 def make_session(hooks: Hooks, config: Config, **options: Any) -> Session:

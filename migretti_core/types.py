@@ -30,13 +30,17 @@ class Key:
     default and help (for people and for ``Section.read``).
 
     ``kind`` names the ``Section`` reader: ``text``, ``boolean``, ``integer``, ``number``,
-    ``duration``, ``strings`` or ``mapping``.
+    ``duration``, ``strings`` or ``mapping``. A top-level key returned as a ``Key`` from
+    ``mg_config_sections`` with ``as_written`` is kept as written in ``Config.settings``: its
+    ``${VAR}`` references are not resolved, for a plugin that resolves them itself (with
+    ``Config.environ``), as ``shellhooks`` and ``fleet`` do.
     """
 
     name: str
     kind: Literal["text", "boolean", "integer", "number", "duration", "strings", "mapping"]
     default: Any = None
     help: str = ""
+    as_written: bool = False
 
     def describe(self) -> str:
         """``timeout (duration, default 5): how long to wait`` for listings and docs."""
@@ -58,6 +62,8 @@ class ConfigRequest:
     environ: Mapping[str, str]
     known_sections: frozenset[str] = frozenset()
     check_unknown: bool = True
+    # Top-level keys whose owners resolve ``${VAR}`` themselves (``Key.as_written``).
+    written_sections: frozenset[str] = frozenset()
 
 
 @record(frozen=True)
@@ -65,10 +71,12 @@ class Config:
     """The merged configuration of the selected profile, interpolated.
 
     ``settings`` is the full merged mapping (read-only); plugins read their own sections
-    from it. ``hooks`` holds the shell commands with each ``${VAR}`` reference replaced by a
-    reference to an environment variable of ``hook_environment[hook]``. ``database`` holds
-    libpq parameters as strings exactly as written, or a single ``url`` key
-    (``MG_DATABASE_URL`` replaces it whole).
+    from it. ``database`` holds libpq parameters as strings exactly as written, or a single
+    ``url`` key (``MG_DATABASE_URL`` replaces it whole). ``source`` is the file as written
+    (every profile under ``envs``, no reference resolved, scalars as text) and ``environ``
+    the variables ``${VAR}`` references are resolved against (the environment over ``.env``):
+    for a plugin that checks its section in every profile or resolves references itself, as
+    ``shellhooks`` does for hook commands. Neither is shown by ``repr``.
     """
 
     path: Path | None
@@ -83,10 +91,8 @@ class Config:
     table_lock_retries: int = DEFAULT_TABLE_LOCK_RETRIES
     statement_timeout: float = 0.0
     plugins: tuple[str, ...] = ()
-    hooks: Mapping[str, str] = field(default_factory=dict)
-    # Per hook, the environment variables its command's ``${VAR}`` references were turned
-    # into, so the shell expands each interpolated value as data (see docs/hooks.md).
-    hook_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    source: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @record(frozen=True)

@@ -15,6 +15,7 @@ from migretti_core.types import DEFAULT_LOCK_ID, Config, ConfigRequest
 from migretti_plugins.config.loader import load_config, parse_duration
 from migretti_plugins.seeds import seeds_dir
 from migretti_plugins.shellhooks import hook_timeout
+from migretti_plugins.shellhooks.commands import hook_commands
 
 # The builtins, loaded as in a run: they declare their keys (seeds_dir, hook_timeout,
 # protected) and check them once the configuration is loaded.
@@ -40,6 +41,7 @@ def load(
         environ=dict(environ or {}),
         known_sections=known_sections | BUILTINS.config_sections(),
         check_unknown=check_unknown,
+        written_sections=BUILTINS.written_sections(),
     )
     config = load_config(request)
     BUILTINS.configure(config)
@@ -142,8 +144,9 @@ envs:
     hooks:
       pre_apply:
 """
-    assert set(load(tmp_path, text).hooks) == {"pre_apply", "post_apply"}
-    assert dict(load(tmp_path, text, env="dev").hooks) == {"post_apply": "echo done"}
+    assert set(hook_commands(load(tmp_path, text))) == {"pre_apply", "post_apply"}
+    hooks = hook_commands(load(tmp_path, text, env="dev"))
+    assert {name: hook.command for name, hook in hooks.items()} == {"post_apply": "echo done"}
 
 
 def test_yaml_merge_keys_work(tmp_path: Path) -> None:
@@ -346,6 +349,27 @@ def test_unknown_hook_name(tmp_path: Path) -> None:
     assert "pre_apply" in message
 
 
+def test_unknown_hook_name_in_a_profile_not_selected(tmp_path: Path) -> None:
+    # The shellhooks plugin checks every profile, so a typo for prod stops every command.
+    text = "hooks:\n  pre_apply: echo\nenvs:\n  prod:\n    hooks:\n      post_aply: echo\n"
+    message = load_error(tmp_path, text)
+    assert message == (
+        "mg.yaml: envs.prod.hooks: unknown hook 'post_aply' "
+        "(valid hooks: pre_apply, post_apply, pre_rollback, post_rollback, on_failure)"
+    )
+
+
+def test_hook_commands_refer_to_environment_variables(tmp_path: Path) -> None:
+    # The command keeps a reference; the value (here .env's) travels as a variable.
+    (tmp_path / ".env").write_text("NOTE='x\"; touch pwned; echo \"'\n")
+    text = 'hooks:\n  pre_apply: echo "${NOTE}" "${NOTE:-a}" $${HOME}\n  post_apply: ""\n'
+    hooks = hook_commands(load(tmp_path, text))
+    assert list(hooks) == ["pre_apply"]
+    assert hooks["pre_apply"].command == 'echo "${MG_VAR_NOTE}" "${MG_VAR_NOTE}" ${HOME}'
+    assert dict(hooks["pre_apply"].environment) == {"MG_VAR_NOTE": 'x"; touch pwned; echo "'}
+    assert "pwned" not in repr(load(tmp_path, text))  # source and environ stay out of repr
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
@@ -419,7 +443,7 @@ def test_no_config_file_gives_defaults(tmp_path: Path) -> None:
     assert seeds_dir(config) == tmp_path / "seeds"
     assert (config.lock_timeout, hook_timeout(config)) == (600.0, 600.0)
     assert config.plugins == ()
-    assert dict(config.hooks) == {}
+    assert hook_commands(config) == {}
     assert is_protected(config) is False
 
 
@@ -500,7 +524,9 @@ def test_settings_are_read_only(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         config.database["host"] = "evil"  # type: ignore[index]
     with pytest.raises(TypeError):
-        config.hooks["pre_apply"] = "rm -rf /"  # type: ignore[index]
+        config.source["plugins"] = "rm -rf /"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.environ["PATH"] = "/tmp"  # type: ignore[index]
     assert config.settings["notify"]["to"] == ["x"]
     with pytest.raises(TypeError):
         config.settings["notify"]["to"].append("evil")

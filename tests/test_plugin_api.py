@@ -252,7 +252,7 @@ def test_a_string_from_config_sections_is_refused(tmp_path: Path) -> None:
     result = run_cli(["create", "first"], cwd=root, plugins=[sections])
     assert result.exit_code == 2
     assert (
-        "mg: error: plugin 'notify' returned str 'notify' instead of a list of str "
+        "mg: error: plugin 'notify' returned str 'notify' instead of a list of str or Key "
         "from mg_config_sections" in result.stderr
     )
     assert not list((root / "migrations").iterdir())

@@ -542,3 +542,43 @@ def test_hook_mg_program_dirs(tmp_path: Path, database_url: str) -> None:
     done = run_mg(["-p", "tools_plugin", "apply"], project)
     assert done.returncode == 0, done.stderr
     assert (project / "tool-ran.txt").read_text(encoding="utf-8") == "found\n"
+
+
+ENVIRONMENT_PLUGIN = """
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_program_environment(config):
+    return {"MG_TEST_WHERE": "from the plugin", "MG_EVENT": "not mg's"}
+"""
+
+
+def test_hook_mg_program_environment(tmp_path: Path, database_url: str) -> None:
+    # A plugin's variables reach the hook after mg's own, which they may replace.
+    project = tmp_path / "proj"
+    write_text(project / "env_plugin.py", ENVIRONMENT_PLUGIN)
+    write_text(
+        project / "mg.yaml",
+        f"database:\n  url: {json.dumps(database_url)}\n"
+        "hooks:\n  pre_apply: 'echo \"$MG_TEST_WHERE/$MG_EVENT\" > seen.txt'\n",
+    )
+    write_migration(project, "0001", "t", "CREATE TABLE t (id int);")
+    done = run_mg(["-p", "env_plugin", "apply"], project)
+    assert done.returncode == 0, done.stderr
+    assert (project / "seen.txt").read_text(encoding="utf-8") == "from the plugin/not mg's\n"
+
+
+def test_blocking_shellhooks_leaves_its_sections_ignored(tmp_path: Path, database_url: str) -> None:
+    project = tmp_path / "proj"
+    write_text(
+        project / "mg.yaml",
+        f"database:\n  url: {json.dumps(database_url)}\nhook_timeout: 5s\n"
+        "hooks:\n  pre_apply: touch ran.txt\n",
+    )
+    write_migration(project, "0001", "t", "CREATE TABLE t (id int);")
+    done = run_mg(["-p", "no:shellhooks", "apply"], project)
+    assert done.returncode == 0, done.stderr
+    assert "section 'hooks' is ignored: plugin 'shellhooks' is blocked" in done.stderr
+    assert "section 'hook_timeout' is ignored" in done.stderr
+    assert not (project / "ran.txt").exists()

@@ -113,8 +113,10 @@ def _database_on(session: Session, admin: str, where: str) -> Iterator[Scratch]:
             database={"url": _with_dbname(admin, name)},
             env=None,
             # Nothing to protect and no deployment hooks on a scratch database.
-            settings={k: v for k, v in session.config.settings.items() if k != "protected"},
-            hooks={},
+            settings={
+                k: v for k, v in session.config.settings.items() if k not in ("protected", "hooks")
+            },
+            source={k: v for k, v in session.config.source.items() if k != "hooks"},
         )
         scratch_session = dataclasses.replace(session, config=config)
         yield Scratch(scratch_session, f"{name} on {where}", version)

@@ -6,18 +6,24 @@ converted here, each error naming the file and the key.
 
 Decisions (see also docs/configuration.md):
 
-- An empty value (``key:``) means "not set": the default applies, an empty ``hooks`` entry
-  in a profile disables that hook, an empty ``database`` or ``plugins`` is empty.
+- An empty value (``key:``) means "not set": the default applies, an empty ``database`` or
+  ``plugins`` is empty.
 - A profile whose ``database`` sets ``url`` replaces the top-level ``database`` whole, so
   leftover top-level host or password parameters never override the profile's URL.
 - ``database.embedded`` becomes a bool; every other ``database`` value stays a string.
 - ``MG_DATABASE_URL`` or ``MG_LOCK_ID`` set to an empty string count as unset; with
   ``MG_DATABASE_URL`` set, the file's ``database`` is not interpolated at all.
 - The loader knows only the core's keys. A builtin's top-level keys (``seeds_dir``,
-  ``hook_timeout``, ``protected``) are declared and read by that builtin, like any plugin's
-  section (``migretti_core.settings.top_level_setting``).
+  ``hook_timeout``, ``hooks``, ``protected``) are declared and read by that builtin, like any
+  plugin's section (``migretti_core.settings.top_level_setting``).
+- ``Config.source`` is the file as written (every profile, nothing resolved) and
+  ``Config.environ`` the variables references were resolved against (the environment over
+  ``.env``), for a plugin that checks every profile or resolves references itself: the
+  ``shellhooks`` plugin turns each ``${VAR}`` of a hook command into an environment variable
+  instead of text.
 - ``Config.settings`` is the selected profile merged and interpolated (without ``envs``;
-  ``fleets`` stays as written, for the fleet plugin to interpolate the fleet in use); its
+  a section whose owner declares it ``as_written`` stays as written, ``fleets`` and
+  ``hooks`` among the builtins, for the plugin to resolve what it uses); its
   ``database`` is the effective one. The core's keys hold the text as written (use the
   ``Config`` fields for typed values); any other top-level key is a plugin's section and
   keeps its YAML types (bool, int, float, None, str, list, dict), frozen
@@ -37,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from migretti_core.durations import parse_duration
 from migretti_core.errors import ConfigError, ConfigRefused
-from migretti_core.interpolation import REFERENCE, interpolate, resolve_reference, with_dotenv
+from migretti_core.interpolation import interpolate, with_dotenv
 from migretti_core.settings import FrozenDict, FrozenList
 from migretti_core.types import (
     DEFAULT_LOCK_ID,
@@ -58,7 +64,6 @@ CORE_KEYS = frozenset(
         "lock_id",
         "lock_timeout",
         "envs",
-        "hooks",
         "plugins",
         "migrations_dir",
         "table_lock_timeout",
@@ -66,10 +71,6 @@ CORE_KEYS = frozenset(
         "statement_timeout",
     }
 )
-# Sections kept as written (``${VAR}`` unresolved): the fleet plugin interpolates the fleet
-# in use only, as the profile in use only is, so a fleet's variable never breaks a command.
-LAZY_SECTIONS = frozenset({"fleets"})
-HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
 
@@ -112,20 +113,15 @@ def build_config(
     url = environ.get("MG_DATABASE_URL", "")
     if url:
         merged.pop("database", None)
-    hooks, hook_environment = _hook_commands(_hooks(merged.get("hooks", ""), label), environ, label)
+    # Sections whose owners resolve ${VAR} themselves (Key.as_written) stay as written.
+    written = request.written_sections
     settings = interpolate(
-        {
-            key: value
-            for key, value in merged.items()
-            if key != "hooks" and key not in LAZY_SECTIONS
-        },
+        {key: value for key, value in merged.items() if key not in written},
         environ,
         label,
         (),
     )
-    settings.update({key: merged[key] for key in LAZY_SECTIONS if key in merged})
-    if "hooks" in merged:
-        settings["hooks"] = hooks
+    settings.update({key: merged[key] for key in written if key in merged})
     database = {"url": url} if url else _database(settings.get("database", ""), label)
     settings["database"] = database
 
@@ -150,8 +146,8 @@ def build_config(
         ),
         statement_timeout=_timeout_or_off(settings, "statement_timeout", 0.0, label),
         plugins=_plugins(settings.get("plugins", ""), root, label),
-        hooks=MappingProxyType(hooks),
-        hook_environment=_freeze(hook_environment),
+        environ=MappingProxyType(environ),
+        source=_as_written(data),
     )
 
 
@@ -313,7 +309,7 @@ def _typed(value: Any) -> Any:
 def _check_keys(
     data: Mapping[str, Any], valid: frozenset[str] | None, label: str, where: str
 ) -> None:
-    """Refuse unknown keys (``valid`` None accepts any), ``envs`` in a profile, unknown hooks."""
+    """Refuse unknown keys (``valid`` None accepts any) and ``envs`` in a profile."""
     prefix = f"{label}: {where}: " if where else f"{label}: "
     if where and "envs" in data:
         raise ConfigError(f"{prefix}a profile cannot define 'envs'")
@@ -326,15 +322,6 @@ def _check_keys(
         close = difflib.get_close_matches(key, choices, n=1)
         guess = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{prefix}unknown key '{key}'{guess} (valid keys: {', '.join(choices)})")
-    hooks = data.get("hooks", "")
-    if isinstance(hooks, dict):
-        hooks_where = f"{where}.hooks" if where else "hooks"
-        for name in hooks:
-            if name not in HOOK_NAMES:
-                raise ConfigError(
-                    f"{label}: {hooks_where}: unknown hook '{name}' "
-                    f"(valid hooks: {', '.join(HOOK_NAMES)})"
-                )
 
 
 def _profiles(envs: Any, valid: frozenset[str] | None, label: str) -> dict[str, dict[str, Any]]:
@@ -370,46 +357,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             result[key] = value
     return result
-
-
-def _hook_commands(
-    hooks: Mapping[str, str], environ: Mapping[str, str], label: str
-) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Hook commands whose interpolated values reach the shell as data, never as code."""
-    commands: dict[str, str] = {}
-    environments: dict[str, dict[str, str]] = {}
-    for hook, command in hooks.items():
-        commands[hook], values = _hook_command(command, environ, label, f"hooks.{hook}")
-        if values:
-            environments[hook] = values
-    return commands, environments
-
-
-def _hook_command(
-    command: str, environ: Mapping[str, str], label: str, key: str
-) -> tuple[str, dict[str, str]]:
-    """Each ``${VAR}`` (or ``${VAR:-default}``) is resolved as everywhere else, but its value
-    goes into an environment variable ``MG_VAR_<VAR>`` and the command refers to that
-    variable: quotes, ``;`` or ``$(...)`` in a value are never parsed by the shell.
-    ``$${`` stays a literal ``${`` for the shell's own expansions.
-    """
-    values: dict[str, str] = {}
-    if "${" not in command:
-        return command, values
-
-    def refer(match: re.Match[str]) -> str:
-        text = resolve_reference(match, command, environ, label, key)
-        if match.group(0) == "$${":
-            return text
-        variable = base = f"MG_VAR_{match.group(1)}"
-        number = 1
-        while values.get(variable, text) != text:
-            number += 1
-            variable = f"{base}_{number}"
-        values[variable] = text
-        return "${" + variable + "}"
-
-    return REFERENCE.sub(refer, command), values
 
 
 def _database(value: Any, label: str) -> dict[str, Any]:
@@ -523,24 +470,6 @@ def _plugins(value: Any, root: Path, label: str) -> tuple[str, ...]:
     return tuple(plugins)
 
 
-def _hooks(value: Any, label: str) -> dict[str, str]:
-    if not _is_set(value):
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"{label}: hooks: expected a mapping of event to command, got {_kind(value)}"
-        )
-    hooks: dict[str, str] = {}
-    for name, command in value.items():
-        if not isinstance(command, str):
-            raise ConfigError(
-                f"{label}: hooks.{name}: expected a shell command, got {_kind(command)}"
-            )
-        if command.strip():
-            hooks[name] = str(command)
-    return hooks
-
-
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
@@ -556,6 +485,15 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_freeze(item) for item in value)
     return str(value) if isinstance(value, _Plain) else value
+
+
+def _as_written(value: Any) -> Any:
+    """The file's data as written: text, read-only lists and mappings."""
+    if isinstance(value, dict):
+        return FrozenDict({key: _as_written(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return FrozenList(_as_written(item) for item in value)
+    return str(value) if isinstance(value, str) else value
 
 
 def _freeze_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:

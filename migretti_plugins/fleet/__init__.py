@@ -14,7 +14,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from migretti_core import hookimpl
-from migretti_core.types import Config
+from migretti_core.types import Config, Key
 
 if TYPE_CHECKING:
     import click
@@ -41,8 +41,12 @@ CHANGING = frozenset({"apply", "migrate", "up", "down", "rollback", "fix", "seed
 
 
 @hookimpl
-def mg_config_sections() -> list[str]:
-    return ["fleets"]
+def mg_config_sections() -> list[str | Key]:
+    # As written: only the fleet in use is interpolated, so a variable another fleet needs
+    # never breaks a command.
+    return [
+        Key("fleets", "mapping", None, "named groups of targets (docs/scaling.md)", as_written=True)
+    ]
 
 
 @hookimpl

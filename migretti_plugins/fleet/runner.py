@@ -36,7 +36,6 @@ from migretti_core.types import (
 from migretti_plugins.fleet.members import Member
 from migretti_plugins.fleet.streams import Sink, member_output
 
-HOOK_NAMES = ("pre_apply", "post_apply", "pre_rollback", "post_rollback", "on_failure")
 MEMBER_PLUGIN = "fleet-member"
 
 
@@ -61,17 +60,16 @@ class Outcome:
 
 
 def member_config(config: Config, member: Member) -> Config:
-    """The profile's configuration with this member's connection and ``MG_TARGET``."""
+    """The profile's configuration with this member's connection."""
     database = member.database(config.database)
     settings = dict(config.settings)
     settings["database"] = database
-    names = set(HOOK_NAMES) | set(config.hooks)
-    hook_environment = {
-        name: {**config.hook_environment.get(name, {}), "MG_TARGET": member.name} for name in names
-    }
-    return dataclasses.replace(
-        config, database=database, settings=settings, hook_environment=hook_environment
-    )
+    return dataclasses.replace(config, database=database, settings=settings)
+
+
+def member_environment(member: Member) -> dict[str, str]:
+    """What programs run against the member (shell hooks) see: its name as ``MG_TARGET``."""
+    return {"MG_TARGET": member.name}
 
 
 class MemberPlugin:
@@ -89,6 +87,10 @@ class MemberPlugin:
     def mg_load_config(self, request: ConfigRequest) -> Generator[None, Config, Config]:
         config = yield
         return member_config(config, self.member)
+
+    @hookimpl
+    def mg_program_environment(self) -> dict[str, str]:
+        return member_environment(self.member)
 
     @hookimpl(wrapper=True)
     def mg_connect(self, session: Session) -> Generator[None, Any, Any]:

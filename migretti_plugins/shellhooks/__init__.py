@@ -7,6 +7,10 @@ redaction as every other output and reported line by line as ``hook.output`` eve
 stderr for people, as JSON lines with ``--json-log``; mg's stdout stays reserved for results.
 The command text is never reported, only the hook's name, because interpolation may have put
 a secret in it.
+
+The plugin owns its mg.yaml keys: ``hook_timeout`` and ``hooks``, whose commands it builds
+itself from the file as written (``commands.py``), so each ``${VAR}`` reaches the shell as an
+environment variable, never as shell text.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ if TYPE_CHECKING:
     from migretti_plugins.shellhooks.runner import Outcome
 
 HOOK_TIMEOUT = Key("hook_timeout", "duration", 600.0, "how long one hook command may run")
+HOOKS = Key(
+    "hooks",
+    "mapping",
+    None,
+    "shell commands run around the commands that change the database (docs/hooks.md)",
+    as_written=True,  # each ${VAR} becomes an environment variable (commands.py)
+)
 
 
 def hook_timeout(config: Config) -> float:
@@ -130,6 +141,8 @@ def hook_environment(
     if first:
         rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in first]
         env["PATH"] = os.pathsep.join([*first, *rest])
+    # What plugins add for programs run against the target (a fleet member's MG_TARGET).
+    env.update(session.hooks.program_environment(session.config))
     return env
 
 
@@ -141,8 +154,10 @@ def run_hook(
     Never raises for a hook that cannot be started: the outcome says why, so the caller
     decides whether that aborts the command.
     """
-    command = session.config.hooks.get(name)
-    if not command or not command.strip():
+    from migretti_plugins.shellhooks.commands import hook_commands
+
+    hook = hook_commands(session.config).get(name)
+    if hook is None:
         return None
     fields = {"hook": name, "direction": plan.direction}
     report(session, "hook.started", "info", f"running {name} hook", **fields)
@@ -151,7 +166,7 @@ def run_hook(
         params = session.hooks.connection_params(session)
         redact = _redactor(session, params)
         env = hook_environment(session, name, plan, params)
-        env.update(session.config.hook_environment.get(name, {}))
+        env.update(hook.environment)
         env.update({key: redact(value) for key, value in (extra or {}).items()})
 
         def on_line(line: str) -> None:
@@ -160,7 +175,7 @@ def run_hook(
         from migretti_plugins.shellhooks.runner import run_command
 
         outcome = run_command(
-            command, cwd=str(session.config.root), env=env, timeout=timeout, on_line=on_line
+            hook.command, cwd=str(session.config.root), env=env, timeout=timeout, on_line=on_line
         )
     except Exception as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -224,13 +239,17 @@ def _stay(plan: Plan, state: str) -> str:
 
 
 @hookimpl
-def mg_config_sections() -> list[str]:
-    return [HOOK_TIMEOUT.name]
+def mg_config_sections() -> list[str | Key]:
+    return [HOOK_TIMEOUT.name, HOOKS]
 
 
 @hookimpl
 def mg_configure(config: Config) -> None:
-    hook_timeout(config)  # a bad value stops every command, as it always did
+    from migretti_plugins.shellhooks.commands import hook_commands
+
+    # A bad value stops every command, as it always did.
+    hook_timeout(config)
+    hook_commands(config)
 
 
 @hookimpl
