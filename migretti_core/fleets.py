@@ -240,6 +240,8 @@ class Fleet:
         confirm: bool = False,
     ) -> FleetResult[RunResult]:
         """``mg apply --fleet NAME``: each member's ``RunResult``."""
+        _check("apply", to=to, dry_run=dry_run, allow_out_of_order=allow_out_of_order)
+        _check("apply", verify=verify, single_transaction=single_transaction, confirm=confirm)
         return self._run(
             "apply",
             lambda mg: mg.apply(
@@ -263,6 +265,8 @@ class Fleet:
         confirm: bool = False,
     ) -> FleetResult[RunResult]:
         """``mg up --fleet NAME``."""
+        _check("up", dry_run=dry_run, allow_out_of_order=allow_out_of_order, verify=verify)
+        _check("up", confirm=confirm)
         return self._run(
             "up",
             lambda mg: mg.up(
@@ -281,6 +285,8 @@ class Fleet:
         confirm: bool = False,
     ) -> FleetResult[RunResult]:
         """``mg down --fleet NAME``."""
+        _check("down", dry_run=dry_run, allow_missing_down=allow_missing_down, verify=verify)
+        _check("down", confirm=confirm)
         return self._run(
             "down",
             lambda mg: mg.down(
@@ -303,6 +309,8 @@ class Fleet:
         """``mg rollback [N] [--to ID] --fleet NAME``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise UsageError(f"rollback: n must be an integer of at least 1, not {n!r}")
+        _check("rollback", to=to, dry_run=dry_run, allow_missing_down=allow_missing_down)
+        _check("rollback", verify=verify, confirm=confirm)
         return self._run(
             "rollback",
             lambda mg: mg.rollback(
@@ -321,6 +329,7 @@ class Fleet:
         self, id: str, applied: bool = True, *, confirm: bool = False
     ) -> FleetResult[FixResult]:
         """``mg fix ID --applied`` (``applied=False``: ``--remove``) on every member."""
+        _check("fix", id=id, applied=applied, confirm=confirm)
         return self._run(
             "fix", lambda mg: mg.fix(id, applied, confirm=True), changing=True, confirm=confirm
         )
@@ -334,6 +343,7 @@ class Fleet:
         confirm: bool = False,
     ) -> FleetResult[SeedResult]:
         """``mg seed [NAME...] [--all] --fleet NAME``."""
+        _check("seed", names=names, all=all, dry_run=dry_run, confirm=confirm)
         return self._run(
             "seed",
             lambda mg: mg.seed(names, all=all, dry_run=dry_run, confirm=True),
@@ -368,12 +378,30 @@ class Fleet:
     ) -> FleetResult[LintResult]:
         """``mg lint --fleet NAME``: each member's pending migrations, as one plan. (Every
         file, or files by name, read no database: ``Migretti.lint`` lints them once.)"""
+        _check("lint", strict=strict)
         return self._run(
             "lint",
             lambda mg: mg.lint(
                 strict=strict, enable=enable, disable=disable, server_version=server_version
             ),
         )
+
+
+def _check(method: str, **arguments: object) -> None:
+    """The arguments' types, checked once before any member starts (``confirm="no"`` must
+    not count as a confirmation for the whole fleet)."""
+    from migretti_core.application import _flags, _migration_name, _names
+
+    for name, value in arguments.items():
+        if name == "to":
+            if value is not None:
+                _migration_name(method, name, value)
+        elif name == "id":
+            _migration_name(method, name, value)
+        elif name == "names":
+            _names(method, value, "seed")
+        else:
+            _flags(method, **{name: value})
 
 
 def _batch(

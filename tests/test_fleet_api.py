@@ -212,6 +212,10 @@ def test_a_protected_profile_is_refused_once_before_any_member(setup: Setup) -> 
 
     with pytest.raises(ConfirmationRequired) as refused:
         fleet.apply()
+    with pytest.raises(UsageError) as not_a_bool:  # a truthy string is no confirmation
+        fleet.apply(confirm="no")  # type: ignore[arg-type]
+    assert not_a_bool.value.exit_code == 2
+    assert str(not_a_bool.value) == "apply: confirm must be True or False, not 'no'"
 
     assert refused.value.exit_code == 5
     assert "5 databases" in str(refused.value) and setup.names[0] in str(refused.value)
