@@ -166,7 +166,7 @@ def test_the_types_are_frozen_dataclasses_with_their_methods() -> None:
     config = types.Config(
         path=None, root=Path("."), env=None, settings={}, database={}, migrations_dir=Path("m")
     )
-    assert config.hooks == {} and config.lock_id == types.DEFAULT_LOCK_ID
+    assert config.source == {} and config.lock_id == types.DEFAULT_LOCK_ID
     changed = dataclasses.replace(config, env="prod")
     assert changed.env == "prod" and changed != config
     assert changed == dataclasses.replace(config, env="prod")

@@ -9,7 +9,7 @@
       tenant_11  applying [1/3] 0001 add_users  0s
 
 The block sits at the bottom of the terminal (stderr, where ``mg apply``'s own progress line
-goes, see ``migretti_plugins.progress``). Every line printed while it is shown (a member's
+goes, see ``migretti_plugins.output.progress``). Every line printed while it is shown (a member's
 results, its errors, the fleet's events) is written above it: the block is erased, the line
 written and the block drawn again, under the lock of ``streams``, so nothing ever lands
 inside it. It is redrawn every second for the elapsed times, erased for good before the
