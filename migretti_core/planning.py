@@ -7,7 +7,6 @@ hooks: nothing here connects to a database.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from migretti_core.errors import (
 from migretti_core.reporting import display_path
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, checksum_matches
+from migretti_core.textfiles import read_bytes
 from migretti_core.types import (
     Migration,
     Plan,
@@ -45,7 +45,7 @@ def load_migrations(session: Session) -> list[Migration]:
     migrations: list[Migration] = []
     for path in hooks.discover_migrations(session.config):
         try:
-            raw = _read_file(path)
+            raw = read_bytes(path)
         except OSError as exc:
             problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
             continue
@@ -90,19 +90,6 @@ def nul_problem(path: Path, raw: bytes) -> str | None:
         f"{display_path(path)}:{line}: NUL character (byte 0) at column {column}; PostgreSQL "
         f"cannot receive it and the SQL would be cut short there{hint}"
     )
-
-
-def _read_file(path: Path) -> bytes:
-    """The file's bytes with plain system calls: with 10,000 files, buffered IO objects and
-    ``Path.read_bytes`` cost more than the reading itself."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _prefix_dir(path: Path, problem: str) -> str:

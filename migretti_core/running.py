@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from migretti_core.errors import (
     Aborted,
@@ -45,6 +45,7 @@ from migretti_core.state import State, order_history
 from migretti_core.types import (
     Action,
     Direction,
+    FileText,
     HistoryChange,
     LintFinding,
     LintRequest,
@@ -125,29 +126,63 @@ def sql_failure(
     return failure
 
 
+class QueryParts(Sequence[str]):
+    """The parts of a query as ``mg_execute_transaction`` receives them: a ``FileText`` is
+    read when its part is taken, and not kept, so a plugin going through the parts one at
+    a time (as it sends them) holds one copy of a large migration at most, beside its own."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: Sequence[str | FileText]) -> None:
+        self._parts = tuple(parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> QueryParts: ...
+
+    def __getitem__(self, index: int | slice) -> str | QueryParts:
+        if isinstance(index, slice):
+            return QueryParts(self._parts[index])
+        return _loaded(self._parts[index])
+
+    def __iter__(self) -> Iterator[str]:
+        for part in self._parts:
+            yield _loaded(part)
+
+
+def _loaded(text: str | FileText) -> str:
+    return text.load() if isinstance(text, FileText) else text
+
+
 @dataclass(frozen=True)
 class MigrationQuery:
     """The one query a migration is sent as: the lock check, the migration's SQL, its record.
 
     Kept in three parts, so a 20 MB migration is not copied to put them together, and so
-    the position of a server error tells which part failed.
+    the position of a server error tells which part failed. The SQL of a large file is a
+    ``FileText``, read from the file when the parts are taken (see ``QueryParts``).
     """
 
     head: str
-    sql: str
+    sql: str | FileText
     tail: str
 
     @classmethod
-    def build(cls, check: str | None, sql: str, record: str | None) -> MigrationQuery:
+    def build(cls, check: str | None, sql: str | FileText, record: str | None) -> MigrationQuery:
         return cls(f"{check};\n" if check else "", sql, f"\n;\n{record}" if record else "")
 
     @property
-    def parts(self) -> tuple[str, str, str]:
-        return (self.head, self.sql, self.tail)
+    def parts(self) -> QueryParts:
+        return QueryParts((self.head, self.sql, self.tail))
 
     @property
     def text(self) -> str:
-        return self.head + self.sql + self.tail
+        return "".join(self.parts)
 
     @property
     def sql_start(self) -> int:
@@ -174,15 +209,19 @@ class MigrationQuery:
         return message if at == -1 else message[:at].rstrip() + '..."'
 
 
-def _blank(sql: str) -> bool:
-    """``not sql.strip()`` without copying a large text."""
+def _blank(sql: str | FileText) -> bool:
+    """``not sql.strip()`` without copying (or reading) a large text."""
+    if isinstance(sql, FileText):
+        return sql.blank
     return not sql or sql.isspace()
 
 
 def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
     """Run one migration and record it; return its duration in milliseconds."""
     hooks = session.hooks
-    sql, first_line = migration.section(direction)
+    # A large file's section stays a FileText, read as it is sent and again only for an
+    # error: holding it here would keep a second copy beside the query while it runs.
+    sql, first_line = migration.section_kept(direction)
     action: Action = "UP" if direction == "up" else "DOWN"
     status: Any = "applied" if direction == "up" else None
     started = time.perf_counter()
@@ -230,7 +269,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                                 migration,
                                 exc,
                                 query,
-                                sql,
+                                _loaded(sql),
                                 first_line,
                                 lock_wait,
                                 attempt - 1,
@@ -245,12 +284,12 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                             query,
                             part,
                             exc,
-                            sql,
+                            _loaded(sql),
                             first_line,
                         ) from exc
             _lock_retry(session, migration, attempt, retries, lock_wait, holders, failure)
 
-    statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(sql)
+    statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(_loaded(sql))
     running = HistoryChange(
         migration.id, migration.name, migration.checksum, action, "running", log=False
     )

@@ -22,6 +22,8 @@ def normalize_text(raw: bytes, path: Path | None = None) -> str:
         name = path.name if path is not None else "<input>"
         line = _normalize(raw[: exc.start].decode("utf-8")).count("\n") + 1
         raise MigrationFileError([f"{name}:{line}: not valid UTF-8 ({exc.reason})"]) from None
+    if not raw.startswith(b"\xef\xbb\xbf") and b"\r" not in raw:
+        return text  # nothing to normalise: not searched again as text
     return _normalize(text)
 
 
@@ -33,6 +35,76 @@ def _normalize(text: str) -> str:
 def checksum(text: str) -> str:
     """SHA-256 of the normalised text; equals 0.10's checksum of the raw bytes for LF files."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes with plain system calls (with 10,000 files, buffered IO objects and
+    ``Path.read_bytes`` cost more than the reading itself), read into one buffer of the
+    file's size: reading in chunks and joining them held a large file twice."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size >= _LARGE:
+            _return_large_frees()
+        data = os.read(fd, size + 1)
+        if len(data) != size:  # a short read, or the file grew: read on to the end
+            chunks = [data]
+            while chunk := os.read(fd, max(size + 1 - len(data), 1 << 20)):
+                chunks.append(chunk)
+            if len(chunks) > 1:
+                data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
+_LARGE = 1 << 20
+_fixed_threshold = False
+
+
+def _return_large_frees() -> None:
+    """Keep glibc giving large blocks back to the system when they are freed.
+
+    glibc serves a block of 128 KiB or more with its own mapping, unmapped when freed, but
+    after such a block is freed it raises that threshold to the block's size (up to 32 MiB):
+    the copies of a 20 MB migration made after the first one is freed (its text, a section,
+    the query) then come from the heap, whose freed space is not returned, and every one of
+    them stays in the process's memory. Setting the threshold (to its default) turns that
+    adjustment off. Done once, when a large file is read; nothing elsewhere than glibc.
+    """
+    global _fixed_threshold
+    if _fixed_threshold:
+        return
+    _fixed_threshold = True
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return  # musl and others: no such adjustment
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def read_checked(path: Path, size: int, sha256: str) -> bytes:
+    """The bytes of a file read before, which must still be the same: ``MigrationFileError``
+    when the file is gone, or its size or SHA-256 has changed since."""
+    from migretti_core.reporting import display_path
+
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        problem = f"cannot read it again: {exc.strerror or exc}"
+        raise MigrationFileError([f"{display_path(path)}: {problem}"]) from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        problem = "changed while mg was running; run the command again"
+        raise MigrationFileError([f"{display_path(path)}: {problem}"])
+    return data
 
 
 def slugify(name: str) -> str:

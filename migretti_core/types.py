@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import field
+from dataclasses import field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -103,6 +103,83 @@ class Statement:
     line: int
 
 
+class FileText:
+    """A text of a migration file that is not kept in memory: read again from the file each
+    time it is asked for (``load``), and checked against the checksum the file was parsed
+    with, so what is returned is always what was parsed, checksummed and checked.
+
+    ``start``/``end`` are byte offsets in the file; ``length`` is the text's length in
+    characters and ``blank`` whether it holds nothing but white space, both known without
+    reading the file again. Equal (and hashed alike) when it names the same part of the
+    same file content.
+    """
+
+    __slots__ = ("blank", "checksum", "end", "length", "path", "size", "start")
+
+    def __init__(
+        self,
+        path: Path,
+        size: int,
+        checksum: str,
+        start: int,
+        end: int,
+        length: int,
+        blank: bool,
+    ) -> None:
+        self.path = path
+        self.size = size
+        self.checksum = checksum
+        self.start = start
+        self.end = end
+        self.length = length
+        self.blank = blank
+
+    def _key(self) -> tuple[str, int, str, int, int]:
+        return (str(self.path), self.size, self.checksum, self.start, self.end)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileText) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"FileText({str(self.path)!r}, bytes {self.start}-{self.end})"
+
+    def load(self) -> str:
+        """The text, from the file as it is now; ``MigrationFileError`` if the file changed."""
+        from migretti_core.textfiles import read_checked
+
+        data = read_checked(self.path, self.size, self.checksum)
+        if self.start == 0 and self.end == len(data):
+            return data.decode("utf-8")
+        with memoryview(data) as view:
+            return str(view[self.start : self.end], "utf-8")
+
+
+class _OnDemand:
+    """A field of ``Migration`` that may hold a ``FileText``, loaded each time it is read."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, name: str) -> None:
+        # Kept in the instance's __dict__ under the field's own name (a data descriptor is
+        # looked up first), so ``Migration(**m.__dict__)`` still makes a copy.
+        self.slot = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.slot]
+        return value.load() if type(value) is FileText else value
+
+    def __set__(self, instance: object, value: Any) -> None:
+        instance.__dict__[self.slot] = value
+
+
 @record(frozen=True)
 class Migration:
     """A parsed migration file.
@@ -112,6 +189,11 @@ class Migration:
     what migretti 0.10 recorded for such files.
     ``up_line``/``down_line`` are the 1-based file lines where each section's SQL starts,
     so a server error position can be turned into a file line.
+
+    ``text``, ``up_sql`` and ``down_sql`` may be given as ``FileText`` (the ``files``
+    plugin does so for files of ``ON_DEMAND_BYTES`` or more): they are then read from the
+    file each time they are asked for, and a 20 MB migration is not kept in memory twice
+    while it runs. ``kept`` and ``section_kept`` give them without reading.
     """
 
     id: str
@@ -133,13 +215,70 @@ class Migration:
 
     @property
     def has_down(self) -> bool:
-        return self.down_sql is not None and self.down_sql.strip() != ""
+        down = self.kept("down_sql")
+        if isinstance(down, FileText):
+            return not down.blank
+        return down is not None and down.strip() != ""
 
     def section(self, direction: Direction) -> tuple[str, int]:
         """The SQL one direction runs and the file line it starts on."""
         if direction == "up":
             return self.up_sql, self.up_line
         return self.down_sql or "", self.down_line or self.up_line
+
+    def __eq__(self, other: object) -> bool:
+        # The dataclass's own, except that texts are read only when their kept forms differ
+        # (a FileText and a str, or two files): the other fields are compared first.
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        for f in fields(self):
+            if f.name not in _ON_DEMAND and getattr(self, f.name) != getattr(other, f.name):
+                return False
+        for name in _ON_DEMAND:
+            mine, theirs = self.__dict__[name], other.__dict__[name]
+            if mine is theirs or mine == theirs:
+                continue
+            if not isinstance(mine, FileText) and not isinstance(theirs, FileText):
+                return False
+            if getattr(self, name) != getattr(other, name):
+                return False
+        return True
+
+    def __hash__(self) -> int:
+        # Equal migrations have the same id, name, path and checksum; their texts are not
+        # read to hash them.
+        return hash((self.id, self.name, self.path, self.checksum))
+
+    def __repr__(self) -> str:
+        # The dataclass's own, except that a FileText is shown as itself, not read.
+        shown = (
+            (f.name, self.__dict__[f.name] if f.name in _ON_DEMAND else getattr(self, f.name))
+            for f in fields(self)
+        )
+        values = ", ".join(f"{name}={value!r}" for name, value in shown)
+        return f"{type(self).__qualname__}({values})"
+
+    def kept(self, name: Literal["text", "up_sql", "down_sql"]) -> str | FileText | None:
+        """``text``, ``up_sql`` or ``down_sql`` as kept: a ``FileText`` is not read."""
+        value: str | FileText | None = self.__dict__[name]
+        return value
+
+    def section_kept(self, direction: Direction) -> tuple[str | FileText, int]:
+        """``section`` without reading a ``FileText``."""
+        if direction == "up":
+            up = self.kept("up_sql")
+            return up if up is not None else "", self.up_line
+        return self.kept("down_sql") or "", self.down_line or self.up_line
+
+
+# Installed after the dataclass is made: the generated __init__ sets these through them.
+_ON_DEMAND = ("text", "up_sql", "down_sql")
+for _name in _ON_DEMAND:
+    setattr(Migration, _name, _OnDemand(_name))
+del _name
+
+# Migration files of this size or more are read again when their text is needed.
+ON_DEMAND_BYTES = 1 << 20
 
 
 @record(frozen=True)

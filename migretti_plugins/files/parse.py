@@ -10,10 +10,11 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from migretti_core.errors import MigrationFileError, UsageError
 from migretti_core.textfiles import checksum, normalize_text, slugify, write_new_file
-from migretti_core.types import Migration
+from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration
 
 FILENAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<name>[^/]+)\.sql")
 ID_RE = re.compile(r"[A-Za-z0-9]{1,26}")
@@ -174,15 +175,16 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
         elif key == "migration" and title is None:
             title = found.group("value").strip() or None
 
-    up_sql = ""
+    up_span: tuple[int, int] = (0, 0)
     up_line = 1
-    down_sql: str | None = None
+    down_span: tuple[int, int] | None = None
     down_line: int | None = None
     if up_marker is not None:
         up_end = next((m for m in markers if m > up_marker), None)
         up_line = up_marker + 1
-        up_sql = _section(text, at_line, up_marker, up_end)
-        if _CONTENT_LINE.search(up_sql) is None:
+        up_span = _span(text, at_line, up_marker, up_end)
+        # Searched in place: the section is not copied to be checked.
+        if _CONTENT_LINE.search(text, *up_span) is None:
             problems.append(
                 (
                     up_marker,
@@ -193,40 +195,96 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
         if down_marker is not None:
             down_end = next((m for m in markers if m > down_marker), None)
             down_line = down_marker + 1
-            down_sql = _section(text, at_line, down_marker, down_end)
+            down_span = _span(text, at_line, down_marker, down_end)
 
     if problems:
         problems.sort(key=lambda item: item[0])
         raise MigrationFileError([message for _, message in problems])
 
+    digest = _checksum_of(raw, text)
+    # Migration's fields read as str; a FileText given for them is read when they are.
+    kept: tuple[Any, Any, Any]
+    if len(raw) >= ON_DEMAND_BYTES and not _normalised(raw):
+        # A large file is read again when its text is needed: it is not kept in memory for
+        # the whole command (twice, as text and as its up section), see docs/design.md.
+        kept = cast("tuple[Any, Any, Any]", _on_demand(path, raw, text, digest, up_span, down_span))
+    else:
+        up_sql = text[up_span[0] : up_span[1]]
+        down_sql = None if down_span is None else text[down_span[0] : down_span[1]]
+        kept = cast("tuple[Any, Any, Any]", (text, up_sql, down_sql))
     return Migration(
         id=file_id,
         name=short_name,
         path=path,
-        text=text,
-        checksum=_checksum_of(raw, text),
-        up_sql=up_sql,
+        text=kept[0],
+        checksum=digest,
+        up_sql=kept[1],
         up_line=up_line,
-        down_sql=down_sql,
+        down_sql=kept[2],
         down_line=down_line,
         transactional=not no_tx,
         title=title,
     )
 
 
+def _normalised(raw: bytes) -> bool:
+    """Whether decoding ``raw`` changes it beyond decoding (a BOM removed, CR line ends)."""
+    return raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw
+
+
+def _on_demand(
+    path: Path,
+    raw: bytes,
+    text: str,
+    digest: str,
+    up: tuple[int, int],
+    down: tuple[int, int] | None,
+) -> tuple[FileText, str | FileText, str | FileText | None]:
+    """``FileText``s of the file and its large sections (text offsets turned into byte
+    offsets)."""
+    ascii_text = text.isascii()
+
+    def at(offset: int) -> int:
+        return offset if ascii_text else len(text[:offset].encode("utf-8"))
+
+    def part(begin: int, end: int) -> FileText:
+        blank = _blank(text, begin, end)
+        return FileText(path, len(raw), digest, at(begin), at(end), end - begin, blank)
+
+    def section(begin: int, end: int) -> str | FileText:
+        # A small section of a large file (a down section of one DROP TABLE) is kept: reading
+        # the whole file again for it would cost more than it saves.
+        return text[begin:end] if end - begin < _KEPT_SECTION else part(begin, end)
+
+    return part(0, len(text)), section(*up), None if down is None else section(*down)
+
+
+_KEPT_SECTION = 1 << 16
+
+
+_NOT_SPACE = re.compile(r"\S")
+
+
+def _blank(text: str, begin: int, end: int) -> bool:
+    """``not text[begin:end].strip()`` without the copy."""
+    return _NOT_SPACE.search(text, begin, end) is None
+
+
 def _checksum_of(raw: bytes, text: str) -> str:
     """``checksum(text)``, taken of the bytes read when normalising changed nothing, which
     saves encoding a copy of the whole text again."""
-    if raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw:
+    if _normalised(raw):
         return checksum(text)
     return hashlib.sha256(raw).hexdigest()
 
 
-def _section(text: str, at_line: dict[int, _Directive], marker: int, end_marker: int | None) -> str:
-    """The exact text after ``marker``'s line up to ``end_marker``'s line (or EOF)."""
+def _span(
+    text: str, at_line: dict[int, _Directive], marker: int, end_marker: int | None
+) -> tuple[int, int]:
+    """Where the exact text after ``marker``'s line up to ``end_marker``'s line (or EOF) is."""
     begin = at_line[marker].after
     end = len(text) if end_marker is None else at_line[end_marker].start
-    return text[begin:end]
+    return begin, end
 
 
 def discover(directory: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,15 @@ from typing import Any
 from pglast import parser
 
 from migretti_core.reporting import display_path
-from migretti_core.types import LintFinding, LintRequest, Migration, Session, Statement
+from migretti_core.textfiles import read_checked
+from migretti_core.types import (
+    FileText,
+    LintFinding,
+    LintRequest,
+    Migration,
+    Session,
+    Statement,
+)
 from migretti_plugins.lint import rules
 from migretti_plugins.lint.catalogue import RULES
 from migretti_plugins.lint.settings import DEFAULT_SERVER_VERSION, LintSettings, load
@@ -138,8 +147,10 @@ def _cache_key(
 ) -> tuple[Any, ...]:
     """Everything the findings depend on. A migration counts by its path, id, text and
     sections (its text is compared, not only its checksum, so an edited copy never reuses a
-    stale answer); the statement splitter by the plugins implementing it (a builtin is its
-    module, the same for every member of a fleet)."""
+    stale answer; a text read from its file on demand counts by the file's path, size and
+    checksum, which every read is checked against, and is not kept here); the statement
+    splitter by the plugins implementing it (a builtin is its module, the same for every
+    member of a fleet)."""
     hooks = getattr(getattr(session.hooks, "pm", None), "hook", None)
     caller = getattr(hooks, "mg_split_statements", None)
     splitters = tuple(_Identity(impl.plugin) for impl in caller.get_hookimpls()) if caller else None
@@ -164,9 +175,11 @@ class _Texts:
     __slots__ = ("hash", "text", "up_sql")
 
     def __init__(self, migration: Migration) -> None:
-        self.text = migration.text
-        self.up_sql = migration.up_sql
-        self.hash = hash((migration.checksum, len(self.text), len(self.up_sql)))
+        # As kept: a large file's texts are FileTexts (path, size, checksum, offsets), not
+        # read for the key nor held by the cache.
+        self.text = migration.kept("text")
+        self.up_sql = migration.kept("up_sql")
+        self.hash = hash((migration.checksum, len(self.text or ""), len(self.up_sql or "")))
 
     def __hash__(self) -> int:
         return self.hash
@@ -302,9 +315,10 @@ def lint_migration(
                 -1,
             )
         )
-    if not raw and "ignore" not in migration.text:
+    text = _text_to_up_end(migration, sql)
+    if not raw and "ignore" not in text:
         return []
-    ignores = find_ignores(migration)
+    ignores = find_ignores(migration, text)
     statement_ignores = _statement_ignores(migration, sql, starts, ignores) if ignores else {}
     findings: list[LintFinding] = []
     for rule, message, offset, statement in raw:
@@ -512,10 +526,10 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
     """
     if "\\" in sql or "\x00" in sql:
         return None
-    pieces = sql.split("'")
-    if len(pieces) % 2 == 0:
+    split = _skeleton(sql)
+    if split is None:
         return None  # an unterminated string
-    skeleton = "\x00".join(pieces[0::2])
+    skeleton, sums = split
     # A comment, dollar quote or quoted identifier starts outside any string, so it shows in
     # the skeleton even when a quote inside it has misled the split.
     # (A one-character search is a memchr: the two-character ones only run when it hits.)
@@ -525,7 +539,7 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
     ascii_text = sql.isascii()
     # Characters in the strings before the k-th: inside(k); with its quotes, the k-th string
     # is len + 2 characters of ``sql`` that stand as one NUL in the skeleton.
-    inside = _StringChars(pieces)
+    inside = sums.__getitem__
     shared: dict[str, tuple[list[tuple[str, dict[str, Any], int]], bool | None]] = {}
     silent: dict[str, bool] = {}
     result: list[Parsed] = []
@@ -632,27 +646,38 @@ def _run_end(start: str) -> re.Pattern[str]:
     return re.compile(";(?!" + re.escape(start) + ")")
 
 
-class _StringChars:
-    """The characters in the first k strings of ``sql.split("'")``, summed only as far as
-    asked (a section skipping its repeats asks about a few)."""
+# The split into strings and the rest goes this many characters at a time: the pieces of a
+# 20 MB section at once (600,000 strings) took 70 MB, twice the section as text.
+_SPLIT_CHUNK = 1 << 20
 
-    __slots__ = ("pieces", "sums")
 
-    def __init__(self, pieces: list[str]) -> None:
-        self.pieces = pieces
-        self.sums = [0]
+def _skeleton(sql: str) -> tuple[str, array[int]] | None:
+    """``sql`` with each quoted string (an even number of quotes) replaced by one NUL, and
+    ``inside[k]``, the characters in the strings before the k-th: with its quotes, the k-th
+    string is ``inside[k + 1] - inside[k] + 2`` characters of ``sql``.
 
-    def __call__(self, k: int) -> int:
-        sums = self.sums
-        if k >= len(sums):
-            have = len(sums) - 1
-            to = min(max(k, 2 * have + 1024), len(self.pieces) // 2)
-            more = itertools.accumulate(
-                map(len, self.pieces[2 * have + 1 : 2 * to : 2]), initial=sums[-1]
+    Done a chunk at a time, each chunk ending after an even number of quotes (so outside
+    any string): the same result as splitting the whole at its quotes, without holding
+    every piece at once. None when a string is never closed (an odd number of quotes).
+    """
+    outside: list[str] = []
+    inside = array("q", (0,))
+    start = 0
+    while start < len(sql):
+        end = min(start + _SPLIT_CHUNK, len(sql))
+        if sql.count("'", start, end) % 2:
+            end = sql.find("'", end) + 1  # the string open at ``end`` closes there
+            if end == 0:
+                return None  # it never closes
+        pieces = sql[start:end].split("'")
+        outside.append("\x00".join(pieces[0::2]))
+        inside.extend(
+            itertools.islice(
+                itertools.accumulate(map(len, pieces[1::2]), initial=inside[-1]), 1, None
             )
-            next(more)
-            sums.extend(more)
-        return sums[k]
+        )
+        start = end
+    return "".join(outside), inside
 
 
 def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
@@ -755,14 +780,32 @@ def _with_offsets(sql: str, split: Sequence[Statement]) -> Iterator[tuple[Statem
 # --- ignore comments ------------------------------------------------------------------------
 
 
-def find_ignores(migration: Migration) -> list[Ignore]:
-    """Ignore comments in the header (whole file) and the up section (next statement)."""
-    if "ignore" not in migration.text:
+def _text_to_up_end(migration: Migration, sql: str) -> str:
+    """What ignore comments are looked for in: the file's text, or for a file read on
+    demand its header and its up section ``sql`` (the lines after it are never looked at),
+    so that the whole text is not read while ``sql`` is held."""
+    text, up = migration.kept("text"), migration.kept("up_sql")
+    if not isinstance(text, FileText) or not isinstance(up, FileText):
+        return migration.text
+    data = read_checked(text.path, text.size, text.checksum)
+    with memoryview(data) as view:
+        header = str(view[: up.start], "utf-8")
+    del data
+    return header + sql if "ignore" in header or "ignore" in sql else header
+
+
+def find_ignores(migration: Migration, text: str | None = None) -> list[Ignore]:
+    """Ignore comments in the header (whole file) and the up section (next statement);
+    ``text`` is ``migration.text``, or its part up to the end of the up section, when the
+    caller has it (a large file's text is read from the file each time it is asked for)."""
+    if text is None:
+        text = migration.text
+    if "ignore" not in text:
         return []
     header_end = migration.up_line - 1  # the `-- migrate: up` marker's line
     up_end = migration.up_line + migration.up_sql.count("\n")
     found: list[Ignore] = []
-    for number, line in enumerate(migration.text.split("\n"), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if number > up_end:
             break
         if "ignore" not in line:

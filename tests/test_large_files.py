@@ -1,0 +1,131 @@
+"""Migration files of ON_DEMAND_BYTES or more: not kept in memory, read again (and checked
+against their checksum) whenever their text is needed."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from migretti_core.errors import MigrationFileError
+from migretti_core.testing import Project
+from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration
+from migretti_plugins.files.parse import parse_migration
+
+ROWS = 12_000  # about 1.3 MB of INSERTs: over ON_DEMAND_BYTES
+
+
+def big_up(rows: int = ROWS, bad_row: int | None = None, word: str = "x") -> str:
+    lines = ["CREATE TABLE big (id bigint PRIMARY KEY, note text);"]
+    for i in range(rows):
+        column = "nope" if i == bad_row else "note"
+        lines.append(f"INSERT INTO big (id, {column}) VALUES ({i}, '{word * 90} it''s {i}');")
+    return "\n".join(lines)
+
+
+def write(path: Path, up: str, down: str = "DROP TABLE big;") -> bytes:
+    data = f"-- migration: big\n\n-- migrate: up\n{up}\n\n-- migrate: down\n{down}\n".encode()
+    path.write_bytes(data)
+    return data
+
+
+def test_a_large_file_is_read_on_demand_and_reads_as_a_small_one_does(tmp_path: Path) -> None:
+    # Non-ASCII text, so character and byte offsets differ.
+    path = tmp_path / "0001_big.sql"
+    data = write(path, big_up(word="é"))
+    assert len(data) >= ON_DEMAND_BYTES
+    migration = parse_migration(path, data)
+    assert isinstance(migration.kept("text"), FileText)
+    assert isinstance(migration.kept("up_sql"), FileText)
+    assert migration.kept("down_sql") == "DROP TABLE big;\n"  # a small section is kept
+
+    text = data.decode("utf-8")
+    up_start = text.index("-- migrate: up\n") + len("-- migrate: up\n")
+    down_marker = text.index("-- migrate: down\n")
+    assert migration.text == text
+    assert migration.up_sql == text[up_start:down_marker]
+    assert migration.down_sql == "DROP TABLE big;\n"
+    assert len(migration.kept("up_sql")) == down_marker - up_start  # type: ignore[arg-type]
+    assert migration.up_line == 4 and migration.down_line == ROWS + 7
+    assert migration.section("down") == ("DROP TABLE big;\n", ROWS + 7)
+    assert migration.has_down
+    assert migration.checksum == hashlib.sha256(data).hexdigest()
+    # Equal to a parse of the same file; a copy made with dataclasses.replace reads as well.
+    assert migration == parse_migration(path, data)
+    assert dataclasses.replace(migration, title="t").up_sql == migration.up_sql
+    in_memory = dataclasses.replace(migration)  # reads the texts: str fields
+    assert isinstance(in_memory.kept("up_sql"), str)
+    assert in_memory == migration and hash(in_memory) == hash(migration)
+    assert Migration(**migration.__dict__) == migration  # what plugins copy with
+    assert "FileText(" in repr(migration) and len(repr(migration)) < 2000
+
+
+def test_a_large_file_changed_after_parsing_is_refused_when_read(tmp_path: Path) -> None:
+    path = tmp_path / "0001_big.sql"
+    data = write(path, big_up())
+    migration = parse_migration(path, data)
+    path.write_bytes(data.replace(b"it''s 7'", b"it''s 8'"))  # the same size
+    with pytest.raises(MigrationFileError, match="changed while mg was running"):
+        _ = migration.up_sql
+    path.unlink()
+    with pytest.raises(MigrationFileError, match="cannot read it again"):
+        _ = migration.text
+
+
+def test_a_small_file_keeps_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "0001_small.sql"
+    data = write(path, big_up(rows=10))
+    migration = parse_migration(path, data)
+    assert isinstance(migration.kept("up_sql"), str)
+    assert isinstance(migration.kept("text"), str)
+
+
+@pytest.mark.pg
+def test_a_large_migration_fails_at_its_file_line_then_applies(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        path = project.migrations_dir / "0001_big.sql"
+        write(path, big_up(bad_row=9_000))
+        failed = project.mg("apply", "--no-lint")
+        assert failed.returncode != 0, failed.stderr
+        # The header is 3 lines and the CREATE TABLE one: row 9000 is on line 9005.
+        assert "migrations/0001_big.sql:9005:" in failed.stderr, failed.stderr
+        assert "nope" in failed.stderr
+        assert "big" not in project.tables()
+
+        data = write(path, big_up())
+        done = project.mg("apply")
+        assert done.returncode == 0, done.stderr
+        assert project.value("SELECT count(*) FROM big") == ROWS
+        # The checksum migretti 0.10 records: SHA-256 of the file's bytes.
+        assert (
+            project.value("SELECT checksum FROM _migrations WHERE id = '0001'")
+            == hashlib.sha256(data).hexdigest()
+        )
+        status = project.mg("status")
+        assert status.returncode == 0, status.stderr
+    finally:
+        project.close()
+
+
+@pytest.mark.pg
+def test_a_large_migration_edited_while_mg_runs_is_not_run(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.configure(
+            extra="hooks:\n  pre_apply: printf 'DROP TABLE big;\\n' >> migrations/0001_big.sql\n"
+        )
+        write(project.migrations_dir / "0001_big.sql", big_up())
+        done = project.mg("apply")
+        assert done.returncode != 0
+        assert "0001_big.sql: changed while mg was running" in done.stderr, done.stderr
+        assert "big" not in project.tables()
+        assert project.statuses().get("0001") != "applied"
+    finally:
+        project.close()
