@@ -426,6 +426,13 @@ def test_fleet_configuration_errors_name_the_file_and_the_query(
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == "mg: error: mg.yaml: fleets.bad.jobs: must be at least 1"
 
+    project = project_for(tmp_path, fleet, "  none_yet:\n    databases: []\n")
+    assert project.mg("status").returncode == 0  # a fleet with no members yet is no mistake
+    empty = project.mg("apply", "--fleet", "none_yet", "--format", "json")
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == {"ok": True, "fleet": "none_yet", "members": []}
+    assert "fleet none_yet has no members; nothing to do" in empty.stderr
+
     project = project_for(tmp_path, fleet, "  broken:\n    query: SELECT 1/0\n")
     failed = project.mg("status", "--fleet", "broken")
     assert failed.returncode == 1

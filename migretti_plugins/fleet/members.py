@@ -117,7 +117,10 @@ def _fleet(
     file = body.get("file")
     if file is not None and (not isinstance(file, str) or not file.strip()):
         raise ConfigError(f"{where}.file: expected a file name")
-    if not databases and query is None and file is None:
+    # ``databases: []`` is a fleet with no members yet (running it warns and does nothing);
+    # a fleet naming no source at all is a mistake.
+    listed = isinstance(body.get("databases"), (list, tuple))
+    if not databases and not listed and query is None and file is None:
         raise ConfigError(f"{where}: give its members with databases, query or file")
 
     def count(key: str, minimum: int) -> int | None:
