@@ -252,7 +252,7 @@ class Fleet:
                 single_transaction=single_transaction,
                 confirm=True,
             ),
-            changing=not dry_run,
+            changing=True,  # a dry run executes SQL too: confirmed as mg asks
             confirm=confirm,
         )
 
@@ -272,7 +272,7 @@ class Fleet:
             lambda mg: mg.up(
                 dry_run, allow_out_of_order=allow_out_of_order, verify=verify, confirm=True
             ),
-            changing=not dry_run,
+            changing=True,  # a dry run executes SQL too: confirmed as mg asks
             confirm=confirm,
         )
 
@@ -292,7 +292,7 @@ class Fleet:
             lambda mg: mg.down(
                 dry_run, allow_missing_down=allow_missing_down, verify=verify, confirm=True
             ),
-            changing=not dry_run,
+            changing=True,  # a dry run executes SQL too: confirmed as mg asks
             confirm=confirm,
         )
 
@@ -321,7 +321,7 @@ class Fleet:
                 verify=verify,
                 confirm=True,
             ),
-            changing=not dry_run,
+            changing=True,  # a dry run executes SQL too: confirmed as mg asks
             confirm=confirm,
         )
 
@@ -347,7 +347,7 @@ class Fleet:
         return self._run(
             "seed",
             lambda mg: mg.seed(names, all=all, dry_run=dry_run, confirm=True),
-            changing=not dry_run,
+            changing=True,  # a dry run executes SQL too: confirmed as mg asks
             confirm=confirm,
         )
 

@@ -212,6 +212,8 @@ def test_a_protected_profile_is_refused_once_before_any_member(setup: Setup) -> 
 
     with pytest.raises(ConfirmationRequired) as refused:
         fleet.apply()
+    with pytest.raises(ConfirmationRequired):  # a dry run runs SQL there too, as mg asks
+        fleet.apply(dry_run=True)
     with pytest.raises(UsageError) as not_a_bool:  # a truthy string is no confirmation
         fleet.apply(confirm="no")  # type: ignore[arg-type]
     assert not_a_bool.value.exit_code == 2
