@@ -488,6 +488,41 @@ class Hooks:
     def history_write(self, session: Session, conn: Any, change: HistoryChange) -> None:
         self.call("mg_history_write", session=session, conn=conn, change=change)
 
+    # --- programs, scratch servers, seeds -----------------------------------------------
+
+    def program_dirs(self, config: Config) -> list[Path]:
+        """``mg_program_dirs`` of every plugin, the last registered first."""
+        dirs: list[Path] = []
+        for found in self.call("mg_program_dirs", config=config):
+            dirs.extend(found)
+        return dirs
+
+    def program_environment(self, config: Config) -> dict[str, str]:
+        """``mg_program_environment`` of every plugin; the last registered wins a name."""
+        env: dict[str, str] = {}
+        for found in reversed(self.call("mg_program_environment", config=config)):
+            env.update(found)
+        return env
+
+    def spare_program_dirs(self, config: Config) -> list[Path]:
+        """``mg_spare_program_dirs`` of every plugin, the last registered first."""
+        dirs: list[Path] = []
+        for found in self.call("mg_spare_program_dirs", config=config):
+            dirs.extend(found)
+        return dirs
+
+    def scratch_server(self, session: Session) -> AbstractContextManager[ScratchServer] | None:
+        """A server for scratch databases (to enter); None when no plugin offers one."""
+        result: AbstractContextManager[ScratchServer] | None = self.call(
+            "mg_scratch_server", session=session
+        )
+        return result
+
+    def seed(self, session: Session, names: Sequence[str] = (), force: bool = False) -> int | None:
+        """Run the seeds; the exit code, or None when no plugin runs seeds."""
+        result: int | None = self.call("mg_seed", session=session, names=tuple(names), force=force)
+        return result
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def before_apply(self, session: Session, plan: Plan) -> None:
@@ -570,39 +605,6 @@ class Hooks:
         self.call("mg_on_lock_wait", session=session, holder=holder, waited=waited)
 
     # --- confirmation -------------------------------------------------------------------
-
-    def program_dirs(self, config: Config) -> list[Path]:
-        """``mg_program_dirs`` of every plugin, the last registered first."""
-        dirs: list[Path] = []
-        for found in self.call("mg_program_dirs", config=config):
-            dirs.extend(found)
-        return dirs
-
-    def program_environment(self, config: Config) -> dict[str, str]:
-        """``mg_program_environment`` of every plugin; the last registered wins a name."""
-        env: dict[str, str] = {}
-        for found in reversed(self.call("mg_program_environment", config=config)):
-            env.update(found)
-        return env
-
-    def spare_program_dirs(self, config: Config) -> list[Path]:
-        """``mg_spare_program_dirs`` of every plugin, the last registered first."""
-        dirs: list[Path] = []
-        for found in self.call("mg_spare_program_dirs", config=config):
-            dirs.extend(found)
-        return dirs
-
-    def scratch_server(self, session: Session) -> AbstractContextManager[ScratchServer] | None:
-        """A server for scratch databases (to enter); None when no plugin offers one."""
-        result: AbstractContextManager[ScratchServer] | None = self.call(
-            "mg_scratch_server", session=session
-        )
-        return result
-
-    def seed(self, session: Session, names: Sequence[str] = (), force: bool = False) -> int | None:
-        """Run the seeds; the exit code, or None when no plugin runs seeds."""
-        result: int | None = self.call("mg_seed", session=session, names=tuple(names), force=force)
-        return result
 
     def is_protected(self, session: Session) -> bool:
         return any(self.call("mg_is_protected", session=session))
