@@ -110,11 +110,12 @@ class FileText:
 
     ``start``/``end`` are byte offsets in the file; ``length`` is the text's length in
     characters and ``blank`` whether it holds nothing but white space, both known without
-    reading the file again. Equal (and hashed alike) when it names the same part of the
-    same file content.
+    reading the file again. ``head``, when known, is the text before the up section (a
+    file's header, what lint looks for ignore comments in beside the section). Equal (and
+    hashed alike) when it names the same part of the same file content.
     """
 
-    __slots__ = ("blank", "checksum", "end", "length", "path", "size", "start")
+    __slots__ = ("blank", "checksum", "end", "head", "length", "path", "size", "start")
 
     def __init__(
         self,
@@ -125,8 +126,10 @@ class FileText:
         end: int,
         length: int,
         blank: bool,
+        head: str | None = None,
     ) -> None:
         self.path = path
+        self.head = head
         self.size = size
         self.checksum = checksum
         self.start = start

@@ -82,6 +82,32 @@ def test_a_small_file_keeps_its_text(tmp_path: Path) -> None:
     assert isinstance(migration.kept("text"), str)
 
 
+def test_ignore_comments_of_a_large_file_are_those_of_its_text(tmp_path: Path) -> None:
+    from migretti_plugins.lint.linter import _text_to_up_end, find_ignores
+
+    up = big_up() + "\n-- mg:lint-ignore ban-drop-table\nDROP TABLE big;"
+    path = tmp_path / "0001_big.sql"
+    data = (
+        f"-- migration: big\n-- squawk-ignore-file require-timeout-settings\n\n"
+        f"-- migrate: up\n{up}\n\n-- migrate: down\n-- mg:lint-ignore x\nSELECT 1;\n"
+    ).encode()
+    path.write_bytes(data)
+    migration = parse_migration(path, data)
+    assert isinstance(migration.kept("up_sql"), FileText)
+
+    def found(text: str | None, m: Migration) -> list[tuple[int, frozenset[str], bool]]:
+        return [(i.line, i.rules, i.whole_file) for i in find_ignores(m, text)]
+
+    in_memory = dataclasses.replace(migration)
+    expected = found(None, in_memory)
+    assert expected == [
+        (2, frozenset({"require-timeout-settings"}), True),
+        (ROWS + 6, frozenset({"ban-drop-table"}), False),
+    ]
+    assert found(_text_to_up_end(migration, migration.up_sql), migration) == expected
+    assert found(None, migration) == expected
+
+
 @pytest.mark.pg
 def test_a_large_migration_fails_at_its_file_line_then_applies(
     tmp_path: Path, database_url: str

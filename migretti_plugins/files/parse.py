@@ -256,7 +256,10 @@ def _on_demand(
         # the whole file again for it would cost more than it saves.
         return text[begin:end] if end - begin < _KEPT_SECTION else part(begin, end)
 
-    return part(0, len(text)), section(*up), None if down is None else section(*down)
+    whole = part(0, len(text))
+    if up[0] < _KEPT_SECTION:
+        whole.head = text[: up[0]]
+    return whole, section(*up), None if down is None else section(*down)
 
 
 _KEPT_SECTION = 1 << 16

@@ -12,7 +12,6 @@ import itertools
 import json
 import re
 import threading
-from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -651,7 +650,7 @@ def _run_end(start: str) -> re.Pattern[str]:
 _SPLIT_CHUNK = 1 << 20
 
 
-def _skeleton(sql: str) -> tuple[str, array[int]] | None:
+def _skeleton(sql: str) -> tuple[str, list[int]] | None:
     """``sql`` with each quoted string (an even number of quotes) replaced by one NUL, and
     ``inside[k]``, the characters in the strings before the k-th: with its quotes, the k-th
     string is ``inside[k + 1] - inside[k] + 2`` characters of ``sql``.
@@ -661,21 +660,22 @@ def _skeleton(sql: str) -> tuple[str, array[int]] | None:
     every piece at once. None when a string is never closed (an odd number of quotes).
     """
     outside: list[str] = []
-    inside = array("q", (0,))
+    inside = [0]
     start = 0
     while start < len(sql):
         end = min(start + _SPLIT_CHUNK, len(sql))
-        if sql.count("'", start, end) % 2:
-            end = sql.find("'", end) + 1  # the string open at ``end`` closes there
-            if end == 0:
-                return None  # it never closes
         pieces = sql[start:end].split("'")
+        if len(pieces) % 2 == 0:  # the chunk ends inside a string: take it to its end
+            close = sql.find("'", end)
+            if close == -1:
+                return None  # it never closes
+            pieces[-1] += sql[end:close]
+            pieces.append("")
+            end = close + 1
         outside.append("\x00".join(pieces[0::2]))
-        inside.extend(
-            itertools.islice(
-                itertools.accumulate(map(len, pieces[1::2]), initial=inside[-1]), 1, None
-            )
-        )
+        sums = itertools.accumulate(map(len, pieces[1::2]), initial=inside[-1])
+        next(sums)  # the running total, which ``inside`` ends with already
+        inside.extend(sums)
         start = end
     return "".join(outside), inside
 
@@ -787,10 +787,12 @@ def _text_to_up_end(migration: Migration, sql: str) -> str:
     text, up = migration.kept("text"), migration.kept("up_sql")
     if not isinstance(text, FileText) or not isinstance(up, FileText):
         return migration.text
-    data = read_checked(text.path, text.size, text.checksum)
-    with memoryview(data) as view:
-        header = str(view[: up.start], "utf-8")
-    del data
+    header = text.head
+    if header is None:  # a header of 64 KiB or more: read it
+        data = read_checked(text.path, text.size, text.checksum)
+        with memoryview(data) as view:
+            header = str(view[: up.start], "utf-8")
+        del data
     return header + sql if "ignore" in header or "ignore" in sql else header
 
 
