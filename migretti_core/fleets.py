@@ -39,7 +39,7 @@ from migretti_core.results import (
     StatusResult,
     VerifyResult,
 )
-from migretti_core.types import Config, ConfigRequest
+from migretti_core.types import Config, ConfigRequest, Event, Level
 
 if TYPE_CHECKING:
     from migretti_core.application import Migretti
@@ -157,10 +157,39 @@ class Fleet:
         results: builtins.list[MemberResult[T] | None] = [None] * len(members)
         reasons: dict[int, str] = {}
         stop = threading.Event()
+        log = self._owner._api.log  # the fleet's own events, as mg's JSON log has them
+        if not members:
+            log(Event("fleet.empty", "warning", f"fleet {self.name} has no members", {}))
+        else:
+            log(
+                Event(
+                    "fleet.started",
+                    "info",
+                    f"{command} on fleet {self.name}: {len(members)} database"
+                    f"{'s' if len(members) != 1 else ''}, {self.jobs} at a time"
+                    + (f", canary {self.canary}" if self.canary else ""),
+                    {"fleet": self.name, "members": len(members), "jobs": self.jobs},
+                )
+            )
 
         def one(index: int) -> None:
             result = self._member(members[index], call)
             results[index] = result
+            detail = f": {result.error}" if result.error and not result.ok else ""
+            log(
+                Event(
+                    "fleet.member.finished",
+                    "info",
+                    f"{result.name}: {result.result} in {result.duration_ms} ms{detail}",
+                    {
+                        "target": result.name,
+                        "result": result.result,
+                        "exit_code": result.exit_code,
+                        "duration_ms": result.duration_ms,
+                        "error": result.error,
+                    },
+                )
+            )
             if not result.ok and self.fail_fast:
                 stop.set()
 
@@ -183,6 +212,23 @@ class Fleet:
             for index, result in enumerate(results)
         )
         outcome = FleetResult(self.name, done)
+        if members:
+            succeeded = sum(1 for m in done if m.ok)
+            level: Level = "info" if outcome.ok else "warning"
+            log(
+                Event(
+                    "fleet.finished",
+                    level,
+                    f"fleet {self.name}: {succeeded} of {len(done)} succeeded",
+                    {
+                        "fleet": self.name,
+                        "ok": outcome.ok,
+                        "succeeded": succeeded,
+                        "failed": sum(1 for m in done if m.result == "failed"),
+                        "skipped": sum(1 for m in done if m.result == "skipped"),
+                    },
+                )
+            )
         if not outcome.ok and self.raise_on_failure:
             failed = outcome.failed
             lines = [f"{m.name}: {m.error}" for m in failed if m.result != "skipped"]

@@ -149,6 +149,13 @@ def test_apply_on_a_fleet_reports_every_member_and_raises_with_the_first_exit_co
     assert out.out == "" and out.err == ""
     applied = [r for r in caplog.records if getattr(r, "event", None) == "migration.applied"]
     assert sorted({r.target for r in applied}) == sorted(setup.names)  # type: ignore[attr-defined]
+    # the fleet's own events, as in mg's JSON log: one per member, the failure included
+    ended = [r for r in caplog.records if getattr(r, "event", None) == "fleet.member.finished"]
+    assert sorted(r.target for r in ended) == sorted(setup.names)  # type: ignore[attr-defined]
+    assert [r.exit_code for r in ended if r.target == broken] == [1]  # type: ignore[attr-defined]
+    finished = [r for r in caplog.records if getattr(r, "event", None) == "fleet.finished"]
+    assert [r.levelname for r in finished] == ["WARNING"]
+    assert finished[0].getMessage() == "fleet tenants: 4 of 5 succeeded"
 
     # raise_on_failure=False returns it; rollback reports what it rolled back
     back = Migretti(setup.config).fleet("tenants", raise_on_failure=False).rollback()
