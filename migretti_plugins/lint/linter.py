@@ -631,11 +631,24 @@ def _fast_bulk(sql: str) -> list[Parsed] | None:
 
 def _past_repeats(skeleton: str, stop: int, start: str) -> int:
     """Where the first statement after ``stop`` (a semicolon, or the end) that does not start
-    with ``start`` starts: one regular expression search in C for a semicolon not followed by
-    it, instead of a Python step per statement. ``start`` is a repeat's exact text up to and
-    with VALUES and the character after that, so every statement passed is a repeat."""
+    with ``start`` starts, found in C instead of a Python step per statement. ``start`` is a
+    repeat's exact text up to and with VALUES and the character after that, so every
+    statement passed is a repeat.
+
+    Usually the run goes on to the last statement starting with ``start`` in the section:
+    then every semicolon up to the end of that statement is followed by ``start``, which two
+    counts tell. Otherwise a regular expression finds the first semicolon that is not."""
     if stop >= len(skeleton):
         return stop + 1
+    unit = ";" + start
+    last = skeleton.rfind(unit, stop)
+    if last == -1:
+        return stop + 1
+    end = skeleton.find(";", last + len(unit))
+    if end == -1:
+        end = len(skeleton)
+    if skeleton.count(";", stop, end) == skeleton.count(unit, stop, end):
+        return end + 1
     found = _run_end(start).search(skeleton, stop)
     return (found.start() if found is not None else len(skeleton)) + 1
 
