@@ -3,6 +3,7 @@ lint an identical plan once; anything that changes the answer changes the key.""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,22 @@ def test_what_changes_the_findings_changes_the_key(counted: list[int]) -> None:
     volatile = make_migration("002", "v", "ALTER TABLE a ADD COLUMN b int DEFAULT 0;")
     assert lint(volatile, version=10) != lint(volatile, version=16)
     assert len(counted) == 6
+
+
+def test_a_large_text_is_keyed_by_checksum_but_compared_whole(counted: list[int]) -> None:
+    rows = "\n".join(f"INSERT INTO t (id, a) VALUES ({i}, 'row {i}');" for i in range(5000))
+    migration = make_migration("001", "m", rows + "\n" + SQL)
+    assert len(migration.text) >= linter._HASHED_WHOLE
+    first = lint(migration)
+    assert sorted(f.rule for f in first) == ["ban-drop-column", "prefer-bigint-over-int"]
+    text, up_sql = (migration.text + " ")[:-1], (migration.up_sql + " ")[:-1]
+    assert text is not migration.text and up_sql is not migration.up_sql
+    again = dataclasses.replace(migration, text=text, up_sql=up_sql)
+    assert lint(again) == first and len(counted) == 1  # equal texts, other objects: cached
+    # An edited text of the same length that kept the old checksum (the key's hash) still
+    # gets its own lint.
+    edited = make_migration("001", "m", rows + "\n" + SQL.replace("integer", " bigint"))
+    assert len(edited.text) == len(migration.text)
+    stale = dataclasses.replace(edited, checksum=migration.checksum)
+    assert [f.rule for f in lint(stale)] == ["ban-drop-column"]
+    assert len(counted) == 2
