@@ -7,6 +7,7 @@ hooks: nothing here connects to a database.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,20 @@ CHECKSUM_HINT = (
 
 def load_migrations(session: Session) -> list[Migration]:
     """Parse every migration file, reporting all problems of the directory at once."""
+    # Parsing 10,000 files makes some 100,000 objects, none of them part of a reference
+    # cycle, and the cyclic collector ran over all of them (and everything imported before)
+    # again and again (34 M instructions of `mg status` with 10,000 files). It is paused
+    # while they are made; objects freed meanwhile are freed by reference counting as ever.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_migrations(session)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_migrations(session: Session) -> list[Migration]:
     hooks = session.hooks
     problems: list[str] = []
     migrations: list[Migration] = []
