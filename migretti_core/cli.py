@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+HELP_MAX_WIDTH = 100
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": HELP_MAX_WIDTH}
 
 
 def app_of(ctx: click.Context) -> App:
@@ -180,9 +182,32 @@ Exit codes: 0 ok, 1 migration/database/hook failure, 2 usage or configuration er
 COMPLETE_VAR = "_MG_COMPLETE"
 
 
+def help_width(max_width: int) -> int:
+    """The width click's help formatter picks (``shutil.get_terminal_size``'s columns, at
+    most ``max_width``, less 2, at least 50), found without importing ``shutil``: click
+    imports it to format any help, and ``bz2``, ``lzma`` and ``zlib`` come along."""
+    from click import formatting
+
+    if formatting.FORCED_WIDTH is not None:
+        return formatting.FORCED_WIDTH
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            stdout = sys.__stdout__
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
+        except (ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return max(min(columns, max_width) - 2, 50)
+
+
 def build_cli(app: App) -> click.Group:
     # obj: shell completion builds contexts without running the group's callback.
     settings = {**CONTEXT_SETTINGS, "obj": app}
+    settings["terminal_width"] = help_width(HELP_MAX_WIDTH)
 
     @click.group(cls=MgGroup, help=GLOBAL_HELP, context_settings=settings)
     @click.version_option(__version__, "--version", prog_name="mg", message="%(prog)s %(version)s")

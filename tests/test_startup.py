@@ -96,7 +96,7 @@ def test_help_does_not_import_the_running_machinery(tmp_path: Path) -> None:
         "from migretti_core.cli import run\n"
         "code = run(['--help'])\n"
         "heavy = ['migretti_core.planning', 'migretti_core.running', 'migretti_core.views',"
-        " 'migretti_core.state', 'psycopg']\n"
+        " 'migretti_core.state', 'psycopg', 'shutil']\n"
         "print('RESULT', code, [m for m in heavy if m in sys.modules])\n"
     )
     result = subprocess.run(
@@ -105,6 +105,19 @@ def test_help_does_not_import_the_running_machinery(tmp_path: Path) -> None:
     assert "RESULT 0 []" in result.stdout, result.stdout + result.stderr
     for command in ("apply", "status", "seed", "squash", "lint", "check", "baseline", "schema"):
         assert f"\n  {command} " in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("columns", ["60", "200", "", "x"])
+def test_help_is_as_wide_as_click_would_make_it(columns: str) -> None:
+    """The help width mg computes (to spare click importing shutil) is the one click picks."""
+    from click import formatting
+
+    from migretti_core.cli import HELP_MAX_WIDTH, help_width
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLUMNS", columns)
+        expected = formatting.HelpFormatter(max_width=HELP_MAX_WIDTH).width
+        assert help_width(HELP_MAX_WIDTH) == expected
 
 
 def test_builtins_pass_the_hook_checks() -> None:
