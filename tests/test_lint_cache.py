@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from migretti_core.errors import MigrationFileError
 from migretti_core.testing import make_config, make_hooks, make_migration, make_session
-from migretti_core.types import LintFinding, LintRequest, Migration
+from migretti_core.types import FileText, LintFinding, LintRequest, Migration
+from migretti_plugins.files.parse import parse_migration
 from migretti_plugins.lint import linter
 
 SQL = "ALTER TABLE accounts DROP COLUMN old;\nCREATE TABLE posts (id integer);"
@@ -89,3 +91,21 @@ def test_a_large_text_is_keyed_by_checksum_but_compared_whole(counted: list[int]
     stale = dataclasses.replace(edited, checksum=migration.checksum)
     assert [f.rule for f in lint(stale)] == ["ban-drop-column"]
     assert len(counted) == 2
+
+
+def test_the_key_of_a_file_read_on_demand_reads_nothing(tmp_path: Path) -> None:
+    rows = "\n".join(
+        f"INSERT INTO t (id, a) VALUES ({i}, 'row {i} {'x' * 90}');" for i in range(12_000)
+    )
+    path = tmp_path / "0001_big.sql"
+    data = f"-- migration: big\n\n-- migrate: up\n{rows}\n".encode()
+    path.write_bytes(data)
+    migration = parse_migration(path, data)
+    assert isinstance(migration.kept("text"), FileText)
+    path.write_bytes(data + b"-- edited\n")  # from now on, reading the file again fails
+    key = linter._migration_key(migration)
+    assert key == linter._migration_key(migration) and hash(key) == hash(
+        linter._migration_key(migration)
+    )
+    with pytest.raises(MigrationFileError):
+        migration.text  # noqa: B018

@@ -154,12 +154,7 @@ def _cache_key(
     caller = getattr(hooks, "mg_split_statements", None)
     splitters = tuple(_Identity(impl.plugin) for impl in caller.get_hookimpls()) if caller else None
     return (
-        tuple(
-            (str(m.path), m.id, m.text, m.up_sql, m.up_line, m.transactional)
-            if len(m.text) < _HASHED_WHOLE
-            else (str(m.path), m.id, _Texts(m), "", m.up_line, m.transactional)
-            for m in request.migrations
-        ),
+        tuple(_migration_key(m) for m in request.migrations),
         request.plan,
         version,
         mg_lock_timeout,
@@ -171,6 +166,13 @@ def _cache_key(
 
 # Texts at least this long are hashed by their checksum in the cache key (see _Texts).
 _HASHED_WHOLE = 1 << 16
+
+
+def _migration_key(m: Migration) -> tuple[Any, ...]:
+    text = m.kept("text")  # never ``m.text``: a large file's text would be read again
+    if isinstance(text, str) and len(text) < _HASHED_WHOLE:
+        return (str(m.path), m.id, text, m.kept("up_sql"), m.up_line, m.transactional)
+    return (str(m.path), m.id, _Texts(m), "", m.up_line, m.transactional)
 
 
 class _Texts:
