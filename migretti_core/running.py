@@ -55,6 +55,7 @@ from migretti_core.types import (
     Session,
     Statement,
     StatementInfo,
+    read_once,
 )
 
 
@@ -1007,13 +1008,16 @@ def _run(
         live = bool(state.running)
         plan = planner(state, not live)
         checked: set[tuple[str, str]] = set()
-        validate(session, plan.steps, checked)
-        if not plan.steps and not live:
-            report(session, "command.nothing", "info", nothing(state))
-            return 0
-        if explain is not None:
-            explain(state, plan)
-        findings = lint_plan(session, conn, plan)
+        # A large file's text is read once for the pre-flight checks and lint, and dropped
+        # before anything runs.
+        with read_once():
+            validate(session, plan.steps, checked)
+            if not plan.steps and not live:
+                report(session, "command.nothing", "info", nothing(state))
+                return 0
+            if explain is not None:
+                explain(state, plan)
+            findings = lint_plan(session, conn, plan)
         confirm(session, plan, what if not session.options.dry_run else "dry run", findings)
         if session.options.dry_run:
             ensure_not_blocked(state)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import field, fields
 from datetime import datetime
 from pathlib import Path
@@ -153,7 +155,17 @@ class FileText:
         return f"FileText({str(self.path)!r}, bytes {self.start}-{self.end})"
 
     def load(self) -> str:
-        """The text, from the file as it is now; ``MigrationFileError`` if the file changed."""
+        """The text, from the file as it is now; ``MigrationFileError`` if the file changed.
+        Inside ``read_once()``, the text read first."""
+        held = _HELD.get()
+        if held is None:
+            return self._read()
+        text = held.get(self)
+        if text is None:
+            text = held[self] = self._read()
+        return text
+
+    def _read(self) -> str:
         from migretti_core.textfiles import read_checked
 
         data = read_checked(self.path, self.size, self.checksum)
@@ -161,6 +173,22 @@ class FileText:
             return data.decode("utf-8")
         with memoryview(data) as view:
             return str(view[self.start : self.end], "utf-8")
+
+
+# The texts read inside ``read_once`` (a context variable: each thread has its own).
+_HELD: ContextVar[dict[FileText, str] | None] = ContextVar("mg_file_texts", default=None)
+
+
+@contextmanager
+def read_once() -> Iterator[None]:
+    """Within it, a ``FileText`` is read from its file once and its text kept, dropped on
+    leaving: for checks that follow each other (the engine's pre-flight checks and lint),
+    not around a migration's execution, where the kept text would be one more copy."""
+    token = _HELD.set({})
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
 
 
 class _OnDemand:

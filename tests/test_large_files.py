@@ -11,7 +11,7 @@ import pytest
 
 from migretti_core.errors import MigrationFileError
 from migretti_core.testing import Project
-from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration
+from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration, read_once
 from migretti_plugins.files.parse import parse_migration
 
 ROWS = 12_000  # about 1.3 MB of INSERTs: over ON_DEMAND_BYTES
@@ -72,6 +72,17 @@ def test_a_large_file_changed_after_parsing_is_refused_when_read(tmp_path: Path)
     path.unlink()
     with pytest.raises(MigrationFileError, match="cannot read it again"):
         _ = migration.text
+
+
+def test_within_read_once_a_large_file_is_read_once(tmp_path: Path) -> None:
+    path = tmp_path / "0001_big.sql"
+    migration = parse_migration(path, write(path, big_up()))
+    with read_once():
+        first = migration.up_sql
+        path.unlink()  # not read again: the text read first is kept until the block ends
+        assert migration.up_sql is first
+    with pytest.raises(MigrationFileError, match="cannot read it again"):
+        _ = migration.up_sql
 
 
 def test_a_small_file_keeps_its_text(tmp_path: Path) -> None:
