@@ -109,8 +109,9 @@ class Fleet:
         self.jobs = _count(jobs, "jobs", 1) or self._settings.jobs or DEFAULT_JOBS
         given = _count(canary, "canary", 0)
         self.canary = given if given is not None else (self._settings.canary or 0)
-        self.fail_fast = bool(fail_fast)
-        self.raise_on_failure = bool(raise_on_failure)
+        _check("fleet", fail_fast=fail_fast, raise_on_failure=raise_on_failure)
+        self.fail_fast = fail_fast
+        self.raise_on_failure = raise_on_failure
 
     def __repr__(self) -> str:
         return f"<Fleet {self.name} jobs={self.jobs} canary={self.canary}>"

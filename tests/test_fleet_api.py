@@ -212,6 +212,8 @@ def test_reads_canary_fail_fast_and_bad_arguments(setup: Setup) -> None:
     assert unknown.value.exit_code == 2 and "tenants" in str(unknown.value)
     with pytest.raises(UsageError):
         mg.fleet("tenants", jobs=0)
+    with pytest.raises(UsageError):  # "no" is truthy: refused rather than taken as True
+        mg.fleet("tenants", fail_fast="no")  # type: ignore[arg-type]
 
 
 def test_a_protected_profile_is_refused_once_before_any_member(setup: Setup) -> None:
