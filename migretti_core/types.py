@@ -183,12 +183,20 @@ _HELD: ContextVar[dict[FileText, str] | None] = ContextVar("mg_file_texts", defa
 def read_once() -> Iterator[None]:
     """Within it, a ``FileText`` is read from its file once and its text kept, dropped on
     leaving: for checks that follow each other (the engine's pre-flight checks and lint),
-    not around a migration's execution, where the kept text would be one more copy."""
-    token = _HELD.set({})
+    not around a migration's execution, where the kept text would be one more copy. When a
+    text was read, the memory the checks freed is given back to the system on leaving
+    (``textfiles.return_free_memory``): the query is built next."""
+    held: dict[FileText, str] = {}
+    token = _HELD.set(held)
     try:
         yield
     finally:
         _HELD.reset(token)
+        if held:  # a large file was read: give what the checks left back before it runs
+            held.clear()
+            from migretti_core.textfiles import return_free_memory
+
+            return_free_memory()
 
 
 class _OnDemand:

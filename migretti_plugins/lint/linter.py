@@ -21,7 +21,7 @@ from typing import Any
 from pglast import parser
 
 from migretti_core.reporting import display_path
-from migretti_core.textfiles import read_checked
+from migretti_core.textfiles import read_checked, release_mapped_file
 from migretti_core.types import (
     FileText,
     LintFinding,
@@ -233,6 +233,10 @@ def _lint(
         findings.extend(
             lint_migration(session, migration, settings, enabled, version, mg_lock_timeout, created)
         )
+    if any(isinstance(m.kept("up_sql"), FileText) for m in request.migrations):
+        # A large migration is about to run: what parsing touched of pglast's library is
+        # not kept resident under its query (docs/performance.md, "W2 memory").
+        release_mapped_file(str(getattr(parser, "__file__", "") or ""))
     return findings
 
 
