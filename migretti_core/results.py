@@ -6,7 +6,7 @@ prints (for status, list, head and verify), so code and scripts read the same da
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -77,13 +77,24 @@ class MigrationOutcome:
             "ok": self.ok,
             "executed": self.executed,
             "error": self.error,
-            "locks": [{"relation": relation, "mode": mode} for relation, mode in self.locks],
-            "rewrites": list(self.rewrites),
-            "tables": [
-                {"relation": relation, "rows": rows, "bytes": size}
-                for relation, rows, size in self.tables
-            ],
+            **lock_report_fields(self.locks, self.rewrites, self.tables),
         }
+
+
+def lock_report_fields(
+    locks: Sequence[tuple[str, str]],
+    rewrites: Sequence[str],
+    tables: Sequence[tuple[str, int | None, int]],
+) -> dict[str, Any]:
+    """A dry run's lock report as JSON fields: the same keys in ``MigrationOutcome.as_dict``
+    and ``mg apply --dry-run --format json``."""
+    return {
+        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks],
+        "rewrites": list(rewrites),
+        "tables": [
+            {"relation": relation, "rows": rows, "bytes": size} for relation, rows, size in tables
+        ],
+    }
 
 
 @dataclass(frozen=True)

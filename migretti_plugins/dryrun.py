@@ -221,6 +221,8 @@ def lock_report_line(migration: Migration, locks: LockReport) -> str:
 
 
 def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
+    from migretti_core.results import lock_report_fields
+
     locks = result.locks or LockReport()
     return {
         "id": result.migration.id,
@@ -228,10 +230,5 @@ def dry_run_dict(result: MigrationResult) -> dict[str, Any]:
         "ok": result.ok,
         "error": result.error,
         "executed": result.executed,
-        "locks": [{"relation": relation, "mode": mode} for relation, mode in locks.locks],
-        "rewrites": list(locks.rewrites),
-        "tables": [
-            {"relation": relation, "rows": rows, "bytes": size}
-            for relation, rows, size in locks.tables
-        ],
+        **lock_report_fields(locks.locks, locks.rewrites, locks.tables),
     }
