@@ -599,9 +599,51 @@ def test_find_transaction_problems_reports_refusals_with_their_lines() -> None:
         ("Commit;", True),
         ("SELECT 1;\n  cReAtE INDEX ConCurrently i ON t (a);", True),
         ("SELECT 1;/* c */vacuum", True),
+        ("SELECT 1; /* x */ INSERT INTO t VALUES (1);\n-- a; b\nupdate t SET a = 2;", False),
+        ("CREATE INDEX -- a;b\n  CONCURRENTLY i ON t (a);", True),
+        ("ALTER TABLE t DETACH PARTITION s.p CONCURRENTLY;", True),
+        ("ALTER TABLE t ADD COLUMN c text DEFAULT 'x';", False),
+        ("create table x (id int);\nDROP TABLE y;", False),
+        ("CREATE TABLE t (id int);\n\t  eNd;", True),
+        ("INSERT INTO t VALUES ('a; vacuum');", True),  # a false start: the lexer clears it
+        ("SELECT 1; (SELECT 2);", True),  # not a word: left to the lexer
     ],
 )
-def test_the_prefilter_only_clears_text_without_a_problem_word(sql: str, maybe: bool) -> None:
+def test_the_prefilter_clears_text_whose_statements_cannot_be_reported(
+    sql: str, maybe: bool
+) -> None:
     assert lexer.may_have_transaction_problems(sql) is maybe
     if not maybe:
-        assert lexer.find_transaction_problems(sql) == []
+        assert lexer.statement_problems(sql) == []
+
+
+_PIECES = (
+    "INSERT INTO t VALUES (1, 'a;b', $$x; COMMIT$$)",
+    "CREATE TABLE t (id int, note text DEFAULT ';')",
+    "CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)",
+    "create index /* ; */ concurrently j on t (b)",
+    "DROP DATABASE -- ;\n old",
+    "ALTER TABLE t DETACH PARTITION p CONCURRENTLY",
+    "ALTER TABLE t ADD c int",
+    "ALTER SYSTEM SET work_mem = '8MB'",
+    "VACUUM t",
+    "COMMIT",
+    "begin",
+    "ROLLBACK TO SAVEPOINT s",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+    "DO $$ BEGIN PERFORM 1; END $$",
+    "SELECT 'end; start'",
+    "-- just a comment; VACUUM\nSELECT 1",
+    "/* a /* nested; */ commit; */ SELECT 2",
+    'CREATE TABLE "x;y" (a int)',
+    "UPDATE t SET a = 1",
+)
+
+
+def test_the_prefilter_never_clears_a_text_the_lexer_reports() -> None:
+    rng = random.Random(15)
+    for _ in range(3000):
+        chosen = rng.choices(_PIECES, k=rng.randint(1, 5))
+        sql = "".join(piece + rng.choice((";", ";\n", " ;  ", ";-- c\n")) for piece in chosen)
+        if lexer.statement_problems(sql):
+            assert lexer.may_have_transaction_problems(sql), sql
