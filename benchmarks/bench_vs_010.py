@@ -19,7 +19,9 @@ Workloads:
 W1        1000 small migrations (CREATE TABLE + CREATE INDEX), one transaction each, from
           an empty database; also ``psql`` of the embedded server doing
           ``BEGIN; \\i file; COMMIT`` per file in one session.
-W2        one 19 MB migration of 100k INSERTs, transactional.
+W2        one 19 MB migration of 100k INSERTs, transactional; also the same SQL sent by
+          this script as one query (``BEGIN``, the SQL, ``COMMIT``) through libpq on an open
+          connection, timed from sending to the last result: the server's share.
 W2N       the same migration marked no-transaction (100k statements, each committed);
           also ``psql -f`` of the SQL.
 STATUS    ``mg status`` with 1000 applied migrations (each tool on a database it applied).
@@ -53,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 OLD_VERSION = "0.10.0"
 DEFAULT_VENV = Path.home() / ".cache" / "migretti-bench" / f"migretti-{OLD_VERSION}"
 WORKLOADS = ("W1", "W2", "W2N", "STATUS", "HELP", "FILES10K")
+QUERY_ALONE = "the query alone"
 
 
 # --- the tools ------------------------------------------------------------------------------
@@ -182,7 +185,14 @@ def rounds(
     return series
 
 
-def show(title: str, series: Series, mg: str, others: Sequence[str], memory: bool = True) -> None:
+def show(
+    title: str,
+    series: Series,
+    mg: str,
+    others: Sequence[str],
+    memory: bool = True,
+    memory_of: Sequence[str] | None = None,
+) -> None:
     print(f"\n{title}")
     for name, samples in series.samples.items():
         times = [s.seconds for s in samples]
@@ -190,7 +200,7 @@ def show(title: str, series: Series, mg: str, others: Sequence[str], memory: boo
             f"  {name:<18} median {statistics.median(times):8.3f} s"
             f"   min {min(times):8.3f} s   runs {len(times)}"
         )
-        if memory:
+        if memory and (memory_of is None or name in memory_of):
             rss = [s.rss_mib for s in samples]
             line += f"   peak RSS {statistics.median(rss):6.1f} MiB (max {max(rss):.1f})"
         print(line)
@@ -359,6 +369,7 @@ class Bench:
             [
                 (self.mg.name, self.apply_of(self.mg, proj)),
                 (self.old.name, self.apply_of(self.old, proj)),
+                (QUERY_ALONE, self.query_alone(f"BEGIN;\n{sql}\n;COMMIT;")),
             ],
         )
         show(
@@ -366,7 +377,42 @@ class Bench:
             series,
             self.mg.name,
             [self.old.name],
+            memory_of=(self.mg.name, self.old.name),
         )
+        floor = [
+            a.seconds / b.seconds
+            for a, b in zip(series.samples[QUERY_ALONE], series.samples[self.old.name], strict=True)
+        ]
+        print(
+            f"  {QUERY_ALONE} / {self.old.name}: median of paired ratios "
+            f"{statistics.median(floor):.2f}x (the server's share of 0.10's time)"
+        )
+
+    def query_alone(self, sql: str) -> Callable[[], Sample]:
+        """The migration as one query through libpq, timed from sending to the last result:
+        what the server needs, with no tool starting, reading or checking anything."""
+        data = sql.encode()
+
+        def run() -> Sample:
+            import psycopg
+
+            url = self.dbs.fresh()
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    started = time.perf_counter()
+                    conn.pgconn.send_query(data)
+                    failed = None
+                    while (result := conn.pgconn.get_result()) is not None:
+                        if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                            failed = result.error_message.decode(errors="replace")
+                    elapsed = time.perf_counter() - started
+                if failed:
+                    raise SystemExit(f"the query alone failed: {failed}")
+                return Sample(elapsed, 0.0)
+            finally:
+                self.dbs.drop(url)
+
+        return run
 
     def w2n(self) -> None:
         proj = project(self.tmp, "w2n")
