@@ -147,6 +147,7 @@ _API_NAMES = frozenset(
         "State",
         "StateError",
         "Statement",
+        "StatementBatch",
         "StatementInfo",
         "Target",
         "UsageError",

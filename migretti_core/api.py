@@ -71,6 +71,7 @@ from migretti_core.types import (
     ScratchServer,
     Session,
     Statement,
+    StatementBatch,
     StatementInfo,
     Target,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "State",
     "StateError",
     "Statement",
+    "StatementBatch",
     "StatementInfo",
     "Target",
     "UsageError",

@@ -47,6 +47,7 @@ from migretti_core.types import (
     ScratchServer,
     Session,
     Statement,
+    StatementBatch,
     StatementInfo,
     Target,
 )
@@ -83,6 +84,7 @@ class Hooks:
         self.trace_plugins = bool(getattr(pm, "mg_trace", False))
         self._frames: list[_Frame] = []
         self._plans: dict[str, tuple[list[Any], bool, HookInfo]] = {}
+        self._batching: bool | None = None
         for plugin in pm.get_plugins():
             self.guard(plugin)
         listeners = getattr(pm, "mg_listeners", None)
@@ -93,12 +95,14 @@ class Hooks:
 
     def _registered(self, plugin: object) -> None:
         self._plans.clear()
+        self._batching = None
         if plugin is not None:
             self.guard(plugin)
 
     def guard(self, plugin: object) -> None:
         """Wrap each of ``plugin``'s implementations in its hook's policy (once)."""
         self._plans.clear()
+        self._batching = None
         for caller in self.pm.get_hookcallers(plugin) or ():
             if caller.spec is None:
                 continue
@@ -383,6 +387,25 @@ class Hooks:
         """True when a plugin ran ``parts`` as one transaction; False leaves it to the caller."""
         done = self.call("mg_execute_transaction", session=session, conn=conn, parts=parts)
         return bool(done)
+
+    def execute_each(self, session: Session, conn: Any, batch: StatementBatch) -> bool:
+        """True when a plugin ran ``batch`` (or a first part of it: ``batch.committed``)."""
+        done = self.call("mg_execute_each", session=session, conn=conn, batch=batch)
+        return bool(done)
+
+    def batches_statements(self) -> bool:
+        """Whether a no-transaction migration's statements may go through
+        ``mg_execute_each``: not while a plugin from outside migretti implements
+        ``mg_execute`` (a wrapper included) without it, as that plugin expects to see each
+        statement."""
+        if self._batching is None:
+            own = {id(impl.plugin) for impl in self._relay.mg_execute_each.get_hookimpls()}
+            self._batching = all(
+                getattr(impl.plugin, "__name__", "").startswith("migretti_plugins.")
+                or id(impl.plugin) in own
+                for impl in self._relay.mg_execute.get_hookimpls()
+            )
+        return self._batching
 
     def transaction(
         self, session: Session, conn: Any, rollback: bool = False

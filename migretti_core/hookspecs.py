@@ -40,6 +40,7 @@ from migretti_core.types import (
     MigrationResult,
     ScratchServer,
     Statement,
+    StatementBatch,
     StatementInfo,
     Target,
 )
@@ -263,6 +264,22 @@ def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) ->
     each transactional migration this way (the lock check, the SQL, its history statements)
     when no transaction is open. None: not handled; the engine then opens
     ``mg_transaction`` and calls ``mg_execute``.
+    """
+
+
+@spec(FIRST, since="1.1", returns=instance_of(bool))
+def mg_execute_each(session: Session, conn: Any, batch: StatementBatch) -> bool | None:
+    """Run ``batch.statements`` (consecutive statements of a no-transaction migration) in
+    order, each in a transaction of its own, as if each were sent alone; stop at the first
+    that fails, in as few round trips as you can.
+
+    Count each statement in ``batch.committed`` as it commits. You may stop after any
+    statement that committed (the engine calls again with the rest), but run at least the
+    first. When a statement fails, raise ``SqlError`` for it as ``mg_execute`` does,
+    ``position`` counted in its own text: it is statement ``batch.committed + 1``. Set
+    ``batch.settled`` false while statements you sent may have run unseen, so an
+    interrupted run never claims more than it knows. None: not handled; the engine sends
+    the first statement with ``mg_execute`` and asks again for the rest.
     """
 
 

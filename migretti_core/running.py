@@ -54,6 +54,7 @@ from migretti_core.types import (
     Plan,
     Session,
     Statement,
+    StatementBatch,
     StatementInfo,
     read_once,
 )
@@ -324,13 +325,33 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
         )
     except KeyboardInterrupt as exc:
         reason = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
+        cut = _cut_short(session, conn, migration, direction, statements, at, reason, done())
         raise Interrupted(cut) from None
     except DatabaseError as exc:
         reason = f"a lost connection ({exc.message})"
-        cut = _cut_short(session, conn, migration, direction, statements, at[0], reason, done())
+        cut = _cut_short(session, conn, migration, direction, statements, at, reason, done())
         raise DatabaseError(cut) from exc
     return done()
+
+
+# A batch for mg_execute_each: bounded, so Ctrl-C, the blockers' probe (armed once per
+# batch) and a lock-timeout retry stay close to the statement concerned.
+BATCH_STATEMENTS = 100
+BATCH_CHARS = 256 * 1024
+
+
+def _batch_at(texts: Sequence[str], index: int) -> StatementBatch | None:
+    """The statements from ``index`` (0-based) for one ``mg_execute_each``, or None when
+    only one would go."""
+    end = index
+    limit = min(len(texts), index + BATCH_STATEMENTS)
+    size = 0
+    while end < limit:
+        size += len(texts[end])
+        if size > BATCH_CHARS and end > index:
+            break
+        end += 1
+    return StatementBatch(texts[index:end]) if end - index >= 2 else None
 
 
 def _run_statements(
@@ -346,69 +367,94 @@ def _run_statements(
 ) -> None:
     """Run a no-transaction migration's statements; a statement that hit the table-lock
     timeout is tried again when it cannot have changed anything. ``at[0]`` follows the
-    statement running."""
+    statement running; ``at[1]``, when set, is the last one that may also have run (a
+    batch cut short without an answer for all of it).
+
+    Consecutive statements go to ``mg_execute_each`` in bounded batches (the database
+    plugin sends those that may share a query together, each committing on its own);
+    a statement it leaves goes alone through ``mg_execute``.
+    """
     hooks = session.hooks
     lock_wait, retries = lock
-    for index, statement in enumerate(statements, start=1):
-        at[0] = index
-        attempt = 0
-        info: StatementInfo | None = None  # asked of the database plugin once it failed
-        while True:
-            error: SqlError | None = None
-            holders: list[Any] = []
-            with _watch(session, conn, lock_wait) as blockers:
-                try:
-                    hooks.execute(session, conn, statement.text)
-                except SqlError as exc:
-                    error = exc
-                    holders = list(blockers)
-            if error is None:
-                break
-            if error.sqlstate and error.sqlstate.startswith(("08", "57P")):
-                # The server ended the session (terminated, shut down): nothing to write on.
-                raise DatabaseError(error.server_message) from error
-            timed_out = _lock_timed_out(error, lock_wait)
-            if info is None:
-                info = hooks.describe_statement(statement.text)
-            if timed_out and attempt < retries and info.retry_safe:
-                attempt += 1
-                _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
-                continue
-            note = info.note
-            if timed_out:
-                note = "; ".join(
-                    part
-                    for part in (_gave_up_note(session, lock_wait, attempt, holders), note)
-                    if part
-                )
-            failure = sql_failure(
-                migration, error, statement.text, first_line + statement.line - 1, note
+    total = len(statements)
+    texts = [s.text for s in statements] if total > 1 and hooks.batches_statements() else None
+    index = 0  # statements done
+    attempt = 0
+    info: StatementInfo | None = None  # asked of the database plugin once it failed
+    while index < total:
+        at[0] = index + 1
+        error: SqlError | None = None
+        holders: list[Any] = []
+        batch = None if texts is None else _batch_at(texts, index)
+        with _watch(session, conn, lock_wait) as blockers:
+            try:
+                if batch is not None and not (
+                    hooks.execute_each(session, conn, batch) and batch.committed
+                ):
+                    batch = None  # not handled: the first statement goes alone
+                if batch is None:
+                    hooks.execute(session, conn, statements[index].text)
+            except SqlError as exc:
+                error = exc
+                holders = list(blockers)
+            except BaseException:
+                if batch is not None:
+                    at[0] = index + batch.committed + 1
+                    if not batch.settled:
+                        at.append(index + len(batch.statements))
+                raise
+        ran = (0 if error else 1) if batch is None else batch.committed
+        if ran:
+            index += ran
+            attempt = 0
+            info = None
+        if error is None:
+            continue
+        number = index + 1
+        at[0] = number
+        statement = statements[index]
+        if error.sqlstate and error.sqlstate.startswith(("08", "57P")):
+            # The server ended the session (terminated, shut down): nothing to write on.
+            raise DatabaseError(error.server_message) from error
+        timed_out = _lock_timed_out(error, lock_wait)
+        if info is None:
+            info = hooks.describe_statement(statement.text)
+        if timed_out and attempt < retries and info.retry_safe:
+            attempt += 1
+            _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
+            continue
+        note = info.note
+        if timed_out:
+            note = "; ".join(
+                part for part in (_gave_up_note(session, lock_wait, attempt, holders), note) if part
             )
-            code = f" ({error.sqlstate})" if error.sqlstate else ""
-            # The server may quote a secret (a password cast to int): masked before stored.
-            stored = hooks.redact(f"line {failure.line}: {error.server_message}{code}")
-            hooks.history_write(
-                session,
-                conn,
-                HistoryChange(
-                    migration.id,
-                    migration.name,
-                    migration.checksum,
-                    action,
-                    "failed",
-                    done(),
-                    error=stored,
-                    failed_statement=index,
-                    log=False,
-                ),
-            )
-            failure.message = (
-                f"{failure.message}\n  statement {index} of {len(statements)}"
-                f"{f' ({info.kind})' if info.kind else ''} failed; "
-                f"migration {migration.id} is now marked failed; "
-                + FIX_HINT.format(id=migration.id)
-            )
-            raise failure from error
+        failure = sql_failure(
+            migration, error, statement.text, first_line + statement.line - 1, note
+        )
+        code = f" ({error.sqlstate})" if error.sqlstate else ""
+        # The server may quote a secret (a password cast to int): masked before stored.
+        stored = hooks.redact(f"line {failure.line}: {error.server_message}{code}")
+        hooks.history_write(
+            session,
+            conn,
+            HistoryChange(
+                migration.id,
+                migration.name,
+                migration.checksum,
+                action,
+                "failed",
+                done(),
+                error=stored,
+                failed_statement=number,
+                log=False,
+            ),
+        )
+        failure.message = (
+            f"{failure.message}\n  statement {number} of {total}"
+            f"{f' ({info.kind})' if info.kind else ''} failed; "
+            f"migration {migration.id} is now marked failed; " + FIX_HINT.format(id=migration.id)
+        )
+        raise failure from error
 
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -537,19 +583,22 @@ def _cut_short(
     migration: Migration,
     direction: Direction,
     statements: Sequence[Statement],
-    index: int,
+    at: Sequence[int],
     reason: str,
     duration: int,
 ) -> str:
     """Leave an honest row behind a no-transaction migration that stopped midway, and say
     what happened and what each way out does.
 
-    ``index`` is the statement that was running (1-based), or one past the last when the
-    statements had all run and only their record was missing. The row becomes ``failed``
-    with that statement number when mg can still write (Ctrl-C, SIGTERM); it stays
-    ``running`` when it cannot (the connection is gone).
+    ``at[0]`` is the statement that was running (1-based), or one past the last when the
+    statements had all run and only their record was missing; ``at[1]``, when there, is
+    the last statement that may have run too (a batch whose answers were not all read).
+    The row becomes ``failed`` with that statement number when mg can still write (Ctrl-C,
+    SIGTERM); it stays ``running`` when it cannot (the connection is gone).
     """
     total = len(statements)
+    index = at[0]
+    last = max(index, min(at[1], total)) if len(at) > 1 else index
     action: Action = "UP" if direction == "up" else "DOWN"
     complete = index > total
     if complete:
@@ -589,7 +638,10 @@ def _cut_short(
     line = migration.up_line if direction == "up" else migration.down_line or migration.up_line
     where = f"{display_path(migration.path)}:{line + statements[index - 1].line - 1}"
     done_part = f"{_statements(1, index - 1)} took effect, " if index > 1 else ""
-    rest = f", {_statements(index + 1, total)} did not run" if index < total else ""
+    rest = f", {_statements(last + 1, total)} did not run" if last < total else ""
+    running = f"statement {index} may or may not have"
+    if last > index:
+        running = f"statements {index}-{last} may or may not have run"
     verb = "applying" if direction == "up" else "rolling back"
     if direction == "up":
         ways = (
@@ -606,8 +658,8 @@ def _cut_short(
         )
     return (
         f"{what} was stopped by {reason} while {verb} it, during statement {index} of {total} "
-        f"({where}); it is a no-transaction migration, so {done_part}statement {index} may or "
-        f"may not have{rest}. Its row is left `{left}`"
+        f"({where}); it is a no-transaction migration, so {done_part}{running}{rest}. "
+        f"Its row is left `{left}`"
         + (f" at statement {index}" if left == "failed" else "")
         + f".\n  {ways}"
     )

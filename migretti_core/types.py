@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import field, fields
@@ -409,6 +409,30 @@ class StatementInfo:
     kind: str | None = None
     retry_safe: bool = False
     note: str | None = None
+
+
+class StatementBatch:
+    """Consecutive statements of a no-transaction migration for ``mg_execute_each``, and how
+    far they got: unlike the other types not frozen, as the plugin writes its progress here.
+
+    ``committed`` counts the statements that committed, from the first, as they commit, so
+    it is right even when the call ends in an exception (an error, Ctrl-C, a lost
+    connection). ``settled`` is false while statements after those may have run without
+    the plugin learning of it (a query still in flight when the call ended).
+    """
+
+    __slots__ = ("committed", "settled", "statements")
+
+    def __init__(self, statements: Sequence[str]) -> None:
+        self.statements = statements
+        self.committed = 0
+        self.settled = True
+
+    def __repr__(self) -> str:
+        return (
+            f"StatementBatch({len(self.statements)} statements, committed={self.committed}, "
+            f"settled={self.settled})"
+        )
 
 
 @record(frozen=True)

@@ -25,6 +25,7 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import threading
@@ -36,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
-from migretti_core.types import LockHolder, LockReport, Session, Statement, StatementInfo, Target
+from migretti_core.types import (
+    LockHolder,
+    LockReport,
+    Session,
+    Statement,
+    StatementBatch,
+    StatementInfo,
+    Target,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -398,6 +407,190 @@ def execute_transaction(
         raise error
     if ended:
         raise SqlError(_ENDED_TRANSACTION, hint=_ENDED_TRANSACTION_HINT)
+
+
+@hookimpl(trylast=True)
+def mg_execute_each(session: Session, conn: Any, batch: StatementBatch) -> bool | None:
+    if not _is_psycopg(conn):
+        return None
+    return execute_each(conn, batch, lambda text: session.hooks.split_statements(text)) or None
+
+
+# Between statements of a batch: a newline ends a trailing ``--`` comment.
+_EACH_BEGIN = "BEGIN;\n"
+_EACH_NEXT = "\n;\nCOMMIT;\nBEGIN;\n"
+_EACH_END = "\n;\nCOMMIT;"
+# From PostgreSQL 13 statement_timeout applies to each statement of a multi-statement query,
+# not to the whole query string.
+_EACH_SERVER = 130000
+# Statements that may share a query, each in a transaction of its own, by their first word:
+# data changes, and definitions unless a word below shows one that may refuse a
+# transaction block (CREATE INDEX CONCURRENTLY, DROP DATABASE, ALTER SYSTEM, ...). Anything
+# else (transaction control, COPY, VACUUM, SET, DO, CALL, ...) is sent alone.
+_IDENT = r"[\w$]"
+_EACH_DATA = re.compile(rf"(?i:insert|update|delete|merge)(?!{_IDENT})")
+_EACH_DEFINITION = re.compile(rf"(?i:create|alter|drop|comment|grant|revoke)(?!{_IDENT})")
+_NOT_IN_BLOCK = re.compile(
+    rf"(?i)(?<!{_IDENT})(?:concurrently|database|tablespace|system|subscription)(?!{_IDENT})"
+)
+_LEADING = re.compile(r"(?:\s+|--[^\n]*)*")
+
+
+def may_share_query(text: str) -> bool:
+    """True when ``text`` (one statement) runs the same in ``BEGIN; ...; COMMIT`` as alone
+    in autocommit mode, judged by its first keyword after comments; False when unsure."""
+    if "\0" in text:
+        return False
+    pos = 0
+    while True:
+        pos = _LEADING.match(text, pos).end()  # type: ignore[union-attr]
+        if not text.startswith("/*", pos):
+            break
+        pos = _comment_end(text, pos)
+    if _EACH_DATA.match(text, pos) is not None:
+        return True
+    if _EACH_DEFINITION.match(text, pos) is not None:
+        return _NOT_IN_BLOCK.search(text, pos) is None
+    return False
+
+
+def _comment_end(text: str, pos: int) -> int:
+    """The end of the block comment opening at ``pos`` (they nest)."""
+    depth = 0
+    while True:
+        opening = text.find("/*", pos)
+        closing = text.find("*/", pos)
+        if closing == -1:
+            return len(text)
+        if opening != -1 and opening < closing:
+            depth += 1
+            pos = opening + 2
+            continue
+        depth -= 1
+        pos = closing + 2
+        if depth == 0:
+            return pos
+
+
+def execute_each(
+    conn: psycopg.Connection[Any],
+    batch: StatementBatch,
+    split: Callable[[str], Sequence[Statement]] | None = None,
+) -> bool:
+    """Run the statements of ``batch`` that may share a query, from the first, as one
+    simple-protocol query: ``BEGIN; s1; COMMIT; BEGIN; s2; COMMIT; ...``.
+
+    Each commits on its own, as in autocommit mode; a failing one aborts its own
+    transaction and the server skips the rest of the query, so the COMMITs counted before
+    the error say which failed. A syntax error anywhere makes the server refuse the whole
+    text before running any of it: then the statements before the one it points at are
+    sent again on their own, and that one is left to ``mg_execute``, as it would have been
+    sent without batching. False (nothing ran) when fewer than two statements may share a
+    query, on a server older than 13, or inside a transaction.
+    """
+    from psycopg import pq
+
+    if conn.closed or _depth.get(conn, 0) > 0 or conn.info.server_version < _EACH_SERVER:
+        return False
+    if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False  # the migration opened one (BEGIN): its statements go one by one
+    group = 0
+    for text in batch.statements:
+        if not may_share_query(text):
+            break
+        group += 1
+    while group >= 2:
+        refused_at = _run_each(conn, batch, group, split)
+        if refused_at is None:
+            return True
+        group = refused_at
+    return False
+
+
+def _run_each(
+    conn: psycopg.Connection[Any],
+    batch: StatementBatch,
+    count: int,
+    split: Callable[[str], Sequence[Statement]] | None,
+) -> int | None:
+    """Send the first ``count`` statements of ``batch``, each in its own transaction.
+
+    None when they ran (raise ``SqlError`` for the one that failed); when the server
+    refused the whole text, the index of the statement its error points at (0 if unknown).
+    """
+    import psycopg
+
+    statements = batch.statements
+    starts: list[int] = []
+    pieces: list[str] = [_EACH_BEGIN]
+    offset = len(_EACH_BEGIN)
+    for text in statements[:count]:
+        starts.append(offset)
+        pieces.append(text)
+        pieces.append(_EACH_NEXT)
+        offset += len(text) + len(_EACH_NEXT)
+    pieces[-1] = _EACH_END
+    encoding = conn.info.encoding
+    try:
+        data = "".join(pieces).encode(encoding)
+    except UnicodeEncodeError:
+        return 0  # mg_execute reports the statement that cannot be encoded
+    del pieces
+    progress = [0]  # results before the first error
+    with conn.lock:
+        try:
+            batch.settled = False
+            conn.pgconn.send_query(data)
+            del data
+            failed = conn.wait(_consume_each(conn.pgconn, batch, progress))
+        except psycopg.Error as exc:
+            _rollback_quietly(conn)
+            raise error_from_psycopg(exc) from None
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        if failed is not None:
+            _rollback_quietly(conn)
+    if failed is None:
+        return None
+    error = _error_from_result(failed, encoding)
+    if progress[0] == 0:
+        # Nothing ran, not even the first BEGIN: the server refused the text as a whole.
+        position = error.position
+        if position is None:
+            return 0
+        return max(0, bisect.bisect_right(starts, position - 1) - 1)
+    at = batch.committed
+    if error.position is not None:
+        error.position = max(error.position - starts[at], 1)
+    elif split is not None:
+        error.position = statement_position(statements[at], split, 0)
+    raise error
+
+
+def _consume_each(
+    pgconn: PGconn, batch: StatementBatch, progress: list[int]
+) -> PQGen[PGresult | None]:
+    """Flush the query, then read every result, counting COMMITs in ``batch.committed`` as
+    they arrive (also while psycopg drains a query cancelled by Ctrl-C); return the first
+    error."""
+    from psycopg import generators, pq
+
+    fatal = pq.ExecStatus.FATAL_ERROR
+    yield from generators.send(pgconn)
+    failed: PGresult | None = None
+    while True:
+        result = yield from generators.fetch(pgconn)
+        if result is None:
+            batch.settled = True
+            return failed
+        if result.status == fatal:
+            if failed is None:
+                failed = result
+        elif failed is None:
+            progress[0] += 1
+            if result.command_status == b"COMMIT":
+                batch.committed += 1
 
 
 def _encode_into(buffer: bytearray, text: str, encoding: str, offset: int) -> None:

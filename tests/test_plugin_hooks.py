@@ -352,6 +352,19 @@ def test_hook_mg_execute_transaction(scenario: Scenario) -> None:
     assert len(failure.of("mg_execute_transaction")) == 1
 
 
+def test_hook_mg_execute_each(scenario: Scenario) -> None:
+    calls = scenario.steps["apply"].of("mg_execute_each")
+    # the no-transaction migration's statements are offered together; the builtin leaves
+    # them (a concurrent index build must run alone, and one statement gains nothing), so
+    # each went through mg_execute (test_hook_mg_execute)
+    assert [list(c["batch"].statements) for c in calls] == [
+        ["CREATE TABLE tags (id int)", "CREATE INDEX CONCURRENTLY tags_id ON tags (id)"]
+    ]
+    assert calls[0]["batch"].committed == 0
+    assert scenario.steps["dry-run"].of("mg_execute_each") == []
+    # batches that run: tests/test_no_transaction_batches.py
+
+
 def test_hook_mg_transaction(scenario: Scenario) -> None:
     step = scenario.steps["apply"]
     calls = step.of("mg_transaction")
