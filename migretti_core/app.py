@@ -194,6 +194,7 @@ class App:
         table_lock_timeout: float | None = None,
         statement_timeout: float | None = None,
         output_format: str = "text",
+        read_only: bool = False,
     ) -> Session:
         self.options = Options(
             verbose=self.globals.verbose,
@@ -207,6 +208,7 @@ class App:
             statement_timeout=statement_timeout,
             output_format=output_format,
             extra=MappingProxyType(dict(self.extra)),
+            read_only=read_only,
         )
         self.hooks.options = self.options
         return Session(self.config(), self.options, self.hooks)

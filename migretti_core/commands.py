@@ -386,7 +386,7 @@ def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     from migretti_core import views
 
     app = app_of(ctx)
-    state, invalid = views.current_status(app.session("status"))
+    state, invalid = views.current_status(app.session("status", read_only=True))
     data = views.status_data(state, app.hooks.redact, invalid)
     _emit(ctx, "status", data, fmt)
     return EXIT_BLOCKED if exit_code and not data["ok"] else 0
@@ -399,7 +399,7 @@ def list_(ctx: click.Context, fmt: str) -> None:
     """Every migration, from files and history together."""
     from migretti_core import views
 
-    state = views.current_state(app_of(ctx).session("list"))
+    state = views.current_state(app_of(ctx).session("list", read_only=True))
     _emit(ctx, "list", [row.as_dict() for row in state.rows()], fmt)
 
 
@@ -410,7 +410,7 @@ def head(ctx: click.Context, fmt: str) -> None:
     """The last applied migration."""
     from migretti_core import views
 
-    state = views.current_state(app_of(ctx).session("head"))
+    state = views.current_state(app_of(ctx).session("head", read_only=True))
     _emit(ctx, "head", views.entry_dict(state.head), fmt)
 
 
@@ -424,7 +424,7 @@ def verify(ctx: click.Context, fmt: str) -> int:
     """
     from migretti_core import views
 
-    state = views.current_state(app_of(ctx).session("verify"))
+    state = views.current_state(app_of(ctx).session("verify", read_only=True))
     data = views.verify_data(state)
     _emit(ctx, "verify", data, fmt)
     return 0 if data["ok"] else EXIT_BLOCKED

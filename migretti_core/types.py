@@ -545,6 +545,9 @@ class Options:
     """Options of the current command that plugins may need to respect.
 
     ``extra`` holds the values of options plugins added to the command, by parameter name.
+    ``read_only`` says the command only reads the database (``status``, ``list``, ``head``,
+    ``verify``): it runs no migration and writes no history, so the builtin ``postgres``
+    may connect without psycopg when no third-party plugin is loaded (docs/design.md).
     """
 
     verbose: bool = False
@@ -558,6 +561,7 @@ class Options:
     statement_timeout: float | None = None
     output_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    read_only: bool = False
 
     def option(self, name: str, default: Any = None) -> Any:
         """The value of an option a plugin added to the command (``mg_command_options``)."""

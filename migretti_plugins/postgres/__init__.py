@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ from migretti_core.types import (
     StatementInfo,
     Target,
 )
+from migretti_plugins.postgres import libpq
 
 if TYPE_CHECKING:
     import psycopg
@@ -94,16 +96,17 @@ def is_embedded(database: Mapping[str, Any]) -> bool:
 
 
 def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
-    """Turn the ``database`` section into libpq keywords; raise ``ConfigError`` if invalid."""
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
+    """Turn the ``database`` section into libpq keywords; raise ``ConfigError`` if invalid.
 
+    The URL is parsed and the keywords are read by libpq itself: through ``ctypes`` when
+    ``migretti_plugins.libpq`` can load it (so a read-only command need not import
+    psycopg), else through psycopg; the same library, the same answers."""
     params: dict[str, str] = {}
     url = database.get("url")
     if url not in (None, ""):
         try:
-            parsed = conninfo_to_dict(str(url))
-        except ProgrammingError as exc:
+            parsed = _parse_conninfo(str(url))
+        except ValueError as exc:
             reason = redact_text(" ".join(str(exc).split()))
             raise ConfigError(f"database.url is not a valid connection URL: {reason}") from None
         params.update({k: str(v) for k, v in parsed.items() if v is not None})
@@ -127,7 +130,27 @@ def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
     return params
 
 
+def _parse_conninfo(conninfo: str) -> dict[str, Any]:
+    """``conninfo_to_dict``; raises ``ValueError`` with libpq's reason."""
+    lib = libpq.library()
+    if lib is not None:
+        try:
+            return libpq.parse_conninfo(lib, conninfo)
+        except libpq.ConninfoError as exc:
+            raise ValueError(str(exc)) from None
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(conninfo)
+    except ProgrammingError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _libpq_keywords() -> frozenset[str]:
+    lib = libpq.library()
+    if lib is not None:
+        return libpq.keywords(lib)
     from psycopg import pq
 
     return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
@@ -244,14 +267,22 @@ def mg_connection_params(session: Session) -> dict[str, str] | None:
 
 @hookimpl(trylast=True)
 def mg_connect(session: Session) -> Any | None:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
     params = dict(session.hooks.connection_params(session))
     for key, var, value in _DEFAULTS:
         if not params.get(key) and not os.environ.get(var):
             params[key] = value
     password = params.get("password") or os.environ.get("PGPASSWORD")
+    if session.options.read_only and only_builtin_plugins(session):
+        conn = _connect_libpq(params, password)
+        if conn is not None:
+            return conn
+    return _connect_psycopg(params, password)
+
+
+def _connect_psycopg(params: Mapping[str, str], password: str | None) -> psycopg.Connection[Any]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
     try:
         conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
     except psycopg.ProgrammingError as exc:
@@ -262,9 +293,42 @@ def mg_connect(session: Session) -> Any | None:
     return conn
 
 
+def _connect_libpq(params: Mapping[str, str], password: str | None) -> Any | None:
+    """A ``libpq.LibpqConnection`` for a read-only session, or None where psycopg must
+    connect (see ``migretti_plugins/postgres/libpq.py``); its failures read as psycopg's."""
+    lib = libpq.library()
+    if lib is None or not set(params) <= libpq.keywords(lib):
+        return None
+    try:
+        attempts = libpq.attempts(lib, params)
+        timeout = libpq.connect_timeout(
+            params.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT"))
+        )
+        if attempts is None or timeout is None:
+            return None
+        conn = libpq.connect(lib, attempts, timeout)
+    except libpq.ConnectError as exc:
+        raise connect_failure(exc, target_of(params), password) from None
+    if conn is not None:
+        conn.opener = lambda: _connect_psycopg(params, password)
+    return conn
+
+
+def only_builtin_plugins(session: Session) -> bool:
+    """True when every registered plugin is a builtin module: third-party hooks may expect
+    ``conn`` to be a psycopg connection, so only then may it be a ``LibpqConnection``."""
+    from migretti_core.plugins import BUILTINS
+
+    modules = {builtin.name: builtin.module for builtin in BUILTINS}
+    return all(
+        getattr(plugin, "__name__", None) == modules.get(name)
+        for name, plugin in session.hooks.pm.list_name_plugin()
+    )
+
+
 @hookimpl(trylast=True)
 def mg_disconnect(session: Session, conn: Any) -> bool | None:
-    if not _is_psycopg(conn):
+    if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
         return None
     conn.close()
     return True
@@ -276,9 +340,28 @@ def mg_describe_target(session: Session) -> Target | None:
 
 
 def _is_psycopg(conn: Any) -> bool:
-    import psycopg
+    """Whether ``conn`` is a psycopg connection, without importing psycopg: a connection
+    cannot be one before psycopg was imported."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(conn, psycopg.Connection)
 
-    return isinstance(conn, psycopg.Connection)
+
+def _psycopg_of(conn: Any) -> psycopg.Connection[Any] | None:
+    """The psycopg connection behind ``conn``: itself, or the one a ``LibpqConnection``
+    opens in its place for what it does not do (then used for everything that follows)."""
+    if isinstance(conn, libpq.LibpqConnection):
+        return _upgrade(conn)
+    return conn if _is_psycopg(conn) else None
+
+
+def _upgrade(conn: libpq.LibpqConnection) -> psycopg.Connection[Any]:
+    if conn.fallback is None:
+        if conn.opener is None:
+            raise DatabaseError("the database connection is closed")
+        conn.fallback = conn.opener()
+        conn.close_light()
+    fallback: psycopg.Connection[Any] = conn.fallback
+    return fallback
 
 
 # --- execution hooks -------------------------------------------------------------------------
@@ -286,7 +369,8 @@ def _is_psycopg(conn: Any) -> bool:
 
 @hookimpl(trylast=True)
 def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
-    if not _is_psycopg(conn):
+    conn = _psycopg_of(conn)
+    if conn is None:
         return None
     execute_script(conn, sql, lambda text: session.hooks.split_statements(text))
     return True
@@ -336,7 +420,8 @@ def execute_script(
 
 @hookimpl(trylast=True)
 def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) -> bool | None:
-    if not _is_psycopg(conn) or _depth.get(conn, 0) > 0:
+    conn = _psycopg_of(conn)
+    if conn is None or _depth.get(conn, 0) > 0:
         return None  # inside a transaction already: the engine nests one with mg_transaction
     execute_transaction(conn, parts, lambda text: session.hooks.split_statements(text))
     return True
@@ -411,7 +496,8 @@ def execute_transaction(
 
 @hookimpl(trylast=True)
 def mg_execute_each(session: Session, conn: Any, batch: StatementBatch) -> bool | None:
-    if not _is_psycopg(conn):
+    conn = _psycopg_of(conn)
+    if conn is None:
         return None
     return execute_each(conn, batch, lambda text: session.hooks.split_statements(text)) or None
 
@@ -720,7 +806,8 @@ def _discard_copy_out(pgconn: PGconn) -> PQGen[None]:
 def mg_transaction(
     session: Session, conn: Any, rollback: bool
 ) -> AbstractContextManager[Any] | None:
-    if not _is_psycopg(conn):
+    conn = _psycopg_of(conn)
+    if conn is None:
         return None
     return transaction(conn, rollback)
 
@@ -744,18 +831,37 @@ def transaction(conn: psycopg.Connection[Any], rollback: bool = False) -> Iterat
 def mg_query(
     session: Session, conn: Any, sql: str, params: Sequence[Any]
 ) -> list[tuple[Any, ...]] | None:
-    if not _is_psycopg(conn):
+    if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
         return None
     return query(conn, sql, params)
 
 
 def query(
-    conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()
+    conn: psycopg.Connection[Any] | libpq.LibpqConnection, sql: str, params: Sequence[Any] = ()
 ) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` (``%s`` placeholders; none means ``%`` is literal)."""
+    refuse_nul(sql)
+    if isinstance(conn, libpq.LibpqConnection):
+        if conn.fallback is None:
+            try:
+                return conn.query(sql, params)
+            except libpq.Unsupported:
+                pass
+            except libpq.ServerError as exc:
+                raise SqlError(
+                    exc.message,
+                    sqlstate=exc.sqlstate,
+                    detail=exc.detail,
+                    hint=exc.hint,
+                    position=_int(exc.position),
+                    context=exc.context,
+                ) from None
+            except libpq.ConnectError as exc:
+                text = " ".join(str(exc).split()) or "the connection was lost"
+                raise DatabaseError(f"database connection failed: {redact_text(text)}") from None
+        conn = _upgrade(conn)
     import psycopg
 
-    refuse_nul(sql)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, tuple(params) if params else None, prepare=False)
@@ -799,7 +905,7 @@ _INVALID_INDEXES = (
 
 @hookimpl(trylast=True)
 def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | None:
-    if not _is_psycopg(conn):
+    if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
         return None
     return [
         {"index": index, "table": table, "drop": f"DROP INDEX CONCURRENTLY {index};"}
@@ -909,7 +1015,8 @@ _LOCK_STRENGTH = (
 
 @hookimpl(trylast=True)
 def mg_lock_probe(session: Session, conn: Any) -> AbstractContextManager[list[LockReport]] | None:
-    if not _is_psycopg(conn):
+    conn = _psycopg_of(conn)
+    if conn is None:
         return None
     return probe_locks(conn)
 
@@ -968,7 +1075,8 @@ _BLOCKERS = (
 def mg_lock_blockers(
     session: Session, conn: Any, after: float
 ) -> AbstractContextManager[list[LockHolder]] | None:
-    if not _is_psycopg(conn):
+    conn = _psycopg_of(conn)
+    if conn is None:
         return None
     return watch_blockers(session, conn.info.backend_pid, after)
 

@@ -1,0 +1,815 @@
+"""A small read-only PostgreSQL connection over libpq itself, through ``ctypes``.
+
+Importing psycopg costs more than the whole of ``mg status`` otherwise does (it imports
+``asyncio``, ``ssl``, ``logging`` and ``importlib.metadata``). The commands that only read
+(``status``, ``list``, ``head``, ``verify``) say so (``Options.read_only``), and when no
+third-party plugin is loaded the builtin ``postgres`` plugin connects through this module
+instead: the same libpq library psycopg would load, opened with ``ctypes``.
+
+What it does, and where it gives way to psycopg (``Unsupported``, or ``None`` from
+``connect``), so that what a user sees is psycopg's in every case:
+
+- The library: psycopg's own choice of implementation is followed. ``PSYCOPG_IMPL=python``
+  or an installed ``psycopg_c`` mean the system's libpq (opened by its name, ``libpq.so.5``
+  or ``libpq.5.dylib``; ``ctypes.util.find_library`` is not used, it runs subprocesses);
+  otherwise the libpq of the ``psycopg_binary`` wheel (``psycopg_binary.libs/libpq-*.so.5*``
+  or ``psycopg_binary/.dylibs/libpq.5.dylib``). On Windows, when none can be opened, or
+  with ``MG_PSYCOPG_ONLY=1`` in the environment, nothing here is used.
+- Connecting follows ``psycopg.connect``: the conninfo string is built as
+  ``psycopg.conninfo.make_conninfo`` builds it, a host name is resolved with
+  ``getaddrinfo`` into one attempt per address, each attempt is polled with psycopg's
+  timeout (``connect_timeout``, at least 2 s, 130 s when 0 or unset), and a failure reads
+  as psycopg's (the last attempt's message). Several hosts, ``load_balance_hosts=random``,
+  ``target_session_attrs=prefer-standby`` and a ``connect_timeout`` that is not a number
+  are left to psycopg, as is a session whose ``client_encoding`` is not UTF8 after
+  connecting.
+- Queries: without parameters one simple-protocol query (``%`` is literal), the first
+  result's rows, as psycopg's ``cursor.execute`` gives them; with parameters ``%s``
+  placeholders (``%%`` a literal ``%``) become ``$1``, ``$2``... and the values are sent
+  as text with the types psycopg gives them (``str`` untyped, ``int`` the smallest of
+  int2/int4/int8/numeric, ``bool``, ``float``, ``None``). Any other placeholder or value
+  type is ``Unsupported``.
+- Results are text and are converted by the column's type as psycopg converts them:
+  ``int2/int4/int8/oid`` to ``int``, ``bool``, ``text/varchar/bpchar/name/"char"/unknown``
+  to ``str``, ``float4/float8`` to ``float``, ``numeric`` to ``Decimal``, ``timestamp`` to
+  a naive ``datetime`` and ``timestamptz`` to a ``datetime`` in the session's ``TimeZone``
+  (``DateStyle`` is made ISO when the server's is not). Any other type, and any value
+  these parsers do not take (infinity, BC dates, a time zone Python does not know), is
+  ``Unsupported``: the caller runs the query again through psycopg, which gives its own
+  value or error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+# ctypes is imported when the library is first looked for: `mg --help` does not pay for it.
+
+# Environment variable that turns this module off: every connection goes through psycopg.
+PSYCOPG_ONLY = "MG_PSYCOPG_ONLY"
+
+_DEFAULT_CONNECT_TIMEOUT = 130  # psycopg's, for connect_timeout 0 or unset
+
+# PQstatus, PQconnectPoll, PQresultStatus
+_CONNECTION_OK = 0
+_CONNECTION_BAD = 1
+_POLLING_FAILED = 0
+_POLLING_READING = 1
+_POLLING_WRITING = 2
+_POLLING_OK = 3
+_PGRES_TUPLES_OK = 2
+_PGRES_FATAL_ERROR = 7
+_PGRES_COPY_OUT = 3
+_PGRES_COPY_IN = 4
+_PGRES_COPY_BOTH = 8
+
+# PQresultErrorField codes
+_DIAG_SQLSTATE = ord("C")
+_DIAG_MESSAGE_PRIMARY = ord("M")
+_DIAG_MESSAGE_DETAIL = ord("D")
+_DIAG_MESSAGE_HINT = ord("H")
+_DIAG_STATEMENT_POSITION = ord("P")
+_DIAG_CONTEXT = ord("W")
+
+
+class Unsupported(Exception):
+    """Something this connection does not do as psycopg would: use psycopg for it."""
+
+
+class ConnectError(Exception):
+    """A failed connection, worded as psycopg words it (``str`` of psycopg's error)."""
+
+
+class ConninfoError(Exception):
+    """A connection string libpq cannot parse; the text is libpq's reason."""
+
+
+# --- the library ------------------------------------------------------------------------
+
+
+_library: list[Any] = []  # [CDLL or None] once looked for
+
+
+def library() -> Any | None:
+    """libpq as psycopg would load it, with the functions used here declared; None when
+    this module is not to be used (see the module's docstring)."""
+    if _library:
+        return _library[0]
+    lib = None
+    if os.environ.get(PSYCOPG_ONLY, "").strip().lower() in ("", "0", "false", "no", "off"):
+        import ctypes
+
+        for path in _candidates():
+            try:
+                lib = _declare(ctypes.CDLL(path))
+                break
+            except (OSError, AttributeError):
+                continue
+    _library.append(lib)
+    return lib
+
+
+def _candidates() -> list[str]:
+    if sys.platform == "win32":
+        return []
+    system = "libpq.5.dylib" if sys.platform == "darwin" else "libpq.so.5"
+    impl = os.environ.get("PSYCOPG_IMPL", "").lower()
+    if impl in ("python", "c"):
+        return [system]
+    import importlib.util
+
+    try:
+        if impl != "binary" and importlib.util.find_spec("psycopg_c") is not None:
+            return [system]
+        spec = importlib.util.find_spec("psycopg_binary")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return [] if impl == "binary" else [system]
+    found: list[str] = []
+    for location in spec.submodule_search_locations:
+        package = os.path.abspath(location)
+        if sys.platform == "darwin":
+            candidate = os.path.join(package, ".dylibs", "libpq.5.dylib")
+            if os.path.exists(candidate):
+                found.append(candidate)
+            continue
+        libs = package + ".libs"
+        try:
+            names = sorted(os.listdir(libs))
+        except OSError:
+            continue
+        found.extend(
+            os.path.join(libs, name)
+            for name in names
+            if name.startswith("libpq-") and ".so.5" in name
+        )
+    return found
+
+
+def _declare(lib: Any) -> Any:
+    from ctypes import POINTER, Structure, c_char_p, c_int, c_uint, c_void_p
+
+    class ConninfoOption(Structure):
+        _fields_ = [
+            ("keyword", c_char_p),
+            ("envvar", c_char_p),
+            ("compiled", c_char_p),
+            ("val", c_char_p),
+            ("label", c_char_p),
+            ("dispchar", c_char_p),
+            ("dispsize", c_int),
+        ]
+
+    def fn(name: str, restype: Any, *argtypes: Any) -> None:
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = list(argtypes)
+
+    options = POINTER(ConninfoOption)
+    fn("PQconndefaults", options)
+    fn("PQconninfoParse", options, c_char_p, POINTER(c_char_p))
+    fn("PQconninfoFree", None, options)
+    fn("PQfreemem", None, c_void_p)
+    fn("PQconnectStart", c_void_p, c_char_p)
+    fn("PQconnectPoll", c_int, c_void_p)
+    fn("PQsocket", c_int, c_void_p)
+    fn("PQstatus", c_int, c_void_p)
+    fn("PQerrorMessage", c_char_p, c_void_p)
+    fn("PQparameterStatus", c_char_p, c_void_p, c_char_p)
+    fn("PQbackendPID", c_int, c_void_p)
+    fn("PQfinish", None, c_void_p)
+    fn("PQsendQuery", c_int, c_void_p, c_char_p)
+    fn("PQgetResult", c_void_p, c_void_p)
+    pointers = (c_void_p, c_void_p, c_void_p, c_void_p)  # types, values, lengths, formats
+    fn("PQexecParams", c_void_p, c_void_p, c_char_p, c_int, *pointers, c_int)
+    fn("PQresultStatus", c_int, c_void_p)
+    fn("PQresultErrorMessage", c_char_p, c_void_p)
+    fn("PQresultErrorField", c_char_p, c_void_p, c_int)
+    fn("PQntuples", c_int, c_void_p)
+    fn("PQnfields", c_int, c_void_p)
+    fn("PQftype", c_uint, c_void_p, c_int)
+    fn("PQgetvalue", c_char_p, c_void_p, c_int, c_int)
+    fn("PQgetisnull", c_int, c_void_p, c_int, c_int)
+    fn("PQclear", None, c_void_p)
+    # Second handles without argtypes, for the calls made once per value (see _rows).
+    lib.getvalue = lib["PQgetvalue"]
+    lib.getvalue.restype = c_char_p
+    lib.getisnull = lib["PQgetisnull"]
+    lib.getisnull.restype = c_int
+    return lib
+
+
+# --- connection strings ---------------------------------------------------------------------
+
+
+def _options(lib: Any, array: Any) -> list[Any]:
+    found = []
+    i = 0
+    while array[i].keyword is not None:
+        found.append(array[i])
+        i += 1
+    return found
+
+
+def keywords(lib: Any) -> frozenset[str]:
+    """libpq's connection keywords (``PQconndefaults``)."""
+    array = lib.PQconndefaults()
+    if not array:
+        raise MemoryError("couldn't allocate connection defaults")
+    try:
+        return frozenset(opt.keyword.decode() for opt in _options(lib, array))
+    finally:
+        lib.PQconninfoFree(array)
+
+
+def env_vars(lib: Any) -> dict[str, str]:
+    """Each keyword's environment variable, where it has one."""
+    array = lib.PQconndefaults()
+    if not array:
+        raise MemoryError("couldn't allocate connection defaults")
+    try:
+        return {
+            opt.keyword.decode(): opt.envvar.decode() for opt in _options(lib, array) if opt.envvar
+        }
+    finally:
+        lib.PQconninfoFree(array)
+
+
+def parse_conninfo(lib: Any, conninfo: str) -> dict[str, str]:
+    """The parameters a URL or ``key=value`` string sets (``psycopg.conninfo_to_dict``);
+    raises ``ConninfoError`` with libpq's reason."""
+    from ctypes import byref, c_char_p
+
+    error = c_char_p()
+    array = lib.PQconninfoParse(conninfo.encode(), byref(error))
+    if not array:
+        if not error:
+            raise MemoryError("couldn't allocate on conninfo parse")
+        reason = (error.value or b"").decode("utf8", "replace")
+        lib.PQfreemem(error)
+        raise ConninfoError(reason)
+    try:
+        return {
+            opt.keyword.decode(): opt.val.decode()
+            for opt in _options(lib, array)
+            if opt.val is not None
+        }
+    finally:
+        lib.PQconninfoFree(array)
+
+
+_ESCAPE = re.compile(r"([\\'])")
+_SPACE = re.compile(r"\s")
+
+
+def conninfo_of(params: Mapping[str, str]) -> str:
+    """``key=value`` pairs quoted as ``psycopg.conninfo.make_conninfo`` quotes them."""
+    return " ".join(f"{key}={_quote(str(value))}" for key, value in params.items())
+
+
+def _quote(value: str) -> str:
+    if not value:
+        return "''"
+    value = _ESCAPE.sub(r"\\\1", value)
+    return f"'{value}'" if _SPACE.search(value) else value
+
+
+# --- connecting -----------------------------------------------------------------------------
+
+
+def attempts(lib: Any, params: Mapping[str, str]) -> list[dict[str, str]] | None:
+    """psycopg's connection attempts for ``params`` (``conninfo_attempts``), or None when
+    psycopg should make them (several hosts, load balancing, prefer-standby).
+
+    Raises ``ConnectError`` with psycopg's words when the host name cannot be resolved."""
+    env = env_vars(lib)
+
+    def get(key: str) -> str | None:
+        if key in params:
+            return str(params[key])
+        var = env.get(key)
+        return os.environ.get(var) if var else None
+
+    for key in ("host", "hostaddr", "port"):
+        if "," in (get(key) or ""):
+            return None
+    if get("load_balance_hosts") == "random" or get("target_session_attrs") == "prefer-standby":
+        return None
+    host = get("host")
+    if not host or host.startswith("/") or host[1:2] == ":" or get("hostaddr"):
+        return [dict(params)]
+    if _is_ip_address(host):
+        return [{**params, "hostaddr": host}]
+    import socket
+
+    port = get("port") or _compiled_port(lib)
+    try:
+        found = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConnectError(f"failed to resolve host {host!r}: {exc}") from None
+    return [{**params, "hostaddr": str(item[4][0])} for item in found]
+
+
+def _compiled_port(lib: Any) -> str:
+    array = lib.PQconndefaults()
+    try:
+        for opt in _options(lib, array):
+            if opt.keyword == b"port" and opt.compiled:
+                return str(opt.compiled.decode())
+    finally:
+        lib.PQconninfoFree(array)
+    return "5432"
+
+
+def _is_ip_address(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def connect_timeout(value: str | None) -> int | None:
+    """psycopg's timeout for one attempt; None when psycopg should judge the value."""
+    if value is None:
+        return _DEFAULT_CONNECT_TIMEOUT
+    try:
+        timeout = int(float(value))
+    except ValueError:
+        return None
+    if timeout <= 0:
+        return _DEFAULT_CONNECT_TIMEOUT
+    return max(timeout, 2)
+
+
+def connect(
+    lib: Any, attempts: Sequence[Mapping[str, str]], timeout: int
+) -> LibpqConnection | None:
+    """Try each attempt in turn as psycopg does; raise ``ConnectError`` with the last
+    failure's text. None when the session is not one this connection can serve (its
+    ``client_encoding`` is not UTF8): the caller connects with psycopg."""
+    import time
+
+    error = ""
+    for attempt in attempts:
+        pgconn = lib.PQconnectStart(conninfo_of(attempt).encode())
+        if not pgconn:
+            raise MemoryError("couldn't allocate PGconn")
+        deadline = time.monotonic() + timeout
+        try:
+            error = _poll(lib, pgconn, deadline)
+        except BaseException:
+            lib.PQfinish(pgconn)
+            raise
+        if error:
+            lib.PQfinish(pgconn)
+            continue
+        conn = LibpqConnection(lib, pgconn)
+        try:
+            if conn.parameter_status("client_encoding") != "UTF8":
+                conn.close()
+                return None
+            conn.ensure_iso_dates()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    raise ConnectError(error)
+
+
+def _poll(lib: Any, pgconn: int, deadline: float) -> str:
+    """Drive ``PQconnectPoll`` to the end; the error text as psycopg words it, or ""."""
+    import select
+    import time
+
+    while True:
+        if lib.PQstatus(pgconn) == _CONNECTION_BAD:
+            return f"connection is bad: {_text(lib.PQerrorMessage(pgconn))}"
+        status = lib.PQconnectPoll(pgconn)
+        if status == _POLLING_OK:
+            return ""
+        if status == _POLLING_FAILED:
+            return f"connection failed: {_text(lib.PQerrorMessage(pgconn))}"
+        if status not in (_POLLING_READING, _POLLING_WRITING):
+            return f"unexpected poll status: {status}"
+        fileno = lib.PQsocket(pgconn)
+        left = deadline - time.monotonic()
+        wait = [fileno]
+        if left <= 0 or not any(
+            select.select(wait, [], wait, left)
+            if status == _POLLING_READING
+            else select.select([], wait, wait, left)
+        ):
+            return "connection timeout expired"
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("utf-8", "replace")
+
+
+# --- the connection -------------------------------------------------------------------------
+
+
+class LibpqConnection:
+    """An open libpq session in autocommit mode: ``query`` and ``close``.
+
+    ``fallback`` is the psycopg connection the ``postgres`` plugin opened in its place when
+    something was ``Unsupported`` here (opened by ``opener``, which the plugin sets); from
+    then on it serves every call.
+    """
+
+    def __init__(self, lib: Any, pgconn: int) -> None:
+        self._lib = lib
+        self._pgconn: int | None = pgconn
+        self._tz: Any = None
+        self.fallback: Any = None
+        self.opener: Callable[[], Any] | None = None
+
+    def ensure_iso_dates(self) -> None:
+        """Dates and times come as ISO text, the only form parsed here."""
+        if not (self.parameter_status("DateStyle") or "").startswith("ISO"):
+            self.query("SET DateStyle TO ISO")
+
+    @property
+    def closed(self) -> bool:
+        return self._pgconn is None and self.fallback is None
+
+    def _conn(self) -> int:
+        if self._pgconn is None:
+            raise ConnectError("the connection is closed")
+        return self._pgconn
+
+    def parameter_status(self, name: str) -> str | None:
+        value = self._lib.PQparameterStatus(self._conn(), name.encode())
+        return value.decode("utf-8", "replace") if value is not None else None
+
+    @property
+    def backend_pid(self) -> int:
+        return int(self._lib.PQbackendPID(self._conn()))
+
+    @property
+    def server_version(self) -> str | None:
+        return self.parameter_status("server_version")
+
+    def error_message(self) -> str:
+        return _text(self._lib.PQerrorMessage(self._conn()))
+
+    def close_light(self) -> None:
+        """End the libpq session only (its fallback has taken over)."""
+        pgconn, self._pgconn = self._pgconn, None
+        if pgconn is not None:
+            self._lib.PQfinish(pgconn)
+
+    def close(self) -> None:
+        self.close_light()
+        fallback, self.fallback = self.fallback, None
+        if fallback is not None:
+            fallback.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` (see the module's docstring). Raises ``ServerError`` for an
+        error the server reported, ``ConnectError`` for a lost connection, and
+        ``Unsupported``."""
+        lib = self._lib
+        pgconn = self._conn()
+        if params:
+            from ctypes import c_char_p, c_uint
+
+            text, values, types = _bind(sql, params)
+            count = len(values)
+            result = lib.PQexecParams(
+                pgconn,
+                text.encode(),
+                count,
+                (c_uint * count)(*types),
+                (c_char_p * count)(*values),
+                None,
+                None,
+                0,
+            )
+            if not result:
+                raise ConnectError(self.error_message())
+            try:
+                self._check(result)
+                return self._rows(result)
+            finally:
+                lib.PQclear(result)
+        if not lib.PQsendQuery(pgconn, sql.encode()):
+            raise ConnectError(self.error_message())
+        results = []
+        try:
+            while True:
+                result = lib.PQgetResult(pgconn)
+                if not result:
+                    break
+                results.append(result)
+                status = lib.PQresultStatus(result)
+                if status in (_PGRES_COPY_IN, _PGRES_COPY_OUT, _PGRES_COPY_BOTH):
+                    raise Unsupported("COPY")
+            if not results:
+                raise ConnectError(self.error_message())
+            for result in results:
+                self._check(result)
+            first = results[0]
+            return self._rows(first) if lib.PQresultStatus(first) == _PGRES_TUPLES_OK else []
+        finally:
+            for result in results:
+                lib.PQclear(result)
+
+    def _check(self, result: int) -> None:
+        lib = self._lib
+        if lib.PQresultStatus(result) != _PGRES_FATAL_ERROR:
+            return
+
+        def field(code: int) -> str | None:
+            value = lib.PQresultErrorField(result, code)
+            return value.decode("utf-8", "replace") if value else None
+
+        sqlstate = field(_DIAG_SQLSTATE)
+        message = field(_DIAG_MESSAGE_PRIMARY)
+        if sqlstate is None or message is None:
+            raise ConnectError(_text(lib.PQresultErrorMessage(result)) or self.error_message())
+        raise ServerError(
+            message,
+            sqlstate=sqlstate,
+            detail=field(_DIAG_MESSAGE_DETAIL),
+            hint=field(_DIAG_MESSAGE_HINT),
+            position=field(_DIAG_STATEMENT_POSITION),
+            context=field(_DIAG_CONTEXT),
+        )
+
+    def _rows(self, result: int) -> list[tuple[Any, ...]]:
+        import gc
+        from ctypes import c_void_p
+
+        lib = self._lib
+        nrows = lib.PQntuples(result)
+        ncols = lib.PQnfields(result)
+        converters = [self._converter(lib.PQftype(result, col)) for col in range(ncols)]
+        # The two calls made per value take the result as a ready ctypes object and plain
+        # ints, without argtypes: converting each argument costs more than the call.
+        handle = c_void_p(result)
+        getvalue = lib.getvalue
+        isnull = lib.getisnull
+        columns = list(enumerate(converters))
+        rows: list[tuple[Any, ...]] = []
+        collecting = gc.isenabled()
+        gc.disable()  # thousands of tuples, none in a cycle: nothing for the collector
+        try:
+            for row in range(nrows):
+                values: list[Any] = []
+                for col, convert in columns:
+                    raw = getvalue(handle, row, col)
+                    # libpq gives "" for NULL: only an empty value can be one
+                    if not raw and isnull(handle, row, col):
+                        values.append(None)
+                    else:
+                        values.append(convert(raw))
+                rows.append(tuple(values))
+        finally:
+            if collecting:
+                gc.enable()
+        return rows
+
+    def _converter(self, oid: int) -> Callable[[bytes], Any]:
+        convert = _CONVERTERS.get(oid)
+        if convert is not None:
+            return convert
+        if oid == _TIMESTAMPTZ:
+            tz = self._timezone()
+            return lambda raw: _timestamptz(raw, tz)
+        raise Unsupported(f"type oid {oid}")
+
+    def _timezone(self) -> Any:
+        """The session's ``TimeZone`` as psycopg takes it (``psycopg._tz.get_tzinfo``)."""
+        if self._tz is None:
+            from datetime import timezone
+
+            name = self.parameter_status("TimeZone")
+            if name in (None, "UTC"):
+                self._tz = timezone.utc
+            else:
+                from zoneinfo import ZoneInfo
+
+                try:
+                    self._tz = ZoneInfo(name)
+                except Exception:
+                    # psycopg logs a warning and uses UTC: let it
+                    raise Unsupported(f"time zone {name!r}") from None
+        return self._tz
+
+
+class ServerError(Exception):
+    """An error the server reported, with its diagnostic fields."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str,
+        detail: str | None,
+        hint: str | None,
+        position: str | None,
+        context: str | None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+        self.position = position
+        self.context = context
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"%(.|\Z)", re.DOTALL)
+_INT2, _INT4, _INT8, _NUMERIC, _BOOL, _FLOAT8 = 21, 23, 20, 1700, 16, 701
+
+
+def _bind(sql: str, params: Sequence[Any]) -> tuple[str, list[bytes | None], list[int]]:
+    """``sql`` with ``$n`` for its ``%s``, and the values and types psycopg would send."""
+    parts: list[str] = []
+    count = 0
+    start = 0
+    for match in _PLACEHOLDER.finditer(sql):
+        kind = match.group(1)
+        if kind == "%":
+            parts.append(sql[start : match.start()] + "%")
+        elif kind == "s":
+            count += 1
+            parts.append(f"{sql[start : match.start()]}${count}")
+        else:
+            raise Unsupported(f"placeholder %{kind}")
+        start = match.end()
+    parts.append(sql[start:])
+    if count != len(params):
+        raise Unsupported("placeholders and parameters differ in number")
+    values: list[bytes | None] = []
+    types: list[int] = []
+    for value in params:
+        if value is None:
+            values.append(None)
+            types.append(0)
+        elif isinstance(value, bool):
+            values.append(b"t" if value else b"f")
+            types.append(_BOOL)
+        elif isinstance(value, int):
+            values.append(str(value).encode())
+            types.append(_int_oid(value))
+        elif isinstance(value, str):
+            if "\0" in value:
+                raise Unsupported("NUL in a parameter")
+            values.append(value.encode())
+            types.append(0)
+        elif isinstance(value, float):
+            values.append(_float_text(value).encode())
+            types.append(_FLOAT8)
+        else:
+            raise Unsupported(f"parameter of type {type(value).__name__}")
+    return "".join(parts), values, types
+
+
+def _int_oid(value: int) -> int:
+    if -(2**15) <= value < 2**15:
+        return _INT2
+    if -(2**31) <= value < 2**31:
+        return _INT4
+    if -(2**63) <= value < 2**63:
+        return _INT8
+    return _NUMERIC
+
+
+def _float_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+# --- results --------------------------------------------------------------------------------
+
+_TIMESTAMP, _TIMESTAMPTZ = 1114, 1184
+_DIGITS = frozenset(b"0123456789")
+
+
+def _text_value(raw: bytes) -> str:
+    return raw.decode("utf-8")
+
+
+def _decimal(raw: bytes) -> Any:
+    from decimal import Decimal
+
+    return Decimal(raw.decode("ascii"))
+
+
+def _float(raw: bytes) -> float:
+    return float(raw)
+
+
+_Fields = tuple[int, int, int, int, int, int, int]
+
+
+def _parts(raw: bytes, aware: bool) -> tuple[_Fields, int]:
+    """The fields of an ISO timestamp as PostgreSQL writes it with DateStyle ISO
+    (``2026-11-27 05:17:14.77356+00``; the offset only for timestamptz) and the offset in
+    seconds; ``Unsupported`` for anything else (infinity, BC, a year past 9999)."""
+    if (
+        len(raw) < 19
+        or raw[4] != 45  # -
+        or raw[7] != 45
+        or raw[10] != 32  # space
+        or raw[13] != 58  # :
+        or raw[16] != 58
+        or not _DIGITS.issuperset(
+            raw[0:4] + raw[5:7] + raw[8:10] + raw[11:13] + raw[14:16] + raw[17:19]
+        )
+    ):
+        raise Unsupported(f"timestamp {raw!r}")
+    rest = raw[19:]
+    micros = 0
+    if rest[:1] == b".":
+        end = 1
+        while end < len(rest) and rest[end] in _DIGITS:
+            end += 1
+        fraction = rest[1:end]
+        if not 1 <= len(fraction) <= 6:
+            raise Unsupported(f"timestamp {raw!r}")
+        micros = int(fraction.ljust(6, b"0"))
+        rest = rest[end:]
+    offset = 0
+    if aware:
+        sign = rest[:1]
+        parts = rest[1:].split(b":")
+        if (
+            sign not in (b"+", b"-")
+            or len(parts) > 3
+            or not all(len(part) == 2 and _DIGITS.issuperset(part) for part in parts)
+        ):
+            raise Unsupported(f"timestamp {raw!r}")
+        hours, minutes, seconds = (*(int(part) for part in parts), 0, 0)[:3]
+        offset = 3600 * hours + 60 * minutes + seconds
+        if sign == b"-":
+            offset = -offset
+    elif rest:
+        raise Unsupported(f"timestamp {raw!r}")
+    fields: _Fields = (
+        int(raw[0:4]),
+        int(raw[5:7]),
+        int(raw[8:10]),
+        int(raw[11:13]),
+        int(raw[14:16]),
+        int(raw[17:19]),
+        micros,
+    )
+    return fields, offset
+
+
+def _timestamp(raw: bytes) -> Any:
+    from datetime import datetime
+
+    fields, _ = _parts(raw, False)
+    try:
+        return datetime(*fields)
+    except ValueError:
+        raise Unsupported(f"timestamp {raw!r}") from None
+
+
+def _timestamptz(raw: bytes, tz: Any) -> Any:
+    from datetime import datetime, timedelta, timezone
+
+    fields, offset = _parts(raw, True)
+    try:
+        utc = datetime(*fields, tzinfo=timezone.utc)
+        if offset:
+            utc -= timedelta(seconds=offset)
+        return utc.astimezone(tz)
+    except (ValueError, OverflowError):
+        raise Unsupported(f"timestamptz {raw!r}") from None
+
+
+_CONVERTERS: dict[int, Callable[[bytes], Any]] = {
+    16: lambda raw: raw == b"t",  # bool
+    18: _text_value,  # "char"
+    19: _text_value,  # name
+    20: int,  # int8
+    21: int,  # int2
+    23: int,  # int4
+    25: _text_value,  # text
+    26: int,  # oid
+    700: _float,  # float4
+    701: _float,  # float8
+    705: _text_value,  # unknown
+    1042: _text_value,  # bpchar
+    1043: _text_value,  # varchar
+    1700: _decimal,  # numeric
+    _TIMESTAMP: _timestamp,
+}
