@@ -19,7 +19,7 @@ import errno
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,23 @@ class _Frame:
     deferred: MgError | None = None
 
 
+class _Plan:
+    """How to call one hook: its implementations (the last registered first), whether a
+    wrapper asks for pluggy's own calling, its declaration, and for each implementation what
+    the routine needs (function, positional argument names, keyword argument names)."""
+
+    __slots__ = ("calls", "firstresult", "impls", "info", "wrapped")
+
+    def __init__(self, impls: list[Any], wrapped: bool, info: HookInfo) -> None:
+        self.impls = impls
+        self.wrapped = wrapped
+        self.info = info
+        self.firstresult = info.policy.firstresult
+        self.calls: tuple[tuple[Callable[..., Any], tuple[str, ...], tuple[str, ...]], ...] = tuple(
+            (impl.function, tuple(impl.argnames), tuple(impl.kwargnames)) for impl in impls
+        )
+
+
 class Hooks:
     """Typed calls into the plugin manager, all through ``call``."""
 
@@ -83,7 +100,7 @@ class Hooks:
         self.output_error: OSError | None = None
         self.trace_plugins = bool(getattr(pm, "mg_trace", False))
         self._frames: list[_Frame] = []
-        self._plans: dict[str, tuple[list[Any], bool, HookInfo]] = {}
+        self._plans: dict[str, _Plan] = {}
         self._batching: bool | None = None
         for plugin in pm.get_plugins():
             self.guard(plugin)
@@ -163,7 +180,7 @@ class Hooks:
             return True
         return False
 
-    def _plan(self, name: str) -> tuple[list[Any], bool, HookInfo]:
+    def _plan(self, name: str) -> _Plan:
         plan = self._plans.get(name)
         if plan is None:
             caller = getattr(self._relay, name)
@@ -174,7 +191,7 @@ class Hooks:
                 bool(spec.opts.get("firstresult")) if spec else False,
             )
             wrapped = any(impl.wrapper or impl.hookwrapper for impl in impls)
-            plan = (list(reversed(impls)), wrapped, info)
+            plan = _Plan(list(reversed(impls)), wrapped, info)
             self._plans[name] = plan
         return plan
 
@@ -184,46 +201,52 @@ class Hooks:
         First-result hooks return the answer (None when nobody answered and the hook is
         optional); the others return the list of answers that are not None.
         """
-        impls, wrapped, info = self._plan(name)
-        firstresult = info.policy.firstresult
-        frame = _Frame(name)
-        self._frames.append(frame)
+        plan = self._plans.get(name) or self._plan(name)
+        firstresult = plan.firstresult
+        calls = plan.calls
         tracing = self.trace_plugins
-        started = time.perf_counter() if tracing else 0.0
-        try:
-            if wrapped:
-                result = getattr(self._relay, name)(**kwargs)
-            elif firstresult:
-                result = None
-                for impl in impls:
-                    args = [kwargs[arg] for arg in impl.argnames]
-                    if impl.kwargnames:
-                        extra = {k: kwargs[k] for k in impl.kwargnames if k in kwargs}
-                        answer = impl.function(*args, **extra)
-                    else:
-                        answer = impl.function(*args)
-                    if answer is not None:
-                        result = answer
-                        break
-            else:
-                result = []
-                for impl in impls:
-                    args = [kwargs[arg] for arg in impl.argnames]
-                    if impl.kwargnames:
-                        extra = {k: kwargs[k] for k in impl.kwargnames if k in kwargs}
-                        answer = impl.function(*args, **extra)
-                    else:
-                        answer = impl.function(*args)
-                    if answer is not None:
-                        result.append(answer)
-        finally:
-            self._frames.pop()
-            if tracing:
-                self._trace(name, impls, frame.failed, started)
-        if frame.deferred is not None:
-            raise frame.deferred
-        if firstresult and result is None and info.required is not None:
-            what = info.required.format(**kwargs)
+        if not calls and not tracing:
+            # Nobody implements it (``mg_before_migration`` without a plugin that does):
+            # nothing can fail or be deferred.
+            if not firstresult:
+                return []
+            result = None
+        else:
+            frame = _Frame(name)
+            self._frames.append(frame)
+            started = time.perf_counter() if tracing else 0.0
+            try:
+                if plan.wrapped:
+                    result = getattr(self._relay, name)(**kwargs)
+                elif firstresult:
+                    result = None
+                    for function, argnames, kwargnames in calls:
+                        if kwargnames:
+                            extra = {k: kwargs[k] for k in kwargnames if k in kwargs}
+                            answer = function(*map(kwargs.__getitem__, argnames), **extra)
+                        else:
+                            answer = function(*map(kwargs.__getitem__, argnames))
+                        if answer is not None:
+                            result = answer
+                            break
+                else:
+                    result = []
+                    for function, argnames, kwargnames in calls:
+                        if kwargnames:
+                            extra = {k: kwargs[k] for k in kwargnames if k in kwargs}
+                            answer = function(*map(kwargs.__getitem__, argnames), **extra)
+                        else:
+                            answer = function(*map(kwargs.__getitem__, argnames))
+                        if answer is not None:
+                            result.append(answer)
+            finally:
+                self._frames.pop()
+                if tracing:
+                    self._trace(name, plan.impls, frame.failed, started)
+            if frame.deferred is not None:
+                raise frame.deferred
+        if firstresult and result is None and plan.info.required is not None:
+            what = plan.info.required.format(**kwargs)
             raise PluginError(
                 f"no plugin provides {what} (hook {name}); was a builtin blocked with -p no:NAME?"
             )
@@ -440,8 +463,6 @@ class Hooks:
         self, session: Session, conn: Any, after: float
     ) -> AbstractContextManager[list[LockHolder]]:
         """A watcher naming who blocks ``conn``; an empty list when no plugin can tell."""
-        from contextlib import nullcontext
-
         result: AbstractContextManager[list[LockHolder]] | None = self.call(
             "mg_lock_blockers", session=session, conn=conn, after=after
         )
@@ -475,8 +496,6 @@ class Hooks:
 
     def lock_probe(self, session: Session, conn: Any) -> AbstractContextManager[list[LockReport]]:
         """A probe of the locks and rewrites of the SQL run inside it; none without a plugin."""
-        from contextlib import nullcontext
-
         result: AbstractContextManager[list[LockReport]] | None = self.call(
             "mg_lock_probe", session=session, conn=conn
         )
@@ -663,14 +682,17 @@ class Hooks:
 
     def report(self, options: Options, event: Event) -> bool:
         """Hand an event to every reporter, passwords masked; True when one showed it."""
-        event = Event(
-            event.name,
-            event.level,
-            self.redact(event.message),
-            {k: self.redact(v) if isinstance(v, str) else v for k, v in event.fields.items()},
-        )
-        plan = self._plan("mg_report")
-        if not plan[0]:
+        message = event.message
+        fields: dict[str, Any]
+        if self.secrets or not _nothing_to_mask(message, event.fields):
+            message = self.redact(message)
+            fields = {
+                k: self.redact(v) if isinstance(v, str) else v for k, v in event.fields.items()
+            }
+        else:
+            fields = dict(event.fields)
+        event = Event(event.name, event.level, message, fields)
+        if not self._plan("mg_report").impls:
             emit(event.level, event.message, event.fields.get("hint"))
             return True
         answers = self.call("mg_report", options=options, event=event)
@@ -694,3 +716,13 @@ class Hooks:
         for found in self.call("mg_command_options", command=command):
             params.extend(found)
         return params
+
+
+def _nothing_to_mask(message: str, fields: Mapping[str, Any]) -> bool:
+    """Whether ``redact`` with no known password leaves the message and every text field as
+    they are: each of its patterns needs ``://`` or the word ``password`` (in any case).
+    One search of the texts joined by newlines, which neither contains, answers for all."""
+    texts = [value for value in fields.values() if isinstance(value, str)]
+    texts.append(message)
+    probe = "\n".join(texts)
+    return "://" not in probe and "password" not in probe.lower()

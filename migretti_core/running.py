@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -478,8 +478,6 @@ def table_lock_settings(session: Session) -> tuple[float, int, float]:
 
 def _watch(session: Session, conn: Any, lock_wait: float) -> AbstractContextManager[list[Any]]:
     """Who blocks the statement, probed halfway through the lock timeout."""
-    from contextlib import nullcontext
-
     if lock_wait <= 0:
         return nullcontext([])
     return session.hooks.lock_blockers(session, conn, lock_wait / 2)

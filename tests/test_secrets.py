@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -15,7 +16,9 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from migretti_core.testing import AdvisoryLockHolder, Project
+from migretti_core import hookimpl
+from migretti_core.testing import AdvisoryLockHolder, Project, make_hooks
+from migretti_core.types import Event, Options
 
 TOKEN = uuid.uuid4().hex
 # Characters that need quoting in a URL and in a key=value string, around a unique token.
@@ -307,3 +310,49 @@ def test_a_server_error_quoting_the_password_is_masked_when_stored_and_shown(
     finally:
         project.close()
         _drop_role(database_url, name)
+
+
+class _Reporter:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    @hookimpl
+    def mg_report(self, event: Any) -> bool:
+        self.events.append(event)
+        return True
+
+
+@pytest.mark.parametrize(
+    ("message", "fields", "shown_message", "shown_fields"),
+    [
+        ("applied 0001 init (3 ms)", {"migration_id": "0001", "index": 1}, None, None),
+        (
+            "cannot connect to postgresql://app:s3cret@db/prod",
+            {"hint": "check PASSWORD = 'x y'", "n": 2},
+            "cannot connect to postgresql://app:****@db/prod",
+            {"hint": "check PASSWORD = ****", "n": 2},
+        ),
+        (
+            "a plain message",
+            {"dsn": "host=db password=s3cret", "url": "postgres://u:p@h/d", "nested": ["x"]},
+            None,
+            {"dsn": "host=db password=****", "url": "postgres://u:****@h/d", "nested": ["x"]},
+        ),
+    ],
+)
+def test_events_are_masked_with_no_password_known(
+    message: str,
+    fields: dict[str, Any],
+    shown_message: str | None,
+    shown_fields: dict[str, Any] | None,
+) -> None:
+    """Whatever looks like a password in an event's message or text fields is masked before
+    any reporter sees it, and the rest of the event goes through as it is (a copy)."""
+    reporter = _Reporter()
+    hooks = make_hooks(reporter)
+    assert not hooks.secrets
+    hooks.report(Options(), Event("test.event", "info", message, fields))
+    [event] = reporter.events
+    assert event.message == (shown_message or message)
+    assert event.fields == (shown_fields or fields)
+    assert event.fields is not fields
