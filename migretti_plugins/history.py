@@ -255,35 +255,63 @@ def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
 
 def record_sql(change: HistoryChange, duration: str) -> str:
     """The statements that record ``change``; ``duration`` is an SQL expression."""
-    values = {
-        "id": _literal(change.migration_id),
-        "name": _literal(change.name[:255]),
-        "checksum": _literal(change.checksum),
-        "duration": duration,
-    }
+    applied = change.status == "applied"
+    template = _record_template(
+        change.status,
+        change.action,
+        None if applied else change.error,
+        None if applied else change.failed_statement,
+        performed_by() if change.log else None,
+    )
+    return template.format(
+        id=_literal(change.migration_id),
+        name=_literal(change.name[:255]),
+        checksum=_literal(change.checksum),
+        duration=duration,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _record_template(
+    status: str | None,
+    action: str,
+    error: str | None,
+    failed: int | None,
+    performed_by: str | None,
+) -> str:
+    """``record_sql``'s statements with everything but the migration's id, name, checksum and
+    duration filled in: the same few for every migration of a run (an apply writes "applied"
+    with the same log line 1000 times), so the long statements are put together once."""
+    keep = {"id": "{id}", "name": "{name}", "checksum": "{checksum}", "duration": "{duration}"}
     parts = []
-    if change.status is None:
-        parts.append(_DELETE.format(**values))
-    elif change.action == "FIX":
-        parts.append(_FIX.format(**values))
+    if status is None:
+        parts.append(_DELETE.format(**keep))
+    elif action == "FIX":
+        parts.append(_FIX.format(**keep))
     else:
-        applied = change.status == "applied"
         parts.append(
             _WRITE.format(
-                **values,
-                status=_literal(change.status),
-                guard="true" if change.action == "UP" else "false",
-                error=_literal(None if applied else change.error),
-                failed=_literal(None if applied else change.failed_statement),
+                **keep,
+                status=_braced(_literal(status)),
+                guard="true" if action == "UP" else "false",
+                error=_braced(_literal(error)),
+                failed=_braced(_literal(failed)),
             )
         )
-    if change.log:
+    if performed_by is not None:
         parts.append(
             _LOG.format(
-                **values, action=_literal(change.action), performed_by=_literal(performed_by())
+                **keep,
+                action=_braced(_literal(action)),
+                performed_by=_braced(_literal(performed_by)),
             )
         )
     return ";\n".join(part.strip() for part in parts) + ";"
+
+
+def _braced(text: str) -> str:
+    """``text`` kept as it is by the template's second ``format``."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 # A multi-statement query shares one statement_timestamp(): the time since is the migration's.
