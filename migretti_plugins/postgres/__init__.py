@@ -1081,8 +1081,9 @@ def mg_lock_blockers(
     return watch_blockers(session, conn.info.backend_pid, after)
 
 
-@contextmanager
-def watch_blockers(session: Session, pid: int, after: float) -> Iterator[list[LockHolder]]:
+def watch_blockers(
+    session: Session, pid: int, after: float
+) -> AbstractContextManager[list[LockHolder]]:
     """While the block runs, after ``after`` seconds ask ``pg_blocking_pids`` on a second
     connection who keeps backend ``pid`` waiting: once the lock timeout fires, it no longer
     waits and nobody can tell any more.
@@ -1093,28 +1094,45 @@ def watch_blockers(session: Session, pid: int, after: float) -> Iterator[list[Lo
     all in the list when the block ends. Starting and joining a thread per statement cost
     more than running the statement.
     """
-    import time
+    return _Watch(session, pid, after)
 
-    found: list[LockHolder] = []
-    token = object()
-    key = (id(session), pid)
-    with _WATCHERS_LOCK:
-        watcher = _WATCHERS.get(key)
-        start = watcher is None
+
+class _Watch:
+    """The block of ``watch_blockers`` (a class: a generator-based context manager costs
+    several times more to enter and leave, once per migration or statement)."""
+
+    __slots__ = ("after", "found", "pid", "session", "watcher")
+
+    def __init__(self, session: Session, pid: int, after: float) -> None:
+        self.session, self.pid, self.after = session, pid, after
+        self.found: list[LockHolder] = []
+        self.watcher: _BlockerWatcher | None = None
+
+    def __enter__(self) -> list[LockHolder]:
+        import time
+
+        key = (id(self.session), self.pid)
+        with _WATCHERS_LOCK:
+            watcher = _WATCHERS.get(key)
+            start = watcher is None
+            if watcher is None:
+                watcher = _BlockerWatcher(self.session, self.pid, key)
+                _WATCHERS[key] = watcher
+            # Armed before its thread starts: the thread's first sleep is this poll.
+            watcher.poll = max(0.005, min(self.after / 4, 0.5))
+            watcher.armed = (self, time.monotonic() + self.after, self.found)
+            if start:
+                threading.Thread(target=watcher.run, name="mg-lock-blockers", daemon=True).start()
+        self.watcher = watcher
+        return self.found
+
+    def __exit__(self, *exc: object) -> None:
+        watcher = self.watcher
         if watcher is None:
-            watcher = _BlockerWatcher(session, pid, key)
-            _WATCHERS[key] = watcher
-        # Armed before its thread starts: the thread's first sleep is this poll.
-        watcher.poll = max(0.005, min(after / 4, 0.5))
-        watcher.armed = (token, time.monotonic() + after, found)
-        if start:
-            threading.Thread(target=watcher.run, name="mg-lock-blockers", daemon=True).start()
-    try:
-        yield found
-    finally:
+            return
         with _WATCHERS_LOCK:
             watcher.armed = None
-            probing = watcher.probing is token
+            probing = watcher.probing is self
         if probing:
             watcher.probed.wait(15)
 
