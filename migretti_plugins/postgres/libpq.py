@@ -552,39 +552,37 @@ class LibpqConnection:
         lib = self._lib
         nrows = lib.PQntuples(result)
         ncols = lib.PQnfields(result)
-        converters = [self._converter(lib.PQftype(result, col)) for col in range(ncols)]
+        columns = [(col, self._converter(lib.PQftype(result, col))) for col in range(ncols)]
         # The two calls made per value take the result as a ready ctypes object and plain
         # ints, without argtypes: converting each argument costs more than the call.
         handle = c_void_p(result)
         getvalue = lib.getvalue
         isnull = lib.getisnull
-        columns = list(enumerate(converters))
-        rows: list[tuple[Any, ...]] = []
         collecting = gc.isenabled()
         gc.disable()  # thousands of tuples, none in a cycle: nothing for the collector
         try:
-            for row in range(nrows):
-                values: list[Any] = []
-                for col, convert in columns:
-                    raw = getvalue(handle, row, col)
-                    # libpq gives "" for NULL: only an empty value can be one
-                    if not raw and isnull(handle, row, col):
-                        values.append(None)
-                    else:
-                        values.append(convert(raw))
-                rows.append(tuple(values))
+            # libpq gives b"" for NULL: only an empty value can be one
+            return [
+                tuple(
+                    [
+                        convert(raw)
+                        if (raw := getvalue(handle, row, col)) or not isnull(handle, row, col)
+                        else None
+                        for col, convert in columns
+                    ]
+                )
+                for row in range(nrows)
+            ]
         finally:
             if collecting:
                 gc.enable()
-        return rows
 
     def _converter(self, oid: int) -> Callable[[bytes], Any]:
         convert = _CONVERTERS.get(oid)
         if convert is not None:
             return convert
         if oid == _TIMESTAMPTZ:
-            tz = self._timezone()
-            return lambda raw: _timestamptz(raw, tz)
+            return _timestamptz_of(self._timezone())
         raise Unsupported(f"type oid {oid}")
 
     def _timezone(self) -> Any:
@@ -701,18 +699,10 @@ _TIMESTAMP, _TIMESTAMPTZ = 1114, 1184
 _DIGITS = frozenset(b"0123456789")
 
 
-def _text_value(raw: bytes) -> str:
-    return raw.decode("utf-8")
-
-
 def _decimal(raw: bytes) -> Any:
     from decimal import Decimal
 
     return Decimal(raw.decode("ascii"))
-
-
-def _float(raw: bytes) -> float:
-    return float(raw)
 
 
 _Fields = tuple[int, int, int, int, int, int, int]
@@ -776,6 +766,13 @@ def _parts(raw: bytes, aware: bool) -> tuple[_Fields, int]:
 def _timestamp(raw: bytes) -> Any:
     from datetime import datetime
 
+    try:
+        # PostgreSQL's ISO form, which Python 3.11 reads in C; 3.10 needs the parser below
+        value = datetime.fromisoformat(raw.decode("ascii"))
+        if value.tzinfo is None:
+            return value
+    except ValueError:
+        pass
     fields, _ = _parts(raw, False)
     try:
         return datetime(*fields)
@@ -783,33 +780,46 @@ def _timestamp(raw: bytes) -> Any:
         raise Unsupported(f"timestamp {raw!r}") from None
 
 
-def _timestamptz(raw: bytes, tz: Any) -> Any:
+def _timestamptz_of(tz: Any) -> Callable[[bytes], Any]:
+    """A converter to an aware ``datetime`` in ``tz``, as psycopg's: the instant moved to
+    the session's time zone."""
     from datetime import datetime, timedelta, timezone
 
-    fields, offset = _parts(raw, True)
-    try:
-        utc = datetime(*fields, tzinfo=timezone.utc)
-        if offset:
-            utc -= timedelta(seconds=offset)
-        return utc.astimezone(tz)
-    except (ValueError, OverflowError):
-        raise Unsupported(f"timestamptz {raw!r}") from None
+    fromisoformat = datetime.fromisoformat
+
+    def timestamptz(raw: bytes) -> Any:
+        try:
+            value = fromisoformat(raw.decode("ascii"))
+            if value.tzinfo is not None:
+                return value.astimezone(tz)
+        except (ValueError, OverflowError):
+            pass
+        fields, offset = _parts(raw, True)
+        try:
+            utc = datetime(*fields, tzinfo=timezone.utc)
+            if offset:
+                utc -= timedelta(seconds=offset)
+            return utc.astimezone(tz)
+        except (ValueError, OverflowError):
+            raise Unsupported(f"timestamptz {raw!r}") from None
+
+    return timestamptz
 
 
 _CONVERTERS: dict[int, Callable[[bytes], Any]] = {
-    16: lambda raw: raw == b"t",  # bool
-    18: _text_value,  # "char"
-    19: _text_value,  # name
+    16: b"t".__eq__,  # bool
+    18: bytes.decode,  # "char" (UTF-8, the session's encoding)
+    19: bytes.decode,  # name
     20: int,  # int8
     21: int,  # int2
     23: int,  # int4
-    25: _text_value,  # text
+    25: bytes.decode,  # text
     26: int,  # oid
-    700: _float,  # float4
-    701: _float,  # float8
-    705: _text_value,  # unknown
-    1042: _text_value,  # bpchar
-    1043: _text_value,  # varchar
+    700: float,  # float4
+    701: float,  # float8
+    705: bytes.decode,  # unknown
+    1042: bytes.decode,  # bpchar
+    1043: bytes.decode,  # varchar
     1700: _decimal,  # numeric
     _TIMESTAMP: _timestamp,
 }
