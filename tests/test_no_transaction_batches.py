@@ -227,6 +227,10 @@ def test_user_transaction_control_keeps_statements_alone(runs: tuple[Run, Run]) 
         ("SELECT 1", False),
         ("inserted_at", False),
         ("INSERT INTO t VALUES ('\0')", False),
+        ("INSERT INTO t VALUES (1);", True),
+        ("INSERT INTO t VALUES (1); \n", True),
+        ("INSERT INTO t VALUES (1); COMMIT", False),
+        ("INSERT INTO t VALUES (';')", False),
         ("/* never closed INSERT INTO t VALUES (1)", False),
     ],
 )

@@ -524,8 +524,16 @@ _LEADING = re.compile(r"(?:\s+|--[^\n]*)*")
 
 def may_share_query(text: str) -> bool:
     """True when ``text`` (one statement) runs the same in ``BEGIN; ...; COMMIT`` as alone
-    in autocommit mode, judged by its first keyword after comments; False when unsure."""
+    in autocommit mode, judged by its first keyword after comments; False when unsure.
+
+    A semicolon anywhere but at the end makes it unsure: the text may be several statements
+    (a splitter of another plugin, a ``COMMIT`` inside), and the COMMITs counted for a batch
+    must be the builtin's own. ``;`` inside a string just sends that statement alone.
+    """
     if "\0" in text:
+        return False
+    semicolon = text.find(";")
+    if semicolon != -1 and not text[semicolon + 1 :].isspace() and semicolon != len(text) - 1:
         return False
     pos = 0
     while True:
@@ -661,12 +669,20 @@ def _consume_each(
     they arrive (also while psycopg drains a query cancelled by Ctrl-C); return the first
     error."""
     from psycopg import generators, pq
+    from psycopg.waiting import Wait
 
     fatal = pq.ExecStatus.FATAL_ERROR
     yield from generators.send(pgconn)
     failed: PGresult | None = None
+    # Three results a statement: read without psycopg's fetch generator per result (see
+    # _consume_results).
+    is_busy, consume_input, get_result = pgconn.is_busy, pgconn.consume_input, pgconn.get_result
     while True:
-        result = yield from generators.fetch(pgconn)
+        while is_busy():
+            while not (yield Wait.R):
+                pass
+            consume_input()
+        result = get_result()
         if result is None:
             batch.settled = True
             return failed
