@@ -605,3 +605,28 @@ def test_redact_text_hides_urls_and_pairs_inside_messages() -> None:
     redacted = redact_text(text)
     assert "hunter2" not in redacted
     assert "postgresql://u:****@db/app" in redacted
+
+
+def test_a_file_of_comments_is_read_as_yaml_reads_it_without_pyyaml() -> None:
+    # Every text of up to five of these characters: where the shortcut answers, YAML (both
+    # parsers) reads an empty document; the rest goes to YAML as before.
+    import itertools
+
+    import yaml
+
+    from migretti_plugins.config.loader import _only_comments, parse_text
+
+    answered = 0
+    for size in range(6):
+        for chars in itertools.product("# \t\n\ra:\x07", repeat=size):
+            text = "".join(chars)
+            if not _only_comments(text):
+                continue
+            answered += 1
+            assert parse_text(text) == {}
+            for loader in (yaml.BaseLoader, getattr(yaml, "CBaseLoader", yaml.BaseLoader)):
+                assert yaml.compose(text, Loader=loader) is None, repr(text)
+    assert answered > 1000
+    assert not _only_comments("# é\n")  # non-ASCII: YAML decides
+    assert not _only_comments("---\n# x\n")
+    assert not _only_comments("\t# x\n")  # YAML refuses a tab there

@@ -83,7 +83,7 @@ def test_status_does_not_import_psycopg(project: Project) -> None:
     project.add_table("0001")
     assert project.mg("apply").returncode == 0
 
-    def imports_psycopg(env: dict[str, str], *args: str) -> bool:
+    def imports(module: str, env: dict[str, str], *args: str) -> bool:
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "migretti_core", *args, "status"],
             cwd=project.root,
@@ -94,10 +94,20 @@ def test_status_does_not_import_psycopg(project: Project) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "applied: 1" in done.stdout
-        return any(line.rstrip().endswith(" psycopg") for line in done.stderr.splitlines())
+        return any(line.rstrip().endswith(f" {module}") for line in done.stderr.splitlines())
+
+    def imports_psycopg(env: dict[str, str], *args: str) -> bool:
+        return imports("psycopg", env, *args)
 
     assert not imports_psycopg({})
     assert imports_psycopg(PSYCOPG)
+    # the database from the environment, mg.yaml only comments: neither psycopg nor PyYAML
+    (project.root / "mg.yaml").write_text("# the database comes from MG_DATABASE_URL\n")
+    from_env = {"MG_DATABASE_URL": project.database_url}
+    assert not imports_psycopg(from_env)
+    assert not imports("yaml", from_env)
+    project.configure()
+    assert imports("yaml", {})  # mg.yaml with a database section is YAML to parse
     # a third-party plugin may expect a psycopg connection in its hooks: then psycopg it is
     (project.root / "audit.py").write_text("def mg_after_command(command):\n    pass\n")
     project.configure(extra="plugins:\n  - audit.py\n")

@@ -216,28 +216,35 @@ def _options(lib: Any, array: Any) -> list[Any]:
     return found
 
 
+_DEFAULTS: dict[str, tuple[str | None, str | None]] = {}  # keyword: (envvar, compiled)
+
+
+def _defaults(lib: Any) -> dict[str, tuple[str | None, str | None]]:
+    """Each keyword's environment variable and compiled-in default (``PQconndefaults``),
+    read once: they do not change while the library is loaded."""
+    if not _DEFAULTS:
+        array = lib.PQconndefaults()
+        if not array:
+            raise MemoryError("couldn't allocate connection defaults")
+        try:
+            for opt in _options(lib, array):
+                _DEFAULTS[opt.keyword.decode()] = (
+                    opt.envvar.decode() if opt.envvar else None,
+                    opt.compiled.decode() if opt.compiled else None,
+                )
+        finally:
+            lib.PQconninfoFree(array)
+    return _DEFAULTS
+
+
 def keywords(lib: Any) -> frozenset[str]:
-    """libpq's connection keywords (``PQconndefaults``)."""
-    array = lib.PQconndefaults()
-    if not array:
-        raise MemoryError("couldn't allocate connection defaults")
-    try:
-        return frozenset(opt.keyword.decode() for opt in _options(lib, array))
-    finally:
-        lib.PQconninfoFree(array)
+    """libpq's connection keywords."""
+    return frozenset(_defaults(lib))
 
 
 def env_vars(lib: Any) -> dict[str, str]:
     """Each keyword's environment variable, where it has one."""
-    array = lib.PQconndefaults()
-    if not array:
-        raise MemoryError("couldn't allocate connection defaults")
-    try:
-        return {
-            opt.keyword.decode(): opt.envvar.decode() for opt in _options(lib, array) if opt.envvar
-        }
-    finally:
-        lib.PQconninfoFree(array)
+    return {key: var for key, (var, _) in _defaults(lib).items() if var}
 
 
 def parse_conninfo(lib: Any, conninfo: str) -> dict[str, str]:
@@ -316,14 +323,7 @@ def attempts(lib: Any, params: Mapping[str, str]) -> list[dict[str, str]] | None
 
 
 def _compiled_port(lib: Any) -> str:
-    array = lib.PQconndefaults()
-    try:
-        for opt in _options(lib, array):
-            if opt.keyword == b"port" and opt.compiled:
-                return str(opt.compiled.decode())
-    finally:
-        lib.PQconninfoFree(array)
-    return "5432"
+    return _defaults(lib).get("port", (None, None))[1] or "5432"
 
 
 def _is_ip_address(host: str) -> bool:
