@@ -607,6 +607,15 @@ def test_find_transaction_problems_reports_refusals_with_their_lines() -> None:
         ("CREATE TABLE t (id int);\n\t  eNd;", True),
         ("INSERT INTO t VALUES ('a; vacuum');", True),  # a false start: the lexer clears it
         ("SELECT 1; (SELECT 2);", True),  # not a word: left to the lexer
+        # a plain DDL statement (no quote, dollar or comment) is read up to its semicolon
+        ("CREATE TABLE t (id bigint PRIMARY KEY, at timestamptz);\nDROP TABLE u;", False),
+        ("create tablespace ts owner me location x;", True),
+        ("CREATE SUBSCRIPTION s CONNECTION c PUBLICATION p;", True),
+        ("ALTER SYSTEM RESET work_mem;", True),
+        ("drop DataBase old", True),
+        ("CREATE INDEX i ON t (a); create index concurrently j on t (b)", True),
+        ("CREATE TABLE system_log (id int);", False),  # a word holding one: tokenized
+        ("CREATE TABLE t (a int);\nALTER TABLE t ADD b int;", False),
     ],
 )
 def test_the_prefilter_clears_text_whose_statements_cannot_be_reported(
@@ -637,6 +646,11 @@ _PIECES = (
     "/* a /* nested; */ commit; */ SELECT 2",
     'CREATE TABLE "x;y" (a int)',
     "UPDATE t SET a = 1",
+    "create index concurrently k on t (c)",
+    "CREATE TABLESPACE ts LOCATION x",
+    "Alter System Reset all",
+    "CREATE TABLE system_log (id bigint PRIMARY KEY)",
+    "CREATE TABLE t2 (id int, name text NOT NULL)",
 )
 
 

@@ -497,6 +497,8 @@ def _may_start_a_problem(sql: str, pos: int) -> bool:
     if head in _CONTROL_HEADS:
         return True
     if head in _DDL_HEADS:
+        if _plainly_harmless(sql, pos):
+            return False
         for token in tokens:
             if token == ";":
                 return False
@@ -506,6 +508,33 @@ def _may_start_a_problem(sql: str, pos: int) -> bool:
     # A word starts a statement reported by neither check; anything else (a parenthesis, a
     # stray quote) is left to the lexer.
     return head != "" and _WORD.fullmatch(head) is None
+
+
+def _plainly_harmless(sql: str, pos: int) -> bool:
+    """True when the statement at ``pos`` runs plainly to the next semicolon (no quote,
+    dollar sign or comment before it) without a problem word: then its tokens up to the
+    semicolon, which the loop in ``_may_start_a_problem`` reads, hold none. CREATE TABLE and
+    CREATE INDEX statements mostly look like this, and are cleared without the tokenizer.
+
+    The words are looked for in the lower-cased text, where every token lower-cased to one
+    of them shows (lower-casing goes character by character). A statement of more than 4 kB
+    is left to the tokenizer, so no large copy is made."""
+    end = sql.find(";", pos)
+    if end == -1:
+        end = len(sql)
+    if end - pos > 4096:
+        return False
+    text = sql[pos:end]
+    if "'" in text or '"' in text or "$" in text or "--" in text or "/*" in text:
+        return False
+    text = text.lower()
+    return not (
+        "concurrently" in text
+        or "database" in text
+        or "subscription" in text
+        or "system" in text
+        or "tablespace" in text
+    )
 
 
 def find_transaction_problems(sql: str) -> list[tuple[int, str, str]]:
