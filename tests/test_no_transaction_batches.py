@@ -195,6 +195,38 @@ def test_user_transaction_control_keeps_statements_alone(runs: tuple[Run, Run]) 
     assert [c for _, c in batched.batches()] == [0, 0, 0, 0, 0, 0, 3]
 
 
+def test_the_statement_timeout_counts_for_each_statement(runs: tuple[Run, Run]) -> None:
+    # six statements of 0.1 s in one batch, 0.6 s together: under a 300 ms timeout each
+    naps = [f"INSERT INTO t SELECT {n} FROM pg_sleep(0.1);" for n in range(1, 7)]
+    batched, _ = runs
+    done, before = both(
+        runs, "\n".join(["CREATE TABLE t (id int);", *naps]), "--statement-timeout", "300ms"
+    )
+    assert done.returncode == before.returncode == 0, done.stderr
+    for run in runs:
+        assert run.project.value("SELECT count(*) FROM t") == 6
+    assert batched.batches() == [[7, 7]]
+
+
+def test_a_statement_timeout_in_a_batch(runs: tuple[Run, Run]) -> None:
+    statements = [
+        "CREATE TABLE t (id int);",
+        *inserts(1, 2),
+        "INSERT INTO t SELECT 3 FROM pg_sleep(5);",
+    ]
+    statements += inserts(4, 5)
+    batched, alone = runs
+    done, before = both(runs, "\n".join(statements), "--statement-timeout", "300ms")
+    assert done.returncode == before.returncode == 1
+    assert done.stderr == before.stderr
+    assert "57014" in done.stderr and "statement 4 of 6" in done.stderr
+    assert "retry" not in done.stderr
+    for run in runs:
+        assert run.project.sql("SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+    assert history(batched.project) == history(alone.project)
+    assert batched.batches() == [[6, 3]]
+
+
 @pytest.mark.parametrize(
     ("sql", "shared"),
     [
