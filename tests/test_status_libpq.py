@@ -287,3 +287,52 @@ def test_conninfo_is_quoted_as_psycopg_quotes_it() -> None:
     assert libpq.conninfo_of(params) == psycopg.conninfo.make_conninfo("", **params)
     lib = libpq.library()
     assert libpq.parse_conninfo(lib, libpq.conninfo_of(params)) == params
+
+
+@pytest.mark.parametrize("env", [{}, PSYCOPG], ids=["libpq", "psycopg"])
+def test_ctrl_c_while_status_waits_on_a_lock_cancels_the_query(
+    project: Project, database_url: str, env: dict[str, str]
+) -> None:
+    import os
+    import signal
+    import time
+
+    from migretti_core.testing import wait_until
+
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+
+    def waiting() -> list[tuple[Any, ...]]:
+        return project.sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'migretti' "
+            "AND wait_event_type = 'Lock'"
+        )
+
+    with psycopg.connect(database_url) as holder:
+        holder.execute("LOCK TABLE _migrations IN ACCESS EXCLUSIVE MODE")
+        job = project.spawn("status", env=env)
+        wait_until(lambda: waiting() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        started = time.monotonic()
+        os.kill(job.pid, signal.SIGINT)
+        done = project.finish(job, timeout=60)
+        assert done.returncode == 130, done.stderr
+        assert time.monotonic() - started < 10
+        assert "Traceback" not in done.stderr
+        # the server stopped waiting while the lock is still held: the query was cancelled
+        wait_until(lambda: not waiting(), timeout=10)
+
+
+def test_several_statements_without_parameters_answer_as_psycopg(
+    connections: tuple[Any, Any],
+) -> None:
+    light, heavy = connections
+    for sql in ("SELECT 1; SELECT 2", "SET search_path TO public; SELECT 3", "SELECT 4 LIMIT 0"):
+        assert postgres.query(light, sql) == postgres.query(heavy, sql), sql
+    errors = []
+    for conn in connections:
+        with pytest.raises(SqlError) as info:
+            postgres.query(conn, "SELECT 1; SELECT 1/0; SELECT 2")
+        errors.append((info.value.sqlstate, info.value.server_message))
+    assert errors[0] == errors[1] == ("22012", "division by zero")
+    assert light.fallback is None

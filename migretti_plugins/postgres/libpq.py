@@ -23,8 +23,11 @@ What it does, and where it gives way to psycopg (``Unsupported``, or ``None`` fr
   ``target_session_attrs=prefer-standby`` and a ``connect_timeout`` that is not a number
   are left to psycopg, as is a session whose ``client_encoding`` is not UTF8 after
   connecting.
-- Queries: without parameters one simple-protocol query (``%`` is literal), the first
-  result's rows, as psycopg's ``cursor.execute`` gives them; with parameters ``%s``
+- Queries wait for the server in ``select``, not inside libpq, so Ctrl-C (and SIGTERM,
+  which mg turns into the same) interrupts them; the query is then cancelled on the
+  server, as psycopg cancels it. Without parameters a query goes as one simple-protocol
+  query (``%`` is literal) and answers the first result's rows, as psycopg's
+  ``cursor.execute`` does; with parameters ``%s``
   placeholders (``%%`` a literal ``%``) become ``$1``, ``$2``... and the values are sent
   as text with the types psycopg gives them (``str`` untyped, ``int`` the smallest of
   int2/int4/int8/numeric, ``bool``, ``float``, ``None``). Any other placeholder or value
@@ -184,9 +187,14 @@ def _declare(lib: Any) -> Any:
     fn("PQbackendPID", c_int, c_void_p)
     fn("PQfinish", None, c_void_p)
     fn("PQsendQuery", c_int, c_void_p, c_char_p)
-    fn("PQgetResult", c_void_p, c_void_p)
     pointers = (c_void_p, c_void_p, c_void_p, c_void_p)  # types, values, lengths, formats
-    fn("PQexecParams", c_void_p, c_void_p, c_char_p, c_int, *pointers, c_int)
+    fn("PQsendQueryParams", c_int, c_void_p, c_char_p, c_int, *pointers, c_int)
+    fn("PQisBusy", c_int, c_void_p)
+    fn("PQconsumeInput", c_int, c_void_p)
+    fn("PQgetResult", c_void_p, c_void_p)
+    fn("PQgetCancel", c_void_p, c_void_p)
+    fn("PQcancel", c_int, c_void_p, c_char_p, c_int)
+    fn("PQfreeCancel", None, c_void_p)
     fn("PQresultStatus", c_int, c_void_p)
     fn("PQresultErrorMessage", c_char_p, c_void_p)
     fn("PQresultErrorField", c_char_p, c_void_p, c_int)
@@ -484,7 +492,7 @@ class LibpqConnection:
 
             text, values, types = _bind(sql, params)
             count = len(values)
-            result = lib.PQexecParams(
+            sent = lib.PQsendQueryParams(
                 pgconn,
                 text.encode(),
                 count,
@@ -494,25 +502,12 @@ class LibpqConnection:
                 None,
                 0,
             )
-            if not result:
-                raise ConnectError(self.error_message())
-            try:
-                self._check(result)
-                return self._rows(result)
-            finally:
-                lib.PQclear(result)
-        if not lib.PQsendQuery(pgconn, sql.encode()):
+        else:
+            sent = lib.PQsendQuery(pgconn, sql.encode())
+        if not sent:
             raise ConnectError(self.error_message())
-        results = []
+        results = self._results()
         try:
-            while True:
-                result = lib.PQgetResult(pgconn)
-                if not result:
-                    break
-                results.append(result)
-                status = lib.PQresultStatus(result)
-                if status in (_PGRES_COPY_IN, _PGRES_COPY_OUT, _PGRES_COPY_BOTH):
-                    raise Unsupported("COPY")
             if not results:
                 raise ConnectError(self.error_message())
             for result in results:
@@ -522,6 +517,50 @@ class LibpqConnection:
         finally:
             for result in results:
                 lib.PQclear(result)
+
+    def _results(self) -> list[int]:
+        """Every result of the query sent, waiting for the server in ``select`` (not inside
+        libpq), so that Ctrl-C interrupts the wait; the query is then cancelled on the
+        server, as psycopg does."""
+        import select
+
+        lib = self._lib
+        pgconn = self._conn()
+        results: list[int] = []
+        try:
+            while True:
+                while lib.PQisBusy(pgconn):
+                    fileno = lib.PQsocket(pgconn)
+                    select.select([fileno], [], [fileno])
+                    if not lib.PQconsumeInput(pgconn):
+                        break  # the connection is gone: PQgetResult gives what it said last
+                result = lib.PQgetResult(pgconn)
+                if not result:
+                    return results
+                results.append(result)
+                if lib.PQresultStatus(result) in (
+                    _PGRES_COPY_IN,
+                    _PGRES_COPY_OUT,
+                    _PGRES_COPY_BOTH,
+                ):
+                    raise Unsupported("COPY")
+        except BaseException as exc:
+            for result in results:
+                lib.PQclear(result)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                self._cancel()
+            raise
+
+    def _cancel(self) -> None:
+        from ctypes import create_string_buffer
+
+        lib = self._lib
+        cancel = lib.PQgetCancel(self._conn())
+        if cancel:
+            try:
+                lib.PQcancel(cancel, create_string_buffer(256), 256)
+            finally:
+                lib.PQfreeCancel(cancel)
 
     def _check(self, result: int) -> None:
         lib = self._lib
