@@ -18,20 +18,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 
 MASK = "****"
 
-_WORD = re.compile(r"\w")
+# The patterns are compiled on first use (``_compiled``): every start of mg imports this
+# module, few runs need them.
+_WORD = r"\w"
 
-_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME = r"^\s*[A-Za-z][A-Za-z0-9+.-]*://"
 # Query parameters such as ``password`` and ``sslpassword`` in a URL.
-_QUERY_SECRET = re.compile(r"(?i)([?&][^=&#\s]*password[^=&#\s]*=)([^&#]*)")
+_QUERY_SECRET = r"(?i)([?&][^=&#\s]*password[^=&#\s]*=)([^&#]*)"
 # ``password=secret`` or ``password = 'se cret'`` in a key=value DSN or free text.
-_KV_SECRET = re.compile(r"(?i)(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
+_KV_SECRET = r"(?i)(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)"
 # ``scheme://user:secret@`` inside free text: the password runs to the last '@' before a
 # space or a query, so a raw '@' in it is still hidden.
-_URL_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/?#@]*:)([^\s?#]+)(@)")
+_URL_IN_TEXT = r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/?#@]*:)([^\s?#]+)(@)"
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def redact_url(url: str) -> str:
@@ -41,7 +48,7 @@ def redact_url(url: str) -> str:
     ``host=h password=secret`` becomes ``host=h password=****``; ``?password=x`` becomes
     ``?password=****``.
     """
-    scheme = _SCHEME.match(url)
+    scheme = _compiled(_SCHEME).match(url)
     if scheme is None:
         return _redact_pairs(url)
     start = scheme.end()
@@ -57,7 +64,7 @@ def redact_url(url: str) -> str:
             query_at = url.find("?", start)
     if query_at == -1:
         return url
-    return url[:query_at] + _QUERY_SECRET.sub(_mask, url[query_at:])
+    return url[:query_at] + _compiled(_QUERY_SECRET).sub(_mask, url[query_at:])
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -77,8 +84,8 @@ def _secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
     """One alternation, longest first, so a password holding another is masked whole."""
     parts = []
     for secret in sorted(secrets, key=len, reverse=True):
-        before = r"(?<!\w)" if _WORD.match(secret[0]) else ""
-        after = r"(?!\w)" if _WORD.match(secret[-1]) else ""
+        before = r"(?<!\w)" if _compiled(_WORD).match(secret[0]) else ""
+        after = r"(?!\w)" if _compiled(_WORD).match(secret[-1]) else ""
         parts.append(before + re.escape(secret) + after)
     return re.compile("|".join(parts))
 
@@ -86,23 +93,24 @@ def _secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
 def redact_text(text: str) -> str:
     """Redact passwords in free text that may quote URLs or DSNs (error messages, logs)."""
     if "://" in text:
-        text = _URL_IN_TEXT.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+        text = _compiled(_URL_IN_TEXT).sub(lambda m: m.group(1) + MASK + m.group(3), text)
     if "password" in text.lower():  # every pattern below needs the word
         text = _redact_pairs(text)
     return text
 
 
 def _redact_pairs(text: str) -> str:
-    return _KV_SECRET.sub(_mask, text)
+    return _compiled(_KV_SECRET).sub(_mask, text)
 
 
 def _mask(match: re.Match[str]) -> str:
     value = match.group(2)
-    if not value or _MASKED.fullmatch(value):  # masked already: keep what follows the mask
+    # masked already: keep what follows the mask
+    if not value or _compiled(_MASKED).fullmatch(value):
         return match.group(0)
     return match.group(1) + MASK
 
 
 # A value masked before, with the punctuation of the sentence around it
 # (``.../db?password=****: ok``): masking it again would swallow the ``:``.
-_MASKED = re.compile(r"\*\*\*\*[:;,.)\]]*")
+_MASKED = r"\*\*\*\*[:;,.)\]]*"

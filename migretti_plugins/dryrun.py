@@ -31,7 +31,8 @@ from migretti_core.types import (
     Session,
 )
 
-_ENDS_TRANSACTION = re.compile(
+# Compiled on first use (re's cache), not at every start of mg.
+_ENDS_TRANSACTION = (
     r"(?is)(?:commit(?!\s+prepared\b)|end|abort|prepare\s+transaction"
     r"|rollback(?!\s+(?:(?:work|transaction)\s+)?to\b)(?!\s+prepared\b))\b"
 )
@@ -42,7 +43,7 @@ def transaction_enders(session: Session, sql: str) -> list[tuple[int, str]]:
     """``(line, keyword)`` of each statement that would end the transaction it runs in."""
     found: list[tuple[int, str]] = []
     for statement in session.hooks.split_statements(sql):
-        match = _ENDS_TRANSACTION.match(statement.text)
+        match = re.match(_ENDS_TRANSACTION, statement.text)
         if match is not None:
             found.append((statement.line, " ".join(match.group(0).upper().split())))
     return found

@@ -49,7 +49,8 @@ RECORD_ROW = (
     "RETURNING name"
 )
 
-_SEED_NAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<slug>.+)")
+# Regular expressions are compiled on first use (re's cache), not at every start of mg.
+_SEED_NAME_RE = r"(?P<id>[A-Za-z0-9]{1,26})_(?P<slug>.+)"
 _MAX_FILENAME_BYTES = 255
 
 SEEDS_DIR = Key("seeds_dir", "text", "seeds", "the directory of seed files, relative to mg.yaml")
@@ -83,12 +84,12 @@ class Seed:
 
     @property
     def id(self) -> str | None:
-        match = _SEED_NAME_RE.fullmatch(self.stem)
+        match = re.fullmatch(_SEED_NAME_RE, self.stem)
         return match.group("id") if match else None
 
     @property
     def slug(self) -> str:
-        match = _SEED_NAME_RE.fullmatch(self.stem)
+        match = re.fullmatch(_SEED_NAME_RE, self.stem)
         return match.group("slug") if match else self.stem
 
     def as_migration(self) -> Migration:
@@ -181,7 +182,7 @@ def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
 
 
 def _split_name(path: Path) -> tuple[str | None, str]:
-    match = _SEED_NAME_RE.fullmatch(path.stem)
+    match = re.fullmatch(_SEED_NAME_RE, path.stem)
     if match is None:
         return None, path.stem
     return match.group("id"), match.group("slug")
@@ -214,12 +215,12 @@ def create_seed_file(directory: Path, title: str) -> Path:
     return write_new_file(directory / filename, content)
 
 
-_SQL_LINE = re.compile(r"^[ \t\f\v]*(?!--)\S", re.M)
+_SQL_LINE = r"(?m)^[ \t\f\v]*(?!--)\S"
 
 
 def _has_sql(text: str) -> bool:
     """False for a file of blank and ``--`` lines only (a fresh template): nothing to send."""
-    return _SQL_LINE.search(text) is not None
+    return re.search(_SQL_LINE, text) is not None
 
 
 # --- database ----------------------------------------------------------------------------

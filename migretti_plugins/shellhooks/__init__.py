@@ -87,7 +87,8 @@ PG_ENVIRONMENT = {
     "load_balance_hosts": "PGLOADBALANCEHOSTS",
 }
 
-_CONNINFO = re.compile(r"^\s*(postgres(ql)?://|\w+\s*=)")
+# Compiled on first use (re's cache), not at every start of mg.
+_CONNINFO = r"^\s*(postgres(ql)?://|\w+\s*=)"
 
 
 def pg_environment(params: Mapping[str, object]) -> dict[str, str]:
@@ -100,14 +101,14 @@ def pg_environment(params: Mapping[str, object]) -> dict[str, str]:
     flat: dict[str, str] = {}
     for key in ("url", "dbname"):
         value = params.get(key)
-        if isinstance(value, str) and _CONNINFO.match(value):
+        if isinstance(value, str) and re.match(_CONNINFO, value):
             from psycopg.conninfo import conninfo_to_dict
 
             flat.update({k: str(v) for k, v in conninfo_to_dict(value).items() if v is not None})
     for key, value in params.items():
         if key == "url" or not isinstance(value, (str, int)) or isinstance(value, bool):
             continue
-        if key == "dbname" and _CONNINFO.match(str(value)):
+        if key == "dbname" and re.match(_CONNINFO, str(value)):
             continue
         flat[key] = str(value)
     return {PG_ENVIRONMENT[k]: v for k, v in flat.items() if k in PG_ENVIRONMENT and v != ""}
