@@ -41,7 +41,11 @@ def may_have_entry_points(group: str) -> bool:
                 if not item.name.endswith(_METADATA_DIRS):
                     continue
                 try:
-                    with open(os.path.join(item.path, "entry_points.txt"), "rb") as handle:
+                    # Unbuffered: one read of the whole file, without the buffer object
+                    # nor the terminal check (ioctl) that a buffered open makes.
+                    with open(
+                        os.path.join(item.path, "entry_points.txt"), "rb", buffering=0
+                    ) as handle:
                         text = handle.read()
                 except (FileNotFoundError, NotADirectoryError):
                     continue
