@@ -386,24 +386,27 @@ def _run_statements(
         error: SqlError | None = None
         holders: list[Any] = []
         batch = None if texts is None else _batch_at(texts, index)
-        with _watch(session, conn, lock_wait) as blockers:
-            try:
-                if batch is not None and not (
-                    hooks.execute_each(session, conn, batch) and batch.committed
-                ):
-                    batch = None  # not handled: the first statement goes alone
-                if batch is None:
-                    hooks.execute(session, conn, statements[index].text)
-            except SqlError as exc:
-                error = exc
-                holders = list(blockers)
-            except BaseException:
-                if batch is not None:
-                    at[0] = index + batch.committed + 1
-                    if not batch.settled:
-                        at.append(index + len(batch.statements))
-                raise
-        ran = (0 if error else 1) if batch is None else batch.committed
+        try:
+            with _watch(session, conn, lock_wait) as blockers:
+                try:
+                    if batch is not None and not (
+                        hooks.execute_each(session, conn, batch) and batch.committed
+                    ):
+                        batch = None  # not handled: the first statement goes alone
+                    if batch is None:
+                        hooks.execute(session, conn, statements[index].text)
+                except SqlError as exc:
+                    error = exc
+                    holders = list(blockers)
+            ran = (0 if error else 1) if batch is None else batch.committed
+            at[0] = index + ran + 1
+        except BaseException:
+            # Ctrl-C, SIGTERM, a lost connection: the batch counted what committed
+            if batch is not None:
+                at[0] = index + batch.committed + 1
+                if not batch.settled:
+                    at.append(index + len(batch.statements))
+            raise
         if ran:
             index += ran
             attempt = 0
