@@ -260,10 +260,9 @@ def test_a_terminated_session_fails_as_with_psycopg(database_url: str) -> None:
     params = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
     failures = []
     with psycopg.connect(database_url, autocommit=True) as admin:
-        for conn in (
-            postgres._connect_libpq(params, None),
-            postgres._connect_psycopg(params, None),
-        ):
+        light = postgres._connect_libpq(params, None)
+        assert isinstance(light, libpq.LibpqConnection)
+        for conn in (light, postgres._connect_psycopg(params, None)):
             pid = postgres.query(conn, "SELECT pg_backend_pid()")[0][0]
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
             with pytest.raises((SqlError, DatabaseError)) as info:
@@ -336,3 +335,21 @@ def test_several_statements_without_parameters_answer_as_psycopg(
         errors.append((info.value.sqlstate, info.value.server_message))
     assert errors[0] == errors[1] == ("22012", "division by zero")
     assert light.fallback is None
+
+
+def test_a_database_with_another_datestyle_still_reads_timestamps(database_url: str) -> None:
+    params = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        admin.execute(f"ALTER DATABASE \"{name}\" SET DateStyle TO 'SQL, DMY'")
+        admin.execute("SET DateStyle TO ISO")
+        sql = "SELECT '2026-11-27 05:17:14.77356+00'::timestamptz, '1999-12-31 23:59:59'::timestamp"
+        want = admin.execute(sql).fetchall()
+    light = postgres._connect_libpq(params, None)
+    assert isinstance(light, libpq.LibpqConnection)
+    try:
+        assert light.parameter_status("DateStyle") == "ISO, DMY"
+        assert postgres.query(light, sql) == want
+        assert light.fallback is None
+    finally:
+        light.close()

@@ -362,7 +362,8 @@ def connect(
 ) -> LibpqConnection | None:
     """Try each attempt in turn as psycopg does; raise ``ConnectError`` with the last
     failure's text. None when the session is not one this connection can serve (its
-    ``client_encoding`` is not UTF8): the caller connects with psycopg."""
+    ``client_encoding`` is not UTF8, or its ``DateStyle`` cannot be made ISO): the caller
+    connects with psycopg."""
     import time
 
     error = ""
@@ -385,6 +386,9 @@ def connect(
                 conn.close()
                 return None
             conn.ensure_iso_dates()
+        except Exception:
+            conn.close()
+            return None  # a session this module cannot set up: psycopg's turn
         except BaseException:
             conn.close()
             raise
