@@ -36,6 +36,7 @@ from migretti_core.types import (
     HistoryChange,
     HistoryEntry,
     Key,
+    Level,
     LintFinding,
     LintRequest,
     LockHolder,
@@ -682,18 +683,21 @@ class Hooks:
 
     def report(self, options: Options, event: Event) -> bool:
         """Hand an event to every reporter, passwords masked; True when one showed it."""
-        message = event.message
-        fields: dict[str, Any]
-        if self.secrets or not _nothing_to_mask(message, event.fields):
+        return self._report_owned(
+            options, event.name, event.level, event.message, dict(event.fields)
+        )
+
+    def _report_owned(
+        self, options: Options, name: str, level: Level, message: str, fields: dict[str, Any]
+    ) -> bool:
+        """``report`` of an event made here, from a ``fields`` dictionary the caller hands
+        over (``reporting.report`` builds one per event): one ``Event``, no copy."""
+        if self.secrets or not _nothing_to_mask(message, fields):
             message = self.redact(message)
-            fields = {
-                k: self.redact(v) if isinstance(v, str) else v for k, v in event.fields.items()
-            }
-        else:
-            fields = dict(event.fields)
-        event = Event(event.name, event.level, message, fields)
+            fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+        event = Event(name, level, message, fields)
         if not self._plan("mg_report").impls:
-            emit(event.level, event.message, event.fields.get("hint"))
+            emit(level, message, fields.get("hint"))
             return True
         answers = self.call("mg_report", options=options, event=event)
         return any(answer is True for answer in answers)
