@@ -616,6 +616,11 @@ def test_find_transaction_problems_reports_refusals_with_their_lines() -> None:
         ("CREATE INDEX i ON t (a); create index concurrently j on t (b)", True),
         ("CREATE TABLE system_log (id int);", False),  # a word holding one: tokenized
         ("CREATE TABLE t (a int);\nALTER TABLE t ADD b int;", False),
+        # statement heads: a plain ASCII word is read without the tokenizer, the rest with it
+        ("SELECT 1;\t Vacuum t;", True),
+        ("SELECT 1;  E'x';", True),  # an E'' string, not the word e: left to the lexer
+        ("SELECT 1; tabelleß; über;", False),
+        ("SELECT 1; /* c */ CREATE INDEX CONCURRENTLY i ON t (a);", True),
     ],
 )
 def test_the_prefilter_clears_text_whose_statements_cannot_be_reported(

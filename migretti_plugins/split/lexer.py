@@ -490,15 +490,32 @@ def may_have_transaction_problems(sql: str) -> bool:
     return any(_may_start_a_problem(sql, m.end()) for m in _NEXT_STATEMENT.finditer(sql))
 
 
+# A statement that starts plainly: spaces, then an ASCII word ending before anything that
+# could continue it (a letter or digit, ``_``, ``$``, any non-ASCII character) or make it
+# an E'' string. Its head is that word, without the tokenizer; anything else (a comment
+# first, ...) is read by ``_tokens``.
+_PLAIN_HEAD = re.compile(r"[ \t\n\r\f\v]*+([A-Za-z_][A-Za-z0-9_]*+)(?![A-Za-z0-9_$']|[^\x00-\x7f])")
+_ONLY_SPACE = re.compile(r"[ \t\n\r\f\v]*+\Z")
+
+
 def _may_start_a_problem(sql: str, pos: int) -> bool:
     """Whether the statement that may start at ``pos`` could be reported."""
-    tokens = _tokens(sql, pos)
-    head = next(tokens, "")
+    plain = _PLAIN_HEAD.match(sql, pos)
+    tokens: Iterator[str] | None = None
+    if plain is not None:
+        head = plain.group(1).lower()
+    elif _ONLY_SPACE.match(sql, pos) is not None:
+        return False  # the end of the text
+    else:
+        tokens = _tokens(sql, pos)
+        head = next(tokens, "")
     if head in _CONTROL_HEADS:
         return True
     if head in _DDL_HEADS:
         if _plainly_harmless(sql, pos):
             return False
+        if tokens is None:
+            tokens = _tokens(sql, plain.end() if plain is not None else pos)
         for token in tokens:
             if token == ";":
                 return False
