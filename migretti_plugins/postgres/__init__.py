@@ -20,6 +20,12 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
   STDOUT`` output is discarded; ``COPY ... FROM STDIN`` fails, as a migration has no data
   stream. SQL that ends the transaction ``mg_transaction`` opened (COMMIT, ROLLBACK, END)
   is an error: the migration's changes would no longer commit together with its record.
+- ``mg_execute_each`` sends the statements of a no-transaction migration that may run in a
+  transaction block (a whitelist by first keyword, ``may_share_query``) as one query, each
+  between its own ``BEGIN`` and ``COMMIT``, and counts the COMMITs as they arrive; it
+  declines (the engine then uses ``mg_execute``) for any other statement, inside a
+  transaction, and on servers before 13. A syntax error refuses the whole query: the
+  statements before the one it points at are sent again without it.
 - ``mg_query`` without parameters does not treat ``%`` as a placeholder either.
 """
 
