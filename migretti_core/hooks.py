@@ -100,7 +100,9 @@ class Hooks:
         # pipe): the command cannot end in success, see cli.run.
         self.output_error: OSError | None = None
         self.trace_plugins = bool(getattr(pm, "mg_trace", False))
-        self._frames: list[_Frame] = []
+        # The calls in progress: a hook's name until one of its implementations fails, then
+        # its _Frame (most calls never need one).
+        self._frames: list[_Frame | str] = []
         self._plans: dict[str, _Plan] = {}
         self._batching: bool | None = None
         for plugin in pm.get_plugins():
@@ -170,14 +172,25 @@ class Hooks:
         guarded.__wrapped__ = function  # type: ignore[attr-defined]
         return guarded
 
+    def _frame(self) -> _Frame | None:
+        """The current call's frame, made when first asked for."""
+        if not self._frames:
+            return None
+        frame = self._frames[-1]
+        if isinstance(frame, str):
+            frame = self._frames[-1] = _Frame(frame)
+        return frame
+
     def _mark_failed(self, plugin: str) -> None:
-        if self._frames:
-            self._frames[-1].failed.append(plugin)
+        frame = self._frame()
+        if frame is not None:
+            frame.failed.append(plugin)
 
     def _defer(self, exc: MgError) -> bool:
         """Keep the first deferred error of the current call; False for the next ones."""
-        if self._frames and self._frames[-1].deferred is None:
-            self._frames[-1].deferred = exc
+        frame = self._frame()
+        if frame is not None and frame.deferred is None:
+            frame.deferred = exc
             return True
         return False
 
@@ -213,8 +226,7 @@ class Hooks:
                 return []
             result = None
         else:
-            frame = _Frame(name)
-            self._frames.append(frame)
+            self._frames.append(name)
             started = time.perf_counter() if tracing else 0.0
             try:
                 if plan.wrapped:
@@ -241,10 +253,11 @@ class Hooks:
                         if answer is not None:
                             result.append(answer)
             finally:
-                self._frames.pop()
+                frame = self._frames.pop()
                 if tracing:
-                    self._trace(name, plan.impls, frame.failed, started)
-            if frame.deferred is not None:
+                    failed = frame.failed if isinstance(frame, _Frame) else []
+                    self._trace(name, plan.impls, failed, started)
+            if isinstance(frame, _Frame) and frame.deferred is not None:
                 raise frame.deferred
         if firstresult and result is None and plan.info.required is not None:
             what = plan.info.required.format(**kwargs)
