@@ -703,8 +703,8 @@ class Hooks:
     def _report_owned(
         self, options: Options, name: str, level: Level, message: str, fields: dict[str, Any]
     ) -> bool:
-        """``report`` of an event made here, from a ``fields`` dictionary the caller hands
-        over (``reporting.report`` builds one per event): one ``Event``, no copy."""
+        """``report`` from a ``fields`` dictionary of the caller's own (``report`` copies the
+        event's), so a reporter can never change the caller's event."""
         if self.secrets or not _nothing_to_mask(message, fields):
             message = self.redact(message)
             fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}

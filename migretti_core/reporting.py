@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from migretti_core.types import (
+    Event,
     Level,
     LintFinding,
     Session,
@@ -20,7 +21,8 @@ def report(session: Session, name: str, level: Level, message: str, **fields: An
     """Emit an event with the run's common context (env, dry_run)."""
     context: dict[str, Any] = {"env": session.config.env, "dry_run": session.options.dry_run}
     context.update(fields)
-    session.hooks._report_owned(session.options, name, level, message, context)
+    # Through ``Hooks.report``: a fleet member's runner wraps it to tag every event.
+    session.hooks.report(session.options, Event(name, level, message, context))
 
 
 def display_path(path: Path) -> str:
