@@ -51,6 +51,8 @@ def mg_config_sections() -> list[str | Key]:
 
 @hookimpl
 def mg_configure(config: Config) -> None:
+    if config.settings.get("fleets") in (None, ""):
+        return  # nothing to check: most projects have no fleets, and this runs at every start
     from migretti_plugins.fleet.members import all_fleets
 
     all_fleets(config)

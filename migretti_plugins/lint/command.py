@@ -14,7 +14,6 @@ from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
 from migretti_core.resolve import resolve_migration
 from migretti_core.types import LintFinding, LintRequest, Migration, Session
 from migretti_plugins.lint import server_version_of
-from migretti_plugins.lint.settings import check_rule_names, parse_server_version
 
 
 def select(migrations: Sequence[Migration], given: Sequence[str]) -> list[Migration]:
@@ -106,6 +105,9 @@ def lint_command(
     """
     enable = tuple(p.strip() for e in enable for p in e.split(",") if p.strip())
     disable = tuple(p.strip() for d in disable for p in d.split(",") if p.strip())
+    # Imported here: every start registers this command, only `mg lint` runs it.
+    from migretti_plugins.lint.settings import check_rule_names, parse_server_version
+
     check_rule_names(enable, "--enable", UsageError)
     check_rule_names(disable, "--disable", UsageError)
     version = parse_server_version(server_version, "--server-version") if server_version else None
