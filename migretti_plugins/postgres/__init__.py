@@ -53,12 +53,13 @@ from migretti_core.types import (
     StatementInfo,
     Target,
 )
-from migretti_plugins.postgres import libpq
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg.abc import PQGen
     from psycopg.pq.abc import PGconn, PGresult
+
+    from migretti_plugins.postgres import libpq
 
 APPLICATION_NAME = "migretti"
 CONNECT_TIMEOUT = "10"
@@ -138,6 +139,8 @@ def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
 
 def _parse_conninfo(conninfo: str) -> dict[str, Any]:
     """``conninfo_to_dict``; raises ``ValueError`` with libpq's reason."""
+    from migretti_plugins.postgres import libpq
+
     lib = libpq.library()
     if lib is not None:
         try:
@@ -154,6 +157,8 @@ def _parse_conninfo(conninfo: str) -> dict[str, Any]:
 
 
 def _libpq_keywords() -> frozenset[str]:
+    from migretti_plugins.postgres import libpq
+
     lib = libpq.library()
     if lib is not None:
         return libpq.keywords(lib)
@@ -302,6 +307,8 @@ def _connect_psycopg(params: Mapping[str, str], password: str | None) -> psycopg
 def _connect_libpq(params: Mapping[str, str], password: str | None) -> Any | None:
     """A ``libpq.LibpqConnection`` for a read-only session, or None where psycopg must
     connect (see ``migretti_plugins/postgres/libpq.py``); its failures read as psycopg's."""
+    from migretti_plugins.postgres import libpq
+
     lib = libpq.library()
     if lib is None or not set(params) <= libpq.keywords(lib):
         return None
@@ -334,6 +341,8 @@ def only_builtin_plugins(session: Session) -> bool:
 
 @hookimpl(trylast=True)
 def mg_disconnect(session: Session, conn: Any) -> bool | None:
+    from migretti_plugins.postgres import libpq
+
     if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
         return None
     conn.close()
@@ -355,6 +364,8 @@ def _is_psycopg(conn: Any) -> bool:
 def _psycopg_of(conn: Any) -> psycopg.Connection[Any] | None:
     """The psycopg connection behind ``conn``: itself, or the one a ``LibpqConnection``
     opens in its place for what it does not do (then used for everything that follows)."""
+    from migretti_plugins.postgres import libpq
+
     if isinstance(conn, libpq.LibpqConnection):
         return _upgrade(conn)
     return conn if _is_psycopg(conn) else None
@@ -853,6 +864,8 @@ def transaction(conn: psycopg.Connection[Any], rollback: bool = False) -> Iterat
 def mg_query(
     session: Session, conn: Any, sql: str, params: Sequence[Any]
 ) -> list[tuple[Any, ...]] | None:
+    from migretti_plugins.postgres import libpq
+
     if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
         return None
     return query(conn, sql, params)
@@ -862,6 +875,8 @@ def query(
     conn: psycopg.Connection[Any] | libpq.LibpqConnection, sql: str, params: Sequence[Any] = ()
 ) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` (``%s`` placeholders; none means ``%`` is literal)."""
+    from migretti_plugins.postgres import libpq
+
     refuse_nul(sql)
     if isinstance(conn, libpq.LibpqConnection):
         if conn.fallback is None:
@@ -927,6 +942,8 @@ _INVALID_INDEXES = (
 
 @hookimpl(trylast=True)
 def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | None:
+    from migretti_plugins.postgres import libpq
+
     if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
         return None
     return [
