@@ -36,7 +36,6 @@ from migretti_core.types import (
     HistoryChange,
     HistoryEntry,
     Key,
-    Level,
     LintFinding,
     LintRequest,
     LockHolder,
@@ -696,15 +695,8 @@ class Hooks:
 
     def report(self, options: Options, event: Event) -> bool:
         """Hand an event to every reporter, passwords masked; True when one showed it."""
-        return self._report_owned(
-            options, event.name, event.level, event.message, dict(event.fields)
-        )
-
-    def _report_owned(
-        self, options: Options, name: str, level: Level, message: str, fields: dict[str, Any]
-    ) -> bool:
-        """``report`` from a ``fields`` dictionary of the caller's own (``report`` copies the
-        event's), so a reporter can never change the caller's event."""
+        name, level, message = event.name, event.level, event.message
+        fields = dict(event.fields)  # the reporters' own copy: none can change the caller's
         if self.secrets or not _nothing_to_mask(message, fields):
             message = self.redact(message)
             fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
