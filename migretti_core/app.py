@@ -195,6 +195,7 @@ class App:
         statement_timeout: float | None = None,
         output_format: str = "text",
         read_only: bool = False,
+        light_connection: bool = False,
     ) -> Session:
         self.options = Options(
             verbose=self.globals.verbose,
@@ -209,6 +210,7 @@ class App:
             output_format=output_format,
             extra=MappingProxyType(dict(self.extra)),
             read_only=read_only,
+            light_connection=light_connection,
         )
         self.hooks.options = self.options
         return Session(self.config(), self.options, self.hooks)

@@ -123,6 +123,7 @@ def _session(
         table_lock_timeout=ctx.meta.get("table_lock_timeout"),
         statement_timeout=ctx.meta.get("statement_timeout"),
         output_format=ctx.meta.get("output_format", "text"),
+        light_connection=not dry_run,
     )
 
 

@@ -548,6 +548,9 @@ class Options:
     ``read_only`` says the command only reads the database (``status``, ``list``, ``head``,
     ``verify``): it runs no migration and writes no history, so the builtin ``postgres``
     may connect without psycopg when no third-party plugin is loaded (docs/design.md).
+    ``light_connection`` says the same of a command that writes (``apply`` and ``rollback``
+    without ``--dry-run``): everything it does on the connection goes through the builtin
+    plugins' hooks, which serve it on libpq alone.
     """
 
     verbose: bool = False
@@ -562,6 +565,7 @@ class Options:
     output_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
     read_only: bool = False
+    light_connection: bool = False
 
     def option(self, name: str, default: Any = None) -> Any:
         """The value of an option a plugin added to the command (``mg_command_options``)."""

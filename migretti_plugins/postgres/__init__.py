@@ -73,7 +73,6 @@ _DEFAULTS = (
 _NOT_LIBPQ = frozenset({"url", "embedded"})
 # libpq variables that name a target: with one set, mg runs without any mg.yaml.
 _PG_TARGET = frozenset({"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"})
-_NO_COPY_DATA = b"COPY FROM STDIN has no data in a migration; load files with COPY FROM 'path'"
 _ALIASES = {
     "database": "dbname",
     "db": "dbname",
@@ -283,9 +282,11 @@ def mg_connect(session: Session) -> Any | None:
         if not params.get(key) and not os.environ.get(var):
             params[key] = value
     password = params.get("password") or os.environ.get("PGPASSWORD")
-    if session.options.read_only and only_builtin_plugins(session):
+    options = session.options
+    if (options.read_only or options.light_connection) and only_builtin_plugins(session):
         conn = _connect_libpq(params, password)
         if conn is not None:
+            conn.writing = not options.read_only
             return conn
     return _connect_psycopg(params, password)
 
@@ -305,8 +306,8 @@ def _connect_psycopg(params: Mapping[str, str], password: str | None) -> psycopg
 
 
 def _connect_libpq(params: Mapping[str, str], password: str | None) -> Any | None:
-    """A ``libpq.LibpqConnection`` for a read-only session, or None where psycopg must
-    connect (see ``migretti_plugins/postgres/libpq.py``); its failures read as psycopg's."""
+    """A ``libpq.LibpqConnection``, or None where psycopg must connect (see
+    ``migretti_plugins/postgres/libpq.py``); its failures read as psycopg's."""
     from migretti_plugins.postgres import libpq
 
     lib = libpq.library()
@@ -371,14 +372,167 @@ def _psycopg_of(conn: Any) -> psycopg.Connection[Any] | None:
     return conn if _is_psycopg(conn) else None
 
 
+def _connection_of(conn: Any) -> Any | None:
+    """``conn`` itself when this plugin can run SQL on it (a psycopg connection, or a
+    ``LibpqConnection`` that has not given way to psycopg), its psycopg connection when it
+    has, None when it is not this plugin's."""
+    from migretti_plugins.postgres import libpq
+
+    if isinstance(conn, libpq.LibpqConnection):
+        return conn if conn.fallback is None else conn.fallback
+    return conn if _is_psycopg(conn) else None
+
+
+def _is_libpq(conn: Any) -> bool:
+    """Whether ``conn`` is a ``LibpqConnection`` (then the libpq module is imported)."""
+    libpq = sys.modules.get("migretti_plugins.postgres.libpq")
+    return libpq is not None and isinstance(conn, libpq.LibpqConnection)
+
+
+_HELD_ADVISORY = (
+    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
+)
+
+
 def _upgrade(conn: libpq.LibpqConnection) -> psycopg.Connection[Any]:
     if conn.fallback is None:
         if conn.opener is None:
             raise DatabaseError("the database connection is closed")
+        if conn.writing:
+            _refuse_upgrade_in_use(conn)
         conn.fallback = conn.opener()
         conn.close_light()
     fallback: psycopg.Connection[Any] = conn.fallback
     return fallback
+
+
+def _refuse_upgrade_in_use(conn: libpq.LibpqConnection) -> None:
+    """A session that runs migrations gives way to psycopg only while it holds nothing: a
+    new session would not hold its transaction or its advisory locks (the migration lock)."""
+    from migretti_plugins.postgres import libpq
+
+    try:
+        idle = conn.transaction_status() == libpq.TRANS_IDLE
+        held = idle and conn.query(_HELD_ADVISORY)[0][0] > 0
+    except (libpq.ServerError, libpq.ConnectError, libpq.Unsupported):
+        idle, held = False, False
+    if not idle or held:
+        raise DatabaseError(
+            "this needs psycopg's connection, and the session cannot be handed over "
+            "while it holds a transaction or the migration lock",
+            hint=f"run mg again with {libpq.PSYCOPG_ONLY}=1 in the environment",
+        )
+
+
+def _encoding(conn: Any) -> str:
+    """The client encoding Python calls it (a ``LibpqConnection`` is always UTF8)."""
+    return "utf-8" if _is_libpq(conn) else str(conn.info.encoding)
+
+
+def _transaction_status(conn: Any) -> int:
+    """libpq's ``PQtransactionStatus`` (0 idle, 1 active, 2 in a block, 3 failed block)."""
+    if _is_libpq(conn):
+        return int(conn.transaction_status())
+    return int(conn.pgconn.transaction_status)
+
+
+_TRANS_IDLE, _TRANS_INTRANS, _TRANS_INERROR = 0, 2, 3
+
+
+def _send(
+    conn: Any,
+    data: bytes | bytearray,
+    *,
+    rollback: bool = False,
+    on_commit: Callable[[], None] | None = None,
+    on_settled: Callable[[], None] | None = None,
+    notices: list[str] | None = None,
+) -> tuple[SqlError | None, int]:
+    """Send ``data`` as one simple-protocol query and read every result: the first error
+    (as ``SqlError``, its position still in ``data``) and how many statements completed
+    before it. With ``rollback`` a transaction left open by an error or an interruption
+    is rolled back. ``notices`` collects the SQLSTATEs of the notices received."""
+    if _is_libpq(conn):
+        return _send_libpq(conn, data, rollback, on_commit, on_settled, notices)
+    import psycopg
+    from psycopg import pq
+
+    def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+        if notices is not None:
+            notices.append(diagnostic.sqlstate or "")
+
+    with conn.lock:
+        if notices is not None:
+            conn.add_notice_handler(notice)
+        try:
+            # The C implementations take a bytearray as it is; ctypes wants bytes.
+            if pq.__impl__ == "python" and isinstance(data, bytearray):
+                data = bytes(data)
+            conn.pgconn.send_query(data)
+            del data  # libpq holds its own copy until it is sent
+            failed, completed = conn.wait(_consume(conn.pgconn, on_commit, on_settled))
+        except psycopg.Error as exc:
+            if rollback:
+                _rollback_quietly(conn)
+            raise error_from_psycopg(exc) from None
+        except BaseException:
+            if rollback:
+                _rollback_quietly(conn)
+            raise
+        finally:
+            if notices is not None:
+                conn.remove_notice_handler(notice)
+        if failed is not None and rollback:
+            _rollback_quietly(conn)
+    if failed is None:
+        return None, completed
+    return _error_from_result(failed, str(conn.info.encoding)), completed
+
+
+def _send_libpq(
+    conn: libpq.LibpqConnection,
+    data: bytes | bytearray,
+    rollback: bool,
+    on_commit: Callable[[], None] | None,
+    on_settled: Callable[[], None] | None,
+    notices: list[str] | None,
+) -> tuple[SqlError | None, int]:
+    from migretti_plugins.postgres import libpq
+
+    conn.notices = notices
+    try:
+        failed, completed = conn.execute(data, on_commit, on_settled)
+    except libpq.ConnectError as exc:
+        if rollback:
+            _rollback_quietly(conn)
+        raise _lost(exc) from None
+    except BaseException:
+        if rollback:
+            _rollback_quietly(conn)
+        raise
+    finally:
+        conn.notices = None
+    if failed is None:
+        return None, completed
+    if rollback:
+        _rollback_quietly(conn)
+    return _sql_error(failed, strip=True), completed
+
+
+def _sql_error(exc: libpq.ServerError, strip: bool = False) -> SqlError:
+    return SqlError(
+        exc.message.strip() if strip else exc.message,
+        sqlstate=exc.sqlstate,
+        detail=exc.detail,
+        hint=exc.hint,
+        position=_int(exc.position),
+        context=exc.context,
+    )
+
+
+def _lost(exc: Exception) -> DatabaseError:
+    text = " ".join(str(exc).split()) or "the connection was lost"
+    return DatabaseError(f"database connection failed: {redact_text(text)}")
 
 
 # --- execution hooks -------------------------------------------------------------------------
@@ -386,7 +540,7 @@ def _upgrade(conn: libpq.LibpqConnection) -> psycopg.Connection[Any]:
 
 @hookimpl(trylast=True)
 def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
-    conn = _psycopg_of(conn)
+    conn = _connection_of(conn)
     if conn is None:
         return None
     execute_script(conn, sql, lambda text: session.hooks.split_statements(text))
@@ -394,7 +548,7 @@ def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
 
 
 def execute_script(
-    conn: psycopg.Connection[Any],
+    conn: psycopg.Connection[Any] | libpq.LibpqConnection,
     sql: str,
     split: Callable[[str], Sequence[Statement]] | None = None,
 ) -> None:
@@ -404,13 +558,10 @@ def execute_script(
     used to point at the start of the failing statement: the server answers each statement
     in turn, so the number of answers before the error is its index.
     """
-    import psycopg
-    from psycopg import pq
-
     if conn.closed:
         raise DatabaseError("the database connection is closed")
     refuse_nul(sql)
-    encoding = conn.info.encoding
+    encoding = _encoding(conn)
     try:
         data = sql.encode(encoding)
     except UnicodeEncodeError as exc:
@@ -419,25 +570,19 @@ def execute_script(
             position=exc.start + 1,
         ) from None
     in_transaction = _depth.get(conn, 0) > 0
-    with conn.lock:
-        try:
-            conn.pgconn.send_query(data)
-            del data  # libpq holds its own copy until it is sent
-            failed, index = conn.wait(_consume_results(conn.pgconn))
-        except psycopg.Error as exc:
-            raise error_from_psycopg(exc) from None
-    if failed is not None:
-        error = _error_from_result(failed, encoding)
+    error, index = _send(conn, data)
+    del data
+    if error is not None:
         if error.position is None and split is not None:
             error.position = statement_position(sql, split, index)
         raise error
-    if in_transaction and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+    if in_transaction and _transaction_status(conn) == _TRANS_IDLE:
         raise SqlError(_ENDED_TRANSACTION, hint=_ENDED_TRANSACTION_HINT)
 
 
 @hookimpl(trylast=True)
 def mg_execute_transaction(session: Session, conn: Any, parts: Sequence[str]) -> bool | None:
-    conn = _psycopg_of(conn)
+    conn = _connection_of(conn)
     if conn is None or _depth.get(conn, 0) > 0:
         return None  # inside a transaction already: the engine nests one with mg_transaction
     execute_transaction(conn, parts, lambda text: session.hooks.split_statements(text))
@@ -451,7 +596,7 @@ _NO_ACTIVE_TRANSACTION = "25P01"  # the warning of a COMMIT with no transaction 
 
 
 def execute_transaction(
-    conn: psycopg.Connection[Any],
+    conn: psycopg.Connection[Any] | libpq.LibpqConnection,
     parts: Sequence[str],
     split: Callable[[str], Sequence[Statement]] | None = None,
 ) -> None:
@@ -463,12 +608,9 @@ def execute_transaction(
     positions in the concatenated parts, as if they had been sent alone. The text is
     encoded a chunk at a time into one buffer, so a large migration is not copied twice.
     """
-    import psycopg
-    from psycopg import pq
-
     if conn.closed:
         raise DatabaseError("the database connection is closed")
-    encoding = conn.info.encoding
+    encoding = _encoding(conn)
     data = bytearray(_BEGIN.encode(encoding))
     offset = 0
     for part in parts:
@@ -476,44 +618,23 @@ def execute_transaction(
         _encode_into(data, part, encoding, offset)
         offset += len(part)
     data += _COMMIT.encode(encoding)
-    ended: list[bool] = []
-
-    def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
-        if diagnostic.sqlstate == _NO_ACTIVE_TRANSACTION:
-            ended.append(True)
-
-    with conn.lock:
-        conn.add_notice_handler(notice)
-        try:
-            # The C implementations take the buffer as it is; ctypes wants bytes.
-            conn.pgconn.send_query(data if pq.__impl__ != "python" else bytes(data))  # type: ignore[arg-type]
-            del data  # libpq holds its own copy until it is sent
-            failed, index = conn.wait(_consume_results(conn.pgconn))
-        except psycopg.Error as exc:
-            _rollback_quietly(conn)
-            raise error_from_psycopg(exc) from None
-        except BaseException:
-            _rollback_quietly(conn)
-            raise
-        finally:
-            conn.remove_notice_handler(notice)
-        if failed is not None:
-            _rollback_quietly(conn)
-    if failed is not None:
-        error = _error_from_result(failed, encoding)
+    notices: list[str] = []
+    error, index = _send(conn, data, rollback=True, notices=notices)
+    del data
+    if error is not None:
         if error.position is not None:
             error.position = max(error.position - len(_BEGIN), 1)
         elif split is not None and index > 0:
             # BEGIN was the first statement to complete: the failing one's index in the parts.
             error.position = statement_position("".join(parts), split, index - 1)
         raise error
-    if ended:
+    if _NO_ACTIVE_TRANSACTION in notices:
         raise SqlError(_ENDED_TRANSACTION, hint=_ENDED_TRANSACTION_HINT)
 
 
 @hookimpl(trylast=True)
 def mg_execute_each(session: Session, conn: Any, batch: StatementBatch) -> bool | None:
-    conn = _psycopg_of(conn)
+    conn = _connection_of(conn)
     if conn is None:
         return None
     return execute_each(conn, batch, lambda text: session.hooks.split_statements(text)) or None
@@ -584,7 +705,7 @@ def _comment_end(text: str, pos: int) -> int:
 
 
 def execute_each(
-    conn: psycopg.Connection[Any],
+    conn: psycopg.Connection[Any] | libpq.LibpqConnection,
     batch: StatementBatch,
     split: Callable[[str], Sequence[Statement]] | None = None,
 ) -> bool:
@@ -599,11 +720,9 @@ def execute_each(
     sent without batching. False (nothing ran) when fewer than two statements may share a
     query, on a server older than 13, or inside a transaction.
     """
-    from psycopg import pq
-
-    if conn.closed or _depth.get(conn, 0) > 0 or conn.info.server_version < _EACH_SERVER:
+    if conn.closed or _depth.get(conn, 0) > 0 or _server_version(conn) < _EACH_SERVER:
         return False
-    if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    if _transaction_status(conn) != _TRANS_IDLE:
         return False  # the migration opened one (BEGIN): its statements go one by one
     group = 0
     for text in batch.statements:
@@ -618,8 +737,12 @@ def execute_each(
     return False
 
 
+def _server_version(conn: Any) -> int:
+    return int(conn.server_version_num if _is_libpq(conn) else conn.info.server_version)
+
+
 def _run_each(
-    conn: psycopg.Connection[Any],
+    conn: psycopg.Connection[Any] | libpq.LibpqConnection,
     batch: StatementBatch,
     count: int,
     split: Callable[[str], Sequence[Statement]] | None,
@@ -629,8 +752,6 @@ def _run_each(
     None when they ran (raise ``SqlError`` for the one that failed); when the server
     refused the whole text, the index of the statement its error points at (0 if unknown).
     """
-    import psycopg
-
     statements = batch.statements
     starts: list[int] = []
     pieces: list[str] = [_EACH_BEGIN]
@@ -641,31 +762,25 @@ def _run_each(
         pieces.append(_EACH_NEXT)
         offset += len(text) + len(_EACH_NEXT)
     pieces[-1] = _EACH_END
-    encoding = conn.info.encoding
+    encoding = _encoding(conn)
     try:
         data = "".join(pieces).encode(encoding)
     except UnicodeEncodeError:
         return 0  # mg_execute reports the statement that cannot be encoded
     del pieces
-    progress = [0]  # results before the first error
-    with conn.lock:
-        try:
-            batch.settled = False
-            conn.pgconn.send_query(data)
-            del data
-            failed = conn.wait(_consume_each(conn.pgconn, batch, progress))
-        except psycopg.Error as exc:
-            _rollback_quietly(conn)
-            raise error_from_psycopg(exc) from None
-        except BaseException:
-            _rollback_quietly(conn)
-            raise
-        if failed is not None:
-            _rollback_quietly(conn)
-    if failed is None:
+
+    def committed() -> None:
+        batch.committed += 1
+
+    def settled() -> None:
+        batch.settled = True
+
+    batch.settled = False
+    error, progress = _send(conn, data, rollback=True, on_commit=committed, on_settled=settled)
+    del data
+    if error is None:
         return None
-    error = _error_from_result(failed, encoding)
-    if progress[0] == 0:
+    if progress == 0:
         # Nothing ran, not even the first BEGIN: the server refused the text as a whole.
         position = error.position
         if position is None:
@@ -677,39 +792,6 @@ def _run_each(
     elif split is not None:
         error.position = statement_position(statements[at], split, 0)
     raise error
-
-
-def _consume_each(
-    pgconn: PGconn, batch: StatementBatch, progress: list[int]
-) -> PQGen[PGresult | None]:
-    """Flush the query, then read every result, counting COMMITs in ``batch.committed`` as
-    they arrive (also while psycopg drains a query cancelled by Ctrl-C); return the first
-    error."""
-    from psycopg import generators, pq
-    from psycopg.waiting import Wait
-
-    fatal = pq.ExecStatus.FATAL_ERROR
-    yield from generators.send(pgconn)
-    failed: PGresult | None = None
-    # Three results a statement: read without psycopg's fetch generator per result (see
-    # _consume_results).
-    is_busy, consume_input, get_result = pgconn.is_busy, pgconn.consume_input, pgconn.get_result
-    while True:
-        while is_busy():
-            while not (yield Wait.R):
-                pass
-            consume_input()
-        result = get_result()
-        if result is None:
-            batch.settled = True
-            return failed
-        if result.status == fatal:
-            if failed is None:
-                failed = result
-        elif failed is None:
-            progress[0] += 1
-            if result.command_status == b"COMMIT":
-                batch.committed += 1
 
 
 def _encode_into(buffer: bytearray, text: str, encoding: str, offset: int) -> None:
@@ -725,14 +807,14 @@ def _encode_into(buffer: bytearray, text: str, encoding: str, offset: int) -> No
             ) from None
 
 
-def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+def _rollback_quietly(conn: Any) -> None:
     """End a transaction left open or failed by an interrupted or failed query."""
-    from psycopg import pq
-
-    status = pq.TransactionStatus
     try:
-        if conn.pgconn.transaction_status in (status.INTRANS, status.INERROR):
-            conn.pgconn.exec_(b"ROLLBACK")
+        if _transaction_status(conn) in (_TRANS_INTRANS, _TRANS_INERROR):
+            if _is_libpq(conn):
+                conn.query("ROLLBACK")
+            else:
+                conn.pgconn.exec_(b"ROLLBACK")
     except Exception:
         pass  # the connection is gone: the server rolls back by itself
 
@@ -781,9 +863,12 @@ def statement_position(
     return found + 1 if found != -1 else None
 
 
-def _consume_results(pgconn: PGconn) -> PQGen[tuple[PGresult | None, int]]:
-    """Flush the query, then read every result; return the first error and how many
-    statements completed before it."""
+def _consume(
+    pgconn: PGconn, on_commit: Callable[[], None] | None, on_settled: Callable[[], None] | None
+) -> PQGen[tuple[PGresult | None, int]]:
+    """Flush the query, then read every result (also while psycopg drains a query cancelled
+    by Ctrl-C); return the first error and how many statements completed before it.
+    ``on_commit`` is called for each COMMIT before the error, ``on_settled`` at the end."""
     from psycopg import generators, pq
     from psycopg.waiting import Wait
 
@@ -801,6 +886,8 @@ def _consume_results(pgconn: PGconn) -> PQGen[tuple[PGresult | None, int]]:
             consume_input()
         result = get_result()
         if result is None:
+            if on_settled is not None:
+                on_settled()
             return failed, completed
         if result.status == status.FATAL_ERROR:
             if failed is None:
@@ -811,13 +898,17 @@ def _consume_results(pgconn: PGconn) -> PQGen[tuple[PGresult | None, int]]:
             yield from _discard_copy_out(pgconn)
         elif failed is None:
             completed += 1
+            if on_commit is not None and result.command_status == b"COMMIT":
+                on_commit()
 
 
 def _refuse_copy_in(pgconn: PGconn) -> PQGen[None]:
     from psycopg import generators
     from psycopg.waiting import Wait
 
-    while pgconn.put_copy_end(_NO_COPY_DATA) == 0:
+    from migretti_plugins.postgres.libpq import NO_COPY_DATA
+
+    while pgconn.put_copy_end(NO_COPY_DATA) == 0:
         yield Wait.W
     yield from generators.send(pgconn)
 
@@ -839,17 +930,24 @@ def _discard_copy_out(pgconn: PGconn) -> PQGen[None]:
 def mg_transaction(
     session: Session, conn: Any, rollback: bool
 ) -> AbstractContextManager[Any] | None:
-    conn = _psycopg_of(conn)
+    conn = _connection_of(conn)
     if conn is None:
         return None
     return transaction(conn, rollback)
 
 
 @contextmanager
-def transaction(conn: psycopg.Connection[Any], rollback: bool = False) -> Iterator[Any]:
+def transaction(
+    conn: psycopg.Connection[Any] | libpq.LibpqConnection, rollback: bool = False
+) -> Iterator[Any]:
     """``conn.transaction()`` with errors on BEGIN, COMMIT or RELEASE mapped to ``MgError``."""
+    if _is_libpq(conn):
+        with _libpq_transaction(conn, rollback):
+            yield None
+        return
     import psycopg
 
+    assert isinstance(conn, psycopg.Connection)
     _depth[conn] = _depth.get(conn, 0) + 1
     try:
         with conn.transaction(force_rollback=rollback) as tx:
@@ -858,6 +956,38 @@ def transaction(conn: psycopg.Connection[Any], rollback: bool = False) -> Iterat
         raise error_from_psycopg(exc) from exc
     finally:
         _depth[conn] -= 1
+
+
+@contextmanager
+def _libpq_transaction(conn: Any, rollback: bool) -> Iterator[None]:
+    """psycopg's ``Transaction`` on a ``LibpqConnection``: ``BEGIN`` when the session is
+    idle, otherwise a savepoint named as psycopg names it; the block's end commits (or
+    releases), an error or ``rollback`` rolls back, and the error goes on."""
+    depth = _depth.get(conn, 0)
+    outer = _transaction_status(conn) == _TRANS_IDLE
+    savepoint = None if outer else f'"_pg3_{depth + 1}"'
+    query(conn, "BEGIN" if outer else f"SAVEPOINT {savepoint}")
+    _depth[conn] = depth + 1
+    try:
+        try:
+            yield
+        except BaseException:
+            if not conn.closed:
+                with suppress(MgError):
+                    _end_libpq_transaction(conn, savepoint, rollback=True)
+            raise
+        _end_libpq_transaction(conn, savepoint, rollback)
+    finally:
+        _depth[conn] = depth
+
+
+def _end_libpq_transaction(conn: Any, savepoint: str | None, rollback: bool) -> None:
+    if savepoint is None:
+        query(conn, "ROLLBACK" if rollback else "COMMIT")
+    elif rollback:
+        query(conn, f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}")
+    else:
+        query(conn, f"RELEASE SAVEPOINT {savepoint}")
 
 
 @hookimpl(trylast=True)
@@ -885,17 +1015,9 @@ def query(
             except libpq.Unsupported:
                 pass
             except libpq.ServerError as exc:
-                raise SqlError(
-                    exc.message,
-                    sqlstate=exc.sqlstate,
-                    detail=exc.detail,
-                    hint=exc.hint,
-                    position=_int(exc.position),
-                    context=exc.context,
-                ) from None
+                raise _sql_error(exc) from None
             except libpq.ConnectError as exc:
-                text = " ".join(str(exc).split()) or "the connection was lost"
-                raise DatabaseError(f"database connection failed: {redact_text(text)}") from None
+                raise _lost(exc) from None
         conn = _upgrade(conn)
     import psycopg
 
@@ -1114,10 +1236,11 @@ _BLOCKERS = (
 def mg_lock_blockers(
     session: Session, conn: Any, after: float
 ) -> AbstractContextManager[list[LockHolder]] | None:
-    conn = _psycopg_of(conn)
+    conn = _connection_of(conn)
     if conn is None:
         return None
-    return watch_blockers(session, conn.info.backend_pid, after)
+    pid = conn.backend_pid if _is_libpq(conn) else conn.info.backend_pid
+    return watch_blockers(session, pid, after)
 
 
 def watch_blockers(

@@ -69,6 +69,13 @@ _PGRES_FATAL_ERROR = 7
 _PGRES_COPY_OUT = 3
 _PGRES_COPY_IN = 4
 _PGRES_COPY_BOTH = 8
+# PQtransactionStatus
+TRANS_IDLE = 0
+TRANS_ACTIVE = 1
+TRANS_INTRANS = 2
+TRANS_INERROR = 3
+# How long a query cancelled by Ctrl-C may take to end before the session is given up (psycopg's)
+_CANCEL_WAIT = 5.0
 
 # PQresultErrorField codes
 _DIAG_SQLSTATE = ord("C")
@@ -155,7 +162,7 @@ def _candidates() -> list[str]:
 
 
 def _declare(lib: Any) -> Any:
-    from ctypes import POINTER, Structure, c_char_p, c_int, c_uint, c_void_p
+    from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_uint, c_void_p
 
     class ConninfoOption(Structure):
         _fields_ = [
@@ -204,6 +211,13 @@ def _declare(lib: Any) -> Any:
     fn("PQgetvalue", c_char_p, c_void_p, c_int, c_int)
     fn("PQgetisnull", c_int, c_void_p, c_int, c_int)
     fn("PQclear", None, c_void_p)
+    fn("PQtransactionStatus", c_int, c_void_p)
+    fn("PQserverVersion", c_int, c_void_p)
+    fn("PQcmdStatus", c_char_p, c_void_p)
+    fn("PQputCopyEnd", c_int, c_void_p, c_char_p)
+    fn("PQgetCopyData", c_int, c_void_p, POINTER(c_void_p), c_int)
+    lib.NoticeReceiver = CFUNCTYPE(None, c_void_p, c_void_p)
+    fn("PQsetNoticeReceiver", c_void_p, c_void_p, lib.NoticeReceiver, c_void_p)
     # Second handles without argtypes, for the calls made once per value (see _rows).
     lib.getvalue = lib["PQgetvalue"]
     lib.getvalue.restype = c_char_p
@@ -443,6 +457,19 @@ class LibpqConnection:
         self._tz: Any = None
         self.fallback: Any = None
         self.opener: Callable[[], Any] | None = None
+        # The session runs migrations: giving way to psycopg would drop its advisory lock.
+        self.writing = False
+        # SQLSTATEs of the notices received while this is a list; otherwise they are
+        # dropped, as psycopg drops them (libpq's own receiver would print them).
+        self.notices: list[str] | None = None
+        self._receiver = lib.NoticeReceiver(self._notice)
+        lib.PQsetNoticeReceiver(pgconn, self._receiver, None)
+
+    def _notice(self, arg: int | None, result: int | None) -> None:
+        notices = self.notices
+        if notices is not None and result:
+            sqlstate = self._lib.PQresultErrorField(result, _DIAG_SQLSTATE)
+            notices.append(sqlstate.decode("ascii", "replace") if sqlstate else "")
 
     def ensure_iso_dates(self) -> None:
         """Dates and times come as ISO text, the only form parsed here."""
@@ -472,6 +499,13 @@ class LibpqConnection:
 
     def error_message(self) -> str:
         return _text(self._lib.PQerrorMessage(self._conn()))
+
+    def transaction_status(self) -> int:
+        return int(self._lib.PQtransactionStatus(self._conn()))
+
+    @property
+    def server_version_num(self) -> int:
+        return int(self._lib.PQserverVersion(self._conn()))
 
     def close_light(self) -> None:
         """End the libpq session only (its fallback has taken over)."""
@@ -555,6 +589,116 @@ class LibpqConnection:
                 self._cancel()
             raise
 
+    def execute(
+        self,
+        data: bytes | bytearray,
+        on_commit: Callable[[], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
+    ) -> tuple[ServerError | None, int]:
+        """Send ``data`` (no NUL in it) as one simple-protocol query and read every result,
+        as psycopg's ``conn.wait`` reads them for the ``postgres`` plugin.
+
+        Answers the first error and how many statements completed before it; ``on_commit``
+        is called for each ``COMMIT`` before the error, ``on_settled`` once every result is
+        read. ``COPY FROM STDIN`` is refused and ``COPY TO STDOUT`` read and dropped. On
+        Ctrl-C (or SIGTERM) the query is cancelled and its results read to the end, for at
+        most 5 s, before the interruption goes on; a second one, or a server that does not
+        end the query, closes the session. Raises ``ConnectError`` when nothing could be
+        sent or read.
+        """
+        from ctypes import c_char
+
+        lib = self._lib
+        pgconn = self._conn()
+        if isinstance(data, bytes):
+            sent = lib.PQsendQuery(pgconn, data)
+        else:
+            data.append(0)
+            text = (c_char * len(data)).from_buffer(data)  # the bytes in place: no copy
+            try:
+                sent = lib.PQsendQuery(pgconn, text)
+            finally:
+                del text
+                data.pop()
+        if not sent:
+            raise ConnectError(self.error_message())
+        reading = _Reading(on_commit, on_settled)
+        try:
+            self._read(reading, None)
+        except (KeyboardInterrupt, SystemExit):
+            if self.transaction_status() == TRANS_ACTIVE:
+                try:
+                    self._cancel()
+                    self._read(reading, _CANCEL_WAIT)
+                except BaseException as again:
+                    self.close_light()  # the session is in an unknown state
+                    if not isinstance(again, Exception):
+                        raise
+            raise
+        if not reading.answered:
+            raise ConnectError(self.error_message())
+        return reading.failed, reading.completed
+
+    def _read(self, reading: _Reading, timeout: float | None) -> None:
+        import select
+        import time
+
+        lib = self._lib
+        pgconn = self._conn()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fatal = _PGRES_FATAL_ERROR
+        while True:
+            while lib.PQisBusy(pgconn):
+                fileno = lib.PQsocket(pgconn)
+                if deadline is None:
+                    select.select([fileno], [], [fileno])
+                elif not any(
+                    select.select([fileno], [], [fileno], max(0.0, deadline - time.monotonic()))
+                ):
+                    raise TimeoutError("the query did not end after it was cancelled")
+                if not lib.PQconsumeInput(pgconn):
+                    break  # the connection is gone: PQgetResult gives what it said last
+            result = lib.PQgetResult(pgconn)
+            if not result:
+                if reading.on_settled is not None:
+                    reading.on_settled()
+                return
+            reading.answered = True
+            try:
+                status = lib.PQresultStatus(result)
+                if status == fatal:
+                    if reading.failed is None:
+                        reading.failed = _server_error(lib, result)
+                elif status in (_PGRES_COPY_IN, _PGRES_COPY_BOTH):
+                    lib.PQputCopyEnd(pgconn, NO_COPY_DATA)
+                elif status == _PGRES_COPY_OUT:
+                    self._discard_copy_out()
+                elif reading.failed is None:
+                    reading.completed += 1
+                    if reading.on_commit is not None and lib.PQcmdStatus(result) == b"COMMIT":
+                        reading.on_commit()
+            finally:
+                lib.PQclear(result)
+
+    def _discard_copy_out(self) -> None:
+        import select
+        from ctypes import byref, c_void_p
+
+        lib = self._lib
+        pgconn = self._conn()
+        buffer = c_void_p()
+        while True:
+            nbytes = lib.PQgetCopyData(pgconn, byref(buffer), 1)
+            if nbytes > 0:
+                lib.PQfreemem(buffer)
+            elif nbytes == 0:
+                fileno = lib.PQsocket(pgconn)
+                select.select([fileno], [], [fileno])
+                if not lib.PQconsumeInput(pgconn):
+                    return
+            else:
+                return
+
     def _cancel(self) -> None:
         from ctypes import create_string_buffer
 
@@ -570,23 +714,10 @@ class LibpqConnection:
         lib = self._lib
         if lib.PQresultStatus(result) != _PGRES_FATAL_ERROR:
             return
-
-        def field(code: int) -> str | None:
-            value = lib.PQresultErrorField(result, code)
-            return value.decode("utf-8", "replace") if value else None
-
-        sqlstate = field(_DIAG_SQLSTATE)
-        message = field(_DIAG_MESSAGE_PRIMARY)
-        if sqlstate is None or message is None:
-            raise ConnectError(_text(lib.PQresultErrorMessage(result)) or self.error_message())
-        raise ServerError(
-            message,
-            sqlstate=sqlstate,
-            detail=field(_DIAG_MESSAGE_DETAIL),
-            hint=field(_DIAG_MESSAGE_HINT),
-            position=field(_DIAG_STATEMENT_POSITION),
-            context=field(_DIAG_CONTEXT),
-        )
+        error = _server_error(lib, result)
+        if error.sqlstate is None or not error.primary:
+            raise ConnectError(error.message or self.error_message())
+        raise error
 
     def _rows(self, result: int) -> list[tuple[Any, ...]]:
         import gc
@@ -647,18 +778,38 @@ class LibpqConnection:
         return self._tz
 
 
+class _Reading:
+    """What ``LibpqConnection.execute`` has read of a query's results so far."""
+
+    __slots__ = ("answered", "completed", "failed", "on_commit", "on_settled")
+
+    def __init__(
+        self, on_commit: Callable[[], None] | None, on_settled: Callable[[], None] | None
+    ) -> None:
+        self.on_commit, self.on_settled = on_commit, on_settled
+        self.failed: ServerError | None = None
+        self.completed = 0
+        self.answered = False
+
+
+NO_COPY_DATA = b"COPY FROM STDIN has no data in a migration; load files with COPY FROM 'path'"
+
+
 class ServerError(Exception):
-    """An error the server reported, with its diagnostic fields."""
+    """An error the server reported, with its diagnostic fields. ``message`` is the primary
+    message, or libpq's whole text when there is none (``primary`` is then False), as
+    psycopg words an error result."""
 
     def __init__(
         self,
         message: str,
         *,
-        sqlstate: str,
+        sqlstate: str | None,
         detail: str | None,
         hint: str | None,
         position: str | None,
         context: str | None,
+        primary: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -667,6 +818,24 @@ class ServerError(Exception):
         self.hint = hint
         self.position = position
         self.context = context
+        self.primary = primary
+
+
+def _server_error(lib: Any, result: int) -> ServerError:
+    def field(code: int) -> str | None:
+        value = lib.PQresultErrorField(result, code)
+        return value.decode("utf-8", "replace") if value else None
+
+    message = field(_DIAG_MESSAGE_PRIMARY)
+    return ServerError(
+        message if message is not None else _text(lib.PQresultErrorMessage(result)),
+        sqlstate=field(_DIAG_SQLSTATE),
+        detail=field(_DIAG_MESSAGE_DETAIL),
+        hint=field(_DIAG_MESSAGE_HINT),
+        position=field(_DIAG_STATEMENT_POSITION),
+        context=field(_DIAG_CONTEXT),
+        primary=message is not None,
+    )
 
 
 # --- parameters -----------------------------------------------------------------------------
