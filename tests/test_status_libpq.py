@@ -160,7 +160,7 @@ SELECT 1::int2, '-32768'::int2, 2147483647::int4, '-9223372036854775808'::int8, 
        '2026-11-27 05:17:14.77356+00'::timestamptz, '1999-12-31 23:59:59+05:30'::timestamptz,
        '0002-01-01 00:00:00+00'::timestamptz, '2026-03-29 01:30:00'::timestamp,
        '2000-01-01 00:00:00.000001'::timestamp, NULL::text, NULL::int8, NULL::timestamptz,
-       NULL::bool, ''::text, '100%'
+       NULL::bool, ''::text, '100%', pg_sleep(0)
 """
 
 

@@ -335,7 +335,7 @@ def only_builtin_plugins(session: Session) -> bool:
 
     modules = {builtin.name: builtin.module for builtin in BUILTINS}
     return all(
-        getattr(plugin, "__name__", None) == modules.get(name)
+        name in modules and getattr(plugin, "__name__", None) == modules[name]
         for name, plugin in session.hooks.pm.list_name_plugin()
     )
 

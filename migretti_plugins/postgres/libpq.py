@@ -1,10 +1,12 @@
-"""A small read-only PostgreSQL connection over libpq itself, through ``ctypes``.
+"""A small PostgreSQL connection over libpq itself, through ``ctypes``.
 
 Importing psycopg costs more than the whole of ``mg status`` otherwise does (it imports
-``asyncio``, ``ssl``, ``logging`` and ``importlib.metadata``). The commands that only read
-(``status``, ``list``, ``head``, ``verify``) say so (``Options.read_only``), and when no
-third-party plugin is loaded the builtin ``postgres`` plugin connects through this module
-instead: the same libpq library psycopg would load, opened with ``ctypes``.
+``asyncio``, ``ssl``, ``logging`` and ``importlib.metadata``: about 0.25 s). The commands
+that only read (``status``, ``list``, ``head``, ``verify``) say so (``Options.read_only``),
+and ``apply`` and ``rollback`` without ``--dry-run`` say that all they do on the connection
+goes through builtin hooks (``Options.light_connection``). When no third-party plugin is
+loaded the builtin ``postgres`` plugin then connects through this module instead: the same
+libpq library psycopg would load, opened with ``ctypes``.
 
 What it does, and where it gives way to psycopg (``Unsupported``, or ``None`` from
 ``connect``), so that what a user sees is psycopg's in every case:
@@ -34,12 +36,21 @@ What it does, and where it gives way to psycopg (``Unsupported``, or ``None`` fr
   type is ``Unsupported``.
 - Results are text and are converted by the column's type as psycopg converts them:
   ``int2/int4/int8/oid`` to ``int``, ``bool``, ``text/varchar/bpchar/name/"char"/unknown``
-  to ``str``, ``float4/float8`` to ``float``, ``numeric`` to ``Decimal``, ``timestamp`` to
+  and ``void`` (psycopg has no loader for it and gives its text) to ``str``,
+  ``float4/float8`` to ``float``, ``numeric`` to ``Decimal``, ``timestamp`` to
   a naive ``datetime`` and ``timestamptz`` to a ``datetime`` in the session's ``TimeZone``
   (``DateStyle`` is made ISO when the server's is not). Any other type, and any value
   these parsers do not take (infinity, BC dates, a time zone Python does not know), is
   ``Unsupported``: the caller runs the query again through psycopg, which gives its own
-  value or error.
+  value or error. A session that runs migrations (``writing``) is handed to psycopg only
+  while it holds no transaction and no advisory lock (the ``postgres`` plugin checks): a
+  new session would hold neither.
+- Migrations (``execute``) go as one simple-protocol query, read as the plugin reads them
+  through psycopg: the first error and the statements completed before it, ``COMMIT``s
+  counted, ``COPY FROM STDIN`` refused and ``COPY TO STDOUT`` dropped; on Ctrl-C the query
+  is cancelled and read to its end, as psycopg's ``Connection.wait`` does. Notices are
+  dropped, as psycopg drops them when no handler is added (libpq's own receiver would print
+  them), or their SQLSTATEs collected while ``notices`` is a list.
 """
 
 from __future__ import annotations
@@ -1032,6 +1043,7 @@ _CONVERTERS: dict[int, Callable[[bytes], Any]] = {
     705: bytes.decode,  # unknown
     1042: bytes.decode,  # bpchar
     1043: bytes.decode,  # varchar
+    2278: bytes.decode,  # void: psycopg has no loader for it and gives its text, ""
     1700: _decimal,  # numeric
     _TIMESTAMP: _timestamp,
 }
