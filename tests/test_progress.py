@@ -27,7 +27,8 @@ def on_terminal(project: Project, *args: str, columns: int = 200) -> pexpect.spa
         MG_COMMAND[0],
         [*MG_COMMAND[1:], *args],
         cwd=str(project.root),
-        env=mg_env(),
+        # the width comes from the terminal: not from a COLUMNS the runner may export
+        env=mg_env({"COLUMNS": "", "LINES": ""}),
         encoding="utf-8",
         timeout=90,
         dimensions=(40, columns),
