@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from migretti_core.argv import GlobalOptions
 from migretti_core.errors import ConfigRefused, MgError
@@ -19,6 +18,9 @@ from migretti_core.plugins import (
     parse_name_list,
 )
 from migretti_core.types import Config, ConfigRequest, Event, Level, Options, Session
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TRUTHY = ("1", "true", "yes", "on")
 
@@ -36,7 +38,9 @@ class App:
         """``plugins`` are objects registered where ``-p`` modules go (the Python API's own)."""
         self.globals = options
         self.environ = dict(os.environ if environ is None else environ)
-        self.cwd = cwd or Path.cwd()
+        # pathlib is imported when a path is first needed: `mg --help` needs none
+        self._cwd = cwd
+        self._cwd_text = os.getcwd() if cwd is None else ""
         requested = [p for p in options.plugins if not p.startswith("no:")]
         requested += parse_name_list(self.environ.get("MG_PLUGINS"))
         blocked = [p[3:] for p in options.plugins if p.startswith("no:")]
@@ -56,7 +60,8 @@ class App:
         self.hooks.options = self.options
         self.loader.load_builtins()
         self.loader.load_entry_points()
-        self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
+        if requested:
+            self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
         self.loader.register_objects(plugins, ORIGIN_OPTION)
         self._load_config_plugins()
 
@@ -83,7 +88,18 @@ class App:
     def _selected_env(self) -> str | None:
         return self.globals.env or self.environ.get("MG_ENV") or None
 
+    @property
+    def cwd(self) -> Path:
+        """The directory mg was started in (taken when the ``App`` was made)."""
+        if self._cwd is None:
+            from pathlib import Path
+
+            self._cwd = Path(self._cwd_text)
+        return self._cwd
+
     def _request(self, check_unknown: bool) -> ConfigRequest:
+        from pathlib import Path
+
         config = self.globals.config or self.environ.get("MG_CONFIG") or None
         known = self.hooks.config_sections() if check_unknown else frozenset()
         return ConfigRequest(
@@ -138,7 +154,7 @@ class App:
         from migretti_core.configfile import find_config, read_bounded
 
         given = self.globals.config or self.environ.get("MG_CONFIG") or None
-        path, label = find_config(self.cwd, given)
+        path, label = find_config(self._cwd or self._cwd_text, given)
         if path is None:
             return False
         try:

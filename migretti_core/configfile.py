@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migretti_core.errors import ConfigError, ConfigRefused
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_FILE = "mg.yaml"
 # A configuration file, and a .env file, must be smaller than this.
 MAX_BYTES = 1024 * 1024
 
 
-def find_config(cwd: Path, given: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
+def find_config(cwd: Path | str, given: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
     """The configuration file and its name for messages.
 
     ``given`` (``--config`` or ``MG_CONFIG``) is taken as is, relative to ``cwd``. Otherwise
@@ -28,18 +31,25 @@ def find_config(cwd: Path, given: str | os.PathLike[str] | None) -> tuple[Path |
     """
     if given is not None:
         label = str(given)
-        return absolute(cwd / os.path.expanduser(label)), label
-    start = absolute(cwd)
-    for directory in (start, *start.parents):
-        candidate = directory / DEFAULT_FILE
+        return absolute(os.path.join(cwd, os.path.expanduser(label))), label
+    # Walked as text: with no file anywhere (`mg --help` in a new directory) pathlib is
+    # not imported at all.
+    start = os.path.abspath(cwd)
+    directory = start
+    while True:
+        candidate = os.path.join(directory, DEFAULT_FILE)
         if os.path.lexists(candidate):
-            if directory == start:
-                return candidate, DEFAULT_FILE
-            return candidate, os.path.relpath(candidate, start)
-    return None, DEFAULT_FILE
+            label = DEFAULT_FILE if directory == start else os.path.relpath(candidate, start)
+            return absolute(candidate), label
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None, DEFAULT_FILE
+        directory = parent
 
 
 def absolute(path: Path | str) -> Path:
+    from pathlib import Path
+
     return Path(os.path.abspath(path))
 
 

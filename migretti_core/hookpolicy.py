@@ -161,6 +161,28 @@ def list_of(kind: type | tuple[type, ...]) -> Check:
     return check
 
 
+def a_path() -> Check:
+    """``instance_of(pathlib.Path)``, with pathlib imported when an answer is checked."""
+
+    def check(value: Any) -> str | None:
+        from pathlib import Path
+
+        return instance_of(Path)(value)
+
+    return check
+
+
+def list_of_paths() -> Check:
+    """``list_of(pathlib.Path)``, with pathlib imported when an answer is checked."""
+
+    def check(value: Any) -> str | None:
+        from pathlib import Path
+
+        return list_of(Path)(value)
+
+    return check
+
+
 def mapping_of(kind: type | tuple[type, ...]) -> Check:
     """A mapping with text keys and values that are instances of ``kind``."""
 

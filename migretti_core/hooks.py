@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migretti_core.errors import MgError, PluginError, PluginFailed
@@ -53,6 +52,8 @@ from migretti_core.types import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
     import pluggy
 

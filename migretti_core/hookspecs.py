@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migretti_core.hookpolicy import (
@@ -25,9 +24,11 @@ from migretti_core.hookpolicy import (
     GATE,
     NOTIFY,
     SETUP,
+    a_path,
     context_manager,
     instance_of,
     list_of,
+    list_of_paths,
     mapping_of,
     spec,
 )
@@ -46,6 +47,8 @@ from migretti_core.types import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
 
     from migretti_core.types import (
@@ -96,7 +99,7 @@ def mg_configure(config: Config) -> None:
 # --- migration discovery and parsing ------------------------------------------------------
 
 
-@spec(FIRST, returns=list_of(Path), required="migration discovery")
+@spec(FIRST, returns=list_of_paths(), required="migration discovery")
 def mg_discover_migrations(config: Config) -> list[Path] | None:
     """Return the migration source files, in any order (the core sorts by id)."""
 
@@ -119,7 +122,7 @@ def mg_validate_migration(session: Session, migration: Migration) -> list[str]: 
     """
 
 
-@spec(FIRST, returns=instance_of(Path), required="migration creation")
+@spec(FIRST, returns=a_path(), required="migration creation")
 def mg_create_migration(
     config: Config, title: str, up_sql: str, down_sql: str, transactional: bool
 ) -> Path | None:
@@ -183,7 +186,7 @@ def mg_describe_target(session: Session) -> Target | None:
     """Describe the target database for people (never a password)."""
 
 
-@spec(COLLECT, since="1.1", returns=list_of(Path))
+@spec(COLLECT, since="1.1", returns=list_of_paths())
 def mg_program_dirs(config: Config) -> list[Path]:  # type: ignore[empty-body]
     """Directories to put first on ``PATH`` for programs run against the target (shell
     hooks), so their ``pg_dump`` and ``psql`` match the server: the ``embedded`` plugin
@@ -196,7 +199,7 @@ def mg_program_environment(config: Config) -> Mapping[str, str]:  # type: ignore
     mg's own: a fleet member's ``MG_TARGET``."""
 
 
-@spec(COLLECT, since="1.1", returns=list_of(Path))
+@spec(COLLECT, since="1.1", returns=list_of_paths())
 def mg_spare_program_dirs(config: Config) -> list[Path]:  # type: ignore[empty-body]
     """Directories of PostgreSQL client programs of some version, whatever the target: where
     ``mg schema dump`` looks, after ``PATH``, for a ``pg_dump`` of the server's major version

@@ -19,9 +19,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import field
-from pathlib import Path
 from types import FunctionType, MethodType, ModuleType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
@@ -29,6 +28,9 @@ from migretti_core import PROJECT_NAME, hookspecs
 from migretti_core.errors import PluginError
 from migretti_core.messages import emit
 from migretti_core.records import record
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ENTRY_POINT_GROUP = "migretti"
 _IMPL_ATTR = f"{PROJECT_NAME}_impl"  # where pluggy's HookimplMarker keeps its options
@@ -250,6 +252,8 @@ class PluginLoader:
 
     def load_modules(self, specs: Iterable[str], origin: str, base_dir: Path) -> None:
         """Import in-house plugins: module names, or ``.py`` paths relative to ``base_dir``."""
+        from pathlib import Path
+
         for spec in specs:
             is_path = spec.endswith(".py") or "/" in spec or "\\" in spec
             name = Path(spec).stem if is_path else spec

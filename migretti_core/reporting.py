@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migretti_core.types import (
     Event,
@@ -15,6 +14,9 @@ from migretti_core.types import (
     LintFinding,
     Session,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def report(session: Session, name: str, level: Level, message: str, **fields: Any) -> None:
@@ -28,6 +30,8 @@ def report(session: Session, name: str, level: Level, message: str, **fields: An
 def display_path(path: Path) -> str:
     """A path as short as it can be shown: relative to the working directory when inside it."""
     try:
+        from pathlib import Path
+
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError, RuntimeError):  # not below, or a symbolic-link loop
         return str(path)

@@ -10,11 +10,14 @@ matches several migrations is refused (exit 2) listing them, never guessed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 from migretti_core.errors import UsageError
 from migretti_core.records import record
 from migretti_core.types import HistoryEntry, Migration
+
+if TYPE_CHECKING:
+    pass
 
 _SHOWN = 10
 
@@ -66,6 +69,8 @@ def resolve_known(given: str, candidates: Sequence[Known], *, what: str = "") ->
     label = f"{what} " if what else ""
     text = given.strip()
     if "/" in text or "\\" in text:
+        from pathlib import PurePath
+
         text = PurePath(text.replace("\\", "/")).name
     stem = text.removesuffix(".sql")
     lowered = text.lower()
@@ -73,6 +78,8 @@ def resolve_known(given: str, candidates: Sequence[Known], *, what: str = "") ->
     def exact(k: Known) -> bool:
         if k.id == text:
             return True
+        from pathlib import PurePath
+
         return k.filename is not None and stem in (k.filename, PurePath(k.filename).stem)
 
     def any_case(k: Known) -> bool:

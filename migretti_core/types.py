@@ -7,12 +7,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import field, fields
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from migretti_core.records import record
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from migretti_core.hooks import Hooks
 
 Direction = Literal["up", "down"]

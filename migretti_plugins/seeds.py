@@ -12,8 +12,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +29,9 @@ from migretti_core.errors import (
 )
 from migretti_core.records import record
 from migretti_core.types import Config, Key, Migration, MigrationResult, Session
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SEED_TABLE = "_migrations_seeds"
 
@@ -66,6 +68,8 @@ def seeds_dir(config: Config) -> Path:
         kind = "a mapping" if isinstance(value, dict) else "a list"
         raise ConfigError(f"{label}: seeds_dir: expected a directory path, got {kind}")
     text = str(top_level_setting(config, SEEDS_DIR))
+    from pathlib import Path
+
     return Path(os.path.normpath(config.root / os.path.expanduser(text)))
 
 
@@ -159,6 +163,8 @@ def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
     A name may be the file name, the name without ``.sql``, the id or the slug; a path such
     as ``seeds/x.sql`` works too. Unknown or ambiguous names are refused before anything runs.
     """
+    from pathlib import Path
+
     chosen: set[Path] = set()
     problems: list[str] = []
     for given in names:

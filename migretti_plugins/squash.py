@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,6 +23,9 @@ from migretti_core.cli import app_of
 from migretti_core.errors import MgError, MigrationFileError, UsageError
 from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Splitter = Callable[[str], list[Statement]]
 

@@ -21,11 +21,10 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
 
 import click
 
@@ -35,10 +34,12 @@ from migretti_core.records import record
 from migretti_core.types import Config, ScratchServer, Session, Target
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from migretti_plugins.embedded.server import EmbeddedServer
 
 URL_SCHEME = "embedded:"
-DEFAULT_DATA_DIR = Path(".mg") / "pgdata"
+DEFAULT_DATA_DIR = os.path.join(".mg", "pgdata")
 DEFAULT_DBNAME = "postgres"
 _FOREIGN_KEYS = ("host", "hostaddr", "port", "user", "password", "service", "url")
 
@@ -80,6 +81,8 @@ def embedded_target(config: Config) -> EmbeddedTarget | None:
 
 
 def _from_url(rest: str, root: Path) -> EmbeddedTarget:
+    from urllib.parse import parse_qsl, unquote
+
     path, _, query = rest.partition("?")
     dbname = DEFAULT_DBNAME
     for key, value in parse_qsl(query, keep_blank_values=True):
@@ -92,6 +95,8 @@ def _from_url(rest: str, root: Path) -> EmbeddedTarget:
 
 
 def _resolve(root: Path, data_dir: str) -> Path:
+    from pathlib import Path
+
     path = Path(data_dir).expanduser()
     return path if path.is_absolute() else root / path
 
@@ -254,6 +259,7 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
     """A throw-away server (no fsync) in a temporary directory, removed afterwards."""
     import shutil
     import tempfile
+    from pathlib import Path
 
     from migretti_core.reporting import report
     from migretti_plugins.embedded.server import EmbeddedServer

@@ -6,11 +6,14 @@ import dataclasses
 import errno
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migretti_core import hookimpl
 from migretti_core.errors import ConfigError
 from migretti_core.types import Config, Migration
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @hookimpl(trylast=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +13,9 @@ from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
 from migretti_core.resolve import resolve_migration
 from migretti_core.types import LintFinding, LintRequest, Migration, Session
 from migretti_plugins.lint import server_version_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def select(migrations: Sequence[Migration], given: Sequence[str]) -> list[Migration]:

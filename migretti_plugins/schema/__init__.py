@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from migretti_core import hookimpl
 from migretti_core.types import Session
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["schema_dump"]
 
@@ -45,6 +47,8 @@ def schema_file(session: Session) -> Path | None:
         return None
     if not isinstance(value, str):
         raise ConfigError("schema_file: must be a path (relative to mg.yaml)")
+    from pathlib import Path
+
     path = Path(value).expanduser()
     return path if path.is_absolute() else session.config.root / path
 
@@ -123,6 +127,8 @@ def dump_command(ctx: click.Context, output: str | None) -> Any:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
+        from pathlib import Path
+
         path = Path(output)
         try:
             write_atomically(path, text)
