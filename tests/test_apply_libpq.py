@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from migretti_core.errors import DatabaseError
-from migretti_core.testing import Project, fresh_database, mg_env, wait_until
+from migretti_core.testing import Project, fresh_database, wait_until
 from migretti_plugins import postgres
 from migretti_plugins.postgres import libpq
+from tests.test_status_libpq import imports
 
 PSYCOPG = {libpq.PSYCOPG_ONLY: "1"}
 
@@ -147,16 +147,7 @@ def test_apply_and_rollback_do_not_import_psycopg(tmp_path: Path, database_url: 
     )
 
     def imports_psycopg(env: dict[str, str], *args: str) -> bool:
-        done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "migretti_core", *args],
-            cwd=project.root,
-            env=mg_env(env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return any(line.rstrip().endswith(" psycopg") for line in done.stderr.splitlines())
+        return imports(project.root, "psycopg", env, *args)
 
     assert not imports_psycopg({}, "apply")
     assert project.statuses() == {"0001": "applied", "0002": "applied"}

@@ -79,25 +79,30 @@ def test_read_only_commands_show_the_same_with_libpq_and_with_psycopg(project: P
     assert any(row["applied_at"] and row["applied_at"].endswith("+05:30") for row in document)
 
 
+def imports(root: Path, module: str, env: dict[str, str], *args: str) -> bool:
+    """Whether ``mg ARGS`` (which must succeed) imported ``module``, by ``-X importtime``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "migretti_core", *args],
+        cwd=root,
+        env=mg_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return any(line.rstrip().endswith(f" {module}") for line in done.stderr.splitlines())
+
+
 def test_status_does_not_import_psycopg(project: Project) -> None:
     project.add_table("0001")
     assert project.mg("apply").returncode == 0
+    assert "applied: 1" in project.mg("status").stdout
 
-    def imports(module: str, env: dict[str, str], *args: str) -> bool:
-        done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "migretti_core", *args, "status"],
-            cwd=project.root,
-            env=mg_env(env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        assert "applied: 1" in done.stdout
-        return any(line.rstrip().endswith(f" {module}") for line in done.stderr.splitlines())
+    def status_imports(module: str, env: dict[str, str], *args: str) -> bool:
+        return imports(project.root, module, env, *args, "status")
 
     def imports_psycopg(env: dict[str, str], *args: str) -> bool:
-        return imports("psycopg", env, *args)
+        return status_imports("psycopg", env, *args)
 
     assert not imports_psycopg({})
     assert imports_psycopg(PSYCOPG)
@@ -105,9 +110,9 @@ def test_status_does_not_import_psycopg(project: Project) -> None:
     (project.root / "mg.yaml").write_text("# the database comes from MG_DATABASE_URL\n")
     from_env = {"MG_DATABASE_URL": project.database_url}
     assert not imports_psycopg(from_env)
-    assert not imports("yaml", from_env)
+    assert not status_imports("yaml", from_env)
     project.configure()
-    assert imports("yaml", {})  # mg.yaml with a database section is YAML to parse
+    assert status_imports("yaml", {})  # mg.yaml with a database section is YAML to parse
     # a third-party plugin may expect a psycopg connection in its hooks: then psycopg it is
     (project.root / "audit.py").write_text("def mg_after_command(command):\n    pass\n")
     project.configure(extra="plugins:\n  - audit.py\n")

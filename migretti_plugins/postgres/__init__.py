@@ -471,13 +471,11 @@ def _send(
             conn.pgconn.send_query(data)
             del data  # libpq holds its own copy until it is sent
             failed, completed = conn.wait(_consume(conn.pgconn, on_commit, on_settled))
-        except psycopg.Error as exc:
+        except BaseException as exc:
             if rollback:
                 _rollback_quietly(conn)
-            raise error_from_psycopg(exc) from None
-        except BaseException:
-            if rollback:
-                _rollback_quietly(conn)
+            if isinstance(exc, psycopg.Error):
+                raise error_from_psycopg(exc) from None
             raise
         finally:
             if notices is not None:
@@ -502,13 +500,11 @@ def _send_libpq(
     conn.notices = notices
     try:
         failed, completed = conn.execute(data, on_commit, on_settled)
-    except libpq.ConnectError as exc:
+    except BaseException as exc:
         if rollback:
             _rollback_quietly(conn)
-        raise _lost(exc) from None
-    except BaseException:
-        if rollback:
-            _rollback_quietly(conn)
+        if isinstance(exc, libpq.ConnectError):
+            raise _lost(exc) from None
         raise
     finally:
         conn.notices = None
