@@ -472,10 +472,9 @@ def _send(
             del data  # libpq holds its own copy until it is sent
             failed, completed = conn.wait(_consume(conn.pgconn, on_commit, on_settled))
         except BaseException as exc:
-            if rollback:
-                _rollback_quietly(conn)
-            if isinstance(exc, psycopg.Error):
-                raise error_from_psycopg(exc) from None
+            _give_up(
+                conn, rollback, error_from_psycopg(exc) if isinstance(exc, psycopg.Error) else None
+            )
             raise
         finally:
             if notices is not None:
@@ -501,10 +500,7 @@ def _send_libpq(
     try:
         failed, completed = conn.execute(data, on_commit, on_settled)
     except BaseException as exc:
-        if rollback:
-            _rollback_quietly(conn)
-        if isinstance(exc, libpq.ConnectError):
-            raise _lost(exc) from None
+        _give_up(conn, rollback, _lost(exc) if isinstance(exc, libpq.ConnectError) else None)
         raise
     finally:
         conn.notices = None
@@ -513,6 +509,15 @@ def _send_libpq(
     if rollback:
         _rollback_quietly(conn)
     return _sql_error(failed, strip=True), completed
+
+
+def _give_up(conn: Any, rollback: bool, error: MgError | None) -> None:
+    """After a send failed: roll back if asked, then raise ``error`` in place of the
+    failure when there is one (the caller re-raises the failure otherwise)."""
+    if rollback:
+        _rollback_quietly(conn)
+    if error is not None:
+        raise error from None
 
 
 def _sql_error(exc: libpq.ServerError, strip: bool = False) -> SqlError:
