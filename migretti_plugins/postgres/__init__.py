@@ -450,8 +450,9 @@ def _send(
 ) -> tuple[SqlError | None, int]:
     """Send ``data`` as one simple-protocol query and read every result: the first error
     (as ``SqlError``, its position still in ``data``) and how many statements completed
-    before it. With ``rollback`` a transaction left open by an error or an interruption
-    is rolled back. ``notices`` collects the SQLSTATEs of the notices received."""
+    before it. A ``bytearray`` is emptied once sent. With ``rollback`` a transaction left
+    open by an error or an interruption is rolled back. ``notices`` collects the SQLSTATEs
+    of the notices received."""
     if _is_libpq(conn):
         return _send_libpq(conn, data, rollback, on_commit, on_settled, notices)
     import psycopg
@@ -469,7 +470,9 @@ def _send(
             if pq.__impl__ == "python" and isinstance(data, bytearray):
                 data = bytes(data)
             conn.pgconn.send_query(data)
-            del data  # libpq holds its own copy until it is sent
+            if isinstance(data, bytearray):
+                data.clear()  # libpq holds its own copy: not kept twice while it runs
+            del data
             failed, completed = conn.wait(_consume(conn.pgconn, on_commit, on_settled))
         except BaseException as exc:
             _give_up(

@@ -607,7 +607,8 @@ class LibpqConnection:
         on_settled: Callable[[], None] | None = None,
     ) -> tuple[ServerError | None, int]:
         """Send ``data`` (no NUL in it) as one simple-protocol query and read every result,
-        as psycopg's ``conn.wait`` reads them for the ``postgres`` plugin.
+        as psycopg's ``conn.wait`` reads them for the ``postgres`` plugin. A ``bytearray``
+        is emptied once libpq has taken its copy.
 
         Answers the first error and how many statements completed before it; ``on_commit``
         is called for each ``COMMIT`` before the error, ``on_settled`` once every result is
@@ -632,7 +633,8 @@ class LibpqConnection:
                 sent = lib.PQsendQuery(pgconn, text)
             finally:
                 del text
-                data.pop()
+                # libpq holds its own copy now: a large query is not kept twice while it runs
+                data.clear()
         if not sent:
             raise ConnectError(self.error_message())
         reading = _Reading(on_commit, on_settled)
@@ -729,7 +731,7 @@ class LibpqConnection:
             return
         error = _server_error(lib, result)
         if error.sqlstate is None or not error.primary:
-            raise ConnectError(error.message or self.error_message())
+            raise ConnectError(_text(lib.PQresultErrorMessage(result)) or self.error_message())
         raise error
 
     def _rows(self, result: int) -> list[tuple[Any, ...]]:
