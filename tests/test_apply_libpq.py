@@ -229,3 +229,57 @@ def test_transactions_and_savepoints_on_libpq(writing: libpq.LibpqConnection) ->
     with postgres.transaction(writing, rollback=True):
         postgres.query(writing, "INSERT INTO tx VALUES (5)")
     assert postgres.query(writing, "SELECT count(*) FROM tx") == [(2,)]
+
+
+# The server sends results when its buffer fills or the query ends: the wide row makes the
+# two COMMITs reach the client before the sleep ends.
+EACH = (
+    "BEGIN; SELECT 1; COMMIT; BEGIN; SELECT 2; COMMIT; SELECT repeat('x', 100000); "
+    "BEGIN; SELECT pg_sleep(30); COMMIT;"
+)
+
+
+def test_an_interruption_while_waiting_is_counted_exactly(
+    writing: libpq.LibpqConnection,
+) -> None:
+    commits: list[int] = []
+    settled: list[bool] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writing.execute(
+                bytearray(EACH.encode()), lambda: commits.append(1), lambda: settled.append(True)
+            )
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # cancelled on the server and read to the end: the two COMMITs before the sleep counted
+    assert (len(commits), settled) == (2, [True])
+    assert writing.transaction_status() == libpq.TRANS_INERROR
+    postgres.query(writing, "ROLLBACK")
+    assert postgres.query(writing, "SELECT 1") == [(1,)]
+
+
+def test_an_interruption_while_counting_leaves_the_count_unsettled(
+    writing: libpq.LibpqConnection,
+) -> None:
+    commits: list[int] = []
+    settled: list[bool] = []
+
+    def commit() -> None:
+        commits.append(1)
+        if len(commits) == 2:
+            raise KeyboardInterrupt  # as a signal handler would, between two results
+
+    with pytest.raises(KeyboardInterrupt):
+        writing.execute(bytearray(EACH.encode()), commit, lambda: settled.append(True))
+    # the query was still cancelled and read to its end, but the count is not vouched for
+    assert settled == []
+    assert writing.transaction_status() in (libpq.TRANS_IDLE, libpq.TRANS_INERROR)
+    postgres.query(writing, "ROLLBACK")
+    assert postgres.query(writing, "SELECT 1") == [(1,)]

@@ -612,11 +612,12 @@ class LibpqConnection:
 
         Answers the first error and how many statements completed before it; ``on_commit``
         is called for each ``COMMIT`` before the error, ``on_settled`` once every result is
-        read. ``COPY FROM STDIN`` is refused and ``COPY TO STDOUT`` read and dropped. On
-        Ctrl-C (or SIGTERM) the query is cancelled and its results read to the end, for at
-        most 5 s, before the interruption goes on; a second one, or a server that does not
-        end the query, closes the session. Raises ``ConnectError`` when nothing could be
-        sent or read.
+        read and counted (not when an interruption came while one was being counted).
+        ``COPY FROM STDIN`` is refused and ``COPY TO STDOUT`` read and dropped. On Ctrl-C
+        (or SIGTERM) the query is cancelled and its results read to the end, for at most
+        5 s, before the interruption goes on; a second one, or a server that does not end
+        the query, closes the session. Raises ``ConnectError`` when nothing could be sent or
+        read.
         """
         from ctypes import c_char
 
@@ -641,6 +642,10 @@ class LibpqConnection:
         try:
             self._read(reading, None)
         except (KeyboardInterrupt, SystemExit):
+            # Raised while a result was being taken and counted (not while waiting for one):
+            # that result may be lost to the count, so the count is not vouched for.
+            reading.uncertain = reading.uncertain or reading.busy
+            reading.busy = False
             if self.transaction_status() == TRANS_ACTIVE:
                 try:
                     self._cancel()
@@ -673,9 +678,11 @@ class LibpqConnection:
                     raise TimeoutError("the query did not end after it was cancelled")
                 if not lib.PQconsumeInput(pgconn):
                     break  # the connection is gone: PQgetResult gives what it said last
+            reading.busy = True
             result = lib.PQgetResult(pgconn)
             if not result:
-                if reading.on_settled is not None:
+                reading.busy = False
+                if reading.on_settled is not None and not reading.uncertain:
                     reading.on_settled()
                 return
             reading.answered = True
@@ -694,6 +701,7 @@ class LibpqConnection:
                         reading.on_commit()
             finally:
                 lib.PQclear(result)
+            reading.busy = False
 
     def _discard_copy_out(self) -> None:
         import select
@@ -796,7 +804,7 @@ class LibpqConnection:
 class _Reading:
     """What ``LibpqConnection.execute`` has read of a query's results so far."""
 
-    __slots__ = ("answered", "completed", "failed", "on_commit", "on_settled")
+    __slots__ = ("answered", "busy", "completed", "failed", "on_commit", "on_settled", "uncertain")
 
     def __init__(
         self, on_commit: Callable[[], None] | None, on_settled: Callable[[], None] | None
@@ -805,6 +813,8 @@ class _Reading:
         self.failed: ServerError | None = None
         self.completed = 0
         self.answered = False
+        self.busy = False  # between asking libpq for a result and counting it
+        self.uncertain = False  # interrupted while busy: ``on_settled`` is not called
 
 
 NO_COPY_DATA = b"COPY FROM STDIN has no data in a migration; load files with COPY FROM 'path'"
