@@ -158,8 +158,9 @@ def test_apply_and_rollback_do_not_import_psycopg(tmp_path: Path, database_url: 
 
 
 @pytest.mark.parametrize("no_transaction", [False, True])
-def test_ctrl_c_cancels_the_statement_on_libpq_as_on_psycopg(
-    pair: Pair, no_transaction: bool
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM", "lost connection"])
+def test_a_stopped_statement_reads_the_same_on_libpq_as_on_psycopg(
+    pair: Pair, no_transaction: bool, stop: str
 ) -> None:
     pair.add(
         "0001",
@@ -174,12 +175,15 @@ def test_ctrl_c_cancels_the_statement_on_libpq_as_on_psycopg(
             lambda project=project: any("pg_sleep" in q for _, _, q in project.other_backends()),
             timeout=60,
         )
-        job.proc.send_signal(signal.SIGINT)
+        if stop == "lost connection":
+            project.terminate_backends()
+        else:
+            job.proc.send_signal(signal.SIGINT if stop == "Ctrl-C" else signal.SIGTERM)
         done = project.finish(job)
         project.wait_for_backends_to_end()
         results.append((done.returncode, _DURATION.sub("T", done.stderr)))
-    assert results[0] == results[1]
-    assert results[0][0] == 130
+    assert results[0] == results[1], results
+    assert results[0][0] == (1 if stop == "lost connection" else 130), results[0][1]
     pair.same_database()
     assert ("first" in pair.light.tables()) is no_transaction
     assert "second" not in pair.light.tables()

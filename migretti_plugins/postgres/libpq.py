@@ -453,6 +453,9 @@ def _text(value: bytes | None) -> str:
 
 # --- the connection -------------------------------------------------------------------------
 
+# The severity libpq puts before a message (English; psycopg also knows the translations).
+_SEVERITY = re.compile(r"^(?:DEBUG|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC):\s+")
+
 
 class LibpqConnection:
     """An open libpq session in autocommit mode: ``query`` and ``close``.
@@ -508,6 +511,11 @@ class LibpqConnection:
     def server_version(self) -> str | None:
         return self.parameter_status("server_version")
 
+    def _failed(self, doing: str) -> ConnectError:
+        """A lost connection, worded as psycopg's ``pq`` words it."""
+        message = _SEVERITY.sub("", self.error_message(), count=1).strip()
+        return ConnectError(f"{doing} failed: {message or 'no error details available'}")
+
     def error_message(self) -> str:
         return _text(self._lib.PQerrorMessage(self._conn()))
 
@@ -554,7 +562,7 @@ class LibpqConnection:
         else:
             sent = lib.PQsendQuery(pgconn, sql.encode())
         if not sent:
-            raise ConnectError(self.error_message())
+            raise self._failed("sending query and params" if params else "sending query")
         results = self._results()
         try:
             if not results:
@@ -582,7 +590,11 @@ class LibpqConnection:
                     fileno = lib.PQsocket(pgconn)
                     select.select([fileno], [], [fileno])
                     if not lib.PQconsumeInput(pgconn):
-                        break  # the connection is gone: PQgetResult gives what it said last
+                        # psycopg's fetch: an error already received is the answer (the
+                        # session ended after it, as an idle timeout or termination does)
+                        if any(lib.PQresultStatus(r) == _PGRES_FATAL_ERROR for r in results):
+                            return results
+                        raise self._failed("consuming input")
                 result = lib.PQgetResult(pgconn)
                 if not result:
                     return results
@@ -637,7 +649,7 @@ class LibpqConnection:
                 # libpq holds its own copy now: a large query is not kept twice while it runs
                 data.clear()
         if not sent:
-            raise ConnectError(self.error_message())
+            raise self._failed("sending query")
         reading = _Reading(on_commit, on_settled)
         try:
             self._read(reading, None)
@@ -677,7 +689,7 @@ class LibpqConnection:
                 ):
                     raise TimeoutError("the query did not end after it was cancelled")
                 if not lib.PQconsumeInput(pgconn):
-                    break  # the connection is gone: PQgetResult gives what it said last
+                    raise self._failed("consuming input")
             reading.busy = True
             result = lib.PQgetResult(pgconn)
             if not result:
@@ -718,7 +730,7 @@ class LibpqConnection:
                 fileno = lib.PQsocket(pgconn)
                 select.select([fileno], [], [fileno])
                 if not lib.PQconsumeInput(pgconn):
-                    return
+                    raise self._failed("consuming input")
             else:
                 return
 
