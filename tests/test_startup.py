@@ -96,7 +96,7 @@ def test_help_does_not_import_the_running_machinery(tmp_path: Path) -> None:
         "from migretti_core.cli import run\n"
         "code = run(['--help'])\n"
         "heavy = ['migretti_core.planning', 'migretti_core.running', 'migretti_core.views',"
-        " 'migretti_core.state', 'psycopg', 'shutil']\n"
+        " 'migretti_core.state', 'psycopg', 'shutil', 'pathlib', 'urllib.parse']\n"
         "print('RESULT', code, [m for m in heavy if m in sys.modules])\n"
     )
     result = subprocess.run(
