@@ -29,6 +29,7 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -656,6 +657,16 @@ class Project:
         done = job.wait(timeout)
         self.transcript += [done.stdout, done.stderr]
         return done
+
+    def interrupt(
+        self, job: MgProcess, signum: int = signal.SIGINT, timeout: float = 60
+    ) -> tuple[subprocess.CompletedProcess[str], float]:
+        """Send ``signum`` (SIGINT, as Ctrl-C, unless told) to a spawned run and wait for it:
+        what it printed, and the seconds it took from the signal to its end."""
+        started = time.monotonic()
+        os.kill(job.pid, signum)
+        done = self.finish(job, timeout)
+        return done, time.monotonic() - started
 
     def close(self) -> None:
         """Kill whatever a failed test left running."""

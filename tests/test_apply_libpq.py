@@ -177,9 +177,9 @@ def test_a_stopped_statement_reads_the_same_on_libpq_as_on_psycopg(
         )
         if stop == "lost connection":
             project.terminate_backends()
+            done = project.finish(job)
         else:
-            job.proc.send_signal(signal.SIGINT if stop == "Ctrl-C" else signal.SIGTERM)
-        done = project.finish(job)
+            done, _ = project.interrupt(job, signal.SIGINT if stop == "Ctrl-C" else signal.SIGTERM)
         project.wait_for_backends_to_end()
         results.append((done.returncode, _DURATION.sub("T", done.stderr)))
     assert results[0] == results[1], results

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,8 +234,7 @@ def test_scratch_database_is_dropped_on_ctrl_c(project: Project, pg_url: str) ->
             )
         )
     )
-    job.proc.send_signal(signal.SIGINT)
-    done = project.finish(job, timeout=60)
+    done, _ = project.interrupt(job)
     assert done.returncode == 130
     assert _scratch_databases(project) == []
 
