@@ -156,6 +156,11 @@ class QueryParts(Sequence[str]):
         for part in self._parts:
             yield _loaded(part)
 
+    def kept(self) -> tuple[str | FileText, ...]:
+        """The parts as held, a large migration's SQL still a ``FileText``: for a plugin that
+        sends its bytes as they are (``FileText.append_utf8``)."""
+        return self._parts
+
 
 def _loaded(text: str | FileText) -> str:
     return text.load() if isinstance(text, FileText) else text

@@ -166,3 +166,30 @@ def test_a_large_migration_edited_while_mg_runs_is_not_run(
         assert project.statuses().get("0001") != "applied"
     finally:
         project.close()
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("psycopg_only", [False, True], ids=["libpq", "psycopg"])
+def test_a_large_migration_beyond_ascii_is_sent_as_written(
+    tmp_path: Path, database_url: str, psycopg_only: bool
+) -> None:
+    """A large file goes to the server as its own bytes: characters of two, three and four
+    bytes arrive as written, and an error after them still names its line."""
+    project = Project(tmp_path / "proj", database_url)
+    env = {"MG_PSYCOPG_ONLY": "1"} if psycopg_only else {}
+    try:
+        path = project.migrations_dir / "0001_big.sql"
+        write(path, big_up(bad_row=11_000, word="é€😀"))
+        failed = project.mg("apply", "--no-lint", env=env)
+        assert failed.returncode != 0, failed.stderr
+        assert "migrations/0001_big.sql:11005:" in failed.stderr, failed.stderr
+        assert "big" not in project.tables()
+
+        write(path, big_up(word="é€😀"))
+        done = project.mg("apply", env=env)
+        assert done.returncode == 0, done.stderr
+        assert project.value("SELECT count(*) FROM big") == ROWS
+        expected = f"{'é€😀' * 90} it's {ROWS - 1}"
+        assert project.value(f"SELECT note FROM big WHERE id = {ROWS - 1}") == expected
+    finally:
+        project.close()

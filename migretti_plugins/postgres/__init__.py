@@ -45,6 +45,7 @@ from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
 from migretti_core.types import (
+    FileText,
     LockHolder,
     LockReport,
     Session,
@@ -610,14 +611,24 @@ def execute_transaction(
     makes the server skip the rest of the query, ``COMMIT`` included, and the transaction
     is then rolled back; a syntax error anywhere means nothing ran at all. Errors count
     positions in the concatenated parts, as if they had been sent alone. The text is
-    encoded a chunk at a time into one buffer, so a large migration is not copied twice.
+    encoded a chunk at a time into one buffer, so a large migration is not copied twice;
+    in UTF8, a large migration file's bytes are the encoded text and go in as they are.
     """
+    from migretti_core.running import QueryParts
+
     if conn.closed:
         raise DatabaseError("the database connection is closed")
     encoding = _encoding(conn)
     data = bytearray(_BEGIN.encode(encoding))
     offset = 0
-    for part in parts:
+    utf8 = encoding.replace("-", "").lower() == "utf8"
+    for part in parts.kept() if isinstance(parts, QueryParts) else parts:
+        if isinstance(part, FileText):
+            if utf8:  # no NUL: a file holding one is refused when it is read
+                part.append_utf8(data)
+                offset += len(part)
+                continue
+            part = part.load()
         refuse_nul(part, offset)
         _encode_into(data, part, encoding, offset)
         offset += len(part)
