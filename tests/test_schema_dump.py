@@ -112,6 +112,24 @@ def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: P
     assert not os.path.isdir(project.root / "blocker")
 
 
+def test_a_schema_file_that_is_a_device_is_written_into_not_replaced(project: Project) -> None:
+    full = project.root / "full.sql"
+    full.symlink_to("/dev/full")
+    project.configure(extra="schema_file: full.sql\n")
+    done = project.mg("apply")
+    assert done.returncode == 1, done.stderr
+    assert "full.sql" in done.stderr and "committed" in done.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert full.is_symlink() and os.readlink(full) == "/dev/full"
+
+    out = project.root / "out.sql"
+    out.symlink_to("/dev/stdout")
+    done = project.mg("schema", "dump", "-o", "out.sql")
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE public.users" in done.stdout
+    assert out.is_symlink() and os.readlink(out) == "/dev/stdout"
+
+
 def test_baseline_rewrites_the_schema_file(project: Project) -> None:
     project.configure(extra="schema_file: db/schema.sql\n")
     project.sql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")

@@ -205,7 +205,16 @@ def dump(session: Session, conn: Any, explicit_pg_dump: str | None) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so a reader never sees half a file."""
+    """Replace ``path`` with ``text`` so a reader never sees half a file.
+
+    A path that is not a regular file (``/dev/stdout``, ``/dev/full``, a FIFO, or a symbolic
+    link to one) is written into instead: replacing it would destroy the device or the pipe,
+    and hide a failure to write (``/dev/full``) behind a new regular file.
+    """
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.mg-tmp")
     try:
