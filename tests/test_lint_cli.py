@@ -132,6 +132,9 @@ def test_enable_disable_on_the_command_line(offline: Project) -> None:
     assert findings(offline, "--all", "--disable", "prefer-bigint-over-int") == []
     rules = [f["rule"] for f in findings(offline, "--all", "--enable", "all")]
     assert "require-table-schema" in rules
+    assert findings(offline, "--all", "--disable", "all") == []
+    only = findings(offline, "--all", "--disable", "all", "--enable", "require-table-schema")
+    assert [f["rule"] for f in only] == ["require-table-schema"]
     done = offline.mg("lint", "--all", "--enable", "no-such-rule")
     assert done.returncode == 2
     assert "unknown lint rule 'no-such-rule'" in done.stderr

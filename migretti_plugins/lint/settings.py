@@ -4,7 +4,7 @@
 
     lint:
       enable: [require-table-schema]      # or [all]
-      disable: [prefer-robust-stmts]
+      disable: [prefer-robust-stmts]      # or [all]: only the rules in enable
       severity: {ban-drop-column: warning}
       server_version: 15                  # else the connected target's, else 13
       on_apply: warn                      # warn (default) | block | off
@@ -45,10 +45,12 @@ class LintSettings:
             (self.enable, self.disable),
             (frozenset(extra_enable), frozenset(extra_disable)),
         ):
+            if "all" in disable:
+                chosen = set()
             if "all" in enable:
                 chosen = set(RULES)
             chosen |= enable - {"all"}
-            chosen -= disable
+            chosen -= disable - {"all"}
         return chosen
 
     def severity_of(self, rule: str) -> Severity:
