@@ -46,6 +46,20 @@ def test_text_line_names_locks_rows_size_and_rewrites(project: Project) -> None:
     }
 
 
+def test_a_rewritten_table_without_indexes_keeps_its_row_estimate(project: Project) -> None:
+    # A rewrite resets reltuples to -1 unless an index rebuild counts the rows again.
+    project.sql("CREATE TABLE events (id bigint, payload text)")
+    project.sql("INSERT INTO events SELECT i, 'e' || i FROM generate_series(1, 3000) i")
+    project.sql("ANALYZE events")
+    project.add("001", "retype", "ALTER TABLE events ALTER COLUMN id TYPE numeric;")
+    (only,) = dry_run_json(project)
+    assert only["rewrites"] == ["public.events"]
+    (table,) = [t for t in only["tables"] if t["relation"] == "public.events"]
+    assert table["rows"] == 3000
+    done = project.mg("apply", "--dry-run", "--no-lint")
+    assert "AccessExclusiveLock on public.events (~3k rows, " in done.stdout
+
+
 def test_hook_mg_lock_probe(project: Project) -> None:
     """The builtin probe reads pg_locks of mg's own backend and pg_relation_filenode."""
     project.add("001", "add_email", "ALTER TABLE users ADD COLUMN email text;")

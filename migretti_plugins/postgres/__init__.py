@@ -1159,7 +1159,7 @@ def mg_describe_lock_holder(holder: LockHolder) -> str | None:
 # Relations of the user's schemas: tables, partitioned tables, materialized views, indexes.
 _SNAPSHOT = (
     "SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname), c.relkind::text, "
-    "pg_relation_filenode(c.oid)::bigint "
+    "pg_relation_filenode(c.oid)::bigint, c.reltuples::float8 "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -1228,13 +1228,22 @@ def probe_locks(conn: psycopg.Connection[Any]) -> Iterator[list[LockReport]]:
             tables=tuple(
                 (
                     before[oid][1],
-                    int(sizes[oid][1]) if oid in sizes and sizes[oid][1] >= 0 else None,
+                    _rows(sizes.get(oid), before[oid]),
                     int(sizes[oid][2]) if oid in sizes else 0,
                 )
                 for oid in touched
             ),
         )
     )
+
+
+def _rows(now: Any, before: Any) -> int | None:
+    """The estimated rows: the current ``reltuples``, else the one from before the block (a
+    rewrite of a table without indexes resets it to -1, unknown), else None."""
+    for estimate in (now[1] if now else -1, before[4]):
+        if estimate is not None and estimate >= 0:
+            return int(estimate)
+    return None
 
 
 def _strength(mode: str) -> int:
