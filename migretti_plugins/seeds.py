@@ -157,6 +157,50 @@ def load_seeds(paths: Sequence[Path]) -> list[Seed]:
     return seeds
 
 
+# Words that start transaction control; a seed holding none of them needs no splitting.
+_CONTROL_WORD = r"(?i)(?<![\w$])(?:abort|begin|commit|end|prepare|rollback|start)(?![\w$])"
+_LEADING_COMMENTS = r"(?:\s+|--[^\n]*|/\*.*?\*/)*"
+
+
+def _control_statement(text: str) -> str | None:
+    """The name of a statement that would end or nest the transaction a seed runs in."""
+    head = re.match(_LEADING_COMMENTS, text, re.DOTALL)
+    words: list[str] = re.findall(r"[a-z]+", text[head.end() if head else 0 :][:40].lower())
+    first, second = [*words, "", ""][:2]
+    if first in ("commit", "abort", "end") and second != "prepared":
+        return first.upper()
+    if first == "rollback" and second not in ("to", "prepared"):
+        return "ROLLBACK"
+    if first == "begin" and second != "atomic":
+        return "BEGIN"
+    if first in ("start", "prepare") and second == "transaction":
+        return f"{first.upper()} TRANSACTION"
+    return None
+
+
+def transaction_problems(session: Session, seeds: Sequence[Seed]) -> list[str]:
+    """``file:line`` problems for BEGIN, COMMIT, ROLLBACK ... in the seeds.
+
+    A seed runs in a transaction with its tracking row (a dry run in a savepoint of one that
+    is rolled back): a COMMIT would commit the seed, or in a dry run the seeds before it,
+    apart from that, and nothing after the fact can take it back. So such a seed is refused
+    before any seed runs, as a transactional migration is.
+    """
+    problems: list[str] = []
+    for item in seeds:
+        if re.search(_CONTROL_WORD, item.text) is None:
+            continue
+        for statement in session.hooks.split_statements(item.text):
+            name = _control_statement(statement.text)
+            if name is not None:
+                problems.append(
+                    f"{reporting.display_path(item.path)}:{statement.line}: {name} would end "
+                    f"or nest the transaction mg runs this seed in (with its row in "
+                    f"{SEED_TABLE}); remove it: each seed runs in a transaction of its own"
+                )
+    return problems
+
+
 def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
     """The seeds the user named, in file order.
 
@@ -309,6 +353,9 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
     if names:
         paths = select_paths(paths, names)
     seeds = load_seeds(paths)
+    problems = transaction_problems(session, seeds)
+    if problems:
+        raise MigrationFileError(problems)
     if not seeds:
         where = reporting.display_path(seeds_dir(session.config))
         reporting.report(session, "command.nothing", "info", f"no seeds in {where}")

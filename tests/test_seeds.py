@@ -11,7 +11,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from migretti_core.testing import MG_COMMAND, assert_clean_error, mg_env, run_mg, write_text
+from migretti_core.testing import (
+    MG_COMMAND,
+    Project,
+    assert_clean_error,
+    mg_env,
+    run_mg,
+    write_text,
+)
 
 LOG_TABLE = (
     "CREATE TABLE IF NOT EXISTS seed_log (seed text NOT NULL, at timestamptz DEFAULT now());"
@@ -271,3 +278,28 @@ def test_no_seeds_is_not_an_error(project: Path, database_url: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "no seeds" in result.stderr
     assert not table_exists(database_url, "_migrations_seeds")
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_transaction_control_in_a_seed_is_refused_before_any_seed_runs(
+    tmp_path: Path, database_url: str, dry_run: bool
+) -> None:
+    # A COMMIT would commit the seed apart from its row (in a dry run: the seeds before it),
+    # and nothing after the fact can take that back.
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        write_text(project.root / "seeds" / "01_table.sql", "CREATE TABLE first (i int);\n")
+        write_text(
+            project.root / "seeds" / "02_commit.sql",
+            "CREATE TABLE second (i int);\nINSERT INTO second VALUES (1);\nCOMMIT;\n",
+        )
+        write_text(project.root / "seeds" / "03_begin.sql", "BEGIN;\nSELECT 1;\nEND;\n")
+        result = project.mg("seed", *(["--dry-run"] if dry_run else []))
+        stderr = assert_clean_error(
+            result, "seeds/02_commit.sql:3: COMMIT", "seeds/03_begin.sql:1: BEGIN", one_line=False
+        )
+        assert "seeds/03_begin.sql:3: END" in stderr
+        assert "rolled back" not in stderr
+        assert project.all_tables() == set()
+    finally:
+        project.close()
