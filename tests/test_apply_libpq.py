@@ -287,3 +287,22 @@ def test_an_interruption_while_counting_leaves_the_count_unsettled(
     assert writing.transaction_status() in (libpq.TRANS_IDLE, libpq.TRANS_INERROR)
     postgres.query(writing, "ROLLBACK")
     assert postgres.query(writing, "SELECT 1") == [(1,)]
+
+
+def test_a_database_with_another_datestyle_applies_and_dry_runs_on_both_paths(
+    pair: Pair,
+) -> None:
+    for project in (pair.light, pair.heavy):
+        name = project.value("SELECT current_database()")
+        project.sql(f"ALTER DATABASE \"{name}\" SET DateStyle TO 'SQL, DMY'")
+    pair.add("0001", "a", "CREATE TABLE a (d date);\nINSERT INTO a VALUES ('01/02/2026');")
+    pair.add("0002", "b", "CREATE TABLE b (id bigint);", "DROP TABLE b;")
+    assert pair.mg("up").returncode == 0
+    # psycopg reads the applied_at of 0001 from here on: it parses only the ISO style
+    for args in (("apply", "--dry-run"), ("status",), ("list",), ("apply",), ("down",)):
+        done = pair.mg(*args)
+        assert done.returncode == 0, (args, done.stderr)
+    dry = pair.light.mg("apply", "--dry-run")  # dry runs connect through psycopg
+    assert dry.returncode == 0 and "ok: 0002 b" in dry.stdout, dry.stderr
+    # the input order the database chose is kept: 1 February
+    assert pair.light.value("SELECT to_char(d, 'YYYY-MM-DD') FROM a") == "2026-02-01"

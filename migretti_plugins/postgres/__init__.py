@@ -303,6 +303,14 @@ def _connect_psycopg(params: Mapping[str, str], password: str | None) -> psycopg
     except psycopg.Error as exc:
         raise connect_failure(exc, target_of(params), password) from None
     conn.prepare_threshold = None
+    # psycopg parses timestamps only in the ISO output style; the field order (DMY, MDY)
+    # the database chose for input stays, as on the libpq path (``ensure_iso_dates``).
+    if not (conn.info.parameter_status("DateStyle") or "ISO").startswith("ISO"):
+        try:
+            conn.execute("SET DateStyle TO ISO")
+        except psycopg.Error as exc:
+            conn.close()
+            raise error_from_psycopg(exc) from None
     return conn
 
 
