@@ -58,6 +58,7 @@ class App:
         )
         self.hooks = Hooks(self.loader.pm)
         self.hooks.options = self.options
+        self.hooks.env = self._selected_env()
         self.loader.load_builtins()
         self.loader.load_entry_points()
         if requested:
@@ -187,6 +188,7 @@ class App:
         if self.loader.deferred_errors:
             raise self.loader.deferred_errors[0]
         self._config = self.hooks.load_config(self._request(check_unknown=True))
+        self.hooks.env = self._config.env
         self._remember_secrets(self._config)
         self._warn_orphans(self._config)
         self.hooks.configure(self._config)

@@ -25,6 +25,7 @@ from migretti_core.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     ConfigError,
+    Interrupted,
     MgError,
     PluginError,
     PluginFailed,
@@ -120,6 +121,20 @@ class MgGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if not (isinstance(ctx.obj, App) and ctx.obj.options.json_log):
+            return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            # click would write a blank line to stderr (closing the terminal's ^C echo)
+            # before run() sees it; under --json-log stderr holds JSON lines only.
+            raise _Stopped from exc
+
+
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM under --json-log, carried past click's own handling."""
 
 
 GLOBAL_OPTIONS_EPILOG = (
@@ -402,10 +417,18 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        if app is not None and app.options.json_log:
+            ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+            hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
+            _print_error(app, UsageError(exc.format_message(), hint=hint))
+        else:
+            exc.show()
         return EXIT_USAGE
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        print("mg: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, click.exceptions.Abort, _Stopped):
+        if app is not None and app.options.json_log:
+            _print_error(app, Interrupted("interrupted"))
+        else:
+            print("mg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MgError as exc:
         _print_error(app, exc, _traceback_wanted(app, exc, verbose))

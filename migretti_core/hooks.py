@@ -95,6 +95,8 @@ class Hooks:
         self.pm = pm
         self._relay = pm.hook
         self.options = Options()
+        # The selected profile, for the events the hooks emit themselves (plugin.failed)
+        self.env: str | None = None
         self.secrets: set[str] = set()
         # The first failure to write mg's own output in mg_report (a full disk, a closed
         # pipe): the command cannot end in success, see cli.run.
@@ -282,7 +284,12 @@ class Hooks:
         With ``-v`` or ``MG_TRACE_PLUGINS=1`` the traceback goes along (passwords masked).
         """
         text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
-        fields: dict[str, Any] = {"plugin": plugin, "hook": hook}
+        fields: dict[str, Any] = {
+            "env": self.env,
+            "dry_run": self.options.dry_run,
+            "plugin": plugin,
+            "hook": hook,
+        }
         if self.options.verbose or self.trace_plugins:
             import traceback
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from migretti_core.testing import Project
+from migretti_core.testing import Project, wait_until, write_text
 from migretti_core.types import DEFAULT_LOCK_ID
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "logging.md"
@@ -375,3 +376,62 @@ def test_connection_failure_is_json_and_hides_the_password(project: Project) -> 
     assert parsed[-1]["event"] == "command.failed"
     assert "127.0.0.1" in parsed[-1]["message"]
     check_documented(parsed)
+
+
+# --- every way a command ends ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_lock_wait_ends_with_command_failed_130(
+    project: Project, lock_holder: psycopg.Connection[Any], signum: int
+) -> None:
+    job = project.spawn("--json-log", "apply", "--lock-timeout", "5m", env=ENV)
+    wait_until(lambda: "lock.waiting" in job.stderr_so_far())
+
+    done, _ = project.interrupt(job, signum)
+
+    assert done.returncode == 130, done.stderr
+    parsed = records(done)
+    assert parsed[-1]["event"] == "command.failed"
+    assert parsed[-1]["exit_code"] == 130
+    assert project.statuses() == {}
+    check_documented(parsed)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["no-such-command"], ["apply", "--no-such-option"], ["rollback", "0"]],
+    ids=["command", "option", "value"],
+)
+def test_usage_errors_are_json(project: Project, args: list[str]) -> None:
+    done = run(project, *args)
+
+    assert done.returncode == 2, done.stderr
+    parsed = records(done)
+    assert names(parsed) == ["command.failed"]
+    assert parsed[0]["exit_code"] == 2
+    check_documented(parsed)
+
+
+def test_a_failing_plugin_is_logged_with_the_common_fields(project: Project) -> None:
+    write_text(
+        project.root / "failing.py",
+        """
+        from migretti_core import hookimpl
+
+        @hookimpl
+        def mg_after_apply(session, plan, results):
+            raise RuntimeError("notification failed")
+        """,
+    )
+    project.configure(
+        {"url": project.database_url}, extra="plugins:\n  - ./failing.py\nenvs:\n  staging:\n"
+    )
+
+    done = run(project, "--env", "staging", "apply")
+
+    assert done.returncode == 0, done.stderr
+    parsed = records(done)
+    failed = [r for r in parsed if r["event"] == "plugin.failed"]
+    assert [(r["plugin"], r["hook"]) for r in failed] == [("failing", "mg_after_apply")]
+    check_documented(parsed, env="staging")
