@@ -121,6 +121,7 @@ def _try_plan(session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
     results: list[MigrationResult] = []
     stopped = False
     with hooks.transaction(session, conn, rollback=True):
+        _set_timeouts(session, conn)
         for migration in plan.steps:
             if stopped or not migration.transactional:
                 stopped = True
@@ -137,6 +138,19 @@ def _try_plan(session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
                 continue
             results.append(_try_one(session, conn, migration, plan.direction))
     return results
+
+
+def _set_timeouts(session: Session, conn: Any) -> None:
+    """``table_lock_timeout`` and ``statement_timeout`` for the whole dry run, as the real
+    run sets them per migration: a dry run on a busy database must not queue the traffic on
+    a table behind its wait for a lock. A migration that runs out of time is reported as
+    failed (no retry: a dry run only measures)."""
+    from migretti_core.running import table_lock_settings
+
+    lock_wait, _, statement_wait = table_lock_settings(session)
+    settings = session.hooks.timeout_sql(session, lock_wait, statement_wait, True)
+    if settings:
+        session.hooks.execute(session, conn, settings)
 
 
 def _try_one(

@@ -251,3 +251,29 @@ def test_statement_timeout_stops_a_long_statement_without_retry(project: Project
     project.configure({"url": project.database_url}, extra="statement_timeout: 300ms\n")
     assert project.mg("apply").returncode == 1
     assert project.mg("apply", "--statement-timeout", "off").returncode == 0
+
+
+def test_a_dry_run_waits_for_a_table_lock_no_longer_than_table_lock_timeout(
+    project: Project,
+) -> None:
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--dry-run", "--no-lint", "--table-lock-timeout", "200ms")
+        json_run = project.mg(
+            "apply", "--dry-run", "--format", "json", "--table-lock-timeout", "200ms"
+        )
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "failed: 001 add_c: migrations/001_add_c.sql:" in done.stdout
+    assert "55P03" in done.stdout
+    assert "retry" not in done.stderr
+    assert json_run.returncode == 1
+    first = json.loads(json_run.stdout)["migrations"][0]
+    assert first["ok"] is False and "55P03" in first["error"]
+    assert "c" not in columns(project)
+    project.add("002", "slow", "SELECT pg_sleep(5);")
+    done = project.mg("apply", "--dry-run", "--statement-timeout", "300ms")
+    assert done.returncode == 1 and "failed: 002 slow" in done.stdout
+    assert "57014" in done.stdout
