@@ -299,10 +299,36 @@ def test_a_database_with_another_datestyle_applies_and_dry_runs_on_both_paths(
     pair.add("0002", "b", "CREATE TABLE b (id bigint);", "DROP TABLE b;")
     assert pair.mg("up").returncode == 0
     # psycopg reads the applied_at of 0001 from here on: it parses only the ISO style
-    for args in (("apply", "--dry-run"), ("status",), ("list",), ("apply",), ("down",)):
+    for args in (("apply", "--dry-run"), ("status",), ("apply",), ("down",)):
         done = pair.mg(*args)
         assert done.returncode == 0, (args, done.stderr)
+    # (`mg list` shows applied_at, which differs between the two databases)
+    assert pair.light.mg("list").returncode == pair.heavy.mg("list", env=PSYCOPG).returncode == 0
     dry = pair.light.mg("apply", "--dry-run")  # dry runs connect through psycopg
     assert dry.returncode == 0 and "ok: 0002 b" in dry.stdout, dry.stderr
     # the input order the database chose is kept: 1 February
     assert pair.light.value("SELECT to_char(d, 'YYYY-MM-DD') FROM a") == "2026-02-01"
+
+
+def test_a_migration_that_sets_client_encoding_is_followed_on_both_paths(pair: Pair) -> None:
+    pair.add("0001", "latin1", "SET client_encoding = 'LATIN1';\nCREATE TABLE d (t text);")
+    pair.add("0002", "accents", "INSERT INTO d VALUES ('é');")
+    pair.add(
+        "0003",
+        "each",
+        "INSERT INTO d VALUES ('ü');\nINSERT INTO d VALUES ('ö');",
+        None,
+        no_transaction=True,
+    )
+    pair.add("0004", "fails", "SELECT 'ä'::int;")
+    done = pair.mg("apply")
+    assert done.returncode == 1 and 'integer: "ä"' in done.stderr, done.stderr
+    # sent in the session's encoding, as psycopg sends it: the server stores the characters
+    assert sorted(r[0] for r in pair.light.sql("SELECT t FROM d")) == ["é", "ö", "ü"]
+    for project in (pair.light, pair.heavy):
+        project.path_of("0004").unlink()
+    pair.add("0004", "latin1_again", "SET client_encoding = 'LATIN1';")
+    pair.add("0005", "euro", "INSERT INTO d VALUES ('€');")  # not in LATIN1
+    done = pair.mg("apply")
+    assert done.returncode == 1 and "cannot be sent in client encoding" in done.stderr
+    assert "0005" not in pair.light.statuses() and pair.light.statuses()["0004"] == "applied"
