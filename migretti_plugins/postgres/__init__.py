@@ -434,8 +434,8 @@ def _refuse_upgrade_in_use(conn: libpq.LibpqConnection) -> None:
 
 
 def _encoding(conn: Any) -> str:
-    """The client encoding Python calls it (a ``LibpqConnection`` is always UTF8)."""
-    return "utf-8" if _is_libpq(conn) else str(conn.info.encoding)
+    """The client encoding Python calls it (UTF8 unless a migration set another)."""
+    return str(conn.encoding) if _is_libpq(conn) else str(conn.info.encoding)
 
 
 def _transaction_status(conn: Any) -> int:

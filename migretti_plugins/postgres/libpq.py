@@ -24,7 +24,8 @@ What it does, and where it gives way to psycopg (``Unsupported``, or ``None`` fr
   as psycopg's (the last attempt's message). Several hosts, ``load_balance_hosts=random``,
   ``target_session_attrs=prefer-standby`` and a ``connect_timeout`` that is not a number
   are left to psycopg, as is a session whose ``client_encoding`` is not UTF8 after
-  connecting.
+  connecting. A migration may ``SET client_encoding`` later: queries, parameters, text
+  results and errors then follow the session's encoding, as psycopg's do.
 - Queries wait for the server in ``select``, not inside libpq, so Ctrl-C (and SIGTERM,
   which mg turns into the same) interrupts them; the query is then cancelled on the
   server, as psycopg cancels it. Without parameters a query goes as one simple-protocol
@@ -504,6 +505,18 @@ class LibpqConnection:
         return value.decode("utf-8", "replace") if value is not None else None
 
     @property
+    def encoding(self) -> str:
+        """The session's ``client_encoding`` as Python names it, as psycopg's
+        ``conn.info.encoding``: UTF8 when connected, but a migration may ``SET`` another,
+        and what is sent and read after it follows, as it does on psycopg."""
+        name = self.parameter_status("client_encoding")
+        if name in (None, "UTF8"):
+            return "utf-8"
+        from psycopg._encodings import pg2pyenc  # a rare session: psycopg's own table
+
+        return pg2pyenc(name.encode())
+
+    @property
     def backend_pid(self) -> int:
         return int(self._lib.PQbackendPID(self._conn()))
 
@@ -547,11 +560,11 @@ class LibpqConnection:
         if params:
             from ctypes import c_char_p, c_uint
 
-            text, values, types = _bind(sql, params)
+            text, values, types = _bind(sql, params, self.encoding)
             count = len(values)
             sent = lib.PQsendQueryParams(
                 pgconn,
-                text.encode(),
+                text.encode(self.encoding),
                 count,
                 (c_uint * count)(*types),
                 (c_char_p * count)(*values),
@@ -560,7 +573,7 @@ class LibpqConnection:
                 0,
             )
         else:
-            sent = lib.PQsendQuery(pgconn, sql.encode())
+            sent = lib.PQsendQuery(pgconn, sql.encode(self.encoding))
         if not sent:
             raise self._failed("sending query and params" if params else "sending query")
         results = self._results()
@@ -702,7 +715,7 @@ class LibpqConnection:
                 status = lib.PQresultStatus(result)
                 if status == fatal:
                     if reading.failed is None:
-                        reading.failed = _server_error(lib, result)
+                        reading.failed = _server_error(lib, result, self.encoding)
                 elif status in (_PGRES_COPY_IN, _PGRES_COPY_BOTH):
                     lib.PQputCopyEnd(pgconn, NO_COPY_DATA)
                 elif status == _PGRES_COPY_OUT:
@@ -749,7 +762,7 @@ class LibpqConnection:
         lib = self._lib
         if lib.PQresultStatus(result) != _PGRES_FATAL_ERROR:
             return
-        error = _server_error(lib, result)
+        error = _server_error(lib, result, self.encoding)
         if error.sqlstate is None or not error.primary:
             raise ConnectError(_text(lib.PQresultErrorMessage(result)) or self.error_message())
         raise error
@@ -761,7 +774,10 @@ class LibpqConnection:
         lib = self._lib
         nrows = lib.PQntuples(result)
         ncols = lib.PQnfields(result)
-        columns = [(col, self._converter(lib.PQftype(result, col))) for col in range(ncols)]
+        encoding = self.encoding
+        columns = [
+            (col, self._converter(lib.PQftype(result, col), encoding)) for col in range(ncols)
+        ]
         # The two calls made per value take the result as a ready ctypes object and plain
         # ints, without argtypes: converting each argument costs more than the call.
         handle = c_void_p(result)
@@ -786,9 +802,13 @@ class LibpqConnection:
             if collecting:
                 gc.enable()
 
-    def _converter(self, oid: int) -> Callable[[bytes], Any]:
+    def _converter(self, oid: int, encoding: str = "utf-8") -> Callable[[bytes], Any]:
         convert = _CONVERTERS.get(oid)
         if convert is not None:
+            if convert is bytes.decode and encoding != "utf-8":
+                if encoding == "ascii":  # SQL_ASCII: psycopg gives bytes, not text
+                    raise Unsupported("text in SQL_ASCII")
+                return lambda raw: raw.decode(encoding)
             return convert
         if oid == _TIMESTAMPTZ:
             return _timestamptz_of(self._timezone())
@@ -858,14 +878,15 @@ class ServerError(Exception):
         self.primary = primary
 
 
-def _server_error(lib: Any, result: int) -> ServerError:
+def _server_error(lib: Any, result: int, encoding: str = "utf-8") -> ServerError:
     def field(code: int) -> str | None:
         value = lib.PQresultErrorField(result, code)
-        return value.decode("utf-8", "replace") if value else None
+        return value.decode(encoding, "replace") if value else None
 
     message = field(_DIAG_MESSAGE_PRIMARY)
+    whole = lib.PQresultErrorMessage(result)
     return ServerError(
-        message if message is not None else _text(lib.PQresultErrorMessage(result)),
+        message if message is not None else (whole or b"").decode(encoding, "replace"),
         sqlstate=field(_DIAG_SQLSTATE),
         detail=field(_DIAG_MESSAGE_DETAIL),
         hint=field(_DIAG_MESSAGE_HINT),
@@ -881,7 +902,9 @@ _PLACEHOLDER = re.compile(r"%(.|\Z)", re.DOTALL)
 _INT2, _INT4, _INT8, _NUMERIC, _BOOL, _FLOAT8 = 21, 23, 20, 1700, 16, 701
 
 
-def _bind(sql: str, params: Sequence[Any]) -> tuple[str, list[bytes | None], list[int]]:
+def _bind(
+    sql: str, params: Sequence[Any], encoding: str = "utf-8"
+) -> tuple[str, list[bytes | None], list[int]]:
     """``sql`` with ``$n`` for its ``%s``, and the values and types psycopg would send."""
     parts: list[str] = []
     count = 0
@@ -914,7 +937,7 @@ def _bind(sql: str, params: Sequence[Any]) -> tuple[str, list[bytes | None], lis
         elif isinstance(value, str):
             if "\0" in value:
                 raise Unsupported("NUL in a parameter")
-            values.append(value.encode())
+            values.append(value.encode(encoding))
             types.append(0)
         elif isinstance(value, float):
             values.append(_float_text(value).encode())
