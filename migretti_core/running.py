@@ -106,12 +106,11 @@ def sql_failure(
         note = note or (
             "it is never closed, so everything after it was read as part of it; close it"
         )
-    if exc.detail:
-        parts.append(f"  DETAIL: {exc.detail}")
-    if exc.hint:
-        parts.append(f"  HINT: {exc.hint}")
-    if exc.context:
-        parts.append(f"  CONTEXT: {exc.context}")
+    # The server's fields may hold several lines (a CONTEXT line per PL/pgSQL frame): each
+    # continues indented under its label, never at the start of a line of mg's output.
+    for label, text in (("DETAIL", exc.detail), ("HINT", exc.hint), ("CONTEXT", exc.context)):
+        if text:
+            parts.append(f"  {label}: " + "\n    ".join(text.strip("\n").splitlines()))
     if note:
         parts.append(f"  NOTE: {note}")
     failure = SqlError(

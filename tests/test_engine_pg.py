@@ -180,6 +180,22 @@ def test_unique_violation_names_file_line_sqlstate_message_and_detail(project: P
     assert "Key (id)=(1) already exists." in done.stderr
 
 
+def test_a_context_of_several_lines_stays_indented_under_the_error(project: Project) -> None:
+    project.add(
+        "0001",
+        "nested",
+        "DO $$ BEGIN EXECUTE 'SELECT 1 / 0'; END $$;",  # CONTEXT: the statement, then the frame
+    )
+    done = project.mg("apply")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("mg: error:"))
+    assert "division by zero" in lines[at] and "22012" in lines[at], done.stderr
+    context = [line for line in lines[at + 1 :] if "CONTEXT:" in line or "PL/pgSQL" in line]
+    assert len(context) == 2, done.stderr
+    assert all(line.startswith("  ") for line in lines[at + 1 :]), done.stderr
+
+
 def test_raise_in_a_do_block_names_file_line_and_hint(project: Project) -> None:
     project.add(
         "0001",
