@@ -34,7 +34,13 @@ def test_a_hand_made_hotfix_is_drift(project: Project) -> None:
     assert project.mg("up").returncode == 0
     done = project.mg("drift")
     assert done.returncode == 0, done.stderr
-    assert "no drift" in done.stdout
+    assert done.stdout == "no drift: the schema matches the 1 applied migration\n"
+
+    project.sql("CREATE TABLE hotfix (id bigint)")
+    done = project.mg("drift")
+    assert done.returncode == 3
+    assert done.stderr.endswith("drift: 1 object differs\n")
+    project.sql("DROP TABLE hotfix")
 
     # Someone fixed production by hand.
     project.sql("CREATE INDEX users_email_idx ON users (email)")
@@ -52,6 +58,7 @@ def test_a_hand_made_hotfix_is_drift(project: Project) -> None:
         in lines
     )
     assert "later" not in done.stdout  # pending migrations are not part of the comparison
+    assert done.stderr.endswith("drift: 3 objects differ\n")
 
     data = json.loads(project.mg("drift", "--format", "json").stdout)
     assert data["ok"] is False and data["applied"] == 1

@@ -203,9 +203,11 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
 
         click.echo(json.dumps(result.as_dict(), indent=2))
     elif result.ok:
-        click.echo(f"no drift: the schema matches the {result.applied} applied migrations")
+        noun = "migration" if result.applied == 1 else "migrations"
+        click.echo(f"no drift: the schema matches the {result.applied} applied {noun}")
     else:
         click.echo("\n".join(result.messages))
         count = len(result.differences)
-        click.echo(f"drift: {count} object{'s' if count != 1 else ''} differ", err=True)
+        verb = "differ" if count != 1 else "differs"
+        click.echo(f"drift: {count} object{'s' if count != 1 else ''} {verb}", err=True)
     return 0 if result.ok else 3
