@@ -8,7 +8,10 @@ follows; rows written by 0.10 get one from their ``applied_at`` (then id) on fir
 Decisions:
 
 - Table names are unqualified, so they resolve through the connection's ``search_path``
-  like any other name; a missing table is created in ``current_schema()``. Columns are
+  like any other name; a missing table is created in ``current_schema()``. Once prepared,
+  the tables are written under their schema-qualified names: a migration may change
+  ``search_path`` for the session (pg_dump's preamble empties it), and its history row must
+  still reach the tables the run started with. Columns are
   looked up in ``pg_attribute`` for the table that name resolves to (``information_schema``
   would hide columns the user has no privilege on, and matches by schema name instead).
 - Reading never creates or alters anything; preparing only takes the locks of ``CREATE`` or
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -90,7 +94,7 @@ WHERE m.id = s.id
 # twice. The failing cast carries the reason in the server's message.
 _WRITE = """
 WITH updated AS (
-    UPDATE _migrations AS m SET
+    UPDATE {table} AS m SET
         name = {name},
         checksum = {checksum},
         status = CASE WHEN {guard} AND m.status = 'applied'
@@ -104,10 +108,10 @@ WITH updated AS (
     WHERE m.id = {id}
     RETURNING 1
 )
-INSERT INTO _migrations
+INSERT INTO {table}
     (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement)
 SELECT {id}, {name}, now(), {checksum}, {status},
-       (SELECT coalesce(max(apply_seq), 0) + 1 FROM _migrations), {duration}, {error}, {failed}
+       (SELECT coalesce(max(apply_seq), 0) + 1 FROM {table}), {duration}, {error}, {failed}
 WHERE NOT EXISTS (SELECT FROM updated)
 """
 
@@ -116,22 +120,22 @@ WHERE NOT EXISTS (SELECT FROM updated)
 # applied already, the time it was.
 _FIX = """
 WITH old AS (
-    DELETE FROM _migrations WHERE id = {id}
+    DELETE FROM {table} WHERE id = {id}
     RETURNING status, applied_at, apply_seq, duration_ms
 )
-INSERT INTO _migrations
+INSERT INTO {table}
     (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement)
 SELECT {id}, {name}, coalesce(min(applied_at) FILTER (WHERE status = 'applied'), now()),
        {checksum}, 'applied',
-       coalesce(min(apply_seq), (SELECT coalesce(max(apply_seq), 0) + 1 FROM _migrations)),
+       coalesce(min(apply_seq), (SELECT coalesce(max(apply_seq), 0) + 1 FROM {table})),
        max(duration_ms), NULL, NULL
 FROM old
 """
 
-_DELETE = "DELETE FROM _migrations WHERE id = {id}"
+_DELETE = "DELETE FROM {table} WHERE id = {id}"
 
 _LOG = """
-INSERT INTO _migrations_log (migration_id, name, action, performed_by, checksum, duration_ms)
+INSERT INTO {log} (migration_id, name, action, performed_by, checksum, duration_ms)
 VALUES ({id}, {name}, {action}, {performed_by}, {checksum}, {duration})
 """
 
@@ -148,6 +152,30 @@ _READ = (
     ("failed_statement", "NULL::integer"),
     ("coalesce(baseline, false)", "false"),
 )
+
+
+# The tables as ``mg_history_prepare`` found or created them, schema-qualified, by session.
+_QUALIFIED: dict[int, tuple[str, str]] = {}
+
+_WHERE = """
+SELECT c.relname::text,
+       pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
+FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid IN (pg_catalog.to_regclass(%s), pg_catalog.to_regclass(%s))
+"""
+
+
+def _remember_tables(session: Session, conn: Any) -> None:
+    rows = session.hooks.query(session, conn, _WHERE, (TABLE, LOG_TABLE))
+    names = {str(row[0]): str(row[1]) for row in rows}
+    key = id(session)
+    if key not in _QUALIFIED:
+        weakref.finalize(session, _QUALIFIED.pop, key, None)
+    _QUALIFIED[key] = (names.get(TABLE, TABLE), names.get(LOG_TABLE, LOG_TABLE))
+
+
+def _tables(session: Session) -> tuple[str, str]:
+    return _QUALIFIED.get(id(session), (TABLE, LOG_TABLE))
 
 
 def columns(session: Session, conn: Any, table: str) -> set[str]:
@@ -219,6 +247,7 @@ def mg_history_prepare(session: Session, conn: Any) -> bool | None:
         for table in NEW_COLUMNS
     }
     if not any(missing.values()) and not _needs_backfill(session, conn):
+        _remember_tables(session, conn)
         return True
     with hooks.transaction(session, conn):
         if not present[TABLE]:
@@ -231,6 +260,7 @@ def mg_history_prepare(session: Session, conn: Any) -> bool | None:
                 hooks.query(session, conn, f"ALTER TABLE {table} {adds}", ())
         if _needs_backfill(session, conn):
             hooks.query(session, conn, _BACKFILL, ())
+    _remember_tables(session, conn)
     return True
 
 
@@ -250,11 +280,14 @@ def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
         if change.duration_ms is None
         else str(int(min(change.duration_ms, _INT_MAX)))
     )
-    return record_sql(change, duration)
+    return record_sql(change, duration, _tables(session))
 
 
-def record_sql(change: HistoryChange, duration: str) -> str:
-    """The statements that record ``change``; ``duration`` is an SQL expression."""
+def record_sql(
+    change: HistoryChange, duration: str, tables: tuple[str, str] = (TABLE, LOG_TABLE)
+) -> str:
+    """The statements that record ``change``; ``duration`` is an SQL expression, ``tables``
+    the names of ``_migrations`` and ``_migrations_log`` to write."""
     applied = change.status == "applied"
     template = _record_template(
         change.status,
@@ -262,6 +295,7 @@ def record_sql(change: HistoryChange, duration: str) -> str:
         None if applied else change.error,
         None if applied else change.failed_statement,
         performed_by() if change.log else None,
+        tables,
     )
     return template.format(
         id=_literal(change.migration_id),
@@ -278,11 +312,19 @@ def _record_template(
     error: str | None,
     failed: int | None,
     performed_by: str | None,
+    tables: tuple[str, str] = (TABLE, LOG_TABLE),
 ) -> str:
     """``record_sql``'s statements with everything but the migration's id, name, checksum and
     duration filled in: the same few for every migration of a run (an apply writes "applied"
     with the same log line 1000 times), so the long statements are put together once."""
-    keep = {"id": "{id}", "name": "{name}", "checksum": "{checksum}", "duration": "{duration}"}
+    keep = {
+        "id": "{id}",
+        "name": "{name}",
+        "checksum": "{checksum}",
+        "duration": "{duration}",
+        "table": _braced(tables[0]),
+        "log": _braced(tables[1]),
+    }
     parts = []
     if status is None:
         parts.append(_DELETE.format(**keep))
@@ -337,5 +379,5 @@ def _literal(value: str | int | None) -> str:
 @hookimpl(trylast=True)
 def mg_history_write(session: Session, conn: Any, change: HistoryChange) -> bool | None:
     duration = "NULL" if change.duration_ms is None else str(min(change.duration_ms, _INT_MAX))
-    session.hooks.query(session, conn, record_sql(change, duration), ())
+    session.hooks.query(session, conn, record_sql(change, duration, _tables(session)), ())
     return True

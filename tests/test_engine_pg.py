@@ -162,6 +162,31 @@ def test_a_failing_transactional_migration_leaves_no_trace(project: Project) -> 
 # --- SQL errors -------------------------------------------------------------------------------
 
 
+def test_a_migration_that_changes_search_path_is_still_recorded(project: Project) -> None:
+    # pg_dump's preamble empties search_path for the session; a migration may also move it
+    # to the schema it fills. Its history row still goes to the tables the run started with.
+    project.add(
+        "0001",
+        "dump",
+        "SELECT pg_catalog.set_config('search_path', '', false);\n"
+        "CREATE SCHEMA app;\nCREATE TABLE app.a (id bigint);",
+        "DROP TABLE app.a;\nDROP SCHEMA app;",
+    )
+    project.add("0002", "in_app", "SET search_path = app;\nCREATE TABLE b (id bigint);")
+    project.add(
+        "0003", "each", "SELECT 1;\nSET search_path = nowhere;\nSELECT 2;", no_transaction=True
+    )
+    project.add("0004", "qualified", "CREATE TABLE public.d (id bigint);")
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert project.statuses() == {n: "applied" for n in ("0001", "0002", "0003", "0004")}
+    assert [action for _, action in project.log()] == ["UP"] * 4
+    assert {"app.a", "app.b", "public.d"} <= project.all_tables()
+    done = project.mg("rollback", "--to", "0001", "--allow-missing-down")
+    assert done.returncode == 0, done.stderr
+    assert project.statuses() == {"0001": "applied"}
+
+
 def test_unique_violation_names_file_line_sqlstate_message_and_detail(project: Project) -> None:
     project.add(
         "0001",
