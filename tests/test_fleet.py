@@ -433,3 +433,15 @@ def test_fleet_configuration_errors_name_the_file_and_the_query(
     failed = project.mg("status", "--fleet", "broken")
     assert failed.returncode == 1
     assert failed.stderr.strip() == "mg: error: fleet broken: query failed: division by zero"
+
+
+def test_a_nul_in_a_fleet_file_is_refused_not_cut_short(tmp_path: Path, make_fleet: Any) -> None:
+    # libpq stops a database name at a NUL: "tenant\0x" would run on "tenant".
+    fleet = make_fleet(1)
+    project = project_for(tmp_path, fleet, "  listed:\n    file: members.txt\n")
+    three_migrations(project)
+    (project.root / "members.txt").write_bytes(f"# tenants\n{fleet.names[0]}\0x\n".encode())
+    done = project.mg("apply", "--fleet", "listed")
+    assert done.returncode == 2, done.stderr
+    assert "members.txt:2: a NUL character" in done.stderr
+    assert fleet.applied(fleet.names[0]) == []

@@ -178,6 +178,9 @@ def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> lis
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
+        if "\0" in entry:
+            # libpq would cut the name there and connect to another database.
+            raise ConfigError(f"fleet file {path}:{number}: a NUL character (\\0) in a member")
         cut = entry.find(" #")  # a comment after the entry (a URL may hold a bare '#')
         if cut != -1:
             entry = entry[:cut].strip()
