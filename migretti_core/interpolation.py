@@ -99,7 +99,8 @@ def with_dotenv(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]
     """``.env`` values under the real environment: a variable already set always wins.
 
     A ``.env`` that exists but cannot be read (permissions, not a regular file, 1 MiB or
-    more, not UTF-8) is an error naming it, never silently skipped.
+    more, not UTF-8, a line python-dotenv cannot parse, a NUL in a value) is an error naming
+    it, never silently skipped.
     """
     merged: dict[str, str] = {}
     if os.path.lexists(dotenv_path):
@@ -115,7 +116,20 @@ def with_dotenv(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
+        from dotenv.parser import parse_stream
+
+        for binding in parse_stream(io.StringIO(text)):
+            if binding.error:
+                # python-dotenv would skip the line with a warning of its own on stderr,
+                # outside mg's output (and the JSON log): say which line, as for mg.yaml.
+                raise ConfigError(
+                    f"{label}:{binding.original.line}: not a NAME=value line python-dotenv "
+                    "can read (an unterminated quote?)"
+                )
         values = dotenv_values(stream=io.StringIO(text))
+        for key, value in values.items():
+            if value is not None and "\0" in value:
+                raise ConfigError(f"{label}: {key}: a NUL character (\\0) in its value")
         merged.update({key: value for key, value in values.items() if value is not None})
     merged.update(environ)
     return merged

@@ -4,6 +4,7 @@ data, configuration errors never quote a password, and a hostile mg.yaml cannot 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -219,6 +220,21 @@ def test_symbolic_link_loops_are_one_line_errors(tmp_path: Path) -> None:
     migrations.mkdir()
     (tmp_path / ".env").symlink_to(".env")
     _one_line_error(_run(tmp_path, "status"), 2, ".env", "symbolic links")
+
+
+def test_a_dotenv_line_python_dotenv_cannot_read_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "mg.yaml").write_text("database:\n  host: ${DB_HOST:-h.invalid}\n")
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / ".env").write_text("A=1\nDB_PASSWORD='unterminated\n")
+    _one_line_error(_run(tmp_path, "list"), 2, ".env:2:")
+    # With --json-log, stderr stays one JSON object per line (python-dotenv's own warning
+    # would be a plain line among them).
+    done = _run(tmp_path, "--json-log", "list")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert ".env:2:" in json.loads(line)["message"]
+    (tmp_path / ".env").write_bytes(b"DB_HOST=h.invalid\0other\n")
+    _one_line_error(_run(tmp_path, "list"), 2, ".env", "DB_HOST", "NUL")
 
 
 def test_arguments_that_are_not_utf8_are_one_line_errors(tmp_path: Path) -> None:
