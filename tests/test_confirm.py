@@ -7,6 +7,7 @@ it sees when a person runs it; everything else runs with stdin that is not a ter
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,23 @@ def test_end_of_input_at_the_prompt_exits_5(project: Project) -> None:
         assert terminal.finish() == 5, terminal.output.getvalue()
     finally:
         terminal.kill()
+    assert project.all_tables() == set()
+
+
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
+def test_interrupted_at_the_prompt_exits_130(project: Project, stop: str) -> None:
+    terminal = ask(project, "--env", "prod", "apply")
+    try:
+        terminal.wait_for_prompt()
+        if stop == "Ctrl-C":
+            terminal.child.sendintr()
+        else:
+            terminal.child.kill(signal.SIGTERM)
+        assert terminal.finish() == 130, terminal.output.getvalue()
+    finally:
+        terminal.kill()
+    assert "mg: interrupted" in terminal.output.getvalue()
+    assert "not confirmed" not in terminal.output.getvalue()
     assert project.all_tables() == set()
 
 

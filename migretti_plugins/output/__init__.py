@@ -88,9 +88,11 @@ def mg_prompt(session: Session, message: str, question: str) -> str | None:
         print(message, file=sys.stderr)
     sys.stderr.write(question)
     sys.stderr.flush()
+    # End of input declines (exit 5); Ctrl-C or SIGTERM at the question interrupts the
+    # command (exit 130), as anywhere else.
     try:
         return sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:
         return ""
 
 
