@@ -4,6 +4,7 @@ logs and ``-v`` tracebacks, with the password configured in each way a user can.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -153,6 +154,39 @@ def test_password_in_mg_database_url_never_shows(
         wrong = url.replace(f"/{server['dbname']}", f"/{server['dbname']}_nosuch")
         done = project.mg(*args, env={"MG_DATABASE_URL": wrong})
         assert done.returncode == 1, (args, done.stderr)
+        runs.append(done)
+    _assert_secret_kept(runs, project)
+
+
+def test_check_and_drift_mask_a_password_a_scratch_error_quotes(
+    tmp_path: Path, database_url: str, role: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(role)))
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    server = _server(database_url)
+    url = _url(server, role, server["dbname"])
+    project.configure({"url": url}, extra=f"check:\n  database_url: {json.dumps(url)}\n")
+    literal = PASSWORD.replace("'", "''")
+    project.add("0001", "quote", f"SELECT '{literal}'::int;", "SELECT 1;")
+    runs = []
+    for args in (["check"], ["check", "--format", "json"], ["--json-log", "check"]):
+        done = project.mg(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "22P02" in done.stdout + done.stderr
+        runs.append(done)
+    project.add(
+        "0001",
+        "quote",
+        "CREATE TABLE noted (id bigint);\nCOMMENT ON TABLE noted IS 'plain';",
+        "DROP TABLE noted;",
+    )
+    assert project.mg("apply").returncode == 0
+    project.sql(f"COMMENT ON TABLE noted IS '{literal}'")  # a hand-made change quoting it
+    for args in (["drift"], ["drift", "--format", "json"]):
+        done = project.mg(*args)
+        assert done.returncode == 3, (args, done.stderr)
+        assert "comment on table public.noted" in done.stdout and "****" in done.stdout
         runs.append(done)
     _assert_secret_kept(runs, project)
 

@@ -152,10 +152,22 @@ def check_command(ctx: click.Context, database_url: str | None, seeds: bool, fmt
     if fmt == "json":
         import json
 
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        click.echo(json.dumps(_masked(session, result.as_dict()), indent=2))
     else:
-        click.echo(render_check(result))
+        click.echo(session.hooks.redact(render_check(result)))
     return result.exit_code
+
+
+def _masked(session: Session, value: Any) -> Any:
+    """``value`` with every string's passwords masked: a server error on the scratch database
+    may quote one (of the project's target or of check.database_url), as anywhere else."""
+    if isinstance(value, str):
+        return session.hooks.redact(value)
+    if isinstance(value, dict):
+        return {key: _masked(session, item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(session, item) for item in value]
+    return value
 
 
 def render_check(result: CheckReport) -> str:
@@ -201,12 +213,12 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
     if fmt == "json":
         import json
 
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        click.echo(json.dumps(_masked(session, result.as_dict()), indent=2))
     elif result.ok:
         noun = "migration" if result.applied == 1 else "migrations"
         click.echo(f"no drift: the schema matches the {result.applied} applied {noun}")
     else:
-        click.echo("\n".join(result.messages))
+        click.echo(session.hooks.redact("\n".join(result.messages)))
         count = len(result.differences)
         verb = "differ" if count != 1 else "differs"
         click.echo(f"drift: {count} object{'s' if count != 1 else ''} {verb}", err=True)
