@@ -67,7 +67,9 @@ class App:
         self._load_config_plugins()
 
     def _warn(self, text: str) -> None:
-        self.report("plugin.failed", "warning", text)
+        # The loader's warnings all start "plugin 'NAME'": the event names it (docs/logging.md)
+        fields = {"plugin": text[8:].split("'", 1)[0]} if text.startswith("plugin '") else {}
+        self.report("plugin.failed", "warning", text, **fields)
 
     def set_extra(self, values: dict[str, Any]) -> None:
         """Values of options plugins added to the command, for hooks without a session too."""

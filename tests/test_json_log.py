@@ -435,3 +435,23 @@ def test_a_failing_plugin_is_logged_with_the_common_fields(project: Project) -> 
     failed = [r for r in parsed if r["event"] == "plugin.failed"]
     assert [(r["plugin"], r["hook"]) for r in failed] == [("failing", "mg_after_apply")]
     check_documented(parsed, env="staging")
+
+
+def test_a_plugin_warning_at_load_names_the_plugin(project: Project) -> None:
+    write_text(
+        project.root / "misspelt.py",
+        """
+        def mg_after_aply(session, plan, results):
+            pass
+        """,
+    )
+    project.configure({"url": project.database_url}, extra="plugins:\n  - ./misspelt.py\n")
+
+    done = run(project, "status")
+
+    assert done.returncode == 0, done.stderr
+    parsed = records(done)
+    failed = [r for r in parsed if r["event"] == "plugin.failed"]
+    assert [r["plugin"] for r in failed] == ["misspelt"], parsed
+    assert "did you mean mg_after_apply" in failed[0]["message"]
+    check_documented(parsed)
