@@ -8,7 +8,9 @@ One rule for the whole program (``redact``), see docs/configuration.md "Password
   on that side must not be one, so the password ``app`` never turns ``applied`` into
   ``****lied``.
 - Whatever looks like a password is replaced too, known or not: the password of a URL
-  (``scheme://user:****@host``), a ``password=`` query or key=value parameter.
+  (``scheme://user:****@host``), a ``password=`` query or key=value parameter, and the
+  quoted literal of SQL's ``PASSWORD 'secret'`` (``CREATE ROLE``/``ALTER ROLE``), which a
+  server error's CONTEXT or a dry run's SQL may quote.
 
 Over-redacting is preferred to leaking: a password that is an ordinary word is masked
 wherever that word stands alone.
@@ -31,6 +33,10 @@ _SCHEME = r"^\s*[A-Za-z][A-Za-z0-9+.-]*://"
 _QUERY_SECRET = r"(?i)([?&][^=&#\s]*password[^=&#\s]*=)([^&#]*)"
 # ``password=secret`` or ``password = 'se cret'`` in a key=value DSN or free text.
 _KV_SECRET = r"(?i)(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)"
+# SQL's ``[ENCRYPTED] PASSWORD 'secret'`` (a role's password): the value runs to a run of
+# quotes followed by what may follow a literal, so a doubled quote inside ('it''s') and a
+# statement quoted in a string (EXECUTE '... PASSWORD ''secret''') are masked whole.
+_SQL_SECRET = r"""(?i)(\bpassword\s+)('+)((?:[^']|'+(?=[^\s;,)"']))*)('+|$)"""
 # ``scheme://user:secret@`` inside free text: the password runs to the last '@' before a
 # space or a query, so a raw '@' in it is still hidden.
 _URL_IN_TEXT = r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/?#@]*:)([^\s?#]+)(@)"
@@ -96,6 +102,9 @@ def redact_text(text: str) -> str:
         text = _compiled(_URL_IN_TEXT).sub(lambda m: m.group(1) + MASK + m.group(3), text)
     if "password" in text.lower():  # every pattern below needs the word
         text = _redact_pairs(text)
+        text = _compiled(_SQL_SECRET).sub(
+            lambda m: m.group(1) + m.group(2) + MASK + m.group(4), text
+        )
     return text
 
 

@@ -286,6 +286,11 @@ def test_verbose_traceback_masks_the_password(tmp_path: Path, database_url: str)
         ),
         ("postgresql://u:app@h/db", "postgresql://u:****@h/db"),
         ("happy apps app_x", "happy apps app_x"),
+        (
+            "CREATE ROLE r ENCRYPTED PASSWORD 'it''s x' LOGIN",
+            "CREATE ROLE r ENCRYPTED PASSWORD '****' LOGIN",
+        ),
+        ("ALTER ROLE r PASSWORD NULL", "ALTER ROLE r PASSWORD NULL"),
     ],
 )
 def test_redact_masks_a_password_only_where_it_stands_as_a_value(text: str, masked: str) -> None:
@@ -344,6 +349,28 @@ def test_a_server_error_quoting_the_password_is_masked_when_stored_and_shown(
     finally:
         project.close()
         _drop_role(database_url, name)
+
+
+def test_a_role_password_a_migration_sets_is_masked_in_errors_and_dry_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    secret = f"Role{TOKEN[:12]}"
+    role = f"mg_role_{TOKEN[:8]}"
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        # the server quotes the EXECUTEd statement in its CONTEXT
+        create = f"CREATE ROLE {role} PASSWORD ''{secret}''"
+        project.add("0001", "role", f"DO $$ BEGIN EXECUTE '{create}'; EXECUTE '{create}'; END $$;")
+        runs = [project.mg("apply"), project.mg("--json-log", "apply"), project.mg("apply", "-v")]
+        for done in runs:
+            assert done.returncode == 1 and "already exists" in done.stderr, done.stderr
+        assert "CONTEXT: SQL statement" in runs[0].stderr and "PASSWORD '****'" in runs[0].stderr
+        runs.append(project.mg("apply", "--dry-run"))
+        assert "PASSWORD ''****''" in runs[-1].stdout, runs[-1].stdout
+        for done in runs:
+            assert secret not in done.stdout + done.stderr
+    finally:
+        project.close()  # the failed migration's transaction took its role with it
 
 
 class _Reporter:
