@@ -455,3 +455,24 @@ def test_a_plugin_warning_at_load_names_the_plugin(project: Project) -> None:
     assert [r["plugin"] for r in failed] == ["misspelt"], parsed
     assert "did you mean mg_after_apply" in failed[0]["message"]
     check_documented(parsed)
+
+
+def test_a_query_that_ignores_its_cancel_leaves_no_stray_line(project: Project) -> None:
+    # Dry runs read through psycopg, which logs a warning of its own when a cancelled query
+    # does not end; it must not reach stderr beside the JSON lines.
+    project.add(
+        "0003",
+        "stubborn",
+        "DO $$ DECLARE i int := 0; BEGIN LOOP BEGIN PERFORM pg_sleep(0.2); i := i + 1;"
+        " EXIT WHEN i > 150; EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
+    )
+    job = project.spawn("--json-log", "apply", "--dry-run", env=ENV)
+    wait_until(lambda: any("query_canceled" in query for _, _, query in project.other_backends()))
+
+    done, _ = project.interrupt(job)
+
+    assert done.returncode == 130, done.stderr
+    parsed = records(done)
+    assert parsed[-1]["event"] == "command.failed"
+    check_documented(parsed, dry_run=True)
+    project.terminate_backends()

@@ -293,8 +293,18 @@ def mg_connect(session: Session) -> Any | None:
 
 
 def _connect_psycopg(params: Mapping[str, str], password: str | None) -> psycopg.Connection[Any]:
+    import logging
+
     import psycopg
     from psycopg.conninfo import make_conninfo
+
+    # psycopg logs a few warnings of its own ("query not terminated after cancellation",
+    # "error ignored in rollback of ..."); with no logging configured Python would print
+    # them raw on stderr, outside mg's output and --json-log. mg reports what happened
+    # itself; an application that configures logging still receives them.
+    logger = logging.getLogger("psycopg")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
 
     try:
         conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
