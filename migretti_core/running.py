@@ -1021,6 +1021,10 @@ def rollback(session: Session, request: RollbackRequest) -> int:
         return plan_rollback(state, request, check_blocked)
 
     def nothing(state: State) -> str:
+        if request.to is not None:
+            # --to names an applied migration (checked when planning): it is the head
+            to = resolve_id(request.to, state.migrations, state.history, what="--to")
+            return f"nothing to roll back: {to} is the last applied migration"
         reasons = rollback_shortfall(state)
         return "nothing to roll back: no migration is applied" + (
             f" ({reasons})" if reasons else ""

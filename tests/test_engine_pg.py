@@ -411,6 +411,9 @@ def test_rollback_count_and_to(project: Project) -> None:
     assert done.returncode == 0, done.stderr
     assert project.tables() == {"t_0001", "t_0002"}
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    head = project.mg("rollback", "--to", "0002")
+    assert head.returncode == 0, head.stderr
+    assert "nothing to roll back: 0002 is the last applied migration" in head.stderr
 
     for args in (["0"], ["1", "--to", "0001"], ["--to", "0009"], ["--to", "0003"]):
         refused = project.mg("rollback", *args)
@@ -421,6 +424,7 @@ def test_rollback_count_and_to(project: Project) -> None:
     assert project.tables() == set()
     nothing = project.mg("rollback")
     assert nothing.returncode == 0, nothing.stderr
+    assert "nothing to roll back: no migration is applied" in nothing.stderr
 
 
 def test_rollback_follows_application_order_not_ids(project: Project) -> None:
