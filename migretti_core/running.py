@@ -950,7 +950,12 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
 
 
 def _execute_plan(
-    session: Session, conn: Any, plan: Plan, replan: Any, confirmed: set[str] | None
+    session: Session,
+    conn: Any,
+    plan: Plan,
+    replan: Any,
+    confirmed: set[str] | None,
+    nothing: Callable[[], str],
 ) -> int:
     """Under the lock: prepare history, recompute the plan, fire hooks, run it."""
     hooks = session.hooks
@@ -959,7 +964,8 @@ def _execute_plan(
         hooks.history_prepare(session, conn)
         plan = replan()
         if not plan.steps:
-            report(session, "command.nothing", "info", "nothing to do: already up to date")
+            # Another run did it while this one waited: say so as the command would have.
+            report(session, "command.nothing", "info", nothing())
             return 0
         if confirmed is not None and not set(plan.ids) <= confirmed:
             raise Aborted("the plan changed while waiting for the lock; run the command again")
@@ -1085,12 +1091,15 @@ def _run(
             return _dry_run(session, conn, plan)
         confirmed = set(plan.ids) if session.hooks.is_protected(session) else None
 
+        latest = [state]
+
         def replan() -> Plan:
-            fresh = planner(read_state(session, conn, migrations), True)
+            latest[0] = read_state(session, conn, migrations)
+            fresh = planner(latest[0], True)
             validate(session, fresh.steps, checked)
             return fresh
 
-        return _execute_plan(session, conn, plan, replan, confirmed)
+        return _execute_plan(session, conn, plan, replan, confirmed, lambda: nothing(latest[0]))
 
 
 def _warn_tampered(session: Session, state: State) -> None:

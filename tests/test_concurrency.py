@@ -232,3 +232,33 @@ def test_a_migration_that_writes_its_own_applied_row_is_refused_with_exit_3(
     assert "Traceback" not in done.stderr
     assert project.value("SELECT count(*) FROM once") == 0
     assert project.statuses() == {}
+
+
+def test_a_plan_emptied_while_waiting_for_the_lock_is_reported_as_the_command_words_it(
+    project: Project,
+) -> None:
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    ((ident, name, checksum),) = project.sql("SELECT id, name, checksum FROM _migrations")
+    # While each command waits for the lock, another run does its work.
+    elsewhere = (
+        (["rollback"], "DELETE FROM _migrations", "nothing to roll back: no migration is applied"),
+        (
+            ["apply"],
+            "INSERT INTO _migrations (id, name, checksum, status) "
+            f"VALUES ('{ident}', '{name}', '{checksum}', 'applied')",
+            "nothing to apply: already up to date",
+        ),
+    )
+    for args, meanwhile, expected in elsewhere:
+        holder = AdvisoryLockHolder(project.database_url)
+        try:
+            job = project.spawn(*args)
+            wait_until(lambda j=job: WAITING in j.stderr_so_far() or not j.running(), timeout=60)
+            assert job.running(), job.stderr_so_far()
+            project.sql(meanwhile)
+        finally:
+            holder.release()
+        done = project.finish(job, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == expected, done.stderr
