@@ -38,7 +38,8 @@ def display_path(path: Path) -> str:
 
 
 def finding_line(finding: LintFinding) -> str:
+    # one line per finding: the parser may quote a line break (`at or near "/*` + newline)
+    message = finding.message.replace("\r", "\\r").replace("\n", "\\n")
     return (
-        f"{display_path(finding.path)}:{finding.line}:{finding.column}: "
-        f"{finding.rule}: {finding.message}"
+        f"{display_path(finding.path)}:{finding.line}:{finding.column}: {finding.rule}: {message}"
     )

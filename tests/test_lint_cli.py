@@ -173,6 +173,20 @@ def test_syntax_error_is_a_finding(offline: Project) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_finding_quoting_a_line_break_stays_on_one_line(project: Project) -> None:
+    project.add("001", "open", "SELECT 1;\n/*\nnever closed")
+    done = project.mg("lint", "--all")
+    assert done.returncode == 3, done.stderr
+    line, help_line = done.stdout.splitlines()
+    assert help_line.startswith("  help:")
+    assert line.startswith("migrations/001_open.sql:3:1: syntax-error: unterminated /* comment")
+    assert line.endswith('"/*\\nnever closed\\n"'), line
+    applied = project.mg("apply")  # warned about, then refused by the server
+    assert applied.returncode == 1, applied.stderr
+    [warning] = [x for x in applied.stderr.splitlines() if "syntax-error" in x]
+    assert warning.endswith('"/*\\nnever closed\\n"'), applied.stderr
+
+
 def test_lint_can_be_blocked(offline: Project) -> None:
     done = offline.mg("-p", "no:lint", "lint", "--all")
     assert done.returncode == 2

@@ -118,7 +118,8 @@ def format_findings(findings: Sequence[dict[str, Any]], fmt: str = "text") -> st
             body = f["message"] + (f"\n{f['help']}" if f.get("help") else "")
             lines.append(f"::{level} {props}::{_data(body)}")
             continue
-        lines.append(f"{f['path']}:{f['line']}:{f['column']}: {f['rule']}: {f['message']}")
+        message = str(f["message"]).replace("\r", "\\r").replace("\n", "\\n")  # one line
+        lines.append(f"{f['path']}:{f['line']}:{f['column']}: {f['rule']}: {message}")
         if f.get("help"):
             lines.append(f"  help: {f['help']}")
     return "\n".join(lines)
