@@ -445,3 +445,21 @@ def test_a_nul_in_a_fleet_file_is_refused_not_cut_short(tmp_path: Path, make_fle
     assert done.returncode == 2, done.stderr
     assert "members.txt:2: a NUL character" in done.stderr
     assert fleet.applied(fleet.names[0]) == []
+
+
+def test_members_rewriting_one_schema_file_at_once_all_succeed(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(8)
+    project = project_for(
+        tmp_path, fleet, query_fleet(fleet, jobs=8), extra="schema_file: db/schema.sql\n"
+    )
+    three_migrations(project)
+    for args in (["up"], ["apply"], ["rollback"], ["down"]):
+        done = project.mg("--fleet", "tenants", *args, "--format", "json")
+        report = json.loads(done.stdout)
+        assert [m["error"] for m in report["members"] if not m["ok"]] == [], done.stderr
+        assert done.returncode == 0
+    text = (project.root / "db" / "schema.sql").read_text()
+    assert "'0001'" in text and "'0002'" not in text
+    assert [p.name for p in (project.root / "db").iterdir()] == ["schema.sql"]

@@ -216,7 +216,11 @@ def write_atomically(path: Path, text: str) -> None:
             fh.write(text)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.mg-tmp")
+    # A name of its own per writer: the members of a fleet rewrite the same file at once, and
+    # a shared temporary file was replaced away under another writer.
+    import threading
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.mg-tmp")
     try:
         with open(temporary, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
