@@ -43,8 +43,17 @@ CREATE_TABLE = f"""CREATE TABLE IF NOT EXISTS {SEED_TABLE} (
 )"""
 TABLE_EXISTS = f"SELECT to_regclass('{SEED_TABLE}') IS NOT NULL"
 READ_ROWS = f"SELECT name, checksum FROM {SEED_TABLE}"
+# Where prepare_table found or created the table, schema-qualified: a seed may change
+# search_path for the session (pg_dump's preamble empties it), and its row must still be
+# written to the table the run started with.
+QUALIFIED_NAME = (
+    "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) "
+    "FROM pg_catalog.pg_class AS c "
+    "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+    f"WHERE c.oid = pg_catalog.to_regclass('{SEED_TABLE}')"
+)
 RECORD_ROW = (
-    f"INSERT INTO {SEED_TABLE} (name, checksum, ran_at, duration_ms) "
+    "INSERT INTO {table} (name, checksum, ran_at, duration_ms) "
     "VALUES (%s, %s, now(), %s) "
     "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, "
     "ran_at = EXCLUDED.ran_at, duration_ms = EXCLUDED.duration_ms "
@@ -287,10 +296,13 @@ def read_checksums(session: Session, conn: Any) -> dict[str, str]:
     }
 
 
-def prepare_table(session: Session, conn: Any) -> None:
+def prepare_table(session: Session, conn: Any) -> str:
+    """Create the tracking table when missing; its schema-qualified name."""
     hooks = session.hooks
     with hooks.transaction(session, conn):
         hooks.execute(session, conn, CREATE_TABLE)
+    rows = hooks.query(session, conn, QUALIFIED_NAME, ())
+    return str(rows[0][0]) if rows and rows[0][0] else SEED_TABLE
 
 
 def _needs_run(seed: Seed, ran: dict[str, str], force: bool) -> bool:
@@ -303,8 +315,9 @@ def _failure(seed: Seed, exc: SqlError, note: str | None = None) -> MigrationFai
     return running.sql_failure(seed.as_migration(), exc, seed.text, 1, note)
 
 
-def run_seed(session: Session, conn: Any, seed: Seed) -> int:
-    """Run one seed and record it in one transaction; return its duration in milliseconds."""
+def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -> int:
+    """Run one seed and record it in ``table`` in one transaction; return its duration in
+    milliseconds."""
     hooks = session.hooks
     started = time.perf_counter()
     with hooks.transaction(session, conn):
@@ -315,7 +328,8 @@ def run_seed(session: Session, conn: Any, seed: Seed) -> int:
                 note = f"seed {seed.name} was rolled back; the seeds before it stay committed"
                 raise _failure(seed, exc, note) from exc
         duration = int((time.perf_counter() - started) * 1000)
-        hooks.query(session, conn, RECORD_ROW, (seed.name, seed.checksum, duration))
+        record = RECORD_ROW.format(table=table)
+        hooks.query(session, conn, record, (seed.name, seed.checksum, duration))
     return int((time.perf_counter() - started) * 1000)
 
 
@@ -374,15 +388,17 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
             return _dry_run(session, conn, seeds, todo)
         confirmed = {s.name for s in todo} if session.hooks.is_protected(session) else None
         with running.locked(session, conn):
-            prepare_table(session, conn)
+            table = prepare_table(session, conn)
             ran = read_checksums(session, conn)
             todo = [s for s in seeds if _needs_run(s, ran, force)]
             if confirmed is not None and not {s.name for s in todo} <= confirmed:
                 raise Aborted("the seeds to run changed while waiting for the lock; run again")
-            return _run(session, conn, seeds, todo)
+            return _run(session, conn, seeds, todo, table)
 
 
-def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed]) -> int:
+def _run(
+    session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed], table: str
+) -> int:
     pending = {s.name for s in todo}
     count = 0
     results: list[MigrationResult] = []
@@ -393,7 +409,7 @@ def _run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed
             skipped.append(item.name)
             continue
         try:
-            duration = run_seed(session, conn, item)
+            duration = run_seed(session, conn, item, table)
         except MgError as exc:
             reporting.report(
                 session,

@@ -303,3 +303,33 @@ def test_transaction_control_in_a_seed_is_refused_before_any_seed_runs(
         assert project.all_tables() == set()
     finally:
         project.close()
+
+
+def test_a_seed_that_empties_search_path_is_still_recorded(
+    tmp_path: Path, database_url: str
+) -> None:
+    # pg_dump --data-only output starts by emptying search_path for the session
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.sql("CREATE TABLE public.items (id int)")
+        write_text(
+            project.root / "seeds" / "01_dump.sql",
+            """
+            SELECT pg_catalog.set_config('search_path', '', false);
+            INSERT INTO public.items VALUES (1);
+            """,
+        )
+        write_text(project.root / "seeds" / "02_more.sql", "INSERT INTO public.items VALUES (2);\n")
+
+        done = project.mg("seed")
+        assert done.returncode == 0, done.stderr
+        again = project.mg("seed")
+        assert again.returncode == 0, again.stderr
+        assert "ran" not in again.stdout.replace("unchanged since it ran", "")
+        assert project.sql("SELECT id FROM public.items ORDER BY id") == [(1,), (2,)]
+        assert project.sql("SELECT name FROM _migrations_seeds ORDER BY name") == [
+            ("01_dump.sql",),
+            ("02_more.sql",),
+        ]
+    finally:
+        project.close()
