@@ -134,6 +134,34 @@ def test_an_up_that_fails_on_an_empty_database_exits_1(project: Project, pg_url:
     assert _scratch_databases(project) == []
 
 
+def test_a_failure_on_the_scratch_database_gives_no_advice_to_fix_it(
+    project: Project, pg_url: str
+) -> None:
+    # The failed row is the scratch database's; `mg fix 0001 --applied` on the project's own
+    # database would record as applied a migration that never ran there.
+    project.add(
+        "0001",
+        "half",
+        "CREATE TABLE half (id bigint);\nSELECT 1/0;",
+        "SELECT 1;",
+        no_transaction=True,
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 1
+    (problem,) = _by_id(data)["0001"]["problems"]  # type: ignore[misc]
+    assert "division by zero" in problem and "statement 2 of 2" in problem
+    assert "mg fix" not in problem and "marked failed" not in problem
+
+    assert project.mg("apply").returncode == 1  # the same failure on the project's database,
+    done = project.mg("apply")  # where the advice belongs
+    assert "mg fix 0001 --applied" in done.stderr
+    assert project.mg("fix", "0001", "--applied").returncode == 0
+    done = project.mg("drift", "--database-url", pg_url)
+    assert done.returncode == 1
+    assert "cannot rebuild the schema" in done.stderr and "division by zero" in done.stderr
+    assert "mg fix" not in done.stderr
+
+
 def test_no_transaction_migrations_round_trip_too(project: Project, pg_url: str) -> None:
     project.add("0001", "users", *GOOD)
     project.add(

@@ -23,7 +23,7 @@ from migretti_core import reporting
 from migretti_core.errors import MgError
 from migretti_core.types import Migration, Session
 from migretti_plugins.check import diff, snapshot
-from migretti_plugins.check.scratch import Scratch, scratch_database
+from migretti_plugins.check.scratch import Scratch, scratch_database, scratch_failure
 
 Linter = Callable[[Session, Sequence[Migration], "int | None"], list[dict[str, Any]]]
 
@@ -154,7 +154,10 @@ def _round_trips(
             try:
                 running.run_migration(s, conn, migration, "up")
             except MgError as exc:
-                item.problems.append(f"up fails on the scratch database: {exc.message}")
+                item.problems.append(
+                    "up fails on the scratch database: "
+                    + scratch_failure(migration.id, exc.message)
+                )
                 result.failed = True
                 for later in migrations[index + 1 :]:
                     result.migrations.append(
@@ -196,7 +199,7 @@ def _down_and_up(
     try:
         running.run_migration(s, conn, migration, "down")
     except MgError as exc:
-        item.problems.append(f"down of {ident} fails: {exc.message}")
+        item.problems.append(f"down of {ident} fails: {scratch_failure(ident, exc.message)}")
         return
     undone = snapshot.take(s, conn)
     found = diff.compare(before, undone, ignore)
@@ -206,7 +209,9 @@ def _down_and_up(
     try:
         running.run_migration(s, conn, migration, "up")
     except MgError as exc:
-        item.problems.append(f"up of {ident} is not repeatable after down: {exc.message}")
+        item.problems.append(
+            f"up of {ident} is not repeatable after down: {scratch_failure(ident, exc.message)}"
+        )
         return
     redone = snapshot.take(s, conn)
     found = diff.compare(after, redone, ignore)

@@ -16,7 +16,7 @@ from migretti_core import reporting
 from migretti_core.errors import MgError, MigrationFailed, StateError
 from migretti_core.types import Session
 from migretti_plugins.check import diff, snapshot
-from migretti_plugins.check.scratch import scratch_database
+from migretti_plugins.check.scratch import scratch_database, scratch_failure
 
 
 @dataclass
@@ -95,7 +95,7 @@ def run_drift(
                 except MgError as exc:
                     raise MigrationFailed(
                         "cannot rebuild the schema from the applied migrations on the scratch "
-                        f"database: {exc.message}"
+                        f"database: {scratch_failure(migration.id, exc.message)}"
                     ) from exc
             expected = snapshot.take(s, scratch_conn)
     result.differences = diff.compare(expected, actual, ignore)

@@ -144,3 +144,14 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
             f"{' '.join(str(exc).split())}; drop it by hand",
             database=name,
         )
+
+
+def scratch_failure(migration_id: str, message: str) -> str:
+    """The error of a migration run on the scratch database, without the advice to
+    ``mg fix`` the row it left ``failed``: that row is in the scratch database, dropped
+    afterwards, and following the advice on the project's own database would record as
+    applied a migration that never ran there."""
+    from migretti_core.planning import FIX_HINT
+
+    advice = f"; migration {migration_id} is now marked failed; " + FIX_HINT.format(id=migration_id)
+    return message.replace(advice, "")
