@@ -147,7 +147,16 @@ def load_seed(path: Path) -> Seed:
     nul = planning.nul_problem(path, raw)
     if nul is not None:
         raise MigrationFileError([nul])
-    text = normalize_text(raw, path)
+    try:
+        text = normalize_text(raw, path)
+    except MigrationFileError as exc:  # "NAME:LINE: ...": say where, as for migrations
+        where = reporting.display_path(path)
+        raise MigrationFileError(
+            [
+                where + p.removeprefix(path.name) if p.startswith(path.name + ":") else p
+                for p in exc.problems
+            ]
+        ) from None
     return Seed(path.name, path, text, checksum(text))
 
 

@@ -333,3 +333,15 @@ def test_a_seed_that_empties_search_path_is_still_recorded(
         ]
     finally:
         project.close()
+
+
+def test_a_seed_that_is_not_utf8_is_named_with_its_directory(
+    project: Path, database_url: str
+) -> None:
+    logging_seed(project, "01_first.sql")
+    (project / "seeds" / "02_latin1.sql").write_bytes(b"SELECT 'caf\xe9';\n")
+
+    result = run_mg(["seed"], project)
+
+    assert_clean_error(result, "seeds/02_latin1.sql:1: not valid UTF-8")
+    assert not table_exists(database_url, "seed_log")
