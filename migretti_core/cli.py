@@ -123,18 +123,26 @@ class MgGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
-        if not (isinstance(ctx.obj, App) and ctx.obj.options.json_log):
+        if not (isinstance(ctx.obj, App) and ctx.obj.options.json_log) and _stderr_is_terminal():
             return super().invoke(ctx)
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
             # click would write a blank line to stderr (closing the terminal's ^C echo)
-            # before run() sees it; under --json-log stderr holds JSON lines only.
+            # before run() sees it: only a terminal shows a ^C, and under --json-log stderr
+            # holds JSON lines only.
             raise _Stopped from exc
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
+
+
 class _Stopped(Exception):
-    """Ctrl-C or SIGTERM under --json-log, carried past click's own handling."""
+    """Ctrl-C or SIGTERM where click's blank line does not belong, carried past click."""
 
 
 GLOBAL_OPTIONS_EPILOG = (

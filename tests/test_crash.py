@@ -149,6 +149,9 @@ def test_ctrl_c_during_a_migration_exits_130_and_changes_nothing(project: Projec
     assert done.returncode == 130, done.stderr
     assert took < 10
     assert "Traceback" not in done.stderr
+    # stderr is a pipe: no blank line to close a terminal's ^C echo, no line left empty
+    assert done.stderr.endswith("\nmg: interrupted\n"), done.stderr
+    assert "" not in done.stderr.splitlines(), done.stderr
     project.wait_for_backends_to_end()
     assert project.statuses() == {"0001": "applied"}
     assert project.tables() == {"t_0001"}
