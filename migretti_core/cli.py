@@ -19,7 +19,7 @@ import click
 
 from migretti_core import __version__
 from migretti_core.app import App
-from migretti_core.argv import ArgvError, extract_globals
+from migretti_core.argv import ArgvError, GlobalOptions, extract_globals
 from migretti_core.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -401,8 +401,6 @@ def _traceback_wanted(app: App | None, exc: BaseException, verbose: bool) -> str
 
 def run(argv: list[str] | None = None) -> int:
     """Run ``mg`` and return its exit code."""
-    from migretti_core.messages import emit
-
     args = list(sys.argv[1:] if argv is None else argv)
     app: App | None = None
     verbose = "-v" in args or "--verbose" in args
@@ -420,7 +418,10 @@ def run(argv: list[str] | None = None) -> int:
             raise app.hooks.output_error  # the report of what was done could not be written
         return code
     except ArgvError as exc:
-        emit("error", str(exc))
+        if "--json-log" in args:  # the options could not be read: a logging App of its own
+            with contextlib.suppress(Exception):
+                app = App(GlobalOptions(json_log=True))
+        _print_error(app, UsageError(str(exc)))
         return EXIT_USAGE
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -400,8 +400,8 @@ def test_interrupted_lock_wait_ends_with_command_failed_130(
 
 @pytest.mark.parametrize(
     "args",
-    [["no-such-command"], ["apply", "--no-such-option"], ["rollback", "0"]],
-    ids=["command", "option", "value"],
+    [["no-such-command"], ["apply", "--no-such-option"], ["rollback", "0"], ["status", "--env"]],
+    ids=["command", "option", "value", "global"],
 )
 def test_usage_errors_are_json(project: Project, args: list[str]) -> None:
     done = run(project, *args)
