@@ -322,11 +322,27 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                 with suppress(MgError):
                     hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
         at[0] = len(statements) + 1
-        hooks.history_write(
-            session,
-            conn,
-            HistoryChange(migration.id, migration.name, migration.checksum, action, status, done()),
-        )
+        try:
+            hooks.history_write(
+                session,
+                conn,
+                HistoryChange(
+                    migration.id, migration.name, migration.checksum, action, status, done()
+                ),
+            )
+        except SqlError as exc:
+            # Every statement ran; only the last history write failed (a migration that
+            # ran SET ROLE, for example): say so, and what the row left `running` needs.
+            code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+            raise MigrationFailed(
+                f"recording migration {migration.id} ({migration.name}) in the history "
+                f"failed: {exc.server_message}{code}",
+                hint=f"all {len(statements)} of its statements ran (it is a no-transaction "
+                f"migration), but its row is left `running`: `mg fix {migration.id} "
+                f"--applied` records it as applied, `mg fix {migration.id} --remove` as "
+                "not applied; a migration that changes the session (SET ROLE, SET "
+                "SESSION AUTHORIZATION) should RESET it at its end",
+            ) from exc
     except KeyboardInterrupt as exc:
         reason = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         cut = _cut_short(session, conn, migration, direction, statements, at, reason, done())

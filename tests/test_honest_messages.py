@@ -54,3 +54,31 @@ def test_a_changed_applied_file_blocks_even_with_nothing_pending_and_names_fix(
     assert project.mg("verify").returncode == 0
     done = project.mg("apply")
     assert done.returncode == 0 and "already up to date" in done.stderr
+
+
+def test_a_no_transaction_migration_that_cannot_record_its_end_says_what_ran(
+    project: Project,
+) -> None:
+    import uuid
+
+    role = f"mg_role_{uuid.uuid4().hex[:8]}"
+    project.add(
+        "0009",
+        "as_role",
+        f"CREATE ROLE {role};\nCREATE TABLE owned (id bigint);\nSET ROLE {role};",
+        no_transaction=True,
+    )
+    try:
+        done = project.mg("apply", "--no-lint")
+        assert done.returncode == 1, done.stderr
+        (first,) = [line for line in done.stderr.splitlines() if line.startswith("mg: error")]
+        assert first.startswith("mg: error: recording migration 0009 (as_role) in the history")
+        assert "permission denied" in first and "42501" in first
+        assert "all 3 of its statements ran" in done.stderr
+        assert "mg fix 0009 --applied" in done.stderr
+        assert project.statuses()["0009"] == "running"
+        assert project.mg("fix", "0009", "--applied").returncode == 0
+        assert project.statuses()["0009"] == "applied"
+    finally:
+        project.sql(f"DROP OWNED BY {role}")
+        project.sql(f"DROP ROLE IF EXISTS {role}")
