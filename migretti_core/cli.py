@@ -404,10 +404,11 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     app: App | None = None
     verbose = "-v" in args or "--verbose" in args
+    json_log = "--json-log" in args  # until the options are read
     try:
         _check_utf8(args)
         options, rest = extract_globals(args)
-        verbose = options.verbose
+        verbose, json_log = options.verbose, options.json_log
         app = App(options)
         _refuse_fleet_without_plugin(app)
         cli = build_cli(app)
@@ -418,10 +419,7 @@ def run(argv: list[str] | None = None) -> int:
             raise app.hooks.output_error  # the report of what was done could not be written
         return code
     except ArgvError as exc:
-        if "--json-log" in args:  # the options could not be read: a logging App of its own
-            with contextlib.suppress(Exception):
-                app = App(GlobalOptions(json_log=True))
-        _print_error(app, UsageError(str(exc)))
+        _print_error(_reporting_app(app, json_log), UsageError(str(exc)))
         return EXIT_USAGE
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -434,12 +432,13 @@ def run(argv: list[str] | None = None) -> int:
             exc.show()
         return EXIT_USAGE
     except (KeyboardInterrupt, click.exceptions.Abort, _Stopped):
-        if app is not None and app.options.json_log:
-            _print_error(app, Interrupted("interrupted"))
+        if json_log:
+            _print_error(_reporting_app(app, json_log), Interrupted("interrupted"))
         else:
             print("mg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MgError as exc:
+        app = _reporting_app(app, json_log)
         _print_error(app, exc, _traceback_wanted(app, exc, verbose))
         return exc.exit_code
     except OSError as exc:
@@ -459,6 +458,16 @@ def run(argv: list[str] | None = None) -> int:
         )
         _print_error(app, error, _traceback_wanted(app, exc, verbose))
         return EXIT_FAILURE
+
+
+def _reporting_app(app: App | None, json_log: bool) -> App | None:
+    """``app``; or, when the command stopped before it had one (a bad global option, Ctrl-C
+    while plugins load) and ``--json-log`` was asked for, one that only reports, so the
+    error is a JSON line too."""
+    if app is None and json_log:
+        with contextlib.suppress(Exception, KeyboardInterrupt):
+            return App(GlobalOptions(json_log=True), plugins=[])
+    return app
 
 
 def _refuse_fleet_without_plugin(app: App) -> None:
