@@ -248,6 +248,11 @@ def test_seeds_run_only_when_asked(project: Project, pg_url: str) -> None:
     (seeds / "0001_people.sql").write_text("INSERT INTO users VALUES (1, 'a@b');\n")
     code, data, _ = _check(project, pg_url, "--seeds")
     assert code == 0 and data["ok"] is True
+    # With --json-log, the seeds' "ran ..." lines are JSON events, not plain text on stderr.
+    done = project.mg("--json-log", "check", "--database-url", pg_url, "--seeds")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
+    assert "seed.ran" in events
 
 
 def test_scratch_database_is_dropped_on_ctrl_c(project: Project, pg_url: str) -> None:

@@ -59,6 +59,10 @@ def test_a_hand_made_hotfix_is_drift(project: Project) -> None:
     )
     assert "later" not in done.stdout  # pending migrations are not part of the comparison
     assert done.stderr.endswith("drift: 3 objects differ\n")
+    logged = project.mg("--json-log", "drift")
+    assert logged.returncode == 3
+    (found,) = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert (found["event"], found["count"]) == ("drift.found", 3)
 
     data = json.loads(project.mg("drift", "--format", "json").stdout)
     assert data["ok"] is False and data["applied"] == 1

@@ -221,5 +221,12 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
         click.echo(session.hooks.redact("\n".join(result.messages)))
         count = len(result.differences)
         verb = "differ" if count != 1 else "differs"
-        click.echo(f"drift: {count} object{'s' if count != 1 else ''} {verb}", err=True)
+        # An event (on stderr as before): with --json-log it is a JSON line like the rest.
+        report(
+            session,
+            "drift.found",
+            "info",
+            f"drift: {count} object{'s' if count != 1 else ''} {verb}",
+            count=count,
+        )
     return 0 if result.ok else 3

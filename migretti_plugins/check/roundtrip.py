@@ -223,14 +223,17 @@ def _down_and_up(
 def _run_seeds(scratch: Scratch) -> list[str]:
     """Run every seed on the scratch database; the problems found (empty when all ran)."""
     import contextlib
+    import io
     import sys
 
     from migretti_core.errors import PluginError
 
     session = scratch.session
     try:
-        # The seeds plugin prints what ran as results; here they are progress.
-        with contextlib.redirect_stdout(sys.stderr):
+        # The seeds plugin prints what ran as results; here they are progress (with
+        # --json-log its events are JSON lines on stderr already, so the text is dropped).
+        progress: Any = io.StringIO() if session.options.json_log else sys.stderr
+        with contextlib.redirect_stdout(progress):
             code = session.hooks.seed(session, force=True)
     except MgError as exc:
         return [f"seed fails: {exc.message}"]
