@@ -126,13 +126,20 @@ def seed_paths(directory: Path) -> list[Path]:
     if not os.path.lexists(directory):
         return []
     try:
-        found = [
+        candidates = [
             entry
             for entry in directory.iterdir()
-            if entry.suffix == ".sql" and not entry.name.startswith(".") and entry.is_file()
+            if entry.suffix == ".sql" and not entry.name.startswith(".")
         ]
     except OSError as exc:
         raise UsageError(f"{directory}: cannot be read: {exc.strerror or exc}") from None
+    found = [entry for entry in candidates if entry.is_file()]
+    # A dangling symbolic link, a device or a FIFO is no seed, and never skipped silently.
+    odd = [entry for entry in candidates if not entry.is_file() and not entry.is_dir()]
+    if odd:
+        raise MigrationFileError(
+            [f"{reporting.display_path(entry)}: not a regular file" for entry in sorted(odd)]
+        )
     return sorted(found, key=lambda entry: entry.name)
 
 

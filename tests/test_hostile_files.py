@@ -112,6 +112,34 @@ def test_nul_in_a_seed_is_a_file_error_and_no_seed_runs(project: Project) -> Non
     assert project.all_tables() == set()
 
 
+# --- entries that are not files ------------------------------------------------------------
+
+
+def test_a_sql_entry_that_is_not_a_file_is_an_error_never_skipped(project: Project) -> None:
+    import os
+
+    project.add("0001", "first", "CREATE TABLE first (id int);")
+    (project.migrations_dir / "0002_moved.sql").symlink_to("/nonexistent/0002_moved.sql")
+    os.mkfifo(project.migrations_dir / "0003_pipe.sql")
+    (project.migrations_dir / "0004_subdir.sql").mkdir()  # a directory is no migration
+    for args in (("apply",), ("status",), ("lint", "--all")):
+        done = project.mg(*args)
+        assert done.returncode == 2, done.stderr
+        assert "0002_moved.sql: a dangling symbolic link" in done.stderr
+        assert "0003_pipe.sql: not a regular file" in done.stderr
+        assert "0004_subdir" not in done.stderr and "Traceback" not in done.stderr
+    assert project.all_tables() == set()
+
+    (project.migrations_dir / "0002_moved.sql").unlink()
+    (project.migrations_dir / "0003_pipe.sql").unlink()
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / "01_zero.sql").symlink_to("/dev/zero")
+    done = project.mg("seed")
+    assert done.returncode == 2, done.stderr
+    assert "01_zero.sql: not a regular file" in done.stderr
+
+
 # --- errors point at the user's file ---------------------------------------------------------
 
 

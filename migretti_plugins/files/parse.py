@@ -294,7 +294,8 @@ def discover(directory: Path) -> list[Path]:
     """The migration files of a directory, by file name; subdirectories are not migrations.
 
     A directory that cannot be listed (permissions, a symbolic-link loop) and ``.sql``
-    entries whose type cannot be told are migration-file errors, never skipped silently.
+    entries whose type cannot be told, or that are neither a file nor a directory (a dangling
+    symbolic link, a device, a FIFO), are migration-file errors, never skipped silently.
     """
     names: list[str] = []
     problems: list[str] = []
@@ -307,6 +308,8 @@ def discover(directory: Path) -> list[Path]:
                 try:
                     if entry.is_file():
                         names.append(entry.name)
+                    elif not entry.is_dir():
+                        problems.append(_not_a_file(directory / entry.name))
                 except OSError as exc:
                     problems.append(f"{_shown(directory / entry.name)}: {_reason(exc)}")
     except (FileNotFoundError, NotADirectoryError):
@@ -317,6 +320,14 @@ def discover(directory: Path) -> list[Path]:
         raise MigrationFileError(problems)
     child = _child_of(directory)
     return [child(name) for name in sorted(names)]
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a ``.sql`` entry that is neither a file nor a directory is no migration: a dangling
+    symbolic link (its file moved) or a device, FIFO or socket, which mg never reads."""
+    if path.is_symlink() and not path.exists():
+        return f"{_shown(path)}: a dangling symbolic link (to {os.readlink(path)})"
+    return f"{_shown(path)}: not a regular file"
 
 
 def _child_of(directory: Path) -> Callable[[str], Path]:
