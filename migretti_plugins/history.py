@@ -203,6 +203,17 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
     present = columns(session, conn, TABLE)
     if not present:
         return []
+    lacking = [name for name in _REQUIRED if name not in present]
+    if lacking:
+        from migretti_core.errors import DatabaseError
+
+        plural = "s" if len(lacking) > 1 else ""
+        raise DatabaseError(
+            f"{TABLE} is not migretti's history table: it has no column{plural} "
+            f"{', '.join(lacking)} (it has {', '.join(sorted(present))})",
+            hint="another tool's table of that name? rename or drop it, or point mg at "
+            "another database or schema",
+        )
     select = ", ".join(
         expr if fallback is None or _column(expr) in present else fallback
         for expr, fallback in _READ
@@ -215,6 +226,10 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
         (),
     )
     return [_entry(row) for row in rows]
+
+
+# The columns migretti 0.10 created; the later ones are read when present.
+_REQUIRED = ("id", "name", "status", "checksum", "applied_at")
 
 
 def _column(expr: str) -> str:

@@ -135,3 +135,19 @@ def test_duplicate_rows_without_the_primary_key(project: Project) -> None:
     removed = project.mg("fix", "0004", "--remove")
     assert removed.returncode == 0, removed.stderr
     assert "0004" not in project.statuses()
+
+
+def test_another_tools_migrations_table_is_named_not_a_bare_column_error(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = Project(tmp_path / "other", database_url)
+    project.add_table("0001")
+    project.sql("CREATE TABLE _migrations (version bigint PRIMARY KEY, dirty boolean)")
+    for args in (["status"], ["apply"], ["list", "--format", "json"]):
+        done = project.mg(*args)
+        assert done.returncode == 1, done.stderr
+        assert "_migrations is not migretti's history table" in done.stderr
+        assert "no columns id, name, status, checksum, applied_at" in done.stderr
+        assert "(it has dirty, version)" in done.stderr
+    assert project.all_tables() == {"public._migrations"}  # nothing created or run
+    project.close()
