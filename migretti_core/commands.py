@@ -195,6 +195,9 @@ def _apply(
 ) -> int:
     from migretti_core import running
 
+    if ctx.meta.get("output_format") == "json" and not dry_run:
+        # Only a dry run (or a fleet's summary, which runs elsewhere) prints a document.
+        raise UsageError(f"mg {command} --format json needs --dry-run or --fleet NAME")
     return running.apply(_session(ctx, command, dry_run, lock_timeout, lint), request)
 
 

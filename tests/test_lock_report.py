@@ -99,3 +99,15 @@ def test_no_transaction_and_failed_migrations_are_reported_too(project: Project)
     assert broken["ok"] is False and "nothing_here" in broken["error"]
     assert broken["locks"] == [] and broken["executed"] is True
     assert later["executed"] is False
+
+
+@pytest.mark.parametrize("command", ["apply", "up"])
+def test_format_json_without_a_dry_run_is_refused_before_anything_runs(
+    project: Project, command: str
+) -> None:
+    project.add("001", "add_token", "ALTER TABLE users ADD COLUMN token text;")
+    done = project.mg(command, "--format", "json", "--no-lint")
+    assert done.returncode == 2, done.stderr
+    assert f"mg {command} --format json needs --dry-run or --fleet NAME" in done.stderr
+    assert done.stdout == ""
+    assert project.statuses() == {}

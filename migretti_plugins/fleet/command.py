@@ -116,7 +116,12 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
     invocation = Invocation(
         path=tuple(ctx.command_path.split()[1:]) or (command,),
         params=dict(ctx.params),
-        meta={k: v for k, v in ctx.meta.items() if k != "fleet_format"},
+        # A member prints a document of its own only for a dry run (apply's --format).
+        meta={
+            k: v
+            for k, v in ctx.meta.items()
+            if k != "fleet_format" and (k != "output_format" or ctx.params.get("dry_run"))
+        },
     )
     app.report(
         "fleet.started",
