@@ -28,6 +28,7 @@ from migretti_core.errors import (
     UsageError,
 )
 from migretti_core.records import record
+from migretti_core.transactions import transaction_control
 from migretti_core.types import Config, Key, Migration, MigrationResult, Session
 
 if TYPE_CHECKING:
@@ -192,15 +193,7 @@ def _control_statement(text: str) -> str | None:
     head = re.match(_LEADING_COMMENTS, text, re.DOTALL)
     words: list[str] = re.findall(r"[a-z]+", text[head.end() if head else 0 :][:40].lower())
     first, second = [*words, "", ""][:2]
-    if first in ("commit", "abort", "end") and second != "prepared":
-        return first.upper()
-    if first == "rollback" and second not in ("to", "prepared"):
-        return "ROLLBACK"
-    if first == "begin" and second != "atomic":
-        return "BEGIN"
-    if first in ("start", "prepare") and second == "transaction":
-        return f"{first.upper()} TRANSACTION"
-    return None
+    return transaction_control(first, second)
 
 
 def transaction_problems(session: Session, seeds: Sequence[Seed]) -> list[str]:

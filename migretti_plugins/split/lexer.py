@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from migretti_core.transactions import transaction_control as control_named
 from migretti_core.types import Statement
 
 __all__ = ["find_transaction_problems", "split_sql", "transaction_refusal"]
@@ -450,18 +451,7 @@ def transaction_control(statement_text: str) -> str | None:
         return None
     tokens = _tokens(statement_text)
     first = next(tokens, "")
-    second = next(tokens, "")
-    if first in ("commit", "abort", "end") and second != "prepared":
-        return first.upper()
-    if first == "rollback" and second not in ("to", "prepared"):
-        return "ROLLBACK"
-    if first == "begin" and second != "atomic":
-        return "BEGIN"
-    if first == "start" and second == "transaction":
-        return "START TRANSACTION"
-    if first == "prepare" and second == "transaction":
-        return "PREPARE TRANSACTION"
-    return None
+    return control_named(first, next(tokens, ""))
 
 
 # Every statement either check below reports starts with one of these words, and every
