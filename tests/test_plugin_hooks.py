@@ -343,7 +343,8 @@ def test_hook_mg_execute_transaction(scenario: Scenario) -> None:
     check, sql, record = calls[0]["parts"]
     assert "pg_locks" in check and check.endswith(";\n")
     assert sql.startswith("CREATE TABLE users (id int);\n")
-    assert "INSERT INTO _migrations" in record and "'0001'" in record
+    # the history tables under the schema they were found in (docs/history.md)
+    assert "INSERT INTO public._migrations" in record and "'0001'" in record
     assert scenario.steps["dry-run"].of("mg_execute_transaction") == []
     # a failing migration: nothing of it stays, and the next run works
     failure = scenario.steps["failure"]
@@ -381,7 +382,11 @@ def test_hook_mg_timeout_sql(scenario: Scenario) -> None:
         (5.0, 0.0, False),
         (0, 0, False),
     ]
-    assert scenario.steps["dry-run"].of("mg_timeout_sql") == []
+    # a dry run sets them once, inside the transaction it rolls back
+    dry = scenario.steps["dry-run"].of("mg_timeout_sql")
+    assert [(c["lock_timeout"], c["statement_timeout"], c["local"]) for c in dry] == [
+        (5.0, 0.0, True)
+    ]
 
 
 def test_hook_mg_lock_blockers(scenario: Scenario) -> None:
