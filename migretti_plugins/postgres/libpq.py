@@ -557,14 +557,15 @@ class LibpqConnection:
         ``Unsupported``."""
         lib = self._lib
         pgconn = self._conn()
+        encoding = self.encoding  # asked of libpq once per query, not per use
         if params:
             from ctypes import c_char_p, c_uint
 
-            text, values, types = _bind(sql, params, self.encoding)
+            text, values, types = _bind(sql, params, encoding)
             count = len(values)
             sent = lib.PQsendQueryParams(
                 pgconn,
-                text.encode(self.encoding),
+                text.encode(encoding),
                 count,
                 (c_uint * count)(*types),
                 (c_char_p * count)(*values),
@@ -573,7 +574,7 @@ class LibpqConnection:
                 0,
             )
         else:
-            sent = lib.PQsendQuery(pgconn, sql.encode(self.encoding))
+            sent = lib.PQsendQuery(pgconn, sql.encode(encoding))
         if not sent:
             raise self._failed("sending query and params" if params else "sending query")
         results = self._results()
