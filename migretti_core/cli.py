@@ -412,7 +412,7 @@ def run(argv: list[str] | None = None) -> int:
         app = App(options)
         _refuse_fleet_without_plugin(app)
         cli = build_cli(app)
-        result = cli.main(args=rest, prog_name="mg", standalone_mode=False)
+        result = cli.main(args=rest, prog_name=_prog_name(argv), standalone_mode=False)
         sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
         code = result if isinstance(result, int) else 0
         if code == 0 and app.hooks.output_error is not None:
@@ -458,6 +458,13 @@ def run(argv: list[str] | None = None) -> int:
         )
         _print_error(app, error, _traceback_wanted(app, exc, verbose))
         return EXIT_FAILURE
+
+
+def _prog_name(argv: list[str] | None) -> str:
+    """The name usage lines show: ``migretti`` when run under that name, else ``mg``."""
+    if argv is None and os.path.basename(sys.argv[0]) == "migretti":
+        return "migretti"
+    return "mg"
 
 
 def _reporting_app(app: App | None, json_log: bool) -> App | None:

@@ -6,6 +6,7 @@ here the shortcut's answers are checked on distributions laid out the way pip le
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -131,3 +132,53 @@ def test_builtins_pass_the_hook_checks() -> None:
     for name, module_name, _keys in BUILTINS:
         assert loader._check_hooks(importlib.import_module(module_name), name) is None, name
     assert warned == []
+
+
+_CTRL_C_WHILE_IMPORTING = """
+import sys
+
+class CtrlC:
+    # Ctrl-C arriving while Python imports the command line: click's import raises it.
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["mg", *{args!r}]
+from migretti_core.console import main
+main()
+"""
+
+
+@pytest.mark.parametrize("json_log", [False, True])
+def test_ctrl_c_while_importing_ends_as_any_ctrl_c(tmp_path: Path, json_log: bool) -> None:
+    args = ["--json-log", "status"] if json_log else ["status"]
+    result = run_python(_CTRL_C_WHILE_IMPORTING.format(args=args), tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    if json_log:
+        record = json.loads(result.stderr)
+        assert (record["level"], record["message"], record["exit_code"]) == (
+            "error",
+            "interrupted",
+            130,
+        )
+    else:
+        assert result.stderr == "mg: interrupted\n"
+    assert result.stdout == ""
+
+
+def test_usage_names_the_command_it_was_run_as(tmp_path: Path) -> None:
+    scripts = Path(sys.executable).parent
+    for name in ("mg", "migretti"):
+        result = subprocess.run(
+            [str(scripts / name), "--help"],
+            cwd=tmp_path,
+            env=mg_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0
+        assert result.stdout.startswith(f"Usage: {name} [OPTIONS] COMMAND")
