@@ -491,3 +491,17 @@ def test_connection_errors_never_show_the_password(
     assert result.returncode == 1, result.stderr
     assert "S3cretPw" not in result.stdout + result.stderr
     assert "127.0.0.1" in result.stderr
+
+
+@pytest.mark.parametrize("psycopg_only", [False, True])
+def test_without_a_host_the_error_names_the_socket_directory(
+    tmp_path: Path, psycopg_only: bool
+) -> None:
+    # An empty mg.yaml leaves the host to libpq, which tries its default socket directory.
+    write_text(tmp_path / "mg.yaml", "")
+    env = {"PGPORT": "1", **({"MG_PSYCOPG_ONLY": "1"} if psycopg_only else {})}
+    result = run_mg(["status"], tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert re.match(r"mg: error: cannot connect to [^@]+@/[^:@]*:1/\S+: ", first), first
+    assert "localhost" not in first

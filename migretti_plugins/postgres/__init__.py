@@ -32,6 +32,7 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import re
 import sys
@@ -200,6 +201,10 @@ def connect_failure(exc: Exception, target: Target, password: str | None) -> Dat
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
     first = re.sub(r"^connection (?:failed|is bad): ", "", first)
+    socket = re.match(r'connection to server on socket "([^"]*)/\.s\.PGSQL\.\d+"', first)
+    if socket and target.host is None:
+        # No host given: libpq tried its default socket directory, not "localhost".
+        target = dataclasses.replace(target, host=socket.group(1))
     first = re.sub(
         r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") '
         r"failed: ",
