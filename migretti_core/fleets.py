@@ -40,6 +40,7 @@ from migretti_core.results import (
     VerifyResult,
 )
 from migretti_core.types import Config, ConfigRequest, Event, Level
+from migretti_core.workers import Worker
 
 if TYPE_CHECKING:
     from migretti_core.application import Migretti
@@ -467,20 +468,17 @@ def _batch(
                 index = queue.popleft()
             one(index)
 
-    workers = [
-        threading.Thread(target=work, name=f"mg-fleet-{n}", daemon=True)
-        for n in range(min(jobs, len(queue)))
-    ]
+    workers = [Worker(work, name=f"mg-fleet-{n}") for n in range(min(jobs, len(queue)))]
     for worker in workers:
         worker.start()
     try:
         for worker in workers:
-            while worker.is_alive():
-                worker.join(0.1)
+            while not worker.wait(0.1):
+                pass
     except KeyboardInterrupt:
         stop.set()
         for worker in workers:
-            worker.join()
+            worker.wait()
         raise
 
 

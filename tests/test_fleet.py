@@ -310,6 +310,44 @@ def test_ctrl_c_rolls_back_running_members_and_releases_their_locks(
     assert locks[0][0] == 0
 
 
+# Holds the member between its first migration's commit and its bookkeeping: the window
+# where a Ctrl-C used to drop a committed migration from the summary.
+_SLOW_AFTER_COMMIT = """
+import pathlib, time
+
+def mg_report(options, event):
+    if event.name == "migration.applied" and event.fields.get("migration_id") == "0001":
+        pathlib.Path("committed").touch()
+        time.sleep(2)
+    return None
+"""
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_ctrl_c_after_a_commit_keeps_the_migration_in_the_summary(
+    tmp_path: Path, make_fleet: Any, single: bool
+) -> None:
+    fleet = make_fleet(1)
+    project = project_for(tmp_path, fleet, query_fleet(fleet), extra="plugins: [slow.py]\n")
+    (project.root / "slow.py").write_text(_SLOW_AFTER_COMMIT)
+    project.add_table("0001")
+    project.add_table("0002")
+    flags = ["--single-transaction"] if single else []
+    job = project.spawn("apply", *flags, "--fleet", "tenants", "--format", "json")
+    wait_until(lambda: (project.root / "committed").exists() or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    done, _ = project.interrupt(job)
+
+    assert done.returncode == 130, done.stderr
+    [member] = json.loads(done.stdout)["members"]
+    assert member["result"] == "interrupted"
+    # Without --single-transaction 0001 committed before Ctrl-C; with it, the plan was
+    # rolled back. Either way the summary says what the database holds.
+    expected = [] if single else ["0001"]
+    assert fleet.applied(fleet.names[0]) == expected
+    assert member["applied"] == expected
+
+
 def test_rollback_verify_and_fail_fast_on_a_fleet(tmp_path: Path, make_fleet: Any) -> None:
     fleet = make_fleet(4)
     project = project_for(tmp_path, fleet, query_fleet(fleet))

@@ -4,6 +4,12 @@ advisory lock and history, exactly as if ``mg`` had been run against it alone.
 
 Ctrl-C stops starting members, cancels the running members' statements (their transaction
 rolls back) and unwinds each of them at its next safe point, so every lock is released.
+
+A member's thread is not interrupted while a change it sent may be committing and is not yet
+counted (from the query that records a migration to ``mg_after_migration``): an interruption
+landing there would leave a committed migration out of the summary. The cancel still stops
+the statement; the interruption is raised once the change is counted, or once the query
+failed.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ from migretti_core.types import (
     ConfigRequest,
     Direction,
     Event,
+    HistoryChange,
     LockHolder,
     Migration,
     MigrationResult,
     Options,
+    Plan,
     Session,
 )
+from migretti_core.workers import Worker
 from migretti_plugins.fleet.members import Member
 from migretti_plugins.fleet.streams import Sink, member_output
 
@@ -82,6 +91,11 @@ class MemberPlugin:
         self.conns: list[Any] = []
         self.applied: list[str] = []
         self.rolled_back: list[str] = []
+        self.guard = threading.Lock()
+        self.recording = False  # a change that may have committed is not counted yet
+        self.deferred = False  # Ctrl-C came meanwhile
+        self.whole_plan = False  # --single-transaction: counted once the plan committed
+        self.in_plan: list[MigrationResult] = []
 
     @hookimpl(wrapper=True)
     def mg_load_config(self, request: ConfigRequest) -> Generator[None, Config, Config]:
@@ -112,12 +126,89 @@ class MemberPlugin:
         if self.stop.is_set():
             raise KeyboardInterrupt
 
+    @hookimpl(wrapper=True)
+    def mg_execute_transaction(
+        self, session: Session, conn: Any, parts: Sequence[str]
+    ) -> Generator[None, bool | None, bool | None]:
+        self._recording()
+        try:
+            return (yield)
+        except BaseException:
+            self._counted()
+            raise
+
+    @hookimpl(wrapper=True)
+    def mg_history_write(
+        self, session: Session, conn: Any, change: HistoryChange
+    ) -> Generator[None, bool | None, bool | None]:
+        self._recording()
+        try:
+            handled = yield
+        except BaseException:
+            self._counted()
+            raise
+        completes = change.action in ("UP", "DOWN") and change.status in ("applied", None)
+        if not completes:  # not the write that completes a migration
+            self._counted()
+        return handled
+
     @hookimpl
+    def mg_before_apply(self, session: Session, plan: Plan) -> None:
+        self.whole_plan = plan.single_transaction
+
+    @hookimpl
+    def mg_before_rollback(self, session: Session, plan: Plan) -> None:
+        self.whole_plan = plan.single_transaction
+
+    @hookimpl(tryfirst=True)
     def mg_after_migration(self, session: Session, result: MigrationResult) -> None:
         if not result.ok or not result.executed or result.dry_run or session.options.dry_run:
+            self._counted()
             return
-        done = self.applied if result.direction == "up" else self.rolled_back
-        done.append(result.migration.id)
+        if self.whole_plan:  # not committed until the plan is: counted in mg_after_apply
+            self._recording()
+            self.in_plan.append(result)
+            return
+        self._count([result])
+
+    @hookimpl(tryfirst=True)
+    def mg_after_apply(self, session: Session, plan: Plan) -> None:
+        self._count_plan()
+
+    @hookimpl(tryfirst=True)
+    def mg_after_rollback(self, session: Session, plan: Plan) -> None:
+        self._count_plan()
+
+    def _count_plan(self) -> None:
+        done, self.in_plan = self.in_plan, []
+        self._count(done)
+
+    def _count(self, results: Sequence[MigrationResult]) -> None:
+        for result in results:
+            done = self.applied if result.direction == "up" else self.rolled_back
+            done.append(result.migration.id)
+        self._counted()
+
+    def _recording(self) -> None:
+        with self.guard:
+            self.recording = True
+
+    def _counted(self) -> None:
+        """The change is counted (or did not happen): a Ctrl-C held back is raised now."""
+        with self.guard:
+            self.recording = False
+            deferred, self.deferred = self.deferred, False
+        if deferred:
+            raise KeyboardInterrupt
+
+    def interrupt(self, thread: threading.Thread) -> None:
+        """From the fleet's thread: Ctrl-C, raised in the member's ``thread`` now, or held
+        back while a change that may be committing is not yet counted."""
+        with self.guard:
+            if self.recording:
+                self.deferred = True
+            else:
+                _raise_in(thread)
 
     def cancel(self) -> None:
         """From another thread: cancel the statement running on each open connection."""
@@ -247,6 +338,12 @@ def _traceback() -> str:
     return traceback.format_exc()
 
 
+def _this_worker() -> Worker:
+    worker = threading.current_thread()
+    assert isinstance(worker, Worker), worker
+    return worker
+
+
 def _raise_in(thread: threading.Thread) -> None:
     """Raise KeyboardInterrupt in ``thread`` at its next Python instruction."""
     ident = thread.ident
@@ -291,7 +388,7 @@ class FleetRun:
         self.no_more = threading.Event()  # start no new member
         self.interrupted = False
         self._lock = threading.Lock()
-        self._running: dict[int, tuple[threading.Thread, list[MemberPlugin]]] = {}
+        self._running: dict[int, tuple[Worker, list[MemberPlugin]]] = {}
 
     def run(self) -> list[Outcome]:
         canary = min(self.schedule.canary, len(self.outcomes))
@@ -311,14 +408,14 @@ class FleetRun:
     def _batch(self, indexes: list[int]) -> None:
         queue = list(indexes)
         workers = [
-            threading.Thread(target=self._work, args=(queue,), name=f"mg-fleet-{n}", daemon=True)
+            Worker(self._work, (queue,), name=f"mg-fleet-{n}")
             for n in range(min(self.schedule.jobs, len(queue)))
         ]
         for worker in workers:
             worker.start()
         for worker in workers:
-            while worker.is_alive():
-                worker.join(0.1)
+            while not worker.wait(0.1):
+                pass
 
     def _next(self, queue: list[int]) -> int | None:
         with self._lock:
@@ -340,7 +437,7 @@ class FleetRun:
         outcome = self.outcomes[index]
         plugins: list[MemberPlugin] = []
         with self._lock:
-            self._running[index] = (threading.current_thread(), plugins)
+            self._running[index] = (_this_worker(), plugins)
         outcome.result = "running"
         outcome.started = time.monotonic()
         self.on_event("started", outcome)
@@ -394,14 +491,16 @@ class FleetRun:
             running = list(self._running.values())
             threads = {index: thread for index, (thread, _) in self._running.items()}
         for thread, plugins in running:
-            _raise_in(thread)
+            if not plugins:
+                _raise_in(thread)
             for plugin in plugins:
+                plugin.interrupt(thread)
                 plugin.cancel()
         deadline = time.monotonic() + 30
         for thread, plugins in running:
-            while thread.is_alive() and time.monotonic() < deadline:
+            while thread.running() and time.monotonic() < deadline:
                 try:
-                    thread.join(0.1)
+                    thread.wait(0.1)
                 except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
                     deadline = 0
             for plugin in plugins:
@@ -416,7 +515,7 @@ class FleetRun:
                 if outcome.started is not None:
                     outcome.duration_ms = int((time.monotonic() - outcome.started) * 1000)
                 worker = threads.get(outcome.index)
-                if worker is None or not worker.is_alive():
+                if worker is None or not worker.running():
                     self.on_event("finished", outcome)
             elif outcome.result == "skipped" and outcome.error is None:
                 outcome.error = "not started: interrupted"
