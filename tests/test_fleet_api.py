@@ -8,8 +8,11 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -234,3 +237,33 @@ def test_a_protected_profile_is_refused_once_before_any_member(setup: Setup) -> 
     assert fleet.status().ok  # reading needs no confirmation
     done = fleet.apply(confirm=True)
     assert done.ok and all(setup.applied(n) == ["0001", "0002", "0003"] for n in setup.names)
+
+
+def test_ctrl_c_waits_for_the_running_member_then_is_raised(setup: Setup) -> None:
+    write_migration(setup.config, "0004", "slow", "SELECT pg_sleep(1.5);", "SELECT 1;")
+    fleet = Migretti(setup.config).fleet("tenants", jobs=1)
+    main = threading.main_thread().ident
+    assert main is not None
+    first = setup.names[0]
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()"
+        )
+        while setup.sql(first, query)[0][0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fleet.apply()
+    finally:
+        presser.join()
+    # Raised only once the running member had finished its command; nobody else started.
+    assert setup.applied(first) == ["0001", "0002", "0003", "0004"]
+    for name in setup.names[1:]:
+        assert setup.applied(name) == []
