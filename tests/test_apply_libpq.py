@@ -332,3 +332,25 @@ def test_a_migration_that_sets_client_encoding_is_followed_on_both_paths(pair: P
     done = pair.mg("apply")
     assert done.returncode == 1 and "cannot be sent in client encoding" in done.stderr
     assert "0005" not in pair.light.statuses() and pair.light.statuses()["0004"] == "applied"
+
+
+def test_a_client_encoding_python_has_no_codec_for_sends_ascii_and_refuses_the_rest(
+    pair: Pair,
+) -> None:
+    pair.add("0001", "euc_tw", "SET client_encoding = 'EUC_TW';\nCREATE TABLE d (t text);")
+    pair.add("0002", "ascii", "INSERT INTO d VALUES ('plain');")
+    pair.add("0003", "accent", "INSERT INTO d VALUES ('é');")
+    done = pair.mg("apply")
+    assert done.returncode == 1, done.stderr
+    assert "cannot be sent in client encoding EUC_TW" in done.stderr
+    assert "0003_accent.sql:2:" in done.stderr
+    assert "Traceback" not in done.stderr and "plugin" not in done.stderr
+    for project in (pair.light, pair.heavy):
+        assert project.statuses() == {"0001": "applied", "0002": "applied"}
+        assert project.sql("SELECT t FROM d") == [("plain",)]
+    # an error the server reports in that session is read, not a crash
+    pair.add("0004", "fails", "SET client_encoding = 'EUC_TW';\nSELECT 'x'::int;")
+    for project in (pair.light, pair.heavy):
+        project.path_of("0003").unlink()
+    done = pair.mg("apply")
+    assert done.returncode == 1 and 'integer: "x"' in done.stderr, done.stderr

@@ -449,8 +449,39 @@ def _refuse_upgrade_in_use(conn: libpq.LibpqConnection) -> None:
 
 
 def _encoding(conn: Any) -> str:
-    """The client encoding Python calls it (UTF8 unless a migration set another)."""
-    return str(conn.encoding) if _is_libpq(conn) else str(conn.info.encoding)
+    """The codec to send text with: the client encoding as Python calls it (UTF8 unless a
+    migration set another).
+
+    For a client encoding Python has no codec for (EUC_TW, MULE_INTERNAL) psycopg answers
+    UTF-8, which would send other characters than the text holds; every client encoding
+    agrees with ASCII, so ASCII is what is sent, and any other character is refused."""
+    name = _client_encoding(conn)
+    if name in (None, "UTF8"):
+        return "utf-8"
+    from psycopg import NotSupportedError
+    from psycopg._encodings import pg2pyenc
+
+    try:
+        return pg2pyenc(name.encode())
+    except NotSupportedError:
+        return "ascii"
+
+
+def _client_encoding(conn: Any) -> str | None:
+    """The session's ``client_encoding`` as PostgreSQL names it."""
+    if _is_libpq(conn):
+        return conn.parameter_status("client_encoding")  # type: ignore[no-any-return]
+    # (psycopg's ``conn.info`` decodes it with the codec it names, which may not exist)
+    value = conn.pgconn.parameter_status(b"client_encoding")
+    return None if value is None else bytes(value).decode("ascii", "replace")
+
+
+def _unsendable(conn: Any, exc: UnicodeEncodeError, position: int) -> SqlError:
+    name = _client_encoding(conn) or "?"
+    return SqlError(
+        f"character {exc.object[exc.start]!r} cannot be sent in client encoding {name}",
+        position=position,
+    )
 
 
 def _transaction_status(conn: Any) -> int:
@@ -510,7 +541,8 @@ def _send(
             _rollback_quietly(conn)
     if failed is None:
         return None, completed
-    return _error_from_result(failed, str(conn.info.encoding)), completed
+    reading = _encoding(conn)
+    return _error_from_result(failed, "utf-8" if reading == "ascii" else reading), completed
 
 
 def _send_libpq(
@@ -593,10 +625,7 @@ def execute_script(
     try:
         data = sql.encode(encoding)
     except UnicodeEncodeError as exc:
-        raise SqlError(
-            f"character {exc.object[exc.start]!r} cannot be sent in client encoding {encoding}",
-            position=exc.start + 1,
-        ) from None
+        raise _unsendable(conn, exc, exc.start + 1) from None
     in_transaction = _depth.get(conn, 0) > 0
     error, index = _send(conn, data)
     del data
@@ -653,7 +682,7 @@ def execute_transaction(
                 continue
             part = part.load()
         refuse_nul(part, offset)
-        _encode_into(data, part, encoding, offset)
+        _encode_into(conn, data, part, encoding, offset)
         offset += len(part)
     data += _COMMIT.encode(encoding)
     notices: list[str] = []
@@ -832,17 +861,14 @@ def _run_each(
     raise error
 
 
-def _encode_into(buffer: bytearray, text: str, encoding: str, offset: int) -> None:
+def _encode_into(conn: Any, buffer: bytearray, text: str, encoding: str, offset: int) -> None:
     """Append ``text`` encoded; ``offset`` is its position in the whole, for errors."""
     for start in range(0, len(text), _ENCODE_CHUNK):
         chunk = text[start : start + _ENCODE_CHUNK] if len(text) > _ENCODE_CHUNK else text
         try:
             buffer += chunk.encode(encoding)
         except UnicodeEncodeError as exc:
-            raise SqlError(
-                f"character {exc.object[exc.start]!r} cannot be sent in client encoding {encoding}",
-                position=offset + start + exc.start + 1,
-            ) from None
+            raise _unsendable(conn, exc, offset + start + exc.start + 1) from None
 
 
 def _rollback_quietly(conn: Any) -> None:

@@ -512,9 +512,13 @@ class LibpqConnection:
         name = self.parameter_status("client_encoding")
         if name in (None, "UTF8"):
             return "utf-8"
+        from psycopg import NotSupportedError
         from psycopg._encodings import pg2pyenc  # a rare session: psycopg's own table
 
-        return pg2pyenc(name.encode())
+        try:
+            return pg2pyenc(name.encode())
+        except NotSupportedError:  # no Python codec (EUC_TW): read as psycopg reads it
+            return "utf-8"
 
     @property
     def backend_pid(self) -> int:
