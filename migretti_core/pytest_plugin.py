@@ -127,6 +127,12 @@ class MgServer:
         kwargs.setdefault("autocommit", True)
         return psycopg.connect(self.database_url(dbname) if dbname else self.url, **kwargs)
 
+    def __repr__(self) -> str:
+        # pytest shows fixture values in a failing test's traceback: never the password.
+        from migretti_core.redact import redact_url
+
+        return f"MgServer(url={redact_url(self.url)!r}, embedded={self.embedded!r})"
+
 
 @dataclass(frozen=True)
 class MgDatabase:
@@ -149,6 +155,14 @@ class MgDatabase:
 
         kwargs.setdefault("confirm", True)
         return Migretti(config=self.config_path, database_url=self.url, **kwargs)
+
+    def __repr__(self) -> str:
+        from migretti_core.redact import redact_url
+
+        return (
+            f"MgDatabase(url={redact_url(self.url)!r}, dbname={self.dbname!r}, "
+            f"template={self.template!r})"
+        )
 
 
 # --- the server ------------------------------------------------------------------------------

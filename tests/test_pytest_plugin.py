@@ -407,3 +407,38 @@ def test_an_interrupted_session_drops_its_clones(tmp_path: Path, pg_url: str) ->
     assert proc.returncode == 2, output  # pytest's "interrupted"
     assert "KeyboardInterrupt" in output
     assert databases(pg_url, "mgtest_") == before
+
+
+FAILING_WITH_FIXTURES = """
+def test_fails(mg_server, mg_database):
+    assert mg_database.dbname == "something else"
+"""
+
+
+def with_password(url: str, password: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "" or parts.password is not None:
+        pytest.skip("needs a postgresql:// URL without a password")
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user or 'postgres'}:{password}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def test_a_failing_test_shows_its_fixtures_without_the_password(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """pytest prints the fixtures' values in a failing test's traceback: masked there too
+    (the embedded server trusts local connections, so any password connects)."""
+    app = make_app(tmp_path / "app")
+    (app / "test_app.py").write_text(FAILING_WITH_FIXTURES)
+    url = with_password(pg_url, "s3cret-pw")
+
+    done = run_pytest(app, "--mg-database-url", url)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "mg_database = MgDatabase(url=" in done.stdout
+    assert "mg_server = MgServer(url=" in done.stdout
+    assert ":****@" in done.stdout
+    assert "s3cret-pw" not in done.stdout + done.stderr
