@@ -10,13 +10,14 @@ whose ``exit_code`` the CLI would have exited with. The guide is docs/python-api
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from migretti_core import hookimpl
 from migretti_core.app import App
@@ -26,7 +27,9 @@ from migretti_core.errors import (
     ConfirmationRequired,
     MgError,
     MigrationFailed,
+    MigrationFileError,
     PluginError,
+    SqlError,
     StateError,
     UsageError,
 )
@@ -196,6 +199,49 @@ class _FixedConfig:
             migrations_dir=self.migrations_dir,
             lock_id=lock_id,
         )
+
+
+def mask_error(exc: BaseException, redact: Callable[[str], str]) -> None:
+    """Mask passwords in an error the API raises, as the CLI masks what it prints: the
+    message, the hint, the server's texts of an ``SqlError``, and the exceptions it was
+    raised from (an application's ``log.exception`` prints the whole chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+        if isinstance(current, MgError):
+            current.message = redact(current.message)
+            if current.hint:
+                current.hint = redact(current.hint)
+        if isinstance(current, SqlError):
+            for name in ("server_message", "detail", "context"):
+                value = getattr(current, name)
+                if isinstance(value, str):
+                    setattr(current, name, redact(value))
+        if isinstance(current, MigrationFileError):
+            current.problems = [redact(problem) for problem in current.problems]
+        current = current.__cause__ or current.__context__
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _public(
+    method: Callable[Concatenate[Migretti, _P], _R],
+) -> Callable[Concatenate[Migretti, _P], _R]:
+    """A method an application calls: what it raises is masked like the CLI's output."""
+
+    @functools.wraps(method)
+    def call(self: Migretti, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except MgError as exc:
+            mask_error(exc, self._app.hooks.redact)
+            raise
+
+    return call
 
 
 def _plugin_name(plugin: object) -> str:
@@ -420,7 +466,13 @@ class Migretti:
         own: list[tuple[str, object]] = [(_API_PLUGIN, self._api)]
         if fixed is not None:
             own.append((_FROM_URL_PLUGIN, fixed))
-        self._app = App(options, environ, plugins=[*objects, *own])
+        try:
+            self._app = App(options, environ, plugins=[*objects, *own])
+        except MgError as exc:
+            from migretti_core.redact import redact_text
+
+            mask_error(exc, redact_text)
+            raise
         for info in self._app.loader.infos:
             if info.status == "failed" and info.origin != ORIGIN_OPTION:
                 self._api.log(
@@ -431,7 +483,11 @@ class Migretti:
                         {"plugin": info.name},
                     )
                 )
-        self._config = self._app.config()
+        try:
+            self._config = self._app.config()
+        except MgError as exc:
+            mask_error(exc, self._app.hooks.redact)
+            raise
 
     # --- properties -----------------------------------------------------------------------
 
@@ -481,6 +537,7 @@ class Migretti:
 
     # --- changing the database ------------------------------------------------------------
 
+    @_public
     def apply(
         self,
         to: str | None = None,
@@ -520,6 +577,7 @@ class Migretti:
             atomic=single_transaction,
         )
 
+    @_public
     def up(
         self,
         dry_run: bool = False,
@@ -546,6 +604,7 @@ class Migretti:
             "up", "up", dry_run, confirm, lambda session: running.apply(session, request)
         )
 
+    @_public
     def down(
         self,
         dry_run: bool = False,
@@ -557,6 +616,7 @@ class Migretti:
         """Roll back the last applied migration, like ``mg down``."""
         return self._rollback("down", 1, None, dry_run, allow_missing_down, verify, confirm)
 
+    @_public
     def rollback(
         self,
         n: int = 1,
@@ -600,6 +660,7 @@ class Migretti:
             command, "down", dry_run, confirm, lambda session: running.rollback(session, request)
         )
 
+    @_public
     def fix(self, id: str, applied: bool = True, *, confirm: bool = False) -> FixResult:
         """Resolve a failed or running migration: ``applied=True`` is ``mg fix ID --applied``
         (you completed it by hand), ``applied=False`` is ``--remove`` (you undid it)."""
@@ -615,6 +676,7 @@ class Migretti:
         ident = str(fixed[-1].fields.get("migration_id", id)) if fixed else id
         return FixResult(ident, "applied" if applied else "removed")
 
+    @_public
     def seed(
         self,
         names: Sequence[str] | str | None = None,
@@ -656,6 +718,7 @@ class Migretti:
 
     # --- reading ----------------------------------------------------------------------------
 
+    @_public
     def status(self) -> StatusResult:
         """Counts, head and every problem, like ``mg status``; never changes the database."""
         from migretti_core import views
@@ -676,6 +739,7 @@ class Migretti:
             invalid_indexes=tuple(MappingProxyType(dict(index)) for index in invalid),
         )
 
+    @_public
     def list(self) -> tuple[MigrationRow, ...]:
         """Every migration, from files and history together, like ``mg list``."""
         from migretti_core import views
@@ -694,6 +758,7 @@ class Migretti:
             for row in state.rows()
         )
 
+    @_public
     def head(self) -> HistoryRow | None:
         """The last applied migration, like ``mg head``; None before the first."""
         from migretti_core import views
@@ -702,6 +767,7 @@ class Migretti:
             state = views.current_state(self._session("head"))
         return _history_row(state.head)
 
+    @_public
     def verify(self, *, raise_on_mismatch: bool = True) -> VerifyResult:
         """Check every applied migration against its file, like ``mg verify``.
 
@@ -731,6 +797,7 @@ class Migretti:
             raise error
         return result
 
+    @_public
     def lint(
         self,
         names: Sequence[str] | str | None = None,
@@ -779,6 +846,7 @@ class Migretti:
             raise error
         return result
 
+    @_public
     def check(
         self,
         *,
@@ -804,7 +872,9 @@ class Migretti:
             raise PluginError("check is not available: the check plugin is not loaded")
         with self._lock:
             session = self._session("check")
-            result = CheckResult.from_report(run(session, database_url=database_url, seeds=seeds))
+            result = CheckResult.from_report(
+                run(session, database_url=database_url, seeds=seeds), session.hooks.redact
+            )
         if result.ok or not raise_on_problems:
             return result
         bad = [m for m in result.migrations if not m.ok]

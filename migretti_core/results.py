@@ -6,7 +6,7 @@ prints (for status, list, head and verify), so code and scripts read the same da
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -295,20 +295,33 @@ class CheckResult:
     database: str = ""
 
     @classmethod
-    def from_report(cls, report: Any) -> CheckResult:
-        """Freeze the check plugin's report."""
+    def from_report(cls, report: Any, redact: Callable[[str], str] | None = None) -> CheckResult:
+        """Freeze the check plugin's report; ``redact`` masks passwords in its texts, as
+        ``mg check`` masks what it prints (a server error may quote one)."""
+
+        def mask(value: Any) -> Any:
+            return redact(value) if redact is not None and isinstance(value, str) else value
+
         return cls(
             ok=bool(report.ok),
             migrations=tuple(
                 MigrationCheckResult(
-                    m.id, m.name, m.ok, tuple(m.problems), tuple(m.warnings), m.checked
+                    m.id,
+                    m.name,
+                    m.ok,
+                    tuple(mask(p) for p in m.problems),
+                    tuple(mask(w) for w in m.warnings),
+                    m.checked,
                 )
                 for m in report.migrations
             ),
-            lint=tuple(MappingProxyType(dict(f)) for f in report.lint),
-            seeds=tuple(report.seeds),
+            lint=tuple(
+                MappingProxyType({key: mask(value) for key, value in f.items()})
+                for f in report.lint
+            ),
+            seeds=tuple(mask(seed) for seed in report.seeds),
             failed=bool(report.failed),
-            database=str(report.database),
+            database=mask(str(report.database)),
         )
 
     def as_dict(self) -> dict[str, Any]:

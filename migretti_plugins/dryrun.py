@@ -169,7 +169,8 @@ def _try_one(
             direction,
             ok=error is None,
             duration_ms=duration,
-            error=error,
+            # masked here, once: it is printed, written as JSON and returned by the API
+            error=hooks.redact(error) if error is not None else None,
             dry_run=True,
             locks=probed[0] if probed and error is None else None,
         )

@@ -529,3 +529,54 @@ def test_from_url_refuses_a_missing_migrations_directory(tmp_path: Path, databas
         mg.apply()
     assert raised.value.exit_code == 2
     assert "migratoins" in str(raised.value) and "does not exist" in str(raised.value)
+
+
+def with_password(url: str, password: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "" or parts.password is not None:
+        pytest.skip("needs a postgresql:// URL without a password")
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user or 'postgres'}:{password}@{host}"))
+
+
+def test_errors_and_results_mask_the_password_as_the_cli_does(
+    project: Project, pg_url: str
+) -> None:
+    """A server error that quotes the password (here a migration casting it) is masked in
+    what the API raises and returns, as in what ``mg`` prints: the message, the SqlError's
+    fields, the exceptions chained to it (``log.exception`` prints them), a dry run's verdicts
+    and ``check()``'s problems. The embedded server trusts local connections: any password
+    connects."""
+    import traceback
+
+    secret = "Hunter2pw"
+    project.configure({"url": with_password(project.database_url, secret)})
+    project.add_table("0001")
+    project.add("0002", "quotes", f"SELECT '{secret}'::int;")
+    mg = Migretti(config=project.root / "mg.yaml")
+
+    with pytest.raises(SqlError) as failed:
+        mg.apply()
+    error = failed.value
+    shown = [str(error), repr(error), error.server_message or "", str(error.hint)]
+    shown.append("".join(traceback.format_exception(error)))
+    assert '"****"' in str(error)
+    assert all(secret not in text for text in shown), shown
+
+    with pytest.raises(MgError) as dry:
+        mg.apply(dry_run=True)
+    dry_result = dry.value.result
+    assert dry_result is not None
+    assert secret not in json.dumps(dry_result.as_dict())  # type: ignore[attr-defined]
+    assert "****" in json.dumps(dry_result.as_dict())  # type: ignore[attr-defined]
+    done = project.mg("apply", "--dry-run", "--format", "json")
+    assert secret not in done.stdout + done.stderr and "****" in done.stdout
+
+    checked = mg.check(database_url=pg_url, raise_on_problems=False)
+    assert not checked.ok
+    assert secret not in json.dumps(checked.as_dict()) and "****" in str(checked.migrations)
+    with pytest.raises(MgError) as check_failed:
+        mg.check(database_url=pg_url)
+    assert secret not in str(check_failed.value)
