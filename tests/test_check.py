@@ -229,7 +229,7 @@ CREATE EXTENSION citext;
         "column public.users.email: default is 'x@y'::text after down, (none) before up",
         "comment on table column public.users.email",
         "extension citext",
-        "table public.users: row level security is true after down, (none) before up",
+        "table public.users: row level security is true after down, false before up",
     ):
         assert name in problems, name
     assert "_migrations" not in problems

@@ -122,3 +122,40 @@ def test_ignored_objects_are_left_out(project: Project, pg_url: str) -> None:
     assert done.stdout.splitlines() == [
         "index public.users_email_idx: in the database, not produced by the migrations"
     ]
+
+
+def test_a_false_flag_or_a_zero_is_shown_as_such_not_as_none(
+    tmp_path: Path, database_url: str, pg_url: str
+) -> None:
+    project = Project(tmp_path / "zeros", database_url)
+    try:
+        project.configure(extra=f"check:\n  database_url: {json.dumps(pg_url)}\n")
+        project.add(
+            "0001",
+            "cache",
+            "CREATE TABLE cache (k text);\nCREATE SEQUENCE ticket MINVALUE 0 START 0;",
+            "DROP SEQUENCE ticket;\nDROP TABLE cache;",
+        )
+        assert project.mg("apply").returncode == 0
+        project.sql("ALTER TABLE cache SET UNLOGGED")
+        project.sql("ALTER SEQUENCE ticket MINVALUE 1 START 1 RESTART 1")
+        done = project.mg("drift")
+        assert done.returncode == 3, done.stderr
+        lines = done.stdout.splitlines()
+        unlogged = "table public.cache: unlogged is true in the database, false from the migrations"
+        assert unlogged in lines
+        assert (
+            "sequence public.ticket: minimum is 1 in the database, 0 from the migrations; "
+            "start is 1 in the database, 0 from the migrations"
+        ) in lines
+        assert "(none)" not in done.stdout
+        data = json.loads(project.mg("drift", "--format", "json").stdout)
+        changes = {
+            (d["object"], c["property"]): (c["database"], c["migrations"])
+            for d in data["differences"]
+            for c in d["changes"]
+        }
+        assert changes[("table public.cache", "unlogged")] == (True, False)
+        assert changes[("sequence public.ticket", "minimum")] == (1, 0)
+    finally:
+        project.close()

@@ -263,11 +263,9 @@ def take(session: Session, conn: Any) -> Snapshot:
     for key, parent, props in rows:
         values = json.loads(props) if isinstance(props, str) else dict(props)
         snapshot[str(key)] = SchemaObject(
-            {k: v for k, v in values.items() if v not in (None, False) or k in _KEEP},
+            # Only absent values go: a false flag or a zero is a value to show ("unlogged is
+            # true in the database, false from the migrations"), never "(none)".
+            {k: v for k, v in values.items() if v is not None},
             str(parent) if parent else None,
         )
     return snapshot
-
-
-# Properties shown even when false, because false is the interesting answer.
-_KEEP = frozenset({"not null", "valid"})
