@@ -133,6 +133,13 @@ def test_an_up_that_fails_on_an_empty_database_exits_1(project: Project, pg_url:
     assert found["0003"]["checked"] is False and found["0003"]["ok"] is False
     assert _scratch_databases(project) == []
 
+    done = project.mg("check", "--database-url", pg_url)
+    assert done.returncode == 1
+    assert "skip  0003 later: not checked: 0002 failed to apply before it" in done.stdout
+    # 0003 was not checked: the summary does not count it among the checked ones.
+    summary = done.stdout.splitlines()[-1]
+    assert summary.startswith("FAILED: 2 migrations checked, 1 with problems, 1 not checked, ")
+
 
 def test_a_failure_on_the_scratch_database_gives_no_advice_to_fix_it(
     project: Project, pg_url: str

@@ -185,11 +185,15 @@ def render_check(result: CheckReport) -> str:
     for f in result.lint:
         where = f"{f['path']}:{f['line']}:{f['column']}"
         lines.append(f"lint  {where}: {f['rule']}: {f['message']} ({f['severity']})")
-    bad = sum(1 for m in result.migrations if not m.ok)
+    # Those after a migration that failed to apply were not checked: not counted as checked.
+    checked = sum(1 for m in result.migrations if m.checked)
+    skipped = len(result.migrations) - checked
+    bad = sum(1 for m in result.migrations if m.checked and not m.ok)
     lines.append(
-        f"{'ok' if result.ok else 'FAILED'}: {len(result.migrations)} migration"
-        f"{'s' if len(result.migrations) != 1 else ''} checked, {bad} with problems, "
-        f"{len(result.lint)} lint finding{'s' if len(result.lint) != 1 else ''}"
+        f"{'ok' if result.ok else 'FAILED'}: {checked} migration"
+        f"{'s' if checked != 1 else ''} checked, {bad} with problems, "
+        + (f"{skipped} not checked, " if skipped else "")
+        + f"{len(result.lint)} lint finding{'s' if len(result.lint) != 1 else ''}"
     )
     return "\n".join(lines)
 
