@@ -206,6 +206,8 @@ def _declare(lib: Any) -> Any:
     fn("PQbackendPID", c_int, c_void_p)
     fn("PQfinish", None, c_void_p)
     fn("PQsendQuery", c_int, c_void_p, c_char_p)
+    fn("PQsetnonblocking", c_int, c_void_p, c_int)
+    fn("PQflush", c_int, c_void_p)
     pointers = (c_void_p, c_void_p, c_void_p, c_void_p)  # types, values, lengths, formats
     fn("PQsendQueryParams", c_int, c_void_p, c_char_p, c_int, *pointers, c_int)
     fn("PQisBusy", c_int, c_void_p)
@@ -653,6 +655,10 @@ class LibpqConnection:
 
         lib = self._lib
         pgconn = self._conn()
+        # Not blocking: libpq takes the whole query into its buffer and sends what the link
+        # takes, and the rest goes in ``_flush``, where a signal is seen between two waits.
+        if lib.PQsetnonblocking(pgconn, 1) != 0:
+            raise self._failed("sending query")
         if isinstance(data, bytes):
             sent = lib.PQsendQuery(pgconn, data)
         else:
@@ -667,7 +673,16 @@ class LibpqConnection:
                 # libpq holds its own copy now: a large query is not kept twice while it runs
                 data.clear()
         if not sent:
+            lib.PQsetnonblocking(pgconn, 0)
             raise self._failed("sending query")
+        try:
+            self._flush()
+        except BaseException:
+            # Part of the query is on its way: it cannot be taken back, and the server runs
+            # nothing of it until it has all of it. Ending the session drops it whole.
+            self.close_light()
+            raise
+        lib.PQsetnonblocking(pgconn, 0)
         reading = _Reading(on_commit, on_settled)
         try:
             self._read(reading, None)
@@ -688,6 +703,24 @@ class LibpqConnection:
         if not reading.answered:
             raise ConnectError(self.error_message())
         return reading.failed, reading.completed
+
+    def _flush(self) -> None:
+        """Wait until libpq has sent the whole query, reading what the server sends
+        meanwhile (so neither side waits for the other)."""
+        import select
+
+        lib = self._lib
+        pgconn = self._conn()
+        while True:
+            state = lib.PQflush(pgconn)
+            if state == 0:
+                return
+            if state < 0:
+                raise self._failed("sending query")
+            fileno = lib.PQsocket(pgconn)
+            readable, _, broken = select.select([fileno], [fileno], [fileno])
+            if (readable or broken) and not lib.PQconsumeInput(pgconn):
+                raise self._failed("sending query")
 
     def _read(self, reading: _Reading, timeout: float | None) -> None:
         import select
