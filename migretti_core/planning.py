@@ -64,7 +64,7 @@ def _load_migrations(session: Session) -> list[Migration]:
         except OSError as exc:
             problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
             continue
-        nul = nul_problem(path, raw)
+        nul = nul_problem(path, raw) or name_problem(path)
         if nul is not None:
             problems.append(nul)
             continue
@@ -105,6 +105,32 @@ def nul_problem(path: Path, raw: bytes) -> str | None:
         f"{display_path(path)}:{line}: NUL character (byte 0) at column {column}; PostgreSQL "
         f"cannot receive it and the SQL would be cut short there{hint}"
     )
+
+
+def name_problem(path: Path) -> str | None:
+    """``file:1: ...`` when the file's name is not valid UTF-8 (a byte such as 0xff, which
+    Python keeps as a lone surrogate), else None.
+
+    The name is recorded in the history, and PostgreSQL cannot store such a name: the file is
+    refused before anything runs rather than when its history row is written.
+    """
+    name = path.name
+    if name.isascii():
+        return None
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = printable_path(path)
+        return (
+            f"{shown}:1: the file name is not valid UTF-8, so its name cannot be recorded in "
+            "the history; rename the file"
+        )
+    return None
+
+
+def printable_path(path: Path) -> str:
+    """``display_path``, with the bytes of a name that is not valid UTF-8 shown as ``\\xff``."""
+    return display_path(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _prefix_dir(path: Path, problem: str) -> str:

@@ -152,7 +152,7 @@ def load_seed(path: Path) -> Seed:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{reporting.display_path(path)}: cannot be read: {exc.strerror}") from exc
-    nul = planning.nul_problem(path, raw)
+    nul = planning.nul_problem(path, raw) or planning.name_problem(path)
     if nul is not None:
         raise MigrationFileError([nul])
     try:

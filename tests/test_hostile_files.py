@@ -112,6 +112,37 @@ def test_nul_in_a_seed_is_a_file_error_and_no_seed_runs(project: Project) -> Non
     assert project.all_tables() == set()
 
 
+def test_a_file_name_that_is_not_utf8_is_a_file_error_before_anything_runs(
+    project: Project,
+) -> None:
+    import os
+
+    project.add("0001", "first", "CREATE TABLE first (id int);")
+    # PostgreSQL cannot store the name in the history: refused before 0001 runs, not when
+    # the bad file's history row is written
+    bad = os.fsencode(project.migrations_dir) + b"/0002_caf\xe9.sql"
+    with open(bad, "wb") as handle:
+        handle.write(b"-- migrate: up\nCREATE TABLE second (id int);\n")
+    for args in (("apply",), ("apply", "--dry-run"), ("status",)):
+        done = project.mg(*args)
+        assert done.returncode == 2, done.stderr
+        assert "0002_caf\\xe9.sql:1:" in done.stderr, done.stderr
+        assert "UTF-8" in done.stderr and "Traceback" not in done.stderr
+    assert project.all_tables() == set()
+    os.unlink(bad)
+
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / "01_first.sql").write_bytes(b"CREATE TABLE seeded (id int);\n")
+    with open(os.fsencode(seeds) + b"/02_caf\xe9.sql", "wb") as handle:
+        handle.write(b"INSERT INTO seeded VALUES (1);\n")
+    done = project.mg("seed")
+    assert done.returncode == 2, done.stderr
+    assert "02_caf\\xe9.sql:1:" in done.stderr and "UTF-8" in done.stderr, done.stderr
+    assert "postgres" not in done.stderr
+    assert project.all_tables() == set()
+
+
 # --- entries that are not files ------------------------------------------------------------
 
 
@@ -200,6 +231,12 @@ def test_a_missing_migrations_dir_named_in_mg_yaml_is_an_error(project: Project)
 def test_create_refuses_sql_holding_a_migrate_marker(project: Project) -> None:
     for option in ("--up", "--down"):
         done = project.mg("create", "both", option, "SELECT 1;\n-- migrate: down\nSELECT 2;")
+        assert done.returncode == 2, done.stderr
+        assert "-- migrate:" in done.stderr
+        assert list(project.migrations_dir.iterdir()) == []
+    # a lone CR ends a line for mg's parser (as CRLF does): the marker after it is a line too
+    for sql in ("SELECT 1;\r-- migrate: down", "SELECT 1;\r\n-- migrate: down\r"):
+        done = project.mg("create", "cr", "--up", sql)
         assert done.returncode == 2, done.stderr
         assert "-- migrate:" in done.stderr
         assert list(project.migrations_dir.iterdir()) == []

@@ -391,6 +391,12 @@ def file_name(title: str, migration_id: str) -> str:
     return filename
 
 
+def _lines(sql: str) -> list[str]:
+    """The lines of ``sql`` as the parser will see them once written: CRLF and a lone CR
+    end a line, as LF does (``normalize_text``)."""
+    return sql.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def create_migration_file(
     directory: Path,
     title: str,
@@ -405,8 +411,8 @@ def create_migration_file(
 
     slugify(title)  # an empty slug is the first thing to say
     for option, sql in (("--up", up), ("--down", down)):
-        for number, line in enumerate(sql.replace("\r\n", "\n").split("\n"), start=1):
-            if _DIRECTIVE_RE.fullmatch(line.replace("\r", "")):
+        for number, line in enumerate(_lines(sql), start=1):
+            if _DIRECTIVE_RE.fullmatch(line):
                 raise UsageError(
                     f"{option}: line {number} is a `-- migrate:` marker ({line.strip()}); mg "
                     "writes the markers itself, and the file would not parse",
