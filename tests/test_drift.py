@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -159,3 +160,53 @@ def test_a_false_flag_or_a_zero_is_shown_as_such_not_as_none(
         assert changes[("sequence public.ticket", "minimum")] == (1, 0)
     finally:
         project.close()
+
+
+def test_unqualified_names_resolve_as_on_the_target_whose_user_is_a_schema(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The target's role is "app_..." and a migration creates the schema of that name: there,
+    # "$user" in search_path puts the unqualified table into it. The scratch database is
+    # reached as another user; it must resolve names as the target does, or drift reports a
+    # table "moved" to public that nobody touched.
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from migretti_core.testing import fresh_database
+
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD 'app'").format(sql.Identifier(role))
+        )
+    try:
+        with fresh_database(pg_url) as url:
+            parts = urlsplit(url)
+            host = parts.netloc.rpartition("@")[2]
+            as_role = urlunsplit(parts._replace(netloc=f"{role}:app@{host}"))
+            project = Project(tmp_path / "user_schema", as_role)
+            try:
+                project.configure(extra=f"check:\n  database_url: {json.dumps(pg_url)}\n")
+                project.add(
+                    "0001",
+                    "own_schema",
+                    f"CREATE SCHEMA {role};\nCREATE TABLE jobs (id bigint PRIMARY KEY);",
+                    f"DROP TABLE jobs;\nDROP SCHEMA {role};",
+                )
+                assert project.mg("apply").returncode == 0
+                assert (
+                    project.value(
+                        "SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = 'jobs'"
+                    )
+                    == role
+                )
+                done = project.mg("drift")
+                assert done.returncode == 0, done.stdout + done.stderr
+                assert done.stdout == "no drift: the schema matches the 1 applied migration\n"
+            finally:
+                project.close()
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -79,6 +79,7 @@ def run_drift(
         result.applied = len(applied)
         actual = snapshot.take(session, conn)
         target_version = _server_version(session, conn)
+        search_path = _search_path(session, conn)
     with scratch_database(session, database_url) as scratch:
         result.database = scratch.where
         if target_version and target_version != scratch.server_version:
@@ -88,6 +89,15 @@ def run_drift(
             )
         s = scratch.session
         with running.connected(s) as scratch_conn:
+            if search_path is not None:
+                # Unqualified names resolve as on the target, whose user and defaults may differ
+                # from the scratch server's (a role "app" whose "$user" is a schema "app").
+                s.hooks.query(
+                    s,
+                    scratch_conn,
+                    "SELECT pg_catalog.set_config('search_path', %s, false)",
+                    (search_path,),
+                )
             s.hooks.history_prepare(s, scratch_conn)
             for migration in applied:
                 try:
@@ -108,3 +118,16 @@ def _server_version(session: Session, conn: Any) -> int | None:
         return int(rows[0][0]) // 10000
     except (IndexError, TypeError, ValueError):
         return None
+
+
+def _search_path(session: Session, conn: Any) -> str | None:
+    """The target's ``search_path`` with ``$user`` spelled as the target's user, so the scratch
+    database, reached as another user, resolves unqualified names to the same schemas."""
+    rows = session.hooks.query(
+        session, conn, "SELECT current_setting('search_path'), quote_ident(current_user)"
+    )
+    try:
+        path, user = str(rows[0][0]), str(rows[0][1])
+    except (IndexError, TypeError):
+        return None
+    return path.replace('"$user"', user).replace("$user", user)
