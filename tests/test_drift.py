@@ -196,12 +196,8 @@ def test_unqualified_names_resolve_as_on_the_target_whose_user_is_a_schema(
                     f"DROP TABLE jobs;\nDROP SCHEMA {role};",
                 )
                 assert project.mg("apply").returncode == 0
-                assert (
-                    project.value(
-                        "SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = 'jobs'"
-                    )
-                    == role
-                )
+                where = "SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = %s"
+                assert project.value(where, ("jobs",)) == role
                 done = project.mg("drift")
                 assert done.returncode == 0, done.stdout + done.stderr
                 assert done.stdout == "no drift: the schema matches the 1 applied migration\n"

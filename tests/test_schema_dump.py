@@ -107,6 +107,7 @@ def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: P
     done = project.mg("apply")
     assert done.returncode == 1
     assert "blocker/schema.sql" in done.stderr and "committed" in done.stderr
+    assert "blocker is a file, not a directory" in done.stderr  # not mkdir's "File exists"
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
     assert project.mg("status", "--exit-code").returncode == 0
     assert not os.path.isdir(project.root / "blocker")
@@ -128,6 +129,24 @@ def test_a_schema_file_that_is_a_device_is_written_into_not_replaced(project: Pr
     assert done.returncode == 0, done.stderr
     assert "CREATE TABLE public.users" in done.stdout
     assert out.is_symlink() and os.readlink(out) == "/dev/stdout"
+
+
+def test_a_schema_file_that_is_a_link_to_a_file_stays_a_link(project: Project) -> None:
+    shared = project.root / "shared"
+    shared.mkdir()
+    (shared / "schema.sql").write_text("old\n")
+    (project.root / "db").mkdir()
+    link = project.root / "db" / "schema.sql"
+    link.symlink_to("../shared/schema.sql")
+    project.configure(extra="schema_file: db/schema.sql\n")
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and os.readlink(link) == "../shared/schema.sql"
+    assert "CREATE TABLE public.users" in (shared / "schema.sql").read_text()
+    assert project.mg("schema", "dump", "-o", "db/schema.sql").returncode == 0
+    assert link.is_symlink()
+    assert (shared / "schema.sql").read_text() == project.mg("schema", "dump").stdout
+    assert sorted(p.name for p in shared.iterdir()) == ["schema.sql"]  # no temporary left
 
 
 def test_baseline_rewrites_the_schema_file(project: Project) -> None:

@@ -209,13 +209,17 @@ def write_atomically(path: Path, text: str) -> None:
 
     A path that is not a regular file (``/dev/stdout``, ``/dev/full``, a FIFO, or a symbolic
     link to one) is written into instead: replacing it would destroy the device or the pipe,
-    and hide a failure to write (``/dev/full``) behind a new regular file.
+    and hide a failure to write (``/dev/full``) behind a new regular file. A symbolic link to
+    a regular file keeps pointing at it: the file it points to is replaced.
     """
     if path.exists() and not path.is_file():
         with open(path, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        # A link to a file kept elsewhere: the file is replaced, the link stays a link.
+        path = path.resolve()
+    _make_directory(path.parent)
     # A name of its own per writer: the members of a fleet rewrite the same file at once, and
     # a shared temporary file was replaced away under another writer.
     import threading
@@ -228,3 +232,20 @@ def write_atomically(path: Path, text: str) -> None:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def _make_directory(directory: Path) -> None:
+    """Create ``directory`` and its parents; a file in the way is named (mkdir's own error
+    would be a bare "File exists")."""
+    import errno
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next(
+            (p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()),
+            directory,
+        )
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{in_the_way} is a file, not a directory"
+        ) from None
