@@ -25,6 +25,7 @@ from migretti_core.argv import GlobalOptions
 from migretti_core.errors import (
     ConfigError,
     ConfirmationRequired,
+    Interrupted,
     MgError,
     MigrationFailed,
     MigrationFileError,
@@ -231,12 +232,19 @@ _R = TypeVar("_R")
 def _public(
     method: Callable[Concatenate[Migretti, _P], _R],
 ) -> Callable[Concatenate[Migretti, _P], _R]:
-    """A method an application calls: what it raises is masked like the CLI's output."""
+    """A method an application calls: what it raises is masked like the CLI's output, and
+    Ctrl-C is a ``KeyboardInterrupt`` however the engine met it."""
 
     @functools.wraps(method)
     def call(self: Migretti, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
+        except Interrupted as exc:
+            # Ctrl-C in a no-transaction migration: the engine says what state it left (for
+            # the CLI, exit 130). An application sees Ctrl-C as Python raises it everywhere
+            # else, so ``except Exception`` never swallows it; the state is its message.
+            mask_error(exc, self._app.hooks.redact)
+            raise KeyboardInterrupt(exc.message) from exc
         except MgError as exc:
             mask_error(exc, self._app.hooks.redact)
             raise

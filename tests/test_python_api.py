@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from migretti_core import (
     SqlError,
     StateError,
 )
-from migretti_core.testing import AdvisoryLockHolder, Project, mg_env
+from migretti_core.testing import AdvisoryLockHolder, Project, mg_env, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -580,3 +581,61 @@ def test_errors_and_results_mask_the_password_as_the_cli_does(
     with pytest.raises(MgError) as check_failed:
         mg.check(database_url=pg_url)
     assert secret not in str(check_failed.value)
+
+
+INTERRUPTED = """
+import sys
+from migretti_core import Migretti
+
+try:
+    Migretti(config=sys.argv[1]).apply()
+except KeyboardInterrupt as exc:
+    print("KeyboardInterrupt:", exc)
+except BaseException as exc:
+    print("other:", type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("no_transaction", [False, True])
+def test_ctrl_c_is_a_keyboard_interrupt_in_every_migration(
+    project: Project, no_transaction: bool
+) -> None:
+    """Ctrl-C during a migration raises KeyboardInterrupt, not an MgError (which
+    ``except Exception`` would swallow); for a no-transaction migration its message says
+    what state the migration was left in."""
+    project.add(
+        "0001",
+        "slow",
+        "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);\nCREATE TABLE after (id int);",
+        no_transaction=no_transaction,
+    )
+    script = project.root / "app.py"
+    script.write_text(INTERRUPTED)
+    app = subprocess.Popen(
+        [sys.executable, str(script), str(project.root / "mg.yaml")],
+        env=mg_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: project.sql(
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+                "AND pid <> pg_backend_pid()"
+            ),
+            timeout=60,
+        )
+        app.send_signal(signal.SIGINT)
+        out, err = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert out.startswith("KeyboardInterrupt"), out + err
+    assert "after" not in project.tables()
+    if no_transaction:
+        assert "mg fix 0001" in out
+        assert project.statuses() == {"0001": "failed"}
+    else:
+        assert project.statuses() == {}
