@@ -707,8 +707,12 @@ class Migretti:
             if code is None:
                 raise PluginError("seeds are not available: the seeds plugin is not loaded")
             result = self._seed_result(dry_run)
+            events = builtins.list(self._api.events)
         if code:
-            failed = MigrationFailed("seed dry run: a seed failed; nothing was changed")
+            # name the seed and the server's error, as `mg seed --dry-run` prints them
+            errors = [str(e.fields.get("error")) for e in events if e.name == "seed.failed"]
+            shown = "; ".join(errors) or "a seed failed"
+            failed = MigrationFailed(f"seed dry run: would fail: {shown}; nothing was changed")
             failed.result = result
             raise failed
         return result

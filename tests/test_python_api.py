@@ -639,3 +639,23 @@ def test_ctrl_c_is_a_keyboard_interrupt_in_every_migration(
         assert project.statuses() == {"0001": "failed"}
     else:
         assert project.statuses() == {}
+
+
+def test_a_failing_seed_dry_run_names_the_seed_and_the_error(project: Project) -> None:
+    project.add("0001", "users", "CREATE TABLE users (id int);")
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / "01_admin.sql").write_text("INSERT INTO users VALUES (1);\n")
+    (seeds / "02_typo.sql").write_text("INSERT INTO userz VALUES (2);\n")
+    mg = Migretti(config=project.root / "mg.yaml")
+    mg.apply()
+
+    with pytest.raises(MgError) as failed:
+        mg.seed(dry_run=True)
+
+    assert failed.value.exit_code == 1
+    message = str(failed.value)
+    assert "02_typo.sql:1" in message and 'relation "userz" does not exist' in message
+    assert "nothing was changed" in message
+    assert [s.name for s in failed.value.result.ran] == ["01_admin.sql"]  # type: ignore[attr-defined]
+    assert project.value("SELECT count(*) FROM users") == 0
