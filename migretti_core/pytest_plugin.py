@@ -400,6 +400,7 @@ class Templates:
         from psycopg import sql
 
         probe = self._migretti(self.server.url)
+        self._check_project(probe)
         project, content = self.key(probe)
         name = f"{TEMPLATE_PREFIX}{project}_{content}"
         admin = self.admin()
@@ -432,6 +433,20 @@ class Templates:
                 raise
             self._drop_stale(admin, f"{TEMPLATE_PREFIX}{project}_", name)
         return name
+
+    @staticmethod
+    def _check_project(mg: Migretti) -> None:
+        """No mg.yaml found and no migrations directory: a test run started outside the
+        project, or one that names none. An empty database would pass for a migrated one."""
+        from migretti_core.errors import ConfigError
+
+        if mg.config.path is None and not mg.config.migrations_dir.is_dir():
+            raise ConfigError(
+                "mg_database found no project: no mg.yaml in pytest's rootdir, nor in "
+                f"{os.getcwd()} or its parents, and no {mg.config.migrations_dir}",
+                hint="name the project's mg.yaml with --mg-config PATH, the mg_config ini "
+                "option or MG_CONFIG",
+            )
 
     @staticmethod
     def _drop_stale(admin: psycopg.Connection[Any], prefix: str, keep: str) -> None:

@@ -442,3 +442,26 @@ def test_a_failing_test_shows_its_fixtures_without_the_password(
     assert "mg_server = MgServer(url=" in done.stdout
     assert ":****@" in done.stdout
     assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+def test_no_project_found_is_a_clear_error_not_an_empty_database(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Tests run where there is no mg.yaml (and no migrations/) fail with a message naming
+    --mg-config, instead of getting an empty database that passes for a migrated one."""
+    app = make_app(tmp_path / "app")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "test_app.py").write_text((app / "test_app.py").read_text())
+
+    done = run_pytest(elsewhere, "--mg-database-url", pg_url, "test_app.py")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "mg_database found no project" in done.stdout
+    assert "--mg-config" in done.stdout
+    assert "passed" not in done.stdout.splitlines()[-1]
+
+    named = run_pytest(
+        elsewhere, "--mg-database-url", pg_url, "--mg-config", str(app / "mg.yaml"), "test_app.py"
+    )
+    assert named.returncode == 0, named.stdout + named.stderr
