@@ -9,8 +9,9 @@ One rule for the whole program (``redact``), see docs/configuration.md "Password
   ``****lied``.
 - Whatever looks like a password is replaced too, known or not: the password of a URL
   (``scheme://user:****@host``), a ``password=`` query or key=value parameter, and the
-  quoted literal of SQL's ``PASSWORD 'secret'`` (``CREATE ROLE``/``ALTER ROLE``), which a
-  server error's CONTEXT or a dry run's SQL may quote.
+  quoted literal of SQL's ``PASSWORD 'secret'`` (``CREATE ROLE``/``ALTER ROLE``; also
+  ``E'secret'``, ``U&'secret'`` and the dollar-quoted ``$$secret$$``), which a server error's
+  CONTEXT or a dry run's SQL may quote.
 
 Over-redacting is preferred to leaking: a password that is an ordinary word is masked
 wherever that word stands alone.
@@ -36,7 +37,10 @@ _KV_SECRET = r"(?i)(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)"
 # SQL's ``[ENCRYPTED] PASSWORD 'secret'`` (a role's password): the value runs to a run of
 # quotes followed by what may follow a literal, so a doubled quote inside ('it''s') and a
 # statement quoted in a string (EXECUTE '... PASSWORD ''secret''') are masked whole.
-_SQL_SECRET = r"""(?i)(\bpassword\s+)('+)((?:[^']|'+(?=[^\s;,)"']))*)('+|$)"""
+_SQL_SECRET = r"""(?i)(\bpassword\s+(?:E|U&)?)('+)((?:[^']|'+(?=[^\s;,)"']))*)('+|$)"""
+# The same password written as a dollar-quoted literal (``PASSWORD $$secret$$``,
+# ``PASSWORD $pw$secret$pw$``): the value runs to the closing tag, or to the end.
+_SQL_DOLLAR_SECRET = r"(?i)(\bpassword\s+)(\$(?:[a-z_][a-z0-9_]*)?\$)([\s\S]*?)(\2|$(?![\s\S]))"
 # ``scheme://user:secret@`` inside free text: the password runs to the last '@' before a
 # space or a query, so a raw '@' in it is still hidden.
 _URL_IN_TEXT = r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/?#@]*:)([^\s?#]+)(@)"
@@ -105,6 +109,10 @@ def redact_text(text: str) -> str:
         text = _compiled(_SQL_SECRET).sub(
             lambda m: m.group(1) + m.group(2) + MASK + m.group(4), text
         )
+        if "$" in text:
+            text = _compiled(_SQL_DOLLAR_SECRET).sub(
+                lambda m: m.group(1) + m.group(2) + MASK + m.group(4), text
+            )
     return text
 
 

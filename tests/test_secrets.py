@@ -291,6 +291,13 @@ def test_verbose_traceback_masks_the_password(tmp_path: Path, database_url: str)
             "CREATE ROLE r ENCRYPTED PASSWORD '****' LOGIN",
         ),
         ("ALTER ROLE r PASSWORD NULL", "ALTER ROLE r PASSWORD NULL"),
+        # the other ways SQL writes a string literal
+        ("CREATE ROLE r PASSWORD E'se\\'cret';", "CREATE ROLE r PASSWORD E'****';"),
+        ("CREATE ROLE r PASSWORD U&'secr\\0065t';", "CREATE ROLE r PASSWORD U&'****';"),
+        ("CREATE ROLE r PASSWORD $$sec'ret$$ LOGIN;", "CREATE ROLE r PASSWORD $$****$$ LOGIN;"),
+        ("ALTER ROLE r PASSWORD $pw$se$$cret$pw$;", "ALTER ROLE r PASSWORD $pw$****$pw$;"),
+        ("ALTER ROLE r PASSWORD $$never closed", "ALTER ROLE r PASSWORD $$****"),
+        ("SELECT $$password$$, $$kept$$;", "SELECT $$password$$, $$kept$$;"),
     ],
 )
 def test_redact_masks_a_password_only_where_it_stands_as_a_value(text: str, masked: str) -> None:
@@ -371,6 +378,29 @@ def test_a_role_password_a_migration_sets_is_masked_in_errors_and_dry_runs(
             assert secret not in done.stdout + done.stderr
     finally:
         project.close()  # the failed migration's transaction took its role with it
+
+
+def test_a_role_password_in_any_literal_form_is_masked_in_a_dry_run(
+    tmp_path: Path, database_url: str
+) -> None:
+    secret = f"Role{TOKEN[:12]}"
+    forms = [f"$${secret}$$", f"$pw${secret}$pw$", f"E'{secret}'", f"U&'{secret}'"]
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        sql = "\n".join(
+            f"CREATE ROLE mg_role_{n}_{TOKEN[:8]} PASSWORD {form};" for n, form in enumerate(forms)
+        )
+        project.add("0001", "roles", sql)
+        for args in (
+            ("apply", "--dry-run"),
+            ("--json-log", "apply", "--dry-run", "--format", "json"),
+        ):
+            done = project.mg(*args)
+            assert done.returncode == 0, done.stderr
+            assert secret not in done.stdout + done.stderr
+        assert "PASSWORD $$****$$;" in project.mg("apply", "--dry-run").stdout
+    finally:
+        project.close()  # the dry run rolled the roles back
 
 
 class _Reporter:
