@@ -152,11 +152,15 @@ GLOBAL_OPTIONS_EPILOG = (
 
 
 def _add_epilogs(command: click.Command) -> None:
-    """Every command's help says where the global options are (they are not click's)."""
+    """Every command's help says where the global options are (they are not click's), and a
+    group's help (``mg db``, ``mg schema``) lists its commands with their whole first
+    sentence, as ``mg --help`` does, where click would cut it at 45 characters."""
     if command.epilog is None:
         command.epilog = GLOBAL_OPTIONS_EPILOG
     if isinstance(command, click.Group):
         for sub in command.commands.values():
+            if sub.short_help is None:
+                sub.short_help = sub.get_short_help_str(limit=1000)
             _add_epilogs(sub)
 
 

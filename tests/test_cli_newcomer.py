@@ -94,6 +94,18 @@ def test_help_shows_whole_one_line_summaries(tmp_path: Path, columns: str) -> No
         assert first.startswith(summary), (name, summary, first)
 
 
+@pytest.mark.parametrize("group", ["db", "schema", "seed"])
+def test_a_command_group_help_shows_whole_summaries_too(tmp_path: Path, group: str) -> None:
+    done = run_mg([group, "--help"], tmp_path, env={"COLUMNS": "80"})
+
+    assert done.returncode == 0, done.stderr
+    section = done.stdout.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    entries = " ".join(section.split())
+    assert "..." not in entries, section
+    if group == "db":
+        assert "connected to the project's database." in entries, section
+
+
 @pytest.mark.parametrize(
     "args", [["apply"], ["fix"], ["db", "url"], ["seed", "create"], ["squash"], ["plugins"]]
 )
