@@ -329,7 +329,22 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
     milliseconds."""
     hooks = session.hooks
     started = time.perf_counter()
+    check = hooks.lock_check_sql(session, conn)
     with hooks.transaction(session, conn):
+        if check:
+            # the lock is confirmed before each seed, as before each migration: a seed
+            # before this one may have released it (pg_advisory_unlock_all, DISCARD ALL),
+            # and another mg seed may now be running the same seeds
+            try:
+                hooks.execute(session, conn, check)
+            except SqlError as exc:
+                raise MigrationFailed(
+                    f"the migration lock {session.config.lock_id} was lost before seed "
+                    f"{seed.name} started; it was not run, and mg stopped because another run "
+                    "may now be running seeds",
+                    hint="a seed calling pg_advisory_unlock_all() or DISCARD ALL releases the "
+                    "lock, as does a pooler in transaction mode",
+                ) from exc
         if _has_sql(seed.text):
             try:
                 hooks.execute(session, conn, seed.text)

@@ -244,6 +244,40 @@ def test_concurrent_runs_run_each_seed_once(project: Path, database_url: str) ->
     assert len(ran) == 3
 
 
+def test_a_seed_that_releases_the_lock_stops_the_run_before_the_next_seed(
+    project: Path, database_url: str
+) -> None:
+    logging_seed(project, "01_unlock.sql", extra="SELECT pg_advisory_unlock_all();\n")
+    logging_seed(project, "02_b.sql")
+    logging_seed(project, "03_c.sql")
+    done = run_mg(["seed"], project)
+    assert done.returncode == 1, done.stderr
+    assert "lock" in done.stderr and "02_b.sql" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert runs(database_url) == {"01_unlock": 1}
+
+    # four runs at once, each losing the lock after its first seed: every seed ran once
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM seed_log")
+        conn.execute("DELETE FROM _migrations_seeds")
+    processes = [
+        subprocess.Popen(
+            [*MG_COMMAND, "seed"],
+            cwd=project,
+            env=mg_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode in (0, 1), stderr
+        assert "Traceback" not in stderr
+    assert runs(database_url) == {"01_unlock": 1, "02_b": 1, "03_c": 1}
+
+
 def test_dry_run_tries_the_seeds_and_changes_nothing(project: Path, database_url: str) -> None:
     logging_seed(project, "01_a.sql")
     result = run_mg(["seed", "--dry-run"], project)
