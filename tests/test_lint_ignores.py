@@ -65,3 +65,40 @@ def test_a_file_wide_ignore_reports_the_rules_it_never_used() -> None:
     assert lint(sql) == [
         ("unused-ignore", 1, "ignore comment for ban-drop-column matched no finding")
     ]
+
+
+def test_an_ignore_inside_a_statement_covers_the_line_after_it() -> None:
+    """squawk's reading: an ignore comment covers findings on its line and the next one, so
+    one above a column of a CREATE TABLE silences that column only."""
+    sql = (
+        "CREATE TABLE t (\n"
+        "  id bigint,\n"
+        "  -- squawk-ignore prefer-text-field\n"
+        "  email varchar(255),\n"
+        "  name varchar(10)\n"
+        ");"
+    )
+    assert [(rule, line) for rule, line, _ in lint(sql)] == [("prefer-text-field", 5)]
+    sql = (
+        "ALTER TABLE foo\n"
+        "-- mg:lint-ignore adding-field-with-default\n"
+        "ADD COLUMN bar numeric GENERATED ALWAYS AS (bar + baz) STORED;"
+    )
+    assert lint(sql) == []
+
+
+@pytest.mark.parametrize("kind", ["mg:lint-ignore", "squawk-ignore"])
+def test_an_ignore_after_a_statement_on_its_line(kind: str) -> None:
+    sql = f"ALTER TABLE a DROP COLUMN b; -- {kind} ban-drop-column\nDROP TABLE c;"
+    assert [(rule, line) for rule, line, _ in lint(sql)] == [("ban-drop-table", 2)]
+    # In a string it is no comment.
+    sql = f"SELECT '-- {kind} ban-drop-column'; ALTER TABLE a DROP COLUMN b;"
+    assert [(rule, line) for rule, line, _ in lint(sql)] == [("ban-drop-column", 1)]
+
+
+@pytest.mark.parametrize("kind", ["mg:lint-ignore", "squawk-ignore", "squawk-ignore-file"])
+def test_an_ignore_in_a_block_comment(kind: str) -> None:
+    sql = f"/* {kind} ban-drop-column */\nALTER TABLE a DROP COLUMN b;"
+    assert lint(sql) == []
+    sql = f"/* {kind} */\nALTER TABLE a DROP COLUMN b;"
+    assert lint(sql) == []

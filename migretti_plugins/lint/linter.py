@@ -39,7 +39,7 @@ MAX_IDENTIFIER_BYTES = 63
 _LONG_WORD = re.compile(r'(?<![\w$])[\w$]{64}|"[^"]{64}')
 _LONG_WIDE_WORD = re.compile(r'(?<![\w$])[\w$]{22}|"[^"]{22}')
 _IGNORE_RE = re.compile(
-    r"--\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)(?![\w-])"
+    r"(?:--|/\*)\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)(?![\w-])"
     r"(?P<rules>\s+[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)?"
 )
 
@@ -331,14 +331,24 @@ def lint_migration(
     text = _text_to_up_end(migration, sql)
     if not raw and "ignore" not in text:
         return []
-    ignores = find_ignores(migration, text)
+    ignores = find_ignores(migration, text, sql)
     statement_ignores = _statement_ignores(migration, sql, starts, ignores) if ignores else {}
+    # squawk's reading too: an ignore comment covers the findings on its own line and on the
+    # line after it, so one inside a statement (above a column) or after it on its line works.
+    line_ignores: dict[int, list[Ignore]] = {}
+    for ignore in ignores:
+        if not ignore.whole_file:
+            line_ignores.setdefault(ignore.line, []).append(ignore)
+            line_ignores.setdefault(ignore.line + 1, []).append(ignore)
     findings: list[LintFinding] = []
     for rule, message, offset, statement in raw:
         if rule not in enabled:
             continue
+        line, column = position(sql, offset, migration.up_line)
         ignored = False
-        for ignore in statement_ignores.get(statement, ()):
+        for ignore in itertools.chain(
+            statement_ignores.get(statement, ()), line_ignores.get(line, ())
+        ):
             if ignore.covers(rule):
                 ignore.used.add(rule)
                 ignored = True
@@ -348,7 +358,6 @@ def lint_migration(
                 ignored = True
         if ignored:
             continue
-        line, column = position(sql, offset, migration.up_line)
         findings.append(_finding(migration, settings, rule, message, line, column))
     if "unused-ignore" in enabled:
         for ignore in ignores:
@@ -863,10 +872,16 @@ def _text_to_up_end(migration: Migration, sql: str) -> str:
     return header + sql if "ignore" in header or "ignore" in sql else header
 
 
-def find_ignores(migration: Migration, text: str | None = None) -> list[Ignore]:
+def find_ignores(
+    migration: Migration, text: str | None = None, sql: str | None = None
+) -> list[Ignore]:
     """Ignore comments in the header (whole file) and the up section (next statement);
     ``text`` is ``migration.text``, or its part up to the end of the up section, when the
-    caller has it (a large file's text is read from the file each time it is asked for)."""
+    caller has it (a large file's text is read from the file each time it is asked for), and
+    ``sql`` the up section.
+
+    A comment starts its line (``--`` or ``/* ... */``), or follows SQL on its line: such a
+    trailing one counts when PostgreSQL's scanner reads a comment there (not a string)."""
     if text is None:
         text = migration.text
     if "ignore" not in text:
@@ -874,19 +889,52 @@ def find_ignores(migration: Migration, text: str | None = None) -> list[Ignore]:
     header_end = migration.up_line - 1  # the `-- migrate: up` marker's line
     up_end = migration.up_line + migration.up_sql.count("\n")
     found: list[Ignore] = []
+    trailing: list[tuple[Ignore, int]] = []  # with the comment's column on its line
     for number, line in enumerate(text.split("\n"), start=1):
         if number > up_end:
             break
         if "ignore" not in line:
             continue
         match = _IGNORE_RE.search(line)
-        if match is None or not line.lstrip().startswith("--"):
+        if match is None:
             continue
+        leading = not line[: match.start()].strip()
+        if not leading and number < migration.up_line:
+            continue  # the header holds comment lines only
         names = frozenset(
             part.strip() for part in (match.group("rules") or "").split(",") if part.strip()
         )
         whole_file = number < header_end or match.group("kind") == "squawk-ignore-file"
-        found.append(Ignore(number, names, whole_file))
+        ignore = Ignore(number, names, whole_file)
+        if leading:
+            found.append(ignore)
+        else:
+            trailing.append((ignore, match.start()))
+    if trailing:
+        comments = _comment_starts(migration.up_sql if sql is None else sql)
+        lines = (migration.up_sql if sql is None else sql).split("\n")
+        starts = list(itertools.accumulate((len(line) + 1 for line in lines), initial=0))
+        for ignore, column in trailing:
+            index = ignore.line - migration.up_line
+            if 0 <= index < len(lines) and starts[index] + column in comments:
+                found.append(ignore)
+        found.sort(key=lambda ignore: ignore.line)
+    return found
+
+
+def _comment_starts(sql: str) -> set[int]:
+    """The offsets (characters) in ``sql`` where PostgreSQL's scanner reads a comment."""
+    try:
+        tokens = parser.scan(sql)
+    except Exception:
+        return set()
+    ascii_text = sql.isascii()
+    data = b"" if ascii_text else sql.encode("utf-8")
+    found: set[int] = set()
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            at = token.start
+            found.add(at if ascii_text else len(data[:at].decode("utf-8", "ignore")))
     return found
 
 
@@ -902,7 +950,7 @@ def _statement_ignores(
     for index, start in enumerate(starts):
         line, _ = position(sql, start, migration.up_line)
         number = line - 1
-        while number >= 1 and lines[number - 1].lstrip().startswith("--"):
+        while number >= 1 and lines[number - 1].lstrip().startswith(("--", "/*")):
             ignore = by_line.get(number)
             if ignore is not None:
                 result.setdefault(index, []).append(ignore)
