@@ -453,3 +453,31 @@ def test_squawk_ignore_file_covers_every_statement() -> None:
 def test_an_ignore_without_rule_names_ignores_every_rule_of_its_statement() -> None:
     sql = "-- mg:lint-ignore\nALTER TABLE t ADD COLUMN c integer NOT NULL;\nDROP TABLE d;"
     assert rules_of(lint(migration(sql))) == ["ban-drop-table"]
+
+
+def test_dropping_a_foreign_table_is_flagged_like_a_table() -> None:
+    # squawk's ban-drop-table: "Dropping a table or foreign table may break existing clients."
+    found = lint(migration("DROP FOREIGN TABLE remote_users;"))
+    assert rules_of(found) == ["ban-drop-table"]
+    assert "remote_users" in found[0].message
+    created = "CREATE FOREIGN TABLE f (a text) SERVER s;\nDROP FOREIGN TABLE f;"
+    assert lint(migration(created)) == []
+
+
+def test_a_table_created_earlier_is_new_when_dropped_with_its_schema() -> None:
+    sql = "CREATE TABLE users (id bigint);\nDROP TABLE public.users;"
+    assert lint(migration(sql)) == []
+
+
+@pytest.mark.parametrize("off", ["false", "off", "0", "FALSE"])
+def test_an_option_switched_off_is_not_on(off: str) -> None:
+    """VACUUM (FULL false) is a plain VACUUM; REINDEX (CONCURRENTLY false) is not concurrent."""
+    vacuum = migration(f"VACUUM (FULL {off}, ANALYZE) t;", transactional=False)
+    assert "prefer-repack" not in rules_of(lint(vacuum))
+    reindex = migration(f"REINDEX (CONCURRENTLY {off}) TABLE t;", transactional=False)
+    assert "require-concurrent-reindex" in rules_of(lint(reindex))
+    for on in ("", " true", " on", " 1"):
+        vacuum = migration(f"VACUUM (FULL{on}) t;", transactional=False)
+        assert rules_of(lint(vacuum)) == ["prefer-repack"]
+        reindex = migration(f"REINDEX (CONCURRENTLY{on}) TABLE t;", transactional=False)
+        assert lint(reindex) == []

@@ -55,6 +55,10 @@ class Context:
         name = relation_name(relation)
         return name in self.created or relation.get("relname", "") in self.created
 
+    def is_new_name(self, name: str) -> bool:
+        """Whether ``name`` (``table`` or ``schema.table``) was created earlier, as is_new."""
+        return name in self.created or name.rpartition(".")[2] in self.created
+
     def add_created(self, relation: Node) -> None:
         self.created.add(relation_name(relation))
         self.created.add(relation.get("relname", ""))
@@ -230,6 +234,11 @@ def create_table(ctx: Context, node: Node) -> None:
     for name in duplicates(names):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is declared twice", None)
     ctx.add_created(relation)
+
+
+@check("CreateForeignTableStmt")
+def create_foreign_table(ctx: Context, node: Node) -> None:
+    ctx.add_created((node.get("base") or {}).get("relation") or {})
 
 
 @check("CreateTableAsStmt")
@@ -578,8 +587,8 @@ def _dropped_names(node: Node) -> list[str]:
 def drop(ctx: Context, node: Node) -> None:
     kind = node.get("removeType")
     names = _dropped_names(node)
-    if kind == "OBJECT_TABLE":
-        existing = [n for n in names if n not in ctx.created]
+    if kind in ("OBJECT_TABLE", "OBJECT_FOREIGN_TABLE"):
+        existing = [n for n in names if not ctx.is_new_name(n)]
         if existing:
             ctx.flag(
                 "ban-drop-table",
@@ -618,10 +627,29 @@ def truncate(ctx: Context, node: Node) -> None:
         )
 
 
+def options_on(items: list[Node] | None) -> set[str]:
+    """The names of the options in a parenthesised list that are on: ``FULL``, ``FULL true``
+    or ``FULL 1``, not ``FULL false``, ``FULL off`` or ``FULL 0``."""
+    found: set[str] = set()
+    for item in items or ():
+        option = unwrap(item)[1]
+        kind, value = unwrap(option.get("arg") or {})
+        if kind == "Integer":
+            on = bool(value.get("ival", 0))
+        elif kind == "Boolean":
+            on = bool(value.get("boolval", False))
+        elif kind == "String":
+            on = str(value.get("sval", "")).lower() not in ("false", "off", "0", "no")
+        else:
+            on = True
+        if on:
+            found.add(str(option.get("defname", "")))
+    return found
+
+
 @check("ReindexStmt")
 def reindex(ctx: Context, node: Node) -> None:
-    params = {unwrap(p)[1].get("defname") for p in node.get("params") or ()}
-    if "concurrently" not in params:
+    if "concurrently" not in options_on(node.get("params")):
         ctx.flag(
             "require-concurrent-reindex",
             "REINDEX without CONCURRENTLY blocks reads and writes of the table",
@@ -631,8 +659,7 @@ def reindex(ctx: Context, node: Node) -> None:
 
 @check("VacuumStmt")
 def vacuum(ctx: Context, node: Node) -> None:
-    options = {unwrap(o)[1].get("defname") for o in node.get("options") or ()}
-    if node.get("is_vacuumcmd") and "full" in options:
+    if node.get("is_vacuumcmd") and "full" in options_on(node.get("options")):
         ctx.flag(
             "prefer-repack",
             "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock",
