@@ -102,3 +102,8 @@ def test_an_ignore_in_a_block_comment(kind: str) -> None:
     assert lint(sql) == []
     sql = f"/* {kind} */\nALTER TABLE a DROP COLUMN b;"
     assert lint(sql) == []
+
+
+def test_an_ignore_after_a_statement_on_a_line_with_non_ascii_text() -> None:
+    sql = "SELECT 'ünï'; ALTER TABLE a DROP COLUMN b; -- squawk-ignore ban-drop-column"
+    assert lint(sql) == []

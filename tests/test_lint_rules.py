@@ -481,3 +481,37 @@ def test_an_option_switched_off_is_not_on(off: str) -> None:
         assert rules_of(lint(vacuum)) == ["prefer-repack"]
         reindex = migration(f"REINDEX (CONCURRENTLY{on}) TABLE t;", transactional=False)
         assert lint(reindex) == []
+
+
+def test_identifier_too_long_counts_bytes_of_non_ascii_names() -> None:
+    """32 'é' are 64 bytes: truncated. The scanner's offsets count characters."""
+    long_name = "é" * 32
+    sql = (
+        f"SELECT 'ünïcode';\n"
+        f'CREATE TABLE "{long_name}" (id bigint);\n'
+        f"CREATE TABLE t_{'é' * 31} (id bigint);\n"
+        f'CREATE TABLE "{"a" * 64}" (id bigint);\n'
+        f'CREATE TABLE "{"é" * 31}" (id bigint);'
+    )
+    m = migration(sql)
+    found = [(f.rule, f.line - m.up_line + 1, f.column, f.message) for f in lint(m)]
+    assert found == [
+        (
+            "identifier-too-long",
+            2,
+            14,
+            f"identifier '{long_name}' is 64 bytes; PostgreSQL truncates it to 63",
+        ),
+        (
+            "identifier-too-long",
+            3,
+            14,
+            f"identifier 't_{'é' * 31}' is 64 bytes; PostgreSQL truncates it to 63",
+        ),
+        (
+            "identifier-too-long",
+            4,
+            14,
+            f"identifier '{'a' * 64}' is 64 bytes; PostgreSQL truncates it to 63",
+        ),
+    ]

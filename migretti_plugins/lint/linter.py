@@ -408,24 +408,25 @@ def position(sql: str, offset: int, first_line: int) -> tuple[int, int]:
 
 
 def long_identifiers(pieces: Sequence[Parsed]) -> list[tuple[int, str]]:
-    """Identifiers over 63 bytes, from the scanner: the parser has truncated them already."""
+    """Identifiers over 63 bytes, from the scanner: the parser has truncated them already.
+    (The scanner's offsets count characters, unlike the parser's, which count bytes.)"""
     found: list[tuple[int, str]] = []
     for piece in pieces:
         if piece.long_words is False:
             continue
-        data = piece.text.encode("utf-8")
+        text = piece.text
         try:
-            tokens = parser.scan(piece.text)
+            tokens = parser.scan(text)
         except Exception:
             continue
         for token in tokens:
-            if token.name != "IDENT":
+            if token.name != "IDENT" or token.end - token.start < MAX_IDENTIFIER_BYTES // 4:
                 continue
-            word = data[token.start : token.end + 1].decode("utf-8", "replace")
+            word = text[token.start : token.end + 1]
             if word.startswith('"') and word.endswith('"'):
                 word = word[1:-1].replace('""', '"')
             if len(word.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
-                found.append((piece.char_offset(token.start), word))
+                found.append((piece.base + token.start, word))
     return found
 
 
@@ -923,19 +924,13 @@ def find_ignores(
 
 
 def _comment_starts(sql: str) -> set[int]:
-    """The offsets (characters) in ``sql`` where PostgreSQL's scanner reads a comment."""
+    """The offsets in ``sql`` where PostgreSQL's scanner reads a comment (the scanner counts
+    characters)."""
     try:
         tokens = parser.scan(sql)
     except Exception:
         return set()
-    ascii_text = sql.isascii()
-    data = b"" if ascii_text else sql.encode("utf-8")
-    found: set[int] = set()
-    for token in tokens:
-        if token.name in ("SQL_COMMENT", "C_COMMENT"):
-            at = token.start
-            found.add(at if ascii_text else len(data[:at].decode("utf-8", "ignore")))
-    return found
+    return {token.start for token in tokens if token.name in ("SQL_COMMENT", "C_COMMENT")}
 
 
 def _statement_ignores(
