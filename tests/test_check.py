@@ -334,7 +334,7 @@ def test_lint_findings_are_reported_and_errors_fail_the_check(
     assert done.returncode == 0 and json.loads(done.stdout)["lint"] == []
 
 
-def test_an_embedded_project_uses_its_own_server_for_check_and_schema_dump() -> None:
+def test_an_embedded_project_checks_on_a_temporary_server_and_dumps_with_its_own() -> None:
     import shutil
     import tempfile
 
@@ -344,14 +344,26 @@ def test_an_embedded_project_uses_its_own_server_for_check_and_schema_dump() -> 
         assert project.mg("init", "--embedded").returncode == 0
         project.add("0001", "users", *GOOD)
         project.add("0002", "idx", "CREATE INDEX users_email ON users (email);", "SELECT 1;")
+        # A role belongs to the whole server, not to the scratch database: checked on the
+        # project's own server, it stayed there and the real apply failed on it.
+        project.add(
+            "0003",
+            "reader",
+            "CREATE ROLE web_anon NOLOGIN;\nGRANT SELECT ON users TO web_anon;",
+            "REVOKE SELECT ON users FROM web_anon;\nDROP ROLE web_anon;",
+        )
         done = project.mg("check", "--format", "json", timeout=300)
         assert done.returncode == 3, done.stderr
         data = json.loads(done.stdout)
-        assert "the project's embedded server" in data["database"]
+        assert "a temporary embedded server" in data["database"]
         assert (
             "index public.users_email: left behind by down" in data["migrations"][1]["problems"][0]
         )
-        assert project.mg("apply").returncode == 0
+        assert data["migrations"][2]["ok"] is True
+        applied = project.mg("apply")
+        assert applied.returncode == 0, applied.stderr
+        drift = project.mg("drift", timeout=300)
+        assert drift.returncode == 0, drift.stdout + drift.stderr
         # pg_dump is the embedded wheel's: PATH holds only the virtualenv's programs.
         dumped = project.mg("schema", "dump", env={"PATH": str(Path(sys.executable).parent)})
         assert dumped.returncode == 0, dumped.stderr

@@ -5,9 +5,9 @@ Where it lives, in order:
 1. ``--database-url`` or ``check.database_url``: any server where mg may create and drop a
    database (the URL names the database mg connects to for that, usually ``postgres``);
 2. the server a plugin offers through ``mg_scratch_server``: the ``embedded`` plugin offers
-   the project's own embedded server when the project's database is the embedded one, else
    a private embedded server in a temporary directory, started for this command and removed
-   after it, when ``migretti[embedded]`` is installed (the project's target may be remote);
+   after it, when ``migretti[embedded]`` is installed (never the project's own embedded
+   server: roles a migration creates would outlive the scratch database there);
 3. otherwise exit 2, saying how to get one.
 
 The database is called ``mg_scratch_<random>`` and is dropped ``WITH (FORCE)`` in a
@@ -85,7 +85,7 @@ def scratch_database(session: Session, url: str | None = None) -> Iterator[Scrat
             _remember_password(session, url)
             admin, where = url, "the server of check.database_url"
         else:
-            # The project's embedded server, or a temporary one (the embedded plugin).
+            # A temporary embedded server (the embedded plugin), or a plugin's own.
             offered = session.hooks.scratch_server(session)
             if offered is None:
                 raise ConfigError(NO_SERVER)

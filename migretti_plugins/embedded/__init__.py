@@ -227,8 +227,11 @@ def mg_spare_program_dirs() -> list[Path]:
 
 @hookimpl(trylast=True)
 def mg_scratch_server(session: Session) -> AbstractContextManager[ScratchServer] | None:
-    if embedded_target(session.config) is not None:
-        return _project_server(session)
+    # Always a temporary server, even for a project whose own database is embedded: roles
+    # (and whatever else belongs to a whole server rather than to one database) that the
+    # migrations create outlive the scratch database, so on the project's server `mg check`
+    # left them behind for the next `mg apply` to trip over ("role ... already exists"),
+    # and `mg drift` could not rebuild a schema whose migrations create one.
     if _installed_bin_dir() is None:
         return None
     return _temporary_server(session)
@@ -242,16 +245,6 @@ def _installed_bin_dir() -> Path | None:
         return EmbeddedServer.bin_dir()
     except (ImportError, ConfigError):
         return None
-
-
-@contextlib.contextmanager
-def _project_server(session: Session) -> Iterator[ScratchServer]:
-    """The project's own embedded server, started if needed; it keeps running."""
-    from psycopg.conninfo import make_conninfo
-
-    params = dict(session.hooks.connection_params(session))
-    params["dbname"] = DEFAULT_DBNAME
-    yield ScratchServer(make_conninfo("", **params), "the project's embedded server")
 
 
 @contextlib.contextmanager
