@@ -92,11 +92,20 @@ def run_drift(
             if search_path is not None:
                 # Unqualified names resolve as on the target, whose user and defaults may differ
                 # from the scratch server's (a role "app" whose "$user" is a schema "app").
+                # Before the migrations create them, none of its schemas may exist there:
+                # public stands in at the end, where mg's own tables can go.
                 s.hooks.query(
                     s,
                     scratch_conn,
                     "SELECT pg_catalog.set_config('search_path', %s, false)",
                     (search_path,),
+                )
+                s.hooks.query(
+                    s,
+                    scratch_conn,
+                    "SELECT pg_catalog.set_config('search_path', "
+                    "pg_catalog.current_setting('search_path') || ', public', false) "
+                    "WHERE pg_catalog.current_schemas(false) = '{}'",
                 )
             s.hooks.history_prepare(s, scratch_conn)
             for migration in applied:
