@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,13 +163,10 @@ def test_a_false_flag_or_a_zero_is_shown_as_such_not_as_none(
         project.close()
 
 
-def test_unqualified_names_resolve_as_on_the_target_whose_user_is_a_schema(
-    tmp_path: Path, pg_url: str
-) -> None:
-    # The target's role is "app_..." and a migration creates the schema of that name: there,
-    # "$user" in search_path puts the unqualified table into it. The scratch database is
-    # reached as another user; it must resolve names as the target does, or drift reports a
-    # table "moved" to public that nobody touched.
+@contextlib.contextmanager
+def _project_as_a_role(root: Path, pg_url: str) -> Iterator[tuple[Project, str]]:
+    """A project on a fresh database, connected as a new superuser role named ``app_...``;
+    the scratch server is ``pg_url`` (reached as its own user)."""
     import uuid
 
     import psycopg
@@ -186,23 +184,51 @@ def test_unqualified_names_resolve_as_on_the_target_whose_user_is_a_schema(
             parts = urlsplit(url)
             host = parts.netloc.rpartition("@")[2]
             as_role = urlunsplit(parts._replace(netloc=f"{role}:app@{host}"))
-            project = Project(tmp_path / "user_schema", as_role)
+            project = Project(root, as_role)
             try:
                 project.configure(extra=f"check:\n  database_url: {json.dumps(pg_url)}\n")
-                project.add(
-                    "0001",
-                    "own_schema",
-                    f"CREATE SCHEMA {role};\nCREATE TABLE jobs (id bigint PRIMARY KEY);",
-                    f"DROP TABLE jobs;\nDROP SCHEMA {role};",
-                )
-                assert project.mg("apply").returncode == 0
-                where = "SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = %s"
-                assert project.value(where, ("jobs",)) == role
-                done = project.mg("drift")
-                assert done.returncode == 0, done.stdout + done.stderr
-                assert done.stdout == "no drift: the schema matches the 1 applied migration\n"
+                yield project, role
             finally:
                 project.close()
     finally:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_unqualified_names_resolve_as_on_the_target_whose_user_is_a_schema(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The target's role is "app_..." and a migration creates the schema of that name: there,
+    # "$user" in search_path puts the unqualified table into it. The scratch database is
+    # reached as another user; it must resolve names as the target does, or drift reports a
+    # table "moved" to public that nobody touched.
+    with _project_as_a_role(tmp_path / "user_schema", pg_url) as (project, role):
+        project.add(
+            "0001",
+            "own_schema",
+            f"CREATE SCHEMA {role};\nCREATE TABLE jobs (id bigint PRIMARY KEY);",
+            f"DROP TABLE jobs;\nDROP SCHEMA {role};",
+        )
+        assert project.mg("apply").returncode == 0
+        where = "SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = %s"
+        assert project.value(where, ("jobs",)) == role
+        done = project.mg("drift")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout == "no drift: the schema matches the 1 applied migration\n"
+
+
+def test_a_search_path_whose_schemas_the_migrations_do_not_create_is_still_compared(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The role's search_path names only its own schema, made by hand before mg ever ran: the
+    # history and the table live there on the target. On the scratch database that schema
+    # does not exist; mg's tables go to public and the hand-made schema is drift, not an
+    # error about where to create them.
+    with _project_as_a_role(tmp_path / "only_user", pg_url) as (project, role):
+        project.sql(f"CREATE SCHEMA {role}")
+        project.sql(f'ALTER ROLE {role} SET search_path = "$user"')
+        project.add("0001", "jobs", "CREATE TABLE jobs (id bigint);", "DROP TABLE jobs;")
+        assert project.mg("apply").returncode == 0
+        done = project.mg("drift")
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert f"schema {role}: in the database, not produced by the migrations" in done.stdout
