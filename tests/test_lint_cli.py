@@ -276,3 +276,20 @@ def test_protected_confirmation_lists_error_findings(project: Project) -> None:
     prompt = done.stderr[done.stderr.index("protected environment") :]
     assert "lint found 1 error:" in prompt
     assert "migrations/002_drop.sql:2:1: ban-drop-column" in prompt
+
+
+def test_apply_lint_reads_the_table_lock_timeout_of_the_command_line(project: Project) -> None:
+    """require-timeout-settings follows what mg will set: --table-lock-timeout wins."""
+    project.sql(EXISTING)
+    project.add("001", "flag", "ALTER TABLE accounts ADD COLUMN flag boolean;")
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 'off'\n")
+    done = project.mg("apply", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "require-timeout-settings" in done.stderr
+    done = project.mg("apply", "--dry-run", "--table-lock-timeout", "2s")
+    assert done.returncode == 0, done.stderr
+    assert "require-timeout-settings" not in done.stderr
+    project.configure({"url": project.database_url})
+    done = project.mg("apply", "--dry-run", "--table-lock-timeout", "off")
+    assert done.returncode == 0, done.stderr
+    assert "require-timeout-settings" in done.stderr

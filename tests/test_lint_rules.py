@@ -515,3 +515,19 @@ def test_identifier_too_long_counts_bytes_of_non_ascii_names() -> None:
             f"identifier '{'a' * 64}' is 64 bytes; PostgreSQL truncates it to 63",
         ),
     ]
+
+
+def test_the_command_line_table_lock_timeout_decides_require_timeout_settings() -> None:
+    """``--table-lock-timeout`` wins over mg.yaml for what mg sets, so for the lint too."""
+    sql = "ALTER TABLE t ADD COLUMN c boolean;"
+    hooks = make_hooks(builtins=["split", "lint"])
+
+    def found(settings: dict[str, Any], **options: Any) -> list[str]:
+        session = make_session(hooks, make_config(Path("/project"), settings), **options)
+        return rules_of(hooks.lint(session, LintRequest((migration(sql),))))
+
+    off = {"table_lock_timeout": "off"}
+    assert found(off) == ["require-timeout-settings"]
+    assert found(off, table_lock_timeout=2.0) == []
+    assert found({}, table_lock_timeout=0.0) == ["require-timeout-settings"]
+    assert found({"table_lock_timeout": "0s"}) == ["require-timeout-settings"]

@@ -118,7 +118,7 @@ def lint_cached(session: Session, request: LintRequest, cache: bool = True) -> l
         or request.target_version
         or DEFAULT_SERVER_VERSION
     )
-    mg_lock_timeout = table_lock_timeout_on(session.config.settings.get("table_lock_timeout"))
+    mg_lock_timeout = mg_sets_lock_timeout(session)
     if not cache:
         return _lint(session, request, settings, enabled, version, mg_lock_timeout)
     key = _cache_key(session, request, settings, enabled, version, mg_lock_timeout)
@@ -240,13 +240,14 @@ def _lint(
     return findings
 
 
-def table_lock_timeout_on(value: Any) -> bool:
-    """mg's own ``table_lock_timeout`` is on unless set to off/0 (it satisfies
-    require-timeout-settings)."""
-    if value is None:
-        return True
-    text = str(value).strip().lower()
-    return text not in ("off", "0", "false", "no", "none", "")
+def mg_sets_lock_timeout(session: Session) -> bool:
+    """Whether mg itself sets ``lock_timeout`` for the migrations (it satisfies
+    require-timeout-settings): ``--table-lock-timeout`` of the command, else
+    ``table_lock_timeout`` in mg.yaml (on by default); ``off`` or 0 is not."""
+    wait = getattr(session.options, "table_lock_timeout", None)
+    if wait is None:
+        wait = session.config.table_lock_timeout
+    return bool(wait and wait > 0)
 
 
 def lint_migration(
