@@ -197,6 +197,33 @@ def test_no_transaction_statement_is_retried_but_not_a_concurrent_index(
     assert "INVALID index" in done.stderr
 
 
+def test_a_concurrent_detach_that_timed_out_is_not_retried(project: Project) -> None:
+    """DETACH PARTITION ... CONCURRENTLY commits its first step (the partition is pending
+    detach) before it waits for the readers of the table: timed out there, it has changed
+    something, and run again it would fail with "already pending detach"."""
+    project.sql("CREATE TABLE parts (id bigint, k int) PARTITION BY RANGE (k)")
+    project.sql("CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (10)")
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 300ms\n")
+    project.add(
+        "001",
+        "detach",
+        "ALTER TABLE parts DETACH PARTITION parts_1 CONCURRENTLY;",
+        no_transaction=True,
+    )
+    reader = psycopg.connect(project.database_url, application_name="slow_report")
+    try:
+        reader.execute("SELECT count(*) FROM parts").fetchone()  # a transaction left open
+        done = project.mg("apply")
+    finally:
+        reader.close()
+    assert done.returncode == 1, done.stderr
+    assert "retry 1 of" not in done.stderr
+    assert "55P03" in done.stderr
+    assert "already pending detach" not in done.stderr
+    assert "DETACH PARTITION ... FINALIZE" in done.stderr
+    assert project.statuses() == {"001": "failed"}
+
+
 # --- leftovers of failed concurrent builds ------------------------------------------------------
 
 

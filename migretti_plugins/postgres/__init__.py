@@ -1144,11 +1144,20 @@ _INVALID_INDEX_NOTE = (
 )
 
 
+_PENDING_DETACH_NOTE = (
+    "a DETACH PARTITION ... CONCURRENTLY that failed after its first step leaves the partition "
+    "pending detach; complete it with ALTER TABLE ... DETACH PARTITION ... FINALIZE"
+)
+
+
 @hookimpl(trylast=True)
 def mg_describe_statement(sql: str) -> StatementInfo | None:
     words = " ".join(sql.upper().split())
     concurrently = "CONCURRENTLY" in words
     concurrent_index = "INDEX CONCURRENTLY" in words and "DROP INDEX" not in words
+    # Its first transaction marks the partition pending detach; a timeout in the second leaves
+    # it so, and the same statement run again fails ("already pending detach").
+    concurrent_detach = concurrently and "DETACH PARTITION" in words
     try:
         kind = statement_kind(sql)
     except Exception:  # a name for a message only: never worth a second error
@@ -1156,8 +1165,13 @@ def mg_describe_statement(sql: str) -> StatementInfo | None:
     return StatementInfo(
         kind=kind,
         # a concurrent index build or reindex that failed leaves an INVALID index behind
-        retry_safe=not (concurrently and ("INDEX" in words or "REINDEX" in words)),
-        note=_INVALID_INDEX_NOTE if concurrent_index else None,
+        retry_safe=not (concurrently and ("INDEX" in words or "REINDEX" in words))
+        and not concurrent_detach,
+        note=_INVALID_INDEX_NOTE
+        if concurrent_index
+        else _PENDING_DETACH_NOTE
+        if concurrent_detach
+        else None,
     )
 
 
