@@ -97,6 +97,28 @@ class Config:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     source: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:
+        """The fields, passwords masked (``****``): a configuration gets printed and logged
+        (``print(Migretti().config)``), and ``database`` holds the connection's password."""
+        from urllib.parse import unquote, urlsplit
+
+        from migretti_core.redact import redact
+
+        secrets: set[str] = set()
+        password = self.database.get("password")
+        if isinstance(password, str) and password:
+            secrets.add(password)
+        url = self.database.get("url")
+        if isinstance(url, str) and "://" in url:
+            try:
+                secret = urlsplit(url).password
+            except ValueError:
+                secret = None
+            if secret:
+                secrets.update({secret, unquote(secret)})
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return redact(f"{type(self).__qualname__}({shown})", secrets)
+
 
 @record(frozen=True)
 class Statement:

@@ -659,3 +659,20 @@ def test_a_failing_seed_dry_run_names_the_seed_and_the_error(project: Project) -
     assert "nothing was changed" in message
     assert [s.name for s in failed.value.result.ran] == ["01_admin.sql"]  # type: ignore[attr-defined]
     assert project.value("SELECT count(*) FROM users") == 0
+
+
+def test_the_configuration_s_repr_masks_passwords(tmp_path: Path) -> None:
+    """``print(mg.config)`` or logging it shows no password (nothing connects here)."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "mg.yaml").write_text(
+        "database:\n  host: db.example.com\n  user: app\n  password: Pw-in-yaml-1\n"
+        "envs:\n  url:\n    database:\n      url: postgresql://app:Pw%40in-url@db.example.com/app\n"
+    )
+    plain = Migretti(config=tmp_path / "mg.yaml")
+    from_url = Migretti(config=tmp_path / "mg.yaml", env="url")
+
+    shown = repr(plain.config) + repr(from_url.config) + str(plain.config)
+    assert "Pw-in-yaml-1" not in shown
+    assert "Pw%40in-url" not in shown and "Pw@in-url" not in shown
+    assert "'password': '****'" in shown and "postgresql://app:****@db.example.com" in shown
+    assert plain.config.database["password"] == "Pw-in-yaml-1"  # the value itself is intact
