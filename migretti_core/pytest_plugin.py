@@ -314,6 +314,17 @@ def _config_path(config: pytest.Config) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _privilege_hint(error: BaseException) -> str:
+    import psycopg
+
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return (
+            "\n  hint: the plugin creates and drops a database per test: give it a role with "
+            "CREATEDB (or a superuser) in --mg-database-url or MG_TEST_DATABASE_URL"
+        )
+    return ""
+
+
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
@@ -387,13 +398,25 @@ class Templates:
         if self._failure is not None:
             pytest.fail(self._failure, pytrace=False)
         if self._name is None:
+            import psycopg
+
             try:
                 self._name = self._build()
             except MgError as exc:
                 self._failure = f"migrating the test template failed: {exc}"
                 if exc.hint:
                     self._failure += f"\n  hint: {exc.hint}"
+            except psycopg.Error as exc:  # the server refused to create the template
+                from migretti_core.redact import redact_text, redact_url
+
+                self._failure = (
+                    f"mg_database could not create the test template on "
+                    f"{redact_url(self.server.url)}: {redact_text(str(exc).strip())}"
+                    + _privilege_hint(exc)
+                )
+            if self._failure is not None:  # failed outside the except: no chained traceback
                 pytest.fail(self._failure, pytrace=False)
+        assert self._name is not None
         return self._name
 
     def _build(self) -> str:
@@ -645,7 +668,8 @@ class ClonePool:
         self._places.release()
         if isinstance(got, psycopg.Error):
             pytest.fail(
-                f"mg_database could not clone {self.template}: {redact_text(str(got).strip())}",
+                f"mg_database could not clone {self.template}: {redact_text(str(got).strip())}"
+                + _privilege_hint(got),
                 pytrace=False,
             )
         if isinstance(got, BaseException):

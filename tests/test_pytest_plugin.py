@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -465,3 +466,29 @@ def test_no_project_found_is_a_clear_error_not_an_empty_database(
         elsewhere, "--mg-database-url", pg_url, "--mg-config", str(app / "mg.yaml"), "test_app.py"
     )
     assert named.returncode == 0, named.stdout + named.stderr
+
+
+def test_a_role_that_cannot_create_databases_is_a_clear_error(tmp_path: Path, pg_url: str) -> None:
+    """The server refusing CREATE DATABASE fails the tests with one line and a hint about
+    CREATEDB, not psycopg's traceback, and without the role's password."""
+    import uuid
+
+    role = f"mg_nocreatedb_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'Pw-nocreate-1'")
+    try:
+        app = make_app(tmp_path / "app")
+        url = with_password(pg_url, "Pw-nocreate-1").replace(
+            f"//{urlsplit(pg_url).username or 'postgres'}:", f"//{role}:", 1
+        )
+        done = run_pytest(app, "--mg-database-url", url)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "permission denied to create database" in done.stdout
+    assert "hint: the plugin creates and drops a database per test" in done.stdout
+    assert "CREATEDB" in done.stdout
+    assert "Traceback" not in done.stdout and "InsufficientPrivilege" not in done.stdout
+    assert "Pw-nocreate-1" not in done.stdout + done.stderr
