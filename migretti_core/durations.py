@@ -13,6 +13,8 @@ _PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h)\s*")
 def parse_duration(text: str | float | int) -> float:
     """Seconds; raises ValueError for anything else, including negative values."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text != text:  # NaN: every comparison with it is false, so a wait would never end
+            raise ValueError(f"invalid duration {text!r}: not a number")
         if text < 0:
             raise ValueError(f"invalid duration {text!r}: negative")
         return float(text)

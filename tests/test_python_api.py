@@ -676,3 +676,14 @@ def test_the_configuration_s_repr_masks_passwords(tmp_path: Path) -> None:
     assert "Pw%40in-url" not in shown and "Pw@in-url" not in shown
     assert "'password': '****'" in shown and "postgresql://app:****@db.example.com" in shown
     assert plain.config.database["password"] == "Pw-in-yaml-1"  # the value itself is intact
+
+
+def test_a_nan_lock_timeout_is_refused(tmp_path: Path) -> None:
+    """NaN compares false with every elapsed time: accepted, it would wait for ever."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "mg.yaml").write_text("database:\n  url: postgresql://app@127.0.0.1:1/app\n")
+    with pytest.raises(MgError) as raised:
+        Migretti(config=tmp_path / "mg.yaml", lock_timeout=float("nan"))
+    assert raised.value.exit_code == 2
+    assert str(raised.value) == "lock_timeout: invalid duration nan: not a number"
+    assert Migretti(config=tmp_path / "mg.yaml", lock_timeout=1.5)._lock_timeout == 1.5
