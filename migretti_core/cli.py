@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -406,6 +407,8 @@ def _traceback_wanted(app: App | None, exc: BaseException, verbose: bool) -> str
 def run(argv: list[str] | None = None) -> int:
     """Run ``mg`` and return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:  # started with stdout closed (`mg list >&-`)
+        sys.stdout = _ClosedOutput()
     app: App | None = None
     verbose = "-v" in args or "--verbose" in args
     json_log = "--json-log" in args  # until the options are read
@@ -506,6 +509,20 @@ def _check_utf8(args: list[str]) -> None:
             raise UsageError(
                 f"argument '{shown}' is not valid UTF-8 (byte {raw[exc.start]:#04x})"
             ) from None
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when mg was started without one: Python leaves ``sys.stdout`` None,
+    and printing to None prints nothing. Writing fails as writing to a closed descriptor
+    does, so mg reports it as it reports a full disk: one line, exit 1."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        import errno
+
+        raise OSError(errno.EBADF, "standard output is closed")
 
 
 def _discard_stdout() -> None:

@@ -272,6 +272,27 @@ def test_output_to_a_full_disk_is_a_one_line_error(tmp_path: Path, database_url:
     assert project.statuses() == {"0001": "applied"}
 
 
+def test_output_to_a_closed_stdout_is_a_one_line_error(tmp_path: Path, database_url: str) -> None:
+    # `mg list >&-`: Python starts with sys.stdout None, and printing to None prints nothing
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    for args in (["list"], ["status", "--format", "json"], ["--version"]):
+        done = subprocess.run(
+            [*MG_COMMAND, *args],
+            cwd=project.root,
+            env=mg_env(),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.close(1),
+        )
+        _one_line_error(done, 1, "writing the output", "standard output is closed")
+        assert "unexpected" not in done.stderr
+    assert project.statuses() == {"0001": "applied"}
+
+
 def test_apply_to_a_full_disk_applies_and_exits_1(tmp_path: Path, database_url: str) -> None:
     # The report of what was applied cannot be written: the migration stays applied (nothing
     # lost), but the command does not claim success.
