@@ -358,6 +358,45 @@ def test_a_server_error_quoting_the_password_is_masked_when_stored_and_shown(
         _drop_role(database_url, name)
 
 
+def test_a_password_from_a_password_file_is_masked_when_stored_and_shown(
+    tmp_path: Path, database_url: str
+) -> None:
+    # mg.yaml names no password: libpq reads it from PGPASSFILE (as from ~/.pgpass)
+    password = f"File{TOKEN[:12]}"
+    name = _make_role(database_url, password)
+    server = _server(database_url)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:{name}:{password}\n")
+    passfile.chmod(0o600)
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.configure({**server, "user": name})
+        env = {"PGPASSFILE": str(passfile)}
+        project.add("0001", "leak", f"SELECT '{password}'::int;", no_transaction=True)
+        runs = [project.mg("apply", env=env), project.mg("--json-log", "apply", env=env)]
+        assert runs[0].returncode == 1, runs[0].stderr
+        assert "invalid input syntax for type integer" in runs[0].stderr
+        stored = project.value("SELECT error FROM _migrations WHERE id = '0001'")
+        assert password not in stored and "****" in stored, stored
+        for args in (("status",), ("status", "--format", "json"), ("--json-log", "status")):
+            for psycopg_only in ("", "1"):
+                done = project.mg(*args, env={**env, "MG_PSYCOPG_ONLY": psycopg_only})
+                assert done.returncode == 0, done.stderr
+                assert "0001" in done.stdout, done.stdout
+                runs.append(done)
+        # a row stored before masking is masked when printed, on both connection paths
+        project.sql("UPDATE _migrations SET error = %s WHERE id = '0001'", (f"bad {password}",))
+        for psycopg_only in ("", "1"):
+            done = project.mg("status", env={**env, "MG_PSYCOPG_ONLY": psycopg_only})
+            assert done.returncode == 0 and "bad ****" in done.stdout, done.stdout
+            runs.append(done)
+        for done in runs:
+            assert password not in done.stdout + done.stderr
+    finally:
+        project.close()
+        _drop_role(database_url, name)
+
+
 def test_a_role_password_a_migration_sets_is_masked_in_errors_and_dry_runs(
     tmp_path: Path, database_url: str
 ) -> None:

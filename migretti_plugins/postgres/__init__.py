@@ -293,8 +293,19 @@ def mg_connect(session: Session) -> Any | None:
         conn = _connect_libpq(params, password)
         if conn is not None:
             conn.writing = not options.read_only
+            _remember_password(session, conn.password)
             return conn
-    return _connect_psycopg(params, password)
+    conn = _connect_psycopg(params, password)
+    _remember_password(session, conn.info.password)
+    return conn
+
+
+def _remember_password(session: Session, used: str) -> None:
+    """Mask the password the session was opened with from now on: libpq may have read it
+    from a password file (~/.pgpass, PGPASSFILE, ``passfile``), which mg.yaml does not name,
+    and a server error may quote it as any other value."""
+    if used:
+        session.hooks.secrets.add(used)
 
 
 def _connect_psycopg(params: Mapping[str, str], password: str | None) -> psycopg.Connection[Any]:

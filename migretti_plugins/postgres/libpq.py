@@ -204,6 +204,7 @@ def _declare(lib: Any) -> Any:
     fn("PQerrorMessage", c_char_p, c_void_p)
     fn("PQparameterStatus", c_char_p, c_void_p, c_char_p)
     fn("PQbackendPID", c_int, c_void_p)
+    fn("PQpass", c_char_p, c_void_p)
     fn("PQfinish", None, c_void_p)
     fn("PQsendQuery", c_int, c_void_p, c_char_p)
     fn("PQsetnonblocking", c_int, c_void_p, c_int)
@@ -501,6 +502,13 @@ class LibpqConnection:
         if self._pgconn is None:
             raise ConnectError("the connection is closed")
         return self._pgconn
+
+    @property
+    def password(self) -> str:
+        """The password the session was opened with, wherever libpq found it (the
+        parameters, PGPASSWORD, a password file); empty when none was used."""
+        value = self._lib.PQpass(self._conn())
+        return value.decode("utf-8", "replace") if value else ""
 
     def parameter_status(self, name: str) -> str | None:
         value = self._lib.PQparameterStatus(self._conn(), name.encode())
