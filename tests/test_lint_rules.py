@@ -531,3 +531,13 @@ def test_the_command_line_table_lock_timeout_decides_require_timeout_settings() 
     assert found(off, table_lock_timeout=2.0) == []
     assert found({}, table_lock_timeout=0.0) == ["require-timeout-settings"]
     assert found({"table_lock_timeout": "0s"}) == ["require-timeout-settings"]
+
+
+def test_require_table_schema_names_each_unqualified_table_dropped() -> None:
+    found = lint(migration("DROP TABLE public.a, b;"), enable=("require-table-schema",))
+    assert [(f.rule, f.message) for f in found if f.rule == "require-table-schema"] == [
+        ("require-table-schema", "table b without a schema")
+    ]
+    assert "require-table-schema" not in rules_of(
+        lint(migration("DROP TABLE public.a, public.b;"), enable=("require-table-schema",))
+    )

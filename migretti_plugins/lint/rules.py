@@ -595,8 +595,11 @@ def drop(ctx: Context, node: Node) -> None:
                 f"dropping {', '.join(existing)} breaks clients still using it and loses its data",
                 None,
             )
-        if not any("." in n for n in names):
-            ctx.flag("require-table-schema", f"table {', '.join(names)} without a schema", None)
+        unqualified = [n for n in names if "." not in n]
+        if unqualified:
+            ctx.flag(
+                "require-table-schema", f"table {', '.join(unqualified)} without a schema", None
+            )
     elif kind == "OBJECT_INDEX" and not node.get("concurrent"):
         ctx.flag(
             "require-concurrent-index-deletion",
