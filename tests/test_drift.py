@@ -232,3 +232,23 @@ def test_a_search_path_whose_schemas_the_migrations_do_not_create_is_still_compa
         done = project.mg("drift")
         assert done.returncode == 3, done.stdout + done.stderr
         assert f"schema {role}: in the database, not produced by the migrations" in done.stdout
+
+
+def test_a_disabled_trigger_and_a_policy_command_are_said_in_words(project: Project) -> None:
+    project.add(
+        "0003",
+        "hooks",
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;\n"
+        "CREATE TRIGGER users_touch BEFORE UPDATE ON users\n"
+        "  FOR EACH ROW EXECUTE FUNCTION touch();\n"
+        "CREATE POLICY own ON users USING (true);",
+    )
+    assert project.mg("apply").returncode == 0
+    project.sql("ALTER TABLE users DISABLE TRIGGER users_touch")
+    project.sql("DROP POLICY own ON users; CREATE POLICY own ON users FOR SELECT USING (true)")
+    done = project.mg("drift")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines() == [
+        "policy public.users.own: command is SELECT in the database, ALL from the migrations",
+        "trigger public.users.users_touch: enabled is no in the database, yes from the migrations",
+    ]

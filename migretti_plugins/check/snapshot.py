@@ -153,7 +153,10 @@ WHERE {_not_extension_member("pg_proc", "p.oid")}""",
     # triggers
     """
 SELECT 'trigger ' || r.qname || '.' || quote_ident(t.tgname), 'table ' || r.qname,
-  jsonb_build_object('definition', pg_get_triggerdef(t.oid, true), 'enabled', t.tgenabled::text)
+  jsonb_build_object('definition', pg_get_triggerdef(t.oid, true),
+    'enabled', CASE t.tgenabled WHEN 'O' THEN 'yes' WHEN 'D' THEN 'no'
+                                WHEN 'R' THEN 'replica only' WHEN 'A' THEN 'always'
+                                ELSE t.tgenabled::text END)
 FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid
 WHERE NOT t.tgisinternal""",
     # rules other than views' own
@@ -199,7 +202,10 @@ FROM pg_extension x""",
     """
 SELECT 'policy ' || r.qname || '.' || quote_ident(p.polname), 'table ' || r.qname,
   jsonb_build_object(
-    'command', p.polcmd::text, 'permissive', p.polpermissive,
+    'command', CASE p.polcmd WHEN '*' THEN 'ALL' WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
+                             WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE'
+                             ELSE p.polcmd::text END,
+    'permissive', p.polpermissive,
     'roles', (SELECT jsonb_agg(x.name ORDER BY x.name) FROM
               (SELECT CASE WHEN u = 0 THEN 'public' ELSE pg_get_userbyid(u)::text END AS name
                FROM unnest(p.polroles) AS u) x),
