@@ -110,6 +110,8 @@ def test_protected_profiles_ask_and_the_lock_is_taken(project: Project) -> None:
     project.configure(extra="envs:\n  prod: {}\n")
     done = project.mg("baseline", "0001", "--env", "prod")
     assert done.returncode == 5
+    # The list of migrations shown for confirmation is not a plan of SQL to run.
+    assert "baseline up to 0001 (recorded as applied, their SQL is not run)" in done.stderr
     assert project.value("SELECT to_regclass('_migrations') IS NULL") is True
     done = project.mg("baseline", "0001", "--env", "prod", input="yes\n")
     assert done.returncode == 5  # no terminal: refused without --yes
@@ -121,6 +123,9 @@ def test_protected_profiles_ask_and_the_lock_is_taken(project: Project) -> None:
 
     done = project.mg("baseline", "0001", "--env", "prod", "--yes")
     assert done.returncode == 0, done.stderr
+    assert "recorded 1 migration as applied without running it (baseline up to 0001)" in (
+        done.stderr
+    )
     assert project.statuses() == {"0001": "applied"}
 
 

@@ -98,7 +98,12 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
                     migration_name=m.name,
                 )
             return todo
-        running.confirm(session, Plan("up", tuple(todo)), f"baseline up to {upto.id}")
+        # Said in the question: the list reads like a plan of ups, but nothing of it runs.
+        running.confirm(
+            session,
+            Plan("up", tuple(todo)),
+            f"baseline up to {upto.id} (recorded as applied, their SQL is not run)",
+        )
         with running.locked(session, conn):
             hooks.history_prepare(session, conn)
             todo = _todo(running.read_state(session, conn, migrations), upto, force)
@@ -128,7 +133,7 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
         "baseline.finished",
         "info",
         f"recorded {len(todo)} migration{'s' if len(todo) != 1 else ''} as applied "
-        f"without running them (baseline up to {upto.id})",
+        f"without running {'them' if len(todo) != 1 else 'it'} (baseline up to {upto.id})",
         count=len(todo),
     )
     if todo:
