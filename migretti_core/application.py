@@ -322,6 +322,15 @@ def _names(method: str, value: object, kind: str) -> builtins.list[str]:
     return [_migration_name(method, "each of names", item, kind) for item in value]
 
 
+def _rule_names(what: str, value: object) -> tuple[str, ...]:
+    """``enable=``/``disable=`` of ``lint``: a rule name (commas allowed, as on the command
+    line) or a sequence of them; a str is never taken apart into its characters."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Iterable) or not all(isinstance(item, str) for item in items):
+        raise UsageError(f"lint: {what} must be a rule name or a list of them, not {value!r}")
+    return tuple(p.strip() for item in items for p in str(item).split(",") if p.strip())
+
+
 def _path(what: str, value: object) -> str | os.PathLike[str] | None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise UsageError(f"{what} must be a path (str or os.PathLike), not {type(value).__name__}")
@@ -829,9 +838,18 @@ class Migretti:
         if self._app.loader.pm.get_plugin("lint") is None:
             raise PluginError("lint is not available: the lint plugin is not loaded")
         from migretti_plugins.lint.command import plan_to_lint
+        from migretti_plugins.lint.settings import check_rule_names, parse_server_version
 
         wanted = _names("lint", names, "migration")
         _flags("lint", all=all, strict=strict, raise_on_errors=raise_on_errors)
+        # checked as `mg lint --enable/--disable/--server-version` checks them: a misspelt
+        # rule is an error, not a rule silently left as it was
+        enabled = _rule_names("enable", enable)
+        disabled = _rule_names("disable", disable)
+        check_rule_names(enabled, "lint: enable", UsageError)
+        check_rule_names(disabled, "lint: disable", UsageError)
+        if server_version is not None:
+            server_version = parse_server_version(server_version, "lint: server_version")
         with self._lock:
             session = self._session("lint")
             migrations, plan, version = plan_to_lint(session, all, wanted)
@@ -840,8 +858,8 @@ class Migretti:
                 server_version=server_version,
                 target_version=version,
                 plan=plan,
-                enable=tuple(enable),
-                disable=tuple(disable),
+                enable=enabled,
+                disable=disabled,
             )
             findings = session.hooks.lint(session, request)
         result = LintResult(tuple(findings), len(migrations))

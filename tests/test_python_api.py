@@ -687,3 +687,35 @@ def test_a_nan_lock_timeout_is_refused(tmp_path: Path) -> None:
     assert raised.value.exit_code == 2
     assert str(raised.value) == "lock_timeout: invalid duration nan: not a number"
     assert Migretti(config=tmp_path / "mg.yaml", lock_timeout=1.5)._lock_timeout == 1.5
+
+
+def test_lint_rule_options_are_checked_as_the_cli_checks_them(project: Project) -> None:
+    """A single rule given as a str is that rule (not its characters, which disabled
+    nothing); a misspelt rule or a version that is none is a UsageError, as on the CLI."""
+    project.add("0001", "posts", "CREATE TABLE posts (id integer);")  # prefer-bigint-over-int
+    mg = Migretti(config=project.root / "mg.yaml")
+    assert [f.rule for f in mg.lint().findings] == ["prefer-bigint-over-int"]
+
+    assert mg.lint(disable="prefer-bigint-over-int").findings == ()
+    assert mg.lint(disable=["prefer-bigint-over-int"]).findings == ()
+    bad: list[tuple[str, Any]] = [
+        (
+            "lint: disable: unknown lint rule 'prefer-bigint-over-itn' "
+            "(did you mean prefer-bigint-over-int?)",
+            lambda: mg.lint(disable=["prefer-bigint-over-itn"]),
+        ),
+        ("lint: enable: unknown lint rule 'nope'", lambda: mg.lint(enable="nope")),
+        ("lint: enable must be a rule name or a list of them, not 5", lambda: mg.lint(enable=5)),
+        (
+            "lint: server_version: 'sixteen' is not a PostgreSQL version",
+            lambda: mg.lint(server_version="sixteen"),
+        ),
+    ]
+    for message, call in bad:
+        with pytest.raises(MgError) as raised:
+            call()
+        assert raised.value.exit_code == 2
+        assert str(raised.value) == message
+    cli = project.mg("lint", "--disable", "prefer-bigint-over-itn")
+    assert cli.returncode == 2 and "unknown lint rule" in cli.stderr
+    assert mg.lint(server_version="16").linted == 1
