@@ -32,6 +32,7 @@ from migretti_core.errors import (
     PluginFailed,
     UsageError,
 )
+from migretti_core.formats import DocumentChoice
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,12 +69,8 @@ def dry_run_option(func: F) -> F:
 BASE_FORMATS = ("text", "json")
 
 
-class FormatChoice(click.Choice):  # type: ignore[type-arg]
-    """The ``--format`` choices; ``mg`` adds the names plugins register (mg_output_formats).
-
-    While a command writes a document in any format but ``text``, stdout belongs to that
-    document: what plugins print meanwhile goes to stderr.
-    """
+class FormatChoice(DocumentChoice):
+    """The ``--format`` choices; ``mg`` adds the names plugins register (mg_output_formats)."""
 
 
 def format_option(func: F) -> F:
@@ -294,7 +291,7 @@ def _extend_group(app: App, group: click.Group, prefix: str, formats: list[str])
 
 def _extended(app: App, path: str, command: click.Command, formats: list[str]) -> click.Command:
     added = app.hooks.command_options(path)
-    claims = any(isinstance(p.type, FormatChoice) for p in command.params)
+    claims = any(isinstance(p.type, DocumentChoice) for p in command.params)
     if not added and not claims:
         return command
     clone = copy.copy(command)
@@ -350,10 +347,13 @@ def _claiming_stdout(app: App, original: Callable[..., Any]) -> Callable[..., An
     def callback(*args: Any, **kwargs: Any) -> Any:
         import threading
 
+        fmt = kwargs.get("fmt") or click.get_current_context().meta.get("output_format")
         # sys.stdout is process-wide: only the main thread may swap it (a fleet runs its
         # members' commands in threads, behind stream routers of its own).
-        if kwargs.get("fmt", "text") == "text" or threading.current_thread() is not (
-            threading.main_thread()
+        if (
+            fmt in (None, "text")
+            or app.result_stream is not None
+            or threading.current_thread() is not threading.main_thread()
         ):
             return original(*args, **kwargs)
         app.result_stream = sys.stdout
@@ -416,9 +416,12 @@ def run(argv: list[str] | None = None) -> int:
         _check_utf8(args)
         options, rest = extract_globals(args)
         verbose, json_log = options.verbose, options.json_log
-        app = App(options)
-        _refuse_fleet_without_plugin(app)
-        cli = build_cli(app)
+        # Plugins are imported and asked for commands and options here: while the command
+        # will write a document, what they print on the way goes to stderr too.
+        with _stdout_to_stderr(_writes_document(rest)):
+            app = App(options)
+            _refuse_fleet_without_plugin(app)
+            cli = build_cli(app)
         result = cli.main(args=rest, prog_name=_prog_name(argv), standalone_mode=False)
         sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
         code = result if isinstance(result, int) else 0
@@ -465,6 +468,27 @@ def run(argv: list[str] | None = None) -> int:
         )
         _print_error(app, error, _traceback_wanted(app, exc, verbose))
         return EXIT_FAILURE
+
+
+def _writes_document(args: list[str]) -> bool:
+    """Whether the command line asks for ``--format`` other than ``text`` (and no help)."""
+    wanted = False
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-h", "--help"):
+            return False
+        if arg == "--format" and index + 1 < len(args):
+            wanted = args[index + 1] != "text"
+        elif arg.startswith("--format="):
+            wanted = arg.partition("=")[2] != "text"
+    return wanted
+
+
+def _stdout_to_stderr(wanted: bool) -> contextlib.AbstractContextManager[object]:
+    if not wanted:
+        return contextlib.nullcontext()
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _prog_name(argv: list[str] | None) -> str:

@@ -18,6 +18,7 @@ from migretti_core.cli import (
     parse_lock_timeout,
 )
 from migretti_core.errors import EXIT_BLOCKED, UsageError
+from migretti_core.formats import DocumentChoice
 from migretti_core.types import Config, Session
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def _output_format(ctx: click.Context, param: Any, value: str | None) -> None:
 def dry_run_format_option(func: Any) -> Any:
     return click.option(
         "--format",
-        type=click.Choice(["text", "json"]),
+        type=DocumentChoice(["text", "json"]),
         expose_value=False,
         callback=_output_format,
         help="With --dry-run: json prints one document with each migration's result, the "

@@ -57,7 +57,11 @@ def mg_dry_run(session: Session, conn: Any, plan: Plan) -> list[MigrationResult]
     results = _try_plan(session, conn, plan)
     if as_json:
         data = {"migrations": [dry_run_dict(result) for result in results]}
-        print(session.hooks.format_result(session.options, "dryrun", data, "json"), flush=True)
+        from migretti_core.formats import result_stream
+
+        out = result_stream()
+        print(session.hooks.format_result(session.options, "dryrun", data, "json"), file=out)
+        out.flush()
     else:
         _show_results(session, results)
     return results

@@ -439,6 +439,93 @@ def test_a_plugins_print_does_not_break_json_output(tmp_path: Path, database_url
     assert "configured!" in text.stdout
 
 
+CHATTY_MODULE = """
+    from migretti_core.api import hookimpl
+
+    print("chatty: imported")
+
+
+    @hookimpl
+    def mg_register_commands(cli):
+        print("chatty: commands")
+
+
+    @hookimpl
+    def mg_output_formats():
+        print("chatty: formats")
+        return []
+
+
+    @hookimpl
+    def mg_command_options(command):
+        print("chatty: options for", command)
+
+
+    @hookimpl
+    def mg_configure(config):
+        print("chatty: configured")
+
+
+    @hookimpl
+    def mg_report(event):
+        print("chatty: event", event.name)
+"""
+
+
+def _document(stdout: str) -> Any:
+    """The one JSON document on stdout (fails on anything else there)."""
+    return json.loads(stdout)
+
+
+def test_what_a_plugin_prints_while_it_loads_stays_out_of_json_output(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    write_text(project.root / "chatty.py", CHATTY_MODULE)
+    project.configure(extra="plugins: [chatty.py]\n")
+    project.add("0001", "users", "CREATE TABLE users (id bigint);", "DROP TABLE users;")
+    for args in (
+        ["status", "--format", "json"],
+        ["status", "--format=json"],
+        ["plugins", "--format", "json"],
+    ):
+        result = project.mg(*args)
+        assert result.returncode == 0, result.stderr
+        _document(result.stdout)
+        assert "chatty: imported" in result.stderr
+        assert "chatty: options for status" in result.stderr
+    text = project.mg("status")
+    assert "chatty: imported" in text.stdout  # a text result: stdout is shared as before
+
+
+def test_what_a_plugin_prints_stays_out_of_dry_run_and_lint_documents(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    write_text(project.root / "chatty.py", CHATTY_MODULE)
+    project.configure(extra="plugins: [chatty.py]\n")
+    project.add("0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+
+    dry = project.mg("apply", "--dry-run", "--format", "json")
+    assert dry.returncode == 0, dry.stderr
+    assert [m["id"] for m in _document(dry.stdout)["migrations"]] == ["0001"]
+    assert "chatty: event dryrun.finished" in dry.stderr
+
+    lint = project.mg("lint", "--format", "json")
+    assert lint.returncode == 0, lint.stderr
+    assert [f["rule"] for f in _document(lint.stdout)["findings"]] == ["prefer-bigint-over-int"]
+    assert "chatty: configured" in lint.stderr
+
+    github = project.mg("lint", "--format", "github")
+    assert github.returncode == 0, github.stderr
+    assert github.stdout.startswith("::warning file=migrations/0001_users.sql")
+    assert "chatty" not in github.stdout
+
+
 # --- 10: a wrong argument name ----------------------------------------------------------------
 
 

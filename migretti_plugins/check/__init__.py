@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migretti_core import hookimpl
+from migretti_core.formats import DocumentChoice, result_stream
 from migretti_core.types import Migration, Session
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ _database_url_option = click.option(
 _format_option = click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=DocumentChoice(["text", "json"]),
     default="text",
     show_default=True,
     help="Output format.",
@@ -152,7 +153,7 @@ def check_command(ctx: click.Context, database_url: str | None, seeds: bool, fmt
     if fmt == "json":
         import json
 
-        click.echo(json.dumps(_masked(session, result.as_dict()), indent=2))
+        click.echo(json.dumps(_masked(session, result.as_dict()), indent=2), file=result_stream())
     else:
         click.echo(session.hooks.redact(render_check(result)))
     return result.exit_code
@@ -217,7 +218,7 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
     if fmt == "json":
         import json
 
-        click.echo(json.dumps(_masked(session, result.as_dict()), indent=2))
+        click.echo(json.dumps(_masked(session, result.as_dict()), indent=2), file=result_stream())
     elif result.ok:
         noun = "migration" if result.applied == 1 else "migrations"
         click.echo(f"no drift: the schema matches the {result.applied} applied {noun}")

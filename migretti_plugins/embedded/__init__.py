@@ -30,6 +30,7 @@ import click
 
 from migretti_core import hookimpl
 from migretti_core.errors import EXIT_BLOCKED, ConfigError, DatabaseError
+from migretti_core.formats import DocumentChoice, result_stream
 from migretti_core.records import record
 from migretti_core.types import Config, ScratchServer, Session, Target
 
@@ -355,7 +356,7 @@ def db_stop(ctx: click.Context) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=DocumentChoice(["text", "json"]),
     default="text",
     show_default=True,
     help="Output format.",
@@ -379,7 +380,7 @@ def db_status(ctx: click.Context, fmt: str) -> int:
     if fmt == "json":
         import json
 
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data, indent=2), file=result_stream())
     else:
         state = f"running (pid {pid})" if pid is not None else "not running"
         shown = display_path(server.datadir)

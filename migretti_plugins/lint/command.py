@@ -10,6 +10,7 @@ import click
 from migretti_core import reporting
 from migretti_core.cli import app_of
 from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
+from migretti_core.formats import DocumentChoice, result_stream
 from migretti_core.resolve import resolve_migration
 from migretti_core.types import LintFinding, LintRequest, Migration, Session
 from migretti_plugins.lint import server_version_of
@@ -75,7 +76,7 @@ def findings_data(findings: Sequence[LintFinding]) -> dict[str, Any]:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "github"]),
+    type=DocumentChoice(["text", "json", "github"]),
     default="text",
     show_default=True,
     help="Output format (github: workflow annotations).",
@@ -127,7 +128,7 @@ def lint_command(
     findings = session.hooks.lint(session, request)
     text = app.hooks.format_result(app.options, "lint", findings_data(findings), fmt)
     if text:
-        click.echo(text)
+        click.echo(text, file=result_stream())
     errors = sum(1 for f in findings if f.severity == "error")
     warnings = len(findings) - errors
     if fmt == "text":
