@@ -50,6 +50,10 @@ class App:
         self.extra: dict[str, Any] = {}
         self.result_stream: TextIO | None = None
         self._config_error: MgError | None = None
+        # A plugin that broke building the command line (its options or formats): raised by
+        # the first command that reads the configuration, so `mg --help` and `mg plugins`
+        # still work (SPEC 14).
+        self.command_line_error: MgError | None = None
         self.loader = PluginLoader(
             blocked=blocked,
             strict=self.environ.get("MG_STRICT_PLUGINS", "").lower() in TRUTHY,
@@ -189,6 +193,8 @@ class App:
             raise self._config_error
         if self.loader.deferred_errors:
             raise self.loader.deferred_errors[0]
+        if self.command_line_error is not None:
+            raise self.command_line_error
         self._config = self.hooks.load_config(self._request(check_unknown=True))
         self.hooks.env = self._config.env
         self._remember_secrets(self._config)

@@ -245,7 +245,12 @@ def build_cli(app: App) -> click.Group:
 
     commands.register(cli)
     app.hooks.register_commands(cli)
-    _extend_commands(app, cli)
+    try:
+        _extend_commands(app, cli)
+    except MgError as exc:
+        # A plugin's options or formats cannot be added: the commands stay as they are for
+        # `mg --help` and `mg plugins`, and any command that reads the configuration stops.
+        app.command_line_error = exc
     for command in cli.commands.values():
         _add_epilogs(command)
     if app.environ.get(COMPLETE_VAR):

@@ -526,6 +526,41 @@ def test_what_a_plugin_prints_stays_out_of_dry_run_and_lint_documents(
     assert "chatty" not in github.stdout
 
 
+@pytest.mark.parametrize(
+    ("body", "needle", "code"),
+    [
+        (
+            "def mg_output_formats():\n    return 'markdown'\n",
+            "plugin 'broken' returned str 'markdown' instead of a list of str from "
+            "mg_output_formats",
+            2,
+        ),
+        (
+            "def mg_command_options(command):\n    raise ValueError('no options today')\n",
+            "plugin 'broken' failed in mg_command_options: ValueError: no options today",
+            1,
+        ),
+    ],
+    ids=["wrong answer", "exception"],
+)
+def test_help_and_plugins_work_when_a_plugin_breaks_the_command_line(
+    tmp_path: Path, body: str, needle: str, code: int
+) -> None:
+    from migretti_core.testing import assert_clean_error, run_mg, write_text
+
+    write_text(tmp_path / "mg.yaml", "plugins: [broken.py]\n")
+    (tmp_path / "broken.py").write_text(
+        "from migretti_core.api import hookimpl\n\n@hookimpl\n" + body, encoding="utf-8"
+    )
+    helped = run_mg(["--help"], tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "Commands:" in helped.stdout
+    listed = run_mg(["plugins", "--format", "json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert {p["name"]: p["status"] for p in json.loads(listed.stdout)}["broken"] == "loaded"
+    assert_clean_error(run_mg(["status"], tmp_path), needle, code=code)
+
+
 # --- 10: a wrong argument name ----------------------------------------------------------------
 
 
@@ -632,9 +667,13 @@ def test_an_option_clashing_with_an_existing_one_is_refused(tmp_path: Path) -> N
         return [click.Option(["--dry-run/--no-dry-run"])] if command == "apply" else []
 
     clash = plugin("clash", mg_command_options=mg_command_options)
-    result = run_cli(["apply", "--help"], cwd=tmp_path, plugins=[clash])
+    result = run_cli(["apply"], cwd=tmp_path, plugins=[clash])
     assert result.exit_code == 2
     assert "adds option 'dry_run' to mg apply, which already has one" in result.stderr
+    # help still works (SPEC 14), without the plugin's options
+    helped = run_cli(["apply", "--help"], cwd=tmp_path, plugins=[clash])
+    assert helped.exit_code == 0, helped.stderr
+    assert "--no-dry-run" not in helped.stdout
 
 
 def test_hook_mg_output_formats(tmp_path: Path) -> None:
