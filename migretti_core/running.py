@@ -262,6 +262,16 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                                 hooks.history_write(session, conn, timed)
                                 writing = False
                     return done()
+                except DatabaseError as exc:
+                    # the session ended (terminated, server restart, network): name the
+                    # migration, and say what its state can be
+                    raise DatabaseError(
+                        f"the database connection was lost while migration {migration.id} "
+                        f"({migration.name}) ran: {exc.message}",
+                        hint="its transaction was rolled back, unless the server committed it "
+                        "just before the connection dropped: `mg status` shows whether it is "
+                        "applied, and `mg apply` runs what is pending",
+                    ) from exc
                 except SqlError as exc:
                     part = "record" if writing else query.part(exc.position)
                     if _lock_timed_out(exc, lock_wait) and part == "sql":

@@ -234,3 +234,26 @@ def test_lost_connection_during_a_no_transaction_migration_leaves_it_running(
     )
     assert project.mg("apply").returncode == 0
     assert project.statuses()["0002"] == "applied"
+
+
+@pytest.mark.parametrize("psycopg_only", ["", "1"])
+def test_lost_connection_during_a_transactional_migration_names_it(
+    project: Project, psycopg_only: str
+) -> None:
+    project.add_table("0001")
+    project.add("0002", "slow", "CREATE TABLE tx_a (id int);\nSELECT pg_sleep(30);")
+    job = project.spawn("apply", env={"MG_PSYCOPG_ONLY": psycopg_only})
+    wait_until(lambda: _sleeping(project) or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    project.terminate_backends()
+    done = project.finish(job, timeout=60)
+
+    assert done.returncode == 1, done.stderr
+    assert "connection was lost while migration 0002 (slow) ran" in done.stderr, done.stderr
+    assert "mg status" in done.stderr and "Traceback" not in done.stderr
+    # the transaction went with the session: nothing of 0002, and the next run applies it
+    assert project.statuses() == {"0001": "applied"}
+    assert project.tables() == {"t_0001"}
+    project.path_of("0002").write_text("-- migrate: up\nCREATE TABLE tx_a (id int);\n")
+    assert project.mg("apply").returncode == 0
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
