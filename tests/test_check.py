@@ -286,6 +286,15 @@ def test_check_url_in_mg_yaml_and_no_server_at_all(project: Project, pg_url: str
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "ok    0001 users"
 
+    # A URL that is no connection string at all is a configuration error, not a failure to
+    # connect; `embedded:` is no scratch server (the temporary one is the default).
+    for url in ("postgresql://app:s3cret@/db?nosuchparam=1", "not a url", "embedded:"):
+        done = project.mg("check", "--database-url", url)
+        assert done.returncode == 2, (url, done.stderr)
+        assert "check.database_url / --database-url" in done.stderr
+        assert "s3cret" not in done.stderr
+    assert project.mg("drift", "--database-url", "embedded:").returncode == 2
+
     # Without check.database_url and without the embedded extra, exit 2 saying how.
     project.configure()
     fake = project.root / "no_embedded"

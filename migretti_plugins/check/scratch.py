@@ -53,6 +53,12 @@ def _connect(conninfo: str) -> Any:
         from migretti_core.redact import redact_text
 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, psycopg.ProgrammingError):  # not a connection string at all
+            raise ConfigError(
+                f"check.database_url / --database-url is not a valid connection URL: "
+                f"{redact_text(first)}",
+                hint="a URL such as postgresql://USER@HOST:5432/postgres",
+            ) from None
         raise DatabaseError(
             f"cannot connect to the scratch server: {redact_text(first)}",
             hint="check.database_url / --database-url must reach a server where mg may "
@@ -81,6 +87,12 @@ def _remember_password(session: Session, conninfo: str) -> None:
 def scratch_database(session: Session, url: str | None = None) -> Iterator[Scratch]:
     """Create an empty database, yield it with a session pointing at it, then drop it."""
     with contextlib.ExitStack() as stack:
+        if url and url.strip().lower().startswith("embedded:"):
+            raise ConfigError(
+                "check.database_url / --database-url cannot be embedded: (the project's own "
+                "server would keep the roles the migrations create)",
+                hint="leave it unset: mg check and mg drift start a temporary embedded server",
+            )
         if url:
             _remember_password(session, url)
             admin, where = url, "the server of check.database_url"
