@@ -150,7 +150,12 @@ class SqlError(MigrationFailed):
     ``context`` is the server's CONTEXT (for example the PL/pgSQL line of a function).
     Once the engine has placed it in a migration, ``file``, ``line`` (1-based, in that file)
     and ``migration_id`` say where, and ``message`` is the full report the CLI prints.
+    ``block_rolled_back`` is set by the database plugin when the statement failed inside a
+    transaction block the SQL itself opened (``BEGIN`` in a no-transaction migration): that
+    block was rolled back, so the statements of it that ran before are undone too.
     """
+
+    block_rolled_back: bool = False
 
     def __init__(
         self,

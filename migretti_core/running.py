@@ -452,7 +452,10 @@ def _run_statements(
         timed_out = _lock_timed_out(error, lock_wait)
         if info is None:
             info = hooks.describe_statement(statement.text)
-        if timed_out and attempt < retries and info.retry_safe:
+        # Alone, a statement of a block the migration opened (BEGIN) would run without the
+        # statements before it, which the failure rolled back with the block.
+        block = error.block_rolled_back
+        if timed_out and attempt < retries and info.retry_safe and not block:
             attempt += 1
             _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
             continue
@@ -461,6 +464,8 @@ def _run_statements(
             note = "; ".join(
                 part for part in (_gave_up_note(session, lock_wait, attempt, holders), note) if part
             )
+        if block:
+            note = "; ".join(part for part in (note, _BLOCK_ROLLED_BACK) if part)
         failure = sql_failure(
             migration, error, statement.text, first_line + statement.line - 1, note
         )
@@ -577,6 +582,12 @@ def _lock_retry(
         error=error.server_message,
     )
     time.sleep(pause)
+
+
+_BLOCK_ROLLED_BACK = (
+    "it ran inside the migration's own BEGIN ... COMMIT block, which was rolled back: the "
+    "block's earlier statements are undone too"
+)
 
 
 def _gave_up_note(session: Session, lock_wait: float, retries: int, holders: Sequence[Any]) -> str:

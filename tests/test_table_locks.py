@@ -224,6 +224,53 @@ def test_a_concurrent_detach_that_timed_out_is_not_retried(project: Project) -> 
     assert project.statuses() == {"001": "failed"}
 
 
+def test_a_statement_failing_inside_the_migrations_own_begin_block(project: Project) -> None:
+    """In a no-transaction migration, a statement that fails between the migration's own
+    BEGIN and COMMIT is reported with its file, line and SQLSTATE, and the migration is
+    marked failed; the block is rolled back (it could not commit)."""
+    project.add(
+        "001",
+        "block",
+        "BEGIN;\nCREATE TABLE side (id bigint);\nSELECT 1 / 0;\nCOMMIT;",
+        no_transaction=True,
+    )
+    done = project.mg("apply", "--no-lint")
+    assert done.returncode == 1, done.stderr
+    assert "current transaction is aborted" not in done.stderr
+    assert "001_block.sql:5: division by zero (SQLSTATE 22012)" in done.stderr
+    assert "rolled back" in done.stderr
+    assert project.statuses() == {"001": "failed"}
+    assert "side" not in project.tables()
+
+
+def test_a_lock_timeout_inside_the_migrations_own_begin_block_is_not_retried(
+    project: Project,
+) -> None:
+    """Retried alone, the statement would run without the block's earlier statements, which
+    the failure rolled back."""
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 300ms\n")
+    project.add(
+        "001",
+        "block",
+        "BEGIN;\nCREATE TABLE side (id bigint);\nALTER TABLE t ADD COLUMN c int;\nCOMMIT;",
+        no_transaction=True,
+    )
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "retry 1 of" not in done.stderr
+    assert "current transaction is aborted" not in done.stderr
+    assert "001_block.sql:5: canceling statement due to lock timeout (SQLSTATE 55P03)" in (
+        done.stderr
+    )
+    assert project.statuses() == {"001": "failed"}
+    assert "side" not in project.tables()
+    assert "c" not in columns(project)
+
+
 # --- leftovers of failed concurrent builds ------------------------------------------------------
 
 

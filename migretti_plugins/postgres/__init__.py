@@ -614,7 +614,19 @@ def mg_execute(session: Session, conn: Any, sql: str) -> bool | None:
     conn = _connection_of(conn)
     if conn is None:
         return None
-    execute_script(conn, sql, lambda text: session.hooks.split_statements(text))
+    try:
+        execute_script(conn, sql, lambda text: session.hooks.split_statements(text))
+    except SqlError as error:
+        # Failed inside a block the SQL opened itself (BEGIN in a no-transaction migration):
+        # nothing but ROLLBACK can run in it, history writes included.
+        if (
+            _depth.get(conn, 0) == 0
+            and not conn.closed
+            and _transaction_status(conn) == _TRANS_INERROR
+        ):
+            _rollback_quietly(conn)
+            error.block_rolled_back = True
+        raise
     return True
 
 
