@@ -285,6 +285,14 @@ def test_check_url_in_mg_yaml_and_no_server_at_all(project: Project, pg_url: str
     done = project.mg("check")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "ok    0001 users"
+    # The server is named by host and port, whichever option gave it (never its password).
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(pg_url)
+    server = f"the server at {params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+    assert f"on {server}" in done.stderr
+    code, data, _ = _check(project, pg_url)
+    assert code == 0 and str(data["database"]).endswith(f" on {server}")
 
     # A URL that is no connection string at all is a configuration error, not a failure to
     # connect; `embedded:` is no scratch server (the temporary one is the default).

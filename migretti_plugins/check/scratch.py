@@ -74,6 +74,19 @@ def _with_dbname(conninfo: str, dbname: str) -> str:
     return make_conninfo("", **params)
 
 
+def _server_of(conninfo: str) -> str:
+    """Where a URL of ``--database-url`` or ``check.database_url`` points, for messages: host
+    and port, never the password (either option may have given it)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Exception:
+        return "the server of check.database_url / --database-url"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    return f"the server at {host}:{params.get('port') or 5432}"
+
+
 def _remember_password(session: Session, conninfo: str) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
@@ -95,7 +108,7 @@ def scratch_database(session: Session, url: str | None = None) -> Iterator[Scrat
             )
         if url:
             _remember_password(session, url)
-            admin, where = url, "the server of check.database_url"
+            admin, where = url, _server_of(url)
         else:
             # A temporary embedded server (the embedded plugin), or a plugin's own.
             offered = session.hooks.scratch_server(session)
