@@ -244,7 +244,7 @@ def build_cli(app: App) -> click.Group:
     from migretti_core import commands
 
     commands.register(cli)
-    app.hooks.register_commands(cli)
+    _register_plugin_commands(app, cli)
     try:
         _extend_commands(app, cli)
     except MgError as exc:
@@ -258,6 +258,53 @@ def build_cli(app: App) -> click.Group:
 
         add_global_options(cli)
     return cli
+
+
+def _register_plugin_commands(app: App, cli: click.Group) -> None:
+    """``mg_register_commands``; a command a plugin adds names that plugin when it crashes."""
+    from migretti_core.plugins import ORIGIN_BUILTIN
+
+    builtins = {info.name for info in app.loader.infos if info.origin == ORIGIN_BUILTIN}
+    owners: dict[str, str] = {}
+    add_command = cli.add_command
+
+    def recording(command: click.Command, name: str | None = None) -> None:
+        add_command(command, name)
+        plugin = app.hooks.registering
+        if plugin is not None and plugin not in builtins:
+            owners[name or command.name or ""] = plugin
+
+    cli.add_command = recording  # type: ignore[method-assign,assignment]
+    try:
+        app.hooks.register_commands(cli)
+    finally:
+        del cli.add_command
+    for name, plugin in owners.items():
+        command = cli.commands.get(name)
+        if command is not None:
+            _name_the_plugin(command, plugin, f"mg {name}")
+
+
+def _name_the_plugin(command: click.Command, plugin: str, path: str) -> None:
+    """Turn an unexpected exception of a plugin's command into ``PluginFailed`` (exit 1)."""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            _name_the_plugin(sub, plugin, f"{path} {name}")
+    original = command.callback
+    if original is None or getattr(original, "mg_named", False):
+        return
+
+    @functools.wraps(original)
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except (MgError, click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            raise PluginFailed(plugin, path, exc, EXIT_FAILURE) from exc
+
+    callback.mg_named = True  # type: ignore[attr-defined]
+    command.callback = callback
 
 
 def _traceback() -> str:

@@ -102,6 +102,8 @@ class Hooks:
         # pipe): the command cannot end in success, see cli.run.
         self.output_error: OSError | None = None
         self.trace_plugins = bool(getattr(pm, "mg_trace", False))
+        # The plugin whose mg_register_commands runs, so the commands it adds can name it.
+        self.registering: str | None = None
         # The calls in progress: a hook's name until one of its implementations fails, then
         # its _Frame (most calls never need one).
         self._frames: list[_Frame | str] = []
@@ -169,6 +171,16 @@ class Hooks:
                         hint=f"fix the plugin or disable it with -p no:{plugin}",
                     )
             return result
+
+        if hook == "mg_register_commands":  # once per run: the commands it adds are its own
+            checked = guarded
+
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                self.registering = plugin
+                try:
+                    return checked(*args, **kwargs)
+                finally:
+                    self.registering = None
 
         guarded.mg_guarded = True  # type: ignore[attr-defined]
         guarded.__wrapped__ = function  # type: ignore[attr-defined]

@@ -561,6 +561,58 @@ def test_help_and_plugins_work_when_a_plugin_breaks_the_command_line(
     assert_clean_error(run_mg(["status"], tmp_path), needle, code=code)
 
 
+CRASHING_COMMANDS = """
+    import click
+
+    from migretti_core.api import HookFailed, hookimpl
+
+
+    @hookimpl
+    def mg_register_commands(cli):
+        @cli.command()
+        def crash():
+            \"\"\"Crash.\"\"\"
+            raise ValueError("no such table: reports")
+
+        @cli.command()
+        def refuse():
+            \"\"\"Refuse.\"\"\"
+            raise HookFailed("reports are frozen")
+
+        @cli.group()
+        def report():
+            \"\"\"Reports.\"\"\"
+
+        @report.command()
+        def weekly():
+            \"\"\"Weekly.\"\"\"
+            raise KeyError("week")
+"""
+
+
+def test_a_plugin_command_that_crashes_names_the_plugin(tmp_path: Path) -> None:
+    from migretti_core.testing import assert_clean_error, run_mg, write_text
+
+    write_text(tmp_path / "mg.yaml", "plugins: [reports.py]\n")
+    write_text(tmp_path / "reports.py", CRASHING_COMMANDS)
+    assert_clean_error(
+        run_mg(["crash"], tmp_path),
+        "plugin 'reports' failed in mg crash: ValueError: no such table: reports",
+        code=1,
+    )
+    assert_clean_error(
+        run_mg(["report", "weekly"], tmp_path),
+        "plugin 'reports' failed in mg report weekly: KeyError: 'week'",
+        code=1,
+    )
+    # an MgError stays the plugin's own message
+    assert_clean_error(run_mg(["refuse"], tmp_path), "mg: error: reports are frozen", code=1)
+    verbose = run_mg(["-v", "crash"], tmp_path)
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert 'raise ValueError("no such table: reports")' in verbose.stderr
+
+
 # --- 10: a wrong argument name ----------------------------------------------------------------
 
 
@@ -600,16 +652,18 @@ def test_a_replaced_lock_is_not_described_as_the_builtin_one() -> None:
 def test_v_does_not_suggest_rerunning_with_v(tmp_path: Path) -> None:
     import click
 
-    def mg_register_commands(cli: click.Group) -> None:
-        @cli.command("boom")
-        def boom() -> None:
-            raise RuntimeError("bug in a command")
+    def explode(ctx: click.Context, param: click.Parameter, value: object) -> None:
+        raise RuntimeError("bug in an option")
 
-    commands = plugin("boomer", mg_register_commands=mg_register_commands)
-    quiet = run_cli(["boom"], cwd=tmp_path, plugins=[commands])
+    def mg_command_options(command: str) -> list[click.Parameter]:
+        return [click.Option(["--boom"], is_flag=True, callback=explode)]
+
+    commands = plugin("boomer", mg_command_options=mg_command_options)
+    quiet = run_cli(["list"], cwd=tmp_path, plugins=[commands])
     assert quiet.exit_code == 1
+    assert "unexpected error: RuntimeError: bug in an option" in quiet.stderr
     assert "rerun with -v" in quiet.stderr
-    loud = run_cli(["boom", "-v"], cwd=tmp_path, plugins=[commands])
+    loud = run_cli(["list", "-v"], cwd=tmp_path, plugins=[commands])
     assert loud.exit_code == 1
     assert "Traceback" in loud.stderr
     assert "rerun with -v" not in loud.stderr
