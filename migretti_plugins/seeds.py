@@ -387,7 +387,22 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
     """Run the selected seeds (all when ``names`` is empty) that need running."""
     from migretti_core import running
 
-    paths = seed_paths(seeds_dir(session.config))
+    directory = seeds_dir(session.config)
+    default = os.path.normpath(session.config.root / SEEDS_DIR.default)
+    if (
+        SEEDS_DIR.name in session.config.settings
+        and str(directory) != default
+        and not os.path.lexists(directory)
+    ):
+        # named in mg.yaml but not there: a typo must not read as "no seeds" (the default
+        # directory, which `mg init` writes out, may be missing until the first seed)
+        where = f" in {session.config.path.name}" if session.config.path is not None else ""
+        given = session.config.settings[SEEDS_DIR.name]
+        raise ConfigError(
+            f"seeds_dir {given!r}{where}: {directory} does not exist",
+            hint="create it (mg seed create does), or correct seeds_dir",
+        )
+    paths = seed_paths(directory)
     if names:
         paths = select_paths(paths, names)
     seeds = load_seeds(paths)

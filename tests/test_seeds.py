@@ -314,6 +314,26 @@ def test_no_seeds_is_not_an_error(project: Path, database_url: str) -> None:
     assert not table_exists(database_url, "_migrations_seeds")
 
 
+def test_a_seeds_dir_named_in_mg_yaml_that_does_not_exist_is_an_error(
+    project: Path, database_url: str
+) -> None:
+    (project / "seeds").rmdir()
+    with open(project / "mg.yaml", "a") as config:
+        config.write("seeds_dir: db/seedz\n")
+    for args in (["seed"], ["seed", "--dry-run"]):
+        done = run_mg(args, project)
+        assert done.returncode == 2, done.stderr
+        assert "db/seedz" in done.stderr and "does not exist" in done.stderr, done.stderr
+        assert "no seeds" not in done.stderr
+    # the default directory, which mg init names in mg.yaml, may be missing until a seed
+    # is created
+    text = (project / "mg.yaml").read_text().replace("db/seedz", "seeds")
+    (project / "mg.yaml").write_text(text)
+    done = run_mg(["seed"], project)
+    assert done.returncode == 0 and "no seeds" in done.stderr, done.stderr
+    assert not table_exists(database_url, "_migrations_seeds")
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_transaction_control_in_a_seed_is_refused_before_any_seed_runs(
     tmp_path: Path, database_url: str, dry_run: bool
