@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 URL_ENV = "MG_TEST_DATABASE_URL"
 #: Advisory lock key (on the maintenance database) serialising template builds.
 TEMPLATE_LOCK_KEY = 894322
+#: With a template's hashtext() as second key (the two-int4 advisory lock space, apart from
+#: the single-bigint one of TEMPLATE_LOCK_KEY and of mg's own lock): a session cloning it.
+TEMPLATE_IN_USE_KEY = 894323
 TEMPLATE_PREFIX = "mgtpl_"
 CLONE_PREFIX = "mgtest_"
 #: How long one DROP DATABASE of a clone may take (milliseconds).
@@ -430,6 +433,7 @@ class Templates:
         with self._locked(admin):
             found = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if found.fetchone() is not None:
+                self._hold(admin, name)
                 return name
             building = f"{name}_building"
             admin.execute(
@@ -454,8 +458,18 @@ class Templates:
                         )
                     )
                 raise
+            self._hold(admin, name)
             self._drop_stale(admin, f"{TEMPLATE_PREFIX}{project}_", name)
         return name
+
+    @staticmethod
+    def _hold(admin: psycopg.Connection[Any], name: str) -> None:
+        """Mark the template as in use by this session until its admin connection closes:
+        a shared advisory lock on the template's name, taken under the build lock, so another
+        session's ``_drop_stale`` (under the same lock) leaves it alone."""
+        admin.execute(
+            "SELECT pg_advisory_lock_shared(%s, hashtext(%s))", (TEMPLATE_IN_USE_KEY, name)
+        )
 
     @staticmethod
     def _check_project(mg: Migretti) -> None:
@@ -473,7 +487,9 @@ class Templates:
 
     @staticmethod
     def _drop_stale(admin: psycopg.Connection[Any], prefix: str, keep: str) -> None:
-        """Templates of this project's older migration files; one still in use is kept."""
+        """Templates of this project's older migration files. One that a running session
+        clones from (its shared lock, ``_hold``) is kept: dropping it failed that session's
+        next clones with "template database ... does not exist"."""
         import psycopg
         from psycopg import sql
 
@@ -482,8 +498,18 @@ class Templates:
             (prefix, keep),
         ).fetchall()
         for (stale,) in rows:
-            with contextlib.suppress(psycopg.Error):
-                admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(stale)))
+            taken = admin.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (TEMPLATE_IN_USE_KEY, stale)
+            ).fetchone()
+            if taken is None or not taken[0]:
+                continue  # in use: a build after that session has ended drops it
+            try:
+                with contextlib.suppress(psycopg.Error):
+                    admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(stale)))
+            finally:
+                admin.execute(
+                    "SELECT pg_advisory_unlock(%s, hashtext(%s))", (TEMPLATE_IN_USE_KEY, stale)
+                )
 
     @staticmethod
     @contextlib.contextmanager

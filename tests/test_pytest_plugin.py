@@ -492,3 +492,73 @@ def test_a_role_that_cannot_create_databases_is_a_clear_error(tmp_path: Path, pg
     assert "CREATEDB" in done.stdout
     assert "Traceback" not in done.stdout and "InsufficientPrivilege" not in done.stdout
     assert "Pw-nocreate-1" not in done.stdout + done.stderr
+
+
+HELD_SESSION = """
+import pathlib
+import time
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+
+
+def test_first_waits_for_the_other_session(mg_database):
+    (HERE / "started").write_text("")
+    deadline = time.monotonic() + 120
+    while not (HERE / "go").exists():
+        assert time.monotonic() < deadline, "the other session never finished"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_then_more_clones(mg_database, n):
+    with mg_database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+"""
+
+
+def test_a_newer_session_keeps_the_template_a_running_session_clones(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A session started after a migration changed builds a new template and drops the
+    project's older ones, but not the one a session still running clones from: that one's
+    later tests failed with "template database ... does not exist"."""
+    from migretti_core.testing import wait_until
+
+    app = make_app(tmp_path / "app")
+    (app / "pytest.ini").write_text("[pytest]\nmg_pool_size = 1\n")
+    (app / "test_app.py").write_text(HELD_SESSION)
+    basetemp = tmp_path / "first-basetemp"
+    before = databases(pg_url, "mgtpl_")
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}"),
+            *("--mg-database-url", pg_url, "test_app.py"),
+        ],
+        cwd=app,
+        env=mg_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (app / "started").exists() or first.poll() is not None, timeout=120)
+        assert first.poll() is None, first.communicate()[0]
+        in_use = databases(pg_url, "mgtpl_") - before
+        assert len(in_use) == 1
+        make_app(app, extra_migration="ALTER TABLE users ADD COLUMN email text;")
+        (app / "pytest.ini").write_text("[pytest]\nmg_pool_size = 1\n")
+        (app / "test_app.py").write_text(HELD_SESSION)
+        second = run_pytest(app, "--mg-database-url", pg_url, "test_app.py", "-k", "more")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert in_use <= databases(pg_url, "mgtpl_")  # the running session's is kept
+        (app / "go").write_text("")
+        out, _ = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out
+    assert "5 passed" in out
