@@ -141,6 +141,24 @@ def test_an_up_that_fails_on_an_empty_database_exits_1(project: Project, pg_url:
     assert summary.startswith("FAILED: 2 migrations checked, 1 with problems, 1 not checked, ")
 
 
+def test_a_role_the_scratch_server_has_already_is_explained(project: Project, pg_url: str) -> None:
+    # The target and check.database_url on one server: the target created the role, so the
+    # migration cannot create it again on the scratch database of that server.
+    import uuid
+
+    role = f"web_anon_{uuid.uuid4().hex[:8]}"
+    project.sql(f"CREATE ROLE {role} NOLOGIN")
+    try:
+        project.add("0001", "reader", f"CREATE ROLE {role} NOLOGIN;", f"DROP ROLE {role};")
+        code, data, _ = _check(project, pg_url)
+        assert code == 1
+        (problem,) = _by_id(data)["0001"]["problems"]  # type: ignore[misc]
+        assert f'role "{role}" already exists' in problem
+        assert "a role belongs to the whole server, not to the scratch database" in problem
+    finally:
+        project.sql(f"DROP ROLE IF EXISTS {role}")
+
+
 def test_a_failure_on_the_scratch_database_gives_no_advice_to_fix_it(
     project: Project, pg_url: str
 ) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -179,4 +180,16 @@ def scratch_failure(migration_id: str, message: str) -> str:
     from migretti_core.planning import FIX_HINT
 
     advice = f"; migration {migration_id} is now marked failed; " + FIX_HINT.format(id=migration_id)
-    return message.replace(advice, "")
+    message = message.replace(advice, "")
+    if "(SQLSTATE 42710)" in message and _ROLE_EXISTS.search(message):
+        # Roles belong to the whole server: the scratch database being new does not make
+        # the server's roles new. Say so, or the failure looks like a bug in the migration.
+        message += (
+            "\n  NOTE: a role belongs to the whole server, not to the scratch database; this "
+            "one exists on the scratch server already (left by an earlier check, or the "
+            "target's own when check.database_url points at the target's server)"
+        )
+    return message
+
+
+_ROLE_EXISTS = re.compile(r'\brole "[^"]*" already exists')
