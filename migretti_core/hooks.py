@@ -107,6 +107,8 @@ class Hooks:
         # The calls in progress: a hook's name until one of its implementations fails, then
         # its _Frame (most calls never need one).
         self._frames: list[_Frame | str] = []
+        # Reporters that failed in mg_report and are being reported on (see plugin_warning).
+        self._failing_reporters: set[str] = set()
         self._plans: dict[str, _Plan] = {}
         self._batching: bool | None = None
         for plugin in pm.get_plugins():
@@ -311,11 +313,35 @@ class Hooks:
                 # mg's own output cannot be written: the command cannot succeed (cli.run)
                 self.output_error = self.output_error or exc
                 return
+            if self.options.json_log and self._report_past(plugin, text, fields):
+                return  # a JSON line like every other diagnostic
             emit("warning", self.redact(text))
             if "traceback" in fields:
                 print(self.redact(fields["traceback"]), file=sys.stderr, end="")
             return
         self.report(self.options, Event("plugin.failed", "warning", text, fields))
+
+    def _report_past(self, failing: str, text: str, fields: dict[str, Any]) -> bool:
+        """Hand the failure of reporter ``failing`` to the other reporters; True when one
+        showed it. A reporter failing meanwhile is left out in turn, so this ends."""
+        self._failing_reporters.add(failing)
+        try:
+            event = Event(
+                "plugin.failed",
+                "warning",
+                self.redact(text),
+                {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()},
+            )
+            arguments = {"options": self.options, "event": event}
+            shown = False
+            for impl in self._plan("mg_report").impls:
+                if impl.plugin_name in self._failing_reporters or impl.wrapper or impl.hookwrapper:
+                    continue
+                answer = impl.function(*(arguments[name] for name in impl.argnames))
+                shown = shown or answer is True
+            return shown
+        finally:
+            self._failing_reporters.discard(failing)
 
     # --- configuration ----------------------------------------------------------------
 

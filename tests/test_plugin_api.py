@@ -613,6 +613,40 @@ def test_a_plugin_command_that_crashes_names_the_plugin(tmp_path: Path) -> None:
     assert 'raise ValueError("no such table: reports")' in verbose.stderr
 
 
+def test_a_failing_reporter_is_a_json_line_under_json_log(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    for name in ("pager", "siren"):
+        write_text(
+            project.root / f"{name}.py",
+            f"""
+            from migretti_core.api import hookimpl
+
+            @hookimpl
+            def mg_report(event):
+                raise ValueError("{name} is down")
+            """,
+        )
+    project.configure(extra="plugins: [pager.py, siren.py]\n")
+    project.add("0001", "users", "CREATE TABLE users (id bigint);", "DROP TABLE users;")
+    result = project.mg("--json-log", "apply")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    failures = {(r["plugin"], r["message"]) for r in records if r["event"] == "plugin.failed"}
+    assert failures == {
+        ("pager", "plugin 'pager' failed in mg_report: ValueError: pager is down"),
+        ("siren", "plugin 'siren' failed in mg_report: ValueError: siren is down"),
+    }
+    assert "migration.applied" in {r["event"] for r in records}
+    text = project.mg("rollback")
+    assert "mg: warning: plugin 'pager' failed in mg_report: ValueError: pager is down" in (
+        text.stderr
+    )
+
+
 # --- 10: a wrong argument name ----------------------------------------------------------------
 
 
