@@ -341,6 +341,17 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                 ),
             )
         except SqlError as exc:
+            if f"{migration.id} is already recorded as applied" in exc.server_message:
+                # the history's refusal: the row says `applied` already (written by hand,
+                # by `mg fix`, or by the migration itself), not `running` as this run left it
+                raise StateError(
+                    f"migration {migration.id} ({migration.name}) is already recorded as "
+                    f"applied: its row was changed while this run ran its {len(statements)} "
+                    "statements, which all ran (it is a no-transaction migration); this run "
+                    "did not record it again",
+                    hint="check that nothing else runs it (mg runs hold an advisory lock; "
+                    "no migration should release it or write _migrations)",
+                ) from exc
             # Every statement ran; only the last history write failed (a migration that
             # ran SET ROLE, for example): say so, and what the row left `running` needs.
             code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""

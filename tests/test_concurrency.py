@@ -234,6 +234,28 @@ def test_a_migration_that_writes_its_own_applied_row_is_refused_with_exit_3(
     assert project.statuses() == {}
 
 
+def test_a_no_transaction_migration_whose_row_became_applied_meanwhile_exits_3(
+    project: Project,
+) -> None:
+    # Its statements ran; recording it finds the row `applied` (not the `running` this run
+    # wrote): the refusal is named as such, never as mg's own history SQL failing.
+    project.sql("CREATE TABLE once (n int)")
+    project.add(
+        "0001",
+        "sneaky",
+        "INSERT INTO once VALUES (1);\n"
+        "UPDATE _migrations SET status = 'applied' WHERE id = '0001';",
+        no_transaction=True,
+    )
+    done = project.mg("apply")
+    assert done.returncode == 3, done.stderr
+    assert "migration 0001 (sneaky) is already recorded as applied" in done.stderr
+    assert "integer" not in done.stderr and "migretti: " not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert project.value("SELECT count(*) FROM once") == 1
+    assert project.log() == []
+
+
 def test_a_plan_emptied_while_waiting_for_the_lock_is_reported_as_the_command_words_it(
     project: Project,
 ) -> None:
