@@ -21,15 +21,25 @@ def mg_split_statements(sql: str) -> list[Statement]:
 @hookimpl
 def mg_validate_migration(migration: Migration) -> list[str]:
     """Reject, before anything runs, statements PostgreSQL refuses inside a transaction block
-    and transaction control (BEGIN, COMMIT, ...) that would break the migration's atomicity."""
-    if not migration.transactional:
-        return []
-    from migretti_plugins.split.lexer import find_transaction_problems
+    and transaction control (BEGIN, COMMIT, ...) that would break the migration's atomicity;
+    in a no-transaction migration, a BEGIN that nothing ends."""
+    from migretti_plugins.split.lexer import find_transaction_problems, open_transaction_block
 
     problems: list[str] = []
     sections = [(migration.up_sql, migration.up_line)]
     if migration.down_sql:
         sections.append((migration.down_sql, migration.down_line or migration.up_line))
+    if not migration.transactional:
+        for sql, first_line in sections:
+            opened = open_transaction_block(sql)
+            if opened is not None:
+                line, name = opened
+                problems.append(
+                    f"{display_path(migration.path)}:{first_line + line - 1}: {name} opens a "
+                    "transaction block that the migration never ends, so its changes and its "
+                    "history row would be rolled back when the session ends; add COMMIT"
+                )
+        return problems
     for sql, first_line in sections:
         for line, name, kind in find_transaction_problems(sql):
             where = f"{display_path(migration.path)}:{first_line + line - 1}"

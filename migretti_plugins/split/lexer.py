@@ -555,6 +555,36 @@ def find_transaction_problems(sql: str) -> list[tuple[int, str, str]]:
     return statement_problems(sql)
 
 
+def open_transaction_block(sql: str) -> tuple[int, str] | None:
+    """``(line, name)`` of a ``BEGIN`` (or ``START TRANSACTION``, ``COMMIT AND CHAIN``) that
+    no later statement of ``sql`` ends, for a no-transaction migration.
+
+    Its history row would be written inside that block, and the end of the session would
+    roll back the block and the row together, after mg had said the migration was applied.
+    """
+    if not may_have_transaction_problems(sql):
+        return None
+    opened: tuple[int, str] | None = None
+    for statement in split_sql(sql):
+        control = transaction_control(statement.text)
+        if control is None:
+            continue
+        if control in ("BEGIN", "START TRANSACTION"):
+            opened = opened or (statement.line, control)  # a second BEGIN changes nothing
+        elif control != "PREPARE TRANSACTION" and _chains(statement.text):
+            opened = (statement.line, f"{control} AND CHAIN")
+        else:
+            opened = None
+    return opened
+
+
+def _chains(statement_text: str) -> bool:
+    """Whether a COMMIT, END, ROLLBACK or ABORT ends with ``AND CHAIN`` (a new transaction
+    starts at once), not ``AND NO CHAIN``."""
+    words = list(_tokens(statement_text))
+    return words[-2:] == ["and", "chain"]
+
+
 def statement_problems(sql: str) -> list[tuple[int, str, str]]:
     """What ``find_transaction_problems`` reports, without the prefilter: every statement
     is split and looked at."""
