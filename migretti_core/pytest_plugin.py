@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     from migretti_core.application import Migretti
 
 URL_ENV = "MG_TEST_DATABASE_URL"
+#: What a test database's migrations leave out: deployment hooks (backups, notifications)
+#: and the rewrite of ``schema_file``, a file of the project that a test run must not change
+#: (with a test server's pg_dump, or after a test's rollback).
+TEST_RUN_BLOCKED = ("no:shellhooks", "no:schema")
 #: Advisory lock key (on the maintenance database) serialising template builds.
 TEMPLATE_LOCK_KEY = 894322
 #: With a template's hashtext() as second key (the two-int4 advisory lock space, apart from
@@ -157,7 +161,14 @@ class MgDatabase:
         from migretti_core.application import Migretti
 
         kwargs.setdefault("confirm", True)
-        return Migretti(config=self.config_path, database_url=self.url, **kwargs)
+        plugins = kwargs.pop("plugins", ())
+        plugins = [plugins] if isinstance(plugins, (str, os.PathLike)) else list(plugins)
+        return Migretti(
+            config=self.config_path,
+            database_url=self.url,
+            plugins=[*plugins, *TEST_RUN_BLOCKED],
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         from migretti_core.redact import redact_url
@@ -356,9 +367,8 @@ class Templates:
     def _migretti(self, url: str) -> Migretti:
         from migretti_core.application import Migretti
 
-        # Deployment hooks (backups, notifications) have no business in a test run.
         return Migretti(
-            config=self.config_path, database_url=url, plugins=["no:shellhooks"], confirm=True
+            config=self.config_path, database_url=url, plugins=TEST_RUN_BLOCKED, confirm=True
         )
 
     def admin(self) -> psycopg.Connection[Any]:

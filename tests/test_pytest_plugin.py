@@ -562,3 +562,28 @@ def test_a_newer_session_keeps_the_template_a_running_session_clones(
             first.wait()
     assert first.returncode == 0, out
     assert "5 passed" in out
+
+
+ROLLS_BACK = """
+def test_rolls_back(mg_database):
+    assert mg_database.migretti().rollback().ids == ("0001",)
+"""
+
+
+def test_a_test_run_writes_no_schema_file_and_runs_no_hooks(tmp_path: Path, pg_url: str) -> None:
+    """Neither the template's migrations nor a test's ``mg_database.migretti()`` rewrite the
+    project's ``schema_file`` (a test server's dump, or the schema after a test's rollback,
+    would land in the repository) or run its deployment hooks."""
+    app = make_app(tmp_path / "app")
+    (app / "mg.yaml").write_text(
+        "database:\n  url: postgresql://nobody@127.0.0.1:1/none\n"
+        "schema_file: db/schema.sql\n"
+        "hooks:\n  post_apply: touch hook-ran\n  post_rollback: touch hook-ran\n"
+    )
+    (app / "test_app.py").write_text(ROLLS_BACK)
+
+    done = run_pytest(app, "--mg-database-url", pg_url)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (app / "db").exists()
+    assert not (app / "hook-ran").exists()
