@@ -158,7 +158,7 @@ class Hooks:
                     return None
                 self.plugin_warning(plugin, hook, exc)
                 return None
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is a failure too
                 self._mark_failed(plugin)
                 if policy.on_crash == "raise":
                     raise PluginFailed(plugin, hook, exc, policy.crash_exit) from exc

@@ -647,6 +647,41 @@ def test_a_failing_reporter_is_a_json_line_under_json_log(
     )
 
 
+def test_a_plugin_calling_sys_exit_is_a_plugin_failure(tmp_path: Path, database_url: str) -> None:
+    from migretti_core.testing import Project, assert_clean_error, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    write_text(
+        project.root / "quitter.py",
+        """
+        import os
+        import sys
+
+        from migretti_core.api import hookimpl
+
+        @hookimpl
+        def mg_after_migration(result):
+            sys.exit("metrics are down")
+
+        @hookimpl
+        def mg_before_apply(session):
+            if os.environ.get("QUIT_GATE"):
+                sys.exit(0)
+        """,
+    )
+    project.configure(extra="plugins: [quitter.py]\n")
+    project.add("0001", "users", "CREATE TABLE users (id bigint);", "DROP TABLE users;")
+    project.add("0002", "orders", "CREATE TABLE orders (id bigint);", "DROP TABLE orders;")
+    gate = project.mg("apply", env={"QUIT_GATE": "1"})
+    assert_clean_error(gate, "plugin 'quitter' failed in mg_before_apply: SystemExit: 0", code=1)
+    assert project.statuses() == {}
+    told = project.mg("apply")
+    assert told.returncode == 0, told.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    warning = "mg: warning: plugin 'quitter' failed in mg_after_migration: SystemExit: metrics"
+    assert told.stderr.count(warning) == 2
+
+
 # --- 10: a wrong argument name ----------------------------------------------------------------
 
 
