@@ -695,7 +695,7 @@ def _cut_short(
     running = f"statement {index} may or may not have"
     if last > index:
         running = f"statements {index}-{last} may or may not have run"
-    verb = "applying" if direction == "up" else "rolling back"
+    verb = "applying it" if direction == "up" else "rolling it back"
     if direction == "up":
         ways = (
             f"`mg fix {ident} --applied` records it as applied (after you finish "
@@ -710,7 +710,7 @@ def _cut_short(
             f"(after you finish {_statements(index, total)} by hand)"
         )
     return (
-        f"{what} was stopped by {reason} while {verb} it, during statement {index} of {total} "
+        f"{what} was stopped by {reason} while {verb}, during statement {index} of {total} "
         f"({where}); it is a no-transaction migration, so {done_part}{running}{rest}. "
         f"Its row is left `{left}`"
         + (f" at statement {index}" if left == "failed" else "")

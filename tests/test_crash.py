@@ -257,3 +257,29 @@ def test_lost_connection_during_a_transactional_migration_names_it(
     project.path_of("0002").write_text("-- migrate: up\nCREATE TABLE tx_a (id int);\n")
     assert project.mg("apply").returncode == 0
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
+
+
+def test_ctrl_c_while_rolling_back_a_no_transaction_migration_marks_it_failed(
+    project: Project,
+) -> None:
+    project.add(
+        "0001",
+        "slow",
+        "CREATE TABLE nt_a (id int);",
+        "DROP TABLE nt_a;\nSELECT pg_sleep(30);\nCREATE TABLE nt_c (id int);",
+        no_transaction=True,
+    )
+    assert project.mg("apply").returncode == 0
+    job = project.spawn("down")
+    wait_until(lambda: _sleeping(project) or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    os.kill(job.pid, signal.SIGINT)
+    done = project.finish(job, timeout=60)
+
+    assert done.returncode == 130, done.stderr
+    assert "was stopped by Ctrl-C while rolling it back, during statement 2 of 3" in done.stderr
+    assert "0001_slow.sql:6" in done.stderr, done.stderr  # the file line of statement 2
+    assert "`mg fix 0001 --remove` deletes its row, as a finished rollback would" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert project.statuses() == {"0001": "failed"}
+    assert project.tables() == set()
