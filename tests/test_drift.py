@@ -234,6 +234,18 @@ def test_a_search_path_whose_schemas_the_migrations_do_not_create_is_still_compa
         assert f"schema {role}: in the database, not produced by the migrations" in done.stdout
 
 
+def test_a_label_added_by_hand_is_named_in_plain_words(project: Project) -> None:
+    project.add("0003", "mood", "CREATE TYPE mood AS ENUM ('happy', 'sad');", "DROP TYPE mood;")
+    assert project.mg("apply").returncode == 0
+    project.sql("ALTER TYPE mood ADD VALUE 'meh'")
+    done = project.mg("drift")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines() == [
+        'type public.mood: labels are ["happy", "sad", "meh"] in the database, '
+        '["happy", "sad"] from the migrations'
+    ]
+
+
 def test_a_disabled_trigger_and_a_policy_command_are_said_in_words(project: Project) -> None:
     project.add(
         "0003",

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from migretti_plugins.check.snapshot import Snapshot
 
 _SHORT = 72
+# Properties named in the plural: "labels are [...]", not "labels is [...]".
+_PLURAL = frozenset({"labels", "attributes", "constraints", "roles", "options"})
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class Difference:
             if len(a) > _SHORT or len(e) > _SHORT:
                 parts.append(f"{prop} differs ({wording.actual} vs {wording.expected})")
             else:
-                parts.append(f"{prop} is {a} {wording.actual}, {e} {wording.expected}")
+                verb = "are" if prop in _PLURAL else "is"
+                parts.append(f"{prop} {verb} {a} {wording.actual}, {e} {wording.expected}")
         return f"{self.key}: " + "; ".join(parts)
 
     def as_dict(self, wording: Wording) -> dict[str, Any]:
