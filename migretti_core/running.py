@@ -270,7 +270,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                         f"({migration.name}) ran: {exc.message}",
                         hint="its transaction was rolled back, unless the server committed it "
                         "just before the connection dropped: `mg status` shows whether it is "
-                        "applied, and `mg apply` runs what is pending",
+                        "recorded as applied; run the command again to go on",
                     ) from exc
                 except SqlError as exc:
                     part = "record" if writing else query.part(exc.position)
