@@ -256,7 +256,9 @@ def test_a_seed_that_releases_the_lock_stops_the_run_before_the_next_seed(
     assert "Traceback" not in done.stderr
     assert runs(database_url) == {"01_unlock": 1}
 
-    # four runs at once, each losing the lock after its first seed: every seed ran once
+    # four runs at once, each losing the lock after its first seed: the seeds after it ran
+    # once (the first may run twice: a run can take the lock in the moment between the
+    # release and the commit of the seed that released it)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DELETE FROM seed_log")
         conn.execute("DELETE FROM _migrations_seeds")
@@ -275,7 +277,9 @@ def test_a_seed_that_releases_the_lock_stops_the_run_before_the_next_seed(
         _, stderr = process.communicate(timeout=120)
         assert process.returncode in (0, 1), stderr
         assert "Traceback" not in stderr
-    assert runs(database_url) == {"01_unlock": 1, "02_b": 1, "03_c": 1}
+    counted = runs(database_url)
+    assert counted["02_b"] == 1 and counted["03_c"] == 1, counted
+    assert counted["01_unlock"] >= 1, counted
 
 
 def test_dry_run_tries_the_seeds_and_changes_nothing(project: Path, database_url: str) -> None:
