@@ -159,6 +159,28 @@ def test_a_role_the_scratch_server_has_already_is_explained(project: Project, pg
         project.sql(f"DROP ROLE IF EXISTS {role}")
 
 
+def test_roles_a_check_leaves_on_a_given_server_are_named(project: Project, pg_url: str) -> None:
+    import uuid
+
+    role = f"web_anon_{uuid.uuid4().hex[:8]}"
+    project.add("0001", "reader", f"CREATE ROLE {role} NOLOGIN;", f"DROP ROLE {role};")
+    try:
+        code, data, stderr = _check(project, pg_url)
+        assert code == 0 and data["ok"] is True, stderr
+        assert "mg: warning: roles created while the scratch database was in use stay on" in (
+            stderr
+        )
+        assert role in stderr and _scratch_databases(project) == []
+        project.sql(f"DROP ROLE {role}")
+        logged = project.mg("--json-log", "check", "--database-url", pg_url)
+        assert logged.returncode == 0, logged.stderr
+        events = [json.loads(line) for line in logged.stderr.splitlines()]
+        (left,) = [e for e in events if e["event"] == "scratch.roles_left"]
+        assert left["level"] == "warning" and left["roles"] == [role]
+    finally:
+        project.sql(f"DROP ROLE IF EXISTS {role}")
+
+
 def test_a_failure_on_the_scratch_database_gives_no_advice_to_fix_it(
     project: Project, pg_url: str
 ) -> None:

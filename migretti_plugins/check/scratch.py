@@ -117,16 +117,21 @@ def scratch_database(session: Session, url: str | None = None) -> Iterator[Scrat
                 raise ConfigError(NO_SERVER)
             server = stack.enter_context(offered)
             admin, where = server.conninfo, server.description
-        yield stack.enter_context(_database_on(session, admin, where))
+        # A server mg did not start outlives the command, and so do the roles the migrations
+        # create on it: say which, since the next check there fails on them.
+        yield stack.enter_context(_database_on(session, admin, where, watch_roles=bool(url)))
 
 
 @contextlib.contextmanager
-def _database_on(session: Session, admin: str, where: str) -> Iterator[Scratch]:
+def _database_on(
+    session: Session, admin: str, where: str, *, watch_roles: bool = False
+) -> Iterator[Scratch]:
     from psycopg import sql
 
     name = f"{PREFIX}_{uuid.uuid4().hex[:16]}"
     with _connect(admin) as conn:
         version = int(conn.info.server_version) // 10000
+        roles = _roles(conn) if watch_roles else None
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except Exception as exc:
@@ -148,6 +153,35 @@ def _database_on(session: Session, admin: str, where: str) -> Iterator[Scratch]:
         yield Scratch(scratch_session, f"{name} on {where}", version)
     finally:
         _drop(session, admin, name, where)
+        if roles is not None:
+            _report_new_roles(session, admin, where, roles)
+
+
+def _roles(conn: Any) -> set[str]:
+    return {str(row[0]) for row in conn.execute("SELECT rolname FROM pg_catalog.pg_roles")}
+
+
+def _report_new_roles(session: Session, admin: str, where: str, before: set[str]) -> None:
+    """Warn about roles that appeared on the server while the scratch database was used: the
+    migrations' (or, rarely, someone else's at the same time, so they are named, not dropped)."""
+    from migretti_core.reporting import report
+
+    try:
+        with _connect(admin) as conn:
+            new = sorted(_roles(conn) - before)
+    except Exception:
+        return
+    if new:
+        names = ", ".join(new)
+        report(
+            session,
+            "scratch.roles_left",
+            "warning",
+            f"roles created while the scratch database was in use stay on {where}, which "
+            f"mg did not start: {names}; the next check there finds them already made "
+            "(DROP ROLE them there, or use a server that is there for checks only)",
+            roles=new,
+        )
 
 
 def _drop(session: Session, admin: str, name: str, where: str) -> None:
