@@ -134,11 +134,11 @@ class Hooks:
                 continue
             info = info_of(caller.spec.function, bool(caller.spec.opts.get("firstresult")))
             for impl in caller.get_hookimpls():
-                if (
-                    impl.plugin is plugin
-                    and not (impl.wrapper or impl.hookwrapper)
-                    and not getattr(impl.function, "mg_guarded", False)
-                ):
+                if impl.plugin is not plugin or getattr(impl.function, "mg_guarded", False):
+                    continue
+                if impl.wrapper or impl.hookwrapper:
+                    impl.function = self._guarded_wrapper(impl, caller.name, info)  # type: ignore[misc]
+                else:
                     impl.function = self._guarded(impl, caller.name, info)  # type: ignore[misc]
 
     def _guarded(self, impl: Any, hook: str, info: HookInfo) -> Callable[..., Any]:
@@ -183,6 +183,116 @@ class Hooks:
                     return checked(*args, **kwargs)
                 finally:
                     self.registering = None
+
+        guarded.mg_guarded = True  # type: ignore[attr-defined]
+        guarded.__wrapped__ = function  # type: ignore[attr-defined]
+        return guarded
+
+    def _guarded_wrapper(self, impl: Any, hook: str, info: HookInfo) -> Callable[..., Any]:
+        """A hook wrapper (either style) under its hook's policy: what the wrapper itself
+        raises names the plugin (and is a warning for notifications, where the others'
+        answers stand), and what it returns is checked. Exceptions of the implementations it
+        wraps pass through it as pluggy gives them."""
+        function = impl.function
+        plugin: str = impl.plugin_name
+        policy = info.policy
+        check = info.check
+        old_style = bool(impl.hookwrapper)
+
+        def failure(exc: BaseException) -> MgError | None:
+            """The error to raise for the wrapper's own exception, or None (reported)."""
+            self._mark_failed(plugin)
+            if isinstance(exc, MgError):
+                if policy.on_mg_error == "raise" or (
+                    policy.on_mg_error == "defer" and self._defer(exc)
+                ):
+                    return exc if policy.on_mg_error == "raise" else None
+            elif policy.on_crash == "raise":
+                error = PluginFailed(plugin, hook, exc, policy.crash_exit)
+                error.__cause__ = exc
+                return error
+            self.plugin_warning(plugin, hook, exc)
+            return None
+
+        def checked(value: Any) -> PluginError | None:
+            if value is None or check is None:
+                return None
+            if policy.firstresult:
+                problem = check(value)
+            elif not isinstance(value, list):
+                problem = f"{type(value).__name__} {value!r:.40} instead of a list of answers"
+            else:
+                problem = next((p for p in map(check, value) if p is not None), None)
+            if problem is None:
+                return None
+            self._mark_failed(plugin)
+            return PluginError(
+                f"plugin {plugin!r} returned {problem} from {hook}",
+                hint=f"fix the plugin or disable it with -p no:{plugin}",
+            )
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            wrapper = function(*args, **kwargs)
+            try:
+                next(wrapper)
+            except StopIteration:
+                raise PluginError(
+                    f"plugin {plugin!r}: its wrapper of {hook} did not yield", hint=None
+                ) from None
+            except (Exception, SystemExit) as exc:
+                error = failure(exc)
+                if error is not None:
+                    raise error from exc
+                return (yield)  # the others still answer
+            if old_style:
+                outcome = yield
+                try:
+                    wrapper.send(outcome)
+                except StopIteration:
+                    if outcome.exception is None:
+                        wrong = checked(outcome.get_result())
+                        if wrong is not None:
+                            outcome.force_exception(wrong)
+                    return None
+                except (Exception, SystemExit) as exc:
+                    error = failure(exc)
+                    if error is not None:
+                        outcome.force_exception(error)
+                    return None
+                wrapper.close()
+                raise PluginError(f"plugin {plugin!r}: its wrapper of {hook} yielded twice")
+            try:
+                result = yield
+            except BaseException as inner:
+                try:
+                    wrapper.throw(inner)
+                except StopIteration as stop:
+                    wrong = checked(stop.value)
+                    if wrong is not None:
+                        raise wrong from None
+                    return stop.value
+                except (Exception, SystemExit) as exc:
+                    if exc is inner:
+                        raise
+                    error = failure(exc)
+                    if error is not None:
+                        raise error from exc
+                    raise inner from None
+            else:
+                try:
+                    wrapper.send(result)
+                except StopIteration as stop:
+                    wrong = checked(stop.value)
+                    if wrong is not None:
+                        raise wrong from None
+                    return stop.value
+                except (Exception, SystemExit) as exc:
+                    error = failure(exc)
+                    if error is not None:
+                        raise error from exc
+                    return result
+            wrapper.close()
+            raise PluginError(f"plugin {plugin!r}: its wrapper of {hook} yielded twice")
 
         guarded.mg_guarded = True  # type: ignore[attr-defined]
         guarded.__wrapped__ = function  # type: ignore[attr-defined]

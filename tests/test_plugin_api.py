@@ -379,6 +379,58 @@ def test_a_wrapped_hook_keeps_its_policy() -> None:
     assert any(e.name == "plugin.failed" for e in collect.events)
 
 
+BROKEN_WRAPPERS = """
+    import os
+
+    from migretti_core.api import hookimpl
+
+    @hookimpl(wrapper=True)
+    def mg_after_migration(result):
+        yield
+        raise ValueError("timer broke")
+
+    @hookimpl(hookwrapper=True)
+    def mg_before_apply(session):
+        yield
+        if os.environ.get("BREAK_GATE"):
+            raise ValueError("gate wrapper broke")
+
+    @hookimpl(wrapper=True)
+    def mg_validate_migration(migration):
+        problems = yield
+        return "bad" if os.environ.get("BAD_ANSWER") else problems
+"""
+
+
+def test_a_wrappers_own_failure_follows_the_hooks_policy(tmp_path: Path, database_url: str) -> None:
+    from migretti_core.testing import Project, assert_clean_error, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    write_text(project.root / "wrappers.py", BROKEN_WRAPPERS)
+    project.configure(extra="plugins: [wrappers.py]\n")
+    project.add("0001", "users", "CREATE TABLE users (id bigint);", "DROP TABLE users;")
+    project.add("0002", "orders", "CREATE TABLE orders (id bigint);", "DROP TABLE orders;")
+
+    wrong = project.mg("apply", env={"BAD_ANSWER": "1"})
+    assert_clean_error(
+        wrong,
+        "plugin 'wrappers' returned str 'bad' instead of a list of answers from "
+        "mg_validate_migration",
+        code=2,
+    )
+    gate = project.mg("apply", env={"BREAK_GATE": "1"})
+    assert_clean_error(
+        gate, "plugin 'wrappers' failed in mg_before_apply: ValueError: gate wrapper broke", code=1
+    )
+    assert project.statuses() == {}
+    # a notification: isolated, the deploy goes on
+    told = project.mg("apply")
+    assert told.returncode == 0, told.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    warning = "mg: warning: plugin 'wrappers' failed in mg_after_migration: ValueError: timer broke"
+    assert told.stderr.count(warning) == 2
+
+
 # --- 6: gates fail closed ---------------------------------------------------------------------
 
 
