@@ -461,6 +461,11 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if sys.stdout is None:  # started with stdout closed (`mg list >&-`)
         sys.stdout = _ClosedOutput()
+    if sys.stderr is None:
+        # started with stderr closed (`2>&-`): diagnostics have nowhere to go, and must not
+        # land on stdout (printing to None prints there) among the results; the exit code
+        # still tells what happened
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     app: App | None = None
     verbose = "-v" in args or "--verbose" in args
     json_log = "--json-log" in args  # until the options are read

@@ -293,6 +293,34 @@ def test_output_to_a_closed_stdout_is_a_one_line_error(tmp_path: Path, database_
     assert project.statuses() == {"0001": "applied"}
 
 
+def test_a_closed_stderr_keeps_diagnostics_out_of_stdout(tmp_path: Path, database_url: str) -> None:
+    # `mg ... 2>&-`: a warning or an error has nowhere to go; it must not land among the
+    # results on stdout (Python prints to stdout what is printed to a None stderr)
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    project.path_of("0001").unlink()  # warned about on every run: recorded, file gone
+
+    def closed_stderr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*MG_COMMAND, *args],
+            cwd=project.root,
+            env=mg_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.close(2),
+        )
+
+    done = closed_stderr("status", "--format", "json")
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["ok"] is False, done.stdout
+    done = closed_stderr("apply", "--to", "nosuch")
+    assert done.returncode == 2
+    assert done.stdout == ""
+
+
 def test_apply_to_a_full_disk_applies_and_exits_1(tmp_path: Path, database_url: str) -> None:
     # The report of what was applied cannot be written: the migration stays applied (nothing
     # lost), but the command does not claim success.
