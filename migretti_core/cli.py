@@ -426,6 +426,8 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
     """
     from migretti_core.messages import emit
 
+    if exc.reported and trace is None:
+        return
     if app is not None:
         fields: dict[str, object] = {"error": exc.message, "exit_code": exc.exit_code}
         if exc.hint:

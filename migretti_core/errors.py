@@ -20,6 +20,8 @@ class MgError(Exception):
     exit_code: int = EXIT_FAILURE
     #: Set by the Python API: what the command had done when it failed (a result object).
     result: object | None = None
+    #: Already told the user (as a warning, say): the CLI only exits with ``exit_code``.
+    reported: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

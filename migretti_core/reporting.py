@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def report(session: Session, name: str, level: Level, message: str, **fields: Any) -> None:
-    """Emit an event with the run's common context (env, dry_run)."""
+def report(session: Session, name: str, level: Level, message: str, **fields: Any) -> bool:
+    """Emit an event with the run's common context (env, dry_run); True when it was shown."""
     context: dict[str, Any] = {"env": session.config.env, "dry_run": session.options.dry_run}
     context.update(fields)
     # Through ``Hooks.report``: a fleet member's runner wraps it to tag every event.
-    session.hooks.report(session.options, Event(name, level, message, context))
+    return session.hooks.report(session.options, Event(name, level, message, context))
 
 
 def display_path(path: Path) -> str:

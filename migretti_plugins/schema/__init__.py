@@ -75,10 +75,20 @@ def _rewrite(session: Session, what: str) -> None:
         write_atomically(path, schema_dump(session))
     except (MgError, OSError) as exc:
         reason = exc.message if isinstance(exc, MgError) else f"{exc.strerror or exc}"
-        raise HookFailed(
+        failed = HookFailed(
             f"mg {what} is committed, but the schema file {shown} was not rewritten: {reason}",
             hint="fix the cause and run `mg schema dump -o " + shown + "`",
-        ) from None
+        )
+        # Nothing is lost, so it is a warning; the command still exits 1, so CI notices.
+        failed.reported = reporting.report(
+            session,
+            "schema.not_written",
+            "warning",
+            failed.message,
+            path=str(path),
+            hint=failed.hint,
+        )
+        raise failed from None
     reporting.report(session, "schema.written", "debug", f"wrote {shown}", path=str(path))
 
 
