@@ -437,19 +437,26 @@ def verify(ctx: click.Context, fmt: str) -> int:
 
 @click.command()
 @click.argument("migration_id", metavar="ID", shell_complete=complete_ids)
-@click.option("--applied", "mode", flag_value="applied", help="You completed it by hand.")
-@click.option("--remove", "mode", flag_value="remove", help="You undid it by hand.")
+@click.option("--applied", is_flag=True, help="You completed it by hand.")
+@click.option("--remove", is_flag=True, help="You undid it by hand.")
 @lock_timeout_option
 @click.pass_context
-def fix(ctx: click.Context, migration_id: str, mode: str | None, lock_timeout: str | None) -> int:
+def fix(
+    ctx: click.Context, migration_id: str, applied: bool, remove: bool, lock_timeout: str | None
+) -> int:
     """Resolve a failed or interrupted migration: --applied or --remove.
 
     ID is the migration's id, a unique id prefix, its name or its file name.
     """
     from migretti_core import running
 
-    if mode is None:
+    # Two flags, not one value both set: click would keep whichever came last, and the two
+    # say opposite things about the database.
+    if applied and remove:
+        raise UsageError("give either --applied or --remove, not both")
+    if not (applied or remove):
         raise UsageError("say how it was resolved: --applied or --remove")
+    mode = "applied" if applied else "remove"
     app = app_of(ctx)
     session = app.session("fix", lock_timeout=parse_lock_timeout(lock_timeout))
     return running.fix(session, migration_id, mode)

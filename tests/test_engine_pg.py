@@ -303,6 +303,11 @@ def test_failed_migration_blocks_every_changing_command(project: Project) -> Non
     no_mode = project.mg("fix", "0002")
     assert no_mode.returncode == 2, no_mode.stderr
     assert "--applied" in no_mode.stderr and "--remove" in no_mode.stderr
+    # the two flags say opposite things: refused whatever their order, the row untouched
+    for both in (("--applied", "--remove"), ("--remove", "--applied")):
+        done = project.mg("fix", "0002", *both)
+        assert done.returncode == 2, done.stderr
+        assert "either --applied or --remove, not both" in done.stderr, done.stderr
     unknown = project.mg("fix", "0003", "--applied")
     assert unknown.returncode == 2, unknown.stderr
     assert "0003" in unknown.stderr
