@@ -365,6 +365,20 @@ def _extended(app: App, path: str, command: click.Command, formats: list[str]) -
     return clone
 
 
+def _option_owner(app: App, path: str, param: click.Parameter) -> str | None:
+    """The plugin whose ``mg_command_options`` gave ``param`` (asked again: an error path)."""
+    for impl in app.hooks.pm.hook.mg_command_options.get_hookimpls():
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            answer: Any = impl.function(*({"command": path}[name] for name in impl.argnames))
+        except Exception:
+            continue
+        if any(getattr(p, "name", None) == param.name for p in answer or ()):
+            return str(impl.plugin_name)
+    return None
+
+
 def _with_options(
     app: App,
     path: str,
@@ -376,9 +390,11 @@ def _with_options(
     names: list[str] = []
     for param in params:
         if param.name is None or param.name in taken:
+            owner = _option_owner(app, path, param)
             raise PluginError(
-                f"a plugin adds option {param.name!r} to mg {path}, which already has one "
-                "by that name"
+                f"{f'plugin {owner!r}' if owner else 'a plugin'} adds option {param.name!r} "
+                f"to mg {path}, which already has one by that name",
+                hint=f"fix the plugin or disable it with -p no:{owner}" if owner else None,
             )
         taken.add(param.name)
         names.append(param.name)

@@ -844,7 +844,10 @@ def test_an_option_clashing_with_an_existing_one_is_refused(tmp_path: Path) -> N
     clash = plugin("clash", mg_command_options=mg_command_options)
     result = run_cli(["apply"], cwd=tmp_path, plugins=[clash])
     assert result.exit_code == 2
-    assert "adds option 'dry_run' to mg apply, which already has one" in result.stderr
+    assert "plugin 'clash' adds option 'dry_run' to mg apply, which already has one" in (
+        result.stderr
+    )
+    assert "disable it with -p no:clash" in result.stderr
     # help still works (SPEC 14), without the plugin's options
     helped = run_cli(["apply", "--help"], cwd=tmp_path, plugins=[clash])
     assert helped.exit_code == 0, helped.stderr
