@@ -53,8 +53,10 @@ def absolute(path: Path | str) -> Path:
     return Path(os.path.abspath(path))
 
 
-def read_bounded(path: Path, label: str, *, what: str = "config file") -> bytes:
-    """The bytes of ``path``: a regular file under ``MAX_BYTES``, or a one-line error.
+def read_bounded(
+    path: Path, label: str, *, what: str = "config file", limit: int = MAX_BYTES
+) -> bytes:
+    """The bytes of ``path``: a regular file under ``limit`` bytes, or a one-line error.
 
     A device (``/dev/zero``), a FIFO or a directory is refused without reading, and a file
     that grows past the limit while it is read is refused too.
@@ -70,17 +72,17 @@ def read_bounded(path: Path, label: str, *, what: str = "config file") -> bytes:
     if not stat.S_ISREG(info.st_mode):
         kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
         raise ConfigRefused(f"{what} {label} is {kind}")
-    if info.st_size >= MAX_BYTES:
-        raise ConfigRefused(_too_large(what, label))
+    if info.st_size >= limit:
+        raise ConfigRefused(_too_large(what, label, limit))
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_BYTES)
+            data = fh.read(limit)
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    if len(data) >= MAX_BYTES:
-        raise ConfigRefused(_too_large(what, label))
+    if len(data) >= limit:
+        raise ConfigRefused(_too_large(what, label, limit))
     return data
 
 
-def _too_large(what: str, label: str) -> str:
-    return f"{what} {label} is too large: it must be under 1 MiB"
+def _too_large(what: str, label: str, limit: int) -> str:
+    return f"{what} {label} is too large: it must be under {limit >> 20} MiB"

@@ -485,6 +485,20 @@ def test_a_nul_in_a_fleet_file_is_refused_not_cut_short(tmp_path: Path, make_fle
     assert fleet.applied(fleet.names[0]) == []
 
 
+@pytest.mark.parametrize(
+    ("target", "kind"), [("/dev/zero", "not a regular file"), (".", "a directory")]
+)
+def test_a_fleet_file_that_is_not_a_file_is_refused_without_reading(
+    tmp_path: Path, make_fleet: Any, target: str, kind: str
+) -> None:
+    fleet = make_fleet(1)
+    project = project_for(tmp_path, fleet, "  listed:\n    file: members.txt\n")
+    (project.root / "members.txt").symlink_to(target)
+    done = project.mg("status", "--fleet", "listed", timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"mg: error: fleet file {project.root / 'members.txt'} is {kind}")
+
+
 def test_members_rewriting_one_schema_file_at_once_all_succeed(
     tmp_path: Path, make_fleet: Any
 ) -> None:

@@ -166,11 +166,17 @@ def fleet_named(config: Config, name: str, environ: Mapping[str, str]) -> FleetS
     return _fleet(config, name, fleets[name], fleet_environ(config, environ))
 
 
+# A member a line: a million databases, each named by a 64-byte URL, fit.
+_FLEET_FILE_LIMIT = 64 << 20
+
+
 def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> list[str]:
+    from migretti_core.configfile import read_bounded
+
+    # A regular file only: a device such as /dev/zero would be read until memory runs out.
+    raw = read_bounded(path, str(path), what="fleet file", limit=_FLEET_FILE_LIMIT)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"fleet file {path}: {exc.strerror or exc}") from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"fleet file {path}: not UTF-8 text") from None
     members = []
