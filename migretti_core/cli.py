@@ -637,20 +637,26 @@ def _discard_stdout() -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a Kubernetes rollout, a CI timeout) unwinds like Ctrl-C.
+    """SIGTERM (a Kubernetes rollout, a CI timeout) and SIGHUP (the terminal or SSH session
+    closed) unwind like Ctrl-C.
 
     The open transaction is rolled back and the lock released instead of the process
     vanishing mid-statement.
     """
+    import signal
+
     from migretti_core.errors import Terminated
 
-    raise Terminated
+    raise Terminated(signal.Signals(signum).name)
 
 
 def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL:
+        signal.signal(hangup, _terminate)  # (left alone when ignored, as under nohup)
     sys.exit(run())
 
 

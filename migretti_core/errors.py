@@ -190,4 +190,9 @@ class Interrupted(MgError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the same clean-up runs; tells the two apart."""
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so the same clean-up runs; tells them apart.
+    Its argument is the signal's name."""
+
+    @property
+    def signal_name(self) -> str:
+        return str(self.args[0]) if self.args else "SIGTERM"

@@ -365,7 +365,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                 "SESSION AUTHORIZATION) should RESET it at its end",
             ) from exc
     except KeyboardInterrupt as exc:
-        reason = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        reason = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
         cut = _cut_short(session, conn, migration, direction, statements, at, reason, done())
         raise Interrupted(cut) from None
     except DatabaseError as exc:

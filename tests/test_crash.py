@@ -186,7 +186,8 @@ def _says_what_fix_does(stderr: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("signum", "reason"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")]
+    ("signum", "reason"),
+    [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")],
 )
 def test_signal_during_a_no_transaction_migration_marks_it_failed(
     project: Project, signum: int, reason: str
@@ -212,6 +213,20 @@ def test_signal_during_a_no_transaction_migration_marks_it_failed(
     project.sql("CREATE TABLE nt_c (id int)")
     assert project.mg("fix", "0002", "--applied").returncode == 0
     assert project.mg("apply").returncode == 0
+
+
+def test_sighup_is_left_alone_under_nohup(project: Project) -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts mg
+    try:
+        job = _start_slow_no_transaction(project)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    os.kill(job.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    done, _ = project.interrupt(job)
+    # Had SIGHUP stopped it, the row would name SIGHUP: it was ignored, Ctrl-C stopped it.
+    assert done.returncode == 130, done.stderr
+    assert "stopped by Ctrl-C" in done.stderr and "SIGHUP" not in done.stderr
 
 
 def test_lost_connection_during_a_no_transaction_migration_leaves_it_running(
