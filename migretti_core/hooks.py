@@ -109,6 +109,7 @@ class Hooks:
         self._frames: list[_Frame | str] = []
         # Reporters that failed in mg_report and are being reported on (see plugin_warning).
         self._failing_reporters: set[str] = set()
+        self._warned_once: set[str] = set()
         self._plans: dict[str, _Plan] = {}
         self._batching: bool | None = None
         for plugin in pm.get_plugins():
@@ -408,6 +409,11 @@ class Hooks:
         With ``-v`` or ``MG_TRACE_PLUGINS=1`` the traceback goes along (passwords masked).
         """
         text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
+        if hook == "mg_config_sections":
+            # asked several times while the configuration is read: one warning is enough
+            if text in self._warned_once:
+                return
+            self._warned_once.add(text)
         fields: dict[str, Any] = {
             "env": self.env,
             "dry_run": self.options.dry_run,

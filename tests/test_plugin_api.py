@@ -734,6 +734,29 @@ def test_a_plugin_calling_sys_exit_is_a_plugin_failure(tmp_path: Path, database_
     assert told.stderr.count(warning) == 2
 
 
+def test_a_failing_mg_config_sections_warns_once_and_its_section_is_unknown(
+    tmp_path: Path,
+) -> None:
+    from migretti_core.testing import run_mg, write_text
+
+    write_text(
+        tmp_path / "sections.py",
+        """
+        from migretti_core.api import hookimpl
+
+        @hookimpl
+        def mg_config_sections():
+            raise ValueError("no sections today")
+        """,
+    )
+    write_text(tmp_path / "mg.yaml", "plugins: [sections.py]\nsections:\n  a: 1\n")
+    result = run_mg(["status"], tmp_path)
+    assert result.returncode == 2
+    warning = "mg: warning: plugin 'sections' failed in mg_config_sections: ValueError: no sections"
+    assert result.stderr.count(warning) == 1, result.stderr
+    assert "mg: error: mg.yaml: unknown key 'sections'" in result.stderr
+
+
 # --- 10: a wrong argument name ----------------------------------------------------------------
 
 
