@@ -148,14 +148,14 @@ def _timeout_value(ctx: click.Context, param: Any, value: str | None) -> None:
     """``--table-lock-timeout`` / ``--statement-timeout``: seconds, 0 for ``off``."""
     if value is None or param.name is None:
         return
-    from migretti_core.durations import parse_duration
+    from migretti_core.durations import parse_server_timeout
 
     text = value.strip().lower()
     if text in ("off", "none", "false", "no"):
         ctx.meta[param.name] = 0.0
         return
     try:
-        ctx.meta[param.name] = parse_duration(value)
+        ctx.meta[param.name] = parse_server_timeout(value)
     except ValueError as exc:
         raise UsageError(f"--{param.name.replace('_', '-')}: {exc}") from exc
 

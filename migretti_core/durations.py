@@ -10,6 +10,22 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h)\s*")
 
 
+# PostgreSQL's lock_timeout and statement_timeout are int milliseconds: about 24.8 days.
+_SERVER_TIMEOUT_MAX_MS = 2_147_483_647
+
+
+def parse_server_timeout(text: str | float | int) -> float:
+    """Seconds for a timeout PostgreSQL applies (``table_lock_timeout``,
+    ``statement_timeout``): a duration it can hold, else ValueError."""
+    seconds = parse_duration(text)
+    if round(seconds * 1000) > _SERVER_TIMEOUT_MAX_MS:
+        raise ValueError(
+            f"duration {text!r} is longer than PostgreSQL allows "
+            f"({_SERVER_TIMEOUT_MAX_MS}ms, about 24 days)"
+        )
+    return seconds
+
+
 def parse_duration(text: str | float | int) -> float:
     """Seconds; raises ValueError for anything else, including negative values."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):

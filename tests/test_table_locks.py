@@ -316,6 +316,23 @@ def test_bad_settings_are_configuration_errors(project: Project) -> None:
     assert "--table-lock-timeout" in done.stderr
 
 
+@pytest.mark.parametrize("key", ["table_lock_timeout", "statement_timeout"])
+def test_a_timeout_longer_than_postgresql_holds_is_refused_before_running(
+    project: Project, key: str
+) -> None:
+    project.add("001", "u", "CREATE TABLE u (id bigint);")
+    project.configure({"url": project.database_url}, extra=f"{key}: 1000h\n")
+    done = project.mg("apply")
+    assert done.returncode == 2, done.stderr
+    assert f"{key}: duration '1000h' is longer than PostgreSQL allows" in done.stderr
+    project.configure({"url": project.database_url})
+    option = "--" + key.replace("_", "-")
+    done = project.mg("apply", option, "1000h")
+    assert done.returncode == 2 and option in done.stderr, done.stderr
+    assert project.tables() == {"t"}  # the fixture's own
+    assert project.mg("apply", option, "596h").returncode == 0  # 24.8 days is the most
+
+
 def test_statement_timeout_stops_a_long_statement_without_retry(project: Project) -> None:
     project.add("001", "slow", "SELECT pg_sleep(5);")
     done = project.mg("apply", "--statement-timeout", "300ms")

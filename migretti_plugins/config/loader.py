@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from migretti_core.durations import parse_duration
+from migretti_core.durations import parse_duration, parse_server_timeout
 from migretti_core.errors import ConfigError, ConfigRefused
 from migretti_core.interpolation import interpolate, with_dotenv
 from migretti_core.settings import FrozenDict, FrozenList
@@ -417,7 +417,13 @@ def _lock_id(value: Any, label: str, key: str) -> int:
 
 
 def _timeout(
-    settings: Mapping[str, Any], key: str, default: float, label: str, *, zero: bool
+    settings: Mapping[str, Any],
+    key: str,
+    default: float,
+    label: str,
+    *,
+    zero: bool,
+    parse: Callable[[str], float] = parse_duration,
 ) -> float:
     """Seconds; ``zero`` allows 0 (for the lock: try once, do not wait)."""
     value = settings.get(key, "")
@@ -426,7 +432,7 @@ def _timeout(
     if not isinstance(value, str):
         raise ConfigError(f"{label}: {key}: expected a duration such as 30s, got {_kind(value)}")
     try:
-        seconds = parse_duration(value)
+        seconds = parse(value)
     except ValueError as exc:
         raise ConfigError(f"{label}: {key}: {exc}") from None
     if seconds == 0 and not zero:
@@ -439,7 +445,7 @@ def _timeout_or_off(settings: Mapping[str, Any], key: str, default: float, label
     value = settings.get(key, "")
     if isinstance(value, str) and value.strip().lower() in _FALSE | {"none"}:
         return 0.0
-    return _timeout(settings, key, default, label, zero=True)
+    return _timeout(settings, key, default, label, zero=True, parse=parse_server_timeout)
 
 
 def _count(value: Any, default: int, label: str) -> int:
