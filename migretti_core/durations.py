@@ -31,6 +31,8 @@ def parse_duration(text: str | float | int) -> float:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text != text:  # NaN: every comparison with it is false, so a wait would never end
             raise ValueError(f"invalid duration {text!r}: not a number")
+        if text == float("inf"):
+            raise ValueError(f"invalid duration {text!r}: infinite")
         if text < 0:
             raise ValueError(f"invalid duration {text!r}: negative")
         return float(text)

@@ -6,6 +6,8 @@ as one line plus a hint to rerun with ``-v`` for the traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BLOCKED = 3
@@ -30,6 +32,17 @@ class MgError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without ``__init__``, whose arguments differ from class to class, so an
+        # error crosses a process boundary (multiprocessing, concurrent.futures) whole.
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(cls: type[MgError], args: tuple[Any, ...]) -> MgError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class ConfigError(MgError):

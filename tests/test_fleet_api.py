@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -127,6 +128,9 @@ def test_apply_on_a_fleet_reports_every_member_and_raises_with_the_first_exit_co
     error = raised.value
     assert error.exit_code == 1
     assert f"{broken}: " in str(error) and "t_0002" in str(error)
+    copy = pickle.loads(pickle.dumps(error))  # as multiprocessing hands it back
+    assert type(copy) is FleetFailed and (str(copy), copy.exit_code) == (str(error), 1)
+    assert [m.name for m in copy.result.members] == setup.names  # type: ignore[attr-defined]
     result = error.result
     assert isinstance(result, FleetResult)
     assert result.ok is False and result.exit_code == 1

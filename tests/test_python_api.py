@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -180,6 +181,11 @@ def test_sql_error_names_file_line_and_sqlstate(project: Project) -> None:
     result = error.result
     assert result is not None and result.ids == ("0001",)  # type: ignore[attr-defined]
     assert project.statuses() == {"0001": "applied"}
+    # whole across a process boundary (multiprocessing, concurrent.futures pickle it)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is SqlError and str(copy) == str(error)
+    assert (copy.file, copy.line, copy.sqlstate, copy.exit_code) == (str(path), 4, "42601", 1)
+    assert copy.result == result
 
 
 def test_state_errors_carry_exit_code_3_and_fix_resolves_them(project: Project) -> None:
@@ -224,6 +230,9 @@ def test_bad_migration_files_raise_before_anything_runs(project: Project) -> Non
         mg.apply()
     assert bad.value.exit_code == 2
     assert project.tables() == set()
+    copy = pickle.loads(pickle.dumps(bad.value))
+    assert type(copy) is MigrationFileError and str(copy) == str(bad.value)
+    assert copy.exit_code == 2
 
 
 def test_lock_timeout_raises_lock_timeout(project: Project) -> None:
@@ -686,6 +695,9 @@ def test_a_nan_lock_timeout_is_refused(tmp_path: Path) -> None:
         Migretti(config=tmp_path / "mg.yaml", lock_timeout=float("nan"))
     assert raised.value.exit_code == 2
     assert str(raised.value) == "lock_timeout: invalid duration nan: not a number"
+    with pytest.raises(MgError) as raised:
+        Migretti(config=tmp_path / "mg.yaml", lock_timeout=float("inf"))
+    assert str(raised.value) == "lock_timeout: invalid duration inf: infinite"
     assert Migretti(config=tmp_path / "mg.yaml", lock_timeout=1.5)._lock_timeout == 1.5
 
 
