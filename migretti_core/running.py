@@ -961,13 +961,22 @@ def confirm(
         raise Aborted("not confirmed; nothing was changed")
 
 
+def _lock_name(session: Session) -> str:
+    """The builtin ``lock``'s advisory lock by its id; a lock of another plugin by no number
+    of ours (it describes itself where it can: ``LockHolder.lock``)."""
+    impls = session.hooks.pm.hook.mg_lock_acquire.get_hookimpls()
+    if all(impl.plugin_name == "lock" for impl in impls):
+        return f"the migration lock {session.config.lock_id}"
+    return "the migration lock"
+
+
 @contextmanager
 def locked(session: Session, conn: Any) -> Iterator[None]:
     timeout = session.options.lock_timeout
     if timeout is None:
         timeout = session.config.lock_timeout
     session.hooks.lock_acquire(session, conn, timeout)
-    report(session, "lock.acquired", "debug", f"took the migration lock {session.config.lock_id}")
+    report(session, "lock.acquired", "debug", f"took {_lock_name(session)}")
     try:
         yield
     finally:

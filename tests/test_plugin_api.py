@@ -778,6 +778,44 @@ def test_a_wrong_argument_name_is_one_line_with_a_suggestion(tmp_path: Path) -> 
 # --- 11: small things -------------------------------------------------------------------------
 
 
+def test_a_replaced_lock_is_not_taken_as_the_builtin_one(tmp_path: Path, database_url: str) -> None:
+    from migretti_core.testing import Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    write_text(
+        project.root / "file_lock.py",
+        """
+        import fcntl
+
+        from migretti_core.api import hookimpl
+
+        _held = {}
+
+        @hookimpl
+        def mg_lock_acquire(session, conn, timeout):
+            handle = open(session.config.root / ".mg-deploy.lock", "w")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _held[id(conn)] = handle
+            return True
+
+        @hookimpl
+        def mg_lock_release(conn):
+            handle = _held.pop(id(conn), None)
+            if handle is None:
+                return None
+            handle.close()
+            return True
+        """,
+    )
+    project.add("0001", "users", "CREATE TABLE users (id bigint);", "DROP TABLE users;")
+    replaced = project.mg("-v", "-p", "no:lock", "-p", "file_lock", "apply")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "took the migration lock\n" in replaced.stderr
+    assert "894321" not in replaced.stderr
+    builtin = project.mg("-v", "rollback")
+    assert "took the migration lock 894321" in builtin.stderr
+
+
 def test_a_replaced_lock_is_not_described_as_the_builtin_one() -> None:
     from migretti_core.types import LockHolder
 
