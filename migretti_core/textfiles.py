@@ -189,8 +189,9 @@ def read_checked(path: Path, size: int, sha256: str) -> bytes:
     return data
 
 
-def slugify(name: str) -> str:
-    """The file-name part of a migration name: lower case, safe on every file system.
+def slugify(name: str, kind: str = "migration") -> str:
+    """The file-name part of a migration (or ``kind``) name: lower case, safe on every file
+    system.
 
     Accents are dropped rather than the letters carrying them (``Ünïcode`` gives
     ``unicode``): NFKD splits a letter from its combining marks, which are then removed.
@@ -200,7 +201,7 @@ def slugify(name: str) -> str:
     plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
     slug = re.sub(r"[^a-z0-9]+", "_", plain.lower()).strip("_")
     if not slug:
-        raise UsageError(f"migration name {name!r} gives an empty file name; use letters or digits")
+        raise UsageError(f"{kind} name {name!r} gives an empty file name; use letters or digits")
     return slug
 
 

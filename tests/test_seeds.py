@@ -98,7 +98,9 @@ def _ms(stdout: str) -> str:
 
 
 def test_seed_create_refuses_a_name_without_letters_or_digits(project: Path) -> None:
-    assert_clean_error(run_mg(["seed", "create", "!!!"], project), "empty file name")
+    result = run_mg(["seed", "create", "!!!"], project)
+    assert_clean_error(result, "empty file name")
+    assert "seed name '!!!'" in result.stderr  # a seed, not a migration
     assert list((project / "seeds").iterdir()) == []
 
 
