@@ -94,8 +94,11 @@ class MigrationFileError(MgError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, migration_id: str | None = None) -> None:
         self.problems = list(problems)
+        # The id the file's name gives, when it gives one: a broken file still takes part in
+        # the duplicate-id check of its directory.
+        self.migration_id = migration_id
         if len(self.problems) == 1:
             message = self.problems[0]
         else:

@@ -58,6 +58,8 @@ def _load_migrations(session: Session) -> list[Migration]:
     hooks = session.hooks
     problems: list[str] = []
     migrations: list[Migration] = []
+    # Files that failed to parse but whose name gives an id, for the duplicate check.
+    broken: list[tuple[str, Path]] = []
     for path in hooks.discover_migrations(session.config):
         try:
             raw = read_bytes(path)
@@ -72,16 +74,22 @@ def _load_migrations(session: Session) -> list[Migration]:
             migrations.append(hooks.parse_migration(path, raw))
         except MigrationFileError as exc:
             problems.extend(_prefix_dir(path, p) for p in exc.problems)
+            if exc.migration_id is not None:
+                broken.append((exc.migration_id, path))
     seen: dict[str, Migration] = {}
-    for migration in sorted(migrations, key=lambda m: (m.id, m.filename)):
-        first = seen.get(migration.id)
+    first_path: dict[str, Path] = {}
+    named = [(m.id, m.path, m) for m in migrations] + [(i, p, None) for i, p in broken]
+    for migration_id, path, parsed in sorted(named, key=lambda n: (n[0], n[1].name)):
+        first = first_path.get(migration_id)
         if first is not None:
             problems.append(
-                f"{display_path(migration.path)}:1: duplicate id {migration.id}: "
-                f"also used by {display_path(first.path)}"
+                f"{display_path(path)}:1: duplicate id {migration_id}: "
+                f"also used by {display_path(first)}"
             )
-        else:
-            seen[migration.id] = migration
+            continue
+        first_path[migration_id] = path
+        if parsed is not None:
+            seen[migration_id] = parsed
     if problems:
         raise MigrationFileError(problems)
     return sorted(seen.values(), key=lambda m: m.id)

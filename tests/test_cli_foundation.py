@@ -345,6 +345,21 @@ def test_every_broken_file_is_reported_at_once(tmp_path: Path) -> None:
     )
 
 
+def test_a_duplicate_id_is_reported_when_one_of_the_pair_is_broken(tmp_path: Path) -> None:
+    # SPEC §3: every error of the directory up front. The id is the file name's, so the
+    # duplicate is known even when the other file's content is broken too.
+    project = unreachable_project(tmp_path)
+    write_text(project / "migrations" / "7_a.sql", "-- migrate: up\nSELECT 1;\n")
+    write_text(project / "migrations" / "7_b.sql", "SELECT 1;\n-- migrate: up\nSELECT 2;\n")
+    result = run_mg(["apply"], project)
+    assert_clean_error(
+        result,
+        "migrations/7_b.sql:1: SQL before the",
+        "migrations/7_b.sql:1: duplicate id 7: also used by migrations/7_a.sql",
+        one_line=False,
+    )
+
+
 def test_other_files_in_migrations_dir_are_ignored(tmp_path: Path) -> None:
     project = unreachable_project(tmp_path)
     write_text(project / "migrations" / "README.md", "notes\n")

@@ -199,7 +199,7 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
 
     if problems:
         problems.sort(key=lambda item: item[0])
-        raise MigrationFileError([message for _, message in problems])
+        raise MigrationFileError([message for _, message in problems], migration_id=file_id or None)
 
     digest = _checksum_of(raw, text)
     # Migration's fields read as str; a FileText given for them is read when they are.
