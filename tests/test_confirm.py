@@ -216,6 +216,25 @@ def test_piping_yes_without_a_terminal_is_refused(project: Project) -> None:
     assert project.all_tables() == set()
 
 
+def test_a_plugin_cannot_approve_without_a_terminal(project: Project) -> None:
+    """SPEC 10: no terminal on stdin and no --yes refuses, whatever a plugin answers."""
+    (project.root / "approve_all.py").write_text(
+        "from migretti_core import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def mg_prompt(session, message, question):\n"
+        "    return 'yes'\n",
+        encoding="utf-8",
+    )
+    env = {**ENV, "PYTHONPATH": str(project.root)}
+    for args in (["apply"], ["apply", "--dry-run"], ["up"]):
+        done = project.mg("-p", "approve_all", "--env", "prod", *args, env=env)
+
+        assert done.returncode == 5, (args, done.stdout, done.stderr)
+        assert "there is no terminal to confirm on" in done.stderr
+    assert project.all_tables() == set()
+    assert project.statuses() == {}
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import types
 from pathlib import Path
+
+import pytest
 
 from migretti_core import hookimpl
 from migretti_core.api import EXIT_ABORTED, Session
 from migretti_core.testing import make_project, run_cli, write_migration
 
 
-def test_hook_mg_prompt(tmp_path: Path, database_url: str) -> None:
+def test_hook_mg_prompt(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     make_project(tmp_path, database_url, settings={"envs": {"prod": {}}})
     write_migration(tmp_path, "0001", "t", "CREATE TABLE t (id int);")
     asked: list[tuple[str, str]] = []
@@ -30,6 +34,15 @@ def test_hook_mg_prompt(tmp_path: Path, database_url: str) -> None:
     assert nobody.exit_code == EXIT_ABORTED
     assert "there is no terminal to confirm on" in nobody.stderr
 
+    # nor may a plugin answer for the user there (SPEC 10): it is not even asked
+    alone = run_cli(["--env", "prod", "apply"], cwd=tmp_path, plugins=[console])
+    assert alone.exit_code == EXIT_ABORTED
+    assert "there is no terminal to confirm on" in alone.stderr
+    assert asked == []
+
+    leader, follower = os.openpty()
+    stdin = os.fdopen(follower, "r")
+    monkeypatch.setattr(sys, "stdin", stdin)  # a real terminal: the plugin is asked
     refused = run_cli(["--env", "prod", "apply"], cwd=tmp_path, plugins=[console])
     assert refused.exit_code == EXIT_ABORTED
     assert "not confirmed; nothing was changed" in refused.stderr
@@ -42,6 +55,9 @@ def test_hook_mg_prompt(tmp_path: Path, database_url: str) -> None:
     assert approved.exit_code == 0, approved.stderr
     assert "applied 0001 t" in approved.stdout
     assert len(asked) == 2
+    monkeypatch.undo()
+    stdin.close()
+    os.close(leader)
 
     # --yes needs no answer: the plugin is not asked
     write_migration(tmp_path, "0002", "u", "CREATE TABLE u (id int);")
