@@ -32,6 +32,13 @@ FIX_HINT = (
     "or `mg fix {id} --remove` if you undid it"
 )
 
+# A no-transaction rollback that failed part way: finishing its down by hand means the
+# migration is no longer applied (`--remove`); undoing the partial down means it still is.
+FIX_HINT_DOWN = (
+    "resolve it with `mg fix {id} --remove` if you completed its rollback by hand, "
+    "or `mg fix {id} --applied` if you restored what the rollback undid"
+)
+
 
 CHECKSUM_HINT = (
     "restore the file; or, if the edit is right and the database already matches it, accept "

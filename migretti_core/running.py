@@ -29,6 +29,7 @@ from migretti_core.errors import (
 )
 from migretti_core.planning import (
     FIX_HINT,
+    FIX_HINT_DOWN,
     ApplyRequest,
     RollbackRequest,
     ensure_not_blocked,
@@ -501,7 +502,8 @@ def _run_statements(
         failure.message = (
             f"{failure.message}\n  statement {number} of {total}"
             f"{f' ({info.kind})' if info.kind else ''} failed; "
-            f"migration {migration.id} is now marked failed; " + FIX_HINT.format(id=migration.id)
+            f"migration {migration.id} is now marked failed; "
+            + (FIX_HINT if action == "UP" else FIX_HINT_DOWN).format(id=migration.id)
         )
         raise failure from error
 

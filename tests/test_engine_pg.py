@@ -363,6 +363,30 @@ def test_fix_applied_keeps_position_and_records_current_checksum(project: Projec
     assert project.statuses() == {"0001": "applied"}
 
 
+def test_failed_no_transaction_rollback_names_the_fix_for_a_rollback(project: Project) -> None:
+    # Finishing a rollback by hand means the migration is no longer applied: `--remove`.
+    # The up-direction advice (`--applied` if you completed it by hand) would undo that.
+    project.add(
+        "0001",
+        "two_tables",
+        "CREATE TABLE nt_a (id int);\nCREATE TABLE nt_b (id int);",
+        "DROP TABLE nt_b;\nDROP TABLE nosuch;",
+        no_transaction=True,
+    )
+    assert project.mg("apply").returncode == 0
+    down = project.mg("down")
+    assert down.returncode == 1, down.stderr
+    assert "statement 2 of 2" in down.stderr, down.stderr
+    assert project.statuses() == {"0001": "failed"}
+    assert "`mg fix 0001 --remove` if you completed its rollback by hand" in down.stderr
+    assert "`mg fix 0001 --applied` if you restored what the rollback undid" in down.stderr
+    assert "--applied` if you completed it by hand" not in down.stderr
+    done = project.mg("fix", "0001", "--remove")
+    assert done.returncode == 0, done.stderr
+    assert project.statuses() == {}
+    assert project.log() == [("0001", "UP"), ("0001", "FIX")]
+
+
 # --- rolling back -----------------------------------------------------------------------------
 
 
