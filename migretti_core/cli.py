@@ -660,25 +660,29 @@ def main() -> None:
     sys.exit(run())
 
 
-def init_project(directory: Path, embedded: bool) -> list[Path]:
-    """Write mg.yaml and migrations/ (never overwriting mg.yaml)."""
+def init_project(directory: Path, embedded: bool) -> list[tuple[Path, bool]]:
+    """Write mg.yaml and migrations/ (never overwriting mg.yaml).
+
+    Returns each path written, with True when it was created and False when an existing
+    file was extended (``.gitignore``).
+    """
     from migretti_core.templates import embedded_config, server_config
 
     config = directory / "mg.yaml"
     if config.exists():
         raise ConfigError(f"{config} already exists; not overwriting it")
     text = embedded_config() if embedded else server_config()
-    written: list[Path] = []
+    written: list[tuple[Path, bool]] = []
     try:
         with config.open("x", encoding="utf-8") as fh:
             fh.write(text)
     except FileExistsError as exc:
         raise ConfigError(f"{config} already exists; not overwriting it") from exc
-    written.append(config)
+    written.append((config, True))
     migrations = directory / "migrations"
     if not migrations.exists():
         migrations.mkdir()
-        written.append(migrations)
+        written.append((migrations, True))
     if embedded:
         gitignore = directory / ".gitignore"
         existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
@@ -686,5 +690,5 @@ def init_project(directory: Path, embedded: bool) -> list[Path]:
             prefix = "" if not existing or existing.endswith("\n") else "\n"
             with gitignore.open("a", encoding="utf-8") as fh:
                 fh.write(f"{prefix}.mg/\n")
-            written.append(gitignore)
+            written.append((gitignore, not existing))
     return written

@@ -58,8 +58,11 @@ def init(ctx: click.Context, embedded: bool) -> None:
     """Create mg.yaml and migrations/ in the current directory."""
     app = app_of(ctx)
     written = init_project(app.cwd, embedded)
-    for path in written:
-        app.report("init.created", "info", f"created {path.name}", path=str(path))
+    for path, created in written:
+        if created:
+            app.report("init.created", "info", f"created {path.name}", path=str(path))
+        else:
+            app.report("init.extended", "info", f"added .mg/ to {path.name}", path=str(path))
 
 
 @click.command()

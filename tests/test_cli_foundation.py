@@ -195,6 +195,19 @@ def test_init_twice_fails_the_second_time(tmp_path: Path) -> None:
     assert (tmp_path / "mg.yaml").read_bytes() == before
 
 
+def test_init_embedded_says_it_extended_an_existing_gitignore(tmp_path: Path) -> None:
+    write_text(tmp_path / ".gitignore", "node_modules/\n")
+    result = run_mg(["init", "--embedded"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == "node_modules/\n.mg/\n"
+    assert "added .mg/ to .gitignore" in result.stderr
+    assert "created .gitignore" not in result.stderr
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    result = run_mg(["init", "--embedded"], fresh)
+    assert "created .gitignore" in result.stderr, result.stderr
+
+
 # --- create ---------------------------------------------------------------------------------
 
 
