@@ -318,10 +318,18 @@ def _needs_run(seed: Seed, ran: dict[str, str], force: bool) -> bool:
     return force or ran.get(seed.name) != seed.checksum
 
 
-def _failure(seed: Seed, exc: SqlError, note: str | None = None) -> MigrationFailed:
+_DEFERRED_NOTE = "raised by a deferred constraint when the seed's transaction commits"
+
+
+def _failure(
+    seed: Seed, exc: SqlError, note: str | None = None, sql: str | None = None
+) -> MigrationFailed:
+    """The server's error placed in the seed file; ``sql=""`` when the error has no position
+    in it (raised at COMMIT)."""
     from migretti_core import running
 
-    return running.sql_failure(seed.as_migration(), exc, seed.text, 1, note)
+    text = seed.text if sql is None else sql
+    return running.sql_failure(seed.as_migration(), exc, text, 1, note)
 
 
 def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -> int:
@@ -330,30 +338,39 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
     hooks = session.hooks
     started = time.perf_counter()
     check = hooks.lock_check_sql(session, conn)
-    with hooks.transaction(session, conn):
-        if check:
-            # the lock is confirmed before each seed, as before each migration: a seed
-            # before this one may have released it (pg_advisory_unlock_all, DISCARD ALL),
-            # and another mg seed may now be running the same seeds
-            try:
-                hooks.execute(session, conn, check)
-            except SqlError as exc:
-                raise MigrationFailed(
-                    f"the migration lock {session.config.lock_id} was lost before seed "
-                    f"{seed.name} started; it was not run, and mg stopped because another run "
-                    "may now be running seeds",
-                    hint="a seed calling pg_advisory_unlock_all() or DISCARD ALL releases the "
-                    "lock, as does a pooler in transaction mode",
-                ) from exc
-        if _has_sql(seed.text):
-            try:
-                hooks.execute(session, conn, seed.text)
-            except SqlError as exc:
-                note = f"seed {seed.name} was rolled back; the seeds before it stay committed"
-                raise _failure(seed, exc, note) from exc
-        duration = int((time.perf_counter() - started) * 1000)
-        record = RECORD_ROW.format(table=table)
-        hooks.query(session, conn, record, (seed.name, seed.checksum, duration))
+    committing = False
+    try:
+        with hooks.transaction(session, conn):
+            if check:
+                # the lock is confirmed before each seed, as before each migration: a seed
+                # before this one may have released it (pg_advisory_unlock_all, DISCARD ALL),
+                # and another mg seed may now be running the same seeds
+                try:
+                    hooks.execute(session, conn, check)
+                except SqlError as exc:
+                    raise MigrationFailed(
+                        f"the migration lock {session.config.lock_id} was lost before seed "
+                        f"{seed.name} started; it was not run, and mg stopped because another run "
+                        "may now be running seeds",
+                        hint="a seed calling pg_advisory_unlock_all() or DISCARD ALL releases the "
+                        "lock, as does a pooler in transaction mode",
+                    ) from exc
+            if _has_sql(seed.text):
+                try:
+                    hooks.execute(session, conn, seed.text)
+                except SqlError as exc:
+                    note = f"seed {seed.name} was rolled back; the seeds before it stay committed"
+                    raise _failure(seed, exc, note) from exc
+            duration = int((time.perf_counter() - started) * 1000)
+            record = RECORD_ROW.format(table=table)
+            hooks.query(session, conn, record, (seed.name, seed.checksum, duration))
+            committing = True
+    except SqlError as exc:
+        if not committing:
+            raise
+        # the seed and its row went through; COMMIT refused them (a deferred constraint)
+        note = f"{_DEFERRED_NOTE}; seed {seed.name} was rolled back, the seeds before it stay "
+        raise _failure(seed, exc, note + "committed", sql="") from exc
     return int((time.perf_counter() - started) * 1000)
 
 
@@ -504,13 +521,22 @@ def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[
                 )
                 continue
             started = time.perf_counter()
+            checking_deferred = False
             try:
                 with hooks.transaction(session, conn):
                     if _has_sql(item.text):
                         hooks.execute(session, conn, item.text)
+                    # what COMMIT would check, in a savepoint rolled back at once, so the
+                    # seeds after this one still see their constraints deferred
+                    checking_deferred = True
+                    with hooks.transaction(session, conn, rollback=True):
+                        hooks.execute(session, conn, "SET CONSTRAINTS ALL IMMEDIATE")
             except SqlError as exc:
                 failed += 1
-                error = _failure(item, exc).message
+                if checking_deferred:
+                    error = _failure(item, exc, _DEFERRED_NOTE, sql="").message
+                else:
+                    error = _failure(item, exc).message
                 reporting.report(
                     session,
                     "seed.failed",

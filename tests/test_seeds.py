@@ -405,3 +405,45 @@ def test_a_seed_that_is_not_utf8_is_named_with_its_directory(
 
     assert_clean_error(result, "seeds/02_latin1.sql:1: not valid UTF-8")
     assert not table_exists(database_url, "seed_log")
+
+
+def deferred_seeds(project: Path) -> None:
+    """A seed whose foreign key violation is raised only when its transaction commits."""
+    write_text(
+        project / "seeds" / "01_schema.sql",
+        """
+        CREATE TABLE parent (id int PRIMARY KEY);
+        CREATE TABLE child (p int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);
+        """,
+    )
+    write_text(
+        project / "seeds" / "02_orphan.sql", "-- no parent 42\nINSERT INTO child VALUES (42);\n"
+    )
+    logging_seed(project, "03_c.sql")
+
+
+def test_a_deferred_constraint_failing_at_commit_names_the_seed(
+    project: Path, database_url: str
+) -> None:
+    deferred_seeds(project)
+    result = run_mg(["seed"], project)
+    assert_clean_error(result, "seeds/02_orphan.sql:", "23503", code=1, one_line=False)
+    assert [line.split(" (")[0] for line in result_lines(result.stdout)] == ["ran 01_schema.sql"]
+    assert rows(database_url, "SELECT name FROM _migrations_seeds") == [("01_schema.sql",)]
+    assert rows(database_url, "SELECT count(*)::int FROM child") == [(0,)]
+    assert not table_exists(database_url, "seed_log")
+
+
+def test_dry_run_reports_a_deferred_constraint_the_real_run_would_hit(
+    project: Path, database_url: str
+) -> None:
+    deferred_seeds(project)
+    result = run_mg(["seed", "--dry-run"], project)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "seeds/02_orphan.sql:" in result.stderr
+    assert "23503" in result.stderr
+    lines = [line.split(":")[0] for line in result_lines(result.stdout)]
+    assert lines == ["would run 01_schema.sql"]
+    assert "not executed: 03_c.sql" in result.stdout + result.stderr
+    assert not table_exists(database_url, "parent")
+    assert not table_exists(database_url, "_migrations_seeds")
