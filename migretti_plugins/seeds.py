@@ -592,8 +592,18 @@ class SeedGroup(click.Group):
         formatter.write_usage(ctx.command_path, "create NAME", prefix="       ")
 
 
+class _RunContext(click.Context):
+    """``mg seed``, not ``mg seed run``, in usage errors (``Try 'mg seed --help'``)."""
+
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent is not None else super().command_path
+
+
 class _RunCommand(click.Command):
     """Shown to people as ``mg seed``: the ``run`` name is an implementation detail."""
+
+    context_class = _RunContext
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         path = ctx.parent.command_path if ctx.parent else ctx.command_path

@@ -447,3 +447,10 @@ def test_dry_run_reports_a_deferred_constraint_the_real_run_would_hit(
     assert "not executed: 03_c.sql" in result.stdout + result.stderr
     assert not table_exists(database_url, "parent")
     assert not table_exists(database_url, "_migrations_seeds")
+
+
+def test_a_usage_error_points_to_mg_seed_help(project: Path) -> None:
+    result = run_mg(["seed", "--bogus"], project)
+    assert result.returncode == 2
+    assert "Try 'mg seed --help' for help." in result.stderr
+    assert "seed run" not in result.stderr  # the hidden subcommand is not the user's
