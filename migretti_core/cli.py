@@ -685,10 +685,12 @@ def init_project(directory: Path, embedded: bool) -> list[tuple[Path, bool]]:
         written.append((migrations, True))
     if embedded:
         gitignore = directory / ".gitignore"
-        existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
-        if ".mg/" not in existing.split():
-            prefix = "" if not existing or existing.endswith("\n") else "\n"
-            with gitignore.open("a", encoding="utf-8") as fh:
-                fh.write(f"{prefix}.mg/\n")
+        # Bytes: git reads .gitignore as bytes, and a comment in another encoding (Latin-1)
+        # must not stop mg init half way.
+        existing = gitignore.read_bytes() if gitignore.exists() else b""
+        if b".mg/" not in existing.split():
+            prefix = b"" if not existing or existing.endswith(b"\n") else b"\n"
+            with gitignore.open("ab") as fh:
+                fh.write(prefix + b".mg/\n")
             written.append((gitignore, not existing))
     return written

@@ -208,6 +208,13 @@ def test_init_embedded_says_it_extended_an_existing_gitignore(tmp_path: Path) ->
     assert "created .gitignore" in result.stderr, result.stderr
 
 
+def test_init_embedded_extends_a_gitignore_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_bytes(b"# caf\xe9\nbuild/")
+    result = run_mg(["init", "--embedded"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".gitignore").read_bytes() == b"# caf\xe9\nbuild/\n.mg/\n"
+
+
 # --- create ---------------------------------------------------------------------------------
 
 
