@@ -1031,11 +1031,15 @@ def _execute_plan(
     confirmed: set[str] | None,
     nothing: Callable[[], str],
 ) -> int:
-    """Under the lock: prepare history, recompute the plan, fire hooks, run it."""
+    """Under the lock: recompute the plan, fire the before hooks, prepare history, run it.
+
+    History is prepared after ``mg_before_apply``/``mg_before_rollback``, so a gate that
+    refuses (a failing ``pre_*`` shell hook) leaves even a fresh database untouched; the plan
+    is read without it as it is before the lock.
+    """
     hooks = session.hooks
     up = plan.direction == "up"
     with locked(session, conn):
-        hooks.history_prepare(session, conn)
         plan = replan()
         if not plan.steps:
             # Another run did it while this one waited: say so as the command would have.
@@ -1047,6 +1051,7 @@ def _execute_plan(
         done: list[MigrationResult] = []
         try:
             (hooks.before_apply if up else hooks.before_rollback)(session, plan)
+            hooks.history_prepare(session, conn)
             results = run_plan(session, conn, plan, current, done)
         except MgError as exc:
             failed = current[-1] if current else None

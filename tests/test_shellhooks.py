@@ -582,3 +582,25 @@ def test_blocking_shellhooks_leaves_its_sections_ignored(tmp_path: Path, databas
     assert "section 'hooks' is ignored: plugin 'shellhooks' is blocked" in done.stderr
     assert "section 'hook_timeout' is ignored" in done.stderr
     assert not (project / "ran.txt").exists()
+
+
+def test_a_failing_pre_apply_hook_on_a_fresh_database_creates_no_history_tables(
+    tmp_path: Path, database_url: str
+) -> None:
+    """SPEC 9: a failing pre_* hook aborts before any change, the history tables included."""
+    from migretti_core.testing import Project
+
+    project = Project(tmp_path / "fresh", database_url, configure=False)
+    project.configure(extra="hooks:\n  pre_apply: echo checking; exit 3\n")
+    project.add_table("0001")
+    try:
+        done = project.mg("apply")
+
+        assert done.returncode == 1, done.stderr
+        assert "pre_apply hook failed with exit code 3; nothing was changed" in done.stderr
+        assert project.all_tables() == set()
+        again = project.mg("apply", "-p", "no:shellhooks")  # and a later run is unaffected
+        assert again.returncode == 0, again.stderr
+        assert project.statuses() == {"0001": "applied"}
+    finally:
+        project.close()
