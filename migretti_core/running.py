@@ -826,6 +826,9 @@ def _recorded_as_applied(session: Session, conn: Any, ident: str) -> bool:
     return any(e.id == ident and e.status == "applied" for e in entries)
 
 
+HISTORY_ONLY = "; it has no down section: only its history row was removed, its schema is untouched"
+
+
 def run_plan(
     session: Session,
     conn: Any,
@@ -843,6 +846,7 @@ def run_plan(
     total = len(plan.steps)
     verb = "applied" if plan.direction == "up" else "rolled back"
     event = "migration.applied" if plan.direction == "up" else "migration.rolled_back"
+    rollback = plan.direction != "up"
 
     def walk() -> None:
         for index, migration in enumerate(plan.steps, start=1):
@@ -863,11 +867,13 @@ def run_plan(
             duration = run_migration(session, conn, migration, plan.direction)
             result = MigrationResult(migration, plan.direction, True, duration)
             results.append(result)
+            # --allow-missing-down: nothing ran, so the line must not read as if it had.
+            note = HISTORY_ONLY if rollback and not migration.has_down else ""
             report(
                 session,
                 event,
                 "info",
-                f"{verb} {migration.id} {migration.name} ({duration} ms)",
+                f"{verb} {migration.id} {migration.name} ({duration} ms){note}",
                 migration_id=migration.id,
                 migration_name=migration.name,
                 direction=plan.direction,

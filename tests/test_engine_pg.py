@@ -484,6 +484,14 @@ def test_missing_down_section_is_refused_unless_allowed(project: Project) -> Non
     assert done.returncode == 0, done.stderr
     assert project.statuses() == {"0001": "applied"}
     assert "keep_me" in project.tables()
+    # The line for it says that only the history went: its table is still there.
+    (line,) = [line for line in done.stdout.splitlines() if "0002" in line]
+    assert "no down section: only its history row was removed" in line, line
+    assert project.log()[-1] == ("0002", "DOWN")
+    # A migration with a down section reads as before.
+    down = project.mg("down")
+    assert down.returncode == 0, down.stderr
+    assert "0001" in down.stdout and "history row" not in down.stdout, down.stdout
 
 
 def test_applied_migration_whose_file_is_gone(project: Project) -> None:
