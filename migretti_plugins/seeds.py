@@ -21,6 +21,7 @@ from migretti_core.cli import app_of, parse_lock_timeout
 from migretti_core.errors import (
     Aborted,
     ConfigError,
+    DatabaseError,
     MgError,
     MigrationFailed,
     MigrationFileError,
@@ -365,6 +366,14 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
             record = RECORD_ROW.format(table=table)
             hooks.query(session, conn, record, (seed.name, seed.checksum, duration))
             committing = True
+    except DatabaseError as exc:
+        # the session ended (terminated, server restart, network): name the seed
+        raise DatabaseError(
+            f"the database connection was lost while seed {reporting.display_path(seed.path)} "
+            f"ran: {exc.message}",
+            hint="its transaction was rolled back, unless the server committed it just before "
+            "the connection dropped; run `mg seed` again: the seeds that committed are skipped",
+        ) from exc
     except SqlError as exc:
         if not committing:
             raise

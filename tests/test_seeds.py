@@ -454,3 +454,17 @@ def test_a_usage_error_points_to_mg_seed_help(project: Path) -> None:
     assert result.returncode == 2
     assert "Try 'mg seed --help' for help." in result.stderr
     assert "seed run" not in result.stderr  # the hidden subcommand is not the user's
+
+
+def test_a_lost_connection_names_the_seed_that_was_running(
+    project: Path, database_url: str
+) -> None:
+    logging_seed(project, "01_a.sql")
+    write_text(
+        project / "seeds" / "02_kill.sql", "SELECT pg_terminate_backend(pg_backend_pid());\n"
+    )
+    logging_seed(project, "03_c.sql")
+    result = run_mg(["seed"], project)
+    assert_clean_error(result, "seeds/02_kill.sql", "connection was lost", code=1, one_line=False)
+    assert runs(database_url) == {"01_a": 1}
+    assert rows(database_url, "SELECT name FROM _migrations_seeds") == [("01_a.sql",)]
