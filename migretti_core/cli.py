@@ -671,6 +671,23 @@ def init_project(directory: Path, embedded: bool) -> list[tuple[Path, bool]]:
     config = directory / "mg.yaml"
     if config.exists():
         raise ConfigError(f"{config} already exists; not overwriting it")
+    migrations = directory / "migrations"
+    if (migrations.exists() or migrations.is_symlink()) and not migrations.is_dir():
+        # Checked before mg.yaml is written: a project without its migrations directory
+        # would fail on every later command.
+        raise ConfigError(
+            f"{migrations} exists and is not a directory; mg init needs a migrations/ directory"
+        )
+    gitignore = directory / ".gitignore"
+    gitignore_existed = gitignore.exists()
+    existing = b""
+    if embedded and gitignore_existed:
+        # Bytes: git reads .gitignore as bytes, and a comment in another encoding (Latin-1)
+        # must not stop mg init half way. Read before mg.yaml is written, for the same reason.
+        try:
+            existing = gitignore.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{gitignore} cannot be read: {exc.strerror}") from exc
     text = embedded_config() if embedded else server_config()
     written: list[tuple[Path, bool]] = []
     try:
@@ -679,18 +696,12 @@ def init_project(directory: Path, embedded: bool) -> list[tuple[Path, bool]]:
     except FileExistsError as exc:
         raise ConfigError(f"{config} already exists; not overwriting it") from exc
     written.append((config, True))
-    migrations = directory / "migrations"
     if not migrations.exists():
         migrations.mkdir()
         written.append((migrations, True))
-    if embedded:
-        gitignore = directory / ".gitignore"
-        # Bytes: git reads .gitignore as bytes, and a comment in another encoding (Latin-1)
-        # must not stop mg init half way.
-        existing = gitignore.read_bytes() if gitignore.exists() else b""
-        if b".mg/" not in existing.split():
-            prefix = b"" if not existing or existing.endswith(b"\n") else b"\n"
-            with gitignore.open("ab") as fh:
-                fh.write(prefix + b".mg/\n")
-            written.append((gitignore, not existing))
+    if embedded and b".mg/" not in existing.split():
+        prefix = b"" if not existing or existing.endswith(b"\n") else b"\n"
+        with gitignore.open("ab") as fh:
+            fh.write(prefix + b".mg/\n")
+        written.append((gitignore, not gitignore_existed))
     return written

@@ -215,6 +215,33 @@ def test_init_embedded_extends_a_gitignore_that_is_not_utf8(tmp_path: Path) -> N
     assert (tmp_path / ".gitignore").read_bytes() == b"# caf\xe9\nbuild/\n.mg/\n"
 
 
+@pytest.mark.parametrize("embedded", [[], ["--embedded"]])
+def test_init_refuses_a_migrations_file_before_writing_anything(
+    tmp_path: Path, embedded: list[str]
+) -> None:
+    write_text(tmp_path / "migrations", "not a directory\n")
+    result = run_mg(["init", *embedded], tmp_path)
+    assert_clean_error(result, "migrations", "not a directory")
+    assert not (tmp_path / "mg.yaml").exists()
+
+
+def test_init_embedded_refuses_an_unreadable_gitignore_before_writing_anything(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".gitignore").mkdir()
+    result = run_mg(["init", "--embedded"], tmp_path)
+    assert_clean_error(result, ".gitignore")
+    assert not (tmp_path / "mg.yaml").exists()
+
+
+def test_init_embedded_extends_an_empty_gitignore(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_bytes(b"")
+    result = run_mg(["init", "--embedded"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".gitignore").read_bytes() == b".mg/\n"
+    assert "added .mg/ to .gitignore" in result.stderr
+
+
 # --- create ---------------------------------------------------------------------------------
 
 
