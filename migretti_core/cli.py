@@ -699,7 +699,8 @@ def init_project(directory: Path, embedded: bool) -> list[tuple[Path, bool]]:
     if not migrations.exists():
         migrations.mkdir()
         written.append((migrations, True))
-    if embedded and b".mg/" not in existing.split():
+    # Any of the lines that ignore .mg at the top (.mg, .mg/, /.mg, /.mg/) is enough.
+    if embedded and not {b".mg", b".mg/", b"/.mg", b"/.mg/"} & set(existing.split()):
         prefix = b"" if not existing or existing.endswith(b"\n") else b"\n"
         with gitignore.open("ab") as fh:
             fh.write(prefix + b".mg/\n")

@@ -242,6 +242,17 @@ def test_init_embedded_extends_an_empty_gitignore(tmp_path: Path) -> None:
     assert "added .mg/ to .gitignore" in result.stderr
 
 
+@pytest.mark.parametrize("line", [b".mg", b".mg/", b"/.mg", b"/.mg/"])
+def test_init_embedded_keeps_a_gitignore_that_already_ignores_mg(
+    tmp_path: Path, line: bytes
+) -> None:
+    (tmp_path / ".gitignore").write_bytes(b"build/\n" + line + b"\n")
+    result = run_mg(["init", "--embedded"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".gitignore").read_bytes() == b"build/\n" + line + b"\n"
+    assert ".gitignore" not in result.stderr
+
+
 # --- create ---------------------------------------------------------------------------------
 
 
