@@ -651,7 +651,14 @@ class Hooks:
         return list(result or [])
 
     def prompt(self, session: Session, message: str, question: str) -> str | None:
-        """The line the person typed; None when no plugin can ask one."""
+        """The line the person typed; None when no plugin can ask one.
+
+        Without a terminal on stdin no plugin is asked: an answer a plugin made up would
+        approve a protected run on the user's behalf (SPEC 10: no terminal and no --yes
+        refuses; approval needs a person or --yes).
+        """
+        if not _stdin_is_a_terminal():
+            return None
         result: str | None = self.call(
             "mg_prompt", session=session, message=message, question=question
         )
@@ -897,3 +904,10 @@ def _nothing_to_mask(message: str, fields: Mapping[str, Any]) -> bool:
     texts.append(message)
     probe = "\n".join(texts)
     return "://" not in probe and "password" not in probe.lower()
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed or detached
+        return False

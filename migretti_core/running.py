@@ -958,13 +958,8 @@ def confirm(
     if session.options.yes:
         return
     # The output plugin owns the terminal: it asks and hands back what the person typed.
-    # Without a terminal on stdin no plugin is asked: an answer it made up would approve on
-    # the user's behalf (SPEC 10: a person at a terminal or --yes).
-    answer = (
-        hooks.prompt(session, message, "Type 'yes' to continue: ")
-        if _stdin_is_a_terminal()
-        else None
-    )
+    # Without a terminal on stdin no plugin is asked (``Hooks.prompt``).
+    answer = hooks.prompt(session, message, "Type 'yes' to continue: ")
     if answer is None:
         raise Aborted(
             f"environment {session.config.env or '(default)'} is protected and there is no "
@@ -973,15 +968,6 @@ def confirm(
         )
     if answer.strip() != "yes":
         raise Aborted("not confirmed; nothing was changed")
-
-
-def _stdin_is_a_terminal() -> bool:
-    import sys
-
-    try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except (ValueError, OSError):  # closed or detached
-        return False
 
 
 def _lock_name(session: Session) -> str:

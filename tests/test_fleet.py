@@ -242,7 +242,11 @@ def test_protected_profile_asks_once_and_hooks_run_per_member(
     assert sorted(line.split(": ")[0] for line in results) == fleet.names
 
 
-def test_a_fleet_asks_its_one_question_through_mg_prompt(tmp_path: Path, make_fleet: Any) -> None:
+def test_a_fleet_asks_its_one_question_through_mg_prompt(
+    tmp_path: Path, make_fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
     import types
 
     from migretti_core import hookimpl
@@ -260,9 +264,20 @@ def test_a_fleet_asks_its_one_question_through_mg_prompt(tmp_path: Path, make_fl
 
     console = types.ModuleType("console")
     console.mg_prompt = mg_prompt  # type: ignore[attr-defined]
-    done = run_cli(
-        ["--env", "prod", "apply", "--fleet", "tenants"], cwd=project.root, plugins=[console]
-    )
+    args = ["--env", "prod", "apply", "--fleet", "tenants"]
+    # Without a terminal on stdin the plugin is not asked: it cannot approve for the user.
+    refused = run_cli(args, cwd=project.root, plugins=[console])
+    assert refused.exit_code == 5, refused.stderr
+    assert "there is no terminal to confirm on" in refused.stderr
+    assert asked == []
+    assert all(fleet.applied(name) == [] for name in fleet.names)
+
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "r") as terminal:
+        monkeypatch.setattr(sys, "stdin", terminal)
+        done = run_cli(args, cwd=project.root, plugins=[console])
+        monkeypatch.undo()
+    os.close(leader)
     assert done.exit_code == 0, done.stderr
     assert len(asked) == 1
     assert "fleet of 2 databases" in asked[0]
