@@ -114,7 +114,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
         keep_stdout=fmt == "json",
     )
     invocation = Invocation(
-        path=tuple(ctx.command_path.split()[1:]) or (command,),
+        path=_names_below_root(ctx) or (command,),
         params=dict(ctx.params),
         # A member prints a document of its own only for a dry run (apply's --format).
         meta={
@@ -272,3 +272,13 @@ def _table(outcomes: Sequence[Outcome]) -> str:
     ok = sum(1 for o in outcomes if o.ok)
     lines.append(f"{ok} of {len(outcomes)} succeeded")
     return "\n".join(lines) + "\n"
+
+
+def _names_below_root(ctx: click.Context) -> tuple[str, ...]:
+    """The names the command was found by under ``mg`` (``seed``, ``run``): not its
+    ``command_path``, which a command may show otherwise (``mg seed`` for ``seed run``)."""
+    names: list[str] = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return tuple(reversed(names))
