@@ -232,6 +232,13 @@ class Hooks:
                 hint=f"fix the plugin or disable it with -p no:{plugin}",
             )
 
+        def answer(stop: StopIteration) -> Any:
+            """What the wrapper returned, checked."""
+            wrong = checked(stop.value)
+            if wrong is not None:
+                raise wrong from None
+            return stop.value
+
         def guarded(*args: Any, **kwargs: Any) -> Any:
             wrapper = function(*args, **kwargs)
             try:
@@ -268,10 +275,7 @@ class Hooks:
                 try:
                     wrapper.throw(inner)
                 except StopIteration as stop:
-                    wrong = checked(stop.value)
-                    if wrong is not None:
-                        raise wrong from None
-                    return stop.value
+                    return answer(stop)
                 except (Exception, SystemExit) as exc:
                     if exc is inner:
                         raise
@@ -283,10 +287,7 @@ class Hooks:
                 try:
                     wrapper.send(result)
                 except StopIteration as stop:
-                    wrong = checked(stop.value)
-                    if wrong is not None:
-                        raise wrong from None
-                    return stop.value
+                    return answer(stop)
                 except (Exception, SystemExit) as exc:
                     error = failure(exc)
                     if error is not None:
