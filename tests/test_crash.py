@@ -58,7 +58,11 @@ def test_kill_9_at_random_moments_never_splits_a_migration(project: Project) -> 
         project.add(
             ident,
             f"step_{n}",
-            f"CREATE TABLE t_{ident} (id int);\nINSERT INTO t_{ident} VALUES ({n});",
+            # The pause inside makes a migration take at least 5 ms, so the 50 left after the
+            # last target outlast the poller's delay even on a fast server, and a kill
+            # often lands inside a migration's transaction.
+            f"CREATE TABLE t_{ident} (id int);\nSELECT pg_sleep(0.005);\n"
+            f"INSERT INTO t_{ident} VALUES ({n});",
         )
     seed = random.randrange(2**32)
     rng = random.Random(seed)
