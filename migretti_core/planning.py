@@ -22,9 +22,11 @@ from migretti_core.resolve import resolve_id
 from migretti_core.state import State, checksum_matches
 from migretti_core.textfiles import read_bytes
 from migretti_core.types import (
+    ON_DEMAND_BYTES,
     Migration,
     Plan,
     Session,
+    keep_file_bytes,
 )
 
 FIX_HINT = (
@@ -78,7 +80,10 @@ def _load_migrations(session: Session) -> list[Migration]:
             problems.append(nul)
             continue
         try:
-            migrations.append(hooks.parse_migration(path, raw))
+            migration = hooks.parse_migration(path, raw)
+            if len(raw) >= ON_DEMAND_BYTES:
+                keep_file_bytes(path, migration, raw)
+            migrations.append(migration)
         except MigrationFileError as exc:
             problems.extend(_prefix_dir(path, p) for p in exc.problems)
             if exc.migration_id is not None:

@@ -57,6 +57,7 @@ from migretti_core.types import (
     Statement,
     StatementBatch,
     StatementInfo,
+    keeping_file_bytes,
     read_once,
 )
 
@@ -1135,6 +1136,17 @@ def _run(
     explain: Callable[[State, Plan], None] | None = None,
 ) -> int:
     """Plan, check, confirm, then (dry-)run under the lock, planning again once it is held."""
+    with keeping_file_bytes():
+        return _run_kept(session, planner, what, nothing, explain)
+
+
+def _run_kept(
+    session: Session,
+    planner: Callable[[State, bool], Plan],
+    what: str,
+    nothing: Callable[[State], str],
+    explain: Callable[[State, Plan], None] | None,
+) -> int:
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)

@@ -194,29 +194,124 @@ class FileText:
         A ``FileText`` is made only for a file whose text is its bytes decoded (no BOM, no
         CR), so the encoded text is the file's own bytes: a database plugin sending a 20 MB
         migration appends them instead of decoding and encoding them again."""
-        held = _HELD.get()
-        text = None if held is None else held.get(self)
-        if text is not None:
-            buffer += text.encode("utf-8")
-            return
-        from migretti_core.textfiles import read_checked
-
-        data = read_checked(self.path, self.size, self.checksum)
+        kept = _KEPT.get()
+        if kept is not None and kept.key == self._file_key():
+            # What was kept of the file is taken into the query and let go, so that it is
+            # not held beside the query's copies while it runs (a retry reads the file).
+            text, data = (kept.text, None) if kept.part == self else (None, kept.data)
+            if text is not None or data is not None:
+                kept.clear()
+                if text is not None:
+                    _append_encoded(buffer, text)
+                    return
+        else:
+            held = _HELD.get()
+            text = None if held is None else held.get(self)
+            if text is not None:
+                _append_encoded(buffer, text)
+                return
+            data = None
+        if data is None:
+            data = self.file_bytes()
         with memoryview(data) as view:
             buffer += view[self.start : self.end]
 
-    def _read(self) -> str:
+    def file_bytes(self) -> bytes:
+        """The whole file's bytes, as parsed: those kept by ``keep_file_bytes`` when they
+        still are, else read again and checked against the size and SHA-256 it was parsed
+        with (``MigrationFileError`` when it changed)."""
+        kept = _KEPT.get()
+        if kept is not None and kept.key is not None:
+            if kept.key != self._file_key():
+                kept.clear()  # never kept beside another large file's bytes
+            elif kept.data is not None:
+                return kept.data
         from migretti_core.textfiles import read_checked
 
-        data = read_checked(self.path, self.size, self.checksum)
+        return read_checked(self.path, self.size, self.checksum)
+
+    def _file_key(self) -> tuple[str, int, str]:
+        return (str(self.path), self.size, self.checksum)
+
+    def _read(self) -> str:
+        kept = _KEPT.get()
+        if kept is not None and kept.part == self and kept.text is not None:
+            return kept.text
+        data = self.file_bytes()
         if self.start == 0 and self.end == len(data):
-            return data.decode("utf-8")
-        with memoryview(data) as view:
-            return str(view[self.start : self.end], "utf-8")
+            text = data.decode("utf-8")
+        else:
+            with memoryview(data) as view:
+                text = str(view[self.start : self.end], "utf-8")
+        if kept is not None and kept.data is data:
+            # The file's bytes were kept for this: from now on the text is kept instead
+            # (the engine reads a large migration's section for its checks, lint and query,
+            # one after the other), and the bytes are let go.
+            kept.data, kept.part, kept.text = None, self, text
+        return text
+
+
+def _append_encoded(buffer: bytearray, text: str) -> None:
+    """``buffer += text.encode()`` a megabyte at a time: no second copy of a large text."""
+    step = 1 << 20
+    if len(text) <= step:
+        buffer += text.encode("utf-8")
+        return
+    for at in range(0, len(text), step):
+        buffer += text[at : at + step].encode("utf-8")
 
 
 # The texts read inside ``read_once`` (a context variable: each thread has its own).
 _HELD: ContextVar[dict[FileText, str] | None] = ContextVar("mg_file_texts", default=None)
+
+
+class _Kept:
+    """What ``keeping_file_bytes`` holds of one large file: the bytes it was parsed from,
+    or, once a section of it was read, that section's text instead."""
+
+    __slots__ = ("data", "key", "part", "text")
+
+    def __init__(self) -> None:
+        self.key: tuple[str, int, str] | None = None
+        self.data: bytes | None = None
+        self.part: FileText | None = None
+        self.text: str | None = None
+
+    def clear(self) -> None:
+        self.key = self.data = self.part = self.text = None
+
+
+_KEPT: ContextVar[_Kept | None] = ContextVar("mg_file_bytes", default=None)
+
+
+@contextmanager
+def keeping_file_bytes() -> Iterator[None]:
+    """Within it, the last large migration file parsed is kept (one file at most) until the
+    query that runs it is built: its bytes, then its section's text once the pre-flight
+    checks have read it. The checks, lint and the query take it instead of reading the
+    file again and checking its SHA-256 each time (about 20 ms for 19 MB, twice), and what
+    runs is what was parsed and checksummed. The engine wraps a command that applies or
+    rolls back in it. What is kept goes when the command ends, when another large file is
+    read or when the query is built (``FileText.append_utf8``), so it is never held beside
+    another large file or the copies of the query.
+    """
+    token = _KEPT.set(_Kept())
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+
+
+def keep_file_bytes(path: Path, migration: Migration, raw: bytes) -> None:
+    """Keep ``raw``, the bytes of ``path`` that ``migration`` was just parsed from, inside
+    ``keeping_file_bytes`` when its text is read on demand (a large file)."""
+    kept = _KEPT.get()
+    if kept is None:
+        return
+    text = migration.kept("text")
+    if type(text) is FileText and text.size == len(raw) and text.path == path:
+        kept.clear()  # the earlier file's first: never two held at once
+        kept.key, kept.data = text._file_key(), raw
 
 
 @contextmanager

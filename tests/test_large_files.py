@@ -1,5 +1,6 @@
 """Migration files of ON_DEMAND_BYTES or more: not kept in memory, read again (and checked
-against their checksum) whenever their text is needed."""
+against their checksum) whenever their text is needed; within an apply or rollback, the
+one mg is about to run is kept from parsing to its query."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 
 from migretti_core.errors import MigrationFileError
 from migretti_core.testing import Project
-from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration, read_once
+from migretti_core.types import (
+    ON_DEMAND_BYTES,
+    FileText,
+    Migration,
+    keep_file_bytes,
+    keeping_file_bytes,
+    read_once,
+)
 from migretti_plugins.files.parse import parse_migration
 
 ROWS = 12_000  # about 1.3 MB of INSERTs: over ON_DEMAND_BYTES
@@ -85,6 +93,42 @@ def test_within_read_once_a_large_file_is_read_once(tmp_path: Path) -> None:
         _ = migration.up_sql
 
 
+def test_the_kept_file_serves_checks_and_query_once_then_goes(tmp_path: Path) -> None:
+    """Inside ``keeping_file_bytes`` the file being run is not read again for its checks and
+    query (it may even be gone), and once the query took it, it is read again: a retry sends
+    the file as it is then, checked against its checksum."""
+    path = tmp_path / "0001_big.sql"
+    other = tmp_path / "0002_other.sql"
+    data = write(path, big_up())
+    write(other, big_up(word="y"))
+    migration = parse_migration(path, data)
+    with keeping_file_bytes():
+        keep_file_bytes(path, migration, data)
+        path.unlink()
+        with read_once():
+            up = migration.up_sql  # the pre-flight checks and lint
+        assert migration.up_sql == up  # kept beyond read_once, until the query takes it
+        query = bytearray()
+        migration.kept("up_sql").append_utf8(query)  # type: ignore[union-attr]
+        assert query.decode() == up
+        with pytest.raises(MigrationFileError, match="cannot read it again"):
+            _ = migration.up_sql
+        # Another large file read in between lets the kept one go: never two held at once.
+        write(path, big_up())
+        keep_file_bytes(path, migration, data)
+        second = parse_migration(other, other.read_bytes())
+        path.unlink()
+        assert second.up_sql.startswith("CREATE TABLE big")
+        with pytest.raises(MigrationFileError, match="cannot read it again"):
+            _ = migration.up_sql
+    # Outside the block nothing is kept.
+    write(path, big_up())
+    keep_file_bytes(path, migration, data)
+    path.unlink()
+    with pytest.raises(MigrationFileError, match="cannot read it again"):
+        _ = migration.up_sql
+
+
 def test_a_small_file_keeps_its_text(tmp_path: Path) -> None:
     path = tmp_path / "0001_small.sql"
     data = write(path, big_up(rows=10))
@@ -150,20 +194,52 @@ def test_a_large_migration_fails_at_its_file_line_then_applies(
 
 
 @pytest.mark.pg
-def test_a_large_migration_edited_while_mg_runs_is_not_run(
+def test_a_large_migration_edited_while_mg_runs_runs_as_parsed(
     tmp_path: Path, database_url: str
 ) -> None:
+    """As a small file's: what runs and is recorded is the text mg parsed and checksummed,
+    and the edit shows as a checksum mismatch afterwards."""
     project = Project(tmp_path / "proj", database_url)
     try:
         project.configure(
             extra="hooks:\n  pre_apply: printf 'DROP TABLE big;\\n' >> migrations/0001_big.sql\n"
         )
-        write(project.migrations_dir / "0001_big.sql", big_up())
+        data = write(project.migrations_dir / "0001_big.sql", big_up())
         done = project.mg("apply")
-        assert done.returncode != 0
-        assert "0001_big.sql: changed while mg was running" in done.stderr, done.stderr
-        assert "big" not in project.tables()
-        assert project.statuses().get("0001") != "applied"
+        assert done.returncode == 0, done.stderr
+        assert project.value("SELECT count(*) FROM big") == ROWS
+        assert (
+            project.value("SELECT checksum FROM _migrations WHERE id = '0001'")
+            == hashlib.sha256(data).hexdigest()
+        )
+        status = project.mg("status")
+        assert "modified: migrations/0001_big.sql changed since it was applied" in status.stdout
+    finally:
+        project.close()
+
+
+@pytest.mark.pg
+def test_two_large_migrations_apply_and_roll_back(tmp_path: Path, database_url: str) -> None:
+    """Each large file's section is sent whole, whichever of them mg still holds: the
+    second one parsed is held, the first is read again (and checked) when it runs."""
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        for number, table in (("0001", "big"), ("0002", "bigger")):
+            up = big_up().replace("TABLE big ", f"TABLE {table} ").replace(" big ", f" {table} ")
+            down = "\n".join(f"DELETE FROM {table} WHERE id = {i};" for i in range(ROWS))
+            write(
+                project.migrations_dir / f"{number}_{table}.sql",
+                up,
+                down + f"\nDROP TABLE {table};",
+            )
+        done = project.mg("apply")
+        assert done.returncode == 0, done.stderr
+        assert project.value("SELECT count(*) FROM big") == ROWS
+        assert project.value("SELECT count(*) FROM bigger") == ROWS
+        back = project.mg("rollback", "2")
+        assert back.returncode == 0, back.stderr
+        assert {"big", "bigger"} & set(project.tables()) == set()
+        assert project.statuses() == {}
     finally:
         project.close()
 

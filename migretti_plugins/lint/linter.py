@@ -21,7 +21,7 @@ from typing import Any
 from pglast import parser
 
 from migretti_core.reporting import display_path
-from migretti_core.textfiles import read_checked, release_mapped_file
+from migretti_core.textfiles import release_mapped_file
 from migretti_core.types import (
     FileText,
     LintFinding,
@@ -867,7 +867,7 @@ def _text_to_up_end(migration: Migration, sql: str) -> str:
         return migration.text
     header = text.head
     if header is None:  # a header of 64 KiB or more: read it
-        data = read_checked(text.path, text.size, text.checksum)
+        data = text.file_bytes()
         with memoryview(data) as view:
             header = str(view[: up.start], "utf-8")
         del data

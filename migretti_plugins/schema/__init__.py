@@ -65,11 +65,12 @@ def schema_dump(session: Session) -> str:
 def _rewrite(session: Session, what: str) -> None:
     from migretti_core import reporting
     from migretti_core.errors import HookFailed, MgError
-    from migretti_plugins.schema.dump import write_atomically
 
     path = schema_file(session)
     if path is None:
         return
+    from migretti_plugins.schema.dump import write_atomically
+
     shown = reporting.display_path(path)
     try:
         write_atomically(path, schema_dump(session))
