@@ -5,6 +5,7 @@ one mg is about to run is kept from parsing to its query."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import hashlib
 from pathlib import Path
 
@@ -269,3 +270,21 @@ def test_a_large_migration_beyond_ascii_is_sent_as_written(
         assert project.value(f"SELECT note FROM big WHERE id = {ROWS - 1}") == expected
     finally:
         project.close()
+
+
+def test_a_line_of_a_string_is_no_ignore_comment_in_a_large_file(tmp_path: Path) -> None:
+    """A large data migration's strings are not comments: a string line that reads like an
+    ignore comment neither silences the DROP TABLE on the next line nor counts as unused."""
+    project = Project(tmp_path / "proj", "postgresql://nobody@localhost:1/none")
+    path = project.migrations_dir / "0001_big.sql"
+    up = (
+        big_up()
+        + "\nINSERT INTO big (id, note) VALUES (-1, 'first line\n-- squawk-ignore ban-drop-table');"
+        + "\nDROP TABLE other;"
+    )
+    write(path, up)
+    assert path.stat().st_size >= ON_DEMAND_BYTES
+    done = project.mg("lint", "--format", "json")
+    rules = [finding["rule"] for finding in json.loads(done.stdout)["findings"]]
+    assert "ban-drop-table" in rules, done.stdout
+    assert "unused-ignore" not in rules, done.stdout

@@ -278,7 +278,7 @@ def lint_migration(
         created=created,
         flag=flag,
     )
-    pieces, syntax = parse_section(session, sql)
+    pieces, syntax, no_comments = parse_section(session, sql)
     for offset, message in syntax:
         raw.append(("syntax-error", message, offset, -1))
     starts: list[int] = []
@@ -329,7 +329,7 @@ def lint_migration(
                 -1,
             )
         )
-    text = _text_to_up_end(migration, sql)
+    text = _text_to_up_end(migration, sql, no_comments)
     if not raw and "ignore" not in text:
         return []
     ignores = find_ignores(migration, text, sql)
@@ -766,9 +766,6 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
     no check looks at those values, and their node types, names and column lists are the
     same. Each still counts as a statement of its own, at its own offset.
     """
-    fast = _fast_bulk(sql)
-    if fast is not None:
-        return fast
     try:
         split = session.hooks.split_statements(sql)
     except Exception:
@@ -803,16 +800,20 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
     return pieces
 
 
-def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[int, str]]]:
-    """The statements of ``sql`` and its syntax errors as ``(offset, message)``."""
+def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[int, str]], bool]:
+    """The statements of ``sql``, its syntax errors as ``(offset, message)``, and whether
+    it is known to hold no comment outside its strings (then it holds no ignore comment)."""
     if len(sql) >= _BULK_SECTION:
+        fast = _fast_bulk(sql)
+        if fast is not None:
+            return fast, [], True
         bulk = _parse_bulk(session, sql)
         if bulk is not None:
-            return bulk, []
+            return bulk, [], False
     whole = Parsed(sql, 0)
     try:
         whole.statements = _statements(sql)
-        return [whole], []
+        return [whole], [], False
     except parser.ParseError as exc:
         first_error = _error_offset(whole, exc)
     pieces: list[Parsed] = []
@@ -820,7 +821,7 @@ def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[
     try:
         split = session.hooks.split_statements(sql)
     except Exception:
-        return [], [first_error]
+        return [], [first_error], False
     for statement, base in _with_offsets(sql, split):
         piece = Parsed(statement.text, base)
         try:
@@ -829,7 +830,7 @@ def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[
             errors.append(_error_offset(piece, exc))
             continue
         pieces.append(piece)
-    return pieces, errors or [first_error]
+    return pieces, errors or [first_error], False
 
 
 def _error_offset(piece: Parsed, exc: Exception) -> tuple[int, str]:
@@ -858,10 +859,11 @@ def _with_offsets(sql: str, split: Sequence[Statement]) -> Iterator[tuple[Statem
 # --- ignore comments ------------------------------------------------------------------------
 
 
-def _text_to_up_end(migration: Migration, sql: str) -> str:
+def _text_to_up_end(migration: Migration, sql: str, no_comments: bool = False) -> str:
     """What ignore comments are looked for in: the file's text, or for a file read on
     demand its header and its up section ``sql`` (the lines after it are never looked at),
-    so that the whole text is not read while ``sql`` is held."""
+    so that the whole text is not read while ``sql`` is held; only the header when ``sql``
+    is known to hold no comment (a line of a string that starts with ``--`` is none)."""
     text, up = migration.kept("text"), migration.kept("up_sql")
     if not isinstance(text, FileText) or not isinstance(up, FileText):
         return migration.text
@@ -871,6 +873,8 @@ def _text_to_up_end(migration: Migration, sql: str) -> str:
         with memoryview(data) as view:
             header = str(view[: up.start], "utf-8")
         del data
+    if no_comments:
+        return header
     return header + sql if "ignore" in header or "ignore" in sql else header
 
 
