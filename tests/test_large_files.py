@@ -5,8 +5,8 @@ one mg is about to run is kept from parsing to its query."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
