@@ -195,23 +195,17 @@ class FileText:
         CR), so the encoded text is the file's own bytes: a database plugin sending a 20 MB
         migration appends them instead of decoding and encoding them again."""
         kept = _KEPT.get()
-        if kept is not None and kept.key == self._file_key():
-            # What was kept of the file is taken into the query and let go, so that it is
-            # not held beside the query's copies while it runs (a retry reads the file).
-            text, data = (kept.text, None) if kept.part == self else (None, kept.data)
-            if text is not None or data is not None:
-                kept.clear()
-                if text is not None:
-                    _append_encoded(buffer, text)
-                    return
+        if kept is not None and kept.data is not None and kept.key == self._file_key():
+            # The bytes this file was parsed from: copied into the query and let go, so they
+            # are not held beside the query's copies while it runs (a retry reads the file).
+            data = kept.data
+            kept.clear()
         else:
             held = _HELD.get()
             text = None if held is None else held.get(self)
             if text is not None:
-                _append_encoded(buffer, text)
+                buffer += text.encode("utf-8")
                 return
-            data = None
-        if data is None:
             data = self.file_bytes()
         with memoryview(data) as view:
             buffer += view[self.start : self.end]
@@ -221,11 +215,10 @@ class FileText:
         still are, else read again and checked against the size and SHA-256 it was parsed
         with (``MigrationFileError`` when it changed)."""
         kept = _KEPT.get()
-        if kept is not None and kept.key is not None:
-            if kept.key != self._file_key():
-                kept.clear()  # never kept beside another large file's bytes
-            elif kept.data is not None:
+        if kept is not None and kept.data is not None:
+            if kept.key == self._file_key():
                 return kept.data
+            kept.clear()  # never kept beside another large file's bytes
         from migretti_core.textfiles import read_checked
 
         return read_checked(self.path, self.size, self.checksum)
@@ -234,31 +227,11 @@ class FileText:
         return (str(self.path), self.size, self.checksum)
 
     def _read(self) -> str:
-        kept = _KEPT.get()
-        if kept is not None and kept.part == self and kept.text is not None:
-            return kept.text
         data = self.file_bytes()
         if self.start == 0 and self.end == len(data):
-            text = data.decode("utf-8")
-        else:
-            with memoryview(data) as view:
-                text = str(view[self.start : self.end], "utf-8")
-        if kept is not None and kept.data is data:
-            # The file's bytes were kept for this: from now on the text is kept instead
-            # (the engine reads a large migration's section for its checks, lint and query,
-            # one after the other), and the bytes are let go.
-            kept.data, kept.part, kept.text = None, self, text
-        return text
-
-
-def _append_encoded(buffer: bytearray, text: str) -> None:
-    """``buffer += text.encode()`` a megabyte at a time: no second copy of a large text."""
-    step = 1 << 20
-    if len(text) <= step:
-        buffer += text.encode("utf-8")
-        return
-    for at in range(0, len(text), step):
-        buffer += text[at : at + step].encode("utf-8")
+            return data.decode("utf-8")
+        with memoryview(data) as view:
+            return str(view[self.start : self.end], "utf-8")
 
 
 # The texts read inside ``read_once`` (a context variable: each thread has its own).
@@ -266,19 +239,16 @@ _HELD: ContextVar[dict[FileText, str] | None] = ContextVar("mg_file_texts", defa
 
 
 class _Kept:
-    """What ``keeping_file_bytes`` holds of one large file: the bytes it was parsed from,
-    or, once a section of it was read, that section's text instead."""
+    """The bytes of one large file, kept by ``keeping_file_bytes``."""
 
-    __slots__ = ("data", "key", "part", "text")
+    __slots__ = ("data", "key")
 
     def __init__(self) -> None:
         self.key: tuple[str, int, str] | None = None
         self.data: bytes | None = None
-        self.part: FileText | None = None
-        self.text: str | None = None
 
     def clear(self) -> None:
-        self.key = self.data = self.part = self.text = None
+        self.key = self.data = None
 
 
 _KEPT: ContextVar[_Kept | None] = ContextVar("mg_file_bytes", default=None)
@@ -286,14 +256,15 @@ _KEPT: ContextVar[_Kept | None] = ContextVar("mg_file_bytes", default=None)
 
 @contextmanager
 def keeping_file_bytes() -> Iterator[None]:
-    """Within it, the last large migration file parsed is kept (one file at most) until the
-    query that runs it is built: its bytes, then its section's text once the pre-flight
-    checks have read it. The checks, lint and the query take it instead of reading the
-    file again and checking its SHA-256 each time (about 20 ms for 19 MB, twice), and what
-    runs is what was parsed and checksummed. The engine wraps a command that applies or
-    rolls back in it. What is kept goes when the command ends, when another large file is
-    read or when the query is built (``FileText.append_utf8``), so it is never held beside
-    another large file or the copies of the query.
+    """Within it, the bytes of the last large migration file parsed are kept (one file at
+    most) until the query that runs it is built: its pre-flight checks, lint and query take
+    them instead of reading the file again and checking its SHA-256 each time (about 20 ms
+    for 19 MB, twice), and what runs is what was parsed and checksummed. The engine wraps
+    a command that applies or rolls back in it. The bytes go when the command ends, when
+    another large file is read, or when the query is built (``FileText.append_utf8``), so
+    they are never held beside another large file or the copies of the query. While lint
+    runs they are held beside the section's text: W2 peaks at its query all the same
+    (docs/performance.md).
     """
     token = _KEPT.set(_Kept())
     try:
