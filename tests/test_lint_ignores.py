@@ -107,3 +107,18 @@ def test_an_ignore_in_a_block_comment(kind: str) -> None:
 def test_an_ignore_after_a_statement_on_a_line_with_non_ascii_text() -> None:
     sql = "SELECT 'ünï'; ALTER TABLE a DROP COLUMN b; -- squawk-ignore ban-drop-column"
     assert lint(sql) == []
+
+
+@pytest.mark.parametrize("kind", ["mg:lint-ignore", "squawk-ignore"])
+def test_a_line_of_a_string_that_reads_like_an_ignore_comment_is_none(kind: str) -> None:
+    """Inside a string, ``-- squawk-ignore ...`` at the start of a line is data: it neither
+    silences the DROP TABLE on the next line nor counts as an unused ignore comment."""
+    sql = (
+        f"INSERT INTO notes (body) VALUES ('first line\n-- {kind} ban-drop-table');\nDROP TABLE c;"
+    )
+    assert [rule for rule, _, _ in lint(sql)] == ["ban-drop-table"]
+    # The same words as a real comment still work.
+    real = (
+        f"INSERT INTO notes (body) VALUES ('first line');\n-- {kind} ban-drop-table\nDROP TABLE c;"
+    )
+    assert lint(real) == []

@@ -23,6 +23,7 @@ from pglast import parser
 from migretti_core.reporting import display_path
 from migretti_core.textfiles import release_mapped_file
 from migretti_core.types import (
+    ON_DEMAND_BYTES,
     FileText,
     LintFinding,
     LintRequest,
@@ -937,14 +938,19 @@ def find_ignores(
     caller has it (a large file's text is read from the file each time it is asked for), and
     ``sql`` the up section.
 
-    A comment starts its line (``--`` or ``/* ... */``), or follows SQL on its line: such a
-    trailing one counts when PostgreSQL's scanner reads a comment there (not a string)."""
+    A comment starts its line (``--`` or ``/* ... */``), or follows SQL on its line: in the
+    up section it counts when PostgreSQL's scanner reads a comment there (not a string). A
+    section of ``ON_DEMAND_BYTES`` or more is scanned only for comments that follow SQL; a
+    line of it that starts with one counts as it is (lint knows such a section holds no
+    comment at all when it read it without a lexer, and then looks at its header only)."""
     if text is None:
         text = migration.text
     if "ignore" not in text:
         return []
     header_end = migration.up_line - 1  # the `-- migrate: up` marker's line
-    up_end = migration.up_line + migration.up_sql.count("\n")
+    up_sql = migration.up_sql if sql is None else sql
+    up_end = migration.up_line + up_sql.count("\n")
+    scan_leading = len(up_sql) < ON_DEMAND_BYTES
     found: list[Ignore] = []
     trailing: list[tuple[Ignore, int]] = []  # with the comment's column on its line
     for number, line in enumerate(text.split("\n"), start=1):
@@ -963,13 +969,13 @@ def find_ignores(
         )
         whole_file = number < header_end or match.group("kind") == "squawk-ignore-file"
         ignore = Ignore(number, names, whole_file)
-        if leading:
+        if leading and (number < migration.up_line or not scan_leading):
             found.append(ignore)
         else:
             trailing.append((ignore, match.start()))
     if trailing:
-        comments = _comment_starts(migration.up_sql if sql is None else sql)
-        lines = (migration.up_sql if sql is None else sql).split("\n")
+        comments = _comment_starts(up_sql)
+        lines = up_sql.split("\n")
         starts = list(itertools.accumulate((len(line) + 1 for line in lines), initial=0))
         for ignore, column in trailing:
             index = ignore.line - migration.up_line
