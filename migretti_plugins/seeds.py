@@ -220,25 +220,35 @@ def transaction_problems(session: Session, seeds: Sequence[Seed]) -> list[str]:
     return problems
 
 
-def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
+def select_paths(directory: Path, paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
     """The seeds the user named, in file order.
 
-    A name may be the file name, the name without ``.sql``, the id or the slug; a path such
-    as ``seeds/x.sql`` works too. Unknown or ambiguous names are refused before anything runs.
+    A name may be the file name, the name without ``.sql``, the id or the slug. A name with a
+    path separator is a path, relative to the working directory, and selects the seed it
+    names only when it lies in ``directory`` itself (``seeds/x.sql``): a file anywhere else is
+    no seed of this project, even if a seed has the same file name. Unknown, ambiguous and
+    outside names are refused before anything runs.
     """
-    from pathlib import Path
-
     chosen: set[Path] = set()
     problems: list[str] = []
+    where = _shown_directory(directory)
     for given in names:
-        wanted = Path(given).name if ("/" in given or os.sep in given) else given
-        matches = [p for p in paths if wanted in (p.name, p.stem)]
+        if "/" in given or os.sep in given:
+            if not _in_directory(directory, given):
+                problems.append(
+                    f"{given} is not a seed: seeds are the .sql files directly in {where}"
+                )
+                continue
+            wanted = os.path.basename(os.path.normpath(given))
+            matches = [p for p in paths if wanted in (p.name, p.stem)]
+        else:
+            matches = [p for p in paths if given in (p.name, p.stem)]
+            if not matches:
+                matches = [p for p in paths if _split_name(p)[0] == given]
+            if not matches:
+                matches = [p for p in paths if _split_name(p)[1] == given]
         if not matches:
-            matches = [p for p in paths if _split_name(p)[0] == wanted]
-        if not matches:
-            matches = [p for p in paths if _split_name(p)[1] == wanted]
-        if not matches:
-            problems.append(f"no seed named {given!r}")
+            problems.append(f"no seed named {given!r} in {where}")
         elif len(matches) > 1:
             names_found = ", ".join(p.name for p in matches)
             problems.append(f"seed name {given!r} is ambiguous: {names_found}")
@@ -246,8 +256,24 @@ def select_paths(paths: Sequence[Path], names: Iterable[str]) -> list[Path]:
             chosen.add(matches[0])
     if problems:
         known = ", ".join(p.name for p in paths) or "none"
-        raise UsageError("; ".join(problems), hint=f"seeds in this project: {known}")
+        raise UsageError("; ".join(problems), hint=f"seeds in {where}: {known}")
     return [p for p in paths if p in chosen]
+
+
+def _shown_directory(directory: Path) -> str:
+    return reporting.display_path(directory).rstrip(os.sep) + os.sep
+
+
+def _in_directory(directory: Path, given: str) -> bool:
+    """Whether ``given``, a path from the working directory, names a file directly in
+    ``directory`` (reached through a symbolic link or not)."""
+    parent = os.path.dirname(os.path.abspath(given))
+    if os.path.normpath(parent) == os.path.normpath(directory):
+        return True
+    try:
+        return os.path.samefile(parent, directory)
+    except OSError:  # either one missing
+        return False
 
 
 def _split_name(path: Path) -> tuple[str | None, str]:
@@ -430,7 +456,7 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
         )
     paths = seed_paths(directory)
     if names:
-        paths = select_paths(paths, names)
+        paths = select_paths(directory, paths, names)
     seeds = load_seeds(paths)
     problems = transaction_problems(session, seeds)
     if problems:

@@ -189,6 +189,31 @@ def test_an_unknown_name_is_refused_before_anything_runs(project: Path, database
     assert not table_exists(database_url, "_migrations_seeds")
 
 
+def test_a_path_outside_the_seeds_directory_is_refused_not_mapped_to_a_seed(
+    project: Path, database_url: str
+) -> None:
+    logging_seed(project, "x.sql")
+    write_text(project / "other" / "x.sql", "CREATE TABLE from_other (id int);\n")
+    write_text(project / "seeds" / "sub" / "x.sql", "CREATE TABLE from_sub (id int);\n")
+
+    for given in ("other/x.sql", str(project / "other" / "x.sql"), "seeds/sub/x.sql"):
+        result = run_mg(["seed", given], project)
+        assert_clean_error(result, f"{given} is not a seed", "directly in seeds/")
+        assert not table_exists(database_url, "_migrations_seeds")
+    unknown = run_mg(["seed", "nope"], project)
+    assert_clean_error(unknown, "no seed named 'nope' in seeds/")
+    assert not table_exists(database_url, "seed_log")
+
+    # a path into seeds_dir selects that seed: relative to the working directory, and through
+    # a symbolic link to the project too
+    (project.parent / f"{project.name}-link").symlink_to(project)
+    config = f"{project.name}-link/mg.yaml"
+    inside = run_mg(["--config", config, "seed", f"{project.name}/seeds/./x.sql"], project.parent)
+    assert inside.returncode == 0, inside.stderr
+    assert runs(database_url) == {"x": 1}
+    assert not table_exists(database_url, "from_other")
+
+
 def test_a_failing_seed_rolls_back_alone_and_stops_the_run(
     project: Path, database_url: str
 ) -> None:
