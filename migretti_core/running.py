@@ -10,6 +10,7 @@ migration and its history row in one transaction (one round trip), and leave an 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -1162,6 +1163,7 @@ def _run_kept(
         # before anything runs.
         with read_once():
             validate(session, plan.steps, checked)
+            _warn_no_sql(session, plan)
             if not plan.steps and not live:
                 report(session, "command.nothing", "info", nothing(state))
                 return 0
@@ -1183,6 +1185,30 @@ def _run_kept(
             return fresh
 
         return _execute_plan(session, conn, plan, replan, confirmed, lambda: nothing(latest[0]))
+
+
+# A line that is neither blank nor a `--` comment.
+_CONTENT_LINE = re.compile(r"^[^\S\n]*(?!--)\S", re.MULTILINE)
+
+
+def _warn_no_sql(session: Session, plan: Plan) -> None:
+    """A migration whose section holds only comments (``mg create``'s placeholder, left as
+    written) is run, and changes nothing but the history: say so, in case its SQL was
+    forgotten. (A down section of comments only is a deliberate no-op: not warned about.)"""
+    if plan.direction != "up":
+        return
+    for migration in plan.steps:
+        sql, _ = migration.section_kept("up")
+        if isinstance(sql, str) and _CONTENT_LINE.search(sql) is None:
+            report(
+                session,
+                "migration.no_sql",
+                "warning",
+                f"{migration.id} {migration.name}: its up section holds only comments, so "
+                "applying it changes nothing but the history",
+                migration_id=migration.id,
+                hint=f"write its SQL in {display_path(migration.path)} after `-- migrate: up`",
+            )
 
 
 def _warn_tampered(session: Session, state: State) -> None:

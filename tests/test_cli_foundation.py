@@ -267,7 +267,7 @@ def test_create_writes_the_template(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"migrations/{path.name}"
     assert path.read_text(encoding="utf-8") == (
         f"-- migration: Add Users Table\n-- id: {match.group(1)}\n\n"
-        "-- migrate: up\n\n-- migrate: down\n"
+        "-- migrate: up\n-- Write the migration's SQL here.\n\n-- migrate: down\n"
     )
 
 
@@ -328,7 +328,7 @@ BAD_FILES = {
         ["migrations/1_a.sql:1:"],
     ),
     "empty_up_section": (
-        {"1_a.sql": "-- migrate: up\n\n-- nothing yet\n-- migrate: down\nSELECT 1;\n"},
+        {"1_a.sql": "-- migrate: up\n\n  \n-- migrate: down\nSELECT 1;\n"},
         ["migrations/1_a.sql:1:"],
     ),
     "two_up_markers": (

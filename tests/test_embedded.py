@@ -151,6 +151,19 @@ def query(url: str, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
+def test_init_create_apply_works_as_written(project: Project) -> None:
+    """SPEC §13's sequence, with no SQL written: the new migration holds a comment in its up
+    section, applies (changing nothing but the history, with a warning saying so) and shows
+    as applied."""
+    project.run("init", "--embedded")
+    project.run("create", "first")
+    applied = project.run("apply")
+    assert "its up section holds only comments" in applied.stderr, applied.stderr
+    status = json.loads(project.run("status", "--format", "json").stdout)
+    assert status["counts"]["applied"] == 1
+    assert status["counts"]["pending"] == 0
+
+
 def test_quick_start_applies_then_reuses_and_restarts_the_server(project: Project) -> None:
     project.run("init", "--embedded")
     assert ".mg/" in (project.root / ".gitignore").read_text().split()

@@ -113,12 +113,17 @@ def test_no_up_marker_is_reported_at_line_one() -> None:
 
 
 def test_empty_up_section_is_reported_at_the_marker() -> None:
-    text = (
-        "-- migration: x\n\n-- migrate: up\n\n-- only a comment\n-- migrate: down\nDROP TABLE t;\n"
-    )
+    text = "-- migration: x\n\n-- migrate: up\n\n  \n-- migrate: down\nDROP TABLE t;\n"
     problems = problems_of(text)
     assert len(problems) == 1
     assert problems[0].startswith("01ABC_add_users.sql:3: empty up section")
+
+
+def test_an_up_section_of_comments_only_is_a_migration_that_changes_nothing() -> None:
+    text = (
+        "-- migration: x\n\n-- migrate: up\n\n-- only a comment\n-- migrate: down\nDROP TABLE t;\n"
+    )
+    assert parse(text, "01ABC_add_users.sql").up_sql == "\n-- only a comment\n"
 
 
 def test_untouched_template_has_an_empty_up_section() -> None:
@@ -354,9 +359,13 @@ def test_create_writes_template_with_new_ulid(tmp_path: Path) -> None:
     assert match is not None
     assert len(match.group("id")) == 26
     assert match.group("name") == "add_users_table"
-    assert path.read_text(encoding="utf-8") == render_migration(
-        "Add Users Table", match.group("id")
+    # The SPEC's template, with a comment in the up section: the file parses as written.
+    assert path.read_text(encoding="utf-8") == (
+        f"-- migration: Add Users Table\n-- id: {match.group('id')}\n\n-- migrate: up\n"
+        "-- Write the migration's SQL here.\n\n-- migrate: down\n"
     )
+    up_sql = parse_migration(path, path.read_bytes()).up_sql
+    assert up_sql == "-- Write the migration's SQL here.\n\n"
 
 
 def test_create_then_fill_in_parses(tmp_path: Path) -> None:

@@ -53,6 +53,16 @@ _DIRECTIVE_SCAN = re.compile(r"--[^\S\n]*migrate[^\S\n]*:(?P<value>[^\n]*)", re.
 # A line that is neither blank nor a `--` comment.
 _CONTENT_LINE = re.compile(r"^[^\S\n]*(?!--)\S", re.MULTILINE)
 
+# What `mg create` writes in the up section when given no SQL: a comment, so that the file
+# parses and `mg init --embedded && mg create first && mg apply` works (SPEC §13), applying a
+# migration that changes nothing but the history (mg warns when it runs one).
+UP_PLACEHOLDER = "-- Write the migration's SQL here."
+
+
+def has_sql(sql: str) -> bool:
+    """Whether ``sql`` holds anything but blank lines and ``--`` comments."""
+    return _CONTENT_LINE.search(sql) is not None
+
 
 def _scan_directives(text: str, name: str, problems: list[tuple[int, str]]) -> list[_Directive]:
     found: list[_Directive] = []
@@ -186,8 +196,10 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
         up_end = next((m for m in markers if m > up_marker), None)
         up_line = up_marker + 1
         up_span = _span(text, at_line, up_marker, up_end)
-        # Searched in place: the section is not copied to be checked.
-        if _CONTENT_LINE.search(text, *up_span) is None:
+        # Searched in place: the section is not copied to be checked. A section of comments
+        # only is a migration that changes nothing (a placeholder, like a down section of
+        # comments only); a blank one is a file whose SQL was never written.
+        if _NOT_SPACE.search(text, *up_span) is None:
             problems.append(
                 (
                     up_marker,
@@ -443,6 +455,8 @@ def create_migration_file(
                     "writes the markers itself, and the file would not parse",
                     hint="give only the SQL of the section; use --up and --down for the two",
                 )
+    if not up.strip():
+        up = UP_PLACEHOLDER
     new_id = str(ULID()) if id is None else id
     filename = file_name(title, new_id)
     for existing in discover(directory):
