@@ -104,10 +104,22 @@ class App:
             self._cwd = Path(self._cwd_text)
         return self._cwd
 
+    def _given_config(self) -> str | None:
+        return self.globals.config or self.environ.get("MG_CONFIG") or None
+
+    def new_config_path(self) -> Path:
+        """Where ``mg init`` writes the configuration: the file named by ``--config`` or
+        ``MG_CONFIG`` (relative to the working directory), else ``./mg.yaml``."""
+        from migretti_core.configfile import DEFAULT_FILE, find_config
+
+        given = self._given_config()
+        path = find_config(self.cwd, given)[0] if given is not None else None
+        return path if path is not None else self.cwd / DEFAULT_FILE
+
     def _request(self, check_unknown: bool) -> ConfigRequest:
         from pathlib import Path
 
-        config = self.globals.config or self.environ.get("MG_CONFIG") or None
+        config = self._given_config()
         known = self.hooks.config_sections() if check_unknown else frozenset()
         return ConfigRequest(
             cwd=self.cwd,
@@ -160,7 +172,7 @@ class App:
         """
         from migretti_core.configfile import find_config, read_bounded
 
-        given = self.globals.config or self.environ.get("MG_CONFIG") or None
+        given = self._given_config()
         path, label = find_config(self._cwd or self._cwd_text, given)
         if path is None:
             return False

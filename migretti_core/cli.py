@@ -668,17 +668,24 @@ def main() -> None:
     sys.exit(code)
 
 
-def init_project(directory: Path, embedded: bool) -> list[tuple[Path, bool]]:
-    """Write mg.yaml and migrations/ (never overwriting mg.yaml).
+def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
+    """Write the configuration file ``config`` (mg.yaml, or the file ``--config`` names; never
+    overwriting it) and migrations/ beside it.
 
     Returns each path written, with True when it was created and False when an existing
     file was extended (``.gitignore``).
     """
     from migretti_core.templates import embedded_config, server_config
 
-    config = directory / "mg.yaml"
     if config.exists():
         raise ConfigError(f"{config} already exists; not overwriting it")
+    directory = config.parent
+    if not directory.is_dir():
+        raise ConfigError(
+            f"{directory} does not exist or is not a directory; "
+            f"mg init writes {config.name} into an existing directory",
+            hint=f"create it first: mkdir -p {directory}",
+        )
     migrations = directory / "migrations"
     if (migrations.exists() or migrations.is_symlink()) and not migrations.is_dir():
         # Checked before mg.yaml is written: a project without its migrations directory

@@ -55,14 +55,19 @@ def register(cli: click.Group) -> None:
 @click.option("--embedded", is_flag=True, help="Use a PostgreSQL server that mg starts itself.")
 @click.pass_context
 def init(ctx: click.Context, embedded: bool) -> None:
-    """Create mg.yaml and migrations/ in the current directory."""
+    """Create mg.yaml and migrations/ in the current directory.
+
+    With --config PATH (or MG_CONFIG), the configuration is written to PATH instead, and
+    migrations/ beside it; later commands need the same --config to find it.
+    """
     app = app_of(ctx)
-    written = init_project(app.cwd, embedded)
+    written = init_project(app.new_config_path(), embedded)
     for path, created in written:
+        shown = reporting.display_path(path)
         if created:
-            app.report("init.created", "info", f"created {path.name}", path=str(path))
+            app.report("init.created", "info", f"created {shown}", path=str(path))
         else:
-            app.report("init.extended", "info", f"added .mg/ to {path.name}", path=str(path))
+            app.report("init.extended", "info", f"added .mg/ to {shown}", path=str(path))
 
 
 @click.command()

@@ -253,6 +253,82 @@ def test_init_embedded_keeps_a_gitignore_that_already_ignores_mg(
     assert ".gitignore" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--config", "other.yaml", "init"], {}),
+        (["init", "--config", "other.yaml"], {}),
+        (["init"], {"MG_CONFIG": "other.yaml"}),
+    ],
+)
+def test_init_writes_the_file_config_names_and_never_overwrites_it(
+    show_config: ShowConfig, tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    result = run_mg(args, tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "created other.yaml" in result.stderr
+    assert (tmp_path / "other.yaml").is_file()
+    assert not (tmp_path / "mg.yaml").exists()
+    assert (tmp_path / "migrations").is_dir()
+    config = show_config(tmp_path, "--config", "other.yaml", env={"DB_PASSWORD": "x"})
+    assert config["path"] == str(tmp_path / "other.yaml")
+
+    (tmp_path / "other.yaml").write_text("lock_id: 7  # mine\n", encoding="utf-8")
+    again = run_mg(args, tmp_path, env=env)
+    assert_clean_error(again, "other.yaml", "already exists")
+    assert (tmp_path / "other.yaml").read_text(encoding="utf-8") == "lock_id: 7  # mine\n"
+    assert not (tmp_path / "mg.yaml").exists()
+
+
+def test_init_puts_the_project_beside_the_file_config_names(
+    tmp_path: Path, db_conninfo: dict[str, str]
+) -> None:
+    missing = run_mg(["--config", "nowhere/mg.yaml", "init"], tmp_path)
+    assert_clean_error(missing, "nowhere", "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+    (tmp_path / "db").mkdir()
+    config = ["--config", "db/x.yaml"]
+    assert run_mg([*config, "init"], tmp_path).returncode == 0
+    created = run_mg([*config, "create", "first", "--up", "CREATE TABLE t (id bigint);"], tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("db/migrations/")
+    env = {
+        "DB_HOST": db_conninfo["host"],
+        "DB_PORT": db_conninfo["port"],
+        "DB_USER": db_conninfo["user"],
+        "DB_NAME": db_conninfo["dbname"],
+        "DB_PASSWORD": db_conninfo.get("password", ""),
+    }
+    applied = run_mg([*config, "apply"], tmp_path, env=env)
+    assert applied.returncode == 0, applied.stderr
+    status = run_mg([*config, "status"], tmp_path, env=env)
+    assert "applied: 1  pending: 0" in status.stdout, status.stdout + status.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
+
+
+def test_init_embedded_puts_the_project_beside_the_file_config_names(
+    server_tmp_path: Path,
+) -> None:
+    (server_tmp_path / "db").mkdir()
+    config = ["--config", "db/x.yaml"]
+    init = run_mg([*config, "init", "--embedded"], server_tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert "created db/.gitignore" in init.stderr
+    assert (server_tmp_path / "db" / ".gitignore").read_text(encoding="utf-8") == ".mg/\n"
+    created = run_mg(
+        [*config, "create", "first", "--up", "CREATE TABLE t (id bigint);"], server_tmp_path
+    )
+    assert created.returncode == 0, created.stderr
+    applied = run_mg([*config, "apply"], server_tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    assert (server_tmp_path / "db" / ".mg" / "pgdata").is_dir()
+    status = run_mg([*config, "status"], server_tmp_path)
+    assert "applied: 1  pending: 0" in status.stdout, status.stdout + status.stderr
+    assert sorted(p.name for p in server_tmp_path.iterdir()) == ["db"]
+    assert run_mg([*config, "db", "stop"], server_tmp_path).returncode == 0
+
+
 # --- create ---------------------------------------------------------------------------------
 
 
