@@ -23,6 +23,7 @@ from migretti_core.state import State, checksum_matches
 from migretti_core.textfiles import read_bytes
 from migretti_core.types import (
     ON_DEMAND_BYTES,
+    HistoryEntry,
     Migration,
     Plan,
     Session,
@@ -40,6 +41,21 @@ FIX_HINT_DOWN = (
     "resolve it with `mg fix {id} --remove` if you completed its rollback by hand, "
     "or `mg fix {id} --applied` if you restored what the rollback undid"
 )
+
+# When the history cannot tell which way it was going (no _migrations_log): both ways out.
+FIX_HINT_EITHER = (
+    FIX_HINT + "; if it was being rolled back, `mg fix {id} --remove` if you completed its "
+    "rollback by hand, or `mg fix {id} --applied` if you restored what the rollback undid"
+)
+
+
+def fix_hint(entry: HistoryEntry) -> str:
+    """How to resolve a failed or running migration, by the way it was going."""
+    if entry.direction == "down":
+        return "it was being rolled back; " + FIX_HINT_DOWN.format(id=entry.id)
+    if entry.direction == "up":
+        return FIX_HINT.format(id=entry.id)
+    return FIX_HINT_EITHER.format(id=entry.id)
 
 
 CHECKSUM_HINT = (
@@ -172,9 +188,8 @@ def ensure_not_blocked(state: State) -> None:
         if entry.error:
             detail += f": {entry.error}"
         lines.append(f"migration {entry.id} ({entry.name}) {what}{detail}")
-    first = blocking[0].id
     raise StateError(
-        "; ".join(lines) + "\n  " + FIX_HINT.format(id=first),
+        "; ".join(lines) + "\n  " + fix_hint(blocking[0]),
         hint="nothing was changed",
     )
 

@@ -440,6 +440,10 @@ class HistoryEntry:
     error: str | None = None
     failed_statement: int | None = None
     baseline: bool = False
+    #: For a ``failed`` or ``running`` row: which way the migration was going when it
+    #: stopped (``"up"`` applying, ``"down"`` rolling back), as the history can tell; None
+    #: when it cannot. The advice to resolve it depends on it.
+    direction: Direction | None = None
 
 
 @record(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from migretti_core.planning import FIX_HINT, load_migrations, tampering_of
+from migretti_core.planning import fix_hint, load_migrations, tampering_of
 from migretti_core.reporting import display_path
 from migretti_core.running import connected, read_state
 from migretti_core.state import State
@@ -37,12 +37,12 @@ def problems_of(state: State) -> list[str]:
             + (f" (statement {entry.failed_statement})" if entry.failed_statement else "")
             + (f": {entry.error}" if entry.error else "")
             + " — "
-            + FIX_HINT.format(id=entry.id)
+            + fix_hint(entry)
         )
     for entry in state.running:
         problems.append(
             f"running: {entry.id} {entry.name} was interrupted or is still running — "
-            + FIX_HINT.format(id=entry.id)
+            + fix_hint(entry)
         )
     for migration, _ in state.modified:
         problems.append(f"modified: {display_path(migration.path)} changed since it was applied")

@@ -32,11 +32,12 @@ import functools
 import os
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from migretti_core import hookimpl
-from migretti_core.types import HistoryChange, HistoryEntry, Session
+from migretti_core.types import Direction, HistoryChange, HistoryEntry, Session
 
 TABLE = "_migrations"
 LOG_TABLE = "_migrations_log"
@@ -231,7 +232,59 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
         f"SELECT {select} FROM _migrations ORDER BY {order}applied_at NULLS FIRST, id",
         (),
     )
-    return [_entry(row) for row in rows]
+    entries = [_entry(row) for row in rows]
+    if any(e.status in _STOPPED for e in entries):
+        entries = _with_directions(session, conn, entries)
+    return entries
+
+
+_STOPPED = ("failed", "running")
+
+# The last journal line of each migration that stopped midway (no parameters: read-only
+# commands' libpq path binds none but scalars).
+_LAST_LOGGED = """
+SELECT DISTINCT ON (migration_id) migration_id, action, performed_at
+FROM _migrations_log
+WHERE migration_id IN (SELECT id FROM _migrations WHERE status IN ('failed', 'running'))
+ORDER BY migration_id, id DESC
+"""
+_LOG_READ = frozenset({"id", "migration_id", "action", "performed_at"})
+
+
+def _with_directions(
+    session: Session, conn: Any, entries: list[HistoryEntry]
+) -> list[HistoryEntry]:
+    """``entries`` with the direction of each failed or running row, told by the last line
+    ``_migrations_log`` holds for it; unknown (None) without the log (or its columns).
+
+    A stopped no-transaction migration writes no journal line, so the line before it says
+    what the migration was: every way of becoming applied (``UP``, ``BASELINE``, 0.10's
+    ``UP``) writes one, so after ``UP`` or ``BASELINE`` the failure is a rollback's, after
+    ``DOWN`` or none at all an apply's. After ``FIX`` the row's ``applied_at`` tells: the
+    fix's own (``--applied``, rolled back since) or a later one, from a row an apply made
+    after ``--remove``.
+    """
+    if not columns(session, conn, LOG_TABLE) >= _LOG_READ:
+        return entries
+    rows = session.hooks.query(session, conn, _LAST_LOGGED, ())
+    last = {str(row[0]): (str(row[1]), row[2]) for row in rows}
+    result = []
+    for entry in entries:
+        if entry.status in _STOPPED:
+            action, performed_at = last.get(entry.id, ("DOWN", None))
+            entry = replace(entry, direction=_direction(action, performed_at, entry.applied_at))
+        result.append(entry)
+    return result
+
+
+def _direction(action: str, performed_at: Any, applied_at: datetime | None) -> Direction | None:
+    if action in ("UP", "BASELINE"):
+        return "down"
+    if action == "DOWN":
+        return "up"
+    if action == "FIX" and isinstance(performed_at, datetime) and applied_at is not None:
+        return "up" if applied_at > performed_at else "down"
+    return None
 
 
 # The columns migretti 0.10 created; the later ones are read when present.

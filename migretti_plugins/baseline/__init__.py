@@ -42,7 +42,7 @@ _MARK = "UPDATE _migrations SET baseline = true WHERE id = ANY(%s)"
 def _todo(state: State, upto: Migration, force: bool) -> list[Migration]:
     """The migrations to record, after the checks that may refuse them."""
     from migretti_core.errors import StateError
-    from migretti_core.planning import FIX_HINT
+    from migretti_core.planning import fix_hint
 
     steps = [m for m in state.migrations if m.id <= upto.id]
     entries = state.entries
@@ -53,7 +53,7 @@ def _todo(state: State, upto: Migration, force: bool) -> list[Migration]:
         first = blocked[0]
         raise StateError(
             f"migration {first.id} ({first.name}) is {first.status}; a baseline cannot cover it",
-            hint=FIX_HINT.format(id=first.id),
+            hint=fix_hint(first),
         )
     if state.applied and not force:
         count = len(state.applied)
