@@ -3,10 +3,11 @@
 One rule for the whole program (``redact``), see docs/configuration.md "Passwords in output":
 
 - A known password (from mg.yaml, ``MG_DATABASE_URL``, the connection) is replaced by
-  ``****`` where it stands as a value: a whole token, a URL part, a quoted literal. Where
-  the password begins or ends with a letter, digit or underscore, the neighbouring character
-  on that side must not be one, so the password ``app`` never turns ``applied`` into
-  ``****lied``.
+  ``****``, and so is its percent-encoded form (as a URL holds it). One of eight characters
+  or more is replaced wherever it stands, even inside a longer word. A shorter one is
+  replaced where it stands as a value: a whole token, a URL part, a quoted literal; where
+  it begins or ends with a letter, digit or underscore, the neighbouring character on that
+  side must not be one, so the password ``app`` never turns ``applied`` into ``****lied``.
 - Whatever looks like a password is replaced too, known or not: the password of a URL
   (``scheme://user:****@host``), a ``password=`` query or key=value parameter, and the
   quoted literal of SQL's ``PASSWORD 'secret'`` (``CREATE ROLE``/``ALTER ROLE``; also
@@ -89,11 +90,23 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return redact_text(text)
 
 
+# A known password this long is masked even inside a longer word: ordinary text does not
+# hold it by chance, and a hook printing ``user=appX<password>`` must not show it.
+_MASK_ANYWHERE = 8
+
+
 @lru_cache(maxsize=32)
 def _secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
     """One alternation, longest first, so a password holding another is masked whole."""
+    from urllib.parse import quote
+
+    forms = set(secrets)
+    forms.update(quote(secret, safe="") for secret in secrets)
     parts = []
-    for secret in sorted(secrets, key=len, reverse=True):
+    for secret in sorted(forms, key=len, reverse=True):
+        if len(secret) >= _MASK_ANYWHERE:
+            parts.append(re.escape(secret))
+            continue
         before = r"(?<!\w)" if _compiled(_WORD).match(secret[0]) else ""
         after = r"(?!\w)" if _compiled(_WORD).match(secret[-1]) else ""
         parts.append(before + re.escape(secret) + after)

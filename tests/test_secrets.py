@@ -306,6 +306,21 @@ def test_redact_masks_a_password_only_where_it_stands_as_a_value(text: str, mask
     assert redact(text, ["app"]) == masked
 
 
+def test_a_long_password_is_masked_even_inside_a_word_and_percent_encoded() -> None:
+    """A password of eight characters or more cannot stand in ordinary text by chance: it
+    is masked wherever it appears, and so is the form a URL holds it in."""
+    from migretti_core.redact import redact
+
+    secret = "Tr0ub4dor&3x"
+    assert redact(f"token=abc{secret}xyz", [secret]) == "token=abc****xyz"
+    assert redact("url=postgresql://u:Tr0ub4dor%263x@h/db", [secret]) == (
+        "url=postgresql://u:****@h/db"
+    )
+    assert redact("dsn user=u pw:Tr0ub4dor%263x", [secret]) == "dsn user=u pw:****"
+    # A short one still only where it stands as a value.
+    assert redact("applied apps app", ["app"]) == "applied apps ****"
+
+
 def test_a_masked_url_named_in_a_sentence_keeps_the_sentence() -> None:
     """A fleet member's URL, masked once, followed by ``: ok``: masking again keeps the
     colon; an unmasked value is still masked whole, colon included."""
