@@ -20,12 +20,14 @@ import click
 
 from migretti_core import hookimpl, reporting
 from migretti_core.cli import app_of
-from migretti_core.errors import MgError, MigrationFileError, UsageError
+from migretti_core.errors import MgError, MigrationFileError, StateError, UsageError
 from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from migretti_core.state import State
 
 Splitter = Callable[[str], list[Statement]]
 
@@ -121,6 +123,37 @@ def check_equivalent(migrations: Sequence[Migration], squashed: Migration, split
             "squashing these migrations would change their statements; nothing was written",
             hint="report this with the migrations involved",
         )
+
+
+def refuse_too_few_files(session: Session, migrations: Sequence[Migration]) -> None:
+    """Refuse before connecting when the files alone leave fewer than two to squash."""
+    if len(migrations) >= 2:
+        return
+    where = reporting.display_path(session.config.migrations_dir).rstrip(os.sep) + os.sep
+    count = "no migration" if not migrations else "only one migration"
+    raise UsageError(
+        f"nothing to squash: {where} holds {count}, and squash needs at least two pending"
+    )
+
+
+def refuse_blocked(state: State) -> None:
+    """Refuse (exit 3) while a migration is failed or running: the pending ones behind it
+    would be squashed around it, and its file, row and the new migration no longer agree."""
+    blocking = state.blocking
+    if not blocking:
+        return
+    lines = []
+    for entry in blocking:
+        what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
+        at = f" at statement {entry.failed_statement}" if entry.failed_statement else ""
+        lines.append(f"migration {entry.id} ({entry.name}) {what}{at}")
+    it = "it" if len(blocking) == 1 else "them"
+    raise StateError(
+        f"cannot squash: {'; '.join(lines)}; squashing the migrations pending behind {it} "
+        f"would lose track of {it}",
+        hint=f"resolve it first: `mg fix {blocking[0].id} --applied` if you completed it by "
+        f"hand, `mg fix {blocking[0].id} --remove` if you undid it; nothing was changed",
+    )
 
 
 def refuse_unsquashable(
@@ -261,8 +294,10 @@ def squash(session: Session, title: str) -> int:
     from migretti_core import planning, running
 
     migrations = planning.load_migrations(session)
+    refuse_too_few_files(session, migrations)
     with running.connected(session) as conn:
         state = running.read_state(session, conn, migrations)
+    refuse_blocked(state)
     pending = state.pending
     refuse_unsquashable(pending, state.out_of_order)
     squashed = build(session, pending, title, [e.id for e in state.history])

@@ -232,6 +232,58 @@ def test_refuses_with_fewer_than_two_pending(tmp_path: Path, database_url: str) 
     assert files(project) == before
 
 
+def test_too_few_files_are_refused_without_the_database(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "migrations").mkdir(parents=True)
+    # No server listens on port 1: a connection attempt would fail with exit 1.
+    url = "postgresql://nouser@127.0.0.1:1/none?connect_timeout=2"
+    (project / "mg.yaml").write_text(f"database:\n  url: {json.dumps(url)}\n", encoding="utf-8")
+    result = run_mg(["squash", "x"], project)
+    assert_clean_error(result, "nothing to squash: migrations/ holds no migration")
+    write_text(project / "migrations" / "0001_a.sql", "-- migrate: up\nSELECT 1;\n")
+    for args in (["squash", "x"], ["squash", "x", "--dry-run"]):
+        result = run_mg(args, project)
+        assert_clean_error(result, "nothing to squash: migrations/ holds only one migration")
+    assert files(project) == {"0001_a.sql": "-- migrate: up\nSELECT 1;\n"}
+
+
+def test_refuses_while_a_migration_is_failed(tmp_path: Path, database_url: str) -> None:
+    project = make_project(tmp_path, database_url)
+    (project / "migrations" / "0003_views.sql").unlink()
+    write_text(
+        project / "migrations" / "0003_index.sql",
+        """
+        -- migrate: no-transaction
+        -- migrate: up
+        CREATE INDEX CONCURRENTLY missing_id ON missing (id);
+        -- migrate: down
+        DROP INDEX CONCURRENTLY missing_id;
+        """,
+    )
+    for ident in ("0004", "0005"):
+        write_text(
+            project / "migrations" / f"{ident}_t.sql",
+            f"-- migrate: up\nCREATE TABLE t{ident} (id int);\n"
+            f"-- migrate: down\nDROP TABLE t{ident};\n",
+        )
+    assert run_mg(["apply"], project).returncode == 1
+    assert [row[2] for row in history(database_url)] == ["applied", "applied", "failed"]
+    before = files(project)
+    for args in (["squash", "x"], ["squash", "x", "--dry-run"]):
+        stderr = assert_clean_error(
+            run_mg(args, project), "migration 0003 (index) failed", "mg fix 0003", code=3
+        )
+        assert "pending behind it" in stderr
+    assert files(project) == before
+
+    # once the failed migration is resolved, the pending ones behind it squash as before
+    assert run_mg(["fix", "0003", "--applied"], project).returncode == 0
+    result = run_mg(["squash", "rest"], project)
+    assert result.returncode == 0, result.stderr
+    assert "-- squashed: 0004, 0005\n" in squashed_file_named(project, "rest").read_text("utf-8")
+    assert "0003_index.sql" in files(project)
+
+
 def test_refuses_to_mix_transactional_and_no_transaction(tmp_path: Path, database_url: str) -> None:
     project = make_project(tmp_path, database_url)
     write_text(
