@@ -139,6 +139,8 @@ def refuse_too_few_files(session: Session, migrations: Sequence[Migration]) -> N
 def refuse_blocked(state: State) -> None:
     """Refuse (exit 3) while a migration is failed or running: the pending ones behind it
     would be squashed around it, and its file, row and the new migration no longer agree."""
+    from migretti_core.planning import fix_hint
+
     blocking = state.blocking
     if not blocking:
         return
@@ -151,8 +153,7 @@ def refuse_blocked(state: State) -> None:
     raise StateError(
         f"cannot squash: {'; '.join(lines)}; squashing the migrations pending behind {it} "
         f"would lose track of {it}",
-        hint=f"resolve it first: `mg fix {blocking[0].id} --applied` if you completed it by "
-        f"hand, `mg fix {blocking[0].id} --remove` if you undid it; nothing was changed",
+        hint=f"{fix_hint(blocking[0])}; nothing was changed",
     )
 
 

@@ -284,6 +284,34 @@ def test_refuses_while_a_migration_is_failed(tmp_path: Path, database_url: str) 
     assert "0003_index.sql" in files(project)
 
 
+def test_refuses_while_a_rollback_is_failed_with_the_rollback_advice(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = make_project(tmp_path, database_url)
+    write_text(
+        project / "migrations" / "0004_index.sql",
+        """
+        -- migrate: no-transaction
+        -- migrate: up
+        CREATE INDEX CONCURRENTLY items_qty ON items (qty);
+        -- migrate: down
+        DROP INDEX CONCURRENTLY missing_index;
+        """,
+    )
+    assert run_mg(["apply"], project).returncode == 0
+    assert run_mg(["down"], project).returncode == 1
+    for ident in ("0005", "0006"):
+        write_text(project / "migrations" / f"{ident}_t.sql", "-- migrate: up\nSELECT 1;\n")
+    before = files(project)
+    assert_clean_error(
+        run_mg(["squash", "x"], project),
+        "migration 0004 (index) failed",
+        "`mg fix 0004 --remove` if you completed its rollback by hand",
+        code=3,
+    )
+    assert files(project) == before
+
+
 def test_refuses_to_mix_transactional_and_no_transaction(tmp_path: Path, database_url: str) -> None:
     project = make_project(tmp_path, database_url)
     write_text(
