@@ -448,6 +448,8 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
         fields: dict[str, object] = {"error": exc.message, "exit_code": exc.exit_code}
         if exc.hint:
             fields["hint"] = exc.hint
+        if exc.plugin:
+            fields["plugin"] = exc.plugin
         if trace is not None:
             if app.options.json_log:
                 fields["traceback"] = trace

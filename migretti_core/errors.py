@@ -24,6 +24,9 @@ class MgError(Exception):
     result: object | None = None
     #: Already told the user (as a warning, say): the CLI only exits with ``exit_code``.
     reported: bool = False
+    #: The plugin the error is about (it failed, or vetoed the confirmation), by its
+    #: registered name; the ``plugin`` field of the ``command.failed`` event.
+    plugin: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

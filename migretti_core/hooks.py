@@ -110,6 +110,8 @@ class Hooks:
         # Reporters that failed in mg_report and are being reported on (see plugin_warning).
         self._failing_reporters: set[str] = set()
         self._warned_once: set[str] = set()
+        # The plugins whose mg_confirm returned False in the call in progress.
+        self._vetoes: list[str] = []
         self._plans: dict[str, _Plan] = {}
         self._batching: bool | None = None
         for plugin in pm.get_plugins():
@@ -174,6 +176,15 @@ class Hooks:
                         hint=f"fix the plugin or disable it with -p no:{plugin}",
                     )
             return result
+
+        if hook == "mg_confirm":  # a veto is told by the name of the plugin that made it
+            answering = guarded
+
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                result = answering(*args, **kwargs)
+                if result is False:
+                    self._vetoes.append(plugin)
+                return result
 
         if hook == "mg_register_commands":  # once per run: the commands it adds are its own
             checked = guarded
@@ -834,9 +845,16 @@ class Hooks:
     def is_protected(self, session: Session) -> bool:
         return any(self.call("mg_is_protected", session=session))
 
-    def confirm_vetoed(self, session: Session, target: Target, plan: Plan | None) -> bool:
+    def confirm_vetoed(
+        self, session: Session, target: Target, plan: Plan | None
+    ) -> list[str] | None:
+        """None when no plugin vetoed; else the registered names of those that did, as
+        ``mg plugins`` shows them (empty when a hook wrapper's answer is the only veto)."""
+        self._vetoes = []
         answers = self.call("mg_confirm", session=session, target=target, plan=plan)
-        return any(answer is False for answer in answers)
+        if not any(answer is False for answer in answers):
+            return None
+        return list(dict.fromkeys(self._vetoes))
 
     # --- output ---------------------------------------------------------------------------
 

@@ -955,8 +955,17 @@ def confirm(
         lines.extend(f"  {finding_line(f)}" for f in errors)
     message = "\n".join(lines)
     report(session, "confirm.required", "warning", message, target=target.describe())
-    if hooks.confirm_vetoed(session, target, plan):
-        raise Aborted("a plugin refused the command on this protected environment")
+    vetoes = hooks.confirm_vetoed(session, target, plan)
+    if vetoes is not None:
+        who = ", ".join(repr(name) for name in vetoes)
+        refused = Aborted(
+            f"plugin{'s' if len(vetoes) > 1 else ''} {who} refused the command on this "
+            "protected environment"
+            if vetoes
+            else "a plugin refused the command on this protected environment"
+        )
+        refused.plugin = ", ".join(vetoes) or None
+        raise refused
     if session.options.yes:
         return
     # The output plugin owns the terminal: it asks and hands back what the person typed.

@@ -7,6 +7,7 @@ it sees when a person runs it; everything else runs with stdin that is not a ter
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -409,3 +410,33 @@ def test_blocking_the_protect_plugin_turns_the_name_rule_off(project: Project) -
 
     assert done.returncode == 0, done.stderr
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
+
+
+def test_a_plugin_veto_names_the_plugin(project: Project) -> None:
+    """The refusal says which plugin refused, by the name `mg plugins` shows (exit 5)."""
+    tools = project.root / "tools"
+    tools.mkdir()
+    (tools / "change_window.py").write_text(
+        "from migretti_core import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def mg_confirm(session, target, plan):\n"
+        "    return False\n",
+        encoding="utf-8",
+    )
+    with (project.root / "mg.yaml").open("a", encoding="utf-8") as config:
+        config.write("plugins: [tools/change_window.py]\n")
+    listed = run(project, "plugins", "--format", "json")
+    assert "change_window" in [p["name"] for p in json.loads(listed.stdout)]
+
+    done = run(project, "--env", "prod", "--yes", "apply")
+
+    assert done.returncode == 5, done.stderr
+    assert "plugin 'change_window' refused the command" in done.stderr, done.stderr
+    assert project.all_tables() == set()
+    logged = run(project, "--env", "prod", "--yes", "--json-log", "apply")
+    assert logged.returncode == 5
+    failed = [json.loads(line) for line in logged.stderr.splitlines() if line.startswith("{")]
+    (event,) = [e for e in failed if e["event"] == "command.failed"]
+    assert event["plugin"] == "change_window"
+    assert event["exit_code"] == 5
+    assert "plugin 'change_window' refused" in event["message"]

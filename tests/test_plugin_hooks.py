@@ -598,7 +598,24 @@ def test_confirm_can_veto_even_with_yes(tmp_path: Path, database_url: str) -> No
     result = run_cli(["apply", "--yes"], cwd=tmp_path, plugins=[Veto()])
 
     assert result.exit_code == 5
-    assert "a plugin refused" in result.stderr
+    assert "plugin 'veto' refused the command" in result.stderr
+
+
+class ConfirmWrapper:
+    @hookimpl(wrapper=True)
+    def mg_confirm(self) -> Any:
+        return (yield)
+
+
+def test_a_veto_is_named_through_a_wrapper_of_mg_confirm(tmp_path: Path, database_url: str) -> None:
+    make_project(tmp_path, database_url, settings={"protected": True})
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);")
+
+    result = run_cli(["apply", "--yes"], cwd=tmp_path, plugins=[Veto(), ConfirmWrapper()])
+
+    assert result.exit_code == 5
+    assert "plugin 'veto' refused the command" in result.stderr
+    assert "confirmwrapper" not in result.stderr
 
 
 # --- output and CLI ------------------------------------------------------------------------
