@@ -366,14 +366,14 @@ def _history_row(entry: HistoryEntry | None) -> HistoryRow | None:
 
 
 def _outcome(result: MigrationResult) -> MigrationOutcome:
-    from migretti_core.reporting import display_path
+    from migretti_core.reporting import relative_path
 
     migration = result.migration
     report = result.locks
     return MigrationOutcome(
         id=migration.id,
         name=migration.name,
-        file=display_path(migration.path),
+        file=relative_path(migration.path),
         direction=result.direction,
         duration_ms=result.duration_ms,
         ok=result.ok,

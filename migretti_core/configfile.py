@@ -27,11 +27,14 @@ def find_config(cwd: Path | str, given: str | os.PathLike[str] | None) -> tuple[
     ``given`` (``--config`` or ``MG_CONFIG``) is taken as is, relative to ``cwd``. Otherwise
     ``mg.yaml`` is looked for in ``cwd`` and then in each parent directory; the path is None
     when there is none anywhere. The name is ``mg.yaml`` in ``cwd``, else the relative path
-    (``../mg.yaml``), so messages point at the file that was read.
+    (``../mg.yaml``), so messages point at the file that was read; its control characters are
+    escaped (``\\x1b``).
     """
+    from migretti_core.messages import printable
+
     if given is not None:
         label = str(given)
-        return absolute(os.path.join(cwd, os.path.expanduser(label))), label
+        return absolute(os.path.join(cwd, os.path.expanduser(label))), printable(label)
     # Walked as text: with no file anywhere (`mg --help` in a new directory) pathlib is
     # not imported at all.
     start = os.path.abspath(cwd)
@@ -40,7 +43,7 @@ def find_config(cwd: Path | str, given: str | os.PathLike[str] | None) -> tuple[
         candidate = os.path.join(directory, DEFAULT_FILE)
         if os.path.lexists(candidate):
             label = DEFAULT_FILE if directory == start else os.path.relpath(candidate, start)
-            return absolute(candidate), label
+            return absolute(candidate), printable(label)
         parent = os.path.dirname(directory)
         if parent == directory:
             return None, DEFAULT_FILE

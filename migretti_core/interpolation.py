@@ -109,8 +109,9 @@ def with_dotenv(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]
         from dotenv import dotenv_values
 
         from migretti_core.configfile import read_bounded
+        from migretti_core.messages import printable
 
-        label = str(dotenv_path)
+        label = printable(str(dotenv_path))
         raw = read_bounded(dotenv_path, label, what="environment file")
         try:
             text = raw.decode("utf-8")

@@ -156,17 +156,11 @@ def name_problem(path: Path) -> str | None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        shown = printable_path(path)
         return (
-            f"{shown}:1: the file name is not valid UTF-8, so its name cannot be recorded in "
-            "the history; rename the file"
+            f"{display_path(path)}:1: the file name is not valid UTF-8, so its name cannot be "
+            "recorded in the history; rename the file"
         )
     return None
-
-
-def printable_path(path: Path) -> str:
-    """``display_path``, with the bytes of a name that is not valid UTF-8 shown as ``\\xff``."""
-    return display_path(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _prefix_dir(path: Path, problem: str) -> str:

@@ -2,12 +2,17 @@
 
 ``report`` is how the core and plugins say anything: it adds the run's common context
 (env, dry_run) and hands the event to ``mg_report``; the core never prints.
+
+``display_path`` is a path for people: its control characters are escaped (``\\x1b``), so a
+hostile file name cannot rewrite the terminal. A document for programs (``--format json``,
+an event's fields) carries ``relative_path``, the exact name.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from migretti_core.messages import printable
 from migretti_core.types import (
     Event,
     Level,
@@ -28,7 +33,14 @@ def report(session: Session, name: str, level: Level, message: str, **fields: An
 
 
 def display_path(path: Path) -> str:
-    """A path as short as it can be shown: relative to the working directory when inside it."""
+    """A path as short as it can be shown (``relative_path``), each control character in it
+    written as an escape (``\\x1b``, ``\\n``; a byte that is not UTF-8 as ``\\xff``)."""
+    return printable(relative_path(path))
+
+
+def relative_path(path: Path) -> str:
+    """The path relative to the working directory when inside it, else as given; exact, for
+    JSON documents and event fields."""
     try:
         from pathlib import Path
 
@@ -39,7 +51,7 @@ def display_path(path: Path) -> str:
 
 def finding_line(finding: LintFinding) -> str:
     # one line per finding: the parser may quote a line break (`at or near "/*` + newline)
-    message = finding.message.replace("\r", "\\r").replace("\n", "\\n")
+    message = printable(finding.message)
     return (
         f"{display_path(finding.path)}:{finding.line}:{finding.column}: {finding.rule}: {message}"
     )

@@ -356,9 +356,9 @@ class LintResult:
         return self.errors == 0
 
     def as_dict(self) -> dict[str, Any]:
-        from migretti_core.reporting import display_path
+        from migretti_core.reporting import relative_path
 
-        return {"findings": [f.as_dict(display_path(f.path)) for f in self.findings]}
+        return {"findings": [f.as_dict(relative_path(f.path)) for f in self.findings]}
 
 
 def _document(value: object) -> Any:

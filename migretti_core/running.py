@@ -41,7 +41,7 @@ from migretti_core.planning import (
     tampering_of,
     validate,
 )
-from migretti_core.reporting import display_path, finding_line, report
+from migretti_core.reporting import display_path, finding_line, relative_path, report
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, order_history
 from migretti_core.types import (
@@ -122,7 +122,7 @@ def sql_failure(
         detail=exc.detail,
         position=exc.position,
         context=exc.context,
-        file=display_path(migration.path),
+        file=relative_path(migration.path),
         line=line,
         migration_id=migration.id,
     )
@@ -919,7 +919,7 @@ def lint_plan(session: Session, conn: Any, plan: Plan) -> list[LintFinding]:
             finding_line(finding),
             rule=finding.rule,
             severity=finding.severity,
-            path=display_path(finding.path),
+            path=relative_path(finding.path),
             line=finding.line,
             column=finding.column,
             migration_id=finding.migration,

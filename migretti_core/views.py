@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from migretti_core.planning import fix_hint, load_migrations, tampering_of
-from migretti_core.reporting import display_path
+from migretti_core.reporting import display_path, relative_path
 from migretti_core.running import connected, read_state
 from migretti_core.state import State
 from migretti_core.types import (
@@ -106,7 +106,7 @@ def status_data(
 
 def verify_data(state: State) -> dict[str, Any]:
     mismatches = [
-        {"id": m.id, "name": m.name, "file": display_path(m.path)} for m, _ in state.modified
+        {"id": m.id, "name": m.name, "file": relative_path(m.path)} for m, _ in state.modified
     ]
     missing = [{"id": e.id, "name": e.name} for e in state.missing if e.status == "applied"]
     problems = tampering_of(state)

@@ -413,7 +413,7 @@ def _fields(seed: Seed, **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "seed": seed.name,
         "seed_id": seed.id,
-        "path": reporting.display_path(seed.path),
+        "path": reporting.relative_path(seed.path),
     }
     fields.update(extra)
     return fields

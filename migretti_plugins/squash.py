@@ -326,7 +326,7 @@ def squash(session: Session, title: str) -> int:
         migration_id=squashed.id,
         migration_name=path.stem.partition("_")[2],
         squashed=[m.id for m in pending],
-        path=reporting.display_path(path),
+        path=reporting.relative_path(path),
     )
     click.echo(reporting.display_path(path))
     session.hooks.after_command(

@@ -26,6 +26,7 @@ import click
 
 from migretti_core import hookimpl
 from migretti_core.formats import DocumentChoice, result_stream
+from migretti_core.messages import printable
 from migretti_core.types import Migration, Session
 
 if TYPE_CHECKING:
@@ -97,12 +98,12 @@ def _lint(
     """Findings of the ``mg_lint`` hook (the ``lint`` plugin) for every migration, each judged
     on its own as ``mg lint --all`` does (in production the earlier ones ran long ago), for
     the scratch server's version; none without a linter."""
-    from migretti_core.reporting import display_path
+    from migretti_core.reporting import relative_path
     from migretti_core.types import LintRequest
 
     request = LintRequest(tuple(migrations), target_version=server_version, plan=False)
     findings = session.hooks.lint(session, request)
-    return [finding.as_dict(display_path(finding.path)) for finding in findings]
+    return [finding.as_dict(relative_path(finding.path)) for finding in findings]
 
 
 # --- hooks and commands --------------------------------------------------------------------
@@ -174,7 +175,7 @@ def _masked(session: Session, value: Any) -> Any:
 def render_check(result: CheckReport) -> str:
     lines: list[str] = []
     for item in result.migrations:
-        label = f"{item.id} {item.name}"
+        label = printable(f"{item.id} {item.name}")
         if item.ok and not item.warnings:
             lines.append(f"ok    {label}")
         for problem in item.problems:
@@ -184,8 +185,9 @@ def render_check(result: CheckReport) -> str:
     for problem in result.seeds:
         lines.append(f"FAIL  seeds: {problem}")
     for f in result.lint:
-        where = f"{f['path']}:{f['line']}:{f['column']}"
-        lines.append(f"lint  {where}: {f['rule']}: {f['message']} ({f['severity']})")
+        where = f"{printable(f['path'])}:{f['line']}:{f['column']}"
+        message = printable(f["message"])
+        lines.append(f"lint  {where}: {f['rule']}: {message} ({f['severity']})")
     # Those after a migration that failed to apply were not checked: not counted as checked.
     checked = sum(1 for m in result.migrations if m.checked)
     skipped = len(result.migrations) - checked

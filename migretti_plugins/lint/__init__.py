@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from migretti_core import hookimpl
+from migretti_core.messages import printable
 from migretti_core.types import Config, LintFinding, LintRequest, Migration, Session
 
 if TYPE_CHECKING:
@@ -118,8 +119,8 @@ def format_findings(findings: Sequence[dict[str, Any]], fmt: str = "text") -> st
             body = f["message"] + (f"\n{f['help']}" if f.get("help") else "")
             lines.append(f"::{level} {props}::{_data(body)}")
             continue
-        message = str(f["message"]).replace("\r", "\\r").replace("\n", "\\n")  # one line
-        lines.append(f"{f['path']}:{f['line']}:{f['column']}: {f['rule']}: {message}")
+        message = printable(str(f["message"]))  # one line, and nothing the terminal acts on
+        lines.append(f"{printable(f['path'])}:{f['line']}:{f['column']}: {f['rule']}: {message}")
         if f.get("help"):
             lines.append(f"  help: {f['help']}")
     return "\n".join(lines)

@@ -66,7 +66,7 @@ def findings_data(findings: Sequence[LintFinding]) -> dict[str, Any]:
     shown: dict[Path, str] = {}
     for finding in findings:
         if finding.path not in shown:
-            shown[finding.path] = reporting.display_path(finding.path)
+            shown[finding.path] = reporting.relative_path(finding.path)
     return {"findings": [f.as_dict(shown[f.path]) for f in findings]}
 
 

@@ -4,6 +4,10 @@ Results (one line per migration applied or rolled back, tables of ``status`` and
 to stdout; progress and diagnostics go to stderr, unless ``--json-log`` hands diagnostics to
 the ``jsonlog`` plugin. On a terminal, the running migration is shown with its elapsed time
 (``output/progress.py``).
+
+Whatever reaches the terminal has its control characters escaped (``messages.printable``): a
+file or migration name cannot rewrite the terminal. Only a shell hook's output, the user's own
+command's, passes as it is.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from typing import Any
 
 from migretti_core import hookimpl
-from migretti_core.messages import render
+from migretti_core.messages import printable, render
 from migretti_core.types import Event, Options, Session
 
 RESULT_EVENTS = frozenset(
@@ -44,12 +48,23 @@ def _clear_progress() -> None:
         _progress_shown = False
 
 
+def _shown(event: Event) -> str:
+    """The message for a terminal: the migration's name (the ``migration_name`` field) escaped
+    whole, a line break in it too, then every other control character but the message's own
+    line breaks and tabs."""
+    message = event.message
+    name = event.fields.get("migration_name")
+    if isinstance(name, str) and name and not name.isprintable():
+        message = message.replace(name, printable(name))
+    return printable(message, lines=True)
+
+
 @hookimpl(trylast=True)
 def mg_report(options: Options, event: Event) -> bool | None:
     global _progress_shown
     if event.name in RESULT_EVENTS:
         _clear_progress()
-        print(event.message, flush=True)
+        print(_shown(event), flush=True)
         return True
     if options.json_log:
         return None
@@ -59,19 +74,23 @@ def mg_report(options: Options, event: Event) -> bool | None:
         if sys.stderr.isatty():
             from migretti_plugins.output import progress
 
-            progress.show(event.message)
+            progress.show(_shown(event))
             _progress_shown = True
         elif options.verbose:
-            print(event.message, file=sys.stderr)
+            print(_shown(event), file=sys.stderr)
         return True
     if event.level == "debug" and not options.verbose:
         return None
     if event.name == "migration.failed":
         return None  # the command's error message says it, with file and line
     _clear_progress()
+    if event.name == "hook.output":  # the user's own command: its output as it wrote it
+        print(event.message, file=sys.stderr, flush=True)
+        return True
     hint = event.fields.get("hint") if event.level == "error" else None
     print(
-        render(event.level, event.message, hint if isinstance(hint, str) else None), file=sys.stderr
+        render(event.level, _shown(event), hint if isinstance(hint, str) else None),
+        file=sys.stderr,
     )
     trace = event.fields.get("traceback")
     if isinstance(trace, str) and event.name == "plugin.failed":
@@ -85,8 +104,8 @@ def mg_prompt(session: Session, message: str, question: str) -> str | None:
     if not sys.stdin.isatty():
         return None
     if session.options.json_log:  # the warning went to the log: show what is confirmed
-        print(message, file=sys.stderr)
-    sys.stderr.write(question)
+        print(printable(message, lines=True), file=sys.stderr)
+    sys.stderr.write(printable(question, lines=True))
     sys.stderr.flush()
     # End of input declines (exit 5); Ctrl-C or SIGTERM at the question interrupts the
     # command (exit 130), as anywhere else.
@@ -114,6 +133,7 @@ def mg_format_result(kind: str, data: Any, fmt: str) -> str | None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -130,7 +150,8 @@ def _status(data: dict[str, Any]) -> str:
     lines = [
         f"applied: {counts['applied']}{baseline}  pending: {counts['pending']}  "
         f"failed: {counts['failed']}  running: {counts['running']}",
-        f"head: {head['id']} {head['name']}" + (" (baseline)" if head.get("baseline") else "")
+        f"head: {printable(head['id'])} {printable(head['name'])}"
+        + (" (baseline)" if head.get("baseline") else "")
         if head
         else "head: (none)",
     ]
@@ -138,14 +159,14 @@ def _status(data: dict[str, Any]) -> str:
     invalid = data.get("invalid_indexes") or []
     if problems:
         lines.append(f"problems ({len(problems)}):")
-        lines.extend(f"  {p}" for p in problems)
+        lines.extend(f"  {printable(p)}" for p in problems)
     elif not invalid:
         # An INVALID index is a problem to act on too (it fails --exit-code): "no problems"
         # is said only when there is none of either kind.
         lines.append("no problems")
     if invalid:
         lines.append(f"invalid indexes ({len(invalid)}), left by failed CREATE INDEX CONCURRENTLY:")
-        lines.extend(f"  {i['index']} on {i['table']}: {i['drop']}" for i in invalid)
+        lines.extend(printable(f"  {i['index']} on {i['table']}: {i['drop']}") for i in invalid)
     return "\n".join(lines)
 
 
@@ -167,16 +188,18 @@ def _list(data: list[dict[str, Any]]) -> str:
 def _head(data: dict[str, Any] | None) -> str:
     if not data:
         return "no migration applied"
-    return f"{data['id']} {data['name']} (applied {data['applied_at'] or 'at an unknown time'})"
+    shown = printable(f"{data['id']} {data['name']}")
+    return f"{shown} (applied {data['applied_at'] or 'at an unknown time'})"
 
 
 def _verify(data: dict[str, Any]) -> str:
     lines: list[str] = []
     for item in data["mismatches"]:
-        lines.append(f"mismatch: {item['file']} changed since it was applied")
+        lines.append(f"mismatch: {printable(item['file'])} changed since it was applied")
     for item in data["missing"]:
-        lines.append(f"missing: {item['id']} {item['name']} is applied but its file is gone")
-    lines.extend(data.get("problems") or [])
+        shown = printable(f"{item['id']} {item['name']}")
+        lines.append(f"missing: {shown} is applied but its file is gone")
+    lines.extend(printable(p) for p in data.get("problems") or [])
     if data["ok"]:
         lines.append(f"ok: {data['checked']} applied migrations match their files")
     return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""File and migration names holding control characters reach no terminal raw.
+
+A name such as ``0001_x\\x1b]0;title\\x07.sql`` would otherwise rewrite the terminal of whoever
+runs ``mg status``. Human output shows each control character as an escape (``\\x1b``,
+``\\r``, ``\\n``); JSON documents keep the exact name, and the history stores it as it is.
+Through the real ``mg`` and against the suite's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from migretti_core.messages import printable
+from migretti_core.testing import Project, run_mg
+
+# Every character a terminal acts on, except the line breaks of mg's own multi-line output.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+# ESC ] ... BEL sets the terminal's title (click strips only ESC [ ... m sequences), CR goes
+# back to the start of the line, U+009B is the one-character CSI, LF starts a new line.
+HOSTILE = "evil\x1b]0;pwned\x07\r\x9bx\nline"
+SHOWN = "evil\\x1b]0;pwned\\x07\\r\\x9bx\\nline"
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
+
+
+def no_raw_controls(*texts: str) -> None:
+    for text in texts:
+        assert RAW_CONTROL.search(text) is None, repr(text)
+
+
+def test_printable_escapes_every_control_character_and_keeps_the_rest() -> None:
+    assert printable("0001_add_users.sql") == "0001_add_users.sql"
+    assert printable("café ☕ 表") == "café ☕ 表"
+    assert printable("a\\b") == "a\\b"
+    assert printable("\x1b[31m\r\n\t\x07\x00\x7f\x9b") == "\\x1b[31m\\r\\n\\t\\x07\\x00\\x7f\\x9b"
+    assert printable("a\u202eb") == "a\\u202eb"  # right-to-left override
+    assert printable("caf\udce9") == "caf\\xe9"  # a name's byte that is not UTF-8
+    assert printable("one\ntwo\tthree\r", lines=True) == "one\ntwo\tthree\\r"
+
+
+def test_a_migration_name_is_escaped_in_every_human_output_and_exact_in_json(
+    project: Project,
+) -> None:
+    project.add("0001", HOSTILE, "CREATE TABLE t1 (id int PRIMARY KEY);", "DROP TABLE t1;")
+
+    listed = project.mg("list")
+    assert listed.returncode == 0, listed.stderr
+    assert SHOWN in listed.stdout
+    no_raw_controls(listed.stdout, listed.stderr)
+
+    applied = project.mg("apply")
+    assert applied.returncode == 0, applied.stderr
+    assert f"applied 0001 {SHOWN} (" in applied.stdout
+    # the lint warning names the file
+    assert f"0001_{SHOWN}.sql:" in applied.stderr
+    no_raw_controls(applied.stdout, applied.stderr)
+
+    for args in (("status",), ("list",), ("head",), ("-v", "down", "--dry-run")):
+        done = project.mg(*args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert SHOWN in done.stdout + done.stderr, (args, done.stdout, done.stderr)
+        no_raw_controls(done.stdout, done.stderr)
+
+    # JSON keeps the exact name (json.dumps escapes it), and so does the history
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["head"]["name"] == HOSTILE
+    listing = json.loads(project.mg("list", "--format", "json").stdout)
+    assert [row["name"] for row in listing] == [HOSTILE]
+    assert project.sql("SELECT name FROM _migrations") == [(HOSTILE,)]
+
+    # the JSON log keeps the exact name in its fields
+    logged = project.mg("--json-log", "down")
+    assert logged.returncode == 0, logged.stderr
+    events = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert {e.get("migration_name") for e in events} >= {HOSTILE}
+
+    # the name is still matched as written
+    assert project.mg("apply", "--to", HOSTILE).returncode == 0
+
+    # a changed file: verify, status and apply name it
+    path = project.path_of("0001")
+    path.write_text(path.read_text() + "-- changed\n")
+    for args, code in ((("verify",), 3), (("status",), 0), (("apply",), 3)):
+        done = project.mg(*args)
+        assert done.returncode == code, (args, done.stderr)
+        assert f"0001_{SHOWN}.sql" in done.stdout + done.stderr, (args, done.stdout, done.stderr)
+        no_raw_controls(done.stdout, done.stderr)
+    verified = json.loads(project.mg("verify", "--format", "json").stdout)
+    assert [m["file"] for m in verified["mismatches"]] == [f"migrations/0001_{HOSTILE}.sql"]
+
+
+def test_a_bad_file_name_is_escaped_in_the_error_of_apply_status_and_lint(
+    project: Project,
+) -> None:
+    (project.migrations_dir / f"bad{HOSTILE}.sql").write_text("-- migrate: up\nSELECT 1;\n")
+    for args in (("apply",), ("status",), ("lint",), ("apply", "--dry-run")):
+        done = project.mg(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"migrations/bad{SHOWN}.sql:1: file name must be <id>_<name>.sql" in done.stderr
+        no_raw_controls(done.stdout, done.stderr)
+    assert project.all_tables() == set()
+
+
+def test_lint_findings_show_the_escaped_path_and_json_the_exact_one(project: Project) -> None:
+    project.add("0001", HOSTILE, "CREATE TABLE t1 (id int PRIMARY KEY);")
+    done = project.mg("lint")
+    assert f"migrations/0001_{SHOWN}.sql:2:" in done.stdout, done.stdout
+    no_raw_controls(done.stdout, done.stderr)
+    document = json.loads(project.mg("lint", "--format", "json").stdout)
+    assert {f["path"] for f in document["findings"]} == {f"migrations/0001_{HOSTILE}.sql"}
+
+
+def test_create_and_config_errors_escape_the_configured_paths(tmp_path: Path) -> None:
+    migrations = f"sql{HOSTILE}"
+    (tmp_path / "mg.yaml").write_text(f"migrations_dir: {json.dumps(migrations)}\n")
+    os.mkdir(tmp_path / migrations)
+    done = run_mg(["create", "first"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"sql{SHOWN}/"), done.stdout
+    no_raw_controls(done.stdout, done.stderr)
+
+    seeds = run_mg(["seed", "create", "first"], tmp_path, env={"MG_CONFIG": "mg.yaml"})
+    assert seeds.returncode == 0, seeds.stderr
+    no_raw_controls(seeds.stdout, seeds.stderr)
+
+    missing = run_mg(["--config", f"gone{HOSTILE}.yaml", "status"], tmp_path)
+    assert missing.returncode == 2, missing.stderr
+    assert f"gone{SHOWN}.yaml" in missing.stderr
+    no_raw_controls(missing.stdout, missing.stderr)
