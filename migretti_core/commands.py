@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from migretti_core import reporting
 from migretti_core.cli import (
+    BASE_FORMATS,
     app_of,
     complete_ids,
     dry_run_option,
@@ -17,7 +19,7 @@ from migretti_core.cli import (
     lock_timeout_option,
     parse_lock_timeout,
 )
-from migretti_core.errors import EXIT_BLOCKED, UsageError
+from migretti_core.errors import EXIT_BLOCKED, NoPluginAnswers, UsageError
 from migretti_core.formats import DocumentChoice
 from migretti_core.types import Config, Session
 
@@ -477,4 +479,35 @@ def plugins(ctx: click.Context, fmt: str) -> None:
     """Every plugin: name, origin, version, status and hooks."""
     app = app_of(ctx)
     data = [info.describe() for info in app.loader.infos]
-    _emit(ctx, "plugins", data, fmt)
+    try:
+        _emit(ctx, "plugins", data, fmt)
+    except NoPluginAnswers as exc:
+        # The list that shows what is blocked works whatever is: with no plugin to render
+        # it (``-p no:output``), the core prints it plainly.
+        if exc.hook != "mg_format_result" or fmt not in BASE_FORMATS:
+            raise
+        click.echo(_plain_plugins(data, fmt), file=app.result_stream or sys.stdout)
+
+
+def _plain_plugins(data: list[dict[str, Any]], fmt: str) -> str:
+    """``mg plugins``'s list without the output plugin: the same columns, or JSON."""
+    if fmt == "json":
+        import json
+
+        return json.dumps(data, indent=2, default=str)
+    headers = ["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"]
+    rows = [
+        [
+            p["name"],
+            p["origin"],
+            p.get("version") or "",
+            ", ".join(p["hooks"]),
+            f"{p['status']}: {p['error']}" if p.get("error") else p["status"],
+        ]
+        for p in data
+    ]
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )

@@ -75,6 +75,15 @@ class PluginError(MgError):
     exit_code = EXIT_USAGE
 
 
+class NoPluginAnswers(PluginError):
+    """No plugin answered a hook that needs an answer: a builtin blocked with ``-p no:NAME``
+    and not replaced (exit 2). ``hook`` names the hook."""
+
+    def __init__(self, message: str, hook: str) -> None:
+        super().__init__(message)
+        self.hook = hook
+
+
 class PluginFailed(MgError):
     """A plugin's hook implementation raised something other than an ``MgError``.
 

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from migretti_core.errors import MgError, PluginError, PluginFailed
+from migretti_core.errors import MgError, NoPluginAnswers, PluginError, PluginFailed
 from migretti_core.hookpolicy import HookInfo, info_of
 from migretti_core.messages import emit
 from migretti_core.records import record
@@ -400,8 +400,9 @@ class Hooks:
                 raise frame.deferred
         if firstresult and result is None and plan.info.required is not None:
             what = plan.info.required.format(**kwargs)
-            raise PluginError(
-                f"no plugin provides {what} (hook {name}); was a builtin blocked with -p no:NAME?"
+            raise NoPluginAnswers(
+                f"no plugin provides {what} (hook {name}); was a builtin blocked with -p no:NAME?",
+                hook=name,
             )
         return result
 

@@ -163,6 +163,26 @@ def test_block_a_builtin_with_p_no(tmp_path: Path) -> None:
     assert plugins["files"]["status"] == "loaded"
 
 
+@pytest.mark.parametrize("blocked", [["no:output"], ["no:output", "no:lint"]])
+def test_plugins_lists_them_with_the_output_plugin_blocked(
+    tmp_path: Path, blocked: list[str]
+) -> None:
+    # mg plugins is where a blocked or replaced builtin is checked: it works without output
+    options = [arg for spec in blocked for arg in ("-p", spec)]
+    result = run_mg([*options, "plugins"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["output"][1] == "builtin" and rows["output"][-1] == "blocked"
+    assert rows["config"][1] == "builtin" and rows["config"][-1] == "loaded"
+    assert "mg_load_config" in rows["config"]
+    plugins = plugin_list(tmp_path, *options)
+    assert plugins["output"]["status"] == "blocked"
+    assert plugins["jsonlog"]["status"] == "loaded"
+
+
 def test_block_with_mg_disable_plugins(tmp_path: Path) -> None:
     hello_plugin(tmp_path, "noisy", "hello-noisy", "noise")
     write_text(tmp_path / "mg.yaml", "plugins: [noisy]\n")
