@@ -4,7 +4,9 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 
 - ``database`` is a mapping of libpq parameters, or ``url`` (a URL or ``key=value`` string)
   optionally completed by other keys, which win over the URL. Unknown keys are a
-  configuration error naming the key; an empty ``password`` counts as unset.
+  configuration error naming the key; an empty ``password`` counts as unset. An error names
+  the setting as the user wrote it: ``MG_DATABASE_URL``, or the key in its file
+  (``mg.yaml: envs.prod.database.url``).
 - Connections are opened in autocommit mode, so statements outside ``mg_transaction`` each
   commit on their own. ``application_name`` (migretti), ``connect_timeout`` (10 s) and
   ``client_encoding`` (UTF8, so server error positions count the same characters as Python)
@@ -46,6 +48,7 @@ from migretti_core import hookimpl
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
 from migretti_core.types import (
+    Config,
     FileText,
     LockHolder,
     LockReport,
@@ -103,12 +106,46 @@ def is_embedded(database: Mapping[str, Any]) -> bool:
     return bool(flag) or (isinstance(url, str) and url.strip().startswith("embedded:"))
 
 
-def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
+def _section_key(key: str) -> str:
+    return f"database.{key}"
+
+
+def _setting_names(config: Config) -> Callable[[str], str]:
+    """How an error names a key of ``config.database``: ``MG_DATABASE_URL`` for the URL that
+    variable gave, else the key in the config file (``mg.yaml: database.url``, or
+    ``mg.yaml: envs.prod.database.url`` when the selected profile sets it)."""
+    from migretti_core.messages import printable
+
+    variable = config.environ.get("MG_DATABASE_URL") or None
+    label = printable(config.path.name) if config.path is not None else None
+    written = config.source.get("database")
+    profiles = config.source.get("envs")
+    profile = profiles.get(config.env) if config.env and isinstance(profiles, Mapping) else None
+    in_profile = profile.get("database") if isinstance(profile, Mapping) else None
+
+    def name(key: str) -> str:
+        if key == "url" and variable is not None and config.database.get("url") == variable:
+            return "MG_DATABASE_URL"
+        if isinstance(in_profile, Mapping) and key in in_profile:
+            where = f"envs.{config.env}.database.{key}"
+        elif isinstance(written, Mapping) and key in written:
+            where = f"database.{key}"
+        else:  # not from the file: Migretti.from_url, or a plugin's configuration
+            return "the database URL" if key == "url" else f"database.{key}"
+        return f"{label}: {where}" if label else where
+
+    return name
+
+
+def libpq_params(
+    database: Mapping[str, Any], name: Callable[[str], str] = _section_key
+) -> dict[str, str]:
     """Turn the ``database`` section into libpq keywords; raise ``ConfigError`` if invalid.
 
     The URL is parsed and the keywords are read by libpq itself: through ``ctypes`` when
     ``migretti_plugins.libpq`` can load it (so a read-only command need not import
-    psycopg), else through psycopg; the same library, the same answers."""
+    psycopg), else through psycopg; the same library, the same answers. ``name`` gives what
+    an error calls a key (``_setting_names``; default ``database.KEY``)."""
     params: dict[str, str] = {}
     url = database.get("url")
     if url not in (None, ""):
@@ -116,7 +153,7 @@ def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
             parsed = _parse_conninfo(str(url))
         except ValueError as exc:
             reason = redact_text(" ".join(str(exc).split()))
-            raise ConfigError(f"database.url is not a valid connection URL: {reason}") from None
+            raise ConfigError(f"{name('url')} is not a valid connection URL: {reason}") from None
         params.update({k: str(v) for k, v in parsed.items() if v is not None})
     for key, value in database.items():
         if key in _NOT_LIBPQ or value is None:
@@ -129,12 +166,14 @@ def libpq_params(database: Mapping[str, Any]) -> dict[str, str]:
                 iter(__import__("difflib").get_close_matches(key, sorted(known), n=1)), None
             )
             hint = f" (did you mean {close}?)" if close else ""
-            raise ConfigError(f"database.{key}: not a libpq connection parameter{hint}")
+            raise ConfigError(f"{name(key)}: not a libpq connection parameter{hint}")
     if params.get("password") == "":
         del params["password"]
     port = params.get("port")
     if port and not all(part.strip().isdigit() for part in str(port).split(",")):
-        raise ConfigError(f"database.port: {port!r} is not a port number")
+        if database.get("port") in (None, ""):  # the URL's
+            raise ConfigError(f"{name('url')}: port {port!r} is not a port number")
+        raise ConfigError(f"{name('port')}: {port!r} is not a port number")
     return params
 
 
@@ -278,7 +317,7 @@ def mg_connection_params(session: Session) -> dict[str, str] | None:
             hint="run mg in your project, pass --config PATH, set MG_DATABASE_URL (or PGHOST, "
             "PGDATABASE, ...), or create a project with mg init",
         )
-    return libpq_params(database)
+    return libpq_params(database, _setting_names(session.config))
 
 
 @hookimpl(trylast=True)

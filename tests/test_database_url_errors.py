@@ -1,0 +1,97 @@
+"""An unusable connection setting is named where the user set it.
+
+A bad ``MG_DATABASE_URL`` is reported as ``MG_DATABASE_URL``, not as mg.yaml's
+``database.url`` (which its user may never have written); a bad ``database.url`` names the
+file and, in a profile, the profile's key. Never the password. Through the real ``mg``; no
+database is needed: the setting is refused before any connection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migretti_core.testing import assert_clean_error, run_mg, write_text
+
+PASSWORD = "s3cret-Passw0rd"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "migrations").mkdir()
+    return tmp_path
+
+
+def test_a_bad_mg_database_url_is_named_as_the_variable(project: Path) -> None:
+    done = run_mg(["status"], project, env={"MG_DATABASE_URL": "not-a-url"})
+    stderr = assert_clean_error(done, "MG_DATABASE_URL is not a valid connection URL", code=2)
+    assert "database.url" not in stderr
+
+    # with an mg.yaml whose own database.url is fine, the variable is still the culprit
+    write_text(project / "mg.yaml", "database:\n  url: postgresql://app@db.example.com/app\n")
+    done = run_mg(["apply"], project, env={"MG_DATABASE_URL": "not-a-url"})
+    stderr = assert_clean_error(done, "MG_DATABASE_URL is not a valid connection URL", code=2)
+    assert "database.url" not in stderr
+
+
+def test_a_bad_port_in_mg_database_url_is_named_as_the_variable_without_the_password(
+    project: Path,
+) -> None:
+    for url in (
+        f"postgresql://app:{PASSWORD}@db.example.com:abc/app",
+        f"host=db.example.com password={PASSWORD} port=abc",
+    ):
+        done = run_mg(["status"], project, env={"MG_DATABASE_URL": url})
+        stderr = assert_clean_error(done, "MG_DATABASE_URL: port 'abc' is not a port number")
+        assert "database.port" not in stderr and PASSWORD not in stderr
+
+    url = f"postgresql://app:{PASSWORD}@db.example.com/app?nonsense=1"
+    done = run_mg(["status"], project, env={"MG_DATABASE_URL": url})
+    stderr = assert_clean_error(done, "MG_DATABASE_URL is not a valid connection URL")
+    assert PASSWORD not in stderr
+
+
+def test_a_bad_database_url_in_mg_yaml_names_the_file_and_the_key(project: Path) -> None:
+    write_text(project / "mg.yaml", "database:\n  url: not-a-url\n")
+    assert_clean_error(
+        run_mg(["status"], project), "mg.yaml: database.url is not a valid connection URL"
+    )
+    (project / "mg.yaml").rename(project / "other.yaml")
+    assert_clean_error(
+        run_mg(["--config", "other.yaml", "status"], project),
+        "other.yaml: database.url is not a valid connection URL",
+    )
+
+
+def test_a_bad_setting_of_a_profile_names_the_profile_s_key(project: Path) -> None:
+    write_text(
+        project / "mg.yaml",
+        f"""
+        database:
+          host: db.example.com
+        envs:
+          broken:
+            database:
+              url: not-a-url
+          prod:
+            database:
+              url: postgresql://app:{PASSWORD}@db.example.com:abc/app
+          qa:
+            database:
+              port: nope
+        """,
+    )
+    assert_clean_error(
+        run_mg(["--env", "broken", "status"], project),
+        "mg.yaml: envs.broken.database.url is not a valid connection URL",
+    )
+    stderr = assert_clean_error(
+        run_mg(["--env", "prod", "status"], project),
+        "mg.yaml: envs.prod.database.url: port 'abc' is not a port number",
+    )
+    assert PASSWORD not in stderr
+    assert_clean_error(
+        run_mg(["--env", "qa", "status"], project),
+        "mg.yaml: envs.qa.database.port: 'nope' is not a port number",
+    )
