@@ -209,6 +209,23 @@ def test_a_failure_on_the_scratch_database_gives_no_advice_to_fix_it(
     assert "mg fix" not in done.stderr
 
 
+def test_a_failed_rollback_on_the_scratch_database_gives_no_advice_to_fix_it(
+    project: Project, pg_url: str
+) -> None:
+    project.add(
+        "0001",
+        "half",
+        "CREATE TABLE half (id bigint);",
+        "DROP TABLE half;\nSELECT 1/0;",
+        no_transaction=True,
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    (problem,) = _by_id(data)["0001"]["problems"]  # type: ignore[misc]
+    assert problem.startswith("down of 0001 fails:") and "division by zero" in problem
+    assert "mg fix" not in problem and "marked failed" not in problem
+
+
 def test_no_transaction_migrations_round_trip_too(project: Project, pg_url: str) -> None:
     project.add("0001", "users", *GOOD)
     project.add(

@@ -211,10 +211,11 @@ def scratch_failure(migration_id: str, message: str) -> str:
     ``mg fix`` the row it left ``failed``: that row is in the scratch database, dropped
     afterwards, and following the advice on the project's own database would record as
     applied a migration that never ran there."""
-    from migretti_core.planning import FIX_HINT
+    from migretti_core.planning import FIX_HINT, FIX_HINT_DOWN
 
-    advice = f"; migration {migration_id} is now marked failed; " + FIX_HINT.format(id=migration_id)
-    message = message.replace(advice, "")
+    for hint in (FIX_HINT, FIX_HINT_DOWN):  # an apply's advice, or a rollback's
+        advice = f"; migration {migration_id} is now marked failed; " + hint.format(id=migration_id)
+        message = message.replace(advice, "")
     if "(SQLSTATE 42710)" in message and _ROLE_EXISTS.search(message):
         # Roles belong to the whole server: the scratch database being new does not make
         # the server's roles new. Say so, or the failure looks like a bug in the migration.
