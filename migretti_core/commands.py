@@ -495,14 +495,19 @@ def _plain_plugins(data: list[dict[str, Any]], fmt: str) -> str:
         import json
 
         return json.dumps(data, indent=2, default=str)
+    from migretti_core.messages import printable
+
     headers = ["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"]
     rows = [
         [
-            p["name"],
-            p["origin"],
-            p.get("version") or "",
-            ", ".join(p["hooks"]),
-            f"{p['status']}: {p['error']}" if p.get("error") else p["status"],
+            printable(cell)  # a .py plugin's name is its file's
+            for cell in (
+                p["name"],
+                p["origin"],
+                p.get("version") or "",
+                ", ".join(p["hooks"]),
+                f"{p['status']}: {p['error']}" if p.get("error") else p["status"],
+            )
         ]
         for p in data
     ]

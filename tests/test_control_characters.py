@@ -139,3 +139,19 @@ def test_create_and_config_errors_escape_the_configured_paths(tmp_path: Path) ->
     assert missing.returncode == 2, missing.stderr
     assert f"gone{SHOWN}.yaml" in missing.stderr
     no_raw_controls(missing.stdout, missing.stderr)
+
+
+def test_a_plugin_file_name_is_escaped_in_mg_plugins_with_or_without_the_output_plugin(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / f"ev{HOSTILE}.py").write_text("x = 1\n")
+    (tmp_path / "mg.yaml").write_text(f"plugins:\n  - {json.dumps(f'ev{HOSTILE}.py')}\n")
+    for args in (["plugins"], ["-p", "no:output", "plugins"]):
+        done = run_mg(args, tmp_path)
+        assert done.returncode == 0, (args, done.stderr)
+        assert f"ev{SHOWN}" in done.stdout, (args, done.stdout)
+        no_raw_controls(done.stdout, done.stderr)
+    document = json.loads(
+        run_mg(["-p", "no:output", "plugins", "--format", "json"], tmp_path).stdout
+    )
+    assert f"ev{HOSTILE}" in {p["name"] for p in document}
