@@ -19,7 +19,7 @@ from migretti_core.cli import (
     lock_timeout_option,
     parse_lock_timeout,
 )
-from migretti_core.errors import EXIT_BLOCKED, NoPluginAnswers, UsageError
+from migretti_core.errors import EXIT_BLOCKED, MgError, NoPluginAnswers, UsageError
 from migretti_core.formats import DocumentChoice
 from migretti_core.types import Config, Session
 
@@ -445,10 +445,29 @@ def verify(ctx: click.Context, fmt: str) -> int:
     return 0 if data["ok"] else EXIT_BLOCKED
 
 
+def _fix_advice(ctx: click.Context, given: str) -> str | None:
+    """Which of the two fits the migration, when its history can be read (best effort: the
+    usage error stands without it)."""
+    from migretti_core import views
+
+    try:
+        return views.fix_advice(app_of(ctx).session("fix", read_only=True), given)
+    except MgError:
+        return None
+
+
 @click.command()
 @click.argument("migration_id", metavar="ID", shell_complete=complete_ids)
-@click.option("--applied", is_flag=True, help="You completed it by hand.")
-@click.option("--remove", is_flag=True, help="You undid it by hand.")
+@click.option(
+    "--applied",
+    is_flag=True,
+    help="It is applied: you completed it by hand (or restored what its failed rollback undid).",
+)
+@click.option(
+    "--remove",
+    is_flag=True,
+    help="It is not applied: you undid it by hand (or completed its failed rollback).",
+)
 @lock_timeout_option
 @click.pass_context
 def fix(
@@ -465,7 +484,9 @@ def fix(
     if applied and remove:
         raise UsageError("give either --applied or --remove, not both")
     if not (applied or remove):
-        raise UsageError("say how it was resolved: --applied or --remove")
+        raise UsageError(
+            "say how it was resolved: --applied or --remove", hint=_fix_advice(ctx, migration_id)
+        )
     mode = "applied" if applied else "remove"
     app = app_of(ctx)
     session = app.session("fix", lock_timeout=parse_lock_timeout(lock_timeout))

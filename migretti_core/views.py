@@ -29,6 +29,18 @@ def current_state(session: Session) -> State:
         return read_state(session, conn, migrations)
 
 
+def fix_advice(session: Session, given: str) -> str | None:
+    """How to resolve migration ``given`` (as people name it) when it is failed or running,
+    by the way it was going; None for any other."""
+    from migretti_core.resolve import resolve_id
+
+    state = current_state(session)
+    entry = state.entries.get(resolve_id(given, state.migrations, state.history))
+    if entry is None or entry.status not in ("failed", "running"):
+        return None
+    return fix_hint(entry)
+
+
 def problems_of(state: State) -> list[str]:
     problems: list[str] = []
     for entry in state.failed:

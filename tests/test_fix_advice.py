@@ -122,3 +122,24 @@ def test_without_the_log_both_ways_out_are_named(project: Project) -> None:
 
     assert UP_ADVICE in problem, problem
     assert BOTH_WAYS in problem and DOWN_ADVICE in problem
+
+
+def test_fix_without_a_flag_names_the_one_that_fits(project: Project) -> None:
+    failed_rollback(project)
+
+    done = project.mg("fix", "two_tables")
+
+    assert done.returncode == 2, done.stderr
+    assert "say how it was resolved: --applied or --remove" in done.stderr
+    assert "it was being rolled back; resolve it with " + DOWN_ADVICE in done.stderr
+    assert project.statuses() == {"0001": "failed"}
+    helped = project.mg("fix", "--help")
+    assert "completed its failed rollback" in " ".join(helped.stdout.split())
+
+
+def test_fix_without_a_flag_and_no_database_is_still_a_usage_error(tmp_path: Path) -> None:
+    proj = Project(tmp_path / "proj", "postgresql://nouser@127.0.0.1:1/none?connect_timeout=2")
+    done = proj.mg("fix", "0001")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("mg: error: say how it was resolved: --applied or --remove")
+    assert "Traceback" not in done.stderr
