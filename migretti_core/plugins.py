@@ -378,7 +378,11 @@ class PluginLoader:
     def _failed(
         self, info: PluginInfo, exc: BaseException, *, fatal: bool, deferred: bool = False
     ) -> None:
+        from migretti_core.redact import redact_text
+
         reason = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        # Kept for ``mg plugins`` and the Python API: an import error may quote a URL.
+        reason = redact_text(reason)
         info.status = "failed"
         info.error = reason
         self.infos.append(info)

@@ -234,6 +234,20 @@ def test_plugins_lists_a_broken_plugin_as_failed(broken: Path) -> None:
     assert "broken_plug" in text.stdout and "failed" in text.stdout
 
 
+def test_plugins_masks_a_password_in_a_load_error(tmp_path: Path) -> None:
+    write_text(
+        tmp_path / "leaky.py",
+        """
+        raise RuntimeError("cannot reach postgresql://deploy:Hunter2secret@db.internal/app")
+        """,
+    )
+    for args in (["plugins"], ["plugins", "--format", "json"]):
+        result = run_mg([*args, "-p", "leaky"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Hunter2secret" not in result.stdout + result.stderr
+        assert "postgresql://deploy:****@db.internal/app" in result.stdout
+
+
 @pytest.mark.parametrize("command", [["status"], ["apply"], ["create", "x"]])
 def test_command_needing_config_names_the_broken_plugin(broken: Path, command: list[str]) -> None:
     result = run_mg(["-p", "broken_plug", *command], broken)
