@@ -530,3 +530,38 @@ def test_members_rewriting_one_schema_file_at_once_all_succeed(
     text = (project.root / "db" / "schema.sql").read_text()
     assert "'0001'" in text and "'0002'" not in text
     assert [p.name for p in (project.root / "db").iterdir()] == ["schema.sql"]
+
+
+def test_control_characters_in_a_member_and_its_error_are_escaped_on_screen(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """A name from ``query`` (or a server's message) holding control characters must not
+    redraw the terminal: the prefixes, the summary table and the log lines show escapes;
+    the JSON document keeps the text (JSON escapes it)."""
+    fleet = make_fleet(1)
+    evil = f"{fleet.prefix}_\x1b]0;title\x07\x1b[2J"
+    with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(evil)))
+    fleet.names.append(evil)  # dropped with the others
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    project.add(
+        "0001",
+        "boom",
+        "DO $$ BEGIN IF current_database() LIKE '%title%' THEN "
+        "RAISE EXCEPTION E'bad\\x07bell\\x1b[31mred'; END IF; END $$;",
+    )
+
+    done = project.mg("apply", "--fleet", "tenants")
+    assert done.returncode == 1, done.stderr
+    for text in (done.stdout, done.stderr):
+        assert "\x1b" not in text and "\x07" not in text, text
+    shown = f"{fleet.prefix}_\\x1b]0;title\\x07\\x1b[2J"
+    rows = [line for line in done.stdout.splitlines() if line.startswith(shown)]
+    assert len(rows) == 1 and rows[0].split()[1] == "failed", done.stdout
+    assert "bad\\x07bell\\x1b[31mred" in rows[0]
+    assert any(line.startswith(f"{shown}: mg: error:") for line in done.stderr.splitlines())
+    assert fleet.applied(fleet.names[0]) == ["0001"]
+
+    document = project.mg("apply", "--fleet", "tenants", "--format", "json")
+    names = [m["name"] for m in json.loads(document.stdout)["members"]]
+    assert sorted(names) == sorted([fleet.names[0], evil])

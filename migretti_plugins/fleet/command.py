@@ -16,6 +16,7 @@ from migretti_core.errors import (
     Aborted,
     UsageError,
 )
+from migretti_core.messages import printable
 from migretti_core.types import Event, Level, Session
 from migretti_plugins.fleet import live
 from migretti_plugins.fleet.members import DEFAULT_JOBS, Member, fleet_named, resolve
@@ -254,14 +255,16 @@ def _table(outcomes: Sequence[Outcome]) -> str:
     header = ("MEMBER", "RESULT", "APPLIED", "ROLLED BACK", "DURATION", "ERROR")
     rows = [header]
     for o in outcomes:
+        # A name from ``query`` or a server's message may hold control characters: the
+        # table shows them escaped (the JSON document keeps them; JSON escapes them).
         rows.append(
             (
-                o.member.name,
+                printable(o.member.name),
                 o.result,
                 str(len(o.applied)),
                 str(len(o.rolled_back)),
                 f"{o.duration_ms / 1000:.1f}s" if o.result not in ("skipped",) else "-",
-                (o.error or "").splitlines()[0] if o.error and not o.ok else "",
+                printable((o.error or "").splitlines()[0]) if o.error and not o.ok else "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]

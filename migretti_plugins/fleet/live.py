@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from migretti_core.durations import format_elapsed
+from migretti_core.messages import printable
 from migretti_core.types import Event
 from migretti_plugins.fleet import streams
 
@@ -83,12 +84,13 @@ class Board:
 
     def started(self, index: int, name: str) -> None:
         with self._rows_lock:
-            self._rows[index] = _Row(name)
+            self._rows[index] = _Row(printable(name))
         self.redraw()
 
     def update(self, index: int, state: str) -> None:
         with self._rows_lock:
             row = self._rows.get(index)
+            state = printable(state)
             if row is None or row.state == state:
                 return
             row.state = state
@@ -108,7 +110,7 @@ class Board:
         with self._rows_lock:
             rows = [self._rows[i] for i in sorted(self._rows)]
             done, failed = self.done, self.failed
-        head = f"fleet {self.fleet}: {done} of {self.total} done"
+        head = f"fleet {printable(self.fleet)}: {done} of {self.total} done"
         if failed:
             head += f", {failed} failed"
         head += f", {len(rows)} running"

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, TextIO
 
+from migretti_core.messages import printable
+
 _local = threading.local()
 _write_lock = threading.Lock()
 # Unfinished lines of threads that are not running a member, by (thread, stream): print()
@@ -76,6 +78,9 @@ class Sink:
     unless ``keep_stdout``)."""
 
     def __init__(self, prefix: str, keep_stdout: bool, stderr_prefix: str | None = None) -> None:
+        # A member's name may hold control characters (a name from ``query``): escaped, as
+        # every name mg writes to a terminal is.
+        prefix = printable(prefix)
         self.prefix = prefix
         # With --json-log stderr carries JSON lines (their "target" names the member), which a
         # prefix would break; the results on stdout keep the member's name in front.
