@@ -166,12 +166,17 @@ def make_config(
     parsed = parse_text(json.dumps(data, default=str)) if data else {}
     profiles = data.get("envs")
     in_profiles = env is not None and isinstance(profiles, Mapping) and env in profiles
+    # Every key given is accepted (and interpolated) as a declared section would be.
+    sections = set(parsed)
+    if isinstance(parsed.get("envs"), Mapping):
+        for profile in parsed["envs"].values():
+            sections.update(profile if isinstance(profile, Mapping) else ())
     request = ConfigRequest(
         cwd=root,
         config_path=None,
         env_name=env if in_profiles else None,
         environ=dict(os.environ if environ is None else environ),
-        check_unknown=False,
+        known_sections=frozenset(sections),
         written_sections=_builtin_written_sections(),
     )
     config = build_config(parsed, request, root / "mg.yaml")

@@ -354,6 +354,29 @@ def mg_config_sections():
 """
 
 
+def test_undeclared_section_is_an_unknown_key_before_its_references(tmp_path: Path) -> None:
+    # The tutorial's step 2: the section is in mg.yaml, the plugin does not claim it yet,
+    # and the variable it names is not set. The unknown key is the problem to report.
+    write_text(tmp_path / "notify.py", "")
+    mg_yaml = f"""
+        database:
+          url: {UNREACHABLE_URL}
+        plugins:
+          - notify.py
+        notify:
+          url: ${{DEPLOY_WEBHOOK_URL}}
+    """
+    write_text(tmp_path / "mg.yaml", mg_yaml)
+    result = run_mg(["status"], tmp_path)
+    assert_clean_error(result, "unknown key 'notify'")
+    assert "DEPLOY_WEBHOOK_URL" not in result.stderr
+
+    # Once the plugin claims the section, its references are resolved as before.
+    write_text(tmp_path / "notify.py", SECTION_PLUGIN)
+    result = run_mg(["status"], tmp_path)
+    assert_clean_error(result, "notify.url", "DEPLOY_WEBHOOK_URL is not set")
+
+
 def test_plugin_declares_its_own_config_section(show_config: ShowConfig, tmp_path: Path) -> None:
     show_config.install(tmp_path)
     write_text(tmp_path / "sections.py", SECTION_PLUGIN)

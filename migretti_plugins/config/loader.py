@@ -115,6 +115,11 @@ def build_config(
         merged.pop("database", None)
     # Sections whose owners resolve ${VAR} themselves (Key.as_written) stay as written.
     written = request.written_sections
+    if not request.check_unknown:
+        # The first look, for ``plugins:``: a section no plugin has declared yet stays as
+        # written, so an unset ${VAR} in it cannot hide that nobody owns it (the full read,
+        # once plugins declared their sections, interpolates it or calls it unknown).
+        written = written | (merged.keys() - CORE_KEYS - request.known_sections)
     settings = interpolate(
         {key: value for key, value in merged.items() if key not in written},
         environ,
