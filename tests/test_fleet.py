@@ -565,3 +565,20 @@ def test_control_characters_in_a_member_and_its_error_are_escaped_on_screen(
     document = project.mg("apply", "--fleet", "tenants", "--format", "json")
     names = [m["name"] for m in json.loads(document.stdout)["members"]]
     assert sorted(names) == sorted([fleet.names[0], evil])
+
+
+def test_a_fleet_file_saved_with_a_bom_and_crlf_names_its_first_member(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """An editor's UTF-8 BOM is no part of the first line's database name (as in mg.yaml
+    and the migration files)."""
+    fleet = make_fleet(2)
+    project = project_for(tmp_path, fleet, "  listed:\n    file: members.txt\n")
+    project.add_table("0001")
+    (project.root / "members.txt").write_bytes(
+        ("\ufeff" + "\r\n".join(fleet.names) + "\r\n").encode("utf-8")
+    )
+    done = project.mg("apply", "--fleet", "listed", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert [m["name"] for m in json.loads(done.stdout)["members"]] == fleet.names
+    assert all(fleet.applied(name) == ["0001"] for name in fleet.names)

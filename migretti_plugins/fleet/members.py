@@ -176,7 +176,8 @@ def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> lis
     # A regular file only: a device such as /dev/zero would be read until memory runs out.
     raw = read_bounded(path, str(path), what="fleet file", limit=_FLEET_FILE_LIMIT)
     try:
-        text = raw.decode("utf-8")
+        # An editor's byte order mark is no part of the first member (as in mg.yaml).
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"fleet file {path}: not UTF-8 text") from None
     members = []
