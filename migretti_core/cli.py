@@ -28,6 +28,7 @@ from migretti_core.errors import (
     ConfigError,
     Interrupted,
     MgError,
+    NoPluginAnswers,
     PluginError,
     PluginFailed,
     UsageError,
@@ -88,7 +89,17 @@ def format_option(func: F) -> F:
 def emit_result(ctx: click.Context, kind: str, data: Any, fmt: str) -> None:
     """Render a command's result through ``mg_format_result`` and print it on stdout."""
     app = app_of(ctx)
-    text = app.hooks.format_result(app.options, kind, data, fmt)
+    try:
+        text = app.hooks.format_result(app.options, kind, data, fmt)
+    except NoPluginAnswers as exc:
+        if fmt in BASE_FORMATS or exc.hook != "mg_format_result":
+            raise
+        # A format a plugin added: no builtin was blocked, that plugin renders other kinds.
+        raise NoPluginAnswers(
+            f"no plugin provides {fmt} output for {kind} (hook mg_format_result): the plugin "
+            f"that adds --format {fmt} does not render {kind}; use --format text or json",
+            hook=exc.hook,
+        ) from None
     click.echo(text, file=app.result_stream or sys.stdout)
 
 

@@ -940,6 +940,10 @@ def test_a_format_nobody_renders_for_a_kind_is_a_clear_error(tmp_path: Path) -> 
     result = run_cli(["plugins", "--format", "markdown"], cwd=tmp_path, plugins=[markdown])
     assert result.exit_code == 2
     assert "no plugin provides markdown output for plugins" in result.stderr
+    # No builtin was blocked: the error says so rather than suggesting it.
+    assert "was a builtin blocked" not in result.stderr
+    assert "does not render plugins; use --format text or json" in result.stderr
+    assert result.stderr.count("mg: error:") == 1 and "Traceback" not in result.stderr
 
 
 # --- 13: more events --------------------------------------------------------------------------
