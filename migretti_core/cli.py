@@ -545,9 +545,7 @@ def run(argv: list[str] | None = None) -> int:
         _discard_stdout()
         if isinstance(exc, BrokenPipeError):
             return EXIT_FAILURE  # whoever read the output has gone; nobody to tell
-        where = f"{exc.filename}: " if exc.filename else "writing the output: "
-        error = MgError(f"{where}{exc.strerror or exc}")
-        _print_error(app, error, _traceback() if verbose else None)
+        _print_error(app, output_error(exc), _traceback() if verbose else None)
         return EXIT_FAILURE
     except Exception as exc:
         error = MgError(
@@ -556,6 +554,13 @@ def run(argv: list[str] | None = None) -> int:
         )
         _print_error(app, error, _traceback_wanted(app, exc, verbose))
         return EXIT_FAILURE
+
+
+def output_error(exc: OSError) -> MgError:
+    """An ``OSError`` that is not a file mg reads (those are reported where they are read):
+    its own output or a file it writes, such as stdout redirected to a full disk."""
+    where = f"{exc.filename}: " if exc.filename else "writing the output: "
+    return MgError(f"{where}{exc.strerror or exc}")
 
 
 def _writes_document(args: list[str]) -> bool:

@@ -4,6 +4,8 @@ entry point against the suite's server."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migretti_core.testing import AdvisoryLockHolder, Project, url_with_dbname, wait_until
+from migretti_core.testing import (
+    MG_COMMAND,
+    AdvisoryLockHolder,
+    Project,
+    mg_env,
+    url_with_dbname,
+    wait_until,
+)
 
 
 class Fleet:
@@ -582,3 +591,46 @@ def test_a_fleet_file_saved_with_a_bom_and_crlf_names_its_first_member(
     assert done.returncode == 0, done.stderr
     assert [m["name"] for m in json.loads(done.stdout)["members"]] == fleet.names
     assert all(fleet.applied(name) == ["0001"] for name in fleet.names)
+
+
+@pytest.mark.parametrize("output", ["full", "pipe", "closed"])
+def test_output_that_cannot_be_written_is_said_as_for_one_database(
+    tmp_path: Path, make_fleet: Any, output: str
+) -> None:
+    """``mg status --fleet NAME > /dev/full`` (or ``| true``, or ``>&-``): each member
+    fails as ``mg status`` alone would, with the same words, never as an unexpected
+    error asking for a traceback."""
+    fleet = make_fleet(3)
+    project = project_for(tmp_path, fleet, query_fleet(fleet, jobs=1))
+    project.add_table("0001")
+    assert project.mg("apply", "--fleet", "tenants").returncode == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe fails at once (EPIPE)
+    with open("/dev/full", "w") as full:
+        stdout: Any = {"full": full, "pipe": write_end, "closed": subprocess.DEVNULL}[output]
+        done = subprocess.run(
+            [*MG_COMMAND, "status", "--fleet", "tenants"],
+            cwd=project.root,
+            env=mg_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            preexec_fn=(lambda: os.close(1)) if output == "closed" else None,
+        )
+    os.close(write_end)
+    assert done.returncode == 1, done.stderr
+    assert "unexpected error" not in done.stderr, done.stderr
+    assert "rerun with -v" not in done.stderr and "Traceback" not in done.stderr
+    words = {
+        "full": "writing the output: No space left on device",
+        "pipe": "writing the output: Broken pipe",
+        "closed": "writing the output: standard output is closed",
+    }[output]
+    for name in fleet.names:
+        assert f"{name}: failed in" in done.stderr, done.stderr
+        assert any(
+            line.startswith(f"{name}: failed in") and line.endswith(words)
+            for line in done.stderr.splitlines()
+        ), done.stderr

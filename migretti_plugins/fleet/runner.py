@@ -272,7 +272,7 @@ def run_member(
     observe: Callable[[Event], None] | None = None,
 ) -> tuple[int, str | None, MemberPlugin]:
     """Run the command on one member; returns its exit code and first error line."""
-    from migretti_core.cli import _print_error, build_cli
+    from migretti_core.cli import _print_error, build_cli, output_error
 
     plugin = MemberPlugin(member, stop)
     register(plugin)
@@ -312,6 +312,15 @@ def run_member(
         _print_error(app, exc, _traceback() if verbose else None)
         redact = app.hooks.redact if app is not None else _redact
         return exc.exit_code, redact(exc.message).splitlines()[0], plugin
+    except OSError as exc:
+        # Its output could not be written (a full disk, a closed pipe): said as ``mg``
+        # alone says it, and for a closed pipe not at all (whoever read it has gone).
+        if stop.is_set():
+            return EXIT_INTERRUPTED, "interrupted", plugin
+        error = output_error(exc)
+        if not isinstance(exc, BrokenPipeError):
+            _print_error(app, error, _traceback() if verbose else None)
+        return EXIT_FAILURE, error.message, plugin
     except Exception as exc:
         if stop.is_set():
             return EXIT_INTERRUPTED, "interrupted", plugin
