@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from migretti_core.testing import make_project, write_migration
+from migretti_core.testing import assert_clean_error, make_project, write_migration
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIT_EXAMPLE = REPO / "examples" / "mg-audit"
@@ -193,6 +193,17 @@ def test_audit_lifecycle_hook_appends_to_its_file(
         ("up", "0001", "apply"),
         ("down", "0001", "rollback"),
     ]
+
+
+def test_audit_section_typo_fails_before_anything_runs(
+    plugin_venv: Venv, tmp_path: Path, database_url: str
+) -> None:
+    make_project(tmp_path, database_url, settings={"audit": {"fil": "logs/audit.jsonl"}})
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+
+    result = plugin_venv.mg(tmp_path, "apply", env={"MG_DISABLE_PLUGINS": "broken"})
+    assert_clean_error(result, "audit.fil", "did you mean 'file'?", code=2)
+    assert not (tmp_path / "logs").exists()
 
 
 def test_p_no_blocks_the_installed_package(plugin_venv: Venv, tmp_path: Path) -> None:

@@ -39,6 +39,12 @@ def mg_config_sections() -> list[str]:
 
 
 @hookimpl
+def mg_configure(config: Config) -> None:
+    """Check the ``audit`` section once, so a typo fails before any migration runs."""
+    audit_file(config)
+
+
+@hookimpl
 def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(audit)
 
@@ -66,7 +72,9 @@ def audit_file(config: Config) -> Path | None:
     """``audit.file`` from mg.yaml, relative to its directory; None when not configured."""
     if SECTION not in config.settings:
         return None
-    file = plugin_settings(config, SECTION).text("file")
+    section = plugin_settings(config, SECTION)
+    section.check_keys(["file"])  # audit.fil: unknown key; did you mean 'file'?
+    file = section.text("file")
     return config.root / file if file else None
 
 
