@@ -104,3 +104,14 @@ def test_every_hook_documents_its_policy_and_version(name: str) -> None:
     words = {"first": "first result", "gate": "gate", "notify": "notification"}
     assert words.get(info.policy.name, info.policy.name) in policy[0]
     assert f"since {info.since}" in policy[0]
+
+
+def test_every_plugin_variable_is_in_the_plugin_guide() -> None:
+    """Loading, blocking, strict mode and tracing: the guide names each variable mg reads."""
+    read = set()
+    for path in (REPO / "migretti_core").glob("*.py"):
+        read.update(re.findall(r"\bMG_[A-Z_]*PLUGINS\b", path.read_text(encoding="utf-8")))
+    assert {"MG_PLUGINS", "MG_DISABLE_PLUGINS", "MG_STRICT_PLUGINS"} <= read
+    guide = (REPO / "docs" / "plugins" / "README.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in read if f"`{name}" not in guide)
+    assert not missing, f"docs/plugins/README.md does not explain {', '.join(missing)}"
