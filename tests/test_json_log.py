@@ -26,6 +26,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "logging.md"
 PASSWORD = "Lg-pw-9c2e4d"
 ENV = {"MG_TEST_DB_PASSWORD": PASSWORD}
 LEVELS = {"debug", "info", "warning", "error"}
+# the context fields any event may carry where they apply
+CONTEXT = {"migration_id", "migration_name", "direction", "duration_ms", "error"}
 PER_MIGRATION = {
     "migration.applied",
     "migration.rolled_back",
@@ -103,8 +105,13 @@ def run(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
     return project.mg("--json-log", *args, env=ENV)
 
 
-# only when the error has a hint, or is about a plugin
-OPTIONAL = {("command.failed", "hint"), ("command.failed", "plugin")}
+# only when the error has a hint, or is about a plugin; when a plugin raised in a hook; with -v
+OPTIONAL = {
+    ("command.failed", "hint"),
+    ("command.failed", "plugin"),
+    ("plugin.failed", "hook"),
+    ("plugin.failed", "traceback"),
+}
 
 
 def records(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -145,6 +152,8 @@ def check_documented(
         assert record["level"] == level, line
         fields = {f for f in fields if (record["event"], f) not in OPTIONAL}
         assert fields <= set(record), f"{record['event']} lacks {sorted(fields - set(record))}"
+        extra = set(record) - required - CONTEXT - events[record["event"]][1] - {"traceback"}
+        assert not extra, f"{record['event']} has undocumented fields {sorted(extra)}: {line}"
         assert record["env"] == env, line
         assert record["dry_run"] is dry_run, line
         if record["event"] in PER_MIGRATION:
@@ -477,3 +486,32 @@ def test_a_query_that_ignores_its_cancel_leaves_no_stray_line(project: Project) 
     assert parsed[-1]["event"] == "command.failed"
     check_documented(parsed, dry_run=True)
     project.terminate_backends()
+
+
+# --- warnings of apply and rollback ------------------------------------------------------
+
+
+def test_rolling_back_fewer_than_asked_is_a_documented_event(project: Project) -> None:
+    assert project.mg("apply", env=ENV).returncode == 0
+
+    done = run(project, "rollback", "5")
+
+    assert done.returncode == 0, done.stderr
+    parsed = records(done)
+    (fewer,) = [r for r in parsed if r["event"] == "rollback.fewer"]
+    assert fewer["level"] == "warning"
+    assert (fewer["asked"], fewer["count"]) == (5, 2)
+    check_documented(parsed)
+
+
+def test_a_history_row_edited_by_hand_is_a_documented_event(project: Project) -> None:
+    assert project.mg("up", env=ENV).returncode == 0
+    project.sql("UPDATE _migrations SET checksum = NULL WHERE id = '0001'")
+
+    done = run(project, "apply")
+
+    assert done.returncode == 0, done.stderr
+    parsed = records(done)
+    (problem,) = [r for r in parsed if r["event"] == "history.problem"]
+    assert problem["level"] == "warning" and "0001" in problem["message"]
+    check_documented(parsed)
