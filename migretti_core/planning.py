@@ -173,19 +173,25 @@ def ensure_not_blocked(state: State) -> None:
     blocking = state.blocking
     if not blocking:
         return
+    raise StateError(
+        blocked_lines(blocking, errors=True) + "\n  " + fix_hint(blocking[0]),
+        hint="nothing was changed",
+    )
+
+
+def blocked_lines(blocking: Sequence[HistoryEntry], errors: bool) -> str:
+    """``migration ID (NAME) failed at statement N[: error]; ...`` for failed or running
+    rows; ``errors`` adds each row's error text."""
     lines = []
     for entry in blocking:
         what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
         detail = ""
         if entry.failed_statement:
             detail += f" at statement {entry.failed_statement}"
-        if entry.error:
+        if errors and entry.error:
             detail += f": {entry.error}"
         lines.append(f"migration {entry.id} ({entry.name}) {what}{detail}")
-    raise StateError(
-        "; ".join(lines) + "\n  " + fix_hint(blocking[0]),
-        hint="nothing was changed",
-    )
+    return "; ".join(lines)
 
 
 def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> None:

@@ -139,19 +139,15 @@ def refuse_too_few_files(session: Session, migrations: Sequence[Migration]) -> N
 def refuse_blocked(state: State) -> None:
     """Refuse (exit 3) while a migration is failed or running: the pending ones behind it
     would be squashed around it, and its file, row and the new migration no longer agree."""
-    from migretti_core.planning import fix_hint
+    from migretti_core.planning import blocked_lines, fix_hint
 
     blocking = state.blocking
     if not blocking:
         return
-    lines = []
-    for entry in blocking:
-        what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
-        at = f" at statement {entry.failed_statement}" if entry.failed_statement else ""
-        lines.append(f"migration {entry.id} ({entry.name}) {what}{at}")
     it = "it" if len(blocking) == 1 else "them"
     raise StateError(
-        f"cannot squash: {'; '.join(lines)}; squashing the migrations pending behind {it} "
+        f"cannot squash: {blocked_lines(blocking, errors=False)}; squashing the migrations "
+        f"pending behind {it} "
         f"would lose track of {it}",
         hint=f"{fix_hint(blocking[0])}; nothing was changed",
     )
