@@ -44,7 +44,11 @@ class App:
         requested = [p for p in options.plugins if not p.startswith("no:")]
         requested += parse_name_list(self.environ.get("MG_PLUGINS"))
         blocked = [p[3:] for p in options.plugins if p.startswith("no:")]
-        blocked += parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))
+        self._blocked_by = {name: f"-p no:{name}" for name in blocked}
+        disabled = parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))
+        for name in disabled:
+            self._blocked_by.setdefault(name, "MG_DISABLE_PLUGINS")
+        blocked += disabled
         self.options = Options(verbose=options.verbose, json_log=options.json_log, yes=options.yes)
         self._config: Config | None = None
         self.extra: dict[str, Any] = {}
@@ -69,6 +73,16 @@ class App:
             self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
         self.loader.register_objects(plugins, ORIGIN_OPTION)
         self._load_config_plugins()
+
+    def missing_plugin(self, name: str) -> str | None:
+        """Why the plugin named ``name`` is not running (blocked, or failed to load), or None:
+        for a command of that name that is not there."""
+        for info in self.loader.infos:
+            if info.name == name and info.status == "failed":
+                return f"plugin {name!r} failed to load: {info.error}"
+        if name in self._blocked_by:
+            return f"plugin {name!r} is blocked ({self._blocked_by[name]})"
+        return None
 
     def _warn(self, text: str) -> None:
         # The loader's warnings all start "plugin 'NAME'": the event names it (docs/logging.md)

@@ -131,6 +131,19 @@ class MgGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            # `mg audit` with the plugin `audit` blocked or broken: say so, not "did you
+            # mean 'drift'?".
+            why = ctx.obj.missing_plugin(args[0]) if isinstance(ctx.obj, App) and args else None
+            if why is None:
+                raise
+            raise click.UsageError(f"No such command {args[0]!r}: {why}.", ctx) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         if not (isinstance(ctx.obj, App) and ctx.obj.options.json_log) and _stderr_is_terminal():
             return super().invoke(ctx)

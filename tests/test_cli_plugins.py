@@ -183,6 +183,28 @@ def test_plugins_lists_them_with_the_output_plugin_blocked(
     assert plugins["jsonlog"]["status"] == "loaded"
 
 
+def test_a_blocked_plugins_command_says_the_plugin_is_blocked(tmp_path: Path) -> None:
+    hello_plugin(tmp_path, "hello", "hello", "hi")
+    assert run_mg(["-p", "hello", "hello"], tmp_path).stdout == "hi\n"
+
+    result = run_mg(["-p", "hello", "-p", "no:hello", "hello"], tmp_path)
+    assert result.returncode == 2
+    assert "No such command 'hello': plugin 'hello' is blocked (-p no:hello)" in result.stderr
+
+    env = {"MG_DISABLE_PLUGINS": "hello"}
+    result = run_mg(["-p", "hello", "hello"], tmp_path, env=env)
+    assert "plugin 'hello' is blocked (MG_DISABLE_PLUGINS)" in result.stderr
+
+    write_text(tmp_path / "hello.py", BROKEN_PLUGIN)
+    result = run_mg(["-p", "hello", "hello"], tmp_path)
+    assert result.returncode == 2
+    assert "No such command 'hello': plugin 'hello' failed to load" in result.stderr
+    assert "kaboom at import" in result.stderr and "Traceback" not in result.stderr
+
+    # A command no plugin is named after stays click's plain usage error.
+    assert "No such command 'nosuch'." in run_mg(["-p", "no:hello", "nosuch"], tmp_path).stderr
+
+
 def test_block_with_mg_disable_plugins(tmp_path: Path) -> None:
     hello_plugin(tmp_path, "noisy", "hello-noisy", "noise")
     write_text(tmp_path / "mg.yaml", "plugins: [noisy]\n")

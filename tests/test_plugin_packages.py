@@ -213,7 +213,7 @@ def test_p_no_blocks_the_installed_package(plugin_venv: Venv, tmp_path: Path) ->
 
     result = plugin_venv.mg(tmp_path, "audit", "-p", "no:audit")
     assert result.returncode == 2
-    assert "No such command 'audit'" in result.stderr
+    assert "No such command 'audit': plugin 'audit' is blocked (-p no:audit)" in result.stderr
 
 
 def test_mg_disable_plugins_blocks_the_installed_package(plugin_venv: Venv, tmp_path: Path) -> None:
