@@ -634,3 +634,39 @@ def test_output_that_cannot_be_written_is_said_as_for_one_database(
             line.startswith(f"{name}: failed in") and line.endswith(words)
             for line in done.stderr.splitlines()
         ), done.stderr
+
+
+def test_a_member_failing_without_an_error_says_why_in_the_summary(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """verify, status --exit-code and lint exit 3 with no error message: the summary's error
+    is the first thing their own output names, not a bare exit code."""
+    fleet = make_fleet(2)
+    a, b = fleet.names
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    project.add_table("0001")
+    assert project.mg("apply", "--fleet", "tenants").returncode == 0
+    fleet.rows(b, "UPDATE _migrations SET checksum = 'x' WHERE id = '0001'")
+    project.add("0002", "required", "ALTER TABLE t_0001 ADD COLUMN c bigint NOT NULL;")
+
+    def errors(*args: str) -> dict[str, Any]:
+        done = project.mg(*args, "--fleet", "tenants", "--format", "json")
+        assert done.returncode == 3, done.stderr
+        assert "exit code 3" not in done.stderr
+        return {m["name"]: m["error"] for m in json.loads(done.stdout)["members"]}
+
+    verify = errors("verify")
+    assert verify[a] is None
+    assert verify[b] == "mismatch: migrations/0001_create_t_0001.sql changed since it was applied"
+    status = errors("status", "--exit-code")
+    assert status[a] == "not up to date: 1 pending"
+    assert "migrations/0001_create_t_0001.sql changed since it was applied" in status[b]
+    lint = errors("lint")
+    for name in (a, b):
+        assert lint[name].startswith("migrations/0002_required.sql:2:"), lint
+        assert "adding-required-field" in lint[name]
+
+    table = project.mg("verify", "--fleet", "tenants")
+    row = next(line for line in table.stdout.splitlines() if line.startswith(f"{b} "))
+    assert row.split()[1] == "failed"
+    assert row.endswith("mismatch: migrations/0001_create_t_0001.sql changed since it was applied")

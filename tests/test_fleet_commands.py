@@ -170,6 +170,7 @@ def test_drift_reports_the_member_that_differs(fleet: Fleet) -> None:
     assert code == 3
     by_name = members(report)
     assert by_name[b]["ok"] is False and by_name[b]["exit_code"] == 3
+    assert by_name[b]["error"] == "drift: 1 object differs"
     assert "by_hand" in json.dumps(by_name[b]["output"])
     for name in (a, c):
         assert by_name[name]["ok"] is True, (by_name[name], report)

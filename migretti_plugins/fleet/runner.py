@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -96,6 +97,9 @@ class MemberPlugin:
         self.deferred = False  # Ctrl-C came meanwhile
         self.whole_plan = False  # --single-transaction: counted once the plan committed
         self.in_plan: list[MigrationResult] = []
+        # Why the command exits non-zero without an error (verify, status --exit-code, lint,
+        # drift): the first thing its own result names, for the summary's error.
+        self.reason: str | None = None
 
     @hookimpl(wrapper=True)
     def mg_load_config(self, request: ConfigRequest) -> Generator[None, Config, Config]:
@@ -105,6 +109,16 @@ class MemberPlugin:
     @hookimpl
     def mg_program_environment(self) -> dict[str, str]:
         return member_environment(self.member)
+
+    @hookimpl(tryfirst=True)
+    def mg_format_result(self, kind: str, data: Any) -> None:
+        if self.reason is None:
+            self.reason = _reason_of(kind, data)
+
+    def note(self, event: Event) -> None:
+        """An event of this member: ``drift.found`` says why drift exits 3."""
+        if event.name == "drift.found" and self.reason is None:
+            self.reason = event.message
 
     @hookimpl(wrapper=True)
     def mg_connect(self, session: Session) -> Generator[None, Any, Any]:
@@ -228,6 +242,40 @@ class MemberPlugin:
                 pass
 
 
+def _reason_of(kind: str, data: Any) -> str | None:
+    """The first problem a failing result names, in the words of its text output."""
+    if not isinstance(data, Mapping) or (data.get("ok", True) and kind != "lint"):
+        return None
+    if kind == "verify":
+        for item in data.get("mismatches") or ():
+            return f"mismatch: {item['file']} changed since it was applied"
+        for item in data.get("missing") or ():
+            return f"missing: {item['id']} {item['name']} is applied but its file is gone"
+        for problem in data.get("problems") or ():
+            return str(problem)
+    elif kind == "status":
+        for problem in data.get("problems") or ():
+            return str(problem)
+        for index in data.get("invalid_indexes") or ():
+            return f"invalid index {index['index']} on {index['table']}"
+        counts = data.get("counts") or {}
+        parts = [f"{counts[k]} {k}" for k in ("pending", "failed", "running") if counts.get(k)]
+        if parts:
+            return "not up to date: " + ", ".join(parts)
+    elif kind == "drift":  # as the text output's event says it
+        count = len(data.get("differences") or ())
+        if count:
+            return f"drift: {count} object{'s' if count != 1 else ''} differ" + (
+                "s" if count == 1 else ""
+            )
+    elif kind == "lint":
+        findings = data.get("findings") or ()
+        ordered = [f for f in findings if f.get("severity") == "error"] + list(findings)
+        for f in ordered:
+            return f"{f['path']}:{f['line']}:{f['column']}: {f['rule']}: {f['message']}"
+    return None
+
+
 def _tag_events(app: App, target: str, observe: Callable[[Event], None] | None) -> None:
     """Every event of this member carries ``target`` (JSON log lines, the Python API);
     ``observe`` sees each one first (the live lines follow what the member does)."""
@@ -287,7 +335,13 @@ def run_member(
             cwd=parent.cwd,
             plugins=[(MEMBER_PLUGIN, plugin)],
         )
-        _tag_events(app, member.name, observe)
+
+        def noted(event: Event) -> None:
+            plugin.note(event)
+            if observe is not None:
+                observe(event)
+
+        _tag_events(app, member.name, noted)
         cli = build_cli(app)
         command: click.Command = cli
         for name in invocation.path:
@@ -303,7 +357,7 @@ def run_member(
         with ctx:
             result = ctx.invoke(command.callback, **invocation.params)
         code = result if isinstance(result, int) else 0
-        return code, (None if code == 0 else f"exit code {code}"), plugin
+        return code, (None if code == 0 else plugin.reason or f"exit code {code}"), plugin
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED, "interrupted", plugin
     except MgError as exc:
@@ -481,6 +535,13 @@ class FleetRun:
         outcome.exit_code = code
         outcome.error = error
         outcome.stdout = "".join(sink.stdout)
+        if error == f"exit code {code}" and outcome.stdout.lstrip().startswith("{"):
+            # A document printed by the command itself (drift --format json): its reason.
+            try:
+                reason = _reason_of(self.invocation.path[-1], json.loads(outcome.stdout))
+            except ValueError:
+                reason = None
+            outcome.error = reason or error
         if plugin is not None:
             outcome.applied = list(plugin.applied)
             outcome.rolled_back = list(plugin.rolled_back)
