@@ -7,7 +7,11 @@ into that file beside mg.yaml; these tests do the same and check what the text p
 from __future__ import annotations
 
 import fcntl
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ import pytest
 from migretti_core.testing import Project
 
 ROOT = Path(__file__).resolve().parent.parent
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 FENCE = re.compile(r"```python\n(# (\w+\.py)\b.*?)```", re.S)
 
 
@@ -113,3 +118,34 @@ def test_the_file_lock_replaces_the_builtin(tmp_path: Path, database_url: str) -
         assert project.tables() == {"users"}
     finally:
         project.close()
+
+
+def test_the_testing_guides_examples_pass_as_written(tmp_path: Path, pg_url: str) -> None:
+    """docs/plugins/testing.md: its conftest.py and its three levels of tests, copied into a
+    project beside the notifier they test, pass under pytest."""
+    blocks = PYTHON_BLOCK.findall((ROOT / "docs/plugins/testing.md").read_text())
+    conftest = [b for b in blocks if b.startswith("# conftest.py")]
+    tests = [b for b in blocks if "def test_" in b]
+    assert len(conftest) == 1 and len(tests) == 3
+    project = tmp_path / "plugin"
+    project.mkdir()
+    shutil.copy(ROOT / "examples/notify_webhook/notify_webhook.py", project)
+    (project / "conftest.py").write_text(conftest[0])
+    for level, code in enumerate(tests, start=1):
+        (project / f"test_level{level}.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
+    env["MG_TEST_DATABASE_URL"] = pg_url
+
+    # its own temp root: the shared /tmp/pytest-of-USER would be reset to mode 0700
+    basetemp = f"--basetemp={tmp_path / 'basetemp'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", basetemp, str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout, result.stdout
