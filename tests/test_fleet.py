@@ -670,3 +670,34 @@ def test_a_member_failing_without_an_error_says_why_in_the_summary(
     row = next(line for line in table.stdout.splitlines() if line.startswith(f"{b} "))
     assert row.split()[1] == "failed"
     assert row.endswith("mismatch: migrations/0001_create_t_0001.sql changed since it was applied")
+
+
+def test_a_full_disk_under_stderr_fails_each_member_as_one_database_and_leaves_none_running(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """``mg apply --fleet NAME 2> /dev/full``: as ``mg apply`` alone, each member applies
+    its migrations and fails with exit 1 because its report could not be written; no
+    member is left ``running`` nor stopped half-way."""
+    fleet = make_fleet(3)
+    project = project_for(tmp_path, fleet, query_fleet(fleet, jobs=2))
+    project.add_table("0001")
+    project.add_table("0002")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*MG_COMMAND, "apply", "--fleet", "tenants", "--format", "json"],
+            cwd=project.root,
+            env=mg_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=full,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    members = json.loads(done.stdout)["members"]
+    assert [m["result"] for m in members] == ["failed"] * 3, members
+    for member in members:
+        assert member["exit_code"] == 1
+        assert member["applied"] == ["0001", "0002"]
+        assert member["error"] == "writing the output: No space left on device"
+    assert all(fleet.applied(name) == ["0001", "0002"] for name in fleet.names)

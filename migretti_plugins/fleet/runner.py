@@ -529,6 +529,12 @@ class FleetRun:
                 self._running.pop(index, None)
             for leftover in plugins:
                 leftover.close()
+        if sink.output_error is not None and code == 0:
+            # What it printed could not be written: done, but not a success (as on one
+            # database, where mg exits 1 after the work).
+            from migretti_core.cli import output_error
+
+            code, error = EXIT_FAILURE, output_error(sink.output_error).message
         if self.stop.is_set() and code != 0:
             code, error = EXIT_INTERRUPTED, "interrupted"
         outcome.duration_ms = int((time.monotonic() - started) * 1000)

@@ -88,6 +88,9 @@ class Sink:
         self.keep_stdout = keep_stdout
         self.stdout: list[str] = []
         self._partial = {"stdout": "", "stderr": ""}
+        # The first write to the real streams that failed (a full disk, a closed pipe): the
+        # member goes on, as mg does on one database, and exits 1 at its end (``runner``).
+        self.output_error: OSError | None = None
 
     def write(self, which: str, text: str, real: TextIO) -> None:
         if which == "stdout":
@@ -104,8 +107,12 @@ class Sink:
         prefix = self.prefix if which == "stdout" else self.stderr_prefix
         text = "".join(f"{prefix}{line}\n" for line in lines)
         with _write_lock:
-            _out(real, text)
-            real.flush()
+            try:
+                _out(real, text)
+                real.flush()
+            except OSError as exc:
+                if self.output_error is None:
+                    self.output_error = exc
 
     def close(self, streams: dict[str, TextIO]) -> None:
         for which, rest in self._partial.items():
