@@ -292,6 +292,14 @@ class PluginLoader:
         base = str(base_dir)
         if base not in sys.path:
             sys.path.insert(0, base)
+        loaded = sys.modules.get(name)
+        if loaded is not None and "." not in name:
+            # A module of that name is imported already (`typing`, `uuid`...): import would
+            # hand that one back, but the file beside mg.yaml (or in the working directory
+            # for -p) comes first, as documented.
+            local = _module_file(base_dir, name)
+            if local is not None and not _same_file(getattr(loaded, "__file__", None), local):
+                return PluginLoader._import_path(local, name)
         return importlib.import_module(name)
 
     @staticmethod
@@ -396,6 +404,23 @@ class PluginLoader:
             self.deferred_errors.append(PluginError(text))
             return
         self.warn(text)
+
+
+def _module_file(directory: Path, name: str) -> Path | None:
+    """``directory/name.py``, or the package ``directory/name/__init__.py``, if there."""
+    for path in (directory / f"{name}.py", directory / name / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _same_file(file: str | None, path: Path) -> bool:
+    import os
+
+    try:
+        return file is not None and os.path.samefile(file, path)
+    except OSError:
+        return False
 
 
 def _argument_problem(

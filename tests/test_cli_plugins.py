@@ -124,6 +124,23 @@ def test_config_plugin_by_module_name(tmp_path: Path) -> None:
     assert result.stdout.strip() == "mod"
 
 
+@pytest.mark.parametrize("given", ["config", "option"])
+def test_a_plugin_named_like_a_loaded_module_is_the_file_beside_mg_yaml(
+    tmp_path: Path, given: str
+) -> None:
+    # `typing` is imported before plugins load; the module beside mg.yaml must still win.
+    hello_plugin(tmp_path, "typing", "hello", "hi from the file")
+    plugins = ["typing"] if given == "config" else []
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: {plugins}\n")
+    args = ["-p", "typing"] if given == "option" else []
+
+    listed = plugin_list(tmp_path, *args)["typing"]
+    assert (listed["status"], listed["version"]) == ("loaded", "2.5.0"), listed
+    assert listed["hooks"] == ["mg_register_commands"]
+    result = run_mg([*args, "hello"], tmp_path)
+    assert result.stdout == "hi from the file\n", result.stderr
+
+
 def test_mg_plugins_variable_loads_plugins(tmp_path: Path) -> None:
     hello_plugin(tmp_path, "envplug", "hello-env", "from env")
     hello_plugin(tmp_path, "envplug2", "hello-env2", "from env 2")
