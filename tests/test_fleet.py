@@ -701,3 +701,30 @@ def test_a_full_disk_under_stderr_fails_each_member_as_one_database_and_leaves_n
         assert member["applied"] == ["0001", "0002"]
         assert member["error"] == "writing the output: No space left on device"
     assert all(fleet.applied(name) == ["0001", "0002"] for name in fleet.names)
+
+
+def test_a_member_failing_with_an_empty_message_is_reported_not_left_running(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """A plugin's error with no message must fail that member like any other error: no
+    traceback, no member left ``running``."""
+    fleet = make_fleet(2)
+    project = project_for(tmp_path, fleet, query_fleet(fleet))
+    project.add_table("0001")
+    (project.root / "silent_refusal.py").write_text(
+        "from migretti_core import hookimpl\n"
+        "from migretti_core.errors import MgError\n\n"
+        "@hookimpl\n"
+        "def mg_before_apply(session, plan):\n"
+        "    raise MgError('')\n"
+    )
+    env = {"PYTHONPATH": str(project.root)}
+    done = project.mg(
+        "-p", "silent_refusal", "apply", "--fleet", "tenants", "--format", "json", env=env
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
+    members = json.loads(done.stdout)["members"]
+    assert [m["result"] for m in members] == ["failed", "failed"], members
+    assert all(m["exit_code"] == 1 and m["error"] for m in members)
+    assert all(fleet.applied(name) == [] for name in fleet.names)

@@ -365,7 +365,7 @@ def run_member(
             return EXIT_INTERRUPTED, "interrupted", plugin
         _print_error(app, exc, _traceback() if verbose else None)
         redact = app.hooks.redact if app is not None else _redact
-        return exc.exit_code, redact(exc.message).splitlines()[0], plugin
+        return exc.exit_code, _first_line(redact(exc.message), exc.exit_code), plugin
     except OSError as exc:
         # Its output could not be written (a full disk, a closed pipe): said as ``mg``
         # alone says it, and for a closed pipe not at all (whoever read it has gone).
@@ -384,9 +384,14 @@ def run_member(
         )
         _print_error(app, error, _traceback() if verbose else None)
         redact = app.hooks.redact if app is not None else _redact
-        return EXIT_FAILURE, redact(error.message).splitlines()[0], plugin
+        return EXIT_FAILURE, _first_line(redact(error.message), EXIT_FAILURE), plugin
     finally:
         plugin.close()
+
+
+def _first_line(message: str, code: int) -> str:
+    """The summary's error: the message's first line (a plugin's error may have none)."""
+    return next((line for line in message.splitlines() if line.strip()), f"exit code {code}")
 
 
 def _redact(text: str) -> str:
