@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import weakref
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -314,7 +316,6 @@ def _entry(row: Sequence[Any]) -> HistoryEntry:
 
 @hookimpl(trylast=True)
 def mg_history_prepare(session: Session, conn: Any) -> bool | None:
-    hooks = session.hooks
     present = {table: columns(session, conn, table) for table in NEW_COLUMNS}
     missing = {
         table: [(col, kind) for col, kind in NEW_COLUMNS[table] if col not in present[table]]
@@ -323,19 +324,89 @@ def mg_history_prepare(session: Session, conn: Any) -> bool | None:
     if not any(missing.values()) and not _needs_backfill(session, conn):
         _remember_tables(session, conn)
         return True
-    with hooks.transaction(session, conn):
-        if not present[TABLE]:
-            hooks.query(session, conn, CREATE_TABLE, ())
-        if not present[LOG_TABLE]:
-            hooks.query(session, conn, CREATE_LOG_TABLE, ())
-        for table, new in missing.items():
-            if new:
-                adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {col} {kind}" for col, kind in new)
-                hooks.query(session, conn, f"ALTER TABLE {table} {adds}", ())
-        if _needs_backfill(session, conn):
-            hooks.query(session, conn, _BACKFILL, ())
+    _upgrade(session, conn, present, missing)
     _remember_tables(session, conn)
     return True
+
+
+def _upgrade(
+    session: Session,
+    conn: Any,
+    present: dict[str, set[str]],
+    missing: dict[str, list[tuple[str, str]]],
+) -> None:
+    """Create the tables and add the missing columns in one transaction.
+
+    ``ALTER TABLE`` needs a brief exclusive lock. It waits at most ``table_lock_timeout``
+    (retried ``table_lock_retries`` times, as a migration is): a session holding a lock on the
+    table (an open transaction that read it) would otherwise keep it waiting without end, and
+    every reader of the table, ``mg status`` included, would queue behind it.
+    """
+    from migretti_core.errors import DatabaseError, SqlError
+    from migretti_core.reporting import report
+    from migretti_core.running import LOCK_NOT_AVAILABLE, lock_retry_pause, table_lock_settings
+
+    hooks = session.hooks
+    wait, retries, _ = table_lock_settings(session)
+    altering = any(missing[table] for table in NEW_COLUMNS if present[table])
+    limit = hooks.timeout_sql(session, wait, 0, True) if altering and wait > 0 else ""
+    attempt = 0
+    while True:
+        watch = hooks.lock_blockers(session, conn, wait / 2) if limit else nullcontext([])
+        with watch as holders:
+            try:
+                with hooks.transaction(session, conn):
+                    if limit:
+                        hooks.query(session, conn, limit, ())
+                    _create_and_add(session, conn, present, missing)
+                return
+            except SqlError as exc:
+                if not limit or exc.sqlstate != LOCK_NOT_AVAILABLE:
+                    raise
+                error = exc
+        who = ", ".join(hooks.describe_lock_holder(h) for h in holders)
+        blocked = f"; blocked by {who}" if who else ""
+        if attempt >= retries:
+            raise DatabaseError(
+                "cannot add migretti's new columns to the history tables: the table lock was "
+                f"not granted within {wait:g}s after {retries} retr{'y' if retries == 1 else 'ies'}"
+                f"{blocked}; nothing was changed",
+                hint="end the session holding a lock on the history tables (an open "
+                "transaction that read them) and run the command again; table_lock_timeout "
+                "and table_lock_retries set how long mg waits",
+            ) from error
+        attempt += 1
+        pause = lock_retry_pause(attempt)
+        report(
+            session,
+            "history.lock_retry",
+            "warning",
+            "adding migretti's new columns to the history tables: table lock not granted "
+            f"within {wait:g}s{blocked}; retry {attempt} of {retries} in {pause:.1f}s",
+            attempt=attempt,
+            retries=retries,
+            wait_s=round(pause, 3),
+        )
+        time.sleep(pause)
+
+
+def _create_and_add(
+    session: Session,
+    conn: Any,
+    present: dict[str, set[str]],
+    missing: dict[str, list[tuple[str, str]]],
+) -> None:
+    hooks = session.hooks
+    if not present[TABLE]:
+        hooks.query(session, conn, CREATE_TABLE, ())
+    if not present[LOG_TABLE]:
+        hooks.query(session, conn, CREATE_LOG_TABLE, ())
+    for table, new in missing.items():
+        if new:
+            adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {col} {kind}" for col, kind in new)
+            hooks.query(session, conn, f"ALTER TABLE {table} {adds}", ())
+    if _needs_backfill(session, conn):
+        hooks.query(session, conn, _BACKFILL, ())
 
 
 def _needs_backfill(session: Session, conn: Any) -> bool:

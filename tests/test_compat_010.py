@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from migretti_core.testing import Project, migration_text
+from migretti_core.testing import Project, migration_text, wait_until
 
 ULIDS = {
     "users": "01HQ3Z1A0000000000000000AA",
@@ -145,3 +145,40 @@ def test_rollback_to_on_a_010_database_follows_applied_at(project: Project, ddl_
     assert done.returncode == 0, done.stderr
     assert project.log()[-2:] == [(ULIDS["orders"], "DOWN"), (ULIDS["items"], "DOWN")]
     assert project.tables() == {"users"}
+
+
+def test_upgrading_a_010_history_never_queues_readers_behind_a_held_table_lock(
+    project: Project, ddl_010: str
+) -> None:
+    """Adding the new columns needs a brief exclusive lock on ``_migrations``. While another
+    session holds a lock on it (an open transaction that read it), the upgrade gives up after
+    ``table_lock_timeout`` instead of waiting forever with every ``mg status`` queued behind
+    it, and says who holds the table."""
+    import psycopg
+
+    contents = _write_files(project)
+    _database_as_010_left_it(project, contents, ddl_010)
+    project.configure(extra="table_lock_timeout: 300ms\ntable_lock_retries: 1\n")
+    reader = psycopg.connect(project.database_url, application_name="dashboard")
+    try:
+        reader.execute("SELECT count(*) FROM _migrations")  # its transaction stays open
+        job = project.spawn("apply")
+
+        def queued() -> bool:
+            return bool(project.sql("SELECT 1 FROM pg_locks WHERE NOT granted"))
+
+        wait_until(lambda: queued() or not job.running(), timeout=30)
+        status = project.mg("status", timeout=30)
+        assert status.returncode == 0, status.stderr
+        done = project.finish(job, timeout=60)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "history tables" in done.stderr and "dashboard" in done.stderr, done.stderr
+        assert "apply_seq" not in _columns(project, "_migrations")
+        assert ULIDS["audit"] not in project.statuses()
+    finally:
+        reader.close()
+    again = project.mg("apply")
+    assert again.returncode == 0, again.stderr
+    assert "apply_seq" in _columns(project, "_migrations")
+    assert project.statuses()[ULIDS["audit"]] == "applied"
