@@ -260,9 +260,23 @@ class PluginLoader:
             if name in self.blocked:
                 self.infos.append(PluginInfo(name, origin, spec, status="blocked"))
                 continue
-            if self.pm.get_plugin(name) is not None:
-                continue
             info = PluginInfo(name, origin, spec)
+            registered = self.pm.get_plugin(name)
+            if registered is not None:
+                # The same file given twice (MG_PLUGINS and mg.yaml) is loaded once; another
+                # plugin under a name already taken would be silently left out.
+                wanted = base_dir / spec if is_path else _module_file(base_dir, name)
+                taken_by = self._taken_by(name, registered, wanted)
+                if taken_by is None:
+                    continue
+                problem = (
+                    f"the name {name!r} is taken by {taken_by}; rename the file "
+                    "(a plugin's name is its module or file name)"
+                )
+                self._failed(
+                    info, PluginError(problem), fatal=False, deferred=True, blockable=False
+                )
+                continue
             try:
                 module = (
                     self._import_path(base_dir / spec, name)
@@ -274,6 +288,21 @@ class PluginLoader:
                 continue
             info.version = getattr(module, "__version__", None)
             self._register(module, info, deferred=True)
+
+    def _taken_by(self, name: str, registered: object, path: Path | None) -> str | None:
+        """Who holds ``name`` when it is not the same file as the one asked for, or None."""
+        holder = next((i for i in self.infos if i.name == name and i.status == "loaded"), None)
+        if holder is not None and holder.origin == ORIGIN_BUILTIN:
+            return f"the builtin plugin {name!r}"
+        if sys.modules.get(name) is registered:  # the same module, by its name
+            return None
+        if path is not None and _same_file(getattr(registered, "__file__", None), path):
+            return None
+        if holder is None:
+            return f"another plugin named {name!r}"
+        import os
+
+        return f"the plugin from {os.path.basename(holder.source)}"
 
     def register_objects(self, plugins: Iterable[tuple[str, object]], origin: str) -> None:
         """Register plugin objects already in hand (a module, a class instance), by name."""
@@ -384,7 +413,13 @@ class PluginLoader:
         return None
 
     def _failed(
-        self, info: PluginInfo, exc: BaseException, *, fatal: bool, deferred: bool = False
+        self,
+        info: PluginInfo,
+        exc: BaseException,
+        *,
+        fatal: bool,
+        deferred: bool = False,
+        blockable: bool = True,
     ) -> None:
         from migretti_core.redact import redact_text
 
@@ -394,10 +429,9 @@ class PluginLoader:
         info.status = "failed"
         info.error = reason
         self.infos.append(info)
-        text = (
-            f"plugin {info.name!r} ({info.origin}: {info.source}) failed to load: {reason}; "
-            f"disable it with -p no:{info.name} or MG_DISABLE_PLUGINS={info.name}"
-        )
+        text = f"plugin {info.name!r} ({info.origin}: {info.source}) failed to load: {reason}"
+        if blockable:  # not when the name is another plugin's too: that would block both
+            text += f"; disable it with -p no:{info.name} or MG_DISABLE_PLUGINS={info.name}"
         if fatal:
             raise PluginError(text)
         if deferred:

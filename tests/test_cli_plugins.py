@@ -160,6 +160,42 @@ def test_plugin_given_twice_is_loaded_once(tmp_path: Path) -> None:
     assert names.count("twice") == 1
 
 
+def test_the_same_file_by_module_name_and_by_path_is_loaded_once(tmp_path: Path) -> None:
+    hello_plugin(tmp_path, "twice", "hello-twice", "once")
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [twice.py]\n")
+    plugins = plugin_list(tmp_path, env={"MG_PLUGINS": "twice"})
+    assert plugins["twice"]["status"] == "loaded"
+    assert run_mg(["hello-twice"], tmp_path, env={"MG_PLUGINS": "twice"}).stdout == "once\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "taken_by"),
+    [
+        (["check.py"], "the builtin plugin 'check'"),
+        (["notify.py", "tools/notify.py"], "the plugin from notify.py"),
+    ],
+)
+def test_a_plugin_whose_name_is_taken_is_an_error_not_ignored(
+    tmp_path: Path, files: list[str], taken_by: str
+) -> None:
+    for file in files:
+        hello_plugin(tmp_path / Path(file).parent, Path(file).stem, "hi", file)
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: {files}\n")
+    name = Path(files[-1]).stem
+
+    listed = [p for p in json.loads(run_mg(["plugins", "--format", "json"], tmp_path).stdout)]
+    failed = [p for p in listed if p["status"] == "failed"]
+    assert [p["name"] for p in failed] == [name], listed
+    assert failed[0]["source"] == str(tmp_path / files[-1])
+    assert f"the name {name!r} is taken by {taken_by}" in failed[0]["error"]
+
+    result = run_mg(["status"], tmp_path)
+    stderr = assert_clean_error(
+        result, f"plugin {name!r} (config: ", "failed to load", "rename the file"
+    )
+    assert "-p no:" not in stderr  # that would block the other plugin of that name too
+
+
 def test_option_plugin_can_be_given_after_the_command(
     show_config: ShowConfig, tmp_path: Path
 ) -> None:
