@@ -693,10 +693,17 @@ def test_a_failing_reporter_is_a_json_line_under_json_log(
         ("siren", "plugin 'siren' failed in mg_report: ValueError: siren is down"),
     }
     assert "migration.applied" in {r["event"] for r in records}
+    # A reporter that fails for every event is reported once per run, not once per event.
+    assert sorted(r["plugin"] for r in records if r["event"] == "plugin.failed") == [
+        "pager",
+        "siren",
+    ]
     text = project.mg("rollback")
     assert "mg: warning: plugin 'pager' failed in mg_report: ValueError: pager is down" in (
         text.stderr
     )
+    assert text.stderr.count("plugin 'pager' failed in mg_report") == 1, text.stderr
+    assert "rolled back 0001 users" in text.stdout
 
 
 def test_a_plugin_calling_sys_exit_is_a_plugin_failure(tmp_path: Path, database_url: str) -> None:
