@@ -440,3 +440,39 @@ def test_a_plugin_veto_names_the_plugin(project: Project) -> None:
     assert event["plugin"] == "change_window"
     assert event["exit_code"] == 5
     assert "plugin 'change_window' refused" in event["message"]
+
+
+@pytest.mark.parametrize("log", [[], ["--json-log"]], ids=["text", "json-log"])
+def test_with_stderr_redirected_the_question_still_reaches_the_terminal(
+    project: Project, tmp_path: Path, log: list[str]
+) -> None:
+    """`mg apply --env prod 2>deploy.log` at a terminal: the target, the plan and the question
+    are shown on the terminal, not hidden in the file; a JSON log stays JSON."""
+    errors = tmp_path / "deploy.log"
+    command = " ".join([*MG_COMMAND, *log, "--env", "prod", "apply"])
+    child = pexpect.spawn(
+        "/bin/sh",
+        ["-c", f'exec {command} 2>"{errors}"'],
+        cwd=str(project.root),
+        env=mg_env(ENV),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 300),
+    )
+    shown = io.StringIO()
+    child.logfile_read = shown
+    try:
+        child.expect_exact(PROMPT)
+        before = shown.getvalue()
+        assert "prod" in before and "0001" in before and "0002" in before, before
+        child.sendline("yes")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, (shown.getvalue(), errors.read_text())
+    assert PASSWORD not in shown.getvalue() + errors.read_text()
+    assert PROMPT not in errors.read_text()
+    if log:
+        for line in errors.read_text().splitlines():
+            assert json.loads(line)["event"], line
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}

@@ -13,7 +13,7 @@ command's, passes as it is.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from migretti_core import hookimpl
 from migretti_core.messages import printable, render
@@ -99,14 +99,32 @@ def mg_report(options: Options, event: Event) -> bool | None:
     return True
 
 
+def _controlling_terminal() -> TextIO | None:
+    """The process's controlling terminal opened for writing; None without one."""
+    try:
+        return open("/dev/tty", "w", encoding="utf-8")
+    except OSError:
+        return None
+
+
 @hookimpl(trylast=True)
 def mg_prompt(session: Session, message: str, question: str) -> str | None:
     if not sys.stdin.isatty():
         return None
-    if session.options.json_log:  # the warning went to the log: show what is confirmed
-        print(printable(message, lines=True), file=sys.stderr)
-    sys.stderr.write(printable(question, lines=True))
-    sys.stderr.flush()
+    # The question is for the person at the terminal. When stderr is not that terminal (a
+    # redirect to a file, a JSON log for a shipper), it goes to the controlling terminal with
+    # what is confirmed, so it is neither hidden in the file nor mixed into the log.
+    terminal = None if sys.stderr.isatty() else _controlling_terminal()
+    stream = terminal or sys.stderr
+    try:
+        if session.options.json_log or terminal is not None:
+            # the warning went to the log or the file: show what is confirmed
+            print(printable(message, lines=True), file=stream)
+        stream.write(printable(question, lines=True))
+        stream.flush()
+    finally:
+        if terminal is not None:
+            terminal.close()
     # End of input declines (exit 5); Ctrl-C or SIGTERM at the question interrupts the
     # command (exit 130), as anywhere else.
     try:
