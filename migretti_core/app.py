@@ -16,6 +16,7 @@ from migretti_core.plugins import (
     ORIGIN_OPTION,
     PluginLoader,
     parse_name_list,
+    plugin_name,
 )
 from migretti_core.types import Config, ConfigRequest, Event, Level, Options, Session
 
@@ -43,9 +44,9 @@ class App:
         self._cwd_text = os.getcwd() if cwd is None else ""
         requested = [p for p in options.plugins if not p.startswith("no:")]
         requested += parse_name_list(self.environ.get("MG_PLUGINS"))
-        blocked = [p[3:] for p in options.plugins if p.startswith("no:")]
+        blocked = [plugin_name(p[3:]) for p in options.plugins if p.startswith("no:")]
         self._blocked_by = {name: f"-p no:{name}" for name in blocked}
-        disabled = parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))
+        disabled = [plugin_name(p) for p in parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))]
         for name in disabled:
             self._blocked_by.setdefault(name, "MG_DISABLE_PLUGINS")
         blocked += disabled

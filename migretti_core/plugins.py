@@ -188,6 +188,22 @@ def parse_name_list(value: str | None) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def is_plugin_path(spec: str) -> bool:
+    """Whether a plugin is given as a ``.py`` file (``tools/notify.py``), not a module name."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def plugin_name(spec: str) -> str:
+    """The name a plugin given as ``spec`` is registered under: a file's name without
+    ``.py`` (``tools/notify.py`` is ``notify``), else ``spec`` itself."""
+    if not is_plugin_path(spec):
+        return spec
+    import os
+
+    base = os.path.basename(spec.replace("\\", "/"))
+    return base[:-3] if base.endswith(".py") else base
+
+
 class PluginLoader:
     """Registers plugins in the documented order and remembers how each one went."""
 
@@ -252,11 +268,10 @@ class PluginLoader:
 
     def load_modules(self, specs: Iterable[str], origin: str, base_dir: Path) -> None:
         """Import in-house plugins: module names, or ``.py`` paths relative to ``base_dir``."""
-        from pathlib import Path
 
         for spec in specs:
-            is_path = spec.endswith(".py") or "/" in spec or "\\" in spec
-            name = Path(spec).stem if is_path else spec
+            is_path = is_plugin_path(spec)
+            name = plugin_name(spec)
             if name in self.blocked:
                 self.infos.append(PluginInfo(name, origin, spec, status="blocked"))
                 continue

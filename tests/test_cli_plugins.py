@@ -216,6 +216,24 @@ def test_block_a_builtin_with_p_no(tmp_path: Path) -> None:
     assert plugins["files"]["status"] == "loaded"
 
 
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["-p", "no:tools/notify.py"], {}),
+        (["-p", "no:notify.py"], {}),
+        ([], {"MG_DISABLE_PLUGINS": "tools/notify.py"}),
+    ],
+)
+def test_a_plugin_is_blocked_by_the_path_that_loads_it(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    # mg.yaml names it tools/notify.py; blocking it the same way works like -p no:notify.
+    hello_plugin(tmp_path / "tools", "notify", "hello", "hi")
+    write_text(tmp_path / "mg.yaml", "plugins: [tools/notify.py]\n")
+    assert plugin_list(tmp_path, *args, env=env)["notify"]["status"] == "blocked"
+    assert "No such command 'hello'" in run_mg([*args, "hello"], tmp_path, env=env).stderr
+
+
 @pytest.mark.parametrize("blocked", [["no:output"], ["no:output", "no:lint"]])
 def test_plugins_lists_them_with_the_output_plugin_blocked(
     tmp_path: Path, blocked: list[str]
