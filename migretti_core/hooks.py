@@ -876,6 +876,15 @@ class Hooks:
                 secret = None
             if secret:
                 self.secrets.update({secret, unquote(secret)})
+        elif isinstance(url, str) and "@" in url:
+            # A URL without its scheme (``user:secret@host/db``) is refused, and libpq's
+            # reason quotes it whole: its password is a secret all the same.
+            from urllib.parse import unquote
+
+            userinfo = url[: url.rfind("@")].strip().removeprefix("//")
+            user, colon, secret = userinfo.partition(":")
+            if colon and secret and not any(c in user for c in "= "):
+                self.secrets.update({secret, unquote(secret)})
 
     def redact(self, text: str) -> str:
         """Hide every known secret and anything that looks like a password in ``text``."""

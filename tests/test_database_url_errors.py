@@ -95,3 +95,32 @@ def test_a_bad_setting_of_a_profile_names_the_profile_s_key(project: Path) -> No
         run_mg(["--env", "qa", "status"], project),
         "mg.yaml: envs.qa.database.port: 'nope' is not a port number",
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"app:{PASSWORD}@db.example.com/app",
+        f"//app:{PASSWORD}@db.example.com:5432/app",
+        "app:short@db.example.com/app",
+    ],
+    ids=["no-scheme", "no-scheme-slashes", "short-password"],
+)
+@pytest.mark.parametrize("where", ["variable", "mg.yaml"])
+def test_a_url_without_its_scheme_is_refused_without_showing_its_password(
+    project: Path, url: str, where: str
+) -> None:
+    """Forgetting ``postgresql://`` makes libpq read the URL as key=value text; its reason
+    quotes the text whole, and the password in it must not show."""
+    secret = url.split(":", 1)[1].split("@", 1)[0]
+    env = {}
+    if where == "variable":
+        env["MG_DATABASE_URL"] = url
+    else:
+        write_text(project / "mg.yaml", f'database:\n  url: "{url}"\n')
+    for args in (["status"], ["apply"], ["--json-log", "status"]):
+        done = run_mg(args, project, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "not a valid connection URL" in done.stderr
+        assert secret not in done.stdout + done.stderr, done.stderr
+        assert "****@db.example.com" in done.stderr
