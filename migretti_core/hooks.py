@@ -867,24 +867,10 @@ class Hooks:
         if isinstance(password, str) and password:
             self.secrets.add(password)
         url = database.get("url")
-        if isinstance(url, str) and "://" in url:
-            from urllib.parse import unquote, urlsplit
+        if isinstance(url, str):
+            from migretti_core.redact import url_passwords
 
-            try:
-                secret = urlsplit(url).password
-            except ValueError:
-                secret = None
-            if secret:
-                self.secrets.update({secret, unquote(secret)})
-        elif isinstance(url, str) and "@" in url:
-            # A URL without its scheme (``user:secret@host/db``) is refused, and libpq's
-            # reason quotes it whole: its password is a secret all the same.
-            from urllib.parse import unquote
-
-            userinfo = url[: url.rfind("@")].strip().removeprefix("//")
-            user, colon, secret = userinfo.partition(":")
-            if colon and secret and not any(c in user for c in "= "):
-                self.secrets.update({secret, unquote(secret)})
+            self.secrets.update(url_passwords(url))
 
     def redact(self, text: str) -> str:
         """Hide every known secret and anything that looks like a password in ``text``."""

@@ -78,6 +78,29 @@ def redact_url(url: str) -> str:
     return url[:query_at] + _compiled(_QUERY_SECRET).sub(_mask, url[query_at:])
 
 
+def url_passwords(url: str) -> set[str]:
+    """The password a connection URL holds, as written and percent-decoded; empty without one.
+
+    A URL written without its scheme (``user:secret@host/db``) counts too: libpq refuses it,
+    and its reason quotes the text whole.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    if "://" in url:
+        try:
+            secret = urlsplit(url).password
+        except ValueError:
+            secret = None
+    elif "@" in url:
+        userinfo = url[: url.rfind("@")].strip().removeprefix("//")
+        user, colon, secret = userinfo.partition(":")
+        if not colon or any(c in user for c in "= "):
+            secret = None
+    else:
+        secret = None
+    return {secret, unquote(secret)} if secret else set()
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Return ``text`` with each of ``secrets`` and anything that looks like a password masked.
 

@@ -124,3 +124,13 @@ def test_a_url_without_its_scheme_is_refused_without_showing_its_password(
         assert "not a valid connection URL" in done.stderr
         assert secret not in done.stdout + done.stderr, done.stderr
         assert "****@db.example.com" in done.stderr
+
+
+def test_a_scratch_url_without_its_scheme_is_refused_without_showing_its_password(
+    project: Path,
+) -> None:
+    write_text(project / "mg.yaml", "database:\n  url: postgresql://app@db.example.com/app\n")
+    url = f"app:{PASSWORD}@db.example.com/postgres"
+    done = run_mg(["check", "--database-url", url], project)
+    stderr = assert_clean_error(done, "--database-url is not a valid connection URL")
+    assert PASSWORD not in done.stdout + stderr and "app:****@db.example.com" in stderr

@@ -51,7 +51,10 @@ def _connect(conninfo: str) -> Any:
     try:
         return psycopg.connect(conninfo, autocommit=True, application_name="migretti check")
     except psycopg.Error as exc:
-        from migretti_core.redact import redact_text
+        from migretti_core.redact import redact, url_passwords
+
+        def redact_text(text: str) -> str:
+            return redact(text, url_passwords(conninfo))
 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if isinstance(exc, psycopg.ProgrammingError):  # not a connection string at all
