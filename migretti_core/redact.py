@@ -91,6 +91,8 @@ def url_passwords(url: str) -> set[str]:
             secret = urlsplit(url).password
         except ValueError:
             secret = None
+        if secret is None:
+            secret = _raw_url_password(url)
     elif "@" in url:
         userinfo = url[: url.rfind("@")].strip().removeprefix("//")
         user, colon, secret = userinfo.partition(":")
@@ -98,7 +100,27 @@ def url_passwords(url: str) -> set[str]:
             secret = None
     else:
         secret = None
-    return {secret, unquote(secret)} if secret else set()
+    if not secret:
+        return set()
+    found = {secret, unquote(secret)}
+    # A raw '/', '?' or '#' in it ends the URL's authority early: libpq or mg may then quote a
+    # piece of it as a port, a host or a database name.
+    found.update(piece for piece in re.split(r"[/?#]", secret) if piece)
+    return found
+
+
+def _raw_url_password(url: str) -> str | None:
+    """The password of ``scheme://user:pass/word@host``, whose raw '/' (or '?', '#') hides it
+    from a URL parser: the user info runs to the last '@', when no query or fragment starts
+    before that '@'."""
+    start = url.index("://") + 3
+    at = url.rfind("@")
+    if at < start or any(0 <= url.find(c, start) < at for c in "?#"):
+        return None
+    user, colon, secret = url[start:at].partition(":")
+    if not colon or "/" in user:
+        return None
+    return secret or None
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -134,3 +134,12 @@ def test_a_scratch_url_without_its_scheme_is_refused_without_showing_its_passwor
     done = run_mg(["check", "--database-url", url], project)
     stderr = assert_clean_error(done, "--database-url is not a valid connection URL")
     assert PASSWORD not in done.stdout + stderr and "app:****@db.example.com" in stderr
+
+
+def test_a_raw_slash_in_a_url_password_shows_no_piece_of_it(project: Path) -> None:
+    """``/`` unencoded in the password ends the URL's host part early, so the first piece of
+    the password reads as a port: the error must not show it."""
+    url = "postgresql://app:s3cretPiece/Passw0rdTail@db.example.com/app"
+    done = run_mg(["status"], project, env={"MG_DATABASE_URL": url})
+    stderr = assert_clean_error(done, "MG_DATABASE_URL")
+    assert "s3cretPiece" not in stderr and "Passw0rdTail" not in stderr, stderr
