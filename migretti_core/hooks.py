@@ -866,11 +866,12 @@ class Hooks:
         password = database.get("password")
         if isinstance(password, str) and password:
             self.secrets.add(password)
-        url = database.get("url")
-        if isinstance(url, str):
-            from migretti_core.redact import url_passwords
+        from migretti_core.redact import url_passwords
 
-            self.secrets.update(url_passwords(url))
+        # the url, and any other value that holds one by mistake (``host: app:secret@db``)
+        for value in database.values():
+            if isinstance(value, str) and "@" in value:
+                self.secrets.update(url_passwords(value))
 
     def redact(self, text: str) -> str:
         """Hide every known secret and anything that looks like a password in ``text``."""

@@ -143,3 +143,19 @@ def test_a_raw_slash_in_a_url_password_shows_no_piece_of_it(project: Path) -> No
     done = run_mg(["status"], project, env={"MG_DATABASE_URL": url})
     stderr = assert_clean_error(done, "MG_DATABASE_URL")
     assert "s3cretPiece" not in stderr and "Passw0rdTail" not in stderr, stderr
+
+
+@pytest.mark.parametrize("key", ["host", "dbname"])
+def test_a_url_pasted_into_another_connection_key_shows_no_password(
+    project: Path, key: str
+) -> None:
+    """``host: app:secret@db`` (user and password pasted into the host) is quoted in the
+    connection error: the password in it must not show."""
+    write_text(
+        project / "mg.yaml",
+        f'database:\n  {key}: "app:{PASSWORD}@db.invalid"\n  port: 1\n  connect_timeout: 2\n',
+    )
+    done = run_mg(["status"], project, timeout=60)
+    assert done.returncode in (1, 2), done.stderr
+    assert "Traceback" not in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr, done.stderr
