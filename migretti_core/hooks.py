@@ -863,9 +863,10 @@ class Hooks:
     def remember_secrets(self, config: Config) -> None:
         """Passwords from the configuration are masked in every event, whatever its source."""
         database = config.database
-        password = database.get("password")
-        if isinstance(password, str) and password:
-            self.secrets.add(password)
+        # password, and sslpassword (the passphrase of the client key) too
+        for key, password in database.items():
+            if str(key).lower().endswith("password") and isinstance(password, str) and password:
+                self.secrets.add(password)
         from migretti_core.redact import url_passwords
 
         # the url, and any other value that holds one by mistake (``host: app:secret@db``)

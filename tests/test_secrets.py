@@ -501,3 +501,23 @@ def test_events_are_masked_with_no_password_known(
     assert event.message == (shown_message or message)
     assert event.fields == (shown_fields or fields)
     assert event.fields is not fields
+
+
+def test_the_ssl_key_passphrase_is_a_password_too(
+    tmp_path: Path, database_url: str, db_conninfo: dict[str, str]
+) -> None:
+    """``sslpassword`` (the client key's passphrase) is masked like ``password``: a hook that
+    prints it, or an error quoting it, shows ``****``."""
+    passphrase = "Key-Passphr4se-91"
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    database = {key: db_conninfo[key] for key in ("host", "port", "user", "dbname")}
+    database["sslpassword"] = passphrase
+    project.configure(database, extra=f"hooks:\n  pre_apply: echo {passphrase}\n")
+    project.add_table("0001")
+    try:
+        done = project.mg("apply", "--no-lint")
+        assert done.returncode == 0, done.stderr
+        assert passphrase not in done.stdout + done.stderr, done.stderr
+        assert "****" in done.stderr
+    finally:
+        project.close()
