@@ -302,7 +302,8 @@ def squash(session: Session, title: str) -> int:
         reporting.report(session, "squash.warning", "warning", warning)
     ids = ", ".join(m.id for m in pending)
     if session.options.dry_run:
-        click.echo(squashed.text, nl=False)
+        # like every dry run's SQL, passwords masked (a role's PASSWORD '...')
+        click.echo(session.hooks.redact(squashed.text), nl=False)
         reporting.report(
             session,
             "squash.dry_run",

@@ -483,3 +483,27 @@ def test_hook_mg_render_migration(tmp_path: Path, database_url: str) -> None:
     assert "-- squashed: 0001, 0002, 0003\n-- rendered by: mine\n" in text
     assert "-- migrate: down" not in text  # the plugin's format, not the builtin's
     assert run_mg(["apply"], project).returncode == 0
+
+
+def test_dry_run_masks_a_role_password_as_the_apply_dry_run_does(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The printed file hides ``PASSWORD '...'`` like every dry run's SQL; the file a real
+    squash writes keeps it, as the migrations held it."""
+    project = make_project(tmp_path, database_url)
+    (project / "migrations" / f"{IDS[0]}_functions.sql").write_text(
+        "-- migrate: up\nCREATE ROLE squash_app PASSWORD 'R0le-Secret-77';\n"
+        "-- migrate: down\nDROP ROLE squash_app;\n",
+        encoding="utf-8",
+    )
+    shown = run_mg(["squash", "all", "--dry-run"], project)
+    assert shown.returncode == 0, shown.stderr
+    assert "R0le-Secret-77" not in shown.stdout + shown.stderr
+    assert "PASSWORD '****'" in shown.stdout
+    applied_view = run_mg(["apply", "--dry-run", "--no-lint"], project)
+    assert "R0le-Secret-77" not in applied_view.stdout + applied_view.stderr
+
+    written = run_mg(["squash", "all"], project)
+    assert written.returncode == 0, written.stderr
+    (squashed,) = (project / "migrations").glob("*_all.sql")
+    assert "PASSWORD 'R0le-Secret-77'" in squashed.read_text(encoding="utf-8")
