@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -449,10 +450,10 @@ def test_with_stderr_redirected_the_question_still_reaches_the_terminal(
     """`mg apply --env prod 2>deploy.log` at a terminal: the target, the plan and the question
     are shown on the terminal, not hidden in the file; a JSON log stays JSON."""
     errors = tmp_path / "deploy.log"
-    command = " ".join([*MG_COMMAND, *log, "--env", "prod", "apply"])
+    command = shlex.join([*MG_COMMAND, *log, "--env", "prod", "apply"])
     child = pexpect.spawn(
         "/bin/sh",
-        ["-c", f'exec {command} 2>"{errors}"'],
+        ["-c", f"exec {command} 2>{shlex.quote(str(errors))}"],
         cwd=str(project.root),
         env=mg_env(ENV),
         encoding="utf-8",
