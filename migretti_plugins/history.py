@@ -362,7 +362,7 @@ def _upgrade(
                 return
             except SqlError as exc:
                 if not limit or exc.sqlstate != LOCK_NOT_AVAILABLE:
-                    raise
+                    raise _history_failure(exc, present) from exc
                 error = exc
         who = ", ".join(hooks.describe_lock_holder(h) for h in holders)
         blocked = f"; blocked by {who}" if who else ""
@@ -388,6 +388,33 @@ def _upgrade(
             wait_s=round(pause, 3),
         )
         time.sleep(pause)
+
+
+# What helps when the history tables cannot be created or upgraded, by SQLSTATE.
+_PREPARE_HINTS = {
+    "25006": "the target is read-only (a hot standby, or default_transaction_read_only is on): "
+    "point mg at the primary",
+    "42501": "the user needs the CREATE privilege on the schema (or ownership of the history "
+    "tables to add their new columns); grant it, or run this once as their owner",
+}
+
+
+def _history_failure(exc: Exception, present: dict[str, set[str]]) -> Exception:
+    """The server's refusal to create or upgrade the history tables, saying that this is what
+    was refused (its bare message, ``cannot execute CREATE TABLE in a read-only
+    transaction``, names no table) and what helps."""
+    from migretti_core.errors import DatabaseError, SqlError
+
+    if not isinstance(exc, SqlError):
+        return exc
+    what = "upgrade" if present[TABLE] else "create"
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    hint = _PREPARE_HINTS.get(exc.sqlstate or "", exc.hint)
+    return DatabaseError(
+        f"cannot {what} the history tables ({TABLE}, {LOG_TABLE}): {exc.server_message}{code}; "
+        "nothing was changed",
+        hint=hint,
+    )
 
 
 def _create_and_add(

@@ -151,3 +151,29 @@ def test_another_tools_migrations_table_is_named_not_a_bare_column_error(
         assert "(it has dirty, version)" in done.stderr
     assert project.all_tables() == {"public._migrations"}  # nothing created or run
     project.close()
+
+
+def test_a_read_only_target_says_the_history_tables_cannot_be_created_and_why(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A hot standby, or ``default_transaction_read_only``: the server's bare message names
+    no table, so mg says what it was creating and what helps."""
+    project = Project(tmp_path / "fresh", database_url)
+    project.add_table("0001")
+    dbname = project.value("SELECT current_database()")
+    project.sql(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    try:
+        done = project.mg("apply", "--no-lint")
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "cannot create the history tables" in done.stderr, done.stderr
+        assert "SQLSTATE 25006" in done.stderr and "read-only" in done.stderr
+        assert "point mg at the primary" in done.stderr
+    finally:
+        import psycopg
+
+        with psycopg.connect(
+            project.database_url, autocommit=True, options="-c default_transaction_read_only=off"
+        ) as conn:
+            conn.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
+    assert project.statuses() == {}
