@@ -82,3 +82,12 @@ def test_a_no_transaction_migration_that_cannot_record_its_end_says_what_ran(
     finally:
         project.sql(f"DROP OWNED BY {role}")
         project.sql(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_verify_counts_one_migration_in_the_singular(project: Project) -> None:
+    assert project.mg("apply", "--to", "0001").returncode == 0
+    one = project.mg("verify")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == "ok: 1 applied migration matches its file"
+    assert project.mg("apply").returncode == 0
+    assert project.mg("verify").stdout.strip() == "ok: 5 applied migrations match their files"

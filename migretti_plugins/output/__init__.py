@@ -219,7 +219,11 @@ def _verify(data: dict[str, Any]) -> str:
         lines.append(f"missing: {shown} is applied but its file is gone")
     lines.extend(printable(p) for p in data.get("problems") or [])
     if data["ok"]:
-        lines.append(f"ok: {data['checked']} applied migrations match their files")
+        count = data["checked"]
+        if count == 1:
+            lines.append("ok: 1 applied migration matches its file")
+        else:
+            lines.append(f"ok: {count} applied migrations match their files")
     return "\n".join(lines)
 
 
