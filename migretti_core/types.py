@@ -182,7 +182,13 @@ class FileText:
         Inside ``read_once()``, the text read first."""
         held = _HELD.get()
         if held is None:
-            return self._read()
+            loaded = self._read()
+            kept = _KEPT.get()
+            if kept is not None and kept.key == self._file_key():
+                # Read for a caller that keeps the text (a no-transaction migration split into
+                # statements, a dry run): the bytes are not needed beside it.
+                kept.clear()
+            return loaded
         text = held.get(self)
         if text is None:
             text = held[self] = self._read()

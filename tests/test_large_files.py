@@ -108,7 +108,8 @@ def test_the_kept_file_serves_checks_and_query_once_then_goes(tmp_path: Path) ->
         path.unlink()
         with read_once():
             up = migration.up_sql  # the pre-flight checks and lint
-        assert migration.up_sql == up  # kept beyond read_once, until the query takes it
+        with read_once():  # kept beyond the first block, until the query takes them
+            assert migration.up_sql == up
         query = bytearray()
         migration.kept("up_sql").append_utf8(query)  # type: ignore[union-attr]
         assert query.decode() == up
@@ -122,6 +123,15 @@ def test_the_kept_file_serves_checks_and_query_once_then_goes(tmp_path: Path) ->
         assert second.up_sql.startswith("CREATE TABLE big")
         with pytest.raises(MigrationFileError, match="cannot read it again"):
             _ = migration.up_sql
+        # Read outside read_once (a no-transaction migration is split from its text, which
+        # the caller keeps): the bytes are let go at once, not held beside that text.
+        write(path, big_up())
+        keep_file_bytes(path, migration, data)
+        text = migration.up_sql
+        path.unlink()
+        with pytest.raises(MigrationFileError, match="cannot read it again"):
+            migration.kept("up_sql").append_utf8(bytearray())  # type: ignore[union-attr]
+        assert text == up
     # Outside the block nothing is kept.
     write(path, big_up())
     keep_file_bytes(path, migration, data)
