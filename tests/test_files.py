@@ -126,7 +126,8 @@ def test_an_up_section_of_comments_only_is_a_migration_that_changes_nothing() ->
     assert parse(text, "01ABC_add_users.sql").up_sql == "\n-- only a comment\n"
 
 
-def test_untouched_template_has_an_empty_up_section() -> None:
+def test_a_rendered_file_without_sql_has_an_empty_up_section() -> None:
+    # (mg create writes a comment there instead: test_create_writes_template_with_new_ulid)
     problems = problems_of(render_migration("Add users", "01ABC"))
     assert len(problems) == 1
     assert problems[0].startswith("01ABC_add_users.sql:4: empty up section")
