@@ -10,7 +10,6 @@ migration and its history row in one transaction (one round trip), and leave an 
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -44,6 +43,7 @@ from migretti_core.planning import (
 from migretti_core.reporting import display_path, finding_line, relative_path, report
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, order_history
+from migretti_core.textfiles import has_sql
 from migretti_core.types import (
     Action,
     Direction,
@@ -1196,10 +1196,6 @@ def _run_kept(
         return _execute_plan(session, conn, plan, replan, confirmed, lambda: nothing(latest[0]))
 
 
-# A line that is neither blank nor a `--` comment.
-_CONTENT_LINE = re.compile(r"^[^\S\n]*(?!--)\S", re.MULTILINE)
-
-
 def _warn_no_sql(session: Session, plan: Plan) -> None:
     """A migration whose section holds only comments (``mg create``'s placeholder, left as
     written) is run, and changes nothing but the history: say so, in case its SQL was
@@ -1208,7 +1204,7 @@ def _warn_no_sql(session: Session, plan: Plan) -> None:
         return
     for migration in plan.steps:
         sql, _ = migration.section_kept("up")
-        if isinstance(sql, str) and _CONTENT_LINE.search(sql) is None:
+        if isinstance(sql, str) and not has_sql(sql):
             report(
                 session,
                 "migration.no_sql",

@@ -34,6 +34,17 @@ def _normalize(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+# A line that is neither blank nor a `--` comment.
+_SQL_LINE = re.compile(r"^[^\S\n]*(?!--)\S", re.MULTILINE)
+
+
+def has_sql(text: str) -> bool:
+    """Whether ``text`` holds anything but blank lines and ``--`` comments: a section or seed
+    of comments only (``mg create``'s placeholder, a fresh seed) sends nothing that changes
+    anything."""
+    return _SQL_LINE.search(text) is not None
+
+
 def checksum(text: str) -> str:
     """SHA-256 of the normalised text; equals 0.10's checksum of the raw bytes for LF files."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -310,14 +310,6 @@ def create_seed_file(directory: Path, title: str) -> Path:
     return write_new_file(directory / filename, content)
 
 
-_SQL_LINE = r"(?m)^[ \t\f\v]*(?!--)\S"
-
-
-def _has_sql(text: str) -> bool:
-    """False for a file of blank and ``--`` lines only (a fresh template): nothing to send."""
-    return re.search(_SQL_LINE, text) is not None
-
-
 # --- database ----------------------------------------------------------------------------
 
 
@@ -362,6 +354,8 @@ def _failure(
 def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -> int:
     """Run one seed and record it in ``table`` in one transaction; return its duration in
     milliseconds."""
+    from migretti_core.textfiles import has_sql
+
     hooks = session.hooks
     started = time.perf_counter()
     check = hooks.lock_check_sql(session, conn)
@@ -382,7 +376,7 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
                         hint="a seed calling pg_advisory_unlock_all() or DISCARD ALL releases the "
                         "lock, as does a pooler in transaction mode",
                     ) from exc
-            if _has_sql(seed.text):
+            if has_sql(seed.text):
                 try:
                     hooks.execute(session, conn, seed.text)
                 except SqlError as exc:
@@ -538,6 +532,8 @@ def _summary(session: Session, ran: int, skipped: int) -> None:
 
 def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[Seed]) -> int:
     """Run the seeds that would run inside one transaction that is rolled back."""
+    from migretti_core.textfiles import has_sql
+
     hooks = session.hooks
     pending = {s.name for s in todo}
     ok = failed = 0
@@ -559,7 +555,7 @@ def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[
             checking_deferred = False
             try:
                 with hooks.transaction(session, conn):
-                    if _has_sql(item.text):
+                    if has_sql(item.text):
                         hooks.execute(session, conn, item.text)
                     # what COMMIT would check, in a savepoint rolled back at once, so the
                     # seeds after this one still see their constraints deferred

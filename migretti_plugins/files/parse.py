@@ -50,18 +50,10 @@ class _Directive:
 # blanks before it, as `_DIRECTIVE_RE` on the line would say. Searching the whole text for
 # the literal `--` is much faster than splitting a 20 MB migration into 100,000 lines.
 _DIRECTIVE_SCAN = re.compile(r"--[^\S\n]*migrate[^\S\n]*:(?P<value>[^\n]*)", re.IGNORECASE)
-# A line that is neither blank nor a `--` comment.
-_CONTENT_LINE = re.compile(r"^[^\S\n]*(?!--)\S", re.MULTILINE)
-
 # What `mg create` writes in the up section when given no SQL: a comment, so that the file
 # parses and `mg init --embedded && mg create first && mg apply` works (SPEC §13), applying a
 # migration that changes nothing but the history (mg warns when it runs one).
 UP_PLACEHOLDER = "-- Write the migration's SQL here."
-
-
-def has_sql(sql: str) -> bool:
-    """Whether ``sql`` holds anything but blank lines and ``--`` comments."""
-    return _CONTENT_LINE.search(sql) is not None
 
 
 def _scan_directives(text: str, name: str, problems: list[tuple[int, str]]) -> list[_Directive]:
