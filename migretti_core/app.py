@@ -35,9 +35,13 @@ class App:
         environ: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         plugins: Sequence[tuple[str, object]] = (),
+        url_origin: str = "MG_DATABASE_URL",
     ) -> None:
-        """``plugins`` are objects registered where ``-p`` modules go (the Python API's own)."""
+        """``plugins`` are objects registered where ``-p`` modules go (the Python API's own);
+        ``url_origin`` is what messages call a URL from ``MG_DATABASE_URL`` (``ConfigRequest``).
+        """
         self.globals = options
+        self._url_origin = url_origin
         self.environ = dict(os.environ if environ is None else environ)
         # pathlib is imported when a path is first needed: `mg --help` needs none
         self._cwd = cwd
@@ -144,6 +148,7 @@ class App:
             known_sections=known | frozenset(self._orphan_sections(known)),
             check_unknown=check_unknown,
             written_sections=self.hooks.written_sections(),
+            url_origin=self._url_origin,
         )
 
     def _orphan_sections(self, known: frozenset[str]) -> dict[str, str]:

@@ -484,7 +484,9 @@ class Migretti:
         if fixed is not None:
             own.append((_FROM_URL_PLUGIN, fixed))
         try:
-            self._app = App(options, environ, plugins=[*objects, *own])
+            # database_url rides in as MG_DATABASE_URL; an error about it names the argument
+            origin = "database_url" if database_url is not None else "MG_DATABASE_URL"
+            self._app = App(options, environ, plugins=[*objects, *own], url_origin=origin)
         except MgError as exc:
             from migretti_core.redact import redact_text
 

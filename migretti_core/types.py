@@ -67,6 +67,8 @@ class ConfigRequest:
     check_unknown: bool = True
     # Top-level keys whose owners resolve ``${VAR}`` themselves (``Key.as_written``).
     written_sections: frozenset[str] = frozenset()
+    # What messages call the URL ``environ``'s ``MG_DATABASE_URL`` holds (``Config.url_origin``).
+    url_origin: str = "MG_DATABASE_URL"
 
 
 @record(frozen=True)
@@ -79,7 +81,9 @@ class Config:
     (every profile under ``envs``, no reference resolved, scalars as text) and ``environ``
     the variables ``${VAR}`` references are resolved against (the environment over ``.env``):
     for a plugin that checks its section in every profile or resolves references itself, as
-    ``shellhooks`` does for hook commands. Neither is shown by ``repr``.
+    ``shellhooks`` does for hook commands. Neither is shown by ``repr``. ``url_origin`` is
+    what an error calls a URL that came from ``MG_DATABASE_URL``: the variable for ``mg``,
+    ``database_url`` for the Python API (which passes its argument in that way).
     """
 
     path: Path | None
@@ -96,6 +100,7 @@ class Config:
     plugins: tuple[str, ...] = ()
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     source: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    url_origin: str = field(default="MG_DATABASE_URL", repr=False)
 
     def __repr__(self) -> str:
         """The fields, passwords masked (``****``): a configuration gets printed and logged

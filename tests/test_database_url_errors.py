@@ -159,3 +159,47 @@ def test_a_url_pasted_into_another_connection_key_shows_no_password(
     assert done.returncode in (1, 2), done.stderr
     assert "Traceback" not in done.stderr
     assert PASSWORD not in done.stdout + done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("where", ["no file", "mg.yaml", "MG_DATABASE_URL"])
+def test_a_bad_database_url_argument_of_the_api_is_named_as_the_argument(
+    project: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Migretti(database_url=...)`` hands its URL on as ``MG_DATABASE_URL`` would; a bad one
+    is reported as the argument the application passed, never as a variable it did not set
+    nor as mg.yaml's key. Never with its password."""
+    from migretti_core import ConfigError, Migretti
+
+    if where == "mg.yaml":
+        write_text(project / "mg.yaml", "database:\n  url: postgresql://app@db.example.com/app\n")
+    elif where == "MG_DATABASE_URL":  # the environment's URL is replaced by the argument
+        monkeypatch.setenv("MG_DATABASE_URL", "postgresql://app@db.example.com/app")
+    monkeypatch.chdir(project)
+    cases = {
+        "not a url": "database_url is not a valid connection URL",
+        f"postgresql://app:{PASSWORD}@db.example.com/app?nonsense=1": (
+            "database_url is not a valid connection URL"
+        ),
+        f"postgresql://app:{PASSWORD}@db.example.com:abc/app": (
+            "database_url: port 'abc' is not a port number"
+        ),
+        f"app:{PASSWORD}@db.example.com/app": "database_url is not a valid connection URL",
+    }
+    for url, expected in cases.items():
+        with pytest.raises(ConfigError) as raised:
+            Migretti(database_url=url).status()
+        message = str(raised.value)
+        assert message.startswith(expected), message
+        assert "MG_DATABASE_URL" not in message and "database.url" not in message, message
+        assert PASSWORD not in message + str(raised.value.hint or ""), message
+
+
+def test_the_api_without_database_url_still_names_mg_database_url(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migretti_core import ConfigError, Migretti
+
+    monkeypatch.setenv("MG_DATABASE_URL", "not-a-url")
+    monkeypatch.chdir(project)
+    with pytest.raises(ConfigError, match=r"^MG_DATABASE_URL is not a valid connection URL"):
+        Migretti().status()

@@ -112,7 +112,8 @@ def _section_key(key: str) -> str:
 
 def _setting_names(config: Config) -> Callable[[str], str]:
     """How an error names a key of ``config.database``: ``MG_DATABASE_URL`` for the URL that
-    variable gave, else the key in the config file (``mg.yaml: database.url``, or
+    variable gave (``database_url`` when the Python API passed it that way:
+    ``Config.url_origin``), else the key in the config file (``mg.yaml: database.url``, or
     ``mg.yaml: envs.prod.database.url`` when the selected profile sets it)."""
     from migretti_core.messages import printable
 
@@ -125,7 +126,7 @@ def _setting_names(config: Config) -> Callable[[str], str]:
 
     def name(key: str) -> str:
         if key == "url" and variable is not None and config.database.get("url") == variable:
-            return "MG_DATABASE_URL"
+            return config.url_origin
         if isinstance(in_profile, Mapping) and key in in_profile:
             where = f"envs.{config.env}.database.{key}"
         elif isinstance(written, Mapping) and key in written:
