@@ -122,6 +122,25 @@ def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: P
     assert project.statuses() == {"0001": "applied"}
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("[db/schema.sql]", "schema_file: expected a file path, got a list"),
+        ("{path: db/schema.sql}", "schema_file: expected a file path, got a mapping"),
+        ("migrations", "schema_file: migrations is a directory, not a file"),
+    ],
+)
+def test_a_schema_file_that_is_no_file_path_is_refused_before_anything_runs(
+    project: Project, value: str, said: str
+) -> None:
+    project.configure(extra=f"schema_file: {value}\n")
+    done = project.mg("apply")
+    assert done.returncode == 2, done.stderr
+    assert f"mg: error: mg.yaml: {said}" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert project.statuses() == {}  # refused before the first migration, not after the last
+
+
 def test_a_schema_file_that_is_a_device_is_written_into_not_replaced(project: Project) -> None:
     full = project.root / "full.sql"
     full.symlink_to("/dev/full")

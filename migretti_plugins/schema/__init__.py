@@ -19,12 +19,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migretti_core import hookimpl
-from migretti_core.types import Session
+from migretti_core.types import Key, Session
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from migretti_core.types import Config
+
 __all__ = ["schema_dump"]
+
+SCHEMA_FILE = Key("schema_file", "text", None, "rewritten after every change, relative to mg.yaml")
 
 
 def _pg_dump_setting(session: Session) -> str | None:
@@ -40,17 +44,31 @@ def _pg_dump_setting(session: Session) -> str | None:
 
 def schema_file(session: Session) -> Path | None:
     """The configured ``schema_file``, absolute; None when not set."""
-    from migretti_core.errors import ConfigError
+    return _schema_file(session.config)
 
-    value = session.config.settings.get("schema_file")
-    if value in (None, ""):
+
+def _schema_file(config: Config) -> Path | None:
+    from migretti_core.errors import ConfigError
+    from migretti_core.settings import top_level_setting
+
+    value = config.settings.get(SCHEMA_FILE.name)
+    label = config.path.name if config.path is not None else "mg.yaml"
+    if isinstance(value, dict | list):
+        kind = "a mapping" if isinstance(value, dict) else "a list"
+        raise ConfigError(f"{label}: schema_file: expected a file path, got {kind}")
+    text = top_level_setting(config, SCHEMA_FILE)
+    if not text:
         return None
-    if not isinstance(value, str):
-        raise ConfigError("schema_file: must be a path (relative to mg.yaml)")
     from pathlib import Path
 
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else session.config.root / path
+    path = Path(str(text)).expanduser()
+    path = path if path.is_absolute() else config.root / path
+    if path.is_dir():
+        raise ConfigError(
+            f"{label}: schema_file: {text} is a directory, not a file",
+            hint="name the file mg writes the schema to, such as db/schema.sql",
+        )
+    return path
 
 
 def schema_dump(session: Session) -> str:
@@ -95,7 +113,13 @@ def _rewrite(session: Session, what: str) -> None:
 
 @hookimpl
 def mg_config_sections() -> list[str]:
-    return ["schema", "schema_file"]
+    return ["schema", SCHEMA_FILE.name]
+
+
+@hookimpl
+def mg_configure(config: Config) -> None:
+    # A wrong value stops every command before it changes anything, not after an apply.
+    _schema_file(config)
 
 
 # Commands that change the schema or the history; seed changes data, squash only files.
