@@ -547,6 +547,69 @@ def lock_retry_pause(attempt: int) -> float:
     return min(0.5 * 1.5 ** (attempt - 1), 15.0) * random.uniform(0.5, 1.5)
 
 
+def with_table_lock_timeout(
+    session: Session,
+    conn: Any,
+    work: Callable[[], None],
+    *,
+    limited: bool,
+    what: str,
+    doing: str,
+    hint: str,
+    failure: Callable[[SqlError], Exception] | None = None,
+) -> None:
+    """Run ``work`` in one transaction; with ``limited`` (it takes a strong lock on a history
+    table: ``ALTER TABLE``), each lock wait ends after ``table_lock_timeout`` and the whole is
+    tried again ``table_lock_retries`` times, a ``history.lock_retry`` warning naming who holds
+    the lock before each retry. A session holding a lock on the table (an open transaction
+    that read it) would otherwise keep ``work`` waiting without end, and every reader of the
+    table, ``mg status`` included, would queue behind it.
+
+    After the last retry: ``DatabaseError`` (exit 1) saying ``cannot WHAT: the table lock was
+    not granted ...; blocked by ...; nothing was changed`` with ``hint`` (a retry's warning
+    starts with ``doing``). Any other server error goes through ``failure`` when given."""
+    hooks = session.hooks
+    wait, retries, _ = table_lock_settings(session)
+    limit = hooks.timeout_sql(session, wait, 0, True) if limited and wait > 0 else ""
+    attempt = 0
+    while True:
+        watch = hooks.lock_blockers(session, conn, wait / 2) if limit else nullcontext([])
+        with watch as holders:
+            try:
+                with hooks.transaction(session, conn):
+                    if limit:
+                        hooks.query(session, conn, limit, ())
+                    work()
+                return
+            except SqlError as exc:
+                if not limit or exc.sqlstate != LOCK_NOT_AVAILABLE:
+                    if failure is None:
+                        raise
+                    raise failure(exc) from exc
+                error = exc
+        who = ", ".join(hooks.describe_lock_holder(h) for h in holders)
+        blocked = f"; blocked by {who}" if who else ""
+        if attempt >= retries:
+            raise DatabaseError(
+                f"cannot {what}: the table lock was not granted within {wait:g}s after "
+                f"{retries} retr{'y' if retries == 1 else 'ies'}{blocked}; nothing was changed",
+                hint=hint,
+            ) from error
+        attempt += 1
+        pause = lock_retry_pause(attempt)
+        report(
+            session,
+            "history.lock_retry",
+            "warning",
+            f"{doing}: table lock not granted within {wait:g}s{blocked}; "
+            f"retry {attempt} of {retries} in {pause:.1f}s",
+            attempt=attempt,
+            retries=retries,
+            wait_s=round(pause, 3),
+        )
+        time.sleep(pause)
+
+
 def _age(since: Any) -> float | None:
     from datetime import datetime, timezone
 

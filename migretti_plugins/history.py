@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import weakref
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -342,52 +340,20 @@ def _upgrade(
     table (an open transaction that read it) would otherwise keep it waiting without end, and
     every reader of the table, ``mg status`` included, would queue behind it.
     """
-    from migretti_core.errors import DatabaseError, SqlError
-    from migretti_core.reporting import report
-    from migretti_core.running import LOCK_NOT_AVAILABLE, lock_retry_pause, table_lock_settings
+    from migretti_core.running import with_table_lock_timeout
 
-    hooks = session.hooks
-    wait, retries, _ = table_lock_settings(session)
-    altering = any(missing[table] for table in NEW_COLUMNS if present[table])
-    limit = hooks.timeout_sql(session, wait, 0, True) if altering and wait > 0 else ""
-    attempt = 0
-    while True:
-        watch = hooks.lock_blockers(session, conn, wait / 2) if limit else nullcontext([])
-        with watch as holders:
-            try:
-                with hooks.transaction(session, conn):
-                    if limit:
-                        hooks.query(session, conn, limit, ())
-                    _create_and_add(session, conn, present, missing)
-                return
-            except SqlError as exc:
-                if not limit or exc.sqlstate != LOCK_NOT_AVAILABLE:
-                    raise _history_failure(exc, present) from exc
-                error = exc
-        who = ", ".join(hooks.describe_lock_holder(h) for h in holders)
-        blocked = f"; blocked by {who}" if who else ""
-        if attempt >= retries:
-            raise DatabaseError(
-                "cannot add migretti's new columns to the history tables: the table lock was "
-                f"not granted within {wait:g}s after {retries} retr{'y' if retries == 1 else 'ies'}"
-                f"{blocked}; nothing was changed",
-                hint="end the session holding a lock on the history tables (an open "
-                "transaction that read them) and run the command again; table_lock_timeout "
-                "and table_lock_retries set how long mg waits",
-            ) from error
-        attempt += 1
-        pause = lock_retry_pause(attempt)
-        report(
-            session,
-            "history.lock_retry",
-            "warning",
-            "adding migretti's new columns to the history tables: table lock not granted "
-            f"within {wait:g}s{blocked}; retry {attempt} of {retries} in {pause:.1f}s",
-            attempt=attempt,
-            retries=retries,
-            wait_s=round(pause, 3),
-        )
-        time.sleep(pause)
+    with_table_lock_timeout(
+        session,
+        conn,
+        lambda: _create_and_add(session, conn, present, missing),
+        limited=any(missing[table] for table in NEW_COLUMNS if present[table]),
+        what="add migretti's new columns to the history tables",
+        doing="adding migretti's new columns to the history tables",
+        hint="end the session holding a lock on the history tables (an open "
+        "transaction that read them) and run the command again; table_lock_timeout "
+        "and table_lock_retries set how long mg waits",
+        failure=lambda exc: _history_failure(exc, present),
+    )
 
 
 # What helps when the history tables cannot be created or upgraded, by SQLSTATE.

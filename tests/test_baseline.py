@@ -135,3 +135,42 @@ def test_a_failed_row_is_not_covered(project: Project, ddl_010: str) -> None:
     done = project.mg("baseline", "0002", "--force")
     assert done.returncode == 3
     assert "mg fix 0001" in done.stderr
+
+
+def test_adding_the_baseline_column_never_waits_without_end_behind_a_held_table_lock(
+    project: Project,
+) -> None:
+    """The first baseline adds a column to ``_migrations``, which needs a brief exclusive lock.
+    While another session holds a lock on the table (an open transaction that read it), the
+    baseline gives up after ``table_lock_timeout`` and its retries, says who holds the table,
+    and records nothing; it never waits without end with every reader queued behind it."""
+    import time
+
+    import psycopg
+
+    assert project.mg("apply", "--to", "0001").returncode == 0
+    assert project.mg("down").returncode == 0  # the history tables, no baseline column yet
+    project.sql("DROP TABLE IF EXISTS users")
+    _schema_by_hand(project)
+    project.configure(extra="table_lock_timeout: 300ms\ntable_lock_retries: 1\n")
+    reader = psycopg.connect(project.database_url, application_name="dashboard")
+    try:
+        reader.execute("SELECT count(*) FROM _migrations")  # its transaction stays open
+        started = time.monotonic()
+        done = project.mg("baseline", "0002", timeout=60)
+        assert time.monotonic() - started < 30
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "cannot add the baseline column to _migrations" in done.stderr, done.stderr
+        assert "not granted within 0.3s after 1 retry" in done.stderr, done.stderr
+        assert "dashboard" in done.stderr, done.stderr
+        assert "retry 1 of 1" in done.stderr, done.stderr  # the warning before the retry
+        assert "baseline" not in _columns(project, "_migrations")
+        assert project.statuses() == {}
+        assert ("0001", "BASELINE") not in project.log()
+    finally:
+        reader.close()
+    again = project.mg("baseline", "0002")
+    assert again.returncode == 0, again.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert "baseline" in _columns(project, "_migrations")

@@ -10,9 +10,11 @@ Decisions:
   them is refused even with ``--force`` (``mg fix`` says what happened to it).
 - The marker is a ``baseline`` boolean column on ``_migrations``, added in place (``ADD COLUMN
   IF NOT EXISTS``) the first time a baseline is recorded, as the history plugin adds its
-  columns; databases that never see a baseline never get the column, and migretti 0.10 reads
-  the table as before. ``mg status`` and ``mg list`` show such rows as applied, marked
-  ``baseline``. A baselined migration rolled back and applied again is an ordinary row.
+  columns (its lock wait bounded by ``table_lock_timeout``, retried, nothing recorded when
+  the lock is never granted); databases that never see a baseline never get the column,
+  and migretti 0.10 reads the table as before. ``mg status`` and ``mg list`` show such rows
+  as applied, marked ``baseline``. A baselined migration rolled back and applied again is an
+  ordinary row.
 - Like every change it takes the lock, recomputes under it, and asks for confirmation on a
   protected profile; ``--dry-run`` lists what would be recorded and changes nothing.
 """
@@ -109,16 +111,33 @@ def baseline(session: Session, ident: str, *, force: bool = False) -> list[Migra
             todo = _todo(running.read_state(session, conn, migrations), upto, force)
             if not todo:
                 return []
-            with hooks.transaction(session, conn):
-                for m in todo:
+            recorded = todo
+            # Adding the column takes an exclusive lock on _migrations: bounded by
+            # table_lock_timeout and retried, as the history plugin's own columns are.
+            adding = not hooks.query(session, conn, _HAS_COLUMN)[0][0]
+
+            def record() -> None:
+                for m in recorded:
                     hooks.history_write(
                         session,
                         conn,
                         HistoryChange(m.id, m.name, m.checksum, "BASELINE", "applied"),
                     )
-                if not hooks.query(session, conn, _HAS_COLUMN)[0][0]:
+                if adding:
                     hooks.query(session, conn, _ADD_COLUMN)
-                hooks.query(session, conn, _MARK, ([m.id for m in todo],))
+                hooks.query(session, conn, _MARK, ([m.id for m in recorded],))
+
+            running.with_table_lock_timeout(
+                session,
+                conn,
+                record,
+                limited=adding,
+                what="add the baseline column to _migrations",
+                doing="adding the baseline column to _migrations",
+                hint="end the session holding a lock on _migrations (an open transaction that "
+                "read it) and run mg baseline again; table_lock_timeout and "
+                "table_lock_retries set how long mg waits",
+            )
     for m in todo:
         reporting.report(
             session,
