@@ -158,6 +158,25 @@ def test_bad_lint_section_is_a_configuration_error(offline: Project) -> None:
     assert "lint.disable: unknown lint rule 'nope'" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ("lint: 5", "lint: expected a mapping"),
+        ("lint:\n  on_apply: maybe", "lint.on_apply: expected one of warn, block, off"),
+        ("lint:\n  severity: [x]", "lint.severity: expected a mapping of rule"),
+        ("lint:\n  bogus: 1", "lint.bogus: unknown key"),
+    ],
+)
+def test_a_bad_lint_section_names_the_file_on_every_command(
+    offline: Project, section: str, said: str
+) -> None:
+    offline.configure({"url": offline.database_url}, extra=section + "\n")
+    for command in (["lint", "--all"], ["status"]):
+        done = offline.mg(*command)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"mg: error: mg.yaml: {said}"), done.stderr
+
+
 def test_server_version_option(offline: Project) -> None:
     offline.add("001", "default", "ALTER TABLE a ADD COLUMN b bigint DEFAULT 1;")
     assert findings(offline, "--all") == []

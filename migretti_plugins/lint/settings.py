@@ -93,7 +93,15 @@ def parse_server_version(value: Any, where: str) -> int:
 
 
 def load(config: Config) -> LintSettings:
-    """Read and check ``lint:``; raise ``ConfigError`` naming the key."""
+    """Read and check ``lint:``; raise ``ConfigError`` naming the file and the key."""
+    try:
+        return _load(config)
+    except ConfigError as exc:
+        label = config.path.name if config.path is not None else "mg.yaml"
+        raise ConfigError(f"{label}: {exc.message}", hint=exc.hint) from None
+
+
+def _load(config: Config) -> LintSettings:
     section = config.settings.get("lint")
     if section is None:
         return LintSettings()
