@@ -177,13 +177,16 @@ def test_four_applies_with_a_migration_releasing_the_lock_run_each_migration_onc
     assert sorted(ups) == ids
 
 
-def test_a_run_that_lost_the_lock_stops_and_the_other_cannot_record_twice(
+def test_a_migration_releasing_the_lock_keeps_others_out_until_it_commits(
     project: Project,
 ) -> None:
-    # 0001 releases the lock and then takes its time: a second run takes the lock meanwhile,
-    # plans 0001 again (not yet committed) and runs it too.
+    # 0001 releases the run's lock and then takes its time. The lock check at the start of
+    # its transaction holds the key for that transaction too, so a second run waits instead
+    # of planning 0001 again; the first run then finds its lock gone before 0002 and stops.
     project.sql("CREATE TABLE once (n int)")
-    project.add("0001", "unlock", f"{UNLOCK_ALL}\nSELECT pg_sleep(4);")
+    project.add(
+        "0001", "unlock", f"INSERT INTO once VALUES (1);\n{UNLOCK_ALL}\nSELECT pg_sleep(4);"
+    )
     project.add("0002", "insert", "INSERT INTO once VALUES (2);")
     first = project.spawn("apply")
 
@@ -200,17 +203,14 @@ def test_a_run_that_lost_the_lock_stops_and_the_other_cannot_record_twice(
     assert first_done.returncode == 1, first_done.stderr
     assert "was lost before migration 0002 (insert)" in first_done.stderr
     assert "0001" in first_done.stdout
-    # The second ran 0001 as well; recording it found the row applied: rolled back, exit 3.
-    assert second_done.returncode == 3, second_done.stderr
-    assert "migration 0001 (unlock) is already recorded as applied" in second_done.stderr
+    # The second waited for 0001's transaction, then applied only 0002.
+    assert second_done.returncode == 0, second_done.stderr
+    assert "waiting for the migration lock" in second_done.stderr
+    assert "0002" in second_done.stdout and "0001" not in second_done.stdout
     assert "Traceback" not in first_done.stderr + second_done.stderr
-    assert project.statuses() == {"0001": "applied"}
-    assert project.log() == [("0001", "UP")]
-    assert project.value("SELECT count(*) FROM once") == 0
-
-    done = project.mg("apply")
-    assert done.returncode == 0, done.stderr
-    assert project.sql("SELECT n FROM once") == [(2,)]
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert project.log() == [("0001", "UP"), ("0002", "UP")]
+    assert sorted(project.sql("SELECT n FROM once")) == [(1,), (2,)]
 
 
 def test_a_migration_that_writes_its_own_applied_row_is_refused_with_exit_3(

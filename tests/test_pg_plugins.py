@@ -393,6 +393,52 @@ def test_bigint_key_split_matches_pg_locks(session: Session, conn: Any) -> None:
         assert one(session, conn, "SELECT pg_advisory_unlock(%s::bigint)", key)
 
 
+def _advisory_holds(session: Session, conn: Any) -> int:
+    return int(
+        one(
+            session,
+            conn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        )
+    )
+
+
+@pytest.mark.parametrize("key", [894321, -5, 2**40 + 7])
+def test_lock_check_passes_while_held_and_leaves_the_lock_held_once(
+    session: Session, conn: Any, database_url: str, key: int
+) -> None:
+    check = lock.check_sql(key)
+    assert one(session, conn, "SELECT pg_try_advisory_lock(%s::bigint)", key)
+    for _ in range(3):
+        assert one(session, conn, check) == 1
+    # Still held, once: a single unlock frees it for everyone.
+    assert _advisory_holds(session, conn) == 1
+    assert one(session, conn, "SELECT pg_advisory_unlock(%s::bigint)", key)
+    assert _advisory_holds(session, conn) == 0
+    with psycopg.connect(database_url, autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s::bigint)", (key,)).fetchone() == (
+            True,
+        )
+
+
+@pytest.mark.parametrize("held_elsewhere", [False, True])
+def test_lock_check_fails_when_the_session_lost_the_lock(
+    session: Session, conn: Any, database_url: str, held_elsewhere: bool
+) -> None:
+    key = 894321
+    with psycopg.connect(database_url, autocommit=True) as other:
+        if held_elsewhere:
+            other.execute("SELECT pg_advisory_lock(%s::bigint)", (key,))
+        with pytest.raises(SqlError) as info:
+            session.hooks.query(session, conn, lock.check_sql(key), ())
+        assert info.value.sqlstate == "22P02"
+        assert f"no longer holds the migration lock {key}" in str(info.value)
+        # The failed check took nothing: the lock is where it was.
+        assert _advisory_holds(session, conn) == 0
+        free = other.execute("SELECT pg_try_advisory_lock(%s::bigint)", (key,)).fetchone()
+        assert free == (True,)
+
+
 @pytest.mark.parametrize("lock_id", [894321, -42])
 def test_second_session_times_out_naming_the_holder(
     database_url: str, tmp_path: Path, lock_id: int
