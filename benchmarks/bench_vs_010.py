@@ -18,7 +18,9 @@ Workloads:
 
 W1        1000 small migrations (CREATE TABLE + CREATE INDEX), one transaction each, from
           an empty database; also ``psql`` of the embedded server doing
-          ``BEGIN; \\i file; COMMIT`` per file in one session.
+          ``BEGIN; \\i file; COMMIT`` per file in one session, and two single queries
+          through libpq, timed like W2's: the migrations' SQL alone, and with the
+          statements mg adds to each migration (the floor of any mg run).
 W2        one 19 MB migration of 100k INSERTs, transactional; also the same SQL sent by
           this script as one query (``BEGIN``, the SQL, ``COMMIT``) through libpq on an open
           connection, timed from sending to the last result: the server's share.
@@ -56,6 +58,8 @@ OLD_VERSION = "0.10.0"
 DEFAULT_VENV = Path.home() / ".cache" / "migretti-bench" / f"migretti-{OLD_VERSION}"
 WORKLOADS = ("W1", "W2", "W2N", "STATUS", "HELP", "FILES10K")
 QUERY_ALONE = "the query alone"
+SQL_ALONE = "one query, SQL only"
+WITH_ROWS = "one query, mg's too"
 
 
 # --- the tools ------------------------------------------------------------------------------
@@ -289,17 +293,50 @@ def migration(up: str, down: str, no_transaction: bool = False) -> str:
     return f"-- migration: bench\n{header}\n-- migrate: up\n{up}\n\n-- migrate: down\n{down}\n"
 
 
+def small_up(prefix: str, i: int) -> str:
+    return (
+        f"CREATE TABLE {prefix}_{i} (id bigint PRIMARY KEY, name text NOT NULL, "
+        f"at timestamptz);\nCREATE INDEX {prefix}_{i}_name ON {prefix}_{i} (name);"
+    )
+
+
 def small_migrations(directory: Path, count: int, prefix: str) -> list[Path]:
     paths = []
     for i in range(count):
-        up = (
-            f"CREATE TABLE {prefix}_{i} (id bigint PRIMARY KEY, name text NOT NULL, "
-            f"at timestamptz);\nCREATE INDEX {prefix}_{i}_name ON {prefix}_{i} (name);"
-        )
+        up = small_up(prefix, i)
         path = directory / "migrations" / f"{i:06d}_{prefix}_{i}.sql"
         path.write_text(migration(up, f"DROP TABLE {prefix}_{i};"))
         paths.append(path)
     return paths
+
+
+def w1_with_mg_rows(ups: Sequence[str]) -> tuple[str, str]:
+    """W1 as mg sends it, every migration one transaction, as one query: the set-up (the
+    history tables as mg creates them, the run's lock) and the migrations, each with the
+    statements mg adds to it (the lock timeout, the lock check, the history and log rows)."""
+    from migretti_core.types import DEFAULT_LOCK_ID, HistoryChange
+    from migretti_plugins import history, lock
+
+    columns = [
+        f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+        for table, added in history.NEW_COLUMNS.items()
+        for column, kind in added
+    ]
+    setup = ";\n".join(
+        [
+            history.CREATE_TABLE,
+            history.CREATE_LOG_TABLE,
+            *columns,
+            f"SELECT pg_advisory_lock({DEFAULT_LOCK_ID})",
+        ]
+    )
+    head = f"SET LOCAL lock_timeout = '5000ms'; {lock.check_sql(DEFAULT_LOCK_ID)}"
+    parts = []
+    for i, up in enumerate(ups):
+        change = HistoryChange(f"{i:06d}", f"t_{i}", f"{i:064x}", "UP", "applied")
+        record = history.record_sql(change, history._SERVER_DURATION)
+        parts.append(f"BEGIN;\n{head};\n{up}\n;\n{record}\n;\nCOMMIT;\n")
+    return setup, "".join(parts)
 
 
 def big_sql(rows: int = 100_000) -> str:
@@ -350,12 +387,17 @@ class Bench:
             finally:
                 self.dbs.drop(url)
 
+        ups = [small_up("t", i) for i in range(len(paths))]
+        sql_alone = "".join(f"BEGIN;\n{up}\nCOMMIT;\n" for up in ups)
+        setup, with_rows = w1_with_mg_rows(ups)
         series = rounds(
             self.runs,
             [
                 (self.mg.name, self.apply_of(self.mg, proj)),
                 (self.old.name, self.apply_of(self.old, proj)),
                 ("psql", psql_run),
+                (SQL_ALONE, self.query_alone(sql_alone)),
+                (WITH_ROWS, self.query_alone(with_rows, setup)),
             ],
         )
         show(
@@ -363,10 +405,15 @@ class Bench:
             series,
             self.mg.name,
             [self.old.name, "psql"],
+            memory_of=(self.mg.name, self.old.name, "psql"),
         )
-        # psql runs the migrations' SQL and nothing else: as fast as any tool can go with
-        # one transaction per migration, so mg's ratio to 0.10 cannot go far below this one.
+        # psql runs the migrations' SQL and nothing else, a statement at a time; the two
+        # queries alone are what the server needs with no client at all: the migrations
+        # alone, and with the statements mg adds to each (lock check, history row, log row).
+        # mg's ratio to 0.10 cannot go below the second.
         show_ratio(series, "psql", self.old.name, " (the migrations' SQL alone, against 0.10)")
+        show_ratio(series, SQL_ALONE, self.old.name, " (the same as one query, no client)")
+        show_ratio(series, WITH_ROWS, self.old.name, " (one query with mg's statements too)")
 
     def w2(self) -> None:
         proj = project(self.tmp, "w2")
@@ -391,9 +438,10 @@ class Bench:
         )
         show_ratio(series, QUERY_ALONE, self.old.name, " (the server's share of 0.10's time)")
 
-    def query_alone(self, sql: str) -> Callable[[], Sample]:
+    def query_alone(self, sql: str, setup: str | None = None) -> Callable[[], Sample]:
         """The migration as one query through libpq, timed from sending to the last result:
-        what the server needs, with no tool starting, reading or checking anything."""
+        what the server needs, with no tool starting, reading or checking anything.
+        ``setup`` runs first, untimed, on the same connection."""
         data = sql.encode()
 
         def run() -> Sample:
@@ -402,6 +450,8 @@ class Bench:
             url = self.dbs.fresh()
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
+                    if setup:
+                        conn.execute(setup.encode())
                     started = time.perf_counter()
                     conn.pgconn.send_query(data)
                     failed = None
