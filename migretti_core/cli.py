@@ -57,7 +57,7 @@ def lock_timeout_option(func: F) -> F:
     return click.option(
         "--lock-timeout",
         metavar="DURATION",
-        help="How long to wait for the migration lock (e.g. 30s, 10m). Default: 10m.",
+        help="How long to wait for the migration lock (e.g. 30s, 10m). Default: lock_timeout, 10m.",
     )(func)
 
 

@@ -665,7 +665,7 @@ def seed_group() -> None:
 @click.option(
     "--lock-timeout",
     metavar="DURATION",
-    help="How long to wait for the migration lock (e.g. 30s, 10m). Default: 10m.",
+    help="How long to wait for the migration lock (e.g. 30s, 10m). Default: lock_timeout, 10m.",
 )
 @click.pass_context
 def run_command(

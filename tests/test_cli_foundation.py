@@ -89,6 +89,18 @@ def test_subcommand_help(tmp_path: Path) -> None:
     assert "--dry-run" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["apply", "up", "down", "rollback", "fix", "baseline"])
+def test_lock_timeout_help_names_the_setting_its_default_comes_from(
+    tmp_path: Path, command: str
+) -> None:
+    """``lock_timeout:`` in mg.yaml is the default of --lock-timeout, as the help of
+    --table-lock-timeout says of ``table_lock_timeout``; 10m is only the built-in one."""
+    result = run_mg([command, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "lock (e.g. 30s, 10m). Default: lock_timeout, 10m." in text, result.stdout
+
+
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run_mg(["aply"], tmp_path)
     assert result.returncode == 2

@@ -172,7 +172,7 @@ def mg_register_commands(cli: click.Group) -> None:
 @click.option(
     "--lock-timeout",
     metavar="DURATION",
-    help="How long to wait for the migration lock (e.g. 30s, 10m). Default: 10m.",
+    help="How long to wait for the migration lock (e.g. 30s, 10m). Default: lock_timeout, 10m.",
 )
 @click.pass_context
 def baseline_command(
