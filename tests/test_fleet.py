@@ -431,6 +431,22 @@ def test_seed_runs_on_every_member_and_seed_create_refuses_a_fleet(
     assert "does not run on a fleet" in refused.stderr
 
 
+def test_a_subcommand_refusing_a_fleet_is_named_in_full(tmp_path: Path) -> None:
+    """`mg seed` runs on a fleet, `mg seed create` does not: the refusal must not read as
+    if `mg seed` did not, while its hint lists seed among the commands that do."""
+    project = Project(tmp_path / "proj", "postgresql:///unused", configure=False)
+    project.configure(extra="fleets:\n  shards:\n    databases: [a, b]\n")
+    for command, shown in (
+        (["seed", "create", "more"], "mg seed create"),
+        (["schema", "dump"], "mg schema dump"),
+        (["db", "start"], "mg db start"),
+        (["create", "x"], "mg create"),
+    ):
+        refused = project.mg("--fleet", "shards", *command)
+        assert refused.returncode == 2, refused.stderr
+        assert f"mg: error: {shown} does not run on a fleet\n" in refused.stderr
+
+
 def test_blocking_the_fleet_plugin_leaves_its_section_ignored(tmp_path: Path) -> None:
     project = Project(tmp_path / "proj", "postgresql:///unused", configure=False)
     project.configure(extra="fleets:\n  shards:\n    databases: [a, b]\n")

@@ -68,7 +68,9 @@ def mg_register_commands(cli: click.Group) -> None:
             # A group's own callback runs before its subcommand: wrap the subcommands
             # (``mg seed`` is the group's hidden ``run``).
             for sub_name, sub in list(command.commands.items()):
-                _wrap_command(name, sub, name in FLEET_COMMANDS and sub_name == "run")
+                run = sub_name == "run"
+                shown = name if run else f"{name} {sub_name}"  # mg seed create, mg db start
+                _wrap_command(shown, sub, name in FLEET_COMMANDS and run)
         else:
             _wrap_command(name, command, name in FLEET_COMMANDS)
 
