@@ -136,6 +136,18 @@ def test_a_scratch_url_without_its_scheme_is_refused_without_showing_its_passwor
     assert PASSWORD not in done.stdout + stderr and "app:****@db.example.com" in stderr
 
 
+@pytest.mark.parametrize("command", ["check", "drift"])
+def test_an_empty_scratch_url_is_refused_not_read_as_the_embedded_server(
+    project: Path, command: str
+) -> None:
+    """`--database-url "$SCRATCH_URL"` with the variable unset: refused at once (exit 2),
+    instead of quietly starting a temporary embedded server."""
+    write_text(project / "mg.yaml", "database:\n  url: postgresql://app@db.example.com/app\n")
+    done = run_mg([command, "--database-url", ""], project, timeout=30)
+    stderr = assert_clean_error(done, "--database-url needs a connection URL, not an empty value")
+    assert "embedded" not in stderr.splitlines()[0]
+
+
 def test_a_raw_slash_in_a_url_password_shows_no_piece_of_it(project: Path) -> None:
     """``/`` unencoded in the password ends the URL's host part early, so the first piece of
     the password reads as a port: the error must not show it."""

@@ -52,6 +52,15 @@ def _settings(session: Session) -> Section:
 
 def _database_url(session: Session, given: str | None = None) -> str | None:
     """``--database-url`` wins over ``check.database_url``; None means the embedded server."""
+    if given is not None and not given.strip():
+        from migretti_core.errors import UsageError
+
+        # Not "no option": an unset variable in `--database-url "$SCRATCH_URL"` must not
+        # quietly become the embedded server.
+        raise UsageError(
+            "--database-url needs a connection URL, not an empty value",
+            hint="leave it out to use check.database_url, else the embedded server",
+        )
     return given or _settings(session).text("database_url") or None
 
 
