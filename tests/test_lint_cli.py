@@ -312,3 +312,65 @@ def test_apply_lint_reads_the_table_lock_timeout_of_the_command_line(project: Pr
     done = project.mg("apply", "--dry-run", "--table-lock-timeout", "off")
     assert done.returncode == 0, done.stderr
     assert "require-timeout-settings" in done.stderr
+
+
+GO_SPLITTER = """
+import re
+
+from migretti_core.api import Statement, hookimpl
+
+_GO = re.compile(r"(?m)^GO[ \\t]*$\\n?")
+
+
+@hookimpl
+def mg_split_statements(sql):
+    statements, line = [], 1
+    for chunk in _GO.split(sql):
+        if chunk.strip():
+            leading = len(chunk) - len(chunk.lstrip("\\n"))
+            statements.append(Statement(chunk.strip(), line + leading))
+        line += chunk.count("\\n") + 1
+    return statements
+"""
+
+
+def test_a_replaced_splitter_s_statements_are_what_lint_checks(project: Project) -> None:
+    """With a plugin splitting on ``GO`` lines, a no-transaction migration runs as the
+    statements between them: lint checks those (no syntax error for the ``GO`` lines, and a
+    finding still names its line of the file), and a statement the splitter cuts in two is
+    the syntax error it will be when it runs. A transactional migration is sent whole, so
+    there a ``GO`` line stays the syntax error the server will report."""
+    (project.root / "go_splitter.py").write_text(GO_SPLITTER, encoding="utf-8")
+    project.configure(extra="plugins:\n  - go_splitter.py\n")
+    project.add(
+        "0001",
+        "go",
+        "CREATE TABLE IF NOT EXISTS a (id bigint PRIMARY KEY)\nGO\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_id ON a (id)\nGO\n"
+        "ALTER TABLE a ADD COLUMN IF NOT EXISTS n integer\nGO\n",
+        no_transaction=True,
+    )
+    found = findings(project)
+    assert [(f["rule"], f["line"]) for f in found] == [("prefer-bigint-over-int", 7)], found
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert "syntax-error" not in done.stderr
+    assert project.tables() == {"a"}
+
+    # the whole parses, but the splitter cuts the string at its GO line: so will the run
+    project.add(
+        "0002",
+        "cut",
+        "INSERT INTO a (id) SELECT length('one\nGO\ntwo')\n",
+        no_transaction=True,
+    )
+    found = findings(project)
+    assert [(f["rule"], f["line"]) for f in found] == [
+        ("syntax-error", 3),
+        ("syntax-error", 5),
+    ], found
+
+    project.path_of("0002").unlink()
+    project.add("0003", "sent_whole", "CREATE TABLE b (id bigint)\nGO\n")
+    found = findings(project)
+    assert [(f["rule"], f["line"]) for f in found] == [("syntax-error", 3)], found

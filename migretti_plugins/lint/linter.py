@@ -279,7 +279,10 @@ def lint_migration(
         created=created,
         flag=flag,
     )
-    pieces, syntax, no_comments = parse_section(session, sql)
+    # What runs is linted: a no-transaction migration's statements as the splitter cuts them
+    # (a transactional one is sent whole, as PostgreSQL's parser reads it here).
+    by_statement = not migration.transactional and splitter_replaced(session)
+    pieces, syntax, no_comments = parse_section(session, sql, by_statement)
     for offset, message in syntax:
         raw.append(("syntax-error", message, offset, -1))
     starts: list[int] = []
@@ -852,9 +855,33 @@ def _parse_bulk(session: Session, sql: str) -> list[Parsed] | None:
     return pieces
 
 
-def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[int, str]], bool]:
+def splitter_replaced(session: Session) -> bool:
+    """Whether a plugin from outside migretti implements ``mg_split_statements``: then a
+    no-transaction migration runs as the statements it returns, which need not be what
+    PostgreSQL's parser makes of the whole section (a splitter cutting at ``GO`` lines)."""
+    hooks = getattr(getattr(session.hooks, "pm", None), "hook", None)
+    caller = getattr(hooks, "mg_split_statements", None)
+    if caller is None:
+        return False
+    return not all(
+        getattr(impl.plugin, "__name__", "").startswith("migretti_plugins.")
+        for impl in caller.get_hookimpls()
+    )
+
+
+def parse_section(
+    session: Session, sql: str, by_statement: bool = False
+) -> tuple[list[Parsed], list[tuple[int, str]], bool]:
     """The statements of ``sql``, its syntax errors as ``(offset, message)``, and whether
-    it is known to hold no comment outside its strings (then it holds no ignore comment)."""
+    it is known to hold no comment outside its strings (then it holds no ignore comment).
+
+    With ``by_statement`` (a no-transaction migration under a replaced splitter), each
+    statement ``mg_split_statements`` returns is parsed on its own, as each runs on its own;
+    the whole section is parsed only when the splitter fails."""
+    if by_statement:
+        split = _split_parsed(session, sql)
+        if split is not None:
+            return split[0], split[1], False
     if len(sql) >= _BULK_SECTION:
         fast = _fast_bulk(sql)
         if fast is not None:
@@ -868,12 +895,22 @@ def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[
         return [whole], [], False
     except parser.ParseError as exc:
         first_error = _error_offset(whole, exc)
-    pieces: list[Parsed] = []
-    errors: list[tuple[int, str]] = []
+    split = _split_parsed(session, sql)
+    if split is None:
+        return [], [first_error], False
+    pieces, errors = split
+    return pieces, errors or [first_error], False
+
+
+def _split_parsed(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[int, str]]] | None:
+    """Each statement ``mg_split_statements`` cuts from ``sql``, parsed on its own, and the
+    syntax errors among them; None when the splitter fails."""
     try:
         split = session.hooks.split_statements(sql)
     except Exception:
-        return [], [first_error], False
+        return None
+    pieces: list[Parsed] = []
+    errors: list[tuple[int, str]] = []
     for statement, base in _with_offsets(sql, split):
         piece = Parsed(statement.text, base)
         try:
@@ -882,7 +919,7 @@ def parse_section(session: Session, sql: str) -> tuple[list[Parsed], list[tuple[
             errors.append(_error_offset(piece, exc))
             continue
         pieces.append(piece)
-    return pieces, errors or [first_error], False
+    return pieces, errors
 
 
 def _error_offset(piece: Parsed, exc: Exception) -> tuple[int, str]:
