@@ -175,7 +175,7 @@ class App:
 
     def _warn_orphans(self, config: Config) -> None:
         orphans = self._orphan_sections(self.hooks.config_sections())
-        label = config.path.name if config.path is not None else "mg.yaml"
+        label = config.label
         for key in config.settings:
             if key in orphans:
                 self.report(

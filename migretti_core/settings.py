@@ -240,13 +240,13 @@ def read_key(section: Section, key: Key) -> Any:
 def top_level_setting(config: Config, key: Key) -> Any:
     """A top-level mg.yaml key a plugin owns (named in its ``mg_config_sections``), read
     with its declared reader and default; errors name the file and the key."""
-    label = config.path.name if config.path is not None else "mg.yaml"
+    label = config.label
     return read_key(Section("", config.settings, label), key)
 
 
 def plugin_settings(config: Config, name: str) -> Section:
     """The section ``name`` of mg.yaml (empty when absent); an error when it is no mapping."""
-    label = config.path.name if config.path is not None else "mg.yaml"
+    label = config.label
     value = config.settings.get(name)
     if value is None or value == "":
         return Section(name, FrozenDict(), label)

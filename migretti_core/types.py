@@ -83,7 +83,9 @@ class Config:
     for a plugin that checks its section in every profile or resolves references itself, as
     ``shellhooks`` does for hook commands. Neither is shown by ``repr``. ``url_origin`` is
     what an error calls a URL that came from ``MG_DATABASE_URL``: the variable for ``mg``,
-    ``database_url`` for the Python API (which passes its argument in that way).
+    ``database_url`` for the Python API (which passes its argument in that way). ``label``
+    names the file in messages as it was found (``mg.yaml``, ``../mg.yaml``, the text of
+    ``--config``), so every error about it points at the file that was read.
     """
 
     path: Path | None
@@ -101,6 +103,7 @@ class Config:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     source: Mapping[str, Any] = field(default_factory=dict, repr=False)
     url_origin: str = field(default="MG_DATABASE_URL", repr=False)
+    label: str = field(default="mg.yaml", repr=False)
 
     def __repr__(self) -> str:
         """The fields, passwords masked (``****``): a configuration gets printed and logged

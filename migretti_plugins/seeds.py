@@ -75,7 +75,7 @@ def seeds_dir(config: Config) -> Path:
 
     value = config.settings.get(SEEDS_DIR.name)
     if isinstance(value, dict | list):
-        label = config.path.name if config.path is not None else "mg.yaml"
+        label = config.label
         kind = "a mapping" if isinstance(value, dict) else "a list"
         raise ConfigError(f"{label}: seeds_dir: expected a directory path, got {kind}")
     text = str(top_level_setting(config, SEEDS_DIR))
@@ -442,7 +442,7 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
     ):
         # named in mg.yaml but not there: a typo must not read as "no seeds" (the default
         # directory, which `mg init` writes out, may be missing until the first seed)
-        where = f" in {session.config.path.name}" if session.config.path is not None else ""
+        where = f" in {session.config.label}" if session.config.path is not None else ""
         given = session.config.settings[SEEDS_DIR.name]
         raise ConfigError(
             f"seeds_dir {given!r}{where}: {directory} does not exist",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from migretti_core.testing import MG_COMMAND, Project, mg_env
 
 
@@ -62,6 +64,40 @@ def test_errors_name_the_config_file_found_above(tmp_path: Path) -> None:
     done = _mg(sub, "status")
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("mg: error: ../mg.yaml: lock_id"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "expected"),
+    [
+        # the keys of builtin plugins: embedded, seeds, shellhooks, schema, fleets, lint
+        ("database:\n  embedded: true\n  host: db\n", ["status"], "database.embedded is true"),
+        ("seeds_dir: [a]\n", ["seed"], "seeds_dir: expected a directory path"),
+        ("hook_timeout: 0\n", ["apply"], "hook_timeout: must be more than zero"),
+        ("schema_file: [a]\n", ["apply"], "schema_file: expected a file path"),
+        ("fleets:\n  f:\n    databases: [a]\n    jobs: x\n", ["--fleet", "f", "status"], "jobs"),
+        ("lint:\n  on_apply: x\n", ["lint"], "lint.on_apply"),
+        ("migrations_dir: nowhere\n", ["status"], "migrations_dir"),
+    ],
+)
+def test_plugin_errors_name_the_config_file_as_found(
+    tmp_path: Path, text: str, args: list[str], expected: str
+) -> None:
+    """Every error about mg.yaml names it as it was found, like the core's own errors:
+    ``../mg.yaml`` from a sub-directory, the ``--config`` text as given."""
+    _no_mg_yaml_above(tmp_path)
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "mg.yaml").write_text(text)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    done = _mg(sub, *args)
+    assert done.returncode == 2, done.stderr
+    assert "../mg.yaml" in done.stderr and expected in done.stderr, done.stderr
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "mg.yaml").rename(tmp_path / "conf" / "app.yaml")
+    done = _mg(tmp_path, "--config", "conf/app.yaml", *args)
+    assert done.returncode == 2, done.stderr
+    assert "conf/app.yaml" in done.stderr and expected in done.stderr, done.stderr
 
 
 def test_without_any_mg_yaml_mg_says_so_before_connecting(tmp_path: Path) -> None:

@@ -153,6 +153,7 @@ def build_config(
         plugins=_plugins(settings.get("plugins", ""), root, label),
         environ=MappingProxyType(environ),
         source=_as_written(data),
+        label=label,
         url_origin=request.url_origin,
     )
 

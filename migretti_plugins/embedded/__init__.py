@@ -70,7 +70,7 @@ def embedded_target(config: Config) -> EmbeddedTarget | None:
         return None
     foreign = [key for key in _FOREIGN_KEYS if database.get(key) not in (None, "")]
     if foreign:
-        where = config.path.name if config.path is not None else "the configuration"
+        where = config.label if config.path is not None else "the configuration"
         raise ConfigError(
             f"{where}: database.embedded is true, so database.{foreign[0]} cannot be set "
             "(the embedded server is reached through its own socket)",
@@ -290,7 +290,7 @@ def _session_and_target(ctx: click.Context, command: str) -> tuple[Session, Embe
     session = app_of(ctx).session(command)
     target = embedded_target(session.config)
     if target is None:
-        where = session.config.path.name if session.config.path is not None else "no mg.yaml"
+        where = session.config.label if session.config.path is not None else "no mg.yaml"
         raise ConfigError(
             f"`mg {command}` manages the embedded server, but this project's database is not "
             f"embedded ({where})",

@@ -44,7 +44,7 @@ def _symlink_loop(path: Path) -> bool:
 def _missing_directory(config: Config, directory: Path) -> str:
     """A migrations_dir the user named but that is not there: an error, never an empty list
     (which would say "nothing to apply" about the wrong directory)."""
-    where = f" in {config.path.name}" if config.path is not None else ""
+    where = f" in {config.label}" if config.path is not None else ""
     given = config.settings.get("migrations_dir", "migrations")
     if directory.is_symlink():
         target = os.readlink(directory)

@@ -61,7 +61,7 @@ class Member:
 
 
 def _label(config: Config) -> str:
-    return config.path.name if config.path is not None else "mg.yaml"
+    return config.label
 
 
 def _count(value: Any, where: str, minimum: int) -> int | None:

@@ -97,7 +97,7 @@ def load(config: Config) -> LintSettings:
     try:
         return _load(config)
     except ConfigError as exc:
-        label = config.path.name if config.path is not None else "mg.yaml"
+        label = config.label
         raise ConfigError(f"{label}: {exc.message}", hint=exc.hint) from None
 
 

@@ -52,7 +52,7 @@ def _schema_file(config: Config) -> Path | None:
     from migretti_core.settings import top_level_setting
 
     value = config.settings.get(SCHEMA_FILE.name)
-    label = config.path.name if config.path is not None else "mg.yaml"
+    label = config.label
     if isinstance(value, dict | list):
         kind = "a mapping" if isinstance(value, dict) else "a list"
         raise ConfigError(f"{label}: schema_file: expected a file path, got {kind}")

@@ -44,7 +44,7 @@ def hook_timeout(config: Config) -> float:
 
     seconds = float(top_level_setting(config, HOOK_TIMEOUT))
     if seconds == 0:
-        label = config.path.name if config.path is not None else "mg.yaml"
+        label = config.label
         given = str(config.settings.get(HOOK_TIMEOUT.name))
         raise ConfigError(f"{label}: hook_timeout: must be more than zero, got {given!r}")
     return seconds

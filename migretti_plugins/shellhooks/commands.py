@@ -37,7 +37,7 @@ class HookCommand:
 
 def hook_commands(config: Config) -> dict[str, HookCommand]:
     """The selected profile's hooks by name; a ``ConfigError`` for anything wrong."""
-    label = config.path.name if config.path is not None else "mg.yaml"
+    label = config.label
     source = config.source
     _check_names(source.get("hooks", ""), label, "hooks")
     profiles = source.get("envs")
