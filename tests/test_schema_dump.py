@@ -48,6 +48,19 @@ def test_dump_is_deterministic_and_lists_applied_migrations(project: Project) ->
     assert out.read_text() == text
 
 
+def test_an_output_that_can_name_no_file_is_a_usage_error(project: Project) -> None:
+    (project.root / "db").mkdir()
+    for output, said in (
+        ("", "-o needs a file path, not an empty value"),
+        ("db", "-o db: is a directory, not a file"),
+    ):
+        done = project.mg("schema", "dump", "-o", output)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"mg: error: {said}\n"), done.stderr
+        assert done.stdout == ""
+    assert list((project.root / "db").iterdir()) == []
+
+
 def test_a_dump_loads_into_a_database_mg_sees_as_up_to_date(project: Project, pg_url: str) -> None:
     import psycopg
 

@@ -137,6 +137,21 @@ def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(schema_group)
 
 
+def _check_output(output: str) -> None:
+    """Refuse an ``-o`` that can name no file before the dump is made (exit 2)."""
+    from pathlib import Path
+
+    from migretti_core.errors import UsageError
+
+    if not output.strip():
+        raise UsageError("-o needs a file path, not an empty value")
+    if Path(output).is_dir():
+        example = str(Path(output) / "schema.sql")
+        raise UsageError(
+            f"-o {output}: is a directory, not a file", hint=f"name a file, such as {example}"
+        )
+
+
 @click.group("schema")
 def schema_group() -> None:
     """The database's schema as SQL (pg_dump of the server's version)."""
@@ -156,6 +171,8 @@ def dump_command(ctx: click.Context, output: str | None) -> Any:
     from migretti_core.cli import app_of
     from migretti_plugins.schema.dump import write_atomically
 
+    if output is not None and output != "-":
+        _check_output(output)
     session = app_of(ctx).session("schema dump")
     text = schema_dump(session)
     if output is None or output == "-":
