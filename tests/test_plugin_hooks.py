@@ -318,9 +318,11 @@ def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
     # the builtin's check opens each migration's query, after the transactional one's
     # timeouts
     head = apply.of("mg_execute_transaction")[0]["parts"][0]
-    assert head.startswith("SET LOCAL lock_timeout = '5000ms'; SELECT ") and "pg_locks" in head
+    assert head.startswith("SET LOCAL lock_timeout = '5000ms'; SELECT ")
+    assert "pg_try_advisory_xact_lock" in head
     sent = [c["sql"] for c in apply.of("mg_execute")]
-    assert sent[0].startswith("SELECT ") and "pg_locks" in sent[0].split(";\n")[0]
+    assert sent[0].startswith("SELECT ")
+    assert "pg_try_advisory_xact_lock" in sent[0].split(";\n")[0]
     assert scenario.steps["dry-run"].of("mg_lock_check_sql") == []
 
 
@@ -329,7 +331,7 @@ def test_hook_mg_execute(scenario: Scenario) -> None:
     # the transactional migration went through mg_execute_transaction; the other goes
     # statement by statement, after the lock check and its `running` row, with the same
     # lock timeout for each statement, reset afterwards
-    assert "pg_locks" in sent[0] and "'running'" in sent[0]
+    assert "pg_try_advisory_xact_lock" in sent[0] and "'running'" in sent[0]
     assert sent[1:] == [
         "SET lock_timeout = '5000ms'",
         "CREATE TABLE tags (id int)",
@@ -344,7 +346,7 @@ def test_hook_mg_execute_transaction(scenario: Scenario) -> None:
     # history row, which the builtin sends between BEGIN and COMMIT in one round trip
     assert len(calls) == 1
     check, sql, record = calls[0]["parts"]
-    assert "pg_locks" in check and check.endswith(";\n")
+    assert "pg_try_advisory_xact_lock" in check and check.endswith(";\n")
     assert sql.startswith("CREATE TABLE users (id int);\n")
     # the history tables under the schema they were found in (docs/history.md)
     assert "INSERT INTO public._migrations" in record and "'0001'" in record
