@@ -148,6 +148,17 @@ def test_an_empty_scratch_url_is_refused_not_read_as_the_embedded_server(
     assert "embedded" not in stderr.splitlines()[0]
 
 
+def test_mg_db_names_mg_database_url_when_it_is_what_is_not_embedded(project: Path) -> None:
+    """mg.yaml asks for the embedded server, but MG_DATABASE_URL (which wins) names another:
+    `mg db` must not blame mg.yaml, nor advise editing it."""
+    write_text(project / "mg.yaml", "database:\n  embedded: true\n")
+    url = f"postgresql://app:{PASSWORD}@db.example.com/app"
+    done = run_mg(["db", "url"], project, env={"MG_DATABASE_URL": url})
+    stderr = assert_clean_error(done, "is not embedded (MG_DATABASE_URL)")
+    assert "hint: set MG_DATABASE_URL=embedded:, or unset it" in stderr
+    assert "mg.yaml" not in stderr.splitlines()[0] and PASSWORD not in stderr
+
+
 def test_a_raw_slash_in_a_url_password_shows_no_piece_of_it(project: Path) -> None:
     """``/`` unencoded in the password ends the URL's host part early, so the first piece of
     the password reads as a port: the error must not show it."""

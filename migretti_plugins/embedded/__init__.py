@@ -290,11 +290,17 @@ def _session_and_target(ctx: click.Context, command: str) -> tuple[Session, Embe
     session = app_of(ctx).session(command)
     target = embedded_target(session.config)
     if target is None:
-        where = session.config.label if session.config.path is not None else "no mg.yaml"
+        config = session.config
+        where = config.label if config.path is not None else "no mg.yaml"
+        hint = "set `database: {embedded: true}` in mg.yaml or MG_DATABASE_URL=embedded:"
+        if config.environ.get("MG_DATABASE_URL", "").strip():
+            # The variable replaces mg.yaml's database: editing the file would change nothing.
+            where = config.url_origin
+            hint = f"set {config.url_origin}=embedded:, or unset it to use mg.yaml's database"
         raise ConfigError(
             f"`mg {command}` manages the embedded server, but this project's database is not "
             f"embedded ({where})",
-            hint="set `database: {embedded: true}` in mg.yaml or MG_DATABASE_URL=embedded:",
+            hint=hint,
         )
     return session, target
 
