@@ -95,12 +95,15 @@ def _snippet(value: str, start: int, key: str) -> str:
     return f"{where}: {value[start : end + 1] if end != -1 else value[start : start + 20]!r}"
 
 
-def with_dotenv(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+def with_dotenv(
+    dotenv_path: Path, environ: Mapping[str, str], config_label: str | None = None
+) -> dict[str, str]:
     """``.env`` values under the real environment: a variable already set always wins.
 
     A ``.env`` that exists but cannot be read (permissions, not a regular file, 1 MiB or
     more, not UTF-8, a line python-dotenv cannot parse, a NUL in a value) is an error naming
-    it, never silently skipped.
+    it, never silently skipped: as the file beside ``config_label`` (mg.yaml as messages
+    name it: ``.env``, ``../.env``) when given, else by its path.
     """
     merged: dict[str, str] = {}
     if os.path.lexists(dotenv_path):
@@ -111,7 +114,10 @@ def with_dotenv(dotenv_path: Path, environ: Mapping[str, str]) -> dict[str, str]
         from migretti_core.configfile import read_bounded
         from migretti_core.messages import printable
 
-        label = printable(str(dotenv_path))
+        if config_label is not None:
+            label = os.path.join(os.path.dirname(config_label), ".env")
+        else:
+            label = printable(str(dotenv_path))
         raw = read_bounded(dotenv_path, label, what="environment file")
         try:
             text = raw.decode("utf-8")

@@ -100,6 +100,23 @@ def test_plugin_errors_name_the_config_file_as_found(
     assert "conf/app.yaml" in done.stderr and expected in done.stderr, done.stderr
 
 
+def test_errors_about_dotenv_name_it_beside_mg_yaml_as_found(tmp_path: Path) -> None:
+    _no_mg_yaml_above(tmp_path)
+    (tmp_path / "mg.yaml").write_text("database:\n  host: ${DB_HOST:-localhost}\n")
+    (tmp_path / ".env").write_text("A=1\nDB_HOST='unterminated\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    said = "2: not a NAME=value line python-dotenv can read"
+    for cwd, args, shown in [
+        (tmp_path, [], ".env"),
+        (sub, [], "../.env"),
+        (sub, ["--config", "../mg.yaml"], "../.env"),
+    ]:
+        done = _mg(cwd, *args, "status")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"mg: error: {shown}:{said}"), done.stderr
+
+
 def test_without_any_mg_yaml_mg_says_so_before_connecting(tmp_path: Path) -> None:
     _no_mg_yaml_above(tmp_path)
     for args in (["status"], ["apply"], ["list"]):

@@ -93,7 +93,7 @@ def build_config(
 ) -> Config:
     """The ``Config`` of parsed mg.yaml ``data`` (``migretti_core.testing`` builds through it)."""
     root = path.parent if path is not None else _absolute(request.cwd)
-    environ = with_dotenv(root / ".env", request.environ)
+    environ = with_dotenv(root / ".env", request.environ, label)
     env_name = request.env_name or None
     # Without check_unknown (a first pass before config-listed plugins declare their
     # sections), any top-level key is accepted.

@@ -152,7 +152,7 @@ def fleet_environ(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` with the ``.env`` beside mg.yaml under it, as mg.yaml is interpolated."""
     if config.path is None:
         return dict(environ)
-    return with_dotenv(config.root / ".env", environ)
+    return with_dotenv(config.root / ".env", environ, config.label)
 
 
 def fleet_named(config: Config, name: str, environ: Mapping[str, str]) -> FleetSettings:
