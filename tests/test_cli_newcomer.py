@@ -153,6 +153,10 @@ def test_completion_offers_global_options_and_migration_ids_without_a_database(
     assert _complete(tmp_path, "mg fix ") == ["0001", "0002"]
     assert _complete(tmp_path, "mg --env prod -v apply --to ") == ["0001", "0002"]
     assert _complete(tmp_path, "mg rollback --to 0002") == ["0002"]
+    # every command that takes a migration: baseline ID, lint MIGRATION...
+    assert _complete(tmp_path, "mg baseline ") == ["0001", "0002"]
+    assert _complete(tmp_path, "mg lint ") == ["0001", "0002"]
+    assert _complete(tmp_path, "mg lint 0001 000") == ["0001", "0002"]
     assert "migrate" in _complete(tmp_path, "mg mi")
 
 

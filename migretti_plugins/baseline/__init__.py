@@ -165,8 +165,14 @@ def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(baseline_command)
 
 
+def _complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from migretti_core.cli import complete_ids
+
+    return complete_ids(ctx, param, incomplete)
+
+
 @click.command("baseline")
-@click.argument("ident", metavar="ID")
+@click.argument("ident", metavar="ID", shell_complete=_complete_ids)
 @click.option("--force", is_flag=True, help="Record them even though the history has applied rows.")
 @click.option("--dry-run", is_flag=True, help="List what would be recorded; change nothing.")
 @click.option(

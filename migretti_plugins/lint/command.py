@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migretti_core import reporting
-from migretti_core.cli import app_of
+from migretti_core.cli import app_of, complete_ids
 from migretti_core.errors import EXIT_BLOCKED, MgError, UsageError
 from migretti_core.formats import DocumentChoice, result_stream
 from migretti_core.resolve import resolve_migration
@@ -71,7 +71,7 @@ def findings_data(findings: Sequence[LintFinding]) -> dict[str, Any]:
 
 
 @click.command("lint")
-@click.argument("names", nargs=-1, metavar="[MIGRATION]...")
+@click.argument("names", nargs=-1, metavar="[MIGRATION]...", shell_complete=complete_ids)
 @click.option("--all", "use_all", is_flag=True, help="Lint every migration file, not only pending.")
 @click.option(
     "--format",
