@@ -8,11 +8,13 @@ hooks: nothing here connects to a database.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from migretti_core.errors import (
+    ConfigError,
     MigrationFileError,
     StateError,
     UsageError,
@@ -47,6 +49,19 @@ FIX_HINT_EITHER = (
     FIX_HINT + "; if it was being rolled back, `mg fix {id} --remove` if you completed its "
     "rollback by hand, or `mg fix {id} --applied` if you restored what the rollback undid"
 )
+
+
+def require_project(session: Session, what: str) -> None:
+    """Refuse to report on nothing outside a project: without mg.yaml and without a
+    migrations directory, ``mg lint`` and ``mg check`` run in the wrong directory (a CI job's
+    ``working-directory`` forgotten), and "0 migrations, ok" would pass that job."""
+    config = session.config
+    if config.path is None and not os.path.lexists(config.migrations_dir):
+        raise ConfigError(
+            f"no mg.yaml in {config.root} or its parents, and no "
+            f"{display_path(config.migrations_dir)}/ directory: no migrations to {what}",
+            hint="run mg in your project, or pass --config PATH",
+        )
 
 
 def fix_hint(entry: HistoryEntry) -> str:

@@ -177,6 +177,23 @@ def test_a_bad_lint_section_names_the_file_on_every_command(
         assert done.stderr.startswith(f"mg: error: mg.yaml: {said}"), done.stderr
 
 
+@pytest.mark.parametrize("command", [["lint"], ["lint", "--all"], ["check"]])
+def test_lint_and_check_outside_a_project_fail_instead_of_passing_on_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A CI job that runs `mg lint` or `mg check` in the wrong directory must not go green
+    on "0 migrations"; nor may mg check start a scratch server for nothing."""
+    from migretti_core.testing import assert_clean_error, run_mg
+
+    done = run_mg(command, tmp_path, env={"MG_DATABASE_URL": ""}, timeout=60)
+    assert_clean_error(
+        done, f"no mg.yaml in {tmp_path} or its parents, and no migrations/ directory"
+    )
+    assert "scratch" not in done.stderr and done.stdout == ""
+    (tmp_path / "migrations").mkdir()  # a project without mg.yaml, as mg create makes one
+    assert run_mg(["lint"], tmp_path, env={"MG_DATABASE_URL": ""}).returncode == 0
+
+
 def test_server_version_option(offline: Project) -> None:
     offline.add("001", "default", "ALTER TABLE a ADD COLUMN b bigint DEFAULT 1;")
     assert findings(offline, "--all") == []

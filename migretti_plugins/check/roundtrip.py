@@ -104,6 +104,7 @@ def run_check(
     """Check every migration of the project on a scratch database; never touches the target."""
     from migretti_core import planning
 
+    planning.require_project(session, "check")
     migrations = planning.load_migrations(session)
     planning.validate(session, migrations)  # the pre-flight checks of apply, exit 2 as there
     result = CheckReport()

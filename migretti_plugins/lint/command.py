@@ -42,6 +42,7 @@ def plan_to_lint(
     """The migrations to lint, whether they form a plan, and the server version if connected."""
     from migretti_core import planning, running
 
+    planning.require_project(session, "lint")
     migrations = planning.load_migrations(session)
     if names:
         return select(migrations, names), False, None
