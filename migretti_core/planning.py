@@ -19,6 +19,7 @@ from migretti_core.errors import (
     StateError,
     UsageError,
 )
+from migretti_core.messages import printable
 from migretti_core.reporting import display_path
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, checksum_matches
@@ -205,7 +206,7 @@ def blocked_lines(blocking: Sequence[HistoryEntry], errors: bool) -> str:
             detail += f" at statement {entry.failed_statement}"
         if errors and entry.error:
             detail += f": {entry.error}"
-        lines.append(f"migration {entry.id} ({entry.name}) {what}{detail}")
+        lines.append(f"migration {entry.id} ({printable(entry.name)}) {what}{detail}")
     return "; ".join(lines)
 
 
@@ -246,21 +247,21 @@ def tampering_of(state: State) -> list[str]:
     problems: list[str] = []
     for entry in state.unknown_status:
         problems.append(
-            f"unknown status: {entry.id} {entry.name} is recorded as {entry.status!r}, which mg "
-            "does not know (applied, failed or running), so it counts as neither applied nor "
-            "pending — " + FIX_HINT.format(id=entry.id)
+            f"unknown status: {entry.id} {printable(entry.name)} is recorded as "
+            f"{entry.status!r}, which mg does not know (applied, failed or running), so it "
+            "counts as neither applied nor pending — " + FIX_HINT.format(id=entry.id)
         )
     for entry in state.unverifiable:
         problems.append(
-            f"no checksum: {entry.id} {entry.name} is applied but its row has no checksum, so "
-            f"its file cannot be verified — `mg fix {entry.id} --applied` records the file's "
-            "current checksum"
+            f"no checksum: {entry.id} {printable(entry.name)} is applied but its row has no "
+            f"checksum, so its file cannot be verified — `mg fix {entry.id} --applied` "
+            "records the file's current checksum"
         )
     for ident, rows in state.duplicates.items():
         statuses = ", ".join(str(e.status) for e in rows)
         problems.append(
-            f"duplicate rows: {ident} {rows[0].name} has {len(rows)} rows in the history "
-            f"({statuses}; was the primary key of _migrations dropped?) — "
+            f"duplicate rows: {ident} {printable(rows[0].name)} has {len(rows)} rows in the "
+            f"history ({statuses}; was the primary key of _migrations dropped?) — "
             f"`mg fix {ident} --applied` or `--remove` leaves one"
         )
     return problems
@@ -333,7 +334,7 @@ def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = 
         migration = by_id.get(entry.id)
         if migration is None:
             raise StateError(
-                f"migration {entry.id} ({entry.name}) is applied but its file is gone, "
+                f"migration {entry.id} ({printable(entry.name)}) is applied but its file is gone, "
                 "so it cannot be rolled back",
                 hint="restore the file from version control",
             )

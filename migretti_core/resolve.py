@@ -32,7 +32,9 @@ class Known:
     filename: str | None = None
 
     def describe(self) -> str:
-        return self.filename or f"{self.id} ({self.name}, recorded, no file)"
+        from migretti_core.messages import printable
+
+        return printable(self.filename or f"{self.id} ({self.name}, recorded, no file)")
 
 
 def known(migrations: Iterable[Migration], history: Iterable[HistoryEntry] = ()) -> list[Known]:

@@ -27,6 +27,7 @@ from migretti_core.errors import (
     Terminated,
     UsageError,
 )
+from migretti_core.messages import printable
 from migretti_core.planning import (
     FIX_HINT,
     FIX_HINT_DOWN,
@@ -270,7 +271,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                     # migration, and say what its state can be
                     raise DatabaseError(
                         f"the database connection was lost while migration {migration.id} "
-                        f"({migration.name}) ran: {exc.message}",
+                        f"({printable(migration.name)}) ran: {exc.message}",
                         hint="its transaction was rolled back, unless the server committed it "
                         "just before the connection dropped: `mg status` shows whether it is "
                         "recorded as applied; run the command again to go on",
@@ -348,10 +349,10 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                 # the history's refusal: the row says `applied` already (written by hand,
                 # by `mg fix`, or by the migration itself), not `running` as this run left it
                 raise StateError(
-                    f"migration {migration.id} ({migration.name}) is already recorded as "
-                    f"applied: its row was changed while this run ran its {len(statements)} "
-                    "statements, which all ran (it is a no-transaction migration); this run "
-                    "did not record it again",
+                    f"migration {migration.id} ({printable(migration.name)}) is already "
+                    f"recorded as applied: its row was changed while this run ran its "
+                    f"{len(statements)} statements, which all ran (it is a no-transaction "
+                    "migration); this run did not record it again",
                     hint="check that nothing else runs it (mg runs hold an advisory lock; "
                     "no migration should release it or write _migrations)",
                 ) from exc
@@ -359,7 +360,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
             # ran SET ROLE, for example): say so, and what the row left `running` needs.
             code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
             raise MigrationFailed(
-                f"recording migration {migration.id} ({migration.name}) in the history "
+                f"recording migration {migration.id} ({printable(migration.name)}) in the history "
                 f"failed: {exc.server_message}{code}",
                 hint=f"all {len(statements)} of its statements ran (it is a no-transaction "
                 f"migration), but its row is left `running`: `mg fix {migration.id} "
@@ -745,7 +746,7 @@ def _cut_short(
     except BaseException:  # a second Ctrl-C, or no connection: the row stays as it is
         pass
     ident = migration.id
-    what = f"migration {ident} ({migration.name})"
+    what = f"migration {ident} ({printable(migration.name)})"
     if complete:
         head = f"{what} ran all {total} statements, then {reason}"
         if left != "running":
@@ -836,8 +837,8 @@ def _query_failure(
         lock_id = session.config.lock_id
         return MigrationFailed(
             f"the migration lock {lock_id} was lost before migration {migration.id} "
-            f"({migration.name}) started; it was not run, and mg stopped because another run "
-            "may now be applying migrations",
+            f"({printable(migration.name)}) started; it was not run, and mg stopped because "
+            "another run may now be applying migrations",
             hint="a migration calling pg_advisory_unlock_all() or DISCARD ALL releases the "
             "lock, as does a pooler in transaction mode; see `mg status`",
         )
@@ -870,14 +871,14 @@ def _query_failure(
             else "this run did not start it"
         )
         return StateError(
-            f"migration {migration.id} ({migration.name}) is already recorded as applied: "
-            f"another mg run applied it at the same time; {what}",
+            f"migration {migration.id} ({printable(migration.name)}) is already recorded as "
+            f"applied: another mg run applied it at the same time; {what}",
             hint="mg runs hold an advisory lock; check that no migration releases it "
             "(pg_advisory_unlock_all, DISCARD ALL)",
         )
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
     return MigrationFailed(
-        f"recording migration {migration.id} ({migration.name}) in the history failed: "
+        f"recording migration {migration.id} ({printable(migration.name)}) in the history failed: "
         f"{exc.server_message}{code}",
         hint="its transaction was rolled back" if migration.transactional else None,
     )
@@ -1011,7 +1012,7 @@ def confirm(
     ]
     if plan is not None:
         for migration in plan.steps:
-            lines.append(f"  {plan.direction:4} {migration.id} {migration.name}")
+            lines.append(f"  {plan.direction:4} {migration.id} {printable(migration.name)}")
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         lines.append(f"lint found {len(errors)} error{'s' if len(errors) != 1 else ''}:")
@@ -1272,8 +1273,8 @@ def _warn_no_sql(session: Session, plan: Plan) -> None:
                 session,
                 "migration.no_sql",
                 "warning",
-                f"{migration.id} {migration.name}: its up section holds only comments, so "
-                "applying it changes nothing but the history",
+                f"{migration.id} {printable(migration.name)}: its up section holds only "
+                "comments, so applying it changes nothing but the history",
                 migration_id=migration.id,
                 hint=f"write its SQL in {display_path(migration.path)} after `-- migrate: up`",
             )
@@ -1330,6 +1331,7 @@ def fix(session: Session, given: str, mode: str) -> int:
                     ),
                 )
     verb = "marked applied" if mode == "applied" else "removed from history"
-    report(session, "migration.fixed", "info", f"{ident} {name}: {verb}", migration_id=ident)
+    shown = f"{ident} {printable(name)}: {verb}"
+    report(session, "migration.fixed", "info", shown, migration_id=ident)
     session.hooks.after_command(session, "fix", (), {"migration_id": ident, "mode": mode})
     return 0

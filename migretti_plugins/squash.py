@@ -21,6 +21,7 @@ import click
 from migretti_core import hookimpl, reporting
 from migretti_core.cli import app_of
 from migretti_core.errors import MgError, MigrationFileError, StateError, UsageError
+from migretti_core.messages import printable
 from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
 
@@ -75,7 +76,7 @@ def terminate(sql: str, split: Splitter, where: str) -> str:
 def _block(parts: Sequence[tuple[Migration, str]]) -> str:
     chunks = []
     for migration, body in parts:
-        chunk = f"-- from {migration.filename}\n"
+        chunk = f"-- from {printable(migration.filename)}\n"
         if body:
             chunk += body + "\n"
         chunks.append(chunk)
@@ -93,7 +94,7 @@ def sections(migrations: Sequence[Migration], split: Splitter) -> tuple[str, str
     down: str | None = None
     without_down = [m for m in migrations if not m.has_down]
     if without_down:
-        names = ", ".join(m.filename for m in without_down)
+        names = ", ".join(printable(m.filename) for m in without_down)
         warnings.append(
             f"{names} {'has' if len(without_down) == 1 else 'have'} no down section, so the "
             "squashed migration has none either (rolling it back needs --allow-missing-down)"
@@ -168,7 +169,7 @@ def refuse_unsquashable(
         raise UsageError(f"cannot squash: {count} pending; squash needs at least two")
     kinds = {m.transactional for m in state_pending}
     if len(kinds) > 1:
-        no_tx = ", ".join(m.filename for m in state_pending if not m.transactional)
+        no_tx = ", ".join(printable(m.filename) for m in state_pending if not m.transactional)
         raise UsageError(
             "cannot squash transactional and no-transaction migrations together "
             f"(no-transaction: {no_tx})",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,78 @@ def test_a_plugin_file_name_is_escaped_in_mg_plugins_with_or_without_the_output_
         run_mg(["-p", "no:output", "plugins", "--format", "json"], tmp_path).stdout
     )
     assert f"ev{HOSTILE}" in {p["name"] for p in document}
+
+
+def shown_clean(done: subprocess.CompletedProcess[str], code: int) -> str:
+    """What ``mg`` printed, checked: exit ``code``, and no line break or other control
+    character of a name written raw (``x\\nline`` is HOSTILE's break)."""
+    text = done.stdout + done.stderr
+    assert done.returncode == code, (done.returncode, text)
+    assert "Traceback" not in text, text
+    assert "x\nline" not in text, text
+    no_raw_controls(done.stdout, done.stderr)
+    return text
+
+
+def test_errors_naming_a_migration_escape_its_name(project: Project) -> None:
+    """The errors a user meets with such a name (a failing SQL statement, a failed row that
+    blocks, a baseline or fix of it, a missing down section, an ambiguous id, a file gone)
+    show it escaped: a line break in a name never starts a new line of mg's output."""
+    project.add("0001", HOSTILE, "CREATE TABLE t1 (id int PRIMARY KEY);", "DROP TABLE t1;")
+    project.add(
+        "0002",
+        f"{HOSTILE}_nt",
+        "CREATE TABLE t2 (id int PRIMARY KEY);\nSELECT 1/0;",
+        "DROP TABLE t2;",
+        no_transaction=True,
+    )
+    project.configure(extra="envs:\n  prod:\n    protected: true\n")
+    refused = shown_clean(project.mg("--env", "prod", "apply"), 5)  # no terminal to ask on
+    assert f"up   0002 {SHOWN}_nt" in refused, refused
+    dry = shown_clean(project.mg("apply", "--dry-run"), 0)
+    assert f"ok: 0001 {SHOWN}" in dry and f"not executed: 0002 {SHOWN}_nt" in dry, dry
+    failed = shown_clean(project.mg("apply"), 1)
+    assert f"0002_{SHOWN}_nt.sql:4" in failed and "division by zero" in failed
+
+    blocked = shown_clean(project.mg("apply"), 3)
+    assert f"0002 ({SHOWN}_nt)" in blocked
+    baseline = shown_clean(project.mg("baseline", "0002", "--force"), 3)
+    assert f"0002 ({SHOWN}_nt)" in baseline
+    fixed = shown_clean(project.mg("fix", "0002", "--remove"), 0)
+    assert f"0002 {SHOWN}_nt" in fixed
+    project.path_of("0002").unlink()
+    project.sql("DROP TABLE t2")
+
+    project.add("0003", f"{HOSTILE}_nd", "CREATE TABLE t3 (id int PRIMARY KEY);")
+    shown_clean(project.mg("apply"), 0)
+    no_down = shown_clean(project.mg("down"), 3)
+    assert f"0003_{SHOWN}_nd.sql has no down section" in no_down, no_down
+
+    ambiguous = shown_clean(project.mg("rollback", "--to", "000"), 2)
+    assert f"0001_{SHOWN}.sql" in ambiguous and f"0003_{SHOWN}_nd.sql" in ambiguous
+
+    project.path_of("0003").unlink()  # applied, its file gone
+    gone = shown_clean(project.mg("down"), 3)
+    assert f"0003 ({SHOWN}_nd)" in gone, gone
+
+
+def test_squash_escapes_the_names_it_writes_into_the_new_file(project: Project) -> None:
+    """The squashed file says where each part came from in a comment: a line break in a file
+    name must not end that comment and turn the rest of the name into SQL."""
+    project.add("0001", f"{HOSTILE};DROP TABLE keep", "CREATE TABLE t1 (id int);")
+    project.add("0002", f"{HOSTILE}_nt", "CREATE TABLE t2 (id int);", no_transaction=True)
+    refused = shown_clean(project.mg("squash", "both"), 2)
+    assert f"(no-transaction: 0002_{SHOWN}_nt.sql)" in refused, refused
+    project.path_of("0002").unlink()
+    project.add("0002", f"{HOSTILE}_b", "CREATE TABLE t2 (id int);")
+    dry = shown_clean(project.mg("squash", "both", "--dry-run"), 0)
+    assert f"-- from 0001_{SHOWN};DROP TABLE keep.sql" in dry, dry
+    assert f"0002_{SHOWN}_b.sql have no down section" in dry, dry
+    done = shown_clean(project.mg("squash", "both"), 0)
+    (squashed,) = project.migrations_dir.glob("*_both.sql")
+    text = squashed.read_text(encoding="utf-8")
+    assert "x\nline" not in text and f"-- from 0002_{SHOWN}_b.sql" in text, text
+    assert "wrote" in done
+    project.sql("CREATE TABLE keep (id int)")
+    shown_clean(project.mg("apply"), 0)
+    assert project.tables() >= {"t1", "t2", "keep"}

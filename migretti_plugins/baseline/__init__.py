@@ -44,6 +44,7 @@ _MARK = "UPDATE _migrations SET baseline = true WHERE id = ANY(%s)"
 def _todo(state: State, upto: Migration, force: bool) -> list[Migration]:
     """The migrations to record, after the checks that may refuse them."""
     from migretti_core.errors import StateError
+    from migretti_core.messages import printable
     from migretti_core.planning import fix_hint
 
     steps = [m for m in state.migrations if m.id <= upto.id]
@@ -54,7 +55,8 @@ def _todo(state: State, upto: Migration, force: bool) -> list[Migration]:
     if blocked:
         first = blocked[0]
         raise StateError(
-            f"migration {first.id} ({first.name}) is {first.status}; a baseline cannot cover it",
+            f"migration {first.id} ({printable(first.name)}) is {first.status}; a baseline "
+            "cannot cover it",
             hint=fix_hint(first),
         )
     if state.applied and not force:
