@@ -1239,6 +1239,9 @@ def _run_kept(
             _warn_no_sql(session, plan)
             if not plan.steps and not live:
                 report(session, "command.nothing", "info", nothing(state))
+                if session.options.dry_run and session.options.output_format == "json":
+                    # --format json promises one document on stdout: the empty plan's
+                    session.hooks.dry_run(session, conn, plan)
                 return 0
             if explain is not None:
                 explain(state, plan)

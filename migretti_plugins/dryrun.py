@@ -123,6 +123,8 @@ def _show_results(session: Session, results: list[MigrationResult]) -> None:
 def _try_plan(session: Session, conn: Any, plan: Plan) -> list[MigrationResult]:
     hooks = session.hooks
     results: list[MigrationResult] = []
+    if not plan.steps:  # nothing to try (an empty plan's document): no transaction either
+        return results
     stopped = False
     with hooks.transaction(session, conn, rollback=True):
         _set_timeouts(session, conn)

@@ -111,3 +111,21 @@ def test_format_json_without_a_dry_run_is_refused_before_anything_runs(
     assert f"mg {command} --format json needs --dry-run or --fleet NAME" in done.stderr
     assert done.stdout == ""
     assert project.statuses() == {}
+
+
+@pytest.mark.parametrize("command", ["apply", "up"])
+def test_format_json_with_nothing_to_do_still_prints_its_document(
+    project: Project, command: str
+) -> None:
+    """A script reading `mg apply --dry-run --format json` gets a document even when
+    nothing is pending (none applied yet, then all applied)."""
+    def document() -> Any:
+        done = project.mg(command, "--dry-run", "--format", "json", "--no-lint")
+        assert done.returncode == 0, done.stderr
+        assert "nothing to apply" in done.stderr
+        return json.loads(done.stdout)
+
+    assert document() == {"migrations": []}
+    project.add("001", "add_token", "ALTER TABLE users ADD COLUMN token text;")
+    assert project.mg("apply", "--no-lint").returncode == 0
+    assert document() == {"migrations": []}
