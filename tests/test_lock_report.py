@@ -119,6 +119,7 @@ def test_format_json_with_nothing_to_do_still_prints_its_document(
 ) -> None:
     """A script reading `mg apply --dry-run --format json` gets a document even when
     nothing is pending (none applied yet, then all applied)."""
+
     def document() -> Any:
         done = project.mg(command, "--dry-run", "--format", "json", "--no-lint")
         assert done.returncode == 0, done.stderr
