@@ -7,6 +7,7 @@ refused before anything runs, through the real ``mg`` and against the suite's Po
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,6 +227,23 @@ def test_a_missing_migrations_dir_named_in_mg_yaml_is_an_error(project: Project)
     done = project.mg("apply")
     assert done.returncode == 2, done.stderr
     assert "symlink" in done.stderr and "gone" in done.stderr
+
+
+def test_a_file_in_place_of_the_migrations_directory_is_an_error(project: Project) -> None:
+    """The default migrations/ may be missing (no migration yet), but a file in its place is
+    not "nothing to apply": every command says what is in the way, mg create too."""
+    project.add("0001", "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    assert project.mg("apply").returncode == 0
+    shutil.rmtree(project.migrations_dir)
+    project.migrations_dir.write_text("not a directory\n")
+    said = f"the migrations directory {project.migrations_dir} is not a directory"
+    for args in (("apply",), ("status",), ("lint",), ("create", "next")):
+        done = project.mg(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith(f"mg: error: {said}\n"), done.stderr
+        assert "hint: move it out of the way, or set migrations_dir in mg.yaml" in done.stderr
+        assert "nothing to apply" not in done.stderr and "File exists" not in done.stderr
+    assert project.migrations_dir.read_text() == "not a directory\n"
 
 
 def test_create_refuses_sql_holding_a_migrate_marker(project: Project) -> None:

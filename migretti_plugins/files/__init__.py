@@ -23,12 +23,17 @@ def mg_discover_migrations(config: Config) -> list[Path]:
     directory = config.migrations_dir
     if (
         not directory.is_dir()
-        and ("migrations_dir" in config.settings or directory.is_symlink())
+        # the default directory may be missing (no migration yet); anything else in its
+        # place (a file, a dangling link) is never "no migrations"
+        and ("migrations_dir" in config.settings or os.path.lexists(directory))
         and not _symlink_loop(directory)  # discover says so, in one line
     ):
+        in_the_way = directory.exists() and not directory.is_dir()
         raise ConfigError(
             _missing_directory(config, directory),
-            hint="create it (mg create does), or correct migrations_dir",
+            hint=_in_the_way_hint(config)
+            if in_the_way
+            else "create it (mg create does), or correct migrations_dir",
         )
     return discover(directory)
 
@@ -41,11 +46,20 @@ def _symlink_loop(path: Path) -> bool:
     return False
 
 
+def _in_the_way_hint(config: Config) -> str:
+    if "migrations_dir" in config.settings:
+        return "move it out of the way, or correct migrations_dir"
+    return "move it out of the way, or set migrations_dir in mg.yaml"
+
+
 def _missing_directory(config: Config, directory: Path) -> str:
     """A migrations_dir the user named but that is not there: an error, never an empty list
     (which would say "nothing to apply" about the wrong directory)."""
-    where = f" in {config.label}" if config.path is not None else ""
-    given = config.settings.get("migrations_dir", "migrations")
+    if "migrations_dir" not in config.settings:
+        name = f"the migrations directory {directory}"
+    else:
+        where = f" in {config.label}" if config.path is not None else ""
+        name = f"migrations_dir {config.settings['migrations_dir']!r}{where}: {directory}"
     if directory.is_symlink():
         target = os.readlink(directory)
         problem = f"is a symlink to {target}, which does not exist"
@@ -53,7 +67,7 @@ def _missing_directory(config: Config, directory: Path) -> str:
         problem = "is not a directory"
     else:
         problem = "does not exist"
-    return f"migrations_dir {given!r}{where}: {directory} {problem}"
+    return f"{name} {problem}"
 
 
 @hookimpl(trylast=True)
@@ -94,6 +108,10 @@ def mg_create_migration(
 ) -> Path:
     from migretti_plugins.files.parse import create_migration_file
 
+    directory = config.migrations_dir
+    if os.path.lexists(directory) and not directory.is_dir():
+        # mkdir's own "File exists" would not say what is in the way
+        raise ConfigError(_missing_directory(config, directory), hint=_in_the_way_hint(config))
     return create_migration_file(
         config.migrations_dir, title, up=up_sql, down=down_sql, transactional=transactional
     )
