@@ -28,6 +28,7 @@ from migretti_core.errors import (
     SqlError,
     UsageError,
 )
+from migretti_core.messages import printable
 from migretti_core.records import record
 from migretti_core.transactions import transaction_control
 from migretti_core.types import Config, Key, Migration, MigrationResult, Session
@@ -250,12 +251,12 @@ def select_paths(directory: Path, paths: Sequence[Path], names: Iterable[str]) -
         if not matches:
             problems.append(f"no seed named {given!r} in {where}")
         elif len(matches) > 1:
-            names_found = ", ".join(p.name for p in matches)
+            names_found = ", ".join(printable(p.name) for p in matches)
             problems.append(f"seed name {given!r} is ambiguous: {names_found}")
         else:
             chosen.add(matches[0])
     if problems:
-        known = ", ".join(p.name for p in paths) or "none"
+        known = ", ".join(printable(p.name) for p in paths) or "none"
         raise UsageError("; ".join(problems), hint=f"seeds in {where}: {known}")
     return [p for p in paths if p in chosen]
 
@@ -371,8 +372,8 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
                 except SqlError as exc:
                     raise MigrationFailed(
                         f"the migration lock {session.config.lock_id} was lost before seed "
-                        f"{seed.name} started; it was not run, and mg stopped because another run "
-                        "may now be running seeds",
+                        f"{printable(seed.name)} started; it was not run, and mg stopped "
+                        "because another run may now be running seeds",
                         hint="a seed calling pg_advisory_unlock_all() or DISCARD ALL releases the "
                         "lock, as does a pooler in transaction mode",
                     ) from exc
@@ -380,7 +381,10 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
                 try:
                     hooks.execute(session, conn, seed.text)
                 except SqlError as exc:
-                    note = f"seed {seed.name} was rolled back; the seeds before it stay committed"
+                    note = (
+                        f"seed {printable(seed.name)} was rolled back; the seeds before it stay "
+                        "committed"
+                    )
                     raise _failure(seed, exc, note) from exc
             duration = int((time.perf_counter() - started) * 1000)
             record = RECORD_ROW.format(table=table)
@@ -398,8 +402,11 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
         if not committing:
             raise
         # the seed and its row went through; COMMIT refused them (a deferred constraint)
-        note = f"{_DEFERRED_NOTE}; seed {seed.name} was rolled back, the seeds before it stay "
-        raise _failure(seed, exc, note + "committed", sql="") from exc
+        note = (
+            f"{_DEFERRED_NOTE}; seed {printable(seed.name)} was rolled back, the seeds before "
+            "it stay committed"
+        )
+        raise _failure(seed, exc, note, sql="") from exc
     return int((time.perf_counter() - started) * 1000)
 
 
@@ -424,7 +431,7 @@ def _skipped(session: Session, seed: Seed) -> None:
 
 
 def _describe(seeds: Sequence[Seed]) -> str:
-    shown = ", ".join(s.name for s in seeds[:5])
+    shown = ", ".join(printable(s.name) for s in seeds[:5])
     more = f" and {len(seeds) - 5} more" if len(seeds) > 5 else ""
     return f"{shown}{more}"
 

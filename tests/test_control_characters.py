@@ -231,3 +231,24 @@ def test_squash_escapes_the_names_it_writes_into_the_new_file(project: Project) 
     project.sql("CREATE TABLE keep (id int)")
     shown_clean(project.mg("apply"), 0)
     assert project.tables() >= {"t1", "t2", "keep"}
+
+
+def test_seed_and_drift_messages_escape_the_names_they_give(project: Project) -> None:
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / f"0001_{HOSTILE}.sql").write_text("CREATE TABLE s1 (id int);\n", encoding="utf-8")
+    ran = shown_clean(project.mg("seed"), 0)
+    assert f"ran 0001_{SHOWN}.sql" in ran, ran
+    skipped = shown_clean(project.mg("seed"), 0)
+    assert f"skipped 0001_{SHOWN}.sql" in skipped, skipped
+    (seeds / f"0002_{HOSTILE}_bad.sql").write_text("SELECT 1/0;\n", encoding="utf-8")
+    failed = shown_clean(project.mg("seed"), 1)
+    assert f"seed 0002_{SHOWN}_bad.sql was rolled back" in failed, failed
+    unknown = shown_clean(project.mg("seed", "nope"), 2)
+    assert f"0001_{SHOWN}.sql, 0002_{SHOWN}_bad.sql" in unknown, unknown
+
+    project.add("0001", HOSTILE, "CREATE TABLE t1 (id int);", "DROP TABLE t1;")
+    shown_clean(project.mg("apply"), 0)
+    project.path_of("0001").unlink()
+    gone = shown_clean(project.mg("drift"), 3)
+    assert f"0001 ({SHOWN})" in gone, gone

@@ -14,6 +14,7 @@ from typing import Any
 
 from migretti_core import reporting
 from migretti_core.errors import MgError, MigrationFailed, StateError
+from migretti_core.messages import printable
 from migretti_core.types import Session
 from migretti_plugins.check import diff, snapshot
 from migretti_plugins.check.scratch import scratch_database, scratch_failure
@@ -63,12 +64,13 @@ def run_drift(
         if gone:
             raise StateError(
                 "cannot rebuild the schema: applied migration file gone: "
-                + ", ".join(f"{e.id} ({e.name})" for e in gone),
+                + ", ".join(f"{e.id} ({printable(e.name)})" for e in gone),
                 hint="restore the files from version control",
             )
         for entry in state.blocking:
             result.warnings.append(
-                f"{entry.id} {entry.name} is {entry.status}; it is not part of the comparison"
+                f"{entry.id} {printable(entry.name)} is {entry.status}; it is not part of the "
+                "comparison"
             )
         for migration, _ in state.modified:
             result.warnings.append(

@@ -49,13 +49,14 @@ def _clear_progress() -> None:
 
 
 def _shown(event: Event) -> str:
-    """The message for a terminal: the migration's name (the ``migration_name`` field) escaped
-    whole, a line break in it too, then every other control character but the message's own
-    line breaks and tabs."""
+    """The message for a terminal: the migration's or seed's name (the ``migration_name`` or
+    ``seed`` field) escaped whole, a line break in it too, then every other control character
+    but the message's own line breaks and tabs."""
     message = event.message
-    name = event.fields.get("migration_name")
-    if isinstance(name, str) and name and not name.isprintable():
-        message = message.replace(name, printable(name))
+    for key in ("migration_name", "seed"):
+        name = event.fields.get(key)
+        if isinstance(name, str) and name and not name.isprintable():
+            message = message.replace(name, printable(name))
     return printable(message, lines=True)
 
 
