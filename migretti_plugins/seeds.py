@@ -436,6 +436,22 @@ def _describe(seeds: Sequence[Seed]) -> str:
     return f"{shown}{more}"
 
 
+def _refuse_a_file_in_place(config: Config, directory: Path) -> None:
+    """A file (or a dangling link) where the seeds directory should be: named, instead of
+    mkdir's "File exists" or a bare "Not a directory"."""
+    if not os.path.lexists(directory) or directory.is_dir():
+        return
+    if SEEDS_DIR.name in config.settings:
+        where = f" in {config.label}" if config.path is not None else ""
+        name = f"seeds_dir {config.settings[SEEDS_DIR.name]!r}{where}: {directory}"
+        hint = "move it out of the way, or correct seeds_dir"
+    else:
+        name = f"the seeds directory {directory}"
+        hint = "move it out of the way, or set seeds_dir in mg.yaml"
+    problem = "is a dangling symlink" if not directory.exists() else "is not a directory"
+    raise ConfigError(f"{name} {problem}", hint=hint)
+
+
 def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) -> int:
     """Run the selected seeds (all when ``names`` is empty) that need running."""
     from migretti_core import running
@@ -455,6 +471,7 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
             f"seeds_dir {given!r}{where}: {directory} does not exist",
             hint="create it (mg seed create does), or correct seeds_dir",
         )
+    _refuse_a_file_in_place(session.config, directory)
     paths = seed_paths(directory)
     if names:
         paths = select_paths(directory, paths, names)
@@ -694,7 +711,9 @@ def run_command(
 def create_command(ctx: click.Context, name: str) -> None:
     """Create an empty seed file seeds/<ULID>_<name>.sql."""
     config = app_of(ctx).config()
-    path = create_seed_file(seeds_dir(config), name)
+    directory = seeds_dir(config)
+    _refuse_a_file_in_place(config, directory)
+    path = create_seed_file(directory, name)
     click.echo(reporting.display_path(path))
 
 

@@ -104,6 +104,22 @@ def test_seed_create_refuses_a_name_without_letters_or_digits(project: Path) -> 
     assert list((project / "seeds").iterdir()) == []
 
 
+def test_a_file_or_dangling_link_in_place_of_the_seeds_directory_is_named(project: Path) -> None:
+    seeds = project / "seeds"
+    seeds.rmdir()
+    seeds.write_text("not a directory\n")
+    for args in (["seed"], ["seed", "create", "users"]):
+        done = run_mg(args, project)
+        assert_clean_error(done, f"mg: error: the seeds directory {seeds} is not a directory")
+        assert "File exists" not in done.stderr
+    seeds.unlink()
+    seeds.symlink_to(project / "gone")
+    for args in (["seed"], ["seed", "create", "users"]):
+        done = run_mg(args, project)  # not "no seeds", not "File exists"
+        assert_clean_error(done, f"mg: error: the seeds directory {seeds} is a dangling symlink")
+    assert not (project / "gone").exists()
+
+
 def test_runs_all_then_skips_all_then_only_the_edited_one(project: Path, database_url: str) -> None:
     for name in ("01_a.sql", "02_b.sql", "03_c.sql"):
         logging_seed(project, name)
