@@ -774,3 +774,32 @@ def test_dry_run_does_not_run_sql_that_would_commit(
     )
     assert b.ok
     assert one(session, conn, "SELECT to_regclass('t') IS NULL")
+
+
+def test_history_sql_inserts_only_rows_the_run_knows_are_new(session: Session, conn: Any) -> None:
+    # The plain insert (the cheap form) is used once the prepared run has counted the rows it
+    # read; an id it read, a change other than applying, or any other write since, gets the
+    # update-or-insert form.
+    def sql(ident: str, action: Any = "UP", status: Any = "applied") -> str:
+        change = HistoryChange(ident, f"m_{ident}", "c" * 64, action, status)
+        return str(session.hooks.history_sql(session, change))
+
+    session.hooks.history_prepare(session, conn)
+    session.hooks.query(
+        session,
+        conn,
+        "INSERT INTO _migrations (id, name, status, apply_seq) VALUES ('0001', 'a', 'applied', 7)",
+        (),
+    )
+    assert sql("0002").startswith("WITH updated")  # not read since the row appeared
+    session.hooks.history_read(session, conn)
+    session.hooks.history_prepare(session, conn)
+    first, second = sql("0002"), sql("0003")
+    assert first.startswith("INSERT") and "\n    8, (extract" in first
+    assert second.startswith("INSERT") and "\n    9, (extract" in second
+    assert sql("0001").startswith("WITH updated")  # read: may need updating
+    assert sql("0004").startswith("WITH updated")  # and everything after it
+    session.hooks.history_read(session, conn)
+    session.hooks.history_prepare(session, conn)
+    assert sql("0001", "DOWN", None).startswith("DELETE")
+    assert sql("0005").startswith("WITH updated")
