@@ -297,6 +297,15 @@ def _looks_like_plugin(item: object) -> bool:
     return False
 
 
+def _check_arguments(database_url: str | None, seeds: bool) -> dict[str, object]:
+    """The check plugin's arguments: a URL given here is named as this method's argument in
+    its errors (``check: database_url is not a valid connection URL``)."""
+    arguments: dict[str, object] = {"database_url": database_url, "seeds": seeds}
+    if database_url is not None:
+        arguments["url_label"] = "check: database_url"
+    return arguments
+
+
 def _flags(method: str, **values: object) -> None:
     """Refuse a flag that is not a bool: ``dry_run="no"`` would otherwise count as true."""
     for name, value in values.items():
@@ -905,7 +914,7 @@ class Migretti:
         with self._lock:
             session = self._session("check")
             result = CheckResult.from_report(
-                run(session, database_url=database_url, seeds=seeds), session.hooks.redact
+                run(session, **_check_arguments(database_url, seeds)), session.hooks.redact
             )
         if result.ok or not raise_on_problems:
             return result

@@ -226,3 +226,34 @@ def test_the_api_without_database_url_still_names_mg_database_url(
     monkeypatch.chdir(project)
     with pytest.raises(ConfigError, match=r"^MG_DATABASE_URL is not a valid connection URL"):
         Migretti().status()
+
+
+def test_a_bad_scratch_url_given_to_the_api_s_check_is_named_as_its_argument(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Migretti.check(database_url=...)`` names its argument, not the command line's
+    ``--database-url`` or mg.yaml's ``check.database_url``; never with the password."""
+    from migretti_core import ConfigError, Migretti, UsageError
+
+    monkeypatch.chdir(project)
+    mg = Migretti(database_url="postgresql://app@db.example.com/app")
+    cases: dict[str, tuple[type[Exception], str]] = {
+        "not a url": (ConfigError, "check: database_url is not a valid connection URL"),
+        f"postgresql://app:{PASSWORD}@db.example.com/postgres?nonsense=1": (
+            ConfigError,
+            "check: database_url is not a valid connection URL",
+        ),
+        f"app:{PASSWORD}@db.example.com/postgres": (
+            ConfigError,
+            "check: database_url is not a valid connection URL",
+        ),
+        "embedded:": (ConfigError, "check: database_url cannot be embedded"),
+        " ": (UsageError, "check: database_url needs a connection URL"),
+    }
+    for url, (kind, expected) in cases.items():
+        with pytest.raises(kind) as raised:
+            mg.check(database_url=url)
+        message = str(raised.value)
+        assert message.startswith(expected), message
+        assert "--database-url" not in message and "check.database_url" not in message, message
+        assert PASSWORD not in message + str(raised.value.hint or ""), message

@@ -50,18 +50,27 @@ def _settings(session: Session) -> Section:
     return section
 
 
-def _database_url(session: Session, given: str | None = None) -> str | None:
-    """``--database-url`` wins over ``check.database_url``; None means the embedded server."""
+def _database_url(
+    session: Session, given: str | None = None, label: str | None = None
+) -> str | None:
+    """``--database-url`` wins over ``check.database_url``; None means the embedded server.
+    ``label`` is what an error calls ``given`` (default ``--database-url``)."""
     if given is not None and not given.strip():
         from migretti_core.errors import UsageError
 
         # Not "no option": an unset variable in `--database-url "$SCRATCH_URL"` must not
         # quietly become the embedded server.
         raise UsageError(
-            "--database-url needs a connection URL, not an empty value",
+            f"{label or '--database-url'} needs a connection URL, not an empty value",
             hint="leave it out to use check.database_url, else the embedded server",
         )
     return given or _settings(session).text("database_url") or None
+
+
+def _labelled(given: str | None, label: str | None) -> dict[str, str]:
+    """What errors call the scratch server's URL, when its caller named it (the Python
+    API's ``database_url``); else the plugin's own wording."""
+    return {"url_label": label} if given is not None and label else {}
 
 
 # --- the Python entry points ---------------------------------------------------------------
@@ -74,30 +83,39 @@ def check(
     seeds: bool = False,
     require_down: bool | None = None,
     lint: bool = True,
+    url_label: str | None = None,
 ) -> CheckReport:
-    """Round-trip every migration on a scratch database and lint them; print nothing."""
+    """Round-trip every migration on a scratch database and lint them; print nothing.
+
+    ``url_label`` is what errors call ``database_url`` when it is given (the Python API
+    names its argument); by default ``check.database_url / --database-url``."""
     from migretti_plugins.check.roundtrip import run_check
 
     if require_down is None:
         require_down = _settings(session).boolean("require_down")
     return run_check(
         session,
-        database_url=_database_url(session, database_url),
+        database_url=_database_url(session, database_url, url_label),
         seeds=seeds,
         require_down=require_down,
         linter=_lint if lint else None,
         ignore=_settings(session).strings("ignore"),
+        **_labelled(database_url, url_label),
     )
 
 
-def drift(session: Session, *, database_url: str | None = None) -> DriftReport:
-    """The target's schema against its applied migrations'; never changes the target."""
+def drift(
+    session: Session, *, database_url: str | None = None, url_label: str | None = None
+) -> DriftReport:
+    """The target's schema against its applied migrations'; never changes the target.
+    ``url_label`` as for ``check``."""
     from migretti_plugins.check.schemadrift import run_drift
 
     return run_drift(
         session,
-        database_url=_database_url(session, database_url),
+        database_url=_database_url(session, database_url, url_label),
         ignore=_settings(session).strings("ignore"),
+        **_labelled(database_url, url_label),
     )
 
 

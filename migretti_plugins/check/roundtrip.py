@@ -23,7 +23,7 @@ from migretti_core import reporting
 from migretti_core.errors import MgError
 from migretti_core.types import Migration, Session
 from migretti_plugins.check import diff, snapshot
-from migretti_plugins.check.scratch import Scratch, scratch_database, scratch_failure
+from migretti_plugins.check.scratch import URL_LABEL, Scratch, scratch_database, scratch_failure
 
 Linter = Callable[[Session, Sequence[Migration], "int | None"], list[dict[str, Any]]]
 
@@ -100,15 +100,17 @@ def run_check(
     require_down: bool = False,
     linter: Linter | None = None,
     ignore: Sequence[str] = (),
+    url_label: str = URL_LABEL,
 ) -> CheckReport:
-    """Check every migration of the project on a scratch database; never touches the target."""
+    """Check every migration of the project on a scratch database; never touches the target.
+    ``url_label`` is what errors call ``database_url``."""
     from migretti_core import planning
 
     planning.require_project(session, "check")
     migrations = planning.load_migrations(session)
     planning.validate(session, migrations)  # the pre-flight checks of apply, exit 2 as there
     result = CheckReport()
-    with scratch_database(session, database_url) as scratch:
+    with scratch_database(session, database_url, url_label) as scratch:
         result.database = scratch.where
         reporting.report(
             session,

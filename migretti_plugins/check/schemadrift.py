@@ -17,7 +17,7 @@ from migretti_core.errors import MgError, MigrationFailed, StateError
 from migretti_core.messages import printable
 from migretti_core.types import Session
 from migretti_plugins.check import diff, snapshot
-from migretti_plugins.check.scratch import scratch_database, scratch_failure
+from migretti_plugins.check.scratch import URL_LABEL, scratch_database, scratch_failure
 
 
 @dataclass
@@ -48,9 +48,14 @@ class DriftReport:
 
 
 def run_drift(
-    session: Session, *, database_url: str | None = None, ignore: Sequence[str] = ()
+    session: Session,
+    *,
+    database_url: str | None = None,
+    ignore: Sequence[str] = (),
+    url_label: str = URL_LABEL,
 ) -> DriftReport:
-    """Compare the target with a scratch database built from its applied migrations."""
+    """Compare the target with a scratch database built from its applied migrations.
+    ``url_label`` is what errors call ``database_url``."""
     from migretti_core import planning, running
 
     hooks = session.hooks
@@ -82,7 +87,7 @@ def run_drift(
         actual = snapshot.take(session, conn)
         target_version = _server_version(session, conn)
         search_path = _search_path(session, conn)
-    with scratch_database(session, database_url) as scratch:
+    with scratch_database(session, database_url, url_label) as scratch:
         result.database = scratch.where
         if target_version and target_version != scratch.server_version:
             result.warnings.append(

