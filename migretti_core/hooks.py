@@ -59,7 +59,9 @@ if TYPE_CHECKING:
 
 
 # Errors of writing to a file or pipe (mg's output), not of a notifier's network call.
-_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EFBIG, errno.EDQUOT, errno.EIO})
+_OUTPUT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EPIPE, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EBADF}
+)
 
 
 @record

@@ -343,6 +343,30 @@ def test_apply_to_a_full_disk_applies_and_exits_1(tmp_path: Path, database_url: 
     assert project.statuses() == {"0001": "applied"}
 
 
+def test_apply_to_a_closed_stdout_applies_and_exits_1(tmp_path: Path, database_url: str) -> None:
+    # `mg apply >&-`: as with a full disk, the migration stays applied and the command does
+    # not claim success; the builtin output plugin is not blamed as a failing plugin.
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    for args in (["apply"], ["rollback"]):
+        done = subprocess.run(
+            [*MG_COMMAND, *args],
+            cwd=project.root,
+            env=mg_env(),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.close(1),
+        )
+        assert done.returncode == 1, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last == "mg: error: writing the output: standard output is closed", done.stderr
+        assert "failed in mg_report" not in done.stderr and "Traceback" not in done.stderr
+        expected = {"0001": "applied"} if args == ["apply"] else {}
+        assert project.statuses() == expected
+
+
 @pytest.mark.parametrize(
     "line",
     [
