@@ -154,6 +154,25 @@ def test_a_schema_file_that_is_no_file_path_is_refused_before_anything_runs(
     assert project.statuses() == {}  # refused before the first migration, not after the last
 
 
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ("schema:\n  bogus: 1", "schema.bogus: unknown key"),
+        ("schema:\n  pg_dump: [pg_dump]", "schema.pg_dump: expected a single value, got a list"),
+        ("schema: 5", "schema: expected a mapping of settings"),
+    ],
+)
+def test_a_bad_schema_section_is_refused_before_anything_runs(
+    project: Project, section: str, said: str
+) -> None:
+    project.configure(extra=f"schema_file: db/schema.sql\n{section}\n")
+    done = project.mg("apply")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"mg: error: mg.yaml: {said}"), done.stderr
+    assert "committed" not in done.stderr and done.stdout == ""
+    assert project.statuses() == {}
+
+
 def test_a_schema_file_that_is_a_device_is_written_into_not_replaced(project: Project) -> None:
     full = project.root / "full.sql"
     full.symlink_to("/dev/full")

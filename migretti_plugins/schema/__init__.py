@@ -32,12 +32,17 @@ SCHEMA_FILE = Key("schema_file", "text", None, "rewritten after every change, re
 
 
 def _pg_dump_setting(session: Session) -> str | None:
-    from migretti_core.settings import plugin_settings
-
     given = os.environ.get("PG_DUMP")
     if given:
         return given
-    section = plugin_settings(session.config, "schema")
+    return _pg_dump_of(session.config)
+
+
+def _pg_dump_of(config: Config) -> str | None:
+    """``schema.pg_dump`` of mg.yaml; an error for any other key or a value that is no text."""
+    from migretti_core.settings import plugin_settings
+
+    section = plugin_settings(config, "schema")
     section.check_keys(["pg_dump"])
     return section.text("pg_dump") or None
 
@@ -120,6 +125,7 @@ def mg_config_sections() -> list[str]:
 def mg_configure(config: Config) -> None:
     # A wrong value stops every command before it changes anything, not after an apply.
     _schema_file(config)
+    _pg_dump_of(config)
 
 
 # Commands that change the schema or the history; seed changes data, squash only files.
