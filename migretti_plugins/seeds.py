@@ -257,8 +257,19 @@ def select_paths(directory: Path, paths: Sequence[Path], names: Iterable[str]) -
             chosen.add(matches[0])
     if problems:
         known = ", ".join(printable(p.name) for p in paths) or "none"
-        raise UsageError("; ".join(problems), hint=f"seeds in {where}: {known}")
+        hint = f"seeds in {where}: {known}"
+        first = next(iter(names), "")
+        if problems[0] == f"no seed named {first!r} in {where}" and _looks_like_create(first):
+            # `mg seed craete users`: a misspelt subcommand read as the names of seeds
+            hint = f"did you mean `mg seed create`? {hint}"
+        raise UsageError("; ".join(problems), hint=hint)
     return [p for p in paths if p in chosen]
+
+
+def _looks_like_create(word: str) -> bool:
+    import difflib
+
+    return word != "create" and bool(difflib.get_close_matches(word.lower(), ["create"], n=1))
 
 
 def _shown_directory(directory: Path) -> str:

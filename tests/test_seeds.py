@@ -120,6 +120,15 @@ def test_a_file_or_dangling_link_in_place_of_the_seeds_directory_is_named(projec
     assert not (project / "gone").exists()
 
 
+def test_a_misspelt_seed_create_is_pointed_at_it(project: Path) -> None:
+    done = run_mg(["seed", "craete", "users"], project)
+    stderr = assert_clean_error(done, "no seed named 'craete' in seeds/")
+    assert "hint: did you mean `mg seed create`?" in stderr
+    done = run_mg(["seed", "users"], project)  # a seed name, nothing like create
+    assert "did you mean" not in assert_clean_error(done, "no seed named 'users' in seeds/")
+    assert list((project / "seeds").iterdir()) == []
+
+
 def test_runs_all_then_skips_all_then_only_the_edited_one(project: Path, database_url: str) -> None:
     for name in ("01_a.sql", "02_b.sql", "03_c.sql"):
         logging_seed(project, name)
