@@ -331,10 +331,12 @@ def w1_with_mg_rows(ups: Sequence[str]) -> tuple[str, str]:
         ]
     )
     head = f"SET LOCAL lock_timeout = '5000ms'; {lock.check_sql(DEFAULT_LOCK_ID)}"
+    tables = (history.TABLE, history.LOG_TABLE)
     parts = []
     for i, up in enumerate(ups):
         change = HistoryChange(f"{i:06d}", f"t_{i}", f"{i:064x}", "UP", "applied")
-        record = history.record_sql(change, history._SERVER_DURATION)
+        # as a run that found the table empty records its migrations
+        record = history._insert_sql(change, history._SERVER_DURATION, i + 1, tables)
         parts.append(f"BEGIN;\n{head};\n{up}\n;\n{record}\n;\nCOMMIT;\n")
     return setup, "".join(parts)
 
