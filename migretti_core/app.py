@@ -48,8 +48,9 @@ class App:
         self._cwd_text = os.getcwd() if cwd is None else ""
         requested = [p for p in options.plugins if not p.startswith("no:")]
         requested += parse_name_list(self.environ.get("MG_PLUGINS"))
-        blocked = [plugin_name(p[3:]) for p in options.plugins if p.startswith("no:")]
-        self._blocked_by = {name: f"-p no:{name}" for name in blocked}
+        given = [p for p in options.plugins if p.startswith("no:")]
+        blocked = [plugin_name(p[3:]) for p in given]
+        self._blocked_by = {plugin_name(p[3:]): f"-p {p}" for p in given}
         disabled = [plugin_name(p) for p in parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))]
         for name in disabled:
             self._blocked_by.setdefault(name, "MG_DISABLE_PLUGINS")
@@ -78,6 +79,27 @@ class App:
             self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
         self.loader.register_objects(plugins, ORIGIN_OPTION)
         self._load_config_plugins()
+        self._warn_blocking_nothing()
+
+    def _warn_blocking_nothing(self) -> None:
+        """``-p no:postgress`` (a typo) would block nothing without a word. Only for ``-p``:
+        ``MG_DISABLE_PLUGINS`` may be set once for projects that do not all have the plugin."""
+        if self._config_error is not None:
+            return  # mg.yaml's own plugins are unknown; the command reports why
+        known = {info.name for info in self.loader.infos}
+        for name, given in self._blocked_by.items():
+            if not given.startswith("-p ") or name in known:
+                continue
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            also = f" (did you mean {close[0]}?)" if close else ""
+            self.report(
+                "plugin.not_found",
+                "warning",
+                f"{given} blocks nothing: no plugin is named {name!r}{also}",
+                plugin=name,
+            )
 
     def missing_plugin(self, name: str) -> str | None:
         """Why the plugin named ``name`` is not running (blocked, or failed to load), or None:

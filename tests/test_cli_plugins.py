@@ -234,6 +234,25 @@ def test_a_plugin_is_blocked_by_the_path_that_loads_it(
     assert "No such command 'hello'" in run_mg([*args, "hello"], tmp_path, env=env).stderr
 
 
+def test_p_no_with_a_name_no_plugin_has_says_it_blocks_nothing(tmp_path: Path) -> None:
+    # A typo must not leave the plugin running without a word.
+    result = run_mg(["-p", "no:shelhooks", "plugins"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "mg: warning: -p no:shelhooks blocks nothing: no plugin is named 'shelhooks' "
+        "(did you mean shellhooks?)\n"
+    )
+    assert plugin_list(tmp_path, "-p", "no:shelhooks")["shellhooks"]["status"] == "loaded"
+    # a plugin that exists, from mg.yaml too, is blocked without a warning
+    hello_plugin(tmp_path / "tools", "notify", "hello", "hi")
+    write_text(tmp_path / "mg.yaml", "plugins: [tools/notify.py]\n")
+    for spec in ("no:notify", "no:tools/notify.py", "no:shellhooks"):
+        assert "blocks nothing" not in run_mg(["-p", spec, "plugins"], tmp_path).stderr
+    # MG_DISABLE_PLUGINS may be set once for projects that do not all have the plugin
+    quiet = run_mg(["plugins"], tmp_path, env={"MG_DISABLE_PLUGINS": "slack"})
+    assert quiet.returncode == 0 and "blocks nothing" not in quiet.stderr
+
+
 @pytest.mark.parametrize("blocked", [["no:output"], ["no:output", "no:lint"]])
 def test_plugins_lists_them_with_the_output_plugin_blocked(
     tmp_path: Path, blocked: list[str]
