@@ -103,7 +103,27 @@ def create(ctx: click.Context, name: str, up_sql: str, down_sql: str, no_transac
     path = app.hooks.create_migration(
         config, name, up_sql, down_sql, transactional=not no_transaction
     )
+    if up_sql.strip() or down_sql.strip():
+        _warn_what_apply_would_refuse(app, path)
     click.echo(reporting.display_path(path))
+
+
+def _warn_what_apply_would_refuse(app: Any, path: Any) -> None:
+    """`mg create x --up "CREATE INDEX CONCURRENTLY ..."` without --no-transaction: the
+    pre-flight checks of apply will refuse the file; say so now, with its line."""
+    try:
+        migration = app.hooks.parse_migration(path, path.read_bytes())
+        session = app.session("create")
+        problems = session.hooks.validate_migration(session, migration)
+    except (MgError, OSError):
+        return  # a courtesy: apply checks the file again and says what is wrong
+    for problem in problems:
+        app.report(
+            "migration.would_be_refused",
+            "warning",
+            f"mg apply will refuse {problem}",
+            path=str(path),
+        )
 
 
 def _refuse_nested_migrations_dir(config: Config) -> None:

@@ -246,6 +246,27 @@ def test_a_file_in_place_of_the_migrations_directory_is_an_error(project: Projec
     assert project.migrations_dir.read_text() == "not a directory\n"
 
 
+def test_create_warns_of_sql_apply_will_refuse_in_a_transaction(project: Project) -> None:
+    """`mg create` says at once, with the file's line, what `mg apply` would only say later;
+    with --no-transaction the same SQL is a migration apply runs, without a warning."""
+    sql = "CREATE TABLE t (id bigint);\nCREATE INDEX CONCURRENTLY t_id ON t (id);"
+    done = project.mg("create", "idx", "--up", sql)
+    assert done.returncode == 0, done.stderr
+    [path] = project.migrations_dir.iterdir()
+    assert done.stdout == f"migrations/{path.name}\n"
+    assert done.stderr == (
+        f"mg: warning: mg apply will refuse migrations/{path.name}:6: CREATE INDEX "
+        "CONCURRENTLY cannot run inside a transaction block; add `-- migrate: "
+        "no-transaction` to the header\n"
+    )
+    assert project.mg("apply").returncode == 2  # as the warning said
+    path.unlink()
+    done = project.mg("create", "idx", "--up", sql, "--no-transaction")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert project.mg("apply").returncode == 0
+    assert project.value("SELECT count(*) FROM pg_indexes WHERE indexname = 't_id'") == 1
+
+
 def test_create_refuses_sql_holding_a_migrate_marker(project: Project) -> None:
     for option in ("--up", "--down"):
         done = project.mg("create", "both", option, "SELECT 1;\n-- migrate: down\nSELECT 2;")
