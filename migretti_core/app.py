@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from migretti_core.argv import GlobalOptions
-from migretti_core.errors import ConfigRefused, MgError
+from migretti_core.errors import ConfigError, ConfigRefused, MgError
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import (
     BUILTIN_KEYS,
@@ -253,7 +253,13 @@ class App:
         self.hooks.env = self._config.env
         self._remember_secrets(self._config)
         self._warn_orphans(self._config)
-        self.hooks.configure(self._config)
+        try:
+            self.hooks.configure(self._config)
+        except ConfigError as exc:
+            from migretti_core.settings import name_the_profile
+
+            name_the_profile(exc, self._config.label, self._config.env, self._config.source)
+            raise
         return self._config
 
     def _remember_secrets(self, config: Config) -> None:

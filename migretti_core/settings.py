@@ -237,6 +237,36 @@ def read_key(section: Section, key: Key) -> Any:
     return getattr(section, key.kind)(key.name, key.default)
 
 
+def name_the_profile(
+    error: ConfigError, label: str, env: str | None, source: Mapping[str, Any]
+) -> ConfigError:
+    """``mg.yaml: lock_id: ...`` about a value the selected profile sets becomes
+    ``mg.yaml: envs.staging.lock_id: ...``, so the user looks where the value is written.
+
+    ``source`` is the file as written. A key path the profile does not set all the way down
+    (``database.host`` when the profile sets only ``database.port``) stays as it was.
+    """
+    import re
+
+    prefix = f"{label}: "
+    profiles = source.get("envs")
+    profile = profiles.get(env) if env and isinstance(profiles, Mapping) else None
+    if not isinstance(profile, Mapping) or not error.message.startswith(prefix):
+        return error
+    rest = error.message[len(prefix) :]
+    found = re.match(r"[A-Za-z_][\w.\[\]-]*", rest)
+    if found is None:
+        return error
+    written: Any = profile
+    for part in re.sub(r"\[\d+\]", "", found.group(0)).rstrip(".").split("."):
+        if not isinstance(written, Mapping) or part not in written:
+            return error
+        written = written[part]
+    error.message = f"{prefix}envs.{env}.{rest}"
+    error.args = (error.message,)
+    return error
+
+
 def top_level_setting(config: Config, key: Key) -> Any:
     """A top-level mg.yaml key a plugin owns (named in its ``mg_config_sections``), read
     with its declared reader and default; errors name the file and the key."""

@@ -357,6 +357,32 @@ def test_wrong_types_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert_clean_error(result, "mg.yaml", key)
 
 
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("lock_id: twelve", "envs.staging.lock_id: expected an integer"),
+        ("lock_timeout: soon", "envs.staging.lock_timeout: invalid duration 'soon'"),
+        ("protected: maybe", "envs.staging.protected: expected true or false"),
+        ("seeds_dir: [a]", "envs.staging.seeds_dir: expected a directory path"),
+        ("lint: {on_apply: x}", "envs.staging.lint.on_apply: expected one of warn"),
+        ("hooks: {pre_apply: [a]}", "envs.staging.hooks.pre_apply: expected a shell command"),
+        ("database: {host: '${NOPE}'}", "envs.staging.database.host: environment variable NOPE"),
+    ],
+)
+def test_a_wrong_value_in_a_profile_is_named_where_it_is_written(
+    tmp_path: Path, line: str, said: str
+) -> None:
+    """Not `mg.yaml: lock_id: ...`, which sends the user to a top-level key that is fine."""
+    base = "" if line.startswith("database") else "database:\n  host: h.invalid\n"
+    write_text(tmp_path / "mg.yaml", f"{base}lock_id: 7\nenvs:\n  staging:\n    {line}\n")
+    result = run_mg(["--env", "staging", "status"], tmp_path)
+    assert_clean_error(result, f"mg: error: mg.yaml: {said}")
+    # the same value at the top level is named there, as before
+    write_text(tmp_path / "mg.yaml", f"{base}{line}\nenvs:\n  staging: {{}}\n")
+    result = run_mg(["--env", "staging", "status"], tmp_path)
+    assert_clean_error(result, f"mg: error: mg.yaml: {said.removeprefix('envs.staging.')}")
+
+
 def test_duplicate_key_is_refused(tmp_path: Path) -> None:
     write_text(tmp_path / "mg.yaml", "database:\n  host: a\n  host: b\n")
     result = run_mg(["status"], tmp_path)

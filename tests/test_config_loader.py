@@ -233,7 +233,9 @@ def test_unset_variable_in_unused_profile_is_no_error(tmp_path: Path) -> None:
 
 def test_unset_variable_in_selected_profile_names_the_key(tmp_path: Path) -> None:
     message = load_error(tmp_path, BASE, env="prod")
-    assert message == "mg.yaml: database.password: environment variable PROD_PASSWORD is not set"
+    assert message == (
+        "mg.yaml: envs.prod.database.password: environment variable PROD_PASSWORD is not set"
+    )
 
 
 def test_unset_variable_in_list_names_the_index(tmp_path: Path) -> None:

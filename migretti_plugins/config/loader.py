@@ -110,6 +110,26 @@ def build_config(
             raise ConfigError(f"profile '{env_name}' is not defined in {label} ({defined})")
         merged = _merge_profile(merged, profiles[env_name])
 
+    try:
+        return _build(merged, data, request, path, label, root, environ, env_name)
+    except ConfigError as exc:
+        from migretti_core.settings import name_the_profile
+
+        name_the_profile(exc, label, env_name, data)
+        raise
+
+
+def _build(
+    merged: dict[str, Any],
+    data: dict[str, Any],
+    request: ConfigRequest,
+    path: Path | None,
+    label: str,
+    root: Path,
+    environ: dict[str, str],
+    env_name: str | None,
+) -> Config:
+    """The selected profile merged over the file's keys, read, checked and interpolated."""
     url = environ.get("MG_DATABASE_URL", "")
     if url:
         merged.pop("database", None)
