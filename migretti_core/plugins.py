@@ -350,6 +350,8 @@ class PluginLoader:
     def _import_path(path: Path, name: str) -> ModuleType:
         import importlib.util
 
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory, not a .py file")
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
         module_name = f"_mg_plugin_{name}"

@@ -396,6 +396,13 @@ def test_missing_option_plugin(tmp_path: Path) -> None:
     assert_clean_error(result, "nowhere_plugin")
 
 
+def test_a_plugin_path_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    (tmp_path / "tools" / "notify.py").mkdir(parents=True)
+    result = run_mg(["-p", "tools/notify.py", "status"], tmp_path)
+    assert_clean_error(result, "tools/notify.py is a directory, not a .py file")
+    assert "no such file" not in result.stderr
+
+
 def test_misspelled_hook_is_reported(show_config: ShowConfig, tmp_path: Path) -> None:
     write_text(tmp_path / "typo.py", MISSPELLED_PLUGIN)
     plugins = plugin_list(tmp_path, "-p", "typo")
