@@ -137,8 +137,11 @@ def check_sql(lock_id: int) -> str:
     key) keeps other sessions out while ``pg_advisory_unlock`` says whether the session
     lock was held (releasing it, with a warning when it was not) and ``pg_try_advisory_lock``
     takes it back. The nested ``CASE`` fixes the order of the three calls.
+
+    The key is a quoted literal: ``-9223372036854775808::bigint`` would cast the positive
+    number (out of range) before negating it.
     """
-    key = f"{lock_id}::bigint"
+    key = f"'{lock_id}'::bigint"
     return (
         f"SELECT CASE WHEN (CASE WHEN pg_try_advisory_xact_lock({key}) "
         f"THEN CASE WHEN pg_advisory_unlock({key}) THEN pg_try_advisory_lock({key}) END END) "

@@ -284,3 +284,27 @@ def test_a_plan_emptied_while_waiting_for_the_lock_is_reported_as_the_command_wo
         done = project.finish(job, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stderr.strip().splitlines()[-1] == expected, done.stderr
+
+
+@pytest.mark.parametrize("lock_id", ["-9223372036854775808", "9223372036854775807", "-7"])
+def test_any_bigint_lock_id_is_checked_and_shared_by_concurrent_applies(
+    project: Project, lock_id: str
+) -> None:
+    # The whole bigint range is a valid lock_id, the smallest included: every run checks the
+    # lock before each migration with that very key.
+    project.configure(extra=f"lock_id: {lock_id}\n")
+    project.sql("CREATE TABLE runs (id text)")
+    for n in range(1, 6):
+        project.add(f"{n:04d}", f"step_{n}", f"INSERT INTO runs VALUES ('{n:04d}');")
+    jobs = [project.spawn("apply") for _ in range(3)]
+    results = [project.finish(job, timeout=120) for job in jobs]
+
+    for done in results:
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+    expected = [f"{n:04d}" for n in range(1, 6)]
+    assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == expected
+    assert project.sql("SELECT id, apply_seq FROM _migrations ORDER BY apply_seq") == [
+        (ident, n) for n, ident in enumerate(expected, 1)
+    ]
+    assert project.value("SELECT pg_try_advisory_lock(%s::bigint)", (int(lock_id),)) is True
