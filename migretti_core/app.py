@@ -47,10 +47,15 @@ class App:
         self._cwd = cwd
         self._cwd_text = os.getcwd() if cwd is None else ""
         requested = [p for p in options.plugins if not p.startswith("no:")]
-        requested += parse_name_list(self.environ.get("MG_PLUGINS"))
+        # MG_PLUGINS is -p in the environment: no:NAME blocks there too
+        from_env = parse_name_list(self.environ.get("MG_PLUGINS"))
+        requested += [p for p in from_env if not p.startswith("no:")]
         given = [p for p in options.plugins if p.startswith("no:")]
         blocked = [plugin_name(p[3:]) for p in given]
         self._blocked_by = {plugin_name(p[3:]): f"-p {p}" for p in given}
+        for spec in (p for p in from_env if p.startswith("no:")):
+            blocked.append(plugin_name(spec[3:]))
+            self._blocked_by.setdefault(plugin_name(spec[3:]), f"MG_PLUGINS={spec}")
         disabled = [plugin_name(p) for p in parse_name_list(self.environ.get("MG_DISABLE_PLUGINS"))]
         for name in disabled:
             self._blocked_by.setdefault(name, "MG_DISABLE_PLUGINS")

@@ -234,6 +234,21 @@ def test_a_plugin_is_blocked_by_the_path_that_loads_it(
     assert "No such command 'hello'" in run_mg([*args, "hello"], tmp_path, env=env).stderr
 
 
+def test_mg_plugins_blocks_with_no_as_p_does(tmp_path: Path) -> None:
+    # MG_PLUGINS is -p in the environment: no:NAME blocks, it is no module named "no:lint"
+    env = {"MG_PLUGINS": "no:squash"}
+    assert plugin_list(tmp_path, env=env)["squash"]["status"] == "blocked"
+    done = run_mg(["squash", "x"], tmp_path, env=env)
+    assert done.returncode == 2
+    assert "plugin 'squash' is blocked (MG_PLUGINS=no:squash)" in done.stderr
+    # mg.yaml lists plugins to load: no:NAME there is refused, saying how to block one
+    write_text(tmp_path / "mg.yaml", "database:\n  host: h.invalid\nplugins: ['no:lint']\n")
+    done = run_mg(["status"], tmp_path)
+    assert_clean_error(done, "mg.yaml: plugins[0]: 'no:lint' would block a plugin")
+    assert "hint: block it with -p no:lint or MG_DISABLE_PLUGINS=lint" in done.stderr
+    assert "ModuleNotFoundError" not in done.stderr
+
+
 def test_p_no_with_a_name_no_plugin_has_says_it_blocks_nothing(tmp_path: Path) -> None:
     # A typo must not leave the plugin running without a word.
     result = run_mg(["-p", "no:shelhooks", "plugins"], tmp_path)

@@ -517,6 +517,13 @@ def _plugins(value: Any, root: Path, label: str) -> tuple[str, ...]:
                 f"{label}: plugins[{index}]: expected a module name or .py path, got {_kind(item)}"
             )
         name = item.strip()
+        if name.startswith("no:"):
+            blocked = name[3:].strip() or "NAME"
+            raise ConfigError(
+                f"{label}: plugins[{index}]: {name!r} would block a plugin, which {label} "
+                f"cannot do: it lists plugins to load",
+                hint=f"block it with -p no:{blocked} or MG_DISABLE_PLUGINS={blocked}",
+            )
         if name.endswith(".py"):
             name = os.path.normpath(root / os.path.expanduser(name))
         plugins.append(name)
