@@ -1059,7 +1059,19 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
     timeout = session.options.lock_timeout
     if timeout is None:
         timeout = session.config.lock_timeout
-    session.hooks.lock_acquire(session, conn, timeout)
+    try:
+        session.hooks.lock_acquire(session, conn, timeout)
+    except (DatabaseError, SqlError) as exc:
+        if isinstance(exc, SqlError) and not (exc.sqlstate or "").startswith(("08", "57P")):
+            raise
+        # The server ended the session (terminated, restarted, the network): said as what
+        # the command was doing, before it changed anything.
+        message = exc.server_message if isinstance(exc, SqlError) else exc.message
+        raise DatabaseError(
+            f"the database connection was lost while waiting for {_lock_name(session)}: "
+            f"{message}; nothing was changed",
+            hint="run the command again",
+        ) from exc
     report(session, "lock.acquired", "debug", f"took {_lock_name(session)}")
     try:
         yield

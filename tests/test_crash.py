@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from migretti_core.testing import MgProcess, Project, wait_until
+from migretti_core.testing import AdvisoryLockHolder, MgProcess, Project, wait_until
 
 MIGRATIONS = 200
 ROUNDS = 5
@@ -302,3 +302,29 @@ def test_ctrl_c_while_rolling_back_a_no_transaction_migration_marks_it_failed(
     assert "Traceback" not in done.stderr
     assert project.statuses() == {"0001": "failed"}
     assert project.tables() == set()
+
+
+@pytest.mark.parametrize("psycopg_only", ["", "1"])
+def test_lost_connection_while_waiting_for_the_lock_says_so(
+    project: Project, psycopg_only: str
+) -> None:
+    project.add_table("0001")
+    with AdvisoryLockHolder(project.database_url):
+        job = project.spawn("apply", env={"MG_PSYCOPG_ONLY": psycopg_only})
+        wait_until(lambda: "waiting for the migration lock" in job.stderr_so_far(), timeout=60)
+        project.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'migretti'"
+        )
+        done = project.finish(job, timeout=60)
+
+    assert done.returncode == 1, done.stderr
+    assert (
+        "the database connection was lost while waiting for the migration lock 894321"
+        in done.stderr
+    ), done.stderr
+    assert "nothing was changed" in done.stderr and "Traceback" not in done.stderr
+    assert project.statuses() == {}
+    again = project.mg("apply")
+    assert again.returncode == 0, again.stderr
+    assert project.statuses() == {"0001": "applied"}
