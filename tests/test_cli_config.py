@@ -164,7 +164,7 @@ def test_scalars_keep_the_text_as_written(show_config: ShowConfig, tmp_path: Pat
           user: no
           password: 0123
           dbname: 1e3
-          sslmode: on
+          application_name: on
           options: null
         """,
     )
@@ -175,7 +175,7 @@ def test_scalars_keep_the_text_as_written(show_config: ShowConfig, tmp_path: Pat
         "user": "no",
         "password": "0123",
         "dbname": "1e3",
-        "sslmode": "on",
+        "application_name": "on",
         "options": "null",
     }
 
@@ -381,6 +381,25 @@ def test_a_wrong_value_in_a_profile_is_named_where_it_is_written(
     write_text(tmp_path / "mg.yaml", f"{base}{line}\nenvs:\n  staging: {{}}\n")
     result = run_mg(["--env", "staging", "status"], tmp_path)
     assert_clean_error(result, f"mg: error: mg.yaml: {said.removeprefix('envs.staging.')}")
+
+
+@pytest.mark.parametrize(
+    ("database", "said"),
+    [
+        ("port: 99999", "database.port: '99999' is not a port number (1 to 65535)"),
+        ("port: 0", "database.port: '0' is not a port number (1 to 65535)"),
+        ("sslmode: required", "database.sslmode: 'required' is not an sslmode"),
+        ("sslmode: verify_full", "did you mean verify-full?"),
+    ],
+)
+def test_a_port_or_sslmode_libpq_refuses_is_a_configuration_error(
+    tmp_path: Path, database: str, said: str
+) -> None:
+    """Exit 2 naming the key before connecting, not "cannot connect" (exit 1)."""
+    write_text(tmp_path / "mg.yaml", f"database:\n  host: h.invalid\n  {database}\n")
+    result = run_mg(["status"], tmp_path)
+    stderr = assert_clean_error(result, "mg: error: mg.yaml: ", said)
+    assert "cannot connect" not in stderr
 
 
 def test_duplicate_key_is_refused(tmp_path: Path) -> None:

@@ -539,12 +539,12 @@ def test_settings_are_read_only(tmp_path: Path) -> None:
 
 def test_a_plugin_section_keeps_its_yaml_types(tmp_path: Path) -> None:
     text = (
-        "database:\n  password: 0123\n  sslmode: yes\n"
+        "database:\n  password: 0123\n  application_name: yes\n"
         "notify:\n  enabled: false\n  quoted: 'false'\n  retries: 3\n  ratio: 0.5\n"
         "  to: [a, b]\n  extra: {on: yes}\n  unset:\n  when: 2024-01-01\n"
     )
     config = load(tmp_path, text, known_sections=frozenset({"notify"}))
-    assert config.database == {"password": "0123", "sslmode": "yes"}
+    assert config.database == {"password": "0123", "application_name": "yes"}
     assert config.settings["database"]["password"] == "0123"
     notify = config.settings["notify"]
     assert notify == {

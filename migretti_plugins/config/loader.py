@@ -424,7 +424,30 @@ def _database(value: Any, label: str) -> dict[str, Any]:
             database[key] = _bool(item, label, "database.embedded")
         else:
             database[key] = str(item)
+        _check_connection_value(str(key), str(item), label)
     return database
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_connection_value(key: str, value: str, label: str) -> None:
+    """Values libpq would only refuse when connecting (exit 1, "cannot connect"), refused as
+    the configuration errors they are: a port out of range, an sslmode that is none."""
+    if key == "port":
+        for part in value.split(","):
+            if part.strip().isdigit() and not 1 <= int(part) <= 65535:
+                raise ConfigError(
+                    f"{label}: database.port: {value!r} is not a port number (1 to 65535)"
+                )
+    elif key == "sslmode" and value.strip() not in _SSLMODES:
+        import difflib
+
+        close = difflib.get_close_matches(value.strip().lower(), _SSLMODES, n=1)
+        also = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"{label}: database.sslmode: {value!r} is not an sslmode ({', '.join(_SSLMODES)}){also}"
+        )
 
 
 def _is_set(value: Any) -> bool:
