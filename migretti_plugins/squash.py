@@ -293,16 +293,24 @@ def squash(session: Session, title: str) -> int:
 
     migrations = planning.load_migrations(session)
     refuse_too_few_files(session, migrations)
-    with running.connected(session) as conn:
+    dry_run = session.options.dry_run
+    # A real squash holds the migration lock from reading the history until the originals are
+    # gone: an apply running meanwhile would otherwise apply migrations this squash still reads
+    # as pending, and the next apply would run them again in the new file.
+    with (
+        running.connected(session) as conn,
+        contextlib.nullcontext() if dry_run else running.locked(session, conn),
+    ):
         state = running.read_state(session, conn, migrations)
-    refuse_blocked(state)
-    pending = state.pending
-    refuse_unsquashable(pending, state.out_of_order)
-    squashed = build(session, pending, title, [e.id for e in state.history])
+        refuse_blocked(state)
+        pending = state.pending
+        refuse_unsquashable(pending, state.out_of_order)
+        squashed = build(session, pending, title, [e.id for e in state.history])
+        path = None if dry_run else write(session.config.migrations_dir, squashed)
     for warning in squashed.warnings:
         reporting.report(session, "squash.warning", "warning", warning)
     ids = ", ".join(m.id for m in pending)
-    if session.options.dry_run:
+    if path is None:
         # like every dry run's SQL, passwords masked (a role's PASSWORD '...')
         click.echo(session.hooks.redact(squashed.text), nl=False)
         reporting.report(
@@ -315,7 +323,6 @@ def squash(session: Session, title: str) -> int:
             squashed=[m.id for m in pending],
         )
         return 0
-    path = write(session.config.migrations_dir, squashed)
     reporting.report(
         session,
         "squash.written",

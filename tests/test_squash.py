@@ -507,3 +507,42 @@ def test_dry_run_masks_a_role_password_as_the_apply_dry_run_does(
     assert written.returncode == 0, written.stderr
     (squashed,) = (project / "migrations").glob("*_all.sql")
     assert "PASSWORD 'R0le-Secret-77'" in squashed.read_text(encoding="utf-8")
+
+
+def test_squash_while_an_apply_runs_waits_for_it_and_squashes_nothing_it_applied(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project, wait_until
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.sql("CREATE TABLE runs (id text)")
+        project.add("0001", "a", "INSERT INTO runs VALUES ('0001');\nSELECT pg_sleep(2);")
+        project.add("0002", "b", "INSERT INTO runs VALUES ('0002');")
+        project.add("0003", "c", "INSERT INTO runs VALUES ('0003');")
+        apply = project.spawn("apply")
+
+        def sleeping() -> bool:
+            return any("pg_sleep" in query for _, _, query in project.other_backends())
+
+        wait_until(lambda: sleeping() or not apply.running(), timeout=60)
+        assert apply.running(), apply.stderr_so_far()
+        squashed = project.mg("squash", "merged")
+        applied = project.finish(apply)
+
+        assert applied.returncode == 0, applied.stderr
+        # It waited for the apply, then found nothing pending to squash.
+        assert "waiting for the migration lock" in squashed.stderr, squashed.stderr
+        assert squashed.returncode == 2, squashed.stderr
+        assert "Traceback" not in squashed.stderr
+        files = sorted(p.name for p in project.migrations_dir.iterdir())
+        assert files == ["0001_a.sql", "0002_b.sql", "0003_c.sql"]
+        again = project.mg("apply")
+        assert again.returncode == 0, again.stderr
+        assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == [
+            "0001",
+            "0002",
+            "0003",
+        ]
+    finally:
+        project.close()
