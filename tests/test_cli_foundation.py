@@ -383,6 +383,24 @@ def test_create_refuses_an_empty_slug(tmp_path: Path, name: str) -> None:
     assert not migrations.exists() or not any(migrations.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("args", "example"),
+    [(["create", "用户表"], "add_users"), (["seed", "create", "данные"], "demo_data")],
+)
+def test_a_name_with_letters_but_none_of_a_z_is_told_what_file_names_keep(
+    tmp_path: Path, args: list[str], example: str
+) -> None:
+    # "use letters or digits" reads as nonsense to someone who wrote only letters
+    result = run_mg(args, tmp_path)
+    stderr = assert_clean_error(
+        result, "file names keep only the letters a-z and the digits 0-9 of a name"
+    )
+    assert f"hint: give a name with some of them, such as {example}" in stderr
+    assert "use letters or digits" not in stderr
+    result = run_mg(["create", "###"], tmp_path)  # no letters at all: as before
+    assert "use letters or digits" in assert_clean_error(result)
+
+
 def test_create_uses_configured_directory(tmp_path: Path) -> None:
     write_text(tmp_path / "conf" / "mg.yaml", "migrations_dir: sql/mig\n")
     result = run_mg(["create", "x", "--config", "conf/mg.yaml"], tmp_path)
