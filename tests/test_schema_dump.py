@@ -118,21 +118,40 @@ def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: P
     (project.root / "blocker").write_text("a file, not a directory\n")
     project.configure(extra="schema_file: blocker/schema.sql\n")
     done = project.mg("apply")
-    assert done.returncode == 1  # a warning, but one CI must not miss
-    warning = [line for line in done.stderr.splitlines() if line.startswith("mg: warning:")]
-    assert len(warning) == 1 and "mg: error" not in done.stderr, done.stderr
-    assert "blocker/schema.sql" in warning[0] and "committed" in warning[0]
-    assert "blocker is a file, not a directory" in warning[0]  # not mkdir's "File exists"
+    assert done.returncode == 1  # the command failed, though nothing is lost
+    lines = done.stderr.splitlines()
+    assert "mg: warning" not in done.stderr, done.stderr
+    [error] = [line for line in lines if line.startswith("mg: error:")]
+    assert "blocker/schema.sql" in error and "committed" in error
+    assert "blocker is a file, not a directory" in error  # not mkdir's "File exists"
+    assert lines[-1].startswith("  hint: fix the cause"), done.stderr
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
     assert project.mg("status", "--exit-code").returncode == 0
     assert not os.path.isdir(project.root / "blocker")
-    logged = project.mg("--json-log", "down")
-    assert logged.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("schema_file", "reason"),
+    [("blocker/schema.sql", "blocker is a file"), ("full.sql", "No space left on device")],
+)
+def test_a_schema_file_not_written_ends_the_json_log_with_command_failed(
+    project: Project, schema_file: str, reason: str
+) -> None:
+    (project.root / "blocker").write_text("a file, not a directory\n")
+    (project.root / "full.sql").symlink_to("/dev/full")
+    project.configure(extra=f"schema_file: {schema_file}\n")
+    logged = project.mg("--json-log", "apply")
+    assert logged.returncode == 1, logged.stderr
     events = [json.loads(line) for line in logged.stderr.splitlines()]
-    [failed] = [e for e in events if e["event"] == "schema.not_written"]
-    assert failed["level"] == "warning" and failed["hint"].startswith("fix the cause")
-    assert not any(e["level"] == "error" for e in events)
-    assert project.statuses() == {"0001": "applied"}
+    [not_written] = [e for e in events if e["event"] == "schema.not_written"]
+    assert not_written["level"] == "error" and not_written["path"].endswith(schema_file)
+    last = events[-1]
+    assert last["event"] == "command.failed" and last["exit_code"] == 1, events
+    assert "committed" in last["error"] and schema_file in last["error"]
+    assert reason in last["error"]
+    assert last["hint"].startswith("fix the cause and run `mg schema dump -o ")
+    assert last["hint"].endswith(f"{schema_file}`")
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
 
 
 @pytest.mark.parametrize(

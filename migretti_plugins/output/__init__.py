@@ -82,8 +82,8 @@ def mg_report(options: Options, event: Event) -> bool | None:
         return True
     if event.level == "debug" and not options.verbose:
         return None
-    if event.name == "migration.failed":
-        return None  # the command's error message says it, with file and line
+    if event.name in ("migration.failed", "schema.not_written"):
+        return None  # the command's error message says it (with file and line)
     _clear_progress()
     if event.name == "hook.output":  # the user's own command: its output as it wrote it
         print(event.message, file=sys.stderr, flush=True)

@@ -103,11 +103,12 @@ def _rewrite(session: Session, what: str) -> None:
             f"mg {what} is committed, but the schema file {shown} was not rewritten: {reason}",
             hint="fix the cause and run `mg schema dump -o " + shown + "`",
         )
-        # Nothing is lost, so it is a warning; the command still exits 1, so CI notices.
-        failed.reported = reporting.report(
+        # The migrations stay committed, but the command did not do all it was asked: it
+        # fails (exit 1, `command.failed` last), its error saying that nothing is lost.
+        reporting.report(
             session,
             "schema.not_written",
-            "warning",
+            "error",
             failed.message,
             path=str(path),
             hint=failed.hint,
