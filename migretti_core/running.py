@@ -22,6 +22,7 @@ from migretti_core.errors import (
     Interrupted,
     MgError,
     MigrationFailed,
+    MigrationFileError,
     SqlError,
     StateError,
     Terminated,
@@ -1118,6 +1119,10 @@ def _execute_plan(
     """
     hooks = session.hooks
     up = plan.direction == "up"
+    # The files of the plan as read before the lock: one gone once the lock is held was
+    # replaced (mg squash) or deleted meanwhile, and applying it as read would apply it again
+    # when the file that replaced it runs.
+    present = {m.path for m in plan.steps if m.path.exists()} if up else set()
     with locked(session, conn):
         plan = replan()
         if not plan.steps:
@@ -1126,6 +1131,17 @@ def _execute_plan(
             return 0
         if confirmed is not None and not set(plan.ids) <= confirmed:
             raise Aborted("the plan changed while waiting for the lock; run the command again")
+        gone = [m for m in plan.steps if m.path in present and not m.path.exists()]
+        if gone:
+            more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
+            raise MigrationFileError(
+                [
+                    f"{display_path(gone[0].path)}{more} changed while waiting for the "
+                    f"migration lock: {'they are' if more else 'it is'} gone (replaced by "
+                    "mg squash, or deleted); nothing was applied: run the command again to "
+                    "apply the files as they are now"
+                ]
+            )
         current: list[Migration] = []
         done: list[MigrationResult] = []
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migretti_core.testing import AdvisoryLockHolder, Project, wait_until
+from migretti_core.testing import AdvisoryLockHolder, Project, fresh_database, wait_until
 
 WAITING = "waiting for the migration lock"
 
@@ -308,3 +308,31 @@ def test_any_bigint_lock_id_is_checked_and_shared_by_concurrent_applies(
         (ident, n) for n, ident in enumerate(expected, 1)
     ]
     assert project.value("SELECT pg_try_advisory_lock(%s::bigint)", (int(lock_id),)) is True
+
+
+def test_files_replaced_while_waiting_for_the_lock_are_not_applied_from_memory(
+    project: Project, pg_url: str
+) -> None:
+    # An apply reads the migration files, then waits for the lock. Meanwhile `mg squash` (on
+    # another database, where they are all pending) replaces three of them with one file.
+    # Once it holds the lock the apply must not run the originals it read: the next apply
+    # would run them again, as the squashed file.
+    project.sql("CREATE TABLE runs (id text)")
+    for n in range(1, 4):
+        project.add(f"{n:04d}", f"step_{n}", f"INSERT INTO runs VALUES ('{n:04d}');")
+    with fresh_database(pg_url) as other, AdvisoryLockHolder(project.database_url) as holder:
+        job = project.spawn("apply")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        squashed = project.mg("squash", "merged", env={"MG_DATABASE_URL": other})
+        assert squashed.returncode == 0, squashed.stderr
+        holder.release()
+        done = project.finish(job, timeout=60)
+
+    assert done.returncode == 2, done.stderr
+    assert "changed while waiting for the migration lock" in done.stderr, done.stderr
+    assert "migrations/0001_step_1.sql (and 2 more) changed" in done.stderr, done.stderr
+    assert "they are gone" in done.stderr and "Traceback" not in done.stderr
+    assert project.statuses() == {}
+    again = project.mg("apply")
+    assert again.returncode == 0, again.stderr
+    assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == ["0001", "0002", "0003"]
