@@ -247,6 +247,24 @@ def test_dotenv_beside_config_is_loaded(show_config: ShowConfig, tmp_path: Path)
     assert config["database"] == {"password": "from-dotenv", "host": "real-host"}
 
 
+def test_mg_env_in_the_dotenv_selects_the_profile(show_config: ShowConfig, tmp_path: Path) -> None:
+    # .env is loaded first, as MG_DATABASE_URL and MG_LOCK_ID from it already were: its
+    # MG_ENV is no exception, never silently the top-level database instead
+    write_text(
+        tmp_path / "mg.yaml",
+        "database:\n  host: top\nenvs:\n  local:\n    database:\n      host: local-db\n",
+    )
+    write_text(tmp_path / ".env", "MG_ENV=local\n")
+    config = show_config(tmp_path)
+    assert (config["env"], config["database"]["host"]) == ("local", "local-db")
+    # the environment and --env still win over it
+    assert show_config(tmp_path, env={"MG_ENV": ""})["database"]["host"] == "top"
+    write_text(tmp_path / ".env", "MG_ENV=nope\n")
+    result = run_mg(["status"], tmp_path)
+    assert_clean_error(result, "profile 'nope' is not defined in mg.yaml (defined: local)")
+    assert show_config(tmp_path, "--env", "local")["env"] == "local"
+
+
 def test_unset_variable_in_unused_profile_is_no_error(
     show_config: ShowConfig, tmp_path: Path
 ) -> None:

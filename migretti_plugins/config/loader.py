@@ -94,7 +94,8 @@ def build_config(
     """The ``Config`` of parsed mg.yaml ``data`` (``migretti_core.testing`` builds through it)."""
     root = path.parent if path is not None else _absolute(request.cwd)
     environ = with_dotenv(root / ".env", request.environ, label)
-    env_name = request.env_name or None
+    # --env, else MG_ENV of the environment, else MG_ENV of the .env beside the file
+    env_name = request.env_name or environ.get("MG_ENV") or None
     # Without check_unknown (a first pass before config-listed plugins declare their
     # sections), any top-level key is accepted.
     valid = CORE_KEYS | request.known_sections if request.check_unknown else None
