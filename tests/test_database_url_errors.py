@@ -64,6 +64,28 @@ def test_a_bad_database_url_in_mg_yaml_names_the_file_and_the_key(project: Path)
     )
 
 
+def test_a_bad_connection_setting_names_the_file_as_it_was_found(project: Path) -> None:
+    """As every other configuration error does: ../mg.yaml from a subdirectory, the
+    --config text as given, never only the file's bare name."""
+    write_text(project / "mg.yaml", "database:\n  url: not-a-url\n")
+    (project / "sub").mkdir()
+    assert_clean_error(
+        run_mg(["status"], project / "sub"),
+        "../mg.yaml: database.url is not a valid connection URL",
+    )
+    (project / "conf").mkdir()
+    write_text(project / "conf" / "other.yaml", "database:\n  host: h\n  prot: 5432\n")
+    assert_clean_error(
+        run_mg(["--config", "conf/other.yaml", "status"], project),
+        "conf/other.yaml: database.prot: not a libpq connection parameter (did you mean port?)",
+    )
+    write_text(project / "conf" / "other.yaml", "database:\n  host: h\n  port: 99999\n")
+    done = run_mg(["--config", "conf/other.yaml", "status"], project)
+    assert done.returncode == 2 and done.stderr.startswith(
+        "mg: error: conf/other.yaml: database.port"
+    ), done.stderr
+
+
 def test_a_bad_setting_of_a_profile_names_the_profile_s_key(project: Path) -> None:
     write_text(
         project / "mg.yaml",

@@ -115,10 +115,9 @@ def _setting_names(config: Config) -> Callable[[str], str]:
     variable gave (``database_url`` when the Python API passed it that way:
     ``Config.url_origin``), else the key in the config file (``mg.yaml: database.url``, or
     ``mg.yaml: envs.prod.database.url`` when the selected profile sets it)."""
-    from migretti_core.messages import printable
-
     variable = config.environ.get("MG_DATABASE_URL") or None
-    label = printable(config.path.name) if config.path is not None else None
+    # the file as it was found (``../mg.yaml``, the --config text), escaped, as elsewhere
+    label = config.label if config.path is not None else None
     written = config.source.get("database")
     profiles = config.source.get("envs")
     profile = profiles.get(config.env) if config.env and isinstance(profiles, Mapping) else None
