@@ -1344,12 +1344,22 @@ def fix(session: Session, given: str, mode: str) -> int:
         if entry is None:
             raise UsageError(f"migration {ident} has no history row; nothing to fix")
         confirm(session, None, f"fix {ident} --{mode}")
+        seen = entry.status
         with locked(session, conn):
             session.hooks.history_prepare(session, conn)
             state = read_state(session, conn, migrations)
             entry = state.entries.get(ident)
             if entry is None:
                 raise UsageError(f"migration {ident} has no history row; nothing to fix")
+            if entry.status != seen:
+                # Another run holding the lock finished (or failed) the migration meanwhile:
+                # what the person decided on is no longer what the row says.
+                raise StateError(
+                    f"migration {ident} ({printable(entry.name)}) was `{seen}` when mg fix "
+                    f"started and is now `{entry.status}`: another run changed it while mg fix "
+                    "waited for the migration lock; nothing was changed",
+                    hint="see `mg status`, then run mg fix again if it is still needed",
+                )
             migration = state.by_id.get(ident)
             checksum = migration.checksum if migration else entry.checksum
             name = migration.name if migration else entry.name

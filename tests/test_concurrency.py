@@ -336,3 +336,35 @@ def test_files_replaced_while_waiting_for_the_lock_are_not_applied_from_memory(
     again = project.mg("apply")
     assert again.returncode == 0, again.stderr
     assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == ["0001", "0002", "0003"]
+
+
+def test_fix_remove_of_a_running_row_that_became_applied_while_waiting_changes_nothing(
+    project: Project,
+) -> None:
+    # `mg status` shows 0001 `running` while another run applies it (a no-transaction
+    # migration). `mg fix 0001 --remove` waits for that run's lock; by then 0001 is applied:
+    # removing its row would have the next apply run it a second time.
+    project.sql("CREATE TABLE runs (id text)")
+    project.add(
+        "0001",
+        "slow",
+        "INSERT INTO runs VALUES ('0001');\nSELECT pg_sleep(2);",
+        no_transaction=True,
+    )
+    apply = project.spawn("apply")
+    wait_until(lambda: project.statuses().get("0001") == "running" or not apply.running())
+    assert apply.running(), apply.stderr_so_far()
+    fix = project.spawn("fix", "0001", "--remove")
+    fixed = project.finish(fix, timeout=60)
+    applied = project.finish(apply, timeout=60)
+
+    assert applied.returncode == 0, applied.stderr
+    assert fixed.returncode == 3, fixed.stderr
+    assert WAITING in fixed.stderr
+    assert "0001 (slow) was `running` when mg fix started" in fixed.stderr, fixed.stderr
+    assert "is now `applied`" in fixed.stderr and "nothing was changed" in fixed.stderr
+    assert "Traceback" not in fixed.stderr
+    assert project.statuses() == {"0001": "applied"}
+    again = project.mg("apply")
+    assert again.returncode == 0, again.stderr
+    assert project.sql("SELECT id FROM runs") == [("0001",)]
