@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TextIO
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 TRUTHY = ("1", "true", "yes", "on")
+
+# The "section ignored" warnings already given in this process: a fleet builds one App per
+# member from the same mg.yaml, and the warning is about the file, not the member.
+_IGNORED_SECTIONS_SAID: set[tuple[str, str, str]] = set()
+_IGNORED_SECTIONS_LOCK = threading.Lock()
 
 
 class App:
@@ -205,6 +211,11 @@ class App:
         label = config.label
         for key in config.settings:
             if key in orphans:
+                said = (str(config.path), key, orphans[key])
+                with _IGNORED_SECTIONS_LOCK:
+                    if said in _IGNORED_SECTIONS_SAID:
+                        continue
+                    _IGNORED_SECTIONS_SAID.add(said)
                 self.report(
                     "config.section_ignored",
                     "warning",

@@ -744,3 +744,26 @@ def test_a_member_failing_with_an_empty_message_is_reported_not_left_running(
     assert [m["result"] for m in members] == ["failed", "failed"], members
     assert all(m["exit_code"] == 1 and m["error"] for m in members)
     assert all(fleet.applied(name) == [] for name in fleet.names)
+
+
+def test_a_blocked_plugin_s_section_is_said_ignored_once_on_a_fleet(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(3)
+    project = project_for(
+        tmp_path, fleet, query_fleet(fleet, jobs=3), extra="lint:\n  disable: [ban-drop-column]\n"
+    )
+    three_migrations(project)
+    for args, env in (
+        (["-p", "no:lint", "--fleet", "tenants", "status"], None),
+        (["--fleet", "tenants", "apply"], {"MG_DISABLE_PLUGINS": "lint"}),
+        (["--json-log", "-p", "no:lint", "--fleet", "tenants", "status"], None),
+    ):
+        done = project.mg(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("section 'lint' is ignored: plugin 'lint' is blocked") == 1, (
+            done.stderr
+        )
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [e["event"] for e in events].count("config.section_ignored") == 1
+    assert all(fleet.applied(name) == ["0001", "0002", "0003"] for name in fleet.names)
