@@ -64,7 +64,8 @@ RECORD_ROW = (
 )
 
 # Regular expressions are compiled on first use (re's cache), not at every start of mg.
-_SEED_NAME_RE = r"(?P<id>[A-Za-z0-9]{1,26})_(?P<slug>.+)"
+# The name part is anything a file name may hold, line breaks included (``(?s:...)``).
+_SEED_NAME_RE = r"(?P<id>[A-Za-z0-9]{1,26})_(?P<slug>(?s:.+))"
 _MAX_FILENAME_BYTES = 255
 
 SEEDS_DIR = Key("seeds_dir", "text", "seeds", "the directory of seed files, relative to mg.yaml")

@@ -518,3 +518,22 @@ def test_a_lost_connection_names_the_seed_that_was_running(
     assert_clean_error(result, "seeds/02_kill.sql", "connection was lost", code=1, one_line=False)
     assert runs(database_url) == {"01_a": 1}
     assert rows(database_url, "SELECT name FROM _migrations_seeds") == [("01_a.sql",)]
+
+
+def test_a_seed_whose_name_has_a_line_break_is_selected_by_its_name(
+    project: Path, database_url: str
+) -> None:
+    write_text(project / "seeds" / "01_two\nlines.sql", "SELECT 1;\n")
+    write_text(project / "seeds" / "02_other.sql", "SELECT 2;\n")
+    done = run_mg(["seed", "two\nlines"], project)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "two\\nlines" in output and "two\nlines" not in output, output
+    assert "other" not in output
+    applied = rows(database_url, "SELECT name FROM _migrations_seeds ORDER BY name")
+    assert applied == [("01_two\nlines.sql",)]
+    # the id still selects it, and an unknown name with a line break is shown escaped
+    assert run_mg(["seed", "01"], project).returncode == 0
+    refused = run_mg(["seed", "no\nsuch"], project)
+    assert refused.returncode == 2
+    assert "no seed named 'no\\nsuch'" in refused.stderr and "01_two\\nlines.sql" in refused.stderr
