@@ -819,8 +819,11 @@ class Migretti:
             missing=tuple(MissingFile(m["id"], m["name"]) for m in data["missing"]),
         )
         if not result.ok and raise_on_mismatch:
-            parts = [f"changed since it ran: {m.file}" for m in result.mismatches]
-            parts += [f"file is gone: {m.id} ({m.name})" for m in result.missing]
+            from migretti_core.messages import printable
+
+            # names and paths escaped as the CLI shows them: a message is one line
+            parts = [f"changed since it ran: {printable(m.file)}" for m in result.mismatches]
+            parts += [f"file is gone: {printable(f'{m.id} ({m.name})')}" for m in result.missing]
             error = StateError(
                 "verify: " + "; ".join(parts),
                 hint="restore the files from version control",
@@ -919,7 +922,10 @@ class Migretti:
         if result.ok or not raise_on_problems:
             return result
         bad = [m for m in result.migrations if not m.ok]
-        parts = [f"{m.id} {m.name}: {'; '.join(m.problems)}" for m in bad]
+        from migretti_core.messages import printable
+
+        # the migration named as `mg check` shows it (escaped), its problems as it says them
+        parts = [f"{printable(f'{m.id} {m.name}')}: {'; '.join(m.problems)}" for m in bad]
         parts += [f"seeds: {problem}" for problem in result.seeds]
         errors = [f for f in result.lint if f.get("severity", "error") == "error"]
         if errors:

@@ -731,3 +731,30 @@ def test_lint_rule_options_are_checked_as_the_cli_checks_them(project: Project) 
     cli = project.mg("lint", "--disable", "prefer-bigint-over-itn")
     assert cli.returncode == 2 and "unknown lint rule" in cli.stderr
     assert mg.lint(server_version="16").linted == 1
+
+
+def test_verify_and_check_errors_show_migration_names_escaped(
+    project: Project, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project.root)
+    changed = project.add("0001", "ok\x1b[2Jname", "CREATE TABLE a (id int);", "DROP TABLE a;")
+    gone = project.add("0002", "gone\rname", "CREATE TABLE b (id int);", "DROP TABLE b;")
+    mg = Migretti(config=project.root / "mg.yaml")
+    mg.apply()
+    changed.write_text("-- migrate: up\nCREATE TABLE other (id int);\n")
+    gone.unlink()
+    with pytest.raises(StateError) as verify:
+        mg.verify()
+    message = str(verify.value)
+    assert "\x1b" not in message and "\r" not in message, repr(message)
+    assert "changed since it ran: migrations/0001_ok\\x1b[2Jname.sql" in message
+    assert "file is gone: 0002 (gone\\rname)" in message
+    # the result keeps the names as they are
+    assert verify.value.result.missing[0].name == "gone\rname"  # type: ignore[attr-defined]
+
+    changed.unlink()
+    project.add("0003", "forgets\x07it", "CREATE TABLE audit (id int);", "SELECT 1;")
+    with pytest.raises(StateError) as check:
+        mg.check(database_url=pg_url)
+    message = str(check.value)
+    assert "check: 0003 forgets\\x07it: " in message and "\x07" not in message, repr(message)
