@@ -42,9 +42,13 @@ class App:
         cwd: Path | None = None,
         plugins: Sequence[tuple[str, object]] = (),
         url_origin: str = "MG_DATABASE_URL",
+        shows_plugins: bool = False,
     ) -> None:
         """``plugins`` are objects registered where ``-p`` modules go (the Python API's own);
         ``url_origin`` is what messages call a URL from ``MG_DATABASE_URL`` (``ConfigRequest``).
+        ``shows_plugins``: the command only shows what is installed (``mg --help``,
+        ``mg plugins``), so a package that failed to load under ``MG_STRICT_PLUGINS`` is a
+        warning for it rather than the error that stops every other command.
         """
         self.globals = options
         self._url_origin = url_origin
@@ -86,6 +90,10 @@ class App:
         self.hooks.env = self._selected_env()
         self.loader.load_builtins()
         self.loader.load_entry_points()
+        for error in self.loader.strict_errors:
+            if not shows_plugins:
+                raise error
+            self._warn(f"{error.message} (MG_STRICT_PLUGINS is set: every other command stops)")
         if requested:
             self.loader.load_modules(requested, ORIGIN_OPTION, self.cwd)
         self.loader.register_objects(plugins, ORIGIN_OPTION)

@@ -520,7 +520,7 @@ def run(argv: list[str] | None = None) -> int:
         # Plugins are imported and asked for commands and options here: while the command
         # will write a document, what they print on the way goes to stderr too.
         with _stdout_to_stderr(_writes_document(rest)):
-            app = App(options)
+            app = App(options, shows_plugins=_shows_plugins(rest))
             _refuse_fleet_without_plugin(app)
             cli = build_cli(app)
         result = cli.main(args=rest, prog_name=_prog_name(argv), standalone_mode=False)
@@ -574,6 +574,12 @@ def output_error(exc: OSError) -> MgError:
     its own output or a file it writes, such as stdout redirected to a full disk."""
     where = f"{exc.filename}: " if exc.filename else "writing the output: "
     return MgError(f"{where}{exc.strerror or exc}")
+
+
+def _shows_plugins(args: list[str]) -> bool:
+    """Whether the command only shows what is installed: ``mg --help`` (or ``mg`` alone) and
+    ``mg plugins``, which work even when a plugin is broken, strict mode included (SPEC 14)."""
+    return not args or args[0] in ("-h", "--help", "plugins")
 
 
 def _writes_document(args: list[str]) -> bool:

@@ -8,8 +8,8 @@ Order (later registrations run first, so they override earlier ones):
 4. ``plugins:`` from mg.yaml (module names or ``.py`` paths relative to mg.yaml).
 
 ``-p no:NAME`` and ``MG_DISABLE_PLUGINS`` block a plugin before it is imported. A third-party
-plugin that fails to load is reported and skipped (``MG_STRICT_PLUGINS=1`` makes it fatal), so
-``mg --help`` and ``mg plugins`` keep working.
+plugin that fails to load is reported and skipped (``MG_STRICT_PLUGINS=1`` makes it fatal
+for every other command), so ``mg --help`` and ``mg plugins`` keep working.
 """
 
 from __future__ import annotations
@@ -225,6 +225,9 @@ class PluginLoader:
         self.warn = warn or (lambda text: emit("warning", text))
         self.infos: list[PluginInfo] = []
         self.deferred_errors: list[PluginError] = []
+        # Installed packages that failed to load in strict mode: fatal for every command but
+        # the ones that show what is installed (``App`` decides; SPEC 14).
+        self.strict_errors: list[PluginError] = []
 
     # --- registration ---------------------------------------------------------------------
 
@@ -262,9 +265,9 @@ class PluginLoader:
             try:
                 plugin = ep.load()
             except (Exception, SystemExit) as exc:
-                self._failed(info, exc, fatal=self.strict)
+                self._failed(info, exc, fatal=False, strict=self.strict)
                 continue
-            self._register(plugin, info, fatal=self.strict)
+            self._register(plugin, info, fatal=False, strict=self.strict)
 
     def load_modules(self, specs: Iterable[str], origin: str, base_dir: Path) -> None:
         """Import in-house plugins: module names, or ``.py`` paths relative to ``base_dir``."""
@@ -368,7 +371,13 @@ class PluginLoader:
         return module
 
     def _register(
-        self, plugin: object, info: PluginInfo, *, fatal: bool = True, deferred: bool = False
+        self,
+        plugin: object,
+        info: PluginInfo,
+        *,
+        fatal: bool = True,
+        deferred: bool = False,
+        strict: bool = False,
     ) -> None:
         # The builtins' hooks are checked by the test suite (test_builtins_pass_hook_checks),
         # not at every start: the check looks at every attribute of every module.
@@ -387,7 +396,11 @@ class PluginLoader:
                     self.warn(f"plugin {info.name!r}: {warning.message}")
         if problem is not None:
             self._failed(
-                info, PluginError(problem), fatal=fatal and not deferred, deferred=deferred
+                info,
+                PluginError(problem),
+                fatal=fatal and not deferred,
+                deferred=deferred,
+                strict=strict,
             )
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ())
@@ -437,6 +450,7 @@ class PluginLoader:
         fatal: bool,
         deferred: bool = False,
         blockable: bool = True,
+        strict: bool = False,
     ) -> None:
         from migretti_core.redact import redact_text
 
@@ -451,6 +465,9 @@ class PluginLoader:
             text += f"; disable it with -p no:{info.name} or MG_DISABLE_PLUGINS={info.name}"
         if fatal:
             raise PluginError(text)
+        if strict:
+            self.strict_errors.append(PluginError(text))
+            return
         if deferred:
             self.deferred_errors.append(PluginError(text))
             return

@@ -281,14 +281,86 @@ def test_blocking_the_broken_package_silences_it(plugin_venv: Venv, tmp_path: Pa
     assert result.stderr == ""
 
 
-def test_strict_mode_makes_a_broken_package_fatal(plugin_venv: Venv, tmp_path: Path) -> None:
-    result = plugin_venv.mg(tmp_path, "--help", env={"MG_STRICT_PLUGINS": "1"})
+STRICT = {"MG_STRICT_PLUGINS": "1"}
+BROKEN = "plugin 'broken' (entry point: broken_mg_plugin) failed to load"
 
-    assert result.returncode == 2
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["plugins"], ["plugins", "--format", "json"]])
+def test_strict_mode_still_shows_help_and_plugins_naming_the_broken_package(
+    plugin_venv: Venv, tmp_path: Path, args: list[str]
+) -> None:
+    make_project(tmp_path)
+
+    result = plugin_venv.mg(tmp_path, *args, env=STRICT)
+
+    assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("mg: error: plugin 'broken' (entry point: broken_mg_plugin)")
-    assert "missing licence key" in result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("mg: ")]
+    assert warning.startswith(f"mg: warning: {BROKEN}: RuntimeError: this plugin cannot start")
+    assert "MG_STRICT_PLUGINS is set: every other command stops" in warning
+    if args[:1] == ["plugins"]:
+        if "json" in args:
+            plugins = {p["name"]: p for p in json.loads(result.stdout)}
+            assert plugins["broken"]["status"] == "failed"
+            assert plugins["audit"]["status"] == "loaded"
+        else:
+            [line] = [line for line in result.stdout.splitlines() if line.startswith("broken ")]
+            assert "failed" in line
+    else:
+        assert "Commands:" in result.stdout
+
+
+def test_strict_mode_json_log_of_mg_plugins_is_json_lines(
+    plugin_venv: Venv, tmp_path: Path
+) -> None:
+    result = plugin_venv.mg(tmp_path, "--json-log", "plugins", env=STRICT)
+
+    assert result.returncode == 0, result.stderr
+    [event] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "plugin.failed" and event["plugin"] == "broken"
+
+
+@pytest.mark.parametrize(
+    "args", [["create", "first"], ["init"], ["status"], ["apply", "--help"], ["audit", "--help"]]
+)
+def test_strict_mode_makes_a_broken_package_fatal_for_every_other_command(
+    plugin_venv: Venv, tmp_path: Path, args: list[str]
+) -> None:
+    if args != ["init"]:
+        make_project(tmp_path)
+
+    result = plugin_venv.mg(tmp_path, *args, env=STRICT)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"mg: error: {BROKEN}"), result.stderr
+    assert "missing licence key" in result.stderr and "MG_STRICT_PLUGINS is set" not in (
+        result.stderr
+    )
     assert result.stdout == ""
+    assert not (tmp_path / "migrations").is_dir() or not list((tmp_path / "migrations").iterdir())
+
+
+def test_strict_mode_makes_a_broken_package_fatal_for_the_python_api(
+    plugin_venv: Venv, tmp_path: Path
+) -> None:
+    make_project(tmp_path)
+    code = (
+        "from migretti_core import Migretti, PluginError\n"
+        "try:\n    Migretti(config='mg.yaml')\n"
+        "except PluginError as exc:\n    print(exc.exit_code, exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")} | STRICT
+    done = subprocess.run(
+        [str(plugin_venv.python), "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith(f"2 {BROKEN}"), done.stdout + done.stderr
+    assert "MG_STRICT_PLUGINS is set" not in done.stdout + done.stderr
 
 
 def test_strict_mode_accepts_good_packages(plugin_venv: Venv, tmp_path: Path) -> None:
