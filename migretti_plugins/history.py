@@ -510,7 +510,13 @@ def _insert_sql(change: HistoryChange, duration: str, seq: int, tables: tuple[st
 
 @functools.lru_cache(maxsize=8)
 def _insert_template(performed_by: str | None, tables: tuple[str, str]) -> str:
-    keep = {
+    keep = _kept(tables)
+    return _joined([_INSERT.format(**keep)], keep, "UP", performed_by)
+
+
+def _kept(tables: tuple[str, str]) -> dict[str, str]:
+    """The fields a template leaves for each migration, and the tables it names."""
+    return {
         "id": "{id}",
         "name": "{name}",
         "checksum": "{checksum}",
@@ -519,12 +525,15 @@ def _insert_template(performed_by: str | None, tables: tuple[str, str]) -> str:
         "table": _braced(tables[0]),
         "log": _braced(tables[1]),
     }
-    parts = [_INSERT.format(**keep)]
+
+
+def _joined(parts: list[str], keep: dict[str, str], action: str, performed_by: str | None) -> str:
+    """``parts`` and, when the change is logged, its ``_migrations_log`` row, as one text."""
     if performed_by is not None:
         parts.append(
             _LOG.format(
                 **keep,
-                action=_braced(_literal("UP")),
+                action=_braced(_literal(action)),
                 performed_by=_braced(_literal(performed_by)),
             )
         )
@@ -565,14 +574,7 @@ def _record_template(
     """``record_sql``'s statements with everything but the migration's id, name, checksum and
     duration filled in: the same few for every migration of a run (an apply writes "applied"
     with the same log line 1000 times), so the long statements are put together once."""
-    keep = {
-        "id": "{id}",
-        "name": "{name}",
-        "checksum": "{checksum}",
-        "duration": "{duration}",
-        "table": _braced(tables[0]),
-        "log": _braced(tables[1]),
-    }
+    keep = _kept(tables)
     parts = []
     if status is None:
         parts.append(_DELETE.format(**keep))
@@ -588,15 +590,7 @@ def _record_template(
                 failed=_braced(_literal(failed)),
             )
         )
-    if performed_by is not None:
-        parts.append(
-            _LOG.format(
-                **keep,
-                action=_braced(_literal(action)),
-                performed_by=_braced(_literal(performed_by)),
-            )
-        )
-    return ";\n".join(part.strip() for part in parts) + ";"
+    return _joined(parts, keep, action, performed_by)
 
 
 def _braced(text: str) -> str:
