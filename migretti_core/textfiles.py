@@ -212,7 +212,18 @@ def slugify(name: str, kind: str = "migration") -> str:
     plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
     slug = re.sub(r"[^a-z0-9]+", "_", plain.lower()).strip("_")
     if not slug:
-        raise UsageError(f"{kind} name {name!r} gives an empty file name; use letters or digits")
+        if not any(c.isalnum() for c in name):
+            raise UsageError(
+                f"{kind} name {name!r} gives an empty file name; use letters or digits"
+            )
+        # letters, only none of a-z (用户表, данные): "use letters or digits" would read as
+        # nonsense there
+        raise UsageError(
+            f"{kind} name {name!r} gives an empty file name: file names keep only the letters "
+            "a-z and the digits 0-9 of a name",
+            hint="give a name with some of them, such as "
+            + ("demo_data" if kind == "seed" else "add_users"),
+        )
     return slug
 
 

@@ -312,11 +312,10 @@ def create_seed_file(directory: Path, title: str) -> Path:
     """Write ``<ULID>_<slug>.sql`` in ``directory``, never replacing a file."""
     from ulid import ULID
 
-    from migretti_core.textfiles import write_new_file
-    from migretti_plugins.files.parse import slug_of
+    from migretti_core.textfiles import slugify, write_new_file
 
     seed_id = str(ULID())
-    filename = f"{seed_id}_{slug_of(title, 'seed')}.sql"
+    filename = f"{seed_id}_{slugify(title, 'seed')}.sql"
     if len(filename.encode("utf-8")) > _MAX_FILENAME_BYTES:
         raise UsageError(f"seed name {title!r} is too long for a file name; shorten it")
     one_line_title = re.sub(r"[\r\n]+", " ", title)

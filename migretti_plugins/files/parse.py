@@ -409,25 +409,9 @@ def render_migration(
     return text
 
 
-def slug_of(name: str, kind: str = "migration") -> str:
-    """``slugify``, saying what is missing when the name has letters, only none of a-z
-    (``用户表``, ``данные``): "use letters or digits" would read as nonsense there."""
-    try:
-        return slugify(name, kind)
-    except UsageError:
-        if not any(c.isalnum() for c in name):
-            raise
-        raise UsageError(
-            f"{kind} name {name!r} gives an empty file name: file names keep only the letters "
-            "a-z and the digits 0-9 of a name",
-            hint="give a name with some of them, such as "
-            + ("demo_data" if kind == "seed" else "add_users"),
-        ) from None
-
-
 def file_name(title: str, migration_id: str) -> str:
     """``<id>_<slug>.sql``, refusing an id or a title that cannot give one."""
-    slug = slug_of(title)
+    slug = slugify(title)
     if ID_RE.fullmatch(migration_id) is None:
         raise UsageError(f"migration id {migration_id!r} must be 1-26 ASCII letters and digits")
     filename = f"{migration_id}_{slug}.sql"
@@ -454,7 +438,7 @@ def create_migration_file(
     """Write a new migration file, never replacing one and never reusing an id."""
     from ulid import ULID
 
-    slug_of(title)  # an empty slug is the first thing to say
+    slugify(title)  # an empty slug is the first thing to say
     for option, sql in (("--up", up), ("--down", down)):
         for number, line in enumerate(_lines(sql), start=1):
             if _DIRECTIVE_RE.fullmatch(line):
