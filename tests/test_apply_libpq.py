@@ -8,6 +8,7 @@ the output is compared with durations taken out.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -285,6 +286,26 @@ def test_an_interruption_while_counting_leaves_the_count_unsettled(
     # the query was still cancelled and read to its end, but the count is not vouched for
     assert settled == []
     assert writing.transaction_status() in (libpq.TRANS_IDLE, libpq.TRANS_INERROR)
+    postgres.query(writing, "ROLLBACK")
+    assert postgres.query(writing, "SELECT 1") == [(1,)]
+
+
+def test_a_signal_while_counting_waits_until_the_result_is_counted(
+    writing: libpq.LibpqConnection,
+) -> None:
+    commits: list[int] = []
+    settled: list[bool] = []
+
+    def commit() -> None:
+        commits.append(1)
+        if len(commits) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands while the result is counted
+
+    with pytest.raises(KeyboardInterrupt):
+        writing.execute(bytearray(EACH.encode()), commit, lambda: settled.append(True))
+    # held until the COMMIT was counted, then the query cancelled and read to its end
+    assert (len(commits), settled) == (2, [True])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     postgres.query(writing, "ROLLBACK")
     assert postgres.query(writing, "SELECT 1") == [(1,)]
 

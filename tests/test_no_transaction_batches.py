@@ -340,7 +340,13 @@ SLOW = "INSERT INTO t SELECT 3 FROM pg_sleep(30);"
 
 
 def _sleeping(project: Project) -> bool:
-    return any("pg_sleep(30)" in query for _, _, query in project.other_backends())
+    """The server is in the batch's pg_sleep: the statements before it have committed (the
+    query's text is shown from its start, before any of them ran)."""
+    rows = project.sql(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND wait_event = 'PgSleep'"
+    )
+    return bool(rows)
 
 
 @pytest.mark.parametrize(

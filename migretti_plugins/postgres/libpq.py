@@ -690,10 +690,15 @@ class LibpqConnection:
             # nothing of it until it has all of it. Ending the session drops it whole.
             self.close_light()
             raise
-        lib.PQsetnonblocking(pgconn, 0)
         reading = _Reading(on_commit, on_settled)
         try:
-            self._read(reading, None)
+            lib.PQsetnonblocking(pgconn, 0)
+            held = _hold_signals(reading) if on_commit is not None else None
+            try:
+                self._read(reading, None)
+            finally:
+                if held:
+                    _release_signals(held)
         except (KeyboardInterrupt, SystemExit):
             # Raised while a result was being taken and counted (not while waiting for one):
             # that result may be lost to the count, so the count is not vouched for.
@@ -755,6 +760,8 @@ class LibpqConnection:
                 reading.busy = False
                 if reading.on_settled is not None and not reading.uncertain:
                     reading.on_settled()
+                if reading.pending is not None:
+                    _raise_pending(reading)
                 return
             reading.answered = True
             try:
@@ -773,6 +780,8 @@ class LibpqConnection:
             finally:
                 lib.PQclear(result)
             reading.busy = False
+            if reading.pending is not None:
+                _raise_pending(reading)
 
     def _discard_copy_out(self) -> None:
         import select
@@ -882,7 +891,16 @@ class LibpqConnection:
 class _Reading:
     """What ``LibpqConnection.execute`` has read of a query's results so far."""
 
-    __slots__ = ("answered", "busy", "completed", "failed", "on_commit", "on_settled", "uncertain")
+    __slots__ = (
+        "answered",
+        "busy",
+        "completed",
+        "failed",
+        "on_commit",
+        "on_settled",
+        "pending",
+        "uncertain",
+    )
 
     def __init__(
         self, on_commit: Callable[[], None] | None, on_settled: Callable[[], None] | None
@@ -893,6 +911,62 @@ class _Reading:
         self.answered = False
         self.busy = False  # between asking libpq for a result and counting it
         self.uncertain = False  # interrupted while busy: ``on_settled`` is not called
+        # A signal held back while busy, with the handler it was meant for
+        self.pending: tuple[int, Callable[[int, Any], Any]] | None = None
+
+
+# Signals that unwind a run (Ctrl-C; SIGTERM and SIGHUP as the CLI handles them).
+_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _hold_signals(reading: _Reading) -> list[tuple[int, Any]] | None:
+    """While a batch's results are read, a signal that lands between taking a result and
+    counting it waits until the count is made, so what committed is known exactly.
+
+    Only Python-level handlers can be held, and only in the main thread; others are left
+    as they are. Answers what to put back.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    kept: list[tuple[int, Any]] = []
+    for name in _HELD_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            kept.append((signum, handler))
+            signal.signal(signum, _holding(reading, handler))
+    return kept
+
+
+def _holding(reading: _Reading, handler: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
+    def hold(signum: int, frame: Any) -> Any:
+        if reading.busy:
+            if reading.pending is None:
+                reading.pending = (signum, handler)
+            return None
+        return handler(signum, frame)
+
+    return hold
+
+
+def _release_signals(kept: list[tuple[int, Any]]) -> None:
+    import signal
+
+    for signum, handler in kept:
+        signal.signal(signum, handler)
+
+
+def _raise_pending(reading: _Reading) -> None:
+    """Deliver the signal held back while a result was counted."""
+    assert reading.pending is not None
+    signum, handler = reading.pending
+    reading.pending = None
+    handler(signum, None)
 
 
 NO_COPY_DATA = b"COPY FROM STDIN has no data in a migration; load files with COPY FROM 'path'"
