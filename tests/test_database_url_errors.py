@@ -279,3 +279,68 @@ def test_a_bad_scratch_url_given_to_the_api_s_check_is_named_as_its_argument(
         assert message.startswith(expected), message
         assert "--database-url" not in message and "check.database_url" not in message, message
         assert PASSWORD not in message + str(raised.value.hint or ""), message
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", "port '99999' is not a port number (1 to 65535)"),
+        ("?sslmode=requier", "sslmode 'requier' is not one of disable, allow, prefer"),
+        ("?connect_timeout=abc", "connect_timeout 'abc' is not a number of seconds"),
+        ("?target_session_attrs=primray", "target_session_attrs 'primray' is not one of any"),
+    ],
+    ids=["port-out-of-range", "sslmode", "connect-timeout", "target-session-attrs"],
+)
+def test_a_value_libpq_refuses_only_when_connecting_is_a_configuration_error(
+    project: Path, query: str, expected: str
+) -> None:
+    """A port out of range or an sslmode that is none, inside the URL, is the configuration
+    error it is in mg.yaml (exit 2, naming where it was set), not a failure to connect
+    (exit 1); never with the password."""
+    port = "99999" if not query else "5432"
+    url = f"postgresql://app:{PASSWORD}@db.example.com:{port}/app{query}"
+    done = run_mg(["status"], project, env={"MG_DATABASE_URL": url})
+    stderr = assert_clean_error(done, f"mg: error: MG_DATABASE_URL: {expected}")
+    assert "cannot connect" not in stderr and PASSWORD not in stderr
+
+    write_text(project / "mg.yaml", "database:\n  url: postgresql://app@db.example.com/app\n")
+    done = run_mg(["check", "--database-url", url], project)
+    stderr = assert_clean_error(done, f"--database-url: {expected}")
+    assert "scratch server" not in stderr and PASSWORD not in stderr
+
+
+def test_a_port_of_digits_from_a_raw_slash_in_the_password_is_not_shown(project: Path) -> None:
+    url = "postgresql://app:123456/Passw0rdTail@db.example.com/app"
+    done = run_mg(["status"], project, env={"MG_DATABASE_URL": url})
+    stderr = assert_clean_error(done, "MG_DATABASE_URL: port")
+    assert "123456" not in stderr and "Passw0rdTail" not in stderr, stderr
+
+
+def test_a_host_list_may_leave_a_port_empty(project: Path) -> None:
+    """``host1:5432,host2`` gives host2 the default port, as libpq reads it: no error about
+    the port (the hosts do not exist: a connection failure, exit 1)."""
+    url = "postgresql://app@db1.invalid:5432,db2.invalid/app?connect_timeout=2"
+    done = run_mg(["status"], project, env={"MG_DATABASE_URL": url}, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "port" not in done.stderr.split("cannot connect")[0], done.stderr
+
+
+def test_a_connect_timeout_that_is_no_number_names_the_file_and_key(project: Path) -> None:
+    write_text(
+        project / "mg.yaml",
+        "database:\n  host: db.example.com\n  connect_timeout: abc\n"
+        "envs:\n  qa:\n    database:\n      connect_timeout: soon\n",
+    )
+    assert_clean_error(
+        run_mg(["status"], project),
+        "mg: error: mg.yaml: database.connect_timeout: 'abc' is not a number of seconds",
+    )
+    assert_clean_error(
+        run_mg(["--env", "qa", "status"], project),
+        "mg: error: mg.yaml: envs.qa.database.connect_timeout: 'soon' is not a number of seconds",
+    )
+    write_text(project / "mg.yaml", "database:\n  host: db.example.com\n")
+    assert_clean_error(
+        run_mg(["status"], project, env={"PGCONNECT_TIMEOUT": "abc"}),
+        "mg: error: PGCONNECT_TIMEOUT: 'abc' is not a number of seconds",
+    )

@@ -50,6 +50,7 @@ class Scratch:
 def _connect(conninfo: str, label: str = URL_LABEL) -> Any:
     import psycopg
 
+    _check_settings(conninfo, label)
     try:
         return psycopg.connect(conninfo, autocommit=True, application_name="migretti check")
     except psycopg.Error as exc:
@@ -68,6 +69,25 @@ def _connect(conninfo: str, label: str = URL_LABEL) -> Any:
             f"cannot connect to the scratch server: {redact_text(first)}",
             hint=f"{label} must reach a server where mg may create databases",
         ) from None
+
+
+def _check_settings(conninfo: str, label: str) -> None:
+    """A port, an sslmode, ... that libpq would refuse only when connecting is the
+    configuration error it is (exit 2), named as the URL's, never with its password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from migretti_core.redact import redact, url_passwords
+    from migretti_plugins.postgres import setting_problem
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Exception:
+        return  # not a connection string at all: connecting says so
+    for key, value in params.items():
+        problem = setting_problem(key, str(value)) if value is not None else None
+        if problem is not None:
+            message = f"{label}: {key} {str(value)!r} {problem}"
+            raise ConfigError(redact(message, url_passwords(conninfo)))
 
 
 def _with_dbname(conninfo: str, dbname: str) -> str:

@@ -4,9 +4,11 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 
 - ``database`` is a mapping of libpq parameters, or ``url`` (a URL or ``key=value`` string)
   optionally completed by other keys, which win over the URL. Unknown keys are a
-  configuration error naming the key; an empty ``password`` counts as unset. An error names
-  the setting as the user wrote it: ``MG_DATABASE_URL``, or the key in its file
-  (``mg.yaml: envs.prod.database.url``).
+  configuration error naming the key; an empty ``password`` counts as unset. So is a value
+  libpq would refuse only when connecting (a port out of range, an unknown ``sslmode``, a
+  ``connect_timeout`` that is no number: ``setting_problem``), in a key or inside the URL.
+  An error names the setting as the user wrote it: ``MG_DATABASE_URL``, or the key in its
+  file (``mg.yaml: envs.prod.database.url``).
 - Connections are opened in autocommit mode, so statements outside ``mg_transaction`` each
   commit on their own. ``application_name`` (migretti), ``connect_timeout`` (10 s) and
   ``client_encoding`` (UTF8, so server error positions count the same characters as Python)
@@ -169,12 +171,54 @@ def libpq_params(
             raise ConfigError(f"{name(key)}: not a libpq connection parameter{hint}")
     if params.get("password") == "":
         del params["password"]
-    port = params.get("port")
-    if port and not all(part.strip().isdigit() for part in str(port).split(",")):
-        if database.get("port") in (None, ""):  # the URL's
-            raise ConfigError(f"{name('url')}: port {port!r} is not a port number")
-        raise ConfigError(f"{name('port')}: {port!r} is not a port number")
+    for key, value in params.items():
+        problem = setting_problem(key, value)
+        if problem is None:
+            continue
+        if database.get(key) in (None, ""):  # the URL's
+            raise ConfigError(f"{name('url')}: {key} {value!r} {problem}")
+        raise ConfigError(f"{name(key)}: {value!r} {problem}")
     return params
+
+
+# Values libpq takes only from a closed list, refused only when connecting ("invalid sslmode
+# value"); a value a newer libpq adds must be added here too.
+_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "load_balance_hosts": ("disable", "random"),
+}
+
+
+def setting_problem(key: str, value: str) -> str | None:
+    """Why libpq (or psycopg) would refuse ``value`` for ``key`` only when connecting, which
+    would read as a connection failure (exit 1) although the setting is what is wrong; None
+    when it takes it. A port list may leave an entry empty (that host's default port)."""
+    if key == "port":
+        for part in value.split(","):
+            if part.strip() and not (re.fullmatch(r"\s*[0-9]+\s*", part) and 0 < int(part) < 65536):
+                return "is not a port number (1 to 65535)"
+    elif key == "connect_timeout":
+        try:
+            int(float(value))  # as psycopg reads it
+        except (ValueError, OverflowError):
+            return "is not a number of seconds"
+    elif key in _CHOICES and value not in _CHOICES[key]:
+        import difflib
+
+        close = difflib.get_close_matches(value.strip().lower(), _CHOICES[key], n=1)
+        also = f"; did you mean {close[0]}?" if close else ""
+        return f"is not one of {', '.join(_CHOICES[key])}{also}"
+    return None
 
 
 def _parse_conninfo(conninfo: str) -> dict[str, Any]:
@@ -326,6 +370,11 @@ def mg_connect(session: Session) -> Any | None:
     for key, var, value in _DEFAULTS:
         if not params.get(key) and not os.environ.get(var):
             params[key] = value
+    timeout = os.environ.get("PGCONNECT_TIMEOUT")
+    if not params.get("connect_timeout") and timeout:
+        problem = setting_problem("connect_timeout", timeout)
+        if problem:
+            raise ConfigError(f"PGCONNECT_TIMEOUT: {timeout!r} {problem}")
     password = params.get("password") or os.environ.get("PGPASSWORD")
     options = session.options
     if (options.read_only or options.light_connection) and only_builtin_plugins(session):
@@ -1523,6 +1572,7 @@ __all__ = [
     "is_embedded",
     "libpq_params",
     "query",
+    "setting_problem",
     "target_of",
     "transaction",
 ]
