@@ -10,10 +10,12 @@ migration and its history row in one transaction (one round trip), and leave an 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, overload
 
 from migretti_core.errors import (
@@ -45,7 +47,7 @@ from migretti_core.planning import (
 from migretti_core.reporting import display_path, finding_line, relative_path, report
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, order_history
-from migretti_core.textfiles import has_sql
+from migretti_core.textfiles import has_sql, read_bytes
 from migretti_core.types import (
     Action,
     Direction,
@@ -1103,6 +1105,108 @@ def _dry_run(session: Session, conn: Any, plan: Plan) -> int:
     return 0
 
 
+# What identifies a file's content without reading it: inode, size, modification and change
+# times (nanoseconds).
+_FileKey = tuple[int, int, int, int]
+
+# A file modified this close to (or after) the moment mg started reading the migrations may
+# have changed after it was read: its content is compared once the lock is held. (File
+# times come from a clock that lags the system's by up to a tick.)
+_RECENT_NS = 1_000_000_000
+
+
+def _file_key(path: Path) -> _FileKey | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _seen_files(plan: Plan, read_from: int) -> dict[Path, _FileKey | None]:
+    """The plan's files as they are now, just after they were read and planned: their keys,
+    to tell once the lock is held which ones may have changed meanwhile (``None`` for one
+    modified since ``read_from``, ``time.time_ns()`` when reading began: compared by
+    content). Files that do not exist (a migration no file holds) are left out."""
+    if plan.direction != "up":
+        return {}
+    seen: dict[Path, _FileKey | None] = {}
+    for migration in plan.steps:
+        key = _file_key(migration.path)
+        if key is None:
+            continue
+        recent = max(key[2], key[3]) >= read_from - _RECENT_NS
+        seen[migration.path] = None if recent else key
+    return seen
+
+
+def _differs_from(session: Session, migration: Migration) -> bool:
+    """Whether the file of ``migration`` now holds another text than the one it was parsed
+    from (the checksum, which ignores line endings and a BOM, tells)."""
+    import hashlib
+
+    try:
+        raw = read_bytes(migration.path)
+    except OSError:
+        return True
+    if hashlib.sha256(raw).hexdigest() in (migration.checksum, migration.raw_checksum):
+        return False
+    try:  # new line endings, or a plugin's own format: its parser gives the checksum
+        again = session.hooks.parse_migration(migration.path, raw)
+    except MigrationFileError:
+        return True
+    return again.checksum != migration.checksum
+
+
+def _ensure_files_unchanged(
+    session: Session, plan: Plan, seen: dict[Path, _FileKey | None]
+) -> None:
+    """Under the lock, before anything runs: refuse (``MigrationFileError``, exit 2) when a
+    file of the plan was replaced (``mg squash``), deleted or edited after mg read it.
+    Applied as read, a squashed migration would run again with the file that replaced it,
+    and an edited one would be recorded with a text its file no longer holds."""
+    gone: list[Migration] = []
+    edited: list[Migration] = []
+    for migration in plan.steps:
+        key = _file_key(migration.path)
+        if migration.path not in seen:
+            if key is None:
+                continue  # no file holds it (and none did when planned)
+        elif key is None:
+            gone.append(migration)
+            continue
+        elif key == seen[migration.path]:
+            continue
+        if _differs_from(session, migration):
+            edited.append(migration)
+    problems = []
+    if gone:
+        many = len(gone) > 1
+        problems.append(
+            _changed_files(gone)
+            + f"{'they are' if many else 'it is'} gone (replaced by mg squash, or deleted)"
+        )
+    if edited:
+        many = len(edited) > 1
+        problems.append(
+            _changed_files(edited)
+            + f"{'they were' if many else 'it was'} edited after mg read {'them' if many else 'it'}"
+        )
+    if problems:
+        raise MigrationFileError(
+            [
+                f"{problem}; nothing was applied: run the command again to apply the files "
+                "as they are now"
+                for problem in problems
+            ]
+        )
+
+
+def _changed_files(found: Sequence[Migration]) -> str:
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{display_path(found[0].path)}{more} changed while waiting for the migration lock: "
+
+
 def _execute_plan(
     session: Session,
     conn: Any,
@@ -1110,19 +1214,17 @@ def _execute_plan(
     replan: Any,
     confirmed: set[str] | None,
     nothing: Callable[[], str],
+    seen: dict[Path, _FileKey | None],
 ) -> int:
     """Under the lock: recompute the plan, fire the before hooks, prepare history, run it.
 
     History is prepared after ``mg_before_apply``/``mg_before_rollback``, so a gate that
     refuses (a failing ``pre_*`` shell hook) leaves even a fresh database untouched; the plan
-    is read without it as it is before the lock.
+    is read without it as it is before the lock. ``seen`` is what ``_seen_files`` found of
+    the plan's files after they were read.
     """
     hooks = session.hooks
     up = plan.direction == "up"
-    # The files of the plan as read before the lock: one gone once the lock is held was
-    # replaced (mg squash) or deleted meanwhile, and applying it as read would apply it again
-    # when the file that replaced it runs.
-    present = {m.path for m in plan.steps if m.path.exists()} if up else set()
     with locked(session, conn):
         plan = replan()
         if not plan.steps:
@@ -1131,17 +1233,8 @@ def _execute_plan(
             return 0
         if confirmed is not None and not set(plan.ids) <= confirmed:
             raise Aborted("the plan changed while waiting for the lock; run the command again")
-        gone = [m for m in plan.steps if m.path in present and not m.path.exists()]
-        if gone:
-            more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
-            raise MigrationFileError(
-                [
-                    f"{display_path(gone[0].path)}{more} changed while waiting for the "
-                    f"migration lock: {'they are' if more else 'it is'} gone (replaced by "
-                    "mg squash, or deleted); nothing was applied: run the command again to "
-                    "apply the files as they are now"
-                ]
-            )
+        if up:
+            _ensure_files_unchanged(session, plan, seen)
         current: list[Migration] = []
         done: list[MigrationResult] = []
         try:
@@ -1249,6 +1342,7 @@ def _run_kept(
     nothing: Callable[[State], str],
     explain: Callable[[State, Plan], None] | None,
 ) -> int:
+    read_from = time.time_ns()
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
@@ -1259,6 +1353,10 @@ def _run_kept(
         # and judge it then (under the lock it can only mean an interrupted run).
         live = bool(state.running)
         plan = planner(state, not live)
+        # The plan's files as read: one replaced, deleted or edited by the time the lock is
+        # held (while lint runs, the user confirms, or another run holds the lock) is not
+        # applied from the text read here.
+        seen = {} if session.options.dry_run else _seen_files(plan, read_from)
         checked: set[tuple[str, str]] = set()
         # A large file's text is read once for the pre-flight checks and lint, and dropped
         # before anything runs.
@@ -1288,7 +1386,9 @@ def _run_kept(
             validate(session, fresh.steps, checked)
             return fresh
 
-        return _execute_plan(session, conn, plan, replan, confirmed, lambda: nothing(latest[0]))
+        return _execute_plan(
+            session, conn, plan, replan, confirmed, lambda: nothing(latest[0]), seen
+        )
 
 
 def _warn_no_sql(session: Session, plan: Plan) -> None:

@@ -368,3 +368,44 @@ def test_fix_remove_of_a_running_row_that_became_applied_while_waiting_changes_n
     again = project.mg("apply")
     assert again.returncode == 0, again.stderr
     assert project.sql("SELECT id FROM runs") == [("0001",)]
+
+
+@pytest.mark.parametrize("change", ["edited", "line endings"])
+def test_a_file_edited_while_waiting_for_the_lock_is_not_applied_as_first_read(
+    project: Project, change: str
+) -> None:
+    # An apply reads 0002, then waits for the lock; meanwhile its file is edited. Applied
+    # from the text read first, the row would record a checksum the file no longer has and
+    # the database would hold what no file says. A change of line endings alone leaves the
+    # text (and its checksum) as it was: that one is applied.
+    project.sql("CREATE TABLE runs (id text)")
+    project.add("0001", "first", "INSERT INTO runs VALUES ('0001');")
+    path = project.add("0002", "second", "INSERT INTO runs VALUES ('first text');")
+    time.sleep(1.1)  # files written a second before mg reads them are compared by content
+    with AdvisoryLockHolder(project.database_url) as holder:
+        job = project.spawn("apply")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        if change == "edited":
+            project.add("0002", "second", "INSERT INTO runs VALUES ('second text');")
+        else:
+            path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+        holder.release()
+        done = project.finish(job, timeout=60)
+
+    assert "Traceback" not in done.stderr
+    if change == "line endings":
+        assert done.returncode == 0, done.stderr
+        assert sorted(project.sql("SELECT id FROM runs")) == [("0001",), ("first text",)]
+        return
+    assert done.returncode == 2, done.stderr
+    assert (
+        "migrations/0002_second.sql changed while waiting for the migration lock: it was "
+        "edited after mg read it; nothing was applied: run the command again" in done.stderr
+    ), done.stderr
+    assert project.statuses() == {}
+    assert project.sql("SELECT id FROM runs") == []
+    again = project.mg("apply")
+    assert again.returncode == 0, again.stderr
+    assert sorted(project.sql("SELECT id FROM runs")) == [("0001",), ("second text",)]
+    assert project.mg("verify").returncode == 0
