@@ -1057,6 +1057,54 @@ def _lock_name(session: Session) -> str:
     return "the migration lock"
 
 
+def _lost_session(exc: BaseException) -> bool:
+    """Whether the server's error ``exc`` (or the one it was made of) says the session ended:
+    terminated, the server shutting down or restarting, the connection broken."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SqlError) and (seen.sqlstate or "").startswith(("08", "57P")):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _server_words(exc: MgError) -> str:
+    """What the server said of the lost session, else the error's own message."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SqlError) and (seen.sqlstate or "").startswith(("08", "57P")):
+            return seen.server_message
+        seen = seen.__cause__
+    return exc.message
+
+
+@contextmanager
+def _lost_before_running(session: Session, conn: Any) -> Iterator[None]:
+    """Under the lock, before the first migration: a connection lost meanwhile (the server
+    ended the session, or restarted) is said as such, with what it means: no migration ran.
+
+    An error of the database that is no lost session (a history table mg cannot create, for
+    one) is left as it is; which one it is, when the server gave no SQLSTATE, a query on the
+    same connection tells."""
+    try:
+        yield
+    except (DatabaseError, SqlError) as exc:
+        if isinstance(exc, SqlError) and not _lost_session(exc):
+            raise
+        if not _lost_session(exc):
+            try:
+                session.hooks.query(session, conn, "SELECT 1", ())
+            except MgError:
+                pass  # gone: the connection answers nothing
+            else:
+                raise
+        raise DatabaseError(
+            f"the database connection was lost after mg took {_lock_name(session)}, before "
+            f"any migration ran: {_server_words(exc)}; nothing was changed",
+            hint="run the command again",
+        ) from exc
+
+
 @contextmanager
 def locked(session: Session, conn: Any) -> Iterator[None]:
     timeout = session.options.lock_timeout
@@ -1065,14 +1113,13 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
     try:
         session.hooks.lock_acquire(session, conn, timeout)
     except (DatabaseError, SqlError) as exc:
-        if isinstance(exc, SqlError) and not (exc.sqlstate or "").startswith(("08", "57P")):
+        if isinstance(exc, SqlError) and not _lost_session(exc):
             raise
         # The server ended the session (terminated, restarted, the network): said as what
         # the command was doing, before it changed anything.
-        message = exc.server_message if isinstance(exc, SqlError) else exc.message
         raise DatabaseError(
             f"the database connection was lost while waiting for {_lock_name(session)}: "
-            f"{message}; nothing was changed",
+            f"{_server_words(exc)}; nothing was changed",
             hint="run the command again",
         ) from exc
     report(session, "lock.acquired", "debug", f"took {_lock_name(session)}")
@@ -1226,7 +1273,8 @@ def _execute_plan(
     hooks = session.hooks
     up = plan.direction == "up"
     with locked(session, conn):
-        plan = replan()
+        with _lost_before_running(session, conn):
+            plan = replan()
         if not plan.steps:
             # Another run did it while this one waited: say so as the command would have.
             report(session, "command.nothing", "info", nothing())
@@ -1239,7 +1287,8 @@ def _execute_plan(
         done: list[MigrationResult] = []
         try:
             (hooks.before_apply if up else hooks.before_rollback)(session, plan)
-            hooks.history_prepare(session, conn)
+            with _lost_before_running(session, conn):
+                hooks.history_prepare(session, conn)
             results = run_plan(session, conn, plan, current, done)
         except MgError as exc:
             failed = current[-1] if current else None

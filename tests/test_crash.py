@@ -328,3 +328,36 @@ def test_lost_connection_while_waiting_for_the_lock_says_so(
     again = project.mg("apply")
     assert again.returncode == 0, again.stderr
     assert project.statuses() == {"0001": "applied"}
+
+
+@pytest.mark.parametrize("psycopg_only", ["", "1"])
+def test_lost_connection_after_taking_the_lock_before_the_first_migration_says_so(
+    project: Project, psycopg_only: str
+) -> None:
+    # The pre_apply hook runs under the lock, before anything is written: the session is
+    # ended while it runs, so the next query (preparing the history) finds it gone.
+    project.configure(
+        extra="hooks:\n  pre_apply: 'touch started; while [ ! -e go ]; do sleep 0.05; done'\n"
+    )
+    project.add_table("0001")
+    job = project.spawn("apply", env={"MG_PSYCOPG_ONLY": psycopg_only})
+    wait_until(lambda: (project.root / "started").exists() or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    project.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'migretti'"
+    )
+    (project.root / "go").touch()
+    done = project.finish(job, timeout=60)
+
+    assert done.returncode == 1, done.stderr
+    assert (
+        "the database connection was lost after mg took the migration lock 894321, before any "
+        "migration ran: terminating connection due to administrator command; nothing was "
+        "changed" in done.stderr
+    ), done.stderr
+    assert "run the command again" in done.stderr and "Traceback" not in done.stderr
+    assert project.statuses() == {}
+    again = project.mg("apply")
+    assert again.returncode == 0, again.stderr
+    assert project.statuses() == {"0001": "applied"}
