@@ -101,7 +101,10 @@ def mg_configure(config: Config) -> None:
 
 @spec(FIRST, returns=list_of_paths(), required="migration discovery")
 def mg_discover_migrations(config: Config) -> list[Path] | None:
-    """Return the migration source files, in any order (the core sorts by id)."""
+    """Return the migration source files, in any order (the core sorts by id).
+
+    The list may carry ``ignored``: ``(path, reason)`` pairs of files left out that look
+    meant to be migrations, which the core warns about once per process."""
 
 
 @spec(FIRST, returns=instance_of(Migration), required="a parser for {path.name}")

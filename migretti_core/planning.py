@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from migretti_core.errors import (
     UsageError,
 )
 from migretti_core.messages import printable
-from migretti_core.reporting import display_path
+from migretti_core.reporting import display_path, relative_path, report
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, checksum_matches
 from migretti_core.textfiles import read_bytes
@@ -101,7 +102,9 @@ def _load_migrations(session: Session) -> list[Migration]:
     migrations: list[Migration] = []
     # Files that failed to parse but whose name gives an id, for the duplicate check.
     broken: list[tuple[str, Path]] = []
-    for path in hooks.discover_migrations(session.config):
+    paths = hooks.discover_migrations(session.config)
+    _warn_ignored(session, getattr(paths, "ignored", ()))
+    for path in paths:
         try:
             raw = read_bytes(path)
         except OSError as exc:
@@ -137,6 +140,31 @@ def _load_migrations(session: Session) -> list[Migration]:
     if problems:
         raise MigrationFileError(problems)
     return sorted(seen.values(), key=lambda m: m.id)
+
+
+# Files a discovery plugin left out and said why (the builtin ``files``: ``0002_x.SQL``), already
+# warned about in this process: commands load the migrations more than once (again under the
+# lock), a fleet once per member; the warning is about the file.
+_IGNORED_SAID: set[tuple[str, str]] = set()
+_IGNORED_LOCK = threading.Lock()
+
+
+def _warn_ignored(session: Session, ignored: Sequence[tuple[Path, str]]) -> None:
+    """Say once per process which files the discovery left out that look meant to be
+    migrations (``ignored`` of the list ``mg_discover_migrations`` answered)."""
+    for path, reason in ignored:
+        said = (os.path.abspath(path), reason)
+        with _IGNORED_LOCK:
+            if said in _IGNORED_SAID:
+                continue
+            _IGNORED_SAID.add(said)
+        report(
+            session,
+            "migration.file_ignored",
+            "warning",
+            f"{display_path(path)} is not read as a migration: {printable(reason)}",
+            path=relative_path(path),
+        )
 
 
 def nul_problem(path: Path, raw: bytes) -> str | None:

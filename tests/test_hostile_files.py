@@ -172,6 +172,44 @@ def test_a_sql_entry_that_is_not_a_file_is_an_error_never_skipped(project: Proje
     assert "01_zero.sql: not a regular file" in done.stderr
 
 
+def test_a_file_ending_in_upper_case_sql_is_warned_about_once_never_skipped_silently(
+    project: Project,
+) -> None:
+    """``0002_orders.SQL`` is no migration (as for migretti 0.10: a database it manages must
+    not find new migrations); apply and status say so once per run, naming the file."""
+    import json
+
+    project.add("0001", "first", "CREATE TABLE first (id int);")
+    upper = project.migrations_dir / "0002_orders.SQL"
+    upper.write_text("-- migrate: up\nCREATE TABLE orders (id int);\n", encoding="utf-8")
+    (project.migrations_dir / "0003_mixed.Sql").write_text("-- migrate: up\nSELECT 1;\n")
+    (project.migrations_dir / "0004_dir.SQL").mkdir()  # a directory is no migration file
+    expected = (
+        "migrations/0002_orders.SQL is not read as a migration: migration files must end "
+        "in lowercase .sql; rename it to 0002_orders.sql"
+    )
+    for args in (("apply",), ("status",), ("status", "--format", "json")):
+        done = project.mg(*args)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count(expected) == 1, done.stderr
+        assert done.stderr.count("0003_mixed.Sql is not read as a migration") == 1
+        assert "0004_dir" not in done.stderr and "Traceback" not in done.stderr
+    assert project.statuses() == {"0001": "applied"}
+
+    done = project.mg("--json-log", "status")
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    ignored = [e for e in events if e["event"] == "migration.file_ignored"]
+    assert [(e["level"], e["path"]) for e in ignored] == [
+        ("warning", "migrations/0002_orders.SQL"),
+        ("warning", "migrations/0003_mixed.Sql"),
+    ]
+
+    # a control character in the name is shown escaped
+    upper.rename(project.migrations_dir / "0002_ord\x1bers.SQL")
+    done = project.mg("status")
+    assert "0002_ord\\x1bers.SQL is not read" in done.stderr and "\x1b" not in done.stderr
+
+
 # --- errors point at the user's file ---------------------------------------------------------
 
 

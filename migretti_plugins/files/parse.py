@@ -5,6 +5,7 @@ Every problem names the file and line so a user can fix a whole directory in one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -319,20 +320,37 @@ def _span(
     return begin, end
 
 
-def discover(directory: Path) -> list[Path]:
+class Discovered(list[Path]):
+    """The migration files of a directory, and the files left out that look meant to be
+    migrations: ``ignored`` holds ``(path, reason)`` pairs, which the core warns about."""
+
+    ignored: tuple[tuple[Path, str], ...] = ()
+
+
+CASE_PROBLEM = "migration files must end in lowercase .sql; rename it to {name}"
+
+
+def discover(directory: Path) -> Discovered:
     """The migration files of a directory, by file name; subdirectories are not migrations.
 
     A directory that cannot be listed (permissions, a symbolic-link loop) and ``.sql``
     entries whose type cannot be told, or that are neither a file nor a directory (a dangling
     symbolic link, a device, a FIFO), are migration-file errors, never skipped silently.
+    A file ending ``.SQL`` (any case but lowercase) is no migration, as for migretti 0.10;
+    it is left out with a warning (``Discovered.ignored``), never silently.
     """
     names: list[str] = []
     problems: list[str] = []
+    other_case: list[str] = []
     try:
         with os.scandir(directory) as entries:
             # scandir knows the file type without a stat call per file (thousands of files).
             for entry in entries:
                 if not entry.name.endswith(".sql") or entry.name.startswith("."):
+                    if entry.name[-4:].lower() == ".sql" and not entry.name.startswith("."):
+                        with contextlib.suppress(OSError):
+                            if entry.is_file():
+                                other_case.append(entry.name)
                     continue
                 try:
                     if entry.is_file():
@@ -342,13 +360,19 @@ def discover(directory: Path) -> list[Path]:
                 except OSError as exc:
                     problems.append(f"{_shown(directory / entry.name)}: {_reason(exc)}")
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return Discovered()
     except OSError as exc:
         problems.append(f"{_shown(directory)}: cannot list the directory: {_reason(exc)}")
     if problems:
         raise MigrationFileError(problems)
     child = _child_of(directory)
-    return [child(name) for name in sorted(names)]
+    found = Discovered([child(name) for name in sorted(names)])
+    if other_case:
+        found.ignored = tuple(
+            (child(name), CASE_PROBLEM.format(name=name[:-4] + ".sql"))
+            for name in sorted(other_case)
+        )
+    return found
 
 
 def _not_a_file(path: Path) -> str:
