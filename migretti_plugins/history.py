@@ -76,6 +76,44 @@ SELECT attname FROM pg_attribute
 WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
 """
 
+# The columns with the kind of type each has, and that type as SQL writes it.
+_TYPED_COLUMNS = """
+SELECT a.attname::text, t.typcategory::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+WHERE a.attrelid = pg_catalog.to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+# The kind of type (pg_type.typcategory) each column mg reads or writes must have, and the
+# type migretti creates it with: a string column may be text or varchar of any length, a
+# time stamp with or without time zone, a number of any integer type.
+LAYOUT: dict[str, dict[str, tuple[str, str]]] = {
+    TABLE: {
+        "id": ("S", "VARCHAR(26)"),
+        "name": ("S", "VARCHAR(255)"),
+        "applied_at": ("D", "TIMESTAMPTZ"),
+        "checksum": ("S", "VARCHAR(64)"),
+        "status": ("S", "VARCHAR(20)"),
+        "apply_seq": ("N", "BIGINT"),
+        "duration_ms": ("N", "INTEGER"),
+        "error": ("S", "TEXT"),
+        "failed_statement": ("N", "INTEGER"),
+        "baseline": ("B", "BOOLEAN"),
+    },
+    LOG_TABLE: {
+        "migration_id": ("S", "VARCHAR(26)"),
+        "name": ("S", "VARCHAR(255)"),
+        "action": ("S", "VARCHAR(10)"),
+        "performed_at": ("D", "TIMESTAMPTZ"),
+        "performed_by": ("S", "VARCHAR(255)"),
+        "checksum": ("S", "VARCHAR(64)"),
+        "duration_ms": ("N", "INTEGER"),
+    },
+}
+_FOREIGN_HINT = (
+    "another tool's table of that name? rename or drop it, or point mg at another database "
+    "or schema"
+)
+
 _BACKFILL = """
 UPDATE _migrations AS m SET apply_seq = s.seq
 FROM (
@@ -243,6 +281,27 @@ def columns(session: Session, conn: Any, table: str) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
+def checked_columns(session: Session, conn: Any, table: str) -> set[str]:
+    """``columns``, after making sure each one mg reads or writes has a type of the kind
+    migretti gives it (``LAYOUT``); else ``DatabaseError`` naming the column (an integer
+    ``status`` of another tool's ``_migrations`` would fail on the server's bare message)."""
+    rows = session.hooks.query(session, conn, _TYPED_COLUMNS, (table,))
+    wrong = []
+    for name, category, shown in rows:
+        expected = LAYOUT[table].get(str(name))
+        if expected is not None and str(category) != expected[0]:
+            wrong.append(f"{name} is {shown}, where migretti has {expected[1]}")
+    if wrong:
+        from migretti_core.errors import DatabaseError
+
+        raise DatabaseError(
+            f"{table} exists but is not migretti's history table (migretti 0.10's layout): "
+            f"its column {'; its column '.join(wrong)}",
+            hint=_FOREIGN_HINT,
+        )
+    return {str(row[0]) for row in rows}
+
+
 @functools.lru_cache(maxsize=1)
 def performed_by() -> str:
     """``<OS user>@<host>``, the person or runner behind a change."""
@@ -265,7 +324,7 @@ def _hostname() -> str:
 
 @hookimpl(trylast=True)
 def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
-    present = columns(session, conn, TABLE)
+    present = checked_columns(session, conn, TABLE)
     if not present:
         _know(session, set())
         return []
@@ -277,8 +336,7 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
         raise DatabaseError(
             f"{TABLE} is not migretti's history table: it has no column{plural} "
             f"{', '.join(lacking)} (it has {', '.join(sorted(present))})",
-            hint="another tool's table of that name? rename or drop it, or point mg at "
-            "another database or schema",
+            hint=_FOREIGN_HINT,
         )
     select = ", ".join(
         expr if fallback is None or _column(expr) in present else fallback
@@ -374,7 +432,7 @@ def _entry(row: Sequence[Any]) -> HistoryEntry:
 
 @hookimpl(trylast=True)
 def mg_history_prepare(session: Session, conn: Any) -> bool | None:
-    present = {table: columns(session, conn, table) for table in NEW_COLUMNS}
+    present = {table: checked_columns(session, conn, table) for table in NEW_COLUMNS}
     missing = {
         table: [(col, kind) for col, kind in NEW_COLUMNS[table] if col not in present[table]]
         for table in NEW_COLUMNS

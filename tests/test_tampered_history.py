@@ -153,6 +153,49 @@ def test_another_tools_migrations_table_is_named_not_a_bare_column_error(
     project.close()
 
 
+def test_a_migrations_table_whose_status_is_an_integer_is_named_not_a_bare_server_error(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Another tool's ``_migrations`` with all of 0.10's column names but an integer
+    ``status``: every command says the table is not migretti's and which column differs
+    (exit 1, as for a table lacking columns), and neither runs nor changes anything."""
+    project = Project(tmp_path / "other", database_url)
+    project.add_table("0001")
+    project.sql(
+        "CREATE TABLE _migrations (id text PRIMARY KEY, name text, applied_at timestamptz, "
+        "checksum text, status integer)"
+    )
+    project.sql("INSERT INTO _migrations VALUES ('20240101', 'init', now(), 'abc', 1)")
+    expected = (
+        "_migrations exists but is not migretti's history table (migretti 0.10's layout): "
+        "its column status is integer, where migretti has VARCHAR(20)"
+    )
+    for args in (
+        ["status"],
+        ["status", "--exit-code"],
+        ["apply"],
+        ["list", "--format", "json"],
+        ["verify"],
+        ["fix", "0001", "--applied"],
+    ):
+        done = project.mg(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert expected in done.stderr, done.stderr
+        assert "invalid input syntax" not in done.stderr and "Traceback" not in done.stderr
+        assert "hint: another tool's table of that name?" in done.stderr
+    assert project.all_tables() == {"public._migrations"}  # nothing created or run
+
+    # a log table of another layout is named before anything is written
+    project.sql("DROP TABLE _migrations")
+    project.sql("CREATE TABLE _migrations_log (id bigint, migration_id bigint, action text)")
+    done = project.mg("apply")
+    assert done.returncode == 1, done.stderr
+    assert "_migrations_log exists but is not migretti's history table" in done.stderr
+    assert "its column migration_id is bigint, where migretti has VARCHAR(26)" in done.stderr
+    assert project.all_tables() == {"public._migrations_log"}
+    project.close()
+
+
 def test_a_read_only_target_says_the_history_tables_cannot_be_created_and_why(
     tmp_path: Path, database_url: str
 ) -> None:
