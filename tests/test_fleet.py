@@ -767,3 +767,30 @@ def test_a_blocked_plugin_s_section_is_said_ignored_once_on_a_fleet(
     events = [json.loads(line) for line in done.stderr.splitlines()]
     assert [e["event"] for e in events].count("config.section_ignored") == 1
     assert all(fleet.applied(name) == ["0001", "0002", "0003"] for name in fleet.names)
+
+
+def test_names_from_a_query_are_the_databases_it_returned_spaces_and_all(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """PostgreSQL keeps a database name's spaces: ``query`` returning 'x ' and ' x' selects
+    those two databases, never a third one named 'x' that it did not return."""
+    fleet = make_fleet(1)
+    (plain,) = fleet.names
+    spaced = [f" {plain}", f"{plain} "]
+    with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+        for name in spaced:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    fleet.names += spaced  # dropped with the others
+    fleets_yaml = (
+        "  spaced:\n"
+        "    query: SELECT datname FROM pg_database\n"
+        f"      WHERE btrim(datname) = '{plain}' AND datname <> '{plain}' ORDER BY 1\n"
+    )
+    project = project_for(tmp_path, fleet, fleets_yaml)
+    project.add_table("0001")
+
+    done = project.mg("apply", "--fleet", "spaced", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert [m["name"] for m in json.loads(done.stdout)["members"]] == spaced
+    assert [fleet.applied(name) for name in spaced] == [["0001"], ["0001"]]
+    assert fleet.applied(plain) == []  # not returned by the query: untouched

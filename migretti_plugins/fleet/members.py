@@ -51,13 +51,18 @@ class Member:
 
     @property
     def is_url(self) -> bool:
-        return "://" in self.spec or "=" in self.spec
+        return is_url(self.spec)
 
     def database(self, profile: Mapping[str, Any]) -> dict[str, Any]:
         """The ``database`` section this member runs with."""
         if self.is_url:
             return {"url": self.spec}
         return {**profile, "dbname": self.spec}
+
+
+def is_url(spec: str) -> bool:
+    """A URL or ``key=value`` conninfo, which stands alone; anything else names a database."""
+    return "://" in spec or "=" in spec
 
 
 def _label(config: Config) -> str:
@@ -213,8 +218,12 @@ def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
             raise ConfigError(
                 f"fleet {fleet}: query must return exactly one column (a name or URL)"
             )
-        if row[0] is not None and str(row[0]).strip():
-            members.append(str(row[0]).strip())
+        if row[0] is None or not str(row[0]).strip():
+            continue  # NULL or blank: no database
+        value = str(row[0])
+        # A database name is kept exactly as returned: 'x ' is another database than 'x'
+        # (PostgreSQL keeps the spaces). A URL's surrounding spaces are no part of it.
+        members.append(value.strip() if is_url(value.strip()) else value)
     return members
 
 
@@ -232,6 +241,6 @@ def resolve(session: Session, fleet: FleetSettings, environ: Mapping[str, str]) 
         if spec in seen:
             continue
         seen.add(spec)
-        shown = redact_url(spec) if ("://" in spec or "=" in spec) else spec
+        shown = redact_url(spec) if is_url(spec) else spec
         members.append(Member(shown, spec))
     return members
