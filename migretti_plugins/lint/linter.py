@@ -39,6 +39,8 @@ MAX_IDENTIFIER_BYTES = 63
 # Word starts only: a plain [\w$]{64,} would retry at every character of every word.
 _LONG_WORD = re.compile(r'(?<![\w$])[\w$]{64}|"[^"]{64}')
 _LONG_WIDE_WORD = re.compile(r'(?<![\w$])[\w$]{22}|"[^"]{22}')
+# A quoted identifier with escaped quotes ("a""b"), whose runs between quotes are shorter.
+_LONG_ESCAPED_WORD = re.compile(r'"(?:[^"]|""){22}')
 _IGNORE_RE = re.compile(
     r"(?:--|/\*)\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)(?![\w-])"
     r"(?P<rules>\s+[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)?"
@@ -522,7 +524,9 @@ def _may_hold_long_identifier(sql: str) -> bool:
     if _LONG_WORD.search(sql, 0, _FIRST_LINES) or _has_long_word(sql):
         return True
     return '"' in sql and bool(
-        _LONG_WORD.search(sql) or (not sql.isascii() and _LONG_WIDE_WORD.search(sql))
+        _LONG_WORD.search(sql)
+        or (not sql.isascii() and _LONG_WIDE_WORD.search(sql))
+        or ('""' in sql and _LONG_ESCAPED_WORD.search(sql))
     )
 
 

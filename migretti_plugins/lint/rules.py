@@ -219,7 +219,12 @@ def create_table(ctx: Context, node: Node) -> None:
         ctx.flag(
             "require-table-schema", f"table {relation.get('relname')!r} without a schema", None
         )
-    if not ctx.in_transaction and not node.get("if_not_exists"):
+    if (
+        not ctx.in_transaction
+        and not node.get("if_not_exists")
+        # a temporary table dropped at commit is gone before the migration can run again
+        and not (relation.get("relpersistence") == "t" and node.get("oncommit") == "ONCOMMIT_DROP")
+    ):
         ctx.flag(
             "prefer-robust-stmts",
             "CREATE TABLE without IF NOT EXISTS outside a transaction",
@@ -231,9 +236,22 @@ def create_table(ctx: Context, node: Node) -> None:
         if kind == "ColumnDef":
             names.append(item.get("colname", ""))
             column_type(ctx, item)
+            for con in constraints(item):
+                _references(ctx, relation, con)
+        elif kind == "Constraint":
+            _references(ctx, relation, item)
     for name in duplicates(names):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is declared twice", None)
     ctx.add_created(relation)
+
+
+def _references(ctx: Context, relation: Node, con: Node) -> None:
+    """A foreign key of a new table locks the table it references (SHARE ROW EXCLUSIVE)."""
+    if con.get("contype") != "CONSTR_FOREIGN":
+        return
+    target = con.get("pktable") or {}
+    if target.get("relname") != relation.get("relname") and not ctx.is_new(target):
+        locks_existing(ctx)
 
 
 @check("CreateForeignTableStmt")
@@ -277,10 +295,12 @@ def insert(ctx: Context, node: Node) -> None:
 @check("CreateDomainStmt")
 def create_domain(ctx: Context, node: Node) -> None:
     for con in node.get("constraints") or ():
-        if unwrap(con)[1].get("contype") == "CONSTR_CHECK":
+        kind = unwrap(con)[1].get("contype")
+        if kind in ("CONSTR_CHECK", "CONSTR_NOTNULL"):
+            what = "a CHECK" if kind == "CONSTR_CHECK" else "a NOT NULL"
             ctx.flag(
                 "ban-create-domain-with-constraint",
-                "domain with a CHECK constraint: changing it later scans every column using it",
+                f"domain with {what} constraint: changing it later scans every column using it",
                 None,
             )
             return
@@ -319,7 +339,7 @@ def alter_enum(ctx: Context, node: Node) -> None:
 
 
 def _constraint_rules(
-    ctx: Context, table: str, con: Node, existing: bool, location: int | None
+    ctx: Context, table: str, con: Node, existing: bool, location: int | None, column: bool = False
 ) -> None:
     kind = con.get("contype")
     name = con.get("conname")
@@ -353,7 +373,18 @@ def _constraint_rules(
             f"PRIMARY KEY on {table} builds its index under an ACCESS EXCLUSIVE lock",
             where,
         )
-    if not ctx.in_transaction and name and (table, name) not in ctx.dropped_constraints:
+    if ctx.in_transaction or column:  # a column's: its ADD COLUMN is what runs again
+        return
+    if not name:
+        ctx.flag(
+            "prefer-robust-stmts",
+            "ADD CONSTRAINT without a name outside a transaction adds a second one (or fails) "
+            "when run again",
+            where,
+        )
+    elif (table, name) in ctx.dropped_constraints:
+        ctx.dropped_constraints.discard((table, name))  # one DROP ... IF EXISTS per ADD
+    else:
         ctx.flag(
             "prefer-robust-stmts",
             f"ADD CONSTRAINT {name} outside a transaction fails when run again",
@@ -433,7 +464,7 @@ def _add_column(ctx: Context, table: str, column: Node, existing: bool, missing_
             "CONSTR_PRIMARY",
             "CONSTR_CHECK",
         ):
-            _constraint_rules(ctx, table, con, existing, location)
+            _constraint_rules(ctx, table, con, existing, location, column=True)
 
 
 @check("AlterTableStmt")
@@ -563,7 +594,8 @@ def create_index(ctx: Context, node: Node) -> None:
             "while the index is built",
             None,
         )
-    if not ctx.in_transaction and not node.get("if_not_exists"):
+    # IF NOT EXISTS needs a name: an unnamed index cannot be guarded
+    if not ctx.in_transaction and not node.get("if_not_exists") and node.get("idxname"):
         ctx.flag(
             "prefer-robust-stmts",
             "CREATE INDEX without IF NOT EXISTS outside a transaction fails when run again"
@@ -663,6 +695,7 @@ def reindex(ctx: Context, node: Node) -> None:
 @check("VacuumStmt")
 def vacuum(ctx: Context, node: Node) -> None:
     if node.get("is_vacuumcmd") and "full" in options_on(node.get("options")):
+        locks_existing(ctx)
         ctx.flag(
             "prefer-repack",
             "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock",
@@ -729,6 +762,11 @@ LOCKING = frozenset(
         "ClusterStmt",
         "CreateTrigStmt",
         "AlterObjectSchemaStmt",
+        "LockStmt",
+        "RefreshMatViewStmt",
+        "CreatePolicyStmt",
+        "AlterPolicyStmt",
+        "RuleStmt",
     }
 )
 
@@ -737,9 +775,17 @@ def timeout_settings(ctx: Context, node_type: str) -> None:
     if ctx.timeout_flagged or ctx.mg_lock_timeout or ctx.lock_timeout_set:
         return
     if node_type in LOCKING:
-        ctx.timeout_flagged = True
-        ctx.flag(
-            "require-timeout-settings",
-            "no lock_timeout: this statement may queue every query behind its lock",
-            None,
-        )
+        locks_existing(ctx)
+
+
+def locks_existing(ctx: Context) -> None:
+    """The current statement waits for a lock on an existing relation (VACUUM FULL and
+    CREATE TABLE ... REFERENCES tell from their node, the others from their node type)."""
+    if ctx.timeout_flagged or ctx.mg_lock_timeout or ctx.lock_timeout_set:
+        return
+    ctx.timeout_flagged = True
+    ctx.flag(
+        "require-timeout-settings",
+        "no lock_timeout: this statement may queue every query behind its lock",
+        None,
+    )

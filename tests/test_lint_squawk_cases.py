@@ -1,0 +1,109 @@
+"""``mg lint`` against the cases of squawk's rules where it flags or accepts differently than
+a first reading suggests: through the real entry point, each migration file judged on its own
+(``--all``), so a team coming from squawk sees the same findings for the same SQL."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from migretti_core.testing import Project
+
+# (rule, SQL, whether the rule flags it, no-transaction migration)
+CASES = [
+    # IF NOT EXISTS needs an index name: an unnamed index cannot be written robustly.
+    ("prefer-robust-stmts", 'CREATE INDEX CONCURRENTLY ON "t" ("c");', False, True),
+    ("prefer-robust-stmts", 'CREATE INDEX CONCURRENTLY "t_c" ON "t" ("c");', True, True),
+    # A temporary table dropped at commit is gone before the migration could run again.
+    ("prefer-robust-stmts", "CREATE TEMP TABLE scratch (id bigint) ON COMMIT DROP;", False, True),
+    ("prefer-robust-stmts", "CREATE TEMP TABLE scratch (id bigint);", True, True),
+    # One DROP CONSTRAINT IF EXISTS makes one ADD CONSTRAINT of that name robust, not two.
+    (
+        "prefer-robust-stmts",
+        "ALTER TABLE t DROP CONSTRAINT IF EXISTS u;\n"
+        "ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX u_idx;",
+        False,
+        True,
+    ),
+    (
+        "prefer-robust-stmts",
+        "ALTER TABLE t DROP CONSTRAINT IF EXISTS u;\n"
+        "ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX u_idx;\n"
+        "ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX u_idx;",
+        True,
+        True,
+    ),
+    # An unnamed constraint added again is a second constraint (or fails).
+    ("prefer-robust-stmts", "ALTER TABLE t ADD CHECK (a > 0) NOT VALID;", True, True),
+    # NOT NULL is a domain constraint too (a DEFAULT is not).
+    ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS integer NOT NULL;", True, False),
+    ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS integer DEFAULT 1;", False, False),
+    # A quoted identifier with escaped quotes over 63 bytes.
+    ("identifier-too-long", 'CREATE TABLE "%s""b" (id bigint);' % ("a" * 63), True, False),
+    ("identifier-too-long", 'CREATE TABLE "%s""b" (id bigint);' % ("a" * 61), False, False),
+]
+
+# With mg's own table_lock_timeout off: statements that wait for a lock on existing tables.
+TIMEOUT_CASES = [
+    ("LOCK TABLE t;", True),
+    ("REFRESH MATERIALIZED VIEW mv;", True),
+    ("CREATE POLICY p ON t USING (true);", True),
+    ("ALTER POLICY p ON t USING (false);", True),
+    ("CREATE RULE r AS ON INSERT TO t DO ALSO NOTIFY t;", True),
+    ("VACUUM (FULL) t;", True),
+    ("CREATE TABLE q (id bigint REFERENCES p (id));", True),
+    ("CREATE TABLE q (id bigint, FOREIGN KEY (id) REFERENCES s.p (id));", True),
+    (
+        "CREATE TABLE p (id bigint PRIMARY KEY);\nCREATE TABLE q (id bigint REFERENCES p (id));",
+        False,
+    ),
+    ("CREATE TABLE q (id bigint PRIMARY KEY, parent bigint REFERENCES q (id));", False),
+    ("CREATE TABLE q (id bigint);", False),
+    ("VACUUM t;", False),
+    ("SET lock_timeout = '1s';\nLOCK TABLE t;", False),
+]
+
+
+def lint_all(project: Project) -> dict[str, list[str]]:
+    done = project.mg("lint", "--all", "--format", "json")
+    assert done.returncode in (0, 3), done.stderr
+    rules: dict[str, list[str]] = defaultdict(list)
+    for finding in json.loads(done.stdout)["findings"]:
+        rules[str(finding["migration"])].append(str(finding["rule"]))
+    return rules
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Project:
+    """A project whose database cannot be reached: ``--all`` lints the files alone."""
+    return Project(tmp_path / "off", "postgresql://nobody@127.0.0.1:9/none")
+
+
+def test_rules_flag_and_accept_as_squawk_does(offline: Project) -> None:
+    for number, (_, sql, _, no_transaction) in enumerate(CASES):
+        offline.add(f"{number:03d}", "case", sql, no_transaction=no_transaction)
+    found = lint_all(offline)
+    wrong = [
+        (rule, sql, found[f"{number:03d}"])
+        for number, (rule, sql, flagged, _) in enumerate(CASES)
+        if (rule in found[f"{number:03d}"]) != flagged
+    ]
+    assert not wrong
+
+
+def test_require_timeout_settings_sees_every_statement_that_waits_for_a_table_lock(
+    offline: Project,
+) -> None:
+    offline.configure(extra="table_lock_timeout: off\n")
+    for number, (sql, _) in enumerate(TIMEOUT_CASES):
+        offline.add(f"{number:03d}", "case", sql, no_transaction=sql.startswith("VACUUM"))
+    found = lint_all(offline)
+    wrong = [
+        (sql, found[f"{number:03d}"])
+        for number, (sql, flagged) in enumerate(TIMEOUT_CASES)
+        if ("require-timeout-settings" in found[f"{number:03d}"]) != flagged
+    ]
+    assert not wrong
