@@ -22,6 +22,7 @@ from migretti_core.errors import (
     Aborted,
     DatabaseError,
     Interrupted,
+    LockTimeout,
     MgError,
     MigrationFailed,
     MigrationFileError,
@@ -1430,7 +1431,7 @@ def _run_kept(
         latest = [state]
 
         def replan() -> Plan:
-            latest[0] = read_state(session, conn, migrations)
+            latest[0] = _settled_state(session, conn, migrations)
             fresh = planner(latest[0], True)
             validate(session, fresh.steps, checked)
             return fresh
@@ -1438,6 +1439,63 @@ def _run_kept(
         return _execute_plan(
             session, conn, plan, replan, confirmed, lambda: nothing(latest[0]), seen
         )
+
+
+# How often a run holding the lock reads again a `running` row whose session is still
+# connected, and how often it says it still waits.
+RUNNING_POLL = 0.25
+RUNNING_REPORT_EVERY = 5.0
+
+
+def _settled_state(session: Session, conn: Any, migrations: Sequence[Migration]) -> State:
+    """Under the lock: the history once no `running` row belongs to a session that is still
+    connected.
+
+    Such a row is another run's no-transaction migration at work after that migration
+    released the lock (``DISCARD ALL``, ``pg_advisory_unlock_all()``), not an interrupted one:
+    this run waits for it as it waited for the lock, then judges what it left (`applied`,
+    `failed`, or `running` with its session gone: interrupted). The wait is bounded by the
+    lock timeout (exit 4).
+    """
+    state = read_state(session, conn, migrations)
+    busy = [e for e in state.running if e.session_connected]
+    if not busy:
+        return state
+    timeout = session.options.lock_timeout
+    if timeout is None:
+        timeout = session.config.lock_timeout
+    started = time.monotonic()
+    next_report = 0.0
+    while busy:
+        entry = busy[0]
+        waited = time.monotonic() - started
+        said = (
+            f"migration {entry.id} ({printable(entry.name)}) is `running` in database session "
+            f"{entry.session_id}, which no longer holds {_lock_name(session)} but is still "
+            "connected: its no-transaction migration released the lock (DISCARD ALL, "
+            "pg_advisory_unlock_all())"
+        )
+        if waited >= timeout:
+            raise LockTimeout(
+                f"{said}; gave up waiting for it to finish after {timeout:g}s; nothing was changed",
+                hint="wait for that run to finish, or allow a longer wait with --lock-timeout",
+            )
+        if waited >= next_report:
+            report(
+                session,
+                "migration.running_elsewhere",
+                "warning",
+                f"{said}; waiting for it to finish; waited {waited:.0f}s",
+                migration_id=entry.id,
+                migration_name=entry.name,
+                session_id=entry.session_id,
+                waited_s=round(waited, 1),
+            )
+            next_report = waited + RUNNING_REPORT_EVERY
+        time.sleep(max(0.0, min(RUNNING_POLL, timeout - waited)))
+        state = read_state(session, conn, migrations)
+        busy = [e for e in state.running if e.session_connected]
+    return state
 
 
 def _warn_no_sql(session: Session, plan: Plan) -> None:

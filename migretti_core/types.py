@@ -458,6 +458,14 @@ class HistoryEntry:
     #: stopped (``"up"`` applying, ``"down"`` rolling back), as the history can tell; None
     #: when it cannot. The advice to resolve it depends on it.
     direction: Direction | None = None
+    #: For a ``running`` row: the PostgreSQL session that marked it so, as
+    #: ``log_line_prefix``'s ``%c`` shows one (its start time and pid in hex, ``6565f1a2.53f0``),
+    #: when the history records it.
+    session_id: str | None = None
+    #: For a ``running`` row: whether that session is still connected. A run that released the
+    #: migration lock without ending (its no-transaction migration ran ``DISCARD ALL``) may
+    #: still be at work on it; a row whose session is gone was interrupted.
+    session_connected: bool = False
 
 
 @record(frozen=True)

@@ -67,6 +67,7 @@ NEW_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("duration_ms", "INTEGER"),
         ("error", "TEXT"),
         ("failed_statement", "INTEGER"),
+        ("session_id", "TEXT"),
     ),
     LOG_TABLE: (("duration_ms", "INTEGER"),),
 }
@@ -143,14 +144,17 @@ WITH updated AS (
             THEN now() ELSE m.applied_at END,
         duration_ms = coalesce({duration}, m.duration_ms),
         error = {error},
-        failed_statement = {failed}
+        failed_statement = {failed},
+        session_id = {session}
     WHERE m.id = {id}
     RETURNING 1
 )
 INSERT INTO {table}
-    (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement)
+    (id, name, applied_at, checksum, status, apply_seq, duration_ms, error, failed_statement,
+     session_id)
 SELECT {id}, {name}, now(), {checksum}, {status},
-       (SELECT coalesce(max(apply_seq), 0) + 1 FROM {table}), {duration}, {error}, {failed}
+       (SELECT coalesce(max(apply_seq), 0) + 1 FROM {table}), {duration}, {error}, {failed},
+       {session}
 WHERE NOT EXISTS (SELECT FROM updated)
 """
 
@@ -204,7 +208,26 @@ _READ = (
     ("error", "NULL::text"),
     ("failed_statement", "NULL::integer"),
     ("coalesce(baseline, false)", "false"),
+    ("session_id", "NULL::text"),
 )
+
+# This session as ``log_line_prefix``'s ``%c`` writes one (start time and pid, in hex): what a
+# ``running`` row records, so that a run finding the row can tell whether the session that
+# marked it is still connected (and may still be at work on it). ``pg_stat_get_activity``
+# of the one pid reads no other session's entry.
+_THIS_SESSION = (
+    "(SELECT to_hex(trunc(extract(epoch FROM backend_start))::bigint) || '.' || to_hex(pid) "
+    "FROM pg_stat_get_activity(pg_backend_pid()))"
+)
+
+# Which of the given pids (an integer list, written into the query: read-only commands'
+# libpq path binds only scalars) are other sessions still connected, with their start time
+# in hex as ``_THIS_SESSION`` writes it (NULL when this user may not see it).
+_CONNECTED = """
+SELECT pid, to_hex(trunc(extract(epoch FROM backend_start))::bigint)
+FROM pg_stat_activity
+WHERE pid IN ({pids}) AND pid <> pg_backend_pid()
+"""
 
 
 @dataclass
@@ -353,7 +376,37 @@ def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
     _know(session, {e.id for e in entries})
     if any(e.status in _STOPPED for e in entries):
         entries = _with_directions(session, conn, entries)
+        entries = _with_sessions(session, conn, entries)
     return entries
+
+
+def _session_pid(session_id: str) -> int | None:
+    """The pid of a session id as ``_THIS_SESSION`` writes it (``6565f1a2.53f0``)."""
+    started, _, pid = session_id.partition(".")
+    try:
+        return int(pid, 16) if started else None
+    except ValueError:
+        return None
+
+
+def _with_sessions(session: Session, conn: Any, entries: list[HistoryEntry]) -> list[HistoryEntry]:
+    """``entries`` with ``session_connected`` set on each ``running`` row whose session is
+    still connected: same pid, same start time (or a start time this user may not see)."""
+    pids = {p for e in entries if e.session_id and (p := _session_pid(e.session_id)) is not None}
+    if not pids:
+        return entries
+    query = _CONNECTED.format(pids=", ".join(str(p) for p in sorted(pids)))
+    rows = session.hooks.query(session, conn, query, ())
+    connected = {int(pid): started for pid, started in rows}
+    result = []
+    for entry in entries:
+        pid = _session_pid(entry.session_id) if entry.session_id else None
+        if pid is not None and pid in connected:
+            started = connected[pid]
+            same = started is None or entry.session_id == f"{started}.{pid:x}"
+            entry = replace(entry, session_connected=same)
+        result.append(entry)
+    return result
 
 
 _STOPPED = ("failed", "running")
@@ -415,7 +468,7 @@ def _column(expr: str) -> str:
 
 
 def _entry(row: Sequence[Any]) -> HistoryEntry:
-    ident, name, status, checksum, applied_at, seq, duration, error, failed, baseline = row
+    ident, name, status, checksum, applied_at, seq, duration, error, failed, baseline, at = row
     return HistoryEntry(
         id=str(ident),
         name=str(name),
@@ -427,6 +480,7 @@ def _entry(row: Sequence[Any]) -> HistoryEntry:
         error=error,
         failed_statement=int(failed) if failed is not None else None,
         baseline=bool(baseline),
+        session_id=str(at) if at and status == "running" else None,
     )
 
 
@@ -646,6 +700,7 @@ def _record_template(
                 guard="true" if action == "UP" else "false",
                 error=_braced(_literal(error)),
                 failed=_braced(_literal(failed)),
+                session=_braced(_THIS_SESSION) if status == "running" else "NULL",
             )
         )
     return _joined(parts, keep, action, performed_by)

@@ -409,3 +409,39 @@ def test_a_file_edited_while_waiting_for_the_lock_is_not_applied_as_first_read(
     assert again.returncode == 0, again.stderr
     assert sorted(project.sql("SELECT id FROM runs")) == [("0001",), ("second text",)]
     assert project.mg("verify").returncode == 0
+
+
+def test_an_apply_waiting_while_a_migration_runs_discard_all_waits_for_it_and_goes_on(
+    project: Project,
+) -> None:
+    # Run A's no-transaction migration 0001 runs DISCARD ALL, which releases A's session lock
+    # while 0001 still has statements to run. Run B, waiting for the lock, takes it and finds
+    # 0001 `running`: not an interrupted run (A's session is still connected), so B waits
+    # for it, then finds it applied and applies 0002. A stops before 0002, its lock lost.
+    project.sql("CREATE TABLE runs (id text)")
+    project.add(
+        "0001",
+        "reset",
+        "SELECT pg_sleep(3);\nDISCARD ALL;\nSELECT pg_sleep(2);\nINSERT INTO runs VALUES ('0001');",
+        no_transaction=True,
+    )
+    project.add("0002", "after", "INSERT INTO runs VALUES ('0002');")
+    first = project.spawn("apply")
+    wait_until(lambda: project.statuses().get("0001") == "running" or not first.running())
+    assert first.running(), first.stderr_so_far()
+    second = project.spawn("apply")
+    wait_until(lambda: WAITING in second.stderr_so_far() or not second.running(), timeout=60)
+    assert first.running() and second.running(), second.stderr_so_far()
+    one = project.finish(first, timeout=60)
+    two = project.finish(second, timeout=60)
+
+    assert two.returncode == 0, two.stderr
+    assert "migration 0001 (reset) is `running` in database session" in two.stderr, two.stderr
+    assert "still connected" in two.stderr and "waiting for it to finish" in two.stderr
+    assert "applied 0002 after" in two.stdout, two.stdout
+    assert one.returncode == 1, one.stderr
+    assert "lost before migration 0002 (after) started" in one.stderr, one.stderr
+    assert "Traceback" not in one.stderr + two.stderr
+    assert sorted(project.sql("SELECT id FROM runs")) == [("0001",), ("0002",)]
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert project.value("SELECT count(session_id) FROM _migrations") == 0

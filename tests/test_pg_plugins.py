@@ -539,6 +539,7 @@ def test_prepare_creates_the_010_tables_plus_new_columns(session: Session, conn:
         "duration_ms": "integer",
         "error": "text",
         "failed_statement": "integer",
+        "session_id": "text",
     }
     assert table_columns(session, conn, "_migrations_log") == {
         "id": "bigint",
@@ -592,6 +593,45 @@ def test_prepare_takes_no_strong_lock_when_nothing_changes(session: Session, con
         session.hooks.history_prepare(session, conn)
     finally:
         reader.close()
+
+
+def test_a_running_row_names_its_session_and_a_reader_sees_whether_it_is_connected(
+    session: Session, conn: Any
+) -> None:
+    # A no-transaction migration's `running` row records the session that runs it, so a run
+    # that finds it can tell another run at work (connected) from an interrupted one.
+    hooks = session.hooks
+    hooks.history_prepare(session, conn)
+    other = hooks.connect(session)
+    try:
+        hooks.history_prepare(session, other)
+        hooks.history_write(session, other, change("01A", "running", log=False))
+        pid, started = hooks.query(
+            session,
+            other,
+            "SELECT pg_backend_pid(), to_hex(trunc(extract(epoch FROM backend_start))::bigint) "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            (),
+        )[0]
+        (entry,) = hooks.history_read(session, conn)
+        assert entry.session_id == f"{started}.{pid:x}"  # as log_line_prefix's %c shows it
+        assert entry.session_connected is True
+        (own,) = hooks.history_read(session, other)
+        assert own.session_connected is False  # a session is never waiting for itself
+    finally:
+        hooks.disconnect(session, other)
+    deadline = time.monotonic() + 10
+    while hooks.history_read(session, conn)[0].session_connected and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server lets the closed session go
+    (entry,) = hooks.history_read(session, conn)
+    assert (entry.status, entry.session_id, entry.session_connected) == (
+        "running",
+        f"{started}.{pid:x}",
+        False,
+    )
+    hooks.history_write(session, conn, change("01A", "applied"))
+    assert hooks.history_read(session, conn)[0].session_id is None
+    assert one(session, conn, "SELECT session_id FROM _migrations") is None
 
 
 def test_write_read_round_trip_and_fix_keeps_position(session: Session, conn: Any) -> None:
