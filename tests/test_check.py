@@ -226,6 +226,52 @@ def test_a_failed_rollback_on_the_scratch_database_gives_no_advice_to_fix_it(
     assert "mg fix" not in problem and "marked failed" not in problem
 
 
+def test_a_no_transaction_down_that_fails_part_way_is_not_blamed_on_the_next_migration(
+    project: Project, pg_url: str
+) -> None:
+    # 0002's down drops one index, then fails: committed statement by statement, its round
+    # trip cannot be rolled back, and the scratch database is left as production never is.
+    # 0003 runs fine after 0002's up; it must not be reported as failing to apply (exit 1).
+    project.add("0001", "users", *GOOD)
+    project.add(
+        "0002",
+        "indexes",
+        "CREATE INDEX CONCURRENTLY users_a ON users (email);\n"
+        "CREATE INDEX CONCURRENTLY users_b ON users (id, email);",
+        "DROP INDEX CONCURRENTLY users_b;\nDROP INDEX CONCURRENTLY no_such_index;",
+        no_transaction=True,
+    )
+    project.add("0003", "rename", "ALTER INDEX users_b RENAME TO users_c;", "SELECT 1;")
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    found = _by_id(data)
+    assert found["0002"]["problems"][0].startswith("down of 0002 fails:")  # type: ignore[index]
+    assert found["0003"]["checked"] is False
+    (reason,) = found["0003"]["problems"]  # type: ignore[misc]
+    assert "up fails" not in reason and reason.startswith("not checked: ") and "0002" in reason
+    assert _scratch_databases(project) == []
+
+    done = project.mg("check", "--database-url", pg_url)
+    assert done.returncode == 3
+    assert "skip  0003 rename: not checked: " in done.stdout
+
+    # A no-transaction down that fails on its first statement changed nothing: the later
+    # migrations start from what 0002's up made, as in production, and are checked.
+    project.add(
+        "0002",
+        "indexes",
+        "CREATE INDEX CONCURRENTLY users_a ON users (email);\n"
+        "CREATE INDEX CONCURRENTLY users_b ON users (id, email);",
+        "DROP INDEX CONCURRENTLY no_such_index;\nDROP INDEX CONCURRENTLY users_b;",
+        no_transaction=True,
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    found = _by_id(data)
+    assert found["0003"]["checked"] is True
+    assert "left behind by down" in " ".join(found["0003"]["problems"])  # type: ignore[arg-type]
+
+
 def test_no_transaction_migrations_round_trip_too(project: Project, pg_url: str) -> None:
     project.add("0001", "users", *GOOD)
     project.add(

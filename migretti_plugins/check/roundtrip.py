@@ -7,7 +7,9 @@ For a transactional migration the down/up round trip runs inside a transaction t
 rolled back, so whatever it does, the scratch database is back at S1 (the state the next
 migration expects, as on a real server) and S0 of the next migration is this one's S1: three
 snapshots per migration. A no-transaction migration cannot run inside a transaction, so its
-round trip is committed step by step.
+round trip is committed step by step; when that leaves the scratch database other than its
+up made it, the later migrations are not checked (they would start from a schema production
+never has).
 
 Nothing here prints: ``run_check`` returns a ``CheckReport`` (for the CLI, for JSON, for the
 Python API); progress goes through ``report`` events.
@@ -121,7 +123,7 @@ def run_check(
             count=len(migrations),
         )
         _round_trips(scratch, migrations, result, require_down, ignore)
-        if seeds and not result.failed:
+        if seeds and all(m.checked for m in result.migrations):
             result.seeds = _run_seeds(scratch)
         version = scratch.server_version
     if linter is not None:
@@ -162,15 +164,9 @@ def _round_trips(
                     + scratch_failure(migration.id, exc.message)
                 )
                 result.failed = True
-                for later in migrations[index + 1 :]:
-                    result.migrations.append(
-                        MigrationCheck(
-                            later.id,
-                            later.name,
-                            [f"not checked: {migration.id} failed to apply before it"],
-                            checked=False,
-                        )
-                    )
+                _not_checked(
+                    result, migrations[index + 1 :], f"{migration.id} failed to apply before it"
+                )
                 return
             after = snapshot.take(s, conn)
             if not migration.has_down:
@@ -183,8 +179,26 @@ def _round_trips(
                     _down_and_up(s, conn, migration, before, after, item, ignore)
             else:
                 _down_and_up(s, conn, migration, before, after, item, ignore)
-                after = snapshot.take(s, conn)
+                now = snapshot.take(s, conn)
+                if diff.compare(after, now, ignore):
+                    # Committed step by step, the round trip cannot be rolled back: the
+                    # later migrations would start from a schema production never has, and
+                    # fail (or pass) for this one's reasons.
+                    _not_checked(
+                        result,
+                        migrations[index + 1 :],
+                        f"{migration.id} (no-transaction) was left part way by its round trip, "
+                        "so the scratch database is not what its up makes",
+                    )
+                    return
+                after = now
             before = after
+
+
+def _not_checked(result: CheckReport, later: Sequence[Migration], reason: str) -> None:
+    result.migrations.extend(
+        MigrationCheck(m.id, m.name, [f"not checked: {reason}"], checked=False) for m in later
+    )
 
 
 def _down_and_up(
