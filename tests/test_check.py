@@ -106,6 +106,39 @@ def test_broken_down_sections_and_a_non_rerunnable_up_are_named(
     assert not any(line.startswith("ok    0005") for line in lines)  # one line per migration
 
 
+def test_problems_show_names_and_sql_with_control_characters_escaped(
+    project: Project, pg_url: str
+) -> None:
+    """A table name holding a line break and a terminal escape sequence (OSC: retitles the
+    terminal) reaches the problem texts through the schema's differences and the server's
+    messages: the text output escapes both, as mg's other messages do, so nothing of the
+    migration starts a line of its own that reads as a result; JSON keeps the exact text."""
+    osc = "\x1b]0;pwned\x07"
+    table = f'"t{osc}\nok    0009 forged"'
+    project.add("0001", "users", f"CREATE TABLE {table} (id bigint);", "SELECT 1;")
+    project.add("0002", f"broken{osc}", f'SELECT * FROM {table[:-1]}2";', "SELECT 1;")
+    done = project.mg("check", "--database-url", pg_url)
+    assert done.returncode == 1, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
+    lines = done.stdout.splitlines()
+    assert not any(line.startswith("ok    0009") for line in lines), done.stdout
+    escaped = "t\\x1b]0;pwned\\x07\\nok    0009 forged"
+    assert any(
+        line.startswith("FAIL  0001 users: down of 0001 does not restore the schema: ")
+        and escaped in line
+        for line in lines
+    ), done.stdout
+    assert any(
+        line.startswith("FAIL  0002 broken\\x1b]0;pwned\\x07: up fails") and escaped in line
+        for line in lines
+    ), done.stdout
+
+    code, data, _ = _check(project, pg_url)
+    assert code == 1
+    problems = " | ".join(_by_id(data)["0001"]["problems"])  # type: ignore[arg-type]
+    assert f"t{osc}\nok    0009 forged" in problems  # exact in JSON
+
+
 def test_require_down_makes_a_missing_down_a_problem(project: Project, pg_url: str) -> None:
     project.add("0001", "users", *GOOD)
     project.add("0002", "counter", "CREATE SEQUENCE counter;")

@@ -81,6 +81,22 @@ def test_a_hand_made_hotfix_is_drift(project: Project) -> None:
     assert project.tables() == {"users"}
 
 
+def test_an_object_named_with_control_characters_is_shown_escaped(project: Project) -> None:
+    """A table made by hand whose name holds a line break and a terminal escape sequence:
+    one escaped line, never a raw sequence or a line of its own; JSON keeps the name."""
+    assert project.mg("up").returncode == 0
+    project.sql('CREATE TABLE "x\x1b]0;pwned\x07\nno drift" (id bigint)')
+    done = project.mg("drift")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == (
+        'table public."x\\x1b]0;pwned\\x07\\nno drift": in the database, not produced by '
+        "the migrations\n"
+    ), done.stdout
+    done = project.mg("drift", "--format", "json")
+    (difference,) = json.loads(done.stdout)["differences"]
+    assert difference["object"] == 'table public."x\x1b]0;pwned\x07\nno drift"'
+
+
 def test_drift_reads_a_010_database_without_changing_it(project: Project, ddl_010: str) -> None:
     import hashlib
 

@@ -199,6 +199,17 @@ def _masked(session: Session, value: Any) -> Any:
     return value
 
 
+def shown(problem: str) -> str:
+    """A problem as the text output shows it: control characters escaped (a name or a server
+    message quoting the migration's SQL may hold a terminal escape sequence). Its own
+    continuation lines (``  DETAIL: ...``, ``  NOTE: ...``) are indented and stay; any
+    other line break is content and is written ``\\n``, so that no text of a migration
+    starts a line of its own that reads as a result (``ok    0002 ...``)."""
+    first, *rest = problem.split("\n")
+    text = first + "".join(("\n" if line.startswith("  ") else "\\n") + line for line in rest)
+    return printable(text, lines=True)
+
+
 def render_check(result: CheckReport) -> str:
     lines: list[str] = []
     for item in result.migrations:
@@ -206,11 +217,11 @@ def render_check(result: CheckReport) -> str:
         if item.ok and not item.warnings:
             lines.append(f"ok    {label}")
         for problem in item.problems:
-            lines.append(f"{'skip' if not item.checked else 'FAIL':5} {label}: {problem}")
+            lines.append(f"{'skip' if not item.checked else 'FAIL':5} {label}: {shown(problem)}")
         for warning in item.warnings:
-            lines.append(f"warn  {label}: {warning}")
+            lines.append(f"warn  {label}: {shown(warning)}")
     for problem in result.seeds:
-        lines.append(f"FAIL  seeds: {problem}")
+        lines.append(f"FAIL  seeds: {shown(problem)}")
     for f in result.lint:
         where = f"{printable(f['path'])}:{f['line']}:{f['column']}"
         message = printable(f["message"])
@@ -252,7 +263,7 @@ def drift_command(ctx: click.Context, database_url: str | None, fmt: str) -> int
         noun = "migration" if result.applied == 1 else "migrations"
         click.echo(f"no drift: the schema matches the {result.applied} applied {noun}")
     else:
-        click.echo(session.hooks.redact("\n".join(result.messages)))
+        click.echo(session.hooks.redact("\n".join(printable(m) for m in result.messages)))
         count = len(result.differences)
         verb = "differ" if count != 1 else "differs"
         # An event (on stderr as before): with --json-log it is a JSON line like the rest.
