@@ -280,15 +280,59 @@ def _read_count(path: Path) -> int:
         return 0
 
 
+#: Signals that end a run politely: a CI job's timeout or cancellation, ``timeout``, ``docker
+#: stop`` (SIGTERM), a closed terminal (SIGHUP). Python's default for them ends the process
+#: at once, leaving the embedded server running and the clones on an external server.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a session holding test databases: pytest unwinds as for
+    Ctrl-C (its fixtures are finalised, so the clones are dropped and the server stopped)."""
+
+
+@contextlib.contextmanager
+def _stopped_politely() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise ``Terminated`` in the main thread, as
+    Ctrl-C raises ``KeyboardInterrupt``. Only signals left at their default are taken (a
+    handler of the program's own stays). The first one is taken: a second one, during the
+    clean-up, ends the process at once as it would without the plugin."""
+    import signal
+    import threading
+
+    taken: list[signal.Signals] = []
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in taken:
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+        name = signal.Signals(signum).name
+        raise Terminated(f"{name} received: ending the test session and dropping its databases")
+
+    if threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, stop)
+                taken.append(sig)
+    try:
+        yield
+    finally:
+        for sig in taken:
+            if signal.getsignal(sig) is stop:
+                signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="session")
 def mg_server(pytestconfig: pytest.Config) -> Iterator[MgServer]:
     """The PostgreSQL server of this test session (see the module docstring)."""
     url = _configured_url(pytestconfig)
-    if url:
-        yield MgServer(url)
-        return
-    with _embedded() as embedded_url:
-        yield MgServer(embedded_url, embedded=True)
+    with _stopped_politely():
+        if url:
+            yield MgServer(url)
+            return
+        with _embedded() as embedded_url:
+            yield MgServer(embedded_url, embedded=True)
 
 
 # --- the template ----------------------------------------------------------------------------

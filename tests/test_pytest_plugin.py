@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
@@ -363,12 +363,12 @@ def test_pool_settings_are_checked(tmp_path: Path, ini: str, message: str) -> No
     assert message in done.stdout + done.stderr
 
 
-def test_an_interrupted_session_drops_its_clones(tmp_path: Path, pg_url: str) -> None:
-    """Ctrl-C in the middle of a test: pytest unwinds, and the pool's clones go with it."""
+def start_slow_session(app: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """pytest in the background, in a test that waits to be stopped; (process, what the test
+    wrote: its database's name and the server's URL)."""
     import signal
     import time
 
-    app = make_app(tmp_path / "app")
     (app / "test_app.py").unlink()
     (app / "pytest.ini").write_text("[pytest]\nmg_pool_size = 3\n")
     started = app / "started"
@@ -376,38 +376,77 @@ def test_an_interrupted_session_drops_its_clones(tmp_path: Path, pg_url: str) ->
         "import pathlib, time\n"
         "def test_first(mg_database):\n"
         "    pass\n"
-        "def test_waits_for_ctrl_c(mg_database):\n"
-        f"    pathlib.Path({str(started)!r}).write_text(mg_database.dbname)\n"
+        "def test_waits_for_a_signal(mg_server, mg_database):\n"
+        f"    pathlib.Path({str(started)!r}).write_text(\n"
+        "        mg_database.dbname + ' ' + mg_server.url\n"
+        "    )\n"
         "    time.sleep(600)\n"
     )
-    before = databases(pg_url, "mgtest_")
     basetemp = app.parent / "basetemp"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}"],
         cwd=app,
-        env=mg_env({"MG_TEST_DATABASE_URL": pg_url}),
+        env=mg_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         # A shell's background job starts with SIGINT ignored, and Python then keeps it so.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    deadline = time.monotonic() + 240
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not started.exists():
+        if proc.poll() is None:
+            proc.kill()
+        raise AssertionError(proc.communicate(timeout=60)[0])
+    return proc, started.read_text()
+
+
+def stop_session(proc: subprocess.Popen[str], signum: int) -> str:
     try:
-        deadline = time.monotonic() + 240
-        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert started.exists(), proc.communicate(timeout=60)[0] if proc.poll() is not None else ""
-        in_use = started.read_text()
-        assert in_use in databases(pg_url, "mgtest_")
-        proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=120)[0]
+        proc.send_signal(signum)
+        return proc.communicate(timeout=120)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_an_interrupted_session_drops_its_clones(tmp_path: Path, pg_url: str, signame: str) -> None:
+    """Ctrl-C in the middle of a test, or the SIGTERM of a CI job's timeout (or the SIGHUP of
+    a closed terminal): pytest unwinds, and the pool's clones go with it."""
+    import signal
+
+    app = make_app(tmp_path / "app")
+    before = databases(pg_url, "mgtest_")
+    proc, started = start_slow_session(app, {"MG_TEST_DATABASE_URL": pg_url})
+    in_use = started.split()[0]
+    assert in_use in databases(pg_url, "mgtest_")
+
+    output = stop_session(proc, getattr(signal, signame))
+
     assert proc.returncode == 2, output  # pytest's "interrupted"
-    assert "KeyboardInterrupt" in output
+    assert ("KeyboardInterrupt" if signame == "SIGINT" else f"{signame} received") in output
     assert databases(pg_url, "mgtest_") == before
+
+
+def test_a_terminated_session_stops_its_embedded_server(tmp_path: Path) -> None:
+    """SIGTERM (a CI job's timeout, ``timeout``, ``docker stop``) during a session on the
+    embedded server: the server is stopped and its directory deleted, as at a normal end."""
+    import signal
+
+    app = make_app(tmp_path / "app")
+    proc, started = start_slow_session(app, {})
+    url = started.split()[1]
+    datadir = Path(dict(parse_qsl(urlsplit(url).query))["host"])
+    assert (datadir / "postmaster.pid").exists()
+
+    output = stop_session(proc, signal.SIGTERM)
+
+    assert proc.returncode == 2, output
+    assert not datadir.exists(), output
 
 
 FAILING_WITH_FIXTURES = """
