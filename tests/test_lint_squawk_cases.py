@@ -38,6 +38,24 @@ CASES = [
     ),
     # An unnamed constraint added again is a second constraint (or fails).
     ("prefer-robust-stmts", "ALTER TABLE t ADD CHECK (a > 0) NOT VALID;", True, True),
+    # From PostgreSQL 12 a validated CHECK (col IS NOT NULL) spares SET NOT NULL its scan:
+    # that column's, not another's.
+    (
+        "adding-not-nullable-field",
+        "ALTER TABLE foo ADD CONSTRAINT baz_not_null CHECK (baz IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE foo VALIDATE CONSTRAINT baz_not_null;\n"
+        "ALTER TABLE foo ALTER COLUMN bar SET NOT NULL;",
+        True,
+        True,
+    ),
+    (
+        "adding-not-nullable-field",
+        "ALTER TABLE foo ADD CONSTRAINT bar_not_null CHECK (bar IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE foo VALIDATE CONSTRAINT bar_not_null;\n"
+        "ALTER TABLE foo ALTER COLUMN bar SET NOT NULL;",
+        False,
+        True,
+    ),
     # NOT NULL is a domain constraint too (a DEFAULT is not).
     ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS integer NOT NULL;", True, False),
     ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS integer DEFAULT 1;", False, False),

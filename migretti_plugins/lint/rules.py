@@ -42,6 +42,8 @@ class Context:
     lock_timeout_set: bool = False
     timeout_flagged: bool = False
     validated: set[str] = field(default_factory=set)
+    validated_columns: set[tuple[str, str]] = field(default_factory=set)
+    not_null_checks: dict[tuple[str, str], str] = field(default_factory=dict)
     not_valid: set[tuple[str, str]] = field(default_factory=set)
     dropped_constraints: set[tuple[str, str]] = field(default_factory=set)
 
@@ -361,6 +363,9 @@ def _constraint_rules(
         )
     if kind in ("CONSTR_CHECK", "CONSTR_FOREIGN") and con.get("skip_validation") and name:
         ctx.not_valid.add((table, name))
+        proven = _not_null_column(con.get("raw_expr")) if kind == "CONSTR_CHECK" else None
+        if proven:
+            ctx.not_null_checks[(table, name)] = proven
     if kind == "CONSTR_UNIQUE" and not con.get("indexname"):
         ctx.flag(
             "disallowed-unique-constraint",
@@ -390,6 +395,16 @@ def _constraint_rules(
             f"ADD CONSTRAINT {name} outside a transaction fails when run again",
             where,
         )
+
+
+def _not_null_column(expr: Node | None) -> str | None:
+    """The column of a ``CHECK (column IS NOT NULL)``, else None."""
+    kind, node = unwrap(expr or {})
+    if kind != "NullTest" or node.get("nulltesttype") != "IS_NOT_NULL":
+        return None
+    kind, arg = unwrap(node.get("arg") or {})
+    names = strings(arg.get("fields")) if kind == "ColumnRef" else []
+    return names[-1] if names else None
 
 
 _TABLE_CONSTRAINTS = ("CONSTR_FOREIGN", "CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_CHECK")
@@ -497,7 +512,11 @@ def alter_table(ctx: Context, node: Node) -> None:
                     "the lock taken by ADD CONSTRAINT while the table is scanned",
                     None,
                 )
-            ctx.validated.add(table)
+            proven = ctx.not_null_checks.get((table, name))
+            if proven:  # CHECK (column IS NOT NULL): it proves that column only
+                ctx.validated_columns.add((table, proven))
+            else:  # a constraint added elsewhere, or another check: its table
+                ctx.validated.add(table)
         elif subtype == "AT_AlterColumnType":
             column = definition.get("ColumnDef") or {}
             column_type(ctx, {"colname": cmd.get("name"), **column}, column.get("typeName"))
@@ -509,7 +528,8 @@ def alter_table(ctx: Context, node: Node) -> None:
                     None,
                 )
         elif subtype == "AT_SetNotNull":
-            if existing and not (ctx.server_version >= 12 and table in ctx.validated):
+            validated = table in ctx.validated or (table, cmd.get("name")) in ctx.validated_columns
+            if existing and not (ctx.server_version >= 12 and validated):
                 ctx.flag(
                     "adding-not-nullable-field",
                     f"SET NOT NULL on {table}.{cmd.get('name')} scans the table under an "
