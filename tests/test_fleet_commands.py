@@ -156,6 +156,30 @@ def test_lint_runs_per_member_on_its_pending_plan_and_once_for_files(fleet: Flee
         assert "linted once" in once.stderr
 
 
+def test_lint_annotations_on_a_fleet_go_to_stdout_as_github_reads_them(fleet: Fleet) -> None:
+    """``--format github`` on a fleet: the workflow annotations are lint's result, so they go
+    to stdout, each line starting with ``::`` (a member's name in front would hide it from
+    GitHub), and an annotation every member found is written once; the summary follows."""
+    a = fleet.names[0]
+    write_migration(fleet.root, "0001", "one", "CREATE TABLE one (id bigint);")
+    write_migration(fleet.root, "0002", "required", "ALTER TABLE one ADD COLUMN c bigint NOT NULL;")
+    write_migration(fleet.root, "0003", "small", "ALTER TABLE one ADD COLUMN d int;")
+    assert fleet.mg("apply", "--fleet", "tenants", "--to", "0001").exit_code == 0
+    only_a = {"MG_DATABASE_URL": url_with_dbname(fleet.server, a)}
+    assert fleet.mg("apply", "--no-lint", "--to", "0002", env=only_a).exit_code == 0
+
+    done = fleet.mg("lint", "--fleet", "tenants", "--format", "github")
+    assert done.exit_code == 3, done.stderr
+    lines = done.stdout.splitlines()
+    annotations = [line for line in lines if line.startswith("::")]
+    assert len(annotations) == len(set(annotations)) == 2, done.stdout
+    assert any("title=adding-required-field::" in line for line in annotations)
+    assert any("title=prefer-bigint-over-int::" in line for line in annotations)
+    assert lines[: len(annotations)] == annotations  # then the summary
+    assert lines[-1] == "1 of 3 succeeded"
+    assert "::" not in done.stderr
+
+
 def test_drift_reports_the_member_that_differs(fleet: Fleet) -> None:
     a, b, c = fleet.names
     write_migration(fleet.root, "0001", "one", "CREATE TABLE one (id bigint);")

@@ -38,14 +38,22 @@ def _number(value: str | None, option: str, minimum: int) -> int | None:
     return number
 
 
-def _output_format(ctx: click.Context) -> str:
-    fmt = (
+def _requested_format(ctx: click.Context) -> str:
+    return str(
         ctx.params.get("fmt")
         or ctx.meta.get("fleet_format")
         or ctx.meta.get("output_format")
         or "text"
     )
-    return "json" if fmt == "json" else "text"
+
+
+def _output_format(ctx: click.Context) -> str:
+    return "json" if _requested_format(ctx) == "json" else "text"
+
+
+# Formats whose result is a list of lines that name files (``mg lint --format github``):
+# members' lines are shown as written, not prefixed, and each distinct line once.
+ANNOTATION_FORMATS = frozenset({"github"})
 
 
 def _confirm(session: Session, command: str, members: Sequence[Member]) -> None:
@@ -91,6 +99,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
     fleet = fleet_named(session.config, fleet_name, app.environ)
     members = resolve(session, fleet, app.environ)
     fmt = _output_format(ctx)
+    annotations = _requested_format(ctx) in ANNOTATION_FORMATS
     if not members:
         app.report(
             "fleet.empty",
@@ -112,7 +121,7 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
         jobs=jobs or fleet.jobs or DEFAULT_JOBS,
         canary=canary if canary is not None else (fleet.canary or 0),
         fail_fast=globals_.fail_fast,
-        keep_stdout=fmt == "json",
+        keep_stdout=fmt == "json" or annotations,
     )
     invocation = Invocation(
         path=_names_below_root(ctx) or (command,),
@@ -202,6 +211,8 @@ def run_fleet(ctx: click.Context, app: App, fleet_name: str, command: str) -> in
     if fmt == "json":
         click.echo(json.dumps(_document(fleet_name, outcomes, ok), default=str), file=out)
     else:
+        if annotations:
+            click.echo(_annotations(outcomes), nl=False, file=out)
         click.echo(_table(outcomes), nl=False, file=out)
     app.report(
         "fleet.finished",
@@ -249,6 +260,20 @@ def _member_document(outcome: Outcome) -> dict[str, Any]:
 
 def _document(fleet: str, outcomes: Sequence[Outcome], ok: bool) -> dict[str, Any]:
     return {"ok": ok, "fleet": fleet, "members": [_member_document(o) for o in outcomes]}
+
+
+def _annotations(outcomes: Sequence[Outcome]) -> str:
+    """Every member's result lines in fleet order, each distinct line once: an annotation
+    names a file and a line, which every member shares, and GitHub reads a line only when
+    it starts with ``::``."""
+    seen: set[str] = set()
+    lines: list[str] = []
+    for outcome in outcomes:
+        for line in outcome.stdout.splitlines():
+            if line.strip() and line not in seen:
+                seen.add(line)
+                lines.append(line + "\n")
+    return "".join(lines)
 
 
 def _table(outcomes: Sequence[Outcome]) -> str:
