@@ -75,6 +75,27 @@ def test_a_dump_loads_into_a_database_mg_sees_as_up_to_date(project: Project, pg
         assert loaded.mg("schema", "dump", env=env).stdout == text
 
 
+def test_a_dump_of_a_baselined_database_loads_with_its_baseline_marks(
+    project: Project, pg_url: str
+) -> None:
+    import psycopg
+
+    project.sql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+    assert project.mg("baseline", "0001").returncode == 0
+    assert project.mg("apply").returncode == 0
+    text = project.mg("schema", "dump").stdout
+    with fresh_database(pg_url) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(text.encode())
+        loaded = Project(project.root, url, configure=False)
+        env = {"MG_DATABASE_URL": url}
+        status = loaded.mg("status", "--format", "json", env=env)
+        assert json.loads(status.stdout)["baseline"] == 1, status.stdout
+        listed = json.loads(loaded.mg("list", "--format", "json", env=env).stdout)
+        assert [(m["id"], m["baseline"]) for m in listed] == [("0001", True), ("0002", False)]
+        assert loaded.mg("schema", "dump", env=env).stdout == text
+
+
 def test_a_pg_dump_of_another_major_version_is_refused(project: Project) -> None:
     fake = project.root / "pg_dump_12"
     fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.3'\n")

@@ -154,7 +154,9 @@ def run_pg_dump(session: Session, pg_dump: PgDump) -> str:
 _HISTORY = """
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
        EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-               AND a.attname = 'apply_seq' AND NOT a.attisdropped)
+               AND a.attname = 'apply_seq' AND NOT a.attisdropped),
+       EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+               AND a.attname = 'baseline' AND NOT a.attisdropped)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass('_migrations')
 """
@@ -175,18 +177,22 @@ def applied_section(session: Session, conn: Any) -> str:
     lines = ["--", "-- Applied migrations (migretti)", "--", ""]
     if not rows:
         return "\n".join([*lines, "-- none", ""])
-    table, has_seq = str(rows[0][0]), bool(rows[0][1])
+    table, has_seq, has_baseline = str(rows[0][0]), bool(rows[0][1]), bool(rows[0][2])
     applied = [
         e for e in order_history(session.hooks.history_read(session, conn)) if e.status == "applied"
     ]
     if not applied:
         return "\n".join([*lines, "-- none", ""])
     columns = "id, name, checksum, status" + (", apply_seq" if has_seq else "")
+    # Recorded by `mg baseline`: loaded, the rows say so as they did (status, list).
+    columns += ", baseline" if has_baseline else ""
     values = []
     for index, entry in enumerate(applied, start=1):
         parts = [_literal(entry.id), _literal(entry.name), _literal(entry.checksum), "'applied'"]
         if has_seq:
             parts.append(str(index))
+        if has_baseline:
+            parts.append("true" if entry.baseline else "NULL")
         values.append("    (" + ", ".join(parts) + ")")
     lines.append(f"INSERT INTO {table} ({columns}) VALUES")
     lines.append(",\n".join(values) + ";")
