@@ -1567,6 +1567,17 @@ def fix(session: Session, given: str, mode: str) -> int:
                     "waited for the migration lock; nothing was changed",
                     hint="see `mg status`, then run mg fix again if it is still needed",
                 )
+            if entry.status == "running" and entry.session_connected:
+                # Another run's no-transaction migration that released the lock (DISCARD ALL)
+                # and goes on: neither way out describes a migration still at work.
+                raise StateError(
+                    f"migration {ident} ({printable(entry.name)}) is `running` in database "
+                    f"session {entry.session_id}, which is still connected: another run may "
+                    "still be applying it (its no-transaction migration released the migration "
+                    "lock); nothing was changed",
+                    hint="let that run finish and see `mg status`; if its session is stuck, end "
+                    "it (pg_terminate_backend) and run mg fix again",
+                )
             migration = state.by_id.get(ident)
             checksum = migration.checksum if migration else entry.checksum
             name = migration.name if migration else entry.name

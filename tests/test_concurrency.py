@@ -445,3 +445,37 @@ def test_an_apply_waiting_while_a_migration_runs_discard_all_waits_for_it_and_go
     assert sorted(project.sql("SELECT id FROM runs")) == [("0001",), ("0002",)]
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
     assert project.value("SELECT count(session_id) FROM _migrations") == 0
+
+
+def test_fix_of_a_running_row_whose_session_is_still_at_work_changes_nothing(
+    project: Project,
+) -> None:
+    # 0001 ran DISCARD ALL: its run no longer holds the lock, and mg fix takes it at once.
+    # The row is `running` because the migration is still at work, not because it stopped:
+    # neither --remove nor --applied is true of it yet.
+    project.sql("CREATE TABLE runs (id text)")
+    project.add(
+        "0001",
+        "reset",
+        "DISCARD ALL;\nSELECT pg_sleep(4);\nINSERT INTO runs VALUES ('0001');",
+        no_transaction=True,
+    )
+    apply = project.spawn("apply")
+
+    def lock_released() -> bool:
+        held = project.value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        return project.statuses().get("0001") == "running" and held == 0
+
+    wait_until(lambda: lock_released() or not apply.running(), timeout=60)
+    assert apply.running(), apply.stderr_so_far()
+    fixed = project.mg("fix", "0001", "--remove", timeout=60)
+    assert apply.running(), "the fix should have been refused before the migration ended"
+    applied = project.finish(apply, timeout=60)
+
+    assert fixed.returncode == 3, fixed.stderr
+    assert "migration 0001 (reset) is `running` in database session" in fixed.stderr
+    assert "still connected" in fixed.stderr and "nothing was changed" in fixed.stderr
+    assert "Traceback" not in fixed.stderr
+    assert applied.returncode == 0, applied.stderr
+    assert project.statuses() == {"0001": "applied"}
+    assert project.sql("SELECT action FROM _migrations_log") == [("UP",)]
