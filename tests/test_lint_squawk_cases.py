@@ -85,8 +85,19 @@ TIMEOUT_CASES = [
 ]
 
 
-def lint_all(project: Project) -> dict[str, list[str]]:
-    done = project.mg("lint", "--all", "--format", "json")
+# Off by default: enabled for these cases. A temporary table has no schema to name.
+SCHEMA_CASES = [
+    ("CREATE TEMP TABLE scratch (id bigint) ON COMMIT DROP;", False),
+    ("CREATE TEMPORARY TABLE scratch (id bigint);", False),
+    ("CREATE TEMP TABLE scratch AS SELECT 1;", False),
+    ("CREATE UNLOGGED TABLE scratch (id bigint);", True),
+    ("CREATE TABLE scratch AS SELECT 1;", True),
+    ("CREATE TABLE public.scratch AS SELECT 1;", False),
+]
+
+
+def lint_all(project: Project, *args: str) -> dict[str, list[str]]:
+    done = project.mg("lint", "--all", "--format", "json", *args)
     assert done.returncode in (0, 3), done.stderr
     rules: dict[str, list[str]] = defaultdict(list)
     for finding in json.loads(done.stdout)["findings"]:
@@ -123,5 +134,17 @@ def test_require_timeout_settings_sees_every_statement_that_waits_for_a_table_lo
         (sql, found[f"{number:03d}"])
         for number, (sql, flagged) in enumerate(TIMEOUT_CASES)
         if ("require-timeout-settings" in found[f"{number:03d}"]) != flagged
+    ]
+    assert not wrong
+
+
+def test_require_table_schema_leaves_temporary_tables_alone(offline: Project) -> None:
+    for number, (sql, _) in enumerate(SCHEMA_CASES):
+        offline.add(f"{number:03d}", "case", sql)
+    found = lint_all(offline, "--enable", "require-table-schema")
+    wrong = [
+        (sql, found[f"{number:03d}"])
+        for number, (sql, flagged) in enumerate(SCHEMA_CASES)
+        if ("require-table-schema" in found[f"{number:03d}"]) != flagged
     ]
     assert not wrong

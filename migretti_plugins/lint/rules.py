@@ -217,7 +217,8 @@ def _no_schema(ctx: Context, relation: Node) -> None:
 @check("CreateStmt")
 def create_table(ctx: Context, node: Node) -> None:
     relation = node.get("relation") or {}
-    if not relation.get("schemaname"):
+    # a temporary table lives in its session's own schema: there is none to name
+    if not relation.get("schemaname") and relation.get("relpersistence") != "t":
         ctx.flag(
             "require-table-schema", f"table {relation.get('relname')!r} without a schema", None
         )
@@ -267,7 +268,7 @@ def create_table_as(ctx: Context, node: Node) -> None:
     relation = into.get("rel") or {}
     if node.get("objtype") not in (None, "OBJECT_TABLE"):
         return
-    if not relation.get("schemaname"):
+    if not relation.get("schemaname") and relation.get("relpersistence") != "t":
         ctx.flag(
             "require-table-schema", f"table {relation.get('relname')!r} without a schema", None
         )
