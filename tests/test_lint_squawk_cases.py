@@ -56,6 +56,9 @@ CASES = [
         False,
         True,
     ),
+    # REINDEX SYSTEM has no CONCURRENTLY to ask for.
+    ("require-concurrent-reindex", "REINDEX SYSTEM;", False, True),
+    ("require-concurrent-reindex", "REINDEX DATABASE app;", True, True),
     # NOT NULL is a domain constraint too (a DEFAULT is not).
     ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS integer NOT NULL;", True, False),
     ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS integer DEFAULT 1;", False, False),

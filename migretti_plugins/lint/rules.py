@@ -705,6 +705,8 @@ def options_on(items: list[Node] | None) -> set[str]:
 
 @check("ReindexStmt")
 def reindex(ctx: Context, node: Node) -> None:
+    if node.get("kind") == "REINDEX_OBJECT_SYSTEM":
+        return  # REINDEX SYSTEM has no concurrent form
     if "concurrently" not in options_on(node.get("params")):
         ctx.flag(
             "require-concurrent-reindex",
