@@ -113,9 +113,10 @@ class Config:
         from migretti_core.redact import redact
 
         secrets: set[str] = set()
-        password = self.database.get("password")
-        if isinstance(password, str) and password:
-            secrets.add(password)
+        # password, and sslpassword (the passphrase of the client key) too
+        for key, password in self.database.items():
+            if str(key).lower().endswith("password") and isinstance(password, str) and password:
+                secrets.add(password)
         url = self.database.get("url")
         if isinstance(url, str) and "://" in url:
             try:

@@ -687,6 +687,22 @@ def test_the_configuration_s_repr_masks_passwords(tmp_path: Path) -> None:
     assert plain.config.database["password"] == "Pw-in-yaml-1"  # the value itself is intact
 
 
+def test_the_configuration_s_repr_masks_the_ssl_key_passphrase(tmp_path: Path) -> None:
+    """``sslpassword`` (libpq's passphrase of the client key) is a password too: masked in
+    ``repr(mg.config)`` as mg masks it in everything it prints."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "mg.yaml").write_text(
+        "database:\n  host: db.example.com\n  user: app\n  sslmode: verify-full\n"
+        "  sslpassword: Key-pass-1\n  password: Pw-in-yaml-2\n"
+    )
+    mg = Migretti(config=tmp_path / "mg.yaml")
+
+    shown = repr(mg.config) + str(mg.config)
+    assert "Key-pass-1" not in shown and "Pw-in-yaml-2" not in shown
+    assert "'sslpassword': '****'" in shown and "'sslmode': 'verify-full'" in shown
+    assert mg.config.database["sslpassword"] == "Key-pass-1"  # the value itself is intact
+
+
 def test_a_nan_lock_timeout_is_refused(tmp_path: Path) -> None:
     """NaN compares false with every elapsed time: accepted, it would wait for ever."""
     (tmp_path / "migrations").mkdir()
