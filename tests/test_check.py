@@ -378,6 +378,20 @@ CREATE EXTENSION citext;
     assert "_migrations" not in problems
 
 
+def test_a_range_type_is_named_once_not_with_its_constructor_functions(
+    project: Project, pg_url: str
+) -> None:
+    # PostgreSQL makes the constructors of a range (and of its multirange) itself; the
+    # migration wrote one type, and the diff names that one object.
+    project.add("0001", "span", "CREATE TYPE span AS RANGE (subtype = float8);", "SELECT 1;")
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    problem = _by_id(data)["0001"]["problems"][0]  # type: ignore[index]
+    assert (
+        problem == "down of 0001 does not restore the schema: type public.span: left behind by down"
+    )
+
+
 def test_seeds_run_only_when_asked(project: Project, pg_url: str) -> None:
     project.add("0001", "users", *GOOD)
     seeds = project.root / "seeds"

@@ -12,7 +12,8 @@ rather than a line of a text diff. ``mg schema dump`` uses pg_dump, where text i
 What is compared: schemas, tables (partitioning, persistence, row security, options,
 inheritance), columns (type, default, nullability, identity, generated, collation),
 constraints, indexes (definition and validity), views and materialized views (definitions),
-sequences (and which column owns them), functions, procedures and aggregates, triggers,
+sequences (and which column owns them), functions, procedures and aggregates (not the
+constructors PostgreSQL makes for a range type, which the type stands for), triggers,
 rules, types (enums with their labels in order, composites, domains, ranges), extensions,
 row security policies and comments. Not compared: column order (PostgreSQL cannot put a
 re-added column back in its place), owners and privileges, statistics, tablespaces, and the
@@ -149,7 +150,10 @@ SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' WHEN 'a' THEN 'aggregate '
     'final function', (SELECT nullif(g.aggfinalfn::oid, 0)::regproc::text FROM pg_aggregate g
                        WHERE g.aggfnoid = p.oid))
 FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
-WHERE {_not_extension_member("pg_proc", "p.oid")}""",
+WHERE {_not_extension_member("pg_proc", "p.oid")}
+  -- made by PostgreSQL with a type (a range's constructors): the type stands for them
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i WHERE i.classid = 'pg_proc'::regclass
+                  AND i.objid = p.oid AND i.deptype = 'i')""",
     # triggers
     """
 SELECT 'trigger ' || r.qname || '.' || quote_ident(t.tgname), 'table ' || r.qname,
