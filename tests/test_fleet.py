@@ -794,3 +794,34 @@ def test_names_from_a_query_are_the_databases_it_returned_spaces_and_all(
     assert [m["name"] for m in json.loads(done.stdout)["members"]] == spaced
     assert [fleet.applied(name) for name in spaced] == [["0001"], ["0001"]]
     assert fleet.applied(plain) == []  # not returned by the query: untouched
+
+
+@pytest.mark.parametrize("command", [("status",), ("apply", "--dry-run")])
+def test_a_fleet_query_that_writes_is_refused_and_changes_nothing(
+    tmp_path: Path, make_fleet: Any, command: tuple[str, ...]
+) -> None:
+    """The members' query is a lookup: it runs read-only, so ``mg status`` or a dry run on
+    the fleet cannot change the profile's database through it."""
+    fleet = make_fleet(1)
+    (name,) = fleet.names
+    table = f"{fleet.prefix}_tally"
+    with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE TABLE {} (n int)").format(sql.Identifier(table)))
+    fleets_yaml = (
+        "  counted:\n"
+        f"    query: WITH x AS (INSERT INTO {table} VALUES (1) RETURNING n)\n"
+        f"      SELECT '{name}' FROM x\n"
+    )
+    project = project_for(tmp_path, fleet, fleets_yaml)
+    project.add_table("0001")
+    try:
+        done = project.mg(*command, "--fleet", "counted")
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("mg: error: fleet counted: query failed: "), done.stderr
+        assert "read-only transaction" in done.stderr
+        assert "hint: the members' query runs read-only" in done.stderr
+        assert project.value(f"SELECT count(*) FROM {table}") == 0
+        assert fleet.applied(name) == []
+    finally:
+        with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))

@@ -205,12 +205,21 @@ def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
     from migretti_core.errors import MgError
     from migretti_core.running import connected
 
+    hooks = session.hooks
     try:
-        with connected(session) as conn:
-            rows = session.hooks.query(session, conn, sql, ())
+        # A lookup, run read-only and rolled back: listing the members never changes the
+        # profile's database (``mg status`` and dry runs change nothing).
+        with (
+            connected(session) as conn,
+            hooks.transaction(session, conn, rollback=True),
+        ):
+            hooks.query(session, conn, "SET TRANSACTION READ ONLY", ())
+            rows = hooks.query(session, conn, sql, ())
     except MgError as exc:
         # Name the query: "division by zero" alone does not say which SQL failed.
         exc.message = f"fleet {fleet}: query failed: {exc.message}"
+        if getattr(exc, "sqlstate", None) == "25006" and exc.hint is None:
+            exc.hint = "the members' query runs read-only: it may read tables, not change them"
         raise
     members = []
     for row in rows:
