@@ -56,6 +56,46 @@ CASES = [
         False,
         True,
     ),
+    # Different fields or elements of one column are no duplicate; the whole column and a
+    # field of it are, and so are the columns a view or a new table would get twice.
+    ("ban-duplicate-column-assignments", "UPDATE k SET a.x = 1, a.y = 2;", False, False),
+    ("ban-duplicate-column-assignments", "UPDATE k SET arr[1] = 1, arr[2] = 2;", False, False),
+    ("ban-duplicate-column-assignments", "INSERT INTO k (a.x, a.y) VALUES (1, 2);", False, False),
+    ("ban-duplicate-column-assignments", "UPDATE k SET a = row(1, 2), a.x = 1;", True, False),
+    ("ban-duplicate-column-assignments", "UPDATE k SET (b, c) = (1, 2), b = 3;", True, False),
+    (
+        "ban-duplicate-column-assignments",
+        "CREATE VIEW v AS SELECT x.a, y.a FROM x, y;",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "CREATE VIEW v AS SELECT x.a, y.b FROM x, y;",
+        False,
+        False,
+    ),
+    ("ban-duplicate-column-assignments", "CREATE TABLE t2 AS SELECT 1 AS a, 2 AS a;", True, False),
+    ("ban-duplicate-column-assignments", "SELECT 1 AS a, 2 AS a INTO t3;", True, False),
+    ("ban-duplicate-column-assignments", "SELECT 1 AS a, 2 AS a;", False, False),
+    (
+        "ban-duplicate-column-assignments",
+        "CREATE MATERIALIZED VIEW mv (a, a) AS SELECT 1, 2;",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "MERGE INTO k USING s ON k.b = s.id WHEN NOT MATCHED THEN INSERT (b, b) VALUES (1, 2);",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "CREATE FOREIGN TABLE f (a bigint, a text) SERVER s;",
+        True,
+        False,
+    ),
     # REINDEX SYSTEM has no CONCURRENTLY to ask for.
     ("require-concurrent-reindex", "REINDEX SYSTEM;", False, True),
     ("require-concurrent-reindex", "REINDEX DATABASE app;", True, True),

@@ -259,13 +259,23 @@ def _references(ctx: Context, relation: Node, con: Node) -> None:
 
 @check("CreateForeignTableStmt")
 def create_foreign_table(ctx: Context, node: Node) -> None:
-    ctx.add_created((node.get("base") or {}).get("relation") or {})
+    base = node.get("base") or {}
+    names = [
+        item.get("colname", "")
+        for kind, item in map(unwrap, base.get("tableElts") or ())
+        if kind == "ColumnDef"
+    ]
+    for name in duplicates(names):
+        ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is declared twice", None)
+    ctx.add_created(base.get("relation") or {})
 
 
 @check("CreateTableAsStmt")
 def create_table_as(ctx: Context, node: Node) -> None:
     into = node.get("into") or {}
     relation = into.get("rel") or {}
+    query = unwrap(node.get("query") or {})[1]
+    _output_names(ctx, "table", strings(into.get("colNames")), query)
     if node.get("objtype") not in (None, "OBJECT_TABLE"):
         return
     if not relation.get("schemaname") and relation.get("relpersistence") != "t":
@@ -275,24 +285,63 @@ def create_table_as(ctx: Context, node: Node) -> None:
     ctx.add_created(relation)
 
 
+def _output_names(ctx: Context, what: str, names: list[str], query: Node | None) -> None:
+    """Columns a view or new table gets twice: from its column list, else from its query's
+    aliases and plain column references (``SELECT x.a, y.a``), the names PostgreSQL gives."""
+    if not names:
+        for target in (query or {}).get("targetList") or ():
+            item = unwrap(target)[1]
+            name = item.get("name")
+            if not name:
+                kind, value = unwrap(item.get("val") or {})
+                fields: list[Node] = value.get("fields") or [] if kind == "ColumnRef" else []
+                name = (fields[-1].get("String") or {}).get("sval") if fields else None
+            if name:
+                names.append(name)
+    for name in duplicates(names):
+        ctx.flag("ban-duplicate-column-assignments", f"{what} column {name!r} is named twice", None)
+
+
+def _assigned_twice(targets: list[Node] | None) -> list[str]:
+    """Columns assigned more than once; assignments to different fields or elements of one
+    column (``a.x = 1, a.y = 2``, ``arr[1] = 1, arr[2] = 2``) are not."""
+    items = [unwrap(t)[1] for t in targets or ()]
+    found = duplicates([item.get("name", "") for item in items])
+    return [
+        name
+        for name in found
+        if not all(item.get("indirection") for item in items if item.get("name", "") == name)
+    ]
+
+
 @check("ViewStmt")
 def create_view(ctx: Context, node: Node) -> None:
-    for name in duplicates(strings(node.get("aliases"))):
-        ctx.flag("ban-duplicate-column-assignments", f"view column {name!r} is named twice", None)
+    _output_names(ctx, "view", strings(node.get("aliases")), unwrap(node.get("query") or {})[1])
 
 
 @check("UpdateStmt")
 def update(ctx: Context, node: Node) -> None:
-    names = [unwrap(t)[1].get("name", "") for t in node.get("targetList") or ()]
-    for name in duplicates(names):
+    for name in _assigned_twice(node.get("targetList")):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None)
 
 
 @check("InsertStmt")
 def insert(ctx: Context, node: Node) -> None:
-    names = [unwrap(t)[1].get("name", "") for t in node.get("cols") or ()]
-    for name in duplicates(names):
+    for name in _assigned_twice(node.get("cols")):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is listed twice", None)
+
+
+@check("MergeStmt")
+def merge(ctx: Context, node: Node) -> None:
+    for clause in node.get("mergeWhenClauses") or ():
+        for name in _assigned_twice(unwrap(clause)[1].get("targetList")):
+            ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None)
+
+
+@check("SelectStmt")
+def select_into(ctx: Context, node: Node) -> None:
+    if node.get("intoClause"):
+        _output_names(ctx, "table", [], node)
 
 
 @check("CreateDomainStmt")
