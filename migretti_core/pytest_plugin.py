@@ -481,6 +481,10 @@ class Templates:
 
         probe = self._migretti(self.server.url)
         self._check_project(probe)
+        if self.config_path is None and probe.config.path is not None:
+            # found from the current directory (or MG_CONFIG): kept, so a test that changes
+            # directory still gets this project from ``mg_database.migretti()``
+            self.config_path = probe.config.path
         project, content = self.key(probe)
         name = f"{TEMPLATE_PREFIX}{project}_{content}"
         admin = self.admin()

@@ -626,3 +626,35 @@ def test_a_test_run_writes_no_schema_file_and_runs_no_hooks(tmp_path: Path, pg_u
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (app / "db").exists()
     assert not (app / "hook-ran").exists()
+
+
+CHANGES_DIRECTORY = """
+def test_in_another_directory(mg_database, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    mg = mg_database.migretti()
+    status = mg.status()
+    assert status.ok, status.problems
+    assert status.applied == 1
+    assert mg.rollback().ids == ("0001",)
+"""
+
+
+def test_migretti_keeps_the_project_found_from_the_current_directory(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """mg.yaml found from the directory pytest started in (not in the rootdir): a test that
+    changes directory still gets a ``mg_database.migretti()`` of the project its database
+    was migrated from, not whatever the new directory holds (here: nothing, so every
+    applied migration looked "missing")."""
+    app = make_app(tmp_path / "repo" / "db")
+    (app / "pytest.ini").unlink()
+    (app.parent / "pytest.ini").write_text("[pytest]\n")  # rootdir: repo, mg.yaml: repo/db
+    (app / "test_app.py").unlink()
+    tests = app.parent / "tests"
+    tests.mkdir()
+    (tests / "test_cd.py").write_text(CHANGES_DIRECTORY)
+
+    done = run_pytest(app, "--mg-database-url", pg_url, str(tests))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
