@@ -52,6 +52,14 @@ def problems_of(state: State) -> list[str]:
             + fix_hint(entry)
         )
     for entry in state.running:
+        if entry.session_connected:
+            # the session that marked it is still connected: at work, not stopped; `mg fix`
+            # refuses it until it ends
+            problems.append(
+                f"running: {entry.id} {entry.name} is being run by database session "
+                f"{entry.session_id}, still connected — wait for it to finish"
+            )
+            continue
         problems.append(
             f"running: {entry.id} {entry.name} was interrupted or is still running — "
             + fix_hint(entry)

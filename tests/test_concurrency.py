@@ -479,3 +479,26 @@ def test_fix_of_a_running_row_whose_session_is_still_at_work_changes_nothing(
     assert applied.returncode == 0, applied.stderr
     assert project.statuses() == {"0001": "applied"}
     assert project.sql("SELECT action FROM _migrations_log") == [("UP",)]
+
+
+def test_status_tells_a_migration_at_work_from_an_interrupted_one(project: Project) -> None:
+    # While its run is at work, a `running` row is not something to fix; once the run and
+    # its session are gone, it is.
+    project.add("0001", "slow", "SELECT pg_sleep(30);\nSELECT 1;", no_transaction=True)
+    apply = project.spawn("apply")
+    try:
+        wait_until(lambda: project.statuses().get("0001") == "running" or not apply.running())
+        assert apply.running(), apply.stderr_so_far()
+        at_work = project.mg("status")
+    finally:
+        apply.kill()
+    project.terminate_backends()
+    stopped = project.mg("status")
+
+    problem = next(line for line in at_work.stdout.splitlines() if "0001" in line)
+    assert "is being run by database session" in problem, at_work.stdout
+    assert "still connected — wait for it to finish" in problem
+    assert "mg fix" not in problem
+    problem = next(line for line in stopped.stdout.splitlines() if "0001" in line)
+    assert "was interrupted or is still running" in problem, stopped.stdout
+    assert "mg fix 0001" in problem
