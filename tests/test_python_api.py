@@ -774,3 +774,14 @@ def test_verify_and_check_errors_show_migration_names_escaped(
         mg.check(database_url=pg_url)
     message = str(check.value)
     assert "check: 0003 forgets\\x07it: " in message and "\x07" not in message, repr(message)
+
+
+def test_every_result_type_is_importable_from_the_package() -> None:
+    """``from migretti_core import ...`` gives every type a method returns, down to the
+    elements of a result (a ``CheckResult``'s migrations are ``MigrationCheckResult``)."""
+    import migretti_core
+    from migretti_core import results
+
+    for name in results.__all__:
+        assert getattr(migretti_core, name) is getattr(results, name), name
+        assert name in migretti_core.__all__, name
