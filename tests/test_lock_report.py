@@ -84,10 +84,10 @@ def test_hook_mg_lock_probe(project: Project) -> None:
     assert third["locks"] == [] and third["rewrites"] == [] and third["tables"] == []
 
     # A type change rewrites the table (and its primary key index). Its lock on users was
-    # already held since 001 in the dry run's transaction, so it is reported there.
+    # already held since 001 in the dry run's transaction; a rewrite shows it all the same.
     assert fourth["rewrites"] == ["public.users"]
     assert {"relation": "public.users_pkey", "mode": "AccessExclusiveLock"} in fourth["locks"]
-    assert {"relation": "public.users", "mode": "AccessExclusiveLock"} not in fourth["locks"]
+    assert {"relation": "public.users", "mode": "AccessExclusiveLock"} in fourth["locks"]
 
 
 def test_no_transaction_and_failed_migrations_are_reported_too(project: Project) -> None:
@@ -130,3 +130,20 @@ def test_format_json_with_nothing_to_do_still_prints_its_document(
     project.add("001", "add_token", "ALTER TABLE users ADD COLUMN token text;")
     assert project.mg("apply", "--no-lint").returncode == 0
     assert document() == {"migrations": []}
+
+
+def test_a_rewrite_shows_its_lock_even_when_an_earlier_migration_holds_it(
+    project: Project,
+) -> None:
+    # The dry run's migrations share one transaction: pg_locks shows the lock the first
+    # migration took once; the second one's rewrite still takes it when run on its own.
+    project.add("001", "add_note", "ALTER TABLE users ADD COLUMN note text;")
+    project.add("002", "add_token", "ALTER TABLE users ADD COLUMN token text DEFAULT random();")
+    first, second = dry_run_json(project)
+    assert first["locks"] == [{"relation": "public.users", "mode": "AccessExclusiveLock"}]
+    assert second["rewrites"] == ["public.users"]
+    assert {"relation": "public.users", "mode": "AccessExclusiveLock"} in second["locks"]
+    assert "public.users" in [t["relation"] for t in second["tables"]]
+    done = project.mg("apply", "--dry-run", "--no-lint")
+    line = next(li for li in done.stdout.splitlines() if li.startswith("002 add_token:"))
+    assert line.startswith("002 add_token: AccessExclusiveLock on public.users (~2k rows, ")

@@ -1393,6 +1393,14 @@ def probe_locks(conn: psycopg.Connection[Any]) -> Iterator[list[LockReport]]:
     rewrites = sorted(
         oid for oid in tables if oid in now and now[oid] != before[oid][3] and now[oid]
     )
+    # A rewrite takes ACCESS EXCLUSIVE: shown even when an earlier migration of the dry run
+    # holds it already (pg_locks shows a lock once, with the migration that took it first).
+    taken = set(locks)
+    exclusive = [(oid, "AccessExclusiveLock") for oid in rewrites]
+    if not taken.issuperset(exclusive):
+        locks = sorted(
+            taken.union(exclusive), key=lambda lock: (before[lock[0]][1], _strength(lock[1]))
+        )
     touched = sorted({oid for oid, _ in locks} | set(rewrites), key=lambda o: before[o][1])
     sizes = {row[0]: row for row in query(conn, _SIZES, (touched,))} if touched else {}
     reports.append(
