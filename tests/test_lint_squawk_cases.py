@@ -96,6 +96,26 @@ CASES = [
         True,
         False,
     ),
+    # ADD COLUMN ... REFERENCES is adding-foreign-key-constraint's finding alone (a column
+    # constraint cannot be NOT VALID); ADD CONSTRAINT ... FOREIGN KEY is both rules'.
+    (
+        "constraint-missing-not-valid",
+        "ALTER TABLE email ADD COLUMN user_id bigint REFERENCES app_user (id);",
+        False,
+        False,
+    ),
+    (
+        "adding-foreign-key-constraint",
+        "ALTER TABLE email ADD COLUMN user_id bigint REFERENCES app_user (id);",
+        True,
+        False,
+    ),
+    (
+        "constraint-missing-not-valid",
+        "ALTER TABLE email ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES app_user (id);",
+        True,
+        False,
+    ),
     # REINDEX SYSTEM has no CONCURRENTLY to ask for.
     ("require-concurrent-reindex", "REINDEX SYSTEM;", False, True),
     ("require-concurrent-reindex", "REINDEX DATABASE app;", True, True),

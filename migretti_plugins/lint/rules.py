@@ -404,7 +404,11 @@ def _constraint_rules(
             f"foreign key on {table} scans the table and blocks writes to both tables",
             where,
         )
-    if kind in ("CONSTR_CHECK", "CONSTR_FOREIGN") and not con.get("skip_validation"):
+    # a column's foreign key (ADD COLUMN ... REFERENCES) is adding-foreign-key-constraint's
+    # alone, as in squawk: a column constraint cannot say NOT VALID
+    if (kind == "CONSTR_CHECK" or (kind == "CONSTR_FOREIGN" and not column)) and not con.get(
+        "skip_validation"
+    ):
         ctx.flag(
             "constraint-missing-not-valid",
             f"constraint {name or ''} on {table} without NOT VALID scans the table under a "
