@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import (
@@ -784,11 +784,19 @@ class AdvisoryLockHolder:
 
 
 def url_with_dbname(url: str, dbname: str) -> str:
-    """The same server URL pointing at another database."""
+    """The same server URL pointing at another database.
+
+    The parameters stay as written, only a ``dbname`` one is left out: decoded and encoded
+    again, ``options=-c%20x%3D1`` would become ``-c+x%3D1``, and libpq reads ``+`` as ``+``.
+    """
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "dbname"]
+    query = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and unquote(pair.partition("=")[0]) != "dbname"
+    ]
     return urlunsplit(
-        (parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), urlencode(query), "")
+        (parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), "&".join(query), "")
     )
 
 

@@ -658,3 +658,29 @@ def test_migretti_keeps_the_project_found_from_the_current_directory(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+KEEPS_OPTIONS = """
+def test_options_reach_the_test_database(mg_database):
+    with mg_database.connect() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "1min"
+        assert conn.execute("SHOW application_name").fetchone()[0] == "ci tests"
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+"""
+
+
+def test_a_server_url_with_encoded_spaces_in_its_parameters(tmp_path: Path, pg_url: str) -> None:
+    """``?options=-c%20statement_timeout%3D60000``: the URL of each test database keeps its
+    parameters as written (a space re-encoded as ``+`` reached the server as a ``+``, and
+    the template could not even be built)."""
+    if "://" not in pg_url:
+        pytest.skip("needs a postgresql:// URL")
+    app = make_app(tmp_path / "app")
+    (app / "test_app.py").write_text(KEEPS_OPTIONS)
+    joiner = "&" if "?" in pg_url else "?"
+    url = pg_url + joiner + "options=-c%20statement_timeout%3D60000&application_name=ci%20tests"
+
+    done = run_pytest(app, "--mg-database-url", url)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
