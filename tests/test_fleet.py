@@ -825,3 +825,31 @@ def test_a_fleet_query_that_writes_is_refused_and_changes_nothing(
     finally:
         with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+def test_database_names_that_yaml_reads_as_numbers_keep_the_text_written(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """``databases: [01234567, 765432]`` names the databases '01234567' and '765432', as
+    every scalar of mg.yaml keeps the text the user wrote (YAML alone reads the first as an
+    octal number), and a profile's fleet reads the same way."""
+    fleet = make_fleet(1)
+    digits = "".join(str(n % 8) for n in uuid.uuid4().bytes[:9])
+    numeric = [f"0{digits}", f"7{digits}"]
+    with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+        for name in numeric:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    fleet.names += numeric  # dropped with the others
+    fleets_yaml = f"  shards:\n    databases: [{numeric[0]}, {numeric[1]}]\n"
+    profile = f"envs:\n  staging:\n    fleets:\n      shards:\n        databases: [{numeric[1]}]\n"
+    project = project_for(tmp_path, fleet, fleets_yaml, profile)
+    project.add_table("0001")
+
+    done = project.mg("apply", "--fleet", "shards", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert [m["name"] for m in json.loads(done.stdout)["members"]] == numeric
+    assert [fleet.applied(name) for name in numeric] == [["0001"], ["0001"]]
+
+    staged = project.mg("--env", "staging", "status", "--fleet", "shards", "--format", "json")
+    assert staged.returncode == 0, staged.stderr
+    assert [m["name"] for m in json.loads(staged.stdout)["members"]] == [numeric[1]]

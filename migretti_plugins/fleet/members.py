@@ -105,6 +105,7 @@ def _fleet(
     unknown = [key for key in body if key not in _KEYS]
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (expected one of {', '.join(_KEYS)})")
+    body = _names_as_written(config, name, body)
     if environ is not None:
         body = interpolate(dict(body), environ, label, ("fleets", name))
     databases = body.get("databases")
@@ -142,6 +143,46 @@ def _fleet(
         jobs=count("jobs", 1),
         canary=count("canary", 0),
     )
+
+
+def _written_fleet(config: Config, name: str) -> dict[str, Any]:
+    """The fleet as mg.yaml writes it, scalars as text: the top level's keys, the selected
+    profile's over them (as the profile is merged)."""
+    written: dict[str, Any] = {}
+    profiles = config.source.get("envs")
+    profile = profiles.get(config.env) if config.env and isinstance(profiles, Mapping) else None
+    for where in (config.source, profile):
+        fleets = where.get("fleets") if isinstance(where, Mapping) else None
+        body = fleets.get(name) if isinstance(fleets, Mapping) else None
+        if isinstance(body, Mapping):
+            written.update(body)
+    return written
+
+
+def _names_as_written(config: Config, name: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``databases`` with the text the user wrote where YAML read a number or a boolean:
+    ``[01, 0123]`` names the databases '01' and '0123', not 1 and 83 (as every scalar of
+    mg.yaml keeps its text, ``dbname: 0123`` included)."""
+    databases = body.get("databases")
+
+    def read_as_other(item: Any) -> bool:
+        return isinstance(item, (bool, int, float))
+
+    if isinstance(databases, (list, tuple)):
+        if not any(read_as_other(item) for item in databases):
+            return body
+    elif not read_as_other(databases):
+        return body
+    written = _written_fleet(config, name).get("databases")
+    if isinstance(databases, (list, tuple)):
+        if not isinstance(written, (list, tuple)) or len(written) != len(databases):
+            return body
+        texts = [
+            text if read_as_other(item) and isinstance(text, str) else item
+            for item, text in zip(databases, written, strict=True)
+        ]
+        return {**body, "databases": texts}
+    return {**body, "databases": written} if isinstance(written, str) else body
 
 
 def all_fleets(config: Config) -> dict[str, FleetSettings]:
