@@ -116,6 +116,27 @@ CASES = [
         True,
         False,
     ),
+    # An ignore comment above the line of an ALTER TABLE's action covers that action, as in
+    # squawk; one between two statements still covers only the next.
+    (
+        "ban-drop-column",
+        "ALTER TABLE users\n  -- squawk-ignore ban-drop-column\n  DROP COLUMN legacy;",
+        False,
+        False,
+    ),
+    (
+        "unused-ignore",
+        "ALTER TABLE users\n  -- squawk-ignore ban-drop-column\n  DROP COLUMN legacy;",
+        False,
+        False,
+    ),
+    (
+        "ban-drop-column",
+        "ALTER TABLE users DROP COLUMN a;\n-- squawk-ignore ban-drop-column\n\n"
+        "ALTER TABLE users DROP COLUMN b;",
+        True,
+        False,
+    ),
     # REINDEX SYSTEM has no CONCURRENTLY to ask for.
     ("require-concurrent-reindex", "REINDEX SYSTEM;", False, True),
     ("require-concurrent-reindex", "REINDEX DATABASE app;", True, True),

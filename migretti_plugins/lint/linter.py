@@ -340,6 +340,7 @@ def lint_migration(
         return []
     ignores = find_ignores(migration, text, sql)
     statement_ignores = _statement_ignores(migration, sql, starts, ignores) if ignores else {}
+    inner_ignores = _inner_ignores(migration, sql, starts, ignores) if ignores else {}
     # squawk's reading too: an ignore comment covers the findings on its own line and on the
     # line after it, so one inside a statement (above a column) or after it on its line works.
     line_ignores: dict[int, list[Ignore]] = {}
@@ -363,6 +364,13 @@ def lint_migration(
             if ignore.whole_file and ignore.covers(rule):
                 ignore.used.add(rule)
                 ignored = True
+        if not ignored and statement in inner_ignores and offset == starts[statement]:
+            # a finding of the whole statement, as for DROP COLUMN inside an ALTER TABLE
+            # whose ignore comment sits above that line
+            for ignore in inner_ignores[statement]:
+                if ignore.covers(rule):
+                    ignore.used.add(rule)
+                    ignored = True
         if ignored:
             continue
         findings.append(_finding(migration, settings, rule, message, line, column))
@@ -1053,6 +1061,29 @@ def _statement_ignores(
             if ignore is not None:
                 result.setdefault(index, []).append(ignore)
             number -= 1
+    return result
+
+
+def _inner_ignores(
+    migration: Migration, sql: str, starts: Sequence[int], ignores: Sequence[Ignore]
+) -> dict[int, list[Ignore]]:
+    """For each statement, the ignore comments inside it, below its first line: squawk reports
+    an ALTER TABLE's DROP COLUMN at that line, mg at the statement's start."""
+    first_lines = [position(sql, start, migration.up_line)[0] for start in starts]
+    result: dict[int, list[Ignore]] = {}
+    for ignore in ignores:
+        index = bisect.bisect_left(first_lines, ignore.line) - 1
+        if ignore.whole_file or index < 0:
+            continue
+        start = starts[index]
+        end = starts[index + 1] if index + 1 < len(starts) else len(sql)
+        try:
+            pieces = parser.split(sql[start:end], with_parser=False, only_slices=True)
+        except Exception:
+            continue
+        last = start + pieces[0].stop if pieces else start
+        if ignore.line <= position(sql, last, migration.up_line)[0]:
+            result.setdefault(index, []).append(ignore)
     return result
 
 
