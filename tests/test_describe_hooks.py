@@ -33,9 +33,10 @@ def test_hook_mg_describe_statement(tmp_path: Path, database_url: str) -> None:
     builtin = run_cli(["apply"], cwd=tmp_path)
     assert builtin.exit_code == 1
     assert "statement 1 of 1 (CREATE INDEX CONCURRENTLY) failed" in builtin.stderr
-    assert "NOTE: a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind" in (
-        builtin.stderr
-    )
+    assert (
+        "NOTE: a CREATE INDEX CONCURRENTLY that fails once it has begun its build leaves an "
+        "INVALID index behind (mg status lists it)"
+    ) in builtin.stderr
     assert run_cli(["fix", "0001", "--remove"], cwd=tmp_path).exit_code == 0
 
     asked: list[str] = []

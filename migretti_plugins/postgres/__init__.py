@@ -1250,8 +1250,8 @@ def mg_invalid_indexes(session: Session, conn: Any) -> list[dict[str, str]] | No
 
 
 _INVALID_INDEX_NOTE = (
-    "a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; "
-    "drop it with DROP INDEX CONCURRENTLY before retrying"
+    "a CREATE INDEX CONCURRENTLY that fails once it has begun its build leaves an INVALID "
+    "index behind (mg status lists it); drop it with DROP INDEX CONCURRENTLY before retrying"
 )
 
 
