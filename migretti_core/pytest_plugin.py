@@ -753,12 +753,34 @@ class ClonePool:
         if isinstance(got, psycopg.Error):
             pytest.fail(
                 f"mg_database could not clone {self.template}: {redact_text(str(got).strip())}"
-                + _privilege_hint(got),
+                + (self._owner_hint(got) or _privilege_hint(got)),
                 pytrace=False,
             )
         if isinstance(got, BaseException):
             raise got
         return got
+
+    def _owner_hint(self, error: BaseException) -> str:
+        """When the template belongs to another role: only its owner (or a superuser) may
+        copy it, whatever CREATEDB this role has. Empty otherwise."""
+        import psycopg
+
+        if not isinstance(error, psycopg.errors.InsufficientPrivilege):
+            return ""
+        with contextlib.suppress(psycopg.Error), self.server.connect() as conn:
+            row = conn.execute(
+                "SELECT pg_get_userbyid(datdba), current_user FROM pg_database WHERE datname = %s",
+                (self.template,),
+            ).fetchone()
+            if row is not None and row[0] != row[1]:
+                owner = row[0]
+                return (
+                    f"\n  hint: the template belongs to role {owner} (a session run as "
+                    f"{owner} built it), and PostgreSQL lets only its owner or a superuser "
+                    f"copy it: run the tests as {owner}, or drop the template (DROP DATABASE "
+                    f"{self.template}, as {owner} or a superuser) and this role builds its own"
+                )
+        return ""
 
     def give_back(self, dbname: str) -> None:
         self._used.put(dbname)

@@ -684,3 +684,31 @@ def test_a_server_url_with_encoded_spaces_in_its_parameters(tmp_path: Path, pg_u
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_a_template_of_another_role_is_a_clear_error(tmp_path: Path, pg_url: str) -> None:
+    """The template was built by another role (a superuser's run before): PostgreSQL lets
+    only its owner copy it. The error names the owner and the way out, rather than asking
+    for CREATEDB, which the role has."""
+    import uuid
+
+    app = make_app(tmp_path / "app")
+    first = run_pytest(app, "--mg-database-url", pg_url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    owner = urlsplit(pg_url).username or "postgres"
+
+    role = f"mg_createdb_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'Pw-createdb-1'")
+    try:
+        url = with_password(pg_url, "Pw-createdb-1").replace(f"//{owner}:", f"//{role}:", 1)
+        done = run_pytest(app, "--mg-database-url", url)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "permission denied to copy database" in done.stdout
+    assert f"belongs to role {owner}" in done.stdout
+    assert "CREATEDB" not in done.stdout
+    assert "Pw-createdb-1" not in done.stdout + done.stderr
