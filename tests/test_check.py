@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -472,6 +473,36 @@ def test_default_scratch_server_is_a_temporary_embedded_one(project: Project) ->
     assert "index public.users_email: left behind by down" in done.stdout
     assert "temporary embedded" in done.stderr
     assert project.tables() == set()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in args:
+                found.append(f"{proc.name}: {args}")
+    return found
+
+
+def test_ctrl_c_while_the_temporary_embedded_server_starts_stops_it(
+    project: Project, server_tmp_path: Path
+) -> None:
+    # Ctrl-C while pg_ctl waits for the new server: the server it started must not run on
+    # after mg is gone, with its data directory deleted under it.
+    project.add("0001", "users", *GOOD)
+    job = project.spawn("check", env={"TMPDIR": str(server_tmp_path)})
+    deadline = time.monotonic() + 120
+    while not list(server_tmp_path.glob("mg-scratch-*/data/postmaster.pid")):
+        assert job.running() and time.monotonic() < deadline, job.stderr_so_far()
+        time.sleep(0.002)
+    done, _ = project.interrupt(job)
+    assert done.returncode in (0, 130), done.stderr
+    wait_until(lambda: not _processes_mentioning(str(server_tmp_path)), timeout=5)
+    assert list(server_tmp_path.iterdir()) == []
 
 
 def test_lint_findings_are_reported_and_errors_fail_the_check(
