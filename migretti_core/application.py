@@ -340,9 +340,12 @@ def _rule_names(what: str, value: object) -> tuple[str, ...]:
     return tuple(p.strip() for item in items for p in str(item).split(",") if p.strip())
 
 
-def _path(what: str, value: object) -> str | os.PathLike[str] | None:
+def _path(what: str, value: object, kind: str = "file") -> str | os.PathLike[str] | None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise UsageError(f"{what} must be a path (str or os.PathLike), not {type(value).__name__}")
+    if value is not None and not os.fspath(value):
+        # as `mg --config ''` refuses it: "" is no path (and would be the current directory)
+        raise UsageError(f"{what} needs a {kind} path, not an empty value")
     return value
 
 
@@ -439,8 +442,8 @@ class Migretti:
             raise UsageError(f"from_url: url must be a str, not {type(url).__name__}")
         if not url:
             raise ConfigError("from_url: the database URL is empty")
-        _path("from_url: migrations_dir", migrations_dir)
-        _path("from_url: seeds_dir", seeds_dir)
+        _path("from_url: migrations_dir", migrations_dir, "directory")
+        _path("from_url: seeds_dir", seeds_dir, "directory")
         migrations = Path(os.path.abspath(os.path.expanduser(migrations_dir)))
         seeds = (
             Path(os.path.abspath(os.path.expanduser(seeds_dir)))
@@ -465,6 +468,9 @@ class Migretti:
         _path("config", config)
         if env is not None and not isinstance(env, str):
             raise UsageError(f"env must be a profile name (a str), not {env!r}")
+        if env == "":
+            # explicit, as `mg --env ''`: taken as "not given", MG_ENV would choose the profile
+            raise UsageError("env needs a profile name, not an empty value")
         if database_url is not None and not isinstance(database_url, str):
             raise UsageError(f"database_url must be a str, not {type(database_url).__name__}")
         _flags("Migretti", confirm=confirm)

@@ -28,6 +28,7 @@ from migretti_core import (
     Migretti,
     SqlError,
     StateError,
+    UsageError,
 )
 from migretti_core.testing import AdvisoryLockHolder, Project, mg_env, wait_until
 
@@ -530,6 +531,38 @@ def test_wrong_argument_types_raise_usage_errors_before_anything_runs(
         assert str(raised.value).startswith(message), str(raised.value)
     assert mg.list()[0].status == "pending"  # nothing ran
     assert mg.apply(to="0001").ids == ("0001",)
+
+
+def test_an_empty_profile_or_path_is_refused_not_taken_as_absent(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``env=""`` is an explicit argument, refused as ``mg --env ''`` refuses it: taken as
+    "not given", it selected MG_ENV's profile, another database. The same for ``config=""``
+    and ``from_url``'s directories (``""`` was the current directory)."""
+    three_tables(project)
+    project.configure(
+        extra="envs:\n  staging:\n    database:\n      url: postgresql://x@127.0.0.1:1/x\n"
+    )
+    monkeypatch.chdir(project.root)
+    monkeypatch.setenv("MG_ENV", "staging")
+    calls: list[tuple[str, Any]] = [
+        ("env needs a profile name, not an empty value", lambda: Migretti(env="")),
+        ("config needs a file path, not an empty value", lambda: Migretti(config="")),
+        (
+            "from_url: migrations_dir needs a directory path, not an empty value",
+            lambda: Migretti.from_url(project.database_url, ""),
+        ),
+        (
+            "from_url: seeds_dir needs a directory path, not an empty value",
+            lambda: Migretti.from_url(project.database_url, "migrations", seeds_dir=""),
+        ),
+    ]
+    for message, call in calls:
+        with pytest.raises(UsageError) as raised:
+            call()
+        assert raised.value.exit_code == 2
+        assert str(raised.value) == message
+    assert Migretti(env=None).config.env == "staging"  # None is "not given": MG_ENV
 
 
 def test_from_url_refuses_a_missing_migrations_directory(tmp_path: Path, database_url: str) -> None:
