@@ -144,6 +144,36 @@ def test_ignored_objects_are_left_out(project: Project, pg_url: str) -> None:
     ]
 
 
+def test_comments_go_with_the_object_they_describe(project: Project, pg_url: str) -> None:
+    assert project.mg("up").returncode == 0
+    project.sql(
+        "CREATE SCHEMA ops; CREATE TABLE ops.jobs (id int PRIMARY KEY, cmd text);"
+        "COMMENT ON TABLE ops.jobs IS 'jobs'; COMMENT ON COLUMN ops.jobs.cmd IS 'what';"
+        "CREATE TABLE hand (x int); COMMENT ON TABLE hand IS 'by hand';"
+        "COMMENT ON COLUMN hand.x IS 'x'; ALTER TABLE users ADD note text;"
+        "COMMENT ON COLUMN users.note IS 'n'; COMMENT ON COLUMN users.email IS 'mail'"
+    )
+    project.configure(
+        extra=f"check:\n  database_url: {json.dumps(pg_url)}\n"
+        "  ignore: ['schema ops', 'table ops.*']\n"
+    )
+    done = project.mg("drift")
+    assert done.returncode == 3
+    # An ignored table takes its comments with it; a table or column on one side only is
+    # named once, without its comments; a comment on an object both sides have is named.
+    assert done.stdout.splitlines() == [
+        "column public.users.note: in the database, not produced by the migrations",
+        "comment on table column public.users.email: in the database, not produced by the "
+        "migrations",
+        "table public.hand: in the database, not produced by the migrations",
+    ]
+    project.sql(
+        "DROP TABLE hand; ALTER TABLE users DROP note; COMMENT ON COLUMN users.email IS NULL"
+    )
+    done = project.mg("drift")
+    assert done.returncode == 0, done.stdout
+
+
 def test_a_false_flag_or_a_zero_is_shown_as_such_not_as_none(
     tmp_path: Path, database_url: str, pg_url: str
 ) -> None:

@@ -140,10 +140,21 @@ def compare(expected: Snapshot, actual: Snapshot, ignore: Sequence[str] = ()) ->
 
 
 def _without(snapshot: Snapshot, patterns: Sequence[str]) -> Snapshot:
+    """``snapshot`` without the objects a pattern names, nor what belongs to them (a table's
+    columns, the comment on one of its columns)."""
     return {
         key: obj
         for key, obj in snapshot.items()
-        if not any(
-            fnmatchcase(key, p) or (obj.parent and fnmatchcase(obj.parent, p)) for p in patterns
-        )
+        if not any(fnmatchcase(name, p) for name in _lineage(snapshot, key) for p in patterns)
     }
+
+
+def _lineage(snapshot: Snapshot, key: str) -> list[str]:
+    """``key`` and the keys of the objects it belongs to, nearest first."""
+    names = [key]
+    parent = snapshot[key].parent
+    while parent is not None and parent not in names:
+        names.append(parent)
+        found = snapshot.get(parent)
+        parent = found.parent if found is not None else None
+    return names

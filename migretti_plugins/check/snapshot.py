@@ -216,9 +216,53 @@ SELECT 'policy ' || r.qname || '.' || quote_ident(p.polname), 'table ' || r.qnam
     'using', pg_get_expr(p.polqual, p.polrelid),
     'with check', pg_get_expr(p.polwithcheck, p.polrelid))
 FROM pg_policy p JOIN rel r ON r.oid = p.polrelid""",
-    # comments on objects created by users (oids from 16384 on), not on extensions' objects
+    # comments on objects created by users (oids from 16384 on), not on extensions' objects;
+    # each belongs to the object it describes (keyed as above), so it goes with that object
+    # (a table on one side only, an ignored table)
     """
-SELECT 'comment on ' || o.type || ' ' || o.identity, NULL,
+SELECT 'comment on ' || o.type || ' ' || o.identity, CASE d.classoid
+  WHEN 'pg_class'::regclass THEN
+    (SELECT CASE
+       WHEN d.objsubid <> 0 AND c.relkind IN ('r', 'p', 'f')
+         THEN 'column ' || q.qname || '.' || a.attname
+       WHEN c.relkind IN ('r', 'p') THEN 'table ' || q.qname
+       WHEN c.relkind = 'f' THEN 'foreign table ' || q.qname
+       WHEN c.relkind = 'v' THEN 'view ' || q.qname
+       WHEN c.relkind = 'm' THEN 'materialized view ' || q.qname
+       WHEN c.relkind = 'S' THEN 'sequence ' || q.qname
+       WHEN c.relkind IN ('i', 'I') THEN 'index ' || q.qname
+       WHEN c.relkind = 'c' THEN 'type ' || q.qname END
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     CROSS JOIN LATERAL (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)) q (qname)
+     LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
+     WHERE c.oid = d.objoid)
+  WHEN 'pg_trigger'::regclass THEN
+    (SELECT 'trigger ' || r.qname || '.' || quote_ident(t.tgname)
+     FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE t.oid = d.objoid)
+  WHEN 'pg_policy'::regclass THEN
+    (SELECT 'policy ' || r.qname || '.' || quote_ident(p.polname)
+     FROM pg_policy p JOIN rel r ON r.oid = p.polrelid WHERE p.oid = d.objoid)
+  WHEN 'pg_rewrite'::regclass THEN
+    (SELECT 'rule ' || r.qname || '.' || quote_ident(w.rulename)
+     FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class WHERE w.oid = d.objoid)
+  WHEN 'pg_constraint'::regclass THEN
+    (SELECT coalesce(
+       (SELECT 'constraint ' || r.qname || '.' || c.conname FROM rel r WHERE r.oid = c.conrelid),
+       (SELECT 'type ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname)
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = c.contypid))
+     FROM pg_constraint c WHERE c.oid = d.objoid)
+  WHEN 'pg_type'::regclass THEN
+    (SELECT 'type ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname)
+     FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = d.objoid)
+  WHEN 'pg_namespace'::regclass THEN
+    (SELECT 'schema ' || n.nspname FROM pg_namespace n WHERE n.oid = d.objoid)
+  WHEN 'pg_proc'::regclass THEN
+    (SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' WHEN 'a' THEN 'aggregate '
+                           ELSE 'function ' END
+            || quote_ident(n.nspname) || '.' || quote_ident(p.proname)
+            || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = d.objoid)
+  END,
   jsonb_build_object('text', d.description)
 FROM pg_description d, LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o
 WHERE d.objoid >= 16384
