@@ -379,6 +379,23 @@ CREATE EXTENSION citext;
     assert "_migrations" not in problems
 
 
+def test_a_comment_on_the_public_schema_is_compared_too(project: Project, pg_url: str) -> None:
+    project.add("0001", "about", "COMMENT ON SCHEMA public IS 'the app';", "SELECT 1;")
+    project.add(
+        "0002",
+        "restored",
+        "COMMENT ON SCHEMA public IS 'the app, v2';",
+        "COMMENT ON SCHEMA public IS 'the app';",
+    )
+    code, data, _ = _check(project, pg_url)
+    assert code == 3
+    found = _by_id(data)
+    assert found["0001"]["problems"][0] == (  # type: ignore[index]
+        "down of 0001 does not restore the schema: comment on schema public: left behind by down"
+    )
+    assert found["0002"]["ok"] is True
+
+
 def test_a_range_type_is_named_once_not_with_its_constructor_functions(
     project: Project, pg_url: str
 ) -> None:

@@ -216,7 +216,8 @@ SELECT 'policy ' || r.qname || '.' || quote_ident(p.polname), 'table ' || r.qnam
     'using', pg_get_expr(p.polqual, p.polrelid),
     'with check', pg_get_expr(p.polwithcheck, p.polrelid))
 FROM pg_policy p JOIN rel r ON r.oid = p.polrelid""",
-    # comments on objects created by users (oids from 16384 on), not on extensions' objects;
+    # comments on objects created by users (oids from 16384 on, and a comment other than
+    # PostgreSQL's own on the public schema), not on extensions' objects;
     # each belongs to the object it describes (keyed as above), so it goes with that object
     # (a table on one side only, an ignored table)
     """
@@ -265,7 +266,10 @@ SELECT 'comment on ' || o.type || ' ' || o.identity, CASE d.classoid
   END,
   jsonb_build_object('text', d.description)
 FROM pg_description d, LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o
-WHERE d.objoid >= 16384
+WHERE (d.objoid >= 16384
+       -- the public schema comes with the database; a comment set on it is the user's
+       OR (d.classoid = 'pg_namespace'::regclass AND d.objoid = 2200
+           AND d.description <> 'standard public schema'))
   AND d.classoid <> 'pg_extension'::regclass
   AND (o.schema IS NULL OR o.schema IN (SELECT nspname FROM ns))
   AND NOT (d.classoid = 'pg_class'::regclass AND d.objoid IN (SELECT oid FROM mg))
