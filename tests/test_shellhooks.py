@@ -604,3 +604,77 @@ def test_a_failing_pre_apply_hook_on_a_fresh_database_creates_no_history_tables(
         assert project.statuses() == {"0001": "applied"}
     finally:
         project.close()
+
+
+# --- a connection service (pg_service.conf) -----------------------------------------------
+
+
+def url_of(database: Mapping[str, str]) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**database)
+
+
+def _service_project(
+    tmp_path: Path, database: Mapping[str, str], psql_bin: Path, extra_keys: Mapping[str, str]
+) -> tuple[Path, dict[str, str]]:
+    """A service file whose service ``elsewhere`` names the server's ``postgres`` database,
+    and a project whose pre_apply hook records the database psql reaches."""
+    service_file = tmp_path / "pg_service.conf"
+    service_file.write_text(
+        "[elsewhere]\n"
+        f"host={database['host']}\nport={database['port']}\nuser={database['user']}\n"
+        "dbname=postgres\napplication_name=from-the-service\n",
+        encoding="utf-8",
+    )
+    query = "select current_database() || ' ' || current_setting('application_name')"
+    psql = f"{shlex.quote(str(psql_bin))} -XAtc {shlex.quote(query)} > reached.txt"
+    root = make_project(
+        tmp_path / "proj",
+        dict(database, **extra_keys),
+        {"pre_apply": f"{dump_env('pre')} && {psql}"},
+    )
+    env = {"PGSERVICEFILE": str(service_file)}
+    if database.get("password"):
+        env["PGPASSWORD"] = database["password"]
+    return root, env
+
+
+@pytest.mark.parametrize("where", ["environment", "config"])
+def test_a_service_does_not_turn_a_hook_to_another_database(
+    tmp_path: Path, database: dict[str, str], psql_bin: Path, where: str
+) -> None:
+    # libpq lets a service's settings win over PGHOST, PGDATABASE, ...: a hook handed
+    # PGSERVICE beside them would back up the service's database, not the one mg migrates.
+    extra = {"service": "elsewhere"} if where == "config" else {}
+    root, env = _service_project(tmp_path, database, psql_bin, extra)
+    if where == "environment":
+        env["PGSERVICE"] = "elsewhere"
+    done = mg(root, "apply", env=env)
+    assert done.returncode == 0, done.stderr
+    assert tables(url_of(database)) == {"_migrations", "_migrations_log", "a", "b"}
+    reached = (root / "reached.txt").read_text().split()
+    assert reached[0] == database["dbname"]
+    # what the configuration leaves open still comes from the service, as for mg itself
+    assert reached[1] == "from-the-service"
+    assert "PGSERVICE" not in read_dump(root, "pre")["env"]
+
+
+def test_a_service_that_names_the_database_still_reaches_it_in_a_hook(
+    tmp_path: Path, database: dict[str, str], psql_bin: Path
+) -> None:
+    # mg.yaml without dbname: mg and the hook both take it from the service.
+    config = {k: v for k, v in database.items() if k != "dbname"}
+    root, env = _service_project(tmp_path, config, psql_bin, {})
+    (tmp_path / "pg_service.conf").write_text(
+        f"[mine]\ndbname={database['dbname']}\napplication_name=from-the-service\n",
+        encoding="utf-8",
+    )
+    env["PGSERVICE"] = "mine"
+    done = mg(root, "apply", env=env)
+    assert done.returncode == 0, done.stderr
+    assert tables(url_of(database)) == {"_migrations", "_migrations_log", "a", "b"}
+    assert (root / "reached.txt").read_text().split() == [
+        database["dbname"],
+        "from-the-service",
+    ]

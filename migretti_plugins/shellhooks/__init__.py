@@ -114,6 +114,52 @@ def pg_environment(params: Mapping[str, object]) -> dict[str, str]:
     return {PG_ENVIRONMENT[k]: v for k, v in flat.items() if k in PG_ENVIRONMENT and v != ""}
 
 
+_UNSET = "\x01mg-unset"
+_SERVICE_SETTINGS = (
+    "import json, psycopg.pq as pq\n"
+    "print(json.dumps({o.keyword.decode(): o.val.decode('utf-8', 'surrogateescape')"
+    " for o in pq.Conninfo.get_defaults() if o.val is not None}))"
+)
+
+
+def service_environment(service: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``PG*`` variables for what connection service ``service`` sets, read by libpq
+    itself (its pg_service.conf search, ``PGSERVICEFILE``, ``PGSYSCONFDIR``).
+
+    libpq fills the settings a connection does not give from the service first and from
+    ``PG*`` variables only after it; with every variable set to a marker, what is not the
+    marker came from the service. Raises OSError or ValueError when it cannot be read.
+    """
+    import json
+    import subprocess
+    import sys
+
+    child = {k: v for k, v in environ.items() if not k.startswith("PG")}
+    child.update({var: _UNSET for var in PG_ENVIRONMENT.values()})
+    child["PGSERVICE"] = service
+    for var in ("PGSERVICEFILE", "PGSYSCONFDIR"):
+        if environ.get(var):
+            child[var] = environ[var]
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVICE_SETTINGS],
+        env=child,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ValueError(f"could not read connection service {service!r}")
+    values: dict[str, str] = json.loads(done.stdout)
+    return {
+        var: values[key]
+        for key, var in PG_ENVIRONMENT.items()
+        if key != "service" and values.get(key) not in (None, "", _UNSET)
+    }
+
+
 def _redactor(session: Session, params: Mapping[str, object]) -> Callable[[str], str]:
     from migretti_core.redact import redact
 
@@ -126,7 +172,16 @@ def hook_environment(
 ) -> dict[str, str]:
     """mg's own environment plus the target's ``PG*`` variables and the ``MG_*`` context."""
     env = dict(os.environ)
-    env.update(pg_environment(params))
+    target = pg_environment(params)
+    service = target.pop("PGSERVICE", None) or env.get("PGSERVICE")
+    if service:
+        # libpq reads a service's settings before PGHOST, PGDATABASE, ...: a hook handed
+        # PGSERVICE beside them would reach the service's database where mg's own settings
+        # won. So the hook gets the service's settings as variables instead, under mg's own.
+        for var, value in service_environment(service, env).items():
+            target.setdefault(var, value)
+        env.pop("PGSERVICE", None)
+    env.update(target)
     env.update(
         {
             "MG_EVENT": name,
