@@ -174,3 +174,30 @@ def test_adding_the_baseline_column_never_waits_without_end_behind_a_held_table_
     assert again.returncode == 0, again.stderr
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
     assert "baseline" in _columns(project, "_migrations")
+
+
+def test_adopting_with_one_migration_made_from_the_schema_dump(
+    project: Project, pg_url: str
+) -> None:
+    # The recipe of docs/verification.md: the dump's schema part as the first migration,
+    # ending with RESET ALL (pg_dump's header empties search_path for the session), baselined;
+    # the migrations after it then run, and check and drift agree, on one connection.
+    for path in project.migrations_dir.iterdir():
+        path.unlink()
+    project.sql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+    dump = project.mg("schema", "dump")
+    assert dump.returncode == 0, dump.stderr
+    schema = dump.stdout[: dump.stdout.index("--\n-- Applied migrations")]
+    project.add("0001", "initial", schema + "\nRESET ALL;", "DROP TABLE public.users;")
+    assert project.mg("baseline", "0001").returncode == 0
+    project.add(
+        "0002",
+        "nickname",
+        "ALTER TABLE users ADD nickname text;",
+        "ALTER TABLE users DROP nickname;",
+    )
+    assert project.mg("apply").returncode == 0
+    done = project.mg("drift", "--database-url", pg_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = project.mg("check", "--database-url", pg_url, "--format", "json")
+    assert all(m["ok"] for m in json.loads(done.stdout)["migrations"]), done.stdout
