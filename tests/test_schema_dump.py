@@ -135,6 +135,20 @@ def test_schema_file_follows_every_change(project: Project) -> None:
     assert "'0003'" in path.read_text() and "CREATE TABLE public.half" in path.read_text()
 
 
+def test_a_failed_apply_leaves_the_schema_file_as_it_was(project: Project) -> None:
+    project.configure(extra="schema_file: db/schema.sql\n")
+    path = project.root / "db" / "schema.sql"
+    assert project.mg("up").returncode == 0
+    before = path.read_text()
+    project.add("0003", "broken", "SELECT 1/0;", "SELECT 1;")
+    done = project.mg("apply")
+    assert done.returncode == 1
+    assert project.statuses()["0002"] == "applied"  # committed before 0003 failed
+    assert path.read_text() == before
+    assert project.mg("schema", "dump", "-o", "db/schema.sql").returncode == 0
+    assert "CREATE INDEX users_email" in path.read_text()
+
+
 def test_a_schema_file_that_cannot_be_written_never_loses_a_migration(project: Project) -> None:
     (project.root / "blocker").write_text("a file, not a directory\n")
     project.configure(extra="schema_file: blocker/schema.sql\n")
