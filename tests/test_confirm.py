@@ -477,3 +477,32 @@ def test_with_stderr_redirected_the_question_still_reaches_the_terminal(
         for line in errors.read_text().splitlines():
             assert json.loads(line)["event"], line
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
+
+
+@pytest.mark.parametrize("where", ["config", "environment"])
+def test_the_question_shows_the_target_a_connection_service_names(
+    tmp_path: Path, database_url: str, db_conninfo: dict[str, str], where: str
+) -> None:
+    # The host, port, user and database come from pg_service.conf: the question shows them,
+    # not libpq's defaults for an empty configuration (the OS user on localhost).
+    info = db_conninfo
+    service_file = tmp_path / "pg_service.conf"
+    service_file.write_text(
+        "[shop]\n"
+        + "".join(f"{key}={info[key]}\n" for key in ("host", "port", "user", "dbname"))
+        + (f"password={info['password']}\n" if info.get("password") else ""),
+        encoding="utf-8",
+    )
+    proj = Project(tmp_path / "proj", database_url, configure=False)
+    in_config = "    database:\n      service: shop\n"
+    profile = in_config if where == "config" else "    protected: true\n"
+    (proj.root / "mg.yaml").write_text(f"envs:\n  prod:\n{profile}", encoding="utf-8")
+    proj.add_table("0001")
+    env = {"PGSERVICEFILE": str(service_file)}
+    if where == "environment":
+        env["PGSERVICE"] = "shop"
+    done = proj.mg("--env", "prod", "apply", env=env)
+    assert done.returncode == 5, done.stderr
+    target = f"{info['user']}@{info['host']}:{info['port']}/{info['dbname']}"
+    assert f"apply on protected environment prod: {target}\n" in done.stderr
+    assert proj.value("select to_regclass('_migrations') is null")

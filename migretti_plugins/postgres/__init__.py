@@ -36,6 +36,7 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import os
 import re
@@ -252,11 +253,19 @@ def _libpq_keywords() -> frozenset[str]:
 
 
 def target_of(params: Mapping[str, str]) -> Target:
-    """Where ``params`` lead, with libpq's environment fallbacks, for people to read."""
+    """Where ``params`` lead, with libpq's fallbacks (a connection service, then the
+    environment), for people to read."""
+    from migretti_core.pgservice import service_in_effect, service_settings
+
     env = os.environ
+    service: Mapping[str, str] = {}
+    name = service_in_effect(params, env)
+    if name:
+        with contextlib.suppress(ValueError):
+            service = service_settings(name, env)
 
     def pick(key: str, var: str) -> str | None:
-        return params.get(key) or env.get(var) or None
+        return params.get(key) or service.get(key) or env.get(var) or None
 
     user = pick("user", "PGUSER") or _os_user()
     return Target(

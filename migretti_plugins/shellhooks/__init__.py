@@ -114,50 +114,12 @@ def pg_environment(params: Mapping[str, object]) -> dict[str, str]:
     return {PG_ENVIRONMENT[k]: v for k, v in flat.items() if k in PG_ENVIRONMENT and v != ""}
 
 
-_UNSET = "\x01mg-unset"
-_SERVICE_SETTINGS = (
-    "import json, psycopg.pq as pq\n"
-    "print(json.dumps({o.keyword.decode(): o.val.decode('utf-8', 'surrogateescape')"
-    " for o in pq.Conninfo.get_defaults() if o.val is not None}))"
-)
-
-
 def service_environment(service: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The ``PG*`` variables for what connection service ``service`` sets, read by libpq
-    itself (its pg_service.conf search, ``PGSERVICEFILE``, ``PGSYSCONFDIR``).
+    """The ``PG*`` variables for what connection service ``service`` sets."""
+    from migretti_core.pgservice import service_settings
 
-    libpq fills the settings a connection does not give from the service first and from
-    ``PG*`` variables only after it; with every variable set to a marker, what is not the
-    marker came from the service. Raises OSError or ValueError when it cannot be read.
-    """
-    import json
-    import subprocess
-    import sys
-
-    child = {k: v for k, v in environ.items() if not k.startswith("PG")}
-    child.update({var: _UNSET for var in PG_ENVIRONMENT.values()})
-    child["PGSERVICE"] = service
-    for var in ("PGSERVICEFILE", "PGSYSCONFDIR"):
-        if environ.get(var):
-            child[var] = environ[var]
-    done = subprocess.run(
-        [sys.executable, "-c", _SERVICE_SETTINGS],
-        env=child,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        timeout=30,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ValueError(f"could not read connection service {service!r}")
-    values: dict[str, str] = json.loads(done.stdout)
-    return {
-        var: values[key]
-        for key, var in PG_ENVIRONMENT.items()
-        if key != "service" and values.get(key) not in (None, "", _UNSET)
-    }
+    settings = service_settings(service, environ)
+    return {var: settings[key] for key, var in PG_ENVIRONMENT.items() if settings.get(key)}
 
 
 def _redactor(session: Session, params: Mapping[str, object]) -> Callable[[str], str]:

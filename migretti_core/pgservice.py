@@ -1,0 +1,76 @@
+"""What a libpq connection service (``pg_service.conf``) sets, read by libpq itself.
+
+libpq fills the settings a connection does not give from its service first and from the
+``PG*`` variables only after that. Programs mg starts (shell hooks) and what mg shows of its
+target (the confirmation question, connection errors) follow the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+
+# libpq's environment variables for the settings a service file may hold.
+SERVICE_VARIABLES = (
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
+    "PGOPTIONS", "PGAPPNAME", "PGCHANNELBINDING", "PGCONNECT_TIMEOUT", "PGCLIENTENCODING",
+    "PGSSLMODE", "PGSSLNEGOTIATION", "PGSSLCOMPRESSION", "PGSSLCERT", "PGSSLKEY",
+    "PGSSLCERTMODE", "PGSSLROOTCERT", "PGSSLCRL", "PGSSLCRLDIR", "PGSSLSNI", "PGREQUIREPEER",
+    "PGREQUIREAUTH", "PGSSLMINPROTOCOLVERSION", "PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE",
+    "PGKRBSRVNAME", "PGGSSLIB", "PGGSSDELEGATION", "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+)  # fmt: skip
+
+_UNSET = "\x01mg-unset"
+_READ = (
+    "import json, psycopg.pq as pq\n"
+    "print(json.dumps({o.keyword.decode(): o.val.decode('utf-8', 'surrogateescape')"
+    " for o in pq.Conninfo.get_defaults() if o.val is not None}))"
+)
+
+
+def service_in_effect(params: Mapping[str, object], environ: Mapping[str, str]) -> str | None:
+    """The service a connection with ``params`` uses: its own ``service``, else PGSERVICE."""
+    service = params.get("service")
+    if isinstance(service, str) and service:
+        return service
+    return environ.get("PGSERVICE") or None
+
+
+def service_settings(service: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """libpq keyword -> value for what ``service`` sets (its search of pg_service.conf,
+    ``PGSERVICEFILE`` and ``PGSYSCONFDIR`` as in ``environ``).
+
+    Read in a child process by libpq's ``PQconndefaults`` with every ``PG*`` variable set to
+    a marker, so what is not the marker came from the service (mg's own environment is never
+    changed). Raises ValueError when the service cannot be read.
+    """
+    child = {k: v for k, v in environ.items() if not k.startswith("PG")}
+    child.update(dict.fromkeys(SERVICE_VARIABLES, _UNSET))
+    child["PGSERVICE"] = service
+    for var in ("PGSERVICEFILE", "PGSYSCONFDIR"):
+        if environ.get(var):
+            child[var] = environ[var]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _READ],
+            env=child,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            timeout=30,
+            check=False,
+        )
+        values = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        values = None
+    if not isinstance(values, dict):
+        raise ValueError(f"could not read connection service {service!r}")
+    return {
+        str(key): str(value)
+        for key, value in values.items()
+        if key != "service" and value not in ("", _UNSET)
+    }
