@@ -19,12 +19,13 @@ from migretti_core.cli import (
     lock_timeout_option,
     parse_lock_timeout,
 )
-from migretti_core.errors import EXIT_BLOCKED, MgError, NoPluginAnswers, UsageError
+from migretti_core.errors import EXIT_BLOCKED, MgError, NoPluginAnswers, PluginFailed, UsageError
 from migretti_core.formats import DocumentChoice
 from migretti_core.types import Config, Session
 
 if TYPE_CHECKING:
     from migretti_core import planning
+    from migretti_core.app import App
 
 # planning, running and views are imported by the commands that use them: `mg --help` and the
 # commands that do not run migrations do not pay for them.
@@ -528,6 +529,29 @@ def plugins(ctx: click.Context, fmt: str) -> None:
         if exc.hook != "mg_format_result" or fmt not in BASE_FORMATS:
             raise
         click.echo(_plain_plugins(data, fmt), file=app.result_stream or sys.stdout)
+    except MgError as exc:
+        # ... and whatever is broken: a plugin whose mg_format_result raises or answers a
+        # wrong type is named in a warning, and the list that shows it is printed plainly.
+        if fmt not in BASE_FORMATS:
+            raise
+        _warn_plugin_failure(app, exc)
+        click.echo(_plain_plugins(data, fmt), file=app.result_stream or sys.stdout)
+
+
+def _warn_plugin_failure(app: App, exc: MgError) -> None:
+    """Report a plugin's failure as a warning (event ``plugin.failed``), naming the plugin."""
+    if isinstance(exc, PluginFailed) and exc.plugin and exc.__cause__ is not None:
+        app.hooks.plugin_warning(exc.plugin, exc.hook, exc.__cause__)
+        return
+    fields = {"plugin": exc.plugin} if exc.plugin else {}
+    try:
+        shown = app.report("plugin.failed", "warning", exc.message, **fields)
+    except MgError:
+        shown = False
+    if not shown:
+        from migretti_core.messages import emit
+
+        emit("warning", app.hooks.redact(exc.message))
 
 
 def _plain_plugins(data: list[dict[str, Any]], fmt: str) -> str:

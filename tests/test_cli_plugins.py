@@ -562,3 +562,45 @@ def test_plugin_exiting_at_import_does_not_kill_mg(tmp_path: Path) -> None:
     plugins = plugin_list(tmp_path, "-p", "needs_dep")
     assert plugins["needs_dep"]["status"] == "failed"
     assert "requests" in plugins["needs_dep"]["error"]
+
+
+RENDER_PLUGINS = {
+    "crash": """
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_format_result(options, kind, data, fmt):
+    raise ValueError("renderer down")
+""",
+    "wrong": """
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_format_result(options, kind, data, fmt):
+    return {"not": "text"}
+""",
+}
+
+
+@pytest.mark.parametrize("how", sorted(RENDER_PLUGINS))
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_plugins_lists_them_when_a_plugin_breaks_rendering(
+    tmp_path: Path, how: str, fmt: str
+) -> None:
+    # `mg plugins` is where a broken plugin is looked for: a plugin whose mg_format_result
+    # raises or answers a wrong type is named in a warning, and the list still shows
+    write_text(tmp_path / "render_plug.py", RENDER_PLUGINS[how])
+    result = run_mg(["-p", "render_plug", "plugins", "--format", fmt], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "mg: warning: plugin 'render_plug'" in result.stderr
+    assert "mg_format_result" in result.stderr
+    if fmt == "json":
+        plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    else:
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == ["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"]
+        plugins = {line.split()[0]: {} for line in lines[1:]}
+    assert {"render_plug", "output", "config"} <= set(plugins)

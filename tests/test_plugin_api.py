@@ -258,9 +258,18 @@ def test_a_string_from_config_sections_is_refused(tmp_path: Path) -> None:
     assert not list((root / "migrations").iterdir())
 
 
+# A command that renders its result through mg_format_result without a database. (`mg plugins`
+# does not stop for such a plugin: it names it in a warning and lists every plugin itself.)
+RENDERING = ["lint", "--all", "--server-version", "16", "--format", "json"]
+
+
+def rendering_project(tmp_path: Path) -> Path:
+    return project(tmp_path, "database:\n  url: postgresql://nouser@127.0.0.1:1/none\n")
+
+
 def test_a_dict_from_format_result_is_refused(tmp_path: Path) -> None:
     fmt = plugin("fmt", mg_format_result=lambda data: {"oops": 1})
-    result = run_cli(["plugins", "--format", "json"], cwd=tmp_path, plugins=[fmt])
+    result = run_cli(RENDERING, cwd=rendering_project(tmp_path), plugins=[fmt])
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "plugin 'fmt' returned dict {'oops': 1} instead of str from mg_format_result" in (
@@ -277,7 +286,7 @@ def _crash(*_: Any) -> None:
 
 def test_an_exception_in_format_result_names_plugin_and_hook(tmp_path: Path) -> None:
     crashing = plugin("fancy", mg_format_result=lambda kind: _crash())
-    result = run_cli(["plugins", "--format", "json"], cwd=tmp_path, plugins=[crashing])
+    result = run_cli(RENDERING, cwd=rendering_project(tmp_path), plugins=[crashing])
     assert result.exit_code == 1
     assert "mg: error: plugin 'fancy' failed in mg_format_result: ValueError:" in result.stderr
     assert "Traceback" not in result.stderr
@@ -287,9 +296,9 @@ def test_an_exception_in_format_result_names_plugin_and_hook(tmp_path: Path) -> 
 @pytest.mark.parametrize("how", ["-v", "MG_TRACE_PLUGINS"])
 def test_a_plugins_traceback_follows_with_v_or_trace_masked(tmp_path: Path, how: str) -> None:
     crashing = plugin("fancy", mg_format_result=lambda kind: _crash())
-    args = ["plugins", "--format", "json"] + (["-v"] if how == "-v" else [])
+    args = RENDERING + (["-v"] if how == "-v" else [])
     env = {"MG_TRACE_PLUGINS": "1"} if how == "MG_TRACE_PLUGINS" else {}
-    result = run_cli(args, cwd=tmp_path, plugins=[crashing], env=env)
+    result = run_cli(args, cwd=rendering_project(tmp_path), plugins=[crashing], env=env)
     assert result.exit_code == 1
     assert "Traceback" in result.stderr
     assert "in _crash" in result.stderr
