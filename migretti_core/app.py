@@ -73,6 +73,8 @@ class App:
         self.options = Options(verbose=options.verbose, json_log=options.json_log, yes=options.yes)
         self._config: Config | None = None
         self.extra: dict[str, Any] = {}
+        # values of the shared --dry-run and --lock-timeout (cli.dry_run_option, ...)
+        self.shared_options: dict[str, Any] = {}
         self.result_stream: TextIO | None = None
         self._config_error: MgError | None = None
         # A plugin that broke building the command line (its options or formats): raised by
@@ -307,6 +309,14 @@ class App:
         read_only: bool = False,
         light_connection: bool = False,
     ) -> Session:
+        # A command with the shared --dry-run and --lock-timeout (a plugin's too) runs with
+        # their values, whether or not it passes them here.
+        dry_run = dry_run or bool(self.shared_options.get("dry_run"))
+        given_timeout = self.shared_options.get("lock_timeout")
+        if lock_timeout is None and given_timeout is not None:
+            from migretti_core.cli import parse_lock_timeout
+
+            lock_timeout = parse_lock_timeout(given_timeout)
         self.options = Options(
             verbose=self.globals.verbose,
             json_log=self.globals.json_log,

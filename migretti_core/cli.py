@@ -53,17 +53,34 @@ def app_of(ctx: click.Context) -> App:
     return app
 
 
+def _shared(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Keep a shared option's value on the run: ``app.session()`` applies it, so a plugin's
+    command that uses the shared option gets a session with its value."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        app = ctx.find_object(App)
+        if app is not None:
+            app.shared_options[name] = value
+        return value
+
+    return remember
+
+
 def lock_timeout_option(func: F) -> F:
     return click.option(
         "--lock-timeout",
         metavar="DURATION",
+        callback=_shared("lock_timeout"),
         help="How long to wait for the migration lock (e.g. 30s, 10m). Default: lock_timeout, 10m.",
     )(func)
 
 
 def dry_run_option(func: F) -> F:
     return click.option(
-        "--dry-run", is_flag=True, help="Show the plan and try the SQL, then undo everything."
+        "--dry-run",
+        is_flag=True,
+        callback=_shared("dry_run"),
+        help="Show the plan and try the SQL, then undo everything.",
     )(func)
 
 

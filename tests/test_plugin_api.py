@@ -1040,6 +1040,58 @@ def test_on_failure_receives_what_succeeded_before(tmp_path: Path, database_url:
     assert all(isinstance(ms, int) and ms >= 0 for _, ms in failure)
 
 
+# --- commands of your own: the shared options ---------------------------------------------------
+
+SHARED_OPTIONS_COMMAND = """
+    import click
+
+    from migretti_core.api import (
+        app_of, connected, dry_run_option, hookimpl, lock_timeout_option, locked, report,
+    )
+
+
+    @hookimpl
+    def mg_register_commands(cli):
+        @cli.command("touch")
+        @dry_run_option
+        @lock_timeout_option
+        @click.pass_context
+        def touch(ctx, dry_run, lock_timeout):
+            \"\"\"Change the database under the migration lock.\"\"\"
+            session = app_of(ctx).session("touch")
+            report(session, "touch.options", "warning",
+                   f"dry_run={session.options.dry_run} lock_timeout={session.options.lock_timeout}")
+            with connected(session) as conn, locked(session, conn):
+                pass
+"""
+
+
+def test_a_plugin_commands_shared_options_reach_its_session(
+    tmp_path: Path, database_url: str
+) -> None:
+    # dry_run_option and lock_timeout_option are the shared --dry-run and --lock-timeout: the
+    # session of the command that uses them has their values, so locked() waits at most
+    # --lock-timeout as it does for mg apply
+    from migretti_core.testing import AdvisoryLockHolder, Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    write_text(project.root / "touch.py", textwrap.dedent(SHARED_OPTIONS_COMMAND))
+    try:
+        done = project.mg("-p", "touch", "touch", "--dry-run", "--lock-timeout", "7s")
+        assert done.returncode == 0, done.stderr
+        assert "dry_run=True lock_timeout=7.0" in done.stderr
+        plain = project.mg("-p", "touch", "touch")
+        assert "dry_run=False lock_timeout=None" in plain.stderr
+        bad = project.mg("-p", "touch", "touch", "--lock-timeout", "soon")
+        assert bad.returncode == 2 and "--lock-timeout" in bad.stderr, bad.stderr
+        with AdvisoryLockHolder(project.database_url):
+            job = project.spawn("-p", "touch", "touch", "--lock-timeout", "1s")
+            done = project.finish(job, timeout=30)
+        assert done.returncode == 4, done.stderr
+    finally:
+        project.close()
+
+
 # --- statement kinds in messages (sqlparse, off the hot path) -----------------------------------
 
 
