@@ -433,6 +433,9 @@ class PluginLoader:
                         )
                 continue
             hook = opts.get("specname") or attr
+            if hook not in known and opts.get("optionalhook"):
+                # pluggy's optionalhook=True: a hook of a later migretti, never called here
+                continue
             if hook not in known:
                 close = difflib.get_close_matches(hook, ordered, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""

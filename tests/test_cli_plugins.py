@@ -429,6 +429,41 @@ def test_misspelled_hook_is_reported(show_config: ShowConfig, tmp_path: Path) ->
     assert_clean_error(result, "typo", "mg_after_apply")
 
 
+OPTIONAL_HOOK_PLUGIN = """
+from migretti_core import hookimpl
+
+
+@hookimpl(optionalhook=True)
+def mg_after_deploy_window(session):
+    raise RuntimeError("never called: this migretti has no such hook")
+
+
+@hookimpl
+def mg_output_formats():
+    return ["later"]
+"""
+
+
+def test_a_hook_marked_optional_may_be_one_this_version_lacks(tmp_path: Path) -> None:
+    # pluggy's optionalhook=True: a plugin written for a later migretti implements a hook
+    # this version does not have; it loads, and that implementation is never called
+    write_text(tmp_path / "later.py", OPTIONAL_HOOK_PLUGIN)
+    result = run_mg(["-p", "later", "plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    [later] = [p for p in json.loads(result.stdout) if p["name"] == "later"]
+    assert later["status"] == "loaded"
+    assert "mg_output_formats" in later["hooks"]
+    listed = run_mg(["-p", "later", "status", "--help"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "later" in listed.stdout  # its other hooks work
+    # an unknown hook not marked optional is still an error
+    write_text(tmp_path / "strict.py", OPTIONAL_HOOK_PLUGIN.replace("optionalhook=True", ""))
+    plugins = plugin_list(tmp_path, "-p", "strict")
+    assert plugins["strict"]["status"] == "failed"
+    assert "unknown hook mg_after_deploy_window" in plugins["strict"]["error"]
+
+
 def test_unmarked_helpers_are_not_hooks_and_a_near_miss_is_a_warning(tmp_path: Path) -> None:
     write_text(tmp_path / "helpers.py", UNMARKED_NEAR_MISS_PLUGIN)
     result = run_mg(["-p", "helpers", "plugins", "--format", "json"], tmp_path)
