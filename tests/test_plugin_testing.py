@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,12 @@ from migretti_core.testing import (
     registered,
     run_cli,
     run_mg,
+    wait_until,
     write_migration,
     write_text,
 )
 from migretti_core.types import Statement
+from tests.test_check import _processes_mentioning
 
 
 class Upper:
@@ -314,3 +318,26 @@ def test_assert_clean_error_reads_both_kinds_of_result(tmp_path: Path) -> None:
         assert_clean_error(in_process, "expected an integer", code=1)
     with pytest.raises(AssertionError):
         assert_clean_error(run_mg(["--version"], tmp_path))
+
+
+def test_ctrl_c_while_postgres_server_starts_leaves_no_server_running(
+    server_tmp_path: Path,
+) -> None:
+    # Ctrl-C while pg_ctl waits for the new server: the server must not run on after the
+    # block, which a test suite's teardown never reaches.
+    workdir = server_tmp_path / "w"
+    script = (
+        "from migretti_core.testing import postgres_server\n"
+        f"with postgres_server({str(workdir)!r}):\n"
+        "    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MG_TEST_DATABASE_URL"}
+    job = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (workdir / "data" / "postmaster.pid").exists():
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=60)
+    assert b"KeyboardInterrupt" in stderr, stderr
+    wait_until(lambda: not _processes_mentioning(str(workdir)), timeout=10)
