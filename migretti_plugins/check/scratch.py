@@ -76,8 +76,8 @@ def _check_settings(conninfo: str, label: str) -> None:
     configuration error it is (exit 2), named as the URL's, never with its password."""
     from psycopg.conninfo import conninfo_to_dict
 
+    from migretti_core.connsettings import setting_problem
     from migretti_core.redact import redact, url_passwords
-    from migretti_plugins.postgres import setting_problem
 
     try:
         params = conninfo_to_dict(conninfo)
