@@ -26,6 +26,7 @@ from migretti_core.errors import (
     MgError,
     MigrationFailed,
     MigrationFileError,
+    PluginFailed,
     SqlError,
     StateError,
     Terminated,
@@ -74,8 +75,19 @@ def connected(session: Session) -> Iterator[Any]:
     try:
         yield conn
     finally:
-        with suppress(Exception):
-            session.hooks.disconnect(session, conn)
+        _closing(session, session.hooks.disconnect, conn)
+
+
+def _closing(session: Session, hook: Callable[[Session, Any], Any], conn: Any) -> None:
+    """Release the lock or close the connection: the command's own result stands, and a
+    plugin that crashed doing so is named in a warning."""
+    try:
+        hook(session, conn)
+    except PluginFailed as exc:
+        if exc.plugin:
+            session.hooks.plugin_warning(exc.plugin, exc.hook, exc.__cause__ or exc)
+    except Exception:
+        pass
 
 
 def read_state(session: Session, conn: Any, migrations: Sequence[Migration]) -> State:
@@ -1127,8 +1139,7 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        with suppress(Exception):
-            session.hooks.lock_release(session, conn)
+        _closing(session, session.hooks.lock_release, conn)
 
 
 def _dry_run(session: Session, conn: Any, plan: Plan) -> int:

@@ -323,6 +323,53 @@ def test_a_crashing_notifier_is_named_and_its_traceback_shown_with_v() -> None:
     assert "pw-s3cret" not in event.fields["traceback"]
 
 
+RELEASE_CRASH_PLUGIN = """
+    from migretti_core.api import hookimpl
+
+
+    @hookimpl
+    def mg_lock_release(conn):
+        raise ValueError("cannot unlock postgresql://deploy:pw-s3cret@db/app")
+
+
+    @hookimpl
+    def mg_disconnect(conn):
+        raise RuntimeError("bastion gone")
+"""
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["success", "failed migration"])
+def test_a_crash_in_lock_release_or_disconnect_is_named_and_the_result_stands(
+    tmp_path: Path, database_url: str, fails: bool
+) -> None:
+    from migretti_core.testing import Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    project.add_table("0001")
+    if fails:
+        project.add("0002", "bad", "SELECT 1/0;")
+    write_text(project.root / "unlock.py", textwrap.dedent(RELEASE_CRASH_PLUGIN))
+    try:
+        done = project.mg("-p", "unlock", "apply")
+        assert done.returncode == (1 if fails else 0), done.stderr
+        assert project.statuses()["0001"] == "applied"
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("mg: warning:")]
+        assert (
+            "mg: warning: plugin 'unlock' failed in mg_lock_release: ValueError: cannot unlock "
+            "postgresql://deploy:****@db/app" in warnings
+        )
+        assert (
+            "mg: warning: plugin 'unlock' failed in mg_disconnect: RuntimeError: bastion gone"
+            in (warnings)
+        )
+        assert "pw-s3cret" not in done.stderr
+        if fails:
+            assert done.stderr.rstrip().splitlines()[-1].startswith("mg: error: migrations/")
+            assert "division by zero" in done.stderr
+    finally:
+        project.close()
+
+
 # --- 5: wrappers work on every hook -----------------------------------------------------------
 
 
