@@ -198,6 +198,46 @@ def test_quick_start_applies_then_reuses_and_restarts_the_server(project: Projec
     assert query(url, "SELECT body FROM notes") == [("kept",)]
 
 
+def test_a_stale_pid_file_naming_another_live_process_does_not_block_the_start(
+    project: Project,
+) -> None:
+    """After a crash and a reboot (or in a restarted container) the pid in postmaster.pid may
+    belong to another process of the server's account; PostgreSQL alone then refuses to start
+    ("lock file postmaster.pid already exists")."""
+    project.run("init", "--embedded")
+    project.new_migration("notes", "CREATE TABLE notes (body text);")
+    project.run("apply")
+    data_dir = project.root / ".mg" / "pgdata"
+    pid_file = data_dir / "postmaster.pid"
+    crashed = pid_file.read_text()
+    lines = crashed.splitlines()
+    socket_lock = Path(lines[4]) / f".s.PGSQL.{lines[3]}.lock"
+    crashed_socket_lock = socket_lock.read_text()
+    project.run("db", "stop")
+    owner = data_dir.stat()
+    as_owner: dict[str, Any] = {}
+    if os.geteuid() != owner.st_uid:
+        as_owner = {"user": owner.st_uid, "group": owner.st_gid, "extra_groups": []}
+    other = subprocess.Popen(["sleep", "300"], cwd="/", **as_owner)
+    try:
+        # What a crash leaves: the data directory's lock file and the socket's, with the pid.
+        for path, text in ((pid_file, crashed), (socket_lock, crashed_socket_lock)):
+            path.write_text(f"{other.pid}\n" + text.split("\n", 1)[1])
+            os.chown(path, owner.st_uid, owner.st_gid)
+        assert project.db_status()["running"] is False
+
+        listed = json.loads(project.run("list", "--format", "json").stdout)
+
+        assert [row["status"] for row in listed] == ["applied"]
+        running = project.db_status()
+        assert running["running"] is True
+        assert running["pid"] != other.pid
+        assert other.poll() is None  # the other process was left alone
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_two_applies_at_once_share_one_server_and_apply_each_migration_once(
     project: Project,
 ) -> None:

@@ -106,6 +106,7 @@ class EmbeddedServer:
         with self._locked():
             if self._settled_postmaster() is not None:
                 return False
+            self._remove_stale_pid_file()
             runner = self._runner()
             if runner.uid is not None:
                 _make_readable_by_others(bin_dir.parent)
@@ -213,6 +214,25 @@ class EmbeddedServer:
                 break
             time.sleep(0.1)
         return self._postmaster()
+
+    def _remove_stale_pid_file(self) -> None:
+        """Remove the lock files a crash left when their pid now names another process.
+
+        After a reboot, or in a restarted container, that pid may belong to some other
+        process of the server's account, and PostgreSQL then refuses to start ("lock file
+        postmaster.pid already exists", then the same for the socket's lock file). Called
+        under the lock, with no server ready; files whose process is gone are left to
+        PostgreSQL, which replaces them itself.
+        """
+        info = self._postmaster(require_ready=False)
+        if info is None or _runs_postmaster_of(info.pid, self.datadir) is not False:
+            return
+        socket_lock = info.socket_dir / f".s.PGSQL.{info.port}.lock"
+        with contextlib.suppress(OSError):
+            if socket_lock.read_text().split("\n", 1)[0].strip() == str(info.pid):
+                socket_lock.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.datadir / "postmaster.pid").unlink()
 
     def _configured_port(self) -> int | None:
         try:
@@ -395,6 +415,29 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def _runs_postmaster_of(pid: int, datadir: Path) -> bool | None:
+    """Whether ``pid`` is a PostgreSQL server started on ``datadir``; None when unknown.
+
+    Read from /proc (Linux): a process of another program, a server of another data
+    directory or a zombie (empty command line) is not; without /proc nobody can tell.
+    """
+    proc = Path("/proc")
+    try:
+        argv = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False if (proc / "self").exists() else None
+    except OSError:
+        return None
+    if os.path.basename(argv[0]) not in (b"postgres", b"postmaster"):
+        return False
+    if b"-D" in argv[:-1]:
+        given = Path(os.fsdecode(argv[argv.index(b"-D") + 1]))
+        if given.is_absolute():
+            with contextlib.suppress(OSError):
+                return given.resolve() == datadir
     return True
 
 
