@@ -13,6 +13,7 @@ from migretti_core.errors import ConfigError, ConfigRefused, MgError
 from migretti_core.hooks import Hooks
 from migretti_core.plugins import (
     BUILTIN_KEYS,
+    ORIGIN_BUILTIN,
     ORIGIN_CONFIG,
     ORIGIN_OPTION,
     PluginLoader,
@@ -206,7 +207,9 @@ class App:
                 continue
             why = "is blocked" if info.status == "blocked" else "failed to load"
             module = info.source.partition(":")[0]
-            names = (info.name, module, module.partition(".")[0], module.rpartition(".")[2])
+            names: tuple[str, ...] = (info.name,)
+            if info.origin != ORIGIN_BUILTIN:  # builtins share their package, migretti_plugins
+                names += (module, module.partition(".")[0], module.rpartition(".")[2])
             for name in (*names, *BUILTIN_KEYS.get(info.name, ())):
                 if name and name not in known:
                     orphans.setdefault(name, f"plugin {info.name!r} {why}")

@@ -59,6 +59,21 @@ def test_a_blocked_plugins_section_is_ignored_with_one_warning(
     assert "plugin 'notify' is blocked" in result.stderr
 
 
+def test_blocking_a_builtin_leaves_other_unknown_keys_errors(tmp_path: Path) -> None:
+    # a blocked builtin's own keys are ignored; the package the builtins live in is no
+    # section of any of them
+    root = project(tmp_path, "output:\n  x: 1\n")
+    result = run_cli(["-p", "no:output", "-p", "no:jsonlog", "create", "first"], cwd=root)
+    assert result.exit_code == 0, result.stderr
+    assert "section 'output' is ignored: plugin 'output' is blocked" in result.stderr
+    for key in ("migretti_plugins", "migretti_plugins.jsonlog"):
+        root = project(tmp_path / key, f"{key}:\n  x: 1\n")
+        result = run_cli(["-p", "no:jsonlog", "create", "first"], cwd=root)
+        assert result.exit_code == 2, result.stderr
+        assert f"unknown key '{key}'" in result.stderr
+        assert "is ignored" not in result.stderr
+
+
 def test_a_plugin_that_failed_to_load_leaves_its_section_ignored(tmp_path: Path) -> None:
     root = project(tmp_path, "notify:\n  url: https://chat\n")
     broken = types.ModuleType("notify")
