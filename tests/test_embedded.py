@@ -238,6 +238,23 @@ def test_a_stale_pid_file_naming_another_live_process_does_not_block_the_start(
         other.wait()
 
 
+def test_a_data_directory_of_another_major_version_is_named_as_such(project: Project) -> None:
+    project.run("init", "--embedded")
+    project.run("db", "start")
+    project.run("db", "stop")
+    (project.root / ".mg" / "pgdata" / "PG_VERSION").write_text("17\n")
+
+    done = project.run("status", check=False)
+
+    assert done.returncode == 1
+    first = done.stderr.splitlines()[0]
+    assert "was created by PostgreSQL 17" in first, done.stderr
+    assert "the embedded server is PostgreSQL 18" in first, done.stderr
+    assert "pg_dump" in done.stderr
+    assert "LOG:" not in done.stderr  # the reason, not the server log's history
+    assert project.db_status()["running"] is False
+
+
 def test_two_applies_at_once_share_one_server_and_apply_each_migration_once(
     project: Project,
 ) -> None:

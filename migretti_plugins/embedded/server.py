@@ -350,11 +350,35 @@ class EmbeddedServer:
         ]
         ok, output = _run(cmd, runner)
         if not ok or self._postmaster() is None:
+            self._refuse_other_major(bin_dir, runner)
             raise DatabaseError(
                 f"could not start the embedded PostgreSQL server in {self.datadir}:\n"
                 + _tail(output + "\n" + self._log_text()),
                 hint=f"full server log: {self.log_file}",
             )
+
+    def _refuse_other_major(self, bin_dir: Path, runner: _Runner) -> None:
+        """Say plainly when the data directory belongs to another major version."""
+        try:
+            created = (self.datadir / "PG_VERSION").read_text().strip()
+        except OSError:
+            return
+        ok, output = _run([str(bin_dir / "postgres"), "--version"], runner)
+        words = output.split()
+        if not ok or not words:
+            return
+        server = words[-1].split(".")[0]
+        if not created or created == server:
+            return
+        raise DatabaseError(
+            f"the embedded data directory {self.datadir} was created by PostgreSQL {created}; "
+            f"the embedded server is PostgreSQL {server}, which cannot use it",
+            hint=(
+                f"move the data with PostgreSQL {created}'s pg_dump and restore it with "
+                f"{server}'s, or move the directory away and let mg create a new one "
+                "(docs/embedded.md)"
+            ),
+        )
 
     def _log_text(self) -> str:
         try:
