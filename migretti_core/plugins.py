@@ -320,7 +320,13 @@ class PluginLoader:
             return f"another plugin named {name!r}"
         import os
 
-        return f"the plugin from {os.path.basename(holder.source)}"
+        # as given (-p other/notify.py), or relative to the working directory: both files
+        # have the same name, so the file name alone would not say which holds it
+        source = holder.source
+        if os.path.isabs(source):
+            relative = os.path.relpath(source)
+            source = source if relative.startswith("..") else relative
+        return f"the plugin from {source}"
 
     def register_objects(self, plugins: Iterable[tuple[str, object]], origin: str) -> None:
         """Register plugin objects already in hand (a module, a class instance), by name."""

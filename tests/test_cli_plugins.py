@@ -196,6 +196,17 @@ def test_a_plugin_whose_name_is_taken_is_an_error_not_ignored(
     assert "-p no:" not in stderr  # that would block the other plugin of that name too
 
 
+def test_a_taken_name_says_which_file_holds_it(tmp_path: Path) -> None:
+    # two files of one name: the message names the one that holds it, not its file name alone
+    hello_plugin(tmp_path, "notify", "hi", "beside mg.yaml")
+    hello_plugin(tmp_path / "other", "notify", "hi", "other")
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\nplugins: [notify.py]\n")
+    result = run_mg(["-p", "other/notify.py", "plugins", "--format", "json"], tmp_path)
+    [failed] = [p for p in json.loads(result.stdout) if p["status"] == "failed"]
+    assert failed["source"] == str(tmp_path / "notify.py")
+    assert "the name 'notify' is taken by the plugin from other/notify.py" in failed["error"]
+
+
 def test_option_plugin_can_be_given_after_the_command(
     show_config: ShowConfig, tmp_path: Path
 ) -> None:
