@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def with_dotenv(
     if os.path.lexists(dotenv_path):
         import io
 
-        from dotenv import dotenv_values
+        from dotenv.main import DotEnv
 
         from migretti_core.configfile import read_bounded
         from migretti_core.messages import printable
@@ -133,10 +133,29 @@ def with_dotenv(
                     f"{label}:{binding.original.line}: not a NAME=value line python-dotenv "
                     "can read (an unterminated quote?)"
                 )
-        values = dotenv_values(stream=io.StringIO(text))
+        pairs = DotEnv(None, stream=io.StringIO(text), interpolate=False).parse()
+        values = _resolve_dotenv(pairs, environ)
         for key, value in values.items():
             if value is not None and "\0" in value:
                 raise ConfigError(f"{label}: {key}: a NUL character (\\0) in its value")
         merged.update({key: value for key, value in values.items() if value is not None})
     merged.update(environ)
     return merged
+
+
+def _resolve_dotenv(
+    pairs: Iterable[tuple[str, str | None]], environ: Mapping[str, str]
+) -> dict[str, str | None]:
+    """``.env``'s ``${VAR}`` references resolved as python-dotenv's ``load_dotenv`` (without
+    ``override``) does: from the lines above, under the environment, so a variable already
+    set wins inside them too, as it wins for the variable itself."""
+    from dotenv.variables import parse_variables
+
+    resolved: dict[str, str | None] = {}
+    for key, value in pairs:
+        if value is None:
+            resolved[key] = None
+            continue
+        scope: dict[str, str | None] = {**resolved, **environ}
+        resolved[key] = "".join(atom.resolve(scope) for atom in parse_variables(value))
+    return resolved

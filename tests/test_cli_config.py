@@ -247,6 +247,21 @@ def test_dotenv_beside_config_is_loaded(show_config: ShowConfig, tmp_path: Path)
     assert config["database"] == {"password": "from-dotenv", "host": "real-host"}
 
 
+def test_a_dotenv_reference_to_a_variable_already_set_uses_the_set_value(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    # as python-dotenv's load_dotenv(override=False): the environment wins inside .env's own
+    # ${...} references too, so a URL built from DB_HOST points where DB_HOST says
+    write_text(tmp_path / "mg.yaml", "database:\n  url: ${APP_URL}\n")
+    write_text(
+        tmp_path / ".env",
+        "DB_HOST=localhost\nAPP_URL=postgresql://app@${DB_HOST}/app\n",
+    )
+    config = show_config(tmp_path, env={"DB_HOST": "ci-db"})
+    assert config["database"] == {"url": "postgresql://app@ci-db/app"}
+    assert show_config(tmp_path)["database"] == {"url": "postgresql://app@localhost/app"}
+
+
 def test_mg_env_in_the_dotenv_selects_the_profile(show_config: ShowConfig, tmp_path: Path) -> None:
     # .env is loaded first, as MG_DATABASE_URL and MG_LOCK_ID from it already were: its
     # MG_ENV is no exception, never silently the top-level database instead

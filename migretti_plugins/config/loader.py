@@ -29,7 +29,8 @@ Decisions (see also docs/configuration.md):
   keeps its YAML types (bool, int, float, None, str, list, dict), frozen
   (``migretti_core.settings``). A quoted scalar is always text.
 - Duplicate keys in one mapping are an error; YAML merge keys (``<<: *base``) work.
-- ``.env`` is read with python-dotenv's own rules (single quotes keep ``$`` literal).
+- ``.env`` is read with python-dotenv's own rules; a variable already set wins, inside its
+  ``${VAR}`` references too.
 """
 
 from __future__ import annotations
