@@ -315,10 +315,14 @@ def test_without_the_extra_the_error_names_it(project: Project) -> None:
     project.run("init", "--embedded")
 
     assert project.run("--help", without_extra=True).returncode == 0
-    for args in (["apply"], ["db", "start"], ["db", "url"]):
-        done = project.run(*args, without_extra=True, check=False)
-        assert done.returncode == 2, done.stderr
+    for command in ("start", "stop", "status", "url", "psql"):
+        done = project.run("db", command, without_extra=True, check=False)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert "pip install 'migretti[embedded]'" in done.stderr
+        assert done.stdout == ""
+    done = project.run("apply", without_extra=True, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'migretti[embedded]'" in done.stderr
     assert not (project.root / ".mg" / "pgdata").exists()
 
 

@@ -309,6 +309,9 @@ def _session_and_target(ctx: click.Context, command: str) -> tuple[Session, Embe
             f"embedded ({where})",
             hint=hint,
         )
+    from migretti_plugins.embedded.server import EmbeddedServer
+
+    EmbeddedServer.bin_dir()  # without the extra: the error naming it, for every `mg db`
     return session, target
 
 
