@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from migretti_core.testing import assert_clean_error, make_project, write_migration
+from migretti_core.testing import assert_clean_error, make_project, run_mg, write_migration
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIT_EXAMPLE = REPO / "examples" / "mg-audit"
@@ -375,3 +375,38 @@ def test_the_outer_environment_does_not_see_the_packages() -> None:
 
     names = {ep.name for ep in entry_points(group="migretti")}
     assert not {"audit", "broken"} & names
+
+
+CHATTY_PLUGIN = """
+from migretti_core.api import hookimpl
+
+
+@hookimpl
+def mg_configure(config):
+    print("chatty: configured")
+"""
+
+
+def test_audit_json_stays_json_while_another_plugin_prints(
+    tmp_path: Path, database_url: str
+) -> None:
+    # mg audit renders through the shared --format: another plugin's print() during the
+    # command goes to stderr, and `mg audit --format json` stays one JSON document
+    make_project(tmp_path, database_url)
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+    (tmp_path / "chatty.py").write_text(CHATTY_PLUGIN, encoding="utf-8")
+    env = {"PYTHONPATH": str(AUDIT_EXAMPLE / "src")}
+    args = ["-p", "mg_audit.plugin", "-p", "chatty", "audit"]
+
+    empty = run_mg([*args, "--format", "json"], tmp_path, env)
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == []
+    assert run_mg(["apply"], tmp_path).returncode == 0
+    result = run_mg([*args, "--format", "json"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert [(r["action"], r["migration_id"]) for r in json.loads(result.stdout)] == [("UP", "0001")]
+    assert "chatty: configured" in result.stderr
+    text = run_mg(args, tmp_path, env)
+    assert text.returncode == 0, text.stderr
+    assert "UP    0001  users" in text.stdout
+    assert "--format [text|json]" in run_mg([*args, "--help"], tmp_path, env).stdout

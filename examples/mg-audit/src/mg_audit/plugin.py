@@ -19,6 +19,8 @@ from migretti_core.api import (
     Session,
     app_of,
     connected,
+    emit_result,
+    format_option,
     hookimpl,
     plugin_settings,
 )
@@ -96,28 +98,28 @@ def read_log(session: Session, conn: Any, limit: int) -> list[dict[str, Any]] | 
     show_default=True,
     help="How many log entries to show.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option
 @click.pass_context
 def audit(ctx: click.Context, limit: int, fmt: str) -> None:
     """Show the latest entries of the migration log (newest first)."""
     session = app_of(ctx).session("audit")
     with connected(session) as conn:
         rows = read_log(session, conn, limit)
-    if fmt == "json":
-        click.echo(json.dumps(rows or [], default=str, indent=2))
-        return
-    if not rows:
-        click.echo("no migration log yet" if rows is None else "the migration log is empty")
-        return
-    for row in rows:
+    # Through mg's --format: while it writes JSON, what other plugins print goes to stderr.
+    emit_result(ctx, "audit", rows if fmt == "text" else rows or [], fmt)
+
+
+@hookimpl
+def mg_format_result(kind: str, data: Any, fmt: str) -> str | None:
+    """``mg audit``'s text (``json`` is mg's own rendering of the rows)."""
+    if kind != "audit" or fmt != "text":
+        return None
+    if not data:
+        return "no migration log yet" if data is None else "the migration log is empty"
+    lines = []
+    for row in data:
         when = row["performed_at"]
         stamp = when.isoformat(sep=" ", timespec="seconds") if isinstance(when, datetime) else when
         by = f"  by {row['performed_by']}" if row["performed_by"] else ""
-        click.echo(f"{stamp}  {row['action']:<4}  {row['migration_id']}  {row['name']}{by}")
+        lines.append(f"{stamp}  {row['action']:<4}  {row['migration_id']}  {row['name']}{by}")
+    return "\n".join(lines)
