@@ -262,6 +262,22 @@ def test_a_dotenv_reference_to_a_variable_already_set_uses_the_set_value(
     assert show_config(tmp_path)["database"] == {"url": "postgresql://app@localhost/app"}
 
 
+@pytest.mark.parametrize("character", ["\0", "\x07", "\x7f"])
+def test_a_control_character_in_mg_yaml_is_an_error_naming_its_line(
+    tmp_path: Path, character: str
+) -> None:
+    (tmp_path / "mg.yaml").write_text(
+        f"database:\n  host: h\n  password: a{character}b\n", encoding="utf-8"
+    )
+    done = run_mg(["status"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    code = f"#x{ord(character):04x}"
+    assert done.stderr == (
+        f"mg: error: mg.yaml: invalid YAML at line 3: character {code} is not allowed "
+        "(a YAML file cannot hold control characters)\n"
+    )
+
+
 def test_mg_env_in_the_dotenv_selects_the_profile(show_config: ShowConfig, tmp_path: Path) -> None:
     # .env is loaded first, as MG_DATABASE_URL and MG_LOCK_ID from it already were: its
     # MG_ENV is no exception, never silently the top-level database instead

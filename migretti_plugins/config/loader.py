@@ -219,6 +219,15 @@ def parse_text(text: str, label: str = DEFAULT_FILE) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise ConfigRefused(f"{label}: nested too deeply") from None
+    except yaml.reader.ReaderError as exc:
+        # the reader gives a character position; the line is what a user looks for
+        at = text.count("\n", 0, exc.position) + 1
+        point = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        code = f"#x{point:04x}"
+        raise ConfigError(
+            f"{label}: invalid YAML at line {at}: character {code} is not allowed "
+            "(a YAML file cannot hold control characters)"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
         where = f" at line {line}" if line is not None else ""
