@@ -358,11 +358,18 @@ class PluginLoader:
     @staticmethod
     def _import_path(path: Path, name: str) -> ModuleType:
         import importlib.util
+        import os
 
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory, not a .py file")
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
+        # The modules beside it can be imported: an in-house plugin may keep helpers in files
+        # of their own. At the end of the path, so a file there named like a module of
+        # Python or of an installed package (tools/email.py) never takes its place.
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in sys.path:
+            sys.path.append(folder)
         module_name = f"_mg_plugin_{name}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:

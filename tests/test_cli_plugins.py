@@ -114,6 +114,51 @@ def test_config_plugin_path_is_relative_to_the_config_file(tmp_path: Path) -> No
     assert result.stdout.strip() == "local"
 
 
+SPLIT_PLUGIN = """
+import click
+
+from deploy_words import GREETING
+
+
+def mg_register_commands(cli):
+    @cli.command("hello-split")
+    def hello():
+        from deploy_words import FAREWELL  # a helper imported when the hook runs, too
+
+        click.echo(GREETING + " " + FAREWELL)
+"""
+
+
+@pytest.mark.parametrize("where", [".", "tools"])
+@pytest.mark.parametrize("given", ["config", "option"])
+def test_a_py_plugin_imports_the_modules_beside_it(tmp_path: Path, where: str, given: str) -> None:
+    # an in-house plugin split in two files: the .py file given by path imports its helper
+    # beside it, as it does when given by module name (or run as a script)
+    folder = tmp_path / where
+    write_text(folder / "split_plug.py", SPLIT_PLUGIN)
+    write_text(folder / "deploy_words.py", "GREETING = 'hello'\nFAREWELL = 'bye'\n")
+    path = "split_plug.py" if where == "." else f"{where}/split_plug.py"
+    plugins = f"plugins: [{path}]\n" if given == "config" else ""
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n{plugins}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if given == "config":
+        result = run_mg(["--config", "../mg.yaml", "hello-split"], elsewhere)
+    else:
+        result = run_mg(["-p", f"../{path}", "--config", "../mg.yaml", "hello-split"], elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello bye"
+    # a file there named like a module of Python's never takes its place
+    write_text(folder / "email.py", "raise RuntimeError('the tools folder shadowed email')\n")
+    write_text(
+        folder / "deploy_words.py", "import email.message\nGREETING = 'hi'\nFAREWELL = 'ok'\n"
+    )
+    args = ["-p", f"../{path}"] if given == "option" else []
+    result = run_mg([*args, "--config", "../mg.yaml", "hello-split"], elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hi ok"
+
+
 def test_config_plugin_by_module_name(tmp_path: Path) -> None:
     write_text(tmp_path / "mg.yaml", "plugins: [modplug]\n")
     hello_plugin(tmp_path, "modplug", "hello-mod", "mod")
