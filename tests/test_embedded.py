@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,12 +199,14 @@ def test_quick_start_applies_then_reuses_and_restarts_the_server(project: Projec
     assert query(url, "SELECT body FROM notes") == [("kept",)]
 
 
+@pytest.mark.parametrize("status", ["ready", "starting"])
 def test_a_stale_pid_file_naming_another_live_process_does_not_block_the_start(
-    project: Project,
+    project: Project, status: str
 ) -> None:
     """After a crash and a reboot (or in a restarted container) the pid in postmaster.pid may
     belong to another process of the server's account; PostgreSQL alone then refuses to start
-    ("lock file postmaster.pid already exists")."""
+    ("lock file postmaster.pid already exists"). A crash while the server was starting leaves
+    the status "starting", which is not waited out."""
     project.run("init", "--embedded")
     project.new_migration("notes", "CREATE TABLE notes (body text);")
     project.run("apply")
@@ -221,13 +224,20 @@ def test_a_stale_pid_file_naming_another_live_process_does_not_block_the_start(
     other = subprocess.Popen(["sleep", "300"], cwd="/", **as_owner)
     try:
         # What a crash leaves: the data directory's lock file and the socket's, with the pid.
-        for path, text in ((pid_file, crashed), (socket_lock, crashed_socket_lock)):
-            path.write_text(f"{other.pid}\n" + text.split("\n", 1)[1])
+        crashed_lines = [str(other.pid), *crashed.splitlines()[1:]]
+        crashed_lines[7] = status.ljust(len(crashed_lines[7]))
+        for path, text in (
+            (pid_file, "\n".join(crashed_lines) + "\n"),
+            (socket_lock, f"{other.pid}\n" + crashed_socket_lock.split("\n", 1)[1]),
+        ):
+            path.write_text(text)
             os.chown(path, owner.st_uid, owner.st_gid)
         assert project.db_status()["running"] is False
 
+        began = time.monotonic()
         listed = json.loads(project.run("list", "--format", "json").stdout)
 
+        assert time.monotonic() - began < 60
         assert [row["status"] for row in listed] == ["applied"]
         running = project.db_status()
         assert running["running"] is True

@@ -212,6 +212,8 @@ class EmbeddedServer:
             info = self._postmaster(require_ready=False)
             if info is None or info.status not in ("starting", "stopping"):
                 break
+            if _runs_postmaster_of(info.pid, self.datadir) is False:
+                break  # left by a crash; its pid is some other process's now
             time.sleep(0.1)
         return self._postmaster()
 
