@@ -481,7 +481,7 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
     When no plugin showed it (the output plugin blocked, say), the core prints it itself:
     a fatal error is never silent.
     """
-    from migretti_core.messages import emit
+    from migretti_core.messages import emit, printable
 
     if exc.reported and trace is None:
         return
@@ -495,7 +495,7 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
             if app.options.json_log:
                 fields["traceback"] = trace
             else:
-                print(app.hooks.redact(trace), file=sys.stderr, end="")
+                print(printable(app.hooks.redact(trace), lines=True), file=sys.stderr, end="")
         try:
             shown = app.report("command.failed", "error", exc.message, **fields)
         except Exception:
@@ -507,7 +507,7 @@ def _print_error(app: App | None, exc: MgError, trace: str | None = None) -> Non
         from migretti_core.redact import redact as redact_text
 
         if trace is not None:
-            print(redact_text(trace), file=sys.stderr, end="")
+            print(printable(redact_text(trace), lines=True), file=sys.stderr, end="")
         emit("error", redact_text(exc.message), redact_text(exc.hint) if exc.hint else None)
 
 

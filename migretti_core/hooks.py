@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from migretti_core.errors import MgError, NoPluginAnswers, PluginError, PluginFailed
 from migretti_core.hookpolicy import HookInfo, info_of
-from migretti_core.messages import emit
+from migretti_core.messages import emit, printable
 from migretti_core.records import record
 from migretti_core.types import (
     Config,
@@ -449,7 +449,8 @@ class Hooks:
                 return  # a JSON line like every other diagnostic
             emit("warning", self.redact(text))
             if "traceback" in fields:
-                print(self.redact(fields["traceback"]), file=sys.stderr, end="")
+                trace = printable(self.redact(fields["traceback"]), lines=True)
+                print(trace, file=sys.stderr, end="")
             return
         self.report(self.options, Event("plugin.failed", "warning", text, fields))
 

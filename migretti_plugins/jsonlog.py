@@ -6,12 +6,23 @@ The event names and fields are listed in docs/logging.md.
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
 from migretti_core import hookimpl
 from migretti_core.types import Event, Options
+
+# What JSON leaves raw (it escapes only the C0 controls) but a terminal showing the log acts
+# on: DEL, the C1 controls (U+009B is a one-character CSI), the marks that reorder text right
+# to left, the line and paragraph separators, and lone surrogates (a file name's byte that is
+# not UTF-8). Written as \uXXXX escapes, the same text to a JSON parser.
+_RAW = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def render(event: Event) -> str:
@@ -26,7 +37,7 @@ def render(event: Event) -> str:
             record[key] = value
     import json
 
-    return json.dumps(record, default=str, ensure_ascii=False)
+    return _RAW.sub(_escape, json.dumps(record, default=str, ensure_ascii=False))
 
 
 @hookimpl

@@ -312,7 +312,7 @@ def squash(session: Session, title: str) -> int:
     ids = ", ".join(m.id for m in pending)
     if path is None:
         # like every dry run's SQL, passwords masked (a role's PASSWORD '...')
-        click.echo(session.hooks.redact(squashed.text), nl=False)
+        click.echo(printable(session.hooks.redact(squashed.text), lines=True), nl=False)
         reporting.report(
             session,
             "squash.dry_run",

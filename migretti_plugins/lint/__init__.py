@@ -127,7 +127,9 @@ def format_findings(findings: Sequence[dict[str, Any]], fmt: str = "text") -> st
 
 
 def _data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # A line break is the runner's escape; any other control character (a file name's ESC)
+    # is written as text, so the annotation cannot redraw the terminal or the log viewer.
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _prop(text: str) -> str:

@@ -95,7 +95,7 @@ def mg_report(options: Options, event: Event) -> bool | None:
     )
     trace = event.fields.get("traceback")
     if isinstance(trace, str) and event.name == "plugin.failed":
-        sys.stderr.write(trace)
+        sys.stderr.write(printable(trace, lines=True))
     sys.stderr.flush()
     return True
 

