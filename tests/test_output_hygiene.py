@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from migretti_core.testing import Project, write_text
+from migretti_core.testing import Project, run_mg, write_text
 
 # Every character a terminal acts on, except the line breaks of mg's own multi-line output.
 RAW_CONTROL = re.compile(
@@ -72,6 +72,40 @@ def test_a_verbose_traceback_escapes_the_server_message_and_the_names(project: P
         assert "Traceback" in done.stderr, done.stderr
         no_raw_controls(done.stdout, done.stderr)
     assert "boom\\x1b]0;pwned\\x07\\u202e" in project.mg("-v", "apply").stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        ("lock_id: Tr0ub4dor-hygiene\n", "lock_id: expected an integer, got '****'"),
+        ("lock_timeout: Tr0ub4dor-hygiene\n", "lock_timeout: invalid duration '****'"),
+        ("envs:\n  staging: Tr0ub4dor-hygiene\n", "envs.staging: expected a mapping, got '****'"),
+        ("Tr0ub4dor-hygiene: 1\n", "unknown key '****'"),
+    ],
+)
+@pytest.mark.parametrize("given", ["file", "variable", "url", "PGPASSWORD"])
+def test_a_configuration_error_never_shows_the_configured_password(
+    tmp_path: Path, extra: str, shown: str, given: str
+) -> None:
+    password = "Tr0ub4dor-hygiene"
+    env: dict[str, str] = {}
+    database = {
+        "file": f"database:\n  host: db.invalid\n  password: {password}\n",
+        "variable": "database:\n  host: db.invalid\n  password: ${DB_PASSWORD}\n",
+        "url": f"database:\n  url: postgresql://app:{password}@db.invalid/app\n",
+        "PGPASSWORD": "database:\n  host: db.invalid\n",
+    }[given]
+    if given == "variable":
+        env["DB_PASSWORD"] = password
+    if given == "PGPASSWORD":
+        env["PGPASSWORD"] = password
+    write_text(tmp_path / "mg.yaml", database + extra)
+    (tmp_path / "migrations").mkdir()
+    for args in (["status"], ["--json-log", "apply"], ["-v", "apply"]):
+        done = run_mg(args, tmp_path, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert shown in done.stderr, (args, done.stderr)
+        assert password not in done.stdout + done.stderr, (args, done.stderr)
 
 
 def test_github_annotations_escape_control_characters_in_the_path(project: Project) -> None:

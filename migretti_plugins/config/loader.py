@@ -97,6 +97,59 @@ def build_config(
     environ = with_dotenv(root / ".env", request.environ, label)
     # --env, else MG_ENV of the environment, else MG_ENV of the .env beside the file
     env_name = request.env_name or environ.get("MG_ENV") or None
+    try:
+        return _checked(data, request, path, label, root, environ, env_name)
+    except ConfigError as exc:
+        _mask_passwords(exc, data, environ, env_name)
+        raise
+
+
+def _mask_passwords(
+    exc: ConfigError, data: dict[str, Any], environ: Mapping[str, str], env_name: str | None
+) -> None:
+    """Mask in ``exc`` the passwords the file and the environment give, as every later
+    message masks them: the error comes before mg knows them, and it may quote a password
+    pasted into another key (``lock_id: <the password>``)."""
+    sections = [data.get("database")]
+    profiles = data.get("envs")
+    if env_name is not None and isinstance(profiles, dict):
+        profile = profiles.get(env_name)
+        sections.append(profile.get("database") if isinstance(profile, dict) else None)
+    values = [(str(k), v) for s in sections if isinstance(s, dict) for k, v in s.items()]
+    values += [
+        ("url", environ.get("MG_DATABASE_URL", "")),
+        ("password", environ.get("PGPASSWORD", "")),
+    ]
+    from migretti_core.redact import redact, url_passwords
+
+    secrets: set[str] = set()
+    for key, value in values:
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            value = interpolate(value, environ, "", ())
+        except ConfigError:
+            continue  # an unset variable: no password to mask
+        if key.lower().endswith("password"):
+            secrets.add(value)
+        if "@" in value:
+            secrets.update(url_passwords(value))
+    if secrets:
+        exc.message = redact(exc.message, secrets)
+        exc.hint = redact(exc.hint, secrets) if exc.hint else exc.hint
+        exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+
+
+def _checked(
+    data: dict[str, Any],
+    request: ConfigRequest,
+    path: Path | None,
+    label: str,
+    root: Path,
+    environ: dict[str, str],
+    env_name: str | None,
+) -> Config:
+    """``build_config`` once the environment and the profile's name are known."""
     # Without check_unknown (a first pass before config-listed plugins declare their
     # sections), any top-level key is accepted.
     valid = CORE_KEYS | request.known_sections if request.check_unknown else None
