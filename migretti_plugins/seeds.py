@@ -714,7 +714,11 @@ def run_command(
     """Run seeds in file order, each in its own transaction."""
     app = app_of(ctx)
     session = app.session("seed", dry_run=dry_run, lock_timeout=parse_lock_timeout(lock_timeout))
-    return seed(session, names, force=force)
+    code = seed(session, names, force=force)
+    if code and dry_run:
+        # the run stops at the first seed that fails: the seeds after it are not tried
+        raise MigrationFailed("dry run: 1 seed failed; nothing was changed")
+    return code
 
 
 @seed_group.command("create")

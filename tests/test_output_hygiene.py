@@ -108,6 +108,25 @@ def test_a_configuration_error_never_shows_the_configured_password(
         assert password not in done.stdout + done.stderr, (args, done.stderr)
 
 
+def test_a_failing_seed_dry_run_ends_with_the_command_error(project: Project) -> None:
+    write_text(project.root / "seeds" / "01_ok.sql", "SELECT 1;\n")
+    write_text(project.root / "seeds" / "02_bad.sql", "SELECT nope;\n")
+    write_text(project.root / "seeds" / "03_later.sql", "SELECT 3;\n")
+    text = project.mg("seed", "--dry-run")
+    assert text.returncode == 1, text.stderr
+    assert "seeds/02_bad.sql:1:" in text.stderr
+    last = text.stderr.splitlines()[-1]
+    assert last == "mg: error: dry run: 1 seed failed; nothing was changed", text.stderr
+
+    logged = project.mg("--json-log", "seed", "--dry-run")
+    assert logged.returncode == 1, logged.stderr
+    records = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert [r["event"] for r in records][-2:] == ["seed.finished", "command.failed"]
+    assert records[-1]["exit_code"] == 1
+    assert records[-1]["dry_run"] is True
+    assert project.sql("SELECT to_regclass('_migrations_seeds')") == [(None,)]
+
+
 def test_github_annotations_escape_control_characters_in_the_path(project: Project) -> None:
     project.add("0001", HOSTILE, "CREATE TABLE t1 (id int PRIMARY KEY);")
     done = project.mg("lint", "--format", "github")
