@@ -3,8 +3,9 @@
 ``--to`` (apply, rollback), ``mg fix`` and every other argument that takes a migration accept
 the full id, a unique prefix of it, the name (the slug of the file name) or the file name
 (``0002_add_users.sql``, with or without ``.sql``, a path such as ``migrations/0002_x.sql``
-too). Ids compare case-insensitively, as ULIDs are often typed in lower case. A text that
-matches several migrations is refused (exit 2) listing them, never guessed.
+too; for a migration only the history knows, the file name it had). Ids compare
+case-insensitively, as ULIDs are often typed in lower case. A text that matches several
+migrations is refused (exit 2) listing them, never guessed.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def resolve_known(given: str, candidates: Sequence[Known], *, what: str = "") ->
     def exact(k: Known) -> bool:
         if k.id == text:
             return True
+        if k.filename is None:
+            # only the history knows it: its file, now gone, was named <id>_<name>.sql
+            return stem == f"{k.id}_{k.name}"
         from pathlib import PurePath
 
-        return k.filename is not None and stem in (k.filename, PurePath(k.filename).stem)
+        return stem in (k.filename, PurePath(k.filename).stem)
 
     def any_case(k: Known) -> bool:
         return k.id.lower() == lowered

@@ -77,3 +77,22 @@ def test_rollback_to_and_fix_take_the_same_names(project: Project) -> None:
     done = project.mg("fix", "01HZZ", "--remove")
     assert done.returncode == 0, done.stderr
     assert applied(project) == [USERS]
+
+
+def test_a_migration_whose_file_is_gone_is_named_by_the_file_name_it_had(
+    project: Project,
+) -> None:
+    # the file name is what a user who deleted the file has at hand (git log, the shell's
+    # history): fix and rollback --to take it, path and all, as for a file that exists
+    assert project.mg("apply").returncode == 0
+    project.path_of(INDEX).unlink()
+    project.path_of(ORDERS).unlink()
+    done = project.mg("rollback", "--to", f"migrations/{ORDERS}_orders.sql")
+    assert done.returncode == 3, done.stderr  # reached: the file it would roll back is gone
+    assert "its file is gone" in done.stderr
+    done = project.mg("fix", f"{INDEX}_users_index.sql", "--remove")
+    assert done.returncode == 0, done.stderr
+    done = project.mg("fix", f"migrations/{ORDERS}_orders", "--remove")
+    assert done.returncode == 0, done.stderr
+    assert applied(project) == [USERS]
+    assert project.log()[-2:] == [(INDEX, "FIX"), (ORDERS, "FIX")]
