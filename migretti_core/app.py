@@ -266,7 +266,16 @@ class App:
             self._config_error = exc
             return
         if preview.plugins:
+            # A plugin's import error may quote the configured password: masked like any
+            # later message, in the command's error and in `mg plugins`.
+            self._remember_secrets(preview)
             self.loader.load_modules(preview.plugins, ORIGIN_CONFIG, preview.root)
+            redact = self.hooks.redact
+            for info in self.loader.infos:
+                info.error = redact(info.error) if info.error else info.error
+            for error in self.loader.deferred_errors:
+                error.message = redact(error.message)
+                error.args = (error.message,)
 
     def config(self) -> Config:
         """The configuration of the selected profile; raises the first startup problem."""

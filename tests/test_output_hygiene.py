@@ -147,3 +147,27 @@ def test_squash_dry_run_escapes_control_characters_like_every_dry_run(project: P
     assert written.returncode == 0, written.stderr
     (path,) = project.migrations_dir.glob("*.sql")
     assert f"DEFAULT '{HOSTILE}'" in path.read_text(encoding="utf-8")
+
+
+def test_a_plugin_that_fails_to_load_quoting_the_password_shows_it_masked(
+    tmp_path: Path,
+) -> None:
+    password = "Tr0ub4dor-plugin"
+    write_text(
+        tmp_path / "mg.yaml",
+        f'database:\n  host: db.invalid\n  password: {password}\nplugins: ["./plug.py"]\n',
+    )
+    (tmp_path / "migrations").mkdir()
+    write_text(tmp_path / "plug.py", f"raise RuntimeError('cannot log in with {password}')\n")
+    failed = run_mg(["status"], tmp_path)
+    assert failed.returncode == 2, failed.stderr
+    assert "failed to load: RuntimeError: cannot log in with ****" in failed.stderr
+    runs = [failed]
+    for args in (["--json-log", "status"], ["-v", "status"], ["plugins"]):
+        runs.append(run_mg(args, tmp_path))
+    listed = run_mg(["plugins", "--format", "json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (plug,) = [p for p in json.loads(listed.stdout) if p["name"] == "plug"]
+    assert plug["error"] == "RuntimeError: cannot log in with ****"
+    for done in [*runs, listed]:
+        assert password not in done.stdout + done.stderr, (done.args, done.stdout, done.stderr)
