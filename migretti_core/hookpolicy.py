@@ -8,8 +8,9 @@
 - ``GATE``: every implementation is asked before a change; any exception stops the command
   before anything changes (fails closed), so a crashing safety check never lets a deploy
   through.
-- ``NOTIFY``: every implementation is told; an exception, even an ``MgError``, is reported as
-  a warning naming the plugin and the others are still told.
+- ``NOTIFY``: every implementation is told; an exception, even an ``MgError``, or an answer
+  of the wrong type, is reported as a warning naming the plugin and the others are still
+  told.
 - ``AFTER``: like ``NOTIFY``, but an ``MgError`` (a deliberate failure) makes the command
   fail once every implementation was told.
 - ``SETUP``: like ``GATE``, for configuration: the command stops with exit 2.
@@ -42,17 +43,24 @@ class Policy:
     on_mg_error: Literal["raise", "warn", "defer"] = "raise"
     on_crash: Literal["raise", "warn"] = "raise"
     crash_exit: int = EXIT_FAILURE
+    # an answer of the wrong type: an error (exit 2), or for hooks that only tell, a warning
+    # naming the plugin, the answer left out
+    on_wrong_answer: Literal["raise", "warn"] = "raise"
 
     def exiting(self, code: int) -> Policy:
         """The same policy with another exit code for a crashing implementation."""
         return dataclasses.replace(self, crash_exit=code)
 
+    def refusing_wrong_answers(self) -> Policy:
+        """The same policy, an answer of the wrong type an error (exit 2)."""
+        return dataclasses.replace(self, on_wrong_answer="raise")
+
 
 FIRST = Policy("first", firstresult=True)
 COLLECT = Policy("collect")
 GATE = Policy("gate")
-NOTIFY = Policy("notify", on_mg_error="warn", on_crash="warn")
-AFTER = Policy("after", on_mg_error="defer", on_crash="warn")
+NOTIFY = Policy("notify", on_mg_error="warn", on_crash="warn", on_wrong_answer="warn")
+AFTER = Policy("after", on_mg_error="defer", on_crash="warn", on_wrong_answer="warn")
 SETUP = Policy("setup", crash_exit=EXIT_USAGE)
 
 

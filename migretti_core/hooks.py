@@ -173,10 +173,14 @@ class Hooks:
                 problem = check(result)
                 if problem is not None:
                     self._mark_failed(plugin)
-                    raise PluginError(
+                    wrong = PluginError(
                         f"plugin {plugin!r} returned {problem} from {hook}",
                         hint=f"fix the plugin or disable it with -p no:{plugin}",
                     )
+                    if policy.on_wrong_answer == "raise":
+                        raise wrong
+                    self.plugin_warning(plugin, hook, wrong, text=wrong.message)
+                    return None
             return result
 
         if hook == "mg_confirm":  # a veto is told by the name of the plugin that made it
@@ -229,6 +233,7 @@ class Hooks:
             return None
 
         def checked(value: Any) -> PluginError | None:
+            """The error for a wrong answer, None for a right one."""
             if value is None or check is None:
                 return None
             if policy.firstresult:
@@ -245,12 +250,26 @@ class Hooks:
                 hint=f"fix the plugin or disable it with -p no:{plugin}",
             )
 
-        def answer(stop: StopIteration) -> Any:
-            """What the wrapper returned, checked."""
+        def refused(wrong: PluginError) -> bool:
+            """Whether a wrong answer stops the call; for a hook that only tells, it is a
+            warning and what the implementations it wraps gave stands."""
+            if policy.on_wrong_answer == "raise":
+                return True
+            self.plugin_warning(plugin, hook, wrong, text=wrong.message)
+            return False
+
+        def answer(stop: StopIteration, wrapped: Callable[[], Any]) -> Any:
+            """What the wrapper returned, checked (``wrapped()`` when it is wrong and only
+            warned about). A wrapper of a hook that collects answers that returns nothing
+            (``yield`` without ``return``) leaves the answers it wrapped as they were."""
+            if stop.value is None and not policy.firstresult:
+                return wrapped()
             wrong = checked(stop.value)
-            if wrong is not None:
+            if wrong is None:
+                return stop.value
+            if refused(wrong):
                 raise wrong from None
-            return stop.value
+            return wrapped()
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             wrapper = function(*args, **kwargs)
@@ -267,13 +286,16 @@ class Hooks:
                 return (yield)  # the others still answer
             if old_style:
                 outcome = yield
+                wrapped_result = None if outcome.exception else outcome.get_result()
                 try:
                     wrapper.send(outcome)
                 except StopIteration:
                     if outcome.exception is None:
                         wrong = checked(outcome.get_result())
-                        if wrong is not None:
+                        if wrong is not None and refused(wrong):
                             outcome.force_exception(wrong)
+                        elif wrong is not None:
+                            outcome.force_result(wrapped_result)
                     return None
                 except (Exception, SystemExit) as exc:
                     error = failure(exc)
@@ -288,7 +310,12 @@ class Hooks:
                 try:
                     wrapper.throw(inner)
                 except StopIteration as stop:
-                    return answer(stop)
+                    thrown = inner
+
+                    def rethrown() -> Any:
+                        raise thrown
+
+                    return answer(stop, rethrown)
                 except (Exception, SystemExit) as exc:
                     if exc is inner:
                         raise
@@ -300,7 +327,7 @@ class Hooks:
                 try:
                     wrapper.send(result)
                 except StopIteration as stop:
-                    return answer(stop)
+                    return answer(stop, lambda: result)
                 except (Exception, SystemExit) as exc:
                     error = failure(exc)
                     if error is not None:
@@ -418,12 +445,15 @@ class Hooks:
         ]
         print(f"mg: trace: {hook} [{', '.join(names) or '-'}] {ms:.2f} ms", file=sys.stderr)
 
-    def plugin_warning(self, plugin: str, hook: str, exc: BaseException) -> None:
-        """Report a plugin's failure that does not stop the command, naming plugin and hook.
+    def plugin_warning(
+        self, plugin: str, hook: str, exc: BaseException, text: str | None = None
+    ) -> None:
+        """Report a plugin's failure that does not stop the command, naming plugin and hook
+        (``text`` says it otherwise, for an answer of the wrong type).
 
         With ``-v`` or ``MG_TRACE_PLUGINS=1`` the traceback goes along (passwords masked).
         """
-        text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
+        text = text or f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
         if hook in ("mg_config_sections", "mg_report"):
             # asked several times while the configuration is read, or once per event: the
             # same failure is reported once per run
@@ -436,7 +466,7 @@ class Hooks:
             "plugin": plugin,
             "hook": hook,
         }
-        if self.options.verbose or self.trace_plugins:
+        if (self.options.verbose or self.trace_plugins) and exc.__traceback__ is not None:
             import traceback
 
             fields["traceback"] = "".join(traceback.format_exception(exc))

@@ -74,7 +74,7 @@ def _click_parameters(value: Any) -> str | None:
 # --- configuration -------------------------------------------------------------------------
 
 
-@spec(NOTIFY, returns=list_of((str, Key)))
+@spec(NOTIFY.refusing_wrong_answers(), returns=list_of((str, Key)))
 def mg_config_sections() -> list[str | Key]:  # type: ignore[empty-body]
     """Top-level mg.yaml sections this plugin owns, so they are not rejected as unknown.
 

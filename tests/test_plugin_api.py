@@ -261,6 +261,93 @@ def test_a_string_from_validate_migration_is_an_error_naming_the_plugin() -> Non
     assert caught.value.exit_code == 2
 
 
+REPORT_ANSWERING_TEXT = """
+    from migretti_core.api import hookimpl
+
+    @hookimpl
+    def mg_report(event):
+        return "sent" if event.name == "migration.applied" else None
+"""
+
+
+@pytest.mark.parametrize("wrapper", [False, True], ids=["plain", "wrapper"])
+def test_a_wrong_answer_from_a_notification_is_a_warning_and_the_run_goes_on(
+    tmp_path: Path, database_url: str, wrapper: bool
+) -> None:
+    # mg_report is a notification: a wrong answer is named in a warning (once) and does not
+    # stop an apply half-way or hide what was applied
+    from migretti_core.testing import Project, write_text
+
+    source = REPORT_ANSWERING_TEXT
+    if wrapper:
+        source = source.replace(
+            "@hookimpl\n    def mg_report(event):\n        return",
+            "@hookimpl(wrapper=True)\n    def mg_report(event):\n        yield\n        return",
+        )
+    project = Project(tmp_path / "app", database_url)
+    project.add_table("0001")
+    project.add_table("0002")
+    write_text(project.root / "texty.py", textwrap.dedent(source))
+    try:
+        done = project.mg("-p", "texty", "apply")
+        assert done.returncode == 0, done.stderr
+        assert project.statuses() == {"0001": "applied", "0002": "applied"}
+        assert "applied 0001 " in done.stdout and "applied 0002 " in done.stdout
+        expected = "a list of answers" if wrapper else "bool"
+        warning = (
+            f"mg: warning: plugin 'texty' returned str 'sent' instead of {expected} from mg_report"
+        )
+        assert done.stderr.count(warning) == 1, done.stderr
+        assert "mg: error" not in done.stderr
+    finally:
+        project.close()
+
+
+BARE_WRAPPERS = """
+    from migretti_core.api import hookimpl
+
+    @hookimpl(wrapper=True)
+    def mg_is_protected(session):
+        yield
+
+    @hookimpl(wrapper=True)
+    def mg_validate_migration(migration):
+        yield
+
+    @hookimpl(wrapper=True)
+    def mg_report(event):
+        yield
+"""
+
+
+def test_a_wrapper_that_returns_nothing_leaves_the_answers_it_wrapped(
+    tmp_path: Path, database_url: str
+) -> None:
+    # `yield` without `return` in a wrapper of a hook that collects answers: the answers of
+    # the implementations it wraps stand (protection, validation problems, reporting)
+    from migretti_core.testing import Project, write_text
+
+    project = Project(tmp_path / "app", database_url)
+    project.add_table("0001")
+    write_text(project.root / "bare.py", textwrap.dedent(BARE_WRAPPERS))
+    try:
+        done = project.mg("-p", "bare", "apply")
+        assert done.returncode == 0, done.stderr
+        assert "applied 0001 " in done.stdout
+        assert project.statuses() == {"0001": "applied"}
+        project.add("0002", "concurrently", "CREATE INDEX CONCURRENTLY i ON t_0001 (id);")
+        refused = project.mg("-p", "bare", "apply")
+        assert refused.returncode == 2, refused.stderr
+        assert "CONCURRENTLY" in refused.stderr and "unexpected error" not in refused.stderr
+        project.path_of("0002").unlink()
+        project.add_table("0003")
+        project.configure(extra="protected: true\n")
+        asked = project.mg("-p", "bare", "apply")
+        assert asked.returncode == 5, asked.stderr  # still protected: no terminal to confirm on
+    finally:
+        project.close()
+
+
 def test_a_string_from_config_sections_is_refused(tmp_path: Path) -> None:
     root = project(tmp_path, "notify:\n  url: x\n")
     sections = plugin("notify", mg_config_sections=lambda: "notify")
