@@ -30,6 +30,9 @@ def _interrupted(json_log: bool) -> int:
             "level": "error",
             "event": "command.failed",
             "message": "interrupted",
+            # as every line of the JSON log (docs/logging.md), before a profile was selected
+            "env": None,
+            "dry_run": False,
             "error": "interrupted",
             "exit_code": EXIT_INTERRUPTED,
         }

@@ -171,3 +171,16 @@ def test_a_plugin_that_fails_to_load_quoting_the_password_shows_it_masked(
     assert plug["error"] == "RuntimeError: cannot log in with ****"
     for done in [*runs, listed]:
         assert password not in done.stdout + done.stderr, (done.args, done.stdout, done.stderr)
+
+
+def test_ctrl_c_while_mg_starts_is_a_json_line_with_every_common_field(tmp_path: Path) -> None:
+    # An interrupt while the command line is still being imported (its first milliseconds):
+    # a stand-in for click that raises KeyboardInterrupt as it is imported.
+    write_text(tmp_path / "stub" / "click" / "__init__.py", "raise KeyboardInterrupt\n")
+    done = run_mg(["--json-log", "status"], tmp_path, env={"PYTHONPATH": str(tmp_path / "stub")})
+    assert done.returncode == 130, done.stderr
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert record["event"] == "command.failed"
+    assert {"ts", "level", "event", "message", "env", "dry_run"} <= set(record), record
+    assert (record["env"], record["dry_run"], record["exit_code"]) == (None, False, 130)
