@@ -304,7 +304,7 @@ class PluginLoader:
             except (Exception, SystemExit) as exc:
                 self._failed(info, exc, fatal=False, deferred=True)
                 continue
-            info.version = getattr(module, "__version__", None)
+            info.version = _version_text(getattr(module, "__version__", None))
             self._register(module, info, deferred=True)
 
     def _taken_by(self, name: str, registered: object, path: Path | None) -> str | None:
@@ -505,6 +505,15 @@ def _same_file(file: str | None, path: Path) -> bool:
         return file is not None and os.path.samefile(file, path)
     except OSError:
         return False
+
+
+def _version_text(value: object) -> str | None:
+    """A module's ``__version__`` as text: ``(1, 2)`` is ``1.2``, ``3`` is ``3``."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return ".".join(str(part) for part in value)
+    return str(value)
 
 
 def _argument_problem(

@@ -417,6 +417,24 @@ def test_plugins_lists_a_broken_plugin_as_failed(broken: Path) -> None:
     assert "broken_plug" in text.stdout and "failed" in text.stdout
 
 
+@pytest.mark.parametrize(
+    ("written", "shown"), [("(1, 2)", "1.2"), ("3", "3"), ("'2.0.1'", "2.0.1"), ("None", None)]
+)
+def test_plugins_lists_a_version_that_is_not_text(
+    tmp_path: Path, written: str, shown: str | None
+) -> None:
+    # __version__ = (1, 2) or 3: mg plugins still lists every plugin, the version as text
+    write_text(
+        tmp_path / "odd.py", f"__version__ = {written}\n\ndef mg_after_apply(session):\n    pass\n"
+    )
+    for blocked in ([], ["-p", "no:output"]):
+        result = run_mg(["-p", "odd", *blocked, "plugins"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        [row] = [line.split() for line in result.stdout.splitlines() if line.startswith("odd ")]
+        assert row[3:5] == ([shown, "mg_after_apply"] if shown else ["mg_after_apply", "loaded"])
+    assert plugin_list(tmp_path, "-p", "odd")["odd"]["version"] == shown
+
+
 def test_plugins_masks_a_password_in_a_load_error(tmp_path: Path) -> None:
     write_text(
         tmp_path / "leaky.py",
