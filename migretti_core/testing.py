@@ -822,14 +822,7 @@ def postgres_server(workdir: Path | str | None = None) -> Iterator[str]:
             )
             Path(workdir).chmod(0o711)  # the server may run as another user (under root)
         server = EmbeddedServer(Path(workdir) / "data", durable=False)
-        try:
-            server.start()
-        except BaseException:
-            # Ctrl-C while pg_ctl waited for the new server: it runs already, and would run
-            # on without its data directory (removed when the block ends).
-            with contextlib.suppress(Exception):
-                server.stop()
-            raise
+        server.start_temporary()
         stack.callback(server.stop)
         yield server.url()
 

@@ -267,14 +267,7 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
             "info",
             "starting a temporary embedded PostgreSQL server for the scratch database",
         )
-        try:
-            server.start()
-        except BaseException:
-            # Ctrl-C while pg_ctl waited for the new server: the server runs already, and
-            # would run on without its data directory (removed below) until it failed.
-            with contextlib.suppress(Exception):
-                server.stop()
-            raise
+        server.start_temporary()
         try:
             yield ScratchServer(server.url(), "a temporary embedded server")
         finally:

@@ -96,6 +96,19 @@ class EmbeddedServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def start_temporary(self) -> None:
+        """``start`` a server whose data directory is removed once it is done with.
+
+        Ctrl-C (or any failure) while pg_ctl waits for the new server stops it: it runs
+        already, and would run on without its data directory until it failed.
+        """
+        try:
+            self.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
+
     def start(self) -> bool:
         """Initialise the data directory if needed and start a server unless one runs.
 
