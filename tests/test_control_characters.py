@@ -21,7 +21,9 @@ from migretti_core.messages import printable
 from migretti_core.testing import Project, run_mg
 
 # Every character a terminal acts on, except the line breaks of mg's own multi-line output.
-RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+RAW_CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
 
 # ESC ] ... BEL sets the terminal's title (click strips only ESC [ ... m sequences), CR goes
 # back to the start of the line, U+009B is the one-character CSI, LF starts a new line.
@@ -38,7 +40,8 @@ def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
 
 def no_raw_controls(*texts: str) -> None:
     for text in texts:
-        assert RAW_CONTROL.search(text) is None, repr(text)
+        found = RAW_CONTROL.search(text)
+        assert found is None, (found, text)
 
 
 def test_printable_escapes_every_control_character_and_keeps_the_rest() -> None:

@@ -8,18 +8,14 @@ PostgreSQL.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from migretti_core.testing import Project, run_mg, write_text
+from tests.test_control_characters import no_raw_controls
 
-# Every character a terminal acts on, except the line breaks of mg's own multi-line output.
-RAW_CONTROL = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
-)
 # ESC ] ... BEL retitles the terminal, U+009B is the one-character CSI, U+202E reverses the
 # text after it, DEL.
 HOSTILE = "evil\x1b]0;pwned\x07\x9b2J\u202ex\x7f"
@@ -31,12 +27,6 @@ def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
     project = Project(tmp_path / "proj", database_url)
     yield project
     project.close()
-
-
-def no_raw_controls(*texts: str) -> None:
-    for text in texts:
-        found = RAW_CONTROL.search(text)
-        assert found is None, (found, text)
 
 
 def test_the_json_log_escapes_what_a_terminal_acts_on_and_keeps_the_exact_names(
