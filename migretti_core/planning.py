@@ -275,9 +275,9 @@ def tampering_of(state: State) -> list[str]:
     problems: list[str] = []
     for entry in state.unknown_status:
         problems.append(
-            f"unknown status: {entry.id} {printable(entry.name)} is recorded as "
-            f"{entry.status!r}, which mg does not know (applied, failed or running), so it "
-            "counts as neither applied nor pending — " + FIX_HINT.format(id=entry.id)
+            f"unknown status: {entry.id} {printable(entry.name)} is recorded "
+            f"{_recorded_status(entry)}, which mg does not know (applied, failed or running), "
+            "so it counts as neither applied nor pending — " + FIX_HINT.format(id=entry.id)
         )
     for entry in state.unverifiable:
         problems.append(
@@ -292,7 +292,21 @@ def tampering_of(state: State) -> list[str]:
             f"history ({statuses}; was the primary key of _migrations dropped?) — "
             f"`mg fix {ident} --applied` or `--remove` leaves one"
         )
+    for seq, rows in sorted(state.shared_positions.items()):
+        named = " and ".join(f"{e.id} {printable(e.name)}" for e in rows)
+        problems.append(
+            f"shared position: {named} are recorded at the same position (apply_seq {seq}), "
+            "so rollback cannot tell which was applied last — give each its own apply_seq "
+            "in _migrations, in the order they were applied"
+        )
     return problems
+
+
+def _recorded_status(entry: HistoryEntry) -> str:
+    """How a row's status is named: its value, or that it has none (NULL or empty)."""
+    return (
+        f"as {printable(repr(entry.status))}" if entry.status else "with no status (NULL or empty)"
+    )
 
 
 @dataclass(frozen=True)
@@ -383,7 +397,8 @@ def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = 
 def rollback_shortfall(state: State) -> str:
     """Why rows of the history are not counted as applied migrations to roll back."""
     reasons = [
-        f"{e.id} is recorded as {e.status!r}, a status mg does not know, so it is not rolled back"
+        f"{e.id} is recorded {_recorded_status(e)}, a status mg does not know, so it is not "
+        "rolled back"
         for e in state.unknown_status
     ]
     reasons += [

@@ -91,8 +91,20 @@ class State:
         return {ident: found for ident, found in rows.items() if len(found) > 1}
 
     @property
+    def shared_positions(self) -> dict[int, list[HistoryEntry]]:
+        """Positions (``apply_seq``) recorded for more than one id: rollback cannot tell which
+        of them was applied last."""
+        rows: dict[int, dict[str, HistoryEntry]] = {}
+        for entry in self.history:
+            if entry.seq is not None:
+                rows.setdefault(entry.seq, {}).setdefault(entry.id, entry)
+        return {seq: list(found.values()) for seq, found in rows.items() if len(found) > 1}
+
+    @property
     def tampered(self) -> bool:
-        return bool(self.unknown_status or self.unverifiable or self.duplicates)
+        return bool(
+            self.unknown_status or self.unverifiable or self.duplicates or self.shared_positions
+        )
 
     @property
     def failed(self) -> list[HistoryEntry]:
@@ -156,7 +168,7 @@ class State:
             elif migration is None:
                 status = "missing"
             elif entry.status != "applied":
-                status = entry.status
+                status = entry.status or "(no status)"
             elif ident in modified:
                 status = "modified"
             else:

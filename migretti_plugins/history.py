@@ -200,7 +200,7 @@ VALUES ({id}, {name}, {action}, {performed_by}, {checksum}, {duration})
 _READ = (
     ("id", None),
     ("name", None),
-    ("coalesce(status, 'applied')", None),
+    ("status", None),
     ("checksum", None),
     ("applied_at", None),
     ("apply_seq", "NULL::bigint"),
@@ -472,7 +472,7 @@ def _entry(row: Sequence[Any]) -> HistoryEntry:
     return HistoryEntry(
         id=str(ident),
         name=str(name),
-        status=str(status),
+        status=str(status) if status is not None else "",  # NULL: edited by hand, reported
         checksum=checksum,
         applied_at=applied_at if isinstance(applied_at, datetime) else None,
         seq=int(seq) if seq is not None else None,

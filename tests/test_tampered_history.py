@@ -137,6 +137,46 @@ def test_duplicate_rows_without_the_primary_key(project: Project) -> None:
     assert "0004" not in project.statuses()
 
 
+def test_a_null_status_is_a_problem_not_applied(project: Project) -> None:
+    project.sql("UPDATE _migrations SET status = NULL WHERE id = '0002'")
+
+    found = problems(project)
+    assert any(
+        p.startswith("unknown status: 0002") and "no status (NULL or empty)" in p for p in found
+    ), found
+    text = project.mg("status")
+    assert "applied: 2 " in text.stdout, text.stdout
+    verify_fails(project, "unknown status: 0002")
+    listed = project.mg("list")
+    assert "(no status)" in listed.stdout, listed.stdout
+
+    done = project.mg("rollback", "3")
+    assert done.returncode == 0, done.stderr
+    assert "0002 is recorded with no status" in done.stderr
+    assert project.tables() == {"t_0002"}
+
+    fixed = project.mg("fix", "0002", "--applied")
+    assert fixed.returncode == 0, fixed.stderr
+    assert project.statuses() == {"0002": "applied"}
+
+
+def test_two_applied_rows_at_one_position_are_a_problem(project: Project) -> None:
+    project.sql("UPDATE _migrations SET apply_seq = 1 WHERE id = '0003'")
+
+    found = problems(project)
+    assert any(
+        p.startswith("shared position: 0001 create_t_0001 and 0003 create_t_0003")
+        and "apply_seq 1" in p
+        for p in found
+    ), found
+    verify_fails(project, "shared position: 0001 create_t_0001 and 0003 create_t_0003")
+    done = project.mg("rollback", "--dry-run")
+    assert "shared position" in done.stderr, done.stderr
+
+    project.sql("UPDATE _migrations SET apply_seq = 3 WHERE id = '0003'")
+    assert project.mg("verify").returncode == 0
+
+
 def test_another_tools_migrations_table_is_named_not_a_bare_column_error(
     tmp_path: Path, database_url: str
 ) -> None:
