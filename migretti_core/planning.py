@@ -233,7 +233,7 @@ def blocked_lines(blocking: Sequence[HistoryEntry], errors: bool) -> str:
         if entry.failed_statement:
             detail += f" at statement {entry.failed_statement}"
         if errors and entry.error:
-            detail += f": {entry.error}"
+            detail += f": {printable(entry.error)}"  # one line, whatever the row holds
         lines.append(f"migration {entry.id} ({printable(entry.name)}) {what}{detail}")
     return "; ".join(lines)
 

@@ -255,3 +255,22 @@ def test_seed_and_drift_messages_escape_the_names_they_give(project: Project) ->
     project.path_of("0001").unlink()
     gone = shown_clean(project.mg("drift"), 3)
     assert f"0001 ({SHOWN})" in gone, gone
+
+
+def test_a_stored_error_is_escaped_where_apply_refuses_a_failed_migration(
+    project: Project,
+) -> None:
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    project.sql(
+        "UPDATE _migrations SET status = 'failed', "
+        "error = E'boom\\x1b[2J\\nmg: info: all migrations applied' WHERE id = '0001'"
+    )
+    project.add_table("0002")
+
+    for args in (("apply",), ("rollback",), ("apply", "--dry-run")):
+        done = project.mg(*args)
+        assert done.returncode != 0, done.stdout + done.stderr
+        assert "boom\\x1b[2J\\nmg: info: all migrations applied" in done.stderr, done.stderr
+        assert not any(line.startswith("mg: info") for line in done.stderr.splitlines())
+        no_raw_controls(done.stderr.replace("\n", ""))
