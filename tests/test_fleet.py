@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -853,3 +854,43 @@ def test_database_names_that_yaml_reads_as_numbers_keep_the_text_written(
     staged = project.mg("--env", "staging", "status", "--fleet", "shards", "--format", "json")
     assert staged.returncode == 0, staged.stderr
     assert [m["name"] for m in json.loads(staged.stdout)["members"]] == [numeric[1]]
+
+
+def test_a_fleet_query_blocked_by_a_lock_gives_up_after_table_lock_timeout(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    """A members' query waiting on a table another session keeps locked (a migration's
+    ALTER TABLE, a dashboard's LOCK) ends after ``table_lock_timeout``, as a migration's lock
+    wait does, instead of holding every fleet command without end."""
+    fleet = make_fleet(1)
+    (name,) = fleet.names
+    table = f"{fleet.prefix}_tenants"
+    with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE TABLE {} (db text)").format(sql.Identifier(table)))
+        admin.execute(sql.SQL("INSERT INTO {} VALUES (%s)").format(sql.Identifier(table)), (name,))
+    project = project_for(
+        tmp_path,
+        fleet,
+        f"  tenants:\n    query: SELECT db FROM {table}\n",
+        extra="table_lock_timeout: 1s\n",
+    )
+    project.add_table("0001")
+    holder = psycopg.connect(fleet.pg_url)
+    try:
+        holder.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
+        )
+        started = time.monotonic()
+        done = project.mg("status", "--fleet", "tenants", timeout=30)  # no end before
+        assert time.monotonic() - started < 20
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("mg: error: fleet tenants: query failed: "), done.stderr
+        assert "lock timeout" in done.stderr
+        assert "table_lock_timeout (1s)" in done.stderr
+        holder.rollback()
+        done = project.mg("status", "--fleet", "tenants")
+        assert done.returncode == 0, done.stderr
+    finally:
+        holder.close()
+        with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))

@@ -244,9 +244,14 @@ def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> lis
 
 def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
     from migretti_core.errors import MgError
-    from migretti_core.running import connected
+    from migretti_core.running import LOCK_NOT_AVAILABLE, connected, table_lock_settings
 
     hooks = session.hooks
+    # Bounded as a migration is: a lock wait ends after table_lock_timeout (a table another
+    # session keeps locked would otherwise hold every fleet command without end), the whole
+    # query after statement_timeout when one is set.
+    lock_wait, _, statement = table_lock_settings(session)
+    timeouts = hooks.timeout_sql(session, lock_wait, statement, local=True)
     try:
         # A lookup, run read-only and rolled back: listing the members never changes the
         # profile's database (``mg status`` and dry runs change nothing).
@@ -255,12 +260,22 @@ def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
             hooks.transaction(session, conn, rollback=True),
         ):
             hooks.query(session, conn, "SET TRANSACTION READ ONLY", ())
+            if timeouts:
+                hooks.query(session, conn, timeouts, ())
             rows = hooks.query(session, conn, sql, ())
     except MgError as exc:
         # Name the query: "division by zero" alone does not say which SQL failed.
         exc.message = f"fleet {fleet}: query failed: {exc.message}"
-        if getattr(exc, "sqlstate", None) == "25006" and exc.hint is None:
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate == "25006" and exc.hint is None:
             exc.hint = "the members' query runs read-only: it may read tables, not change them"
+        elif sqlstate == LOCK_NOT_AVAILABLE and exc.hint is None:
+            wait = f"{lock_wait * 1000:.0f}ms" if lock_wait < 1 else f"{lock_wait:g}s"
+            exc.hint = (
+                "it waited for a lock another session holds longer than table_lock_timeout "
+                f"({wait}); run it again once that lock is released, or raise "
+                "table_lock_timeout"
+            )
         raise
     members = []
     for row in rows:
