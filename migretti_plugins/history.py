@@ -28,6 +28,7 @@ transaction the engine opened.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import weakref
@@ -345,8 +346,42 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
+_SET_LOCK_TIMEOUT = "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, false)"
+_RESTORE_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
+
+
 @hookimpl(trylast=True)
 def mg_history_read(session: Session, conn: Any) -> list[HistoryEntry] | None:
+    """The history, its lock waits bounded by ``table_lock_timeout``: a session keeping
+    ``_migrations`` locked (a hand edit left open in a transaction, ``VACUUM FULL``) would
+    otherwise hold every command without end and without a word."""
+    from migretti_core.errors import DatabaseError, MgError
+    from migretti_core.running import LOCK_NOT_AVAILABLE, table_lock_settings
+
+    wait = table_lock_settings(session)[0]
+    if wait <= 0:
+        return _read_history(session, conn)
+    hooks = session.hooks
+    rows = hooks.query(session, conn, _SET_LOCK_TIMEOUT, (f"{max(1, round(wait * 1000))}ms",))
+    previous = str(rows[0][0]) if rows else "0"
+    try:
+        return _read_history(session, conn)
+    except MgError as exc:
+        if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        shown = f"{wait * 1000:.0f}ms" if wait < 1 else f"{wait:g}s"
+        raise DatabaseError(
+            f"cannot read the history: another session kept {TABLE} locked for longer than "
+            f"table_lock_timeout ({shown}); nothing was changed",
+            hint="an open transaction that changed the table by hand, or a VACUUM FULL? "
+            "pg_locks and pg_stat_activity name it; run the command again once it ends",
+        ) from None
+    finally:
+        with contextlib.suppress(MgError):  # a failed transaction: its rollback restores it
+            hooks.query(session, conn, _RESTORE_LOCK_TIMEOUT, (previous,))
+
+
+def _read_history(session: Session, conn: Any) -> list[HistoryEntry]:
     present = checked_columns(session, conn, TABLE)
     if not present:
         _know(session, set())

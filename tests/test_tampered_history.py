@@ -260,3 +260,33 @@ def test_a_read_only_target_says_the_history_tables_cannot_be_created_and_why(
         ) as conn:
             conn.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
     assert project.statuses() == {}
+
+
+def test_a_history_table_kept_locked_ends_commands_after_table_lock_timeout(
+    project: Project,
+) -> None:
+    """A session keeping ``_migrations`` locked (a hand edit left open in a transaction)
+    ends each command after ``table_lock_timeout`` with a message, instead of a silent wait
+    without end."""
+    import psycopg
+
+    project.configure(extra="table_lock_timeout: 1s\n")
+    project.add_table("0004")
+    holder = psycopg.connect(project.database_url)
+    try:
+        holder.execute("LOCK TABLE _migrations IN ACCESS EXCLUSIVE MODE")
+        for args in (("status",), ("verify",), ("apply",), ("rollback",)):
+            done = project.mg(*args, timeout=30)
+            assert done.returncode == 1, (args, done.stdout + done.stderr)
+            assert done.stderr.startswith(
+                "mg: error: cannot read the history: another session kept _migrations locked "
+                "for longer than table_lock_timeout (1s); nothing was changed"
+            ), done.stderr
+        holder.rollback()
+        assert project.statuses() == {"0001": "applied", "0002": "applied", "0003": "applied"}
+        done = project.mg("apply")
+        assert done.returncode == 0, done.stderr
+        # the history read's bound is not left on the connection for the migrations
+        assert project.statuses()["0004"] == "applied"
+    finally:
+        holder.close()
