@@ -308,3 +308,28 @@ def test_hook_mg_spare_program_dirs(project: Project) -> None:
     done = project.mg("-p", "spare_plugin", "-p", "no:embedded", "schema", "dump", env=only_venv)
     assert done.returncode == 2
     assert f"pg_dump {major - 1}.1 at {fake}" in done.stderr
+
+
+def test_a_table_kept_locked_ends_the_dump_after_table_lock_timeout(project: Project) -> None:
+    """pg_dump waits for each table's lock at most table_lock_timeout, as a migration does,
+    instead of holding ``mg schema dump`` (and the schema_file after an apply) for minutes."""
+    import time
+
+    import psycopg
+
+    project.configure(extra="table_lock_timeout: 1s\n")
+    assert project.mg("apply").returncode == 0
+    table = sorted(project.tables())[0]
+    holder = psycopg.connect(project.database_url)
+    try:
+        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        done = project.mg("schema", "dump", timeout=120)
+        assert time.monotonic() - started < 30
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stderr.startswith("mg: error: pg_dump failed: "), done.stderr
+        assert "hint: pg_dump waited longer than table_lock_timeout (1s)" in done.stderr
+        holder.rollback()
+        assert project.mg("schema", "dump").returncode == 0
+    finally:
+        holder.close()

@@ -121,6 +121,15 @@ def clean(text: str) -> str:
     return _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
 
 
+def _lock_wait(session: Session) -> list[str]:
+    """pg_dump's wait for each table's lock, bounded as a migration's is (table_lock_timeout):
+    a table another session keeps locked ends the dump instead of holding it."""
+    from migretti_core.running import table_lock_settings
+
+    wait = table_lock_settings(session)[0]
+    return [f"--lock-wait-timeout={max(1, round(wait * 1000))}"] if wait > 0 else []
+
+
 def run_pg_dump(session: Session, pg_dump: PgDump) -> str:
     """The cleaned schema-only dump of the target."""
     from psycopg.conninfo import make_conninfo
@@ -137,6 +146,7 @@ def run_pg_dump(session: Session, pg_dump: PgDump) -> str:
         "--no-privileges",
         "--format=plain",
         "--encoding=UTF8",
+        *_lock_wait(session),
         "--dbname",
         make_conninfo("", **params),
     ]
@@ -147,7 +157,19 @@ def run_pg_dump(session: Session, pg_dump: PgDump) -> str:
     if done.returncode != 0:
         error = done.stderr.decode("utf-8", "replace").strip().splitlines()
         reason = session.hooks.redact(error[0] if error else f"exit code {done.returncode}")
-        raise DatabaseError(f"pg_dump failed: {reason.removeprefix('pg_dump: error: ')}")
+        hint = None
+        if "canceling statement due to" in reason and _lock_wait(session):
+            # pg_dump bounds its lock waits with statement_timeout, hence that message.
+            from migretti_core.running import table_lock_settings
+
+            wait = table_lock_settings(session)[0]
+            shown = f"{wait * 1000:.0f}ms" if wait < 1 else f"{wait:g}s"
+            hint = (
+                f"pg_dump waited longer than table_lock_timeout ({shown}) for the lock of a "
+                "table another session keeps locked; run it again once that lock is released, "
+                "or raise table_lock_timeout"
+            )
+        raise DatabaseError(f"pg_dump failed: {reason.removeprefix('pg_dump: error: ')}", hint=hint)
     return clean(done.stdout.decode("utf-8"))
 
 
