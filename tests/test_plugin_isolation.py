@@ -144,6 +144,20 @@ def test_a_crashing_notifier_does_not_stop_the_others(order: str) -> None:
     )
 
 
+def test_a_crashing_lock_wait_listener_is_reported_once_while_the_wait_goes_on() -> None:
+    """The lock is polled for minutes: the same crash every few seconds would bury the
+    waiting messages users need."""
+    session, collect = session_with(Crashing())
+    holder = LockHolder(123, "migretti", None)
+
+    for waited in (0.0, 5.0, 10.0, 15.0):
+        session.hooks.on_lock_wait(session, holder, waited)
+
+    names = [e.name for e in collect.events]
+    assert names.count("lock.waiting") == 4
+    assert names.count("plugin.failed") == 1
+
+
 class Refusing:
     """A post-apply check that fails the command on purpose (an MgError)."""
 
