@@ -1070,25 +1070,21 @@ def _lock_name(session: Session) -> str:
     return "the migration lock"
 
 
-def _lost_session(exc: BaseException) -> bool:
-    """Whether the server's error ``exc`` (or the one it was made of) says the session ended:
+def _lost_session(exc: BaseException) -> SqlError | None:
+    """The server's error in ``exc`` (or the one it was made of) that says the session ended:
     terminated, the server shutting down or restarting, the connection broken."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, SqlError) and (seen.sqlstate or "").startswith(("08", "57P")):
-            return True
+            return seen
         seen = seen.__cause__
-    return False
+    return None
 
 
 def _server_words(exc: MgError) -> str:
     """What the server said of the lost session, else the error's own message."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, SqlError) and (seen.sqlstate or "").startswith(("08", "57P")):
-            return seen.server_message
-        seen = seen.__cause__
-    return exc.message
+    lost = _lost_session(exc)
+    return lost.server_message if lost is not None else exc.message
 
 
 @contextmanager
@@ -1102,9 +1098,9 @@ def _lost_before_running(session: Session, conn: Any) -> Iterator[None]:
     try:
         yield
     except (DatabaseError, SqlError) as exc:
-        if isinstance(exc, SqlError) and not _lost_session(exc):
+        if isinstance(exc, SqlError) and _lost_session(exc) is None:
             raise
-        if not _lost_session(exc):
+        if _lost_session(exc) is None:
             try:
                 session.hooks.query(session, conn, "SELECT 1", ())
             except MgError:
@@ -1126,7 +1122,7 @@ def locked(session: Session, conn: Any) -> Iterator[None]:
     try:
         session.hooks.lock_acquire(session, conn, timeout)
     except (DatabaseError, SqlError) as exc:
-        if isinstance(exc, SqlError) and not _lost_session(exc):
+        if isinstance(exc, SqlError) and _lost_session(exc) is None:
             raise
         # The server ended the session (terminated, restarted, the network): said as what
         # the command was doing, before it changed anything.
