@@ -216,7 +216,7 @@ def mask_error(exc: BaseException, redact: Callable[[str], str]) -> None:
             if current.hint:
                 current.hint = redact(current.hint)
         if isinstance(current, SqlError):
-            for name in ("server_message", "detail", "context"):
+            for name in ("server_message", "server_hint", "detail", "context"):
                 value = getattr(current, name)
                 if isinstance(value, str):
                     setattr(current, name, redact(value))

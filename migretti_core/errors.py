@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from migretti_core.messages import printable
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BLOCKED = 3
@@ -180,6 +182,10 @@ class SqlError(MigrationFailed):
     ``context`` is the server's CONTEXT (for example the PL/pgSQL line of a function).
     Once the engine has placed it in a migration, ``file``, ``line`` (1-based, in that file)
     and ``migration_id`` say where, and ``message`` is the full report the CLI prints.
+    ``server_message`` and ``server_hint`` are the server's texts as it sent them; until
+    then ``message`` and ``hint`` are those texts as mg prints them, each on one line, its
+    line breaks and other control characters escaped (``first\\nsecond``), so that a
+    server's text (a migration's ``RAISE``) never starts a line of mg's output.
     ``block_rolled_back`` is set by the database plugin when the statement failed inside a
     transaction block the SQL itself opened (``BEGIN`` in a no-transaction migration): that
     block was rolled back, so the statements of it that ran before are undone too.
@@ -200,8 +206,9 @@ class SqlError(MigrationFailed):
         line: int | None = None,
         migration_id: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(printable(message), hint=printable(hint) if hint else hint)
         self.server_message = message
+        self.server_hint = hint
         self.sqlstate = sqlstate
         self.detail = detail
         self.position = position

@@ -121,16 +121,20 @@ def sql_failure(
     line = _line_of(sql, exc.position, first_line)
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
     message = one_line_quote(exc.server_message)
-    parts = [f"{display_path(migration.path)}:{line}: {message}{code}"]
+    # The server's message is one line, its own line breaks escaped (`RAISE EXCEPTION
+    # E'a\nb'`): no text of the server starts a line of mg's output.
+    parts = [f"{display_path(migration.path)}:{line}: {printable(message)}{code}"]
     if message.startswith("unterminated "):
         note = note or (
             "it is never closed, so everything after it was read as part of it; close it"
         )
     # The server's fields may hold several lines (a CONTEXT line per PL/pgSQL frame): each
     # continues indented under its label, never at the start of a line of mg's output.
-    for label, text in (("DETAIL", exc.detail), ("HINT", exc.hint), ("CONTEXT", exc.context)):
+    fields = (("DETAIL", exc.detail), ("HINT", exc.server_hint), ("CONTEXT", exc.context))
+    for label, text in fields:
         if text:
-            parts.append(f"  {label}: " + "\n    ".join(text.strip("\n").splitlines()))
+            lines = (printable(part) for part in text.strip("\n").splitlines())
+            parts.append(f"  {label}: " + "\n    ".join(lines))
     if note:
         parts.append(f"  NOTE: {note}")
     failure = SqlError(
@@ -143,6 +147,7 @@ def sql_failure(
         line=line,
         migration_id=migration.id,
     )
+    failure.server_hint = exc.server_hint
     failure.message = "\n".join(parts)
     return failure
 
@@ -377,7 +382,7 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
             code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
             raise MigrationFailed(
                 f"recording migration {migration.id} ({printable(migration.name)}) in the history "
-                f"failed: {exc.server_message}{code}",
+                f"failed: {exc.message}{code}",
                 hint=f"all {len(statements)} of its statements ran (it is a no-transaction "
                 f"migration), but its row is left `running`: `mg fix {migration.id} "
                 f"--applied` records it as applied, `mg fix {migration.id} --remove` as "
@@ -479,7 +484,7 @@ def _run_statements(
         statement = statements[index]
         if error.sqlstate and error.sqlstate.startswith(("08", "57P")):
             # The server ended the session (terminated, shut down): nothing to write on.
-            raise DatabaseError(error.server_message) from error
+            raise DatabaseError(error.message) from error
         timed_out = _lock_timed_out(error, lock_wait)
         if info is None:
             info = hooks.describe_statement(statement.text)
@@ -895,7 +900,7 @@ def _query_failure(
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
     return MigrationFailed(
         f"recording migration {migration.id} ({printable(migration.name)}) in the history failed: "
-        f"{exc.server_message}{code}",
+        f"{exc.message}{code}",
         hint="its transaction was rolled back" if migration.transactional else None,
     )
 
@@ -1084,7 +1089,7 @@ def _lost_session(exc: BaseException) -> SqlError | None:
 def _server_words(exc: MgError) -> str:
     """What the server said of the lost session, else the error's own message."""
     lost = _lost_session(exc)
-    return lost.server_message if lost is not None else exc.message
+    return lost.message if lost is not None else exc.message
 
 
 @contextmanager

@@ -585,7 +585,7 @@ def _history_failure(exc: Exception, present: dict[str, set[str]]) -> Exception:
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
     hint = _PREPARE_HINTS.get(exc.sqlstate or "", exc.hint)
     return DatabaseError(
-        f"cannot {what} the history tables ({TABLE}, {LOG_TABLE}): {exc.server_message}{code}; "
+        f"cannot {what} the history tables ({TABLE}, {LOG_TABLE}): {exc.message}{code}; "
         "nothing was changed",
         hint=hint,
     )

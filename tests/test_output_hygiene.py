@@ -8,6 +8,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,100 @@ def test_ctrl_c_while_mg_starts_is_a_json_line_with_every_common_field(tmp_path:
     assert record["event"] == "command.failed"
     assert {"ts", "level", "event", "message", "env", "dry_run"} <= set(record), record
     assert (record["env"], record["dry_run"], record["exit_code"]) == (None, False, 130)
+
+
+# A server message holding a line break that would start a line of its own reading as mg's.
+FORGED = "mg: info: all migrations applied"
+RAISING = (
+    f"RAISE EXCEPTION E'boom\\n{FORGED}\\x1b[2J' "
+    f"USING DETAIL = E'd1\\n{FORGED}\\r', HINT = E'h1\\n{FORGED}'"
+)
+
+
+def _one_line_per_error(done: subprocess.CompletedProcess[str]) -> None:
+    """The server's text is in the output, escaped: no line of it starts a line of mg's
+    output, and no control character of it reaches the terminal raw."""
+    output = done.stdout + done.stderr
+    assert f"boom\\n{FORGED}\\x1b[2J" in output, output
+    no_raw_controls(done.stdout, done.stderr)
+    for line in output.splitlines():
+        assert not line.startswith(FORGED), output
+
+
+def test_a_server_message_of_several_lines_is_one_escaped_line_in_every_command(
+    project: Project,
+) -> None:
+    project.add("0001", "ok", "CREATE TABLE t1 (id bigint);", f"DO $$ BEGIN {RAISING}; END $$;")
+    project.add("0002", "raises", f"DO $$ BEGIN {RAISING}; END $$;")
+    project.add("0003", "raises_alone", f"DO $$ BEGIN {RAISING}; END $$;", no_transaction=True)
+    write_text(project.root / "seeds" / "01_raises.sql", f"DO $$ BEGIN {RAISING}; END $$;\n")
+
+    applied = project.mg("apply")
+    assert applied.returncode == 1, applied.stderr
+    _one_line_per_error(applied)
+    error = next(line for line in applied.stderr.splitlines() if line.startswith("mg: error:"))
+    assert f"0002_raises.sql:2: boom\\n{FORGED}\\x1b[2J (SQLSTATE P0001)" in error, error
+    # DETAIL and HINT continue indented under their labels
+    assert f"  DETAIL: d1\n    {FORGED}\n" in applied.stderr, applied.stderr
+    assert f"  HINT: h1\n    {FORGED}\n" in applied.stderr, applied.stderr
+
+    for args in (["apply", "--dry-run"], ["-v", "apply"], ["seed"], ["seed", "--dry-run"]):
+        done = project.mg(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        _one_line_per_error(done)
+
+    logged = project.mg("--json-log", "apply")
+    assert logged.returncode == 1, logged.stderr
+    records = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert f"boom\\n{FORGED}" in records[-1]["error"], records[-1]
+
+    rolled = project.mg("rollback")
+    assert rolled.returncode == 1, rolled.stderr
+    _one_line_per_error(rolled)
+
+    # A no-transaction migration: the error shown and the one its history row keeps.
+    project.path_of("0002").unlink()
+    alone = project.mg("apply")
+    assert alone.returncode == 1, alone.stderr
+    _one_line_per_error(alone)
+    assert "0003_raises_alone.sql:3:" in alone.stderr, alone.stderr
+    refused = project.mg("apply")
+    assert refused.returncode == 3, refused.stderr
+    _one_line_per_error(refused)
+
+
+def test_check_shows_a_server_message_of_several_lines_escaped(
+    project: Project, pg_url: str
+) -> None:
+    project.add("0001", "raises", f"DO $$ BEGIN {RAISING}; END $$;")
+    done = project.mg("check", "--database-url", pg_url)
+    assert done.returncode == 1, done.stderr
+    _one_line_per_error(done)
+    assert f"  DETAIL: d1\n    {FORGED}\n" in done.stdout, done.stdout
+    data = project.mg("check", "--database-url", pg_url, "--format", "json")
+    assert data.returncode == 1, data.stderr
+    (problem,) = json.loads(data.stdout)["migrations"][0]["problems"]
+    assert f"boom\\n{FORGED}\\x1b[2J (SQLSTATE P0001)\n  DETAIL: d1\n" in problem, problem
+
+
+def test_a_fleet_shows_a_server_message_of_several_lines_escaped(project: Project) -> None:
+    dbname = project.value("SELECT current_database()")
+    project.sql(
+        "CREATE FUNCTION members() RETURNS SETOF text LANGUAGE plpgsql AS "
+        f"$$ BEGIN {RAISING}; END $$"
+    )
+    project.configure(
+        extra=f"fleets:\n  one:\n    databases: [{dbname}]\n"
+        "  queried:\n    query: SELECT members()\n"
+    )
+    project.add("0001", "raises", f"DO $$ BEGIN {RAISING}; END $$;")
+    for args in (
+        ["--fleet", "one", "apply"],
+        ["--fleet", "one", "apply", "--format", "json"],
+        ["--fleet", "queried", "apply"],
+    ):
+        done = project.mg(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        _one_line_per_error(done)
+    queried = project.mg("--fleet", "queried", "status")
+    assert f"hint: h1\\n{FORGED}" in queried.stderr, queried.stderr
