@@ -209,13 +209,15 @@ def complete_ids(
     """Shell completion of migration ids, from the files alone (no database)."""
     from click.shell_completion import CompletionItem
 
+    from migretti_core.textfiles import read_bytes
+
     try:
         app = app_of(ctx)
         config = app.config()
         items = []
         for path in app.hooks.discover_migrations(config):
             try:
-                migration = app.hooks.parse_migration(path, path.read_bytes())
+                migration = app.hooks.parse_migration(path, read_bytes(path))
                 ident, name = migration.id, migration.name
             except Exception:  # a file being written: its name still says which it is
                 ident, _, name = path.stem.partition("_")

@@ -24,7 +24,7 @@ from migretti_core.messages import printable
 from migretti_core.reporting import display_path, relative_path, report
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, checksum_matches
-from migretti_core.textfiles import read_bytes
+from migretti_core.textfiles import ChangedWhileReading, read_bytes
 from migretti_core.types import (
     ON_DEMAND_BYTES,
     HistoryEntry,
@@ -107,6 +107,9 @@ def _load_migrations(session: Session) -> list[Migration]:
     for path in paths:
         try:
             raw = read_bytes(path)
+        except ChangedWhileReading as exc:
+            problems.append(f"{display_path(path)}: {exc.strerror}")
+            continue
         except OSError as exc:
             problems.append(f"{display_path(path)}:1: cannot be read: {exc.strerror}")
             continue

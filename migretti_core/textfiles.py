@@ -50,25 +50,58 @@ def checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class ChangedWhileReading(OSError):
+    """A file held more (or fewer) bytes than it did when opened: something was writing to
+    it while mg read it. An ``OSError``, so every reader of files reports it as a file that
+    cannot be read; ``strerror`` says what happened."""
+
+    def __init__(self, size: int, grew: bool) -> None:
+        problem = (
+            f"changed while mg was reading it (it held {size} bytes when opened, then "
+            f"{'more' if grew else 'fewer'}): run the command again once nothing writes to it"
+        )
+        super().__init__(problem)
+        self.strerror = problem
+
+
 def read_bytes(path: Path) -> bytes:
     """A file's bytes with plain system calls (with 10,000 files, buffered IO objects and
     ``Path.read_bytes`` cost more than the reading itself), read into one buffer of the
-    file's size: reading in chunks and joining them held a large file twice."""
+    file's size: reading in chunks and joining them held a large file twice.
+
+    At most one byte more than the size the file had when opened is read: a file that keeps
+    growing (``yes >> 0005_x.sql``) is never read without end. ``ChangedWhileReading`` when
+    the file grew or shrank meanwhile. A file of the same size read whole costs what it did:
+    one ``fstat`` and one ``read``.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         if size >= _LARGE:
             _return_large_frees()
         data = os.read(fd, size + 1)
-        if len(data) != size:  # a short read, or the file grew: read on to the end
-            chunks = [data]
-            while chunk := os.read(fd, max(size + 1 - len(data), 1 << 20)):
-                chunks.append(chunk)
-            if len(chunks) > 1:
-                data = b"".join(chunks)
+        if len(data) != size:  # a short read, or the file changed since the fstat
+            data = _read_rest(fd, data, size)
         return data
     finally:
         os.close(fd)
+
+
+def _read_rest(fd: int, data: bytes, size: int) -> bytes:
+    """``data``, the first read of a file of ``size`` bytes, with the rest of the file up to
+    one byte past ``size``; ``ChangedWhileReading`` if there is that byte (the file grew) or
+    the file ends before ``size``."""
+    chunks = [data]
+    got = len(data)
+    while got <= size:
+        chunk = os.read(fd, size + 1 - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got != size:
+        raise ChangedWhileReading(size, grew=got > size)
+    return b"".join(chunks) if len(chunks) > 1 else data
 
 
 _LARGE = 1 << 20
@@ -189,14 +222,16 @@ def read_checked(path: Path, size: int, sha256: str) -> bytes:
     when the file is gone, or its size or SHA-256 has changed since."""
     from migretti_core.reporting import display_path
 
+    changed = "changed while mg was running; run the command again"
     try:
         data = read_bytes(path)
+    except ChangedWhileReading:
+        raise MigrationFileError([f"{display_path(path)}: {changed}"]) from None
     except OSError as exc:
         problem = f"cannot read it again: {exc.strerror or exc}"
         raise MigrationFileError([f"{display_path(path)}: {problem}"]) from None
     if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
-        problem = "changed while mg was running; run the command again"
-        raise MigrationFileError([f"{display_path(path)}: {problem}"])
+        raise MigrationFileError([f"{display_path(path)}: {changed}"])
     return data
 
 

@@ -149,10 +149,12 @@ def seed_paths(directory: Path) -> list[Path]:
 
 def load_seed(path: Path) -> Seed:
     from migretti_core import planning
-    from migretti_core.textfiles import checksum, normalize_text
+    from migretti_core.textfiles import ChangedWhileReading, checksum, normalize_text, read_bytes
 
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
+    except ChangedWhileReading as exc:
+        raise MigrationFileError([f"{reporting.display_path(path)}: {exc.strerror}"]) from None
     except OSError as exc:
         raise UsageError(f"{reporting.display_path(path)}: cannot be read: {exc.strerror}") from exc
     nul = planning.nul_problem(path, raw) or planning.name_problem(path)

@@ -7,13 +7,14 @@ refused before anything runs, through the real ``mg`` and against the suite's Po
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from migretti_core.testing import Project
+from migretti_core.testing import Project, assert_clean_error
 
 
 @pytest.fixture
@@ -320,3 +321,118 @@ def test_create_refuses_sql_holding_a_migrate_marker(project: Project) -> None:
     done = project.mg("create", "fine", "--up", "SELECT 1; -- migrate: not at line start")
     assert done.returncode == 0, done.stderr
     assert project.mg("apply").returncode == 0
+
+
+# --- a file that keeps growing -------------------------------------------------------------
+
+
+class Grower:
+    """Appends whole comment lines to a migration file from a thread, as fast as it can (as
+    ``yes >> FILE`` would), until stopped. Past ``cap`` bytes it cuts the file back to what it
+    held at the start and goes on growing, so it never fills the disk however long it runs."""
+
+    CHUNK = b"-- more\n" * 8192  # 64 KiB of whole lines: the file stays a valid migration
+
+    def __init__(self, path: Path, cap: int = 8 << 20) -> None:
+        import threading
+
+        self.path, self.cap = path, cap
+        self.start_size = path.stat().st_size
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import os
+
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            size = self.start_size
+            while not self.stop.is_set():
+                size += os.write(fd, self.CHUNK)
+                if size > self.cap:
+                    os.ftruncate(fd, self.start_size)
+                    size = self.start_size
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> Grower:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def growing(project: Project, ident: str) -> Path:
+    """A valid migration of some 2 MB: reading it takes long enough to see the file grow."""
+    return project.add(ident, "growing", "CREATE TABLE grown (id bigint);\n" + "-- pad\n" * 300_000)
+
+
+def test_a_file_growing_while_mg_reads_it_is_a_file_error_never_read_without_end(
+    project: Project,
+) -> None:
+    project.add_table("0001")
+    path = growing(project, "0002")
+    seen = []
+    with Grower(path):
+        # a read may fall between two appends and see the file whole: that run reads what the
+        # file held when opened; one that sees it grow says so
+        for _ in range(10):
+            done = project.mg("status", timeout=60)
+            seen.append(done)
+            if done.returncode != 0:
+                break
+    stderr = assert_clean_error(
+        done, "migrations/0002_growing.sql: changed while mg was reading it"
+    )
+    assert re.search(r"it held \d+ bytes when opened", stderr), stderr
+    assert all(d.returncode == 0 for d in seen[:-1]), [d.stderr for d in seen]
+
+
+def test_apply_of_a_file_growing_while_mg_reads_it_applies_nothing(project: Project) -> None:
+    project.add("0001", "first", "CREATE TABLE first (id bigint);")
+    path = growing(project, "0002")
+    with Grower(path):
+        for _ in range(10):
+            done = project.mg("apply", timeout=60)
+            assert done.returncode == 2, done.stderr  # never applied, however it was seen
+            assert "0002_growing.sql" in done.stderr and "Traceback" not in done.stderr
+            if "changed while mg was reading it" in done.stderr:
+                break
+    assert_clean_error(done, "migrations/0002_growing.sql: changed while mg was reading it")
+    assert project.tables() == set() and project.statuses() == {}
+
+
+def test_a_file_is_read_no_further_than_its_size_when_opened() -> None:
+    import os
+
+    from migretti_core.textfiles import read_bytes
+
+    # a pipe reports size 0 and holds 100 bytes: mg reads one byte past the size, not on to
+    # the end (which a writer that never stops never gives)
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x" * 100)
+        os.close(w)
+        with pytest.raises(OSError, match=r"changed while mg was reading it \(it held 0 bytes"):
+            read_bytes(Path(f"/proc/self/fd/{r}"))
+        assert len(os.read(r, 1000)) == 99
+    finally:
+        os.close(r)
+
+
+def test_a_seed_growing_while_mg_reads_it_runs_no_seed(project: Project) -> None:
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / "01_first.sql").write_bytes(b"CREATE TABLE seeded (id bigint);\n")
+    path = seeds / "02_grows.sql"
+    path.write_bytes(b"INSERT INTO seeded VALUES (1);\n" + b"-- pad\n" * 300_000)
+    with Grower(path):
+        for _ in range(10):
+            done = project.mg("seed", "--all", timeout=60)
+            if done.returncode != 0:
+                break
+            project.sql("DROP TABLE seeded")  # read whole between two appends: ran as read
+    assert_clean_error(done, "seeds/02_grows.sql: changed while mg was reading it")
+    assert project.tables() == set()
