@@ -5,6 +5,7 @@ Pure functions over data, so the rules can be tested without a database.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +43,22 @@ def checksum_matches(migration: Migration, entry: HistoryEntry) -> bool:
     """A missing stored checksum is not a mismatch; ``State.unverifiable`` reports it."""
     if entry.checksum is None or entry.checksum == "":
         return True
-    return entry.checksum in (migration.checksum, migration.raw_checksum)
+    if entry.checksum in (migration.checksum, migration.raw_checksum):
+        return True
+    return entry.checksum in _line_end_checksums(migration.text)
+
+
+_BOM = "\ufeff"
+
+
+def _line_end_checksums(text: str) -> set[str]:
+    """Checksums migretti 0.10 recorded for ``text`` (normalised: LF, no BOM) saved with CRLF
+    or CR line ends or a BOM: it took the raw bytes. The file as it is now may have other line
+    ends (git's autocrlf) and is still the same migration. Computed only when the plain
+    checksums differ, so a matching file costs nothing more."""
+    variants = {text.replace("\n", "\r\n"), text.replace("\n", "\r")}
+    variants |= {_BOM + v for v in variants} | {_BOM + text}
+    return {hashlib.sha256(v.encode("utf-8")).hexdigest() for v in variants}
 
 
 @dataclass(frozen=True)

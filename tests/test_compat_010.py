@@ -182,3 +182,67 @@ def test_upgrading_a_010_history_never_queues_readers_behind_a_held_table_lock(
     assert again.returncode == 0, again.stderr
     assert "apply_seq" in _columns(project, "_migrations")
     assert project.statuses()[ULIDS["audit"]] == "applied"
+
+
+@pytest.mark.parametrize(
+    ("applied_as", "now"),
+    [
+        (b"\r\n", b"\n"),  # applied from a Windows checkout, now checked out on Linux
+        (b"\r", b"\n"),  # classic Mac line ends
+        (b"\xef\xbb\xbf\r\n", b"\n"),  # saved with a BOM by a Windows editor
+        (b"\xef\xbb\xbf\n", b"\n"),  # the BOM alone removed
+        (b"\xef\xbb\xbf\r\n", b"\r\n"),
+    ],
+    ids=["crlf-to-lf", "cr-to-lf", "bom-crlf-to-lf", "bom-to-none", "bom-crlf-to-crlf"],
+)
+def test_a_line_ending_change_since_010_applied_a_file_is_no_mismatch(
+    project: Project, ddl_010: str, applied_as: bytes, now: bytes
+) -> None:
+    """0.10 recorded the checksum of a file's raw bytes. A file it applied with CRLF line
+    ends (or a BOM) that git now checks out with LF holds the same migration: verify, status,
+    apply and rollback take it as unchanged."""
+    bom = b"\xef\xbb\xbf" if applied_as.startswith(b"\xef\xbb\xbf") else b""
+    ending = applied_as[len(bom) :]
+    ident = ULIDS["users"]
+    lf = migration_text(
+        ident, "users", "CREATE TABLE users (id int PRIMARY KEY);", "DROP TABLE users;"
+    ).encode()
+    as_applied = bom + lf.replace(b"\n", ending)
+    project.sql(ddl_010)
+    project.sql("CREATE TABLE users (id int PRIMARY KEY)")
+    project.sql(
+        "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES (%s, 'users', now(), %s)",
+        (ident, hashlib.sha256(as_applied).hexdigest()),
+    )
+    path = project.migrations_dir / f"{ident}_users.sql"
+    now_bom = b"\xef\xbb\xbf" if now.startswith(b"\xef\xbb\xbf") else b""
+    path.write_bytes(now_bom + lf.replace(b"\n", now[len(now_bom) :]))
+
+    verify = project.mg("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["problems"] == [], status
+    listed = json.loads(project.mg("list", "--format", "json").stdout)
+    assert [r["status"] for r in listed] == ["applied"]
+    done = project.mg("rollback")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == set()
+
+
+def test_an_edit_beyond_line_ends_since_010_is_still_a_mismatch(
+    project: Project, ddl_010: str
+) -> None:
+    ident = ULIDS["users"]
+    lf = migration_text(
+        ident, "users", "CREATE TABLE users (id int PRIMARY KEY);", "DROP TABLE users;"
+    ).encode()
+    project.sql(ddl_010)
+    project.sql(
+        "INSERT INTO _migrations (id, name, applied_at, checksum) VALUES (%s, 'users', now(), %s)",
+        (ident, hashlib.sha256(lf.replace(b"\n", b"\r\n")).hexdigest()),
+    )
+    edited = lf.replace(b"int PRIMARY KEY", b"bigint PRIMARY KEY")
+    (project.migrations_dir / f"{ident}_users.sql").write_bytes(edited)
+    verify = project.mg("verify")
+    assert verify.returncode == 3, verify.stdout + verify.stderr
+    assert "mismatch" in verify.stdout
