@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from migretti_core.errors import MgError
 from migretti_core.messages import printable
 from migretti_core.types import (
     Event,
@@ -36,6 +37,15 @@ def display_path(path: Path) -> str:
     """A path as short as it can be shown (``relative_path``), each control character in it
     written as an escape (``\\x1b``, ``\\n``; a byte that is not UTF-8 as ``\\xff``)."""
     return printable(relative_path(path))
+
+
+def cannot_write(exc: OSError) -> MgError:
+    """The error for a new file (a migration, a seed) that the file system refused; exit 1,
+    as for any output mg cannot write."""
+    from pathlib import Path
+
+    where = display_path(Path(exc.filename)) if exc.filename else "the new file"
+    return MgError(f"cannot write {where}: {exc.strerror or exc}; nothing was written")
 
 
 def relative_path(path: Path) -> str:

@@ -731,7 +731,10 @@ def create_command(ctx: click.Context, name: str) -> None:
     config = app_of(ctx).config()
     directory = seeds_dir(config)
     _refuse_a_file_in_place(config, directory)
-    path = create_seed_file(directory, name)
+    try:
+        path = create_seed_file(directory, name)
+    except OSError as exc:
+        raise reporting.cannot_write(exc) from exc
     click.echo(reporting.display_path(path))
 
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from migretti_core import hookimpl
+from migretti_core import hookimpl, reporting
 from migretti_core.errors import ConfigError
 from migretti_core.types import Config, Migration
 
@@ -112,6 +112,9 @@ def mg_create_migration(
     if os.path.lexists(directory) and not directory.is_dir():
         # mkdir's own "File exists" would not say what is in the way
         raise ConfigError(_missing_directory(config, directory), hint=_in_the_way_hint(config))
-    return create_migration_file(
-        config.migrations_dir, title, up=up_sql, down=down_sql, transactional=transactional
-    )
+    try:
+        return create_migration_file(
+            config.migrations_dir, title, up=up_sql, down=down_sql, transactional=transactional
+        )
+    except OSError as exc:  # a read-only directory, a full disk: the user's to fix, not ours
+        raise reporting.cannot_write(exc) from exc
