@@ -242,7 +242,8 @@ def write(directory: Path, squashed: Squashed) -> Path:
     """Write the new file durably, never over another, then remove the originals."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / squashed.filename
-    temp = directory / f".{squashed.filename}.{os.getpid()}.tmp"
+    # named by the id alone: the final name may already be as long as file names can be
+    temp = directory / f".{squashed.id}.{os.getpid()}.squash.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:

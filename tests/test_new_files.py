@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from migretti_core.testing import MG_COMMAND, assert_clean_error, mg_env
+from migretti_core.testing import MG_COMMAND, Project, assert_clean_error, mg_env
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
 
@@ -66,3 +66,25 @@ def test_create_and_seed_create_in_a_read_only_directory_say_so_in_one_line(
     finally:
         for directory in (migrations, seeds):
             directory.chmod(0o755)
+
+
+def test_squash_takes_any_name_create_takes_up_to_the_longest_file_name(
+    tmp_path: Path, database_url: str
+) -> None:
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    project.add_table("0002")
+    longest = "n" * 224  # <26-character id>_<224>.sql is 255 bytes, the usual limit
+    created = project.mg("create", longest)
+    assert created.returncode == 0, created.stderr
+    Path(project.root / created.stdout.strip()).unlink()
+
+    done = project.mg("squash", longest)
+
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (project.root / "migrations").iterdir())
+    assert len(names) == 1 and names[0].endswith(f"_{longest}.sql"), names
+    assert len(names[0]) == 255
+    applied = project.mg("apply")
+    assert applied.returncode == 0, applied.stderr
+    project.close()
