@@ -1352,14 +1352,23 @@ def apply(session: Session, request: ApplyRequest) -> int:
 
 
 def rollback(session: Session, request: RollbackRequest) -> int:
+    # The plan made before the lock: "the last N" names the migrations its user saw.
+    first: list[Plan] = []
+
     def planner(state: State, check_blocked: bool) -> Plan:
-        return plan_rollback(state, request, check_blocked)
+        if first and request.to is None:
+            return _replan_rollback(session, state, request, first[0], check_blocked)
+        plan = plan_rollback(state, request, check_blocked)
+        first.append(plan)
+        return plan
 
     def nothing(state: State) -> str:
         if request.to is not None:
             # --to names an applied migration (checked when planning): it is the head
             to = resolve_id(request.to, state.migrations, state.history, what="--to")
             return f"nothing to roll back: {to} is the last applied migration"
+        if first and first[0].steps and state.applied:
+            return "nothing to roll back: " + _done_elsewhere(first[0].steps)
         reasons = rollback_shortfall(state)
         return "nothing to roll back: no migration is applied" + (
             f" ({reasons})" if reasons else ""
@@ -1383,6 +1392,57 @@ def rollback(session: Session, request: RollbackRequest) -> int:
         )
 
     return _run(session, planner, "rollback", nothing, explain)
+
+
+def _replan_rollback(
+    session: Session, state: State, request: RollbackRequest, planned: Plan, check_blocked: bool
+) -> Plan:
+    """Under the lock, "roll back the last N" undoes what it planned before the lock, as far
+    as it is still applied: another run may have rolled back some or all of it meanwhile
+    (two `mg down` started together undo the head once), and a migration applied meanwhile
+    is not the one the user saw as the head, so it is never rolled back in its place."""
+    ids = {m.id for m in planned.steps}
+    applied = list(reversed(state.applied))
+    still = [e for e in applied if e.id in ids]
+    newer = []
+    for entry in applied:
+        if entry.id in ids:
+            break
+        newer.append(entry)
+    if still and [e.id for e in applied[: len(still)]] != [e.id for e in still]:
+        newer = [e for e in applied[: len(still)] if e.id not in ids]
+    if still and newer:
+        named = ", ".join(f"{e.id} ({printable(e.name)})" for e in reversed(newer))
+        raise StateError(
+            f"the history changed while waiting for the migration lock: {named} "
+            f"{'was' if len(newer) == 1 else 'were'} applied while this one waited, after the "
+            "migrations this rollback was to undo; nothing was rolled back",
+            hint="run the command again to roll back the newest migrations as they are now",
+        )
+    if len(still) == len(planned.steps):
+        return plan_rollback(state, request, check_blocked)
+    if still:
+        gone = [m for m in planned.steps if m.id not in {e.id for e in still}]
+        report(
+            session,
+            "rollback.fewer",
+            "warning",
+            f"rolling back {len(still)} of the {len(planned.steps)} planned: "
+            + _done_elsewhere(gone),
+            asked=len(planned.steps),
+            count=len(still),
+        )
+    if not still:
+        return Plan("down", ())
+    return plan_rollback(state, dataclasses.replace(request, count=len(still)), check_blocked)
+
+
+def _done_elsewhere(steps: Sequence[Migration]) -> str:
+    named = ", ".join(f"{m.id} ({printable(m.name)})" for m in steps)
+    return (
+        f"{named} {'was' if len(steps) == 1 else 'were'} rolled back by another run while this "
+        "one waited for the migration lock"
+    )
 
 
 def _run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -502,3 +503,77 @@ def test_status_tells_a_migration_at_work_from_an_interrupted_one(project: Proje
     problem = next(line for line in stopped.stdout.splitlines() if "0001" in line)
     assert "was interrupted or is still running" in problem, stopped.stdout
     assert "mg fix 0001" in problem
+
+
+def _three_applied(project: Project) -> None:
+    for ident, table in (("0001", "a"), ("0002", "b"), ("0003", "c")):
+        project.add_table(ident, table)
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+
+
+def test_two_downs_started_together_roll_back_the_last_migration_once(project: Project) -> None:
+    """Like N applies, N rollbacks of the same head undo it once: the second one, finding
+    what it planned already done, says so instead of rolling back the migration below."""
+    _three_applied(project)
+    holder = AdvisoryLockHolder(project.database_url)
+    try:
+        jobs = [project.spawn("down") for _ in range(2)]
+        for job in jobs:
+            wait_until(lambda j=job: WAITING in j.stderr_so_far() or not j.running(), timeout=60)
+            assert job.running(), job.stderr_so_far()
+    finally:
+        holder.release()
+    results = [project.finish(job, timeout=60) for job in jobs]
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert project.tables() == {"a", "b"}
+    assert set(project.statuses()) == {"0001", "0002"}
+    said = [r.stderr.strip().splitlines()[-1] for r in results]
+    assert (
+        "nothing to roll back: 0003 (create_c) was rolled back by another run while this one "
+        "waited for the migration lock" in said
+    ), said
+
+
+def test_a_rollback_whose_plan_was_partly_done_meanwhile_rolls_back_only_the_rest(
+    project: Project,
+) -> None:
+    _three_applied(project)
+    with AdvisoryLockHolder(project.database_url):
+        job = project.spawn("rollback", "2")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        project.sql("DROP TABLE c")  # another run rolled back 0003
+        project.sql("DELETE FROM _migrations WHERE id = '0003'")
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"a"}
+    assert set(project.statuses()) == {"0001"}
+    assert "0003 (create_c) was rolled back by another run" in done.stderr, done.stderr
+
+
+def test_a_rollback_finding_a_newer_migration_applied_meanwhile_changes_nothing(
+    project: Project,
+) -> None:
+    """A migration applied while `mg down` waited is not the one its user saw as the head:
+    it is not rolled back in its place."""
+    _three_applied(project)
+    path = project.add_table("0004", "d")
+    checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+    with AdvisoryLockHolder(project.database_url):
+        job = project.spawn("down")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        # another run applied 0004
+        project.sql("CREATE TABLE d (id int)")
+        project.sql(
+            "INSERT INTO _migrations (id, name, checksum, status, apply_seq) "
+            "VALUES ('0004', 'create_d', %s, 'applied', 4)",
+            (checksum,),
+        )
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert "0004 (create_d) was applied while this one waited" in done.stderr, done.stderr
+    assert project.tables() == {"a", "b", "c", "d"}
+    assert set(project.statuses()) == {"0001", "0002", "0003", "0004"}
