@@ -12,7 +12,9 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 - Connections are opened in autocommit mode, so statements outside ``mg_transaction`` each
   commit on their own. ``application_name`` (migretti), ``connect_timeout`` (10 s) and
   ``client_encoding`` (UTF8, so server error positions count the same characters as Python)
-  are set unless the parameters or the matching ``PG*`` variables choose otherwise.
+  are set unless the parameters or the matching ``PG*`` variables choose otherwise; so are
+  TCP keepalives and a user timeout (``TCP_DEFAULTS``) unless the parameters or the
+  connection service they use set them.
   Prepared statements are off: nothing here repeats, and psycopg's cache would keep a copy
   of every query text, including a whole migration.
 - ``mg_execute`` sends the SQL as one simple-protocol query (several statements are fine,
@@ -78,6 +80,18 @@ _DEFAULTS = (
     ("application_name", "PGAPPNAME", APPLICATION_NAME),
     ("connect_timeout", "PGCONNECT_TIMEOUT", CONNECT_TIMEOUT),
     ("client_encoding", "PGCLIENTENCODING", "UTF8"),
+)
+# TCP keepalives and a user timeout: a server that stops answering once connected (a network
+# partition, a host gone dead) ends the session after about a minute (probes from 30 s of
+# silence, every 10 s, 3 lost; data unacknowledged for 60 s) instead of holding mg for ever.
+# libpq ignores them on a Unix-domain socket. Set unless the user's parameters (or the
+# connection service they use) set them: libpq has no environment variables for them.
+TCP_DEFAULTS = (
+    ("keepalives", "1"),
+    ("keepalives_idle", "30"),
+    ("keepalives_interval", "10"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "60000"),
 )
 _NOT_LIBPQ = frozenset({"url", "embedded"})
 # libpq variables that name a target: with one set, mg runs without any mg.yaml.
@@ -340,6 +354,7 @@ def mg_connect(session: Session) -> Any | None:
     for key, var, value in _DEFAULTS:
         if not params.get(key) and not os.environ.get(var):
             params[key] = value
+    _default_tcp_settings(params)
     timeout = os.environ.get("PGCONNECT_TIMEOUT")
     if not params.get("connect_timeout") and timeout:
         problem = setting_problem("connect_timeout", timeout)
@@ -356,6 +371,43 @@ def mg_connect(session: Session) -> Any | None:
     conn = _connect_psycopg(params, password)
     _remember_password(session, conn.info.password)
     return conn
+
+
+def _default_tcp_settings(params: dict[str, str]) -> None:
+    """Add the ``TCP_DEFAULTS`` that neither ``params`` nor the connection service they use
+    set, and that this libpq knows (``tcp_user_timeout`` is libpq 12's)."""
+    missing = [(key, value) for key, value in TCP_DEFAULTS if not params.get(key)]
+    if not missing:
+        return
+    known = _libpq_keywords()
+    missing = [(key, value) for key, value in missing if key in known]
+    from migretti_core.pgservice import service_in_effect
+
+    service = service_in_effect(params, os.environ) if missing else None
+    if service:
+        try:
+            chosen = _service_settings(service)
+        except ValueError:
+            return  # connecting says what is wrong with the service
+        missing = [(key, value) for key, value in missing if not chosen.get(key)]
+    params.update(missing)
+
+
+_services: dict[tuple[str, str | None, str | None], dict[str, str]] = {}
+_services_lock = threading.Lock()
+
+
+def _service_settings(service: str) -> dict[str, str]:
+    """What connection service ``service`` sets (``pgservice.service_settings``, which runs a
+    child process), read once per process: a fleet connects many times."""
+    from migretti_core.pgservice import service_settings
+
+    env = os.environ
+    key = (service, env.get("PGSERVICEFILE"), env.get("PGSYSCONFDIR"))
+    with _services_lock:
+        if key not in _services:
+            _services[key] = service_settings(service, env)
+        return _services[key]
 
 
 def _remember_password(session: Session, used: str) -> None:
