@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -239,39 +239,92 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write(directory: Path, squashed: Squashed) -> Path:
-    """Write the new file durably, never over another, then remove the originals."""
+    """Write the new file durably, never over another, then remove the originals.
+
+    When an original cannot be removed (a file of another user in a sticky directory, an
+    immutable file), the squash is undone: the originals removed so far are written back and
+    the new file removed, so the directory is as it was.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / squashed.filename
     # named by the id alone: the final name may already be as long as file names can be
     temp = directory / f".{squashed.id}.{os.getpid()}.squash.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(squashed.text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish(temp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(squashed.text.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            _publish(temp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+    except OSError as exc:  # a read-only directory, a full disk: nothing was changed
+        raise reporting.cannot_write(OSError(exc.errno, exc.strerror, str(final))) from exc
     _fsync_dir(directory)
-    parents = {m.path.parent for m in squashed.replaces}
-    left: list[str] = []
+    removed: list[tuple[Path, bytes]] = []
     for migration in squashed.replaces:
         try:
+            content = migration.path.read_bytes()
             migration.path.unlink()
         except FileNotFoundError:
             continue
         except OSError as exc:
-            left.append(f"{reporting.display_path(migration.path)} ({exc.strerror})")
-    for parent in parents:
+            _undo(directory, final, squashed, removed, migration, exc)
+        removed.append((migration.path, content))
+    for parent in {m.path.parent for m in squashed.replaces}:
         _fsync_dir(parent)
-    if left:
-        raise MgError(
-            f"wrote {reporting.display_path(final)} but could not remove " + ", ".join(left),
-            hint="remove them by hand before the next apply, or they would run twice",
-        )
     return final
+
+
+def _undo(
+    directory: Path,
+    final: Path,
+    squashed: Squashed,
+    removed: Sequence[tuple[Path, bytes]],
+    stuck: Migration,
+    error: OSError,
+) -> NoReturn:
+    """Put back the originals removed so far and remove the new file, then raise."""
+    why = f"cannot remove {reporting.display_path(stuck.path)}: {error.strerror or error}"
+    lost: list[str] = []
+    for path, content in removed:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            lost.append(reporting.display_path(path))
+    if lost:
+        # the new file is all that holds those migrations now: it must stay
+        left = [m for m in squashed.replaces if m.path.exists()]
+        raise MgError(
+            f"{why}; wrote {reporting.display_path(final)} but could not put back "
+            + ", ".join(lost),
+            hint="remove "
+            + ", ".join(reporting.display_path(m.path) for m in left)
+            + " by hand before the next apply, or they would run twice",
+        )
+    try:
+        final.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise MgError(
+            f"{why}; the originals are back, but {reporting.display_path(final)} could not be "
+            f"removed: {exc.strerror or exc}",
+            hint=f"remove {reporting.display_path(final)} by hand before the next apply, or "
+            "its migrations would run twice",
+        ) from exc
+    _fsync_dir(directory)
+    raise MgError(
+        f"{why}; the squash was undone, nothing was changed",
+        hint=f"squash removes the migrations it replaces: check who may delete files in "
+        f"{reporting.display_path(directory)}",
+    )
 
 
 def _publish(temp: Path, final: Path) -> None:

@@ -9,9 +9,11 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from migretti_core.testing import MG_COMMAND, Project, assert_clean_error, mg_env
 
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 1, 2, 3
 
 
 def _dropping(*capabilities: int) -> object:
@@ -87,4 +89,61 @@ def test_squash_takes_any_name_create_takes_up_to_the_longest_file_name(
     assert len(names[0]) == 255
     applied = project.mg("apply")
     assert applied.returncode == 0, applied.stderr
+    project.close()
+
+
+def _squash_project(tmp_path: Path, database_url: str) -> tuple[Project, dict[str, bytes]]:
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    project.add_table("0002")
+    project.add_table("0003")
+    before = {p.name: p.read_bytes() for p in project.migrations_dir.iterdir()}
+    return project, before
+
+
+def _directory(project: Project) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in project.migrations_dir.iterdir()}
+
+
+def test_squash_in_a_read_only_directory_changes_nothing(tmp_path: Path, database_url: str) -> None:
+    project, before = _squash_project(tmp_path, database_url)
+    project.migrations_dir.chmod(0o555)
+    try:
+        done = run_without([CAP_DAC_OVERRIDE], project.root, "squash", "all tables")
+    finally:
+        project.migrations_dir.chmod(0o755)
+
+    assert_clean_error(
+        done, "cannot write migrations/", "_all_tables.sql", "Permission denied", code=1
+    )
+    assert ".tmp" not in done.stderr
+    assert _directory(project) == before
+    project.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the files to another user")
+@pytest.mark.parametrize("removable", [(), ("0001_create_t_0001.sql",)])
+def test_squash_that_cannot_remove_an_original_is_undone(
+    tmp_path: Path, database_url: str, removable: tuple[str, ...]
+) -> None:
+    """In a sticky directory (like /tmp) only a file's owner may remove it: the originals
+    another user owns stay, so the new file must go, and any original removed must return."""
+    project, before = _squash_project(tmp_path, database_url)
+    nobody = 65534
+    directory = project.migrations_dir
+    os.chown(directory, nobody, nobody)
+    directory.chmod(0o1777)
+    for path in directory.iterdir():
+        if path.name not in removable:
+            os.chown(path, nobody, nobody)
+
+    done = run_without([CAP_FOWNER], project.root, "squash", "all tables")
+
+    stuck = "0002_create_t_0002.sql" if removable else "0001_create_t_0001.sql"
+    assert_clean_error(done, f"cannot remove migrations/{stuck}", "nothing was changed", code=1)
+    assert _directory(project) == before
+    assert not project.tables() and project.mg("status").returncode == 0
+    applied = project.mg("apply")
+    assert applied.returncode == 0, applied.stderr
+    assert set(project.statuses()) == {"0001", "0002", "0003"}
     project.close()
