@@ -10,6 +10,7 @@ migration and its history row in one transaction (one round trip), and leave an 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -247,8 +248,38 @@ def _blank(sql: str | FileText) -> bool:
     return not sql or sql.isspace()
 
 
-def run_migration(session: Session, conn: Any, migration: Migration, direction: Direction) -> int:
-    """Run one migration and record it; return its duration in milliseconds."""
+class PlanLockTimeout(Exception):
+    """A transactional migration of a ``--single-transaction`` plan hit
+    ``table_lock_timeout``. Not retried on its own: the plan's transaction would keep the
+    locks of the migrations before it through the pause, queueing their tables' traffic
+    behind it. ``run_plan`` rolls the whole plan back and tries it again."""
+
+    def __init__(
+        self,
+        migration: Migration,
+        error: SqlError,
+        holders: list[Any],
+        give_up: Callable[[int], MgError],
+    ) -> None:
+        super().__init__(error.server_message)
+        self.migration = migration
+        self.error = error
+        self.holders = holders
+        self.give_up = give_up  # the error after that many retries
+
+
+def run_migration(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    direction: Direction,
+    *,
+    retry: bool = True,
+) -> int:
+    """Run one migration and record it; return its duration in milliseconds.
+
+    Without ``retry`` (a ``--single-transaction`` plan), a table-lock timeout raises
+    ``PlanLockTimeout`` instead of trying the migration again."""
     hooks = session.hooks
     # A large file's section stays a FileText, read as it is sent and again only for an
     # error: holding it here would keep a second copy beside the query while it runs.
@@ -301,6 +332,20 @@ def run_migration(session: Session, conn: Any, migration: Migration, direction: 
                     part = "record" if writing else query.part(exc.position)
                     if _lock_timed_out(exc, lock_wait) and part == "sql":
                         attempt += 1
+                        if not retry:
+                            held = list(blockers)
+                            give_up = functools.partial(
+                                _gave_up,
+                                session,
+                                migration,
+                                exc,
+                                query,
+                                _loaded(sql),
+                                first_line,
+                                lock_wait,
+                                holders=held,
+                            )
+                            raise PlanLockTimeout(migration, exc, held, give_up) from exc
                         if attempt <= retries:
                             holders = list(blockers)
                             failure = exc
@@ -662,16 +707,19 @@ def _lock_retry(
     lock_wait: float,
     holders: Sequence[Any],
     error: SqlError,
+    *,
+    whole_plan: bool = False,
 ) -> None:
     pause = lock_retry_pause(attempt)
     describe = session.hooks.describe_lock_holder
     who = "; blocked by " + ", ".join(describe(h) for h in holders) if holders else ""
+    plan = "; the whole plan was rolled back (--single-transaction)" if whole_plan else ""
     report(
         session,
         "migration.lock_retry",
         "warning",
         f"{migration.id} {migration.name}: table lock not granted within "
-        f"{_format_wait(lock_wait)}{who}; retry {attempt} of {retries} in {pause:.1f}s",
+        f"{_format_wait(lock_wait)}{who}{plan}; retry {attempt} of {retries} in {pause:.1f}s",
         migration_id=migration.id,
         migration_name=migration.name,
         attempt=attempt,
@@ -951,7 +999,9 @@ def run_plan(
                 index=index,
                 total=total,
             )
-            duration = run_migration(session, conn, migration, plan.direction)
+            duration = run_migration(
+                session, conn, migration, plan.direction, retry=not plan.single_transaction
+            )
             result = MigrationResult(migration, plan.direction, True, duration)
             results.append(result)
             # --allow-missing-down: nothing ran, so the line must not read as if it had.
@@ -971,9 +1021,30 @@ def run_plan(
             hooks.after_migration(session, result)
 
     if plan.single_transaction:
+        attempt = 0
         try:
-            with hooks.transaction(session, conn):
-                walk()
+            while True:
+                try:
+                    with hooks.transaction(session, conn):
+                        walk()
+                    break
+                except PlanLockTimeout as timeout:
+                    # rolled back with the plan: nothing is held while it pauses
+                    lock_wait, retries, _ = table_lock_settings(session)
+                    attempt += 1
+                    if attempt > retries:
+                        raise timeout.give_up(attempt - 1) from timeout.error
+                    _lock_retry(
+                        session,
+                        timeout.migration,
+                        attempt,
+                        retries,
+                        lock_wait,
+                        timeout.holders,
+                        timeout.error,
+                        whole_plan=True,
+                    )
+                    results.clear()
         except MgError as exc:
             if results:  # already reported as applied, now rolled back with the plan
                 undone = (

@@ -131,6 +131,80 @@ def test_a_blocked_migration_retries_and_readers_never_queue_long(project: Proje
     assert reader.slowest < 2.0, reader.slowest
 
 
+class TableReader(Reader):
+    """A reader of another table."""
+
+    def __init__(self, url: str, table: str) -> None:
+        self.table = table
+        super().__init__(url)
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()
+                self.slowest = max(self.slowest, time.perf_counter() - started)
+                self.counts += 1
+                time.sleep(0.02)
+
+
+def test_single_transaction_retries_the_whole_plan_holding_no_lock_while_it_pauses(
+    project: Project,
+) -> None:
+    """With --single-transaction, a migration after the first that hits the timeout does not
+    wait for its retry inside the plan's transaction, which holds the locks the migrations
+    before it took: the whole plan is rolled back and tried again."""
+    project.sql("CREATE TABLE t2 (id bigint)")
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 500ms\n")
+    project.add("001", "add_x", "ALTER TABLE t2 ADD COLUMN x int;")
+    project.add("002", "add_c", "ALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, None)
+    reader = TableReader(project.database_url, "t2")
+    try:
+        job = project.spawn("--json-log", "apply", "--single-transaction", "--no-lint")
+        deadline = time.monotonic() + 120
+        while "migration.lock_retry" not in job.stderr_so_far() and job.running():
+            assert time.monotonic() < deadline, job.stderr_so_far()
+            time.sleep(0.05)
+        threading.Timer(3.0, holder.release).start()
+        done = project.finish(job)
+    finally:
+        reader.finish()
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert "c" in columns(project)
+    assert project.statuses() == {"001": "applied", "002": "applied"}
+    # t2, altered by 001, is not kept locked while 002 waits for its next try
+    assert reader.slowest < 2.0, reader.slowest
+    retry = events(done.stderr, "migration.lock_retry")[0]
+    assert retry["migration_id"] == "002" and retry["attempt"] == 1
+    assert "the whole plan was rolled back (--single-transaction)" in retry["message"]
+
+    project.sql("ALTER TABLE t DROP COLUMN c")
+    project.sql("ALTER TABLE t2 DROP COLUMN x")
+    project.sql("DELETE FROM _migrations")
+    project.configure(
+        {"url": project.database_url},
+        extra="table_lock_timeout: 200ms\ntable_lock_retries: 1\n",
+    )
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--single-transaction", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "002_add_c.sql:" in done.stderr and "(SQLSTATE 55P03)" in done.stderr
+    assert "no table lock within 200ms after 1 retry; blocked by pid" in done.stderr
+    assert "the 1 migration(s) reported applied before it are not applied" in done.stderr
+    assert project.statuses() == {}
+    assert "x" not in {
+        row[0]
+        for row in project.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 't2'"
+        )
+    }
+
+
 def test_after_the_last_retry_exit_1_names_the_blockers(project: Project) -> None:
     project.configure(
         {"url": project.database_url},
