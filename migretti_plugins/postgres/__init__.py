@@ -381,10 +381,9 @@ def _default_tcp_settings(params: dict[str, str]) -> None:
         return
     known = _libpq_keywords()
     missing = [(key, value) for key, value in missing if key in known]
-    from migretti_core.pgservice import service_in_effect
-
-    service = service_in_effect(params, os.environ) if missing else None
-    if service:
+    # as pgservice.service_in_effect, without importing it (and subprocess) on every connect
+    service = params.get("service") or os.environ.get("PGSERVICE")
+    if service and missing:
         try:
             chosen = _service_settings(service)
         except ValueError:
