@@ -1405,10 +1405,20 @@ def _execute_plan(
 
 
 def apply(session: Session, request: ApplyRequest) -> int:
+    # The plan made before the lock: `mg up` applies the migration its user saw as the next.
+    first: list[Plan] = []
+
     def planner(state: State, check_blocked: bool) -> Plan:
-        return plan_apply(state, request, check_blocked)
+        plan = plan_apply(state, request, check_blocked)
+        if not first:
+            first.append(plan)
+        elif request.limit is not None and not set(plan.ids) <= set(first[0].ids):
+            return _replan_up(state, first[0])
+        return plan
 
     def nothing(state: State) -> str:
+        if request.limit is not None and first and first[0].steps:
+            return "nothing to apply: " + _done_elsewhere(first[0].steps, "applied")
         to = None if request.to is None else resolve_id(request.to, state.migrations)
         later = [m for m in state.pending if to is not None and m.id > to]
         if later:
@@ -1508,10 +1518,27 @@ def _replan_rollback(
     return plan_rollback(state, dataclasses.replace(request, count=len(still)), check_blocked)
 
 
-def _done_elsewhere(steps: Sequence[Migration]) -> str:
+def _replan_up(state: State, planned: Plan) -> Plan:
+    """Under the lock, `mg up` whose planned migration is no longer the next pending one:
+    another run applied it (nothing to do; the one after it is not what was asked for), or
+    rolled back an earlier one (the history changed: nothing is applied)."""
+    ids = set(planned.ids)
+    if not any(m.id in ids for m in state.pending):
+        return Plan("up", ())
+    earlier = [m for m in state.pending if m.id < min(ids)]
+    named = ", ".join(f"{m.id} ({printable(m.name)})" for m in earlier)
+    raise StateError(
+        f"the history changed while waiting for the migration lock: {named} "
+        f"{'was' if len(earlier) == 1 else 'were'} rolled back while this one waited, and "
+        "would come before the migration this command was to apply; nothing was applied",
+        hint="run the command again to apply the next migration as it is now",
+    )
+
+
+def _done_elsewhere(steps: Sequence[Migration], done: str = "rolled back") -> str:
     named = ", ".join(f"{m.id} ({printable(m.name)})" for m in steps)
     return (
-        f"{named} {'was' if len(steps) == 1 else 'were'} rolled back by another run while this "
+        f"{named} {'was' if len(steps) == 1 else 'were'} {done} by another run while this "
         "one waited for the migration lock"
     )
 

@@ -577,3 +577,47 @@ def test_a_rollback_finding_a_newer_migration_applied_meanwhile_changes_nothing(
     assert "0004 (create_d) was applied while this one waited" in done.stderr, done.stderr
     assert project.tables() == {"a", "b", "c", "d"}
     assert set(project.statuses()) == {"0001", "0002", "0003", "0004"}
+
+
+def test_two_ups_started_together_apply_the_next_migration_once(project: Project) -> None:
+    """`mg up` applies the migration it planned: a second one started at the same time finds
+    it applied and says so, instead of applying the one after it, which nobody asked for."""
+    for ident, table in (("0001", "a"), ("0002", "b"), ("0003", "c")):
+        project.add_table(ident, table)
+    holder = AdvisoryLockHolder(project.database_url)
+    try:
+        jobs = [project.spawn("up") for _ in range(2)]
+        for job in jobs:
+            wait_until(lambda j=job: WAITING in j.stderr_so_far() or not j.running(), timeout=60)
+            assert job.running(), job.stderr_so_far()
+    finally:
+        holder.release()
+    results = [project.finish(job, timeout=60) for job in jobs]
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert project.tables() == {"a"}
+    assert set(project.statuses()) == {"0001"}
+    said = [r.stderr.strip().splitlines()[-1] for r in results]
+    assert (
+        "nothing to apply: 0001 (create_a) was applied by another run while this one waited "
+        "for the migration lock" in said
+    ), said
+
+
+def test_an_up_finding_an_earlier_migration_rolled_back_meanwhile_changes_nothing(
+    project: Project,
+) -> None:
+    for ident, table in (("0001", "a"), ("0002", "b")):
+        project.add_table(ident, table)
+    assert project.mg("up").returncode == 0
+    with AdvisoryLockHolder(project.database_url):
+        job = project.spawn("up")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        project.sql("DROP TABLE a")  # another run rolled back 0001
+        project.sql("DELETE FROM _migrations WHERE id = '0001'")
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert "0001 (create_a) was rolled back while this one waited" in done.stderr, done.stderr
+    assert project.tables() == set()
+    assert project.statuses() == {}
