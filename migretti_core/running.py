@@ -260,12 +260,14 @@ class PlanLockTimeout(Exception):
         error: SqlError,
         holders: list[Any],
         give_up: Callable[[int], MgError],
+        sooner: float | None = None,
     ) -> None:
         super().__init__(error.server_message)
         self.migration = migration
         self.error = error
         self.holders = holders
         self.give_up = give_up  # the error after that many retries
+        self.sooner = sooner  # see _sooner
 
 
 def run_migration(
@@ -302,9 +304,11 @@ def run_migration(
         head = "; ".join(part for part in (settings, check) if part) or None
         query = MigrationQuery.build(head, "" if _blank(sql) else sql, record)
         attempt = 0
+        sooner: float | None = None  # how soon the last try gave up, when before lock_wait
         while True:
             writing = False
-            with _watch(session, conn, lock_wait) as blockers:
+            tried = time.perf_counter()
+            with _watch(session, conn, lock_wait, sooner) as blockers:
                 try:
                     # The database plugin opens and commits the transaction in the same
                     # round trip when it can.
@@ -332,6 +336,7 @@ def run_migration(
                     part = "record" if writing else query.part(exc.position)
                     if _lock_timed_out(exc, lock_wait) and part == "sql":
                         attempt += 1
+                        sooner = _sooner(lock_wait, time.perf_counter() - tried)
                         if not retry:
                             held = list(blockers)
                             give_up = functools.partial(
@@ -344,8 +349,9 @@ def run_migration(
                                 first_line,
                                 lock_wait,
                                 holders=held,
+                                sooner=sooner,
                             )
-                            raise PlanLockTimeout(migration, exc, held, give_up) from exc
+                            raise PlanLockTimeout(migration, exc, held, give_up, sooner) from exc
                         if attempt <= retries:
                             holders = list(blockers)
                             failure = exc
@@ -360,6 +366,7 @@ def run_migration(
                                 lock_wait,
                                 attempt - 1,
                                 list(blockers),
+                                sooner,
                             ) from exc
                     else:
                         raise _query_failure(
@@ -373,7 +380,9 @@ def run_migration(
                             _loaded(sql),
                             first_line,
                         ) from exc
-            _lock_retry(session, migration, attempt, retries, lock_wait, holders, failure)
+            _lock_retry(
+                session, migration, attempt, retries, lock_wait, holders, failure, sooner=sooner
+            )
 
     statements: list[Statement] = [] if _blank(sql) else hooks.split_statements(_loaded(sql))
     running = HistoryChange(
@@ -491,14 +500,17 @@ def _run_statements(
     texts = [s.text for s in statements] if total > 1 and hooks.batches_statements() else None
     index = 0  # statements done
     attempt = 0
+    sooner: float | None = None  # how soon the last try gave up, when before lock_wait
     info: StatementInfo | None = None  # asked of the database plugin once it failed
     while index < total:
         at[0] = index + 1
         error: SqlError | None = None
         holders: list[Any] = []
         batch = None if texts is None else _batch_at(texts, index)
+        tried = time.perf_counter()
+        took = 0.0
         try:
-            with _watch(session, conn, lock_wait) as blockers:
+            with _watch(session, conn, lock_wait, sooner) as blockers:
                 try:
                     if batch is not None and not (
                         hooks.execute_each(session, conn, batch) and batch.committed
@@ -509,6 +521,7 @@ def _run_statements(
                 except SqlError as exc:
                     error = exc
                     holders = list(blockers)
+                    took = time.perf_counter() - tried
             ran = (0 if error else 1) if batch is None else batch.committed
             at[0] = index + ran + 1
         except BaseException:
@@ -521,6 +534,7 @@ def _run_statements(
         if ran:
             index += ran
             attempt = 0
+            sooner = None
             info = None
         if error is None:
             continue
@@ -531,6 +545,8 @@ def _run_statements(
             # The server ended the session (terminated, shut down): nothing to write on.
             raise DatabaseError(error.message) from error
         timed_out = _lock_timed_out(error, lock_wait)
+        if timed_out:
+            sooner = _sooner(lock_wait, took)
         if info is None:
             info = hooks.describe_statement(statement.text)
         # Alone, a statement of a block the migration opened (BEGIN) would run without the
@@ -538,12 +554,16 @@ def _run_statements(
         block = error.block_rolled_back
         if timed_out and attempt < retries and info.retry_safe and not block:
             attempt += 1
-            _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
+            _lock_retry(
+                session, migration, attempt, retries, lock_wait, holders, error, sooner=sooner
+            )
             continue
         note = info.note
         if timed_out:
             note = "; ".join(
-                part for part in (_gave_up_note(session, lock_wait, attempt, holders), note) if part
+                part
+                for part in (_gave_up_note(session, lock_wait, attempt, holders, sooner), note)
+                if part
             )
         if block:
             note = "; ".join(part for part in (note, _BLOCK_ROLLED_BACK) if part)
@@ -596,11 +616,23 @@ def table_lock_settings(session: Session) -> tuple[float, int, float]:
     return wait, config.table_lock_retries, statement
 
 
-def _watch(session: Session, conn: Any, lock_wait: float) -> AbstractContextManager[list[Any]]:
-    """Who blocks the statement, probed halfway through the lock timeout."""
+def _watch(
+    session: Session, conn: Any, lock_wait: float, sooner: float | None = None
+) -> AbstractContextManager[list[Any]]:
+    """Who blocks the statement, probed halfway through the lock timeout, or halfway
+    through ``sooner``: the time the last try took to give up, when the migration's own
+    ``lock_timeout`` ended it before ``lock_wait``."""
     if lock_wait <= 0:
         return nullcontext([])
-    return session.hooks.lock_blockers(session, conn, lock_wait / 2)
+    after = lock_wait if sooner is None else min(lock_wait, sooner)
+    return session.hooks.lock_blockers(session, conn, after / 2)
+
+
+def _sooner(lock_wait: float, took: float) -> float | None:
+    """``took`` when a try that failed with 55P03 ended before ``table_lock_timeout``
+    could fire (it counts from the lock wait's start, after the try's): the migration's
+    own ``lock_timeout`` or a ``NOWAIT`` ended it. None otherwise."""
+    return took if took < lock_wait else None
 
 
 def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
@@ -709,23 +741,29 @@ def _lock_retry(
     error: SqlError,
     *,
     whole_plan: bool = False,
+    sooner: float | None = None,
 ) -> None:
     pause = lock_retry_pause(attempt)
     describe = session.hooks.describe_lock_holder
     who = "; blocked by " + ", ".join(describe(h) for h in holders) if holders else ""
     plan = "; the whole plan was rolled back (--single-transaction)" if whole_plan else ""
+    if sooner is None:
+        waited = f"within {_format_wait(lock_wait)}"
+    else:
+        waited = f"after {_format_wait(sooner)} ({_OWN_TIMEOUT.format(_format_wait(lock_wait))})"
     report(
         session,
         "migration.lock_retry",
         "warning",
-        f"{migration.id} {migration.name}: table lock not granted within "
-        f"{_format_wait(lock_wait)}{who}{plan}; retry {attempt} of {retries} in {pause:.1f}s",
+        f"{migration.id} {migration.name}: table lock not granted "
+        f"{waited}{who}{plan}; retry {attempt} of {retries} in {pause:.1f}s",
         migration_id=migration.id,
         migration_name=migration.name,
         attempt=attempt,
         retries=retries,
         wait_s=round(pause, 3),
         lock_timeout_s=lock_wait,
+        attempt_s=round(sooner if sooner is not None else lock_wait, 3),
         blockers=[_holder_dict(h) for h in holders],
         error=error.server_message,
     )
@@ -738,16 +776,29 @@ _BLOCK_ROLLED_BACK = (
 )
 
 
-def _gave_up_note(session: Session, lock_wait: float, retries: int, holders: Sequence[Any]) -> str:
-    who = (
-        "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
-        if holders
-        else "the blocking sessions had gone when asked"
-    )
-    return (
-        f"no table lock within {_format_wait(lock_wait)} after {retries} "
-        f"retr{'y' if retries == 1 else 'ies'}; {who} (table_lock_timeout, table_lock_retries)"
-    )
+_OWN_TIMEOUT = "the migration's own lock_timeout or NOWAIT, sooner than table_lock_timeout {}"
+
+
+def _gave_up_note(
+    session: Session,
+    lock_wait: float,
+    retries: int,
+    holders: Sequence[Any],
+    sooner: float | None = None,
+) -> str:
+    if holders:
+        who = "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
+    elif sooner is None:
+        who = "the blocking sessions had gone when asked"
+    else:
+        who = "who held the lock is not known"
+    count = f"{retries} retr{'y' if retries == 1 else 'ies'}"
+    if sooner is None:
+        waited = f"within {_format_wait(lock_wait)} after {count}"
+    else:
+        own = _OWN_TIMEOUT.format(_format_wait(lock_wait))
+        waited = f"after {count}, the last try given up after {_format_wait(sooner)} ({own})"
+    return f"no table lock {waited}; {who} (table_lock_timeout, table_lock_retries)"
 
 
 def _gave_up(
@@ -760,10 +811,11 @@ def _gave_up(
     lock_wait: float,
     retries: int,
     holders: Sequence[Any],
+    sooner: float | None = None,
 ) -> MgError:
     if exc.position is not None:
         exc.position -= query.sql_start
-    note = _gave_up_note(session, lock_wait, retries, holders)
+    note = _gave_up_note(session, lock_wait, retries, holders, sooner)
     return sql_failure(migration, exc, sql, first_line, note)
 
 
@@ -1043,6 +1095,7 @@ def run_plan(
                         timeout.holders,
                         timeout.error,
                         whole_plan=True,
+                        sooner=timeout.sooner,
                     )
                     results.clear()
         except MgError as exc:

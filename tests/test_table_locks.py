@@ -225,6 +225,43 @@ def test_after_the_last_retry_exit_1_names_the_blockers(project: Project) -> Non
     assert project.sql("SELECT count(*) FROM _migrations")[0][0] == 0
 
 
+@pytest.mark.parametrize("no_transaction", [False, True])
+def test_a_migration_with_its_own_lock_timeout_is_reported_as_it_ran(
+    project: Project, no_transaction: bool
+) -> None:
+    """A migration that sets a shorter lock_timeout of its own (squawk's advice) gives up
+    sooner than table_lock_timeout: the messages do not claim mg's value, and the blockers
+    are still named (asked for sooner on the next try)."""
+    project.configure({"url": project.database_url}, extra="table_lock_retries: 2\n")
+    set_timeout = "SET lock_timeout" if no_transaction else "SET LOCAL lock_timeout"
+    project.add(
+        "001",
+        "own",
+        f"{set_timeout} = '100ms';\nALTER TABLE t ADD COLUMN c int;",
+        no_transaction=no_transaction,
+    )
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("--json-log", "apply", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    retries = events(done.stderr, "migration.lock_retry")
+    assert [r["attempt"] for r in retries] == [1, 2]
+    for retry in retries:
+        assert "within 5s" not in retry["message"]
+        assert "the migration's own lock_timeout or NOWAIT" in retry["message"]
+        assert retry["attempt_s"] < 5
+    assert [b["pid"] for b in retries[1]["blockers"]] == [holder.pid]
+    (failed,) = events(done.stderr, "command.failed")
+    assert "(SQLSTATE 55P03)" in failed["error"]
+    assert "within 5s" not in failed["error"]
+    assert "had gone when asked" not in failed["error"]
+    assert "the migration's own lock_timeout or NOWAIT" in failed["error"]
+    assert f"blocked by pid {holder.pid} ('slow_report'" in failed["error"]
+    assert "c" not in columns(project)
+
+
 def test_command_line_timeout_wins_and_off_waits(project: Project) -> None:
     project.configure({"url": project.database_url}, extra="table_lock_retries: 1\n")
     project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")

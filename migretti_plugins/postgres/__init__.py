@@ -1508,7 +1508,10 @@ class _Watch:
                 watcher = _BlockerWatcher(self.session, self.pid, key)
                 _WATCHERS[key] = watcher
             # Armed before its thread starts: the thread's first sleep is this poll.
-            watcher.poll = max(0.005, min(self.after / 4, 0.5))
+            poll = max(0.005, min(self.after / 4, 0.5))
+            if poll < watcher.poll and not start:
+                watcher.wake.set()  # asleep for the longer poll: it would probe too late
+            watcher.poll = poll
             watcher.armed = (self, time.monotonic() + self.after, self.found)
             if start:
                 threading.Thread(target=watcher.run, name="mg-lock-blockers", daemon=True).start()
@@ -1539,6 +1542,7 @@ class _BlockerWatcher:
         self.probing: object | None = None
         self.probed = threading.Event()
         self.probed.set()
+        self.wake = threading.Event()  # set to end a sleep early (a shorter poll)
 
     def run(self) -> None:
         import time
@@ -1547,7 +1551,8 @@ class _BlockerWatcher:
         last: object | None = None
         delay = self.poll
         while True:
-            time.sleep(delay)
+            if self.wake.wait(delay):
+                self.wake.clear()
             delay = self.poll
             with _WATCHERS_LOCK:
                 now = time.monotonic()
