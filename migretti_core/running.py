@@ -1074,11 +1074,13 @@ def run_plan(
 
     if plan.single_transaction:
         attempt = 0
+        walked = False  # every migration ran: the COMMIT was next
         try:
             while True:
                 try:
                     with hooks.transaction(session, conn):
                         walk()
+                        walked = True
                     break
                 except PlanLockTimeout as timeout:
                     # rolled back with the plan: nothing is held while it pauses
@@ -1105,6 +1107,19 @@ def run_plan(
                     f"{len(results)} migration(s) reported applied before it are not applied"
                 )
                 exc.hint = f"{exc.hint}; {undone}" if exc.hint else undone
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C, SIGTERM: the lines already printed for the plan are taken back too (a
+            # signal landing once the COMMIT was next leaves it unknown: nothing is said)
+            if results and not walked:
+                report(
+                    session,
+                    "plan.rolled_back",
+                    "warning",
+                    "interrupted: with --single-transaction the whole plan was rolled back: the "
+                    f"{len(results)} migration(s) reported applied before it are not applied",
+                    count=len(results),
+                )
             raise
     else:
         walk()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from migretti_core.testing import AdvisoryLockHolder, Project
+from migretti_core.testing import AdvisoryLockHolder, Project, wait_until
 
 READ_ONLY = ("status", "list", "head", "verify")
 
@@ -134,6 +135,33 @@ def test_single_transaction_applies_all_or_nothing(project: Project) -> None:
     assert refused.returncode == 2, refused.stderr
     assert "0003_idx.sql" in refused.stderr
     assert project.statuses() == {"0001": "applied", "0002": "applied"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_an_interrupted_single_transaction_apply_takes_back_the_lines_it_printed(
+    project: Project, signum: int
+) -> None:
+    """The plan's migrations were shown as applied while it ran; interrupted, the whole plan
+    is rolled back, and mg says so instead of leaving those lines standing."""
+    with_tables(project, "0001", "0002")
+    project.add("0003", "slow", "SELECT pg_sleep(60);")
+    job = project.spawn("apply", "--single-transaction", "--no-lint")
+    wait_until(
+        lambda: (
+            bool(project.sql("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'"))
+            or not job.running()
+        ),
+        timeout=60,
+    )
+    assert job.running(), job.stderr_so_far()
+    done, _ = project.interrupt(job, signum)
+    assert done.returncode == 130, done.stderr
+    assert "applied 0001" in done.stdout
+    assert "the 2 migration(s) reported applied before it are not applied" in done.stderr, (
+        done.stderr
+    )
+    assert project.tables() == set()
+    assert project.statuses() == {}
 
 
 def test_transactional_migration_with_concurrently_statement_is_rejected(
