@@ -334,7 +334,9 @@ def run_migration(
                     ) from exc
                 except SqlError as exc:
                     part = "record" if writing else query.part(exc.position)
-                    if _lock_timed_out(exc, lock_wait) and part == "sql":
+                    # the history row is written in the same transaction: a lock on it
+                    # (a hand edit left open) is waited for, and retried, as a table's is
+                    if _lock_timed_out(exc, lock_wait) and part in ("sql", "record"):
                         attempt += 1
                         sooner = _sooner(lock_wait, time.perf_counter() - tried)
                         if not retry:
@@ -350,6 +352,7 @@ def run_migration(
                                 lock_wait,
                                 holders=held,
                                 sooner=sooner,
+                                part=part,
                             )
                             raise PlanLockTimeout(migration, exc, held, give_up, sooner) from exc
                         if attempt <= retries:
@@ -367,6 +370,7 @@ def run_migration(
                                 attempt - 1,
                                 list(blockers),
                                 sooner,
+                                part,
                             ) from exc
                     else:
                         raise _query_failure(
@@ -812,10 +816,17 @@ def _gave_up(
     retries: int,
     holders: Sequence[Any],
     sooner: float | None = None,
+    part: str = "sql",
 ) -> MgError:
+    note = _gave_up_note(session, lock_wait, retries, holders, sooner)
+    if part == "record":
+        return MigrationFailed(
+            f"recording migration {migration.id} ({printable(migration.name)}) in the "
+            f"history failed: {exc.server_message} (SQLSTATE {exc.sqlstate})",
+            hint=f"{note}; its transaction was rolled back",
+        )
     if exc.position is not None:
         exc.position -= query.sql_start
-    note = _gave_up_note(session, lock_wait, retries, holders, sooner)
     return sql_failure(migration, exc, sql, first_line, note)
 
 

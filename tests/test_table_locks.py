@@ -262,6 +262,54 @@ def test_a_migration_with_its_own_lock_timeout_is_reported_as_it_ran(
     assert "c" not in columns(project)
 
 
+def test_a_history_row_kept_locked_is_waited_for_like_a_table(project: Project) -> None:
+    """The history row is written in the migration's transaction: a session keeping it
+    locked (a hand edit left open) times the write out like any table lock, and the whole
+    transaction is retried, naming who holds it, instead of failing at once."""
+    project.configure(
+        {"url": project.database_url},
+        extra="table_lock_timeout: 300ms\ntable_lock_retries: 1\n",
+    )
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;", "ALTER TABLE t DROP COLUMN c;")
+    assert project.mg("apply", "--no-lint").returncode == 0
+
+    def hand_edit() -> Holder:
+        holder = Holder(project.database_url, None)
+        holder.conn.rollback()  # no lock on t: only the history row
+        holder.conn.execute("UPDATE _migrations SET name = name WHERE id = '001'")
+        return holder
+
+    holder = hand_edit()
+    try:
+        done = project.mg("down")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "retry 1 of 1" in done.stderr
+    assert "recording migration 001 (add_c) in the history failed" in done.stderr
+    assert f"no table lock within 300ms after 1 retry; blocked by pid {holder.pid}" in (done.stderr)
+    assert project.statuses() == {"001": "applied"}
+    assert "c" in columns(project)
+
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 300ms\n")
+    holder = hand_edit()
+    try:
+        job = project.spawn("--json-log", "down")
+        deadline = time.monotonic() + 120
+        while "migration.lock_retry" not in job.stderr_so_far() and job.running():
+            assert time.monotonic() < deadline, job.stderr_so_far()
+            time.sleep(0.05)
+        threading.Timer(1.0, holder.release).start()
+        done = project.finish(job)
+    finally:
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    (first, *_) = events(done.stderr, "migration.lock_retry")
+    assert [b["pid"] for b in first["blockers"]] == [holder.pid]
+    assert project.statuses() == {}
+    assert "c" not in columns(project)
+
+
 def test_command_line_timeout_wins_and_off_waits(project: Project) -> None:
     project.configure({"url": project.database_url}, extra="table_lock_retries: 1\n")
     project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
