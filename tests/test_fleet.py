@@ -894,3 +894,53 @@ def test_a_fleet_query_blocked_by_a_lock_gives_up_after_table_lock_timeout(
         holder.close()
         with psycopg.connect(fleet.pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+def test_a_members_bad_url_is_named_by_the_member_and_where_it_was_written(
+    tmp_path: Path, make_fleet: Any
+) -> None:
+    fleet = make_fleet(1)
+    listed = "postgresql://app:Sekr3t-list@db.invalid:notaport/x"
+    project = project_for(
+        tmp_path,
+        fleet,
+        "  shards:\n"
+        f"    databases: [{fleet.names[0]}, '{listed}']\n"
+        "    file: members.txt\n"
+        "    query: SELECT 'host=db.invalid port=0 password=Sekr3t-query'\n",
+        "envs:\n  prod:\n    fleets:\n      shards:\n"
+        "        databases: ['postgresql://app:Sekr3t-prod@[db.invalid']\n",
+    )
+    (project.root / "members.txt").write_text(
+        "# one a line\npostgresql://app:Sekr3t-file@db.invalid:99999/x\n", encoding="utf-8"
+    )
+
+    done = project.mg("status", "--fleet", "shards", "--format", "json")
+    assert done.returncode == 2, done.stderr
+    errors = {m["name"]: m["error"] for m in json.loads(done.stdout)["members"]}
+    assert errors == {
+        fleet.names[0]: None,
+        "postgresql://app:****@db.invalid:notaport/x": (
+            "member postgresql://app:****@db.invalid:notaport/x "
+            "(mg.yaml: fleets.shards.databases[1]): port 'notaport' is not a port number "
+            "(1 to 65535)"
+        ),
+        "postgresql://app:****@db.invalid:99999/x": (
+            "member postgresql://app:****@db.invalid:99999/x "
+            "(members.txt:2, fleets.shards.file): port '99999' is not a port number (1 to 65535)"
+        ),
+        "host=db.invalid port=0 password=****": (
+            "member host=db.invalid port=0 password=**** (row 1 of fleets.shards.query): "
+            "port '0' is not a port number (1 to 65535)"
+        ),
+    }, errors
+
+    prod = project.mg("--env", "prod", "status", "--fleet", "shards")
+    assert prod.returncode == 2, prod.stderr
+    assert (
+        "member postgresql://app:****@[db.invalid (mg.yaml: envs.prod.fleets.shards.databases[0])"
+        " is not a valid connection URL: " in prod.stdout + prod.stderr
+    ), prod.stdout + prod.stderr
+    for run in (done, prod):
+        assert "Sekr3t" not in run.stdout + run.stderr, run.stdout + run.stderr
+        assert "database.url" not in run.stdout + run.stderr, run.stdout + run.stderr

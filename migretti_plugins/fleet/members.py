@@ -44,14 +44,22 @@ class FleetSettings:
 
 @dataclass(frozen=True)
 class Member:
-    """One database of a fleet: ``name`` is what people see (a URL's password masked)."""
+    """One database of a fleet: ``name`` is what people see (a URL's password masked);
+    ``origin`` says where it was written (``mg.yaml: fleets.shards.databases[2]``, a line of
+    the fleet's file, a row of its query)."""
 
     name: str
     spec: str
+    origin: str = ""
 
     @property
     def is_url(self) -> bool:
         return is_url(self.spec)
+
+    @property
+    def described(self) -> str:
+        """The member for an error about it: ``member NAME (ORIGIN)``."""
+        return f"member {self.name} ({self.origin})" if self.origin else f"member {self.name}"
 
     def database(self, profile: Mapping[str, Any]) -> dict[str, Any]:
         """The ``database`` section this member runs with."""
@@ -216,8 +224,25 @@ def fleet_named(config: Config, name: str, environ: Mapping[str, str]) -> FleetS
 _FLEET_FILE_LIMIT = 64 << 20
 
 
-def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> list[str]:
+def _databases_key(config: Config, name: str) -> str:
+    """Where the fleet's ``databases`` are written: the selected profile's fleet when it
+    gives them (it is merged over the top level's), else the top level's."""
+    profiles = config.source.get("envs")
+    profile = profiles.get(config.env) if config.env and isinstance(profiles, Mapping) else None
+    fleets = profile.get("fleets") if isinstance(profile, Mapping) else None
+    body = fleets.get(name) if isinstance(fleets, Mapping) else None
+    key = f"fleets.{name}.databases"
+    if isinstance(body, Mapping) and "databases" in body:
+        key = f"envs.{config.env}.{key}"
+    return f"{_label(config)}: {key}"
+
+
+def _file_members(
+    path: Path, environ: Mapping[str, str], config: Config, fleet: str
+) -> list[tuple[str, str]]:
+    """The members a fleet's file names, each with its line (``regions.txt:3``)."""
     from migretti_core.configfile import read_bounded
+    from migretti_core.reporting import display_path
 
     # A regular file only: a device such as /dev/zero would be read until memory runs out.
     raw = read_bounded(path, str(path), what="fleet file", limit=_FLEET_FILE_LIMIT)
@@ -238,11 +263,12 @@ def _file_members(path: Path, environ: Mapping[str, str], config: Config) -> lis
         if cut != -1:
             entry = entry[:cut].strip()
         value = interpolate(entry, environ, path.name, (f"line {number}",), _label(config))
-        members.append(str(value))
+        members.append((str(value), f"{display_path(path)}:{number}, fleets.{fleet}.file"))
     return members
 
 
-def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
+def _query_members(session: Session, fleet: str, sql: str) -> list[tuple[str, str]]:
+    """The members the fleet's query returns, each with its row."""
     from migretti_core.errors import MgError
     from migretti_core.running import LOCK_NOT_AVAILABLE, connected, table_lock_settings
 
@@ -278,7 +304,7 @@ def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
             )
         raise
     members = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         if len(row) != 1:
             raise ConfigError(
                 f"fleet {fleet}: query must return exactly one column (a name or URL)"
@@ -288,24 +314,27 @@ def _query_members(session: Session, fleet: str, sql: str) -> list[str]:
         value = str(row[0])
         # A database name is kept exactly as returned: 'x ' is another database than 'x'
         # (PostgreSQL keeps the spaces). A URL's surrounding spaces are no part of it.
-        members.append(value.strip() if is_url(value.strip()) else value)
+        spec = value.strip() if is_url(value.strip()) else value
+        members.append((spec, f"row {number} of fleets.{fleet}.query"))
     return members
 
 
 def resolve(session: Session, fleet: FleetSettings, environ: Mapping[str, str]) -> list[Member]:
     """The fleet's members in order, duplicates dropped (``query`` runs on the profile's
     own database)."""
-    specs: list[str] = list(fleet.databases)
+    config = session.config
+    listed = _databases_key(config, fleet.name) if fleet.databases else ""
+    specs = [(spec, f"{listed}[{index}]") for index, spec in enumerate(fleet.databases)]
     if fleet.file is not None:
-        specs += _file_members(fleet.file, fleet_environ(session.config, environ), session.config)
+        specs += _file_members(fleet.file, fleet_environ(config, environ), config, fleet.name)
     if fleet.query is not None:
         specs += _query_members(session, fleet.name, fleet.query)
     seen: set[str] = set()
     members: list[Member] = []
-    for spec in specs:
+    for spec, origin in specs:
         if spec in seen:
             continue
         seen.add(spec)
         shown = redact_url(spec) if is_url(spec) else spec
-        members.append(Member(shown, spec))
+        members.append(Member(shown, spec, origin))
     return members

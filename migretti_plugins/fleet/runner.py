@@ -70,11 +70,25 @@ class Outcome:
 
 
 def member_config(config: Config, member: Member) -> Config:
-    """The profile's configuration with this member's connection."""
+    """The profile's configuration with this member's connection.
+
+    A URL member stands alone, as ``MG_DATABASE_URL`` makes a URL stand for the whole
+    ``database`` section: it is given as that variable's URL, which an error calls by
+    ``url_origin``, here the member and where it was written (``member
+    postgresql://app:****@db7/x (mg.yaml: fleets.shards.databases[2]): port ...``), never
+    the profile's ``database.url``, which it replaces."""
     database = member.database(config.database)
     settings = dict(config.settings)
     settings["database"] = database
-    return dataclasses.replace(config, database=database, settings=settings)
+    if not member.is_url:
+        return dataclasses.replace(config, database=database, settings=settings)
+    return dataclasses.replace(
+        config,
+        database=database,
+        settings=settings,
+        environ={**config.environ, "MG_DATABASE_URL": member.spec},
+        url_origin=member.described,
+    )
 
 
 def member_environment(member: Member) -> dict[str, str]:
