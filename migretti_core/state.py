@@ -197,11 +197,17 @@ class State:
 
 
 def order_history(entries: Sequence[HistoryEntry]) -> list[HistoryEntry]:
-    """Application order: the apply sequence, then the time applied, then the id."""
+    """Application order: the apply sequence, then the time applied, then the id.
+
+    A row without an apply sequence comes after every row with one: migretti 0.10 (which
+    does not know the column) recorded it after mg had numbered the rows it found, and the
+    next write numbers it so (history's backfill). A database only 0.10 wrote has no
+    numbers at all, and its rows follow their times."""
     return sorted(
         entries,
         key=lambda e: (
-            e.seq if e.seq is not None else -1,
+            e.seq is None,
+            e.seq if e.seq is not None else 0,
             e.applied_at.timestamp() if e.applied_at else 0.0,
             e.id,
         ),

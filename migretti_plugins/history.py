@@ -400,7 +400,8 @@ def _read_history(session: Session, conn: Any) -> list[HistoryEntry]:
         expr if fallback is None or _column(expr) in present else fallback
         for expr, fallback in _READ
     )
-    order = "apply_seq NULLS FIRST, " if "apply_seq" in present else ""
+    # in application order: a row 0.10 recorded after mg numbered the others has no number
+    order = "apply_seq NULLS LAST, " if "apply_seq" in present else ""
     rows = session.hooks.query(
         session,
         conn,

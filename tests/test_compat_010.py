@@ -246,3 +246,29 @@ def test_an_edit_beyond_line_ends_since_010_is_still_a_mismatch(
     verify = project.mg("verify")
     assert verify.returncode == 3, verify.stdout + verify.stderr
     assert "mismatch" in verify.stdout
+
+
+def test_a_migration_010_applied_after_mg_upgraded_the_history_is_the_newest(
+    project: Project,
+) -> None:
+    """A deploy still on 0.10 records a migration after mg 1.0 added its columns: 0.10 leaves
+    apply_seq empty. That migration is the last applied: head, status and rollback say so."""
+    for name in ("users", "orders", "items"):
+        project.add(ULIDS[name], name, f"CREATE TABLE {name} (id int);", f"DROP TABLE {name};")
+    done = project.mg("apply", "--to", ULIDS["orders"])
+    assert done.returncode == 0, done.stderr
+    items = ULIDS["items"]
+    checksum = hashlib.sha256(project.path_of(items).read_bytes()).hexdigest()
+    project.sql("CREATE TABLE items (id int)")  # as 0.10 applies it: no apply_seq
+    project.sql(
+        "INSERT INTO _migrations (id, name, checksum) VALUES (%s, 'items', %s)", (items, checksum)
+    )
+
+    head = json.loads(project.mg("head", "--format", "json").stdout)
+    assert head["id"] == items
+    status = json.loads(project.mg("status", "--format", "json").stdout)
+    assert status["head"]["id"] == items and status["problems"] == [], status
+    done = project.mg("down")
+    assert done.returncode == 0, done.stderr
+    assert project.tables() == {"users", "orders"}
+    assert set(project.statuses()) == {ULIDS["users"], ULIDS["orders"]}
