@@ -732,6 +732,7 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
     file was extended (``.gitignore``).
     """
     from migretti_core.templates import embedded_config, server_config
+    from migretti_core.textfiles import write_new_file
 
     if config.exists():
         raise ConfigError(f"{config} already exists; not overwriting it")
@@ -762,10 +763,10 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
     text = embedded_config() if embedded else server_config()
     written: list[tuple[Path, bool]] = []
     try:
-        with config.open("x", encoding="utf-8") as fh:
-            fh.write(text)
-    except FileExistsError as exc:
-        raise ConfigError(f"{config} already exists; not overwriting it") from exc
+        # all of it or nothing: a full disk or Ctrl-C half way leaves no truncated mg.yaml
+        write_new_file(config, text.encode("utf-8"))
+    except UsageError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from exc
     written.append((config, True))
     if not migrations.exists():
         migrations.mkdir()

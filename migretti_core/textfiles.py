@@ -6,6 +6,7 @@ own), so neither imports the other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from migretti_core.errors import MigrationFileError, UsageError
+from migretti_core.errors import MgError, MigrationFileError, UsageError
 
 
 def normalize_text(raw: bytes, path: Path | None = None) -> str:
@@ -263,24 +264,70 @@ def slugify(name: str, kind: str = "migration") -> str:
 
 
 def write_new_file(path: Path, content: bytes) -> Path:
-    """Create ``path`` (and its directory) with ``content``; never replace an existing file.
+    """Create ``path`` (and its directory) with ``content``, all of it or nothing; never
+    replace an existing file.
 
-    ``O_EXCL`` makes the check and the creation one step, so a file appearing at the same
-    moment is not overwritten; a partly written file is removed.
+    The content goes to a hidden temporary file beside ``path`` (``.NAME.PID.mg-tmp``), is
+    flushed to disk, and only then gets its name with ``link``, which fails when the name is
+    taken: a file appearing at the same moment is not overwritten, and a full disk, Ctrl-C
+    or a crash half-way never leaves a partial file under the name (an empty or truncated
+    mg.yaml or migration would break every later command).
     """
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{path} already exists; not overwriting it")
+    temporary = directory / f".{path.name}.{os.getpid()}.mg-tmp"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            _publish(temporary, path)
+        except OSError as exc:
+            raise MgError(
+                f"cannot write {path}: {exc.strerror or exc}; nothing was written"
+            ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+    fsync_directory(directory)
+    return path
+
+
+def _publish(temporary: Path, path: Path) -> None:
+    """Give the written file its name, refusing to replace one that exists."""
+    try:
+        os.link(temporary, path)
+        return
     except FileExistsError:
         raise UsageError(f"{path} already exists; not overwriting it") from None
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    # no hard links on this file system: the check and the rename are two steps there
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{path} already exists; not overwriting it")
+    os.rename(temporary, path)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a new name (or a removed one) in ``directory`` survive a power cut; platforms that
+    cannot open a directory (Windows) go without."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
