@@ -75,11 +75,15 @@ def _show_sql(session: Session, plan: Plan) -> None:
         header = f"-- {plan.direction} {migration.id} {migration.name} ({migration.filename})"
         if not migration.transactional:
             header += " [no-transaction]"
+        shown = sql.strip(chr(10))
+        if plan.direction == "down" and not migration.has_down:
+            # only with --allow-missing-down: the real run's line says the same
+            shown = "-- no down section: only its history row would be removed"
         report(
             session,
             "dryrun.sql",
             "info",
-            f"{header}\n{sql.strip(chr(10))}\n",
+            f"{header}\n{shown}\n",
             migration_id=migration.id,
             migration_name=migration.name,
             direction=plan.direction,

@@ -179,6 +179,24 @@ def test_rollback_dry_run_walks_back_in_application_order(project: Project) -> N
     assert project.log() == log
 
 
+def test_rollback_dry_run_says_a_migration_without_down_only_loses_its_history_row(
+    project: Project,
+) -> None:
+    project.add_table("0001")
+    project.add("0002", "no_down", "CREATE TABLE t_0002 (id int);")
+    assert project.mg("apply").returncode == 0
+
+    done = project.mg("rollback", "2", "--dry-run", "--allow-missing-down")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert outcome_lines(done.stdout) == {"0002": "ok", "0001": "ok"}
+    shown = done.stdout.split("-- down 0001")[0]
+    assert "-- down 0002 no_down (0002_no_down.sql)\n-- no down section: only its history row " in (
+        shown
+    ), done.stdout
+    assert project.tables() == {"t_0001", "t_0002"}
+
+
 def test_failing_down_section_in_dry_run_names_its_line(project: Project) -> None:
     project.add("0001", "create_a", "CREATE TABLE a (id int);", "DROP TABLE a;\nDROP TABLE nope;")
     assert project.mg("apply").returncode == 0
