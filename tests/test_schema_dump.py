@@ -263,6 +263,53 @@ def test_a_schema_file_that_is_a_link_to_a_file_stays_a_link(project: Project) -
     assert sorted(p.name for p in shared.iterdir()) == ["schema.sql"]  # no temporary left
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o664])
+def test_a_rewritten_schema_file_keeps_its_permissions(project: Project, mode: int) -> None:
+    (project.root / "db").mkdir()
+    path = project.root / "db" / "schema.sql"
+    path.write_text("old\n")
+    path.chmod(mode)
+    project.configure(extra="schema_file: db/schema.sql\n")
+    assert project.mg("up").returncode == 0
+    assert "CREATE TABLE public.users" in path.read_text()
+    # before: the new file had the umask's 0644, so a schema kept private became readable
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert project.mg("schema", "dump", "-o", "db/schema.sql").returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_schema_file_is_on_disk_before_it_replaces_the_old_one(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut just after the rewrite must leave the old dump or the new one, never an
+    empty file in place of the old one."""
+    from migretti_core.testing import run_cli
+
+    project.configure(extra="schema_file: db/schema.sql\n")
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + ("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(source: str | Path, target: str | Path, **kwargs: object) -> None:
+        if Path(target).name == "schema.sql":
+            events.append("replace")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    for args in (["apply"], ["schema", "dump", "-o", "db/schema.sql"]):
+        events.clear()
+        result = run_cli(args, cwd=project.root)
+        assert result.exit_code == 0, result.output
+        assert events.count("replace") == 1, events
+        at = events.index("replace")
+        assert "fsync file" in events[:at], (args, events)
+        assert "fsync dir" in events[at:], (args, events)
+
+
 def test_baseline_rewrites_the_schema_file(project: Project) -> None:
     project.configure(extra="schema_file: db/schema.sql\n")
     project.sql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")

@@ -254,12 +254,28 @@ def write_atomically(path: Path, text: str) -> None:
 
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.mg-tmp")
     try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as fh:
+        # The file it replaces keeps its permissions (a schema kept private with mode 0600
+        # stays private, a group-writable one group-writable), from before the text is in it.
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = None
+    from migretti_core.textfiles import fsync_directory
+
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with open(fd, "w", encoding="utf-8", newline="\n") as fh:
+            if mode is not None:
+                os.chmod(temporary, mode)
             fh.write(text)
+            fh.flush()
+            # on disk before it replaces the old file: a power cut just after the rename
+            # must leave the old dump or the new one, not an empty file
+            os.fsync(fd)
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
+    fsync_directory(path.parent)
 
 
 def _make_directory(directory: Path) -> None:
