@@ -392,10 +392,20 @@ def run_migration(
     running = HistoryChange(
         migration.id, migration.name, migration.checksum, action, "running", log=False
     )
-    _start_no_transaction(session, conn, migration, direction, check, running)
+    # The timeouts bound the history writes around the statements too: a session keeping
+    # _migrations locked must not hold the run up without end.
     settings = hooks.timeout_sql(session, lock_wait, statement_wait, False)
-    if settings and statements:
+    if settings:
         hooks.execute(session, conn, settings)
+    try:
+        _start_no_transaction(
+            session, conn, migration, direction, check, running, (lock_wait, retries)
+        )
+    except BaseException:
+        if settings:
+            with suppress(MgError):
+                hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
+        raise
     at = [0]  # the statement running, for a message when something stops it
     try:
         try:
@@ -410,43 +420,18 @@ def run_migration(
                 (lock_wait, retries),
                 at,
             )
+            at[0] = len(statements) + 1
+            finished = HistoryChange(
+                migration.id, migration.name, migration.checksum, action, status, done()
+            )
+            try:
+                _write_retried(session, conn, migration, finished, (lock_wait, retries))
+            except SqlError as exc:
+                raise _unrecorded(migration, len(statements), exc) from exc
         finally:
-            if settings and statements:
+            if settings:
                 with suppress(MgError):
                     hooks.execute(session, conn, hooks.timeout_sql(session, 0, 0, False))
-        at[0] = len(statements) + 1
-        try:
-            hooks.history_write(
-                session,
-                conn,
-                HistoryChange(
-                    migration.id, migration.name, migration.checksum, action, status, done()
-                ),
-            )
-        except SqlError as exc:
-            if f"{migration.id} is already recorded as applied" in exc.server_message:
-                # the history's refusal: the row says `applied` already (written by hand,
-                # by `mg fix`, or by the migration itself), not `running` as this run left it
-                raise StateError(
-                    f"migration {migration.id} ({printable(migration.name)}) is already "
-                    f"recorded as applied: its row was changed while this run ran its "
-                    f"{len(statements)} statements, which all ran (it is a no-transaction "
-                    "migration); this run did not record it again",
-                    hint="check that nothing else runs it (mg runs hold an advisory lock; "
-                    "no migration should release it or write _migrations)",
-                ) from exc
-            # Every statement ran; only the last history write failed (a migration that
-            # ran SET ROLE, for example): say so, and what the row left `running` needs.
-            code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-            raise MigrationFailed(
-                f"recording migration {migration.id} ({printable(migration.name)}) in the history "
-                f"failed: {exc.message}{code}",
-                hint=f"all {len(statements)} of its statements ran (it is a no-transaction "
-                f"migration), but its row is left `running`: `mg fix {migration.id} "
-                f"--applied` records it as applied, `mg fix {migration.id} --remove` as "
-                "not applied; a migration that changes the session (SET ROLE, SET "
-                "SESSION AUTHORIZATION) should RESET it at its end",
-            ) from exc
     except KeyboardInterrupt as exc:
         reason = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
         cut = _cut_short(session, conn, migration, direction, statements, at, reason, done())
@@ -456,6 +441,62 @@ def run_migration(
         cut = _cut_short(session, conn, migration, direction, statements, at, reason, done())
         raise DatabaseError(cut) from exc
     return done()
+
+
+def _unrecorded(migration: Migration, count: int, exc: SqlError) -> MgError:
+    """The error when a no-transaction migration's statements all ran but its last history
+    write failed."""
+    if f"{migration.id} is already recorded as applied" in exc.server_message:
+        # the history's refusal: the row says `applied` already (written by hand,
+        # by `mg fix`, or by the migration itself), not `running` as this run left it
+        return StateError(
+            f"migration {migration.id} ({printable(migration.name)}) is already "
+            f"recorded as applied: its row was changed while this run ran its "
+            f"{count} statements, which all ran (it is a no-transaction "
+            "migration); this run did not record it again",
+            hint="check that nothing else runs it (mg runs hold an advisory lock; "
+            "no migration should release it or write _migrations)",
+        )
+    # Every statement ran; only the last history write failed (a migration that
+    # ran SET ROLE, for example): say so, and what the row left `running` needs.
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    return MigrationFailed(
+        f"recording migration {migration.id} ({printable(migration.name)}) in the history "
+        f"failed: {exc.message}{code}",
+        hint=f"all {count} of its statements ran (it is a no-transaction "
+        f"migration), but its row is left `running`: `mg fix {migration.id} "
+        f"--applied` records it as applied, `mg fix {migration.id} --remove` as "
+        "not applied; a migration that changes the session (SET ROLE, SET "
+        "SESSION AUTHORIZATION) should RESET it at its end",
+    )
+
+
+def _write_retried(
+    session: Session,
+    conn: Any,
+    migration: Migration,
+    change: HistoryChange,
+    lock: tuple[float, int],
+) -> None:
+    """Write a no-transaction migration's history row; a write that hit the table-lock
+    timeout (a session keeping _migrations or the row locked) changed nothing and is tried
+    again, as a statement is. The last failure goes on as it came."""
+    lock_wait, retries = lock
+    attempt = 0
+    while True:
+        with _watch(session, conn, lock_wait) as blockers:
+            try:
+                session.hooks.history_write(session, conn, change)
+                return
+            except SqlError as exc:
+                if not _lock_timed_out(exc, lock_wait) or attempt >= retries:
+                    if _lock_timed_out(exc, lock_wait):
+                        note = _gave_up_note(session, lock_wait, attempt, list(blockers))
+                        exc.message = f"{exc.message} ({note})"
+                    raise
+                error, holders = exc, list(blockers)
+        attempt += 1
+        _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
 
 
 # A batch for mg_execute_each: bounded, so Ctrl-C, the blockers' probe (armed once per
@@ -929,28 +970,48 @@ def _start_no_transaction(
     direction: Direction,
     check: str | None,
     running: HistoryChange,
+    lock: tuple[float, int],
 ) -> None:
     """Check the lock and mark the migration ``running``, in one query when the history
-    plugin gives its SQL."""
+    plugin gives its SQL. A row write that hit the table-lock timeout (a session keeping
+    _migrations locked) changed nothing and is tried again, as a statement is."""
     hooks = session.hooks
     record = hooks.history_sql(session, running)
     query = MigrationQuery.build(check, "", record)
-    part = "check"
-    try:
-        if record:
-            hooks.execute(session, conn, query.text)
-        else:
-            if check:
-                hooks.execute(session, conn, check)
-            part = "record"
-            hooks.history_write(session, conn, running)
-    except SqlError as exc:
-        if record:
-            part = query.part(exc.position)
-        sql, first_line = migration.section(direction)
-        raise _query_failure(
-            session, conn, migration, direction, query, part, exc, sql, first_line
-        ) from exc
+    lock_wait, retries = lock
+    attempt = 0
+    while True:
+        part = "check"
+        with _watch(session, conn, lock_wait) as blockers:
+            try:
+                if record:
+                    hooks.execute(session, conn, query.text)
+                else:
+                    if check:
+                        hooks.execute(session, conn, check)
+                    part = "record"
+                    hooks.history_write(session, conn, running)
+                return
+            except SqlError as exc:
+                if record:
+                    part = query.part(exc.position)
+                timed_out = part == "record" and _lock_timed_out(exc, lock_wait)
+                if not timed_out or attempt >= retries:
+                    if timed_out:
+                        note = _gave_up_note(session, lock_wait, attempt, list(blockers))
+                        raise MigrationFailed(
+                            f"recording migration {migration.id} "
+                            f"({printable(migration.name)}) as running in the history failed: "
+                            f"{exc.message} (SQLSTATE {exc.sqlstate})",
+                            hint=f"{note}; none of its statements ran",
+                        ) from exc
+                    sql, first_line = migration.section(direction)
+                    raise _query_failure(
+                        session, conn, migration, direction, query, part, exc, sql, first_line
+                    ) from exc
+                error, holders = exc, list(blockers)
+        attempt += 1
+        _lock_retry(session, migration, attempt, retries, lock_wait, holders, error)
 
 
 def _query_failure(

@@ -321,8 +321,8 @@ def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
     assert head.startswith("SET LOCAL lock_timeout = '5000ms'; SELECT ")
     assert "pg_try_advisory_xact_lock" in head
     sent = [c["sql"] for c in apply.of("mg_execute")]
-    assert sent[0].startswith("SELECT ")
-    assert "pg_try_advisory_xact_lock" in sent[0].split(";\n")[0]
+    assert sent[1].startswith("SELECT ")  # after the no-transaction one's timeouts
+    assert "pg_try_advisory_xact_lock" in sent[1].split(";\n")[0]
     assert scenario.steps["dry-run"].of("mg_lock_check_sql") == []
 
 
@@ -330,10 +330,10 @@ def test_hook_mg_execute(scenario: Scenario) -> None:
     sent = [c["sql"] for c in scenario.steps["apply"].of("mg_execute")]
     # the transactional migration went through mg_execute_transaction; the other goes
     # statement by statement, after the lock check and its `running` row, with the same
-    # lock timeout for each statement, reset afterwards
-    assert "pg_try_advisory_xact_lock" in sent[0] and "'running'" in sent[0]
-    assert sent[1:] == [
-        "SET lock_timeout = '5000ms'",
+    # lock timeout for its history writes and each statement, reset afterwards
+    assert sent[0] == "SET lock_timeout = '5000ms'"
+    assert "pg_try_advisory_xact_lock" in sent[1] and "'running'" in sent[1]
+    assert sent[2:] == [
         "CREATE TABLE tags (id int)",
         "CREATE INDEX CONCURRENTLY tags_id ON tags (id)",
         "RESET lock_timeout; RESET statement_timeout",
@@ -396,9 +396,10 @@ def test_hook_mg_timeout_sql(scenario: Scenario) -> None:
 
 def test_hook_mg_lock_blockers(scenario: Scenario) -> None:
     calls = scenario.steps["apply"].of("mg_lock_blockers")
-    # one watcher per transactional migration and per no-transaction statement, probing
-    # halfway through the table-lock timeout
-    assert [c["after"] for c in calls] == [2.5, 2.5, 2.5]
+    # one watcher per transactional migration, per no-transaction statement and per
+    # no-transaction history write (its `running` row and its last one), probing halfway
+    # through the table-lock timeout
+    assert [c["after"] for c in calls] == [2.5, 2.5, 2.5, 2.5, 2.5]
 
 
 def test_hook_mg_query(scenario: Scenario) -> None:

@@ -310,6 +310,40 @@ def test_a_history_row_kept_locked_is_waited_for_like_a_table(project: Project) 
     assert "c" not in columns(project)
 
 
+def test_a_no_transaction_migration_is_not_held_up_by_a_locked_history(
+    project: Project,
+) -> None:
+    """The ``running`` row a no-transaction migration writes before its first statement
+    waits for a lock on _migrations at most table_lock_timeout, with retries, instead of
+    holding the run (and the migration lock) up without end."""
+    project.configure(
+        {"url": project.database_url},
+        extra="table_lock_timeout: 300ms\ntable_lock_retries: 1\n",
+    )
+    project.add("001", "first", "CREATE TABLE a (id bigint);")
+    assert project.mg("apply", "--no-lint").returncode == 0
+    project.add("002", "add_c", "ALTER TABLE t ADD COLUMN c int;", no_transaction=True)
+    holder = Holder(project.database_url, None)
+    holder.conn.rollback()
+    holder.conn.execute("LOCK TABLE _migrations IN SHARE MODE")  # readers pass, writers wait
+    try:
+        done = project.finish(project.spawn("apply", "--no-lint"), timeout=60)
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "retry 1 of 1" in done.stderr
+    assert (
+        "recording migration 002 (add_c) as running in the history failed: canceling "
+        "statement due to lock timeout (SQLSTATE 55P03)"
+    ) in done.stderr
+    assert f"after 1 retry; blocked by pid {holder.pid} ('slow_report'" in done.stderr
+    assert "none of its statements ran" in done.stderr
+    assert project.statuses() == {"001": "applied"}
+    assert "c" not in columns(project)
+    assert project.mg("apply", "--no-lint").returncode == 0
+    assert "c" in columns(project)
+
+
 def test_command_line_timeout_wins_and_off_waits(project: Project) -> None:
     project.configure({"url": project.database_url}, extra="table_lock_retries: 1\n")
     project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
