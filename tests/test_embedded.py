@@ -533,6 +533,26 @@ def test_pg_variables_of_the_shell_lead_no_connection_away_from_the_embedded_ser
     assert query(url, "SELECT count(*) FROM seen") == [(1,)]
 
 
+def test_a_hook_reaches_the_embedded_server_whatever_the_pg_variables(project: Project) -> None:
+    """A hook's psql (the embedded server's own, first on PATH) connects with the variables
+    mg hands it: a PGHOSTADDR, PGOPTIONS or PGREQUIREAUTH of the shell mg gave no value for
+    must not be left in them."""
+    project.run("init", "--embedded")
+    query = "SELECT current_setting('search_path') || '|' || current_database()"
+    (project.root / "mg.yaml").write_text(
+        "database:\n  embedded: true\n  dbname: app\nhooks:\n"
+        f"  post_apply: psql -XAtc {json.dumps(query)} > reached.txt\n",
+        encoding="utf-8",
+    )
+    project.new_migration("first", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    project.env.update(hostile_pg_environment(project.root))
+
+    done = project.run("apply")
+
+    assert done.returncode == 0, done.stderr
+    assert (project.root / "reached.txt").read_text().strip() == '"$user", public|app'
+
+
 def test_postgres_server_leads_to_its_server_whatever_the_pg_variables(
     server_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,6 +79,8 @@ PG_ENVIRONMENT = {
     "require_auth": "PGREQUIREAUTH",
     "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
     "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "min_protocol_version": "PGMINPROTOCOLVERSION",
+    "max_protocol_version": "PGMAXPROTOCOLVERSION",
     "gssencmode": "PGGSSENCMODE",
     "krbsrvname": "PGKRBSRVNAME",
     "gsslib": "PGGSSLIB",
@@ -134,6 +136,12 @@ def hook_environment(
 ) -> dict[str, str]:
     """mg's own environment plus the target's ``PG*`` variables and the ``MG_*`` context."""
     env = dict(os.environ)
+    # A setting the connection gives as empty (none: the embedded server's ``hostaddr=``,
+    # ``options=``) is no variable of the hook either: one left from the shell would lead
+    # the hook's psql where mg's own connection does not go.
+    cleared = {PG_ENVIRONMENT[k] for k, v in params.items() if v == "" and k in PG_ENVIRONMENT}
+    for var in cleared:
+        env.pop(var, None)
     target = pg_environment(params)
     service = target.pop("PGSERVICE", None) or env.get("PGSERVICE")
     if service:
@@ -141,7 +149,8 @@ def hook_environment(
         # PGSERVICE beside them would reach the service's database where mg's own settings
         # won. So the hook gets the service's settings as variables instead, under mg's own.
         for var, value in service_environment(service, env).items():
-            target.setdefault(var, value)
+            if var not in cleared:
+                target.setdefault(var, value)
         env.pop("PGSERVICE", None)
     env.update(target)
     env.update(
