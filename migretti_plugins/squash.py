@@ -355,6 +355,12 @@ def squash(session: Session, title: str) -> int:
         running.connected(session) as conn,
         contextlib.nullcontext() if dry_run else running.locked(session, conn),
     ):
+        if not dry_run:
+            # Read again under the lock: another squash that held it meanwhile replaced the
+            # files read before, and squashing them as first read would write a second file
+            # holding the same migrations (both would run at the next apply).
+            migrations = planning.load_migrations(session)
+            refuse_too_few_files(session, migrations)
         state = running.read_state(session, conn, migrations)
         refuse_blocked(state)
         pending = state.pending

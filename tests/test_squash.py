@@ -546,3 +546,41 @@ def test_squash_while_an_apply_runs_waits_for_it_and_squashes_nothing_it_applied
         ]
     finally:
         project.close()
+
+
+def test_two_squashes_at_once_write_one_file(tmp_path: Path, database_url: str) -> None:
+    from migretti_core.testing import AdvisoryLockHolder, Project, wait_until
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.sql("CREATE TABLE runs (id text)")
+        for ident in ("0001", "0002", "0003"):
+            project.add(ident, f"m{ident}", f"INSERT INTO runs VALUES ('{ident}');")
+        with AdvisoryLockHolder(database_url):
+            first, second = project.spawn("squash", "first"), project.spawn("squash", "second")
+            wait_until(
+                lambda: all(
+                    "waiting for the migration lock" in job.stderr_so_far()
+                    for job in (first, second)
+                ),
+                timeout=60,
+            )
+        done = sorted((project.finish(first), project.finish(second)), key=lambda d: d.returncode)
+
+        assert done[0].returncode == 0, done[0].stderr
+        # The one that waited longer read the files again once it had the lock: the other
+        # had replaced them. Before, it squashed the originals as first read into a second
+        # file, and the next apply ran every migration twice.
+        assert done[1].returncode == 2, done[1].stderr
+        assert "nothing to squash" in done[1].stderr
+        assert "Traceback" not in done[1].stderr
+        files = sorted(p.name for p in project.migrations_dir.iterdir())
+        assert len(files) == 1 and files[0].endswith(("_first.sql", "_second.sql")), files
+        assert project.mg("apply").returncode == 0
+        assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == [
+            "0001",
+            "0002",
+            "0003",
+        ]
+    finally:
+        project.close()
