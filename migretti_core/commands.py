@@ -106,7 +106,41 @@ def create(ctx: click.Context, name: str, up_sql: str, down_sql: str, no_transac
     )
     if up_sql.strip() or down_sql.strip():
         _warn_what_apply_would_refuse(app, path)
+    _warn_sorts_first(app, config, path)
     click.echo(reporting.display_path(path))
+
+
+def _warn_sorts_first(app: Any, config: Config, path: Any) -> None:
+    """Ids sort as text: a new ULID (``01...``) sorts before an older file's id written in
+    another style (a timestamp, ``20240101120000``), and once that one is applied mg apply
+    refuses the new file as out of order. Said when the file is made, not at deploy time."""
+    import re
+
+    prefix = re.compile(r"([A-Za-z0-9]{1,26})_")
+    mine = prefix.match(path.name)
+    if mine is None:
+        return
+    try:
+        paths = app.hooks.discover_migrations(config)
+    except (MgError, OSError):
+        return  # a courtesy: the commands that read the directory say what is wrong
+    later = []
+    for other in paths:
+        found = prefix.match(other.name)
+        if found is not None and found.group(1) > mine.group(1):
+            later.append((found.group(1), other))
+    if not later:
+        return
+    latest_id, latest = max(later)
+    app.report(
+        "migration.sorts_first",
+        "warning",
+        f"{reporting.display_path(path)} sorts before {reporting.display_path(latest)} (ids "
+        "sort as text): once that one is applied, mg apply refuses this one as out of order; "
+        f"rename it with an id that sorts after {latest_id} (1-26 letters and digits), or "
+        "apply it with --allow-out-of-order",
+        path=str(path),
+    )
 
 
 def _warn_what_apply_would_refuse(app: Any, path: Any) -> None:

@@ -184,6 +184,31 @@ def test_create_transliterates_accented_names(tmp_path: Path) -> None:
     assert crème.endswith("_creme_brulee.sql")
 
 
+def test_create_warns_when_the_new_id_sorts_before_an_existing_one(tmp_path: Path) -> None:
+    """Ids sort as text: a new ULID (01...) sorts before an old timestamp id (2024...), so
+    once that one is applied, mg apply refuses the new file as out of order. Said at once."""
+    (tmp_path / "mg.yaml").write_text("database:\n  url: postgresql://x@127.0.0.1:1/db\n")
+    (tmp_path / "migrations").mkdir()
+    old = tmp_path / "migrations" / "20240101120000_users.sql"
+    old.write_text("-- migrate: up\nCREATE TABLE users (id int);\n")
+
+    done = run_mg(["create", "add orders"], tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    new = done.stdout.strip()
+    assert (tmp_path / new).exists()
+    assert f"mg: warning: {new} sorts before migrations/20240101120000_users.sql" in done.stderr, (
+        done.stderr
+    )
+    assert "out of order" in done.stderr
+
+    old.unlink()
+    (tmp_path / "migrations" / "0001_users.sql").write_text("-- migrate: up\nSELECT 1;\n")
+    quiet = run_mg(["create", "add items"], tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "", quiet.stderr
+
+
 def test_plugins_say_loaded_and_builtins_carry_migrettis_version(tmp_path: Path) -> None:
     done = run_mg(["-p", "no:squash", "plugins"], tmp_path)
 
