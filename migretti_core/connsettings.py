@@ -26,6 +26,15 @@ _CHOICES = {
     "load_balance_hosts": ("disable", "random"),
 }
 
+# Integer settings, refused only when connecting ("invalid integer value"), with their unit.
+_WHOLE_NUMBERS = {
+    "keepalives": "1 on, 0 off",
+    "keepalives_idle": "seconds",
+    "keepalives_interval": "seconds",
+    "keepalives_count": "probes",
+    "tcp_user_timeout": "milliseconds",
+}
+
 
 def setting_problem(key: str, value: str) -> str | None:
     """Why libpq (or psycopg) would refuse ``value`` for ``key`` only when connecting, which
@@ -40,6 +49,10 @@ def setting_problem(key: str, value: str) -> str | None:
             int(float(value))  # as psycopg reads it
         except (ValueError, OverflowError):
             return "is not a number of seconds"
+    elif key in _WHOLE_NUMBERS:
+        # libpq's parse_int_param: an int, spaces around it allowed
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value) or abs(int(value)) > 2**31 - 1:
+            return f"is not a whole number ({_WHOLE_NUMBERS[key]})"
     elif key in _CHOICES and value not in _CHOICES[key]:
         import difflib
 

@@ -288,8 +288,17 @@ def test_a_bad_scratch_url_given_to_the_api_s_check_is_named_as_its_argument(
         ("?sslmode=requier", "sslmode 'requier' is not one of disable, allow, prefer"),
         ("?connect_timeout=abc", "connect_timeout 'abc' is not a number of seconds"),
         ("?target_session_attrs=primray", "target_session_attrs 'primray' is not one of any"),
+        ("?keepalives_idle=30s", "keepalives_idle '30s' is not a whole number (seconds)"),
+        ("?tcp_user_timeout=1.5", "tcp_user_timeout '1.5' is not a whole number (millisec"),
     ],
-    ids=["port-out-of-range", "sslmode", "connect-timeout", "target-session-attrs"],
+    ids=[
+        "port-out-of-range",
+        "sslmode",
+        "connect-timeout",
+        "target-session-attrs",
+        "keepalives-idle",
+        "tcp-user-timeout",
+    ],
 )
 def test_a_value_libpq_refuses_only_when_connecting_is_a_configuration_error(
     project: Path, query: str, expected: str
