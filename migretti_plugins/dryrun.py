@@ -21,6 +21,7 @@ from typing import Any
 
 from migretti_core import hookimpl
 from migretti_core.errors import SqlError
+from migretti_core.messages import printable
 from migretti_core.reporting import display_path, report
 from migretti_core.types import (
     Direction,
@@ -231,7 +232,8 @@ def _human_bytes(size: int) -> str:
 
 def lock_report_line(migration: Migration, locks: LockReport) -> str:
     """``01J... add_email: AccessExclusiveLock on public.users (~1.2M rows, 181 MB);
-    rewrites public.users`` (the strongest lock per relation)."""
+    rewrites public.users`` (the strongest lock per relation). A relation's name from the
+    catalog is escaped (a line break in it would start a line of its own)."""
     sizes = {relation: (rows, size) for relation, rows, size in locks.tables}
     strongest: dict[str, str] = {}
     for relation, mode in locks.locks:
@@ -239,10 +241,10 @@ def lock_report_line(migration: Migration, locks: LockReport) -> str:
     parts = []
     for relation, mode in strongest.items():
         rows, size = sizes.get(relation, (None, 0))
-        parts.append(f"{mode} on {relation} ({_human_rows(rows)}, {_human_bytes(size)})")
+        parts.append(f"{mode} on {printable(relation)} ({_human_rows(rows)}, {_human_bytes(size)})")
     text = ", ".join(parts) if parts else "no locks on existing relations"
     if locks.rewrites:
-        text += "; rewrites " + ", ".join(locks.rewrites)
+        text += "; rewrites " + ", ".join(printable(r) for r in locks.rewrites)
     return f"{migration.id} {migration.name}: {text}"
 
 

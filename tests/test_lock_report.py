@@ -147,3 +147,23 @@ def test_a_rewrite_shows_its_lock_even_when_an_earlier_migration_holds_it(
     done = project.mg("apply", "--dry-run", "--no-lint")
     line = next(li for li in done.stdout.splitlines() if li.startswith("002 add_token:"))
     assert line.startswith("002 add_token: AccessExclusiveLock on public.users (~2k rows, ")
+
+
+def test_a_relation_name_with_a_line_break_stays_on_the_migrations_line(
+    project: Project,
+) -> None:
+    """The report is one line per migration: a table name holding a line break or an
+    escape sequence (anyone with CREATE can make one) is written escaped, as elsewhere in
+    mg's output, not as a second line."""
+    project.sql('CREATE TABLE "odd\nname\x1b[2J" (id bigint)')
+    project.add("001", "add_c", 'ALTER TABLE "odd\nname\x1b[2J" ADD COLUMN c bigint;')
+    done = project.mg("apply", "--dry-run", "--no-lint")
+    assert done.returncode == 0, done.stderr
+    report = done.stdout.split("ok: 001 add_c\n", 1)[1]
+    assert report == (
+        '001 add_c: AccessExclusiveLock on public."odd\\nname\\x1b[2J" (rows unknown, 0 bytes)\n'
+    )
+    (only,) = dry_run_json(project)
+    assert only["locks"] == [
+        {"relation": 'public."odd\nname\x1b[2J"', "mode": "AccessExclusiveLock"}
+    ]
