@@ -1622,6 +1622,8 @@ def _replan_rollback(
     as it is still applied: another run may have rolled back some or all of it meanwhile
     (two `mg down` started together undo the head once), and a migration applied meanwhile
     is not the one the user saw as the head, so it is never rolled back in its place."""
+    if check_blocked:  # a rollback of the plan that failed elsewhere is no rollback done
+        ensure_not_blocked(state)
     ids = {m.id for m in planned.steps}
     applied = list(reversed(state.applied))
     still = [e for e in applied if e.id in ids]

@@ -621,3 +621,21 @@ def test_an_up_finding_an_earlier_migration_rolled_back_meanwhile_changes_nothin
     assert "0001 (create_a) was rolled back while this one waited" in done.stderr, done.stderr
     assert project.tables() == set()
     assert project.statuses() == {}
+
+
+def test_a_rollback_whose_migration_failed_elsewhere_meanwhile_is_blocked(
+    project: Project,
+) -> None:
+    """Not rolled back by another run but left `failed` by it: the rollback that waited says
+    so (exit 3), and does not call it done."""
+    _three_applied(project)
+    with AdvisoryLockHolder(project.database_url):
+        job = project.spawn("down")
+        wait_until(lambda: WAITING in job.stderr_so_far() or not job.running(), timeout=60)
+        assert job.running(), job.stderr_so_far()
+        project.sql("UPDATE _migrations SET status = 'failed' WHERE id = '0003'")
+    done = project.finish(job, timeout=60)
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "migration 0003 (create_c) failed" in done.stderr, done.stderr
+    assert "rolled back by another run" not in done.stderr
+    assert project.tables() == {"a", "b", "c"}
