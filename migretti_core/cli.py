@@ -763,18 +763,52 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
     text = embedded_config() if embedded else server_config()
     written: list[tuple[Path, bool]] = []
     try:
-        # all of it or nothing: a full disk or Ctrl-C half way leaves no truncated mg.yaml
-        write_new_file(config, text.encode("utf-8"))
-    except UsageError as exc:
-        raise ConfigError(exc.message, hint=exc.hint) from exc
-    written.append((config, True))
-    if not migrations.exists():
-        migrations.mkdir()
-        written.append((migrations, True))
-    # Any of the lines that ignore .mg at the top (.mg, .mg/, /.mg, /.mg/) is enough.
-    if embedded and not {b".mg", b".mg/", b"/.mg", b"/.mg/"} & set(existing.split()):
-        prefix = b"" if not existing or existing.endswith(b"\n") else b"\n"
-        with gitignore.open("ab") as fh:
-            fh.write(prefix + b".mg/\n")
-        written.append((gitignore, not gitignore_existed))
+        try:
+            # all of it or nothing: a full disk or Ctrl-C half way leaves no truncated mg.yaml
+            write_new_file(config, text.encode("utf-8"))
+        except UsageError as exc:
+            raise ConfigError(exc.message, hint=exc.hint) from exc
+        written.append((config, True))
+        if not migrations.exists():
+            migrations.mkdir()
+            written.append((migrations, True))
+        # Any of the lines that ignore .mg at the top (.mg, .mg/, /.mg, /.mg/) is enough.
+        if embedded and not {b".mg", b".mg/", b"/.mg", b"/.mg/"} & set(existing.split()):
+            prefix = b"" if not existing or existing.endswith(b"\n") else b"\n"
+            _append_whole(
+                gitignore, prefix + b".mg/\n", len(existing) if gitignore_existed else None
+            )
+            written.append((gitignore, not gitignore_existed))
+    except BaseException:
+        # What this run created goes again, so `mg init` can simply be run once more: a
+        # half-made project (mg.yaml without its .gitignore entry) would refuse it.
+        for path, _ in reversed(written):
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        raise
     return written
+
+
+def _append_whole(path: Path, data: bytes, size: int | None) -> None:
+    """Append ``data`` to ``path`` (of ``size`` bytes; None: new), all of it or none: a write
+    that fails half way (a full disk) cuts the file back to what it was, never leaving a
+    partial line that would join the next one the user adds."""
+    try:
+        with path.open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            if size is None:
+                path.unlink()
+            else:
+                os.truncate(path, size)
+        if isinstance(exc, OSError):
+            raise MgError(
+                f"cannot write {path}: {exc.strerror or exc}; mg init changed nothing"
+            ) from exc
+        raise

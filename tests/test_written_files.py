@@ -60,6 +60,25 @@ def test_init_on_a_full_disk_leaves_no_truncated_mg_yaml(tmp_path: Path) -> None
     assert "password: ${DB_PASSWORD" in (tmp_path / "mg.yaml").read_text(encoding="utf-8")
 
 
+def test_init_embedded_that_cannot_extend_gitignore_changes_nothing(tmp_path: Path) -> None:
+    gitignore = tmp_path / ".gitignore"
+    original = b"#" * 1998 + b"\n"
+    gitignore.write_bytes(original)
+
+    done = mg_with_size_limit(["init", "--embedded"], tmp_path, len(original) + 3)
+
+    assert done.returncode == 1, done.stderr
+    assert f"cannot write {gitignore}: File too large; mg init changed nothing" in done.stderr
+    # before: ".mg" (of ".mg/\n") was appended without its line end, mg.yaml and migrations/
+    # stayed, and `mg init --embedded` refused to run again
+    assert gitignore.read_bytes() == original
+    assert files_in(tmp_path) == [".gitignore"]
+    assert not (tmp_path / "migrations").exists()
+    again = run_mg(["init", "--embedded"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert gitignore.read_bytes() == original + b".mg/\n"
+
+
 @pytest.mark.parametrize(
     ("args", "directory"),
     [(["create", "add users"], "migrations"), (["seed", "create", "demo"], "seeds")],
