@@ -700,3 +700,16 @@ def test_protected_environment_without_a_terminal_exits_5(project: Project) -> N
     done = project.mg("--env", "prod", "apply", "--yes")
     assert done.returncode == 0, done.stderr
     assert project.tables() == {"t_0001"}
+
+
+def test_list_shows_when_each_migration_was_applied_with_its_utc_offset(project: Project) -> None:
+    """The time is the session's (the server's `timezone`, or PGTZ): without its offset,
+    `2026-11-28 09:52:39` could be any of them."""
+    with_tables(project, "0001")
+    assert project.mg("apply").returncode == 0
+    done = project.mg("list", env={"PGTZ": "Asia/Tokyo"})
+    assert done.returncode == 0, done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("0001")]
+    assert re.search(r"applied +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+09:00$", row), row
+    utc = project.mg("list", env={"PGTZ": "UTC"}).stdout
+    assert re.search(r"\d\d:\d\d:\d\d\+00:00$", utc.splitlines()[1]), utc

@@ -197,11 +197,24 @@ def _list(data: list[dict[str, Any]]) -> str:
             r["id"],
             r["name"],
             r["status"] + (" (baseline)" if r.get("baseline") else ""),
-            (r["applied_at"] or "")[:19].replace("T", " "),
+            _applied_at(r["applied_at"]),
         ]
         for r in data
     ]
     return _table(["ID", "NAME", "STATUS", "APPLIED AT"], rows)
+
+
+def _applied_at(value: str | None) -> str:
+    """``2026-11-28 09:52:39+09:00``: to the second, with the offset of the session's time
+    zone (the server's ``timezone``, or PGTZ), which says which 09:52 it was."""
+    if not value:
+        return ""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).isoformat(sep=" ", timespec="seconds")
+    except ValueError:
+        return value[:19].replace("T", " ")
 
 
 def _head(data: dict[str, Any] | None) -> str:
