@@ -137,6 +137,28 @@ def refuse_too_few_files(session: Session, migrations: Sequence[Migration]) -> N
     )
 
 
+def _one_line(title: str) -> str:
+    """The ``-- migration:`` title: NAME with its line breaks turned into spaces."""
+    return re.sub(r"[\r\n]+", " ", title).strip()
+
+
+def refuse_unusable_name(session: Session, title: str) -> None:
+    """Refuse a NAME that gives no file name (``###``, too long) before connecting: never
+    after waiting for the lock, or instead of saying that the database cannot be reached.
+    The file-format plugin names files, so it is asked, with a stand-in migration."""
+    from ulid import ULID
+
+    session.hooks.render_migration(
+        session.config,
+        str(ULID()),
+        _one_line(title),
+        "SELECT 1;",
+        None,
+        transactional=True,
+        notes=(),
+    )
+
+
 def refuse_blocked(state: State) -> None:
     """Refuse (exit 3) while a migration is failed or running: the pending ones behind it
     would be squashed around it, and its file, row and the new migration no longer agree."""
@@ -206,7 +228,7 @@ def build(
     filename, text = hooks.render_migration(
         session.config,
         new_id,
-        re.sub(r"[\r\n]+", " ", title).strip(),
+        _one_line(title),
         up,
         down,
         transactional=pending[0].transactional,
@@ -347,6 +369,7 @@ def squash(session: Session, title: str) -> int:
 
     migrations = planning.load_migrations(session)
     refuse_too_few_files(session, migrations)
+    refuse_unusable_name(session, title)
     dry_run = session.options.dry_run
     # A real squash holds the migration lock from reading the history until the originals are
     # gone: an apply running meanwhile would otherwise apply migrations this squash still reads

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from migretti_core.testing import MG_COMMAND, Project, assert_clean_error, mg_env
+from migretti_core.testing import (
+    MG_COMMAND,
+    AdvisoryLockHolder,
+    Project,
+    assert_clean_error,
+    mg_env,
+)
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 1, 2, 3
 
@@ -146,4 +152,24 @@ def test_squash_that_cannot_remove_an_original_is_undone(
     applied = project.mg("apply")
     assert applied.returncode == 0, applied.stderr
     assert set(project.statuses()) == {"0001", "0002", "0003"}
+    project.close()
+
+
+@pytest.mark.parametrize("name", ["###", "n" * 300])
+def test_squash_refuses_a_name_that_gives_no_file_name_before_the_database(
+    tmp_path: Path, database_url: str, name: str
+) -> None:
+    """The name is checked first: never after waiting for the lock, or instead of saying that
+    the database cannot be reached."""
+    project, before = _squash_project(tmp_path, database_url)
+    project.configure(extra="lock_timeout: 2s\n")
+    with AdvisoryLockHolder(database_url):
+        done = project.mg("squash", name)
+    assert_clean_error(done, f"migration name {name!r}", code=2)
+    assert "waiting for the migration lock" not in done.stderr
+
+    project.configure({"host": "h.invalid"})
+    done = project.mg("squash", name)
+    assert_clean_error(done, f"migration name {name!r}", code=2)
+    assert _directory(project) == before
     project.close()
