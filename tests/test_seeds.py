@@ -273,6 +273,21 @@ def test_a_failing_seed_rolls_back_alone_and_stops_the_run(
     assert runs(database_url) == {"01_a": 1, "02_bad": 1, "03_c": 1}
 
 
+def test_a_statement_refused_in_a_transaction_block_fails_its_seed_alone(
+    project: Path, database_url: str
+) -> None:
+    """There is no no-transaction seed: VACUUM fails the seed it is in, as any error does."""
+    logging_seed(project, "01_a.sql")
+    logging_seed(project, "02_vacuum.sql", "VACUUM seed_log;\n")
+    logging_seed(project, "03_c.sql")
+
+    result = run_mg(["seed"], project)
+
+    stderr = assert_clean_error(result, "seeds/02_vacuum.sql:3:", "VACUUM", code=1, one_line=False)
+    assert "25001" in stderr and "rolled back" in stderr
+    assert runs(database_url) == {"01_a": 1}
+
+
 def test_concurrent_runs_run_each_seed_once(project: Path, database_url: str) -> None:
     logging_seed(project, "01_slow.sql", extra="SELECT pg_sleep(1);\n")
     logging_seed(project, "02_b.sql")
