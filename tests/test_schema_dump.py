@@ -209,6 +209,55 @@ def test_a_schema_file_that_is_no_file_path_is_refused_before_anything_runs(
 
 
 @pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("migrations/0002_email_idx.sql", "is in the migrations directory"),
+        ("migrations/0003_next.sql", "is in the migrations directory"),
+        ("./seeds/../seeds/demo.sql", "is in the seeds directory"),
+        ("mg.yaml", "is the configuration file"),
+        ("link.sql", "is the configuration file"),
+        (".env", "is the .env file beside the configuration"),
+    ],
+)
+def test_a_schema_file_that_is_a_file_of_the_project_is_refused_before_anything_runs(
+    project: Project, value: str, said: str
+) -> None:
+    project.configure(extra=f"schema_file: {value}\n")
+    (project.root / "link.sql").symlink_to("mg.yaml")
+    (project.root / ".env").write_text("DB_PASSWORD=secret\n")
+    before = {p: p.read_bytes() for p in project.root.rglob("*") if p.is_file()}
+
+    done = project.mg("apply")
+
+    # before: the apply ran, then the dump replaced the file: a migration's SQL, mg.yaml or
+    # .env lost (and a dump under migrations/ broke every later command)
+    assert done.returncode == 2, done.stderr
+    assert f"mg: error: mg.yaml: schema_file: {value} {said}" in done.stderr
+    assert "mg would replace it with the schema" in done.stderr
+    assert project.statuses() == {}
+    assert {p: p.read_bytes() for p in project.root.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("migrations/0001_users.sql", "is in the migrations directory"),
+        ("mg.yaml", "is the configuration file"),
+    ],
+)
+def test_a_dump_output_that_is_a_file_of_the_project_is_refused(
+    project: Project, output: str, said: str
+) -> None:
+    before = (project.root / output).read_bytes()
+    done = project.mg("schema", "dump", "-o", output)
+    assert done.returncode == 2, done.stderr
+    assert f"mg: error: -o {output}: {said}" in done.stderr
+    assert "mg would replace it with the schema" in done.stderr
+    assert (project.root / output).read_bytes() == before
+    assert project.mg("schema", "dump", "-o", "migrations/schema.txt").returncode == 0
+
+
+@pytest.mark.parametrize(
     ("section", "said"),
     [
         ("schema:\n  bogus: 1", "schema.bogus: unknown key"),

@@ -73,7 +73,38 @@ def _schema_file(config: Config) -> Path | None:
             f"{label}: schema_file: {text} is a directory, not a file",
             hint="name the file mg writes the schema to, such as db/schema.sql",
         )
+    why = _project_file(config, path)
+    if why is not None:
+        raise ConfigError(
+            f"{label}: schema_file: {text} {why}; mg would replace it with the schema",
+            hint="name a file of its own, such as db/schema.sql",
+        )
     return path
+
+
+def _project_file(config: Config, path: Path) -> str | None:
+    """Why ``path`` is a file of the project that a schema dump must never replace (mg.yaml,
+    the .env beside it, a migration or seed), or None."""
+    from pathlib import Path
+
+    real = Path(os.path.realpath(path))
+    if config.path is not None:
+        settings = Path(os.path.realpath(config.path))
+        if real == settings:
+            return "is the configuration file"
+        if real == settings.parent / ".env":
+            return "is the .env file beside the configuration"
+    if real.suffix.lower() != ".sql":
+        return None
+    seeds = config.settings.get("seeds_dir")
+    directories = {
+        "migration": config.migrations_dir,
+        "seed": config.root / (seeds if isinstance(seeds, str) and seeds else "seeds"),
+    }
+    for kind, directory in directories.items():
+        if real.parent == Path(os.path.realpath(os.path.expanduser(directory))):
+            return f"is in the {kind}s directory, where mg reads it as a {kind}"
+    return None
 
 
 def schema_dump(session: Session) -> str:
@@ -144,7 +175,7 @@ def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(schema_group)
 
 
-def _check_output(output: str) -> None:
+def _check_output(output: str, config: Config) -> None:
     """Refuse an ``-o`` that can name no file before the dump is made (exit 2)."""
     from pathlib import Path
 
@@ -156,6 +187,12 @@ def _check_output(output: str) -> None:
         example = str(Path(output) / "schema.sql")
         raise UsageError(
             f"-o {output}: is a directory, not a file", hint=f"name a file, such as {example}"
+        )
+    why = _project_file(config, Path(output).absolute())
+    if why is not None:
+        raise UsageError(
+            f"-o {output}: {why}; mg would replace it with the schema",
+            hint="name a file of its own, such as db/schema.sql",
         )
 
 
@@ -178,9 +215,9 @@ def dump_command(ctx: click.Context, output: str | None) -> Any:
     from migretti_core.cli import app_of
     from migretti_plugins.schema.dump import write_atomically
 
-    if output is not None and output != "-":
-        _check_output(output)
     session = app_of(ctx).session("schema dump")
+    if output is not None and output != "-":
+        _check_output(output, session.config)
     text = schema_dump(session)
     if output is None or output == "-":
         sys.stdout.write(text)
