@@ -417,6 +417,39 @@ def test_a_concurrent_detach_that_timed_out_is_not_retried(project: Project) -> 
     assert project.statuses() == {"001": "failed"}
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DO $$\nBEGIN\n  INSERT INTO audit VALUES (1);\n  COMMIT;\n"
+        "  ALTER TABLE t ADD COLUMN c int;\nEND\n$$;",
+        "CALL add_c();",
+    ],
+)
+def test_a_statement_that_may_have_committed_is_not_retried(
+    project: Project, statement: str
+) -> None:
+    """A procedure or a DO block with COMMIT keeps what it committed before its lock timed
+    out: run again, it would do that work twice."""
+    project.sql("CREATE TABLE audit (n int)")
+    project.sql(
+        "CREATE PROCEDURE add_c() LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO audit VALUES (1); COMMIT; ALTER TABLE t ADD COLUMN c int; END $$"
+    )
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 300ms\n")
+    project.add("001", "backfill", statement, no_transaction=True)
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "retry 1 of" not in done.stderr
+    assert "(SQLSTATE 55P03)" in done.stderr
+    assert "keeps what it committed before it failed" in done.stderr
+    assert project.sql("SELECT count(*) FROM audit")[0][0] == 1
+    assert project.statuses() == {"001": "failed"}
+
+
 def test_a_statement_failing_inside_the_migrations_own_begin_block(project: Project) -> None:
     """In a no-transaction migration, a statement that fails between the migration's own
     BEGIN and COMMIT is reported with its file, line and SQLSTATE, and the migration is

@@ -1282,6 +1282,13 @@ _PENDING_DETACH_NOTE = (
 )
 
 
+_MAY_HAVE_COMMITTED_NOTE = (
+    "a procedure (CALL) or a DO block with COMMIT or ROLLBACK keeps what it committed "
+    "before it failed (after a lock timeout mg does not run it again: that work would be "
+    "done twice); check what it did before resolving the migration"
+)
+
+
 @hookimpl(trylast=True)
 def mg_describe_statement(sql: str) -> StatementInfo | None:
     words = " ".join(sql.upper().split())
@@ -1294,15 +1301,23 @@ def mg_describe_statement(sql: str) -> StatementInfo | None:
         kind = statement_kind(sql)
     except Exception:  # a name for a message only: never worth a second error
         kind = None
+    # In a no-transaction migration a procedure, or a DO block, may COMMIT: what it did
+    # before failing stays, and it would be done again.
+    committing = kind == "CALL" or (
+        kind == "DO" and re.search(r"\b(COMMIT|ROLLBACK|CALL)\b", words) is not None
+    )
     return StatementInfo(
         kind=kind,
         # a concurrent index build or reindex that failed leaves an INVALID index behind
         retry_safe=not (concurrently and ("INDEX" in words or "REINDEX" in words))
-        and not concurrent_detach,
+        and not concurrent_detach
+        and not committing,
         note=_INVALID_INDEX_NOTE
         if concurrent_index
         else _PENDING_DETACH_NOTE
         if concurrent_detach
+        else _MAY_HAVE_COMMITTED_NOTE
+        if committing
         else None,
     )
 
