@@ -280,7 +280,9 @@ def write_new_file(path: Path, content: bytes) -> Path:
         raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
     if path.exists() or path.is_symlink():
         raise UsageError(f"{path} already exists; not overwriting it")
-    temporary = directory / f".{path.name}.{os.getpid()}.mg-tmp"
+    # a name as long as file names can be leaves no room around it: then only its start
+    base = path.name if len(path.name.encode("utf-8")) <= 200 else path.name[:50]
+    temporary = directory / f".{base}.{os.getpid()}.mg-tmp"
     try:
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -17,6 +17,7 @@ from migretti_core.testing import (
     Project,
     assert_clean_error,
     mg_env,
+    run_mg,
 )
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 1, 2, 3
@@ -63,17 +64,36 @@ def test_create_and_seed_create_in_a_read_only_directory_say_so_in_one_line(
         directory.chmod(0o555)
     try:
         for args, where in (
-            (["create", "add users"], "migrations/"),
-            (["seed", "create", "demo users"], "seeds/"),
+            (["create", "add users"], "migrations"),
+            (["seed", "create", "demo users"], "seeds"),
         ):
             done = run_without([CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], tmp_path, *args)
-            stderr = assert_clean_error(done, f"cannot write {where}", "Permission denied", code=1)
+            stderr = assert_clean_error(
+                done, f"cannot write {tmp_path / where}", "Permission denied", code=1
+            )
             assert "plugin" not in stderr and "-p no:" not in stderr, stderr
             assert done.stdout == ""
         assert list(migrations.iterdir()) == [] and list(seeds.iterdir()) == []
     finally:
         for directory in (migrations, seeds):
             directory.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("args", "directory"), [(["create"], "migrations"), (["seed", "create"], "seeds")]
+)
+def test_create_takes_a_name_as_long_as_a_file_name_can_be(
+    tmp_path: Path, args: list[str], directory: str
+) -> None:
+    (tmp_path / "mg.yaml").write_text("database:\n  host: h.invalid\n")
+    longest = "n" * 224  # <26-character id>_<224>.sql is 255 bytes, the usual limit
+
+    done = run_mg([*args, longest], tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    (written,) = (tmp_path / directory).iterdir()
+    assert written.name.endswith(f"_{longest}.sql") and len(written.name) == 255
+    assert done.stdout.strip() == f"{directory}/{written.name}"
 
 
 def test_squash_takes_any_name_create_takes_up_to_the_longest_file_name(
