@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -271,33 +271,77 @@ def write(directory: Path, squashed: Squashed) -> Path:
     final = directory / squashed.filename
     # named by the id alone: the final name may already be as long as file names can be
     temp = directory / f".{squashed.id}.{os.getpid()}.squash.tmp"
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with contextlib.ExitStack() as uninterrupted:
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(squashed.text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            _publish(temp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-    except OSError as exc:  # a read-only directory, a full disk: nothing was changed
-        raise reporting.cannot_write(OSError(exc.errno, exc.strerror, str(final))) from exc
-    _fsync_dir(directory)
-    removed: list[tuple[Path, bytes]] = []
-    for migration in squashed.replaces:
-        try:
-            content = migration.path.read_bytes()
-            migration.path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            _undo(directory, final, squashed, removed, migration, exc)
-        removed.append((migration.path, content))
-    for parent in {m.path.parent for m in squashed.replaces}:
-        _fsync_dir(parent)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(squashed.text.encode("utf-8"))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                # From the new file's name to the last original removed, Ctrl-C (SIGTERM,
+                # SIGHUP) waits: stopped between the two, the new file and the originals
+                # left would all run at the next apply.
+                uninterrupted.enter_context(_signals_held())
+                _publish(temp, final)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+        except OSError as exc:  # a read-only directory, a full disk: nothing was changed
+            raise reporting.cannot_write(OSError(exc.errno, exc.strerror, str(final))) from exc
+        _fsync_dir(directory)
+        removed: list[tuple[Path, bytes]] = []
+        for migration in squashed.replaces:
+            try:
+                content = migration.path.read_bytes()
+                migration.path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                _undo(directory, final, squashed, removed, migration, exc)
+            removed.append((migration.path, content))
+        for parent in {m.path.parent for m in squashed.replaces}:
+            _fsync_dir(parent)
     return final
+
+
+_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back Ctrl-C, SIGTERM and SIGHUP (their Python handlers) for the block, and deliver
+    the first one that came once it is done, unless the block failed on its own."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[tuple[int, Callable[[int, Any], Any]]] = []
+    kept: list[tuple[int, Callable[[int, Any], Any]]] = []
+
+    def holder(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], None]:
+        def hold(signum: int, frame: Any) -> None:
+            if not came:
+                came.append((signum, handler))
+
+        return hold
+
+    for name in _HELD_SIGNALS:
+        signum = getattr(signal, name, None)
+        handler = signal.getsignal(signum) if signum is not None else None
+        if signum is not None and callable(handler):
+            kept.append((signum, handler))
+            signal.signal(signum, holder(handler))
+    try:
+        yield
+    finally:
+        for signum, handler in kept:
+            signal.signal(signum, handler)
+    if came:
+        signum, handler = came[0]
+        handler(signum, None)
 
 
 def _undo(

@@ -584,3 +584,34 @@ def test_two_squashes_at_once_write_one_file(tmp_path: Path, database_url: str) 
         ]
     finally:
         project.close()
+
+
+def test_ctrl_c_while_the_originals_are_replaced_leaves_no_migration_twice(
+    tmp_path: Path, database_url: str
+) -> None:
+    import os
+    import signal
+
+    from migretti_core.testing import Project
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        # Many originals: removing them takes long enough for a signal sent as soon as the new
+        # file has its name to land while some are still there.
+        for number in range(1000):
+            project.add(f"{number:04d}", "m", f"SELECT {number};", f"SELECT {number};")
+        job = project.spawn("squash", "all")
+        while job.running():
+            if any(name.endswith("_all.sql") for name in os.listdir(project.migrations_dir)):
+                os.kill(job.pid, signal.SIGINT)
+                break
+        done = project.finish(job)
+
+        names = sorted(os.listdir(project.migrations_dir))
+        # before: exit 130 with the new file beside the originals not yet removed, and the
+        # next apply ran those migrations twice
+        assert len(names) == 1 and names[0].endswith("_all.sql"), (len(names), done.stderr)
+        assert done.returncode in (0, 130), done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        project.close()
