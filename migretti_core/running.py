@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -338,7 +339,9 @@ def run_migration(
                     # (a hand edit left open) is waited for, and retried, as a table's is
                     if _lock_timed_out(exc, lock_wait) and part in ("sql", "record"):
                         attempt += 1
-                        sooner = _sooner(lock_wait, time.perf_counter() - tried)
+                        sooner = _sooner(
+                            lock_wait, time.perf_counter() - tried, lambda: _loaded(sql)
+                        )
                         if not retry:
                             held = list(blockers)
                             give_up = functools.partial(
@@ -591,7 +594,7 @@ def _run_statements(
             raise DatabaseError(error.message) from error
         timed_out = _lock_timed_out(error, lock_wait)
         if timed_out:
-            sooner = _sooner(lock_wait, took)
+            sooner = _sooner(lock_wait, took, functools.partial(_ran, statements, index + 1))
         if info is None:
             info = hooks.describe_statement(statement.text)
         # Alone, a statement of a block the migration opened (BEGIN) would run without the
@@ -673,11 +676,26 @@ def _watch(
     return session.hooks.lock_blockers(session, conn, after / 2)
 
 
-def _sooner(lock_wait: float, took: float) -> float | None:
-    """``took`` when a try that failed with 55P03 ended before ``table_lock_timeout``
-    could fire (it counts from the lock wait's start, after the try's): the migration's
-    own ``lock_timeout`` or a ``NOWAIT`` ended it. None otherwise."""
-    return took if took < lock_wait else None
+def _sooner(lock_wait: float, took: float, sql: Callable[[], str]) -> float | None:
+    """``took`` when a try that failed with 55P03 was ended by the migration's own
+    ``lock_timeout`` or a ``NOWAIT``, not by ``table_lock_timeout``: it ended before
+    ``table_lock_timeout`` could fire (which counts from the lock wait's start, after the
+    try's), or ``sql`` (what ran of the migration) sets ``lock_timeout`` itself. None
+    otherwise."""
+    if took < lock_wait or _SETS_LOCK_TIMEOUT.search(sql()):
+        return took
+    return None
+
+
+def _ran(statements: Sequence[Statement], count: int) -> str:
+    """The text of a no-transaction migration's first ``count`` statements."""
+    return "\n".join(s.text for s in statements[:count])
+
+
+_SETS_LOCK_TIMEOUT = re.compile(
+    r"\bset\s+(?:local\s+|session\s+)?lock_timeout\b|\bset_config\s*\(\s*'lock_timeout'",
+    re.IGNORECASE,
+)
 
 
 def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
@@ -821,7 +839,7 @@ _BLOCK_ROLLED_BACK = (
 )
 
 
-_OWN_TIMEOUT = "the migration's own lock_timeout or NOWAIT, sooner than table_lock_timeout {}"
+_OWN_TIMEOUT = "the migration's own lock_timeout or NOWAIT, not table_lock_timeout {}"
 
 
 def _gave_up_note(

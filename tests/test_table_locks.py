@@ -262,6 +262,27 @@ def test_a_migration_with_its_own_lock_timeout_is_reported_as_it_ran(
     assert "c" not in columns(project)
 
 
+def test_a_migration_with_a_longer_lock_timeout_of_its_own_is_not_quoted_mg_s(
+    project: Project,
+) -> None:
+    project.configure(
+        {"url": project.database_url},
+        extra="table_lock_timeout: 200ms\ntable_lock_retries: 1\n",
+    )
+    project.add("001", "own", "SET LOCAL lock_timeout = '1s';\nALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "within 200ms" not in done.stderr
+    assert "(the migration's own lock_timeout or NOWAIT, not table_lock_timeout 200ms)" in (
+        done.stderr
+    )
+    assert f"blocked by pid {holder.pid}" in done.stderr
+
+
 def test_a_history_row_kept_locked_is_waited_for_like_a_table(project: Project) -> None:
     """The history row is written in the migration's transaction: a session keeping it
     locked (a hand edit left open) times the write out like any table lock, and the whole
