@@ -379,6 +379,38 @@ def mg_spare_program_dirs(config):
 """
 
 
+def test_ctrl_c_during_the_rewrite_says_the_schema_file_is_stale(project: Project) -> None:
+    from migretti_core.testing import wait_until
+
+    major = int(project.value("SHOW server_version_num")) // 10000
+    started = project.root / "pg_dump_started"
+    fake = project.root / "slow_pg_dump"
+    fake.write_text(
+        f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) {major}.1'; "
+        f"exit 0; fi\ntouch {started}\nexec sleep 60\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    (project.root / "db").mkdir()
+    (project.root / "db" / "schema.sql").write_text("old\n")
+    project.configure(extra="schema_file: db/schema.sql\n")
+    job = project.spawn("apply", env={"PG_DUMP": str(fake)})
+    wait_until(lambda: started.exists() or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+
+    done, _ = project.interrupt(job)
+
+    assert done.returncode == 130, done.stderr
+    # before: only "mg: interrupted", the schema file silently left behind the database
+    assert (
+        "mg: error: mg apply is committed, but Ctrl-C stopped the rewrite of the schema file "
+        "db/schema.sql: it still shows the schema from before" in done.stderr
+    )
+    assert "hint: run `mg schema dump -o db/schema.sql`" in done.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    assert (project.root / "db" / "schema.sql").read_text() == "old\n"
+    assert sorted(p.name for p in (project.root / "db").iterdir()) == ["schema.sql"]
+
+
 def test_hook_mg_spare_program_dirs(project: Project) -> None:
     # Without a pg_dump on PATH, the one in a plugin's spare directory of the server's major
     # version runs; one of another version there is skipped and named in the error.

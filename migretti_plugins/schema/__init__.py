@@ -118,7 +118,7 @@ def schema_dump(session: Session) -> str:
 
 def _rewrite(session: Session, what: str) -> None:
     from migretti_core import reporting
-    from migretti_core.errors import HookFailed, MgError
+    from migretti_core.errors import HookFailed, Interrupted, MgError, Terminated
 
     path = schema_file(session)
     if path is None:
@@ -128,12 +128,23 @@ def _rewrite(session: Session, what: str) -> None:
     shown = reporting.display_path(path)
     try:
         write_atomically(path, schema_dump(session))
-    except (MgError, OSError) as exc:
-        reason = exc.message if isinstance(exc, MgError) else f"{exc.strerror or exc}"
-        failed = HookFailed(
-            f"mg {what} is committed, but the schema file {shown} was not rewritten: {reason}",
-            hint="fix the cause and run `mg schema dump -o " + shown + "`",
-        )
+    except (MgError, OSError, KeyboardInterrupt) as exc:
+        failed: MgError
+        if isinstance(exc, KeyboardInterrupt):
+            # Stopped after the changes were committed: the file still shows the schema
+            # before them, which "mg: interrupted" alone would leave unsaid (exit 130).
+            reason = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
+            failed = Interrupted(
+                f"mg {what} is committed, but {reason} stopped the rewrite of the schema file "
+                f"{shown}: it still shows the schema from before",
+                hint="run `mg schema dump -o " + shown + "`",
+            )
+        else:
+            reason = exc.message if isinstance(exc, MgError) else f"{exc.strerror or exc}"
+            failed = HookFailed(
+                f"mg {what} is committed, but the schema file {shown} was not rewritten: {reason}",
+                hint="fix the cause and run `mg schema dump -o " + shown + "`",
+            )
         # The migrations stay committed, but the command did not do all it was asked: it
         # fails (exit 1, `command.failed` last), its error saying that nothing is lost.
         reporting.report(
