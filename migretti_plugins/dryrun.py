@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from migretti_core import hookimpl
@@ -195,10 +196,16 @@ def _try_one(
             f"{display_path(migration.path)}:{first_line + line - 1}: {keyword} would end the "
             "transaction the migration runs in, so it was not executed in the dry run"
         )
+    from migretti_core.running import table_lock_settings
+
+    lock_wait = table_lock_settings(session)[0]
+    watch = hooks.lock_blockers(session, conn, lock_wait / 2) if lock_wait > 0 else nullcontext([])
     checking_deferred = False
+    blockers: list[Any] = []
+    tried = time.perf_counter()
     try:
         with hooks.transaction(session, conn):
-            with hooks.lock_probe(session, conn) as probed:
+            with watch as blockers, hooks.lock_probe(session, conn) as probed:
                 hooks.execute(session, conn, sql)
             checking_deferred = True
             with hooks.transaction(session, conn, rollback=True):
@@ -208,8 +215,25 @@ def _try_one(
 
         if checking_deferred:
             return result(sql_failure(migration, exc, "", first_line, _DEFERRED_NOTE).message)
-        return result(sql_failure(migration, exc, sql, first_line).message)
+        note = None
+        if exc.sqlstate == "55P03" and lock_wait > 0:
+            note = _lock_note(session, lock_wait, time.perf_counter() - tried, blockers)
+        return result(sql_failure(migration, exc, sql, first_line, note).message)
     return result(None)
+
+
+def _lock_note(session: Session, lock_wait: float, took: float, blockers: list[Any]) -> str:
+    """Why a migration of the dry run failed with 55P03, and who held the lock when the
+    probe asked (halfway through the wait)."""
+    wait = f"{lock_wait * 1000:.0f}ms" if lock_wait < 1 else f"{lock_wait:g}s"
+    if took < lock_wait:  # not table_lock_timeout: it cannot have fired yet
+        text = "no table lock (the migration's own lock_timeout or NOWAIT)"
+    else:
+        text = f"no table lock within {wait} (table_lock_timeout; a dry run does not retry)"
+    if blockers:
+        describe = session.hooks.describe_lock_holder
+        text += "; blocked by " + ", ".join(describe(h) for h in blockers)
+    return text
 
 
 def _human_rows(rows: int | None) -> str:

@@ -615,3 +615,22 @@ def test_a_dry_run_waits_for_a_table_lock_no_longer_than_table_lock_timeout(
     done = project.mg("apply", "--dry-run", "--statement-timeout", "300ms")
     assert done.returncode == 1 and "failed: 002 slow" in done.stdout
     assert "57014" in done.stdout
+
+
+def test_a_dry_run_that_timed_out_names_who_held_the_lock(project: Project) -> None:
+    project.add("001", "add_c", "ALTER TABLE t ADD COLUMN c int;")
+    holder = Holder(project.database_url, 60.0)
+    try:
+        done = project.mg("apply", "--dry-run", "--no-lint", "--table-lock-timeout", "300ms")
+        json_run = project.mg(
+            "apply", "--dry-run", "--format", "json", "--table-lock-timeout", "300ms"
+        )
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    note = (
+        "no table lock within 300ms (table_lock_timeout; a dry run does not retry); "
+        f"blocked by pid {holder.pid} ('slow_report', idle in transaction"
+    )
+    assert note in done.stdout
+    assert note in json.loads(json_run.stdout)["migrations"][0]["error"]
