@@ -20,7 +20,14 @@ import click
 
 from migretti_core import hookimpl, reporting
 from migretti_core.cli import app_of
-from migretti_core.errors import MgError, MigrationFileError, StateError, UsageError
+from migretti_core.errors import (
+    Interrupted,
+    MgError,
+    MigrationFileError,
+    StateError,
+    Terminated,
+    UsageError,
+)
 from migretti_core.messages import printable
 from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
@@ -271,6 +278,23 @@ def write(directory: Path, squashed: Squashed) -> Path:
     final = directory / squashed.filename
     # named by the id alone: the final name may already be as long as file names can be
     temp = directory / f".{squashed.id}.{os.getpid()}.squash.tmp"
+    try:
+        _write_and_replace(directory, squashed, final, temp)
+    except KeyboardInterrupt as exc:
+        if temp.exists() or not final.exists() or any(m.path.exists() for m in squashed.replaces):
+            raise
+        # held back while the files were replaced, delivered once they were: the squash is
+        # done, which a bare "interrupted" would leave the user to find out
+        reason = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
+        raise Interrupted(
+            f"{reason} came while the originals were replaced, so that was finished first: "
+            f"wrote {reporting.display_path(final)}, replacing {len(squashed.replaces)} "
+            f"migrations ({', '.join(m.id for m in squashed.replaces)})"
+        ) from None
+    return final
+
+
+def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: Path) -> None:
     with contextlib.ExitStack() as uninterrupted:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -302,7 +326,6 @@ def write(directory: Path, squashed: Squashed) -> Path:
             removed.append((migration.path, content))
         for parent in {m.path.parent for m in squashed.replaces}:
             _fsync_dir(parent)
-    return final
 
 
 _HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")

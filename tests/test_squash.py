@@ -611,7 +611,12 @@ def test_ctrl_c_while_the_originals_are_replaced_leaves_no_migration_twice(
         # before: exit 130 with the new file beside the originals not yet removed, and the
         # next apply ran those migrations twice
         assert len(names) == 1 and names[0].endswith("_all.sql"), (len(names), done.stderr)
-        assert done.returncode in (0, 130), done.stderr
+        assert done.returncode == 130, done.stderr
+        # and says the squash was finished, not a bare "interrupted"
+        assert (
+            "mg: error: Ctrl-C came while the originals were replaced, so that was finished "
+            f"first: wrote migrations/{names[0]}, replacing 1000 migrations (0000, 0001, "
+        ) in done.stderr
         assert "Traceback" not in done.stderr
     finally:
         project.close()
