@@ -330,13 +330,14 @@ class RollbackRequest:
 
 
 def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) -> Plan:
+    # A --to that names no migration is the command line's mistake: said before the state's.
+    to = None if request.to is None else resolve_id(request.to, state.migrations, what="--to")
     if check_blocked:
         ensure_not_blocked(state)
     if request.verify:
         ensure_checksums(state)
     pending = state.pending
-    if request.to is not None:
-        to = resolve_id(request.to, state.migrations, what="--to")
+    if to is not None:
         pending = [m for m in pending if m.id <= to]
     if request.limit is not None:
         pending = pending[: request.limit]
@@ -359,19 +360,23 @@ def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) 
 
 
 def plan_rollback(state: State, request: RollbackRequest, check_blocked: bool = True) -> Plan:
+    # The command line's mistakes (a --to that names no migration, a count below 1) are said
+    # before the state's.
+    count = request.count if request.count is not None else 1
+    to = None
+    if request.to is not None:
+        to = resolve_id(request.to, state.migrations, state.history, what="--to")
+    elif count < 1:
+        raise UsageError("the number of migrations to roll back must be at least 1")
     if check_blocked:
         ensure_not_blocked(state)
     applied = list(reversed(state.applied))
-    if request.to is not None:
+    if to is not None:
         ids = [e.id for e in applied]
-        to = resolve_id(request.to, state.migrations, state.history, what="--to")
         if to not in ids:
             raise UsageError(f"--to {request.to}: migration {to} is not applied")
         chosen = applied[: ids.index(to)]
     else:
-        count = request.count if request.count is not None else 1
-        if count < 1:
-            raise UsageError("the number of migrations to roll back must be at least 1")
         chosen = applied[:count]
     by_id = state.by_id
     steps: list[Migration] = []

@@ -96,3 +96,27 @@ def test_a_migration_whose_file_is_gone_is_named_by_the_file_name_it_had(
     assert done.returncode == 0, done.stderr
     assert applied(project) == [USERS]
     assert project.log()[-2:] == [(INDEX, "FIX"), (ORDERS, "FIX")]
+
+
+def test_a_to_naming_no_migration_is_reported_before_a_blocked_state(project: Project) -> None:
+    # the command line's mistake exits 2 whatever the history says; once it is right, the
+    # state blocks (exit 3) as before
+    assert project.mg("apply", "--to", "orders").returncode == 0
+    users = project.path_of(USERS)
+    users.write_text(users.read_text() + "-- reviewed\n")  # an applied file changed
+    project.sql(
+        "INSERT INTO _migrations (id, name, checksum, status) "
+        f"VALUES ('{INDEX}', 'users_index', 'x', 'failed')"
+    )
+    commands = [("apply",), ("apply", "--dry-run"), ("rollback",), ("rollback", "--dry-run")]
+    for command in commands:
+        for given, said in (("nosuch", "no such migration"), ("01HZY", "is ambiguous")):
+            done = project.mg(*command, "--to", given)
+            assert done.returncode == 2, (command, given, done.stderr)
+            assert f"--to '{given}'" in done.stderr and said in done.stderr
+            assert "failed" not in done.stderr and "changed since it ran" not in done.stderr
+    for command in commands:
+        done = project.mg(*command, "--to", "users")
+        assert done.returncode == 3, (command, done.stderr)
+        assert "failed" in done.stderr
+    assert project.statuses() == {USERS: "applied", ORDERS: "applied", INDEX: "failed"}
