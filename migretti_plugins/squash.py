@@ -503,6 +503,59 @@ def squash_command(ctx: click.Context, name: str, dry_run: bool) -> int:
     return squash(session, name)
 
 
+# The first line of each part of a squashed section: the file it was copied from.
+_FROM_LINE = re.compile(r"^-- from (\S+\.sql)$", re.MULTILINE)
+_SQUASHED_NOTE = re.compile(rb"^--[ \t]*squashed:[ \t]*(.*?)[ \t]*\r?$", re.MULTILINE)
+
+
+@hookimpl
+def mg_validate_migration(migration: Migration) -> list[str]:
+    """Refuse to run a squashed migration while files it replaces are still beside it.
+
+    A squash stopped between writing the new file and removing the originals (kill -9, a
+    power cut) leaves both, and both would run: the same statements twice. Only a migration
+    whose up section starts as squash writes it (``-- from FILE``) is looked at further, and
+    only its ``-- squashed:`` header decides, so a hand-written ``-- from`` comment is no
+    problem.
+    """
+    kept = migration.kept("up_sql")
+    if isinstance(kept, str):
+        start = kept[:4096].lstrip()[:1024]  # never a copy of a whole large text
+    else:  # a large file's section, not held in memory: its first bytes tell
+        try:
+            with open(migration.path, "rb") as handle:
+                handle.seek(getattr(kept, "start", 0))
+                start = handle.read(1024).decode("utf-8", "replace").lstrip()
+        except OSError:
+            return []
+    if _FROM_LINE.match(start) is None:
+        return []
+    directory = migration.path.parent
+    named = dict.fromkeys(_FROM_LINE.findall(migration.up_sql))
+    present = [n for n in named if n != migration.path.name and (directory / n).is_file()]
+    if not present:
+        return []
+    try:
+        with open(migration.path, "rb") as handle:
+            header = handle.read(1 << 16).split(b"-- migrate: up", 1)[0]
+    except OSError:
+        return []
+    replaced: set[str] = set()
+    for note in _SQUASHED_NOTE.findall(header):
+        replaced.update(i.strip() for i in note.decode("utf-8", "replace").split(","))
+    left = [n for n in present if n.partition("_")[0] in replaced]
+    if not left:
+        return []
+    many = len(left) > 1
+    shown = ", ".join(reporting.display_path(directory / n) for n in left)
+    return [
+        f"{reporting.display_path(migration.path)}: mg squash wrote it to replace {shown}, "
+        f"which {'are' if many else 'is'} still there: a squash stopped before removing "
+        f"{'them' if many else 'it'} left both, and both would run; delete "
+        f"{'them' if many else 'it'} (the migrations its `-- squashed:` line names)"
+    ]
+
+
 @hookimpl
 def mg_register_commands(cli: click.Group) -> None:
     cli.add_command(squash_command)

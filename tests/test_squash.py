@@ -620,3 +620,62 @@ def test_ctrl_c_while_the_originals_are_replaced_leaves_no_migration_twice(
         assert "Traceback" not in done.stderr
     finally:
         project.close()
+
+
+def test_apply_refuses_a_squashed_migration_beside_the_originals_it_replaces(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.sql("CREATE TABLE runs (id text)")
+        originals = {
+            ident: project.add(ident, f"m{ident}", f"INSERT INTO runs VALUES ('{ident}');")
+            for ident in ("0001", "0002", "0003")
+        }
+        kept = {path: path.read_bytes() for path in originals.values()}
+        assert project.mg("squash", "all").returncode == 0
+        (squashed,) = project.migrations_dir.glob("*_all.sql")
+        # what a squash killed after writing the new file and removing only the first
+        # original leaves behind
+        for path in (originals["0002"], originals["0003"]):
+            path.write_bytes(kept[path])
+
+        done = project.mg("apply")
+
+        # before: 0002 and 0003 ran, then the squashed migration ran them again
+        assert done.returncode == 2, done.stderr
+        assert (
+            f"mg: error: migrations/{squashed.name}: mg squash wrote it to replace "
+            "migrations/0002_m0002.sql, migrations/0003_m0003.sql, which are still there"
+        ) in done.stderr
+        assert project.statuses() == {}
+        assert project.sql("SELECT id FROM runs") == []
+
+        originals["0002"].unlink()
+        originals["0003"].unlink()
+        assert project.mg("apply").returncode == 0
+        assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == [
+            "0001",
+            "0002",
+            "0003",
+        ]
+    finally:
+        project.close()
+
+
+def test_a_from_comment_in_a_migration_of_ones_own_is_no_squash(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        project.add("0001", "a", "CREATE TABLE a (id bigint);")
+        project.add("0002", "b", "-- from 0001_a.sql\nALTER TABLE a ADD COLUMN b text;")
+        done = project.mg("apply")
+        assert done.returncode == 0, done.stderr
+        assert project.statuses() == {"0001": "applied", "0002": "applied"}
+    finally:
+        project.close()
