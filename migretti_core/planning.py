@@ -23,7 +23,7 @@ from migretti_core.errors import (
 from migretti_core.messages import printable
 from migretti_core.reporting import display_path, relative_path, report
 from migretti_core.resolve import resolve_id
-from migretti_core.state import State, checksum_matches
+from migretti_core.state import State, at_work, checksum_matches
 from migretti_core.textfiles import ChangedWhileReading, read_bytes
 from migretti_core.types import (
     ON_DEMAND_BYTES,
@@ -220,17 +220,41 @@ def ensure_not_blocked(state: State) -> None:
     blocking = state.blocking
     if not blocking:
         return
+    if all(at_work(e) for e in blocking):
+        raise StateError(
+            blocked_lines(blocking, errors=True), hint=WAIT_HINT + "; nothing was changed"
+        )
     raise StateError(
-        blocked_lines(blocking, errors=True) + "\n  " + fix_hint(blocking[0]),
+        blocked_lines(blocking, errors=True) + "\n  " + blocked_hint(blocking),
         hint="nothing was changed",
     )
 
 
+# A `running` row another run is at work on: nothing to fix, something to wait for.
+WAIT_HINT = "wait for the other run to finish (`mg status` shows it), then run the command again"
+
+
+def blocked_hint(blocking: Sequence[HistoryEntry]) -> str:
+    """How to resolve the first stopped (failed or interrupted) row; when every row is at work
+    in another run (``at_work``), to wait for that run."""
+    stopped = [e for e in blocking if not at_work(e)]
+    return fix_hint(stopped[0]) if stopped else WAIT_HINT
+
+
 def blocked_lines(blocking: Sequence[HistoryEntry], errors: bool) -> str:
     """``migration ID (NAME) failed at statement N[: error]; ...`` for failed or running
-    rows; ``errors`` adds each row's error text."""
+    rows; ``errors`` adds each row's error text. A running row another run is at work on
+    (``at_work``) is said to be so, not interrupted."""
     lines = []
     for entry in blocking:
+        if at_work(entry):
+            lines.append(
+                f"migration {entry.id} ({printable(entry.name)}) is running right now in "
+                f"database session {entry.session_id}, which is still connected: another run "
+                f"is {'rolling it back' if entry.direction == 'down' else 'applying it'} (it was "
+                "not interrupted)"
+            )
+            continue
         what = "failed" if entry.status == "failed" else "is still marked running (interrupted?)"
         detail = ""
         if entry.failed_statement:

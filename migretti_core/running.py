@@ -50,7 +50,7 @@ from migretti_core.planning import (
 )
 from migretti_core.reporting import display_path, finding_line, relative_path, report
 from migretti_core.resolve import resolve_id
-from migretti_core.state import State, order_history
+from migretti_core.state import State, at_work, order_history
 from migretti_core.textfiles import has_sql, read_bytes
 from migretti_core.types import (
     Action,
@@ -1788,7 +1788,7 @@ def _settled_state(session: Session, conn: Any, migrations: Sequence[Migration])
     lock timeout (exit 4).
     """
     state = read_state(session, conn, migrations)
-    busy = [e for e in state.running if e.session_connected]
+    busy = state.at_work
     if not busy:
         return state
     timeout = session.options.lock_timeout
@@ -1824,7 +1824,7 @@ def _settled_state(session: Session, conn: Any, migrations: Sequence[Migration])
             next_report = waited + RUNNING_REPORT_EVERY
         time.sleep(max(0.0, min(RUNNING_POLL, timeout - waited)))
         state = read_state(session, conn, migrations)
-        busy = [e for e in state.running if e.session_connected]
+        busy = state.at_work
     return state
 
 
@@ -1897,7 +1897,7 @@ def fix(session: Session, given: str, mode: str) -> int:
                     "waited for the migration lock; nothing was changed",
                     hint="see `mg status`, then run mg fix again if it is still needed",
                 )
-            if entry.status == "running" and entry.session_connected:
+            if at_work(entry):
                 # Another run's no-transaction migration that released the lock (DISCARD ALL)
                 # and goes on: neither way out describes a migration still at work.
                 raise StateError(

@@ -14,6 +14,13 @@ from typing import Any
 from migretti_core.types import HistoryEntry, Migration
 
 
+def at_work(entry: HistoryEntry) -> bool:
+    """A ``running`` row whose database session is still connected: another run's
+    no-transaction migration at work right now (it may have released the migration lock with
+    ``DISCARD ALL``), not an interrupted one, which ``mg fix`` resolves."""
+    return entry.status == "running" and entry.session_connected
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of ``mg list``: a file, a history row, or both."""
@@ -129,6 +136,11 @@ class State:
     @property
     def running(self) -> list[HistoryEntry]:
         return [e for e in self.history if e.status == "running"]
+
+    @property
+    def at_work(self) -> list[HistoryEntry]:
+        """The ``running`` rows another run is at work on right now (``at_work``)."""
+        return [e for e in self.history if at_work(e)]
 
     @property
     def blocking(self) -> list[HistoryEntry]:

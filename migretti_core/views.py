@@ -8,7 +8,7 @@ from typing import Any
 from migretti_core.planning import fix_hint, load_migrations, tampering_of
 from migretti_core.reporting import display_path, relative_path
 from migretti_core.running import connected, read_state
-from migretti_core.state import State
+from migretti_core.state import State, at_work
 from migretti_core.types import (
     HistoryEntry,
     Session,
@@ -52,7 +52,7 @@ def problems_of(state: State) -> list[str]:
             + fix_hint(entry)
         )
     for entry in state.running:
-        if entry.session_connected:
+        if at_work(entry):
             # the session that marked it is still connected: at work, not stopped; `mg fix`
             # refuses it until it ends
             problems.append(

@@ -169,7 +169,7 @@ def refuse_unusable_name(session: Session, title: str) -> None:
 def refuse_blocked(state: State) -> None:
     """Refuse (exit 3) while a migration is failed or running: the pending ones behind it
     would be squashed around it, and its file, row and the new migration no longer agree."""
-    from migretti_core.planning import blocked_lines, fix_hint
+    from migretti_core.planning import blocked_hint, blocked_lines
 
     blocking = state.blocking
     if not blocking:
@@ -179,7 +179,7 @@ def refuse_blocked(state: State) -> None:
         f"cannot squash: {blocked_lines(blocking, errors=False)}; squashing the migrations "
         f"pending behind {it} "
         f"would lose track of {it}",
-        hint=f"{fix_hint(blocking[0])}; nothing was changed",
+        hint=f"{blocked_hint(blocking)}; nothing was changed",
     )
 
 

@@ -505,6 +505,39 @@ def test_status_tells_a_migration_at_work_from_an_interrupted_one(project: Proje
     assert "mg fix 0001" in problem
 
 
+def test_a_dry_run_tells_a_migration_at_work_from_an_interrupted_one(project: Project) -> None:
+    # A dry run takes no lock: while another run's no-transaction migration is at work, its
+    # `running` row is said to be so (wait for it), not interrupted with `mg fix` advice.
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    project.add("0002", "slow", "SELECT pg_sleep(30);\nSELECT 1;", no_transaction=True)
+    apply = project.spawn("apply")
+    try:
+        wait_until(lambda: project.statuses().get("0002") == "running" or not apply.running())
+        assert apply.running(), apply.stderr_so_far()
+        at_work = [project.mg(*args, "--dry-run") for args in (("apply",), ("rollback",))]
+        assert apply.running(), "the dry runs should have ended before the migration"
+    finally:
+        apply.kill()
+    project.terminate_backends()
+    stopped = [project.mg(*args, "--dry-run") for args in (("apply",), ("rollback",))]
+
+    for done in at_work:
+        assert done.returncode == 3, done.stderr
+        assert "migration 0002 (slow) is running right now in database session" in done.stderr
+        assert "still connected: another run is applying it (it was not interrupted)" in (
+            done.stderr
+        )
+        assert "interrupted?" not in done.stderr and "mg fix" not in done.stderr
+        assert "hint: wait for the other run to finish" in done.stderr
+        assert "Traceback" not in done.stderr
+    for done in stopped:
+        assert done.returncode == 3, done.stderr
+        assert "migration 0002 (slow) is still marked running (interrupted?)" in done.stderr
+        assert "mg fix 0002 --applied" in done.stderr
+    assert project.statuses() == {"0001": "applied", "0002": "running"}
+
+
 def _three_applied(project: Project) -> None:
     for ident, table in (("0001", "a"), ("0002", "b"), ("0003", "c")):
         project.add_table(ident, table)
