@@ -731,24 +731,27 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
     Returns each path written, with True when it was created and False when an existing
     file was extended (``.gitignore``).
     """
+    from migretti_core.messages import printable
+    from migretti_core.reporting import display_path
     from migretti_core.templates import embedded_config, server_config
     from migretti_core.textfiles import write_new_file
 
     if config.exists():
-        raise ConfigError(f"{config} already exists; not overwriting it")
+        raise ConfigError(f"{display_path(config)} already exists; not overwriting it")
     directory = config.parent
     if not directory.is_dir():
         raise ConfigError(
-            f"{directory} does not exist or is not a directory; "
-            f"mg init writes {config.name} into an existing directory",
-            hint=f"create it first: mkdir -p {directory}",
+            f"{display_path(directory)} does not exist or is not a directory; "
+            f"mg init writes {printable(config.name)} into an existing directory",
+            hint=f"create it first: mkdir -p {display_path(directory)}",
         )
     migrations = directory / "migrations"
     if (migrations.exists() or migrations.is_symlink()) and not migrations.is_dir():
         # Checked before mg.yaml is written: a project without its migrations directory
         # would fail on every later command.
         raise ConfigError(
-            f"{migrations} exists and is not a directory; mg init needs a migrations/ directory"
+            f"{display_path(migrations)} exists and is not a directory; mg init needs a "
+            "migrations/ directory"
         )
     gitignore = directory / ".gitignore"
     gitignore_existed = gitignore.exists()
@@ -759,7 +762,7 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
         try:
             existing = gitignore.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"{gitignore} cannot be read: {exc.strerror}") from exc
+            raise ConfigError(f"{display_path(gitignore)} cannot be read: {exc.strerror}") from exc
     text = embedded_config() if embedded else server_config()
     written: list[tuple[Path, bool]] = []
     try:
@@ -808,7 +811,9 @@ def _append_whole(path: Path, data: bytes, size: int | None) -> None:
             else:
                 os.truncate(path, size)
         if isinstance(exc, OSError):
+            from migretti_core.reporting import display_path
+
             raise MgError(
-                f"cannot write {path}: {exc.strerror or exc}; mg init changed nothing"
+                f"cannot write {display_path(path)}: {exc.strerror or exc}; mg init changed nothing"
             ) from exc
         raise

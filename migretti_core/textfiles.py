@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from migretti_core.errors import MgError, MigrationFileError, UsageError
+from migretti_core.errors import ConfigError, MgError, MigrationFileError, UsageError
 
 
 def normalize_text(raw: bytes, path: Path | None = None) -> str:
@@ -272,14 +272,27 @@ def write_new_file(path: Path, content: bytes) -> Path:
     taken: a file appearing at the same moment is not overwritten, and a full disk, Ctrl-C
     or a crash half-way never leaves a partial file under the name (an empty or truncated
     mg.yaml or migration would break every later command).
+
+    A directory or file the file system refuses (permissions, a read-only file system, a
+    full disk) is an ``MgError`` (exit 1); a file standing where a directory must be is the
+    configuration's mistake, a ``ConfigError`` (exit 2), as is a name already taken
+    (``UsageError``). Paths are shown as the rest of mg shows them (``display_path``).
     """
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
+        blocker = _not_a_directory(directory)
+        if blocker is not None:
+            raise ConfigError(
+                f"cannot create {_shown(directory)}: {_shown(blocker)} is not a "
+                "directory; nothing was written"
+            ) from exc
+        raise MgError(
+            f"cannot create {_shown(directory)}: {exc.strerror or exc}; nothing was written"
+        ) from exc
     if path.exists() or path.is_symlink():
-        raise UsageError(f"{path} already exists; not overwriting it")
+        raise UsageError(f"{_shown(path)} already exists; not overwriting it")
     # a name as long as file names can be leaves no room around it: then only its start
     base = path.name if len(path.name.encode("utf-8")) <= 200 else path.name[:50]
     temporary = directory / f".{base}.{os.getpid()}.mg-tmp"
@@ -293,7 +306,7 @@ def write_new_file(path: Path, content: bytes) -> Path:
             _publish(temporary, path)
         except OSError as exc:
             raise MgError(
-                f"cannot write {path}: {exc.strerror or exc}; nothing was written"
+                f"cannot write {_shown(path)}: {exc.strerror or exc}; nothing was written"
             ) from exc
     finally:
         with contextlib.suppress(OSError):
@@ -302,13 +315,22 @@ def write_new_file(path: Path, content: bytes) -> Path:
     return path
 
 
+def _not_a_directory(directory: Path) -> Path | None:
+    """The nearest existing path at or above ``directory`` when it is no directory (a file, a
+    broken symbolic link): what stops ``directory`` from being created."""
+    for candidate in (directory, *directory.parents):
+        if os.path.lexists(candidate):
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 def _publish(temporary: Path, path: Path) -> None:
     """Give the written file its name, refusing to replace one that exists."""
     try:
         os.link(temporary, path)
         return
     except FileExistsError:
-        raise UsageError(f"{path} already exists; not overwriting it") from None
+        raise UsageError(f"{_shown(path)} already exists; not overwriting it") from None
     except OSError as exc:
         import errno
 
@@ -316,8 +338,15 @@ def _publish(temporary: Path, path: Path) -> None:
             raise
     # no hard links on this file system: the check and the rename are two steps there
     if path.exists() or path.is_symlink():
-        raise UsageError(f"{path} already exists; not overwriting it")
+        raise UsageError(f"{_shown(path)} already exists; not overwriting it")
     os.rename(temporary, path)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the rest of mg shows it: relative to the working directory when inside it."""
+    from migretti_core.reporting import display_path
+
+    return display_path(path)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -422,11 +422,13 @@ def _publish(temp: Path, final: Path) -> None:
         os.link(temp, final)
         return
     except FileExistsError:
-        raise UsageError(f"{final} already exists; not overwriting it") from None
+        raise UsageError(
+            f"{reporting.display_path(final)} already exists; not overwriting it"
+        ) from None
     except OSError:
         pass  # no hard links on this file system
     if final.exists():
-        raise UsageError(f"{final} already exists; not overwriting it")
+        raise UsageError(f"{reporting.display_path(final)} already exists; not overwriting it")
     os.rename(temp, final)
 
 

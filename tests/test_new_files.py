@@ -68,8 +68,9 @@ def test_create_and_seed_create_in_a_read_only_directory_say_so_in_one_line(
             (["seed", "create", "demo users"], "seeds"),
         ):
             done = run_without([CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], tmp_path, *args)
+            # shown relative to the working directory, as mg shows paths elsewhere
             stderr = assert_clean_error(
-                done, f"cannot write {tmp_path / where}", "Permission denied", code=1
+                done, f"mg: error: cannot write {where}/", "Permission denied", code=1
             )
             assert "plugin" not in stderr and "-p no:" not in stderr, stderr
             assert done.stdout == ""
@@ -77,6 +78,39 @@ def test_create_and_seed_create_in_a_read_only_directory_say_so_in_one_line(
     finally:
         for directory in (migrations, seeds):
             directory.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [(["create", "add users"], "migrations_dir"), (["seed", "create", "demo"], "seeds_dir")],
+)
+def test_a_directory_create_cannot_make_is_an_environment_failure_like_the_file(
+    tmp_path: Path, args: list[str], setting: str
+) -> None:
+    # the missing directory that cannot be created exits 1, as a file that cannot be written
+    # does (it exited 2, as if the command line were wrong), and is named as mg names paths
+    (tmp_path / "mg.yaml").write_text(f"database:\n  host: h.invalid\n{setting}: ro/new/dir\n")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        done = run_without([CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], tmp_path, *args)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert_clean_error(
+        done,
+        "mg: error: cannot create ro/new/dir: Permission denied; nothing was written",
+        code=1,
+    )
+    assert str(tmp_path) not in done.stderr and done.stdout == ""
+    assert list((tmp_path / "ro").iterdir()) == []
+
+    # a file where a directory must be is the configuration's to correct: exit 2, naming it
+    (tmp_path / "ro" / "new").write_text("a file\n")
+    done = run_mg(args, tmp_path)
+    assert_clean_error(
+        done, "mg: error: cannot create ro/new/dir: ro/new is not a directory; nothing was written"
+    )
+    assert str(tmp_path) not in done.stderr
 
 
 @pytest.mark.parametrize(

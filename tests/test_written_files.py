@@ -50,7 +50,7 @@ def test_init_on_a_full_disk_leaves_no_truncated_mg_yaml(tmp_path: Path) -> None
     done = mg_with_size_limit(["init"], tmp_path, 1024)
 
     assert done.returncode == 1, done.stderr
-    assert f"cannot write {tmp_path / 'mg.yaml'}: File too large" in done.stderr
+    assert "mg: error: cannot write mg.yaml: File too large" in done.stderr  # as mg shows paths
     assert "writing the output" not in done.stderr
     # before: the first 1024 bytes of mg.yaml stayed, a config cut off in the middle that
     # every later command read, and `mg init` refused to replace
@@ -68,7 +68,7 @@ def test_init_embedded_that_cannot_extend_gitignore_changes_nothing(tmp_path: Pa
     done = mg_with_size_limit(["init", "--embedded"], tmp_path, len(original) + 3)
 
     assert done.returncode == 1, done.stderr
-    assert f"cannot write {gitignore}: File too large; mg init changed nothing" in done.stderr
+    assert "cannot write .gitignore: File too large; mg init changed nothing" in done.stderr
     # before: ".mg" (of ".mg/\n") was appended without its line end, mg.yaml and migrations/
     # stayed, and `mg init --embedded` refused to run again
     assert gitignore.read_bytes() == original
@@ -92,7 +92,7 @@ def test_create_on_a_full_disk_names_the_file_and_leaves_nothing(
 
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.splitlines()
-    assert line.startswith(f"mg: error: cannot write {tmp_path / directory}/")
+    assert line.startswith(f"mg: error: cannot write {directory}/")
     assert line.endswith(".sql: File too large; nothing was written")
     assert files_in(tmp_path) == ["mg.yaml"]
 
@@ -134,3 +134,10 @@ def test_a_new_file_is_on_disk_before_it_gets_its_name(
     assert "fsync file" in events[:at], events
     assert "fsync dir" in events[at:], events
     assert [p for p in tmp_path.rglob("*") if "mg-tmp" in p.name] == []
+
+
+def test_init_names_the_file_it_will_not_replace_as_mg_shows_paths(tmp_path: Path) -> None:
+    assert run_mg(["init"], tmp_path).returncode == 0
+    done = run_mg(["init"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "mg: error: mg.yaml already exists; not overwriting it\n"

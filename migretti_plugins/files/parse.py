@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from migretti_core.errors import MigrationFileError, UsageError
+from migretti_core.reporting import display_path
 from migretti_core.textfiles import checksum, normalize_text, slugify, write_new_file
 from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration
 
@@ -478,7 +479,9 @@ def create_migration_file(
     for existing in discover(directory):
         match = FILENAME_RE.fullmatch(existing.name)
         if match is not None and match.group("id") == new_id:
-            raise UsageError(f"{existing} already uses id {new_id}; not creating another")
+            raise UsageError(
+                f"{display_path(existing)} already uses id {new_id}; not creating another"
+            )
 
     content = render_migration(title, new_id, up, down, transactional=transactional).encode("utf-8")
     return write_new_file(directory / filename, content)
