@@ -253,20 +253,6 @@ def build(
     return Squashed(new_id, filename, text, tuple(pending), tuple(warnings))
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink durable; some platforms cannot open directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write(directory: Path, squashed: Squashed) -> Path:
     """Write the new file durably, never over another, then remove the originals.
 
@@ -295,6 +281,8 @@ def write(directory: Path, squashed: Squashed) -> Path:
 
 
 def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: Path) -> None:
+    from migretti_core.textfiles import fsync_directory
+
     with contextlib.ExitStack() as uninterrupted:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -313,7 +301,7 @@ def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: P
                     temp.unlink()
         except OSError as exc:  # a read-only directory, a full disk: nothing was changed
             raise reporting.cannot_write(OSError(exc.errno, exc.strerror, str(final))) from exc
-        _fsync_dir(directory)
+        fsync_directory(directory)
         removed: list[tuple[Path, bytes]] = []
         for migration in squashed.replaces:
             try:
@@ -325,7 +313,7 @@ def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: P
                 _undo(directory, final, squashed, removed, migration, exc)
             removed.append((migration.path, content))
         for parent in {m.path.parent for m in squashed.replaces}:
-            _fsync_dir(parent)
+            fsync_directory(parent)
 
 
 _HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -376,6 +364,8 @@ def _undo(
     error: OSError,
 ) -> NoReturn:
     """Put back the originals removed so far and remove the new file, then raise."""
+    from migretti_core.textfiles import fsync_directory
+
     why = f"cannot remove {reporting.display_path(stuck.path)}: {error.strerror or error}"
     lost: list[str] = []
     for path, content in removed:
@@ -408,7 +398,7 @@ def _undo(
             hint=f"remove {reporting.display_path(final)} by hand before the next apply, or "
             "its migrations would run twice",
         ) from exc
-    _fsync_dir(directory)
+    fsync_directory(directory)
     raise MgError(
         f"{why}; the squash was undone, nothing was changed",
         hint=f"squash removes the migrations it replaces: check who may delete files in "
