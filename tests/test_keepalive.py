@@ -15,14 +15,13 @@ import contextlib
 import ctypes
 import errno
 import os
-import select
 import socket
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from tcp_proxy import TcpProxy
 
 from migretti_core.testing import AdvisoryLockHolder, Project, wait_until
 
@@ -43,60 +42,9 @@ DEFAULTS = {
 }
 
 
-class Proxy:
-    """TCP on 127.0.0.1, forwarded to the server at ``target`` (libpq keywords)."""
-
-    def __init__(self, target: Mapping[str, str]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _server(self) -> socket.socket:
-        host, port = self.target["host"], int(self.target["port"])
-        if host.startswith("/"):
-            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            server.connect(f"{host}/.s.PGSQL.{port}")
-            return server
-        return socket.create_connection((host, port))
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = self._server()
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-
-    @staticmethod
-    def _pump(client: socket.socket, server: socket.socket) -> None:
-        other = {client: server, server: client}
-        try:
-            while True:
-                readable, _, _ = select.select([client, server], [], [], 0.5)
-                for source in readable:
-                    data = source.recv(65536)
-                    if not data:
-                        return
-                    other[source].sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            server.close()
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
 @pytest.fixture
-def proxy(db_conninfo: dict[str, str]) -> Iterator[Proxy]:
-    forwarding = Proxy(db_conninfo)
+def proxy(db_conninfo: dict[str, str]) -> Iterator[TcpProxy]:
+    forwarding = TcpProxy(db_conninfo)
     yield forwarding
     forwarding.close()
 
@@ -108,7 +56,7 @@ def project(tmp_path: Path, database_url: str) -> Iterator[Project]:
     project.close()
 
 
-def tcp_url(db_conninfo: Mapping[str, str], proxy: Proxy, query: str = "") -> str:
+def tcp_url(db_conninfo: Mapping[str, str], proxy: TcpProxy, query: str = "") -> str:
     password = f":{db_conninfo['password']}" if db_conninfo.get("password") else ""
     url = f"postgresql://{db_conninfo['user']}{password}@127.0.0.1:{proxy.port}/"
     return url + db_conninfo["dbname"] + (f"?{query}" if query else "")
@@ -153,7 +101,7 @@ def socket_options(pid: int, port: int) -> list[dict[str, int]]:
 
 
 def options_while_waiting(
-    project: Project, proxy: Proxy, *args: str, env: Mapping[str, str] | None = None
+    project: Project, proxy: TcpProxy, *args: str, env: Mapping[str, str] | None = None
 ) -> list[dict[str, int]]:
     """Run ``mg ARGS`` while the migration lock is held; the options of its sockets to the
     proxy once it is connected and waiting; then let it finish (it must succeed)."""
@@ -177,7 +125,7 @@ def options_while_waiting(
 
 @pytest.mark.parametrize("psycopg_only", [False, True], ids=["libpq", "psycopg"])
 def test_a_tcp_connection_of_apply_carries_keepalives_and_a_user_timeout(
-    project: Project, db_conninfo: dict[str, str], proxy: Proxy, psycopg_only: bool
+    project: Project, db_conninfo: dict[str, str], proxy: TcpProxy, psycopg_only: bool
 ) -> None:
     project.configure({"url": tcp_url(db_conninfo, proxy)})
     project.add("0001", "first", "CREATE TABLE first (id bigint);")
@@ -188,7 +136,7 @@ def test_a_tcp_connection_of_apply_carries_keepalives_and_a_user_timeout(
 
 
 def test_a_tcp_connection_of_seed_carries_them_too(
-    project: Project, db_conninfo: dict[str, str], proxy: Proxy
+    project: Project, db_conninfo: dict[str, str], proxy: TcpProxy
 ) -> None:
     project.configure({"url": tcp_url(db_conninfo, proxy)})
     seeds = project.root / "seeds"
@@ -201,7 +149,7 @@ def test_a_tcp_connection_of_seed_carries_them_too(
 
 @pytest.mark.parametrize("psycopg_only", [False, True], ids=["libpq", "psycopg"])
 def test_the_users_own_values_win(
-    project: Project, db_conninfo: dict[str, str], proxy: Proxy, psycopg_only: bool
+    project: Project, db_conninfo: dict[str, str], proxy: TcpProxy, psycopg_only: bool
 ) -> None:
     url = tcp_url(db_conninfo, proxy, "keepalives_idle=45&tcp_user_timeout=12345")
     project.configure({"url": url, "keepalives_count": "7"})
@@ -225,7 +173,7 @@ def test_the_users_own_values_win(
 
 
 def test_a_connection_services_values_win(
-    project: Project, db_conninfo: dict[str, str], proxy: Proxy
+    project: Project, db_conninfo: dict[str, str], proxy: TcpProxy
 ) -> None:
     service_file = project.root / "pg_service.conf"
     lines = ["[target]", "host=127.0.0.1", f"port={proxy.port}", "keepalives_idle=50"]

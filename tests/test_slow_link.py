@@ -8,89 +8,22 @@ migration is being sent.
 
 from __future__ import annotations
 
-import contextlib
-import select
 import signal
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tcp_proxy import TcpProxy
 
 from migretti_core.testing import Project, wait_until
 
 STALL_AFTER = 1 << 20
 
 
-class StallingProxy:
-    """TCP on 127.0.0.1 to the server at ``target`` (libpq keywords)."""
-
-    def __init__(self, target: dict[str, str]) -> None:
-        self.target = target
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # A small fixed window (no autotuning): what the proxy does not read stays with mg.
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-        self.stalled = threading.Event()
-        self.closing = threading.Event()
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _server(self) -> socket.socket:
-        host, port = self.target["host"], int(self.target["port"])
-        if host.startswith("/"):
-            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            server.connect(f"{host}/.s.PGSQL.{port}")
-        else:
-            server = socket.create_connection((host, port))
-        return server
-
-    def _accept(self) -> None:
-        while not self.closing.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = self._server()
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
-        sent = 0
-        try:
-            while not self.closing.is_set():
-                wanted = [server] if sent >= STALL_AFTER else [client, server]
-                readable, _, _ = select.select(wanted, [], [], 0.1)
-                for source in readable:
-                    data = source.recv(65536)
-                    if not data:
-                        return
-                    if source is client:
-                        sent += len(data)
-                        server.sendall(data)
-                        if sent >= STALL_AFTER:
-                            self.stalled.set()
-                    else:
-                        client.sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            server.close()
-
-    def close(self) -> None:
-        self.closing.set()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
 @pytest.fixture
-def proxy(db_conninfo: dict[str, str]) -> Iterator[StallingProxy]:
-    stalling = StallingProxy(db_conninfo)
+def proxy(db_conninfo: dict[str, str]) -> Iterator[TcpProxy]:
+    # A small fixed window (no autotuning): what the proxy does not read stays with mg.
+    stalling = TcpProxy(db_conninfo, stall_after=STALL_AFTER, receive_buffer=1 << 16)
     yield stalling
     stalling.close()
 
@@ -101,7 +34,7 @@ def test_a_signal_while_a_large_migration_is_being_sent_ends_the_run(
     tmp_path: Path,
     database_url: str,
     db_conninfo: dict[str, str],
-    proxy: StallingProxy,
+    proxy: TcpProxy,
     psycopg_only: bool,
     signum: int,
 ) -> None:
