@@ -54,7 +54,9 @@ def relative_path(path: Path) -> str:
     try:
         from pathlib import Path
 
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        # a symbolic link is named by where it is, not by where it points (which may be gone)
+        resolved = path.parent.resolve() / path.name if path.is_symlink() else path.resolve()
+        return str(resolved.relative_to(Path.cwd().resolve()))
     except (ValueError, OSError, RuntimeError):  # not below, or a symbolic-link loop
         return str(path)
 

@@ -136,7 +136,8 @@ def seed_paths(directory: Path) -> list[Path]:
             if entry.suffix == ".sql" and not entry.name.startswith(".")
         ]
     except OSError as exc:
-        raise UsageError(f"{directory}: cannot be read: {exc.strerror or exc}") from None
+        shown = reporting.display_path(directory)
+        raise UsageError(f"{shown}: cannot be read: {exc.strerror or exc}") from None
     found = [entry for entry in candidates if entry.is_file()]
     # A dangling symbolic link, a device or a FIFO is no seed, and never skipped silently.
     odd = [entry for entry in candidates if not entry.is_file() and not entry.is_dir()]
@@ -457,10 +458,11 @@ def _refuse_a_file_in_place(config: Config, directory: Path) -> None:
         return
     if SEEDS_DIR.name in config.settings:
         where = f" in {config.label}" if config.path is not None else ""
-        name = f"seeds_dir {config.settings[SEEDS_DIR.name]!r}{where}: {directory}"
+        shown = reporting.display_path(directory)
+        name = f"seeds_dir {config.settings[SEEDS_DIR.name]!r}{where}: {shown}"
         hint = "move it out of the way, or correct seeds_dir"
     else:
-        name = f"the seeds directory {directory}"
+        name = f"the seeds directory {reporting.display_path(directory)}"
         hint = "move it out of the way, or set seeds_dir in mg.yaml"
     problem = "is a dangling symlink" if not directory.exists() else "is not a directory"
     raise ConfigError(f"{name} {problem}", hint=hint)
@@ -482,7 +484,7 @@ def seed(session: Session, names: Sequence[str] = (), *, force: bool = False) ->
         where = f" in {session.config.label}" if session.config.path is not None else ""
         given = session.config.settings[SEEDS_DIR.name]
         raise ConfigError(
-            f"seeds_dir {given!r}{where}: {directory} does not exist",
+            f"seeds_dir {given!r}{where}: {reporting.display_path(directory)} does not exist",
             hint="create it (mg seed create does), or correct seeds_dir",
         )
     _refuse_a_file_in_place(session.config, directory)

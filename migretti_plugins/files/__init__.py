@@ -56,10 +56,11 @@ def _missing_directory(config: Config, directory: Path) -> str:
     """A migrations_dir the user named but that is not there: an error, never an empty list
     (which would say "nothing to apply" about the wrong directory)."""
     if "migrations_dir" not in config.settings:
-        name = f"the migrations directory {directory}"
+        name = f"the migrations directory {reporting.display_path(directory)}"
     else:
         where = f" in {config.label}" if config.path is not None else ""
-        name = f"migrations_dir {config.settings['migrations_dir']!r}{where}: {directory}"
+        shown = reporting.display_path(directory)
+        name = f"migrations_dir {config.settings['migrations_dir']!r}{where}: {shown}"
     if directory.is_symlink():
         target = os.readlink(directory)
         problem = f"is a symlink to {target}, which does not exist"
