@@ -734,7 +734,7 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
     from migretti_core.messages import printable
     from migretti_core.reporting import display_path
     from migretti_core.templates import embedded_config, server_config
-    from migretti_core.textfiles import write_new_file
+    from migretti_core.textfiles import read_bytes, write_new_file
 
     if config.exists():
         raise ConfigError(f"{display_path(config)} already exists; not overwriting it")
@@ -759,8 +759,11 @@ def init_project(config: Path, embedded: bool) -> list[tuple[Path, bool]]:
     if embedded and gitignore_existed:
         # Bytes: git reads .gitignore as bytes, and a comment in another encoding (Latin-1)
         # must not stop mg init half way. Read before mg.yaml is written, for the same reason.
+        if not gitignore.is_file():  # a FIFO or a device: never opened (a FIFO would block)
+            kind = "a directory" if gitignore.is_dir() else "not a regular file"
+            raise ConfigError(f"{display_path(gitignore)} is {kind}; nothing was written")
         try:
-            existing = gitignore.read_bytes()
+            existing = read_bytes(gitignore)
         except OSError as exc:
             raise ConfigError(f"{display_path(gitignore)} cannot be read: {exc.strerror}") from exc
     text = embedded_config() if embedded else server_config()

@@ -146,8 +146,12 @@ def _warn_sorts_first(app: Any, config: Config, path: Any) -> None:
 def _warn_what_apply_would_refuse(app: Any, path: Any) -> None:
     """`mg create x --up "CREATE INDEX CONCURRENTLY ..."` without --no-transaction: the
     pre-flight checks of apply will refuse the file; say so now, with its line."""
+    from migretti_core.textfiles import read_bytes
+
     try:
-        migration = app.hooks.parse_migration(path, path.read_bytes())
+        if not path.is_file():
+            return  # not a regular file (a plugin's choice): nothing to read safely
+        migration = app.hooks.parse_migration(path, read_bytes(path))
         session = app.session("create")
         problems = session.hooks.validate_migration(session, migration)
     except (MgError, OSError):

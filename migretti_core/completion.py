@@ -23,7 +23,10 @@ def _complete_envs(ctx: click.Context, param: click.Parameter, incomplete: str) 
         import yaml
 
         config = app_of(ctx).config()
-        data = yaml.safe_load(config.path.read_text(encoding="utf-8")) if config.path else None
+        from migretti_core.configfile import read_bounded
+
+        raw = read_bounded(config.path, config.label) if config.path else None
+        data = yaml.safe_load(raw.decode("utf-8")) if raw is not None else None
     except Exception:
         return []
     envs = data.get("envs") if isinstance(data, dict) else None

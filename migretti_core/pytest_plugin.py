@@ -438,11 +438,13 @@ class Templates:
         session = mg._app.session("pytest")
         parts = [f"{m.id}:{m.checksum}" for m in planning.load_migrations(session)]
         if self.seeds:
+            from migretti_plugins.seeds import load_seeds, seed_paths
             from migretti_plugins.seeds import seeds_dir as seeds_dir_of
 
+            # read as mg seed reads them: regular files only, never past their size
             seeds_dir = seeds_dir_of(mg.config)
-            for path in sorted(seeds_dir.glob("*.sql")) if seeds_dir.is_dir() else []:
-                parts.append(f"seed {path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
+            seeds = load_seeds(seed_paths(seeds_dir)) if seeds_dir.is_dir() else []
+            parts.extend(f"seed {seed.name}:{seed.checksum}" for seed in seeds)
         project = _digest([str(mg.config.root), str(mg.config.migrations_dir)])
         return project[:8], _digest(parts)[:16]
 

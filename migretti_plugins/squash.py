@@ -281,7 +281,7 @@ def write(directory: Path, squashed: Squashed) -> Path:
 
 
 def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: Path) -> None:
-    from migretti_core.textfiles import fsync_directory
+    from migretti_core.textfiles import fsync_directory, read_bytes
 
     with contextlib.ExitStack() as uninterrupted:
         try:
@@ -305,7 +305,7 @@ def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: P
         removed: list[tuple[Path, bytes]] = []
         for migration in squashed.replaces:
             try:
-                content = migration.path.read_bytes()
+                content = read_bytes(migration.path)
                 migration.path.unlink()
             except FileNotFoundError:
                 continue

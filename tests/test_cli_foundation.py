@@ -246,6 +246,17 @@ def test_init_embedded_refuses_an_unreadable_gitignore_before_writing_anything(
     assert not (tmp_path / "mg.yaml").exists()
 
 
+def test_init_embedded_refuses_a_gitignore_that_is_no_regular_file_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    os.mkfifo(tmp_path / ".gitignore")  # opening it for reading waits for a writer
+    result = run_mg(["init", "--embedded"], tmp_path, timeout=30)
+    assert_clean_error(result, "mg: error: .gitignore is not a regular file; nothing was written")
+    assert not (tmp_path / "mg.yaml").exists()
+
+
 def test_init_embedded_extends_an_empty_gitignore(tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_bytes(b"")
     result = run_mg(["init", "--embedded"], tmp_path)

@@ -4,6 +4,7 @@ project of its own, with the plugin found through its ``pytest11`` entry point.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def make_app(root: Path, *, extra_migration: str | None = None) -> Path:
 
 
 def run_pytest(
-    root: Path, *args: str, env: dict[str, str] | None = None
+    root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     # Its own temp root: a nested run would reset the shared /tmp/pytest-of-USER (mode 0700)
     # and prune the outer run's directories.
@@ -81,7 +82,7 @@ def run_pytest(
             env=mg_env(env),
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
         shown = [x.decode() if isinstance(x, bytes) else x or "" for x in (exc.stdout, exc.stderr)]
@@ -171,6 +172,25 @@ def test_command_line_url_config_path_and_seeds(tmp_path: Path, pg_url: str) -> 
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_seeds_are_read_as_mg_seed_reads_them(tmp_path: Path, pg_url: str) -> None:
+    """A seed that is no regular file fails the tests with mg seed's message, at once: it is
+    never opened (a FIFO would wait for a writer, a device would be read without end)."""
+    app = make_app(tmp_path / "app")
+    (app / "test_app.py").unlink()
+    seeds = app / "seeds"
+    seeds.mkdir()
+    (seeds / "0001_admin.sql").write_text("INSERT INTO users (name) VALUES ('root');\n")
+    os.mkfifo(seeds / "0002_pipe.sql")
+    (app / "pytest.ini").write_text("[pytest]\nmg_seeds = true\n")
+    (app / "test_seeded.py").write_text("def test_seeded(mg_database):\n    pass\n")
+
+    done = run_pytest(app, env={"MG_TEST_DATABASE_URL": pg_url}, timeout=90)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "seeds/0002_pipe.sql: not a regular file" in done.stdout, done.stdout
+    assert "Traceback" not in done.stdout
 
 
 def test_xdist_workers_share_one_template(tmp_path: Path, pg_url: str) -> None:
