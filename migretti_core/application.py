@@ -763,8 +763,8 @@ class Migretti:
 
         with self._lock:
             session = self._session("status")
-            state, invalid = views.current_status(session)
-        counts = views.status_data(state, session.hooks.redact, invalid)
+            state, invalid, refused = views.current_status(session)
+        counts = views.status_data(state, session.hooks.redact, invalid, refused)
         return StatusResult(
             applied=len(state.applied),
             pending=len(state.pending),

@@ -460,8 +460,8 @@ def status(ctx: click.Context, fmt: str, exit_code: bool) -> int:
     from migretti_core import views
 
     app = app_of(ctx)
-    state, invalid = views.current_status(app.session("status", read_only=True))
-    data = views.status_data(state, app.hooks.redact, invalid)
+    state, invalid, refused = views.current_status(app.session("status", read_only=True))
+    data = views.status_data(state, app.hooks.redact, invalid, refused)
     _emit(ctx, "status", data, fmt)
     return EXIT_BLOCKED if exit_code and not data["ok"] else 0
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from migretti_core.types import (
     Plan,
     Session,
     keep_file_bytes,
+    read_once,
 )
 
 FIX_HINT = (
@@ -280,21 +282,58 @@ def ensure_checksums(state: State, steps: Sequence[Migration] | None = None) -> 
     )
 
 
+# The ids of the pending migrations that sort before an applied one, while the pre-flight
+# checks run: a check may look further at those (the builtin squash: is it an original a
+# squashed migration already applied replaces?) without doing so for every migration.
+_SORTS_BEFORE_APPLIED: ContextVar[frozenset[str]] = ContextVar(
+    "mg_sorts_before_applied", default=frozenset()
+)
+
+
+def sorts_before_applied(migration: Migration) -> bool:
+    """During the pre-flight checks: whether ``migration`` is pending and sorts before a
+    migration the history records (out of order)."""
+    return migration.id in _SORTS_BEFORE_APPLIED.get()
+
+
 def validate(
-    session: Session, steps: Sequence[Migration], done: set[tuple[str, str]] | None = None
+    session: Session,
+    steps: Sequence[Migration],
+    done: set[tuple[str, str]] | None = None,
+    early: Collection[str] = (),
 ) -> None:
-    """Pre-flight checks; ``done`` remembers migrations already checked (by id and checksum)."""
+    """Pre-flight checks; ``done`` remembers migrations already checked (by id and checksum),
+    ``early`` names those that sort before an applied one."""
     problems: list[str] = []
-    for migration in steps:
-        key = (migration.id, migration.checksum)
-        if done is not None and key in done:
-            continue
-        found = session.hooks.validate_migration(session, migration)
-        problems.extend(found)
-        if done is not None and not found:
-            done.add(key)
+    token = _SORTS_BEFORE_APPLIED.set(frozenset(early))
+    try:
+        for migration in steps:
+            key = (migration.id, migration.checksum)
+            if done is not None and key in done:
+                continue
+            found = session.hooks.validate_migration(session, migration)
+            problems.extend(found)
+            if done is not None and not found:
+                done.add(key)
+    finally:
+        _SORTS_BEFORE_APPLIED.reset(token)
     if problems:
-        raise MigrationFileError(problems)
+        # one problem several files lead to (a squashed migration and each original beside
+        # it) is said once
+        raise MigrationFileError(list(dict.fromkeys(problems)))
+
+
+def preflight_problems(session: Session, state: State) -> list[str]:
+    """What the pre-flight checks of ``mg apply`` would refuse in the pending migrations."""
+    problems: list[str] = []
+    token = _SORTS_BEFORE_APPLIED.set(frozenset(m.id for m in state.out_of_order))
+    try:
+        with read_once():
+            for migration in state.pending:
+                problems.extend(session.hooks.validate_migration(session, migration))
+    finally:
+        _SORTS_BEFORE_APPLIED.reset(token)
+    return list(dict.fromkeys(problems))
 
 
 def tampering_of(state: State) -> list[str]:
@@ -353,7 +392,16 @@ class RollbackRequest:
     verify: bool = True
 
 
-def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) -> Plan:
+def plan_apply(
+    state: State,
+    request: ApplyRequest,
+    check_blocked: bool = True,
+    check_files: Callable[[Sequence[Migration]], None] | None = None,
+) -> Plan:
+    """The plan of ``mg apply``; ``check_files`` (the pre-flight checks) is given the pending
+    migrations that sort before an applied one first, so a file apply refuses anyway (an
+    original a squashed migration already applied replaces) says why instead of suggesting
+    --allow-out-of-order."""
     # A --to that names no migration is the command line's mistake: said before the state's.
     to = None if request.to is None else resolve_id(request.to, state.migrations, what="--to")
     if check_blocked:
@@ -368,6 +416,8 @@ def plan_apply(state: State, request: ApplyRequest, check_blocked: bool = True) 
     out_of_order = {m.id for m in state.out_of_order}
     early = [m for m in pending if m.id in out_of_order]
     if early and not request.allow_out_of_order:
+        if check_files is not None:
+            check_files(early)
         raise StateError(
             "pending migration sorts before the newest applied one ("
             f"{state.newest_recorded_id}): " + ", ".join(display_path(m.path) for m in early),

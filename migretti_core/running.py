@@ -1567,7 +1567,12 @@ def apply(session: Session, request: ApplyRequest) -> int:
     first: list[Plan] = []
 
     def planner(state: State, check_blocked: bool) -> Plan:
-        plan = plan_apply(state, request, check_blocked)
+        plan = plan_apply(
+            state,
+            request,
+            check_blocked,
+            lambda early: validate(session, early, early=[m.id for m in early]),
+        )
         if not first:
             first.append(plan)
         elif request.limit is not None and not set(plan.ids) <= set(first[0].ids):
@@ -1741,7 +1746,7 @@ def _run_kept(
         # A large file's text is read once for the pre-flight checks and lint, and dropped
         # before anything runs.
         with read_once():
-            validate(session, plan.steps, checked)
+            validate(session, plan.steps, checked, [m.id for m in state.out_of_order])
             _warn_no_sql(session, plan)
             if not plan.steps and not live:
                 report(session, "command.nothing", "info", nothing(state))
@@ -1763,7 +1768,7 @@ def _run_kept(
         def replan() -> Plan:
             latest[0] = _settled_state(session, conn, migrations)
             fresh = planner(latest[0], True)
-            validate(session, fresh.steps, checked)
+            validate(session, fresh.steps, checked, [m.id for m in latest[0].out_of_order])
             return fresh
 
         return _execute_plan(

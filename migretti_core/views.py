@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from migretti_core.planning import fix_hint, load_migrations, tampering_of
+from migretti_core.planning import fix_hint, load_migrations, preflight_problems, tampering_of
 from migretti_core.reporting import display_path, relative_path
 from migretti_core.running import connected, read_state
 from migretti_core.state import State, at_work
@@ -15,12 +15,14 @@ from migretti_core.types import (
 )
 
 
-def current_status(session: Session) -> tuple[State, list[dict[str, str]]]:
-    """The state, and the INVALID indexes failed concurrent builds left on the target."""
+def current_status(session: Session) -> tuple[State, list[dict[str, str]], list[str]]:
+    """The state, the INVALID indexes failed concurrent builds left on the target, and what
+    the pre-flight checks of ``mg apply`` refuse in the pending migrations."""
     migrations = load_migrations(session)
     with connected(session) as conn:
         state = read_state(session, conn, migrations)
-        return state, session.hooks.invalid_indexes(session, conn)
+        invalid = session.hooks.invalid_indexes(session, conn)
+    return state, invalid, preflight_problems(session, state)
 
 
 def current_state(session: Session) -> State:
@@ -100,13 +102,15 @@ def status_data(
     state: State,
     redact: Callable[[str], str] | None = None,
     invalid_indexes: Sequence[Mapping[str, str]] = (),
+    file_problems: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The document of ``mg status``; ``redact`` masks secrets in the problems, whose stored
     server errors may quote one (rows written before errors were masked, or by hand).
 
     INVALID indexes left on the target (by a failed ``CREATE INDEX CONCURRENTLY``) are a
-    problem to act on too: they fail ``ok``, so ``mg status --exit-code`` exits 3 on them."""
-    problems = problems_of(state)
+    problem to act on too: they fail ``ok``, so ``mg status --exit-code`` exits 3 on them.
+    So do ``file_problems``: what ``mg apply`` would refuse (exit 2) in a pending file."""
+    problems = problems_of(state) + list(file_problems)
     if redact is not None:
         problems = [redact(problem) for problem in problems]
     return {

@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -29,12 +30,11 @@ from migretti_core.errors import (
     UsageError,
 )
 from migretti_core.messages import printable
+from migretti_core.planning import sorts_before_applied
 from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from migretti_core.state import State
 
 Splitter = Callable[[str], list[Statement]]
@@ -498,18 +498,24 @@ def squash_command(ctx: click.Context, name: str, dry_run: bool) -> int:
 # The first line of each part of a squashed section: the file it was copied from.
 _FROM_LINE = re.compile(r"^-- from (\S+\.sql)$", re.MULTILINE)
 _SQUASHED_NOTE = re.compile(rb"^--[ \t]*squashed:[ \t]*(.*?)[ \t]*\r?$", re.MULTILINE)
+_UP_MARK = b"-- migrate: up"
 
 
-@hookimpl
-def mg_validate_migration(migration: Migration) -> list[str]:
-    """Refuse to run a squashed migration while files it replaces are still beside it.
+def _replaced_ids(path: Path) -> set[str]:
+    """The ids a file's ``-- squashed:`` header lines name (none when it has none)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(1 << 16).split(_UP_MARK, 1)[0]
+    except OSError:
+        return set()
+    replaced: set[str] = set()
+    for note in _SQUASHED_NOTE.findall(header):
+        replaced.update(i.strip() for i in note.decode("utf-8", "replace").split(","))
+    return replaced
 
-    A squash stopped between writing the new file and removing the originals (kill -9, a
-    power cut) leaves both, and both would run: the same statements twice. Only a migration
-    whose up section starts as squash writes it (``-- from FILE``) is looked at further, and
-    only its ``-- squashed:`` header decides, so a hand-written ``-- from`` comment is no
-    problem.
-    """
+
+def _starts_as_squashed(migration: Migration) -> bool:
+    """Whether the up section starts as squash writes it (``-- from FILE``)."""
     kept = migration.kept("up_sql")
     if isinstance(kept, str):
         start = kept[:4096].lstrip()[:1024]  # never a copy of a whole large text
@@ -519,33 +525,107 @@ def mg_validate_migration(migration: Migration) -> list[str]:
                 handle.seek(getattr(kept, "start", 0))
                 start = handle.read(1024).decode("utf-8", "replace").lstrip()
         except OSError:
-            return []
-    if _FROM_LINE.match(start) is None:
+            return False
+    return _FROM_LINE.match(start) is not None
+
+
+def _leftovers(migration: Migration) -> list[str]:
+    """The files beside a squashed migration that it replaces (empty for any other)."""
+    if not _starts_as_squashed(migration):
         return []
     directory = migration.path.parent
     named = dict.fromkeys(_FROM_LINE.findall(migration.up_sql))
     present = [n for n in named if n != migration.path.name and (directory / n).is_file()]
     if not present:
         return []
-    try:
-        with open(migration.path, "rb") as handle:
-            header = handle.read(1 << 16).split(b"-- migrate: up", 1)[0]
-    except OSError:
-        return []
-    replaced: set[str] = set()
-    for note in _SQUASHED_NOTE.findall(header):
-        replaced.update(i.strip() for i in note.decode("utf-8", "replace").split(","))
-    left = [n for n in present if n.partition("_")[0] in replaced]
-    if not left:
-        return []
+    replaced = _replaced_ids(migration.path)
+    return [n for n in present if n.partition("_")[0] in replaced]
+
+
+def _leftover_problem(path: Path, left: Sequence[str]) -> str:
     many = len(left) > 1
-    shown = ", ".join(reporting.display_path(directory / n) for n in left)
-    return [
-        f"{reporting.display_path(migration.path)}: mg squash wrote it to replace {shown}, "
-        f"which {'are' if many else 'is'} still there: a squash stopped before removing "
-        f"{'them' if many else 'it'} left both, and both would run; delete "
+    shown = ", ".join(reporting.display_path(path.parent / n) for n in left)
+    return (
+        f"{reporting.display_path(path)}: mg squash wrote it to replace {shown}, "
+        f"which {'are' if many else 'is'} still there (a squash stopped before removing "
+        f"{'them' if many else 'it'}, or {'they were' if many else 'it was'} brought back): "
+        f"{'their' if many else 'its'} statements would run twice; delete "
         f"{'them' if many else 'it'} (the migrations its `-- squashed:` line names)"
-    ]
+    )
+
+
+# The squashed migrations of a directory, found once per process for each state of the
+# directory (its mtime changes as a file is added, removed or renamed): {path: replaced ids}.
+_SQUASHED_IN: dict[tuple[Path, int], dict[Path, set[str]]] = {}
+
+
+def _squashed_beside(directory: Path) -> dict[Path, set[str]]:
+    try:
+        key = (directory, directory.stat().st_mtime_ns)
+    except OSError:
+        return {}
+    found = _SQUASHED_IN.get(key)
+    if found is not None:
+        return found
+    found = {}
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.endswith(".sql") and e.is_file()]
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            with open(entry.path, "rb") as handle:
+                head = handle.read(4096)
+        except OSError:
+            continue
+        if b"squashed:" not in head.split(_UP_MARK, 1)[0]:
+            continue
+        replaced = _replaced_ids(Path(entry.path))
+        if replaced:
+            found[Path(entry.path)] = replaced
+    _SQUASHED_IN.clear()
+    _SQUASHED_IN[key] = found
+    return found
+
+
+def _replacing(session: Session, migration: Migration) -> str | None:
+    """The problem of an original beside the squashed migration that replaces it (that one
+    already applied, or pending): run, it would run its statements a second time."""
+    for path, replaced in _squashed_beside(migration.path.parent).items():
+        if migration.id not in replaced or path == migration.path:
+            continue
+        try:
+            squashed = session.hooks.parse_migration(path, path.read_bytes())
+        except (MgError, OSError):
+            continue  # the command reads every file and says what is wrong with it
+        left = _leftovers(squashed)
+        if migration.filename in left:
+            return _leftover_problem(path, left)
+    return None
+
+
+@hookimpl
+def mg_validate_migration(session: Session, migration: Migration) -> list[str]:
+    """Refuse a squashed migration while files it replaces are still beside it, and those
+    files while the squashed migration is there.
+
+    A squash stopped between writing the new file and removing the originals (kill -9, a
+    power cut), or originals brought back (from an old branch), leaves both, and both would
+    run: the same statements twice, whether the squashed migration ran first or not. Only a
+    migration whose up section starts as squash writes it (``-- from FILE``) counts as
+    squashed, and only its ``-- squashed:`` header decides which files it replaces, so a
+    hand-written ``-- from`` comment is no problem. Both sides give the same problem, said
+    once.
+    """
+    left = _leftovers(migration)
+    if left:
+        return [_leftover_problem(migration.path, left)]
+    if not sorts_before_applied(migration):
+        # an original sorts before its squashed migration: only once that one is applied
+        # (and the original so sorts before it) is there a squashed migration to look for
+        return []
+    problem = _replacing(session, migration)
+    return [] if problem is None else [problem]
 
 
 @hookimpl

@@ -679,3 +679,89 @@ def test_a_from_comment_in_a_migration_of_ones_own_is_no_squash(
         assert project.statuses() == {"0001": "applied", "0002": "applied"}
     finally:
         project.close()
+
+
+def _squash_leaving_originals(project: Any) -> tuple[Path, dict[str, Path], dict[Path, bytes]]:
+    """Three originals squashed into one; the bytes of each kept to bring them back."""
+    project.sql("CREATE TABLE runs (id text)")
+    originals = {
+        ident: project.add(ident, f"m{ident}", f"INSERT INTO runs VALUES ('{ident}');")
+        for ident in ("0001", "0002", "0003")
+    }
+    kept = {path: path.read_bytes() for path in originals.values()}
+    assert project.mg("squash", "all").returncode == 0
+    (squashed,) = project.migrations_dir.glob("*_all.sql")
+    return squashed, originals, kept
+
+
+def test_status_lists_a_squashed_migration_beside_the_originals_it_replaces(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        squashed, originals, kept = _squash_leaving_originals(project)
+        path = originals["0002"]
+        path.write_bytes(kept[path])
+
+        refused = project.mg("apply")
+        assert refused.returncode == 2, refused.stderr
+        problem = refused.stderr.removeprefix("mg: error: ").strip()
+        assert problem.startswith(
+            f"migrations/{squashed.name}: mg squash wrote it to replace "
+            "migrations/0002_m0002.sql, which is still there"
+        ), problem
+
+        # before: "no problems", exit 0 even with --exit-code
+        done = project.mg("status")
+        assert done.returncode == 0, done.stderr
+        assert problem in done.stdout, done.stdout
+        assert "no problems" not in done.stdout
+        assert project.mg("status", "--exit-code").returncode == 3
+        data = json.loads(project.mg("status", "--format", "json").stdout)
+        assert data["ok"] is False
+        assert data["problems"] == [problem]
+
+        path.unlink()
+        assert project.mg("status").stdout.count(squashed.name) == 0
+    finally:
+        project.close()
+
+
+def test_an_original_brought_back_after_its_squashed_migration_ran_never_runs_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    from migretti_core.testing import Project
+
+    project = Project(tmp_path / "proj", database_url)
+    try:
+        squashed, originals, kept = _squash_leaving_originals(project)
+        assert project.mg("apply").returncode == 0
+        path = originals["0002"]
+        path.write_bytes(kept[path])  # back from an old branch
+        expected = (
+            f"migrations/{squashed.name}: mg squash wrote it to replace "
+            "migrations/0002_m0002.sql, which is still there"
+        )
+
+        # before: exit 3 suggesting --allow-out-of-order, which then ran 0002 a second time
+        for args in (("apply",), ("apply", "--allow-out-of-order"), ("apply", "--dry-run")):
+            done = project.mg(*args)
+            assert done.returncode == 2, (args, done.stderr)
+            assert f"mg: error: {expected}" in done.stderr, done.stderr
+            assert "pass --allow-out-of-order" not in done.stderr
+        assert sorted(r[0] for r in project.sql("SELECT id FROM runs")) == [
+            "0001",
+            "0002",
+            "0003",
+        ]
+
+        status = project.mg("status", "--exit-code")
+        assert status.returncode == 3
+        assert expected in status.stdout, status.stdout
+
+        path.unlink()
+        assert project.mg("status", "--exit-code").returncode == 0
+    finally:
+        project.close()
