@@ -768,6 +768,8 @@ def with_table_lock_timeout(
             attempt=attempt,
             retries=retries,
             wait_s=round(pause, 3),
+            lock_timeout_s=wait,
+            blockers=[_holder_dict(h) for h in holders],
         )
         time.sleep(pause)
 

@@ -201,3 +201,32 @@ def test_adopting_with_one_migration_made_from_the_schema_dump(
     assert done.returncode == 0, done.stdout + done.stderr
     done = project.mg("check", "--database-url", pg_url, "--format", "json")
     assert all(m["ok"] for m in json.loads(done.stdout)["migrations"]), done.stdout
+
+
+def test_the_history_lock_retry_names_its_blockers_as_a_field_of_the_json_log(
+    project: Project,
+) -> None:
+    """``history.lock_retry`` carries ``blockers`` as ``migration.lock_retry`` does: a log
+    reader need not parse the message to learn who held the table."""
+    import psycopg
+
+    assert project.mg("apply", "--to", "0001").returncode == 0
+    assert project.mg("down").returncode == 0  # the history tables, no baseline column yet
+    project.sql("DROP TABLE IF EXISTS users")
+    _schema_by_hand(project)
+    project.configure(extra="table_lock_timeout: 300ms\ntable_lock_retries: 1\n")
+    reader = psycopg.connect(project.database_url, application_name="dashboard")
+    try:
+        reader.execute("SELECT count(*) FROM _migrations")  # its transaction stays open
+        pid = reader.info.backend_pid
+        done = project.mg("--json-log", "baseline", "0002", timeout=60)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+    finally:
+        reader.close()
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    (retry,) = [r for r in lines if r.get("event") == "history.lock_retry"]
+    blockers = retry["blockers"]
+    assert [(b["pid"], b["application_name"]) for b in blockers] == [(pid, "dashboard")]
+    assert blockers[0]["state"] == "idle in transaction"
+    assert isinstance(blockers[0]["transaction_s"], float)
+    assert retry["lock_timeout_s"] == 0.3
