@@ -843,3 +843,80 @@ def test_history_sql_inserts_only_rows_the_run_knows_are_new(session: Session, c
     session.hooks.history_prepare(session, conn)
     assert sql("0001", "DOWN", None).startswith("DELETE")
     assert sql("0005").startswith("WITH updated")
+
+
+# --- a connection service's settings ---------------------------------------------------------
+
+
+def write_service(path: Path, conninfo: Mapping[str, str], *settings: str) -> dict[str, str]:
+    """A pg_service.conf with one service, ``target``; the environment that finds it."""
+    lines = ["[target]", *(f"{key}={value}" for key, value in conninfo.items()), *settings]
+    path.write_text("\n".join(lines) + "\n")
+    return {"PGSERVICEFILE": str(path)}
+
+
+SEEN = (
+    "CREATE TABLE seen AS SELECT current_setting('application_name') AS app, "
+    "current_setting('client_encoding') AS enc;"
+)
+
+
+@pytest.mark.parametrize("psycopg_only", [False, True], ids=["libpq", "psycopg"])
+def test_a_connection_services_settings_win_over_mgs_defaults(
+    tmp_path: Path, database_url: str, db_conninfo: dict[str, str], psycopg_only: bool
+) -> None:
+    """libpq's order: mg.yaml (and its URL) first, then the service, then the PG* variables,
+    and mg's own defaults only for what none of them sets."""
+    from migretti_core.testing import Project
+
+    env = write_service(
+        tmp_path / "pg_service.conf",
+        db_conninfo,
+        "application_name=from-service",
+        "client_encoding=LATIN1",
+    )
+    if psycopg_only:
+        env["MG_PSYCOPG_ONLY"] = "1"
+    project = Project(tmp_path / "proj", database_url, configure=False)
+    try:
+        project.configure({"service": "target"})
+        for ident, variable, expected in (
+            ("0001", None, "from-service"),
+            ("0002", "from-variable", "from-service"),  # the service before the variable
+        ):
+            project.add(ident, "seen", SEEN.replace("seen", f"seen{ident}", 1))
+            done = project.mg("apply", env={**env, **({"PGAPPNAME": variable} if variable else {})})
+            assert done.returncode == 0, done.stderr
+            assert project.sql(f"SELECT app, enc FROM seen{ident}") == [(expected, "LATIN1")]
+
+        project.configure({"service": "target", "application_name": "from-yaml"})
+        project.add("0003", "seen", SEEN.replace("seen", "seen0003", 1))
+        done = project.mg("apply", env=env)
+        assert done.returncode == 0, done.stderr
+        assert project.sql("SELECT app, enc FROM seen0003") == [("from-yaml", "LATIN1")]
+    finally:
+        project.close()
+
+
+def test_a_connection_services_connect_timeout_wins_over_mgs(
+    tmp_path: Path, db_conninfo: dict[str, str]
+) -> None:
+    """A server that takes the connection and never answers: the service's 2 seconds, not
+    mg's 10."""
+    import socket
+
+    from migretti_core.testing import run_mg
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog and are never answered
+        info = {"host": "127.0.0.1", "port": str(silent.getsockname()[1])}
+        info.update((k, db_conninfo[k]) for k in ("user", "dbname") if k in db_conninfo)
+        env = write_service(tmp_path / "pg_service.conf", info, "connect_timeout=2")
+        env["MG_DATABASE_URL"] = "service=target sslmode=disable"
+        started = time.monotonic()
+        done = run_mg(["status"], tmp_path, env, timeout=60)
+        waited = time.monotonic() - started
+    assert done.returncode != 0, done.stdout
+    assert "timeout" in done.stderr.lower(), done.stderr
+    assert waited < 8, (waited, done.stderr)

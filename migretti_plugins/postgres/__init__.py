@@ -12,9 +12,9 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 - Connections are opened in autocommit mode, so statements outside ``mg_transaction`` each
   commit on their own. ``application_name`` (migretti), ``connect_timeout`` (10 s) and
   ``client_encoding`` (UTF8, so server error positions count the same characters as Python)
-  are set unless the parameters or the matching ``PG*`` variables choose otherwise; so are
-  TCP keepalives and a user timeout (``TCP_DEFAULTS``) unless the parameters or the
-  connection service they use set them.
+  are set unless the parameters, the connection service they use or the matching ``PG*``
+  variables choose otherwise; so are TCP keepalives and a user timeout (``TCP_DEFAULTS``)
+  unless the parameters or the connection service they use set them.
   Prepared statements are off: nothing here repeats, and psycopg's cache would keep a copy
   of every query text, including a whole migration.
 - ``mg_execute`` sends the SQL as one simple-protocol query (several statements are fine,
@@ -351,9 +351,7 @@ def mg_connection_params(session: Session) -> dict[str, str] | None:
 @hookimpl(trylast=True)
 def mg_connect(session: Session) -> Any | None:
     params = dict(session.hooks.connection_params(session))
-    for key, var, value in _DEFAULTS:
-        if not params.get(key) and not os.environ.get(var):
-            params[key] = value
+    _default_settings(params)
     _default_tcp_settings(params)
     timeout = os.environ.get("PGCONNECT_TIMEOUT")
     if not params.get("connect_timeout") and timeout:
@@ -373,6 +371,21 @@ def mg_connect(session: Session) -> Any | None:
     return conn
 
 
+def _default_settings(params: dict[str, str]) -> None:
+    """Add the ``_DEFAULTS`` that neither ``params``, the connection service they use nor
+    the matching ``PG*`` variable set. A service's value is copied into ``params``: libpq
+    would use it anyway (a service comes before the variables), and psycopg's own wait for
+    the connection (``connect_timeout``) then follows it too."""
+    missing = [(k, v) for k, var, v in _DEFAULTS if not params.get(k) and not os.environ.get(var)]
+    if not missing:
+        return
+    chosen = _service_chosen(params)
+    for key, _var, _value in _DEFAULTS:
+        if not params.get(key) and chosen.get(key):
+            params[key] = chosen[key]
+    params.update((key, value) for key, value in missing if not params.get(key))
+
+
 def _default_tcp_settings(params: dict[str, str]) -> None:
     """Add the ``TCP_DEFAULTS`` that neither ``params`` nor the connection service they use
     set, and that this libpq knows (``tcp_user_timeout`` is libpq 12's)."""
@@ -381,15 +394,23 @@ def _default_tcp_settings(params: dict[str, str]) -> None:
         return
     known = _libpq_keywords()
     missing = [(key, value) for key, value in missing if key in known]
-    # as pgservice.service_in_effect, without importing it (and subprocess) on every connect
-    service = params.get("service") or os.environ.get("PGSERVICE")
-    if service and missing:
-        try:
-            chosen = _service_settings(service)
-        except ValueError:
-            return  # connecting says what is wrong with the service
+    if missing:
+        chosen = _service_chosen(params)
         missing = [(key, value) for key, value in missing if not chosen.get(key)]
     params.update(missing)
+
+
+def _service_chosen(params: Mapping[str, str]) -> Mapping[str, str]:
+    """What the connection service ``params`` use sets; nothing without a service, or when
+    it cannot be read (connecting then says what is wrong with it)."""
+    # as pgservice.service_in_effect, without importing it (and subprocess) on every connect
+    service = params.get("service") or os.environ.get("PGSERVICE")
+    if not service:
+        return {}
+    try:
+        return _service_settings(service)
+    except ValueError:
+        return {}
 
 
 _services: dict[tuple[str, str | None, str | None], dict[str, str]] = {}
