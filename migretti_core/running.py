@@ -607,14 +607,24 @@ def _run_statements(
             )
             continue
         note = info.note
-        if timed_out:
-            note = "; ".join(
-                part
-                for part in (_gave_up_note(session, lock_wait, attempt, holders, sooner), note)
-                if part
-            )
-        if block:
-            note = "; ".join(part for part in (note, _BLOCK_ROLLED_BACK) if part)
+        if timed_out and (block or not info.retry_safe):
+            # never tried again: say why, not that it gave up after 0 retries
+            why = _BLOCK_ROLLED_BACK if block else note or _MAY_NOT_BE_SAFE
+            note = _not_retried_note(session, lock_wait, holders, sooner, why)
+            if block and info.note:
+                note = f"{note}; {info.note}"
+        else:
+            if timed_out:
+                note = "; ".join(
+                    part
+                    for part in (
+                        _gave_up_note(session, lock_wait, attempt, holders, sooner),
+                        note,
+                    )
+                    if part
+                )
+            if block:
+                note = "; ".join(part for part in (note, _BLOCK_ROLLED_BACK) if part)
         failure = sql_failure(
             migration, error, statement.text, first_line + statement.line - 1, note
         )
@@ -864,6 +874,30 @@ def _gave_up_note(
         own = _OWN_TIMEOUT.format(_format_wait(lock_wait))
         waited = f"after {count}, the last try given up after {_format_wait(sooner)} ({own})"
     return f"no table lock {waited}; {who} (table_lock_timeout, table_lock_retries)"
+
+
+_MAY_NOT_BE_SAFE = "the database plugin does not know it to be safe to run again"
+
+
+def _not_retried_note(
+    session: Session,
+    lock_wait: float,
+    holders: Sequence[Any],
+    sooner: float | None,
+    why: str,
+) -> str:
+    """The note of a statement whose lock timeout is not tried again, and why."""
+    if holders:
+        who = "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
+    elif sooner is None:
+        who = "the blocking sessions had gone when asked"
+    else:
+        who = "who held the lock is not known"
+    if sooner is None:
+        waited = f"within {_format_wait(lock_wait)}"
+    else:
+        waited = f"after {_format_wait(sooner)} ({_OWN_TIMEOUT.format(_format_wait(lock_wait))})"
+    return f"no table lock {waited}; {who} (table_lock_timeout); not retried: {why}"
 
 
 def _gave_up(

@@ -634,3 +634,43 @@ def test_a_dry_run_that_timed_out_names_who_held_the_lock(project: Project) -> N
     )
     assert note in done.stdout
     assert note in json.loads(json_run.stdout)["migrations"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("statement", "why"),
+    [
+        ("CALL add_c();", "(table_lock_timeout); not retried: a procedure (CALL) or a DO block"),
+        (
+            "DO $$\nBEGIN\n  INSERT INTO audit VALUES (1);\n  COMMIT;\n"
+            "  ALTER TABLE t ADD COLUMN c int;\nEND\n$$;",
+            "(table_lock_timeout); not retried: a procedure (CALL) or a DO block",
+        ),
+        (
+            "CREATE INDEX CONCURRENTLY t_id ON t (id);",
+            "(table_lock_timeout); not retried: a CREATE INDEX CONCURRENTLY that fails",
+        ),
+    ],
+)
+def test_a_lock_timeout_not_retried_says_why_not_after_0_retries(
+    project: Project, statement: str, why: str
+) -> None:
+    """A statement mg does not run again after a lock timeout says why it was not retried,
+    not that it gave up after 0 retries (table_lock_retries is 10)."""
+    project.sql("CREATE TABLE audit (n int)")
+    project.sql(
+        "CREATE PROCEDURE add_c() LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO audit VALUES (1); COMMIT; ALTER TABLE t ADD COLUMN c int; END $$"
+    )
+    project.configure({"url": project.database_url}, extra="table_lock_timeout: 300ms\n")
+    project.add("001", "backfill", statement, no_transaction=True)
+    holder = Holder(project.database_url, 60.0, "ACCESS EXCLUSIVE")
+    try:
+        done = project.mg("apply", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "retries" not in done.stderr, done.stderr
+    assert "retry" not in done.stderr.replace("retrying", ""), done.stderr
+    assert why in done.stderr, done.stderr
+    assert "slow_report" in done.stderr, done.stderr
+    assert project.statuses() == {"001": "failed"}
