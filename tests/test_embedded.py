@@ -291,6 +291,90 @@ def test_two_applies_at_once_share_one_server_and_apply_each_migration_once(
     assert query(url, "SELECT n FROM hits ORDER BY n") == [(1,), (2,)]
 
 
+# Run as a child subreaper, so that the initdb of an mg it kills becomes its child: it starts
+# `mg status` (which creates the data directory), kills it with SIGKILL as soon as its
+# initdb runs, with a second `mg status` waiting for the server's lock, and prints how the
+# orphaned initdb and the second command ended.
+KILL_DURING_INITDB = r"""
+import ctypes, json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+mg, data = sys.argv[1], Path(sys.argv[2])
+staging, lock = os.fsencode(data / "pgdata.initdb"), data / "pgdata.lock"
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+
+def initdb():
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/initdb") and staging in argv:
+            return int(proc.name)
+    return None
+
+
+def waiting():
+    inode = f":{lock.stat().st_ino} " if lock.exists() else "none"
+    return any("-> FLOCK" in line and inode in line for line in open("/proc/locks"))
+
+
+quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+first = subprocess.Popen([mg, "status"], **quiet)
+deadline = time.monotonic() + 60
+orphan = None
+while orphan is None and first.poll() is None and time.monotonic() < deadline:
+    orphan = initdb()
+    time.sleep(0.002)
+second = subprocess.Popen([mg, "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+while not waiting() and second.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.005)
+first.send_signal(signal.SIGKILL)
+first.wait()
+status = None
+if orphan is not None:
+    try:
+        _, raw = os.waitpid(orphan, 0)  # ours now: we are the subreaper
+        status = os.waitstatus_to_exitcode(raw)
+    except ChildProcessError:
+        pass
+out, err = second.communicate(timeout=200)
+print(json.dumps({"orphan": orphan, "orphan_exit": status, "second": second.returncode,
+                  "stderr": err}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads /proc (Linux)")
+def test_a_command_waiting_while_a_killed_mgs_initdb_runs_on_waits_for_it(
+    project: Project,
+) -> None:
+    """mg killed (SIGKILL) while its initdb creates the data directory: initdb runs on, and a
+    command waiting for the server's lock then waits for initdb to end, and creates the data
+    directory itself, instead of pulling it from under initdb (which failed one of them)."""
+    project.run("init", "--embedded")
+    data = (project.root / ".mg").resolve()
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_INITDB, str(MG), str(data)],
+        cwd=project.root,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["orphan"] is not None, "mg started no initdb"
+    assert seen["orphan_exit"] == 0, seen  # initdb ran to its end
+    assert seen["second"] == 0, seen["stderr"]
+    assert "initdb" not in seen["stderr"] and "Traceback" not in seen["stderr"]
+    assert (data / "pgdata" / "PG_VERSION").exists()
+    assert not (data / "pgdata.initdb").exists()
+    assert len(postmasters(data / "pgdata")) == 1
+    assert project.run("status").returncode == 0
+
+
 def test_database_url_embedded_selects_data_dir_and_database(project: Project) -> None:
     (project.root / "migrations").mkdir()
     project.env["MG_DATABASE_URL"] = "embedded:var/pg?dbname=app"

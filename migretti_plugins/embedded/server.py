@@ -122,6 +122,7 @@ class EmbeddedServer:
         self.durable = durable
         self.log_file = self.datadir / "server.log"
         self.lock_file = self.datadir.with_name(self.datadir.name + ".lock")
+        self._lock_fd: int | None = None  # the lock's descriptor while this process holds it
 
     @staticmethod
     def bin_dir() -> Path:
@@ -258,9 +259,11 @@ class EmbeddedServer:
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_file, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            self._lock_fd = handle.fileno()
             try:
                 yield
             finally:
+                self._lock_fd = None
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _postmaster(self, *, require_ready: bool = True) -> _Postmaster | None:
@@ -372,7 +375,13 @@ class EmbeddedServer:
         return _Runner(st.st_uid, st.st_gid)
 
     def _initdb(self, bin_dir: Path, runner: _Runner) -> None:
-        """Create the cluster beside the target and rename it, so a half-made one never shows."""
+        """Create the cluster beside the target and rename it, so a half-made one never shows.
+
+        initdb holds the lock too (it inherits its descriptor): when mg is killed while
+        initdb runs, initdb runs on, and the next mg waits for it to end before it makes the
+        staging directory anew, instead of removing it under initdb's feet. The staging
+        directory is only ever initdb's work: a data directory gets its name when complete.
+        """
         if self.datadir.exists():
             if any(self.datadir.iterdir()):
                 raise DatabaseError(
@@ -397,7 +406,8 @@ class EmbeddedServer:
         ]
         if not self.durable:
             cmd.append("--no-sync")
-        ok, output = _run(cmd, runner)
+        held = () if self._lock_fd is None else (self._lock_fd,)
+        ok, output = _run(cmd, runner, pass_fds=held)
         if not ok:
             shutil.rmtree(staging, ignore_errors=True)
             raise DatabaseError(
@@ -468,10 +478,11 @@ class EmbeddedServer:
             return ""
 
 
-def _run(cmd: list[str], runner: _Runner) -> tuple[bool, str]:
+def _run(cmd: list[str], runner: _Runner, pass_fds: tuple[int, ...] = ()) -> tuple[bool, str]:
     """Run a PostgreSQL program as ``runner``; its output goes to a file, not a pipe.
 
-    pg_ctl's postmaster could inherit a pipe and keep it open for its whole life.
+    pg_ctl's postmaster could inherit a pipe and keep it open for its whole life (so never
+    give pg_ctl ``pass_fds``: the server would hold them as long).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     with tempfile.TemporaryFile("w+", errors="replace") as out:
@@ -488,6 +499,7 @@ def _run(cmd: list[str], runner: _Runner) -> tuple[bool, str]:
                 user=runner.uid,
                 group=runner.gid,
                 extra_groups=[] if runner.uid is not None else None,
+                pass_fds=pass_fds,
             )
             ok = result.returncode == 0
         except subprocess.TimeoutExpired:
