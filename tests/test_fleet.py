@@ -522,7 +522,7 @@ def test_a_nul_in_a_fleet_file_is_refused_not_cut_short(tmp_path: Path, make_fle
     (project.root / "members.txt").write_bytes(f"# tenants\n{fleet.names[0]}\0x\n".encode())
     done = project.mg("apply", "--fleet", "listed")
     assert done.returncode == 2, done.stderr
-    assert "members.txt:2: a NUL character" in done.stderr
+    assert done.stderr.startswith("mg: error: fleet file members.txt:2: a NUL character")
     assert fleet.applied(fleet.names[0]) == []
 
 
@@ -537,7 +537,8 @@ def test_a_fleet_file_that_is_not_a_file_is_refused_without_reading(
     (project.root / "members.txt").symlink_to(target)
     done = project.mg("status", "--fleet", "listed", timeout=60)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"mg: error: fleet file {project.root / 'members.txt'} is {kind}")
+    # named as the user wrote it, relative to the working directory (not where the link points)
+    assert done.stderr.startswith(f"mg: error: fleet file members.txt is {kind}"), done.stderr
 
 
 def test_members_rewriting_one_schema_file_at_once_all_succeed(

@@ -245,12 +245,13 @@ def _file_members(
     from migretti_core.reporting import display_path
 
     # A regular file only: a device such as /dev/zero would be read until memory runs out.
-    raw = read_bounded(path, str(path), what="fleet file", limit=_FLEET_FILE_LIMIT)
+    shown = display_path(path)
+    raw = read_bounded(path, shown, what="fleet file", limit=_FLEET_FILE_LIMIT)
     try:
         # An editor's byte order mark is no part of the first member (as in mg.yaml).
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"fleet file {path}: not UTF-8 text") from None
+        raise ConfigError(f"fleet file {shown}: not UTF-8 text") from None
     members = []
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
@@ -258,12 +259,12 @@ def _file_members(
             continue
         if "\0" in entry:
             # libpq would cut the name there and connect to another database.
-            raise ConfigError(f"fleet file {path}:{number}: a NUL character (\\0) in a member")
+            raise ConfigError(f"fleet file {shown}:{number}: a NUL character (\\0) in a member")
         cut = entry.find(" #")  # a comment after the entry (a URL may hold a bare '#')
         if cut != -1:
             entry = entry[:cut].strip()
         value = interpolate(entry, environ, path.name, (f"line {number}",), _label(config))
-        members.append((str(value), f"{display_path(path)}:{number}, fleets.{fleet}.file"))
+        members.append((str(value), f"{shown}:{number}, fleets.{fleet}.file"))
     return members
 
 
