@@ -198,12 +198,34 @@ def test_plan_that_changed_while_asking_is_not_run(project: Project) -> None:
         # Someone else rolls 0002 back while the question is open.
         assert run(project, "rollback").returncode == 0
         terminal.answer("yes")
-        assert terminal.finish() == 5, terminal.output.getvalue()
+        # What was confirmed is done: nothing left to do, as when two runs race unasked.
+        assert terminal.finish() == 0, terminal.output.getvalue()
     finally:
         terminal.kill()
+    assert "0002 (create_t_0002) was rolled back by another run" in terminal.output.getvalue()
     # 0001 was never shown, so it must still be applied.
     assert project.statuses() == {"0001": "applied"}
     assert project.tables() == {"t_0001"}
+
+
+def test_a_migration_applied_while_asking_is_not_rolled_back_in_place_of_the_confirmed_one(
+    project: Project,
+) -> None:
+    assert run(project, "apply").returncode == 0
+    project.add_table("0003")
+    terminal = ask(project, "--env", "prod", "rollback")
+    try:
+        shown = terminal.wait_for_prompt()
+        assert "0002" in shown and "0003" not in shown
+        # Someone else applies 0003 while the question is open: it was never shown.
+        assert run(project, "apply").returncode == 0
+        terminal.answer("yes")
+        assert terminal.finish() == 3, terminal.output.getvalue()
+    finally:
+        terminal.kill()
+    assert "nothing was rolled back" in terminal.output.getvalue()
+    assert project.statuses() == {"0001": "applied", "0002": "applied", "0003": "applied"}
+    assert project.tables() == {"t_0001", "t_0002", "t_0003"}
 
 
 # --- no terminal -------------------------------------------------------------------------
