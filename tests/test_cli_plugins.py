@@ -713,3 +713,27 @@ def test_plugins_lists_them_when_a_plugin_breaks_rendering(
         assert lines[0].split() == ["NAME", "ORIGIN", "VERSION", "HOOKS", "STATUS"]
         plugins = {line.split()[0]: {} for line in lines[1:]}
     assert {"render_plug", "output", "config"} <= set(plugins)
+
+
+FIFO_CREATOR = """
+import os
+
+
+def mg_create_migration(config, title, up_sql, down_sql, transactional):
+    path = config.root / "pipe.sql"
+    os.mkfifo(path)
+    return path
+"""
+
+
+def test_create_never_waits_on_what_a_plugin_created_that_is_no_regular_file(
+    tmp_path: Path,
+) -> None:
+    """mg create reads the new file back to warn of what apply would refuse: a FIFO a plugin
+    made is never opened (that would wait for a writer for ever)."""
+    write_text(tmp_path / "mg.yaml", "plugins: [fifo.py]\n")
+    write_text(tmp_path / "fifo.py", FIFO_CREATOR)
+    done = run_mg(["create", "x", "--up", "SELECT 1;"], tmp_path, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "pipe.sql\n"
+    assert done.stderr == ""
