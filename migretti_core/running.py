@@ -494,7 +494,9 @@ def _write_retried(
             except SqlError as exc:
                 if not _lock_timed_out(exc, lock_wait) or attempt >= retries:
                     if _lock_timed_out(exc, lock_wait):
-                        note = _gave_up_note(session, lock_wait, attempt, list(blockers))
+                        note = _gave_up_note(
+                            session, lock_wait, attempt, list(blockers), kind=lock_kind(exc)
+                        )
                         exc.message = f"{exc.message} ({note})"
                     raise
                 error, holders = exc, list(blockers)
@@ -610,7 +612,7 @@ def _run_statements(
         if timed_out and (block or not info.retry_safe):
             # never tried again: say why, not that it gave up after 0 retries
             why = _BLOCK_ROLLED_BACK if block else note or _MAY_NOT_BE_SAFE
-            note = _not_retried_note(session, lock_wait, holders, sooner, why)
+            note = _not_retried_note(session, lock_wait, holders, sooner, why, lock_kind(error))
             if block and info.note:
                 note = f"{note}; {info.note}"
         else:
@@ -618,7 +620,9 @@ def _run_statements(
                 note = "; ".join(
                     part
                     for part in (
-                        _gave_up_note(session, lock_wait, attempt, holders, sooner),
+                        _gave_up_note(
+                            session, lock_wait, attempt, holders, sooner, lock_kind(error)
+                        ),
                         note,
                     )
                     if part
@@ -710,6 +714,20 @@ _SETS_LOCK_TIMEOUT = re.compile(
 
 def _lock_timed_out(exc: SqlError, lock_wait: float) -> bool:
     return lock_wait > 0 and exc.sqlstate == LOCK_NOT_AVAILABLE
+
+
+# PostgreSQL's CONTEXT of a wait for a row another transaction holds: "while updating tuple
+# (0,1) in relation "t"" (locking, deleting, inserting index, checking uniqueness of, ...).
+_ROW_WAIT = re.compile(r"\btuple \(\d+,\d+\) in relation\b")
+
+
+def lock_kind(exc: SqlError | None) -> str:
+    """What a lock timeout waited for, as messages name it: ``row lock`` when the server's
+    error says it waited for a row (``SELECT ... FOR UPDATE`` in another session; the
+    ``table_lock_timeout`` covers those waits too), ``table lock`` otherwise."""
+    if exc is not None and exc.context and _ROW_WAIT.search(exc.context):
+        return "row lock"
+    return "table lock"
 
 
 def lock_retry_pause(attempt: int) -> float:
@@ -830,7 +848,7 @@ def _lock_retry(
         session,
         "migration.lock_retry",
         "warning",
-        f"{migration.id} {migration.name}: table lock not granted "
+        f"{migration.id} {migration.name}: {lock_kind(error)} not granted "
         f"{waited}{who}{plan}; retry {attempt} of {retries} in {pause:.1f}s",
         migration_id=migration.id,
         migration_name=migration.name,
@@ -860,6 +878,7 @@ def _gave_up_note(
     retries: int,
     holders: Sequence[Any],
     sooner: float | None = None,
+    kind: str = "table lock",
 ) -> str:
     if holders:
         who = "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
@@ -873,7 +892,7 @@ def _gave_up_note(
     else:
         own = _OWN_TIMEOUT.format(_format_wait(lock_wait))
         waited = f"after {count}, the last try given up after {_format_wait(sooner)} ({own})"
-    return f"no table lock {waited}; {who} (table_lock_timeout, table_lock_retries)"
+    return f"no {kind} {waited}; {who} (table_lock_timeout, table_lock_retries)"
 
 
 _MAY_NOT_BE_SAFE = "the database plugin does not know it to be safe to run again"
@@ -885,6 +904,7 @@ def _not_retried_note(
     holders: Sequence[Any],
     sooner: float | None,
     why: str,
+    kind: str = "table lock",
 ) -> str:
     """The note of a statement whose lock timeout is not tried again, and why."""
     if holders:
@@ -897,7 +917,7 @@ def _not_retried_note(
         waited = f"within {_format_wait(lock_wait)}"
     else:
         waited = f"after {_format_wait(sooner)} ({_OWN_TIMEOUT.format(_format_wait(lock_wait))})"
-    return f"no table lock {waited}; {who} (table_lock_timeout); not retried: {why}"
+    return f"no {kind} {waited}; {who} (table_lock_timeout); not retried: {why}"
 
 
 def _gave_up(
@@ -913,7 +933,7 @@ def _gave_up(
     sooner: float | None = None,
     part: str = "sql",
 ) -> MgError:
-    note = _gave_up_note(session, lock_wait, retries, holders, sooner)
+    note = _gave_up_note(session, lock_wait, retries, holders, sooner, lock_kind(exc))
     if part == "record":
         return MigrationFailed(
             f"recording migration {migration.id} ({printable(migration.name)}) in the "
@@ -1052,7 +1072,9 @@ def _start_no_transaction(
                 timed_out = part == "record" and _lock_timed_out(exc, lock_wait)
                 if not timed_out or attempt >= retries:
                     if timed_out:
-                        note = _gave_up_note(session, lock_wait, attempt, list(blockers))
+                        note = _gave_up_note(
+                            session, lock_wait, attempt, list(blockers), kind=lock_kind(exc)
+                        )
                         raise MigrationFailed(
                             f"recording migration {migration.id} "
                             f"({printable(migration.name)}) as running in the history failed: "

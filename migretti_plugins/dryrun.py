@@ -211,25 +211,33 @@ def _try_one(
             with hooks.transaction(session, conn, rollback=True):
                 hooks.execute(session, conn, "SET CONSTRAINTS ALL IMMEDIATE")
     except SqlError as exc:
-        from migretti_core.running import sql_failure
+        from migretti_core.running import lock_kind, sql_failure
 
         if checking_deferred:
             return result(sql_failure(migration, exc, "", first_line, _DEFERRED_NOTE).message)
         note = None
         if exc.sqlstate == "55P03" and lock_wait > 0:
-            note = _lock_note(session, lock_wait, time.perf_counter() - tried, blockers)
+            note = _lock_note(
+                session, lock_wait, time.perf_counter() - tried, blockers, lock_kind(exc)
+            )
         return result(sql_failure(migration, exc, sql, first_line, note).message)
     return result(None)
 
 
-def _lock_note(session: Session, lock_wait: float, took: float, blockers: list[Any]) -> str:
+def _lock_note(
+    session: Session,
+    lock_wait: float,
+    took: float,
+    blockers: list[Any],
+    kind: str = "table lock",
+) -> str:
     """Why a migration of the dry run failed with 55P03, and who held the lock when the
     probe asked (halfway through the wait)."""
     wait = f"{lock_wait * 1000:.0f}ms" if lock_wait < 1 else f"{lock_wait:g}s"
     if took < lock_wait:  # not table_lock_timeout: it cannot have fired yet
-        text = "no table lock (the migration's own lock_timeout or NOWAIT)"
+        text = f"no {kind} (the migration's own lock_timeout or NOWAIT)"
     else:
-        text = f"no table lock within {wait} (table_lock_timeout; a dry run does not retry)"
+        text = f"no {kind} within {wait} (table_lock_timeout; a dry run does not retry)"
     if blockers:
         describe = session.hooks.describe_lock_holder
         text += "; blocked by " + ", ".join(describe(h) for h in blockers)

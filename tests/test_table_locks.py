@@ -308,7 +308,8 @@ def test_a_history_row_kept_locked_is_waited_for_like_a_table(project: Project) 
     assert done.returncode == 1, done.stderr
     assert "retry 1 of 1" in done.stderr
     assert "recording migration 001 (add_c) in the history failed" in done.stderr
-    assert f"no table lock within 300ms after 1 retry; blocked by pid {holder.pid}" in (done.stderr)
+    # the row is what the hand edit holds: the messages say so
+    assert f"no row lock within 300ms after 1 retry; blocked by pid {holder.pid}" in (done.stderr)
     assert project.statuses() == {"001": "applied"}
     assert "c" in columns(project)
 
@@ -674,3 +675,33 @@ def test_a_lock_timeout_not_retried_says_why_not_after_0_retries(
     assert why in done.stderr, done.stderr
     assert "slow_report" in done.stderr, done.stderr
     assert project.statuses() == {"001": "failed"}
+
+
+def test_a_wait_for_a_row_lock_is_named_a_row_lock(project: Project) -> None:
+    """table_lock_timeout also ends a wait for a row another session locked (SELECT ... FOR
+    UPDATE): the warning, the error and a dry run's error say row lock, not table lock; the
+    event name and its fields stay as they are."""
+    project.configure(
+        {"url": project.database_url},
+        extra="table_lock_timeout: 300ms\ntable_lock_retries: 1\n",
+    )
+    project.add("001", "touch_row", "UPDATE t SET id = 0 WHERE id = 1;")
+    holder = psycopg.connect(project.database_url, application_name="slow_report")
+    try:
+        holder.execute("SELECT * FROM t WHERE id = 1 FOR UPDATE")
+        done = project.mg("--json-log", "apply", "--no-lint")
+        dry = project.mg("apply", "--dry-run", "--no-lint")
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    (retry,) = events(done.stderr, "migration.lock_retry")
+    assert "001 touch_row: row lock not granted within 300ms" in retry["message"], retry
+    assert [b["application_name"] for b in retry["blockers"]] == ["slow_report"]
+    assert "table lock" not in done.stderr, done.stderr
+    assert "no row lock within 300ms after 1 retry; blocked by pid" in done.stderr, done.stderr
+    assert dry.returncode == 1, dry.stderr
+    assert "no row lock within 300ms (table_lock_timeout; a dry run does not retry)" in (
+        dry.stdout
+    ), dry.stdout
+    assert project.statuses() == {}
+    assert project.sql("SELECT count(*) FROM t WHERE id = 1")[0][0] == 1
