@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -30,11 +29,12 @@ from migretti_core.errors import (
     UsageError,
 )
 from migretti_core.messages import printable
-from migretti_core.planning import sorts_before_applied
 from migretti_core.records import record
 from migretti_core.types import Migration, Session, Statement
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from migretti_core.state import State
 
 Splitter = Callable[[str], list[Statement]]
@@ -580,9 +580,10 @@ def _squashed_beside(directory: Path) -> dict[Path, set[str]]:
             continue
         if b"squashed:" not in head.split(_UP_MARK, 1)[0]:
             continue
-        replaced = _replaced_ids(Path(entry.path))
+        path = directory / entry.name
+        replaced = _replaced_ids(path)
         if replaced:
-            found[Path(entry.path)] = replaced
+            found[path] = replaced
     _SQUASHED_IN.clear()
     _SQUASHED_IN[key] = found
     return found
@@ -591,11 +592,13 @@ def _squashed_beside(directory: Path) -> dict[Path, set[str]]:
 def _replacing(session: Session, migration: Migration) -> str | None:
     """The problem of an original beside the squashed migration that replaces it (that one
     already applied, or pending): run, it would run its statements a second time."""
+    from migretti_core.textfiles import read_bytes
+
     for path, replaced in _squashed_beside(migration.path.parent).items():
         if migration.id not in replaced or path == migration.path:
             continue
         try:
-            squashed = session.hooks.parse_migration(path, path.read_bytes())
+            squashed = session.hooks.parse_migration(path, read_bytes(path))
         except (MgError, OSError):
             continue  # the command reads every file and says what is wrong with it
         left = _leftovers(squashed)
@@ -617,6 +620,8 @@ def mg_validate_migration(session: Session, migration: Migration) -> list[str]:
     hand-written ``-- from`` comment is no problem. Both sides give the same problem, said
     once.
     """
+    from migretti_core.planning import sorts_before_applied
+
     left = _leftovers(migration)
     if left:
         return [_leftover_problem(migration.path, left)]
