@@ -872,6 +872,14 @@ _BLOCK_ROLLED_BACK = (
 _OWN_TIMEOUT = "the migration's own lock_timeout or NOWAIT, not table_lock_timeout {}"
 
 
+def _blockers_said(session: Session, holders: Sequence[Any], sooner: float | None) -> str:
+    if holders:
+        return "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
+    if sooner is None:
+        return "the blocking sessions had gone when asked"
+    return "who held the lock is not known"
+
+
 def _gave_up_note(
     session: Session,
     lock_wait: float,
@@ -880,12 +888,7 @@ def _gave_up_note(
     sooner: float | None = None,
     kind: str = "table lock",
 ) -> str:
-    if holders:
-        who = "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
-    elif sooner is None:
-        who = "the blocking sessions had gone when asked"
-    else:
-        who = "who held the lock is not known"
+    who = _blockers_said(session, holders, sooner)
     count = f"{retries} retr{'y' if retries == 1 else 'ies'}"
     if sooner is None:
         waited = f"within {_format_wait(lock_wait)} after {count}"
@@ -907,12 +910,7 @@ def _not_retried_note(
     kind: str = "table lock",
 ) -> str:
     """The note of a statement whose lock timeout is not tried again, and why."""
-    if holders:
-        who = "blocked by " + ", ".join(session.hooks.describe_lock_holder(h) for h in holders)
-    elif sooner is None:
-        who = "the blocking sessions had gone when asked"
-    else:
-        who = "who held the lock is not known"
+    who = _blockers_said(session, holders, sooner)
     if sooner is None:
         waited = f"within {_format_wait(lock_wait)}"
     else:

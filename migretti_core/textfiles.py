@@ -298,11 +298,7 @@ def write_new_file(path: Path, content: bytes) -> Path:
     temporary = directory / f".{base}.{os.getpid()}.mg-tmp"
     try:
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
+            create_durably(temporary, content)
             _publish(temporary, path)
         except OSError as exc:
             raise MgError(
@@ -347,6 +343,22 @@ def _shown(path: Path) -> str:
     from migretti_core.reporting import display_path
 
     return display_path(path)
+
+
+def create_durably(path: Path, content: bytes) -> None:
+    """Create ``path`` (never over an existing file) holding ``content``, on disk before this
+    returns: what a later rename or link publishes is whole even after a power cut. A file
+    it could not fill is removed again."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def fsync_directory(directory: Path) -> None:

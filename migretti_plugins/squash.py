@@ -281,16 +281,12 @@ def write(directory: Path, squashed: Squashed) -> Path:
 
 
 def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: Path) -> None:
-    from migretti_core.textfiles import fsync_directory, read_bytes
+    from migretti_core.textfiles import create_durably, fsync_directory, read_bytes
 
     with contextlib.ExitStack() as uninterrupted:
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            create_durably(temp, squashed.text.encode("utf-8"))
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(squashed.text.encode("utf-8"))
-                    handle.flush()
-                    os.fsync(handle.fileno())
                 # From the new file's name to the last original removed, Ctrl-C (SIGTERM,
                 # SIGHUP) waits: stopped between the two, the new file and the originals
                 # left would all run at the next apply.
@@ -364,17 +360,13 @@ def _undo(
     error: OSError,
 ) -> NoReturn:
     """Put back the originals removed so far and remove the new file, then raise."""
-    from migretti_core.textfiles import fsync_directory
+    from migretti_core.textfiles import create_durably, fsync_directory
 
     why = f"cannot remove {reporting.display_path(stuck.path)}: {error.strerror or error}"
     lost: list[str] = []
     for path, content in removed:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
+            create_durably(path, content)
         except OSError:
             lost.append(reporting.display_path(path))
     if lost:
