@@ -342,8 +342,9 @@ def run_migration(
                         sooner = _sooner(
                             lock_wait, time.perf_counter() - tried, lambda: _loaded(sql)
                         )
-                        if not retry:
-                            held = list(blockers)
+                        holders = list(blockers)
+                        if not retry or attempt > retries:
+                            # the error after that many retries
                             give_up = functools.partial(
                                 _gave_up,
                                 session,
@@ -353,28 +354,16 @@ def run_migration(
                                 _loaded(sql),
                                 first_line,
                                 lock_wait,
-                                holders=held,
+                                holders=holders,
                                 sooner=sooner,
                                 part=part,
                             )
-                            raise PlanLockTimeout(migration, exc, held, give_up, sooner) from exc
-                        if attempt <= retries:
-                            holders = list(blockers)
-                            failure = exc
-                        else:
-                            raise _gave_up(
-                                session,
-                                migration,
-                                exc,
-                                query,
-                                _loaded(sql),
-                                first_line,
-                                lock_wait,
-                                attempt - 1,
-                                list(blockers),
-                                sooner,
-                                part,
-                            ) from exc
+                            if not retry:
+                                raise PlanLockTimeout(
+                                    migration, exc, holders, give_up, sooner
+                                ) from exc
+                            raise give_up(attempt - 1) from exc
+                        failure = exc
                     else:
                         raise _query_failure(
                             session,
