@@ -137,6 +137,45 @@ CASES = [
         True,
         False,
     ),
+    # A table created in one schema makes a table of that name in another no newer.
+    (
+        "ban-drop-table",
+        "CREATE TABLE audit.users (id bigint);\nDROP TABLE public.users;",
+        True,
+        False,
+    ),
+    (
+        "require-concurrent-index-creation",
+        "CREATE TABLE audit.users (id bigint);\nCREATE INDEX users_id ON public.users (id);",
+        True,
+        False,
+    ),
+    (
+        "adding-required-field",
+        "CREATE TABLE audit.users (id bigint);\n"
+        "ALTER TABLE public.users ADD COLUMN c bigint NOT NULL;",
+        True,
+        False,
+    ),
+    # Without a schema on one side, the search_path may make them one table.
+    (
+        "require-concurrent-index-creation",
+        "CREATE TABLE audit.users (id bigint);\nCREATE INDEX users_id ON users (id);",
+        False,
+        False,
+    ),
+    (
+        "ban-drop-table",
+        "CREATE TABLE users (id bigint);\nDROP TABLE public.users;",
+        False,
+        False,
+    ),
+    (
+        "ban-drop-table",
+        "CREATE TABLE public.users (id bigint);\nDROP TABLE public.users;",
+        False,
+        False,
+    ),
     # REINDEX SYSTEM has no CONCURRENTLY to ask for.
     ("require-concurrent-reindex", "REINDEX SYSTEM;", False, True),
     ("require-concurrent-reindex", "REINDEX DATABASE app;", True, True),
@@ -163,6 +202,7 @@ TIMEOUT_CASES = [
         False,
     ),
     ("CREATE TABLE q (id bigint PRIMARY KEY, parent bigint REFERENCES q (id));", False),
+    ("CREATE TABLE a.q (id bigint PRIMARY KEY, parent bigint REFERENCES b.q (id));", True),
     ("CREATE TABLE q (id bigint);", False),
     ("VACUUM t;", False),
     ("SET lock_timeout = '1s';\nLOCK TABLE t;", False),

@@ -54,19 +54,44 @@ class Context:
     def is_new(self, relation: Node | None) -> bool:
         if not relation:
             return False
-        name = relation_name(relation)
-        return name in self.created or relation.get("relname", "") in self.created
+        return self._is_new(relation.get("schemaname"), relation.get("relname", ""))
 
     def is_new_name(self, name: str) -> bool:
         """Whether ``name`` (``table`` or ``schema.table``) was created earlier, as is_new."""
-        return name in self.created or name.rpartition(".")[2] in self.created
+        schema, _, table = name.rpartition(".")
+        return self._is_new(schema or None, table)
+
+    def _is_new(self, schema: str | None, table: str) -> bool:
+        # A name without a schema may mean a table created with one (the search_path decides),
+        # and a table created without one may be named with its schema; two different schemas
+        # written out are two different tables.
+        if schema:
+            return f"{schema}.{table}" in self.created or table in self.created
+        return table in self.created or _ANY_SCHEMA + table in self.created
 
     def add_created(self, relation: Node) -> None:
-        self.created.add(relation_name(relation))
-        self.created.add(relation.get("relname", ""))
+        schema, table = relation.get("schemaname"), relation.get("relname", "")
+        if schema:
+            self.created.add(f"{schema}.{table}")
+            self.created.add(_ANY_SCHEMA + table)
+        else:
+            self.created.add(table)
+
+
+# Marks, in Context.created, the bare name of a table created with its schema.
+_ANY_SCHEMA = "\0"
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _same_table(one: Node, other: Node) -> bool:
+    """Whether two names may mean one table: the same name, unless both give a schema and the
+    schemas differ."""
+    if one.get("relname") != other.get("relname"):
+        return False
+    schemas = (one.get("schemaname"), other.get("schemaname"))
+    return not all(schemas) or schemas[0] == schemas[1]
 
 
 def relation_name(relation: Node) -> str:
@@ -253,7 +278,7 @@ def _references(ctx: Context, relation: Node, con: Node) -> None:
     if con.get("contype") != "CONSTR_FOREIGN":
         return
     target = con.get("pktable") or {}
-    if target.get("relname") != relation.get("relname") and not ctx.is_new(target):
+    if not _same_table(target, relation) and not ctx.is_new(target):
         locks_existing(ctx)
 
 
