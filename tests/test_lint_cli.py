@@ -165,6 +165,8 @@ def test_bad_lint_section_is_a_configuration_error(offline: Project) -> None:
         ("lint:\n  on_apply: maybe", "lint.on_apply: expected one of warn, block, off"),
         ("lint:\n  severity: [x]", "lint.severity: expected a mapping of rule"),
         ("lint:\n  bogus: 1", "lint.bogus: unknown key"),
+        # A severity names rules one by one: `all` would be silently ignored.
+        ("lint:\n  severity:\n    all: warning", "lint.severity: 'all' is no rule"),
     ],
 )
 def test_a_bad_lint_section_names_the_file_on_every_command(

@@ -115,6 +115,10 @@ def _load(config: Config) -> LintSettings:
         raise ConfigError("lint.severity: expected a mapping of rule: error|warning")
     severity: dict[str, Severity] = {}
     for rule, level in severity_raw.items():
+        if rule == "all":
+            raise ConfigError(
+                "lint.severity: 'all' is no rule; name each rule whose severity changes"
+            )
         check_rule_names([str(rule)], "lint.severity", ConfigError)
         if level not in ("error", "warning"):
             raise ConfigError(f"lint.severity.{rule}: expected error or warning, not {level!r}")
