@@ -393,3 +393,20 @@ def test_a_replaced_splitter_s_statements_are_what_lint_checks(project: Project)
     project.add("0003", "sent_whole", "CREATE TABLE b (id bigint)\nGO\n")
     found = findings(project)
     assert [(f["rule"], f["line"]) for f in found] == [("syntax-error", 3)], found
+
+
+def test_an_ignore_naming_no_rule_says_so(offline: Project) -> None:
+    offline.add(
+        "001",
+        "drop",
+        "-- squawk-ignore ban-drop-colum, Ban-Drop-Table, xyzzy\n" + DROP,
+    )
+    done = offline.mg("lint", "--all")
+    assert done.returncode == 3
+    assert (
+        "migrations/001_drop.sql:2:1: unused-ignore: ignore comment for Ban-Drop-Table, "
+        "ban-drop-colum, xyzzy matched no finding; Ban-Drop-Table is no lint rule (did you "
+        "mean ban-drop-table?); ban-drop-colum is no lint rule (did you mean "
+        "ban-drop-column?); xyzzy is no lint rule\n"
+    ) in done.stdout
+    assert "001_drop.sql:3:1: ban-drop-column:" in done.stdout

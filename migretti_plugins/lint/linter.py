@@ -379,18 +379,33 @@ def lint_migration(
             unused = ignore.unused()
             if unused:
                 names = ", ".join(unused)
+                why = _unknown(unused) if ignore.rules else ""
                 findings.append(
                     _finding(
                         migration,
                         settings,
                         "unused-ignore",
-                        f"ignore comment for {names} matched no finding",
+                        f"ignore comment for {names} matched no finding{why}",
                         ignore.line,
                         1,
                     )
                 )
     findings.sort(key=lambda f: (f.line, f.column))
     return findings
+
+
+def _unknown(names: Sequence[str]) -> str:
+    """Why an ignore naming a rule that does not exist can match nothing: ``; X is no lint rule
+    (did you mean Y?)``, or nothing when every name is a rule."""
+    import difflib
+
+    said = []
+    for name in names:
+        if name in RULES:
+            continue
+        close = difflib.get_close_matches(name.lower(), sorted(RULES), n=1)
+        said.append(f"{name} is no lint rule" + (f" (did you mean {close[0]}?)" if close else ""))
+    return "; " + "; ".join(said) if said else ""
 
 
 def _finding(
