@@ -176,6 +176,26 @@ CASES = [
         False,
         False,
     ),
+    # COMMIT AND CHAIN opens the next transaction at once: it needs a COMMIT of its own.
+    (
+        "ban-uncommitted-transaction",
+        "BEGIN;\nCREATE TABLE u (id bigint);\nCOMMIT AND CHAIN;\nCREATE TABLE v (id bigint);",
+        True,
+        True,
+    ),
+    (
+        "ban-uncommitted-transaction",
+        "BEGIN;\nCREATE TABLE u (id bigint);\nCOMMIT AND CHAIN;\nCREATE TABLE v (id bigint);\n"
+        "COMMIT;",
+        False,
+        True,
+    ),
+    (
+        "ban-concurrent-index-creation-in-transaction",
+        "BEGIN;\nROLLBACK AND CHAIN;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c);\nCOMMIT;",
+        True,
+        True,
+    ),
     # REINDEX SYSTEM has no CONCURRENTLY to ask for.
     ("require-concurrent-reindex", "REINDEX SYSTEM;", False, True),
     ("require-concurrent-reindex", "REINDEX DATABASE app;", True, True),

@@ -839,6 +839,10 @@ def transaction(ctx: Context, node: Node) -> None:
             )
         elif not ctx.in_block:
             ctx.flag("transaction-nesting", "COMMIT/ROLLBACK without a transaction to end", None)
+        elif node.get("chain"):
+            # COMMIT AND CHAIN starts the next transaction at once: it needs its own COMMIT.
+            ctx.block_start = ctx.current
+            return
         ctx.in_block = False
         ctx.block_start = None
 
