@@ -410,3 +410,24 @@ def test_an_ignore_naming_no_rule_says_so(offline: Project) -> None:
         "ban-drop-column?); xyzzy is no lint rule\n"
     ) in done.stdout
     assert "001_drop.sql:3:1: ban-drop-column:" in done.stdout
+
+
+def test_a_deeply_nested_statement_does_not_fail_the_lint_or_apply(project: Project) -> None:
+    """PostgreSQL runs an expression of a thousand terms; its parse tree is too deep for
+    Python's JSON decoder, so lint leaves that statement unchecked and checks the others."""
+    terms = "".join(f" + {i}" for i in range(1, 1000))
+    project.add("001", "accounts", "CREATE TABLE accounts (id bigint, old text);")
+    project.add(
+        "002",
+        "sum",
+        f"CREATE VIEW total AS SELECT 0{terms} AS x; {DROP}\nCREATE TABLE posts (id bigint);",
+    )
+    done = project.mg("lint", "--all", "--format", "json")
+    assert done.returncode == 3, done.stderr
+    found = [(f["rule"], f["line"]) for f in json.loads(done.stdout)["findings"]]
+    assert found == [("ban-drop-column", 2)]
+    done = project.mg("apply")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "plugin 'lint' failed" not in done.stderr
+    assert {"accounts", "posts"} <= project.tables()
+    assert project.value("SELECT x FROM total") == sum(range(1000))

@@ -470,14 +470,35 @@ def _parse_json(text: str) -> str:
 
 def _statements(text: str) -> list[tuple[str, dict[str, Any], int]]:
     # A large text is not kept in the cache, nor its (several times larger) parse tree.
-    tree = json.loads(
-        _parse_json(text) if len(text) < _BULK_SECTION else parser.parse_sql_json(text)
-    )
+    try:
+        tree = json.loads(
+            _parse_json(text) if len(text) < _BULK_SECTION else parser.parse_sql_json(text)
+        )
+    except RecursionError:
+        return _shallow_statements(text)
     found: list[tuple[str, dict[str, Any], int]] = []
     for raw in tree.get("stmts") or ():
         stmt = raw.get("stmt") or {}
         for node_type, node in stmt.items():
             found.append((node_type, node, int(raw.get("stmt_location", 0))))
+    return found
+
+
+def _shallow_statements(text: str) -> list[tuple[str, dict[str, Any], int]]:
+    """The statements of ``text`` whose parse tree Python can read: one nested too deeply for
+    the JSON decoder (an expression of hundreds of terms, ``1 + 2 + ...``), which PostgreSQL
+    runs all the same, is left unchecked instead of failing the lint. Each statement is parsed
+    alone, behind as many spaces as bytes came before it, so its locations stay the same."""
+    found: list[tuple[str, dict[str, Any], int]] = []
+    for part in parser.split(text, with_parser=True, only_slices=True):
+        before = len(text[: part.start].encode("utf-8"))
+        try:
+            tree = json.loads(parser.parse_sql_json(" " * before + text[part]))
+        except RecursionError:
+            continue
+        for raw in tree.get("stmts") or ():
+            for node_type, node in (raw.get("stmt") or {}).items():
+                found.append((node_type, node, before))
     return found
 
 
