@@ -515,3 +515,15 @@ def test_a_history_row_edited_by_hand_is_a_documented_event(project: Project) ->
     (problem,) = [r for r in parsed if r["event"] == "history.problem"]
     assert problem["level"] == "warning" and "0001" in problem["message"]
     check_documented(parsed)
+
+
+def test_an_ignored_section_of_a_blocked_plugin_is_a_documented_event(project: Project) -> None:
+    project.configure({"url": project.database_url}, extra="lint:\n  enable: [all]\n")
+
+    done = run(project, "-p", "no:lint", "status")
+
+    assert done.returncode == 0, done.stderr
+    parsed = records(done)
+    (ignored,) = [r for r in parsed if r["event"] == "config.section_ignored"]
+    assert ignored["level"] == "warning" and ignored["section"] == "lint"
+    check_documented(parsed)
