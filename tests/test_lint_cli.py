@@ -431,3 +431,27 @@ def test_a_deeply_nested_statement_does_not_fail_the_lint_or_apply(project: Proj
     assert "Traceback" not in done.stderr and "plugin 'lint' failed" not in done.stderr
     assert {"accounts", "posts"} <= project.tables()
     assert project.value("SELECT x FROM total") == sum(range(1000))
+
+
+def test_syntax_newer_than_the_parser_s_grammar_is_a_warning_for_a_newer_target(
+    offline: Project,
+) -> None:
+    """prefer-repack's advice, REPACK (CONCURRENTLY), is PostgreSQL 19 syntax: pglast reads
+    an older grammar, so for a target of 19 its syntax error may be none."""
+    from pglast import parser
+
+    grammar = parser.get_postgresql_version()[0]
+    offline.add("001", "repack", "REPACK (CONCURRENTLY) t;", no_transaction=True)
+    done = offline.mg("lint", "--all", "--server-version", str(grammar))
+    assert done.returncode == 3
+    assert "001_repack.sql:3:1: syntax-error: syntax error at or near" in done.stdout
+    (finding,) = findings(offline, "--all", "--server-version", str(grammar + 1))
+    assert (finding["rule"], finding["severity"]) == ("syntax-error", "warning")
+    assert str(finding["message"]).endswith(
+        f"(by PostgreSQL {grammar}'s grammar; PostgreSQL {grammar + 1} may accept it)"
+    )
+    offline.configure(
+        {"url": offline.database_url}, extra="lint:\n  severity:\n    syntax-error: error\n"
+    )
+    (finding,) = findings(offline, "--all", "--server-version", str(grammar + 1))
+    assert finding["severity"] == "error"
