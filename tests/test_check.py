@@ -481,6 +481,26 @@ def test_check_url_in_mg_yaml_and_no_server_at_all(project: Project, pg_url: str
     assert "migretti[embedded]" in done.stderr and "--database-url" in done.stderr
 
 
+def test_a_scratch_server_that_cannot_be_reached_is_named_as_a_connection_error(
+    project: Project,
+) -> None:
+    """Said as mg says it for the target: who was tried and why, never libpq's raw text."""
+    project.add("0001", "users", *GOOD)
+    url = "postgresql://scratcher:Scr4tch-pw-77@127.0.0.1:1/scratchdb"
+    for command in ("check", "drift"):
+        done = project.mg("--json-log", command, "--database-url", url)
+        assert done.returncode == 1, done.stderr
+        (failed,) = [json.loads(line) for line in done.stderr.splitlines()][-1:]
+        assert failed["event"] == "command.failed"
+        message = failed["message"]
+        assert message.startswith(
+            "cannot connect to the scratch server scratcher@127.0.0.1:1/scratchdb: "
+        ), message
+        assert "connection to server at" not in message and "FATAL" not in message
+        assert "check.database_url / --database-url" in failed["hint"]
+        assert "Scr4tch" not in done.stdout + done.stderr
+
+
 def test_default_scratch_server_is_a_temporary_embedded_one(project: Project) -> None:
     """The target is a remote server: mg starts a private embedded server and removes it."""
     project.add("0001", "users", *GOOD)

@@ -66,9 +66,24 @@ def _connect(conninfo: str, label: str = URL_LABEL) -> Any:
                 hint="a URL such as postgresql://USER@HOST:5432/postgres",
             ) from None
         raise DatabaseError(
-            f"cannot connect to the scratch server: {redact_text(first)}",
+            redact_text(_connect_failure(exc, conninfo)),
             hint=f"{label} must reach a server where mg may create databases",
         ) from None
+
+
+def _connect_failure(exc: Exception, conninfo: str) -> str:
+    """``cannot connect to the scratch server USER@HOST:PORT/DB: REASON``, composed as the
+    target's connection errors are, from the parts of the URL and libpq's reason."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from migretti_plugins.postgres import connect_failure, target_of
+
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    except Exception:
+        params = {}
+    failure = connect_failure(exc, target_of(params), params.get("password"))
+    return failure.message.replace("cannot connect to ", "cannot connect to the scratch server ", 1)
 
 
 def _check_settings(conninfo: str, label: str) -> None:
