@@ -73,17 +73,44 @@ def _connect(conninfo: str, label: str = URL_LABEL) -> Any:
 
 def _connect_failure(exc: Exception, conninfo: str) -> str:
     """``cannot connect to the scratch server USER@HOST:PORT/DB: REASON``, composed as the
-    target's connection errors are, from the parts of the URL and libpq's reason."""
+    target's connection errors are: from the parts of the URL (with libpq's fallbacks) and
+    the first line of libpq's reason, without its ``connection to server at ...`` prefix."""
+    import getpass
+    import os
+
     from psycopg.conninfo import conninfo_to_dict
 
-    from migretti_plugins.postgres import connect_failure, target_of
+    from migretti_core.types import Target
 
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
     except Exception:
         params = {}
-    failure = connect_failure(exc, target_of(params), params.get("password"))
-    return failure.message.replace("cannot connect to ", "cannot connect to the scratch server ", 1)
+
+    def pick(key: str, var: str) -> str | None:
+        return params.get(key) or os.environ.get(var) or None
+
+    user = pick("user", "PGUSER")
+    if user is None:
+        with contextlib.suppress(Exception):
+            user = getpass.getuser()
+    target = Target(
+        host=pick("host", "PGHOST") or pick("hostaddr", "PGHOSTADDR"),
+        port=pick("port", "PGPORT") or "5432",
+        dbname=pick("dbname", "PGDATABASE") or user,
+        user=user,
+    )
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    reason = re.sub(r"^connection (?:failed|is bad): ", "", reason)
+    reason = re.sub(
+        r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") '
+        r"failed: ",
+        "",
+        reason,
+    )
+    reason = re.sub(r"^(?:FATAL|ERROR):\s+", "", reason)
+    return f"cannot connect to the scratch server {target.describe()}: {reason}"
 
 
 def _check_settings(conninfo: str, label: str) -> None:
