@@ -124,13 +124,19 @@ class App:
             )
 
     def missing_plugin(self, name: str) -> str | None:
-        """Why the plugin named ``name`` is not running (blocked, or failed to load), or None:
-        for a command of that name that is not there."""
+        """Why there is no command ``name``: its plugin is blocked or failed to load, or a
+        plugin named on the command line or in mg.yaml did not load; else None."""
         for info in self.loader.infos:
             if info.name == name and info.status == "failed":
                 return f"plugin {name!r} failed to load: {info.error}"
         if name in self._blocked_by:
             return f"plugin {name!r} is blocked ({self._blocked_by[name]})"
+        # The command may come from a plugin that did not load (named after something
+        # else), or from one mg.yaml names but could not be read for: the reason, not a typo.
+        if self._config_error is not None:
+            return f"the plugins mg.yaml names are not loaded: {self._config_error.message}"
+        if self.loader.deferred_errors:
+            return self.loader.deferred_errors[0].message
         return None
 
     def _warn(self, text: str) -> None:

@@ -200,7 +200,8 @@ def plugin_name(spec: str) -> str:
         return spec
     import os
 
-    base = os.path.basename(spec.replace("\\", "/"))
+    # `tools/` (a folder, refused when loaded) is named `tools`, never ``''``
+    base = os.path.basename(spec.replace("\\", "/").rstrip("/"))
     return base[:-3] if base.endswith(".py") else base
 
 

@@ -366,6 +366,37 @@ def test_a_blocked_plugins_command_says_the_plugin_is_blocked(tmp_path: Path) ->
     assert "No such command 'nosuch'." in run_mg(["-p", "no:hello", "nosuch"], tmp_path).stderr
 
 
+@pytest.mark.parametrize(
+    ("plugins", "reason"),
+    [
+        ("[tools/greet.py]", "plugin 'greet' (config: "),
+        ("[no:greet]", "'no:greet' would block a plugin"),
+        ("[tools/greet.py]\ndatabase: [1", "mg.yaml"),
+    ],
+)
+def test_a_command_of_a_plugin_that_did_not_load_says_why(
+    tmp_path: Path, plugins: str, reason: str
+) -> None:
+    # `mg hello` comes from tools/greet.py, which mg.yaml names: when the plugin breaks, or
+    # mg.yaml cannot be read, the command is missing for that reason, not for a typo.
+    write_text(tmp_path / "tools" / "greet.py", BROKEN_PLUGIN)
+    write_text(tmp_path / "mg.yaml", f"plugins: {plugins}\n")
+    result = run_mg(["hello"], tmp_path)
+    assert result.returncode == 2
+    assert "No such command 'hello': " in result.stderr
+    assert reason in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_plugin_path_ending_in_a_slash_is_named_after_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "tools").mkdir()
+    result = run_mg(["-p", "tools/", "status"], tmp_path)
+    assert_clean_error(result, "plugin 'tools' (command line: tools/)", "-p no:tools")
+    assert plugin_list(tmp_path, "-p", "tools/", "-p", "no:tools/")["tools"]["status"] == (
+        "blocked"
+    )
+
+
 def test_block_with_mg_disable_plugins(tmp_path: Path) -> None:
     hello_plugin(tmp_path, "noisy", "hello-noisy", "noise")
     write_text(tmp_path / "mg.yaml", "plugins: [noisy]\n")
