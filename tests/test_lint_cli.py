@@ -455,3 +455,18 @@ def test_syntax_newer_than_the_parser_s_grammar_is_a_warning_for_a_newer_target(
     )
     (finding,) = findings(offline, "--all", "--server-version", str(grammar + 1))
     assert finding["severity"] == "error"
+
+
+def test_an_ignore_of_a_rule_switched_off_is_not_unused(offline: Project) -> None:
+    """Switching a rule off (on the command line, in mg.yaml, or by default) must not turn
+    every ignore comment kept for it into an unused-ignore warning (exit 3 with --strict)."""
+    offline.add("001", "drop", "-- mg:lint-ignore ban-drop-column unused since 4.2\n" + DROP)
+    offline.add(
+        "002", "posts", "-- squawk-ignore require-table-schema\nCREATE TABLE public.p (id int);"
+    )
+    assert findings(offline, "--all", "--disable", "ban-drop-column,prefer-bigint-over-int") == []
+    done = offline.mg("lint", "--all", "--strict", "--disable", "prefer-bigint-over-int")
+    assert done.returncode == 0, done.stdout
+    found = findings(offline, "--all", "--enable", "require-table-schema")
+    rules = [f["rule"] for f in found if f["migration"] == "002"]
+    assert rules == ["unused-ignore", "prefer-bigint-over-int"]

@@ -382,7 +382,9 @@ def lint_migration(
         findings.append(_finding(migration, settings, rule, message, line, column))
     if "unused-ignore" in enabled:
         for ignore in ignores:
-            unused = ignore.unused()
+            # A rule switched off (lint.disable, --disable, off by default) could not be
+            # matched: its ignore is kept for when it is on (or for squawk), not unused.
+            unused = [r for r in ignore.unused() if r in enabled or r not in RULES]
             if unused:
                 names = ", ".join(unused)
                 why = _unknown(unused) if ignore.rules else ""
