@@ -205,6 +205,22 @@ def mapping_of(kind: type | tuple[type, ...]) -> Check:
     return check
 
 
+def nothing(value: Any) -> str | None:
+    """A gate answers nothing: an answer (``False`` meant as a veto) is refused, so a check
+    that thought it stopped the command never lets it through."""
+    return f"{_what(value)} instead of None"
+
+
+nothing.hint = "a gate stops the command by raising, e.g. HookFailed"  # type: ignore[attr-defined]
+
+
+def wrong_answer_hint(check: Check | None, plugin: str) -> str:
+    """The hint of the error for a wrong answer: what the hook expects, then the way out."""
+    why = getattr(check, "hint", None)
+    fix = f"fix the plugin or disable it with -p no:{plugin}"
+    return f"{why}; {fix}" if why else fix
+
+
 def context_manager(value: Any) -> str | None:
     """The answer must be usable in a ``with`` statement."""
     if hasattr(value, "__enter__") and hasattr(value, "__exit__"):

@@ -24,7 +24,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from migretti_core.errors import MgError, NoPluginAnswers, PluginError, PluginFailed
-from migretti_core.hookpolicy import HookInfo, info_of
+from migretti_core.hookpolicy import HookInfo, info_of, wrong_answer_hint
 from migretti_core.messages import emit, printable
 from migretti_core.records import record
 from migretti_core.types import (
@@ -175,7 +175,7 @@ class Hooks:
                     self._mark_failed(plugin)
                     wrong = PluginError(
                         f"plugin {plugin!r} returned {problem} from {hook}",
-                        hint=f"fix the plugin or disable it with -p no:{plugin}",
+                        hint=wrong_answer_hint(check, plugin),
                     )
                     if policy.on_wrong_answer == "raise":
                         raise wrong
@@ -247,7 +247,7 @@ class Hooks:
             self._mark_failed(plugin)
             return PluginError(
                 f"plugin {plugin!r} returned {problem} from {hook}",
-                hint=f"fix the plugin or disable it with -p no:{plugin}",
+                hint=wrong_answer_hint(check, plugin),
             )
 
         def refused(wrong: PluginError) -> bool:

@@ -30,6 +30,7 @@ from migretti_core.hookpolicy import (
     list_of,
     list_of_paths,
     mapping_of,
+    nothing,
     spec,
 )
 from migretti_core.types import (
@@ -411,7 +412,7 @@ def mg_history_sql(session: Session, change: HistoryChange) -> str | None:
 # --- lifecycle events --------------------------------------------------------------------
 
 
-@spec(GATE)
+@spec(GATE, returns=nothing)
 def mg_before_apply(session: Session, plan: Plan) -> None:
     """Before the first migration of an apply runs (after the lock is taken).
 
@@ -430,7 +431,7 @@ def mg_after_apply(session: Session, plan: Plan, results: Sequence[MigrationResu
     """
 
 
-@spec(GATE)
+@spec(GATE, returns=nothing)
 def mg_before_rollback(session: Session, plan: Plan) -> None:
     """Before the first migration of a rollback runs; a gate like ``mg_before_apply``."""
 
@@ -440,7 +441,7 @@ def mg_after_rollback(session: Session, plan: Plan, results: Sequence[MigrationR
     """After every migration of a rollback succeeded; errors as for ``mg_after_apply``."""
 
 
-@spec(GATE)
+@spec(GATE, returns=nothing)
 def mg_before_migration(session: Session, migration: Migration, direction: Direction) -> None:
     """Before one migration runs; a gate: any exception stops the command before it."""
 

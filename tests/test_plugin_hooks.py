@@ -493,6 +493,39 @@ def test_before_apply_can_abort_before_any_change(tmp_path: Path, database_url: 
     }
 
 
+class Refuses:
+    """Answers a gate with False, as if that vetoed (only raising does)."""
+
+    def __init__(self, hook: str) -> None:
+        setattr(self, hook, hookimpl(specname=hook)(lambda: False))
+
+
+@pytest.mark.parametrize(
+    ("hook", "command"),
+    [
+        ("mg_before_apply", ["apply"]),
+        ("mg_before_migration", ["apply"]),
+        ("mg_before_rollback", ["rollback"]),
+    ],
+)
+def test_a_gate_that_answers_fails_closed(
+    tmp_path: Path, database_url: str, hook: str, command: list[str]
+) -> None:
+    make_project(tmp_path, database_url)
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);", "DROP TABLE users;")
+    if command == ["rollback"]:
+        assert run_cli(["apply"], cwd=tmp_path).exit_code == 0
+
+    result = run_cli(command, cwd=tmp_path, plugins=[Refuses(hook)])
+
+    assert result.exit_code == 2, result.stderr
+    assert f"returned bool False instead of None from {hook}" in result.stderr
+    assert "a gate stops the command by raising, e.g. HookFailed" in result.stderr
+    status = run_cli(["status", "--format", "json"], cwd=tmp_path)
+    applied = 1 if command == ["rollback"] else 0
+    assert json.loads(status.stdout)["counts"]["applied"] == applied
+
+
 def test_hook_mg_after_apply(scenario: Scenario) -> None:
     step = scenario.steps["apply"]
     calls = step.of("mg_after_apply")
