@@ -374,6 +374,25 @@ def test_hook_output_goes_to_stderr_and_stdout_keeps_the_results(
     assert "0001" in done.stdout and "0002" in done.stdout
 
 
+def test_a_hook_writing_a_huge_line_without_newline_is_relayed_in_time(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    # A progress meter or a dump written to stdout by mistake: 96 MiB, no newline. mg
+    # relays it in pieces, in linear time and bounded memory, well within the timeout.
+    size = 96 * 1024 * 1024
+    hook = f"head -c {size} /dev/zero | tr '\\0' x; echo; echo after"
+    root = make_project(
+        tmp_path / "proj", database, {"pre_apply": hook}, extra="hook_timeout: 40s\n"
+    )
+    done = mg(root, "apply", timeout=90)
+    assert done.returncode == 0, done.stderr[-500:]
+    lines = done.stderr.splitlines()
+    pieces = [line for line in lines if line and set(line) == {"x"}]
+    assert sum(map(len, pieces)) == size
+    assert max(map(len, pieces)) <= 1024 * 1024
+    assert "after" in lines
+
+
 def test_json_log_carries_hook_events_and_output_as_json_lines(
     tmp_path: Path, database: dict[str, str]
 ) -> None:
@@ -492,6 +511,24 @@ def test_run_command_relays_lines_and_reports_signals(tmp_path: Path) -> None:
     assert not outcome.ok
     assert outcome.signal_name == "SIGKILL"
     assert outcome.describe(10) == "was killed by SIGKILL"
+
+
+def test_a_long_line_is_cut_into_pieces_between_characters(tmp_path: Path) -> None:
+    (tmp_path / "long.py").write_text(
+        "import sys\nsys.stdout.write('a' + '\\u00e9\\u20ac' * 400_000 + '\\nend\\n')\n"
+    )
+    lines: list[str] = []
+    outcome = run_command(
+        f"{shlex.quote(sys.executable)} long.py",
+        cwd=str(tmp_path),
+        env=dict(os.environ),
+        timeout=20,
+        on_line=lines.append,
+    )
+    assert outcome.ok
+    assert len(lines) > 2
+    assert "".join(lines[:-1]) == "a" + "\u00e9\u20ac" * 400_000
+    assert lines[-1] == "end"
 
 
 def test_a_background_child_holding_the_output_does_not_hang_the_hook(tmp_path: Path) -> None:

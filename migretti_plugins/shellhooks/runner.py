@@ -20,6 +20,8 @@ from dataclasses import dataclass
 KILL_GRACE = 2.0
 # Seconds output is still relayed after the shell exited (a background child may hold it).
 OUTPUT_GRACE = 1.0
+# Bytes of one output line held before it is passed on anyway, as a piece of the line.
+MAX_LINE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,12 @@ def run_command(
 def _relay(
     proc: subprocess.Popen[bytes], fd: int, deadline: float, on_line: Callable[[str], None]
 ) -> bool:
-    """Pass output on until the shell exited and its output closed; False on timeout."""
-    pending = b""
+    """Pass output on until the shell exited and its output closed; False on timeout.
+
+    A line longer than ``MAX_LINE`` bytes is passed on in pieces of at most that size, so
+    a hook writing without newlines costs neither quadratic time nor unbounded memory.
+    """
+    pending = bytearray()
     exited_at: float | None = None
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
@@ -111,7 +117,7 @@ def _relay(
             if exited_at is not None and now - exited_at > OUTPUT_GRACE:
                 break
             if exited_at is None and now >= deadline:
-                _flush(pending, on_line)
+                _flush(bytes(pending), on_line)
                 return False
             wait = 0.2 if exited_at is not None else min(0.2, max(deadline - now, 0.0))
             if not selector.select(timeout=wait):
@@ -119,17 +125,32 @@ def _relay(
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            pending += chunk
-            cut = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
+            # Only the new chunk is searched: what is pending holds no line end.
+            cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
             if cut >= 0:
-                _flush(pending[: cut + 1], on_line)
-                pending = pending[cut + 1 :]
-    _flush(pending, on_line)
+                pending += chunk[: cut + 1]
+                _flush(bytes(pending), on_line)
+                pending[:] = chunk[cut + 1 :]
+            else:
+                pending += chunk
+            while len(pending) > MAX_LINE:
+                piece = _piece_end(pending, MAX_LINE)
+                _flush(bytes(pending[:piece]), on_line)
+                del pending[:piece]
+    _flush(bytes(pending), on_line)
     try:
         proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
     except subprocess.TimeoutExpired:
         return False
     return True
+
+
+def _piece_end(data: bytearray, limit: int) -> int:
+    """Where a piece of at most ``limit`` bytes ends, not inside a UTF-8 character."""
+    end = limit
+    while end > limit - 4 and data[end] & 0xC0 == 0x80:
+        end -= 1
+    return end if end > limit - 4 else limit
 
 
 def _flush(data: bytes, on_line: Callable[[str], None]) -> None:
