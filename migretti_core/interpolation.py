@@ -85,11 +85,12 @@ def _key_path(path: tuple[str, ...]) -> str:
 def _snippet(value: str, start: int, key: str) -> str:
     """Where the bad reference is; its text only for keys that cannot hold a secret.
 
-    Under ``database`` and ``fleets`` (a password, a URL with one) and in any key naming a
-    password, secret or token, no part of the value is quoted: only the character position.
+    Under ``database`` and ``fleets`` (a password, a URL with one), ``hooks`` (a command
+    line may hold a token) and in any key naming a password, secret or token, no part of the
+    value is quoted: only the character position.
     """
     where = f"at character {start + 1}"
-    if key.startswith(("database", "fleets")) or SECRET_KEY.search(key):
+    if key.startswith(("database", "fleets", "hooks")) or SECRET_KEY.search(key):
         return where
     end = value.find("}", start)
     return f"{where}: {value[start : end + 1] if end != -1 else value[start : start + 20]!r}"

@@ -476,6 +476,23 @@ def test_secrets_interpolated_into_a_hook_never_reach_the_output(
     assert token not in output
 
 
+def test_a_broken_reference_in_a_hook_command_is_reported_without_its_text(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    # The command text may hold secrets: a broken ${...} in it is located, never quoted.
+    for hook in (
+        "curl -u ${USER_NAME curl -u admin:s3cr3tpart https://example.invalid",
+        'curl -H "Authorization: Bearer ${TOKEN:-${s3cr3tpart}}" https://example.invalid',
+    ):
+        root = make_project(tmp_path / "proj", database, {"pre_apply": hook})
+        for args in (("apply",), ("--json-log", "-v", "apply")):
+            done = mg(root, *args)
+            assert done.returncode == 2, done.stderr
+            assert "hooks.pre_apply: invalid reference at character" in done.stderr
+            assert "s3cr3t" not in done.stdout + done.stderr
+            assert "${" not in done.stderr.split("invalid reference", 1)[1].split("(use", 1)[0]
+
+
 # --- units ---------------------------------------------------------------------------------
 
 
