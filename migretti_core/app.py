@@ -283,6 +283,12 @@ class App:
                 error.message = redact(error.message)
                 error.args = (error.message,)
 
+    @property
+    def config_problem(self) -> MgError | None:
+        """Why the configuration could not be read while plugins were loaded (its
+        ``plugins:`` are then unknown), or None; ``config()`` raises it."""
+        return self._config_error
+
     def config(self) -> Config:
         """The configuration of the selected profile; raises the first startup problem."""
         if self._config is not None:

@@ -558,6 +558,14 @@ def fix(
 def plugins(ctx: click.Context, fmt: str) -> None:
     """Every plugin: name, origin, version, status and hooks."""
     app = app_of(ctx)
+    problem = app.config_problem
+    if problem is not None:
+        # The list works without the configuration, but it must not look complete.
+        said = f"{problem.message}; plugins from the configuration are not listed"
+        if not app.report("config.plugins_unknown", "warning", said, error=problem.message):
+            from migretti_core.messages import emit
+
+            emit("warning", app.hooks.redact(said))
     data = [info.describe() for info in app.loader.infos]
     try:
         _emit(ctx, "plugins", data, fmt)

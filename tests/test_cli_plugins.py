@@ -768,3 +768,28 @@ def test_create_never_waits_on_what_a_plugin_created_that_is_no_regular_file(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "pipe.sql\n"
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [([], "mg.yaml: invalid YAML"), (["--config", "missing.yaml"], "missing.yaml does not exist")],
+)
+def test_plugins_says_when_the_configuration_naming_plugins_cannot_be_read(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    hello_plugin(tmp_path, "hello", "hello", "hi")
+    (tmp_path / "mg.yaml").write_text("plugins: [./hello.py\n", encoding="utf-8")
+
+    result = run_mg([*args, "plugins"], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "hello" not in result.stdout
+    assert said in result.stderr and "plugins from the configuration are not listed" in (
+        result.stderr
+    )
+    logged = run_mg([*args, "--json-log", "plugins", "--format", "json"], tmp_path)
+    assert logged.returncode == 0, logged.stderr
+    assert {p["name"] for p in json.loads(logged.stdout)} >= {"config", "postgres"}
+    (line,) = [json.loads(text) for text in logged.stderr.splitlines()]
+    assert (line["event"], line["level"]) == ("config.plugins_unknown", "warning")
+    assert said in line["error"]
