@@ -176,6 +176,19 @@ CASES = [
         False,
         False,
     ),
+    # A materialized view or a SELECT ... INTO table made earlier in the file is new too.
+    (
+        "require-concurrent-index-creation",
+        "CREATE MATERIALIZED VIEW mv AS SELECT 1 AS a;\nCREATE INDEX mv_a ON mv (a);",
+        False,
+        False,
+    ),
+    (
+        "require-concurrent-index-creation",
+        "SELECT 1 AS a INTO t3;\nCREATE INDEX t3_a ON t3 (a);",
+        False,
+        False,
+    ),
     # COMMIT AND CHAIN opens the next transaction at once: it needs a COMMIT of its own.
     (
         "ban-uncommitted-transaction",

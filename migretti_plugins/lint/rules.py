@@ -302,6 +302,8 @@ def create_table_as(ctx: Context, node: Node) -> None:
     query = unwrap(node.get("query") or {})[1]
     _output_names(ctx, "table", strings(into.get("colNames")), query)
     if node.get("objtype") not in (None, "OBJECT_TABLE"):
+        # A new materialized view is as new as a table: indexing it blocks no one.
+        ctx.add_created(relation)
         return
     if not relation.get("schemaname") and relation.get("relpersistence") != "t":
         ctx.flag(
@@ -365,8 +367,10 @@ def merge(ctx: Context, node: Node) -> None:
 
 @check("SelectStmt")
 def select_into(ctx: Context, node: Node) -> None:
-    if node.get("intoClause"):
+    into = node.get("intoClause")
+    if into:
         _output_names(ctx, "table", [], node)
+        ctx.add_created(into.get("rel") or {})
 
 
 @check("CreateDomainStmt")
