@@ -237,6 +237,15 @@ TIMEOUT_CASES = [
     ("CREATE TABLE q (id bigint PRIMARY KEY, parent bigint REFERENCES q (id));", False),
     ("CREATE TABLE a.q (id bigint PRIMARY KEY, parent bigint REFERENCES b.q (id));", True),
     ("CREATE TABLE q (id bigint);", False),
+    # The same migration made the table: its lock waits for no one. Another table it names
+    # (a foreign key's, another schema's) is another matter.
+    ("CREATE TABLE q (a bigint);\nALTER TABLE q ADD COLUMN c bigint;", False),
+    ("CREATE TABLE q (a bigint);\nCREATE INDEX q_a ON q (a);", False),
+    ("CREATE TABLE q (a bigint);\nLOCK TABLE q;\nDROP TABLE q;", False),
+    ("CREATE MATERIALIZED VIEW mv AS SELECT 1 AS a;\nREFRESH MATERIALIZED VIEW mv;", False),
+    ("CREATE TABLE q (a bigint);\nALTER TABLE q ADD FOREIGN KEY (a) REFERENCES p (id);", True),
+    ("CREATE TABLE q (a bigint);\nTRUNCATE q, p;", True),
+    ("CREATE TABLE audit.q (a bigint);\nALTER TABLE public.q ADD COLUMN c bigint;", True),
     ("VACUUM t;", False),
     ("SET lock_timeout = '1s';\nLOCK TABLE t;", False),
 ]

@@ -312,7 +312,7 @@ def lint_migration(
             index += 1
             if replay is not None:
                 continue
-            rules.timeout_settings(ctx, node_type)
+            rules.timeout_settings(ctx, node_type, node)
             for func in checks.get(node_type, ()):
                 func(ctx, node)
         if replay is not None:

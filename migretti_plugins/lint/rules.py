@@ -880,11 +880,37 @@ LOCKING = frozenset(
 )
 
 
-def timeout_settings(ctx: Context, node_type: str) -> None:
+def timeout_settings(ctx: Context, node_type: str, node: Node) -> None:
     if ctx.timeout_flagged or ctx.mg_lock_timeout or ctx.lock_timeout_set:
         return
-    if node_type in LOCKING:
+    if node_type in LOCKING and not _only_new_tables(ctx, node_type, node):
         locks_existing(ctx)
+
+
+def _only_new_tables(ctx: Context, node_type: str, node: Node) -> bool:
+    """Whether every relation the statement names (the table altered, indexed or dropped, and
+    any other it refers to, such as a foreign key's) was created earlier in the plan: this
+    transaction made it, so taking its lock waits for no one."""
+    if node_type == "DropStmt":
+        names = _dropped_names(node)
+        return (
+            node.get("removeType") in ("OBJECT_TABLE", "OBJECT_FOREIGN_TABLE", "OBJECT_MATVIEW")
+            and bool(names)
+            and all(ctx.is_new_name(name) for name in names)
+        )
+    named = False
+    stack: list[Any] = [node]
+    while stack:  # no recursion: a statement's tree can be deep
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "relname" in item:
+                if not ctx.is_new(item):
+                    return False
+                named = True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return named
 
 
 def locks_existing(ctx: Context) -> None:
