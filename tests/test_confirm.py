@@ -138,6 +138,9 @@ def test_end_of_input_at_the_prompt_exits_5(project: Project) -> None:
     finally:
         terminal.kill()
     assert project.all_tables() == set()
+    # Ctrl-D echoes nothing: the error starts a line of its own, not after the question
+    lines = terminal.output.getvalue().splitlines()
+    assert any(line.startswith("mg: error: not confirmed") for line in lines), lines
 
 
 @pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])

@@ -123,15 +123,20 @@ def mg_prompt(session: Session, message: str, question: str) -> str | None:
             print(printable(message, lines=True), file=stream)
         stream.write(printable(question, lines=True))
         stream.flush()
+        # End of input declines (exit 5); Ctrl-C or SIGTERM at the question interrupts the
+        # command (exit 130), as anywhere else.
+        try:
+            answer = sys.stdin.readline()
+        except EOFError:
+            answer = ""
+        if not answer.endswith("\n"):
+            # Ctrl-D echoes nothing: end the question's line, so what follows starts its own
+            stream.write("\n")
+            stream.flush()
+        return answer
     finally:
         if terminal is not None:
             terminal.close()
-    # End of input declines (exit 5); Ctrl-C or SIGTERM at the question interrupts the
-    # command (exit 130), as anywhere else.
-    try:
-        return sys.stdin.readline()
-    except EOFError:
-        return ""
 
 
 @hookimpl(trylast=True)
