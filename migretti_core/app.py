@@ -52,6 +52,7 @@ class App:
         warning for it rather than the error that stops every other command.
         """
         self.globals = options
+        self.shows_plugins = shows_plugins
         self._url_origin = url_origin
         self.environ = dict(os.environ if environ is None else environ)
         # pathlib is imported when a path is first needed: `mg --help` needs none
@@ -138,6 +139,10 @@ class App:
         if self.loader.deferred_errors:
             return self.loader.deferred_errors[0].message
         return None
+
+    def warn_plugin(self, text: str) -> None:
+        """A warning about a plugin (``plugin 'NAME' ...``), as the ``plugin.failed`` event."""
+        self._warn(text)
 
     def _warn(self, text: str) -> None:
         # The loader's warnings all start "plugin 'NAME'": the event names it (docs/logging.md)

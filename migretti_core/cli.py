@@ -294,6 +294,10 @@ def build_cli(app: App) -> click.Group:
         # A plugin's options or formats cannot be added: the commands stay as they are for
         # `mg --help` and `mg plugins`, and any command that reads the configuration stops.
         app.command_line_error = exc
+        if app.shows_plugins:  # where people look for what is wrong: tell them
+            app.warn_plugin(
+                f"{exc.message} (every command but mg --help, mg plugins and mg init stops)"
+            )
     for command in cli.commands.values():
         _add_epilogs(command)
     if app.environ.get(COMPLETE_VAR):

@@ -768,6 +768,11 @@ def test_help_and_plugins_work_when_a_plugin_breaks_the_command_line(
     listed = run_mg(["plugins", "--format", "json"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert {p["name"]: p["status"] for p in json.loads(listed.stdout)}["broken"] == "loaded"
+    # where people look for what is wrong, they are told, not only by the next command
+    for shown in (helped, listed):
+        assert f"mg: warning: {needle}" in shown.stderr
+        assert "every command but mg --help, mg plugins and mg init stops" in shown.stderr
+        assert "Traceback" not in shown.stderr
     assert_clean_error(run_mg(["status"], tmp_path), needle, code=code)
 
 
