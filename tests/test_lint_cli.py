@@ -470,3 +470,26 @@ def test_an_ignore_of_a_rule_switched_off_is_not_unused(offline: Project) -> Non
     found = findings(offline, "--all", "--enable", "require-table-schema")
     rules = [f["rule"] for f in found if f["migration"] == "002"]
     assert rules == ["unused-ignore", "prefer-bigint-over-int"]
+
+
+def test_squawk_ignores_of_rules_mg_makes_moot_are_not_unused(offline: Project) -> None:
+    """squawk asks for a lock_timeout and for robust statements in every file; mg sets the
+    timeout itself and runs the migration in a transaction, so a squawk-ignore kept for those
+    rules matches nothing here, and is no unused-ignore either."""
+    ignore = "-- squawk-ignore require-timeout-settings, prefer-robust-stmts\n"
+    offline.add("001", "add", ignore + "ALTER TABLE t ADD COLUMN c bigint;")
+    done = offline.mg("lint", "--all", "--strict")
+    assert done.returncode == 0, done.stdout
+    # Where the rule can fire, an ignore that silences nothing is still reported.
+    offline.add(
+        "002",
+        "robust",
+        ignore + "ALTER TABLE t ADD COLUMN IF NOT EXISTS c bigint;",
+        no_transaction=True,
+    )
+    offline.configure({"url": offline.database_url}, extra="table_lock_timeout: off\n")
+    # 001's ignore now silences require-timeout-settings; 002's names a rule that could fire.
+    found = [(f["migration"], f["rule"], f["message"]) for f in findings(offline, "--all")]
+    assert found == [
+        ("002", "unused-ignore", "ignore comment for prefer-robust-stmts matched no finding")
+    ]

@@ -381,10 +381,16 @@ def lint_migration(
             continue
         findings.append(_finding(migration, settings, rule, message, line, column))
     if "unused-ignore" in enabled:
+        # A rule switched off (lint.disable, --disable, off by default), or one that cannot
+        # fire in this migration because of what mg does for it, could not be matched: its
+        # ignore is kept for when it is on (or for squawk), not unused.
+        active = set(enabled)
+        if mg_lock_timeout:
+            active.discard("require-timeout-settings")
+        if migration.transactional:
+            active.difference_update(("prefer-robust-stmts", "ban-uncommitted-transaction"))
         for ignore in ignores:
-            # A rule switched off (lint.disable, --disable, off by default) could not be
-            # matched: its ignore is kept for when it is on (or for squawk), not unused.
-            unused = [r for r in ignore.unused() if r in enabled or r not in RULES]
+            unused = [r for r in ignore.unused() if r in active or r not in RULES]
             if unused:
                 names = ", ".join(unused)
                 why = _unknown(unused) if ignore.rules else ""
