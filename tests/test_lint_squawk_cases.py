@@ -189,6 +189,20 @@ CASES = [
         False,
         False,
     ),
+    # A new table renamed is still new; dropping NOT NULL on it breaks no client.
+    (
+        "require-concurrent-index-creation",
+        "CREATE TABLE t (a bigint);\nALTER TABLE t RENAME TO u;\nCREATE INDEX i ON u (a);",
+        False,
+        False,
+    ),
+    (
+        "ban-drop-not-null",
+        "CREATE TABLE t (a bigint NOT NULL);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL;",
+        False,
+        False,
+    ),
+    ("ban-drop-not-null", "ALTER TABLE t ALTER COLUMN a DROP NOT NULL;", True, False),
     # COMMIT AND CHAIN opens the next transaction at once: it needs a COMMIT of its own.
     (
         "ban-uncommitted-transaction",

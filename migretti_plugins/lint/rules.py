@@ -619,7 +619,7 @@ def alter_table(ctx: Context, node: Node) -> None:
                     "ACCESS EXCLUSIVE lock",
                     None,
                 )
-        elif subtype == "AT_DropNotNull":
+        elif subtype == "AT_DropNotNull" and existing:
             ctx.flag(
                 "ban-drop-not-null",
                 f"DROP NOT NULL on {table}.{cmd.get('name')} may break clients that expect a value",
@@ -665,6 +665,9 @@ def rename(ctx: Context, node: Node) -> None:
     relation = node.get("relation")
     kind = node.get("renameType")
     if ctx.is_new(relation):
+        if kind == "OBJECT_TABLE" and relation:
+            # the new table under its new name is just as new
+            ctx.add_created({**relation, "relname": node.get("newname", "")})
         return
     name = relation_name(relation) if relation else ""
     if kind == "OBJECT_COLUMN":
