@@ -158,6 +158,46 @@ def test_apply_hooks_run_before_and_after_with_the_documented_environment(
     assert "running pre_apply hook" in done.stderr
 
 
+def test_a_plan_too_long_for_one_variable_reaches_the_hook_in_a_file(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    # 5,000 ULID-long ids make a 135 KB MG_MIGRATIONS: Linux refuses to start a program
+    # given a variable of 128 KiB or more, so the hook could not run and apply was refused.
+    ids = [f"01J{n:023d}" for n in range(5000)]
+    migrations = {f"{ident}_m.sql": "-- migrate: up\nSELECT 1;\n" for ident in ids}
+    hook = (
+        'echo "$${MG_MIGRATIONS-unset}" > $MG_EVENT.var; cp "$MG_MIGRATIONS_FILE" $MG_EVENT.ids; '
+        'echo "$MG_MIGRATIONS_FILE" > $MG_EVENT.path'
+    )
+    root = make_project(
+        tmp_path / "proj",
+        database,
+        {"pre_apply": hook, "post_apply": hook},
+        extra="lint:\n  on_apply: off\n",
+        migrations=migrations,
+    )
+    done = mg(root, "apply", timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for event in ("pre_apply", "post_apply"):
+        assert (root / f"{event}.var").read_text() == "unset\n"
+        assert (root / f"{event}.ids").read_text().splitlines() == ids
+        assert not Path((root / f"{event}.path").read_text().strip()).exists()
+
+
+def test_the_migrations_file_lists_the_plan_one_id_a_line(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    hook = 'cp "$MG_MIGRATIONS_FILE" $MG_EVENT.ids && echo "$MG_MIGRATIONS" > $MG_EVENT.var'
+    root = make_project(tmp_path / "proj", database, {"pre_rollback": hook, "on_failure": hook})
+    assert mg(root, "apply").returncode == 0
+    assert mg(root, "rollback", "2").returncode == 0
+    assert (root / "pre_rollback.ids").read_text() == "0002\n0001\n"
+    assert (root / "pre_rollback.var").read_text() == "0002,0001\n"
+    (root / "migrations" / "0003_bad.sql").write_text("-- migrate: up\nSELECT 1/0;\n")
+    assert mg(root, "apply").returncode == 1
+    assert (root / "on_failure.ids").read_text() == "0001\n0002\n0003\n"
+
+
 def test_rollback_hooks_get_the_rollback_order(tmp_path: Path, database: dict[str, str]) -> None:
     root = make_project(
         tmp_path / "proj",

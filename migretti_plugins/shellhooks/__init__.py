@@ -15,6 +15,7 @@ environment variable, never as shell text.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,9 @@ from migretti_core.types import Config, Key, Level, Migration, MigrationResult, 
 
 if TYPE_CHECKING:
     from migretti_plugins.shellhooks.runner import Outcome
+
+# Longest MG_MIGRATIONS passed (about 3,700 ids): Linux takes no variable of 128 KiB or more.
+MAX_VARIABLE = 100_000
 
 HOOK_TIMEOUT = Key("hook_timeout", "duration", 600.0, "how long one hook command may run")
 HOOKS = Key(
@@ -161,6 +165,10 @@ def hook_environment(
             "MG_DIRECTION": plan.direction,
         }
     )
+    if len(env["MG_MIGRATIONS"]) > MAX_VARIABLE:
+        # Linux refuses to start a program given one variable of 128 KiB or more ("Argument
+        # list too long"): such a plan is in MG_MIGRATIONS_FILE only (run_hook).
+        del env["MG_MIGRATIONS"]
     if session.config.path is not None:
         env["MG_CONFIG"] = str(session.config.path)
     # The embedded server's own pg_dump and psql (mg_program_dirs), before the user's PATH.
@@ -189,12 +197,14 @@ def run_hook(
     fields = {"hook": name, "direction": plan.direction}
     report(session, "hook.started", "info", f"running {name} hook", **fields)
     timeout = hook_timeout(session.config)
+    ids_file: str | None = None
     try:
         params = session.hooks.connection_params(session)
         redact = _redactor(session, params)
         env = hook_environment(session, name, plan, params)
         env.update(hook.environment)
         env.update({key: redact(value) for key, value in (extra or {}).items()})
+        ids_file = env["MG_MIGRATIONS_FILE"] = _write_ids(plan)
 
         def on_line(line: str) -> None:
             report(session, "hook.output", "info", redact(line), **fields)
@@ -209,6 +219,10 @@ def run_hook(
         from migretti_plugins.shellhooks.runner import Outcome
 
         outcome = Outcome(None, 0, error=f"could not be run: {session.hooks.redact(reason)}")
+    finally:
+        if ids_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(ids_file)
     if outcome.ok:
         report(
             session,
@@ -222,6 +236,16 @@ def run_hook(
     else:
         _report_failure(session, name, outcome, outcome.describe(timeout), fields)
     return outcome
+
+
+def _write_ids(plan: Plan) -> str:
+    """A new file with the plan's ids, one a line, in execution order: MG_MIGRATIONS_FILE."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="mg-hook-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{ident}\n" for ident in plan.ids))
+    return path
 
 
 def _report_failure(
