@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -298,3 +299,49 @@ def test_a_line_of_a_string_is_no_ignore_comment_in_a_large_file(tmp_path: Path)
     rules = [finding["rule"] for finding in json.loads(done.stdout)["findings"]]
     assert "ban-drop-table" in rules, done.stdout
     assert "unused-ignore" not in rules, done.stdout
+
+
+# A large ASCII file is parsed as its bytes, any other as decoded text: both must read every
+# file alike, including the ASCII characters a str pattern takes as blanks (\x1c-\x1f).
+_FILLER = "SELECT 1;\n" * (ON_DEMAND_BYTES // 10 + 1)
+_LAYOUTS = {
+    "plain": "-- migration: t\n-- id: 0001\n\n-- migrate: up\n"
+    f"{_FILLER}\n-- migrate: down\nDROP;\n",
+    "odd blanks": "\x1c-- migrate: no-transaction\n--\x1dmigrate\x1f:\x1eup\x1c\n"
+    f"{_FILLER}\x0b--\tMIGRATE :\x0cDown \n\x1f\n",
+    "no-transaction": f"-- migrate: no-transaction\n-- migrate: up\n{_FILLER}",
+    "comment, no directive": f"-- migrate: up\n{_FILLER}x -- migrate: down\n",
+    "blank up": f"-- migrate: up\n \x1c\t\n\x1f\n-- migrate: down\n{_FILLER}",
+    "unknown directive": f"-- migrate: up\n{_FILLER}-- migrate: sideways\n",
+    "second up": f"-- migrate: up\n{_FILLER}\n -- migrate: up\n",
+    "down first": f"-- migrate: down\n{_FILLER}-- migrate: up\nSELECT 2;\n",
+    "no-transaction late": f"-- migrate: up\n{_FILLER}-- migrate: no-transaction\n",
+    "no up": f"-- migration: t\n{_FILLER}",
+    "sql before up": f"SELECT 0;\n-- migrate: up\n{_FILLER}",
+    "nul": f"-- migrate: up\n{_FILLER}SELECT '\0';\n",
+    "id mismatch": f"-- id: 0002\n-- migrate: up\n{_FILLER}",
+}
+
+
+def _parsed(path: Path, data: bytes) -> tuple[Any, ...]:
+    try:
+        m = parse_migration(path, data)
+    except MigrationFileError as exc:
+        return ("error", str(exc))
+    return (m.id, m.name, m.title, m.checksum, m.transactional, m.up_line, m.down_line,
+            m.text, m.up_sql, m.down_sql)  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_a_large_ascii_file_parses_as_its_decoded_text_does(
+    tmp_path: Path, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migretti_plugins.files import parse
+
+    path = tmp_path / "0001_t.sql"
+    data = _LAYOUTS[layout].encode("ascii")
+    path.write_bytes(data)
+    assert parse._parsed_as_bytes(data)
+    as_bytes = _parsed(path, data)
+    monkeypatch.setattr(parse, "_parsed_as_bytes", lambda raw: False)
+    assert as_bytes == _parsed(path, data)

@@ -52,23 +52,48 @@ class _Directive:
 # blanks before it, as `_DIRECTIVE_RE` on the line would say. Searching the whole text for
 # the literal `--` is much faster than splitting a 20 MB migration into 100,000 lines.
 _DIRECTIVE_SCAN = re.compile(r"--[^\S\n]*migrate[^\S\n]*:(?P<value>[^\n]*)", re.IGNORECASE)
+_NOT_SPACE = re.compile(r"\S")
+# The same two for a large ASCII file parsed as its bytes (see ``parse_migration``). A bytes
+# pattern's \s is narrower than a str pattern's, which on ASCII text also takes \x1c-\x1f:
+# the classes here are the str pattern's, so both read a file alike.
+_DIRECTIVE_SCAN_BYTES = re.compile(
+    rb"--[\t\x0b\x0c\r\x1c-\x1f ]*migrate[\t\x0b\x0c\r\x1c-\x1f ]*:(?P<value>[^\n]*)", re.IGNORECASE
+)
+_NOT_SPACE_BYTES = re.compile(rb"[^\t\n\x0b\x0c\r\x1c-\x1f ]")
+
+
+def _as_str(text: str | bytes) -> str:
+    """A part of the text as ``str``: a part of a large ASCII file's bytes decoded."""
+    return text if isinstance(text, str) else text.decode("ascii")
+
+
+def _not_space(text: str | bytes) -> re.Pattern[Any]:
+    return _NOT_SPACE_BYTES if isinstance(text, bytes) else _NOT_SPACE
+
+
 # What `mg create` writes in the up section when given no SQL: a comment, so that the file
 # parses and `mg init --embedded && mg create first && mg apply` works (SPEC §13), applying a
 # migration that changes nothing but the history (mg warns when it runs one).
 UP_PLACEHOLDER = "-- Write the migration's SQL here."
 
 
-def _scan_directives(text: str, name: str, problems: list[tuple[int, str]]) -> list[_Directive]:
+def _scan_directives(
+    text: str | bytes, name: str, problems: list[tuple[int, str]]
+) -> list[_Directive]:
     found: list[_Directive] = []
     line, counted = 1, 0
-    for match in _DIRECTIVE_SCAN.finditer(text):
+    pattern: re.Pattern[Any] = _DIRECTIVE_SCAN
+    newline: Any = "\n"
+    if isinstance(text, bytes):
+        pattern, newline = _DIRECTIVE_SCAN_BYTES, b"\n"
+    for match in pattern.finditer(text):
         at = match.start()
-        start = text.rfind("\n", 0, at) + 1
-        if start != at and not text[start:at].isspace():
+        start = text.rfind(newline, 0, at) + 1
+        if start != at and not _as_str(text[start:at]).isspace():
             continue
-        line += text.count("\n", counted, start)
+        line += text.count(newline, counted, start)
         counted = start
-        value = match.group("value").strip()
+        value = _as_str(match.group("value")).strip()
         kind = value.lower()
         if kind not in _KNOWN_DIRECTIVES:
             problems.append(
@@ -89,7 +114,10 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     # A large file's SHA-256 (10 ms for 19 MB) is taken beside the decoding and the scan
     # below: hashlib lets go of the GIL while it hashes.
     hashing = _Hashing(raw) if len(raw) >= ON_DEMAND_BYTES else None
-    text = normalize_text(raw, path)
+    # A large ASCII file with nothing to normalise is parsed as the bytes read: offsets are
+    # the same, and decoding it would copy the whole file (19 MB: 8 ms, mostly faulting in
+    # fresh pages) only to find its directives. Its sections are read again when needed.
+    text: str | bytes = raw if _parsed_as_bytes(raw) else normalize_text(raw, path)
     problems: list[tuple[int, str]] = []
 
     match = FILENAME_RE.fullmatch(name)
@@ -99,9 +127,9 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     else:
         file_id, short_name = match.group("id"), match.group("name")
 
-    nul = text.find("\0")
+    nul = text.find(b"\0") if isinstance(text, bytes) else text.find("\0")
     if nul != -1:
-        at = text.count("\n", 0, nul) + 1
+        at = _as_str(text[:nul]).count("\n") + 1
         problems.append((at, f"{name}:{at}: NUL character (byte 0); PostgreSQL cannot receive it"))
 
     directives = _scan_directives(text, name, problems)
@@ -144,9 +172,9 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     at_line = {d.line: d for d in directives}
     if up_marker is not None:
         # The header: the lines before the up marker (the slice ends with their newline).
-        header = text[: at_line[up_marker].start].split("\n")[:-1]
+        header = _as_str(text[: at_line[up_marker].start]).split("\n")[:-1]
     else:
-        header = text.split("\n")
+        header = _as_str(text).split("\n")
     directive_lines = set(at_line)
     title: str | None = None
     sql_reported = False
@@ -193,7 +221,7 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
         # Searched in place: the section is not copied to be checked. A section of comments
         # only is a migration that changes nothing (a placeholder, like a down section of
         # comments only); a blank one is a file whose SQL was never written.
-        if _NOT_SPACE.search(text, *up_span) is None:
+        if _not_space(text).search(text, *up_span) is None:
             problems.append(
                 (
                     up_marker,
@@ -213,7 +241,7 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     digest = _checksum_of(raw, text, hashing)
     # Migration's fields read as str; a FileText given for them is read when they are.
     kept: tuple[Any, Any, Any]
-    if len(raw) >= ON_DEMAND_BYTES and not _normalised(raw):
+    if isinstance(text, bytes) or (len(raw) >= ON_DEMAND_BYTES and not _normalised(raw)):
         # A large file is read again when its text is needed: it is not kept in memory for
         # the whole command (twice, as text and as its up section), see docs/design.md.
         kept = cast("tuple[Any, Any, Any]", _on_demand(path, raw, text, digest, up_span, down_span))
@@ -236,6 +264,12 @@ def parse_migration(path: Path, raw: bytes) -> Migration:
     )
 
 
+def _parsed_as_bytes(raw: bytes) -> bool:
+    """Whether ``parse_migration`` reads ``raw`` as it is, without decoding it: a large file
+    of ASCII only, with no CR (an ASCII file has no BOM)."""
+    return len(raw) >= ON_DEMAND_BYTES and raw.isascii() and b"\r" not in raw
+
+
 def _normalised(raw: bytes) -> bool:
     """Whether decoding ``raw`` changes it beyond decoding (a BOM removed, CR line ends)."""
     return raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw
@@ -244,7 +278,7 @@ def _normalised(raw: bytes) -> bool:
 def _on_demand(
     path: Path,
     raw: bytes,
-    text: str,
+    text: str | bytes,
     digest: str,
     up: tuple[int, int],
     down: tuple[int, int] | None,
@@ -254,7 +288,7 @@ def _on_demand(
     ascii_text = text.isascii()
 
     def at(offset: int) -> int:
-        return offset if ascii_text else len(text[:offset].encode("utf-8"))
+        return offset if ascii_text else len(_as_str(text[:offset]).encode("utf-8"))
 
     def part(begin: int, end: int) -> FileText:
         blank = _blank(text, begin, end)
@@ -263,30 +297,27 @@ def _on_demand(
     def section(begin: int, end: int) -> str | FileText:
         # A small section of a large file (a down section of one DROP TABLE) is kept: reading
         # the whole file again for it would cost more than it saves.
-        return text[begin:end] if end - begin < _KEPT_SECTION else part(begin, end)
+        return _as_str(text[begin:end]) if end - begin < _KEPT_SECTION else part(begin, end)
 
     whole = part(0, len(text))
     if up[0] < _KEPT_SECTION:
-        whole.head = text[: up[0]]
+        whole.head = _as_str(text[: up[0]])
     return whole, section(*up), None if down is None else section(*down)
 
 
 _KEPT_SECTION = 1 << 16
 
 
-_NOT_SPACE = re.compile(r"\S")
-
-
-def _blank(text: str, begin: int, end: int) -> bool:
+def _blank(text: str | bytes, begin: int, end: int) -> bool:
     """``not text[begin:end].strip()`` without the copy."""
-    return _NOT_SPACE.search(text, begin, end) is None
+    return _not_space(text).search(text, begin, end) is None
 
 
-def _checksum_of(raw: bytes, text: str, hashing: _Hashing | None = None) -> str:
+def _checksum_of(raw: bytes, text: str | bytes, hashing: _Hashing | None = None) -> str:
     """``checksum(text)``, taken of the bytes read when normalising changed nothing, which
     saves encoding a copy of the whole text again."""
     if _normalised(raw):
-        return checksum(text)
+        return checksum(_as_str(text))
     if hashing is not None:
         return hashing.result()
     return hashlib.sha256(raw).hexdigest()
@@ -313,7 +344,7 @@ class _Hashing:
 
 
 def _span(
-    text: str, at_line: dict[int, _Directive], marker: int, end_marker: int | None
+    text: str | bytes, at_line: dict[int, _Directive], marker: int, end_marker: int | None
 ) -> tuple[int, int]:
     """Where the exact text after ``marker``'s line up to ``end_marker``'s line (or EOF) is."""
     begin = at_line[marker].after
