@@ -922,6 +922,10 @@ class Hooks:
             fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
         event = Event(name, level, message, fields)
         if not self._plan("mg_report").impls:
+            # no reporter left (output and jsonlog blocked): shown as output shows it, the
+            # debug events only with -v
+            if level == "debug" and not options.verbose:
+                return False
             emit(level, message, fields.get("hint"))
             return True
         answers = self.call("mg_report", options=options, event=event)

@@ -793,3 +793,22 @@ def test_plugins_says_when_the_configuration_naming_plugins_cannot_be_read(
     (line,) = [json.loads(text) for text in logged.stderr.splitlines()]
     assert (line["event"], line["level"]) == ("config.plugins_unknown", "warning")
     assert said in line["error"]
+
+
+def test_with_no_reporter_left_debug_events_need_v(tmp_path: Path, database_url: str) -> None:
+    # -p no:output -p no:jsonlog: the core prints the events itself, as output would
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {database_url}\n")
+    write_text(
+        tmp_path / "migrations" / "0001_users.sql",
+        "-- migrate:up\nCREATE TABLE users (id bigint);\n-- migrate:down\nDROP TABLE users;\n",
+    )
+    quiet = ["-p", "no:output", "-p", "no:jsonlog"]
+    applied = run_mg([*quiet, "apply"], tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    assert "applied 1 migration" in applied.stderr
+    assert "took the migration lock" not in applied.stderr
+    assert "[1/1]" not in applied.stderr
+    verbose = run_mg([*quiet, "-v", "rollback"], tmp_path)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "took the migration lock" in verbose.stderr
+    assert "rolled back 1 migration" in verbose.stderr
