@@ -303,6 +303,23 @@ def load_notifier() -> ModuleType:
     return module
 
 
+def test_the_testing_guides_first_example_runs_with_the_tutorials_plugin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docs/plugins/testing.md's level 1 test, as printed, on the plugin the tutorial builds:
+    # its _target asks the postgres builtin for the target's description, uncaught.
+    guide = (REPO / "docs" / "plugins" / "testing.md").read_text(encoding="utf-8")
+    block = guide.split("## Level 1", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    notifier = load_notifier()
+    monkeypatch.setattr(
+        notifier, "_target", lambda session: session.hooks.describe_target(session).describe()
+    )
+    monkeypatch.setitem(sys.modules, "notify_webhook", notifier)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "docs/plugins/testing.md", "exec"), namespace)
+    namespace["test_failure_message_masks_passwords"](monkeypatch)
+
+
 def test_failure_message_masks_passwords_without_a_database(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
