@@ -74,3 +74,80 @@ def service_settings(service: str, environ: Mapping[str, str]) -> dict[str, str]
         for key, value in values.items()
         if key != "service" and value not in ("", _UNSET)
     }
+
+
+def passfile_passwords(params: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """The passwords libpq would take from the password file (``passfile``, ``PGPASSFILE``,
+    else ``~/.pgpass``) for a connection with ``params`` (one per host it lists), without
+    connecting; [] when no line matches or the file cannot be read.
+
+    For masking only: a command that shows what the server says of the project's SQL without
+    ever connecting to the target (``mg check``) must hide that password too. Lines match as
+    libpq matches them: ``host:port:database:user:password``, ``*`` for any value, ``\\:``
+    and ``\\\\`` escaped, a socket directory (or no host) read as ``localhost``.
+    """
+    import getpass
+    import os
+
+    path = params.get("passfile") or environ.get("PGPASSFILE")
+    if not path:
+        home = environ.get("HOME") or os.path.expanduser("~")
+        path = os.path.join(home, ".pgpass")
+    try:
+        with open(path, "rb") as file:
+            text = file.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return []
+
+    def pick(key: str, var: str) -> str:
+        return params.get(key) or environ.get(var) or ""
+
+    user = pick("user", "PGUSER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except Exception:
+            return []
+    dbname = pick("dbname", "PGDATABASE") or user
+    hosts = pick("host", "PGHOST").split(",")
+    addrs = pick("hostaddr", "PGHOSTADDR").split(",")
+    ports = (pick("port", "PGPORT") or "5432").split(",")
+    wanted = []
+    for index, host in enumerate(hosts):
+        if not host and index < len(addrs):
+            host = addrs[index]
+        if not host or host.startswith("/") or host.startswith("@"):
+            host = "localhost"
+        port = ports[index] if index < len(ports) else ports[-1]
+        wanted.append((host, port or "5432", dbname, user))
+    entries = [_passfile_fields(line) for line in text.splitlines()]
+    found = []
+    for key in wanted:
+        for fields in entries:
+            if len(fields) >= 5 and all(
+                have in ("*", want) for have, want in zip(fields[:4], key, strict=True)
+            ):
+                if fields[4]:
+                    found.append(fields[4])
+                break
+    return found
+
+
+def _passfile_fields(line: str) -> list[str]:
+    """A password file's line split at its unescaped colons (``\\:`` and ``\\\\`` escaped);
+    [] for a comment or a blank line. libpq ends the password at an unescaped colon too."""
+    if not line.strip() or line.startswith("#"):
+        return []
+    fields = [""]
+    escaped = False
+    for char in line.rstrip("\r"):
+        if escaped:
+            fields[-1] += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append("")
+        else:
+            fields[-1] += char
+    return fields

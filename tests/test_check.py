@@ -501,6 +501,30 @@ def test_a_scratch_server_that_cannot_be_reached_is_named_as_a_connection_error(
         assert "Scr4tch" not in done.stdout + done.stderr
 
 
+def test_the_targets_password_from_a_password_file_is_masked_though_never_connected(
+    project: Project, pg_url: str
+) -> None:
+    """The check never connects to the target, so it cannot learn the password libpq would
+    read from ~/.pgpass there; a migration's error quoting it must still not show it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    secret = "Pgpass-Secret-42"
+    passfile = project.root / "pgpass"
+    # only the target's database: the scratch server's connection must not learn it instead
+    target = conninfo_to_dict(project.database_url)["dbname"]
+    passfile.write_text(f"# the target\n*:*:{target}:*:{secret}\n", encoding="utf-8")
+    passfile.chmod(0o600)
+    project.add("0001", "leak", f"SELECT '{secret}'::int;", "SELECT 1;")
+    for fmt in ("text", "json"):
+        done = project.mg(
+            "--json-log", "check", "--database-url", pg_url, "--format", fmt,
+            env={"PGPASSFILE": str(passfile)},
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert secret not in done.stdout + done.stderr
+        assert '"****"' in done.stdout.replace('\\"', '"')
+
+
 def test_default_scratch_server_is_a_temporary_embedded_one(project: Project) -> None:
     """The target is a remote server: mg starts a private embedded server and removes it."""
     project.add("0001", "users", *GOOD)

@@ -94,6 +94,24 @@ class CheckReport:
         }
 
 
+def _remember_target_passfile(session: Session) -> None:
+    """Mask the password libpq would read from a password file for the target: a check never
+    connects to the target, so it is not learned from a connection, yet a migration's error
+    on the scratch database may quote it (``SELECT 'pw'::int``)."""
+    import os
+
+    from migretti_core.pgservice import passfile_passwords
+
+    try:
+        params = session.hooks.connection_params(session)
+    except MgError:
+        return  # an embedded target, or none configured: no password file is read for it
+    if not params or params.get("password") or os.environ.get("PGPASSWORD"):
+        return  # known already (configuration, PGPASSWORD) and masked
+    for password in passfile_passwords(params, os.environ):
+        session.hooks.secrets.add(password)
+
+
 def run_check(
     session: Session,
     *,
@@ -109,6 +127,7 @@ def run_check(
     from migretti_core import planning
 
     planning.require_project(session, "check")
+    _remember_target_passfile(session)
     migrations = planning.load_migrations(session)
     planning.validate(session, migrations)  # the pre-flight checks of apply, exit 2 as there
     result = CheckReport()
