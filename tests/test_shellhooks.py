@@ -262,6 +262,27 @@ def test_on_failure_gets_the_failed_migration_and_the_error(
     assert "b" not in tables(database_url)
 
 
+def test_on_failure_runs_for_an_error_too_long_for_one_variable(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    # RAISE with a 200 KB message: the whole text in MG_ERROR kept the hook from starting.
+    raising = "DO $$ BEGIN RAISE EXCEPTION 'orphans: %', repeat('x', 200000); END $$;"
+    root = make_project(
+        tmp_path / "proj",
+        database,
+        {"on_failure": 'printf %s "$MG_ERROR" > error.txt'},
+        migrations={"0001_check.sql": f"-- migrate: up\n{raising}\n"},
+    )
+    done = mg(root, "apply")
+    assert done.returncode == 1
+    assert "could not be run" not in done.stderr
+    error = (root / "error.txt").read_text()
+    assert error.startswith("migrations/0001_check.sql:2: orphans: xxx")
+    assert error.endswith("more bytes cut; the whole error is in mg's output)")
+    assert 100_000 < len(error) < 100_200
+    assert "x" * 200000 in done.stderr
+
+
 def test_a_failing_on_failure_hook_only_warns(tmp_path: Path, database: dict[str, str]) -> None:
     migrations = {"0001_bad.sql": "-- migrate: up\nSELECT * FROM no_such_table;\n"}
     root = make_project(

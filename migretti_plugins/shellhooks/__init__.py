@@ -29,7 +29,8 @@ from migretti_core.types import Config, Key, Level, Migration, MigrationResult, 
 if TYPE_CHECKING:
     from migretti_plugins.shellhooks.runner import Outcome
 
-# Longest MG_MIGRATIONS passed (about 3,700 ids): Linux takes no variable of 128 KiB or more.
+# Longest MG_MIGRATIONS (about 3,700 ids) or MG_ERROR passed, in bytes: Linux starts no
+# program given one variable of 128 KiB or more.
 MAX_VARIABLE = 100_000
 
 HOOK_TIMEOUT = Key("hook_timeout", "duration", 600.0, "how long one hook command may run")
@@ -203,7 +204,7 @@ def run_hook(
         redact = _redactor(session, params)
         env = hook_environment(session, name, plan, params)
         env.update(hook.environment)
-        env.update({key: redact(value) for key, value in (extra or {}).items()})
+        env.update({key: _fit(redact(value)) for key, value in (extra or {}).items()})
         ids_file = env["MG_MIGRATIONS_FILE"] = _write_ids(plan)
 
         def on_line(line: str) -> None:
@@ -236,6 +237,17 @@ def run_hook(
     else:
         _report_failure(session, name, outcome, outcome.describe(timeout), fields)
     return outcome
+
+
+def _fit(value: str) -> str:
+    """``value`` cut to fit in one environment variable (MG_ERROR of a huge error message)."""
+    data = value.encode("utf-8", errors="surrogateescape")
+    if len(data) <= MAX_VARIABLE:
+        return value
+    head = data[:MAX_VARIABLE].decode("utf-8", errors="ignore")
+    return (
+        f"{head}... ({len(data) - MAX_VARIABLE} more bytes cut; the whole error is in mg's output)"
+    )
 
 
 def _write_ids(plan: Plan) -> str:
