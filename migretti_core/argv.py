@@ -64,6 +64,13 @@ class ArgvError(Exception):
     """A global option is missing its value."""
 
 
+def _is_empty(name: str, value: str) -> bool:
+    """Whether an option's value names nothing: blank, or for ``-p``, ``no:`` and a blank."""
+    if name == "-p" and value.startswith("no:"):
+        value = value[3:]
+    return not value.strip()
+
+
 def extract_globals(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     """Split ``argv`` into the global options and what remains for click."""
     options = GlobalOptions()
@@ -86,11 +93,14 @@ def extract_globals(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
                 value = argv[i]
             else:
                 raise ArgvError(f"option {name} needs a value")
-            if not value.strip():
+            if _is_empty(name, value):
                 raise ArgvError(f"option {name} needs {_WHAT[name]}, not an empty value")
             _set(options, VALUE_OPTIONS[name], value)
         elif token.startswith("-p") and len(token) > 2 and not token.startswith("--"):
-            options.plugins.append(token[2:].removeprefix("="))
+            value = token[2:].removeprefix("=")
+            if _is_empty("-p", value):
+                raise ArgvError("option -p needs a plugin name, not an empty value")
+            options.plugins.append(value)
         elif token in FLAG_OPTIONS:
             setattr(options, FLAG_OPTIONS[token], True)
         elif token == "-vv":

@@ -812,3 +812,10 @@ def test_with_no_reporter_left_debug_events_need_v(tmp_path: Path, database_url:
     assert verbose.returncode == 0, verbose.stderr
     assert "took the migration lock" in verbose.stderr
     assert "rolled back 1 migration" in verbose.stderr
+
+
+@pytest.mark.parametrize("args", [["-p", "no:"], ["-p", "no: "], ["-pno:"], ["-p="], ["-p", ""]])
+def test_p_needs_a_name_to_load_or_block(tmp_path: Path, args: list[str]) -> None:
+    result = run_mg([*args, "plugins"], tmp_path)
+    assert_clean_error(result, "option -p needs a plugin name, not an empty value")
+    assert "blocks nothing" not in result.stderr
