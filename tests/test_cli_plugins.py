@@ -819,3 +819,14 @@ def test_p_needs_a_name_to_load_or_block(tmp_path: Path, args: list[str]) -> Non
     result = run_mg([*args, "plugins"], tmp_path)
     assert_clean_error(result, "option -p needs a plugin name, not an empty value")
     assert "blocks nothing" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ['"\\0"', '"a\x07"'])
+def test_a_nul_or_control_character_stops_commands_but_not_help(tmp_path: Path, value: str) -> None:
+    (tmp_path / "mg.yaml").write_text(f"plugins: []\nlock_id: {value}\n", encoding="utf-8")
+
+    assert run_mg(["--help"], tmp_path).returncode == 0
+    listed = run_mg(["plugins"], tmp_path)
+    assert listed.returncode == 0 and "are not listed" in listed.stderr
+    stopped = run_mg(["status"], tmp_path)
+    assert stopped.returncode == 2 and "invalid YAML at line 2" in stopped.stderr
