@@ -78,6 +78,25 @@ CASES = [
     ("ban-duplicate-column-assignments", "CREATE TABLE t2 AS SELECT 1 AS a, 2 AS a;", True, False),
     ("ban-duplicate-column-assignments", "SELECT 1 AS a, 2 AS a INTO t3;", True, False),
     ("ban-duplicate-column-assignments", "SELECT 1 AS a, 2 AS a;", False, False),
+    # ON CONFLICT ... DO UPDATE SET is an UPDATE's SET list: PostgreSQL refuses a column twice.
+    (
+        "ban-duplicate-column-assignments",
+        "INSERT INTO k (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 1, b = 2;",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "INSERT INTO k (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET (b, c) = (1, 2), b = 3;",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "INSERT INTO k (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b.x = 1, b.y = 2;",
+        False,
+        False,
+    ),
     (
         "ban-duplicate-column-assignments",
         "CREATE MATERIALIZED VIEW mv (a, a) AS SELECT 1, 2;",

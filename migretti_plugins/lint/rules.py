@@ -356,6 +356,12 @@ def update(ctx: Context, node: Node) -> None:
 def insert(ctx: Context, node: Node) -> None:
     for name in _assigned_twice(node.get("cols")):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is listed twice", None)
+    conflict = node.get("onConflictClause")
+    if conflict:  # ON CONFLICT ... DO UPDATE SET, an UPDATE's SET list
+        for name in _assigned_twice(conflict.get("targetList")):
+            ctx.flag(
+                "ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None
+            )
 
 
 @check("MergeStmt")
