@@ -359,9 +359,7 @@ def insert(ctx: Context, node: Node) -> None:
     conflict = node.get("onConflictClause")
     if conflict:  # ON CONFLICT ... DO UPDATE SET, an UPDATE's SET list
         for name in _assigned_twice(conflict.get("targetList")):
-            ctx.flag(
-                "ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None
-            )
+            ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None)
 
 
 @check("MergeStmt")
