@@ -390,6 +390,26 @@ def test_database_url_embedded_selects_data_dir_and_database(project: Project) -
     ]
 
 
+def test_the_root_directory_as_data_directory_is_a_configuration_error(
+    project: Project,
+) -> None:
+    (project.root / "migrations").mkdir()
+    for url in ("embedded://", "embedded:/", "embedded:/..?dbname=app"):
+        project.env["MG_DATABASE_URL"] = url
+        for args in (("status",), ("db", "status"), ("apply",)):
+            done = project.run(*args, check=False)
+            assert done.returncode == 2, (url, args, done.stderr)
+            assert done.stderr.startswith(
+                "mg: error: the embedded data directory cannot be the root directory /"
+            ), done.stderr
+            assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    del project.env["MG_DATABASE_URL"]
+    (project.root / "mg.yaml").write_text("database:\n  embedded: true\n  data_dir: /\n")
+    done = project.run("status", check=False)
+    assert done.returncode == 2, done.stderr
+    assert "cannot be the root directory" in done.stderr
+
+
 def test_data_dir_and_dbname_in_mg_yaml(project: Project) -> None:
     (project.root / "mg.yaml").write_text(
         "database:\n  embedded: true\n  data_dir: db/data\n  dbname: shop\n", encoding="utf-8"

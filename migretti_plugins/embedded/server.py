@@ -119,6 +119,13 @@ class EmbeddedServer:
             raise ConfigError(
                 f'the embedded data directory path cannot contain " $ ` \\ or a newline: {datadir}'
             )
+        if self.datadir.parent == self.datadir:
+            # Its lock file and initdb's staging directory lie beside it: there is no beside.
+            raise ConfigError(
+                f"the embedded data directory cannot be the root directory {self.datadir}",
+                hint="name a directory of its own (data_dir, or embedded:PATH), "
+                "or leave it out for .mg/pgdata beside mg.yaml",
+            )
         self.durable = durable
         self.log_file = self.datadir / "server.log"
         self.lock_file = self.datadir.with_name(self.datadir.name + ".lock")
