@@ -95,7 +95,7 @@ class PluginFailed(MgError):
 
     def __init__(self, plugin: str, hook: str, error: BaseException, exit_code: int) -> None:
         super().__init__(
-            f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {error}",
+            f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {printable(str(error))}",
             hint=f"disable it with -p no:{plugin}",
         )
         self.plugin = plugin

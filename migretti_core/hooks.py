@@ -453,7 +453,10 @@ class Hooks:
 
         With ``-v`` or ``MG_TRACE_PLUGINS=1`` the traceback goes along (passwords masked).
         """
-        text = text or f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"
+        text = (
+            text
+            or f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {printable(str(exc))}"
+        )
         if hook in ("mg_config_sections", "mg_report", "mg_on_lock_wait"):
             # asked several times while the configuration is read, once per event, or every
             # few seconds of a wait: the same failure is reported once per run

@@ -477,7 +477,13 @@ class PluginLoader:
         info.status = "failed"
         info.error = reason
         self.infos.append(info)
-        text = f"plugin {info.name!r} ({info.origin}: {info.source}) failed to load: {reason}"
+        from migretti_core.messages import printable
+
+        # on one line: a line break in the plugin's text would start a line of mg's output
+        text = (
+            f"plugin {info.name!r} ({info.origin}: {info.source}) failed to load: "
+            f"{printable(reason)}"
+        )
         if blockable:  # not when the name is another plugin's too: that would block both
             text += f"; disable it with -p no:{info.name} or MG_DISABLE_PLUGINS={info.name}"
         if fatal:

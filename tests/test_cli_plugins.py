@@ -830,3 +830,31 @@ def test_a_nul_or_control_character_stops_commands_but_not_help(tmp_path: Path, 
     assert listed.returncode == 0 and "are not listed" in listed.stderr
     stopped = run_mg(["status"], tmp_path)
     assert stopped.returncode == 2 and "invalid YAML at line 2" in stopped.stderr
+
+
+MULTILINE_PLUGIN = """
+from migretti_core.api import hookimpl
+
+raise_at_import = {at_import}
+if raise_at_import:
+    raise RuntimeError("import first\\nimport second")
+
+
+@hookimpl
+def mg_configure(config):
+    raise ValueError("first\\nsecond")
+"""
+
+
+@pytest.mark.parametrize("at_import", [True, False])
+def test_a_plugins_error_text_stays_on_its_line(tmp_path: Path, at_import: bool) -> None:
+    # a plugin's exception is foreign text, as a server's message is: its line breaks are
+    # written \n, so it never starts a line of mg's output
+    write_text(tmp_path / "multi.py", MULTILINE_PLUGIN.format(at_import=at_import))
+    write_text(tmp_path / "mg.yaml", f"database:\n  url: {UNREACHABLE_URL}\n")
+    result = run_mg(["-p", "multi", "status"], tmp_path)
+    needle = "RuntimeError: import first\\nimport second" if at_import else "first\\nsecond"
+    assert_clean_error(result, needle)
+    if at_import:
+        listed = plugin_list(tmp_path, "-p", "multi")
+        assert listed["multi"]["error"] == "RuntimeError: import first\nimport second"
