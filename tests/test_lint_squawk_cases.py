@@ -78,6 +78,25 @@ CASES = [
     ("ban-duplicate-column-assignments", "CREATE TABLE t2 AS SELECT 1 AS a, 2 AS a;", True, False),
     ("ban-duplicate-column-assignments", "SELECT 1 AS a, 2 AS a INTO t3;", True, False),
     ("ban-duplicate-column-assignments", "SELECT 1 AS a, 2 AS a;", False, False),
+    # The data-modifying queries of a WITH clause are checked too.
+    (
+        "ban-duplicate-column-assignments",
+        "WITH u AS (UPDATE k SET a = 1, a = 2 RETURNING *) SELECT * FROM u;",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "WITH m AS (DELETE FROM a RETURNING *) INSERT INTO b (x, x) SELECT * FROM m;",
+        True,
+        False,
+    ),
+    (
+        "ban-duplicate-column-assignments",
+        "WITH u AS (UPDATE k SET a = 1, b = 2 RETURNING *) DELETE FROM c;",
+        False,
+        False,
+    ),
     # ON CONFLICT ... DO UPDATE SET is an UPDATE's SET list: PostgreSQL refuses a column twice.
     (
         "ban-duplicate-column-assignments",

@@ -346,14 +346,26 @@ def create_view(ctx: Context, node: Node) -> None:
     _output_names(ctx, "view", strings(node.get("aliases")), unwrap(node.get("query") or {})[1])
 
 
+def _with_queries(ctx: Context, node: Node) -> None:
+    """The data-modifying queries of a WITH clause (``WITH u AS (UPDATE ...) SELECT ...``) are
+    checked like statements of their own for columns named twice."""
+    for cte in (node.get("withClause") or {}).get("ctes") or ():
+        kind, query = unwrap(unwrap(cte)[1].get("ctequery") or {})
+        check_ = _IN_WITH.get(kind)
+        if check_ is not None:
+            check_(ctx, query)
+
+
 @check("UpdateStmt")
 def update(ctx: Context, node: Node) -> None:
+    _with_queries(ctx, node)
     for name in _assigned_twice(node.get("targetList")):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None)
 
 
 @check("InsertStmt")
 def insert(ctx: Context, node: Node) -> None:
+    _with_queries(ctx, node)
     for name in _assigned_twice(node.get("cols")):
         ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is listed twice", None)
     conflict = node.get("onConflictClause")
@@ -364,17 +376,32 @@ def insert(ctx: Context, node: Node) -> None:
 
 @check("MergeStmt")
 def merge(ctx: Context, node: Node) -> None:
+    _with_queries(ctx, node)
     for clause in node.get("mergeWhenClauses") or ():
         for name in _assigned_twice(unwrap(clause)[1].get("targetList")):
             ctx.flag("ban-duplicate-column-assignments", f"column {name!r} is assigned twice", None)
 
 
+@check("DeleteStmt")
+def delete(ctx: Context, node: Node) -> None:
+    _with_queries(ctx, node)
+
+
 @check("SelectStmt")
 def select_into(ctx: Context, node: Node) -> None:
+    _with_queries(ctx, node)
     into = node.get("intoClause")
     if into:
         _output_names(ctx, "table", [], node)
         ctx.add_created(into.get("rel") or {})
+
+
+_IN_WITH: dict[str, Callable[[Context, Node], None]] = {
+    "UpdateStmt": update,
+    "InsertStmt": insert,
+    "MergeStmt": merge,
+    "DeleteStmt": delete,
+}
 
 
 @check("CreateDomainStmt")
