@@ -461,3 +461,31 @@ def test_a_table_kept_locked_ends_the_dump_after_table_lock_timeout(project: Pro
         assert project.mg("schema", "dump").returncode == 0
     finally:
         holder.close()
+
+
+def test_the_connection_password_never_reaches_the_dump_but_the_schema_stays_as_it_is(
+    project: Project,
+) -> None:
+    """The dump is SQL to keep: what a migration wrote into the schema itself stays as the
+    server holds it, a literal equal to the password included; the connection's password, which
+    pg_dump gets through PGPASSWORD, is never in it."""
+    secret = "Dump-pw-31337"
+    url = project.database_url.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    if url == project.database_url:
+        pytest.skip("the test server's URL is not postgresql://postgres@...")
+    project.configure({"url": url}, extra="schema_file: db/schema.sql\n")
+    project.add(
+        "0003",
+        "quoted",
+        f"CREATE FUNCTION quoted() RETURNS text LANGUAGE sql AS $$ SELECT 'x{secret}x' $$;",
+        "DROP FUNCTION quoted();",
+    )
+    applied = project.mg("apply")
+    assert applied.returncode == 0, applied.stderr
+    assert secret not in applied.stdout + applied.stderr
+    dumped = (project.root / "db" / "schema.sql").read_text()
+    assert f"'x{secret}x'" in dumped
+    assert dumped.count(secret) == 1
+    shown = project.mg("schema", "dump")
+    assert shown.stdout == dumped
+    assert secret not in shown.stderr
