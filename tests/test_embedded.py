@@ -410,6 +410,18 @@ def test_the_root_directory_as_data_directory_is_a_configuration_error(
     assert "cannot be the root directory" in done.stderr
 
 
+def test_a_file_where_the_data_directory_goes_is_named_plainly(project: Project) -> None:
+    (project.root / "migrations").mkdir()
+    (project.root / "mg.yaml").write_text("database:\n  embedded: true\n")
+    (project.root / ".mg").write_text("not a directory\n")
+    done = project.run("status", check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"mg: error: cannot set up the embedded data directory {project.root}/.mg/pgdata: "
+        f"{project.root}/.mg: not a directory\n"
+    )
+
+
 def test_data_dir_and_dbname_in_mg_yaml(project: Project) -> None:
     (project.root / "mg.yaml").write_text(
         "database:\n  embedded: true\n  data_dir: db/data\n  dbname: shop\n", encoding="utf-8"

@@ -263,8 +263,21 @@ class EmbeddedServer:
     def _locked(self) -> Iterator[None]:
         import fcntl
 
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "a") as handle:
+        try:
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_file, "a")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:
+            # A file where a directory should be (.mg), no permission: say so, by path.
+            what = (
+                "not a directory"
+                if isinstance(exc, FileExistsError | NotADirectoryError)
+                else exc.strerror or type(exc).__name__
+            )
+            raise DatabaseError(
+                f"cannot set up the embedded data directory {self.datadir}: "
+                f"{exc.filename or self.lock_file}: {what}"
+            ) from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             self._lock_fd = handle.fileno()
             try:
