@@ -60,6 +60,12 @@ def test_two_unused_rules_are_named_together_and_a_bare_ignore_only_when_unused(
     ]
 
 
+@pytest.mark.parametrize("kind", ["mg:lint-ignore-file", "squawk-ignore-file"])
+def test_a_file_wide_ignore_anywhere_covers_the_whole_file(kind: str) -> None:
+    sql = f"DROP TABLE a;\n-- {kind} ban-drop-table\nSELECT 1;\nDROP TABLE b;\nTRUNCATE c CASCADE;"
+    assert [rule for rule, _, _ in lint(sql)] == ["ban-truncate-cascade"]
+
+
 def test_a_file_wide_ignore_reports_the_rules_it_never_used() -> None:
     sql = "-- squawk-ignore-file ban-drop-table, ban-drop-column\nDROP TABLE a;\nDROP TABLE b;"
     assert lint(sql) == [
@@ -96,7 +102,9 @@ def test_an_ignore_after_a_statement_on_its_line(kind: str) -> None:
     assert [(rule, line) for rule, line, _ in lint(sql)] == [("ban-drop-column", 1)]
 
 
-@pytest.mark.parametrize("kind", ["mg:lint-ignore", "squawk-ignore", "squawk-ignore-file"])
+@pytest.mark.parametrize(
+    "kind", ["mg:lint-ignore", "squawk-ignore", "squawk-ignore-file", "mg:lint-ignore-file"]
+)
 def test_an_ignore_in_a_block_comment(kind: str) -> None:
     sql = f"/* {kind} ban-drop-column */\nALTER TABLE a DROP COLUMN b;"
     assert lint(sql) == []

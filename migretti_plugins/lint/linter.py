@@ -43,7 +43,7 @@ _LONG_WIDE_WORD = re.compile(r'(?<![\w$])[\w$]{22}|"[^"]{22}')
 # A quoted identifier with escaped quotes ("a""b"), whose runs between quotes are shorter.
 _LONG_ESCAPED_WORD = re.compile(r'"(?:[^"]|""){22}')
 _IGNORE_RE = re.compile(
-    r"(?:--|/\*)\s*(?P<kind>mg:lint-ignore|squawk-ignore-file|squawk-ignore)(?![\w-])"
+    r"(?:--|/\*)\s*(?P<kind>mg:lint-ignore-file|mg:lint-ignore|squawk-ignore-file|squawk-ignore)(?![\w-])"
     r"(?P<rules>\s+[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)?"
 )
 
@@ -1078,7 +1078,7 @@ def find_ignores(
         names = frozenset(
             part.strip() for part in (match.group("rules") or "").split(",") if part.strip()
         )
-        whole_file = number < header_end or match.group("kind") == "squawk-ignore-file"
+        whole_file = number < header_end or match.group("kind").endswith("-file")
         ignore = Ignore(number, names, whole_file)
         if leading and (number < migration.up_line or not scan_leading):
             found.append(ignore)
