@@ -93,7 +93,12 @@ def passfile_passwords(params: Mapping[str, str], environ: Mapping[str, str]) ->
     if not path:
         home = environ.get("HOME") or os.path.expanduser("~")
         path = os.path.join(home, ".pgpass")
+    import stat
+
     try:
+        # libpq reads only a regular file; a FIFO would block the open
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return []
         with open(path, "rb") as file:
             text = file.read(1 << 20).decode("utf-8", "replace")
     except OSError:

@@ -521,3 +521,28 @@ def test_the_ssl_key_passphrase_is_a_password_too(
         assert "****" in done.stderr
     finally:
         project.close()
+
+
+def test_a_password_file_is_read_as_libpq_reads_it(tmp_path: Path) -> None:
+    """The target's line of ~/.pgpass, found without connecting (for ``mg check``); a FIFO in
+    its place is skipped, as libpq skips it, rather than blocking the command."""
+    import os
+
+    from migretti_core.pgservice import passfile_passwords
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(
+        "# comment\n"
+        "other:5432:*:app:not-this\n"
+        "localhost:5433:shop:app:sock\\:et-pw\n"
+        "db.internal:*:*:app:tcp-pw:tail\n",
+        encoding="utf-8",
+    )
+    env = {"PGPASSFILE": str(passfile)}
+    params = {"host": "/run/postgresql", "port": "5433", "dbname": "shop", "user": "app"}
+    assert passfile_passwords(params, env) == ["sock:et-pw"]
+    assert passfile_passwords({"host": "db.internal", "user": "app"}, env) == ["tcp-pw"]
+    assert passfile_passwords({"host": "nowhere", "user": "app"}, env) == []
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert passfile_passwords(params, {"PGPASSFILE": str(fifo)}) == []
