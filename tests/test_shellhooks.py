@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migretti_core.testing import run_mg, write_migration, write_text
+from migretti_core.testing import run_cli, run_mg, write_migration, write_text
 from migretti_plugins.shellhooks import pg_environment
 from migretti_plugins.shellhooks.runner import run_command
 
@@ -196,6 +196,20 @@ def test_the_migrations_file_lists_the_plan_one_id_a_line(
     (root / "migrations" / "0003_bad.sql").write_text("-- migrate: up\nSELECT 1/0;\n")
     assert mg(root, "apply").returncode == 1
     assert (root / "on_failure.ids").read_text() == "0001\n0002\n0003\n"
+
+
+def test_a_hook_runs_without_the_migrations_file_when_no_temp_dir_is_writable(
+    tmp_path: Path, database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_temp_dir(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise FileNotFoundError(2, "No usable temporary directory found")
+
+    monkeypatch.setattr("tempfile.mkstemp", no_temp_dir)
+    hook = 'echo "$MG_MIGRATIONS [$${MG_MIGRATIONS_FILE-unset}]" > pre.txt'
+    root = make_project(tmp_path / "proj", database, {"pre_apply": hook})
+    done = run_cli(["apply"], cwd=root, env={"MG_ENV": None, "MG_CONFIG": None})
+    assert done.exit_code == 0, done.stderr
+    assert (root / "pre.txt").read_text() == "0001,0002 [unset]\n"
 
 
 def test_rollback_hooks_get_the_rollback_order(tmp_path: Path, database: dict[str, str]) -> None:

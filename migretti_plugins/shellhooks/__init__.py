@@ -205,7 +205,9 @@ def run_hook(
         env = hook_environment(session, name, plan, params)
         env.update(hook.environment)
         env.update({key: _fit(redact(value)) for key, value in (extra or {}).items()})
-        ids_file = env["MG_MIGRATIONS_FILE"] = _write_ids(plan)
+        # Without a writable temporary directory the hook gets MG_MIGRATIONS alone.
+        with contextlib.suppress(OSError):
+            ids_file = env["MG_MIGRATIONS_FILE"] = _write_ids(plan)
 
         def on_line(line: str) -> None:
             report(session, "hook.output", "info", redact(line), **fields)
