@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -281,6 +281,7 @@ def write(directory: Path, squashed: Squashed) -> Path:
 
 
 def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: Path) -> None:
+    from migretti_core.interrupts import signals_held
     from migretti_core.textfiles import create_durably, fsync_directory, read_bytes
 
     with contextlib.ExitStack() as uninterrupted:
@@ -290,7 +291,7 @@ def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: P
                 # From the new file's name to the last original removed, Ctrl-C (SIGTERM,
                 # SIGHUP) waits: stopped between the two, the new file and the originals
                 # left would all run at the next apply.
-                uninterrupted.enter_context(_signals_held())
+                uninterrupted.enter_context(signals_held())
                 _publish(temp, final)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -310,45 +311,6 @@ def _write_and_replace(directory: Path, squashed: Squashed, final: Path, temp: P
             removed.append((migration.path, content))
         for parent in {m.path.parent for m in squashed.replaces}:
             fsync_directory(parent)
-
-
-_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold back Ctrl-C, SIGTERM and SIGHUP (their Python handlers) for the block, and deliver
-    the first one that came once it is done, unless the block failed on its own."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    came: list[tuple[int, Callable[[int, Any], Any]]] = []
-    kept: list[tuple[int, Callable[[int, Any], Any]]] = []
-
-    def holder(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], None]:
-        def hold(signum: int, frame: Any) -> None:
-            if not came:
-                came.append((signum, handler))
-
-        return hold
-
-    for name in _HELD_SIGNALS:
-        signum = getattr(signal, name, None)
-        handler = signal.getsignal(signum) if signum is not None else None
-        if signum is not None and callable(handler):
-            kept.append((signum, handler))
-            signal.signal(signum, holder(handler))
-    try:
-        yield
-    finally:
-        for signum, handler in kept:
-            signal.signal(signum, handler)
-    if came:
-        signum, handler = came[0]
-        handler(signum, None)
 
 
 def _undo(

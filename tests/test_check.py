@@ -566,6 +566,63 @@ def test_ctrl_c_while_the_temporary_embedded_server_starts_stops_it(
     assert list(server_tmp_path.iterdir()) == []
 
 
+def _backends_running_a_select(directory: Path) -> list[str]:
+    """Backends of the server whose data is under ``directory`` that run a SELECT."""
+    postmasters = {p.split(":")[0] for p in _processes_mentioning(f"-D {directory}/")}
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            args = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if parent in postmasters and "SELECT" in args:
+            found.append(args)
+    return found
+
+
+def test_ctrl_c_pressed_again_while_the_temporary_server_is_removed_leaves_nothing(
+    project: Project, server_tmp_path: Path
+) -> None:
+    # A terminal sends Ctrl-C to mg's whole process group (pg_ctl included), and an
+    # impatient user presses it more than once: a Ctrl-C while the temporary server stops
+    # must not leave its directory half removed (the server still writing into it).
+    import os
+    import signal
+    import subprocess
+
+    from migretti_core.testing import MG_COMMAND, mg_env
+
+    project.add("0001", "slow", "SELECT pg_sleep(10);", "SELECT 1;")
+    proc = subprocess.Popen(
+        [*MG_COMMAND, "check"],
+        cwd=project.root,
+        env=mg_env({"TMPDIR": str(server_tmp_path)}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # The migration runs: a backend of this run's server shows its SELECT.
+        while not _backends_running_a_select(server_tmp_path):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.02)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (130, -signal.SIGINT), stderr
+    assert b"Traceback" not in stderr
+    wait_until(lambda: not _processes_mentioning(str(server_tmp_path)), timeout=5)
+    assert list(server_tmp_path.iterdir()) == []
+
+
 def test_lint_findings_are_reported_and_errors_fail_the_check(
     project: Project, pg_url: str
 ) -> None:

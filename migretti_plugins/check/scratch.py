@@ -258,8 +258,11 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
     """Drop the scratch database; a failure is a warning, never hiding the command's outcome."""
     from psycopg import sql
 
+    from migretti_core.interrupts import signals_held
+
     try:
-        with _connect(admin) as conn:
+        # A second Ctrl-C waits for the drop: cut short, it would leave the database behind.
+        with signals_held(), _connect(admin) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

@@ -258,6 +258,7 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
     import tempfile
     from pathlib import Path
 
+    from migretti_core.interrupts import signals_held
     from migretti_core.reporting import report
     from migretti_plugins.embedded.server import EmbeddedServer
 
@@ -274,9 +275,13 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
         try:
             yield ScratchServer(server.connection_url(), "a temporary embedded server")
         finally:
-            server.stop()
+            # A second Ctrl-C waits for the server to be stopped: cut short, the directory
+            # would be removed while the server still writes into it, and stay behind.
+            with signals_held():
+                server.stop()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        with signals_held():
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @hookimpl

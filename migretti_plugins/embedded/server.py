@@ -160,10 +160,12 @@ class EmbeddedServer:
         Ctrl-C (or any failure) while pg_ctl waits for the new server stops it: it runs
         already, and would run on without its data directory until it failed.
         """
+        from migretti_core.interrupts import signals_held
+
         try:
             self.start()
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), signals_held():
                 self.stop()
             raise
 
@@ -197,7 +199,9 @@ class EmbeddedServer:
                 return False
             runner = self._owner_runner()
             cmd = [str(bin_dir / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"]
-            ok, output = _run([*cmd, "-t", str(int(_TIMEOUT))], runner)
+            # In a session of its own: a Ctrl-C at the terminal, sent to mg's whole process
+            # group, would end pg_ctl before the server is down.
+            ok, output = _run([*cmd, "-t", str(int(_TIMEOUT))], runner, new_session=True)
             if not ok and self._postmaster(require_ready=False) is not None:
                 raise DatabaseError(
                     f"could not stop the embedded PostgreSQL server in {self.datadir}:\n"
@@ -498,7 +502,9 @@ class EmbeddedServer:
             return ""
 
 
-def _run(cmd: list[str], runner: _Runner, pass_fds: tuple[int, ...] = ()) -> tuple[bool, str]:
+def _run(
+    cmd: list[str], runner: _Runner, pass_fds: tuple[int, ...] = (), *, new_session: bool = False
+) -> tuple[bool, str]:
     """Run a PostgreSQL program as ``runner``; its output goes to a file, not a pipe.
 
     pg_ctl's postmaster could inherit a pipe and keep it open for its whole life (so never
@@ -520,6 +526,7 @@ def _run(cmd: list[str], runner: _Runner, pass_fds: tuple[int, ...] = ()) -> tup
                 group=runner.gid,
                 extra_groups=[] if runner.uid is not None else None,
                 pass_fds=pass_fds,
+                start_new_session=new_session,
             )
             ok = result.returncode == 0
         except subprocess.TimeoutExpired:
