@@ -177,6 +177,8 @@ class Section(Mapping[str, Any]):
         value = self._value(key)
         if value is None:
             return list(default)
+        if isinstance(value, Mapping):
+            raise self.error(key, f"expected a list of names, got {_kind(value)}")
         items = value if isinstance(value, list | tuple) else [value]
         result: list[str] = []
         for index, item in enumerate(items):

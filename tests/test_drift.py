@@ -126,6 +126,30 @@ def test_an_applied_migration_whose_file_is_gone_stops_drift(project: Project) -
     assert "file gone" in done.stderr and "0001" in done.stderr
 
 
+def test_an_applied_migration_that_cannot_run_on_the_scratch_database_exits_1(
+    project: Project,
+) -> None:
+    # Applied on a table made by hand, which the scratch database does not have.
+    project.sql("CREATE TABLE made_by_hand (id int)")
+    project.add("0003", "on_hand", "ALTER TABLE made_by_hand ADD COLUMN x int;", "SELECT 1;")
+    project.path_of("0002").unlink()
+    assert project.mg("apply").returncode == 0
+    done = project.mg("drift")
+    assert done.returncode == 1, done.stderr
+    assert "cannot rebuild the schema" in done.stderr
+    assert 'relation "made_by_hand" does not exist' in done.stderr
+
+
+def test_ignore_that_is_a_mapping_is_named_as_such(project: Project, pg_url: str) -> None:
+    project.configure(
+        extra=f"check:\n  database_url: {json.dumps(pg_url)}\n  ignore: {{table: x}}\n"
+    )
+    done = project.mg("drift")
+    assert done.returncode == 2
+    assert "check.ignore: expected a list of names, got a mapping" in done.stderr
+    assert "[0]" not in done.stderr
+
+
 def test_ignored_objects_are_left_out(project: Project, pg_url: str) -> None:
     assert project.mg("up").returncode == 0
     project.sql("CREATE SCHEMA ops; CREATE TABLE ops.jobs (id int); CREATE EXTENSION citext")
