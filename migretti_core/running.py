@@ -994,7 +994,9 @@ def _cut_short(
     where = f"{display_path(migration.path)}:{line + statements[index - 1].line - 1}"
     done_part = f"{_statements(1, index - 1)} took effect, " if index > 1 else ""
     rest = f", {_statements(last + 1, total)} did not run" if last < total else ""
-    running = f"statement {index} may or may not have"
+    # "statement 1 took effect, statement 2 may or may not have"; without a statement before
+    # it, the sentence says what it may or may not have done
+    running = f"statement {index} may or may not have" + ("" if done_part else " taken effect")
     if last > index:
         running = f"statements {index}-{last} may or may not have run"
     verb = "applying it" if direction == "up" else "rolling it back"

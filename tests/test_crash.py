@@ -219,6 +219,23 @@ def test_signal_during_a_no_transaction_migration_marks_it_failed(
     assert project.mg("apply").returncode == 0
 
 
+def test_ctrl_c_in_the_only_statement_says_it_may_or_may_not_have_taken_effect(
+    project: Project,
+) -> None:
+    project.add("0001", "only", "SELECT pg_sleep(30);", "SELECT 1;", no_transaction=True)
+    job = project.spawn("apply")
+    wait_until(lambda: _sleeping(project) or not job.running(), timeout=60)
+    assert job.running(), job.stderr_so_far()
+    os.kill(job.pid, signal.SIGINT)
+    done = project.finish(job, timeout=60)
+
+    assert done.returncode == 130, done.stderr
+    assert (
+        "it is a no-transaction migration, so statement 1 may or may not have taken effect. "
+        "Its row is left `failed` at statement 1."
+    ) in done.stderr, done.stderr
+
+
 def test_sighup_is_left_alone_under_nohup(project: Project) -> None:
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts mg
     try:
