@@ -422,6 +422,24 @@ def test_a_file_where_the_data_directory_goes_is_named_plainly(project: Project)
     )
 
 
+def test_embedded_takes_the_boolean_words_of_every_other_key(project: Project) -> None:
+    # protected: 1 protects; embedded: 1 used to be "expected true or false, got '1'".
+    (project.root / "migrations").mkdir()
+    for word, embedded in (("1", True), ("YES", True), ("On", True), ("0", False), ("no", False)):
+        (project.root / "mg.yaml").write_text(f"database:\n  embedded: {word}\n")
+        done = project.run("db", "status", check=False)
+        if embedded:
+            assert done.returncode == 3, (word, done.stderr)  # not running: never started
+            assert "server: not running" in done.stdout, (word, done.stdout)
+        else:
+            assert done.returncode == 2, (word, done.stderr)
+            assert "is not embedded" in done.stderr, (word, done.stderr)
+    (project.root / "mg.yaml").write_text("database:\n  embedded: 2\n")
+    done = project.run("db", "status", check=False)
+    assert done.returncode == 2
+    assert "database.embedded: expected true or false, got '2'" in done.stderr
+
+
 def test_data_dir_and_dbname_in_mg_yaml(project: Project) -> None:
     (project.root / "mg.yaml").write_text(
         "database:\n  embedded: true\n  data_dir: db/data\n  dbname: shop\n", encoding="utf-8"

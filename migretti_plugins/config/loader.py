@@ -576,9 +576,10 @@ def _bool(value: Any, label: str, key: str) -> bool:
         return False
     if isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered in _TRUE:
+        # The words every boolean of mg.yaml takes (protected, lint.*: Settings.boolean).
+        if lowered in _TRUE or lowered == "1":
             return True
-        if lowered in _FALSE:
+        if lowered in _FALSE or lowered == "0":
             return False
     raise ConfigError(f"{label}: {key}: expected true or false, got {_kind(value)}")
 
