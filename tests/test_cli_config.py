@@ -371,6 +371,21 @@ def test_missing_profile_is_an_error_not_a_fallback(project: Path) -> None:
         assert "staging" in stderr  # the profiles that do exist
 
 
+def test_an_empty_database_in_the_selected_profile_is_an_error_not_libpq_defaults(
+    show_config: ShowConfig, tmp_path: Path
+) -> None:
+    write_text(
+        tmp_path / "mg.yaml",
+        PROFILES + "      dev:\n        database:\n        lock_id: 33\n",
+    )
+    show_config.install(tmp_path)
+    for args in (["--env", "dev", "status"], ["-p", "show_config", "show-config", "--env", "dev"]):
+        stderr = assert_clean_error(run_mg(args, tmp_path), "envs.dev.database")
+        assert "empty" in stderr
+    # Only the selected profile is looked at.
+    assert show_config(tmp_path, "--env", "staging")["lock_id"] == 22
+
+
 def test_profile_without_config_file_is_an_error(show_config: ShowConfig, tmp_path: Path) -> None:
     show_config.install(tmp_path)
     result = run_mg(["-p", "show_config", "show-config", "--env", "dev"], tmp_path)

@@ -163,6 +163,14 @@ def _checked(
         if env_name not in profiles:
             defined = f"defined: {', '.join(profiles)}" if profiles else "no profiles defined"
             raise ConfigError(f"profile '{env_name}' is not defined in {label} ({defined})")
+        if profiles[env_name].get("database") == "":
+            # Replacing the top-level database by nothing would connect to libpq's defaults
+            # (PG* variables, a local server): another database, without a word.
+            raise ConfigError(
+                f"{label}: envs.{env_name}.database: empty; leave it out to use the "
+                "top-level database, or give its keys",
+                hint="url: postgresql:// connects with libpq's defaults and PG* variables",
+            )
         merged = _merge_profile(merged, profiles[env_name])
 
     try:
