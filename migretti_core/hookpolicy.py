@@ -214,6 +214,15 @@ def nothing(value: Any) -> str | None:
 nothing.hint = "a gate stops the command by raising, e.g. HookFailed"  # type: ignore[attr-defined]
 
 
+def held(value: Any) -> str | None:
+    """``mg_lock_acquire`` answers True once the lock is held: a ``False`` (a lock not taken)
+    is refused, so the command never runs without its lock."""
+    return None if value is True else f"{_what(value)} instead of True"
+
+
+held.hint = "a lock that cannot be had raises, e.g. LockTimeout"  # type: ignore[attr-defined]
+
+
 def wrong_answer_hint(check: Check | None, plugin: str) -> str:
     """The hint of the error for a wrong answer: what the hook expects, then the way out."""
     why = getattr(check, "hint", None)

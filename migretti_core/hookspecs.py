@@ -26,6 +26,7 @@ from migretti_core.hookpolicy import (
     SETUP,
     a_path,
     context_manager,
+    held,
     instance_of,
     list_of,
     list_of_paths,
@@ -227,7 +228,7 @@ def mg_scratch_server(session: Session) -> AbstractContextManager[ScratchServer]
 # --- locking -----------------------------------------------------------------------------
 
 
-@spec(FIRST, returns=instance_of(bool), required="locking")
+@spec(FIRST, returns=held, required="locking")
 def mg_lock_acquire(session: Session, conn: Any, timeout: float) -> bool | None:
     """Take the run-wide lock, waiting at most ``timeout`` seconds.
 

@@ -303,6 +303,29 @@ def test_hook_mg_lock_acquire(scenario: Scenario) -> None:
     assert scenario.steps["status"].of("mg_lock_acquire") == []  # read-only
 
 
+class NoLock:
+    """A lock plugin that could not take its lock and says so with False."""
+
+    @hookimpl
+    def mg_lock_acquire(self) -> bool:
+        return False
+
+
+def test_a_lock_not_taken_changes_nothing(tmp_path: Path, database_url: str) -> None:
+    make_project(tmp_path, database_url)
+    write_migration(tmp_path, "0001", "users", "CREATE TABLE users (id int);")
+
+    result = run_cli(["apply"], cwd=tmp_path, plugins=[NoLock()])
+
+    assert result.exit_code == 2, result.stderr
+    assert "plugin 'nolock' returned bool False instead of True from mg_lock_acquire" in (
+        result.stderr
+    )
+    assert "a lock that cannot be had raises, e.g. LockTimeout" in result.stderr
+    status = run_cli(["status", "--format", "json"], cwd=tmp_path)
+    assert json.loads(status.stdout)["counts"]["applied"] == 0
+
+
 def test_hook_mg_lock_release(scenario: Scenario) -> None:
     apply = scenario.steps["apply"]
     assert len(apply.of("mg_lock_release")) == 1
