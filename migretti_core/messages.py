@@ -58,3 +58,30 @@ def render(level: str, message: str, hint: str | None = None) -> str:
 def emit(level: str, message: str, hint: str | None = None, stream: TextIO | None = None) -> None:
     """Print one rendered message (stderr unless ``stream`` is given)."""
     print(render(level, message, hint), file=stream or sys.stderr, flush=True)
+
+
+# What libpq and psycopg put around the server's words when a session ends under a query.
+_LOST_PREFIXES = (
+    "database connection failed: ",
+    "consuming input failed: ",
+    "sending query failed: ",
+    "sending query and params failed: ",
+)
+_LOST_TAIL = "server closed the connection unexpectedly"
+
+
+def lost_connection_reason(message: str) -> str:
+    """The reason in a lost connection's error, without the client's framing: ``terminating
+    connection due to administrator command`` from ``database connection failed: consuming
+    input failed: terminating connection due to administrator command server closed the
+    connection unexpectedly This probably means ...``; the message itself when it has none."""
+    text = message
+    for prefix in _LOST_PREFIXES:
+        text = text.removeprefix(prefix)
+    cut = text.find(_LOST_TAIL)
+    if cut > 0:
+        text = text[:cut]
+    elif cut == 0:
+        text = _LOST_TAIL
+    text = text.strip().rstrip(".").strip()
+    return text or message

@@ -34,7 +34,7 @@ from migretti_core.errors import (
     Terminated,
     UsageError,
 )
-from migretti_core.messages import printable
+from migretti_core.messages import lost_connection_reason, printable
 from migretti_core.planning import (
     FIX_HINT,
     FIX_HINT_DOWN,
@@ -328,7 +328,7 @@ def run_migration(
                     # migration, and say what its state can be
                     raise DatabaseError(
                         f"the database connection was lost while migration {migration.id} "
-                        f"({printable(migration.name)}) ran: {exc.message}",
+                        f"({printable(migration.name)}) ran: {lost_connection_reason(exc.message)}",
                         hint="its transaction was rolled back, unless the server committed it "
                         "just before the connection dropped: `mg status` shows whether it is "
                         "recorded as applied; run the command again to go on",

@@ -28,7 +28,7 @@ from migretti_core.errors import (
     SqlError,
     UsageError,
 )
-from migretti_core.messages import printable
+from migretti_core.messages import lost_connection_reason, printable
 from migretti_core.records import record
 from migretti_core.transactions import transaction_control
 from migretti_core.types import Config, Key, Migration, MigrationResult, Session
@@ -409,7 +409,7 @@ def run_seed(session: Session, conn: Any, seed: Seed, table: str = SEED_TABLE) -
         # the session ended (terminated, server restart, network): name the seed
         raise DatabaseError(
             f"the database connection was lost while seed {reporting.display_path(seed.path)} "
-            f"ran: {exc.message}",
+            f"ran: {lost_connection_reason(exc.message)}",
             hint="its transaction was rolled back, unless the server committed it just before "
             "the connection dropped; run `mg seed` again: the seeds that committed are skipped",
         ) from exc

@@ -287,6 +287,9 @@ def test_lost_connection_during_a_transactional_migration_names_it(
     assert done.returncode == 1, done.stderr
     assert "connection was lost while migration 0002 (slow) ran" in done.stderr, done.stderr
     assert "mg status" in done.stderr and "Traceback" not in done.stderr
+    # the server's reason, without the client library's framing around it
+    (first,) = [line for line in done.stderr.splitlines() if line.startswith("mg: error:")]
+    assert first.endswith("ran: terminating connection due to administrator command"), first
     # the transaction went with the session: nothing of 0002, and the next run applies it
     assert project.statuses() == {"0001": "applied"}
     assert project.tables() == {"t_0001"}
