@@ -68,7 +68,7 @@ def embedded_target(config: Config) -> EmbeddedTarget | None:
     database = config.database
     url = database.get("url")
     if isinstance(url, str) and url.strip()[: len(URL_SCHEME)].lower() == URL_SCHEME:
-        return _from_url(url.strip()[len(URL_SCHEME) :], config.root)
+        return _apart(_from_url(url.strip()[len(URL_SCHEME) :], config.root), config)
     if database.get("embedded") is not True:
         return None
     foreign = [key for key in _FOREIGN_KEYS if database.get(key) not in (None, "")]
@@ -81,7 +81,28 @@ def embedded_target(config: Config) -> EmbeddedTarget | None:
         )
     data_dir = str(database.get("data_dir") or "") or str(DEFAULT_DATA_DIR)
     dbname = str(database.get("dbname") or "") or DEFAULT_DBNAME
-    return EmbeddedTarget(_resolve(config.root, data_dir), dbname)
+    return _apart(EmbeddedTarget(_resolve(config.root, data_dir), dbname), config)
+
+
+def _apart(target: EmbeddedTarget, config: Config) -> EmbeddedTarget:
+    """``target``, once its data directory is known to keep clear of the migrations: initdb
+    would fill an empty migrations directory with the server's files (and the next
+    ``git add`` would take them), and mg would read migrations among the server's."""
+    data = target.data_dir.resolve()
+    migrations = config.migrations_dir.resolve()
+    if data.parent == data:
+        return target  # the root directory: refused with its own words when the server is made
+    if data == migrations or migrations in data.parents or data in migrations.parents:
+        from migretti_core.reporting import display_path
+
+        where = config.label if config.path is not None else "the configuration"
+        raise ConfigError(
+            f"{where}: the embedded data directory {display_path(target.data_dir)} "
+            f"{'is' if data == migrations else 'overlaps'} the migrations directory "
+            f"{display_path(config.migrations_dir)}",
+            hint="give database.data_dir a directory of its own (the default is .mg/pgdata)",
+        )
+    return target
 
 
 def _from_url(rest: str, root: Path) -> EmbeddedTarget:
