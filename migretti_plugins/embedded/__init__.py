@@ -85,21 +85,17 @@ def embedded_target(config: Config) -> EmbeddedTarget | None:
 
 
 def _apart(target: EmbeddedTarget, config: Config) -> EmbeddedTarget:
-    """``target``, once its data directory is known to keep clear of the migrations: initdb
-    would fill an empty migrations directory with the server's files (and the next
-    ``git add`` would take them), and mg would read migrations among the server's."""
-    data = target.data_dir.resolve()
-    migrations = config.migrations_dir.resolve()
-    if data.parent == data:
-        return target  # the root directory: refused with its own words when the server is made
-    if data == migrations or migrations in data.parents or data in migrations.parents:
+    """``target``, once its data directory is known not to be the migrations directory:
+    initdb would fill an empty one with the server's files (and the next ``git add`` would
+    take them). A data directory inside it (``migrations_dir: .``) is harmless: migrations
+    are the ``.sql`` files directly in it."""
+    if target.data_dir.resolve() == config.migrations_dir.resolve():
         from migretti_core.reporting import display_path
 
         where = config.label if config.path is not None else "the configuration"
         raise ConfigError(
-            f"{where}: the embedded data directory {display_path(target.data_dir)} "
-            f"{'is' if data == migrations else 'overlaps'} the migrations directory "
-            f"{display_path(config.migrations_dir)}",
+            f"{where}: the embedded data directory {display_path(target.data_dir)} is the "
+            f"migrations directory",
             hint="give database.data_dir a directory of its own (the default is .mg/pgdata)",
         )
     return target
