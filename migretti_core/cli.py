@@ -389,6 +389,10 @@ def _extend_group(app: App, group: click.Group, prefix: str, formats: list[str])
 
 
 def _extended(app: App, path: str, command: click.Command, formats: list[str]) -> click.Command:
+    # A hidden command that runs its group's own work (`mg seed NAME...` is `seed run`) says
+    # what plugins know it as: the options they add to `seed` must work where `mg seed
+    # --help` shows them.
+    path = getattr(command, "options_of", None) or path
     added = app.hooks.command_options(path)
     claims = any(isinstance(p.type, DocumentChoice) for p in command.params)
     if not added and not claims:

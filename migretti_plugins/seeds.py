@@ -672,9 +672,11 @@ class _RunContext(click.Context):
 
 
 class _RunCommand(click.Command):
-    """Shown to people as ``mg seed``: the ``run`` name is an implementation detail."""
+    """Shown to people as ``mg seed``: the ``run`` name is an implementation detail, and
+    plugins add their options to it as to ``seed`` (``mg_command_options``)."""
 
     context_class = _RunContext
+    options_of = "seed"
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         path = ctx.parent.command_path if ctx.parent else ctx.command_path

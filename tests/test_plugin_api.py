@@ -1066,6 +1066,39 @@ def test_hook_mg_command_options(tmp_path: Path, database_url: str) -> None:
     assert run_cli(["apply", "--allow-unsafe"], cwd=root).exit_code == 2
 
 
+def test_an_option_on_seed_works_where_seed_help_shows_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    import click
+
+    seen: list[Any] = []
+    asked: list[str] = []
+
+    def mg_command_options(command: str) -> list[click.Parameter] | None:
+        asked.append(command)
+        if command != "seed":
+            return None
+        return [click.Option(["--no-notify"], is_flag=True, help="Send no message.")]
+
+    def mg_after_command(session: Any, command: str) -> None:
+        seen.append((command, session.options.option("no_notify")))
+
+    quiet = plugin(
+        "quiet", mg_command_options=mg_command_options, mg_after_command=mg_after_command
+    )
+    root = db_project(tmp_path, database_url)
+    (root / "seeds").mkdir()
+    (root / "seeds" / "0001_users.sql").write_text("SELECT 1;\n", encoding="utf-8")
+    assert "--no-notify" in run_cli(["seed", "--help"], cwd=root, plugins=[quiet]).stdout
+    result = run_cli(["seed", "--no-notify", "--all"], cwd=root, plugins=[quiet])
+    assert result.exit_code == 0, result.stderr
+    assert seen == [("seed", True)]
+    assert "seed run" not in asked  # plugins know the command as `seed`
+    assert (
+        "--no-notify" not in run_cli(["seed", "create", "--help"], cwd=root, plugins=[quiet]).stdout
+    )
+
+
 def test_an_option_clashing_with_an_existing_one_is_refused(tmp_path: Path) -> None:
     import click
 
