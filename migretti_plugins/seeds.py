@@ -435,6 +435,10 @@ def _fields(seed: Seed, **extra: Any) -> dict[str, Any]:
     return fields
 
 
+def _started(session: Session, seed: Seed) -> None:
+    reporting.report(session, "seed.started", "debug", f"seeding {seed.name}", **_fields(seed))
+
+
 def _skipped(session: Session, seed: Seed) -> None:
     reporting.report(
         session,
@@ -533,6 +537,7 @@ def _run(
             _skipped(session, item)
             skipped.append(item.name)
             continue
+        _started(session, item)
         try:
             duration = run_seed(session, conn, item, table)
         except MgError as exc:
@@ -591,6 +596,7 @@ def _dry_run(session: Session, conn: Any, seeds: Sequence[Seed], todo: Sequence[
                     **_fields(item),
                 )
                 continue
+            _started(session, item)
             started = time.perf_counter()
             checking_deferred = False
             try:

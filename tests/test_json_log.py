@@ -105,12 +105,15 @@ def run(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
     return project.mg("--json-log", *args, env=ENV)
 
 
-# only when the error has a hint, or is about a plugin; when a plugin raised in a hook; with -v
+# only when the error has a hint, or is about a plugin; when a plugin raised in a hook; with
+# -v; in a dry run
 OPTIONAL = {
     ("command.failed", "hint"),
     ("command.failed", "plugin"),
     ("plugin.failed", "hook"),
     ("plugin.failed", "traceback"),
+    ("seed.finished", "ok"),
+    ("seed.finished", "failed"),
 }
 
 
@@ -189,6 +192,26 @@ def test_apply_logs_one_json_object_per_line(project: Project) -> None:
     # Results on stdout stay human lines.
     assert re.search(r"^applied 0001 create_accounts \(\d+ ms\)$", done.stdout, re.M)
     check_documented(parsed, env="staging")
+
+
+def test_seed_logs_each_seed_as_it_starts_and_ends(project: Project) -> None:
+    assert project.mg("apply", env=ENV).returncode == 0
+    seeds = project.root / "seeds"
+    seeds.mkdir()
+    (seeds / "01_one.sql").write_text("INSERT INTO accounts VALUES (10);\n")
+    (seeds / "02_two.sql").write_text("INSERT INTO accounts VALUES (20);\n")
+    for args in (("seed",), ("seed", "--all", "--dry-run")):
+        done = run(project, *args)
+        assert done.returncode == 0, done.stderr
+        parsed = records(done)
+        seeded = [(r["event"], r.get("seed")) for r in parsed if r["event"].startswith("seed.")]
+        assert seeded[:4] == [
+            ("seed.started", "01_one.sql"),
+            ("seed.ran", "01_one.sql"),
+            ("seed.started", "02_two.sql"),
+            ("seed.ran", "02_two.sql"),
+        ], seeded
+        check_documented(parsed, env=None, dry_run="--dry-run" in args)
 
 
 def test_rollback_logs_down_events(project: Project) -> None:
