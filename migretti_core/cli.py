@@ -312,14 +312,30 @@ def _register_plugin_commands(app: App, cli: click.Group) -> None:
     from migretti_core.plugins import ORIGIN_BUILTIN
 
     builtins = {info.name for info in app.loader.infos if info.origin == ORIGIN_BUILTIN}
-    owners: dict[str, str] = {}
+    owners: dict[str, str] = {}  # the commands plugins (not builtins) added, by name
+    added: dict[str, str] = {}  # every command added here: the plugin that added it
     add_command = cli.add_command
 
     def recording(command: click.Command, name: str | None = None) -> None:
-        add_command(command, name)
+        key = name or command.name or ""
         plugin = app.hooks.registering
-        if plugin is not None and plugin not in builtins:
-            owners[name or command.name or ""] = plugin
+        mine = plugin is not None and plugin not in builtins
+        if key in cli.commands:
+            # A command name belongs to mg, a builtin or the first plugin to take it; a plugin
+            # replaces a builtin's only where that builtin is blocked (never silently,
+            # whichever of the two pluggy happens to call last).
+            holder = added.get(key)
+            if mine or key in owners:
+                loser = str(plugin) if mine else owners[key]
+                _command_taken(app, loser, key, None if mine else plugin, holder if mine else "")
+                if mine:
+                    return
+                del owners[key]
+        add_command(command, name)
+        if plugin is not None:
+            added[key] = plugin
+        if mine:
+            owners[key] = str(plugin)
 
     cli.add_command = recording  # type: ignore[method-assign,assignment]
     try:
@@ -330,6 +346,24 @@ def _register_plugin_commands(app: App, cli: click.Group) -> None:
         command = cli.commands.get(name)
         if command is not None:
             _name_the_plugin(command, plugin, f"mg {name}")
+
+
+def _command_taken(
+    app: App, loser: str, name: str, builtin: str | None, holder: str | None
+) -> None:
+    """Warn that plugin ``loser``'s command ``name`` is left out: a builtin's took the name
+    (``builtin``), or it was taken before (by ``holder``, a plugin; None: mg's own)."""
+    if builtin is not None or holder:
+        owner = f"plugin {builtin or holder!r}"
+        how = f"block {owner} (-p no:{builtin or holder}) to replace it"
+    else:
+        owner, how = "mg itself", "mg's own commands cannot be replaced: give it another name"
+    app.hooks.plugin_warning(
+        loser,
+        "mg_register_commands",
+        RuntimeError(name),
+        text=f"plugin {loser!r} adds a command {name!r}, which {owner} has: it is left out ({how})",
+    )
 
 
 def _name_the_plugin(command: click.Command, plugin: str, path: str) -> None:

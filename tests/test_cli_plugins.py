@@ -858,3 +858,40 @@ def test_a_plugins_error_text_stays_on_its_line(tmp_path: Path, at_import: bool)
     if at_import:
         listed = plugin_list(tmp_path, "-p", "multi")
         assert listed["multi"]["error"] == "RuntimeError: import first\nimport second"
+
+
+def test_a_plugin_command_never_silently_takes_a_name_another_has(tmp_path: Path) -> None:
+    write_text(tmp_path / "mg.yaml", "")
+    (tmp_path / "migrations").mkdir()
+    hello_plugin(tmp_path, "mystatus", "status", "plugin status")
+    hello_plugin(tmp_path, "myseed", "seed", "plugin seed")
+    hello_plugin(tmp_path, "first", "hi", "first hi")
+    hello_plugin(tmp_path, "second", "hi", "second hi")
+    plugins = ["-p", "./mystatus.py", "-p", "./myseed.py", "-p", "./first.py", "-p", "./second.py"]
+
+    done = run_mg([*plugins, "hi"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    # Of two plugins, the one pluggy asks first keeps the name; the other is named.
+    winner, loser = ("first", "second") if done.stdout == "first hi\n" else ("second", "first")
+    assert done.stdout == f"{winner} hi\n"
+    warnings = done.stderr.splitlines()
+    assert (
+        "mg: warning: plugin 'mystatus' adds a command 'status', which mg itself has: it is "
+        "left out (mg's own commands cannot be replaced: give it another name)"
+    ) in warnings
+    assert (
+        "mg: warning: plugin 'myseed' adds a command 'seed', which plugin 'seeds' has: it is "
+        "left out (block plugin 'seeds' (-p no:seeds) to replace it)"
+    ) in warnings
+    assert (
+        f"mg: warning: plugin '{loser}' adds a command 'hi', which plugin '{winner}' has: it is "
+        f"left out (block plugin '{winner}' (-p no:{winner}) to replace it)"
+    ) in warnings
+    # mg's own commands and the builtin's stay theirs.
+    done = run_mg([*plugins, "seed", "--help"], tmp_path)
+    assert done.returncode == 0 and "seed create" in done.stdout, done.stderr
+    assert "plugin status" not in run_mg([*plugins, "status", "--help"], tmp_path).stdout
+    # Blocking the owner hands the name over.
+    done = run_mg(["-p", "./myseed.py", "-p", "no:seeds", "seed"], tmp_path)
+    assert (done.returncode, done.stdout) == (0, "plugin seed\n"), done.stderr
+    assert "adds a command" not in done.stderr
