@@ -261,8 +261,9 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
     from migretti_core.interrupts import signals_held
 
     try:
-        # A second Ctrl-C waits for the drop: cut short, it would leave the database behind.
-        with signals_held(), _connect(admin) as conn:
+        # A second Ctrl-C waits for the drop (not for the connection, which a server gone
+        # unreachable could keep waiting): cut short, it would leave the database behind.
+        with _connect(admin) as conn, signals_held():
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

@@ -280,6 +280,7 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
     from migretti_plugins.embedded.server import EmbeddedServer
 
     base = Path(tempfile.mkdtemp(prefix="mg-scratch-"))
+    running: EmbeddedServer | None = None
     try:
         server = EmbeddedServer(base / "data", durable=False)
         report(
@@ -288,17 +289,19 @@ def _temporary_server(session: Session) -> Iterator[ScratchServer]:
             "info",
             "starting a temporary embedded PostgreSQL server for the scratch database",
         )
+        running = server  # stopped below even when Ctrl-C comes just after it started
         server.start_temporary()
-        try:
-            yield ScratchServer(server.connection_url(), "a temporary embedded server")
-        finally:
-            # A second Ctrl-C waits for the server to be stopped: cut short, the directory
-            # would be removed while the server still writes into it, and stay behind.
-            with signals_held():
-                server.stop()
+        yield ScratchServer(server.connection_url(), "a temporary embedded server")
     finally:
+        # A second Ctrl-C waits for the server to be stopped and its directory removed: cut
+        # short, the directory would be removed while the server still writes into it, and
+        # stay behind.
         with signals_held():
-            shutil.rmtree(base, ignore_errors=True)
+            try:
+                if running is not None:
+                    running.stop()
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
 
 
 @hookimpl
