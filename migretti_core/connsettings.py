@@ -60,3 +60,27 @@ def setting_problem(key: str, value: str) -> str | None:
         also = f"; did you mean {close[0]}?" if close else ""
         return f"is not one of {', '.join(_CHOICES[key])}{also}"
     return None
+
+
+# What libpq puts before the server's own reason for a failed connection.
+_LIBPQ_PREFIXES = (
+    re.compile(r"^connection (?:failed|is bad): "),
+    re.compile(
+        r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") '
+        r"failed: "
+    ),
+    re.compile(r"^(?:FATAL|ERROR):\s+"),
+)
+
+
+def failure_lines(exc: BaseException) -> list[str]:
+    """The non-blank lines of a failed connection's error, the first one reduced to the
+    reason (``password authentication failed for user "u"``): libpq's words about where it
+    tried and the severity go, as the target is named by the message that quotes it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return [type(exc).__name__]
+    first = lines[0]
+    for prefix in _LIBPQ_PREFIXES:
+        first = prefix.sub("", first, count=1)
+    return [first, *lines[1:]]

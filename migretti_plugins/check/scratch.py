@@ -100,17 +100,9 @@ def _connect_failure(exc: Exception, conninfo: str) -> str:
         dbname=pick("dbname", "PGDATABASE") or user,
         user=user,
     )
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(exc).__name__
-    reason = re.sub(r"^connection (?:failed|is bad): ", "", reason)
-    reason = re.sub(
-        r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") '
-        r"failed: ",
-        "",
-        reason,
-    )
-    reason = re.sub(r"^(?:FATAL|ERROR):\s+", "", reason)
-    return f"cannot connect to the scratch server {target.describe()}: {reason}"
+    from migretti_core.connsettings import failure_lines
+
+    return f"cannot connect to the scratch server {target.describe()}: {failure_lines(exc)[0]}"
 
 
 def _check_settings(conninfo: str, label: str) -> None:

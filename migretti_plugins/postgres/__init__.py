@@ -50,7 +50,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from migretti_core import hookimpl
-from migretti_core.connsettings import setting_problem
+from migretti_core.connsettings import failure_lines, setting_problem
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
 from migretti_core.redact import redact, redact_text
 from migretti_core.types import (
@@ -265,21 +265,17 @@ def _os_user() -> str | None:
 
 def connect_failure(exc: Exception, target: Target, password: str | None) -> DatabaseError:
     """One line: who we tried to reach and the server's reason; the rest becomes the hint."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    first = lines[0] if lines else type(exc).__name__
-    first = re.sub(r"^connection (?:failed|is bad): ", "", first)
-    socket = re.match(r'connection to server on socket "([^"]*)/\.s\.PGSQL\.\d+"', first)
+    said = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    socket = re.match(
+        r"(?:connection (?:failed|is bad): )?"
+        r'connection to server on socket "([^"]*)/\.s\.PGSQL\.\d+"',
+        said,
+    )
     if socket and target.host is None:
         # No host given: libpq tried its default socket directory, not "localhost".
         target = dataclasses.replace(target, host=socket.group(1))
-    first = re.sub(
-        r'^connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*") '
-        r"failed: ",
-        "",
-        first,
-    )
-    first = re.sub(r"^(?:FATAL|ERROR):\s+", "", first)
-    rest = [line for line in lines[1:] if not line.startswith("Multiple connection attempts")]
+    first, *others = failure_lines(exc)
+    rest = [line for line in others if not line.startswith("Multiple connection attempts")]
     secrets = (password or "",)
     hint = redact(rest[0], secrets) if rest and not rest[0].startswith("-") else None
     message = f"cannot connect to {target.describe()}: {redact(first, secrets)}"
