@@ -447,6 +447,49 @@ def test_scratch_database_is_dropped_on_ctrl_c(project: Project, pg_url: str) ->
     assert _scratch_databases(project) == []
 
 
+def test_ctrl_c_held_down_leaves_no_scratch_database(project: Project, pg_url: str) -> None:
+    # Ctrl-C held down (the terminal repeats it to mg's whole process group): the scratch
+    # database is still dropped, whichever step of the clean-up a repeat lands in.
+    import os
+    import signal
+    import subprocess
+
+    from migretti_core.testing import MG_COMMAND, mg_env
+
+    project.add("0001", "slow", "SELECT pg_sleep(3);", "SELECT 1;")
+    proc = subprocess.Popen(
+        [*MG_COMMAND, "check", "--database-url", pg_url],
+        cwd=project.root,
+        env=mg_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                bool(
+                    project.sql(
+                        "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                )
+                or proc.poll() is not None
+            )
+        )
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.02)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (130, -signal.SIGINT), stderr
+    assert _scratch_databases(project) == []
+
+
 def test_check_url_in_mg_yaml_and_no_server_at_all(project: Project, pg_url: str) -> None:
     project.add("0001", "users", *GOOD)
     project.configure(extra=f"check:\n  database_url: {json.dumps(pg_url)}\n")

@@ -253,9 +253,9 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
     from migretti_core.interrupts import signals_held
 
     try:
-        # A second Ctrl-C waits for the drop (not for the connection, which a server gone
-        # unreachable could keep waiting): cut short, it would leave the database behind.
-        with _connect(admin) as conn, signals_held():
+        # A second Ctrl-C waits for the drop: cut short, it would leave the database behind.
+        # The connection is bounded, so a server gone unreachable is not waited for long.
+        with signals_held(), _connect(_bounded(admin)) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
@@ -270,6 +270,20 @@ def _drop(session: Session, admin: str, name: str, where: str) -> None:
             f"{' '.join(str(exc).split())}; drop it by hand",
             database=name,
         )
+
+
+def _bounded(conninfo: str, seconds: int = 10) -> str:
+    """``conninfo`` with a ``connect_timeout`` unless it (or ``PGCONNECT_TIMEOUT``) has one."""
+    import os
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        if conninfo_to_dict(conninfo).get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT"):
+            return conninfo
+        return make_conninfo(conninfo, connect_timeout=str(seconds))
+    except Exception:
+        return conninfo  # not a connection string: connecting says so
 
 
 def scratch_failure(migration_id: str, message: str) -> str:
