@@ -11,6 +11,10 @@ import json
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from migretti_core.types import Target
 
 # libpq's environment variables for the settings a service file may hold.
 SERVICE_VARIABLES = (
@@ -86,7 +90,6 @@ def passfile_passwords(params: Mapping[str, str], environ: Mapping[str, str]) ->
     libpq matches them: ``host:port:database:user:password``, ``*`` for any value, ``\\:``
     and ``\\\\`` escaped, a socket directory (or no host) read as ``localhost``.
     """
-    import getpass
     import os
 
     path = params.get("passfile") or environ.get("PGPASSFILE")
@@ -107,12 +110,9 @@ def passfile_passwords(params: Mapping[str, str], environ: Mapping[str, str]) ->
     def pick(key: str, var: str) -> str:
         return params.get(key) or environ.get(var) or ""
 
-    user = pick("user", "PGUSER")
+    user = pick("user", "PGUSER") or os_user()
     if not user:
-        try:
-            user = getpass.getuser()
-        except Exception:
-            return []
+        return []
     dbname = pick("dbname", "PGDATABASE") or user
     hosts = pick("host", "PGHOST").split(",")
     addrs = pick("hostaddr", "PGHOSTADDR").split(",")
@@ -156,3 +156,41 @@ def _passfile_fields(line: str) -> list[str]:
         else:
             fields[-1] += char
     return fields
+
+
+def target_of(params: Mapping[str, str], environ: Mapping[str, str] | None = None) -> Target:
+    """Where ``params`` lead, with libpq's fallbacks (a connection service, then the
+    environment), for people to read: the target of a connection error or of the
+    confirmation question, whichever builtin connects."""
+    import contextlib
+    import os
+
+    from migretti_core.types import Target
+
+    env = os.environ if environ is None else environ
+    service: Mapping[str, str] = {}
+    name = service_in_effect(params, env)
+    if name:
+        with contextlib.suppress(ValueError):
+            service = service_settings(name, env)
+
+    def pick(key: str, var: str) -> str | None:
+        return params.get(key) or service.get(key) or env.get(var) or None
+
+    user = pick("user", "PGUSER") or os_user()
+    return Target(
+        host=pick("host", "PGHOST") or pick("hostaddr", "PGHOSTADDR"),
+        port=pick("port", "PGPORT") or "5432",
+        dbname=pick("dbname", "PGDATABASE") or user,
+        user=user,
+    )
+
+
+def os_user() -> str | None:
+    """The user libpq connects as when none is given; None when there is no telling."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -450,7 +451,6 @@ def test_scratch_database_is_dropped_on_ctrl_c(project: Project, pg_url: str) ->
 def test_ctrl_c_held_down_leaves_no_scratch_database(project: Project, pg_url: str) -> None:
     # Ctrl-C held down (the terminal repeats it to mg's whole process group): the scratch
     # database is still dropped, whichever step of the clean-up a repeat lands in.
-    import os
     import signal
     import subprocess
 
@@ -478,11 +478,7 @@ def test_ctrl_c_held_down_leaves_no_scratch_database(project: Project, pg_url: s
                 or proc.poll() is not None
             )
         )
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            os.killpg(proc.pid, signal.SIGINT)
-            time.sleep(0.02)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = _hold_ctrl_c_down(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -630,7 +626,6 @@ def test_ctrl_c_pressed_again_while_the_temporary_server_is_removed_leaves_nothi
     # A terminal sends Ctrl-C to mg's whole process group (pg_ctl included), and an
     # impatient user presses it more than once: a Ctrl-C while the temporary server stops
     # must not leave its directory half removed (the server still writing into it).
-    import os
     import signal
     import subprocess
 
@@ -652,11 +647,7 @@ def test_ctrl_c_pressed_again_while_the_temporary_server_is_removed_leaves_nothi
         while not _backends_running_a_select(server_tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            os.killpg(proc.pid, signal.SIGINT)
-            time.sleep(0.02)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = _hold_ctrl_c_down(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -829,3 +820,17 @@ def test_hook_mg_seed(project: Project, pg_url: str) -> None:
     done = project.mg("-p", "no:seeds", "check", "--database-url", pg_url, "--seeds")
     assert done.returncode == 2
     assert "seeds are not available" in done.stderr
+
+
+def _hold_ctrl_c_down(proc: subprocess.Popen[bytes]) -> bytes:
+    """Ctrl-C every 20 ms, as a key held down at a terminal sends it, until ``proc`` ends
+    (60 s at most); its stderr."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.02)
+    stderr: bytes = proc.communicate(timeout=60)[1]
+    return stderr

@@ -75,31 +75,15 @@ def _connect_failure(exc: Exception, conninfo: str) -> str:
     """``cannot connect to the scratch server USER@HOST:PORT/DB: REASON``, composed as the
     target's connection errors are: from the parts of the URL (with libpq's fallbacks) and
     the first line of libpq's reason, without its ``connection to server at ...`` prefix."""
-    import getpass
-    import os
-
     from psycopg.conninfo import conninfo_to_dict
 
-    from migretti_core.types import Target
+    from migretti_core.pgservice import target_of
 
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
     except Exception:
         params = {}
-
-    def pick(key: str, var: str) -> str | None:
-        return params.get(key) or os.environ.get(var) or None
-
-    user = pick("user", "PGUSER")
-    if user is None:
-        with contextlib.suppress(Exception):
-            user = getpass.getuser()
-    target = Target(
-        host=pick("host", "PGHOST") or pick("hostaddr", "PGHOSTADDR"),
-        port=pick("port", "PGPORT") or "5432",
-        dbname=pick("dbname", "PGDATABASE") or user,
-        user=user,
-    )
+    target = target_of(params)
     from migretti_core.connsettings import failure_lines
 
     return f"cannot connect to the scratch server {target.describe()}: {failure_lines(exc)[0]}"

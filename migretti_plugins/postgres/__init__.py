@@ -38,7 +38,6 @@ Every hook here is ``trylast`` so any plugin that answers replaces it. Decisions
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
 import os
 import re
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from migretti_core import hookimpl
 from migretti_core.connsettings import failure_lines, setting_problem
 from migretti_core.errors import ConfigError, DatabaseError, MgError, SqlError
+from migretti_core.pgservice import target_of
 from migretti_core.redact import redact, redact_text
 from migretti_core.types import (
     Config,
@@ -225,39 +225,6 @@ def _libpq_keywords() -> frozenset[str]:
     from psycopg import pq
 
     return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
-
-
-def target_of(params: Mapping[str, str]) -> Target:
-    """Where ``params`` lead, with libpq's fallbacks (a connection service, then the
-    environment), for people to read."""
-    from migretti_core.pgservice import service_in_effect, service_settings
-
-    env = os.environ
-    service: Mapping[str, str] = {}
-    name = service_in_effect(params, env)
-    if name:
-        with contextlib.suppress(ValueError):
-            service = service_settings(name, env)
-
-    def pick(key: str, var: str) -> str | None:
-        return params.get(key) or service.get(key) or env.get(var) or None
-
-    user = pick("user", "PGUSER") or _os_user()
-    return Target(
-        host=pick("host", "PGHOST") or pick("hostaddr", "PGHOSTADDR"),
-        port=pick("port", "PGPORT") or "5432",
-        dbname=pick("dbname", "PGDATABASE") or user,
-        user=user,
-    )
-
-
-def _os_user() -> str | None:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:
-        return None
 
 
 # --- errors --------------------------------------------------------------------------------

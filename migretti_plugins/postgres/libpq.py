@@ -981,10 +981,6 @@ class _Reading:
         self.pending: tuple[int, Callable[[int, Any], Any]] | None = None
 
 
-# Signals that unwind a run (Ctrl-C; SIGTERM and SIGHUP as the CLI handles them).
-_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
 def _hold_signals(reading: _Reading) -> list[tuple[int, Any]] | None:
     """While a batch's results are read, a signal that lands between taking a result and
     counting it waits until the count is made, so what committed is known exactly.
@@ -995,10 +991,12 @@ def _hold_signals(reading: _Reading) -> list[tuple[int, Any]] | None:
     import signal
     import threading
 
+    from migretti_core.interrupts import HELD_SIGNALS
+
     if threading.current_thread() is not threading.main_thread():
         return None
     kept: list[tuple[int, Any]] = []
-    for name in _HELD_SIGNALS:
+    for name in HELD_SIGNALS:
         signum = getattr(signal, name, None)
         if signum is None:
             continue
