@@ -8,7 +8,6 @@ target (the confirmation question, connection errors) follow the same order.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -57,6 +56,8 @@ def service_settings(service: str, environ: Mapping[str, str]) -> dict[str, str]
     for var in ("PGSERVICEFILE", "PGSYSCONFDIR"):
         if environ.get(var):
             child[var] = environ[var]
+    import subprocess  # only with a service: mg's start-up does without it
+
     try:
         done = subprocess.run(
             [sys.executable, "-c", _READ],

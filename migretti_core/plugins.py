@@ -425,8 +425,6 @@ class PluginLoader:
 
         An unmarked near miss (``mg_after_aply``) is only a warning: it may be a helper.
         """
-        import difflib
-
         known = self.pm.spec_names()
         ordered = sorted(known)
         for attr in dir(plugin):
@@ -439,7 +437,7 @@ class PluginLoader:
             opts = self.pm.parse_hookimpl_opts(plugin, attr)
             if opts is None:
                 if attr.startswith("mg_"):
-                    close = difflib.get_close_matches(attr, ordered, n=1, cutoff=0.85)
+                    close = _close_matches(attr, ordered, cutoff=0.85)
                     if close:
                         self.warn(
                             f"plugin {name!r}: {attr} is not a hook and is not marked "
@@ -451,7 +449,7 @@ class PluginLoader:
                 # pluggy's optionalhook=True: a hook of a later migretti, never called here
                 continue
             if hook not in known:
-                close = difflib.get_close_matches(hook, ordered, n=1)
+                close = _close_matches(hook, ordered)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 return f"unknown hook {hook}{hint}"
             problem = _argument_problem(function, hook, getattr(self.pm.hook, hook).spec.argnames)
@@ -523,11 +521,17 @@ def _version_text(value: object) -> str | None:
     return str(value)
 
 
+def _close_matches(word: str, choices: Sequence[str], cutoff: float = 0.6) -> list[str]:
+    """The nearest of ``choices``; difflib is imported only once a name is wrong."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+
+
 def _argument_problem(
     function: Callable[..., Any], hook: str, accepted: Sequence[str]
 ) -> str | None:
     """``mg_after_apply takes no argument 'reslts' (did you mean 'results'?)``, or None."""
-    import difflib
     import inspect
 
     try:
@@ -542,7 +546,7 @@ def _argument_problem(
     ]
     for arg in wanted:
         if arg not in accepted:
-            close = difflib.get_close_matches(arg, accepted, n=1)
+            close = _close_matches(arg, accepted)
             guess = f" (did you mean {close[0]!r}?)" if close else ""
             offered = ", ".join(accepted) or "none"
             return f"{hook} takes no argument {arg!r}{guess}; it offers: {offered}"

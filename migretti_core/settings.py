@@ -213,10 +213,10 @@ class Section(Mapping[str, Any]):
 
     def check_keys(self, known: Sequence[str]) -> None:
         """Refuse keys this plugin does not know, with a did-you-mean."""
-        import difflib
-
         for key in self._data:
             if key not in known:
+                import difflib  # only once a key is wrong: mg's start-up does without it
+
                 close = difflib.get_close_matches(key, list(known), n=1)
                 guess = f"; did you mean '{close[0]}'?" if close else ""
                 raise self.error(key, f"unknown key{guess} (valid keys: {', '.join(known)})")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from migretti_core.entrypoints import may_have_entry_points
-from migretti_core.testing import mg_env
+from migretti_core.testing import Project, mg_env
 
 
 def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -106,6 +106,24 @@ def test_help_does_not_import_the_running_machinery(tmp_path: Path) -> None:
     assert "RESULT 0 []" in result.stdout, result.stdout + result.stderr
     for command in ("apply", "status", "seed", "squash", "lint", "check", "baseline", "schema"):
         assert f"\n  {command} " in result.stdout, result.stdout
+
+
+def test_status_imports_only_what_it_uses(tmp_path: Path, database_url: str) -> None:
+    """`mg status` runs before every deploy: no subprocess, no did-you-mean machinery, no
+    psycopg (libpq is called directly), no parser for lint, unless something needs them."""
+    project = Project(tmp_path / "proj", database_url)
+    project.add_table("0001")
+    assert project.mg("apply").returncode == 0
+    code = """
+        import sys
+        from migretti_core.cli import run
+        code = run(["status"])
+        unused = ["subprocess", "difflib", "psycopg", "importlib_metadata", "sqlparse",
+                  "pglast", "shutil", "tempfile", "getpass"]
+        print("RESULT", code, [m for m in unused if m in sys.modules])
+    """
+    result = run_python(code, project.root)
+    assert "RESULT 0 []" in result.stdout, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("columns", ["60", "200", "", "x"])
