@@ -244,7 +244,8 @@ def test_a_protected_profile_is_refused_once_before_any_member(setup: Setup) -> 
 
 
 def test_ctrl_c_waits_for_the_running_member_then_is_raised(setup: Setup) -> None:
-    write_migration(setup.config, "0004", "slow", "SELECT pg_sleep(1.5);", "SELECT 1;")
+    # Long enough that Ctrl-C, pressed once the server shows it, lands while it runs.
+    write_migration(setup.config, "0004", "slow", "SELECT pg_sleep(3);", "SELECT 1;")
     fleet = Migretti(setup.config).fleet("tenants", jobs=1)
     main = threading.main_thread().ident
     assert main is not None
@@ -254,7 +255,7 @@ def test_ctrl_c_waits_for_the_running_member_then_is_raised(setup: Setup) -> Non
         deadline = time.monotonic() + 60
         query = (
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()"
+            "WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()"
         )
         while setup.sql(first, query)[0][0] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
