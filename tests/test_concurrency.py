@@ -149,6 +149,30 @@ def test_second_apply_waits_while_the_first_creates_an_index_concurrently(
 UNLOCK_ALL = "SELECT pg_advisory_unlock_all();"
 
 
+# A migration statement that runs until the test opens its gate: the test decides when the
+# migration goes on, however slow the machine is to start the other runs.
+def gate(n: int = 1) -> str:
+    return (
+        "DO $$ BEGIN WHILE NOT EXISTS (SELECT FROM gates WHERE n = "
+        f"{n}) LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;"
+    )
+
+
+def make_gates(project: Project) -> None:
+    project.sql("CREATE TABLE gates (n int)")
+
+
+def at_gate(project: Project, n: int = 1) -> bool:
+    return any(
+        state == "active" and f"FROM gates WHERE n = {n})" in query
+        for _, state, query in project.other_backends()
+    )
+
+
+def open_gate(project: Project, n: int = 1) -> None:
+    project.sql("INSERT INTO gates VALUES (%s)", (n,))
+
+
 def test_four_applies_with_a_migration_releasing_the_lock_run_each_migration_once(
     project: Project,
 ) -> None:
@@ -185,18 +209,15 @@ def test_a_migration_releasing_the_lock_keeps_others_out_until_it_commits(
     # its transaction holds the key for that transaction too, so a second run waits instead
     # of planning 0001 again; the first run then finds its lock gone before 0002 and stops.
     project.sql("CREATE TABLE once (n int)")
-    project.add(
-        "0001", "unlock", f"INSERT INTO once VALUES (1);\n{UNLOCK_ALL}\nSELECT pg_sleep(4);"
-    )
+    make_gates(project)
+    project.add("0001", "unlock", f"INSERT INTO once VALUES (1);\n{UNLOCK_ALL}\n{gate()}")
     project.add("0002", "insert", "INSERT INTO once VALUES (2);")
     first = project.spawn("apply")
-
-    def sleeping() -> bool:
-        return any("pg_sleep" in query for _, _, query in project.other_backends())
-
-    wait_until(lambda: sleeping() or not first.running(), timeout=60)
+    wait_until(lambda: at_gate(project) or not first.running(), timeout=60)
     assert first.running(), first.stderr_so_far()
     second = project.spawn("apply")
+    wait_until(lambda: WAITING in second.stderr_so_far() or not second.running(), timeout=60)
+    open_gate(project)
     first_done = project.finish(first, timeout=60)
     second_done = project.finish(second, timeout=60)
 
@@ -346,16 +367,14 @@ def test_fix_remove_of_a_running_row_that_became_applied_while_waiting_changes_n
     # migration). `mg fix 0001 --remove` waits for that run's lock; by then 0001 is applied:
     # removing its row would have the next apply run it a second time.
     project.sql("CREATE TABLE runs (id text)")
-    project.add(
-        "0001",
-        "slow",
-        "INSERT INTO runs VALUES ('0001');\nSELECT pg_sleep(2);",
-        no_transaction=True,
-    )
+    make_gates(project)
+    project.add("0001", "slow", f"INSERT INTO runs VALUES ('0001');\n{gate()}", no_transaction=True)
     apply = project.spawn("apply")
     wait_until(lambda: project.statuses().get("0001") == "running" or not apply.running())
     assert apply.running(), apply.stderr_so_far()
     fix = project.spawn("fix", "0001", "--remove")
+    wait_until(lambda: WAITING in fix.stderr_so_far() or not fix.running(), timeout=60)
+    open_gate(project)
     fixed = project.finish(fix, timeout=60)
     applied = project.finish(apply, timeout=60)
 
@@ -420,19 +439,26 @@ def test_an_apply_waiting_while_a_migration_runs_discard_all_waits_for_it_and_go
     # 0001 `running`: not an interrupted run (A's session is still connected), so B waits
     # for it, then finds it applied and applies 0002. A stops before 0002, its lock lost.
     project.sql("CREATE TABLE runs (id text)")
+    make_gates(project)
     project.add(
         "0001",
         "reset",
-        "SELECT pg_sleep(3);\nDISCARD ALL;\nSELECT pg_sleep(2);\nINSERT INTO runs VALUES ('0001');",
+        f"{gate(1)}\nDISCARD ALL;\n{gate(2)}\nINSERT INTO runs VALUES ('0001');",
         no_transaction=True,
     )
     project.add("0002", "after", "INSERT INTO runs VALUES ('0002');")
     first = project.spawn("apply")
-    wait_until(lambda: project.statuses().get("0001") == "running" or not first.running())
+    wait_until(lambda: at_gate(project, 1) or not first.running())
     assert first.running(), first.stderr_so_far()
     second = project.spawn("apply")
     wait_until(lambda: WAITING in second.stderr_so_far() or not second.running(), timeout=60)
     assert first.running() and second.running(), second.stderr_so_far()
+    open_gate(project, 1)  # DISCARD ALL: the second run takes the lock and finds 0001 at work
+    wait_until(
+        lambda: "waiting for it to finish" in second.stderr_so_far() or not second.running(),
+        timeout=60,
+    )
+    open_gate(project, 2)
     one = project.finish(first, timeout=60)
     two = project.finish(second, timeout=60)
 
@@ -455,10 +481,11 @@ def test_fix_of_a_running_row_whose_session_is_still_at_work_changes_nothing(
     # The row is `running` because the migration is still at work, not because it stopped:
     # neither --remove nor --applied is true of it yet.
     project.sql("CREATE TABLE runs (id text)")
+    make_gates(project)
     project.add(
         "0001",
         "reset",
-        "DISCARD ALL;\nSELECT pg_sleep(4);\nINSERT INTO runs VALUES ('0001');",
+        f"DISCARD ALL;\n{gate()}\nINSERT INTO runs VALUES ('0001');",
         no_transaction=True,
     )
     apply = project.spawn("apply")
@@ -471,6 +498,7 @@ def test_fix_of_a_running_row_whose_session_is_still_at_work_changes_nothing(
     assert apply.running(), apply.stderr_so_far()
     fixed = project.mg("fix", "0001", "--remove", timeout=60)
     assert apply.running(), "the fix should have been refused before the migration ended"
+    open_gate(project)
     applied = project.finish(apply, timeout=60)
 
     assert fixed.returncode == 3, fixed.stderr
