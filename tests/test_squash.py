@@ -517,17 +517,27 @@ def test_squash_while_an_apply_runs_waits_for_it_and_squashes_nothing_it_applied
     project = Project(tmp_path / "proj", database_url)
     try:
         project.sql("CREATE TABLE runs (id text)")
-        project.add("0001", "a", "INSERT INTO runs VALUES ('0001');\nSELECT pg_sleep(2);")
+        # 0001 goes on once the test opens the gate: after the squash is waiting for the lock.
+        project.sql("CREATE TABLE gate (open bool)")
+        gate = (
+            "DO $$ BEGIN WHILE NOT EXISTS (SELECT FROM gate) LOOP PERFORM pg_sleep(0.05);"
+            " END LOOP; END $$;"
+        )
+        project.add("0001", "a", f"INSERT INTO runs VALUES ('0001');\n{gate}")
         project.add("0002", "b", "INSERT INTO runs VALUES ('0002');")
         project.add("0003", "c", "INSERT INTO runs VALUES ('0003');")
         apply = project.spawn("apply")
 
-        def sleeping() -> bool:
-            return any("pg_sleep" in query for _, _, query in project.other_backends())
+        def at_gate() -> bool:
+            return any("FROM gate)" in query for _, _, query in project.other_backends())
 
-        wait_until(lambda: sleeping() or not apply.running(), timeout=60)
+        wait_until(lambda: at_gate() or not apply.running(), timeout=60)
         assert apply.running(), apply.stderr_so_far()
-        squashed = project.mg("squash", "merged")
+        squash = project.spawn("squash", "merged")
+        waiting = "waiting for the migration lock"
+        wait_until(lambda: waiting in squash.stderr_so_far() or not squash.running(), timeout=60)
+        project.sql("INSERT INTO gate VALUES (true)")
+        squashed = project.finish(squash)
         applied = project.finish(apply)
 
         assert applied.returncode == 0, applied.stderr
