@@ -397,9 +397,10 @@ def start_slow_session(app: Path, env: dict[str, str]) -> tuple[subprocess.Popen
         "def test_first(mg_database):\n"
         "    pass\n"
         "def test_waits_for_a_signal(mg_server, mg_database):\n"
-        f"    pathlib.Path({str(started)!r}).write_text(\n"
-        "        mg_database.dbname + ' ' + mg_server.url\n"
-        "    )\n"
+        # written whole under another name, then renamed: never seen empty or in part
+        f"    written = pathlib.Path({str(started) + '.part'!r})\n"
+        "    written.write_text(mg_database.dbname + ' ' + mg_server.url)\n"
+        f"    written.replace({str(started)!r})\n"
         "    time.sleep(600)\n"
     )
     basetemp = app.parent / "basetemp"
