@@ -196,11 +196,11 @@ def test_user_transaction_control_keeps_statements_alone(runs: tuple[Run, Run]) 
 
 
 def test_the_statement_timeout_counts_for_each_statement(runs: tuple[Run, Run]) -> None:
-    # six statements of 0.1 s in one batch, 0.6 s together: under a 300 ms timeout each
-    naps = [f"INSERT INTO t SELECT {n} FROM pg_sleep(0.1);" for n in range(1, 7)]
+    # six statements of 0.25 s in one batch, 1.5 s together: each well under a 1 s timeout
+    naps = [f"INSERT INTO t SELECT {n} FROM pg_sleep(0.25);" for n in range(1, 7)]
     batched, _ = runs
     done, before = both(
-        runs, "\n".join(["CREATE TABLE t (id int);", *naps]), "--statement-timeout", "300ms"
+        runs, "\n".join(["CREATE TABLE t (id int);", *naps]), "--statement-timeout", "1s"
     )
     assert done.returncode == before.returncode == 0, done.stderr
     for run in runs:
