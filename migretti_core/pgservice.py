@@ -7,7 +7,8 @@ target (the confirmation question, connection errors) follow the same order.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -56,7 +57,8 @@ def service_settings(service: str, environ: Mapping[str, str]) -> dict[str, str]
     for var in ("PGSERVICEFILE", "PGSYSCONFDIR"):
         if environ.get(var):
             child[var] = environ[var]
-    import subprocess  # only with a service: mg's start-up does without it
+    import json
+    import subprocess  # only with a service: mg's start-up does without them
 
     try:
         done = subprocess.run(
@@ -91,7 +93,6 @@ def passfile_passwords(params: Mapping[str, str], environ: Mapping[str, str]) ->
     libpq matches them: ``host:port:database:user:password``, ``*`` for any value, ``\\:``
     and ``\\\\`` escaped, a socket directory (or no host) read as ``localhost``.
     """
-    import os
 
     path = params.get("passfile") or environ.get("PGPASSFILE")
     if not path:
@@ -163,9 +164,6 @@ def target_of(params: Mapping[str, str], environ: Mapping[str, str] | None = Non
     """Where ``params`` lead, with libpq's fallbacks (a connection service, then the
     environment), for people to read: the target of a connection error or of the
     confirmation question, whichever builtin connects."""
-    import contextlib
-    import os
-
     from migretti_core.types import Target
 
     env = os.environ if environ is None else environ

@@ -119,7 +119,7 @@ def test_status_imports_only_what_it_uses(tmp_path: Path, database_url: str) -> 
         from migretti_core.cli import run
         code = run(["status"])
         unused = ["subprocess", "difflib", "psycopg", "importlib_metadata", "sqlparse",
-                  "pglast", "shutil", "tempfile", "getpass"]
+                  "pglast", "shutil", "tempfile", "getpass", "json"]
         print("RESULT", code, [m for m in unused if m in sys.modules])
     """
     result = run_python(code, project.root)

@@ -62,6 +62,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from migretti_core.interrupts import HELD_SIGNALS
+
 # ctypes is imported when the library is first looked for: `mg --help` does not pay for it.
 
 # Environment variable that turns this module off: every connection goes through psycopg.
@@ -990,8 +992,6 @@ def _hold_signals(reading: _Reading) -> list[tuple[int, Any]] | None:
     """
     import signal
     import threading
-
-    from migretti_core.interrupts import HELD_SIGNALS
 
     if threading.current_thread() is not threading.main_thread():
         return None
