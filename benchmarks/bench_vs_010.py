@@ -325,7 +325,8 @@ def small_migrations(directory: Path, count: int, prefix: str) -> list[Path]:
 def w1_with_mg_rows(ups: Sequence[str]) -> tuple[str, str]:
     """W1 as mg sends it, every migration one transaction, as one query: the set-up (the
     history tables as mg creates them, the run's lock) and the migrations, each with the
-    statements mg adds to it (the lock timeout, the lock check, the history and log rows)."""
+    statements mg adds to it (the lock timeout, the commit without waiting for the disk but
+    for the last, the lock check, the history and log rows)."""
     from migretti_core.types import DEFAULT_LOCK_ID, HistoryChange
     from migretti_plugins import history, lock
 
@@ -342,13 +343,18 @@ def w1_with_mg_rows(ups: Sequence[str]) -> tuple[str, str]:
             f"SELECT pg_advisory_lock({DEFAULT_LOCK_ID})",
         ]
     )
-    head = f"SET LOCAL lock_timeout = '5000ms'; {lock.check_sql(DEFAULT_LOCK_ID)}"
+    from migretti_plugins.postgres import _UNFLUSHED
+
+    check = lock.check_sql(DEFAULT_LOCK_ID)
     tables = (history.TABLE, history.LOG_TABLE)
     parts = []
     for i, up in enumerate(ups):
         change = HistoryChange(f"{i:06d}", f"t_{i}", f"{i:064x}", "UP", "applied")
         # as a run that found the table empty records its migrations
         record = history._insert_sql(change, history._SERVER_DURATION, i + 1, tables)
+        # all but the last commit without waiting for the disk, as mg's do
+        unflushed = f"{_UNFLUSHED}; " if i + 1 < len(ups) else ""
+        head = f"SET LOCAL lock_timeout = '5000ms'; {unflushed}{check}"
         parts.append(f"BEGIN;\n{head};\n{up}\n;\n{record}\n;\nCOMMIT;\n")
     return setup, "".join(parts)
 

@@ -684,6 +684,15 @@ class Hooks:
         )
         return result or ""
 
+    def unflushed_commit_sql(self, session: Session) -> str:
+        """SQL letting a migration commit before it is on disk; "" when no plugin can."""
+        result: str | None = self.call("mg_unflushed_commit_sql", session=session)
+        return result or ""
+
+    def wait_flushed(self, session: Session, conn: Any) -> None:
+        """Wait until what ``conn`` committed is on disk (or the plugin gives up)."""
+        self.call("mg_wait_flushed", session=session, conn=conn)
+
     def lock_blockers(
         self, session: Session, conn: Any, after: float
     ) -> AbstractContextManager[list[LockHolder]]:

@@ -320,6 +320,28 @@ def mg_timeout_sql(
     """
 
 
+@spec(FIRST, since="1.1", returns=instance_of(str))
+def mg_unflushed_commit_sql(session: Session) -> str | None:
+    """SQL letting a transactional migration's COMMIT return before it is on disk.
+
+    The engine starts the query of each transactional migration that another migration of
+    the same run follows with it. The last migration's COMMIT waits for the disk as usual,
+    and with a log written in order that makes every earlier one durable too: a run waits
+    for the disk once, not once per migration. A run that stops early calls
+    ``mg_wait_flushed``. "" or None: every COMMIT waits for the disk.
+    """
+
+
+@spec(FIRST, since="1.1", returns=instance_of(bool))
+def mg_wait_flushed(session: Session, conn: Any) -> bool | None:
+    """Return once what ``conn`` has committed is on disk.
+
+    Called when a run stops (a failed migration, Ctrl-C, SIGTERM) after a migration that
+    committed under ``mg_unflushed_commit_sql``, so that whatever mg reported applied is
+    durable when it exits. Give up after a bounded wait; errors are ignored.
+    """
+
+
 @spec(FIRST, returns=context_manager)
 def mg_lock_blockers(
     session: Session, conn: Any, after: float

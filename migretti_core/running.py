@@ -278,11 +278,14 @@ def run_migration(
     direction: Direction,
     *,
     retry: bool = True,
+    unflushed: str = "",
 ) -> int:
     """Run one migration and record it; return its duration in milliseconds.
 
     Without ``retry`` (a ``--single-transaction`` plan), a table-lock timeout raises
-    ``PlanLockTimeout`` instead of trying the migration again."""
+    ``PlanLockTimeout`` instead of trying the migration again. ``unflushed`` (from
+    ``mg_unflushed_commit_sql``) starts a transactional migration's query: its COMMIT need
+    not wait for the disk, as a later one of the run will."""
     hooks = session.hooks
     # A large file's section stays a FileText, read as it is sent and again only for an
     # error: holding it here would keep a second copy beside the query while it runs.
@@ -302,7 +305,7 @@ def run_migration(
         # One query: the timeouts, the lock check, the SQL as written, the history row; one
         # transaction.
         settings = hooks.timeout_sql(session, lock_wait, statement_wait, True)
-        head = "; ".join(part for part in (settings, check) if part) or None
+        head = "; ".join(part for part in (settings, unflushed, check) if part) or None
         query = MigrationQuery.build(head, "" if _blank(sql) else sql, record)
         attempt = 0
         sooner: float | None = None  # how soon the last try gave up, when before lock_wait
@@ -1171,6 +1174,10 @@ def run_plan(
     verb = "applied" if plan.direction == "up" else "rolled back"
     event = "migration.applied" if plan.direction == "up" else "migration.rolled_back"
     rollback = plan.direction != "up"
+    # Every migration but the last may commit without waiting for the disk: the last one's
+    # COMMIT makes them all durable. A run stopped before it waits for them (``unflushed``).
+    unflushed = "" if plan.single_transaction else hooks.unflushed_commit_sql(session)
+    waiting = [False]  # a migration committed without the disk since the last that waited
 
     def walk() -> None:
         for index, migration in enumerate(plan.steps, start=1):
@@ -1188,9 +1195,16 @@ def run_plan(
                 index=index,
                 total=total,
             )
+            later = unflushed if index < total and migration.transactional else ""
             duration = run_migration(
-                session, conn, migration, plan.direction, retry=not plan.single_transaction
+                session,
+                conn,
+                migration,
+                plan.direction,
+                retry=not plan.single_transaction,
+                unflushed=later,
             )
+            waiting[0] = bool(later)
             result = MigrationResult(migration, plan.direction, True, duration)
             results.append(result)
             # --allow-missing-down: nothing ran, so the line must not read as if it had.
@@ -1259,8 +1273,20 @@ def run_plan(
                 )
             raise
     else:
-        walk()
+        try:
+            walk()
+        except BaseException:
+            if waiting[0]:
+                _wait_flushed(session, conn)
+            raise
     return results
+
+
+def _wait_flushed(session: Session, conn: Any) -> None:
+    """Before a stopped run exits: what it reported applied is to be on disk by then.
+    Nothing here may hide why the run stopped, a second Ctrl-C included."""
+    with suppress(MgError, KeyboardInterrupt):
+        session.hooks.wait_flushed(session, conn)
 
 
 def lint_plan(session: Session, conn: Any, plan: Plan) -> list[LintFinding]:

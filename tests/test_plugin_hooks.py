@@ -339,9 +339,11 @@ def test_hook_mg_lock_check_sql(scenario: Scenario) -> None:
     assert len(apply.of("mg_lock_check_sql")) == 2  # once per migration
     assert apply.index("mg_lock_check_sql") > apply.index("mg_lock_acquire")
     # the builtin's check opens each migration's query, after the transactional one's
-    # timeouts
+    # timeouts (and its commit without waiting for the disk: 0002 follows it)
     head = apply.of("mg_execute_transaction")[0]["parts"][0]
-    assert head.startswith("SET LOCAL lock_timeout = '5000ms'; SELECT ")
+    assert head.startswith(
+        "SET LOCAL lock_timeout = '5000ms'; SET LOCAL synchronous_commit = off; SELECT "
+    )
     assert "pg_try_advisory_xact_lock" in head
     sent = [c["sql"] for c in apply.of("mg_execute")]
     assert sent[1].startswith("SELECT ")  # after the no-transaction one's timeouts
@@ -415,6 +417,51 @@ def test_hook_mg_timeout_sql(scenario: Scenario) -> None:
     assert [(c["lock_timeout"], c["statement_timeout"], c["local"]) for c in dry] == [
         (5.0, 0.0, True)
     ]
+
+
+def test_hook_mg_unflushed_commit_sql(scenario: Scenario) -> None:
+    apply = scenario.steps["apply"]
+    # asked once per run; the builtin's answer starts the query of 0001, which 0002 follows
+    assert len(apply.of("mg_unflushed_commit_sql")) == 1
+    (check, _, _) = apply.of("mg_execute_transaction")[0]["parts"]
+    assert "SET LOCAL synchronous_commit = off" in check
+    # the last migration of a run commits as the session would: it flushes them all
+    for label in ("protected", "failure"):
+        (last,) = scenario.steps[label].of("mg_execute_transaction")
+        assert "synchronous_commit" not in last["parts"][0], label
+    # a dry run commits nothing
+    assert scenario.steps["dry-run"].of("mg_unflushed_commit_sql") == []
+
+
+class FlushWatcher:
+    def __init__(self) -> None:
+        self.waits = 0
+
+    @hookimpl
+    def mg_wait_flushed(self, session: Any, conn: Any) -> bool:
+        assert session.hooks.query(session, conn, "SELECT 1") == [(1,)]
+        self.waits += 1
+        return True
+
+
+def test_hook_mg_wait_flushed(pg_url: str, tmp_path: Path) -> None:
+    watcher = FlushWatcher()
+    with fresh_database(pg_url) as url:
+        make_project(tmp_path, url)
+        write_migration(tmp_path, "0001", "a", "CREATE TABLE a (id int);")
+        write_migration(tmp_path, "0002", "b", "CREATE TABLE b (id int);")
+        # a finished run: its last COMMIT waited for the disk, nothing to wait for
+        assert run_cli(["apply"], cwd=tmp_path, plugins=[watcher]).exit_code == 0
+        assert watcher.waits == 0
+        write_migration(tmp_path, "0003", "c", "CREATE TABLE c (id int);")
+        write_migration(tmp_path, "0004", "broken", "SELECT 1 / 0;")
+        # stopped after 0003 committed without waiting: mg waits before it exits
+        failed = run_cli(["apply"], cwd=tmp_path, plugins=[watcher])
+        assert failed.exit_code == 1 and "division by zero" in failed.stderr
+        assert watcher.waits == 1
+        # a run stopped at its first migration left nothing unflushed
+        assert run_cli(["apply"], cwd=tmp_path, plugins=[watcher]).exit_code == 1
+        assert watcher.waits == 1
 
 
 def test_hook_mg_lock_blockers(scenario: Scenario) -> None:

@@ -1233,6 +1233,45 @@ def mg_timeout_sql(
     return "; ".join(parts)
 
 
+# --- commits that need not wait for the disk ---------------------------------------------------
+
+# Only this transaction's COMMIT stops waiting for its WAL flush (and for synchronous
+# standbys); the setting ends with it, and the run's last migration commits as the session
+# would. WAL is flushed (and replicated) in order, so that last COMMIT covers the others.
+_UNFLUSHED = "SET LOCAL synchronous_commit = off"
+# Where the WAL ends now, at or after this session's last COMMIT; and the WAL writer's
+# delay: it flushes a commit that did not wait within three of them (PostgreSQL docs,
+# "Asynchronous Commit").
+_WAL_END = (
+    "SELECT pg_current_wal_insert_lsn()::text, "
+    "(SELECT setting::int FROM pg_settings WHERE name = 'wal_writer_delay')"
+)
+_FLUSHED = "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn"
+FLUSH_POLL = 0.02
+FLUSH_WAIT_LIMIT = 10.0
+
+
+@hookimpl(trylast=True)
+def mg_unflushed_commit_sql(session: Session) -> str | None:
+    return _UNFLUSHED
+
+
+@hookimpl(trylast=True)
+def mg_wait_flushed(session: Session, conn: Any) -> bool | None:
+    import time
+
+    from migretti_plugins.postgres import libpq
+
+    if not isinstance(conn, libpq.LibpqConnection) and not _is_psycopg(conn):
+        return None
+    end, delay_ms = query(conn, _WAL_END)[0]
+    # Bounded: another session's WAL after this one's may sit unflushed longer.
+    deadline = time.monotonic() + min(3 * int(delay_ms or 200) / 1000 + 0.5, FLUSH_WAIT_LIMIT)
+    while not query(conn, _FLUSHED, (end,))[0][0] and time.monotonic() < deadline:
+        time.sleep(FLUSH_POLL)
+    return True
+
+
 _INVALID_INDEXES = (
     "SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname, t.relname) "
     "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
