@@ -45,24 +45,31 @@ def project(tmp_path: Path, server: EmbeddedServer) -> Iterator[Project]:
     project.close()
 
 
-def _answers(url: str) -> bool:
+_CHECKPOINTER = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
+
+
+def _checkpointer(url: str) -> int | None:
+    """The checkpointer's pid; None while the server does not answer."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute("SELECT 1")
-        return True
+            row = conn.execute(_CHECKPOINTER).fetchone()
     except psycopg.OperationalError:
-        return False
+        return None
+    return int(row[0]) if row else None
 
 
 def crash(server: EmbeddedServer) -> None:
     """Kill a backend with SIGKILL: the postmaster stops every process without writing
-    anything more, resets shared memory and replays the WAL on disk."""
+    anything more, resets shared memory and replays the WAL on disk. Done once the server
+    answers with a new checkpointer."""
+    before = _checkpointer(server.url())
+    assert before is not None
     victim = psycopg.connect(server.url(), autocommit=True)
     os.kill(victim.info.backend_pid, signal.SIGKILL)
     with suppress(psycopg.Error):
         victim.execute("SELECT 1")  # fails once the backend is gone
     victim.close()
-    wait_until(lambda: _answers(server.url()), timeout=60)
+    wait_until(lambda: _checkpointer(server.url()) not in (None, before), timeout=60)
 
 
 def _tables(count: int) -> set[str]:
