@@ -338,7 +338,8 @@ def mg_wait_flushed(session: Session, conn: Any) -> bool | None:
 
     Called when a run stops (a failed migration, Ctrl-C, SIGTERM) after a migration that
     committed under ``mg_unflushed_commit_sql``, so that whatever mg reported applied is
-    durable when it exits. Give up after a bounded wait; errors are ignored.
+    durable when it exits. Give up after a bounded wait; errors are ignored: the run's own
+    error is what mg reports.
     """
 
 

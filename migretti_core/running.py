@@ -1285,8 +1285,13 @@ def run_plan(
 def _wait_flushed(session: Session, conn: Any) -> None:
     """Before a stopped run exits: what it reported applied is to be on disk by then.
     Nothing here may hide why the run stopped, a second Ctrl-C included."""
-    with suppress(MgError, KeyboardInterrupt):
+    try:
         session.hooks.wait_flushed(session, conn)
+    except PluginFailed as exc:  # a plugin that crashed is named, the run's error stands
+        if exc.plugin:
+            session.hooks.plugin_warning(exc.plugin, exc.hook, exc.__cause__ or exc)
+    except (MgError, KeyboardInterrupt):
+        pass
 
 
 def lint_plan(session: Session, conn: Any, plan: Plan) -> list[LintFinding]:

@@ -464,6 +464,25 @@ def test_hook_mg_wait_flushed(pg_url: str, tmp_path: Path) -> None:
         assert watcher.waits == 1
 
 
+class CrashingFlush:
+    @hookimpl(tryfirst=True)
+    def mg_wait_flushed(self, session: Any, conn: Any) -> bool:
+        raise RuntimeError("flush service unreachable")
+
+
+def test_a_crashing_mg_wait_flushed_is_named_and_the_runs_error_stands(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with fresh_database(pg_url) as url:
+        make_project(tmp_path, url)
+        write_migration(tmp_path, "0001", "a", "CREATE TABLE a (id int);")
+        write_migration(tmp_path, "0002", "broken", "SELECT 1 / 0;")
+        failed = run_cli(["apply"], cwd=tmp_path, plugins=[CrashingFlush()])
+        assert failed.exit_code == 1
+        assert "division by zero" in failed.stderr
+        assert "mg_wait_flushed" in failed.stderr and "flush service unreachable" in failed.stderr
+
+
 def test_hook_mg_lock_blockers(scenario: Scenario) -> None:
     calls = scenario.steps["apply"].of("mg_lock_blockers")
     # one watcher per transactional migration, per no-transaction statement and per
