@@ -1178,6 +1178,8 @@ def run_plan(
     # COMMIT makes them all durable. A run stopped before it waits for them (``unflushed``).
     unflushed = "" if plan.single_transaction else hooks.unflushed_commit_sql(session)
     waiting = [False]  # a migration committed without the disk since the last that waited
+    # one that may commit without the disk is running: a signal may land after its COMMIT
+    in_flight = [False]
 
     def walk() -> None:
         for index, migration in enumerate(plan.steps, start=1):
@@ -1196,6 +1198,7 @@ def run_plan(
                 total=total,
             )
             later = unflushed if index < total and migration.transactional else ""
+            in_flight[0] = bool(later)
             duration = run_migration(
                 session,
                 conn,
@@ -1205,6 +1208,7 @@ def run_plan(
                 unflushed=later,
             )
             waiting[0] = bool(later)
+            in_flight[0] = False
             result = MigrationResult(migration, plan.direction, True, duration)
             results.append(result)
             # --allow-missing-down: nothing ran, so the line must not read as if it had.
@@ -1275,8 +1279,8 @@ def run_plan(
     else:
         try:
             walk()
-        except BaseException:
-            if waiting[0]:
+        except BaseException as exc:
+            if waiting[0] or (in_flight[0] and isinstance(exc, KeyboardInterrupt)):
                 _wait_flushed(session, conn)
             raise
     return results

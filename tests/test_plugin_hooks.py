@@ -464,6 +464,28 @@ def test_hook_mg_wait_flushed(pg_url: str, tmp_path: Path) -> None:
         assert watcher.waits == 1
 
 
+class CtrlCAfterCommit:
+    """Ctrl-C landing once the first migration's COMMIT is done, before mg hears of it."""
+
+    @hookimpl(wrapper=True)
+    def mg_execute_transaction(self, session: Any, conn: Any, parts: Any) -> Any:
+        yield
+        raise KeyboardInterrupt
+
+
+def test_mg_wait_flushed_follows_a_ctrl_c_that_lands_after_a_commit(
+    pg_url: str, tmp_path: Path
+) -> None:
+    watcher = FlushWatcher()
+    with fresh_database(pg_url) as url:
+        make_project(tmp_path, url)
+        write_migration(tmp_path, "0001", "a", "CREATE TABLE a (id int);")
+        write_migration(tmp_path, "0002", "b", "CREATE TABLE b (id int);")
+        stopped = run_cli(["apply"], cwd=tmp_path, plugins=[CtrlCAfterCommit(), watcher])
+        assert stopped.exit_code == 130, stopped.stderr
+        assert watcher.waits == 1
+
+
 class CrashingFlush:
     @hookimpl(tryfirst=True)
     def mg_wait_flushed(self, session: Any, conn: Any) -> bool:
