@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,6 +28,12 @@ from migretti_core.testing import fresh_database, run_mg, write_text
 from migretti_plugins.embedded.server import EmbeddedServer
 
 TEST_DATABASE_URL_ENV = "MG_TEST_DATABASE_URL"
+
+# A suite started in the background by a shell without job control (`.ci/run &`) inherits
+# SIGINT ignored, and so would every mg it starts: its Ctrl-C tests would find mg deaf to
+# Ctrl-C, as mg rightly stays when started that way. A handler is not inherited across exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Tests that need a PostgreSQL server get the ``pg`` marker, so ``pytest -m "not pg"`` runs
 # the database-free part alone (CONTRIBUTING.md).
