@@ -606,7 +606,10 @@ def test_find_transaction_problems_reports_refusals_with_their_lines() -> None:
         ("create table x (id int);\nDROP TABLE y;", False),
         ("CREATE TABLE t (id int);\n\t  eNd;", True),
         ("INSERT INTO t VALUES ('a; vacuum');", True),  # a false start: the lexer clears it
-        ("SELECT 1; (SELECT 2);", True),  # not a word: left to the lexer
+        ("SELECT 1; (VACUUM);", True),  # not a word: left to the lexer
+        ("SELECT 1; (SELECT 2);", False),  # no word a report needs, anywhere
+        ("CREATE TABLE weekend_sales (id int);", False),  # "end" inside a word: tokenized
+        ("ſtart transaction;", False),  # no ASCII keyword: PostgreSQL does not read START
         # a plain DDL statement (no quote, dollar or comment) is read up to its semicolon
         ("CREATE TABLE t (id bigint PRIMARY KEY, at timestamptz);\nDROP TABLE u;", False),
         ("create tablespace ts owner me location x;", True),
@@ -618,7 +621,7 @@ def test_find_transaction_problems_reports_refusals_with_their_lines() -> None:
         ("CREATE TABLE t (a int);\nALTER TABLE t ADD b int;", False),
         # statement heads: a plain ASCII word is read without the tokenizer, the rest with it
         ("SELECT 1;\t Vacuum t;", True),
-        ("SELECT 1;  E'x';", True),  # an E'' string, not the word e: left to the lexer
+        ("SELECT 1;  E'end';", True),  # an E'' string, not the word e: left to the lexer
         ("SELECT 1; tabelleß; über;", False),
         ("SELECT 1; /* c */ CREATE INDEX CONCURRENTLY i ON t (a);", True),
     ],
