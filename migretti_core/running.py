@@ -51,7 +51,7 @@ from migretti_core.planning import (
 from migretti_core.reporting import display_path, finding_line, relative_path, report
 from migretti_core.resolve import resolve_id
 from migretti_core.state import State, at_work, order_history
-from migretti_core.textfiles import has_sql, read_bytes
+from migretti_core.textfiles import has_sql, read_bytes, sha256_hex
 from migretti_core.types import (
     Action,
     Direction,
@@ -1514,13 +1514,11 @@ def _seen_files(plan: Plan, read_from: int) -> dict[Path, _FileKey | None]:
 def _differs_from(session: Session, migration: Migration) -> bool:
     """Whether the file of ``migration`` now holds another text than the one it was parsed
     from (the checksum, which ignores line endings and a BOM, tells)."""
-    import hashlib
-
     try:
         raw = read_bytes(migration.path)
     except OSError:
         return True
-    if hashlib.sha256(raw).hexdigest() in (migration.checksum, migration.raw_checksum):
+    if sha256_hex(raw) in (migration.checksum, migration.raw_checksum):
         return False
     try:  # new line endings, or a plugin's own format: its parser gives the checksum
         again = session.hooks.parse_migration(migration.path, raw)

@@ -5,12 +5,12 @@ Pure functions over data, so the rules can be tested without a database.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from migretti_core.textfiles import sha256_hex
 from migretti_core.types import HistoryEntry, Migration
 
 
@@ -65,7 +65,7 @@ def _line_end_checksums(text: str) -> set[str]:
     checksums differ, so a matching file costs nothing more."""
     variants = {text.replace("\n", "\r\n"), text.replace("\n", "\r")}
     variants |= {_BOM + v for v in variants} | {_BOM + text}
-    return {hashlib.sha256(v.encode("utf-8")).hexdigest() for v in variants}
+    return {sha256_hex(v.encode("utf-8")) for v in variants}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from migretti_core.errors import MigrationFileError, UsageError
-from migretti_core.textfiles import checksum, normalize_text, slugify
+from migretti_core.textfiles import checksum, normalize_text, sha256_hex, slugify
 from migretti_plugins.files.parse import (
     FILENAME_RE,
     create_migration_file,
@@ -418,3 +418,12 @@ def test_create_never_overwrites_a_file_that_appears_concurrently(
     with pytest.raises(UsageError, match="not overwriting"):
         create_migration_file(tmp_path, "first", id="01ABC")
     assert path.read_text() == "-- migrate: up\nSELECT 1;\n"
+
+
+@pytest.mark.parametrize("size", [0, 1, 120, (1 << 16) - 1, 1 << 16, (1 << 20) + 3])
+def test_checksums_are_sha256_whichever_implementation_takes_them(size: int) -> None:
+    # small inputs go to the interpreter's own SHA-256, large ones to OpenSSL's
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
+    text = data.decode("latin-1")
+    assert checksum(text) == hashlib.sha256(text.encode("utf-8")).hexdigest()

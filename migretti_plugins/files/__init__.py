@@ -80,9 +80,9 @@ def mg_parse_migration(path: Path, raw: bytes) -> Migration | None:
     migration = parse_migration(path, raw)
     if raw.startswith(b"\xef\xbb\xbf") or b"\r" in raw:
         # Rows written by migretti 0.10 hold the checksum of the raw bytes.
-        import hashlib
+        from migretti_core.textfiles import sha256_hex
 
-        migration = dataclasses.replace(migration, raw_checksum=hashlib.sha256(raw).hexdigest())
+        migration = dataclasses.replace(migration, raw_checksum=sha256_hex(raw))
     return migration
 
 

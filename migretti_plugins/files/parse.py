@@ -6,7 +6,6 @@ Every problem names the file and line so a user can fix a whole directory in one
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -15,7 +14,7 @@ from typing import Any, cast
 
 from migretti_core.errors import MigrationFileError, UsageError
 from migretti_core.reporting import display_path
-from migretti_core.textfiles import checksum, normalize_text, slugify, write_new_file
+from migretti_core.textfiles import checksum, normalize_text, sha256_hex, slugify, write_new_file
 from migretti_core.types import ON_DEMAND_BYTES, FileText, Migration
 
 FILENAME_RE = re.compile(r"(?P<id>[A-Za-z0-9]{1,26})_(?P<name>[^/]+)\.sql")
@@ -320,7 +319,7 @@ def _checksum_of(raw: bytes, text: str | bytes, hashing: _Hashing | None = None)
         return checksum(_as_str(text))
     if hashing is not None:
         return hashing.result()
-    return hashlib.sha256(raw).hexdigest()
+    return sha256_hex(raw)
 
 
 class _Hashing:
@@ -335,12 +334,12 @@ class _Hashing:
         self._thread.start()
 
     def _run(self, raw: bytes) -> None:
-        self._digest = hashlib.sha256(raw).hexdigest()
+        self._digest = sha256_hex(raw)
 
     def result(self) -> str:
         self._thread.join()
         # (empty only if the thread failed, out of memory: then taken here, to fail here)
-        return self._digest or hashlib.sha256(self._raw).hexdigest()
+        return self._digest or sha256_hex(self._raw)
 
 
 def _span(
